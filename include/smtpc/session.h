@@ -1,0 +1,131 @@
+/* smtpc — the session: one SMTP connection, driven step by step (blocking).
+ *
+ *   smtpc_session *s;
+ *   smtpc_session_new(&s);
+ *   smtpc_session_connect(s, "mail.example.org", 25);
+ *   smtpc_session_ehlo(s, NULL);
+ *   smtpc_session_mail_from(s, "a@example.org", NULL);
+ *   smtpc_session_rcpt_to(s, "b@example.org", NULL);
+ *   smtpc_session_data_mem(s, msg, len);
+ *   smtpc_session_quit(s);
+ *   smtpc_session_free(s);
+ *
+ * Every call returns 0 or a negative SMTPC_E* code (smtpc/errors.h); after
+ * each command smtpc_session_reply() gives the server's reply and
+ * smtpc_session_errmsg() the detail of a failure. A 4xx reply returns
+ * SMTPC_ETEMPFAIL, a 5xx SMTPC_EPERMFAIL. A 421 at any point closes the
+ * session. Writes never raise SIGPIPE.
+ *
+ * A session is used by one thread at a time, except smtpc_session_cancel(),
+ * which any thread may call at any time. */
+#ifndef SMTPC_SESSION_H
+#define SMTPC_SESSION_H
+
+#include "common.h"
+#include "errors.h"
+#include "reply.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct smtpc_session smtpc_session;
+
+/* Creates a session with default options. *out is untouched on failure.
+ * Errors: SMTPC_ENOMEM, SMTPC_EIO (cancel eventfd). */
+SMTPC_API int smtpc_session_new(smtpc_session **out);
+/* Closes the connection without QUIT (call smtpc_session_quit first for a
+ * polite close) and frees everything. NULL is a no-op. */
+SMTPC_API void smtpc_session_free(smtpc_session *s);
+
+/* ---- options (before connect) ----------------------------------------------
+ * Timeouts are in milliseconds; 0 restores the default. Defaults follow RFC
+ * 5321 §4.5.3.2, capped: connect 30 s, greeting 5 min -> 60 s, command 5 min
+ * -> 60 s, DATA end 10 min -> 120 s; overall deadline: none. */
+SMTPC_API int smtpc_session_set_connect_timeout_ms(smtpc_session *s, int64_t ms);
+SMTPC_API int smtpc_session_set_greeting_timeout_ms(smtpc_session *s, int64_t ms);
+SMTPC_API int smtpc_session_set_command_timeout_ms(smtpc_session *s, int64_t ms);
+SMTPC_API int smtpc_session_set_data_timeout_ms(smtpc_session *s, int64_t ms);
+/* A deadline for everything from connect to quit; 0 = none. */
+SMTPC_API int smtpc_session_set_deadline_ms(smtpc_session *s, int64_t ms);
+/* The EHLO/HELO name. Default: the host's FQDN, else an address literal
+ * "[127.0.0.1]" of the local end. SMTPC_EINVAL on CR/LF/NUL or spaces. */
+SMTPC_API int smtpc_session_set_ehlo_name(smtpc_session *s, const char *name);
+/* Local address (and port, 0 = any) to bind before connecting. */
+SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_t port);
+/* Limits on what the server may send: one reply line, one reply. */
+SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply);
+
+/* ---- the conversation --------------------------------------------------------
+ * connect: resolves host (IPv4 and IPv6; every address in turn within the
+ * connect timeout), connects and reads the greeting. A 554 greeting fails
+ * with SMTPC_EPERMFAIL and the reply available. */
+SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t port);
+/* EHLO, falling back to HELO when the server answers 500/502. name NULL =
+ * the configured or default EHLO name. */
+SMTPC_API int smtpc_session_ehlo(smtpc_session *s, const char *name);
+SMTPC_API int smtpc_session_helo(smtpc_session *s, const char *name);
+
+typedef struct smtpc_mail_opts {
+    uint64_t size;            /* SIZE=, 0 = omit */
+    int body_8bitmime;        /* BODY=8BITMIME */
+    int smtputf8;             /* SMTPUTF8 */
+    const char *dsn_ret;      /* "FULL" or "HDRS", NULL = omit */
+    const char *dsn_envid;    /* ENVID, NULL = omit */
+} smtpc_mail_opts;
+typedef struct smtpc_rcpt_opts {
+    const char *dsn_notify;   /* "NEVER" or "SUCCESS,FAILURE,DELAY" subset, NULL = omit */
+    const char *dsn_orcpt;    /* ORCPT address, NULL = omit */
+} smtpc_rcpt_opts;
+
+/* MAIL FROM:<from>; from "" is the null reverse-path. opts may be NULL. */
+SMTPC_API int smtpc_session_mail_from(smtpc_session *s, const char *from, const smtpc_mail_opts *opts);
+SMTPC_API int smtpc_session_rcpt_to(smtpc_session *s, const char *to, const smtpc_rcpt_opts *opts);
+
+/* A read callback for message bodies: copy up to len bytes into buf and
+ * return the count, 0 at the end, or a negative SMTPC_E* to abort. */
+typedef ssize_t (*smtpc_read_cb)(void *userdata, void *buf, size_t len);
+
+/* DATA, the body (normalised to CRLF, dot-stuffed), the final ".". Returns
+ * the final reply's status. A lost connection after the final dot returns
+ * SMTPC_EUNKNOWN: the message may have been delivered. */
+SMTPC_API int smtpc_session_data_mem(smtpc_session *s, const void *msg, size_t len);
+SMTPC_API int smtpc_session_data_cb(smtpc_session *s, smtpc_read_cb cb, void *userdata);
+/* BDAT (CHUNKING, RFC 3030): the body in chunks, the last marked LAST. */
+SMTPC_API int smtpc_session_bdat_mem(smtpc_session *s, const void *msg, size_t len);
+SMTPC_API int smtpc_session_bdat_cb(smtpc_session *s, smtpc_read_cb cb, void *userdata);
+
+SMTPC_API int smtpc_session_rset(smtpc_session *s);
+SMTPC_API int smtpc_session_noop(smtpc_session *s);
+/* QUIT, wait for the 221 (within the command timeout), close. */
+SMTPC_API int smtpc_session_quit(smtpc_session *s);
+/* Close the connection at once, no QUIT. */
+SMTPC_API void smtpc_session_disconnect(smtpc_session *s);
+
+/* Makes the blocked (or next) call on s return SMTPC_ECANCELED within
+ * 100 ms and closes the connection. Safe from any thread, async-signal-safe. */
+SMTPC_API void smtpc_session_cancel(smtpc_session *s);
+
+/* ---- what happened -------------------------------------------------------- */
+/* The last reply received, or NULL. Valid until the next command. */
+SMTPC_API const smtpc_reply *smtpc_session_reply(const smtpc_session *s);
+/* Detail of the last failure: "connect to 127.0.0.1:2525: Connection
+ * refused", "server replied 554 5.7.1 ...", "greeting timed out after 5 s".
+ * Server text is escaped (no control characters). Never NULL. */
+SMTPC_API const char *smtpc_session_errmsg(const smtpc_session *s);
+SMTPC_API bool smtpc_session_is_connected(const smtpc_session *s);
+/* SMTPC_EXT_* flags from the last EHLO. */
+SMTPC_API unsigned smtpc_session_extensions(const smtpc_session *s);
+SMTPC_API bool smtpc_session_has_ext(const smtpc_session *s, const char *keyword);
+/* The parameters of an EHLO keyword ("SIZE" -> "35882577"); "" when it has
+ * none; NULL when not advertised. */
+SMTPC_API const char *smtpc_session_ext_param(const smtpc_session *s, const char *keyword);
+SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s); /* 0 = none */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,11 @@
+/* smtpc — umbrella header: include this one. */
+#ifndef SMTPC_SMTPC_H
+#define SMTPC_SMTPC_H
+
+#include "common.h"
+#include "errors.h"
+#include "reply.h"
+#include "session.h"
+#include "pickup.h"
+
+#endif

@@ -1,0 +1,59 @@
+/* SMTP replies: the incremental parser and EHLO capabilities. */
+#ifndef SMTPC_ENGINE_REPLY_H
+#define SMTPC_ENGINE_REPLY_H
+
+#include <smtpc/reply.h>
+
+#include "util/util.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A complete reply. The public type smtpc_reply (include/smtpc/reply.h) is
+ * this struct; callers use the accessors there. */
+struct smtpc_reply {
+    int code;              /* 200..599 */
+    char enhanced[16];     /* "2.1.0", or "" when absent / not advertised */
+    size_t nlines;
+    char **lines;          /* text after "NNN-"/"NNN " (and after the enhanced code) */
+    char *text;            /* lines joined with '\n' */
+};
+typedef struct smtpc_reply smtpc__reply;
+
+typedef struct smtpc__reply_limits {
+    size_t max_line;   /* default 4096 */
+    size_t max_bytes;  /* default 65536 */
+    size_t max_lines;  /* default 1000 */
+} smtpc__reply_limits;
+
+typedef struct smtpc__reply_parser smtpc__reply_parser;
+int smtpc__reply_parser_new(smtpc__reply_parser **out, const smtpc__reply_limits *lim);
+void smtpc__reply_parser_free(smtpc__reply_parser *p);
+/* Split "X.Y.Z " off each line (set once ENHANCEDSTATUSCODES is known). */
+void smtpc__reply_parser_set_enhanced(smtpc__reply_parser *p, bool on);
+/* Consumes input up to and including the end of one reply. Returns 1 with
+ * *out (caller owns, smtpc__reply_free) when a reply is complete, 0 when all
+ * input was consumed and more is needed, or SMTPC_EPROTO / SMTPC_ELIMIT with
+ * err set. Lines end at LF; a CR before it is dropped. */
+int smtpc__reply_parser_feed(smtpc__reply_parser *p, const uint8_t *data, size_t len,
+                             size_t *consumed, smtpc__reply **out, smtpc__errmsg *err);
+void smtpc__reply_free(smtpc__reply *r);
+
+/* EHLO capabilities. Keywords are matched case-insensitively, as whole tokens. */
+typedef struct smtpc__caps {
+    bool esmtp;           /* EHLO succeeded (else HELO) */
+    unsigned flags;       /* SMTPC_EXT_* from smtpc/reply.h */
+    uint64_t size_max;    /* SIZE n; 0 = none or unlimited */
+    char **auth;          /* AUTH mechanisms (upper case), NULL-terminated */
+    size_t nauth;
+    char **lines;         /* every EHLO keyword line after the first, as received */
+    size_t nlines;
+} smtpc__caps;
+/* Parses an EHLO 250 reply (lines[0] is the greeting domain). */
+int smtpc__caps_parse(smtpc__caps *c, const smtpc__reply *r, smtpc__errmsg *err);
+void smtpc__caps_clear(smtpc__caps *c);
+/* Parameters of keyword kw ("SIZE" -> "35882577"), "" if none, NULL if absent. */
+const char *smtpc__caps_param(const smtpc__caps *c, const char *kw);
+
+#endif

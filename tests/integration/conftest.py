@@ -1,0 +1,26 @@
+"""Shared pytest fixtures for smtpc's integration tests.
+
+Paths come from the environment set by ctest (tests/CMakeLists.txt):
+SMTPC_BUILD_DIR (binaries) and SMTPC_SOURCE_DIR.
+"""
+import os
+import pathlib
+
+import pytest
+
+BUILD_DIR = pathlib.Path(os.environ.get("SMTPC_BUILD_DIR", pathlib.Path(__file__).resolve().parents[2] / "build"))
+SOURCE_DIR = pathlib.Path(os.environ.get("SMTPC_SOURCE_DIR", pathlib.Path(__file__).resolve().parents[2]))
+
+
+@pytest.fixture
+def smtpc_bin():
+    p = BUILD_DIR / "smtpc"
+    assert p.exists(), f"smtpc binary not built at {p}"
+    return str(p)
+
+
+def driver(name):
+    """Path of a C test driver (tests/integration/drv_<name>.c)."""
+    p = BUILD_DIR / "tests" / f"drv_{name}"
+    assert p.exists(), f"driver not built: {p}"
+    return str(p)

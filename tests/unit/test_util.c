@@ -1,0 +1,75 @@
+#include "t.h"
+#include "util/util.h"
+
+#include <stdint.h>
+
+TEST(buf_limit)
+{
+    smtpc__buf b;
+    smtpc__buf_init(&b, 8);
+    CHECK_INT(smtpc__buf_append(&b, "12345678", 8), 0);
+    CHECK_INT(smtpc__buf_append(&b, "9", 1), SMTPC_ELIMIT);
+    CHECK_INT(smtpc__buf_size(&b), 8);
+    smtpc__buf_consume(&b, 3);
+    CHECK_INT(smtpc__buf_append(&b, "abc", 3), 0);
+    CHECK_MEM(smtpc__buf_ptr(&b), smtpc__buf_size(&b), "45678abc", 8);
+    smtpc__buf_free(&b);
+}
+
+TEST(parse_u64)
+{
+    uint64_t v = 0;
+    CHECK_INT(smtpc__parse_u64("18446744073709551615", 20, &v), 0);
+    CHECK(v == UINT64_MAX);
+    CHECK_INT(smtpc__parse_u64("18446744073709551616", 20, &v), SMTPC_ELIMIT);
+    CHECK_INT(smtpc__parse_u64("-1", 2, &v), SMTPC_EINVAL);
+    CHECK_INT(smtpc__parse_u64("", 0, &v), SMTPC_EINVAL);
+}
+
+TEST(base64_roundtrip)
+{
+    uint8_t in[300] = {0}, dec[300];
+    char enc[404];
+    for (size_t n = 0; n < sizeof in; n++) {
+        for (size_t i = 0; i < n; i++) in[i] = (uint8_t)(i * 37 + n);
+        smtpc__b64_encode(enc, in, n);
+        long d = smtpc__b64_decode(dec, enc, smtpc__b64_encoded_len(n));
+        CHECK_INT(d, (long)n);
+        if (d == (long)n) CHECK(memcmp(in, dec, n) == 0);
+    }
+    char out[8];
+    smtpc__b64_encode(out, (const uint8_t *)"foob", 4);
+    CHECK(memcmp(out, "Zm9vYg==", 8) == 0);
+    CHECK_INT(smtpc__b64_decode(dec, "Zm9vYg=", 7), -1);
+    CHECK_INT(smtpc__b64_decode(dec, "Zm9v*g==", 8), -1);
+    CHECK_INT(smtpc__b64_decode(dec, "Zm9vYh==", 8), -1); /* non-zero pad bits */
+}
+
+TEST(escape)
+{
+    char out[64];
+    smtpc__escape_into(out, sizeof out, "a\r\nb\x1b[2J", 8);
+    CHECK_STR(out, "a\\r\\nb\\x1b[2J");
+    CHECK(smtpc__has_crlfnul("ab\nc", 4));
+    CHECK(!smtpc__has_crlfnul("abc", 3));
+    CHECK(smtpc__has_crlfnul("a\0c", 3));
+}
+
+TEST(errors)
+{
+    CHECK_STR(smtpc_err_name(SMTPC_ETIMEDOUT), "SMTPC_ETIMEDOUT");
+    CHECK(smtpc_error_classify(SMTPC_EPERMFAIL) == SMTPC_CLASS_PERMANENT);
+    CHECK(smtpc_error_classify(SMTPC_ETEMPFAIL) == SMTPC_CLASS_TRANSIENT);
+    CHECK(smtpc_error_classify(SMTPC_EUNKNOWN) == SMTPC_CLASS_UNKNOWN);
+    CHECK_STR(smtpc_strerror(12345), "unknown error code");
+}
+
+int main(void)
+{
+    RUN(buf_limit);
+    RUN(parse_u64);
+    RUN(base64_roundtrip);
+    RUN(escape);
+    RUN(errors);
+    T_DONE();
+}
