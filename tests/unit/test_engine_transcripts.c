@@ -280,7 +280,7 @@ static void run_action(run *r, const char *line)
     else if (!strcmp(a, "helo")) rc = smtpc__engine_helo(e, arg(r, rest));
     else if (!strcmp(a, "starttls")) rc = smtpc__engine_starttls(e);
     else if (!strcmp(a, "tls_started")) smtpc__engine_tls_started(e);
-    else if (!strcmp(a, "auth")) rc = smtpc__engine_auth(e, arg(r, nw > 1 ? w[1] : ""), nw > 2 ? arg(r, w[2]) : NULL);
+    else if (!strcmp(a, "auth")) rc = smtpc__engine_auth(e, arg(r, nw > 1 ? w[1] : ""), nw > 2 ? (strcmp(w[2], "=") ? arg(r, w[2]) : "") : NULL);
     else if (!strcmp(a, "auth_continue")) rc = smtpc__engine_auth_continue(e, arg(r, rest));
     else if (!strcmp(a, "mail") || !strcmp(a, "txn")) {
         smtpc__mail_params mp = {0};
