@@ -20,6 +20,7 @@
  *   --data-timeout-ms N --deadline-ms N --max-line N --max-reply N
  *   --cancel-after-ms N  a second thread calls smtpc_session_cancel after N ms
  *   --cancel-before      cancel before the first step
+ *   --keep-going         run the remaining steps after a failure
  *   --piece N            datacb hands the body over in N-byte pieces (default 7) */
 #include <smtpc/smtpc.h>
 
@@ -122,7 +123,7 @@ int main(int argc, char **argv)
     const char *rcpts[MAX_RCPTS];
     size_t nrcpts = 0, piece = 7;
     char steps[512] = "connect,ehlo,mail,rcpt,data,quit";
-    bool bdat = false, strict = false, cancel_before = false;
+    bool bdat = false, strict = false, cancel_before = false, keep_going = false;
     smtpc_session *s;
     if (smtpc_session_new(&s) != 0) return 1;
     g_s = s;
@@ -140,6 +141,7 @@ int main(int argc, char **argv)
         else if (OPT("--piece")) piece = (size_t)num(v);
         else if (strcmp(a, "--bdat") == 0) bdat = true;
         else if (strcmp(a, "--strict") == 0) strict = true;
+        else if (strcmp(a, "--keep-going") == 0) keep_going = true;
         else if (strcmp(a, "--cancel-before") == 0) cancel_before = true;
         else if (OPT("--connect-timeout-ms")) smtpc_session_set_connect_timeout_ms(s, num(v));
         else if (OPT("--greeting-timeout-ms")) smtpc_session_set_greeting_timeout_ms(s, num(v));
@@ -229,7 +231,7 @@ int main(int argc, char **argv)
             print_escaped(smtpc_session_errmsg(s));
             putchar('\n');
             status = 1;
-            break;
+            if (!keep_going) break;
         }
     }
     printf("connected %d\n", smtpc_session_is_connected(s) ? 1 : 0);
