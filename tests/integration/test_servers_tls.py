@@ -146,3 +146,56 @@ def test_client_cert_is_for_client_auth(certs):
     ls.close()
     assert dict(x[0] for x in seen["peer"]["subject"])["commonName"] == "client.smtpc.test"
     assert ("email", "client@example.org") in seen["peer"]["subjectAltName"]
+
+
+# -- stunnel -------------------------------------------------------------------
+from servers.postfix import postfix, postfix_server  # noqa: E402,F401
+from servers.stunnel import stunnel_in_front_of  # noqa: E402,F401
+
+import smtplib  # noqa: E402
+
+
+def test_stunnel_implicit_tls_to_postfix(postfix, stunnel_in_front_of):
+    t = stunnel_in_front_of(postfix.port)
+    c = ssl.create_default_context(cafile=t.ca_file)
+    with smtplib.SMTP_SSL(t.host, t.port, context=c, timeout=30) as s:
+        s.ehlo()
+        assert "chunking" in s.esmtp_features
+        s.sendmail("a@example.org", ["stunnel@example.org"], b"Subject: s\r\n\r\nvia stunnel\r\n")
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "stunnel@example.org"
+
+
+def test_stunnel_ipv6_listen_and_tls12(postfix, stunnel_in_front_of):
+    t = stunnel_in_front_of(postfix.port, listen="::1", max_tls="TLSv1.2")
+    c = ssl.create_default_context(cafile=t.ca_file)
+    with smtplib.SMTP_SSL(t.host, t.port, context=c, timeout=30) as s:
+        assert s.sock.version() == "TLSv1.2"
+        assert s.noop()[0] == 250
+
+
+@pytest.mark.parametrize("name", ["expired", "wrong_host", "self_signed", "unknown_ca"])
+def test_stunnel_presents_bad_certs(postfix, stunnel_in_front_of, name):
+    t = stunnel_in_front_of(postfix.port, cert=name)
+    c = ssl.create_default_context(cafile=t.ca_file)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        smtplib.SMTP_SSL(t.host, t.port, context=c, timeout=30)
+
+
+def test_stunnel_requires_client_cert(postfix, stunnel_in_front_of, certs):
+    t = stunnel_in_front_of(postfix.port, require_client_cert=True)
+    c = ssl.create_default_context(cafile=t.ca_file)
+    with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+        with smtplib.SMTP_SSL(t.host, t.port, context=c, timeout=30) as s:
+            s.noop()
+    c.load_cert_chain(certs.client.cert, certs.client.key)
+    with smtplib.SMTP_SSL(t.host, t.port, context=c, timeout=30) as s:
+        assert s.noop()[0] == 250
+
+
+def test_stunnel_stopped_at_test_end(postfix, stunnel_in_front_of):
+    t = stunnel_in_front_of(postfix.port)
+    t.stop()
+    assert t.proc.poll() is not None
+    with pytest.raises(OSError):
+        socket.create_connection((t.host, t.port), timeout=5)

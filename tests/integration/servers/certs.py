@@ -39,6 +39,7 @@ Directory layout: ``certs.dir/<name>.crt|.key|.pem|-chain.crt``; the whole
 directory is removed at the end of the session.
 """
 import base64
+import concurrent.futures
 import datetime
 import hashlib
 import os
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .util import make_tempdir, remove_tree, run
+from .util import make_tempdir, remove_tree, run, shared_instance
 
 LOCAL_SANS = "DNS:localhost,IP:127.0.0.1,IP:::1"
 
@@ -131,14 +132,6 @@ class _Maker:
     def path(self, name, ext):
         return os.path.join(self.d, f"{name}{ext}")
 
-    def genkey(self, name, rsa=False):
-        key = self.path(name, ".key")
-        if rsa:
-            _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
-        else:
-            _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
-        return key
-
     def new_ca_db(self, name):
         cadir = self.path(name, ".db")
         os.makedirs(os.path.join(cadir, "new"))
@@ -152,10 +145,8 @@ class _Maker:
         return cnf
 
     def self_signed_ca(self, name, cn):
-        key = self.genkey(name)
         cnf = self.new_ca_db(name)
-        csr = self.path(name, ".csr")
-        _openssl("req", "-new", "-config", cnf, "-key", key, "-subj", f"/CN={cn}", "-out", csr)
+        key, csr = self.key_and_csr(name, cn, cnf)
         crt = self.path(name, ".crt")
         _openssl("ca", "-batch", "-config", cnf, "-selfsign", "-keyfile", key, "-in", csr,
                  "-out", crt, "-notext", "-extensions", "ext_ca",
@@ -163,26 +154,32 @@ class _Maker:
                  "-enddate", _ts(self.now + datetime.timedelta(days=3650)))
         return {"name": name, "cert": crt, "key": key, "cnf": cnf}
 
+    def key_and_csr(self, name, cn, cnf, rsa=False):
+        key, csr = self.path(name, ".key"), self.path(name, ".csr")
+        alg = ["-newkey", "rsa:2048"] if rsa else \
+            ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        _openssl("req", "-new", "-config", cnf, *alg, "-noenc", "-keyout", key,
+                 "-subj", f"/CN={cn}", "-out", csr)
+        return key, csr
+
     def issue(self, ca, name, cn, ext_lines, start=None, end=None, rsa=False, intermediates=()):
-        key = self.genkey(name, rsa=rsa)
-        csr = self.path(name, ".csr")
-        _openssl("req", "-new", "-config", ca["cnf"], "-key", key, "-subj", f"/CN={cn}", "-out", csr)
+        # one CA database per issued cert, so issuing can run in parallel
+        cnf = self.new_ca_db(name)
+        key, csr = self.key_and_csr(name, cn, cnf, rsa=rsa)
         ext = self.path(name, ".ext")
         with open(ext, "w") as f:
             f.write("[ ext ]\n" + "\n".join(ext_lines) + "\n")
         crt = self.path(name, ".crt")
         start = start or self.now - datetime.timedelta(days=1)
         end = end or self.now + datetime.timedelta(days=3650)
-        _openssl("ca", "-batch", "-config", ca["cnf"], "-cert", ca["cert"], "-keyfile", ca["key"],
+        _openssl("ca", "-batch", "-config", cnf, "-cert", ca["cert"], "-keyfile", ca["key"],
                  "-in", csr, "-out", crt, "-notext", "-extfile", ext, "-extensions", "ext",
                  "-startdate", _ts(start), "-enddate", _ts(end))
         return self.finish(name, crt, key, intermediates)
 
     def self_signed_leaf(self, name, cn, ext_lines):
-        key = self.genkey(name)
         cnf = self.new_ca_db(name)
-        csr = self.path(name, ".csr")
-        _openssl("req", "-new", "-config", cnf, "-key", key, "-subj", f"/CN={cn}", "-out", csr)
+        key, csr = self.key_and_csr(name, cn, cnf)
         ext = self.path(name, ".ext")
         with open(ext, "w") as f:
             f.write("[ ext ]\n" + "\n".join(ext_lines) + "\n")
@@ -203,9 +200,8 @@ class _Maker:
         pem = self.path(name, ".pem")
         with open(pem, "wb") as f:
             f.write(chain_data + open(key, "rb").read())
-        spki = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-pubkey"],
-                              capture_output=True, check=True).stdout
-        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=spki,
+        # the SPKI of the certificate is the public half of its key
+        der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"],
                              capture_output=True, check=True).stdout
         h = hashlib.sha256(der).digest()
         return Cert(name, crt, key, pem, chain, base64.b64encode(h).decode(), h.hex())
@@ -229,34 +225,39 @@ def make_certs(directory):
                     ["basicConstraints = critical,CA:TRUE,pathlen:0",
                      "keyUsage = critical,keyCertSign,cRLSign",
                      "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always"])
-    inter_ca = {"cert": inter.cert, "key": inter.key, "cnf": m.new_ca_db("intermediate-ca")}
+    inter_ca = {"cert": inter.cert, "key": inter.key}
     local = SERVER_EXT + [f"subjectAltName = {LOCAL_SANS}"]
     now = m.now
     d = datetime.timedelta
-    out = {}
-    out["server"] = m.issue(ca, "server", "localhost", local)
-    out["server_rsa"] = m.issue(ca, "server_rsa", "localhost", local, rsa=True)
-    out["expired"] = m.issue(ca, "expired", "localhost", local,
-                             start=datetime.datetime(2020, 1, 1), end=datetime.datetime(2021, 1, 1))
-    out["not_yet_valid"] = m.issue(ca, "not_yet_valid", "localhost", local,
-                                   start=now + d(days=365), end=now + d(days=3650))
-    out["wrong_host"] = m.issue(ca, "wrong_host", "wrong.example.test",
-                                SERVER_EXT + ["subjectAltName = DNS:wrong.example.test"])
-    out["wildcard"] = m.issue(ca, "wildcard", "*.example.test",
-                              SERVER_EXT + ["subjectAltName = DNS:*.example.test"])
-    out["unknown_ca"] = m.issue(other, "unknown_ca", "localhost", local)
-    out["self_signed"] = m.self_signed_leaf(
-        "self_signed", "localhost",
-        ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature",
-         "extendedKeyUsage = serverAuth", "subjectKeyIdentifier = hash",
-         f"subjectAltName = {LOCAL_SANS}"])
-    out["chain"] = m.issue(inter_ca, "chain", "localhost", local, intermediates=[inter.cert])
-    out["client"] = m.issue(ca, "client", "client.smtpc.test",
-                            ["basicConstraints = critical,CA:FALSE",
-                             "keyUsage = critical,digitalSignature",
-                             "extendedKeyUsage = clientAuth",
-                             "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always",
-                             "subjectAltName = email:client@example.org"])
+    jobs = {
+        "server": (m.issue, ca, "server", "localhost", local),
+        "server_rsa": (lambda *a: m.issue(*a, rsa=True), ca, "server_rsa", "localhost", local),
+        "expired": (lambda *a: m.issue(*a, start=datetime.datetime(2020, 1, 1),
+                                       end=datetime.datetime(2021, 1, 1)),
+                    ca, "expired", "localhost", local),
+        "not_yet_valid": (lambda *a: m.issue(*a, start=now + d(days=365), end=now + d(days=3650)),
+                          ca, "not_yet_valid", "localhost", local),
+        "wrong_host": (m.issue, ca, "wrong_host", "wrong.example.test",
+                       SERVER_EXT + ["subjectAltName = DNS:wrong.example.test"]),
+        "wildcard": (m.issue, ca, "wildcard", "*.example.test",
+                     SERVER_EXT + ["subjectAltName = DNS:*.example.test"]),
+        "unknown_ca": (m.issue, other, "unknown_ca", "localhost", local),
+        "self_signed": (m.self_signed_leaf, "self_signed", "localhost",
+                        ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature",
+                         "extendedKeyUsage = serverAuth", "subjectKeyIdentifier = hash",
+                         f"subjectAltName = {LOCAL_SANS}"]),
+        "chain": (lambda *a: m.issue(*a, intermediates=[inter.cert]),
+                  inter_ca, "chain", "localhost", local),
+        "client": (m.issue, ca, "client", "client.smtpc.test",
+                   ["basicConstraints = critical,CA:FALSE",
+                    "keyUsage = critical,digitalSignature",
+                    "extendedKeyUsage = clientAuth",
+                    "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always",
+                    "subjectAltName = email:client@example.org"]),
+    }
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futs = {name: ex.submit(job[0], *job[1:]) for name, job in jobs.items()}
+        out = {name: f.result() for name, f in futs.items()}
     ca_cert = m.finish("ca", ca["cert"], ca["key"])
     for f in os.listdir(directory):
         p = os.path.join(directory, f)
@@ -265,10 +266,16 @@ def make_certs(directory):
     return CertSet(directory, ca_cert, ca["cert"], other["cert"], out)
 
 
-@pytest.fixture(scope="session")
-def certs():
+def _create_certs():
     d = make_tempdir("certs")
     try:
-        yield make_certs(d)
-    finally:
+        return make_certs(d)
+    except BaseException:
         remove_tree(d)
+        raise
+
+
+@pytest.fixture(scope="session")
+def certs():
+    with shared_instance("certs", _create_certs, lambda c: remove_tree(c.dir)) as c:
+        yield c

@@ -142,3 +142,27 @@ def run(argv, timeout=60, input=None, check=True, env=None):
         raise RuntimeError(f"{argv[0]} failed ({r.returncode}): {' '.join(map(str, argv))}\n"
                            f"{r.stdout.decode(errors='replace')}{r.stderr.decode(errors='replace')}")
     return r
+
+
+_SHARED = {}
+
+
+@contextlib.contextmanager
+def shared_instance(key, create, close):
+    """One instance per process for session fixtures.
+
+    A fixture imported into several test modules is a separate fixture per
+    module for pytest, so when one pytest process runs several files each
+    would get its own "session" instance. This shares one (reference counted;
+    closed when the last user finalizes, i.e. at the end of the session)."""
+    ent = _SHARED.get(key)
+    if ent is None:
+        ent = _SHARED[key] = [create(), 0]
+    ent[1] += 1
+    try:
+        yield ent[0]
+    finally:
+        ent[1] -= 1
+        if ent[1] == 0:
+            del _SHARED[key]
+            close(ent[0])
