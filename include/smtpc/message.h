@@ -270,6 +270,8 @@ typedef struct smtpc_message_writer smtpc_message_writer;
 
 #define SMTPC_WRITE_8BITMIME 0x1u /* the server offers 8BITMIME: 8bit text parts allowed */
 #define SMTPC_WRITE_SMTPUTF8 0x2u /* the server offers SMTPUTF8: raw UTF-8 headers (RFC 6532) */
+#define SMTPC_WRITE_NO_SPOOL 0x4u /* one-shot: callback streams are not copied to a spool
+                                     file, so the message cannot be written again */
 
 /* Prepares to write m. The first writer fixes the message's boundaries,
  * Date and Message-ID, so writing it again (with the same flags) gives the

@@ -628,7 +628,9 @@ static int stream_open(smtpc_message_writer *w, smtpc__part *p)
                 return smtpc__err(&w->err, SMTPC_EIO, "spool file: %s", strerror(errno));
         } else if (p->spool_state == SPOOL_PARTIAL) {
             return smtpc__err(&w->err, SMTPC_ESTATE,
-                              "attachment callback was consumed by an earlier unfinished write");
+                              "attachment callback already consumed (an earlier write was unfinished or used SMTPC_WRITE_NO_SPOOL)");
+        } else if (w->flags & SMTPC_WRITE_NO_SPOOL) {
+            p->spool_state = SPOOL_PARTIAL; /* consumed: cannot be replayed */
         } else {
             p->spool = tmpfile();
             if (!p->spool) return smtpc__err(&w->err, SMTPC_EIO, "cannot create spool file: %s", strerror(errno));
