@@ -15,51 +15,46 @@ static const char hexd[] = "0123456789ABCDEF";
  * "From " at line starts, which some relays mangle. */
 int smtpc__qp_encode(smtpc__buf *out, const uint8_t *src, size_t n)
 {
-    if (smtpc__buf_reserve(out, n + n / 8 + 16)) return SMTPC_ENOMEM;
+    /* worst case: 3 characters per byte plus a soft break every 25 bytes */
+    if (n > (SIZE_MAX - 64) / 4) return SMTPC_ENOMEM;
+    if (smtpc__buf_reserve(out, 3 * n + n / 8 + 16)) return SMTPC_ENOMEM;
+    char *d0 = (char *)out->data + out->len, *d = d0;
     size_t col = 0;
-    char tok[3];
     for (size_t i = 0; i < n; i++) {
         uint8_t c = src[i];
         if (c == '\r' && i + 1 < n && src[i + 1] == '\n') {
-            if (smtpc__buf_append(out, "\r\n", 2)) return SMTPC_ENOMEM;
+            *d++ = '\r';
+            *d++ = '\n';
             col = 0;
             i++;
             continue;
         }
-        size_t tl;
         bool lit = (c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t';
-        if (lit && (c == ' ' || c == '\t')) {
-            /* whitespace before a line end (or the end) must be encoded */
-            if (i + 1 == n || src[i + 1] == '\r') lit = false;
+        /* whitespace before a line end (or the end) must be encoded */
+        if (lit && (c == ' ' || c == '\t') && (i + 1 == n || src[i + 1] == '\r')) lit = false;
+        size_t tl = lit ? 1 : 3;
+        if (col + tl > 75) {
+            *d++ = '=';
+            *d++ = '\r';
+            *d++ = '\n';
+            col = 0;
         }
-        if (lit && col == 0 && (c == '.' || (c == 'F' && n - i >= 5 && memcmp(src + i, "From ", 5) == 0)))
+        /* '.' and "From " at a line start are encoded: some relays mangle them */
+        if (lit && col == 0 && (c == '.' || (c == 'F' && n - i >= 5 && memcmp(src + i, "From ", 5) == 0))) {
             lit = false;
-        if (lit) {
-            tok[0] = (char)c;
-            tl = 1;
-        } else {
-            tok[0] = '=';
-            tok[1] = hexd[c >> 4];
-            tok[2] = hexd[c & 15];
             tl = 3;
         }
-        /* room for the token and a possible soft break "=" on this line */
-        if (col + tl > 75) {
-            if (smtpc__buf_append(out, "=\r\n", 3)) return SMTPC_ENOMEM;
-            col = 0;
-            if (tl == 1 && (c == '.' || c == 'F')) {
-                /* re-check the line-start rule */
-                if (c == '.' || (n - i >= 5 && memcmp(src + i, "From ", 5) == 0)) {
-                    tok[0] = '=';
-                    tok[1] = hexd[c >> 4];
-                    tok[2] = hexd[c & 15];
-                    tl = 3;
-                }
-            }
+        if (lit) {
+            *d++ = (char)c;
+        } else {
+            d[0] = '=';
+            d[1] = hexd[c >> 4];
+            d[2] = hexd[c & 15];
+            d += 3;
         }
-        if (smtpc__buf_append(out, tok, tl)) return SMTPC_ENOMEM;
         col += tl;
     }
+    out->len += (size_t)(d - d0);
     return 0;
 }
 
