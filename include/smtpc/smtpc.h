@@ -8,5 +8,6 @@
 #include "session.h"
 #include "pickup.h"
 #include "message.h"
+#include "tls.h"
 
 #endif
