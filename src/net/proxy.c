@@ -415,10 +415,23 @@ static int http_judge(proxy_layer *l, size_t end)
 
 /* ---- the handshake loop -------------------------------------------------- */
 
-static int inner_failed(proxy_layer *l, int rc, const char *doing)
+static const char *phase(const proxy_layer *l);
+
+/* The inner transport failed mid-handshake. A reset or a broken pipe is the
+ * proxy hanging up on us: that is the proxy's failure (SMTPC_EPROXY) and
+ * reads as such; timeouts, cancellation and the like keep their code. */
+static int inner_failed(proxy_layer *l, int rc, bool reading)
 {
-    return perr(l, rc, "%s: %s", doing, l->base.inner->err.text[0] ? l->base.inner->err.text
-                                                                   : smtpc_strerror(rc));
+    const char *why = l->base.inner->err.text[0] ? l->base.inner->err.text : smtpc_strerror(rc);
+    if (rc == SMTPC_ENETWORK || rc == SMTPC_ECLOSED) {
+        if (!reading)
+            return perr(l, SMTPC_EPROXY,
+                        "the proxy closed the connection while we sent the request (%s)", why);
+        size_t have = l->state == ST_HTTP_HEADER ? smtpc__buf_size(&l->http) : l->in_len;
+        return perr(l, SMTPC_EPROXY, "the proxy closed the connection %s the %s (%s)",
+                    have ? "in the middle of" : "instead of sending", phase(l), why);
+    }
+    return perr(l, rc, "%s: %s", reading ? "reading the reply" : "sending the request", why);
 }
 
 static const char *phase(const proxy_layer *l)
@@ -442,9 +455,9 @@ static int proxy_handshake(smtpc__transport *t, int *want)
     for (;;) {
         if (l->state == ST_FAILED) return l->failed_rc;
         while (l->out_off < l->out_len) {
-            ssize_t n = in->ops->write(in, l->out + l->out_off, l->out_len - l->out_off, want);
+            ssize_t n = smtpc__transport_write(in, l->out + l->out_off, l->out_len - l->out_off, want);
             if (n == SMTPC_EAGAIN) return SMTPC_EAGAIN;
-            if (n < 0) return inner_failed(l, (int)n, "sending the request");
+            if (n < 0) return inner_failed(l, (int)n, false);
             l->out_off += (size_t)n;
         }
         if (l->state == ST_DONE) {
@@ -460,14 +473,14 @@ static int proxy_handshake(smtpc__transport *t, int *want)
             size_t room = SMTPC__PROXY_HTTP_MAX_HEADER - have;
             if (room > 4096) room = 4096;
             if (smtpc__buf_reserve(&l->http, room)) return perr(l, SMTPC_ENOMEM, "out of memory");
-            ssize_t n = in->ops->read(in, l->http.data + l->http.len, room, want);
+            ssize_t n = smtpc__transport_read(in, l->http.data + l->http.len, room, want);
             if (n == SMTPC_EAGAIN) return SMTPC_EAGAIN;
-            if (n < 0) return inner_failed(l, (int)n, "reading the response");
+            if (n < 0) return inner_failed(l, (int)n, true);
             if (n == 0)
                 return perr(l, SMTPC_EPROXY,
                             "the proxy closed the connection %s the HTTP response header "
                             "(%zu bytes received)",
-                            have ? "in the middle of" : "before sending", have);
+                            have ? "in the middle of" : "instead of sending", have);
             l->http.len += (size_t)n;
             /* resume the search a little before the new bytes */
             size_t from = have > 3 ? have - 3 : 0;
@@ -480,9 +493,9 @@ static int proxy_handshake(smtpc__transport *t, int *want)
             continue;
         }
         while (l->in_len < l->need) {
-            ssize_t n = in->ops->read(in, l->in + l->in_len, l->need - l->in_len, want);
+            ssize_t n = smtpc__transport_read(in, l->in + l->in_len, l->need - l->in_len, want);
             if (n == SMTPC_EAGAIN) return SMTPC_EAGAIN;
-            if (n < 0) return inner_failed(l, (int)n, "reading the reply");
+            if (n < 0) return inner_failed(l, (int)n, true);
             if (n == 0)
                 return perr(l, SMTPC_EPROXY,
                             "the proxy closed the connection %s the %s (%zu of %zu bytes "
@@ -516,7 +529,7 @@ static ssize_t proxy_read(smtpc__transport *t, void *buf, size_t len, int *want)
         if (!smtpc__buf_size(&l->http)) smtpc__buf_free(&l->http);
         return (ssize_t)n;
     }
-    ssize_t n = t->inner->ops->read(t->inner, buf, len, want);
+    ssize_t n = smtpc__transport_read(t->inner, buf, len, want);
     if (n < 0 && n != SMTPC_EAGAIN) t->err = t->inner->err;
     return n;
 }
@@ -527,7 +540,7 @@ static ssize_t proxy_write(smtpc__transport *t, const void *buf, size_t len, int
     if (l->state != ST_DONE)
         return smtpc__err(&t->err, SMTPC_ESTATE, "%s: write before the handshake completed",
                           l->what);
-    ssize_t n = t->inner->ops->write(t->inner, buf, len, want);
+    ssize_t n = smtpc__transport_write(t->inner, buf, len, want);
     if (n < 0 && n != SMTPC_EAGAIN) t->err = t->inner->err;
     return n;
 }
@@ -536,14 +549,8 @@ static size_t proxy_pending(const smtpc__transport *t)
 {
     const proxy_layer *l = (const proxy_layer *)t;
     size_t n = l->state == ST_DONE ? smtpc__buf_size(&l->http) : 0;
-    if (t->inner->ops->pending) n += t->inner->ops->pending(t->inner);
+    n += smtpc__transport_pending(t->inner);
     return n;
-}
-
-static int proxy_shutdown(smtpc__transport *t, int *want)
-{
-    if (t->inner->ops->shutdown) return t->inner->ops->shutdown(t->inner, want);
-    return 0;
 }
 
 static void proxy_destroy(smtpc__transport *t)
@@ -562,15 +569,15 @@ static void proxy_destroy(smtpc__transport *t)
 
 static const smtpc__transport_ops socks4_ops = {
     .name = "socks4", .handshake = proxy_handshake, .read = proxy_read, .write = proxy_write,
-    .pending = proxy_pending, .shutdown = proxy_shutdown, .destroy = proxy_destroy,
+    .pending = proxy_pending, .destroy = proxy_destroy,
 };
 static const smtpc__transport_ops socks5_ops = {
     .name = "socks5", .handshake = proxy_handshake, .read = proxy_read, .write = proxy_write,
-    .pending = proxy_pending, .shutdown = proxy_shutdown, .destroy = proxy_destroy,
+    .pending = proxy_pending, .destroy = proxy_destroy,
 };
 static const smtpc__transport_ops http_ops = {
     .name = "http-proxy", .handshake = proxy_handshake, .read = proxy_read,
-    .write = proxy_write, .pending = proxy_pending, .shutdown = proxy_shutdown,
+    .write = proxy_write, .pending = proxy_pending,
     .destroy = proxy_destroy,
 };
 

@@ -22,12 +22,16 @@ typedef struct mem_t {
     uint8_t out[8192];
     size_t out_len;
     size_t wchunk; /* at most this many bytes per write (0 = all) */
+    int read_err;  /* after the script: this error (e.g. a reset) instead of EOF */
+    int write_err; /* every write fails with this */
 } mem_t;
 
 static ssize_t mem_read(smtpc__transport *t, void *buf, size_t len, int *want)
 {
     mem_t *m = (mem_t *)t;
     if (m->in_off == m->in_len) {
+        if (m->read_err)
+            return smtpc__err(&t->err, m->read_err, "read: Connection reset by peer");
         if (m->eof) return 0;
         *want = SMTPC__WANT_READ;
         return SMTPC_EAGAIN;
@@ -49,6 +53,7 @@ static ssize_t mem_read(smtpc__transport *t, void *buf, size_t len, int *want)
 static ssize_t mem_write(smtpc__transport *t, const void *buf, size_t len, int *want)
 {
     mem_t *m = (mem_t *)t;
+    if (m->write_err) return smtpc__err(&t->err, m->write_err, "write: Broken pipe");
     size_t n = len;
     if (m->wchunk && n > m->wchunk) n = m->wchunk;
     if (n > sizeof m->out - m->out_len) {
@@ -90,15 +95,6 @@ static mem_t *mem_new(const void *script, size_t n, size_t chunk, bool eof)
     m->again = chunk != 0;
     m->eof = eof;
     return m;
-}
-
-static void chain_free(smtpc__transport *t)
-{
-    while (t) {
-        smtpc__transport *in = t->inner;
-        t->ops->destroy(t);
-        t = in;
-    }
 }
 
 static smtpc_proxy *P(const char *url)
@@ -174,7 +170,7 @@ static void run(run_result *r, const char *url, const char *host, uint16_t port,
             r->after_len += (size_t)k;
         }
     }
-    chain_free(t);
+    smtpc__transport_free(t);
     smtpc_proxy_free(cfg);
 }
 
@@ -551,7 +547,7 @@ TEST(http_errors)
                      SMTPC_EPROXY, "the proxy closed the connection in the middle of the HTTP "
                                    "response header (23 bytes received)");
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, "", 0, true, SMTPC_EPROXY,
-                     "closed the connection before sending the HTTP response header");
+                     "closed the connection instead of sending the HTTP response header");
 }
 
 TEST(http_endless_header)
@@ -609,7 +605,7 @@ TEST(io_before_handshake_is_a_state_error)
         CHECK_INT(t->ops->write(t, "x", 1, &want), SMTPC_ESTATE);
         CHECK_INT(m->out_len, 0);
         CHECK_STR(t->ops->name, "socks5");
-        chain_free(t);
+        smtpc__transport_free(t);
     }
     smtpc_proxy_free(cfg);
 }
@@ -625,8 +621,57 @@ TEST(local_resolution_failure)
     CHECK(strstr(r.err, "socks5h://") != NULL);
 }
 
+/* A reset by the proxy mid-handshake is the proxy hanging up: EPROXY, with
+ * the system's words; a timeout of the inner layer keeps its code. */
+TEST(inner_errors)
+{
+    static const struct {
+        const char *url;
+        size_t n;
+        int read_err, write_err, rc;
+        const char *sub;
+    } cases[] = {
+        {"socks5h://127.0.0.1", 0, SMTPC_ENETWORK, 0, SMTPC_EPROXY,
+         "the proxy closed the connection instead of sending the SOCKS5 method selection "
+         "(read: Connection reset by peer)"},
+        {"socks5h://127.0.0.1", 3, SMTPC_ENETWORK, 0, SMTPC_EPROXY,
+         "the proxy closed the connection in the middle of the SOCKS5 CONNECT reply "
+         "(read: Connection reset by peer)"},
+        {"http://127.0.0.1", 5, SMTPC_ENETWORK, 0, SMTPC_EPROXY,
+         "the proxy closed the connection in the middle of the HTTP response header "
+         "(read: Connection reset by peer)"},
+        {"socks4a://127.0.0.1", 0, 0, SMTPC_ENETWORK, SMTPC_EPROXY,
+         "the proxy closed the connection while we sent the request (write: Broken pipe)"},
+        {"socks5h://127.0.0.1", 0, SMTPC_ETIMEDOUT, 0, SMTPC_ETIMEDOUT,
+         "reading the reply: read: Connection reset by peer"},
+    };
+    static const uint8_t script[] = {5, 0, 5, 0, 0, 'H', 'T', 'T', 'P'};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(cases); i++) {
+        smtpc_proxy *cfg = P(cases[i].url);
+        const uint8_t *sc = script;
+        if (cases[i].url[0] == 'h') sc = (const uint8_t *)"HTTP/1.1 200";
+        mem_t *m = mem_new(sc, cases[i].n, 0, true);
+        m->read_err = cases[i].read_err;
+        m->write_err = cases[i].write_err;
+        smtpc__transport *t = NULL;
+        smtpc__errmsg err;
+        CHECK_INT(smtpc__proxy_layer_new(&t, &m->base, cfg, "h", 25, NULL, &err), 0);
+        if (!t) continue;
+        int rc = drive(t);
+        CHECK_INT(rc, cases[i].rc);
+        if (!strstr(t->err.text, cases[i].sub))
+            T_FAILF("case %zu: \"%s\" lacks \"%s\"", i, t->err.text, cases[i].sub);
+        /* failed for good: asking again gives the same answer, touches nothing */
+        int want = 0;
+        CHECK_INT(t->ops->handshake(t, &want), cases[i].rc);
+        smtpc__transport_free(t);
+        smtpc_proxy_free(cfg);
+    }
+}
+
 int main(void)
 {
+    RUN(inner_errors);
     RUN(socks5h_name_noauth);
     RUN(socks5_reply_with_domain_and_v6_bound_address);
     RUN(socks5h_ipv4_literal_goes_as_address);
