@@ -390,7 +390,9 @@ static int http_judge(proxy_layer *l, size_t end)
         l->state = ST_DONE;
         return 0;
     }
-    if (code == 407) {
+    /* 407 is the standard answer; some proxies (tinyproxy) answer 401 to
+     * wrong credentials on CONNECT: the same story for the user. */
+    if (code == 407 || code == 401) {
         size_t vl = 0;
         const char *v = http_find_header(h, end, "Proxy-Authenticate", &vl);
         char ch[160] = "";

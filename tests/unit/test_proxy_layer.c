@@ -527,6 +527,11 @@ TEST(http_errors)
                      "the proxy URL); the proxy asks for: Basic realm=\"corp\"");
     fails_everywhere("http://u:s3cr3t@127.0.0.1:3128", "mx.example", 25, r407, sizeof r407 - 1,
                      true, SMTPC_EPROXY, "the credentials were rejected");
+    static const char r401[] = "HTTP/1.0 401 Unauthorized\r\n\r\n";
+    fails_everywhere("http://u:s3cr3t@127.0.0.1:3128", "mx.example", 25, r401, sizeof r401 - 1,
+                     true, SMTPC_EPROXY,
+                     "proxy authentication required (401 Unauthorized): the credentials were "
+                     "rejected");
     static const char r403[] = "HTTP/1.1 403 Forbidden\r\n\r\n";
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, r403, sizeof r403 - 1, true,
                      SMTPC_EPROXY, "CONNECT to mx.example:25 forbidden by the proxy (403 Forbidden)");
