@@ -38,10 +38,10 @@ extern "C" {
 typedef enum smtpc_proxy_type {
     SMTPC_PROXY_SOCKS4 = 1,
     SMTPC_PROXY_SOCKS4A,
-    SMTPC_PROXY_SOCKS5,   /* target resolved by us */
-    SMTPC_PROXY_SOCKS5H,  /* target name resolved by the proxy */
-    SMTPC_PROXY_HTTP,     /* HTTP CONNECT */
-    SMTPC_PROXY_HTTPS     /* HTTP CONNECT inside TLS to the proxy */
+    SMTPC_PROXY_SOCKS5,  /* target resolved by us */
+    SMTPC_PROXY_SOCKS5H, /* target name resolved by the proxy */
+    SMTPC_PROXY_HTTP,    /* HTTP CONNECT */
+    SMTPC_PROXY_HTTPS    /* HTTP CONNECT inside TLS to the proxy */
 } smtpc_proxy_type;
 
 /* A proxy configuration (immutable once built, except by the setters). */

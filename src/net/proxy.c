@@ -20,9 +20,9 @@ enum {
     ST_S4_REPLY = 1,
     ST_S5_METHOD,
     ST_S5_AUTH,
-    ST_S5_REPLY_HEAD,  /* VER REP: judge the reply code as soon as it is in */
-    ST_S5_REPLY_ATYP,  /* VER REP RSV ATYP + 1st address byte */
-    ST_S5_REPLY_REST,  /* the bound address and port */
+    ST_S5_REPLY_HEAD, /* VER REP: judge the reply code as soon as it is in */
+    ST_S5_REPLY_ATYP, /* VER REP RSV ATYP + 1st address byte */
+    ST_S5_REPLY_REST, /* the bound address and port */
     ST_HTTP_HEADER,
     ST_DONE,
     ST_FAILED
@@ -50,12 +50,17 @@ typedef struct proxy_layer {
 static const char *type_label(smtpc_proxy_type t)
 {
     switch (t) {
-    case SMTPC_PROXY_SOCKS4: return "SOCKS4";
-    case SMTPC_PROXY_SOCKS4A: return "SOCKS4a";
+    case SMTPC_PROXY_SOCKS4:
+        return "SOCKS4";
+    case SMTPC_PROXY_SOCKS4A:
+        return "SOCKS4a";
     case SMTPC_PROXY_SOCKS5:
-    case SMTPC_PROXY_SOCKS5H: return "SOCKS5";
-    case SMTPC_PROXY_HTTP: return "HTTP";
-    case SMTPC_PROXY_HTTPS: return "HTTPS";
+    case SMTPC_PROXY_SOCKS5H:
+        return "SOCKS5";
+    case SMTPC_PROXY_HTTP:
+        return "HTTP";
+    case SMTPC_PROXY_HTTPS:
+        return "HTTPS";
     }
     return "?";
 }
@@ -109,9 +114,12 @@ static void expect(proxy_layer *l, int state, size_t need)
 static const char *s4_code(uint8_t cd)
 {
     switch (cd) {
-    case 0x5b: return "request rejected or failed";
-    case 0x5c: return "request rejected: the proxy cannot reach our identd";
-    case 0x5d: return "request rejected: identd reports a different user id";
+    case 0x5b:
+        return "request rejected or failed";
+    case 0x5c:
+        return "request rejected: the proxy cannot reach our identd";
+    case 0x5d:
+        return "request rejected: identd reports a different user id";
     }
     return NULL;
 }
@@ -155,15 +163,24 @@ static const char *s5_code(uint8_t rep)
 static const char *s5_method_name(uint8_t m)
 {
     switch (m) {
-    case 0x00: return "no authentication";
-    case 0x01: return "GSSAPI";
-    case 0x02: return "username/password";
-    case 0x03: return "CHAP";
-    case 0x05: return "challenge-response";
-    case 0x06: return "SSL";
-    case 0x07: return "NDS";
-    case 0x08: return "multi-authentication framework";
-    case 0x09: return "JSON parameter block";
+    case 0x00:
+        return "no authentication";
+    case 0x01:
+        return "GSSAPI";
+    case 0x02:
+        return "username/password";
+    case 0x03:
+        return "CHAP";
+    case 0x05:
+        return "challenge-response";
+    case 0x06:
+        return "SSL";
+    case 0x07:
+        return "NDS";
+    case 0x08:
+        return "multi-authentication framework";
+    case 0x09:
+        return "JSON parameter block";
     }
     return m >= 0x80 && m <= 0xfe ? "a private method" : "an unassigned method";
 }
@@ -231,8 +248,8 @@ static int s5_method_step(proxy_layer *l)
                     "malformed SOCKS5 reply (version byte 0x%02x, expected 0x05)%s", l->in[0],
                     l->in[0] == 'H' ? "; is it an HTTP proxy?" : "");
     uint8_t m = l->in[1];
-    const char *offered = l->offered_auth ? "no authentication, username/password"
-                                          : "no authentication";
+    const char *offered =
+        l->offered_auth ? "no authentication, username/password" : "no authentication";
     if (m == 0x00) {
         return s5_send_request(l);
     }
@@ -263,8 +280,7 @@ static int s5_method_step(proxy_layer *l)
                         "methods (%s); give user:pass in the proxy URL",
                         offered);
         return perr(l, SMTPC_EPROXY,
-                    "the proxy accepted none of the offered authentication methods (%s)",
-                    offered);
+                    "the proxy accepted none of the offered authentication methods (%s)", offered);
     }
     if (m == 0x02)
         return perr(l, SMTPC_EPROXY,
@@ -302,10 +318,10 @@ static int s5_reply_step(proxy_layer *l)
         if (rep != 0x00) {
             const char *why = s5_code(rep);
             if (why)
-                return perr(l, SMTPC_EPROXY, "CONNECT to %s failed: %s (reply 0x%02x)",
-                            l->target, why, rep);
-            return perr(l, SMTPC_EPROXY,
-                        "CONNECT to %s failed: unassigned reply code 0x%02x", l->target, rep);
+                return perr(l, SMTPC_EPROXY, "CONNECT to %s failed: %s (reply 0x%02x)", l->target,
+                            why, rep);
+            return perr(l, SMTPC_EPROXY, "CONNECT to %s failed: unassigned reply code 0x%02x",
+                        l->target, rep);
         }
         l->state = ST_S5_REPLY_ATYP;
         l->need = 5;
@@ -314,12 +330,18 @@ static int s5_reply_step(proxy_layer *l)
     if (l->state == ST_S5_REPLY_ATYP) {
         size_t total;
         switch (l->in[3]) {
-        case 0x01: total = 4 + 4 + 2; break;
-        case 0x04: total = 4 + 16 + 2; break;
-        case 0x03: total = 4 + 1 + (size_t)l->in[4] + 2; break;
+        case 0x01:
+            total = 4 + 4 + 2;
+            break;
+        case 0x04:
+            total = 4 + 16 + 2;
+            break;
+        case 0x03:
+            total = 4 + 1 + (size_t)l->in[4] + 2;
+            break;
         default:
-            return perr(l, SMTPC_EPROXY,
-                        "malformed SOCKS5 reply (unknown address type 0x%02x)", l->in[3]);
+            return perr(l, SMTPC_EPROXY, "malformed SOCKS5 reply (unknown address type 0x%02x)",
+                        l->in[3]);
         }
         l->state = ST_S5_REPLY_REST;
         l->need = total;
@@ -348,17 +370,21 @@ static const char *http_find_header(const char *h, size_t n, const char *name, s
     size_t nl = strlen(name);
     size_t i = 0;
     /* skip the status line */
-    while (i < n && h[i] != '\n') i++;
+    while (i < n && h[i] != '\n')
+        i++;
     while (i < n) {
         i++; /* past '\n' */
         size_t ls = i;
-        while (i < n && h[i] != '\n') i++;
+        while (i < n && h[i] != '\n')
+            i++;
         size_t le = i;
         if (le > ls && h[le - 1] == '\r') le--;
         if (le - ls > nl && h[ls + nl] == ':' && !smtpc__strncasecmp(h + ls, name, nl)) {
             size_t vs = ls + nl + 1;
-            while (vs < le && (h[vs] == ' ' || h[vs] == '\t')) vs++;
-            while (le > vs && (h[le - 1] == ' ' || h[le - 1] == '\t')) le--;
+            while (vs < le && (h[vs] == ' ' || h[vs] == '\t'))
+                vs++;
+            while (le > vs && (h[le - 1] == ' ' || h[le - 1] == '\t'))
+                le--;
             *vlen = le - vs;
             return h + vs;
         }
@@ -370,7 +396,8 @@ static int http_judge(proxy_layer *l, size_t end)
 {
     const char *h = (const char *)smtpc__buf_ptr(&l->http);
     size_t sl = 0;
-    while (sl < end && h[sl] != '\n') sl++;
+    while (sl < end && h[sl] != '\n')
+        sl++;
     size_t sle = sl;
     if (sle > 0 && h[sle - 1] == '\r') sle--;
     char esc[200];
@@ -411,8 +438,8 @@ static int http_judge(proxy_layer *l, size_t end)
                     code, rs);
     if (code == 502 || code == 503 || code == 504)
         return perr(l, SMTPC_EPROXY, "the proxy could not reach %s (%d %s)", l->target, code, rs);
-    return perr(l, SMTPC_EPROXY, "CONNECT to %s refused: the proxy answered %d %s", l->target,
-                code, rs);
+    return perr(l, SMTPC_EPROXY, "CONNECT to %s refused: the proxy answered %d %s", l->target, code,
+                rs);
 }
 
 /* ---- the handshake loop -------------------------------------------------- */
@@ -439,13 +466,18 @@ static int inner_failed(proxy_layer *l, int rc, bool reading)
 static const char *phase(const proxy_layer *l)
 {
     switch (l->state) {
-    case ST_S4_REPLY: return "SOCKS4 reply";
-    case ST_S5_METHOD: return "SOCKS5 method selection";
-    case ST_S5_AUTH: return "SOCKS5 authentication reply";
+    case ST_S4_REPLY:
+        return "SOCKS4 reply";
+    case ST_S5_METHOD:
+        return "SOCKS5 method selection";
+    case ST_S5_AUTH:
+        return "SOCKS5 authentication reply";
     case ST_S5_REPLY_HEAD:
     case ST_S5_REPLY_ATYP:
-    case ST_S5_REPLY_REST: return "SOCKS5 CONNECT reply";
-    case ST_HTTP_HEADER: return "HTTP response header";
+    case ST_S5_REPLY_REST:
+        return "SOCKS5 CONNECT reply";
+    case ST_HTTP_HEADER:
+        return "HTTP response header";
     }
     return "handshake";
 }
@@ -457,20 +489,24 @@ static int proxy_handshake(smtpc__transport *t, int *want)
     for (;;) {
         if (l->state == ST_FAILED) return l->failed_rc;
         while (l->out_off < l->out_len) {
-            ssize_t n = smtpc__transport_write(in, l->out + l->out_off, l->out_len - l->out_off, want);
+            ssize_t n =
+                smtpc__transport_write(in, l->out + l->out_off, l->out_len - l->out_off, want);
             if (n == SMTPC_EAGAIN) return SMTPC_EAGAIN;
             if (n < 0) return inner_failed(l, (int)n, false);
             l->out_off += (size_t)n;
         }
         if (l->state == ST_DONE) {
+            /* credentials have no business outliving the handshake */
             wipe_out(l);
+            smtpc__free_secret(l->user);
+            smtpc__free_secret(l->pass);
+            l->user = l->pass = NULL;
             return 0;
         }
         if (l->state == ST_HTTP_HEADER) {
             size_t have = smtpc__buf_size(&l->http);
             if (have >= SMTPC__PROXY_HTTP_MAX_HEADER)
-                return perr(l, SMTPC_EPROXY,
-                            "the HTTP response header is longer than %d bytes",
+                return perr(l, SMTPC_EPROXY, "the HTTP response header is longer than %d bytes",
                             SMTPC__PROXY_HTTP_MAX_HEADER);
             size_t room = SMTPC__PROXY_HTTP_MAX_HEADER - have;
             if (room > 4096) room = 4096;
@@ -486,8 +522,8 @@ static int proxy_handshake(smtpc__transport *t, int *want)
             l->http.len += (size_t)n;
             /* resume the search a little before the new bytes */
             size_t from = have > 3 ? have - 3 : 0;
-            size_t e = http_header_end(smtpc__buf_ptr(&l->http) + from,
-                                       smtpc__buf_size(&l->http) - from);
+            size_t e =
+                http_header_end(smtpc__buf_ptr(&l->http) + from, smtpc__buf_size(&l->http) - from);
             if (e) {
                 int rc = http_judge(l, from + e);
                 if (rc) return rc;
@@ -508,10 +544,18 @@ static int proxy_handshake(smtpc__transport *t, int *want)
         }
         int rc;
         switch (l->state) {
-        case ST_S4_REPLY: rc = s4_step(l); break;
-        case ST_S5_METHOD: rc = s5_method_step(l); break;
-        case ST_S5_AUTH: rc = s5_auth_step(l); break;
-        default: rc = s5_reply_step(l); break;
+        case ST_S4_REPLY:
+            rc = s4_step(l);
+            break;
+        case ST_S5_METHOD:
+            rc = s5_method_step(l);
+            break;
+        case ST_S5_AUTH:
+            rc = s5_auth_step(l);
+            break;
+        default:
+            rc = s5_reply_step(l);
+            break;
         }
         if (rc) return rc;
     }
@@ -570,16 +614,27 @@ static void proxy_destroy(smtpc__transport *t)
 }
 
 static const smtpc__transport_ops socks4_ops = {
-    .name = "socks4", .handshake = proxy_handshake, .read = proxy_read, .write = proxy_write,
-    .pending = proxy_pending, .destroy = proxy_destroy,
+    .name = "socks4",
+    .handshake = proxy_handshake,
+    .read = proxy_read,
+    .write = proxy_write,
+    .pending = proxy_pending,
+    .destroy = proxy_destroy,
 };
 static const smtpc__transport_ops socks5_ops = {
-    .name = "socks5", .handshake = proxy_handshake, .read = proxy_read, .write = proxy_write,
-    .pending = proxy_pending, .destroy = proxy_destroy,
+    .name = "socks5",
+    .handshake = proxy_handshake,
+    .read = proxy_read,
+    .write = proxy_write,
+    .pending = proxy_pending,
+    .destroy = proxy_destroy,
 };
 static const smtpc__transport_ops http_ops = {
-    .name = "http-proxy", .handshake = proxy_handshake, .read = proxy_read,
-    .write = proxy_write, .pending = proxy_pending,
+    .name = "http-proxy",
+    .handshake = proxy_handshake,
+    .read = proxy_read,
+    .write = proxy_write,
+    .pending = proxy_pending,
     .destroy = proxy_destroy,
 };
 
@@ -614,8 +669,7 @@ int smtpc__proxy_resolve_target(smtpc_proxy_type type, const char *host,
     if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
         if (type == SMTPC_PROXY_SOCKS4)
             return smtpc__err(err, SMTPC_EUNSUPPORTED,
-                              "SOCKS4 cannot connect to the IPv6 address %s (use socks5://)",
-                              host);
+                              "SOCKS4 cannot connect to the IPv6 address %s (use socks5://)", host);
         memset(s6, 0, sizeof *s6);
         inet_pton(AF_INET6, host, &s6->sin6_addr);
         s6->sin6_family = AF_INET6;
@@ -694,10 +748,9 @@ static int build_http_request(proxy_layer *l, const smtpc_proxy *cfg, const char
     return 0;
 }
 
-int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner,
-                           const smtpc_proxy *cfg, const char *target_host,
-                           uint16_t target_port, const struct sockaddr *target_addr,
-                           smtpc__errmsg *err)
+int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner, const smtpc_proxy *cfg,
+                           const char *target_host, uint16_t target_port,
+                           const struct sockaddr *target_addr, smtpc__errmsg *err)
 {
     if (!out || !inner || !cfg || !target_host)
         return smtpc__err(err, SMTPC_EINVAL, "proxy: missing argument");
@@ -714,8 +767,8 @@ int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner,
                               cfg->redacted);
     }
     if (hl > 255)
-        return smtpc__err(err, SMTPC_EINVAL,
-                          "proxy %s: the target host is longer than 255 bytes", cfg->redacted);
+        return smtpc__err(err, SMTPC_EINVAL, "proxy %s: the target host is longer than 255 bytes",
+                          cfg->redacted);
     if (type == SMTPC_PROXY_HTTPS)
         return smtpc__err(err, SMTPC_EUNSUPPORTED,
                           "proxy %s: HTTPS proxies (TLS to the proxy) are not supported yet; "

@@ -38,10 +38,9 @@
  * control characters, port 0), SMTPC_ENOHOST (local resolution failed),
  * SMTPC_EUNSUPPORTED (https proxy: not built yet; socks4 and an IPv6
  * target), SMTPC_ENOMEM. */
-int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner,
-                           const smtpc_proxy *cfg, const char *target_host,
-                           uint16_t target_port, const struct sockaddr *target_addr,
-                           smtpc__errmsg *err);
+int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner, const smtpc_proxy *cfg,
+                           const char *target_host, uint16_t target_port,
+                           const struct sockaddr *target_addr, smtpc__errmsg *err);
 
 /* Whether `type` needs the target resolved locally (socks4, socks5). */
 int smtpc__proxy_resolves_locally(smtpc_proxy_type type);
@@ -60,10 +59,10 @@ int smtpc__proxy_resolve_target(smtpc_proxy_type type, const char *host,
  * inner is the TCP layer); a TLS layer for SMTPS/STARTTLS goes on top. On
  * failure *out is untouched and everything is freed.
  * Errors: those of smtpc__tcp_connect (naming the proxy), SMTPC_EPROXY,
- * SMTPC_ETIMEDOUT ("proxy handshake with ... timed out"), SMTPC_ECANCELED,
+ * SMTPC_ETIMEDOUT ("proxy URL: the proxy did not complete the handshake
+ * in time"), SMTPC_ECANCELED,
  * and those of smtpc__proxy_layer_new. */
-int smtpc__proxy_connect(smtpc__transport **out, const smtpc_proxy *cfg,
-                         const char *target_host, uint16_t target_port,
-                         const smtpc__tcp_opts *tcp, smtpc__errmsg *err);
+int smtpc__proxy_connect(smtpc__transport **out, const smtpc_proxy *cfg, const char *target_host,
+                         uint16_t target_port, const smtpc__tcp_opts *tcp, smtpc__errmsg *err);
 
 #endif

@@ -7,9 +7,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-int smtpc__proxy_connect(smtpc__transport **out, const smtpc_proxy *cfg,
-                         const char *target_host, uint16_t target_port,
-                         const smtpc__tcp_opts *tcp, smtpc__errmsg *err)
+int smtpc__proxy_connect(smtpc__transport **out, const smtpc_proxy *cfg, const char *target_host,
+                         uint16_t target_port, const smtpc__tcp_opts *tcp, smtpc__errmsg *err)
 {
     if (!out || !cfg || !target_host || !tcp)
         return smtpc__err(err, SMTPC_EINVAL, "proxy: missing argument");

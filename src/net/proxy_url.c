@@ -16,12 +16,18 @@
 SMTPC_API const char *smtpc_proxy_type_name(smtpc_proxy_type type)
 {
     switch (type) {
-    case SMTPC_PROXY_SOCKS4: return "socks4";
-    case SMTPC_PROXY_SOCKS4A: return "socks4a";
-    case SMTPC_PROXY_SOCKS5: return "socks5";
-    case SMTPC_PROXY_SOCKS5H: return "socks5h";
-    case SMTPC_PROXY_HTTP: return "http";
-    case SMTPC_PROXY_HTTPS: return "https";
+    case SMTPC_PROXY_SOCKS4:
+        return "socks4";
+    case SMTPC_PROXY_SOCKS4A:
+        return "socks4a";
+    case SMTPC_PROXY_SOCKS5:
+        return "socks5";
+    case SMTPC_PROXY_SOCKS5H:
+        return "socks5h";
+    case SMTPC_PROXY_HTTP:
+        return "http";
+    case SMTPC_PROXY_HTTPS:
+        return "https";
     }
     return "?";
 }
@@ -29,9 +35,12 @@ SMTPC_API const char *smtpc_proxy_type_name(smtpc_proxy_type type)
 static uint16_t default_port(smtpc_proxy_type type)
 {
     switch (type) {
-    case SMTPC_PROXY_HTTP: return 80;
-    case SMTPC_PROXY_HTTPS: return 443;
-    default: return 1080;
+    case SMTPC_PROXY_HTTP:
+        return 80;
+    case SMTPC_PROXY_HTTPS:
+        return 443;
+    default:
+        return 1080;
     }
 }
 
@@ -171,9 +180,10 @@ static char *pct_decode(const char *s, size_t n, const char **why)
         int v = 0;
         for (int k = 1; k <= 2; k++) {
             char c = i + (size_t)k < n ? s[i + (size_t)k] : '\0';
-            int d = (c >= '0' && c <= '9') ? c - '0'
+            int d = (c >= '0' && c <= '9')   ? c - '0'
                     : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                             : -1;
             if (d < 0) {
                 smtpc__secure_zero(o, j);
                 free(o);

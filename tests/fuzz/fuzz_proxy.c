@@ -42,12 +42,15 @@ static void mem_destroy(smtpc__transport *t)
 }
 
 static const smtpc__transport_ops mem_ops = {
-    .name = "mem", .read = mem_read, .write = mem_write, .destroy = mem_destroy,
+    .name = "mem",
+    .read = mem_read,
+    .write = mem_write,
+    .destroy = mem_destroy,
 };
 
 static const char *const urls[] = {
-    "socks4://id@127.0.0.1", "socks4a://127.0.0.1",       "socks5://127.0.0.1",
-    "socks5h://u:p@127.0.0.1", "socks5h://127.0.0.1",    "http://127.0.0.1",
+    "socks4://id@127.0.0.1",   "socks4a://127.0.0.1", "socks5://127.0.0.1",
+    "socks5h://u:p@127.0.0.1", "socks5h://127.0.0.1", "http://127.0.0.1",
     "http://u:p@[::1]:3128",
 };
 
@@ -79,10 +82,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     smtpc__errmsg err;
     if (smtpc__proxy_layer_new(&t, &m.base, cfg, "192.0.2.1", 25, NULL, &err) == 0) {
         int want = 0, rc;
-        while ((rc = t->ops->handshake(t, &want)) == SMTPC_EAGAIN) {}
+        while ((rc = t->ops->handshake(t, &want)) == SMTPC_EAGAIN) {
+        }
         if (rc == 0) {
             uint8_t buf[64];
-            while (t->ops->read(t, buf, sizeof buf, &want) > 0) {}
+            while (t->ops->read(t, buf, sizeof buf, &want) > 0) {
+            }
         }
         t->inner = NULL; /* m lives on the stack */
         smtpc__transport_free(t);

@@ -15,10 +15,10 @@ typedef struct mem_t {
     smtpc__transport base;
     uint8_t *in; /* what the "proxy" sends; exact-size allocation */
     size_t in_len, in_off;
-    size_t chunk;     /* at most this many bytes per read (0 = all) */
-    bool again;       /* answer EAGAIN once before each piece */
+    size_t chunk; /* at most this many bytes per read (0 = all) */
+    bool again;   /* answer EAGAIN once before each piece */
     bool again_armed;
-    bool eof;         /* after the script: EOF (else EAGAIN forever) */
+    bool eof; /* after the script: EOF (else EAGAIN forever) */
     uint8_t out[8192];
     size_t out_len;
     size_t wchunk; /* at most this many bytes per write (0 = all) */
@@ -30,8 +30,7 @@ static ssize_t mem_read(smtpc__transport *t, void *buf, size_t len, int *want)
 {
     mem_t *m = (mem_t *)t;
     if (m->in_off == m->in_len) {
-        if (m->read_err)
-            return smtpc__err(&t->err, m->read_err, "read: Connection reset by peer");
+        if (m->read_err) return smtpc__err(&t->err, m->read_err, "read: Connection reset by peer");
         if (m->eof) return 0;
         *want = SMTPC__WANT_READ;
         return SMTPC_EAGAIN;
@@ -79,7 +78,10 @@ static void mem_destroy(smtpc__transport *t)
 }
 
 static const smtpc__transport_ops mem_ops = {
-    .name = "mem", .read = mem_read, .write = mem_write, .pending = mem_pending,
+    .name = "mem",
+    .read = mem_read,
+    .write = mem_write,
+    .pending = mem_pending,
     .destroy = mem_destroy,
 };
 
@@ -136,8 +138,7 @@ typedef struct run_result {
 /* One handshake of `url` to host:port against `script`, read in `chunk`-byte
  * pieces (0 = whole). */
 static void run(run_result *r, const char *url, const char *host, uint16_t port,
-                const struct sockaddr *addr, const void *script, size_t n, size_t chunk,
-                bool eof)
+                const struct sockaddr *addr, const void *script, size_t n, size_t chunk, bool eof)
 {
     memset(r, 0, sizeof *r);
     smtpc_proxy *cfg = P(url);
@@ -163,8 +164,8 @@ static void run(run_result *r, const char *url, const char *host, uint16_t port,
         r->pending_before = t->ops->pending(t);
         for (;;) {
             int want = 0;
-            ssize_t k = t->ops->read(t, r->after + r->after_len, sizeof r->after - r->after_len,
-                                     &want);
+            ssize_t k =
+                t->ops->read(t, r->after + r->after_len, sizeof r->after - r->after_len, &want);
             if (k == SMTPC_EAGAIN && m->in_off < m->in_len) continue; /* scripted pause */
             if (k <= 0) break;
             r->after_len += (size_t)k;
@@ -199,8 +200,8 @@ static void ok_everywhere(const char *url, const char *host, uint16_t port,
 }
 
 /* Expects failure with `code` and `sub` in the message, whole and split. */
-static void fails_everywhere(const char *url, const char *host, uint16_t port,
-                             const void *reply, size_t rn, bool eof, int code, const char *sub)
+static void fails_everywhere(const char *url, const char *host, uint16_t port, const void *reply,
+                             size_t rn, bool eof, int code, const char *sub)
 {
     for (size_t chunk = 0; chunk <= rn; chunk++) {
         run_result r;
@@ -232,7 +233,8 @@ TEST(socks5h_name_noauth)
     static const uint8_t greet[] = {5, 1, 0};
     memcpy(req, greet, 3);
     qn = 3;
-    static const uint8_t conn[] = {5, 1, 0, 3, 10, 'm', 'x', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 25};
+    static const uint8_t conn[] = {5,   1,   0,   3,   10,  'm', 'x', '.', 'e',
+                                   'x', 'a', 'm', 'p', 'l', 'e', 0,   25};
     memcpy(req + qn, conn, sizeof conn);
     qn += sizeof conn;
     ok_everywhere("socks5h://127.0.0.1:1080", "mx.example", 25, NULL, reply, rn, req, qn);
@@ -258,8 +260,8 @@ TEST(socks5_reply_with_domain_and_v6_bound_address)
     static const uint8_t req[] = {5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 7, 0x01, 0xbb};
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
     inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
-    ok_everywhere("socks5://127.0.0.1", "ignored.example", 443, (struct sockaddr *)&sin, reply,
-                  rn, req, sizeof req);
+    ok_everywhere("socks5://127.0.0.1", "ignored.example", 443, (struct sockaddr *)&sin, reply, rn,
+                  req, sizeof req);
 
     uint8_t r6[64];
     static const uint8_t head[] = {5, 0, 5, 0, 0, 4};
@@ -283,8 +285,8 @@ TEST(socks5h_ipv4_literal_goes_as_address)
     memcpy(reply, S5_NOAUTH, 2);
     memcpy(reply + 2, S5_OK_V4, sizeof S5_OK_V4);
     static const uint8_t req[] = {5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0x09, 0x3d};
-    ok_everywhere("socks5h://[::1]:1080", "127.0.0.1", 2365, NULL, reply, 2 + sizeof S5_OK_V4,
-                  req, sizeof req);
+    ok_everywhere("socks5h://[::1]:1080", "127.0.0.1", 2365, NULL, reply, 2 + sizeof S5_OK_V4, req,
+                  sizeof req);
 }
 
 TEST(socks5_userpass)
@@ -339,8 +341,8 @@ TEST(socks5_auth_failures)
     fails_everywhere("socks5h://127.0.0.1", "h", 25, gssapi, 2, true, SMTPC_EPROXY,
                      "method 0x01 (GSSAPI), which was not offered");
     static const uint8_t bad_auth_ver[] = {5, 2, 5, 0};
-    fails_everywhere("socks5h://u:s3cr3t@127.0.0.1", "h", 25, bad_auth_ver, 4, true,
-                     SMTPC_EPROXY, "malformed SOCKS5 authentication reply");
+    fails_everywhere("socks5h://u:s3cr3t@127.0.0.1", "h", 25, bad_auth_ver, 4, true, SMTPC_EPROXY,
+                     "malformed SOCKS5 authentication reply");
 }
 
 TEST(socks5_every_reply_code)
@@ -361,8 +363,10 @@ TEST(socks5_every_reply_code)
         uint8_t reply[] = {5, 0, 5, (uint8_t)code, 0, 1, 0, 0, 0, 0, 0, 0};
         char want[200];
         if (code < 9)
-            snprintf(want, sizeof want, "SOCKS5 proxy socks5h://u:***@127.0.0.1:1080: CONNECT "
-                                        "to mx.example:25 failed: %s", names[code]);
+            snprintf(want, sizeof want,
+                     "SOCKS5 proxy socks5h://u:***@127.0.0.1:1080: CONNECT "
+                     "to mx.example:25 failed: %s",
+                     names[code]);
         else
             snprintf(want, sizeof want, "unassigned reply code 0x%02x", code);
         fails_everywhere("socks5h://u:s3cr3t@127.0.0.1", "mx.example", 25, reply, sizeof reply,
@@ -437,8 +441,7 @@ TEST(socks4a_name)
 {
     static const uint8_t reply[] = {0, 0x5a, 0, 0, 0, 0, 0, 0};
     static const uint8_t req[] = {4, 1, 0, 25, 0, 0, 0, 1, 0, 'm', 'x', '.', 'e', 'x', 0};
-    ok_everywhere("socks4a://127.0.0.1", "mx.ex", 25, NULL, reply, sizeof reply, req,
-                  sizeof req);
+    ok_everywhere("socks4a://127.0.0.1", "mx.ex", 25, NULL, reply, sizeof reply, req, sizeof req);
     /* an IPv4 literal goes as an address even for 4a */
     static const uint8_t req2[] = {4, 1, 0, 25, 10, 1, 2, 3, 'u', 0};
     ok_everywhere("socks4a://u@127.0.0.1", "10.1.2.3", 25, NULL, reply, sizeof reply, req2,
@@ -476,16 +479,15 @@ TEST(socks4_failures)
 
 /* ---- HTTP CONNECT -------------------------------------------------------- */
 
-#define CONNECT_REQ(auth)                                                                      \
-    "CONNECT mx.example:25 HTTP/1.1\r\nHost: mx.example:25\r\n" auth "\r\n"
+#define CONNECT_REQ(auth) "CONNECT mx.example:25 HTTP/1.1\r\nHost: mx.example:25\r\n" auth "\r\n"
 
 TEST(http_ok_keeps_bytes_after_header)
 {
     static const char reply[] = "HTTP/1.1 200 Connection established\r\nVia: x\r\n\r\n";
     static const char req[] = CONNECT_REQ("Proxy-Authorization: Basic dTpzM2NyM3Q=\r\n");
     /* GREETING arrives in the same packet as the header: returned by read() */
-    ok_everywhere("http://u:s3cr3t@127.0.0.1:3128", "mx.example", 25, NULL, reply,
-                  sizeof reply - 1, req, sizeof req - 1);
+    ok_everywhere("http://u:s3cr3t@127.0.0.1:3128", "mx.example", 25, NULL, reply, sizeof reply - 1,
+                  req, sizeof req - 1);
     static const char req2[] = CONNECT_REQ("");
     ok_everywhere("http://127.0.0.1:3128", "mx.example", 25, NULL, reply, sizeof reply - 1, req2,
                   sizeof req2 - 1);
@@ -495,8 +497,8 @@ TEST(http_ok_keeps_bytes_after_header)
                   sizeof req2 - 1);
     /* user without password: "u:" */
     static const char req3[] = CONNECT_REQ("Proxy-Authorization: Basic dTo=\r\n");
-    ok_everywhere("http://u@127.0.0.1:3128", "mx.example", 25, NULL, reply, sizeof reply - 1,
-                  req3, sizeof req3 - 1);
+    ok_everywhere("http://u@127.0.0.1:3128", "mx.example", 25, NULL, reply, sizeof reply - 1, req3,
+                  sizeof req3 - 1);
 }
 
 TEST(http_pending_counts_leftover)
@@ -511,7 +513,8 @@ TEST(http_pending_counts_leftover)
 TEST(http_ipv6_target)
 {
     static const char reply[] = "HTTP/1.1 200 OK\r\n\r\n";
-    static const char req[] = "CONNECT [2001:db8::1]:587 HTTP/1.1\r\nHost: [2001:db8::1]:587\r\n\r\n";
+    static const char req[] =
+        "CONNECT [2001:db8::1]:587 HTTP/1.1\r\nHost: [2001:db8::1]:587\r\n\r\n";
     ok_everywhere("http://[::1]:3128", "2001:db8::1", 587, NULL, reply, sizeof reply - 1, req,
                   sizeof req - 1);
 }
@@ -534,23 +537,26 @@ TEST(http_errors)
                      "rejected");
     static const char r403[] = "HTTP/1.1 403 Forbidden\r\n\r\n";
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, r403, sizeof r403 - 1, true,
-                     SMTPC_EPROXY, "CONNECT to mx.example:25 forbidden by the proxy (403 Forbidden)");
+                     SMTPC_EPROXY,
+                     "CONNECT to mx.example:25 forbidden by the proxy (403 Forbidden)");
     static const char r502[] = "HTTP/1.1 502 Bad\x1b[31m Gateway\r\n\r\n";
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, r502, sizeof r502 - 1, true,
-                     SMTPC_EPROXY, "the proxy could not reach mx.example:25 (502 Bad\\x1b[31m Gateway)");
+                     SMTPC_EPROXY,
+                     "the proxy could not reach mx.example:25 (502 Bad\\x1b[31m Gateway)");
     static const char r500[] = "HTTP/1.1 500 Oops\r\n\r\n";
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, r500, sizeof r500 - 1, true,
                      SMTPC_EPROXY, "CONNECT to mx.example:25 refused: the proxy answered 500 Oops");
     static const char garbage[] = "SSH-2.0-OpenSSH\r\n\r\n";
-    fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, garbage, sizeof garbage - 1,
-                     true, SMTPC_EPROXY, "malformed HTTP response status line \"SSH-2.0-OpenSSH\"");
+    fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, garbage, sizeof garbage - 1, true,
+                     SMTPC_EPROXY, "malformed HTTP response status line \"SSH-2.0-OpenSSH\"");
     static const char bad_code[] = "HTTP/1.1 2x0 OK\r\n\r\n";
-    fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, bad_code, sizeof bad_code - 1,
-                     true, SMTPC_EPROXY, "malformed HTTP response status line");
+    fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, bad_code, sizeof bad_code - 1, true,
+                     SMTPC_EPROXY, "malformed HTTP response status line");
     static const char cut[] = "HTTP/1.1 200 OK\r\nX: y\r\n";
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, cut, sizeof cut - 1, true,
-                     SMTPC_EPROXY, "the proxy closed the connection in the middle of the HTTP "
-                                   "response header (23 bytes received)");
+                     SMTPC_EPROXY,
+                     "the proxy closed the connection in the middle of the HTTP "
+                     "response header (23 bytes received)");
     fails_everywhere("http://127.0.0.1:3128", "mx.example", 25, "", 0, true, SMTPC_EPROXY,
                      "closed the connection instead of sending the HTTP response header");
 }
@@ -560,7 +566,8 @@ TEST(http_endless_header)
     size_t n = 40000;
     char *big = malloc(n);
     memcpy(big, "HTTP/1.1 200 OK\r\n", 17);
-    for (size_t i = 17; i < n; i++) big[i] = (i % 50 == 0) ? '\n' : 'x';
+    for (size_t i = 17; i < n; i++)
+        big[i] = (i % 50 == 0) ? '\n' : 'x';
     run_result r;
     run(&r, "http://127.0.0.1:3128", "mx.example", 25, NULL, big, n, 0, true);
     CHECK_INT(r.rc, SMTPC_EPROXY);
