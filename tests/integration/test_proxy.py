@@ -105,10 +105,12 @@ def test_http_basic_auth(scripted_proxy, echo_target):
                                  f"Host: localhost:{tgt.port}\r\n".encode())
 
 
-def test_http_greeting_in_same_segment_is_not_lost(scripted_proxy, echo_target):
+@pytest.mark.parametrize("scheme,proto", [("http", "http"), ("socks5h", "socks5"),
+                                          ("socks4a", "socks4")])
+def test_greeting_in_same_segment_is_not_lost(scripted_proxy, echo_target, scheme, proto):
     tgt = echo_target()
-    px = scripted_proxy("http", "forward", coalesce=True)
-    rc, out = run(f"http://127.0.0.1:{px.port}", "localhost", tgt.port)
+    px = scripted_proxy(proto, "forward", coalesce=True)
+    rc, out = run(f"{scheme}://127.0.0.1:{px.port}", "localhost", tgt.port)
     assert rc == 0, out
     ok(out)
 

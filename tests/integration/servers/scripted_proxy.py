@@ -16,8 +16,8 @@ proto: "socks4" (4 and 4a), "socks5", "http".
 modes (all protocols unless noted):
   forward            behave; with auth=(user, pass) require those credentials
                      (SOCKS5 method 0x02 / HTTP Proxy-Authorization: Basic);
-                     http: coalesce=True sends the 200 header and the
-                     target's greeting in one segment
+                     coalesce=True sends the success reply and the target's
+                     greeting in one segment
   close              accept, read nothing, close
   silent             read the request, never answer (until the client closes)
   garbage            answer bytes that are no valid reply
@@ -186,7 +186,7 @@ class ScriptedProxy:
         if m.startswith("cd:"):
             return c.sendall(struct.pack("!BBH4s", 0, int(m.split(":")[1], 0), 0, b"\0" * 4))
         t = self._connect_target(req["host"], port)
-        c.sendall(ok)
+        self._send_ok(c, t, ok)
         self._relay(c, t)
 
     # ---- SOCKS5 ----
@@ -241,8 +241,15 @@ class ScriptedProxy:
             t = self._connect_target(host, port)
         except OSError:
             return c.sendall(b"\x05\x05" + ok[2:])  # connection refused
-        c.sendall(ok)
+        self._send_ok(c, t, ok)
         self._relay(c, t)
+
+    def _send_ok(self, c, t, ok):
+        if self.coalesce:
+            t.settimeout(5)
+            c.sendall(ok + t.recv(4096))  # one segment: the reply and the greeting
+        else:
+            c.sendall(ok)
 
     # ---- HTTP CONNECT ----
     def _serve_http(self, c, req):
@@ -301,13 +308,7 @@ class ScriptedProxy:
             t = self._connect_target(host, int(port))
         except OSError:
             return c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-        hdr = b"HTTP/1.1 200 Connection established\r\nProxy-Agent: scripted\r\n\r\n"
-        if self.coalesce:
-            t.settimeout(5)
-            greeting = t.recv(4096)
-            c.sendall(hdr + greeting)  # one segment: header and the SMTP greeting
-        else:
-            c.sendall(hdr)
+        self._send_ok(c, t, b"HTTP/1.1 200 Connection established\r\nProxy-Agent: scripted\r\n\r\n")
         self._relay(c, t)
 
     def stop(self):
