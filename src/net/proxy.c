@@ -769,18 +769,15 @@ int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner, cons
     if (hl > 255)
         return smtpc__err(err, SMTPC_EINVAL, "proxy %s: the target host is longer than 255 bytes",
                           cfg->redacted);
-    if (type == SMTPC_PROXY_HTTPS)
-        return smtpc__err(err, SMTPC_EUNSUPPORTED,
-                          "proxy %s: HTTPS proxies (TLS to the proxy) are not supported yet; "
-                          "use http://",
-                          cfg->redacted);
+    /* https: the same CONNECT, over an inner TLS layer the caller put there */
+    bool http = type == SMTPC_PROXY_HTTP || type == SMTPC_PROXY_HTTPS;
 
     struct target_spec ts;
     memset(&ts, 0, sizeof ts);
     ts.host = target_host;
     ts.port = target_port;
     struct sockaddr_storage ss;
-    if (type != SMTPC_PROXY_HTTP) {
+    if (!http) {
         const struct sockaddr *sa = target_addr;
         if (smtpc__proxy_resolves_locally(type)) {
             if (!sa) {
@@ -831,7 +828,7 @@ int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner, cons
     snprintf(l->what, sizeof l->what, "%s proxy %s", type_label(type), cfg->redacted);
     format_target(l->target, sizeof l->target, target_host, target_port);
     int rc = 0;
-    if (type == SMTPC_PROXY_HTTP) {
+    if (http) {
         l->base.ops = &http_ops;
         rc = build_http_request(l, cfg, target_host, target_port);
         l->state = ST_HTTP_HEADER;

@@ -36,8 +36,9 @@
  * other types.
  * Errors: SMTPC_EINVAL (target host empty, too long for the protocol (255),
  * control characters, port 0), SMTPC_ENOHOST (local resolution failed),
- * SMTPC_EUNSUPPORTED (https proxy: not built yet; socks4 and an IPv6
- * target), SMTPC_ENOMEM. */
+ * SMTPC_EUNSUPPORTED (socks4 and an IPv6 target), SMTPC_ENOMEM.
+ * For https, inner must already be the TLS layer to the proxy (verified
+ * against the proxy's host name); the layer speaks CONNECT over it. */
 int smtpc__proxy_layer_new(smtpc__transport **out, smtpc__transport *inner, const smtpc_proxy *cfg,
                            const char *target_host, uint16_t target_port,
                            const struct sockaddr *target_addr, smtpc__errmsg *err);
@@ -58,6 +59,8 @@ int smtpc__proxy_resolve_target(smtpc_proxy_type type, const char *host,
  * tcp->deadline_ms / tcp->cancel_fd. On success *out is the proxy layer (its
  * inner is the TCP layer); a TLS layer for SMTPS/STARTTLS goes on top. On
  * failure *out is untouched and everything is freed.
+ * https:// proxies are SMTPC_EUNSUPPORTED until the TLS layer exists (the
+ * place to insert it is marked in proxy_connect.c).
  * Errors: those of smtpc__tcp_connect (naming the proxy), SMTPC_EPROXY,
  * SMTPC_ETIMEDOUT ("proxy URL: the proxy did not complete the handshake
  * in time"), SMTPC_ECANCELED,

@@ -12,6 +12,8 @@ int smtpc__proxy_connect(smtpc__transport **out, const smtpc_proxy *cfg, const c
 {
     if (!out || !cfg || !target_host || !tcp)
         return smtpc__err(err, SMTPC_EINVAL, "proxy: missing argument");
+    /* TODO(tls): for https, put the TLS layer (SNI and verification against
+     * cfg->host) on the TCP layer below, then the CONNECT layer on it. */
     if (cfg->type == SMTPC_PROXY_HTTPS)
         return smtpc__err(err, SMTPC_EUNSUPPORTED,
                           "proxy %s: HTTPS proxies (TLS to the proxy) are not supported yet; "

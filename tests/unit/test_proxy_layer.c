@@ -598,9 +598,20 @@ TEST(bad_targets)
     CHECK_INT(r.rc, SMTPC_EINVAL);
     CHECK(strstr(r.err, "longer than 255") != NULL);
     CHECK(strstr(r.err, "u:***@") != NULL && !strstr(r.err, "s3cr3t"));
-    run(&r, "https://u:s3cr3t@127.0.0.1", "h", 25, NULL, "", 0, 0, true);
-    CHECK_INT(r.rc, SMTPC_EUNSUPPORTED);
-    CHECK(!strstr(r.err, "s3cr3t"));
+}
+
+/* https: the same CONNECT over whatever inner layer (TLS) the caller built */
+TEST(https_layer_is_connect_over_inner)
+{
+    static const char reply[] = "HTTP/1.1 200 OK\r\n\r\n";
+    static const char req[] = CONNECT_REQ("Proxy-Authorization: Basic dTpzM2NyM3Q=\r\n");
+    ok_everywhere("https://u:s3cr3t@127.0.0.1", "mx.example", 25, NULL, reply, sizeof reply - 1,
+                  req, sizeof req - 1);
+    static const char r403[] = "HTTP/1.1 403 No\r\n\r\n";
+    fails_everywhere("https://u:s3cr3t@127.0.0.1", "mx.example", 25, r403, sizeof r403 - 1, true,
+                     SMTPC_EPROXY,
+                     "HTTPS proxy https://u:***@127.0.0.1:443: CONNECT to "
+                     "mx.example:25 forbidden by the proxy (403 No)");
 }
 
 TEST(io_before_handshake_is_a_state_error)
@@ -702,6 +713,7 @@ int main(void)
     RUN(http_errors);
     RUN(http_endless_header);
     RUN(bad_targets);
+    RUN(https_layer_is_connect_over_inner);
     RUN(io_before_handshake_is_a_state_error);
     RUN(local_resolution_failure);
     T_DONE();
