@@ -9,5 +9,6 @@
 #include "pickup.h"
 #include "message.h"
 #include "tls.h"
+#include "proxy.h"
 
 #endif
