@@ -7,5 +7,6 @@
 #include "reply.h"
 #include "session.h"
 #include "pickup.h"
+#include "config.h"
 
 #endif
