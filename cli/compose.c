@@ -66,14 +66,14 @@ static int encode_subject(smtpc__buf *m, const char *s)
     size_t len = strlen(s), i = 0;
     while (!rc && i < len) {
         size_t n = 0;
-        /* 45 input bytes -> 60 base64 chars + 12 of "=?UTF-8?B??=" = 72 */
+        /* 39 input bytes -> 52 base64 chars + 12 of "=?UTF-8?B??=" + "Subject: " = 73 */
         while (i + n < len) {
             size_t cl = 1;
             unsigned char ch = (unsigned char)s[i + n];
             if (ch >= 0xf0) cl = 4;
             else if (ch >= 0xe0) cl = 3;
             else if (ch >= 0xc0) cl = 2;
-            if (n + cl > 45) break;
+            if (n + cl > 39) break;
             n += cl;
         }
         if (n == 0) n = len - i < 4 ? len - i : 4;

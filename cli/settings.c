@@ -45,7 +45,8 @@ int cli_ctx_load_config(cli_ctx *c, const char *from_hint)
     /* flags are checked with the same rules as configuration values */
     for (size_t i = 0; i < cli_opt_table_len; i++) {
         const cli_opt_def *d = &cli_opt_table[i];
-        if (!d->cfgkey || !c->o.val[d->id] || d->kind == OK_FLAG) continue;
+        /* --from is an address: checked later, as data (exit 65), like --to */
+        if (!d->cfgkey || !c->o.val[d->id] || d->kind == OK_FLAG || d->id == O_FROM) continue;
         if (smtpc_config_check_value(d->cfgkey, c->o.val[d->id], err, sizeof err)) {
             fprintf(stderr, "%s %s: %s: %s\n", c->prog, c->cmdname, d->name,
                     strchr(err, ':') ? strchr(err, ':') + 2 : err);
