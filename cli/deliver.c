@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Flip to 1 when the session driver (src/client/session.c) is merged. */
+/* The session driver (src/client/session.c) is merged: SMTP delivery is on. */
 #ifndef CLI_HAVE_SESSION
-#define CLI_HAVE_SESSION 0
+#define CLI_HAVE_SESSION 1
 #endif
 
 typedef struct mem_reader { const uint8_t *p; size_t left; } mem_reader;
@@ -106,50 +106,49 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *m
     }
     smtpc_mail_opts mo;
     memset(&mo, 0, sizeof mo);
-    if (smtpc_session_size_limit(s) || smtpc_session_has_ext(s, "SIZE")) mo.size = len;
+    if (smtpc_session_has_ext(s, "SIZE")) mo.size = len;
     mo.dsn_ret = c->o.val[O_DSN_RET];
     mo.dsn_envid = c->o.val[O_ENVID];
-    rc = smtpc_session_mail_from(s, env->from, &mo);
-    if (rc) {
-        take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+    smtpc_rcpt_opts *ro = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *ro);
+    if (!ro) {
+        cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
         goto quit;
     }
-    smtpc_rcpt_opts ro;
-    memset(&ro, 0, sizeof ro);
-    ro.dsn_notify = c->o.val[O_DSN_NOTIFY];
-    int worst = 0;
-    for (size_t i = 0; i < env->nrcpts; i++) {
+    for (size_t i = 0; i < env->nrcpts; i++) ro[i].dsn_notify = c->o.val[O_DSN_NOTIFY];
+    smtpc_envelope se;
+    memset(&se, 0, sizeof se);
+    se.from = env->from;
+    se.mail = &mo;
+    se.rcpts = env->rcpts;
+    se.nrcpts = env->nrcpts;
+    se.rcpt = ro;
+    /* all or nothing (as sendmail callers expect): a refused recipient
+     * fails the message, so that a retry does not duplicate it */
+    se.all_or_nothing = true;
+    rc = smtpc_session_send_mem(s, &se, msg, len);
+    free(ro);
+    size_t nst = smtpc_session_rcpt_count(s);
+    for (size_t i = 0; i < r->nrcpts && i < nst; i++) {
         cli_rcpt *x = &r->rcpts[i];
-        int rr = smtpc_session_rcpt_to(s, env->rcpts[i], &ro);
-        take_reply(s, &x->code, x->enhanced, sizeof x->enhanced, &x->text);
-        x->accepted = rr == 0;
-        if (rr == SMTPC_ETEMPFAIL || rr == SMTPC_EPERMFAIL) {
-            /* a 4xx anywhere makes the whole a temporary failure: retry later */
-            if (worst != SMTPC_ETEMPFAIL) worst = rr;
-            continue;
-        }
-        if (rr) {
-            cli_result_fail(r, rr, "%s", smtpc_session_errmsg(s));
-            goto quit;
-        }
+        const smtpc_reply *rep = smtpc_session_rcpt_reply(s, i);
+        x->accepted = smtpc_session_rcpt_status(s, i) == 0 && rep;
+        x->code = smtpc_reply_code(rep);
+        smtpc__strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
+        x->text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
     }
-    if (worst) {
-        /* all or nothing (as sendmail callers expect): a refused recipient
-         * fails the message, so that a retry does not duplicate it */
+    if (rc) {
         size_t bad = 0;
         for (size_t i = 0; i < r->nrcpts; i++) bad += !r->rcpts[i].accepted;
-        cli_result_fail(r, worst, "%zu of %zu recipient%s refused; message not sent", bad,
-                        r->nrcpts, r->nrcpts == 1 ? "" : "s");
-        smtpc_session_rset(s);
+        if ((rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) && bad && nst)
+            cli_result_fail(r, rc, "%zu of %zu recipient%s refused; message not sent (%s)", bad,
+                            r->nrcpts, r->nrcpts == 1 ? "" : "s", smtpc_session_errmsg(s));
+        else
+            cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        if (bad == 0 || rc == SMTPC_EUNKNOWN)
+            take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
         goto quit;
     }
-    rc = smtpc_session_data_mem(s, msg, len);
     take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-    if (rc) {
-        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        goto quit;
-    }
     r->queue_id = cli_queue_id_from_text(r->final_text);
     r->ok = true;
 quit:

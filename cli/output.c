@@ -220,7 +220,8 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
             char t[512];
             smtpc__escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
             smtpc__escape_into(esc, sizeof esc, x->address, strlen(x->address));
-            fprintf(stderr, "%s:   %s: %d %s %s\n", c->prog, esc, x->code, x->enhanced, t);
+            fprintf(stderr, "%s:   %s: %d%s%s %s\n", c->prog, esc, x->code, x->enhanced[0] ? " " : "",
+                    x->enhanced, t);
         }
         return;
     }
@@ -248,6 +249,7 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
         char t[512];
         smtpc__escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
         smtpc__escape_into(esc, sizeof esc, x->address, strlen(x->address));
-        fprintf(stderr, "%s: refused %s: %d %s %s\n", c->prog, esc, x->code, x->enhanced, t);
+        fprintf(stderr, "%s: refused %s: %d%s%s %s\n", c->prog, esc, x->code,
+                x->enhanced[0] ? " " : "", x->enhanced, t);
     }
 }
