@@ -176,6 +176,11 @@ typedef struct cli_envelope {
 /* Delivers msg; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
 int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const void *msg,
                 size_t len, cli_result *r);
+/* Creates a session configured from the settings (timeouts, EHLO name,
+ * bind) and works out host and port (default port from the TLS mode); does
+ * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
+                     size_t hostlen, uint16_t *port);
 /* Options the chosen delivery needs but this build cannot do yet. Returns 0
  * or EX_UNAVAILABLE after printing which option. */
 int cli_check_supported(const cli_ctx *c, cli_delivery d);

@@ -65,15 +65,13 @@ static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
     return setter(s, ms);
 }
 
-static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *msg, size_t len,
-                        cli_result *r)
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
+                     size_t hostlen, uint16_t *port_out)
 {
-    r->delivery = "smtp";
-    char host[256];
     uint16_t port = 0;
     const char *server = cli_get(c, O_SERVER);
-    if (smtpc_config_parse_server(server, host, sizeof host, &port))
-        return cli_result_fail(r, SMTPC_ECONFIG, "bad server \"%s\"", server);
+    if (!server || smtpc_config_parse_server(server, host, hostlen, &port))
+        return cli_result_fail(r, SMTPC_ECONFIG, "bad or missing server \"%s\"", server ? server : "");
     const char *tls = cli_get(c, O_TLS);
     /* "port" in the configuration goes with the configured server, not with --server */
     const char *portv = c->o.val[O_SERVER] ? NULL : smtpc_account_get(c->acct, "port");
@@ -96,8 +94,23 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *m
     if (!rc && cli_get(c, O_BIND)) rc = smtpc_session_set_bind(s, cli_get(c, O_BIND), 0);
     if (rc) {
         cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        goto out;
+        smtpc_session_free(s);
+        return rc;
     }
+    *port_out = port;
+    *out = s;
+    return 0;
+}
+
+static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *msg, size_t len,
+                        cli_result *r)
+{
+    r->delivery = "smtp";
+    char host[256];
+    uint16_t port;
+    smtpc_session *s;
+    int rc = cli_session_open(c, r, &s, host, sizeof host, &port);
+    if (rc) return rc;
     rc = smtpc_session_connect(s, host, port);
     if (!rc) rc = smtpc_session_ehlo(s, NULL);
     if (rc) {

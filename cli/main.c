@@ -118,11 +118,6 @@ static int not_yet(const char *prog, const char *cmdname, cli_cmd cmd, int argc,
     return ex;
 }
 
-int cmd_probe(const char *prog, int argc, char **argv)
-{
-    return not_yet(prog, "probe", CMD_PROBE, argc, argv, "it needs the session driver");
-}
-
 int cmd_queue(const char *prog, int argc, char **argv)
 {
     return not_yet(prog, "queue", CMD_QUEUE, argc, argv, "it needs the outbox");

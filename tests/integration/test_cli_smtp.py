@@ -177,3 +177,28 @@ def test_sendmail_to_server(smtpc_bin, tmp_path, aiosmtpd):
     assert e.rcpt_tos == ["b@example.org", "c@example.org"]
     assert b"Bcc" not in e.data and e.data.endswith(b"\r\n\r\nbody\r\n")
     assert e.data.startswith(b"Date: ") and b"From: a@example.org\r\n" in e.data
+
+
+def test_probe_text_and_json(smtpc_bin, tmp_path, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    r = run(smtpc_bin, tmp_path, "probe", "--server", f"127.0.0.1:{srv.port}", "--tls", "none")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert out.startswith("greeting: 220 ") and "\nehlo: 250 " in out and "\n  PIPELINING\n" in out
+    r = run(smtpc_bin, tmp_path, "probe", f"127.0.0.1:{srv.port}", "--tls", "none", "--json")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    assert o["ok"] is True and o["greeting"]["code"] == 220 and o["ehlo"]["code"] == 250
+    assert "PIPELINING" in o["extensions"] and any(x.startswith("SIZE ") for x in o["extensions"])
+    assert srv.envelopes == []
+
+
+def test_probe_errors(smtpc_bin, tmp_path):
+    port = free_port()
+    r = run(smtpc_bin, tmp_path, "probe", "--server", f"127.0.0.1:{port}", "--tls", "none", "--json")
+    assert r.returncode == 75
+    o = json.loads(r.stdout)
+    assert o["ok"] is False and o["greeting"] is None and o["error"]["class"] == "transient"
+    assert run(smtpc_bin, tmp_path, "probe").returncode == 64
+    assert run(smtpc_bin, tmp_path, "probe", "a", "b").returncode == 64
+    assert run(smtpc_bin, tmp_path, "probe", "127.0.0.1:1").returncode == 69  # TLS not yet
