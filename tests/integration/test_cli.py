@@ -230,3 +230,14 @@ def test_reserved_options_are_parsed(smtpc_bin, tmp_path):
 def test_smtp_without_session_says_so(smtpc_bin, tmp_path):
     r = run(smtpc_bin, tmp_path, *BASE, "--text", "x", "--server", "127.0.0.1:1", "--tls", "none")
     assert r.returncode in (69, 75), r.stderr
+
+
+@pytest.mark.parametrize("page", ["smtpc.1", "smtpc-config.5"])
+def test_man_pages_render_cleanly(page):
+    import shutil
+    from conftest import SOURCE_DIR
+    if not shutil.which("groff"):
+        pytest.skip("groff not installed")
+    r = subprocess.run(["groff", "-mdoc", "-Tutf8", "-ww", "-z", str(SOURCE_DIR / "docs" / page)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
