@@ -7,6 +7,7 @@
 #include "reply.h"
 #include "session.h"
 #include "pickup.h"
+#include "message.h"
 #include "config.h"
 
 #endif
