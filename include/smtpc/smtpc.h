@@ -10,5 +10,6 @@
 #include "message.h"
 #include "tls.h"
 #include "proxy.h"
+#include "config.h"
 
 #endif
