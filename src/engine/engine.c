@@ -38,6 +38,7 @@ enum body_mode { BODY_NONE, BODY_DATA, BODY_BDAT };
 typedef struct txn {
     enum txn_state state;
     bool pipelined, bdat, strict;
+    bool binary;        /* BODY=BINARYMIME: the body goes as is, not as lines */
     char **lines;       /* prepared commands: MAIL, RCPT..., [DATA] */
     size_t nlines, next_line;
     size_t nrcpts, rcpt_replies, accepted, refused;
@@ -69,6 +70,7 @@ struct smtpc__engine {
     bool auth_cont_ok;      /* a 334 arrived: a continuation line may follow */
     enum body_mode body_mode;
     bool body_in_txn;
+    bool body_raw;          /* BINARYMIME: no CRLF normalisation, no line limit */
     smtpc__dotstuff ds;
     smtpc__buf chunk;       /* BDAT data not yet sent */
     txn t;
@@ -793,6 +795,7 @@ static int txn_want_body(smtpc__engine *e)
 {
     e->body_mode = e->t.bdat ? BODY_BDAT : BODY_DATA;
     e->body_in_txn = true;
+    e->body_raw = e->t.bdat && e->t.binary;
     smtpc__dotstuff_init(&e->ds);
     smtpc__buf_reset(&e->chunk);
     txn_set_state(e, TXN_BODY);
@@ -956,6 +959,7 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     nt.pipelined = (e->caps.flags & SMTPC_EXT_PIPELINING) != 0;
     nt.bdat = o->use_bdat;
     nt.strict = o->policy == SMTPC__TXN_STRICT;
+    nt.binary = mp.body == SMTPC__BODY_BINARYMIME;
     nt.nrcpts = o->nrcpts;
     nt.state = TXN_ENVELOPE;
 
@@ -986,6 +990,7 @@ int smtpc__engine_body_begin_bdat(smtpc__engine *e)
     if (rc) return rc;
     e->body_mode = BODY_BDAT;
     e->body_in_txn = false;
+    e->body_raw = false;
     smtpc__dotstuff_init(&e->ds);
     smtpc__buf_reset(&e->chunk);
     return 0;
@@ -1035,7 +1040,8 @@ int smtpc__engine_body_write(smtpc__engine *e, const void *data, size_t len)
     size_t slice = cs / 2 ? cs / 2 : 1;
     while (len) {
         size_t n = len < slice ? len : slice;
-        rc = smtpc__dotstuff_write(&e->ds, false, in, n, &e->chunk);
+        rc = e->body_raw ? smtpc__buf_append(&e->chunk, in, n)
+                         : smtpc__dotstuff_write(&e->ds, false, in, n, &e->chunk);
         if (rc == SMTPC_ELIMIT) return smtpc__err(&e->err, rc, "message body line longer than 998 octets");
         if (rc) return smtpc__err(&e->err, rc, "out of memory");
         in += n;
@@ -1066,7 +1072,7 @@ int smtpc__engine_body_end(smtpc__engine *e)
             txn_set_state(e, TXN_WAIT_END);
             return txn_bdat_settle(e, e->t.bdat_fail);
         }
-        if ((rc = smtpc__dotstuff_finish(&e->ds, false, &e->chunk)) != 0)
+        if (!e->body_raw && (rc = smtpc__dotstuff_finish(&e->ds, false, &e->chunk)) != 0)
             return smtpc__err(&e->err, rc, "out of memory");
         /* what remains is at most one chunk plus a CRLF: send it as LAST */
         if ((rc = bdat_flush(e, smtpc__buf_size(&e->chunk), true)) != 0) return rc;
