@@ -45,6 +45,7 @@ typedef struct txn {
     bool mail_ok;
     smtpc__reply *mail_reply, *first_refusal, *decider;
     int decider_status;
+    smtpc__cmd decider_cmd;
     size_t cleanup_pending;
     size_t bdat_pending;
     bool body_ended;
@@ -734,10 +735,10 @@ static void txn_set_state(smtpc__engine *e, enum txn_state st)
     e->t.state = st;
 }
 
-static int txn_done(smtpc__engine *e, int status, const smtpc__reply *r)
+/* EV_TXN_DONE: cmd is the command whose reply r decided the outcome. */
+static int txn_done(smtpc__engine *e, int status, const smtpc__reply *r, smtpc__cmd cmd)
 {
-    int rc = ev_push(e, SMTPC__EV_TXN_DONE, r == e->t.mail_reply ? SMTPC__CMD_MAIL : SMTPC__CMD_NONE,
-                     0, status, r);
+    int rc = ev_push(e, SMTPC__EV_TXN_DONE, cmd, 0, status, r);
     if (e->body_in_txn) {
         e->body_mode = BODY_NONE;
         e->body_in_txn = false;
@@ -754,6 +755,11 @@ static const smtpc__reply *envelope_decider(const txn *t)
     return t->first_refusal;
 }
 
+static smtpc__cmd envelope_decider_cmd(const txn *t)
+{
+    return t->mail_ok ? SMTPC__CMD_RCPT : SMTPC__CMD_MAIL;
+}
+
 static bool envelope_ok(const txn *t)
 {
     return t->mail_ok && t->accepted > 0 && !(t->strict && t->refused > 0);
@@ -761,7 +767,8 @@ static bool envelope_ok(const txn *t)
 
 /* Ends a failed transaction politely: [".\r\n"] then RSET, then EV_TXN_DONE
  * with the deciding reply once the clean-up replies are in. */
-static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, bool empty_data_end)
+static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd cmd,
+                       bool empty_data_end)
 {
     txn *t = &e->t;
     smtpc__reply *d = smtpc__reply_dup(decider);
@@ -769,6 +776,7 @@ static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, bool empty
     smtpc__reply_free(t->decider);
     t->decider = d;
     t->decider_status = status_of(decider);
+    t->decider_cmd = cmd;
     int rc = 0;
     if (empty_data_end) {
         /* The server said 354 although nobody can receive the message: the
@@ -806,7 +814,7 @@ static int txn_want_body(smtpc__engine *e)
 static int txn_after_rcpts(smtpc__engine *e)
 {
     txn *t = &e->t;
-    if (!envelope_ok(t)) return txn_cleanup(e, envelope_decider(t), false);
+    if (!envelope_ok(t)) return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), false);
     if (t->bdat) return txn_want_body(e);
     return txn_send_next(e, SMTPC__CMD_DATA, 0);
 }
@@ -817,7 +825,7 @@ static int txn_on_mail(smtpc__engine *e, const smtpc__reply *r)
     if (!(t->mail_reply = smtpc__reply_dup(r))) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     t->mail_ok = positive(r);
     if (t->pipelined) return 0;
-    if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply); /* nothing to reset */
+    if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply, SMTPC__CMD_MAIL); /* nothing to reset */
     return txn_send_next(e, SMTPC__CMD_RCPT, 0);
 }
 
@@ -845,17 +853,18 @@ static int txn_on_data(smtpc__engine *e, const smtpc__reply *r)
     bool ok = envelope_ok(t);
     if (r->code == 354) {
         if (ok) return txn_want_body(e);
-        return txn_cleanup(e, envelope_decider(t), true);
+        return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), true);
     }
-    return txn_cleanup(e, ok ? r : envelope_decider(t), false);
+    if (ok) return txn_cleanup(e, r, SMTPC__CMD_DATA, false);
+    return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), false);
 }
 
 static int txn_bdat_settle(smtpc__engine *e, const smtpc__reply *r)
 {
     txn *t = &e->t;
     if (t->bdat_pending || !t->body_ended) return 0;
-    if (t->bdat_fail) return txn_cleanup(e, t->bdat_fail, false);
-    return txn_done(e, 0, r);
+    if (t->bdat_fail) return txn_cleanup(e, t->bdat_fail, SMTPC__CMD_BDAT, false);
+    return txn_done(e, 0, r, SMTPC__CMD_BDAT);
 }
 
 static int txn_on_reply(smtpc__engine *e, const pending *p, const smtpc__reply *r)
@@ -865,7 +874,7 @@ static int txn_on_reply(smtpc__engine *e, const pending *p, const smtpc__reply *
     case SMTPC__CMD_MAIL: return txn_on_mail(e, r);
     case SMTPC__CMD_RCPT: return txn_on_rcpt(e, p, r);
     case SMTPC__CMD_DATA: return txn_on_data(e, r);
-    case SMTPC__CMD_DATA_END: return txn_done(e, positive(r) ? 0 : status_of(r), r);
+    case SMTPC__CMD_DATA_END: return txn_done(e, positive(r) ? 0 : status_of(r), r, SMTPC__CMD_DATA_END);
     case SMTPC__CMD_BDAT:
         t->bdat_pending--;
         if (!positive(r) && !t->bdat_fail) {
@@ -883,7 +892,7 @@ static int internal_on_reply(smtpc__engine *e)
 {
     txn *t = &e->t;
     if (t->cleanup_pending && --t->cleanup_pending == 0 && t->state == TXN_CLEANUP)
-        return txn_done(e, t->decider_status, t->decider);
+        return txn_done(e, t->decider_status, t->decider, t->decider_cmd);
     return 0;
 }
 
@@ -1159,7 +1168,7 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
         e->starttls_pending = false;
         if (e->t.state != TXN_IDLE)
             rc = txn_done(e, e->t.decider ? e->t.decider_status : SMTPC_ETEMPFAIL,
-                          e->t.decider ? e->t.decider : r);
+                          e->t.decider ? e->t.decider : r, e->t.decider ? e->t.decider_cmd : p.cmd);
         if (!e->body_in_txn) e->body_mode = BODY_NONE;
     }
     return rc;

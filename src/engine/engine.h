@@ -60,7 +60,9 @@ typedef enum smtpc__event_type {
                              CHUNKING in use): call _body_write / _body_end */
     SMTPC__EV_TXN_DONE    /* transaction finished; status 0 = accepted (reply is the
                              final 250 with the queue id), else SMTPC_ETEMPFAIL /
-                             SMTPC_EPERMFAIL with the reply that decided it */
+                             SMTPC_EPERMFAIL with the reply that decided it;
+                             cmd is the command that reply answered (MAIL, RCPT,
+                             DATA, DATA_END or BDAT) */
 } smtpc__event_type;
 
 typedef struct smtpc__event {
