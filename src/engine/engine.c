@@ -972,6 +972,8 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     nt.nrcpts = o->nrcpts;
     nt.state = TXN_ENVELOPE;
 
+    /* marks to undo a half-queued group; pend_push compacts an empty queue */
+    if (e->pend_head == e->pend_len) e->pend_head = e->pend_len = 0;
     size_t out_mark = e->out.len, pend_mark = e->pend_len;
     e->t = nt;
     if (!nt.pipelined) {
@@ -1147,6 +1149,9 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
             /* The server shuts down on its own (RFC 5321 3.8): report it. */
             e->closing = true;
             rc = ev_push(e, SMTPC__EV_REPLY, SMTPC__CMD_NONE, 0, 0, r);
+            /* e.g. while the body is being written: the transaction is over */
+            if (!rc && e->t.state != TXN_IDLE)
+                rc = txn_done(e, SMTPC_ETEMPFAIL, r, SMTPC__CMD_NONE);
             return rc ? smtpc__err(&e->err, rc, "out of memory") : 0;
         }
         char shown[96];
