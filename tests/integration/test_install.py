@@ -1,0 +1,70 @@
+"""cmake --install gives a usable package: headers, shared and static
+libraries, pkg-config file, CMake package config; only the public API is
+exported from the shared library."""
+import os
+import pathlib
+import subprocess
+
+from conftest import BUILD_DIR
+
+CONSUMER_C = r'''
+#include <smtpc/smtpc.h>
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    if (strcmp(smtpc_version(), SMTPC_VERSION_STRING) != 0) return 1;
+    printf("%s %s\n", smtpc_version(), smtpc_err_name(SMTPC_ETIMEDOUT));
+    return 0;
+}
+'''
+
+
+def sh(*args, **kw):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, **kw)
+    assert r.returncode == 0, f"{args}: {r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def installed(tmp_path):
+    prefix = tmp_path / "prefix"
+    sh("cmake", "--install", str(BUILD_DIR), "--prefix", str(prefix))
+    return prefix
+
+
+def test_install_layout_and_find_package(tmp_path):
+    prefix = installed(tmp_path)
+    assert (prefix / "include/smtpc/smtpc.h").exists()
+    libdir = next(p for p in [prefix / "lib", *prefix.glob("lib/*")] if (p / "pkgconfig/smtpc.pc").exists())
+    assert any(libdir.glob("libsmtpc.so.0*")), "versioned SONAME missing"
+    assert (libdir / "libsmtpc.a").exists()
+    assert (libdir / "cmake/smtpc/smtpcConfig.cmake").exists()
+    assert (prefix / "bin/smtpc").exists()
+
+    proj = tmp_path / "consumer"
+    proj.mkdir()
+    (proj / "main.c").write_text(CONSUMER_C)
+    (proj / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.20)\nproject(consumer C)\n"
+        "find_package(smtpc 0.1 REQUIRED)\nadd_executable(consumer main.c)\n"
+        "target_link_libraries(consumer PRIVATE smtpc::smtpc)\n")
+    sh("cmake", "-S", str(proj), "-B", str(proj / "b"), f"-DCMAKE_PREFIX_PATH={prefix}")
+    sh("cmake", "--build", str(proj / "b"))
+    env = dict(os.environ, LD_LIBRARY_PATH=str(libdir))
+    out = sh(str(proj / "b/consumer"), env=env)
+    assert out.strip() == "0.1.0 SMTPC_ETIMEDOUT"
+
+    # pkg-config route
+    env = dict(os.environ, PKG_CONFIG_PATH=str(libdir / "pkgconfig"))
+    flags = sh("pkg-config", "--cflags", "--libs", "smtpc", env=env).split()
+    sh("cc", "-std=c11", "-o", str(tmp_path / "pc"), str(proj / "main.c"), *flags)
+    out = sh(str(tmp_path / "pc"), env=dict(os.environ, LD_LIBRARY_PATH=str(libdir)))
+    assert out.startswith("0.1.0")
+
+
+def test_only_public_symbols_exported():
+    so = pathlib.Path(BUILD_DIR) / "libsmtpc.so"
+    out = sh("nm", "-D", "--defined-only", str(so))
+    syms = [l.split()[-1] for l in out.splitlines() if l.split()[1:2] and l.split()[1] in "TDBR"]
+    assert "smtpc_version" in syms
+    bad = [s for s in syms if not s.startswith("smtpc_") or s.startswith("smtpc__")]
+    assert not bad, f"non-public symbols exported: {bad[:20]}"
