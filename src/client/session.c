@@ -269,6 +269,29 @@ static int read_some(smtpc_session *s, const op *o, bool nowait)
     }
 }
 
+/* A write failed: the server may have said why before it closed (552
+ * message too big in the middle of DATA, 421). Such a reply answers no
+ * pending command, so the engine calls it a violation; its last reply still
+ * has it. Returns the status of that reply, or 0 when there is none. */
+static int late_reply(smtpc_session *s, const char *what)
+{
+    uint8_t buf[RBUF_SIZE];
+    int want = 0;
+    const smtpc__reply *before = smtpc__engine_last_reply(s->e);
+    ssize_t n = smtpc__transport_read(s->t, buf, sizeof buf, &want);
+    if (n <= 0) return 0;
+    size_t used = 0;
+    (void)smtpc__engine_feed(s->e, buf, (size_t)n, &used);
+    const smtpc__reply *r = smtpc__engine_last_reply(s->e);
+    if (!r || r == before || set_reply(s, r) != 0) return 0;
+    int code = s->reply->code / 100 == 4 ? SMTPC_ETEMPFAIL
+               : s->reply->code / 100 == 5 ? SMTPC_EPERMFAIL : SMTPC_EPROTO;
+    fail_reply(s, code, s->reply, what);
+    size_t l = strlen(s->err.text);
+    snprintf(s->err.text + l, sizeof s->err.text - l, " (connection closed)");
+    return code;
+}
+
 /* Writes the engine's whole output. While the socket is full it also reads
  * (when read_too), so a server answering pipelined BDAT chunks can never
  * dead-lock with us. */
@@ -297,7 +320,9 @@ static int flush(smtpc_session *s, const op *o, bool read_too)
         }
         char detail[SMTPC__ERRMSG_MAX];
         smtpc__strlcpy(detail, s->t->err.text, sizeof detail);
+        int rc = late_reply(s, o->what);
         close_conn(s);
+        if (rc) return rc;
         return smtpc__err(&s->err, w < 0 ? (int)w : SMTPC_ENETWORK, "%s: %s: %s", o->what,
                           s->hostport, detail);
     }

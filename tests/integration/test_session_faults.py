@@ -256,3 +256,18 @@ def test_server_closes_before_reply_no_sigpipe(scripted, tmp_path):
             body=big_body(24), tmp_path=tmp_path)
     assert r.rc == 1
     assert r.rc_of("data") in ("SMTPC_ENETWORK", "SMTPC_ECLOSED")
+
+
+def test_server_refuses_in_the_middle_of_data(scripted, tmp_path):
+    # A server that gives up on a body (552 too big) and closes: the client
+    # reports the server's words, not just "connection reset".
+    srv = scripted([GREETING] + EHLO + ENVELOPE + [("expect", rb"^DATA$"), ("send", b"354 go\r\n"),
+                                                   ("expect_lines", 2),
+                                                   ("send", b"552 5.3.4 message too big\r\n"),
+                                                   ("sleep", 0.2), ("close",)])
+    r = run(srv.port, "--to", "a@example.org", "--do", "connect,ehlo,mail,rcpt,data",
+            body=big_body(24), tmp_path=tmp_path)
+    assert r.rc_of("data") == "SMTPC_EPERMFAIL", r.out
+    assert r.replies["data"][0] == 552
+    assert "server replied 552 5.3.4 message too big (connection closed)" in r.errs["data"]
+    assert r.connected is False
