@@ -161,8 +161,11 @@ SMTPC_API int smtpc_session_quit(smtpc_session *s);
 SMTPC_API void smtpc_session_disconnect(smtpc_session *s);
 
 /* Makes the blocked (or next) call on s return SMTPC_ECANCELED within
- * 100 ms and closes the connection. Safe from any thread, async-signal-safe
- * (an atomic store and a write(2) to an eventfd); s must stay alive.
+ * 100 ms and closes the connection (that call closes it: the canceling
+ * thread never touches the socket). Safe from any thread and from a signal
+ * handler (an atomic store and a write(2) to an eventfd); s must stay alive.
+ * A call that is not blocked notices the cancel at its next step. Name
+ * resolution is not interruptible (see above).
  * The cancel is STICKY: every later call returns SMTPC_ECANCELED until
  * smtpc_session_rearm(). */
 SMTPC_API void smtpc_session_cancel(smtpc_session *s);
