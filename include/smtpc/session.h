@@ -127,8 +127,11 @@ typedef struct smtpc_envelope {
     const char *const *rcpts;       /* nrcpts forward-paths (no angle brackets) */
     size_t nrcpts;
     const smtpc_rcpt_opts *rcpt;    /* NULL, or an array of nrcpts */
-    bool all_or_nothing;            /* abort (RSET) when any recipient is refused;
-                                       default: send to the accepted ones */
+    bool all_or_nothing;            /* abort when any recipient is refused (RSET; or,
+                                       when DATA was already pipelined and another
+                                       recipient accepted, close the connection:
+                                       ending DATA would deliver). Default: send to
+                                       the accepted ones */
     bool use_bdat;                  /* CHUNKING instead of DATA */
 } smtpc_envelope;
 
