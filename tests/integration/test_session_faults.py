@@ -271,3 +271,12 @@ def test_server_refuses_in_the_middle_of_data(scripted, tmp_path):
     assert r.replies["data"][0] == 552
     assert "server replied 552 5.3.4 message too big (connection closed)" in r.errs["data"]
     assert r.connected is False
+
+
+def test_bind_local_address(scripted):
+    # The whole 127/8 is local on Linux: bind the client to 127.0.0.2.
+    srv = scripted([GREETING] + EHLO + [("expect", rb"^QUIT$"), ("send", b"221 bye\r\n")])
+    r = run(srv.port, "--bind", "127.0.0.2", "--do", "connect,ehlo,quit")
+    assert r.rc == 0, r.out
+    assert srv.wait(10) and srv.peers[0][0] == "127.0.0.2"
+    assert srv.lines[0] == b"EHLO [127.0.0.2]" or b"." in srv.lines[0]  # the literal of our end

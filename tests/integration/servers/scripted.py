@@ -54,6 +54,7 @@ Recorded (thread-safe to read after srv.wait()):
   srv.messages     bodies from expect_data / expect_bdat
   srv.errors       script failures (unexpected line, EOF in the middle ...)
   srv.connections  number of connections accepted
+  srv.peers        their client addresses, (host, port, ...) as accept() gives them
   srv.closed_by_client  True when the client closed first
 """
 import re
@@ -147,6 +148,7 @@ class ScriptedServer:
         self.data_sizes = []
         self.errors = []
         self.connections = 0
+        self.peers = []
         self.closed_by_client = False
         self.stopping = threading.Event()
         self.done = threading.Event()
@@ -167,12 +169,13 @@ class ScriptedServer:
         try:
             while not self.stopping.is_set() and self.connections < self.max_connections:
                 try:
-                    sock, _ = self.lsock.accept()
+                    sock, peer = self.lsock.accept()
                 except socket.timeout:
                     continue
                 except OSError:
                     break
                 self.connections += 1
+                self.peers.append(peer)
                 try:
                     self._play(_Conn(self, sock))
                 finally:
