@@ -1,6 +1,6 @@
 /* libFuzzer: the whole engine against a hostile server. The client runs a
  * fixed script (greeting, EHLO, a pipelined transaction with a body) and
- * the fuzz input is everything the server says, fed in pieces. */
+ * (optionally STARTTLS and AUTH first) and the fuzz input is everything the server says, fed in pieces. */
 #include "engine/engine.h"
 
 /* The library in the fuzz build is not compiled with coverage, so the code
@@ -38,8 +38,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         i += used;
         smtpc__event ev;
         while (smtpc__engine_next_event(e, &ev) == 1) {
-            if (ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_EHLO && step == 0) {
+            if (ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_EHLO && (ctl & 0x80) &&
+                !smtpc__engine_tls_active(e)) {
+                smtpc__engine_starttls(e);
+            } else if (ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_EHLO && step == 0) {
                 step = 1;
+                smtpc__engine_auth(e, "PLAIN", "");
+            } else if (ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_AUTH) {
+                if (ev.reply->code == 334) {
+                    smtpc__engine_auth_continue(e, "AGEAYg==");
+                    continue;
+                }
                 const char *rcpts[] = {"a@x", "b@x", "c@x"};
                 smtpc__txn_opts t = {"s@x", NULL, rcpts, NULL, 3, (ctl & 0x40) ? SMTPC__TXN_STRICT : 0, bdat};
                 smtpc__engine_txn_begin(e, &t);
@@ -50,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 smtpc__engine_quit(e);
             } else if (ev.type == SMTPC__EV_TLS_READY) {
                 smtpc__engine_tls_started(e);
+                smtpc__engine_ehlo(e, "client.example");
             }
             if (ev.type != SMTPC__EV_TXN_BODY && !ev.reply) abort();
         }
