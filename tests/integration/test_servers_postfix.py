@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from servers.certs import certs  # noqa: F401
-from servers.postfix import postfix, postfix_server, smtp_sink  # noqa: F401
+from servers.postfix import postfix, postfix_factory, postfix_server, smtp_sink  # noqa: F401
 
 MSG = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"
 
@@ -302,3 +302,75 @@ def test_smtp_sink(smtp_sink):
         caps = ehlo_caps(s)
         assert "pipelining" in caps
         s.sendmail("a@example.org", ["b@example.org"], MSG)
+
+
+@pytest.mark.parametrize("rcpt,code,enh", [
+    ("reject@example.org", 550, b"5.1.1"), ("reject-42@example.org", 550, b"5.1.1"),
+    ("tempfail+x@example.org", 450, b"4.2.1"), ("full.y@example.org", 552, b"5.2.2"),
+    ("rejected@example.org", 250, b"2.1.5"),  # only the exact word (plus -+. suffix) counts
+])
+def test_scripted_rcpt_refusals(postfix, rcpt, code, enh):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.ehlo()
+        assert s.mail("a@example.org")[0] == 250
+        c, msg = s.rcpt(rcpt)
+        assert (c, msg[:5]) == (code, enh), msg
+
+
+def test_partial_recipients_delivered(postfix):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        refused = s.sendmail("a@example.org", ["ok@example.org", "reject@example.org",
+                                               "tempfail@example.org"], MSG)
+    assert refused == {"reject@example.org": (550, b"5.1.1 <reject@example.org>: Recipient address "
+                                              b"rejected: Recipient rejected (smtpc test)"),
+                       "tempfail@example.org": (450, b"4.2.1 <tempfail@example.org>: Recipient "
+                                                b"address rejected: Recipient temporarily "
+                                                b"unavailable (smtpc test)")}
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "ok@example.org"
+
+
+@pytest.mark.parametrize("sender,code", [("sender-reject@example.org", 553),
+                                         ("sender-tempfail-1@example.org", 451)])
+def test_scripted_sender_refusals_at_mail(postfix, sender, code):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.ehlo()
+        c, msg = s.mail(sender)
+        assert c == code, msg
+
+
+@pytest.mark.parametrize("sender,subject,code", [
+    ("eod-reject@example.org", "x", 554), ("eod-tempfail@example.org", "x", 451),
+    ("a@example.org", "bad [smtpc-reject] one", 550)])
+def test_scripted_refusals_after_data(postfix, sender, subject, code):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.ehlo()
+        assert s.mail(sender)[0] == 250
+        assert s.rcpt("b@example.org")[0] == 250
+        c, msg = s.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        assert c == code, msg
+    # and with BDAT LAST
+    with socket.create_connection((postfix.host, postfix.port), timeout=30) as s:
+        f = s.makefile("rb")
+        body = f"Subject: {subject}\r\n\r\nbody\r\n".encode()
+        s.sendall(b"EHLO c\r\nMAIL FROM:<%s>\r\nRCPT TO:<b@example.org>\r\nBDAT %d LAST\r\n%s"
+                  % (sender.encode(), len(body), body))
+        replies = []
+        while len(replies) < 5:
+            line = f.readline()
+            if line[3:4] == b" ":
+                replies.append(line)
+        assert replies[4].startswith(str(code).encode()), replies
+    assert postfix.messages() == []
+
+
+def test_factory_with_other_settings(postfix_factory):
+    small = postfix_factory(main_cf={"message_size_limit": "2000"})
+    with smtplib.SMTP(small.host, small.port, timeout=30) as s:
+        caps = ehlo_caps(s)
+        assert caps["size"] == "2000"
+        # without SIZE= in MAIL FROM the limit bites at the end of DATA
+        assert s.mail("a@example.org")[0] == 250
+        assert s.rcpt("b@example.org")[0] == 250
+        code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")
+        assert code == 552 and msg.startswith(b"5.3.4"), msg

@@ -56,6 +56,20 @@ sender's address), so count them in ``wait_for``.
 ``message_size_limit`` is ``postfix.size_limit`` (10240000). Error replies are
 not delayed (smtpd_error_sleep_time 0). Logs: ``postfix.log()``.
 
+Scripted refusals (``REFUSALS`` in this module; on every port): the address's
+local part, alone or followed by ``-``, ``+`` or ``.`` and anything, picks the reply
+(so ``reject-3@example.org`` works as well as ``reject@example.org``):
+
+- RCPT TO ``reject``: 550 5.1.1, ``tempfail``: 450 4.2.1, ``full``: 552 5.2.2
+- MAIL FROM ``sender-reject``: 553 5.7.1, ``sender-tempfail``: 451 4.7.1
+- MAIL FROM ``eod-reject``: 554 5.7.1 *after* the data (DATA's final dot or
+  BDAT LAST), ``eod-tempfail``: 451 4.3.0 after the data
+- a ``Subject:`` containing ``[smtpc-reject]``: 550 5.7.1 after the data
+
+Other configurations: ``postfix_factory(main_cf={...})`` (function scope) starts
+another private instance with extra main.cf settings (e.g. a small
+``message_size_limit``, ``smtpd_timeout``); it is stopped after the test.
+
 Helpers: ``messages()``, ``wait_for(n, timeout=30)`` (waits until at least n
 messages are in the Maildir, then returns all, oldest first), ``clear()``,
 ``queue_files()`` (ids still in the queue), ``postconf(*args)``.
@@ -99,6 +113,35 @@ USERS = {
 SIZE_LIMIT = 10240000
 POSTFIX = "/usr/sbin/postfix"
 VIRTUAL_UID = 65534  # nobody: owns the Maildir
+
+# Addresses whose local part is the key, or the key followed by one of "-+."
+# and anything (reject@x, reject-7@x, reject+a@x), get these replies:
+REFUSALS = {
+    # RCPT TO
+    "reject": "550 5.1.1 Recipient rejected (smtpc test)",
+    "tempfail": "450 4.2.1 Recipient temporarily unavailable (smtpc test)",
+    "full": "552 5.2.2 Mailbox full (smtpc test)",
+    # MAIL FROM (sender address)
+    "sender-reject": "553 5.7.1 Sender rejected (smtpc test)",
+    "sender-tempfail": "451 4.7.1 Sender temporarily rejected (smtpc test)",
+    # end of DATA / last BDAT (sender address)
+    "eod-reject": "554 5.7.1 Message rejected after data (smtpc test)",
+    "eod-tempfail": "451 4.3.0 Message deferred after data (smtpc test)",
+}
+# A Subject header containing this is refused at end of data with 550 5.7.1 (header_checks)
+REJECT_SUBJECT_TAG = "[smtpc-reject]"
+
+
+def _access(keys):
+    return "".join(f"/^{k}([-+.][^@]*)?@/ {REFUSALS[k]}\n" for k in keys)
+
+
+ACCESS_MAPS = {
+    "recipient_access": _access(["reject", "tempfail", "full"]),
+    "sender_access": _access(["sender-reject", "sender-tempfail"]),
+    "eod_access": _access(["eod-reject", "eod-tempfail"]),
+    "header_checks": "/^Subject:.*\\[smtpc-reject\\]/ REJECT 5.7.1 Content rejected (smtpc test)\n",
+}
 
 MASTER_CF_BASE = """\
 cleanup   unix  n       -       n       -       0       cleanup
@@ -227,7 +270,8 @@ class PostfixServer:
     size_limit = SIZE_LIMIT
     realm = SASL_REALM
 
-    def __init__(self, certs, base=None):
+    def __init__(self, certs, base=None, main_cf=None):
+        self.extra_main_cf = dict(main_cf or {})
         self.certs = certs
         self.ca_file = certs.ca_file if certs else None
         self.dir = base or make_tempdir("postfix")
@@ -307,7 +351,15 @@ smtpd_sasl_local_domain = {SASL_REALM}
 smtpd_sasl_security_options = noanonymous
 smtpd_sasl_tls_security_options = noanonymous
 broken_sasl_auth_clients = no
+# scripted refusals by address prefix (see REFUSALS); sender checks at MAIL FROM
+smtpd_delay_reject = no
+smtpd_sender_restrictions = check_sender_access regexp:{self.config_dir}/sender_access
+smtpd_recipient_restrictions = check_recipient_access regexp:{self.config_dir}/recipient_access, permit
+smtpd_end_of_data_restrictions = check_sender_access regexp:{self.config_dir}/eod_access
+header_checks = regexp:{self.config_dir}/header_checks
 """
+        for k, v in self.extra_main_cf.items():
+            main_cf += f"{k} = {v}\n"
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
             f.write(main_cf)
         lines = []
@@ -315,6 +367,9 @@ broken_sasl_auth_clients = no
             for host in ("127.0.0.1", "[::1]"):
                 lines.append(f"{host}:{ports[name]} inet n - n - - smtpd")
                 lines += [f"  -o {o}" for o in opts]
+        for name, text in ACCESS_MAPS.items():
+            with open(os.path.join(self.config_dir, name), "w") as f:
+                f.write(text)
         with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
             f.write("\n".join(lines) + "\n" + MASTER_CF_BASE)
         with open(os.path.join(self.config_dir, "sasl", "smtpd.conf"), "w") as f:
@@ -487,6 +542,24 @@ def _create_postfix(certs):
 def postfix_server(certs):
     with shared_instance("postfix", lambda: _create_postfix(certs), PostfixServer.close) as srv:
         yield srv
+
+
+@pytest.fixture
+def postfix_factory(certs):
+    """postfix_factory(main_cf={"message_size_limit": "1000"}) -> a private extra
+    instance with those main.cf settings on top (stopped after the test; ~1-2 s)."""
+    made = []
+
+    def make(main_cf=None):
+        srv = PostfixServer(certs, main_cf=main_cf)
+        made.append(srv)
+        return srv.start()
+
+    try:
+        yield make
+    finally:
+        for srv in made:
+            srv.close()
 
 
 @pytest.fixture
