@@ -374,3 +374,35 @@ def test_factory_with_other_settings(postfix_factory):
         assert s.rcpt("b@example.org")[0] == 250
         code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")
         assert code == 552 and msg.startswith(b"5.3.4"), msg
+
+
+def starttls_verify(postfix, name, server_hostname="localhost"):
+    with smtplib.SMTP(postfix.host, postfix.starttls_ports[name], timeout=30) as s:
+        s.ehlo()
+        s._host = server_hostname  # smtplib uses it as server_hostname for SNI/verification
+        s.starttls(context=ctx(postfix))
+        s.ehlo()
+        return s.sock.version()
+
+
+@pytest.mark.parametrize("name", ["server", "server_rsa", "chain", "tls12_only"])
+def test_starttls_matrix_good(postfix, name):
+    v = starttls_verify(postfix, name)
+    assert v == "TLSv1.2" if name == "tls12_only" else v == "TLSv1.3"
+
+
+def test_starttls_matrix_wildcard(postfix):
+    starttls_verify(postfix, "wildcard", "mx.example.test")
+
+
+@pytest.mark.parametrize("name", ["expired", "not_yet_valid", "wrong_host", "self_signed",
+                                  "unknown_ca", "chain_incomplete"])
+def test_starttls_matrix_bad(postfix, name):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        starttls_verify(postfix, name)
+
+
+def test_starttls_matrix_ports_have_no_auth(postfix):
+    with smtplib.SMTP(postfix.host, postfix.starttls_ports["server"], timeout=30) as s:
+        s.starttls(context=ctx(postfix))
+        assert "auth" not in ehlo_caps(s)

@@ -29,6 +29,12 @@ smtps_port         implicit TLS (wrappermode) + AUTH
 auth_plain_port    plain, no TLS at all, AUTH offered in cleartext (all mechanisms)
 ccert_port         STARTTLS *required* (security level encrypt) and a client
                    certificate from the test CA required (certs.client); no AUTH
+``starttls_ports`` dict name -> port: STARTTLS offered (not required), no AUTH,
+                   presenting another certificate (``STARTTLS_MATRIX``): server,
+                   server_rsa, expired, not_yet_valid, wrong_host, self_signed,
+                   unknown_ca, wildcard, chain (leaf + intermediate),
+                   chain_incomplete (leaf only: must fail verification),
+                   tls12_only (good cert, TLS 1.2 only)
 ================== ====================================================================
 
 TLS: certificate ``certs.server`` (EC P-256, SAN localhost/127.0.0.1/::1), CA in
@@ -181,6 +187,23 @@ SERVICES = {
                    "smtpd_tls_req_ccert=yes"],
 }
 
+# STARTTLS ports presenting other certificates (postfix.starttls_ports[name]):
+# name -> (certs name, send the leaf only, extra -o options). No AUTH there.
+STARTTLS_MATRIX = {
+    "server": ("server", False, []),
+    "server_rsa": ("server_rsa", False, []),
+    "expired": ("expired", False, []),
+    "not_yet_valid": ("not_yet_valid", False, []),
+    "wrong_host": ("wrong_host", False, []),
+    "self_signed": ("self_signed", False, []),
+    "unknown_ca": ("unknown_ca", False, []),
+    "wildcard": ("wildcard", False, []),
+    "chain": ("chain", False, []),
+    "chain_incomplete": ("chain", True, []),  # leaf without its intermediate
+    "tls12_only": ("server", False, ["smtpd_tls_protocols=!SSLv2,!SSLv3,!TLSv1,!TLSv1.1,!TLSv1.3",
+                                     "smtpd_tls_mandatory_protocols=!SSLv2,!SSLv3,!TLSv1,!TLSv1.1,!TLSv1.3"]),
+}
+
 
 @dataclass
 class Delivered:
@@ -287,7 +310,9 @@ class PostfixServer:
     # -- configuration -------------------------------------------------
     def _write_config(self, ports):
         for name, port in ports.items():
-            setattr(self, name, port)
+            if name in SERVICES:
+                setattr(self, name, port)
+        self.starttls_ports = {n: ports["starttls_" + n] for n in STARTTLS_MATRIX}
         pf = pwd.getpwnam("postfix")
         for d in (self.config_dir, os.path.join(self.config_dir, "sasl"), self.queue_dir,
                   os.path.dirname(self.logfile), os.path.dirname(self.sasldb)):
@@ -363,7 +388,7 @@ header_checks = regexp:{self.config_dir}/header_checks
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
             f.write(main_cf)
         lines = []
-        for name, opts in SERVICES.items():
+        for name, opts in self._services().items():
             for host in ("127.0.0.1", "[::1]"):
                 lines.append(f"{host}:{ports[name]} inet n - n - - smtpd")
                 lines += [f"  -o {o}" for o in opts]
@@ -375,6 +400,16 @@ header_checks = regexp:{self.config_dir}/header_checks
         with open(os.path.join(self.config_dir, "sasl", "smtpd.conf"), "w") as f:
             f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
                     f"mech_list: {' '.join(MECHANISMS)}\nsasldb_path: {self.sasldb}\n")
+
+    def _services(self):
+        """service key -> -o options: the fixed ports plus the STARTTLS cert matrix."""
+        out = dict(SERVICES)
+        for name, (cert, leaf_only, opts) in STARTTLS_MATRIX.items():
+            c = self.certs[cert]
+            out["starttls_" + name] = ["smtpd_tls_security_level=may",
+                                       f"smtpd_tls_cert_file={c.cert if leaf_only else c.chain}",
+                                       f"smtpd_tls_key_file={c.key}", *opts]
+        return out
 
     def _make_sasldb(self):
         if os.path.exists(self.sasldb):
@@ -404,7 +439,8 @@ header_checks = regexp:{self.config_dir}/header_checks
             f.write(f"{os.getpid()}\n")
         last = None
         for _ in range(attempts):
-            ports = dict(zip(SERVICES, free_dual_ports(len(SERVICES))))
+            names = list(self._services())
+            ports = dict(zip(names, free_dual_ports(len(names))))
             self._write_config(ports)
             self._make_sasldb()
             self._check_private()
@@ -615,7 +651,7 @@ if __name__ == "__main__":  # manual use: python3 -m servers.postfix
     srv = PostfixServer(make_certs(cd))
     t = time.monotonic()
     srv.start()
-    print(f"started in {time.monotonic() - t:.2f}s", {k: getattr(srv, k) for k in SERVICES}, srv.dir)
+    print(f"started in {time.monotonic() - t:.2f}s", {k: getattr(srv, k) for k in SERVICES}, srv.starttls_ports, srv.dir)
     try:
         input("enter to stop ")
     finally:
