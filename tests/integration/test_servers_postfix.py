@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 
-from servers.certs import certs  # noqa: F401
 from servers.postfix import postfix, postfix_factory, postfix_server, smtp_sink  # noqa: F401
 
 MSG = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"

@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 
-from servers.certs import certs  # noqa: F401
 from servers.postfix import postfix, postfix_server  # noqa: F401
 from servers.proxies import (http_auth_proxy, http_proxy, microsocks_auth_proxy,  # noqa: F401
                              microsocks_proxy, proxy_factory, socks5_auth_proxy, socks5_proxy,

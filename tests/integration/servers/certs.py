@@ -12,7 +12,9 @@ Usage in a test file::
         srv.pin_sha256                 # base64(SHA-256(SubjectPublicKeyInfo DER))
         srv.pin_sha256_hex
 
-Outside pytest: ``make_certs(directory) -> CertSet``.
+Outside pytest: ``make_certs(directory) -> CertSet``; inside a fixture of
+your own without requesting ``certs``: ``process_certs()`` (the same set: one CA
+per pytest process, made on first use, removed at exit).
 
 What is made (EC P-256 keys unless said, SHA-256 signatures), all signed by the
 test CA (``certs.ca_file``, also ``certs.ca`` with ``.cert/.key``) unless said:
@@ -38,6 +40,7 @@ client          client certificate: CN=client.smtpc.test,
 Directory layout: ``certs.dir/<name>.crt|.key|.pem|-chain.crt``; the whole
 directory is removed at the end of the session.
 """
+import atexit
 import base64
 import concurrent.futures
 import datetime
@@ -48,7 +51,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .util import make_tempdir, remove_tree, run, shared_instance
+from .util import make_tempdir, remove_tree, run
 
 LOCAL_SANS = "DNS:localhost,IP:127.0.0.1,IP:::1"
 
@@ -266,16 +269,23 @@ def make_certs(directory):
     return CertSet(directory, ca_cert, ca["cert"], other["cert"], out)
 
 
-def _create_certs():
-    d = make_tempdir("certs")
-    try:
-        return make_certs(d)
-    except BaseException:
-        remove_tree(d)
-        raise
+_PROCESS_CERTS = []
+
+
+def process_certs():
+    """This process's CertSet: made on first use, removed when the process exits.
+    Every fixture here uses this one (so one CA per pytest process)."""
+    if not _PROCESS_CERTS:
+        d = make_tempdir("certs")
+        try:
+            _PROCESS_CERTS.append(make_certs(d))
+        except BaseException:
+            remove_tree(d)
+            raise
+        atexit.register(remove_tree, d)
+    return _PROCESS_CERTS[0]
 
 
 @pytest.fixture(scope="session")
 def certs():
-    with shared_instance("certs", _create_certs, lambda c: remove_tree(c.dir)) as c:
-        yield c
+    return process_certs()

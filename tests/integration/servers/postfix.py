@@ -3,7 +3,6 @@ plus smtp-sink.
 
 Usage in a test file::
 
-    from servers.certs import certs            # noqa: F401 (needed by postfix_server)
     from servers.postfix import postfix, postfix_server  # noqa: F401
 
     def test_send(postfix):                    # function scope: queue + Maildir emptied first
@@ -104,9 +103,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from .certs import certs  # noqa: F401  (fixture used by postfix_server)
-from .util import (free_port, make_tempdir, read_log, remove_tree, run, start_process,
-                   shared_instance, stop_process, wait_for_port)
+from .certs import process_certs
+from .util import (free_port, make_tempdir, pid_alive, read_log, remove_tree, require, run,
+                   shared_instance, stale_tempdirs, start_process, stop_process, stop_watchdog,
+                   wait_for_port, watchdog)
 
 HOSTNAME = "mx.smtpc.test"
 SASL_REALM = "smtpc.test"
@@ -297,7 +297,7 @@ class PostfixServer:
         self.extra_main_cf = dict(main_cf or {})
         self.certs = certs
         self.ca_file = certs.ca_file if certs else None
-        self.dir = base or make_tempdir("postfix")
+        self.dir = base or make_tempdir("postfix", reap=False)  # reaped by start()
         self.config_dir = os.path.join(self.dir, "etc")
         self.queue_dir = os.path.join(self.dir, "queue")
         self.data_dir = os.path.join(self.dir, "data")
@@ -306,6 +306,7 @@ class PostfixServer:
         self.logfile = os.path.join(self.dir, "log", "maillog")
         self.sasldb = os.path.join(self.dir, "sasl", "sasldb2")
         self.started = False
+        self._watchdog = None
 
     # -- configuration -------------------------------------------------
     def _write_config(self, ports):
@@ -435,8 +436,6 @@ header_checks = regexp:{self.config_dir}/header_checks
     # -- life cycle ----------------------------------------------------
     def start(self, attempts=3):
         reap_stale_instances()
-        with open(os.path.join(self.dir, "owner.pid"), "w") as f:
-            f.write(f"{os.getpid()}\n")
         last = None
         for _ in range(attempts):
             names = list(self._services())
@@ -444,6 +443,8 @@ header_checks = regexp:{self.config_dir}/header_checks
             self._write_config(ports)
             self._make_sasldb()
             self._check_private()
+            require(POSTFIX, "postfix")
+            require("/usr/sbin/saslpasswd2", "sasl2-bin")
             r = run([POSTFIX, "-c", self.config_dir, "start"], check=False, timeout=60)
             if r.returncode == 0:
                 self.started = True
@@ -452,6 +453,9 @@ header_checks = regexp:{self.config_dir}/header_checks
                     # (master -w); one probe is a sanity check.
                     wait_for_port(self.port, self.host, timeout=30, what="postfix",
                                   log=self.logfile)
+                    pid = self._master_pid()
+                    if pid:  # master daemonized: stop it if this process dies
+                        self._watchdog = watchdog(pid)
                     return self
                 except (TimeoutError, RuntimeError) as e:
                     last = e
@@ -466,25 +470,29 @@ header_checks = regexp:{self.config_dir}/header_checks
         polling every 20 ms instead of its 1 s sleeps; KILL the group if it lingers."""
         if not self.started:
             return
-        pidfile = os.path.join(self.queue_dir, "pid", "master.pid")
-        try:
-            with open(pidfile) as f:
-                pid = int(f.read().split()[0])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                is_master = b"master" in f.read()
-        except (OSError, ValueError, IndexError):
-            pid, is_master = None, False
-        if is_master:
+        pid = self._master_pid()
+        if pid:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         else:
             run([POSTFIX, "-c", self.config_dir, "abort"], check=False, timeout=30)
+        stop_watchdog(self._watchdog)
+        self._watchdog = None
         self.started = False
+
+    def _master_pid(self):
+        try:
+            with open(os.path.join(self.queue_dir, "pid", "master.pid")) as f:
+                pid = int(f.read().split()[0])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return pid if b"master" in f.read() else None
+        except (OSError, ValueError, IndexError):
+            return None
 
     def close(self):
         try:
@@ -531,35 +539,11 @@ header_checks = regexp:{self.config_dir}/header_checks
         return read_log(self.logfile, limit=1 << 20)
 
 
-def _pid_alive(pid):
-    """True if pid runs (a zombie, e.g. under a PID 1 that does not reap, is dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def reap_stale_instances():
     """Stop private instances left behind by a pytest process that was killed
     (e.g. by a ctest timeout): master daemonizes, so it outlives its owner."""
-    import tempfile
-    for d in glob.glob(os.path.join(tempfile.gettempdir(), "smtpc-postfix-*")):
-        try:
-            with open(os.path.join(d, "owner.pid")) as f:
-                owner = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if _pid_alive(owner):
-            continue
-        stale = PostfixServer.__new__(PostfixServer)
-        stale.__init__(None, base=d)
+    for d in stale_tempdirs("postfix"):
+        stale = PostfixServer(None, base=d)
         stale.started = os.path.exists(os.path.join(stale.queue_dir, "pid", "master.pid"))
         with contextlib.suppress(Exception):
             stale.close()
@@ -575,19 +559,20 @@ def _create_postfix(certs):
 
 
 @pytest.fixture(scope="session")
-def postfix_server(certs):
+def postfix_server():
+    certs = process_certs()
     with shared_instance("postfix", lambda: _create_postfix(certs), PostfixServer.close) as srv:
         yield srv
 
 
 @pytest.fixture
-def postfix_factory(certs):
+def postfix_factory(postfix_server):
     """postfix_factory(main_cf={"message_size_limit": "1000"}) -> a private extra
     instance with those main.cf settings on top (stopped after the test; ~1-2 s)."""
     made = []
 
     def make(main_cf=None):
-        srv = PostfixServer(certs, main_cf=main_cf)
+        srv = PostfixServer(postfix_server.certs, main_cf=main_cf)
         made.append(srv)
         return srv.start()
 
@@ -618,6 +603,7 @@ class SmtpSink:
 def start_smtp_sink(extra_args=(), backlog=256, host="127.0.0.1"):
     """Start /usr/sbin/smtp-sink on a free port (see smtp-sink(1) for extra_args,
     e.g. ["-c"] to count, ["-d", dir] to dump mail). Returns SmtpSink."""
+    require("/usr/sbin/smtp-sink", "postfix")
     d = make_tempdir("smtp-sink")
     log = os.path.join(d, "log")
     for _ in range(3):

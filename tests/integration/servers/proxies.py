@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .util import (free_port, make_tempdir, read_log, remove_tree, run, shared_instance,
+from .util import (free_port, make_tempdir, read_log, remove_tree, require, run, shared_instance,
                    start_process, stop_process, wait_for_port)
 
 SOCKS_USER = "smtpcsocks"
@@ -97,8 +97,13 @@ class Proxy:
             remove_tree(self.dir)
 
 
-def _start(kind, impl, make_argv, listen="127.0.0.1", username=None, password=None,
-           setup=None, owner=None):
+PACKAGES = {"dante": ("/usr/sbin/danted", "dante-server"),
+            "microsocks": ("/usr/bin/microsocks", "microsocks"),
+            "tinyproxy": ("/usr/bin/tinyproxy", "tinyproxy")}
+
+
+def _start(kind, impl, make_argv, listen="127.0.0.1", username=None, password=None, owner=None):
+    require(*PACKAGES[impl])
     d = make_tempdir(impl)
     if owner:
         os.chown(d, owner.pw_uid, owner.pw_gid)
