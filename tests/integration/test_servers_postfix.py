@@ -405,3 +405,14 @@ def test_starttls_matrix_ports_have_no_auth(postfix):
     with smtplib.SMTP(postfix.host, postfix.starttls_ports["server"], timeout=30) as s:
         s.starttls(context=ctx(postfix))
         assert "auth" not in ehlo_caps(s)
+
+
+def test_dsn_success_notification_lands_in_maildir(postfix):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.sendmail("sender@example.org", ["dsn@example.org"], MSG,
+                   mail_options=["RET=HDRS", "ENVID=env-42"], rcpt_options=["NOTIFY=SUCCESS"])
+    msgs = postfix.wait_for(2)
+    dsn = [m for m in msgs if m.mail_from == ""]
+    assert len(dsn) == 1 and dsn[0].rcpt_to == "sender@example.org"
+    assert b"multipart/report" in dsn[0].raw and b"env-42" in dsn[0].raw
+    assert b"Action: delivered" in dsn[0].raw or b"Action: relayed" in dsn[0].raw

@@ -33,7 +33,7 @@ def recv_exact(s, n):
 
 def socks5_connect(proxy, host, port, username=None, password=None, offer=None):
     """RFC 1928/1929 client: returns a socket tunnelled to host:port."""
-    s = socket.create_connection((proxy.host, proxy.port), timeout=30)
+    s = socket.create_connection((proxy.host, proxy.port), timeout=30)  # host may be ::1
     try:
         methods = offer if offer is not None else ([2] if username is not None else [0])
         s.sendall(bytes([5, len(methods), *methods]))
@@ -65,7 +65,7 @@ def socks5_connect(proxy, host, port, username=None, password=None, offer=None):
 
 def http_connect(proxy, host, port, username=None, password=None):
     """HTTP CONNECT; returns (status, socket or None)."""
-    s = socket.create_connection((proxy.host, proxy.port), timeout=30)
+    s = socket.create_connection((proxy.host, proxy.port), timeout=30)  # host may be ::1
     hp = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     req = f"CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n"
     if username is not None:
@@ -186,3 +186,18 @@ def test_curl_through_proxies(request, postfix, tmp_path, which):
     assert r.returncode == 0, r.stderr
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "curl@example.org"
+
+
+@pytest.mark.parametrize("starter", ["dante", "microsocks", "tinyproxy"])
+def test_ipv6_listeners(proxy_factory, postfix, starter):
+    from servers import proxies
+    fn = {"dante": proxies.start_dante, "microsocks": proxies.start_microsocks,
+          "tinyproxy": proxies.start_tinyproxy}[starter]
+    p = proxy_factory(fn, listen="::1")
+    assert p.host == "::1"
+    if p.kind == "http":
+        status, s = http_connect(p, "::1", postfix.port)
+        assert status == 200
+    else:
+        s = socks5_connect(p, "::1", postfix.port)
+    send_through(s, postfix, f"{starter}6@example.org")

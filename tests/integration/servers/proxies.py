@@ -37,7 +37,8 @@ Factories for special cases (call ``.stop()`` yourself or use ``proxy_factory``,
 a function-scoped fixture that stops what it made):
 ``start_dante(auth=False)``, ``start_microsocks(username=None, password=None)``,
 ``start_tinyproxy(auth=None | (user, password), connect_ports=None | [ports])``
-(with ``connect_ports`` tinyproxy refuses CONNECT to other ports with 403).
+(with ``connect_ports`` tinyproxy refuses CONNECT to other ports with 403);
+each also takes ``listen="::1"`` to listen on IPv6 loopback.
 
 dante's username method checks the *system* password database (crypt of
 /etc/shadow; no separate user file exists), so ``socks5_auth_proxy`` creates, once
@@ -45,7 +46,9 @@ per machine and idempotently, the locked-shell system user ``smtpcsocks`` with
 password ``SOCKS_PASSWORD`` (needs root; the user is left in place because
 parallel test processes share it). Without root the fixture skips.
 
-Traps: danted needs ``external:`` to be the loopback address for the targets;
+Traps: danted needs ``external:`` to be the loopback address for the targets,
+and its rules must use ``0/0`` (any family), not ``0.0.0.0/0``, or IPv6 clients
+are silently reset;
 tinyproxy refuses to run as root, so it runs as nobody and its log dir is
 chowned; microsocks has no log; none of them daemonize here (foreground
 children of the test process, stopped TERM then KILL).
@@ -166,25 +169,25 @@ socksmethod: {method}
 user.privileged: root
 user.unprivileged: nobody
 client pass {{
-    from: 127.0.0.0/8 to: 0.0.0.0/0
+    from: 127.0.0.0/8 to: 0/0
     log: error
 }}
 client pass {{
-    from: ::1/128 to: 0.0.0.0/0
+    from: ::1/128 to: 0/0
     log: error
 }}
 socks pass {{
-    from: 0.0.0.0/0 to: 127.0.0.0/8
+    from: 0/0 to: 127.0.0.0/8
     command: connect
     log: error connect
 }}
 socks pass {{
-    from: 0.0.0.0/0 to: ::1/128
+    from: 0/0 to: ::1/128
     command: connect
     log: error connect
 }}
 socks block {{
-    from: 0.0.0.0/0 to: 0.0.0.0/0
+    from: 0/0 to: 0/0
     log: error connect
 }}
 """)
