@@ -360,7 +360,13 @@ def test_scripted_refusals_after_data(postfix, sender, subject, code):
             if line[3:4] == b" ":
                 replies.append(line)
         assert replies[4].startswith(str(code).encode()), replies
-    assert postfix.messages() == []
+    assert postfix.settle() == []
+
+
+def test_settle_sees_accepted_mail(postfix):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.sendmail("a@example.org", ["settle@example.org"], MSG)
+    assert [m.rcpt_to for m in postfix.settle()] == ["settle@example.org"]
 
 
 def test_factory_with_other_settings(postfix_factory):

@@ -76,8 +76,12 @@ another private instance with extra main.cf settings (e.g. a small
 ``message_size_limit``, ``smtpd_timeout``); it is stopped after the test.
 
 Helpers: ``messages()``, ``wait_for(n, timeout=30)`` (waits until at least n
-messages are in the Maildir, then returns all, oldest first), ``clear()``,
-``queue_files()`` (ids still in the queue), ``postconf(*args)``.
+messages are in the Maildir, then returns all, oldest first), ``settle()``
+(waits until nothing is left to deliver, returns the messages: ``assert
+postfix.settle() == []`` proves nothing was accepted), ``clear()``,
+``queue_files()`` (ids still in the queue), ``postconf(*args)``, ``log()``.
+Attributes: ``dir``, ``config_dir``, ``queue_dir``, ``maildir``, ``ca_file``,
+``certs`` (the CertSet), ``hostname`` (mx.smtpc.test, the banner/EHLO name).
 
 smtp-sink (fast sink for benchmarks): ``smtp_sink`` fixture (function scope) or
 ``start_smtp_sink(extra_args=(), backlog=256, host="127.0.0.1") -> SmtpSink``
@@ -517,6 +521,20 @@ header_checks = regexp:{self.config_dir}/header_checks
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(msgs)} of {n} messages delivered after {timeout}s; "
                                    f"queue: {self.queue_files()}\n{self.log()[-3000:]}")
+            time.sleep(0.02)
+
+    def settle(self, timeout=30.0):
+        """Wait until Postfix has nothing left to deliver (the queue holds nothing but
+        deferred mail); return the delivered messages. Use it to assert that nothing
+        was delivered: ``assert postfix.settle() == []``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = [q for q in ("maildrop", "incoming", "active")
+                    if any(files for _, _, files in os.walk(os.path.join(self.queue_dir, q)))]
+            if not busy:
+                return self.messages()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queue still busy ({busy}) after {timeout}s")
             time.sleep(0.02)
 
     def queue_files(self):
