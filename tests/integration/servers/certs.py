@@ -222,13 +222,14 @@ SERVER_EXT = [
 def make_certs(directory):
     """Create the whole test PKI under `directory` and return a CertSet."""
     m = _Maker(directory)
-    ca = m.self_signed_ca("ca", "smtpc test CA")
-    other = m.self_signed_ca("unknown-ca-root", "smtpc unknown CA")
-    inter = m.issue(ca, "intermediate-ca", "smtpc test intermediate CA",
-                    ["basicConstraints = critical,CA:TRUE,pathlen:0",
-                     "keyUsage = critical,keyCertSign,cRLSign",
-                     "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always"])
-    inter_ca = {"cert": inter.cert, "key": inter.key}
+    ex = concurrent.futures.ThreadPoolExecutor(4)
+    fca = ex.submit(m.self_signed_ca, "ca", "smtpc test CA")
+    fother = ex.submit(m.self_signed_ca, "unknown-ca-root", "smtpc unknown CA")
+    ca, other = fca.result(), fother.result()
+    finter = ex.submit(m.issue, ca, "intermediate-ca", "smtpc test intermediate CA",
+                       ["basicConstraints = critical,CA:TRUE,pathlen:0",
+                        "keyUsage = critical,keyCertSign,cRLSign",
+                        "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always"])
     local = SERVER_EXT + [f"subjectAltName = {LOCAL_SANS}"]
     now = m.now
     d = datetime.timedelta
@@ -249,8 +250,9 @@ def make_certs(directory):
                         ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature",
                          "extendedKeyUsage = serverAuth", "subjectKeyIdentifier = hash",
                          f"subjectAltName = {LOCAL_SANS}"]),
-        "chain": (lambda *a: m.issue(*a, intermediates=[inter.cert]),
-                  inter_ca, "chain", "localhost", local),
+        "chain": (lambda *a: m.issue({"cert": finter.result().cert, "key": finter.result().key},
+                                     *a, intermediates=[finter.result().cert]),
+                  "chain", "localhost", local),
         "client": (m.issue, ca, "client", "client.smtpc.test",
                    ["basicConstraints = critical,CA:FALSE",
                     "keyUsage = critical,digitalSignature",
@@ -258,9 +260,10 @@ def make_certs(directory):
                     "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always",
                     "subjectAltName = email:client@example.org"]),
     }
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+    with ex:
         futs = {name: ex.submit(job[0], *job[1:]) for name, job in jobs.items()}
         out = {name: f.result() for name, f in futs.items()}
+        finter.result()
     ca_cert = m.finish("ca", ca["cert"], ca["key"])
     for f in os.listdir(directory):
         p = os.path.join(directory, f)
