@@ -12,16 +12,17 @@ Usage in a test file::
         assert m.mail_from == "a@example.org" and m.rcpt_to == "b@example.net"
         assert m.original == b"Subject: x\\n\\nhi\\n"
 
-``postfix_server`` is session-scoped (one instance per pytest process, started
-in about a second); ``postfix`` is the same object after ``clear()``.
+``postfix_server`` is session-scoped (one instance per pytest process, even
+when several test files import it; starts in about 0.5 s); ``postfix`` is the
+same object after ``clear()``. Test files need not import ``certs``.
 
 Listeners (all on 127.0.0.1 *and* [::1], same port number, ports chosen at run time):
 
 ================== ====================================================================
 attribute          service
 ================== ====================================================================
-port               plain SMTP: no TLS, no AUTH. EHLO offers PIPELINING, SIZE, ETRN(?),
-                   ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8, CHUNKING (VRFY too)
+port               plain SMTP: no TLS, no AUTH. EHLO: PIPELINING, SIZE 10240000, VRFY,
+                   ETRN, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8, CHUNKING
 submission_port    STARTTLS offered (not required); AUTH offered only after STARTTLS
                    (smtpd_tls_auth_only); mail accepted without AUTH as well
 smtps_port         implicit TLS (wrappermode) + AUTH
@@ -91,9 +92,33 @@ anything) XCLIENT XFORWARD ENHANCEDSTATUSCODES DSN (no SIZE, no CHUNKING, no
 STARTTLS) and discards the mail; see smtp-sink(1) for extra_args (``-c``
 counts, ``-d DIR`` dumps, ``-q``/``-r``... inject errors).
 
-Stale instances: each instance records its pytest pid in ``<dir>/owner.pid``;
-starting a new one stops and removes instances whose owner is gone (master
-daemonizes, so a killed pytest would otherwise leak one).
+Safety: main.cf is checked (``postconf -c``) to point at the private
+directories before anything starts; the system instance (/etc/postfix) is never
+used (no main.cf there: Debian's "No configuration"). Stopping TERMs the
+private master (what ``postfix -c DIR stop`` does, without its 1 s sleeps). A
+watchdog kills master if the pytest process dies, and each instance records its
+owner's pid in ``<dir>/owner.pid`` so the next start reaps leftovers.
+
+Traps found (Debian 12, Postfix 3.7 in this sandbox):
+
+- Postfix will not read main.cf/master.cf/tables modified less than a second
+  ago: it sleeps 300 ms at a time. Generated files are backdated.
+- ``postfix start``'s integrity check (post-install, postsuper, find) costs
+  seconds on a loaded 2-core box; the queue is pre-created from
+  /etc/postfix/postfix-files and ``quick-start`` skips the check.
+- Debian's Postfix reads the Cyrus config only from
+  ``$config_directory/sasl/smtpd.conf``; the sasldb must be readable by user
+  postfix (kept outside config_directory, or ``postfix check`` warns).
+- ``maillog_file`` must be under ``maillog_file_prefixes`` and needs the
+  ``postlog`` service in master.cf; ``chroot`` is off in our master.cf.
+- PID 1 in this sandbox does not reap orphans: a stopped master stays
+  ``<defunct>`` (harmless); liveness checks treat zombies as dead.
+- Mail is stored with LF line endings; ``Delivered.original_crlf`` restores CRLF.
+- smtplib sends SIZE= with MAIL FROM, so an oversized message is refused at
+  MAIL (552 5.3.4), not after DATA.
+- ccert_port without a client certificate: Postfix drops the connection right
+  after the handshake (with TLS 1.3 the client notices at its next read).
+- smtp-sink refuses to run as root without ``-u``.
 """
 import contextlib
 import glob
