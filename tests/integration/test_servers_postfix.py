@@ -422,3 +422,16 @@ def test_dsn_success_notification_lands_in_maildir(postfix):
     assert len(dsn) == 1 and dsn[0].rcpt_to == "sender@example.org"
     assert b"multipart/report" in dsn[0].raw and b"env-42" in dsn[0].raw
     assert b"Action: delivered" in dsn[0].raw or b"Action: relayed" in dsn[0].raw
+
+
+def test_parallel_connections(postfix):
+    import concurrent.futures
+
+    def one(i):
+        with smtplib.SMTP(postfix.host, postfix.port, timeout=60) as s:
+            for j in range(5):
+                s.sendmail("a@example.org", [f"p{i}-{j}@example.org"], MSG)
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        list(ex.map(one, range(10)))
+    msgs = postfix.wait_for(50, timeout=60)
+    assert len({m.rcpt_to for m in msgs}) == 50

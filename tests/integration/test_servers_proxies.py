@@ -128,7 +128,7 @@ def test_dante_auth_refuses_wrong_password_and_noauth(socks5_auth_proxy, postfix
 
 def test_dante_refuses_closed_port(socks5_proxy):
     from servers.util import free_port
-    with pytest.raises(SocksError, match="CONNECT refused"):
+    with pytest.raises(SocksError, match=r"CONNECT refused \(5\)"):  # 05: connection refused
         socks5_connect(socks5_proxy, "127.0.0.1", free_port())
 
 

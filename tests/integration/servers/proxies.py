@@ -29,9 +29,12 @@ http_auth_proxy         tinyproxy with BasicAuth ("proxyuser" / "proxy-secret");
                         (a tinyproxy 1.11 quirk)
 ======================= ============================================================
 
-All proxies allow only loopback clients and connect to loopback targets
-(127.0.0.1 and ::1; dante also resolves "localhost"). SOCKS5 proxies accept the
-IPv4, IPv6 and domain-name address types (CONNECT only; no BIND/UDP tests).
+All proxies accept only loopback clients. dante's rules pass only loopback
+targets (127.0.0.0/8, ::1); microsocks and tinyproxy
+would connect anywhere, so point them at loopback only. SOCKS5 proxies accept
+the IPv4, IPv6 and domain-name address types (both resolve "localhost";
+CONNECT only, no BIND/UDP). A refused target port gives SOCKS reply 05
+(connection refused) from dante.
 
 Factories for special cases (call ``.stop()`` yourself or use ``proxy_factory``,
 a function-scoped fixture that stops what it made):
@@ -49,9 +52,10 @@ parallel test processes share it). Without root the fixture skips.
 Traps: danted needs ``external:`` to be the loopback address for the targets,
 and its rules must use ``0/0`` (any family), not ``0.0.0.0/0``, or IPv6 clients
 are silently reset;
-tinyproxy refuses to run as root, so it runs as nobody and its log dir is
-chowned; microsocks has no log; none of them daemonize here (foreground
-children of the test process, stopped TERM then KILL).
+tinyproxy switches to User nobody, so its log dir is chowned to nobody;
+microsocks has no log; none of them daemonize here (foreground children of the
+test process in their own session, stopped TERM then KILL, and killed by a
+watchdog if pytest dies: PR_SET_PDEATHSIG would not survive their user switch).
 """
 import os
 import pwd
