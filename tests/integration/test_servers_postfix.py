@@ -435,3 +435,28 @@ def test_parallel_connections(postfix):
         list(ex.map(one, range(10)))
     msgs = postfix.wait_for(50, timeout=60)
     assert len({m.rcpt_to for m in msgs}) == 50
+
+
+@pytest.mark.parametrize("which", ["submission", "smtps"])
+def test_auth_required_to_send(postfix, which):
+    if which == "smtps":
+        s = smtplib.SMTP_SSL(postfix.host, postfix.smtps_port, context=ctx(postfix), timeout=30)
+    else:
+        s = smtplib.SMTP(postfix.host, postfix.submission_port, timeout=30)
+        s.starttls(context=ctx(postfix))
+    with s:
+        s.ehlo()
+        code, msg = s.mail("a@example.org")
+        assert (code, msg[:5]) == (530, b"5.7.0"), msg
+        s.rset()
+        s.login(postfix.user, postfix.password)
+        assert s.mail("a@example.org")[0] == 250
+        # scripted sender refusals still apply after AUTH
+        s.rset()
+        assert s.mail("sender-reject@example.org")[0] == 553
+
+
+def test_auth_optional_on_auth_plain_port(postfix):
+    with smtplib.SMTP(postfix.host, postfix.auth_plain_port, timeout=30) as s:
+        s.sendmail("a@example.org", ["noauth@example.org"], MSG)
+    postfix.wait_for(1)

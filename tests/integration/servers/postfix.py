@@ -24,9 +24,11 @@ attribute          service
 port               plain SMTP: no TLS, no AUTH. EHLO: PIPELINING, SIZE 10240000, VRFY,
                    ETRN, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8, CHUNKING
 submission_port    STARTTLS offered (not required); AUTH offered only after STARTTLS
-                   (smtpd_tls_auth_only); mail accepted without AUTH as well
-smtps_port         implicit TLS (wrappermode) + AUTH
-auth_plain_port    plain, no TLS at all, AUTH offered in cleartext (all mechanisms)
+                   (smtpd_tls_auth_only); AUTH required to send: MAIL FROM
+                   without it gets 530 5.7.0 (``AUTH_REQUIRED``)
+smtps_port         implicit TLS (wrappermode); AUTH required to send (530 5.7.0)
+auth_plain_port    plain, no TLS at all, AUTH offered in cleartext (all mechanisms),
+                   AUTH optional (mail accepted without it)
 ccert_port         STARTTLS *required* (security level encrypt) and a client
                    certificate from the test CA required (certs.client); no AUTH
 ``starttls_ports`` dict name -> port: STARTTLS offered (not required), no AUTH,
@@ -165,6 +167,8 @@ REFUSALS = {
 }
 # A Subject header containing this is refused at end of data with 550 5.7.1 (header_checks)
 REJECT_SUBJECT_TAG = "[smtpc-reject]"
+# MAIL FROM without AUTH on submission_port / smtps_port
+AUTH_REQUIRED = "530 5.7.0 Authentication required (smtpc test)"
 
 
 def _access(keys):
@@ -176,6 +180,7 @@ ACCESS_MAPS = {
     "sender_access": _access(["sender-reject", "sender-tempfail"]),
     "eod_access": _access(["eod-reject", "eod-tempfail"]),
     "header_checks": "/^Subject:.*\\[smtpc-reject\\]/ REJECT 5.7.1 Content rejected (smtpc test)\n",
+    "auth_required": f"/^/ {AUTH_REQUIRED}\n",
 }
 
 MASTER_CF_BASE = """\
@@ -208,9 +213,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 SERVICES = {
     "port": [],
     "submission_port": ["smtpd_tls_security_level=may", "smtpd_sasl_auth_enable=yes",
-                        "smtpd_tls_auth_only=yes"],
+                        "smtpd_tls_auth_only=yes",
+                        "smtpd_sender_restrictions=$smtpc_auth_required_restrictions"],
     "smtps_port": ["smtpd_tls_wrappermode=yes", "smtpd_tls_security_level=encrypt",
-                   "smtpd_sasl_auth_enable=yes"],
+                   "smtpd_sasl_auth_enable=yes",
+                   "smtpd_sender_restrictions=$smtpc_auth_required_restrictions"],
     "auth_plain_port": ["smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=no"],
     "ccert_port": ["smtpd_tls_security_level=encrypt", "smtpd_tls_ask_ccert=yes",
                    "smtpd_tls_req_ccert=yes"],
@@ -409,6 +416,8 @@ broken_sasl_auth_clients = no
 # scripted refusals by address prefix (see REFUSALS); sender checks at MAIL FROM
 smtpd_delay_reject = no
 smtpd_sender_restrictions = check_sender_access regexp:{self.config_dir}/sender_access
+smtpc_auth_required_restrictions = check_sender_access regexp:{self.config_dir}/sender_access,
+    permit_sasl_authenticated, check_sender_access regexp:{self.config_dir}/auth_required
 smtpd_recipient_restrictions = check_recipient_access regexp:{self.config_dir}/recipient_access, permit
 smtpd_end_of_data_restrictions = check_sender_access regexp:{self.config_dir}/eod_access
 header_checks = regexp:{self.config_dir}/header_checks
