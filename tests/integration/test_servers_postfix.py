@@ -460,3 +460,32 @@ def test_auth_optional_on_auth_plain_port(postfix):
     with smtplib.SMTP(postfix.host, postfix.auth_plain_port, timeout=30) as s:
         s.sendmail("a@example.org", ["noauth@example.org"], MSG)
     postfix.wait_for(1)
+
+
+def digest_md5_auth(s, user, password, realm, host):
+    """Minimal RFC 2831 DIGEST-MD5 client (qop=auth)."""
+    import re as _re
+    code, resp = s.docmd("AUTH", "DIGEST-MD5")
+    assert code == 334, resp
+    chal = dict(_re.findall(r'(\w+)="?([^",]*)"?', base64.b64decode(resp).decode()))
+    cnonce = base64.b64encode(os.urandom(12)).decode()
+    uri = f"smtp/{host}"
+    md5 = lambda b: hashlib.md5(b).digest()  # noqa: E731
+    hexmd5 = lambda b: hashlib.md5(b).hexdigest()  # noqa: E731
+    a1 = md5(f"{user}:{realm}:{password}".encode()) + f":{chal['nonce']}:{cnonce}".encode()
+    a2 = f"AUTHENTICATE:{uri}".encode()
+    rsp = hexmd5(f"{hexmd5(a1)}:{chal['nonce']}:00000001:{cnonce}:auth:{hexmd5(a2)}".encode())
+    answer = (f'username="{user}",realm="{realm}",nonce="{chal["nonce"]}",cnonce="{cnonce}",'
+              f'nc=00000001,qop=auth,digest-uri="{uri}",response={rsp},charset=utf-8')
+    code, resp = s.docmd(base64.b64encode(answer.encode()).decode())
+    if code == 334:  # rspauth
+        code, resp = s.docmd("")
+    return code, resp
+
+
+def test_submission_digest_md5(postfix):
+    with smtplib.SMTP(postfix.host, postfix.submission_port, timeout=30) as s:
+        s.starttls(context=ctx(postfix))
+        s.ehlo()
+        code, resp = digest_md5_auth(s, "alice", postfix.password, postfix.realm, postfix.hostname)
+        assert code == 235, resp

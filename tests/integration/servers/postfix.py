@@ -49,6 +49,9 @@ SCRAM-SHA-1 SCRAM-SHA-256. Users (``postfix.users``): ``alice`` /
 ``alice-secret`` (also ``postfix.user``/``postfix.password``), ``bob`` with a
 password full of specials (space, quotes, colon, @, backslash), and
 ``carol@example.org`` (login name with a domain). Wrong credentials: 535 5.7.8.
+DIGEST-MD5: realm ``postfix.realm`` (smtpc.test; carol's realm is example.org,
+username "carol"), any digest-uri host is accepted. All six mechanisms are
+self-tested (SCRAM and DIGEST-MD5 with small clients in test_servers_postfix.py).
 
 Delivery: every recipient address of every domain is accepted (virtual mailbox
 catch-all: ``virtual_mailbox_domains = static:all``) and delivered by
