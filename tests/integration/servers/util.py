@@ -5,14 +5,23 @@ listener, starting/stopping processes, temp dirs.
 
 - ``free_port(host)`` / ``free_ports(n, host)``: loopback ports that were free a
   moment ago (distinct when asked together). There is an unavoidable race with
-  other processes; servers started on them fail loudly (see wait_for_port).
-- ``wait_for_port(port, host, timeout, proc=...)``: poll-connect until the port
-  accepts; raises early with the process's log when ``proc`` has exited.
+  other processes; our servers retry on a fresh port when the bind fails.
+- ``port_open(port, host)``; ``wait_for_port(port, host, timeout, proc=..., log=...)``:
+  poll-connect every 20 ms until the port accepts; raises early, with the
+  process's log, when ``proc`` has exited.
 - ``start_process(argv, log=path)`` → Popen in its own session (so the whole
-  process group can be killed); ``stop_process(p)`` TERM, then KILL.
-- ``make_tempdir(prefix)``: a 0755 temp dir (unprivileged daemons such as
-  Postfix's must traverse it); ``remove_tree(path)``.
-- ``run(argv)``: subprocess.run with check, timeout and the output in the error.
+  process group can be killed), guarded by a ``watchdog`` that kills the group
+  if the test process dies (even by SIGKILL); ``stop_process(p)`` TERMs the
+  group, then KILLs what lingers, and disarms the watchdog.
+- ``watchdog(pgid)`` / ``stop_watchdog(handle)`` for servers that daemonize.
+- ``make_tempdir(prefix)``: a 0755 /tmp/smtpc-<prefix>-XXXX (unprivileged
+  daemons such as Postfix's must traverse it) with ``owner.pid``; dirs of dead
+  owners are reaped on the next call (``stale_tempdirs``); ``remove_tree(path)``.
+- ``pid_alive(pid)``: zombies count as dead (PID 1 here does not reap orphans).
+- ``shared_instance(key, create, close)``: one instance per process for session
+  fixtures imported into several test modules.
+- ``run(argv)``: subprocess.run with check, timeout and the output in the error;
+  ``require(path, package)``: clear error when a server package is missing.
 """
 import contextlib
 import glob
