@@ -12,6 +12,10 @@ Usage in a test file::
         srv.pin_sha256                 # base64(SHA-256(SubjectPublicKeyInfo DER))
         srv.pin_sha256_hex
 
+More certificates from the same CA: ``certs.issue(name, cn, ext_lines, directory)``
+(``SERVER_EXT`` holds the usual server extensions; add a subjectAltName line).
+(``_Maker(d).issue(ca_dict, ...)`` as used by test_tls.py keeps working.)
+
 Outside pytest: ``make_certs(directory) -> CertSet``; inside a fixture of
 your own without requesting ``certs``: ``process_certs()`` (the same set: one CA
 per pytest process, made on first use, removed at exit).
@@ -111,6 +115,14 @@ class CertSet:
 
     def __getitem__(self, name):
         return self.certs[name]
+
+    def issue(self, name, cn, ext_lines, directory, start=None, end=None, rsa=False):
+        """Issue an extra certificate from the test CA into `directory`, e.g.
+        ``certs.issue("ip_only", "ip.test", SERVER_EXT + ["subjectAltName = IP:127.0.0.1"], d)``;
+        `start`/`end` are datetimes (default: yesterday .. +10 years). Returns a Cert."""
+        m = _Maker(directory)
+        return m.issue({"cert": self.ca.cert, "key": self.ca.key}, name, cn, ext_lines,
+                       start=start, end=end, rsa=rsa)
 
     def __getattr__(self, name):
         try:
