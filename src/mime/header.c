@@ -366,6 +366,15 @@ static int ew_decode(smtpc__buf *out, const char *s, size_t n, bool *ok)
         return 0;
     }
     int rc = 0;
+    if (!latin1 && (!smtpc__utf8_valid(smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp)) ||
+                    memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp)))) {
+        smtpc__buf_free(&tmp); /* not text we can carry: keep the word as is */
+        return 0;
+    }
+    if (latin1 && memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp))) {
+        smtpc__buf_free(&tmp);
+        return 0;
+    }
     if (latin1) {
         for (size_t i = tmp.off; i < tmp.len && !rc; i++) {
             uint8_t c = tmp.data[i];
