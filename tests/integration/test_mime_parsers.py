@@ -214,12 +214,14 @@ def test_single_part_and_rfc822(tmp_path, gmime):
     (tmp_path / "inner.eml").write_bytes(inner)
     (tmp_path / "t.txt").write_text("no newline at end")
     raw, _ = write(tmp_path, "--from", "a@example.org", "--to", "b@example.org",
-                   "--text-file", str(tmp_path / "t.txt"), "--message", str(tmp_path / "inner.eml"))
+                   "--text-file", str(tmp_path / "t.txt"), "--message", str(tmp_path / "inner.eml"),
+                   "--attach", str(tmp_path / "inner.eml"))
     check_wire(raw)
     msg, leaves = py_leaves(raw)
     assert leaves[0][3] == b"no newline at end"
     assert leaves[1][0] == "message/rfc822"
     assert leaves[1][3] == inner
+    assert leaves[2][:2] == ("message/rfc822", "inner.eml") and leaves[2][3] == inner
     inner_msg = [p for p in msg.walk() if p.get_content_type() == "message/rfc822"][0].get_payload(0)
     assert str(inner_msg["subject"]) == "inner"
     gm = gm_leaves(gmime, raw, tmp_path)
