@@ -60,7 +60,7 @@ static int add_addrs(smtpc_address_list *dst, const char *v, size_t n, const cha
     size_t k = 0;
     while (k < n && (v[k] == ' ' || v[k] == '\t')) k++;
     if (k == n) return 0;
-    int rc = smtpc__address_parse_n(v, n, true, &l, tmp, sizeof tmp);
+    int rc = smtpc__address_parse_n(v, n, 2, &l, tmp, sizeof tmp);
     if (rc) {
         if (eb && el) snprintf(eb, el, "%s: %s", name, tmp);
         return rc;

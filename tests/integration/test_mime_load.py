@@ -54,6 +54,13 @@ def test_sender_wins_and_missing_fields_added(tmp_path):
     assert msg["date"] and msg["message-id"].endswith("@example.org>")
 
 
+def test_obsolete_lists(tmp_path):
+    raw = b"From: f@example.org\nTo: undisclosed-recipients:;\nCc: a@example.org,, b@example.org,\nBcc: c@example.org\n\nx\n"
+    rc, out, err = load(tmp_path, raw)
+    assert rc == 0, err
+    assert envelope(err)[1] == ["a@example.org", "b@example.org", "c@example.org"]
+
+
 def test_errors(tmp_path):
     rc, _, err = load(tmp_path, b"To: t@example.org\n\nno from\n")
     assert rc != 0 and "no From" in err
