@@ -304,6 +304,37 @@ TEST(type_guess_and_names)
     smtpc_message_free(m);
 }
 
+TEST(rfc2047_decoder)
+{
+    static const struct {
+        const char *in, *out;
+    } v[] = {
+        /* RFC 2047 section 8 */
+        {"=?ISO-8859-1?Q?a?=", "a"},
+        {"=?ISO-8859-1?Q?a?= b", "a b"},
+        {"=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=", "ab"},
+        {"=?ISO-8859-1?Q?a?=  =?ISO-8859-1?Q?b?=", "ab"},
+        {"=?ISO-8859-1?Q?a?= \t =?ISO-8859-1?Q?b?=", "ab"},
+        {"=?ISO-8859-1?Q?a_b?=", "a b"},
+        {"=?ISO-8859-1?Q?Andr=E9?= Pirard", "Andr\xc3\xa9 Pirard"},
+        {"=?utf-8?B?w6k=?=", "\xc3\xa9"},
+        {"=?UTF-8?b?w6k=?= x", "\xc3\xa9 x"},
+        {"x  =?utf-8?q?y?=", "x  y"},
+        /* left alone: unknown charset, invalid UTF-8, NUL, bad base64, not a word */
+        {"=?koi8-r?Q?a?=", "=?koi8-r?Q?a?="},
+        {"=?utf-8?Q?=FF?=", "=?utf-8?Q?=FF?="},
+        {"=?utf-8?Q?a=00?=", "=?utf-8?Q?a=00?="},
+        {"=?utf-8?B?w6k?=", "=?utf-8?B?w6k?="},
+        {"a=?utf-8?Q?b?=", "a=?utf-8?Q?b?="},
+        {"=?utf-8?Q?a", "=?utf-8?Q?a"},
+    };
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(v); i++) {
+        char *d = smtpc__rfc2047_decode(v[i].in, strlen(v[i].in));
+        CHECK_STR(d, v[i].out);
+        free(d);
+    }
+}
+
 int main(void)
 {
     RUN(minimal_message);
@@ -314,5 +345,6 @@ int main(void)
     RUN(file_changed_size);
     RUN(headers_written);
     RUN(type_guess_and_names);
+    RUN(rfc2047_decoder);
     T_DONE();
 }
