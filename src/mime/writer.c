@@ -95,8 +95,12 @@ static int choose_cte(const smtpc__part *p, bool eightbit)
     }
     if (line > maxline) maxline = line;
     bool lines_ok = maxline <= 998 && !nul;
-    if (lines_ok && !high) return CTE_7BIT;
-    if (lines_ok && eightbit) return CTE_8BIT;
+    /* 7bit for ASCII with short lines (RFC 5322's 78); longer ASCII lines
+     * are legal up to 998 but relays rewrap them, so QP protects them
+     * unless the server takes 8BITMIME (nothing rewraps there). */
+    if (lines_ok && !high && (maxline <= 78 || eightbit || p->is_rfc822)) return CTE_7BIT;
+    if (lines_ok && high && eightbit) return CTE_8BIT;
+    if (lines_ok && !high && !p->is_text) return CTE_7BIT;
     if (p->is_rfc822) return CTE_B64; /* documented fallback */
     return high * 6 < p->len ? CTE_QP : CTE_B64;
 }

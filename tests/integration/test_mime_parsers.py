@@ -174,12 +174,14 @@ def test_full_message_both_parsers(tmp_path, gmime):
         assert got[3] == exp[3], exp[0]
 
 
-@pytest.mark.parametrize("kind", ["ascii", "mostly_ascii", "cjk", "long_lines", "binaryish"])
+@pytest.mark.parametrize("kind", ["ascii", "ascii_long", "mostly_ascii", "cjk", "long_lines", "binaryish"])
 @pytest.mark.parametrize("eightbit", [False, True])
 def test_text_encodings(tmp_path, gmime, kind, eightbit):
     rnd = random.Random(hash(kind) & 0xFFFF)
     if kind == "ascii":
         text, cte = "plain ascii\nsecond line\n", "7bit"
+    elif kind == "ascii_long":
+        text, cte = ("x" * 200 + " \n") * 3, "7bit" if eightbit else "quoted-printable"
     elif kind == "mostly_ascii":
         text, cte = "Caf\u00e9 au lait is the usual order in the morning.\n" * 20, "8bit" if eightbit else "quoted-printable"
     elif kind == "cjk":
