@@ -4,6 +4,7 @@
 
 #include <smtpc/message.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Writes m with flags into a malloc'ed NUL-terminated string; reads in
@@ -304,6 +305,23 @@ TEST(type_guess_and_names)
     smtpc_message_free(m);
 }
 
+TEST(date_local_zone)
+{
+    char d[64];
+    setenv("TZ", "ABC-1", 1); /* POSIX TZ: UTC+1, no zoneinfo needed */
+    tzset();
+    smtpc__rfc5322_date(d, sizeof d, 1700000000);
+    CHECK_STR(d, "Tue, 14 Nov 2023 23:13:20 +0100");
+    setenv("TZ", "NST+3:30", 1);
+    tzset();
+    smtpc__rfc5322_date(d, sizeof d, 1700000000);
+    CHECK_STR(d, "Tue, 14 Nov 2023 18:43:20 -0330");
+    setenv("TZ", "UTC0", 1);
+    tzset();
+    smtpc__rfc5322_date(d, sizeof d, 0);
+    CHECK_STR(d, "Thu, 1 Jan 1970 00:00:00 +0000");
+}
+
 TEST(rfc2047_decoder)
 {
     static const struct {
@@ -346,5 +364,6 @@ int main(void)
     RUN(headers_written);
     RUN(type_guess_and_names);
     RUN(rfc2047_decoder);
+    RUN(date_local_zone);
     T_DONE();
 }
