@@ -353,6 +353,34 @@ TEST(bad_base64_cancels)
     smtpc__sasl_free(s);
 }
 
+TEST(deferred_ir_and_failure_state)
+{
+    /* EXTERNAL's empty initial response, deferred: an empty line answers the 334 */
+    smtpc__sasl_creds e = {.client_cert = true};
+    smtpc__sasl *s = mk(SMTPC__SASL_EXTERNAL, &e);
+    smtpc__sasl_line ir, r;
+    smtpc__sasl_start(s, &ir);
+    smtpc__sasl_defer_ir(s);
+    CHECK_INT(smtpc__sasl_step(s, "", 0, &r), 0);
+    CHECK_STR(r.b64, "");
+    CHECK_INT(r.len, 0);
+    smtpc__sasl_free(s);
+
+    /* a failed exchange stays failed: no initial response leaks out later (found by fuzzing) */
+    smtpc__sasl_creds c = {.username = "u", .password = "p"};
+    s = mk(SMTPC__SASL_PLAIN, &c);
+    smtpc__sasl_start(s, &ir);
+    smtpc__sasl_defer_ir(s);
+    CHECK_INT(smtpc__sasl_step(s, "abc", 3, &r), SMTPC_EPROTO);
+    CHECK_STR(r.b64, "*");
+    CHECK_INT(r.len, 1);
+    CHECK_INT(smtpc__sasl_step(s, "", 0, &r), SMTPC_EPROTO);
+    CHECK_STR(r.b64, "*");
+    CHECK_INT(r.len, 1);
+    CHECK(!r.secret);
+    smtpc__sasl_free(s);
+}
+
 TEST(endless_challenges)
 {
     smtpc__sasl_creds c = {.username = "u", .password = "p"};
@@ -527,6 +555,7 @@ int main(void)
     RUN(scram_hostile_server_first);
     RUN(scram_names_escaped_and_random_nonce);
     RUN(bad_base64_cancels);
+    RUN(deferred_ir_and_failure_state);
     RUN(endless_challenges);
     RUN(too_many_rounds_message);
     RUN(oversized_challenge);

@@ -215,6 +215,7 @@ static int emit_text(smtpc__sasl *s, const char *b64, bool cancel, smtpc__sasl_l
     smtpc__buf_reset(&s->out);
     int rc = smtpc__buf_append(&s->out, b64, strlen(b64) + 1);
     if (rc) return rc;
+    s->out.len--; /* the NUL is there but not counted */
     memset(line, 0, sizeof *line);
     line->b64 = (const char *)s->out.data;
     line->len = strlen(b64);
@@ -241,6 +242,7 @@ int smtpc__sasl_decode(const char *b64, size_t len, uint8_t **out, size_t *outle
 static int fail_cancel(smtpc__sasl *s, smtpc__sasl_line *resp, int code)
 {
     s->done = true;
+    s->ir_pending = false;
     if (emit_text(s, "*", true, resp) != 0) memset(resp, 0, sizeof *resp);
     return code;
 }
@@ -453,6 +455,7 @@ int smtpc__sasl_start(smtpc__sasl *s, smtpc__sasl_line *ir)
                           mech_names[s->mech]);
     }
     if (ir->b64) {
+        s->has_ir = true;
         ir->fits_auth_line = fits(s->mech, ir->len);
         s->ir_pending = !ir->fits_auth_line; /* caller sends it after the first 334 */
         s->ir_deferred = s->ir_pending;
@@ -462,7 +465,7 @@ int smtpc__sasl_start(smtpc__sasl *s, smtpc__sasl_line *ir)
 
 void smtpc__sasl_defer_ir(smtpc__sasl *s)
 {
-    if (s->started && s->out.len) s->ir_pending = s->ir_deferred = true;
+    if (s->started && s->has_ir && !s->done && s->rounds == 0) s->ir_pending = s->ir_deferred = true;
 }
 
 int smtpc__sasl_restart(smtpc__sasl *s, bool refresh_token)
@@ -476,7 +479,7 @@ int smtpc__sasl_restart(smtpc__sasl *s, bool refresh_token)
     smtpc__sasl_scram_clear(s);
     smtpc__secure_zero(s->out.data, s->out.cap);
     smtpc__buf_reset(&s->out);
-    s->started = s->ir_pending = s->ir_deferred = s->done = s->token_rejected = false;
+    s->started = s->has_ir = s->ir_pending = s->ir_deferred = s->done = s->token_rejected = false;
     s->server_verified = false;
     s->rounds = 0;
     s->state = 0;
@@ -520,6 +523,10 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_l
                    name, shown);
         return fail_cancel(s, resp, SMTPC_EPROTO);
     }
+    if (s->done) {
+        free(d);
+        return unexpected(s, resp);
+    }
     if (s->ir_pending) {
         /* The answer to the empty 334 that follows a bare "AUTH mech". */
         free(d);
@@ -531,10 +538,6 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_l
         resp->secret = s->mech == SMTPC__SASL_PLAIN || s->mech == SMTPC__SASL_XOAUTH2 ||
                        s->mech == SMTPC__SASL_OAUTHBEARER;
         return 0;
-    }
-    if (s->done) {
-        free(d);
-        return unexpected(s, resp);
     }
     switch (s->mech) {
     case SMTPC__SASL_LOGIN:

@@ -13,7 +13,7 @@ struct smtpc__sasl {
     smtpc__sasl_token_fn token_fn;
     void *token_ud;
 
-    bool started, ir_deferred, ir_pending, done, token_rejected;
+    bool started, has_ir, ir_deferred, ir_pending, done, token_rejected;
     int rounds;
     int state;           /* mechanism-specific step */
     smtpc__buf out;      /* the current response, base64 + NUL (wiped) */
