@@ -21,7 +21,8 @@ class TLSServer:
 
     mode: "greet" sends GREETING then close_notify; "truncate" sends GREETING
     then closes the socket without close_notify; "echo" reads one line and
-    sends it back, then close_notify."""
+    sends it back, then close_notify; "count" reads up to a newline and
+    answers with the number of bytes, then close_notify."""
 
     GREETING = b"220 tls test ready\r\n"
 
@@ -68,7 +69,17 @@ class TLSServer:
                 continue
             try:
                 self.peer_certs.append(s.getpeercert())
-                if self.mode == "echo":
+                if self.mode == "count":
+                    total = 0
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        total += len(chunk)
+                        if chunk.endswith(b"\n"):
+                            break
+                    s.sendall(b"got %d\r\n" % total)
+                elif self.mode == "echo":
                     line = b""
                     while not line.endswith(b"\n"):
                         chunk = s.recv(1024)
@@ -327,6 +338,27 @@ def test_write_and_read(certs, server_factory):  # noqa: F811
     srv = server_factory(certs.server, mode="echo")
     r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--send", "EHLO x\r\n", "--read"))
     assert r["data"] == "echo: EHLO x\\r\\n"
+
+
+def test_over_a_chunky_inner_layer(certs, server_factory):  # noqa: F811
+    """Short reads/writes and EAGAIN from a non-socket inner layer."""
+    srv = server_factory(certs.server, mode="echo")
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--chunky",
+               "--send", "EHLO chunky\r\n", "--read"))
+    assert r["data"] == "echo: EHLO chunky\\r\\n"
+    assert r["end"] == "close_notify"
+    srv2 = server_factory(certs.server, mode="truncate")
+    r = drv(srv2.port, "--name", "localhost", "--ca", certs.ca_file, "--chunky", "--read")
+    assert r["end"].startswith("SMTPC_ECLOSED: "), r["_stdout"]
+
+
+@pytest.mark.parametrize("chunky", [False, True])
+def test_bulk_write(certs, server_factory, chunky):  # noqa: F811
+    srv = server_factory(certs.server, mode="count")
+    n = 100000 if chunky else 3000000
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--bulk", str(n), "--read",
+               *(["--chunky"] if chunky else [])))
+    assert r["data"] == "got %d\\r\\n" % (n + 1)
 
 
 def test_plain_server_is_a_tls_error(certs):  # noqa: F811
