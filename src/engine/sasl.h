@@ -18,7 +18,13 @@
  *   on 535 etc.:    fail (SMTPC_EAUTH); if smtpc__sasl_token_rejected(s) and a token
  *                   provider is set: smtpc__sasl_restart(s, true) and try once more.
  *
- * Every line produced carries `secret` so traces can redact it.
+ * Every line produced carries `secret` so traces can redact it; the
+ * initial response goes on the AUTH line itself, so a trace redacts
+ * "AUTH <mech> <ir>" too when ir.secret is set.
+ * OAuth: a server may also refuse a token with a plain 535 and no error
+ * challenge (smtpc__sasl_token_rejected() is then false); a session with a
+ * token provider may treat any 535 to XOAUTH2/OAUTHBEARER as "refresh and
+ * retry once".
  * Credentials containing CR, LF or NUL are refused with SMTPC_EINVAL.
  * Secrets are wiped when the context is freed. */
 #ifndef SMTPC_ENGINE_SASL_H

@@ -401,8 +401,14 @@ def test_client_certificate(certs, server_factory):  # noqa: F811
 @pytest.mark.parametrize("maxv", ["1.2", "1.3"])
 def test_session_resumption(certs, server_factory, maxv):  # noqa: F811
     srv = server_factory(certs.server)
-    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--max", maxv, "--read", "--reconnect"))
+    pin = "sha256//" + certs.server.pin_sha256
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--max", maxv, "--read",
+               "--reconnect", "--pin", pin))
     assert r["resumed"] == "no"
     assert r["session"] == "yes"
     assert r["2.handshake"] == "ok"
     assert r["2.resumed"] == "yes", r["_stdout"]
+    # a resumed connection still knows (and pins) the certificate it was verified with
+    assert r["2.verified"] == "yes" and r["2.subject"] == "CN=localhost"
+    assert r["2.pinned"] == "yes"
+    assert r["2.end"] == "close_notify"

@@ -507,6 +507,8 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_l
                    SMTPC__SASL_MAX_ROUNDS);
         return fail_cancel(s, resp, SMTPC_EAUTH);
     }
+    /* Trailing blanks after "334 " are a common server sloppiness, not an attack. */
+    while (len && (chal[len - 1] == ' ' || chal[len - 1] == '\t')) len--;
     if (len > SMTPC__SASL_MAX_CHALLENGE) {
         smtpc__err(&s->err, SMTPC_ELIMIT, "SASL %s: challenge of %zu octets is over the limit (%d)",
                    name, len, SMTPC__SASL_MAX_CHALLENGE);
