@@ -4,7 +4,7 @@
  *   drv_tls HOST PORT [--name N | --no-name] [--ca FILE] [--capath DIR]
  *           [--insecure] [--pin PINS] [--cert FILE] [--key FILE]
  *           [--min 1.x] [--max 1.x] [--strict] [--send TEXT] [--read]
- *           [--reconnect] [--chunky] [--bulk N]
+ *           [--reconnect] [--chunky] [--bulk N] [--starttls]
  *
  * Output: "key: value" lines; on failure "error: SMTPC_X: message" and
  * exit status 1. --reconnect: after the first connection (read to the end),
@@ -12,7 +12,9 @@
  * --chunky puts a test layer between TCP and TLS that moves 1 to 7 bytes
  * per call and answers every other call with SMTPC_EAGAIN: TLS must work
  * over any inner layer and survive short reads and writes.
- * --bulk N sends N bytes of 'x' and a newline (before --send). */
+ * --bulk N sends N bytes of 'x' and a newline (before --send).
+ * --starttls reads a greeting line in clear, sends STARTTLS, expects a 220
+ * line, and only then puts TLS on the same connection. */
 #include "net/tls.h"
 
 #include <stdio.h>
@@ -73,9 +75,53 @@ static int parse_version(const char *s)
 typedef struct opts {
     const char *host, *name, *send;
     uint16_t port;
-    bool read, reconnect, chunky;
+    bool read, reconnect, chunky, starttls;
     size_t bulk;
 } opts;
+
+/* Reads one line in clear, byte by byte (nothing past the CRLF may be
+ * consumed: it belongs to TLS). */
+static int read_line(smtpc__transport *t, char *line, size_t size)
+{
+    size_t n = 0;
+    int64_t dl = deadline();
+    while (n + 1 < size) {
+        int want = 0;
+        ssize_t r = smtpc__transport_read(t, line + n, 1, &want);
+        if (r == SMTPC_EAGAIN) {
+            int rc = smtpc__wait_fd(t->fd, want, dl, -1);
+            if (rc) return rc;
+            continue;
+        }
+        if (r <= 0) return r == 0 ? SMTPC_ECLOSED : (int)r;
+        if (line[n++] == '\n') break;
+    }
+    line[n] = '\0';
+    return 0;
+}
+
+static int starttls(smtpc__transport *t)
+{
+    char line[512];
+    int rc = read_line(t, line, sizeof line);
+    if (rc) return rc;
+    printf("clear.greeting: %.*s\n", (int)strcspn(line, "\r\n"), line);
+    const char *cmd = "STARTTLS\r\n";
+    size_t off = 0;
+    while (off < strlen(cmd)) {
+        int want = 0;
+        ssize_t n = smtpc__transport_write(t, cmd + off, strlen(cmd) - off, &want);
+        if (n == SMTPC_EAGAIN) {
+            if ((rc = smtpc__wait_fd(t->fd, want, deadline(), -1))) return rc;
+            continue;
+        }
+        if (n < 0) return (int)n;
+        off += (size_t)n;
+    }
+    if ((rc = read_line(t, line, sizeof line))) return rc;
+    printf("clear.starttls: %.*s\n", (int)strcspn(line, "\r\n"), line);
+    return strncmp(line, "220", 3) == 0 ? 0 : SMTPC_EUNSUPPORTED;
+}
 
 static int one(const opts *o, smtpc__tls_ctx *ctx, smtpc__tls_session *resume,
                smtpc__tls_session **keep, const char *prefix)
@@ -85,6 +131,10 @@ static int one(const opts *o, smtpc__tls_ctx *ctx, smtpc__tls_session *resume,
     smtpc__tcp_opts to = {.family = 0, .deadline_ms = deadline(), .cancel_fd = -1};
     int rc = smtpc__tcp_connect(&tcp, o->host, o->port, &to, &err);
     if (rc) return fail(rc, err.text);
+    if (o->starttls && (rc = starttls(tcp)) != 0) {
+        smtpc__transport_free(tcp);
+        return fail(rc, "STARTTLS in clear failed");
+    }
     if (o->chunky) {
         chunky *c = calloc(1, sizeof *c);
         if (!c) return fail(SMTPC_ENOMEM, "chunky");
@@ -216,6 +266,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--read")) o.read = true;
         else if (!strcmp(a, "--reconnect")) o.reconnect = true;
         else if (!strcmp(a, "--chunky")) o.chunky = true;
+        else if (!strcmp(a, "--starttls")) o.starttls = true;
         else if (!strcmp(a, "--bulk") && v) o.bulk = (size_t)strtoul(argv[++i], NULL, 10);
         else {
             fprintf(stderr, "drv_tls: bad option %s\n", a);

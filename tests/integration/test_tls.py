@@ -27,7 +27,9 @@ class TLSServer:
     GREETING = b"220 tls test ready\r\n"
 
     def __init__(self, cert, mode="greet", min_version=None, max_version=None,
-                 client_ca=None, host="127.0.0.1"):
+                 client_ca=None, host="127.0.0.1", starttls=False):
+        self.starttls = starttls
+        self.clear_lines = []
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert.chain, cert.key)
         if min_version:
@@ -62,6 +64,16 @@ class TLSServer:
                 return
             conn.settimeout(TIMEOUT)
             try:
+                if self.starttls:
+                    conn.sendall(b"220 clear greeting\r\n")
+                    line = b""
+                    while not line.endswith(b"\n"):
+                        chunk = conn.recv(1)
+                        if not chunk:
+                            raise OSError("client left before STARTTLS")
+                        line += chunk
+                    self.clear_lines.append(line)
+                    conn.sendall(b"220 2.0.0 go ahead\r\n")
                 s = self.ctx.wrap_socket(conn, server_side=True)
             except (ssl.SSLError, OSError) as e:
                 self.errors.append(str(e))
@@ -359,6 +371,18 @@ def test_bulk_write(certs, server_factory, chunky):  # noqa: F811
     r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--bulk", str(n), "--read",
                *(["--chunky"] if chunky else [])))
     assert r["data"] == "got %d\\r\\n" % (n + 1)
+
+
+def test_starttls_on_an_existing_connection(certs, server_factory):  # noqa: F811
+    """TLS put on a connection that already carried clear text (STARTTLS)."""
+    srv = server_factory(certs.server, starttls=True, mode="echo")
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--starttls",
+               "--send", "EHLO again\r\n", "--read"))
+    assert r["clear.greeting"] == "220 clear greeting"
+    assert r["clear.starttls"] == "220 2.0.0 go ahead"
+    assert srv.clear_lines == [b"STARTTLS\r\n"]
+    assert r["data"] == "echo: EHLO again\\r\\n"
+    assert r["end"] == "close_notify"
 
 
 def test_plain_server_is_a_tls_error(certs):  # noqa: F811
