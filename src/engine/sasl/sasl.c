@@ -482,6 +482,7 @@ int smtpc__sasl_restart(smtpc__sasl *s, bool refresh_token)
     s->started = s->has_ir = s->ir_pending = s->ir_deferred = s->done = s->token_rejected = false;
     s->server_verified = false;
     s->rounds = 0;
+    s->step_rc = 0;
     s->state = 0;
     smtpc__err_clear(&s->err);
     return 0;
@@ -494,7 +495,16 @@ static int unexpected(smtpc__sasl *s, smtpc__sasl_line *resp)
     return fail_cancel(s, resp, SMTPC_EPROTO);
 }
 
+static int step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_line *resp);
+
 int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_line *resp)
+{
+    int rc = step(s, chal, len, resp);
+    if (rc < 0 && !s->step_rc) s->step_rc = rc;
+    return rc;
+}
+
+static int step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_line *resp)
 {
     memset(resp, 0, sizeof *resp);
     const char *name = mech_names[s->mech];
@@ -612,4 +622,41 @@ int smtpc__sasl_finish(smtpc__sasl *s, const char *final_b64)
                           "(no server signature)", mech_names[s->mech]);
     s->done = true;
     return 0;
+}
+
+static bool is_oauth(const smtpc__sasl *s)
+{
+    return s->mech == SMTPC__SASL_XOAUTH2 || s->mech == SMTPC__SASL_OAUTHBEARER;
+}
+
+int smtpc__sasl_reply(smtpc__sasl *s, int code, const char *text, size_t len, smtpc__sasl_line *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    const char *name = mech_names[s->mech];
+    char shown[200];
+    smtpc__escape_into(shown, sizeof shown, text ? text : "", text ? (len < 190 ? len : 190) : 0);
+    if (code == 334) {
+        int rc = smtpc__sasl_step(s, text ? text : "", text ? len : 0, resp);
+        return rc < 0 ? rc : 0;
+    }
+    if (code == 235) {
+        if (s->step_rc) /* we cancelled, yet the server says yes: do not believe it */
+            return s->step_rc;
+        /* RFC 4954: no additional data with 235 (SCRAM's server-final comes
+         * as a 334), so the text is for humans. */
+        return smtpc__sasl_finish(s, NULL) ? SMTPC_EAUTH : 1;
+    }
+    if (s->step_rc) {
+        /* the answer to our "*" (or dummy line): keep our reason, add theirs */
+        char mine[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(mine, s->err.text, sizeof mine);
+        return smtpc__err(&s->err, s->step_rc, "%s (server: %d %s)", mine, code, shown);
+    }
+    if (code >= 400 && code < 500)
+        return smtpc__err(&s->err, SMTPC_ETEMPFAIL, "AUTH %s: temporary failure: %d %s", name, code, shown);
+    if (code >= 500 && code < 600) {
+        if (is_oauth(s)) s->token_rejected = true;
+        return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH %s refused: %d %s", name, code, shown);
+    }
+    return smtpc__err(&s->err, SMTPC_EPROTO, "AUTH %s: unexpected reply %d %s", name, code, shown);
 }

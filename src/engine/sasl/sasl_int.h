@@ -15,6 +15,7 @@ struct smtpc__sasl {
 
     bool started, has_ir, ir_deferred, ir_pending, done, token_rejected;
     int rounds;
+    int step_rc;         /* the error a step reported (the line sent was "*" or a dummy) */
     int state;           /* mechanism-specific step */
     smtpc__buf out;      /* the current response, base64 + NUL (wiped) */
     smtpc__errmsg err;
