@@ -1,7 +1,8 @@
 /* Fuzzes the SASL mechanisms with hostile challenges: the first byte picks
  * the mechanism, the rest is a list of challenges separated by '\n' (as
  * base64 text, or raw bytes that get base64-encoded when the line starts
- * with '!'); a line starting with '$' is passed to _finish instead. */
+ * with '!'); a line starting with '$' is passed to _finish instead, and
+ * "#NNN text" to _reply as a reply with code NNN. */
 #include "engine/sasl.h"
 
 #include <stdint.h>
@@ -48,6 +49,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (n && p[0] == '$') {
             smtpc__sasl_finish(s, b64 + 1);
+        } else if (n >= 4 && p[0] == '#') {
+            int code = (p[1] - '0') * 100 + (p[2] - '0') * 10 + (p[3] - '0');
+            int rc = smtpc__sasl_reply(s, code, b64 + 4, strlen(b64 + 4), &line);
+            if (rc == 1 && (mech == SMTPC__SASL_SCRAM_SHA_1 || mech == SMTPC__SASL_SCRAM_SHA_256) &&
+                !(data[0] & 0x40))
+                abort(); /* a random nonce: nobody can have proved knowing the password */
         } else {
             int rc = smtpc__sasl_step(s, b64, strlen(b64), &line);
             if (rc < 0 && !line.b64) abort(); /* an error always leaves a line to send */
