@@ -8,5 +8,6 @@
 #include "session.h"
 #include "pickup.h"
 #include "proxy.h"
+#include "tls.h"
 
 #endif
