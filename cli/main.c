@@ -1,170 +1,147 @@
-/* smtpc — command-line tool. A thin shell over libsmtpc. */
-#include <smtpc/smtpc.h>
+/* smtpc — command-line tool. A thin shell over libsmtpc: dispatch, help,
+ * and the commands waiting for libraries (probe, queue). */
+#include "cli.h"
 
-#include "util/util.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
-#include <time.h>
-#include <unistd.h>
 
-typedef struct send_args {
-    const char *from, *subject, *text, *text_file, *message_file, *pickup_dir, *server, *tls;
-    const char *to[256];
-    size_t nto;
-} send_args;
-
-static void usage(FILE *f)
+static const char *base_name(const char *p)
 {
-    fputs("usage: smtpc send --from ADDR --to ADDR [--to ADDR ...] [--subject TEXT]\n"
-          "                  [--text TEXT | --text-file FILE | --message FILE]\n"
-          "                  [--server HOST[:PORT] --tls none | --pickup-dir DIR]\n"
-          "       smtpc --version\n"
-          "With no --server the message is written to the pickup directory (default ./outbox).\n",
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static void usage_short(FILE *f)
+{
+    fputs("usage: smtpc send --from ADDR --to ADDR [--subject TEXT] [--text TEXT | --text-file FILE]\n"
+          "                  [--server HOST[:PORT] --tls MODE | --pickup-dir DIR] [options]\n"
+          "       smtpc probe --server HOST[:PORT] [--tls MODE]\n"
+          "       smtpc queue list|flush [--outbox DIR]\n"
+          "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
+          "       smtpc help [send|probe|queue|sendmail|exit]\n"
+          "       smtpc --version\n",
           f);
 }
 
-/* Reads a whole file ("-" = stdin) into memory. */
-static int slurp(const char *path, smtpc__buf *out)
+int cmd_help(const char *topic, FILE *f)
 {
-    int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    char tmp[65536];
-    for (;;) {
-        ssize_t n = read(fd, tmp, sizeof tmp);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) { if (fd) close(fd); return -1; }
-        if (n == 0) break;
-        if (smtpc__buf_append(out, tmp, (size_t)n)) { if (fd) close(fd); errno = ENOMEM; return -1; }
-    }
-    if (fd) close(fd);
-    return 0;
-}
-
-static int header_ok(const char *name, const char *v)
-{
-    if (v && smtpc__has_crlfnul(v, strlen(v))) {
-        fprintf(stderr, "smtpc: %s must not contain CR, LF or NUL\n", name);
+    if (!topic) {
+        usage_short(f);
+        fputs("\nExamples:\n"
+              "  # send a text mail\n"
+              "  smtpc send --server smtp.example.org:587 --tls starttls --user me@example.org \\\n"
+              "             --password-cmd 'pass show mail' --from me@example.org \\\n"
+              "             --to you@example.org --subject 'Hello' --text 'Hi there'\n"
+              "  # send with attachments\n"
+              "  smtpc send --account work --to you@example.org --subject Report \\\n"
+              "             --text-file body.txt --attach report.pdf --attach data.csv\n"
+              "  # use as sendmail (cron, mail(1), git send-email): link it or call it\n"
+              "  ln -s \"$(command -v smtpc)\" ~/bin/sendmail\n"
+              "  printf 'To: you@example.org\\nSubject: hi\\n\\nbody\\n' | smtpc sendmail -t -i\n"
+              "  # check a server: greeting and EHLO capabilities\n"
+              "  smtpc probe --server smtp.example.org:587 --tls starttls\n"
+              "  # queue offline, flush later\n"
+              "  smtpc send --outbox ~/.cache/smtpc/outbox --to you@example.org --text 'later'\n"
+              "  smtpc queue flush --outbox ~/.cache/smtpc/outbox --account work\n"
+              "\nWith no server configured, send writes to the pickup directory ./outbox.\n"
+              "Settings come from flags, then SMTPC_* environment variables, then the\n"
+              "configuration file (smtpc-config(5)); exit statuses follow sysexits.h\n"
+              "('smtpc help exit'). See smtpc(1).\n",
+              f);
         return 0;
     }
-    return 1;
-}
-
-typedef struct mem_reader { const uint8_t *p; size_t left; } mem_reader;
-static ssize_t mem_read(void *ud, void *buf, size_t len)
-{
-    mem_reader *m = ud;
-    size_t n = m->left < len ? m->left : len;
-    memcpy(buf, m->p, n);
-    m->p += n;
-    m->left -= n;
-    return (ssize_t)n;
-}
-
-static int build_message(const send_args *a, smtpc__buf *msg)
-{
-    if (a->message_file) {
-        if (slurp(a->message_file, msg) < 0) {
-            fprintf(stderr, "smtpc: cannot read %s: %s\n", a->message_file, strerror(errno));
-            return EX_NOINPUT;
-        }
+    if (!strcmp(topic, "send")) {
+        fputs("usage: smtpc send --from ADDR --to ADDR [options]\n"
+              "Composes a message from the options (or takes --message FILE as is) and\n"
+              "delivers it: to --server, into --pickup-dir, or into --outbox.\n\n", f);
+        cli_print_options(f, CMD_SEND);
+        fputs("\nNever a password on the command line: --password-env, --password-file,\n"
+              "--password-cmd or the configuration file.\n", f);
         return 0;
     }
-    if (!header_ok("--from", a->from) || !header_ok("--subject", a->subject)) return EX_DATAERR;
-    for (size_t i = 0; i < a->nto; i++)
-        if (!header_ok("--to", a->to[i])) return EX_DATAERR;
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    const char *dom = strrchr(a->from, '@');
-    int rc = smtpc__buf_printf(msg, "Date: %s\r\nFrom: %s\r\n", date, a->from);
-    for (size_t i = 0; !rc && i < a->nto; i++)
-        rc = smtpc__buf_printf(msg, "%s%s", i ? ", " : "To: ", a->to[i]);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (!rc)
-        rc = smtpc__buf_printf(msg, "\r\nSubject: %s\r\nMessage-ID: <%lld.%ld.%ld@%s>\r\n"
-                               "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-                               a->subject ? a->subject : "", (long long)ts.tv_sec, ts.tv_nsec,
-                               (long)getpid(), dom ? dom + 1 : "localhost");
-    if (rc) return EX_SOFTWARE;
-    if (a->text_file) {
-        if (slurp(a->text_file, msg) < 0) {
-            fprintf(stderr, "smtpc: cannot read %s: %s\n", a->text_file, strerror(errno));
-            return EX_NOINPUT;
-        }
-    } else if (a->text) {
-        if (smtpc__buf_append_str(msg, a->text) || smtpc__buf_append(msg, "\r\n", 2)) return EX_SOFTWARE;
+    if (!strcmp(topic, "probe")) {
+        fputs("usage: smtpc probe --server HOST[:PORT] [options]\n"
+              "Connects, prints the greeting and the EHLO capabilities, and quits.\n\n", f);
+        cli_print_options(f, CMD_PROBE);
+        return 0;
     }
-    return 0;
+    if (!strcmp(topic, "queue")) {
+        fputs("usage: smtpc queue list|flush [options]\n"
+              "Lists the messages waiting in the outbox, or sends them.\n\n", f);
+        cli_print_options(f, CMD_QUEUE);
+        return 0;
+    }
+    if (!strcmp(topic, "sendmail")) {
+        fputs("usage: smtpc sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-N NOTIFY] [-R RET]\n"
+              "                      [-V ENVID] [--account NAME] [--config FILE] [--] [RCPT...] < message\n"
+              "       (or run smtpc through a link named sendmail)\n"
+              "  -t        recipients from To, Cc and Bcc too (Bcc is always removed)\n"
+              "  -i, -oi   a line with a single '.' does not end the message\n"
+              "  -f, -r    envelope sender; also picks the account whose from matches\n"
+              "  -F NAME   full name for the From: header added when the message has none\n"
+              "  -N -R -V  DSN notify, return and envelope id\n"
+              "Ignored: -bm -B TYPE -oXXX -o X -O X -h N -L TAG -G -m -n -v -U -x\n", f);
+        return 0;
+    }
+    if (!strcmp(topic, "exit")) {
+        fputs("Exit statuses (sysexits.h):\n"
+              "   0  sent (or written)\n"
+              "  64  usage error (unknown option, missing value)\n"
+              "  65  data error (bad address, bad message)\n"
+              "  66  an input file does not exist\n"
+              "  68  the server's host name is unknown\n"
+              "  69  permanent rejection (5xx), or not supported by the server or this build\n"
+              "  70  internal error\n"
+              "  74  local I/O error (pickup directory, outbox)\n"
+              "  75  temporary failure: 4xx, network, timeout (try again later)\n"
+              "  76  protocol error (the server misbehaved), TLS failure\n"
+              "  77  authentication failed\n"
+              "  78  configuration error\n", f);
+        return 0;
+    }
+    fprintf(stderr, "smtpc help: no help on \"%s\"\n", topic);
+    usage_short(stderr);
+    return EX_USAGE;
 }
 
-static int cmd_send(int argc, char **argv)
+static int not_yet(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char **argv,
+                   const char *what)
 {
-    send_args a;
-    memset(&a, 0, sizeof a);
-    for (int i = 0; i < argc; i++) {
-        const char *opt = argv[i];
-        const char **slot = NULL;
-        if (!strcmp(opt, "--from")) slot = &a.from;
-        else if (!strcmp(opt, "--subject")) slot = &a.subject;
-        else if (!strcmp(opt, "--text")) slot = &a.text;
-        else if (!strcmp(opt, "--text-file")) slot = &a.text_file;
-        else if (!strcmp(opt, "--message")) slot = &a.message_file;
-        else if (!strcmp(opt, "--pickup-dir")) slot = &a.pickup_dir;
-        else if (!strcmp(opt, "--server")) slot = &a.server;
-        else if (!strcmp(opt, "--tls")) slot = &a.tls;
-        else if (!strcmp(opt, "--to")) {
-            if (a.nto == SMTPC__ARRAY_LEN(a.to)) { fputs("smtpc: too many --to\n", stderr); return EX_USAGE; }
-            slot = &a.to[a.nto++];
-        } else {
-            fprintf(stderr, "smtpc send: unknown option %s\n", opt);
-            usage(stderr);
-            return EX_USAGE;
-        }
-        if (i + 1 >= argc) { fprintf(stderr, "smtpc send: %s needs a value\n", opt); return EX_USAGE; }
-        *slot = argv[++i];
+    cli_opts o;
+    memset(&o, 0, sizeof o);
+    int ex = cli_parse(prog, cmdname, cmd, argc, argv, &o);
+    if (!ex && o.val[O_HELP]) ex = cmd_help(cmdname, stdout);
+    else if (!ex) {
+        fprintf(stderr, "%s %s: not supported yet in this build (%s)\n", prog, cmdname, what);
+        ex = EX_UNAVAILABLE;
     }
-    if (!a.from || a.nto == 0) {
-        fputs("smtpc send: --from and at least one --to are required\n", stderr);
-        usage(stderr);
-        return EX_USAGE;
-    }
-    if (a.server) {
-        fputs("smtpc send: network delivery is not available in this build yet\n", stderr);
-        return EX_UNAVAILABLE;
-    }
-    smtpc__buf msg;
-    smtpc__buf_init(&msg, 0);
-    int ex = build_message(&a, &msg);
-    if (ex) { smtpc__buf_free(&msg); return ex; }
-    mem_reader r = {smtpc__buf_ptr(&msg), smtpc__buf_size(&msg)};
-    char *path = NULL, err[512];
-    int rc = smtpc_pickup_write(a.pickup_dir ? a.pickup_dir : "outbox", a.from, a.to, a.nto,
-                                mem_read, &r, &path, err, sizeof err);
-    smtpc__buf_free(&msg);
-    if (rc) {
-        fprintf(stderr, "smtpc: %s\n", err);
-        return rc == SMTPC_EINVAL ? EX_DATAERR : EX_IOERR;
-    }
-    printf("written to pickup directory: %s\n", path);
-    free(path);
-    return 0;
+    cli_opts_free(&o);
+    return ex;
+}
+
+int cmd_queue(const char *prog, int argc, char **argv)
+{
+    return not_yet(prog, "queue", CMD_QUEUE, argc, argv, "it needs the outbox");
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) { usage(stderr); return EX_USAGE; }
-    if (!strcmp(argv[1], "--version")) { printf("smtpc %s\n", smtpc_version()); return 0; }
-    if (!strcmp(argv[1], "send")) return cmd_send(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) { usage(stdout); return 0; }
-    fprintf(stderr, "smtpc: unknown command %s\n", argv[1]);
-    usage(stderr);
+    const char *self = argc > 0 ? base_name(argv[0]) : "smtpc";
+    if (!strcmp(self, "sendmail")) return cmd_sendmail("sendmail", argc - 1, argv + 1);
+    if (argc < 2) { usage_short(stderr); return EX_USAGE; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("smtpc %s\n", smtpc_version());
+        return 0;
+    }
+    if (!strcmp(cmd, "send")) return cmd_send("smtpc", argc - 2, argv + 2);
+    if (!strcmp(cmd, "probe")) return cmd_probe("smtpc", argc - 2, argv + 2);
+    if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);
+    if (!strcmp(cmd, "sendmail")) return cmd_sendmail("smtpc sendmail", argc - 2, argv + 2);
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        if (argc > 3) { usage_short(stderr); return EX_USAGE; }
+        return cmd_help(argc > 2 ? argv[2] : NULL, stdout);
+    }
+    fprintf(stderr, "smtpc: unknown command %s\n", cmd);
+    usage_short(stderr);
     return EX_USAGE;
 }

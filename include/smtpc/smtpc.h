@@ -7,7 +7,9 @@
 #include "reply.h"
 #include "session.h"
 #include "pickup.h"
-#include "proxy.h"
+#include "message.h"
 #include "tls.h"
+#include "proxy.h"
+#include "config.h"
 
 #endif

@@ -175,6 +175,21 @@ typedef struct smtpc__txn_opts {
 } smtpc__txn_opts;
 int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o);
 
+/* ---- additions (not in the first contract) --------------------------------
+ * Protocol trace: cb sees every command line the engine queues (without CRLF)
+ * and every reply line received. AUTH lines carrying credentials (initial
+ * response, continuations) come with secret=true: redact them. Message body
+ * bytes are not traced; BDAT command lines are. cb NULL turns it off. */
+typedef enum { SMTPC__TRACE_CLIENT = 0, SMTPC__TRACE_SERVER = 1 } smtpc__trace_dir;
+typedef void (*smtpc__trace_fn)(void *ud, smtpc__trace_dir dir, const char *line, size_t len,
+                                bool secret);
+void smtpc__engine_set_trace(smtpc__engine *e, smtpc__trace_fn cb, void *ud);
+/* Name of the transaction state ("IDLE", "ENVELOPE", "BODY", "WAIT_END",
+ * "CLEANUP") for logs. */
+const char *smtpc__engine_state_name(const smtpc__engine *e);
+/* True after QUIT was queued or a 421 arrived: every command is SMTPC_ESTATE. */
+bool smtpc__engine_closing(const smtpc__engine *e);
+
 /* ---- body encoder on its own (used by the engine; tested and fuzzed alone) -- */
 typedef struct smtpc__dotstuff {
     int state;        /* internal */

@@ -39,6 +39,12 @@ void smtpc__reply_parser_set_enhanced(smtpc__reply_parser *p, bool on);
 int smtpc__reply_parser_feed(smtpc__reply_parser *p, const uint8_t *data, size_t len,
                              size_t *consumed, smtpc__reply **out, smtpc__errmsg *err);
 void smtpc__reply_free(smtpc__reply *r);
+/* Added: forget any partial reply and a sticky error (new connection). */
+void smtpc__reply_parser_reset(smtpc__reply_parser *p);
+/* Added: true while part of a reply has been received. */
+bool smtpc__reply_parser_mid_reply(const smtpc__reply_parser *p);
+/* Added: a deep copy (NULL on NULL or out of memory). */
+smtpc__reply *smtpc__reply_dup(const smtpc__reply *r);
 
 /* EHLO capabilities. Keywords are matched case-insensitively, as whole tokens. */
 typedef struct smtpc__caps {

@@ -75,5 +75,9 @@ void smtpc__b64_encode(char *dst, const uint8_t *src, size_t n);
 /* Strict decode: padding required where due, no whitespace, no junk.
  * dst must hold at least (n/4)*3 bytes. Returns decoded length or -1. */
 long smtpc__b64_decode(uint8_t *dst, const char *src, size_t n);
+/* MIME body form: lines of 76 characters, each (and the last) ended by CRLF.
+ * Returns the bytes written, always smtpc__b64_lines_len(n). */
+size_t smtpc__b64_lines_len(size_t n);
+size_t smtpc__b64_encode_lines(char *dst, const uint8_t *src, size_t n);
 
 #endif

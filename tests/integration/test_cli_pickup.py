@@ -1,12 +1,17 @@
 """The CLI's pickup-directory delivery (the default when no server is set)."""
 import email
 import email.policy
+import os
 import pathlib
 import subprocess
 
 
 def run(smtpc_bin, *args, cwd=None, input=None):
-    return subprocess.run([smtpc_bin, *args], cwd=cwd, input=input, capture_output=True, timeout=30)
+    # no user configuration or SMTPC_* variables: the default must be the pickup directory
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPC_")}
+    env["SMTPC_CONFIG"] = "/dev/null"
+    return subprocess.run([smtpc_bin, *args], cwd=cwd, input=input, capture_output=True, timeout=30,
+                          env=env)
 
 
 def test_default_is_pickup_dir(smtpc_bin, tmp_path):

@@ -1,0 +1,179 @@
+/* The option table and its parser: long options "--name VALUE" and
+ * "--name=VALUE", repeatable options, flags. No global state. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define S CMD_SEND
+#define P CMD_PROBE
+#define Q CMD_QUEUE
+#define M CMD_SENDMAIL
+#define NET (S | P | Q | M) /* everything that may talk to a server */
+
+const cli_opt_def cli_opt_table[] = {
+    /* where to */
+    {"--server", O_SERVER, OK_VALUE, S | P | Q, "server", "HOST[:PORT]", "SMTP server ([::1]:2525 for IPv6)"},
+    {"--tls", O_TLS, OK_VALUE, S | P | Q, "tls", "MODE", "none, starttls or tls (implicit TLS)"},
+    {"--pickup-dir", O_PICKUP_DIR, OK_VALUE, S | M, "pickup-dir", "DIR", "write the message into DIR instead of sending"},
+    {"--outbox", O_OUTBOX, OK_VALUE, S | Q | M, "outbox", "DIR", "queue the message in an offline outbox"},
+    {"--ehlo-name", O_EHLO_NAME, OK_VALUE, S | P | Q, "ehlo-name", "NAME", "name sent in EHLO"},
+    /* the message */
+    {"--from", O_FROM, OK_VALUE, S, "from", "ADDR", "sender (envelope and From:)"},
+    {"--to", O_TO, OK_LIST, S, NULL, "ADDR", "recipient (repeatable)"},
+    {"--cc", O_CC, OK_LIST, S, NULL, "ADDR", "copy recipient (repeatable)"},
+    {"--bcc", O_BCC, OK_LIST, S, NULL, "ADDR", "blind copy recipient (repeatable)"},
+    {"--reply-to", O_REPLY_TO, OK_VALUE, S, NULL, "ADDR", "Reply-To: address"},
+    {"--subject", O_SUBJECT, OK_VALUE, S, NULL, "TEXT", "subject"},
+    {"--text", O_TEXT, OK_VALUE, S, NULL, "TEXT", "plain-text body"},
+    {"--text-file", O_TEXT_FILE, OK_VALUE, S, NULL, "FILE", "plain-text body from FILE (- = stdin)"},
+    {"--html", O_HTML, OK_VALUE, S, NULL, "HTML", "HTML body"},
+    {"--html-file", O_HTML_FILE, OK_VALUE, S, NULL, "FILE", "HTML body from FILE"},
+    {"--attach", O_ATTACH, OK_LIST, S, NULL, "FILE", "attachment (repeatable)"},
+    {"--inline", O_INLINE, OK_LIST, S, NULL, "FILE", "inline image (repeatable)"},
+    {"--header", O_HEADER, OK_LIST, S, NULL, "'NAME: VALUE'", "extra header field (repeatable)"},
+    {"--priority", O_PRIORITY, OK_VALUE, S, NULL, "LEVEL", "high, normal or low"},
+    {"--message", O_MESSAGE, OK_VALUE, S, NULL, "FILE", "send FILE (a complete message) as is (- = stdin)"},
+    {"--dump", O_DUMP, OK_FLAG, S, NULL, NULL, "print the message instead of sending it"},
+    {"--count", O_COUNT, OK_VALUE, S, NULL, "N", "send the message N times"},
+    /* envelope extensions */
+    {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
+    {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},
+    {"--envid", O_ENVID, OK_VALUE, S | M, NULL, "ID", "envelope identifier for DSNs"},
+    /* authentication (never a password on the command line) */
+    {"--user", O_USER, OK_VALUE, S | P | Q, "user", "NAME", "user name for AUTH"},
+    {"--password-env", O_PASSWORD_ENV, OK_VALUE, S | P | Q, "password-env", "VAR", "password from environment variable VAR"},
+    {"--password-file", O_PASSWORD_FILE, OK_VALUE, S | P | Q, "password-file", "FILE", "password from FILE (first line)"},
+    {"--password-cmd", O_PASSWORD_CMD, OK_VALUE, S | P | Q, "password-cmd", "CMD", "password from CMD's output"},
+    {"--oauth-token-cmd", O_OAUTH_TOKEN_CMD, OK_VALUE, S | P | Q, "oauth-token-cmd", "CMD", "OAuth 2 token from CMD's output"},
+    {"--auth", O_AUTH, OK_VALUE, S | P | Q, "auth", "MECHS", "allowed mechanisms (plain,login,...)"},
+    {"--allow-plaintext-auth", O_ALLOW_PLAINTEXT_AUTH, OK_FLAG, S | P | Q, "allow-plaintext-auth", NULL, "allow AUTH without TLS"},
+    /* TLS */
+    {"--ca-file", O_CA_FILE, OK_VALUE, S | P | Q, "ca-file", "FILE", "trusted CA certificates"},
+    {"--ca-path", O_CA_PATH, OK_VALUE, S | P | Q, "ca-path", "DIR", "directory of trusted CA certificates"},
+    {"--pin", O_PIN, OK_VALUE, S | P | Q, "pin", "SHA256", "pin the server's public key"},
+    {"--cert", O_CERT, OK_VALUE, S | P | Q, "cert", "FILE", "client certificate"},
+    {"--key", O_KEY, OK_VALUE, S | P | Q, "key", "FILE", "client certificate's key"},
+    {"--insecure", O_INSECURE, OK_FLAG, S | P | Q, "insecure", NULL, "do not verify the server's certificate"},
+    {"--tls-min", O_TLS_MIN, OK_VALUE, S | P | Q, "tls-min", "VER", "lowest TLS version (1.2)"},
+    {"--tls-max", O_TLS_MAX, OK_VALUE, S | P | Q, "tls-max", "VER", "highest TLS version"},
+    {"--tls-strict-version", O_TLS_STRICT_VERSION, OK_FLAG, S | P | Q, NULL, NULL, "fail rather than fall back"},
+    /* connection */
+    {"--connect-timeout", O_CONNECT_TIMEOUT, OK_VALUE, S | P | Q, "connect-timeout", "DUR", "connect timeout (30s, 500ms)"},
+    {"--greeting-timeout", O_GREETING_TIMEOUT, OK_VALUE, S | P | Q, "greeting-timeout", "DUR", "greeting timeout"},
+    {"--timeout", O_TIMEOUT, OK_VALUE, S | P | Q, "timeout", "DUR", "command timeout"},
+    {"--proxy", O_PROXY, OK_VALUE, S | P | Q, "proxy", "URL", "socks5://, socks4a://, http:// proxy"},
+    {"--bind", O_BIND, OK_VALUE, S | P | Q, "bind", "ADDR", "local address to connect from"},
+    {"-4", O_IPV4, OK_FLAG, S | P | Q, NULL, NULL, "IPv4 only"},
+    {"-6", O_IPV6, OK_FLAG, S | P | Q, NULL, NULL, "IPv6 only"},
+    /* configuration and output */
+    {"--account", O_ACCOUNT, OK_VALUE, NET, NULL, "NAME", "account from the configuration file"},
+    {"--config", O_CONFIG, OK_VALUE, NET, NULL, "FILE", "configuration file"},
+    {"--delivery", O_DELIVERY, OK_VALUE, S | M, "delivery", "HOW", "smtp, pickup or outbox"},
+    {"--json", O_JSON, OK_FLAG, S | P | Q, NULL, NULL, "one JSON object per message"},
+    {"--trace", O_TRACE, OK_FLAG, NET, NULL, NULL, "print the SMTP dialogue on stderr"},
+    {"--trace-body", O_TRACE_BODY, OK_FLAG, NET, NULL, NULL, "--trace, including the message"},
+    {"--help", O_HELP, OK_FLAG, NET, NULL, NULL, "this help"},
+};
+const size_t cli_opt_table_len = sizeof cli_opt_table / sizeof cli_opt_table[0];
+
+const cli_opt_def *cli_opt_find_id(cli_opt_id id)
+{
+    for (size_t i = 0; i < cli_opt_table_len; i++)
+        if (cli_opt_table[i].id == id) return &cli_opt_table[i];
+    return NULL;
+}
+
+int cli_list_push(cli_list *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 8;
+        const char **nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) return SMTPC_ENOMEM;
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n++] = s;
+    return 0;
+}
+
+void cli_opts_free(cli_opts *o)
+{
+    for (size_t i = 0; i < O__COUNT; i++) free(o->list[i].v);
+    free(o->pos.v);
+    memset(o, 0, sizeof *o);
+}
+
+static const cli_opt_def *find_name(const char *name, size_t n)
+{
+    for (size_t i = 0; i < cli_opt_table_len; i++)
+        if (strlen(cli_opt_table[i].name) == n && !strncmp(cli_opt_table[i].name, name, n))
+            return &cli_opt_table[i];
+    return NULL;
+}
+
+/* what: "unknown option", arg: the option; prints "smtpc send: unknown option --x". */
+static int usage_err(const char *prog, const char *cmdname, const char *what, const char *arg)
+{
+    fprintf(stderr, "%s %s: %s %s\n(see '%s help %s')\n", prog, cmdname, what, arg, prog, cmdname);
+    return EX_USAGE;
+}
+
+int cli_parse(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char **argv,
+              cli_opts *o)
+{
+    bool only_pos = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || !strcmp(a, "-")) {
+            if (cli_list_push(&o->pos, a)) return EX_OSERR;
+            continue;
+        }
+        if (!strcmp(a, "--")) { only_pos = true; continue; }
+        const char *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        if ((nlen == 10 && !strncmp(a, "--password", 10)) || (nlen == 6 && !strncmp(a, "--pass", 6))) {
+            fprintf(stderr,
+                    "%s %s: --password is not accepted: a password on the command line is "
+                    "visible to every user of this machine; use --password-env VAR, "
+                    "--password-file FILE or --password-cmd CMD\n",
+                    prog, cmdname);
+            return EX_USAGE;
+        }
+        const cli_opt_def *d = find_name(a, nlen);
+        if (!d) {
+            char name[128];
+            smtpc__strlcpy(name, a, nlen + 1 < sizeof name ? nlen + 1 : sizeof name);
+            return usage_err(prog, cmdname, "unknown option", name);
+        }
+        if (!(d->cmds & cmd)) return usage_err(prog, cmdname, "not an option of this command:", d->name);
+        const char *v;
+        if (d->kind == OK_FLAG) {
+            if (eq) return usage_err(prog, cmdname, "takes no value:", d->name);
+            v = "1";
+        } else if (eq) {
+            v = eq + 1;
+        } else {
+            if (i + 1 >= argc) return usage_err(prog, cmdname, "missing value for", d->name);
+            v = argv[++i];
+        }
+        if (d->kind == OK_VALUE && o->val[d->id] && d->id != O_CONFIG && d->id != O_ACCOUNT) {
+            /* a repeated single-valued option is almost always a mistake */
+            return usage_err(prog, cmdname, "given twice:", d->name);
+        }
+        o->val[d->id] = v;
+        if (cli_list_push(&o->list[d->id], v)) return EX_OSERR;
+    }
+    return 0;
+}
+
+void cli_print_options(FILE *f, cli_cmd cmd)
+{
+    for (size_t i = 0; i < cli_opt_table_len; i++) {
+        const cli_opt_def *d = &cli_opt_table[i];
+        if (!(d->cmds & cmd)) continue;
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", d->name, d->meta ? " " : "", d->meta ? d->meta : "");
+        fprintf(f, "  %-28s %s\n", left, d->help);
+    }
+}

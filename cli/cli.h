@@ -1,0 +1,195 @@
+/* smtpc command line: shared declarations between the CLI's files.
+ *
+ *   main.c      dispatch (subcommands, argv[0] "sendmail"), help
+ *   args.c      the option table and the parser
+ *   settings.c  flags over environment over configuration file; delivery choice
+ *   output.c    exit statuses, the one-line and JSON reports, JSON escaping
+ *   compose.c   building a message from flags; reading files
+ *   headers.c   header parsing for sendmail -t (unfolding, address lists, Bcc)
+ *   deliver.c   pickup / smtp / outbox delivery into a cli_result
+ *   cmd_*.c     the subcommands */
+#ifndef SMTPC_CLI_H
+#define SMTPC_CLI_H
+
+#include <smtpc/smtpc.h>
+
+#include "util/util.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sysexits.h>
+
+/* ---- options -------------------------------------------------------------- */
+typedef enum cli_opt_id {
+    O_SERVER, O_TLS, O_FROM, O_TO, O_CC, O_BCC, O_REPLY_TO, O_SUBJECT, O_TEXT, O_TEXT_FILE,
+    O_HTML, O_HTML_FILE, O_ATTACH, O_INLINE, O_HEADER, O_PRIORITY, O_MESSAGE, O_DUMP,
+    O_PICKUP_DIR, O_OUTBOX, O_DELIVERY, O_EHLO_NAME,
+    O_USER, O_PASSWORD_ENV, O_PASSWORD_FILE, O_PASSWORD_CMD, O_OAUTH_TOKEN_CMD, O_AUTH,
+    O_ALLOW_PLAINTEXT_AUTH,
+    O_CA_FILE, O_CA_PATH, O_PIN, O_CERT, O_KEY, O_INSECURE, O_TLS_MIN, O_TLS_MAX,
+    O_TLS_STRICT_VERSION,
+    O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
+    O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT,
+    O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_HELP,
+    O__COUNT
+} cli_opt_id;
+
+typedef enum cli_cmd {
+    CMD_SEND = 1u << 0,
+    CMD_PROBE = 1u << 1,
+    CMD_QUEUE = 1u << 2,
+    CMD_SENDMAIL = 1u << 3
+} cli_cmd;
+
+typedef enum { OK_FLAG, OK_VALUE, OK_LIST } cli_opt_kind;
+
+typedef struct cli_opt_def {
+    const char *name;    /* "--server", "-4" */
+    cli_opt_id id;
+    cli_opt_kind kind;
+    unsigned cmds;       /* cli_cmd bits where the option is accepted */
+    const char *cfgkey;  /* the configuration key it overrides, or NULL */
+    const char *meta;    /* "HOST[:PORT]" */
+    const char *help;
+} cli_opt_def;
+
+typedef struct cli_list {
+    const char **v;
+    size_t n, cap;
+} cli_list;
+
+typedef struct cli_opts {
+    const char *val[O__COUNT]; /* last value given; "1" for a flag */
+    cli_list list[O__COUNT];   /* every value, in order (OK_LIST) */
+    cli_list pos;              /* positional arguments */
+} cli_opts;
+
+extern const cli_opt_def cli_opt_table[];
+extern const size_t cli_opt_table_len;
+
+/* Parses argv (after the subcommand) for cmd. Returns 0 or EX_USAGE after
+ * printing a message naming the offending argument. */
+int cli_parse(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char **argv,
+              cli_opts *o);
+void cli_opts_free(cli_opts *o);
+int cli_list_push(cli_list *l, const char *s);
+const cli_opt_def *cli_opt_find_id(cli_opt_id id);
+/* Prints the options of cmd (for help). */
+void cli_print_options(FILE *f, cli_cmd cmd);
+
+/* ---- context: flags over environment over file ---------------------------- */
+typedef enum { DELIVER_PICKUP, DELIVER_SMTP, DELIVER_OUTBOX } cli_delivery;
+
+typedef struct cli_ctx {
+    const char *prog;         /* "smtpc" or "sendmail" (for messages) */
+    const char *cmdname;
+    cli_cmd cmd;
+    cli_opts o;
+    smtpc_config *cfg;
+    const smtpc_account *acct;
+    bool json;
+} cli_ctx;
+
+/* Loads the configuration (--config, else the search) and picks the
+ * account (--account, else $SMTPC_ACCOUNT, else by from_hint when not NULL,
+ * else the default). Returns 0 or an exit status after printing why. */
+int cli_ctx_load_config(cli_ctx *c, const char *from_hint);
+void cli_ctx_free(cli_ctx *c);
+/* The effective value of an option: the flag, else the account's key. */
+const char *cli_get(const cli_ctx *c, cli_opt_id id);
+bool cli_get_bool(const cli_ctx *c, cli_opt_id id);
+/* Which delivery applies; returns 0 or EX_USAGE/EX_CONFIG after printing. */
+int cli_delivery_choose(const cli_ctx *c, cli_delivery *out);
+void cli_err(const cli_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- results and output --------------------------------------------------- */
+typedef struct cli_rcpt {
+    const char *address; /* borrowed */
+    int code;
+    char enhanced[16];
+    char *text;
+    bool accepted;
+} cli_rcpt;
+
+typedef struct cli_result {
+    bool ok;
+    const char *delivery;  /* "smtp", "pickup", "outbox" */
+    char server[320];      /* HOST:PORT */
+    const char *tls;       /* "none", "starttls", "tls" or NULL */
+    const char *auth;      /* mechanism or NULL */
+    cli_rcpt *rcpts;
+    size_t nrcpts;
+    int final_code;
+    char final_enhanced[16];
+    char *final_text;
+    char *queue_id;
+    char *path;
+    int err;               /* SMTPC_E*, 0 when ok */
+    char errmsg[1024];
+} cli_result;
+
+void cli_result_init(cli_result *r);
+void cli_result_free(cli_result *r);
+/* Sets r->err and r->errmsg (printf-style), returns code. */
+int cli_result_fail(cli_result *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "queued as X" / "id=X" in a final reply, or NULL (malloc'ed). */
+char *cli_queue_id_from_text(const char *text);
+
+/* The sysexits.h status for an SMTPC_E* code. */
+int cli_exit_code(int smtpc_err);
+const char *cli_error_class_name(int smtpc_err);
+/* Prints the report for one message: a line (or JSON object) on stdout; on
+ * failure the error on stderr too (unless JSON). */
+void cli_print_result(const cli_ctx *c, const cli_result *r);
+/* Appends s as a JSON string literal (with quotes): escapes ", \, control
+ * characters; invalid UTF-8 bytes become U+FFFD. */
+int cli_json_str(smtpc__buf *b, const char *s);
+
+/* ---- messages ------------------------------------------------------------- */
+/* Reads a whole file ("-" = stdin) with a limit; 0 or -1 with errno. */
+int cli_slurp(const char *path, smtpc__buf *out, size_t limit);
+#define CLI_MAX_MESSAGE ((size_t)512 << 20)
+/* Builds the message from --from/--to/--subject/--text...; returns 0 or an
+ * exit status after printing why. */
+int cli_compose(const cli_ctx *c, const char *from, smtpc__buf *msg);
+/* Checks an address given on the command line; prints and returns EX_DATAERR. */
+int cli_check_address(const cli_ctx *c, const char *what, const char *addr);
+
+/* sendmail -t support: */
+/* Offset just past the header block's blank line (or len when none). */
+size_t hdr_end(const char *msg, size_t len);
+/* Calls fn for each header field, value unfolded. */
+typedef int (*hdr_field_fn)(void *ud, const char *name, size_t nlen, const char *value);
+int hdr_each(const char *msg, size_t hlen, hdr_field_fn fn, void *ud);
+/* Appends the addr-specs of an RFC 5322 address list to l (strings malloc'ed). */
+int hdr_addresses(const char *value, cli_list *l);
+/* Copies msg without any header field named name (case-insensitive). */
+int hdr_remove(const char *msg, size_t len, const char *name, smtpc__buf *out);
+bool hdr_has(const char *msg, size_t hlen, const char *name);
+
+/* ---- delivery ------------------------------------------------------------- */
+typedef struct cli_envelope {
+    const char *from;
+    const char *const *rcpts;
+    size_t nrcpts;
+} cli_envelope;
+/* Delivers msg; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
+int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const void *msg,
+                size_t len, cli_result *r);
+/* Creates a session configured from the settings (timeouts, EHLO name,
+ * bind) and works out host and port (default port from the TLS mode); does
+ * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
+                     size_t hostlen, uint16_t *port);
+/* Options the chosen delivery needs but this build cannot do yet. Returns 0
+ * or EX_UNAVAILABLE after printing which option. */
+int cli_check_supported(const cli_ctx *c, cli_delivery d);
+
+/* ---- subcommands ---------------------------------------------------------- */
+int cmd_send(const char *prog, int argc, char **argv);
+int cmd_probe(const char *prog, int argc, char **argv);
+int cmd_queue(const char *prog, int argc, char **argv);
+int cmd_sendmail(const char *prog, int argc, char **argv);
+int cmd_help(const char *topic, FILE *f);
+
+#endif

@@ -1,0 +1,132 @@
+/* smtpc probe: connect, print the greeting and the EHLO capabilities, quit. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void print_reply_text(const char *label, const smtpc_reply *rep)
+{
+    char esc[1024];
+    size_t n = smtpc_reply_line_count(rep);
+    for (size_t i = 0; i < n; i++) {
+        const char *l = smtpc_reply_line(rep, i);
+        smtpc__escape_into(esc, sizeof esc, l, strlen(l));
+        if (i == 0) printf("%s: %d %s\n", label, smtpc_reply_code(rep), esc);
+        else printf("  %s\n", esc);
+    }
+}
+
+static void json_reply(smtpc__buf *b, const char *name, const smtpc_reply *rep)
+{
+    smtpc__buf_printf(b, ",\"%s\":", name);
+    if (!rep || !smtpc_reply_code(rep)) {
+        smtpc__buf_append_str(b, "null");
+        return;
+    }
+    smtpc__buf_printf(b, "{\"code\":%d,\"lines\":[", smtpc_reply_code(rep));
+    for (size_t i = 0; i < smtpc_reply_line_count(rep); i++) {
+        if (i) smtpc__buf_append(b, ",", 1);
+        cli_json_str(b, smtpc_reply_line(rep, i));
+    }
+    smtpc__buf_append_str(b, "]}");
+}
+
+int cmd_probe(const char *prog, int argc, char **argv)
+{
+    cli_ctx c;
+    memset(&c, 0, sizeof c);
+    c.prog = prog;
+    c.cmdname = "probe";
+    c.cmd = CMD_PROBE;
+    smtpc_session *s = NULL;
+    smtpc__buf greet, js;
+    smtpc__buf_init(&greet, 0);
+    smtpc__buf_init(&js, 0);
+    cli_result r;
+    cli_result_init(&r);
+    int ex = cli_parse(prog, "probe", CMD_PROBE, argc, argv, &c.o);
+    if (ex) goto out;
+    if (c.o.val[O_HELP]) { ex = cmd_help("probe", stdout); goto out; }
+    if (c.o.pos.n > 1 || (c.o.pos.n == 1 && c.o.val[O_SERVER])) {
+        fprintf(stderr, "%s probe: one server only (--server HOST[:PORT] or HOST[:PORT])\n", prog);
+        ex = EX_USAGE;
+        goto out;
+    }
+    if (c.o.pos.n == 1) c.o.val[O_SERVER] = c.o.pos.v[0];
+    c.json = c.o.val[O_JSON] != NULL;
+    if ((ex = cli_ctx_load_config(&c, NULL))) goto out;
+    if (!cli_get(&c, O_SERVER)) {
+        fprintf(stderr, "%s probe: which server? (--server HOST[:PORT])\n", prog);
+        ex = EX_USAGE;
+        goto out;
+    }
+    if ((ex = cli_check_supported(&c, DELIVER_SMTP))) goto out;
+    r.delivery = "smtp";
+    char host[256];
+    uint16_t port;
+    int rc = cli_session_open(&c, &r, &s, host, sizeof host, &port);
+    if (!rc) {
+        rc = smtpc_session_connect(s, host, port);
+        const smtpc_reply *g = smtpc_session_reply(s);
+        if (g && smtpc_reply_code(g)) {
+            /* keep the greeting: the EHLO reply replaces the session's last reply */
+            if (c.json) json_reply(&greet, "greeting", g);
+            else print_reply_text("greeting", g);
+        }
+        if (rc) cli_result_fail(&r, rc, "%s", smtpc_session_errmsg(s));
+    }
+    if (!rc) {
+        rc = smtpc_session_ehlo(s, NULL);
+        if (rc) cli_result_fail(&r, rc, "%s", smtpc_session_errmsg(s));
+    }
+    /* the reply is valid until the next command: render it before QUIT */
+    const smtpc_reply *e = !rc ? smtpc_session_reply(s) : NULL;
+    smtpc__buf ehlo;
+    smtpc__buf_init(&ehlo, 0);
+    if (!c.json && e) print_reply_text("ehlo", e);
+    json_reply(&ehlo, "ehlo", e);
+    smtpc__buf_append_str(&ehlo, ",\"extensions\":[");
+    for (size_t i = 1; e && i < smtpc_reply_line_count(e); i++) {
+        if (i > 1) smtpc__buf_append(&ehlo, ",", 1);
+        cli_json_str(&ehlo, smtpc_reply_line(e, i));
+    }
+    smtpc__buf_append_str(&ehlo, "]");
+    if (s && smtpc_session_is_connected(s)) smtpc_session_quit(s);
+    r.ok = rc == 0;
+    if (c.json) {
+        smtpc__buf_printf(&js, "{\"ok\":%s,\"server\":", r.ok ? "true" : "false");
+        cli_json_str(&js, r.server[0] ? r.server : NULL);
+        smtpc__buf_append_str(&js, ",\"tls\":");
+        cli_json_str(&js, r.tls);
+        if (smtpc__buf_size(&greet)) smtpc__buf_append(&js, smtpc__buf_ptr(&greet), smtpc__buf_size(&greet));
+        else smtpc__buf_append_str(&js, ",\"greeting\":null");
+        smtpc__buf_append(&js, smtpc__buf_ptr(&ehlo), smtpc__buf_size(&ehlo));
+        smtpc__buf_append_str(&js, ",\"error\":");
+        if (r.ok) {
+            smtpc__buf_append_str(&js, "null");
+        } else {
+            smtpc__buf_append_str(&js, "{\"class\":");
+            cli_json_str(&js, cli_error_class_name(r.err));
+            smtpc__buf_append_str(&js, ",\"code\":");
+            cli_json_str(&js, smtpc_err_name(r.err));
+            smtpc__buf_printf(&js, ",\"exit\":%d,\"message\":", cli_exit_code(r.err));
+            cli_json_str(&js, r.errmsg);
+            smtpc__buf_append_str(&js, "}");
+        }
+        smtpc__buf_append_str(&js, "}\n");
+        fwrite(smtpc__buf_ptr(&js), 1, smtpc__buf_size(&js), stdout);
+    } else if (!r.ok) {
+        char esc[1024];
+        smtpc__escape_into(esc, sizeof esc, r.errmsg, strlen(r.errmsg));
+        fprintf(stderr, "%s probe: %s\n", prog, esc);
+    }
+    smtpc__buf_free(&ehlo);
+    ex = cli_exit_code(rc);
+out:
+    smtpc_session_free(s);
+    smtpc__buf_free(&greet);
+    smtpc__buf_free(&js);
+    cli_result_free(&r);
+    cli_ctx_free(&c);
+    return ex;
+}

@@ -1,0 +1,247 @@
+/* Delivery: pickup directory, SMTP server (blocking session), outbox. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The session driver (src/client/session.c) is merged: SMTP delivery is on. */
+#ifndef CLI_HAVE_SESSION
+#define CLI_HAVE_SESSION 1
+#endif
+
+typedef struct mem_reader { const uint8_t *p; size_t left; } mem_reader;
+static ssize_t mem_read(void *ud, void *buf, size_t len)
+{
+    mem_reader *m = ud;
+    size_t n = m->left < len ? m->left : len;
+    memcpy(buf, m->p, n);
+    m->p += n;
+    m->left -= n;
+    return (ssize_t)n;
+}
+
+static int rcpts_init(cli_result *r, const cli_envelope *env)
+{
+    r->rcpts = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *r->rcpts);
+    if (!r->rcpts) return SMTPC_ENOMEM;
+    r->nrcpts = env->nrcpts;
+    for (size_t i = 0; i < env->nrcpts; i++) r->rcpts[i].address = env->rcpts[i];
+    return 0;
+}
+
+static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const void *msg, size_t len,
+                          cli_result *r)
+{
+    r->delivery = "pickup";
+    const char *dir = cli_get(c, O_PICKUP_DIR);
+    if (!dir) dir = "outbox";
+    mem_reader mr = {msg, len};
+    char err[512];
+    int rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts, mem_read, &mr, &r->path,
+                                err, sizeof err);
+    if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
+    for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
+    r->ok = true;
+    return 0;
+}
+
+#if CLI_HAVE_SESSION
+static void take_reply(smtpc_session *s, int *code, char *enh, size_t enhlen, char **text)
+{
+    const smtpc_reply *rep = smtpc_session_reply(s);
+    *code = smtpc_reply_code(rep);
+    smtpc__strlcpy(enh, rep ? smtpc_reply_enhanced(rep) : "", enhlen);
+    free(*text);
+    *text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
+}
+
+static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
+                  int (*setter)(smtpc_session *, int64_t))
+{
+    const char *v = cli_get(c, id);
+    int64_t ms;
+    if (!v) return 0;
+    if (smtpc_config_parse_duration_ms(v, &ms)) return SMTPC_ECONFIG;
+    return setter(s, ms);
+}
+
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
+                     size_t hostlen, uint16_t *port_out)
+{
+    uint16_t port = 0;
+    const char *server = cli_get(c, O_SERVER);
+    if (!server || smtpc_config_parse_server(server, host, hostlen, &port))
+        return cli_result_fail(r, SMTPC_ECONFIG, "bad or missing server \"%s\"", server ? server : "");
+    const char *tls = cli_get(c, O_TLS);
+    /* "port" in the configuration goes with the configured server, not with --server */
+    const char *portv = c->o.val[O_SERVER] ? NULL : smtpc_account_get(c->acct, "port");
+    if (!port && portv) {
+        uint64_t v;
+        if (!smtpc__parse_u64(portv, strlen(portv), &v)) port = (uint16_t)v;
+    }
+    if (!tls) tls = port == 465 ? "tls" : "starttls";
+    if (!port) port = !strcmp(tls, "tls") ? 465 : !strcmp(tls, "starttls") ? 587 : 25;
+    r->tls = tls;
+    snprintf(r->server, sizeof r->server, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+
+    smtpc_session *s;
+    int rc = smtpc_session_new(&s);
+    if (rc) return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
+    if (!rc) rc = set_ms(c, O_CONNECT_TIMEOUT, s, smtpc_session_set_connect_timeout_ms);
+    if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
+    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
+    if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
+    if (!rc && cli_get(c, O_BIND)) rc = smtpc_session_set_bind(s, cli_get(c, O_BIND), 0);
+    if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        smtpc_session_free(s);
+        return rc;
+    }
+    *port_out = port;
+    *out = s;
+    return 0;
+}
+
+static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *msg, size_t len,
+                        cli_result *r)
+{
+    r->delivery = "smtp";
+    char host[256];
+    uint16_t port;
+    smtpc_session *s;
+    int rc = cli_session_open(c, r, &s, host, sizeof host, &port);
+    if (rc) return rc;
+    rc = smtpc_session_connect(s, host, port);
+    if (!rc) rc = smtpc_session_ehlo(s, NULL);
+    if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        goto out;
+    }
+    smtpc_mail_opts mo;
+    memset(&mo, 0, sizeof mo);
+    if (smtpc_session_has_ext(s, "SIZE")) mo.size = len;
+    mo.dsn_ret = c->o.val[O_DSN_RET];
+    mo.dsn_envid = c->o.val[O_ENVID];
+    smtpc_rcpt_opts *ro = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *ro);
+    if (!ro) {
+        cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
+        goto quit;
+    }
+    for (size_t i = 0; i < env->nrcpts; i++) ro[i].dsn_notify = c->o.val[O_DSN_NOTIFY];
+    smtpc_envelope se;
+    memset(&se, 0, sizeof se);
+    se.from = env->from;
+    se.mail = &mo;
+    se.rcpts = env->rcpts;
+    se.nrcpts = env->nrcpts;
+    se.rcpt = ro;
+    /* all or nothing (as sendmail callers expect): a refused recipient
+     * fails the message, so that a retry does not duplicate it */
+    se.all_or_nothing = true;
+    rc = smtpc_session_send_mem(s, &se, msg, len);
+    free(ro);
+    size_t nst = smtpc_session_rcpt_count(s);
+    for (size_t i = 0; i < r->nrcpts && i < nst; i++) {
+        cli_rcpt *x = &r->rcpts[i];
+        const smtpc_reply *rep = smtpc_session_rcpt_reply(s, i);
+        x->accepted = smtpc_session_rcpt_status(s, i) == 0 && rep;
+        x->code = smtpc_reply_code(rep);
+        smtpc__strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
+        x->text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
+    }
+    if (rc) {
+        size_t bad = 0;
+        for (size_t i = 0; i < r->nrcpts; i++) bad += !r->rcpts[i].accepted;
+        if ((rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) && bad && nst)
+            cli_result_fail(r, rc, "%zu of %zu recipient%s refused; message not sent (%s)", bad,
+                            r->nrcpts, r->nrcpts == 1 ? "" : "s", smtpc_session_errmsg(s));
+        else
+            cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        if (bad == 0 || rc == SMTPC_EUNKNOWN)
+            take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
+        goto quit;
+    }
+    take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
+    r->queue_id = cli_queue_id_from_text(r->final_text);
+    r->ok = true;
+quit:
+    if (smtpc_session_is_connected(s)) smtpc_session_quit(s);
+out:
+    smtpc_session_free(s);
+    return r->ok ? 0 : r->err;
+}
+#endif
+
+int cli_check_supported(const cli_ctx *c, cli_delivery d)
+{
+    static const cli_opt_id message_only[] = {O_HTML, O_HTML_FILE, O_ATTACH, O_INLINE};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(message_only); i++)
+        if (c->o.val[message_only[i]]) {
+            cli_err(c, "%s is not supported yet in this build (it needs the MIME library)",
+                    cli_opt_find_id(message_only[i])->name);
+            return EX_UNAVAILABLE;
+        }
+    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) {
+        cli_err(c, "--trace is not supported yet in this build");
+        return EX_UNAVAILABLE;
+    }
+    if (d == DELIVER_OUTBOX) {
+        cli_err(c, "outbox delivery is not supported yet in this build (use --pickup-dir)");
+        return EX_UNAVAILABLE;
+    }
+    if (d == DELIVER_PICKUP) {
+        /* sendmail callers pass -N/-R/-V blindly: only smtpc send complains */
+        if (c->cmd == CMD_SEND && (c->o.val[O_DSN_NOTIFY] || c->o.val[O_DSN_RET] || c->o.val[O_ENVID])) {
+            cli_err(c, "--dsn-notify, --dsn-ret and --envid need SMTP delivery");
+            return EX_USAGE;
+        }
+        return 0;
+    }
+#if !CLI_HAVE_SESSION
+    cli_err(c, "SMTP delivery is not supported yet in this build (use --pickup-dir DIR)");
+    return EX_UNAVAILABLE;
+#else
+    /* settings that need libraries not merged yet (TLS, SASL, proxies) */
+    const char *tls = cli_get(c, O_TLS);
+    if (!tls || strcmp(tls, "none") != 0) {
+        cli_err(c, "TLS is not supported yet in this build: use --tls none (or tls = none) for "
+                   "a server on a trusted network");
+        return EX_UNAVAILABLE;
+    }
+    static const cli_opt_id later[] = {
+        O_USER, O_PASSWORD_ENV, O_PASSWORD_FILE, O_PASSWORD_CMD, O_OAUTH_TOKEN_CMD, O_AUTH,
+        O_CA_FILE, O_CA_PATH, O_PIN, O_CERT, O_KEY, O_TLS_MIN, O_TLS_MAX, O_TLS_STRICT_VERSION,
+        O_PROXY, O_IPV4, O_IPV6};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(later); i++) {
+        const cli_opt_def *d2 = cli_opt_find_id(later[i]);
+        if (c->o.val[later[i]] || (d2->cfgkey && cli_get(c, later[i]))) {
+            cli_err(c, "%s%s is not supported yet in this build", c->o.val[later[i]] ? "" : "configuration key ",
+                    c->o.val[later[i]] ? d2->name : d2->cfgkey);
+            return EX_UNAVAILABLE;
+        }
+    }
+    if (c->o.val[O_DSN_RET] && strcmp(c->o.val[O_DSN_RET], "FULL") && strcmp(c->o.val[O_DSN_RET], "HDRS")) {
+        cli_err(c, "--dsn-ret: \"%s\" is not FULL or HDRS", c->o.val[O_DSN_RET]);
+        return EX_USAGE;
+    }
+    return 0;
+#endif
+}
+
+int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const void *msg,
+                size_t len, cli_result *r)
+{
+    if (rcpts_init(r, env)) return cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
+    switch (d) {
+    case DELIVER_PICKUP: return deliver_pickup(c, env, msg, len, r);
+#if CLI_HAVE_SESSION
+    case DELIVER_SMTP: return deliver_smtp(c, env, msg, len, r);
+#else
+    case DELIVER_SMTP: r->delivery = "smtp";
+        return cli_result_fail(r, SMTPC_EUNSUPPORTED, "SMTP delivery is not supported yet");
+#endif
+    case DELIVER_OUTBOX: r->delivery = "outbox";
+        return cli_result_fail(r, SMTPC_EUNSUPPORTED, "outbox delivery is not supported yet");
+    }
+    return SMTPC_EINVAL;
+}

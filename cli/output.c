@@ -1,0 +1,255 @@
+/* Exit statuses, the reports (one line or one JSON object per message), JSON
+ * string escaping. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_exit_code(int e)
+{
+    switch (e) {
+    case SMTPC_OK: return EX_OK;
+    case SMTPC_EINVAL:
+    case SMTPC_ELIMIT: return EX_DATAERR;        /* bad address, bad or oversized message */
+    case SMTPC_ENOHOST: return EX_NOHOST;
+    case SMTPC_EPERMFAIL:
+    case SMTPC_EUNSUPPORTED: return EX_UNAVAILABLE; /* 5xx; server lacks what we need */
+    case SMTPC_ENOMEM:
+    case SMTPC_ENETWORK:
+    case SMTPC_ETIMEDOUT:
+    case SMTPC_ECANCELED:
+    case SMTPC_ETEMPFAIL:
+    case SMTPC_ECLOSED:
+    case SMTPC_EAGAIN:
+    case SMTPC_EPROXY:
+    /* outcome unknown: a retry may duplicate, giving up may lose; duplicate wins */
+    case SMTPC_EUNKNOWN: return EX_TEMPFAIL;
+    case SMTPC_EPROTO:
+    case SMTPC_ETLS: return EX_PROTOCOL;
+    case SMTPC_EAUTH: return EX_NOPERM;
+    case SMTPC_EIO: return EX_IOERR;
+    case SMTPC_ECONFIG:
+    case SMTPC_ENOTFOUND: return EX_CONFIG;
+    case SMTPC_EBUSY:
+    case SMTPC_ESTATE:
+    default: return EX_SOFTWARE;
+    }
+}
+
+const char *cli_error_class_name(int e)
+{
+    switch (smtpc_error_classify(e)) {
+    case SMTPC_CLASS_OK: return "ok";
+    case SMTPC_CLASS_TRANSIENT: return "transient";
+    case SMTPC_CLASS_PERMANENT: return "permanent";
+    case SMTPC_CLASS_CANCELED: return "canceled";
+    case SMTPC_CLASS_CONFIG: return "config";
+    case SMTPC_CLASS_PROTOCOL: return "protocol";
+    case SMTPC_CLASS_UNKNOWN: return "unknown";
+    }
+    return "unknown";
+}
+
+void cli_result_init(cli_result *r) { memset(r, 0, sizeof *r); }
+
+void cli_result_free(cli_result *r)
+{
+    for (size_t i = 0; i < r->nrcpts; i++) free(r->rcpts[i].text);
+    free(r->rcpts);
+    free(r->final_text);
+    free(r->queue_id);
+    free(r->path);
+    memset(r, 0, sizeof *r);
+}
+
+int cli_result_fail(cli_result *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
+    va_end(ap);
+    r->err = code;
+    r->ok = false;
+    return code;
+}
+
+char *cli_queue_id_from_text(const char *t)
+{
+    if (!t) return NULL;
+    const char *p = NULL;
+    for (const char *s = t; *s && !p; s++) {
+        if (!smtpc__strncasecmp(s, "queued as ", 10)) p = s + 10;
+        else if (!smtpc__strncasecmp(s, "id=", 3) && (s == t || !isalnum((unsigned char)s[-1]))) p = s + 3;
+    }
+    if (!p) return NULL;
+    size_t n = 0;
+    while (p[n] && (isalnum((unsigned char)p[n]) || strchr("-._@", p[n]))) n++;
+    while (n && p[n - 1] == '.') n--; /* "queued as ABC." */
+    return n ? smtpc__strndup(p, n) : NULL;
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+/* Length of a valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80) return 0;
+        if (c == 0xe0 && s[1] < 0xa0) return 0;  /* overlong */
+        if (c == 0xed && s[1] >= 0xa0) return 0; /* surrogates */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
+        if (c == 0xf0 && s[1] < 0x90) return 0;
+        if (c == 0xf4 && s[1] >= 0x90) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+int cli_json_str(smtpc__buf *b, const char *s)
+{
+    if (!s) return smtpc__buf_append_str(b, "null");
+    int rc = smtpc__buf_append(b, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (!rc && *p) {
+        unsigned c = *p;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            rc = smtpc__buf_append(b, e, 2);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            if (c == '\n') rc = smtpc__buf_append(b, "\\n", 2);
+            else if (c == '\r') rc = smtpc__buf_append(b, "\\r", 2);
+            else if (c == '\t') rc = smtpc__buf_append(b, "\\t", 2);
+            else rc = smtpc__buf_printf(b, "\\u%04x", c);
+            p++;
+        } else {
+            /* the NUL terminator stops utf8_len from reading past the end:
+             * a continuation byte check fails on it */
+            size_t n = utf8_len(p);
+            if (n == 0) {
+                rc = smtpc__buf_append(b, "\\ufffd", 6);
+                p++;
+            } else {
+                rc = smtpc__buf_append(b, p, n);
+                p += n;
+            }
+        }
+    }
+    if (!rc) rc = smtpc__buf_append(b, "\"", 1);
+    return rc;
+}
+
+static void json_result(smtpc__buf *b, const cli_result *r)
+{
+    smtpc__buf_printf(b, "{\"ok\":%s,\"delivery\":", r->ok ? "true" : "false");
+    cli_json_str(b, r->delivery);
+    smtpc__buf_append_str(b, ",\"server\":");
+    cli_json_str(b, r->server[0] ? r->server : NULL);
+    smtpc__buf_append_str(b, ",\"tls\":");
+    cli_json_str(b, r->tls);
+    smtpc__buf_append_str(b, ",\"auth\":");
+    cli_json_str(b, r->auth);
+    smtpc__buf_append_str(b, ",\"recipients\":[");
+    for (size_t i = 0; i < r->nrcpts; i++) {
+        const cli_rcpt *x = &r->rcpts[i];
+        smtpc__buf_append_str(b, i ? ",{\"address\":" : "{\"address\":");
+        cli_json_str(b, x->address);
+        if (x->code) smtpc__buf_printf(b, ",\"code\":%d", x->code);
+        else smtpc__buf_append_str(b, ",\"code\":null");
+        smtpc__buf_append_str(b, ",\"enhanced\":");
+        cli_json_str(b, x->enhanced[0] ? x->enhanced : NULL);
+        smtpc__buf_append_str(b, ",\"text\":");
+        cli_json_str(b, x->text);
+        smtpc__buf_printf(b, ",\"accepted\":%s}", x->accepted ? "true" : "false");
+    }
+    smtpc__buf_append_str(b, "],\"final\":");
+    if (r->final_code) {
+        smtpc__buf_printf(b, "{\"code\":%d,\"enhanced\":", r->final_code);
+        cli_json_str(b, r->final_enhanced[0] ? r->final_enhanced : NULL);
+        smtpc__buf_append_str(b, ",\"text\":");
+        cli_json_str(b, r->final_text);
+        smtpc__buf_append_str(b, ",\"queue_id\":");
+        cli_json_str(b, r->queue_id);
+        smtpc__buf_append_str(b, "}");
+    } else {
+        smtpc__buf_append_str(b, "null");
+    }
+    smtpc__buf_append_str(b, ",\"path\":");
+    cli_json_str(b, r->path);
+    smtpc__buf_append_str(b, ",\"error\":");
+    if (r->ok) {
+        smtpc__buf_append_str(b, "null");
+    } else {
+        smtpc__buf_append_str(b, "{\"class\":");
+        cli_json_str(b, cli_error_class_name(r->err));
+        smtpc__buf_append_str(b, ",\"code\":");
+        cli_json_str(b, smtpc_err_name(r->err));
+        smtpc__buf_printf(b, ",\"exit\":%d,\"message\":", cli_exit_code(r->err));
+        cli_json_str(b, r->errmsg);
+        smtpc__buf_append_str(b, "}");
+    }
+    smtpc__buf_append_str(b, "}\n");
+}
+
+void cli_print_result(const cli_ctx *c, const cli_result *r)
+{
+    if (c->json) {
+        smtpc__buf b;
+        smtpc__buf_init(&b, 0);
+        json_result(&b, r);
+        fwrite(smtpc__buf_ptr(&b), 1, smtpc__buf_size(&b), stdout);
+        smtpc__buf_free(&b);
+        fflush(stdout);
+        return;
+    }
+    char esc[1024];
+    if (!r->ok) {
+        smtpc__escape_into(esc, sizeof esc, r->errmsg, strlen(r->errmsg));
+        fprintf(stderr, "%s: %s\n", c->prog, esc);
+        for (size_t i = 0; i < r->nrcpts; i++) {
+            const cli_rcpt *x = &r->rcpts[i];
+            if (x->accepted || !x->code) continue;
+            char t[512];
+            smtpc__escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
+            smtpc__escape_into(esc, sizeof esc, x->address, strlen(x->address));
+            fprintf(stderr, "%s:   %s: %d%s%s %s\n", c->prog, esc, x->code, x->enhanced[0] ? " " : "",
+                    x->enhanced, t);
+        }
+        return;
+    }
+    if (c->cmd == CMD_SENDMAIL) return; /* sendmail is silent on success */
+    if (!strcmp(r->delivery, "pickup") || !strcmp(r->delivery, "outbox")) {
+        smtpc__escape_into(esc, sizeof esc, r->path ? r->path : "", r->path ? strlen(r->path) : 0);
+        printf("written to %s directory: %s\n", r->delivery, esc);
+        return;
+    }
+    size_t acc = 0;
+    for (size_t i = 0; i < r->nrcpts; i++) acc += r->rcpts[i].accepted;
+    printf("sent to %zu recipient%s via %s", acc, acc == 1 ? "" : "s", r->server);
+    if (r->queue_id) {
+        smtpc__escape_into(esc, sizeof esc, r->queue_id, strlen(r->queue_id));
+        printf(", queued as %s", esc);
+    } else if (r->final_text) {
+        smtpc__escape_into(esc, sizeof esc, r->final_text, strlen(r->final_text));
+        printf(": %d %s", r->final_code, esc);
+    }
+    if (acc < r->nrcpts) printf(" (%zu refused)", r->nrcpts - acc);
+    putchar('\n');
+    for (size_t i = 0; i < r->nrcpts; i++) {
+        const cli_rcpt *x = &r->rcpts[i];
+        if (x->accepted) continue;
+        char t[512];
+        smtpc__escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
+        smtpc__escape_into(esc, sizeof esc, x->address, strlen(x->address));
+        fprintf(stderr, "%s: refused %s: %d%s%s %s\n", c->prog, esc, x->code,
+                x->enhanced[0] ? " " : "", x->enhanced, t);
+    }
+}

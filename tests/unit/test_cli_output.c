@@ -1,0 +1,148 @@
+/* The CLI's pure pieces: SMTPC_E* -> sysexits mapping, the JSON string
+ * escaper, queue-id extraction, the sendmail -t header reader. They live in
+ * cli/ (not the library), so the sources are compiled into this test. */
+#include "t.h"
+
+#include "../../cli/output.c"
+#include "../../cli/headers.c"
+#include "../../cli/args.c"
+
+TEST(exit_codes)
+{
+    CHECK_INT(cli_exit_code(SMTPC_OK), 0);
+    CHECK_INT(cli_exit_code(SMTPC_EINVAL), 65);
+    CHECK_INT(cli_exit_code(SMTPC_ELIMIT), 65);
+    CHECK_INT(cli_exit_code(SMTPC_ENOHOST), 68);
+    CHECK_INT(cli_exit_code(SMTPC_EPERMFAIL), 69);
+    CHECK_INT(cli_exit_code(SMTPC_EUNSUPPORTED), 69);
+    CHECK_INT(cli_exit_code(SMTPC_ESTATE), 70);
+    CHECK_INT(cli_exit_code(-9999), 70);
+    CHECK_INT(cli_exit_code(SMTPC_EIO), 74);
+    CHECK_INT(cli_exit_code(SMTPC_ETEMPFAIL), 75);
+    CHECK_INT(cli_exit_code(SMTPC_ENETWORK), 75);
+    CHECK_INT(cli_exit_code(SMTPC_ETIMEDOUT), 75);
+    CHECK_INT(cli_exit_code(SMTPC_ECLOSED), 75);
+    CHECK_INT(cli_exit_code(SMTPC_EUNKNOWN), 75);
+    CHECK_INT(cli_exit_code(SMTPC_EPROTO), 76);
+    CHECK_INT(cli_exit_code(SMTPC_ETLS), 76);
+    CHECK_INT(cli_exit_code(SMTPC_EAUTH), 77);
+    CHECK_INT(cli_exit_code(SMTPC_ECONFIG), 78);
+    CHECK_STR(cli_error_class_name(SMTPC_ETEMPFAIL), "transient");
+    CHECK_STR(cli_error_class_name(SMTPC_EPERMFAIL), "permanent");
+}
+
+static void json_is(const char *in, const char *want)
+{
+    smtpc__buf b;
+    smtpc__buf_init(&b, 0);
+    cli_json_str(&b, in);
+    smtpc__buf_append(&b, "", 1);
+    if (strcmp((const char *)smtpc__buf_ptr(&b), want) != 0)
+        T_FAILF("json(%s) = %s, want %s", in ? in : "NULL", (const char *)smtpc__buf_ptr(&b), want);
+    smtpc__buf_free(&b);
+}
+
+TEST(json_escape)
+{
+    json_is(NULL, "null");
+    json_is("", "\"\"");
+    json_is("a\"b\\c", "\"a\\\"b\\\\c\"");
+    json_is("l1\r\nl2\t\x01\x1b[31m\x7f", "\"l1\\r\\nl2\\t\\u0001\\u001b[31m\\u007f\"");
+    json_is("h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+    /* invalid UTF-8: lone continuation, truncated sequence, overlong, surrogate */
+    json_is("a\x80z", "\"a\\ufffdz\"");
+    json_is("a\xe2\x82", "\"a\\ufffd\\ufffd\"");
+    json_is("\xc0\xaf", "\"\\ufffd\\ufffd\"");
+    json_is("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"");
+    json_is("\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+}
+
+TEST(queue_id)
+{
+    char *q = cli_queue_id_from_text("2.0.0 Ok: queued as 4ABC12DEF.");
+    CHECK_STR(q, "4ABC12DEF");
+    free(q);
+    q = cli_queue_id_from_text("OK id=1qXyZ-0001Ab-Cd");
+    CHECK_STR(q, "1qXyZ-0001Ab-Cd");
+    free(q);
+    CHECK(cli_queue_id_from_text("Message accepted for delivery") == NULL);
+    CHECK(cli_queue_id_from_text("guid=abc") == NULL);
+    CHECK(cli_queue_id_from_text(NULL) == NULL);
+}
+
+static int addrs_of(const char *v, const char *want)
+{
+    cli_list l = {0};
+    hdr_addresses(v, &l);
+    smtpc__buf b;
+    smtpc__buf_init(&b, 0);
+    for (size_t i = 0; i < l.n; i++) {
+        smtpc__buf_printf(&b, "%s%s", i ? "|" : "", l.v[i]);
+        free((void *)l.v[i]);
+    }
+    free(l.v);
+    smtpc__buf_append(&b, "", 1);
+    int ok = !strcmp((const char *)smtpc__buf_ptr(&b), want);
+    if (!ok) T_FAILF("addresses(%s) = %s, want %s", v, (const char *)smtpc__buf_ptr(&b), want);
+    smtpc__buf_free(&b);
+    return ok;
+}
+
+TEST(address_lists)
+{
+    addrs_of("a@x.org", "a@x.org");
+    addrs_of(" \"Doe, John\" <j@x.org>, k@x.org (Kay, K.)", "j@x.org|k@x.org");
+    addrs_of("team: a@x.org, b@x.org;, c@x.org", "a@x.org|b@x.org|c@x.org");
+    addrs_of("undisclosed-recipients:;", "");
+    addrs_of("Name (comment (nested) ) <n@x.org>", "n@x.org");
+    addrs_of("<@relay.org,@r2.org:u@x.org>", "u@x.org");
+    addrs_of("\"a b\"@x.org", "\"a b\"@x.org");
+    addrs_of(",,a@x.org,,", "a@x.org");
+}
+
+typedef struct fields { smtpc__buf b; } fields;
+static int field_cb(void *ud, const char *name, size_t nl, const char *value)
+{
+    fields *f = ud;
+    return smtpc__buf_printf(&f->b, "[%.*s=%s]", (int)nl, name, value);
+}
+
+TEST(header_unfold_and_remove)
+{
+    const char m[] = "To: a@x.org,\r\n\tb@x.org\r\nBcc: s@x.org,\r\n t@x.org\r\nBCC : u@x.org\r\n"
+                     "Subject: s\r\n\r\nBcc: body@x.org\r\n";
+    size_t len = sizeof m - 1, h = hdr_end(m, len);
+    CHECK_INT(h, strstr(m, "\r\n\r\n") - m + 4);
+    fields f;
+    smtpc__buf_init(&f.b, 0);
+    CHECK_INT(hdr_each(m, h, field_cb, &f), 0);
+    smtpc__buf_append(&f.b, "", 1);
+    CHECK_STR((const char *)smtpc__buf_ptr(&f.b),
+              "[To= a@x.org,\tb@x.org][Bcc= s@x.org, t@x.org][BCC = u@x.org][Subject= s]");
+    smtpc__buf_free(&f.b);
+    CHECK(hdr_has(m, h, "subject"));
+    CHECK(!hdr_has(m, h, "From"));
+    smtpc__buf out;
+    smtpc__buf_init(&out, 0);
+    CHECK_INT(hdr_remove(m, len, "Bcc", &out), 0);
+    CHECK_MEM(smtpc__buf_ptr(&out), smtpc__buf_size(&out),
+              "To: a@x.org,\r\n\tb@x.org\r\nSubject: s\r\n\r\nBcc: body@x.org\r\n",
+              strlen("To: a@x.org,\r\n\tb@x.org\r\nSubject: s\r\n\r\nBcc: body@x.org\r\n"));
+    smtpc__buf_free(&out);
+    /* LF-only message, no body */
+    const char m2[] = "Bcc: z@x.org\nTo: y@x.org\n";
+    smtpc__buf_init(&out, 0);
+    CHECK_INT(hdr_remove(m2, sizeof m2 - 1, "bcc", &out), 0);
+    CHECK_MEM(smtpc__buf_ptr(&out), smtpc__buf_size(&out), "To: y@x.org\n", 12);
+    smtpc__buf_free(&out);
+}
+
+int main(void)
+{
+    RUN(exit_codes);
+    RUN(json_escape);
+    RUN(queue_id);
+    RUN(address_lists);
+    RUN(header_unfold_and_remove);
+    T_DONE();
+}
