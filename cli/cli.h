@@ -4,7 +4,7 @@
  *   args.c      the option table and the parser
  *   settings.c  flags over environment over configuration file; delivery choice
  *   output.c    exit statuses, the one-line and JSON reports, JSON escaping
- *   compose.c   building a message from flags; reading files
+ *   compose.c   building a message from flags with the MIME library; reading files
  *   headers.c   header parsing for sendmail -t (unfolding, address lists, Bcc)
  *   deliver.c   pickup / smtp / outbox delivery into a cli_result
  *   cmd_*.c     the subcommands */
@@ -149,9 +149,9 @@ int cli_json_str(smtpc__buf *b, const char *s);
 /* Reads a whole file ("-" = stdin) with a limit; 0 or -1 with errno. */
 int cli_slurp(const char *path, smtpc__buf *out, size_t limit);
 #define CLI_MAX_MESSAGE ((size_t)512 << 20)
-/* Builds the message from --from/--to/--subject/--text...; returns 0 or an
- * exit status after printing why. */
-int cli_compose(const cli_ctx *c, const char *from, smtpc__buf *msg);
+/* Builds the message from --from/--to/--subject/--text/--attach... with the
+ * MIME library; returns 0 or an exit status after printing why. */
+int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out);
 /* Checks an address given on the command line; prints and returns EX_DATAERR. */
 int cli_check_address(const cli_ctx *c, const char *what, const char *addr);
 
@@ -173,9 +173,16 @@ typedef struct cli_envelope {
     const char *const *rcpts;
     size_t nrcpts;
 } cli_envelope;
-/* Delivers msg; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
-int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const void *msg,
-                size_t len, cli_result *r);
+/* What is delivered: a composed message (written afresh for each delivery,
+ * with the server's 8BITMIME/SMTPUTF8 in mind) or raw bytes sent as is. */
+typedef struct cli_source {
+    smtpc_message *msg;
+    const void *mem;
+    size_t len;
+} cli_source;
+/* Delivers src; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
+int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
+                cli_result *r);
 /* Creates a session configured from the settings (timeouts, EHLO name,
  * bind) and works out host and port (default port from the TLS mode); does
  * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
