@@ -120,7 +120,23 @@ int cmd_send(const char *prog, int argc, char **argv)
     }
     cli_envelope env = {env_from, rcpts.v, rcpts.n};
     cli_source src = {m, smtpc__buf_ptr(&raw), smtpc__buf_size(&raw)};
+    char first_id[512] = "";
     for (uint64_t i = 0; i < count; i++) {
+        if (m && i == 1 && smtpc_message_message_id(m))
+            smtpc__strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
+        if (m && i > 0 && first_id[0]) {
+            /* each copy is its own message: a repeated Message-ID would be
+             * dropped as a duplicate by many receivers */
+            const char *at = strrchr(first_id, '@');
+            char id[600];
+            snprintf(id, sizeof id, "%.*s.%llu%s", at ? (int)(at - first_id) : 0, first_id,
+                     (unsigned long long)i, at ? at : "");
+            if (at && smtpc_message_set_message_id(m, id)) {
+                cli_err(&c, "%s", smtpc_message_errmsg(m));
+                ex = EX_SOFTWARE;
+                break;
+            }
+        }
         cli_result r;
         cli_result_init(&r);
         int rc = cli_deliver(&c, d, &env, &src, &r);

@@ -205,7 +205,10 @@ def test_count_sends_n_messages(smtpc_bin, tmp_path):
     r = run(smtpc_bin, tmp_path, *BASE, "--text", "x", "--count", "3", "--json")
     assert r.returncode == 0
     assert len([json.loads(l) for l in r.stdout.decode().splitlines()]) == 3
-    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 3
+    files = list((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 3
+    ids = {email.message_from_bytes(f.read_bytes().split(b"\r\n", 2)[2])["Message-ID"] for f in files}
+    assert len(ids) == 3  # each copy is its own message
 
 
 @pytest.mark.parametrize("opt", [["--outbox", "ob"], ["--trace"]])
