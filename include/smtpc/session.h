@@ -208,6 +208,10 @@ SMTPC_API const char *smtpc_session_auth_mechanism(const smtpc_session *s);
 SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s);
 SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s);
 
+/* The greeting of the last connection (kept until the next connect), or
+ * NULL. */
+SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
+
 /* Protocol trace: every command line sent and reply line received (no
  * CRLF, no message body), and INFO lines ("TLS handshake: TLSv1.3 ...").
  * Secrets are redacted by the library before the callback sees them:

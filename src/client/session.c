@@ -86,6 +86,7 @@ struct smtpc_session {
     smtpc__sasl_mech auth_used;
     char ehlo_used[300];      /* the name of the last EHLO (sent again after STARTTLS) */
     char mechbuf[256];
+    smtpc__reply *greeting;   /* the last connection's greeting */
 
     /* cancel: the flag is for the checks between steps, the eventfd wakes a
      * poll() in progress. Both are set by smtpc_session_cancel, both only
@@ -433,6 +434,7 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     close_conn(s);
     smtpc__engine_free(s->e);
     reply_free_own(s->reply);
+    reply_free_own(s->greeting);
     clear_rcpt_results(s);
     free(s->ehlo_name);
     free(s->bind_addr);
@@ -609,6 +611,8 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     const smtpc__reply *r;
     rc = exchange(s, greet_ms, "greeting", &r);
     if (rc) return rc;
+    reply_free_own(s->greeting);
+    s->greeting = reply_dup(r);
     if (r->code != 220) {
         /* 554 (or anything else): no service here. RFC 5321 §3.1 lets the
          * client close now; the reply is kept for the caller. */
@@ -637,6 +641,8 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
     smtpc__strlcpy(s->tls_name, host, sizeof s->tls_name);
     s->port = port;
+    reply_free_own(s->greeting);
+    s->greeting = NULL;
     s->has_tls_info = false;
     s->security_used = SMTPC_TLS_MODE_NONE;
     s->auth_used = SMTPC__SASL_NONE;
@@ -1822,4 +1828,9 @@ SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t po
         }
     }
     return 0;
+}
+
+SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
+{
+    return s ? s->greeting : NULL;
 }
