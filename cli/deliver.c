@@ -208,11 +208,12 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     bool creds = cli_get(c, O_USER) || cli_get(c, O_OAUTH_TOKEN_CMD);
     smtpc_tls_mode mode;
     if (!tls) {
-        /* RFC 8314: implicit TLS on 465; STARTTLS required on 587 and with
-         * credentials; opportunistic otherwise */
+        /* as the library's default (RFC 8314): implicit TLS on 465;
+         * opportunistic STARTTLS on 25 without credentials (relay); STARTTLS
+         * required everywhere else: never a silent plaintext submission */
         mode = port == 465 ? SMTPC_TLS_MODE_IMPLICIT
-               : (!port || port == 587 || creds) ? SMTPC_TLS_MODE_STARTTLS
-                                                 : SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+               : (port == 25 && !creds) ? SMTPC_TLS_MODE_STARTTLS_OPTIONAL
+                                        : SMTPC_TLS_MODE_STARTTLS;
     } else if (smtpc_tls_mode_parse(tls, &mode)) {
         return cli_result_fail(r, SMTPC_ECONFIG, "--tls: \"%s\" is not a TLS mode", tls);
     }

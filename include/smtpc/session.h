@@ -89,8 +89,9 @@ SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, 
  *                       greeting; plaintext only without credentials (as
  *                       STARTTLS_OPTIONAL). smtpc_session_security_used()
  *                       says which won.
- *   DEFAULT             by port: 465 IMPLICIT; 587, or credentials set,
- *                       STARTTLS; otherwise STARTTLS_OPTIONAL.
+ *   DEFAULT             by port: 465 IMPLICIT; 25 without credentials
+ *                       STARTTLS_OPTIONAL (relay); otherwise (587, other
+ *                       ports, any port with credentials) STARTTLS.
  * smtpc_session_connect() does the implicit TLS (IMPLICIT, AUTO, DEFAULT on
  * port 465); STARTTLS is done by smtpc_session_starttls() or by
  * smtpc_session_open(), which applies the whole policy.

@@ -1768,8 +1768,10 @@ static smtpc_tls_mode effective_mode(const smtpc_session *s, uint16_t port)
 {
     if (s->tls_mode != SMTPC_TLS_MODE_DEFAULT) return s->tls_mode;
     if (port == 465) return SMTPC_TLS_MODE_IMPLICIT;
-    if (port == 587 || have_creds(s)) return SMTPC_TLS_MODE_STARTTLS;
-    return SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+    /* port 25 without credentials is relay: opportunistic (RFC 3207);
+     * anything else is submission: TLS required */
+    if (port == 25 && !have_creds(s)) return SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+    return SMTPC_TLS_MODE_STARTTLS;
 }
 
 static int open_fail(smtpc_session *s, int rc)
