@@ -86,6 +86,7 @@ struct smtpc_session {
     smtpc__sasl_mech auth_used;
     char ehlo_used[300];      /* the name of the last EHLO (sent again after STARTTLS) */
     char mechbuf[256];
+    bool tls_spoke;           /* the last handshake failed after the server spoke TLS */
     smtpc__reply *greeting;   /* the last connection's greeting */
 
     /* cancel: the flag is for the checks between steps, the eventfd wakes a
@@ -662,8 +663,9 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
      * with its greeting: the handshake fails at once), then plaintext (an
      * implicit-TLS server says nothing to a plaintext client: the short
      * greeting timeout ends that). */
+    s->tls_spoke = false;
     rc = connect_once(s, host, port, true, s->auto_ms, &tcp_ok);
-    if (rc == 0 || !tcp_ok || rc == SMTPC_ECANCELED || rc == SMTPC_EPERMFAIL ||
+    if (rc == 0 || !tcp_ok || s->tls_spoke || rc == SMTPC_ECANCELED || rc == SMTPC_EPERMFAIL ||
         rc == SMTPC_ETEMPFAIL || (s->overall_deadline >= 0 && smtpc__now_ms() >= s->overall_deadline))
         return rc;
     char first[SMTPC__ERRMSG_MAX];
@@ -1554,6 +1556,10 @@ static int tls_handshake(smtpc_session *s, const op *o)
         close_conn(s);
         /* a close or reset in the middle of the handshake is a TLS failure too */
         if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
+        /* a TLS server that we refused (certificate, pin, versions): AUTO
+         * must not go on to try plaintext */
+        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
+                       strstr(detail, "protocol version");
         trace_info(s, "%s", detail);
         return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
     }

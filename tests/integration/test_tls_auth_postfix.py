@@ -289,3 +289,31 @@ def test_probe_with_credentials_checks_them(smtpc_bin, tmp_path, postfix):
               password=postfix.password)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["authenticated"] == "SCRAM-SHA-256"
+
+
+def test_auto_does_not_fall_back_after_a_refused_certificate(smtpc_bin, tmp_path, postfix):
+    # a TLS server whose certificate we refuse is not retried in plaintext
+    from servers.certs import process_certs  # noqa: F401
+    t0 = time.monotonic()
+    r = probe(smtpc_bin, tmp_path, postfix.smtps_port, "--tls", "auto")  # system store: refused
+    took = time.monotonic() - t0
+    assert r.returncode == 76, r.stderr
+    assert b"certificate verification failed" in r.stderr and b"plaintext" not in r.stderr
+    assert took < 4
+
+
+def test_config_file_keys_apply(smtpc_bin, tmp_path, postfix):
+    conf = tmp_path / "smtpc.conf"
+    conf.write_text(f"[account sub]\nserver = localhost\nport = {postfix.submission_port}\n"
+                    f"tls = starttls\nuser = alice\npassword-env = PW\nca-file = {postfix.ca_file}\n"
+                    "auth = CRAM-MD5\nfrom = sender@example.org\n")
+    conf.chmod(0o600)
+    env = env_for(tmp_path, PW=postfix.password, SMTPC_CONFIG=str(conf))
+    r = subprocess.run([smtpc_bin, "send", "--account", "sub", "--to", "cfg@example.net",
+                        "--text", "from config", "--json"], cwd=tmp_path, capture_output=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    assert o["tls"] == "starttls" and o["auth"] == "CRAM-MD5"
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "cfg@example.net"
