@@ -237,7 +237,8 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_envelope env = {from, rcpts.v, rcpts.n};
     cli_result r;
     cli_result_init(&r);
-    rc = cli_deliver(&c, d, &env, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), &r);
+    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg)};
+    rc = cli_deliver(&c, d, &env, &src, &r);
     cli_print_result(&c, &r);
     cli_result_free(&r);
     ex = cli_exit_code(rc);

@@ -38,12 +38,14 @@ enum body_mode { BODY_NONE, BODY_DATA, BODY_BDAT };
 typedef struct txn {
     enum txn_state state;
     bool pipelined, bdat, strict;
+    bool binary;        /* BODY=BINARYMIME: the body goes as is, not as lines */
     char **lines;       /* prepared commands: MAIL, RCPT..., [DATA] */
     size_t nlines, next_line;
     size_t nrcpts, rcpt_replies, accepted, refused;
     bool mail_ok;
     smtpc__reply *mail_reply, *first_refusal, *decider;
     int decider_status;
+    smtpc__cmd decider_cmd;
     size_t cleanup_pending;
     size_t bdat_pending;
     bool body_ended;
@@ -69,6 +71,7 @@ struct smtpc__engine {
     bool auth_cont_ok;      /* a 334 arrived: a continuation line may follow */
     enum body_mode body_mode;
     bool body_in_txn;
+    bool body_raw;          /* BINARYMIME: no CRLF normalisation, no line limit */
     smtpc__dotstuff ds;
     smtpc__buf chunk;       /* BDAT data not yet sent */
     txn t;
@@ -732,10 +735,10 @@ static void txn_set_state(smtpc__engine *e, enum txn_state st)
     e->t.state = st;
 }
 
-static int txn_done(smtpc__engine *e, int status, const smtpc__reply *r)
+/* EV_TXN_DONE: cmd is the command whose reply r decided the outcome. */
+static int txn_done(smtpc__engine *e, int status, const smtpc__reply *r, smtpc__cmd cmd)
 {
-    int rc = ev_push(e, SMTPC__EV_TXN_DONE, r == e->t.mail_reply ? SMTPC__CMD_MAIL : SMTPC__CMD_NONE,
-                     0, status, r);
+    int rc = ev_push(e, SMTPC__EV_TXN_DONE, cmd, 0, status, r);
     if (e->body_in_txn) {
         e->body_mode = BODY_NONE;
         e->body_in_txn = false;
@@ -752,6 +755,11 @@ static const smtpc__reply *envelope_decider(const txn *t)
     return t->first_refusal;
 }
 
+static smtpc__cmd envelope_decider_cmd(const txn *t)
+{
+    return t->mail_ok ? SMTPC__CMD_RCPT : SMTPC__CMD_MAIL;
+}
+
 static bool envelope_ok(const txn *t)
 {
     return t->mail_ok && t->accepted > 0 && !(t->strict && t->refused > 0);
@@ -759,7 +767,8 @@ static bool envelope_ok(const txn *t)
 
 /* Ends a failed transaction politely: [".\r\n"] then RSET, then EV_TXN_DONE
  * with the deciding reply once the clean-up replies are in. */
-static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, bool empty_data_end)
+static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd cmd,
+                       bool empty_data_end)
 {
     txn *t = &e->t;
     smtpc__reply *d = smtpc__reply_dup(decider);
@@ -767,6 +776,7 @@ static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, bool empty
     smtpc__reply_free(t->decider);
     t->decider = d;
     t->decider_status = status_of(decider);
+    t->decider_cmd = cmd;
     int rc = 0;
     if (empty_data_end) {
         /* The server said 354 although nobody can receive the message: the
@@ -793,6 +803,7 @@ static int txn_want_body(smtpc__engine *e)
 {
     e->body_mode = e->t.bdat ? BODY_BDAT : BODY_DATA;
     e->body_in_txn = true;
+    e->body_raw = e->t.bdat && e->t.binary;
     smtpc__dotstuff_init(&e->ds);
     smtpc__buf_reset(&e->chunk);
     txn_set_state(e, TXN_BODY);
@@ -803,7 +814,7 @@ static int txn_want_body(smtpc__engine *e)
 static int txn_after_rcpts(smtpc__engine *e)
 {
     txn *t = &e->t;
-    if (!envelope_ok(t)) return txn_cleanup(e, envelope_decider(t), false);
+    if (!envelope_ok(t)) return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), false);
     if (t->bdat) return txn_want_body(e);
     return txn_send_next(e, SMTPC__CMD_DATA, 0);
 }
@@ -814,7 +825,7 @@ static int txn_on_mail(smtpc__engine *e, const smtpc__reply *r)
     if (!(t->mail_reply = smtpc__reply_dup(r))) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     t->mail_ok = positive(r);
     if (t->pipelined) return 0;
-    if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply); /* nothing to reset */
+    if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply, SMTPC__CMD_MAIL); /* nothing to reset */
     return txn_send_next(e, SMTPC__CMD_RCPT, 0);
 }
 
@@ -842,17 +853,18 @@ static int txn_on_data(smtpc__engine *e, const smtpc__reply *r)
     bool ok = envelope_ok(t);
     if (r->code == 354) {
         if (ok) return txn_want_body(e);
-        return txn_cleanup(e, envelope_decider(t), true);
+        return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), true);
     }
-    return txn_cleanup(e, ok ? r : envelope_decider(t), false);
+    if (ok) return txn_cleanup(e, r, SMTPC__CMD_DATA, false);
+    return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), false);
 }
 
 static int txn_bdat_settle(smtpc__engine *e, const smtpc__reply *r)
 {
     txn *t = &e->t;
     if (t->bdat_pending || !t->body_ended) return 0;
-    if (t->bdat_fail) return txn_cleanup(e, t->bdat_fail, false);
-    return txn_done(e, 0, r);
+    if (t->bdat_fail) return txn_cleanup(e, t->bdat_fail, SMTPC__CMD_BDAT, false);
+    return txn_done(e, 0, r, SMTPC__CMD_BDAT);
 }
 
 static int txn_on_reply(smtpc__engine *e, const pending *p, const smtpc__reply *r)
@@ -862,7 +874,7 @@ static int txn_on_reply(smtpc__engine *e, const pending *p, const smtpc__reply *
     case SMTPC__CMD_MAIL: return txn_on_mail(e, r);
     case SMTPC__CMD_RCPT: return txn_on_rcpt(e, p, r);
     case SMTPC__CMD_DATA: return txn_on_data(e, r);
-    case SMTPC__CMD_DATA_END: return txn_done(e, positive(r) ? 0 : status_of(r), r);
+    case SMTPC__CMD_DATA_END: return txn_done(e, positive(r) ? 0 : status_of(r), r, SMTPC__CMD_DATA_END);
     case SMTPC__CMD_BDAT:
         t->bdat_pending--;
         if (!positive(r) && !t->bdat_fail) {
@@ -880,7 +892,7 @@ static int internal_on_reply(smtpc__engine *e)
 {
     txn *t = &e->t;
     if (t->cleanup_pending && --t->cleanup_pending == 0 && t->state == TXN_CLEANUP)
-        return txn_done(e, t->decider_status, t->decider);
+        return txn_done(e, t->decider_status, t->decider, t->decider_cmd);
     return 0;
 }
 
@@ -956,9 +968,12 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     nt.pipelined = (e->caps.flags & SMTPC_EXT_PIPELINING) != 0;
     nt.bdat = o->use_bdat;
     nt.strict = o->policy == SMTPC__TXN_STRICT;
+    nt.binary = mp.body == SMTPC__BODY_BINARYMIME;
     nt.nrcpts = o->nrcpts;
     nt.state = TXN_ENVELOPE;
 
+    /* marks to undo a half-queued group; pend_push compacts an empty queue */
+    if (e->pend_head == e->pend_len) e->pend_head = e->pend_len = 0;
     size_t out_mark = e->out.len, pend_mark = e->pend_len;
     e->t = nt;
     if (!nt.pipelined) {
@@ -986,6 +1001,7 @@ int smtpc__engine_body_begin_bdat(smtpc__engine *e)
     if (rc) return rc;
     e->body_mode = BODY_BDAT;
     e->body_in_txn = false;
+    e->body_raw = false;
     smtpc__dotstuff_init(&e->ds);
     smtpc__buf_reset(&e->chunk);
     return 0;
@@ -1035,7 +1051,8 @@ int smtpc__engine_body_write(smtpc__engine *e, const void *data, size_t len)
     size_t slice = cs / 2 ? cs / 2 : 1;
     while (len) {
         size_t n = len < slice ? len : slice;
-        rc = smtpc__dotstuff_write(&e->ds, false, in, n, &e->chunk);
+        rc = e->body_raw ? smtpc__buf_append(&e->chunk, in, n)
+                         : smtpc__dotstuff_write(&e->ds, false, in, n, &e->chunk);
         if (rc == SMTPC_ELIMIT) return smtpc__err(&e->err, rc, "message body line longer than 998 octets");
         if (rc) return smtpc__err(&e->err, rc, "out of memory");
         in += n;
@@ -1066,7 +1083,7 @@ int smtpc__engine_body_end(smtpc__engine *e)
             txn_set_state(e, TXN_WAIT_END);
             return txn_bdat_settle(e, e->t.bdat_fail);
         }
-        if ((rc = smtpc__dotstuff_finish(&e->ds, false, &e->chunk)) != 0)
+        if (!e->body_raw && (rc = smtpc__dotstuff_finish(&e->ds, false, &e->chunk)) != 0)
             return smtpc__err(&e->err, rc, "out of memory");
         /* what remains is at most one chunk plus a CRLF: send it as LAST */
         if ((rc = bdat_flush(e, smtpc__buf_size(&e->chunk), true)) != 0) return rc;
@@ -1132,6 +1149,9 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
             /* The server shuts down on its own (RFC 5321 3.8): report it. */
             e->closing = true;
             rc = ev_push(e, SMTPC__EV_REPLY, SMTPC__CMD_NONE, 0, 0, r);
+            /* e.g. while the body is being written: the transaction is over */
+            if (!rc && e->t.state != TXN_IDLE)
+                rc = txn_done(e, SMTPC_ETEMPFAIL, r, SMTPC__CMD_NONE);
             return rc ? smtpc__err(&e->err, rc, "out of memory") : 0;
         }
         char shown[96];
@@ -1153,7 +1173,7 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
         e->starttls_pending = false;
         if (e->t.state != TXN_IDLE)
             rc = txn_done(e, e->t.decider ? e->t.decider_status : SMTPC_ETEMPFAIL,
-                          e->t.decider ? e->t.decider : r);
+                          e->t.decider ? e->t.decider : r, e->t.decider ? e->t.decider_cmd : p.cmd);
         if (!e->body_in_txn) e->body_mode = BODY_NONE;
     }
     return rc;

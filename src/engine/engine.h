@@ -60,7 +60,9 @@ typedef enum smtpc__event_type {
                              CHUNKING in use): call _body_write / _body_end */
     SMTPC__EV_TXN_DONE    /* transaction finished; status 0 = accepted (reply is the
                              final 250 with the queue id), else SMTPC_ETEMPFAIL /
-                             SMTPC_EPERMFAIL with the reply that decided it */
+                             SMTPC_EPERMFAIL with the reply that decided it;
+                             cmd is the command that reply answered (MAIL, RCPT,
+                             DATA, DATA_END or BDAT) */
 } smtpc__event_type;
 
 typedef struct smtpc__event {
@@ -82,7 +84,13 @@ void smtpc__engine_reset(smtpc__engine *e);
 /* Parses replies from data. Returns 0 (all consumed), or a negative error
  * (SMTPC_EPROTO: malformed reply, reply to nothing, bytes after STARTTLS's
  * 220; SMTPC_ELIMIT: a line or reply over the limits). *consumed says how
- * many bytes were used; after EV_TLS_READY it stops right after the 220. */
+ * many bytes were used; after EV_TLS_READY it stops right after the 220:
+ * if data holds more bytes than that, the call fails with SMTPC_EPROTO
+ * (response injection) with *consumed just past the 220, and the
+ * EV_TLS_READY event is still queued. Errors are sticky: the connection is
+ * lost, later feeds fail the same way and commands return SMTPC_ESTATE.
+ * A 421 when nothing is pending (server shutting down) is not an error: it
+ * comes as EV_REPLY with cmd SMTPC__CMD_NONE (and ends a transaction). */
 int smtpc__engine_feed(smtpc__engine *e, const uint8_t *data, size_t len, size_t *consumed);
 /* 1 and *ev filled when an event is ready, 0 when none. */
 int smtpc__engine_next_event(smtpc__engine *e, smtpc__event *ev);
@@ -105,7 +113,13 @@ const smtpc__reply *smtpc__engine_last_reply(const smtpc__engine *e);
  * Each validates its arguments (CR, LF, NUL -> SMTPC_EINVAL; a command line
  * over 512 octets -> SMTPC_ELIMIT), appends the line to the output and
  * expects one reply (SMTPC__EV_REPLY). SMTPC_ESTATE when not valid now (e.g.
- * after QUIT, or while STARTTLS awaits the handshake). */
+ * after QUIT or a 421, while STARTTLS awaits the handshake, during a
+ * transaction or a body, or MAIL/RCPT/DATA/AUTH after STARTTLS before a new
+ * EHLO/HELO succeeded). Other control characters are SMTPC_EINVAL too, and
+ * so are '<' '>' in paths. MAIL and RCPT: the line without parameters must
+ * fit in 512 octets, with ESMTP parameters in 1024 (RFC 1869/3461 let
+ * extensions lengthen them). AUTH lines (initial response) are bounded by
+ * 64 KiB like continuations. */
 int smtpc__engine_expect_greeting(smtpc__engine *e);
 int smtpc__engine_ehlo(smtpc__engine *e, const char *domain);
 int smtpc__engine_helo(smtpc__engine *e, const char *domain);
@@ -173,6 +187,15 @@ typedef struct smtpc__txn_opts {
     smtpc__txn_policy policy;
     bool use_bdat;                       /* CHUNKING instead of DATA (server must offer it) */
 } smtpc__txn_opts;
+/* Before anything is queued: SMTPC_EUNSUPPORTED if a parameter needs an
+ * extension the server did not offer (CHUNKING for use_bdat, SMTPUTF8,
+ * 8BITMIME, BINARYMIME, DSN, REQUIRETLS - the last also needs TLS),
+ * SMTPC_EINVAL for BINARYMIME without BDAT or a non-ASCII address without
+ * smtputf8, SMTPC_ELIMIT if mail->size exceeds the server's SIZE. SIZE= is
+ * left out when the server has no SIZE extension. With BODY=BINARYMIME the
+ * body goes through BDAT unaltered (no CRLF normalisation, no line limit).
+ * After a refused BDAT chunk, further body writes are discarded (0) and the
+ * transaction ends with RSET once body_end is called. */
 int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o);
 
 /* ---- additions (not in the first contract) --------------------------------

@@ -7,7 +7,7 @@
  *   C: text            the engine must have written exactly text CRLF next
  *   W: text            the engine must have written exactly these raw bytes next
  *   E: event           the next event: "REPLY <cmd> <code>", "TLS_READY <code>",
- *                      "TXN_RCPT <tag> <code>", "TXN_BODY", "TXN_DONE <status> <code>"
+ *                      "TXN_RCPT <tag> <code>", "TXN_BODY", "TXN_DONE <status> <code> <cmd>"
  *   !: CODE [words]    the last action/feed failed with SMTPC_<CODE>; errmsg contains words
  *   = check args       state checks (see run_check)
  * Text accepts escapes \r \n \t \0 \\ \xNN and {N*c} (c repeated N times).
@@ -167,7 +167,8 @@ static void drain(run *r)
         case SMTPC__EV_TXN_RCPT: snprintf(buf, sizeof buf, "TXN_RCPT %u %d", (unsigned)ev.tag, c); break;
         case SMTPC__EV_TXN_BODY: snprintf(buf, sizeof buf, "TXN_BODY"); break;
         case SMTPC__EV_TXN_DONE:
-            snprintf(buf, sizeof buf, "TXN_DONE %s %d", ev.status ? err_short(ev.status) : "OK", c);
+            snprintf(buf, sizeof buf, "TXN_DONE %s %d %s", ev.status ? err_short(ev.status) : "OK", c,
+                     smtpc__cmd_name(ev.cmd));
             break;
         default: snprintf(buf, sizeof buf, "?%d", (int)ev.type); break;
         }

@@ -1,0 +1,165 @@
+/* Engine behaviour that transcripts cannot show: the trace callback and its
+ * redaction flag, what feed consumes around STARTTLS, reset, names. */
+#include "engine/engine.h"
+#include "t.h"
+
+typedef struct {
+    char log[4096];
+    int secrets;
+} trace_log;
+
+static void on_trace(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
+{
+    trace_log *t = ud;
+    size_t n = strlen(t->log);
+    snprintf(t->log + n, sizeof t->log - n, "%c:%.*s|", dir == SMTPC__TRACE_CLIENT ? 'C' : 'S',
+             secret ? 6 : (int)len, secret ? "SECRET" : line);
+    if (secret) t->secrets++;
+}
+
+static int feed(smtpc__engine *e, const char *s, size_t *used)
+{
+    size_t u = 0;
+    int rc = smtpc__engine_feed(e, (const uint8_t *)s, strlen(s), &u);
+    if (used) *used = u;
+    return rc;
+}
+
+static void drain(smtpc__engine *e)
+{
+    smtpc__event ev;
+    while (smtpc__engine_next_event(e, &ev) == 1) {}
+}
+
+TEST(trace_redacts_auth)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    trace_log t = {"", 0};
+    smtpc__engine_set_trace(e, on_trace, &t);
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_ehlo(e, "c"), 0);
+    CHECK_INT(feed(e, "250-mx\r\n250 ENHANCEDSTATUSCODES\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_auth(e, "PLAIN", "AHVzZXIAcGFzcw=="), 0);
+    CHECK_INT(feed(e, "535 5.7.8 no\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_auth(e, "LOGIN", NULL), 0);
+    CHECK_INT(feed(e, "334 VXNlcm5hbWU6\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_auth_continue(e, "dXNlcg=="), 0);
+    CHECK_STR(t.log, "S:220 hi|C:EHLO c|S:250-mx|S:250 ENHANCEDSTATUSCODES|C:SECRET|"
+                     "S:535 5.7.8 no|C:AUTH LOGIN|S:334 VXNlcm5hbWU6|C:SECRET|");
+    CHECK_INT(t.secrets, 2);
+    CHECK(strstr(t.log, "cGFzcw") == NULL);
+    drain(e);
+    smtpc__engine_free(e);
+}
+
+TEST(starttls_stops_feed)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    drain(e);
+    CHECK_INT(smtpc__engine_starttls(e), 0);
+    size_t used = 0;
+    /* the 220 alone: all consumed, TLS_READY */
+    CHECK_INT(feed(e, "220 go\r\n", &used), 0);
+    CHECK_INT(used, 8);
+    smtpc__event ev;
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TLS_READY);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 0);
+    CHECK(!smtpc__engine_tls_active(e));
+    smtpc__engine_tls_started(e);
+    CHECK(smtpc__engine_tls_active(e));
+    CHECK_INT(smtpc__engine_ehlo(e, "c"), 0);
+    CHECK_INT(feed(e, "250 mx\r\n", &used), 0);
+    drain(e);
+    smtpc__engine_free(e);
+
+    /* with injected bytes in the same read: consumed stops after the 220 */
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    drain(e);
+    CHECK_INT(smtpc__engine_starttls(e), 0);
+    CHECK_INT(feed(e, "220 go\r\n250 evil\r\n", &used), SMTPC_EPROTO);
+    CHECK_INT(used, 8);
+    CHECK(strstr(smtpc__engine_errmsg(e), "response injection") != NULL);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TLS_READY);
+    /* the connection is unusable now */
+    CHECK_INT(feed(e, "250 x\r\n", &used), SMTPC_EPROTO);
+    CHECK_INT(smtpc__engine_noop(e), SMTPC_ESTATE);
+    smtpc__engine_free(e);
+}
+
+TEST(reset_and_reuse)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_ehlo(e, "c"), 0);
+    CHECK_INT(feed(e, "250-mx\r\n250 PIPELINING\r\n250-half", NULL), 0);
+    CHECK(smtpc__engine_caps(e)->flags & SMTPC_EXT_PIPELINING);
+    CHECK(smtpc__engine_last_reply(e) != NULL);
+    CHECK_INT(smtpc__engine_quit(e), 0);
+    CHECK(smtpc__engine_closing(e));
+    smtpc__engine_reset(e);
+    CHECK(!smtpc__engine_closing(e));
+    CHECK(smtpc__engine_last_reply(e) == NULL);
+    CHECK_INT(smtpc__engine_caps(e)->flags, 0);
+    CHECK_INT(smtpc__engine_pending_replies(e), 0);
+    const uint8_t *out;
+    CHECK_INT(smtpc__engine_output(e, &out), 0);
+    smtpc__event ev;
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 0);
+    /* the half line from before is gone */
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 again\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.reply->code, 220);
+    CHECK_STR(smtpc_reply_text(ev.reply), "again");
+    CHECK_STR(smtpc_reply_text(smtpc__engine_last_reply(e)), "again");
+    smtpc__engine_free(e);
+    smtpc__engine_free(NULL);
+}
+
+TEST(output_partial_writes)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_INT(smtpc__engine_noop(e), 0);
+    CHECK_INT(smtpc__engine_rset(e), 0);
+    const uint8_t *out;
+    size_t n = smtpc__engine_output(e, &out);
+    CHECK_MEM(out, n, "NOOP\r\nRSET\r\n", 12);
+    smtpc__engine_output_advance(e, 3);
+    n = smtpc__engine_output(e, &out);
+    CHECK_MEM(out, n, "P\r\nRSET\r\n", 9);
+    CHECK_INT(smtpc__engine_pending_replies(e), 2);
+    smtpc__engine_free(e);
+}
+
+TEST(names)
+{
+    CHECK_STR(smtpc__cmd_name(SMTPC__CMD_DATA_END), "DATA_END");
+    CHECK_STR(smtpc__cmd_name(SMTPC__CMD_EHLO), "EHLO");
+    CHECK_STR(smtpc__cmd_name((smtpc__cmd)99), "?");
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_STR(smtpc__engine_state_name(e), "IDLE");
+    smtpc__engine_free(e);
+}
+
+int main(void)
+{
+    RUN(trace_redacts_auth);
+    RUN(starttls_stops_feed);
+    RUN(reset_and_reuse);
+    RUN(output_partial_writes);
+    RUN(names);
+    T_DONE();
+}
