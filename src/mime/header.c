@@ -114,7 +114,7 @@ int smtpc__hdr_encoded(smtpc__hdr *h, const char *ws0, size_t ws0len, const char
     char word[EW_MAX + 1];
     while (i < n || first) {
         /* take whole UTF-8 characters while they fit */
-        size_t j = i, cost = 0;
+        size_t j = i, cost = 0, j3 = i;
         while (j < n) {
             size_t sl = smtpc__utf8_seqlen(u + j, n - j), c = 0;
             if (useq) {
@@ -125,7 +125,12 @@ int smtpc__hdr_encoded(smtpc__hdr *h, const char *ws0, size_t ws0len, const char
             }
             cost += c;
             j += sl;
+            if ((j - i) % 3 == 0) j3 = j;
         }
+        /* A B word that is not the last ends on a multiple of 3 bytes when a
+         * character boundary allows: no '=' padding mid-sequence, which
+         * GMime (3.2) mis-decodes as it joins adjacent B words. */
+        if (!useq && j < n && j3 > i) j = j3;
         size_t w = 0;
         memcpy(word, useq ? "=?utf-8?Q?" : "=?utf-8?B?", 10);
         w = 10;

@@ -140,12 +140,14 @@ static int put_filename_param(smtpc__hdr *h, const char *param, const char *v, b
         size_t n = strlen(v);
         rc = smtpc__buf_printf(&tmp, "%s=\"", param);
         for (size_t i = 0; i < n && !rc;) {
-            size_t j = i;
+            size_t j = i, j3 = i;
             while (j < n) {
                 size_t sl = smtpc__utf8_seqlen((const uint8_t *)v + j, n - j);
                 if (j + sl - i > 45) break;
                 j += sl;
+                if ((j - i) % 3 == 0) j3 = j;
             }
+            if (j < n && j3 > i) j = j3; /* no mid-sequence padding (see header.c) */
             char enc[64];
             smtpc__b64_encode(enc, (const uint8_t *)v + i, j - i);
             rc = smtpc__buf_printf(&tmp, "%s=?utf-8?B?%.*s?=", i ? " " : "",
