@@ -392,12 +392,12 @@ static int ew_decode(smtpc__buf *out, const char *s, size_t n, bool *ok)
         return 0;
     }
     int rc = 0;
-    if (!latin1 && (!smtpc__utf8_valid(smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp)) ||
-                    memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp)))) {
+    if (!latin1 && (!smtpc__utf8_valid(smtpc__bptr(&tmp), smtpc__buf_size(&tmp)) ||
+                    memchr(smtpc__bptr(&tmp), 0, smtpc__buf_size(&tmp)))) {
         smtpc__buf_free(&tmp); /* not text we can carry: keep the word as is */
         return 0;
     }
-    if (latin1 && memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp))) {
+    if (latin1 && memchr(smtpc__bptr(&tmp), 0, smtpc__buf_size(&tmp))) {
         smtpc__buf_free(&tmp);
         return 0;
     }
@@ -415,7 +415,7 @@ static int ew_decode(smtpc__buf *out, const char *s, size_t n, bool *ok)
             }
         }
     } else {
-        rc = smtpc__buf_append(out, smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp));
+        rc = smtpc__buf_append(out, smtpc__bptr(&tmp), smtpc__buf_size(&tmp));
     }
     smtpc__buf_free(&tmp);
     if (rc) return SMTPC_ENOMEM;
@@ -451,7 +451,7 @@ char *smtpc__rfc2047_decode(const char *s, size_t n)
                 }
                 out.len = mark;
                 if (smtpc__buf_append(&out, s + ws, wsn) ||
-                    smtpc__buf_append(&out, smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp))) {
+                    smtpc__buf_append(&out, smtpc__bptr(&tmp), smtpc__buf_size(&tmp))) {
                     smtpc__buf_free(&tmp);
                     goto nomem;
                 }

@@ -193,7 +193,7 @@ static int put_filename_param(smtpc__hdr *h, const char *param, const char *v, b
             i++;
         }
         if (!rc && i < n) rc = smtpc__buf_append(&tmp, ";", 1);
-        if (!rc) rc = smtpc__hdr_tok(h, " ", 1, (const char *)smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp));
+        if (!rc) rc = smtpc__hdr_tok(h, " ", 1, (const char *)smtpc__bptr(&tmp), smtpc__buf_size(&tmp));
         seg++;
     }
     smtpc__buf_free(&tmp);
@@ -351,7 +351,7 @@ static int addr_hdr(smtpc_message_writer *w, const char *name, smtpc_address *co
         rc = smtpc__buf_printf(&t, "%s%s%s%s%s", a->display ? "<" : "", f, a->display ? ">" : "",
                                gend ? ";" : "", i + 1 < n ? "," : "");
         free(f);
-        if (!rc) rc = smtpc__hdr_tok(&h, " ", 1, (const char *)smtpc__buf_ptr(&t), smtpc__buf_size(&t));
+        if (!rc) rc = smtpc__hdr_tok(&h, " ", 1, (const char *)smtpc__bptr(&t), smtpc__buf_size(&t));
     }
     smtpc__buf_free(&t);
     if (!rc) rc = smtpc__hdr_end(&h);
