@@ -286,18 +286,29 @@ static void trace_reply(smtpc__engine *e, const smtpc__reply *r)
 }
 
 /* ---- sending ------------------------------------------------------------------ */
+/* Undo marks for the output: live sizes, not offsets, because appending may
+ * compact the buffer (move its live bytes to the front). */
+static size_t out_mark(const smtpc__engine *e)
+{
+    return smtpc__buf_size(&e->out);
+}
+
+static void out_rollback(smtpc__engine *e, size_t mark)
+{
+    if (smtpc__buf_size(&e->out) > mark) e->out.len = e->out.off + mark;
+}
+
 /* Appends line + CRLF and expects one reply; all or nothing. */
 static int send_line(smtpc__engine *e, const char *line, size_t len, smtpc__cmd cmd, uint32_t tag,
                      enum pend_kind kind, bool secret)
 {
-    size_t mark = e->out.len;
     int rc = smtpc__buf_reserve(&e->out, len + 2);
     if (rc) return smtpc__err(&e->err, rc, "cannot queue %s", smtpc__cmd_name(cmd));
-    mark = e->out.len;
+    size_t mark = out_mark(e);
     smtpc__buf_append(&e->out, line, len);
     smtpc__buf_append(&e->out, "\r\n", 2);
     if ((rc = pend_push(e, cmd, tag, kind)) != 0) {
-        e->out.len = mark;
+        out_rollback(e, mark);
         return smtpc__err(&e->err, rc, "out of memory queueing %s", smtpc__cmd_name(cmd));
     }
     if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, line, len, secret);
@@ -974,7 +985,7 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
 
     /* marks to undo a half-queued group; pend_push compacts an empty queue */
     if (e->pend_head == e->pend_len) e->pend_head = e->pend_len = 0;
-    size_t out_mark = e->out.len, pend_mark = e->pend_len;
+    size_t omark = out_mark(e), pend_mark = e->pend_len;
     e->t = nt;
     if (!nt.pipelined) {
         rc = txn_send_next(e, SMTPC__CMD_MAIL, 0);
@@ -985,7 +996,7 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
         if (!rc && !nt.bdat) rc = txn_send_next(e, SMTPC__CMD_DATA, 0);
     }
     if (rc) {
-        if (e->out.len > out_mark) e->out.len = out_mark;
+        out_rollback(e, omark);
         e->pend_len = pend_mark;
         txn_clear(e);
     }
@@ -1022,10 +1033,10 @@ static int bdat_flush(smtpc__engine *e, size_t n, bool last)
 {
     char line[64];
     int l = snprintf(line, sizeof line, "BDAT %zu%s", n, last ? " LAST" : "");
-    size_t mark = e->out.len;
+    size_t mark = out_mark(e);
     int rc = send_line(e, line, (size_t)l, SMTPC__CMD_BDAT, 0, e->body_in_txn ? PK_TXN : PK_USER, false);
     if (!rc && (rc = smtpc__buf_append(&e->out, smtpc__buf_ptr(&e->chunk), n)) != 0) {
-        e->out.len = mark;
+        out_rollback(e, mark);
         e->pend_len--;
     }
     if (rc) return smtpc__err(&e->err, rc, "cannot queue BDAT chunk");
@@ -1040,10 +1051,22 @@ int smtpc__engine_body_write(smtpc__engine *e, const void *data, size_t len)
     if (rc) return rc;
     const uint8_t *in = data;
     if (e->body_mode == BODY_DATA) {
-        rc = smtpc__dotstuff_write(&e->ds, true, in, len, &e->out);
+        /* in slices, so a huge write never reserves twice its size at once;
+         * on failure nothing of this write stays queued */
+        size_t mark = out_mark(e);
+        smtpc__dotstuff saved = e->ds;
+        while (len && !rc) {
+            size_t n = len < 65536 ? len : 65536;
+            rc = smtpc__dotstuff_write(&e->ds, true, in, n, &e->out);
+            in += n;
+            len -= n;
+        }
+        if (!rc) return 0;
+        out_rollback(e, mark);
+        e->ds = saved;
         if (rc == SMTPC_ELIMIT)
             return smtpc__err(&e->err, rc, "message body line longer than 998 octets");
-        return rc ? smtpc__err(&e->err, rc, "out of memory") : 0;
+        return smtpc__err(&e->err, rc, "out of memory");
     }
     if (e->body_in_txn && e->t.bdat_fail) return 0; /* the transaction failed: discard */
     size_t cs = e->opts.bdat_chunk_size;
@@ -1068,11 +1091,11 @@ int smtpc__engine_body_end(smtpc__engine *e)
     int rc = body_check(e, "body end");
     if (rc) return rc;
     if (e->body_mode == BODY_DATA) {
-        size_t mark = e->out.len;
+        size_t mark = out_mark(e);
         if ((rc = smtpc__dotstuff_finish(&e->ds, true, &e->out)) != 0)
             return smtpc__err(&e->err, rc, "out of memory");
         if ((rc = pend_push(e, SMTPC__CMD_DATA_END, 0, e->body_in_txn ? PK_TXN : PK_USER)) != 0) {
-            e->out.len = mark;
+            out_rollback(e, mark);
             return smtpc__err(&e->err, rc, "out of memory");
         }
         if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, ".", 1, false);
