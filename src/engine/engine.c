@@ -38,6 +38,7 @@ enum body_mode { BODY_NONE, BODY_DATA, BODY_BDAT };
 typedef struct txn {
     enum txn_state state;
     bool pipelined, bdat, strict;
+    bool data_in_group; /* DATA pipelined behind the RCPTs */
     bool binary;        /* BODY=BINARYMIME: the body goes as is, not as lines */
     char **lines;       /* prepared commands: MAIL, RCPT..., [DATA] */
     size_t nlines, next_line;
@@ -791,8 +792,7 @@ static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd
     int rc = 0;
     if (empty_data_end) {
         /* The server said 354 although nobody can receive the message: the
-         * only way out of DATA is an end of data. With no recipient it
-         * delivers nothing (RFC 2920 3.1). */
+         * only way out of DATA is an end of data. */
         rc = send_line(e, ".", 1, SMTPC__CMD_DATA_END, 0, PK_INTERNAL, false);
         if (!rc) t->cleanup_pending++;
     }
@@ -822,6 +822,7 @@ static int txn_want_body(smtpc__engine *e)
 }
 
 /* Every RCPT has been answered; only reached when DATA was not pipelined. */
+
 static int txn_after_rcpts(smtpc__engine *e)
 {
     txn *t = &e->t;
@@ -854,8 +855,22 @@ static int txn_on_rcpt(smtpc__engine *e, const pending *p, const smtpc__reply *r
             return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     }
     if (t->rcpt_replies < t->nrcpts) return t->pipelined ? 0 : txn_send_next(e, SMTPC__CMD_RCPT, (uint32_t)t->rcpt_replies);
-    if (t->pipelined && !t->bdat) return 0; /* the DATA reply decides */
+    if (t->data_in_group) return 0; /* the DATA reply decides */
     return txn_after_rcpts(e);
+}
+
+/* The server said 354 to a transaction that must not deliver, yet some
+ * recipient was accepted (a server accepting RCPT after refusing MAIL): any
+ * end of data would deliver an empty message, and RSET or QUIT would be
+ * message text. Only dropping the connection is safe: the engine closes. */
+static int txn_abandon(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd cmd)
+{
+    e->closing = true;
+    e->pend_head = e->pend_len = 0;
+    smtpc__err(&e->err, status_of(decider),
+               "354 to DATA for a refused transaction with accepted recipients: "
+               "close the connection (an end of data would deliver)");
+    return txn_done(e, status_of(decider), decider, cmd);
 }
 
 static int txn_on_data(smtpc__engine *e, const smtpc__reply *r)
@@ -864,7 +879,10 @@ static int txn_on_data(smtpc__engine *e, const smtpc__reply *r)
     bool ok = envelope_ok(t);
     if (r->code == 354) {
         if (ok) return txn_want_body(e);
-        return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), true);
+        /* With no recipient an empty end of data delivers nothing (RFC 2920 3.1) */
+        if (t->accepted == 0)
+            return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), true);
+        return txn_abandon(e, envelope_decider(t), envelope_decider_cmd(t));
     }
     if (ok) return txn_cleanup(e, r, SMTPC__CMD_DATA, false);
     return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), false);
@@ -980,6 +998,9 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     nt.bdat = o->use_bdat;
     nt.strict = o->policy == SMTPC__TXN_STRICT;
     nt.binary = mp.body == SMTPC__BODY_BINARYMIME;
+    /* STRICT keeps DATA out of the group: if some RCPT is refused while
+     * others are accepted, a 354 could only be left by delivering. */
+    nt.data_in_group = nt.pipelined && !nt.bdat && !nt.strict;
     nt.nrcpts = o->nrcpts;
     nt.state = TXN_ENVELOPE;
 
@@ -993,7 +1014,7 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
         /* RFC 2920: one group, one write; every reply is still checked */
         rc = txn_send_next(e, SMTPC__CMD_MAIL, 0);
         for (size_t i = 0; !rc && i < o->nrcpts; i++) rc = txn_send_next(e, SMTPC__CMD_RCPT, (uint32_t)i);
-        if (!rc && !nt.bdat) rc = txn_send_next(e, SMTPC__CMD_DATA, 0);
+        if (!rc && nt.data_in_group) rc = txn_send_next(e, SMTPC__CMD_DATA, 0);
     }
     if (rc) {
         out_rollback(e, omark);
