@@ -424,7 +424,6 @@ static int check_esmtp_params(smtpc__engine *e, const char *s)
     if (rc) return rc;
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        const unsigned char *k = p;
         if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             goto bad;
         while ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
@@ -442,7 +441,6 @@ static int check_esmtp_params(smtpc__engine *e, const char *s)
         } else if (*p) {
             goto bad;
         }
-        (void)k;
     }
     return 0;
 bad:
