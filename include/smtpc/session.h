@@ -127,8 +127,11 @@ typedef struct smtpc_envelope {
     const char *const *rcpts;       /* nrcpts forward-paths (no angle brackets) */
     size_t nrcpts;
     const smtpc_rcpt_opts *rcpt;    /* NULL, or an array of nrcpts */
-    bool all_or_nothing;            /* abort (RSET) when any recipient is refused;
-                                       default: send to the accepted ones */
+    bool all_or_nothing;            /* abort when any recipient is refused (RSET; or,
+                                       when DATA was already pipelined and another
+                                       recipient accepted, close the connection:
+                                       ending DATA would deliver). Default: send to
+                                       the accepted ones */
     bool use_bdat;                  /* CHUNKING instead of DATA */
 } smtpc_envelope;
 
@@ -161,8 +164,11 @@ SMTPC_API int smtpc_session_quit(smtpc_session *s);
 SMTPC_API void smtpc_session_disconnect(smtpc_session *s);
 
 /* Makes the blocked (or next) call on s return SMTPC_ECANCELED within
- * 100 ms and closes the connection. Safe from any thread, async-signal-safe
- * (an atomic store and a write(2) to an eventfd); s must stay alive.
+ * 100 ms and closes the connection (that call closes it: the canceling
+ * thread never touches the socket). Safe from any thread and from a signal
+ * handler (an atomic store and a write(2) to an eventfd); s must stay alive.
+ * A call that is not blocked notices the cancel at its next step. Name
+ * resolution is not interruptible (see above).
  * The cancel is STICKY: every later call returns SMTPC_ECANCELED until
  * smtpc_session_rearm(). */
 SMTPC_API void smtpc_session_cancel(smtpc_session *s);

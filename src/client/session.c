@@ -269,6 +269,29 @@ static int read_some(smtpc_session *s, const op *o, bool nowait)
     }
 }
 
+/* A write failed: the server may have said why before it closed (552
+ * message too big in the middle of DATA, 421). Such a reply answers no
+ * pending command, so the engine calls it a violation; its last reply still
+ * has it. Returns the status of that reply, or 0 when there is none. */
+static int late_reply(smtpc_session *s, const char *what)
+{
+    uint8_t buf[RBUF_SIZE];
+    int want = 0;
+    const smtpc__reply *before = smtpc__engine_last_reply(s->e);
+    ssize_t n = smtpc__transport_read(s->t, buf, sizeof buf, &want);
+    if (n <= 0) return 0;
+    size_t used = 0;
+    (void)smtpc__engine_feed(s->e, buf, (size_t)n, &used);
+    const smtpc__reply *r = smtpc__engine_last_reply(s->e);
+    if (!r || r == before || set_reply(s, r) != 0) return 0;
+    int code = s->reply->code / 100 == 4 ? SMTPC_ETEMPFAIL
+               : s->reply->code / 100 == 5 ? SMTPC_EPERMFAIL : SMTPC_EPROTO;
+    fail_reply(s, code, s->reply, what);
+    size_t l = strlen(s->err.text);
+    snprintf(s->err.text + l, sizeof s->err.text - l, " (connection closed)");
+    return code;
+}
+
 /* Writes the engine's whole output. While the socket is full it also reads
  * (when read_too), so a server answering pipelined BDAT chunks can never
  * dead-lock with us. */
@@ -297,7 +320,9 @@ static int flush(smtpc_session *s, const op *o, bool read_too)
         }
         char detail[SMTPC__ERRMSG_MAX];
         smtpc__strlcpy(detail, s->t->err.text, sizeof detail);
+        int rc = late_reply(s, o->what);
         close_conn(s);
+        if (rc) return rc;
         return smtpc__err(&s->err, w < 0 ? (int)w : SMTPC_ENETWORK, "%s: %s: %s", o->what,
                           s->hostport, detail);
     }
@@ -919,66 +944,96 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
         return queue_failed(s, rc, "send");
     }
 
+    /* All-or-nothing with DATA pipelined: once a recipient is refused and
+     * another accepted, the server's 354 (already on its way) can only be
+     * ended by a dot, which would deliver to the accepted ones. Closing the
+     * connection is the only abort (RFC 2920 §3.1); it is done before any
+     * further byte is written. */
+    const smtpc__caps *caps = smtpc__engine_caps(s->e);
+    bool abort_on_refusal = env->all_or_nothing && !env->use_bdat &&
+                            (caps->flags & SMTPC_EXT_PIPELINING);
+    size_t accepted = 0, refused = 0, first_refused = SIZE_MAX;
     bool end_sent = false;
     op o;
     op_init(s, &o, s->command_ms, "send");
+    /* The whole pipelined group (or MAIL alone) in one write. */
+    rc = flush(s, &o, false);
+    if (rc) return rc;
     for (;;) {
-        /* Whatever the engine queued (the whole pipelined group, the next
-         * command without PIPELINING, its own RSET) goes out in one write. */
-        rc = flush(s, &o, false);
-        if (rc) return end_sent ? unknown_after_end(s, rc, "end of data") : rc;
+        /* Events first: what they decide must happen before the engine's
+         * next output (its reaction to the same replies) is written. */
         smtpc__event ev;
-        if (smtpc__engine_next_event(s->e, &ev) != 1) {
-            rc = read_some(s, &o, false);
-            if (rc) return end_sent ? unknown_after_end(s, rc, "end of data") : rc;
-            continue;
-        }
-        if (ev.reply && ev.reply->code == 421) {
-            int rr = set_reply(s, ev.reply);
-            if (rr) return rr;
-            if (ev.type == SMTPC__EV_TXN_RCPT && ev.tag < s->nrcpt) s->rcpt_status[ev.tag] = SMTPC_ETEMPFAIL;
-            return check_reply(s, s->reply, 2, smtpc__cmd_name(ev.cmd));
-        }
-        switch (ev.type) {
-        case SMTPC__EV_TXN_RCPT:
-            if (ev.tag < s->nrcpt && ev.reply) {
-                reply_free_own(s->rcpt_reply[ev.tag]);
-                s->rcpt_reply[ev.tag] = reply_dup(ev.reply);
-                int c = ev.reply->code / 100;
-                s->rcpt_status[ev.tag] = c == 2 ? 0 : c == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL;
-            }
-            op_init(s, &o, s->command_ms, "send");
-            break;
-        case SMTPC__EV_TXN_BODY:
-            rc = stream_body(s, cb, ud, env->use_bdat, true, env->use_bdat ? "BDAT" : "DATA");
-            if (rc) return rc;
-            end_sent = true;
-            op_init(s, &o, s->data_ms, "end of data");
-            break;
-        case SMTPC__EV_TXN_DONE: {
-            if (ev.reply) {
+        while (smtpc__engine_next_event(s->e, &ev) == 1) {
+            if (ev.reply && ev.reply->code == 421) {
                 int rr = set_reply(s, ev.reply);
                 if (rr) return rr;
+                if (ev.type == SMTPC__EV_TXN_RCPT && ev.tag < s->nrcpt)
+                    s->rcpt_status[ev.tag] = SMTPC_ETEMPFAIL;
+                return check_reply(s, s->reply, 2, smtpc__cmd_name(ev.cmd));
             }
-            int st = ev.status;
-            if (st != 0) {
-                const smtpc__reply *r = s->reply;
-                if (r && r->code == 421) return check_reply(s, r, 2, smtpc__cmd_name(ev.cmd));
-                if (r && (r->code / 100 == 4 || r->code / 100 == 5))
-                    fail_reply(s, st, r, smtpc__cmd_name(ev.cmd));
-                else
-                    smtpc__err(&s->err, st, "send: %s", smtpc__engine_errmsg(s->e));
+            switch (ev.type) {
+            case SMTPC__EV_TXN_RCPT:
+                if (ev.tag < s->nrcpt && ev.reply) {
+                    reply_free_own(s->rcpt_reply[ev.tag]);
+                    s->rcpt_reply[ev.tag] = reply_dup(ev.reply);
+                    int c = ev.reply->code / 100;
+                    s->rcpt_status[ev.tag] = c == 2 ? 0 : c == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL;
+                    if (c == 2) {
+                        accepted++;
+                    } else if (refused++ == 0) {
+                        first_refused = ev.tag;
+                    }
+                }
+                if (abort_on_refusal && accepted && refused && first_refused < s->nrcpt &&
+                    s->rcpt_reply[first_refused]) {
+                    close_conn(s);
+                    int rr = set_reply(s, s->rcpt_reply[first_refused]);
+                    if (rr) return rr;
+                    int st = s->rcpt_status[first_refused];
+                    fail_reply(s, st, s->reply, "RCPT");
+                    size_t l = strlen(s->err.text);
+                    snprintf(s->err.text + l, sizeof s->err.text - l,
+                             " (all or nothing: connection closed, nothing delivered)");
+                    return st;
+                }
+                op_init(s, &o, s->command_ms, "send");
+                break;
+            case SMTPC__EV_TXN_BODY:
+                rc = stream_body(s, cb, ud, env->use_bdat, true, env->use_bdat ? "BDAT" : "DATA");
+                if (rc) return rc;
+                end_sent = true;
+                op_init(s, &o, s->data_ms, "end of data");
+                break;
+            case SMTPC__EV_TXN_DONE: {
+                if (ev.reply) {
+                    int rr = set_reply(s, ev.reply);
+                    if (rr) return rr;
+                }
+                int st = ev.status;
+                if (st != 0) {
+                    const smtpc__reply *r = s->reply;
+                    if (r && r->code == 421) return check_reply(s, r, 2, smtpc__cmd_name(ev.cmd));
+                    if (r && (r->code / 100 == 4 || r->code / 100 == 5))
+                        fail_reply(s, st, r, smtpc__cmd_name(ev.cmd));
+                    else
+                        smtpc__err(&s->err, st, "send: %s", smtpc__engine_errmsg(s->e));
+                }
+                if (s->t) {
+                    rc = settle(s);
+                    if (rc && st == 0) return 0; /* delivered; the next call reports the loss */
+                }
+                return st;
             }
-            if (s->t) {
-                rc = settle(s);
-                if (rc && st == 0) return 0; /* delivered; the next call reports the loss */
+            default:
+                op_init(s, &o, s->command_ms, "send");
+                break;
             }
-            return st;
         }
-        default:
-            op_init(s, &o, s->command_ms, "send");
-            break;
-        }
+        /* The next command without PIPELINING, or the engine's own clean-up. */
+        rc = flush(s, &o, false);
+        if (rc) return end_sent ? unknown_after_end(s, rc, "end of data") : rc;
+        rc = read_some(s, &o, false);
+        if (rc) return end_sent ? unknown_after_end(s, rc, "end of data") : rc;
     }
 }
 

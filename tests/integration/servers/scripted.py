@@ -30,6 +30,9 @@ Steps:
   ("expect_lines", n)       read n lines, whatever they are (recorded)
   ("expect_data",)          read a DATA body up to the final ".", un-dot-stuff it,
                             append it to srv.messages (raw bytes in srv.raw_data)
+  ("count_data",)           read a DATA body up to the final "." without keeping it
+                            (for huge bodies; not in srv.received either): its size, dot-stuffing and final
+                            ".\r\n" included, goes to srv.data_sizes
   ("expect_bdat", reply)    read BDAT chunks, answering each with `reply`, until
                             the one marked LAST; the joined chunks go to
                             srv.messages and each chunk size to srv.bdat_sizes
@@ -51,6 +54,7 @@ Recorded (thread-safe to read after srv.wait()):
   srv.messages     bodies from expect_data / expect_bdat
   srv.errors       script failures (unexpected line, EOF in the middle ...)
   srv.connections  number of connections accepted
+  srv.peers        their client addresses, (host, port, ...) as accept() gives them
   srv.closed_by_client  True when the client closed first
 """
 import re
@@ -72,12 +76,12 @@ class _Conn:
         self.sock = sock
         self.buf = b""
 
-    def _recv(self):
+    def _recv(self, record=True):
         try:
             data = self.sock.recv(65536)
         except (ConnectionResetError, OSError):
             data = b""
-        if data:
+        if data and record:
             with self.srv.lock:
                 self.srv.received += data
                 self.srv.chunks.append(data)
@@ -93,12 +97,15 @@ class _Conn:
         return line.rstrip(b"\r")
 
     def readexact(self, n):
-        while len(self.buf) < n:
+        parts, have = [self.buf], len(self.buf)
+        while have < n:
             data = self._recv()
             if not data:
                 raise ScriptError("client closed in the middle of %d bytes" % n)
-            self.buf += data
-        out, self.buf = self.buf[:n], self.buf[n:]
+            parts.append(data)
+            have += len(data)
+        buf = b"".join(parts)
+        out, self.buf = buf[:n], buf[n:]
         return out
 
     def drain(self):
@@ -132,14 +139,16 @@ class ScriptedServer:
     def __init__(self, steps, host="127.0.0.1", connections=1):
         self.steps = list(steps)
         self.lock = threading.Lock()
-        self.received = b""
+        self.received = bytearray()  # amortised appends: bodies may be large
         self.lines = []
         self.chunks = []
         self.messages = []
         self.raw_data = []
         self.bdat_sizes = []
+        self.data_sizes = []
         self.errors = []
         self.connections = 0
+        self.peers = []
         self.closed_by_client = False
         self.stopping = threading.Event()
         self.done = threading.Event()
@@ -160,12 +169,13 @@ class ScriptedServer:
         try:
             while not self.stopping.is_set() and self.connections < self.max_connections:
                 try:
-                    sock, _ = self.lsock.accept()
+                    sock, peer = self.lsock.accept()
                 except socket.timeout:
                     continue
                 except OSError:
                     break
                 self.connections += 1
+                self.peers.append(peer)
                 try:
                     self._play(_Conn(self, sock))
                 finally:
@@ -211,8 +221,28 @@ class ScriptedServer:
                     with self.lock:
                         self.raw_data.append(raw)
                         self.messages.append(body)
+                elif op == "count_data":
+                    total, tail = 0, b"\r\n"  # the DATA line ended with CRLF
+                    data, c.buf = c.buf, b""
+                    while True:
+                        if not data:
+                            data = c._recv(record=False)  # not kept: may be huge
+                            if not data:
+                                raise ScriptError("client closed in the middle of DATA")
+                        window = tail + data
+                        i = window.find(b"\r\n.\r\n")
+                        if i >= 0:
+                            end = i + 5 - len(tail)
+                            total += end
+                            c.buf = data[end:]
+                            break
+                        total += len(data)
+                        tail = window[-4:]
+                        data = b""
+                    with self.lock:
+                        self.data_sizes.append(total)
                 elif op == "expect_bdat":
-                    body = b""
+                    parts = []
                     while True:
                         line = c.readline()
                         with self.lock:
@@ -221,14 +251,14 @@ class ScriptedServer:
                         if not m:
                             raise ScriptError("expected BDAT, got %r" % line)
                         n = int(m.group(1))
-                        body += c.readexact(n)
+                        parts.append(c.readexact(n))
                         with self.lock:
                             self.bdat_sizes.append(n)
                         c.sock.sendall(step[1])
                         if m.group(2):
                             break
                     with self.lock:
-                        self.messages.append(body)
+                        self.messages.append(b"".join(parts))
                 elif op == "sleep":
                     self.stopping.wait(step[1])
                 elif op == "close":

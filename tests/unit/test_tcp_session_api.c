@@ -1,0 +1,142 @@
+/* The session API without a real SMTP server: argument checks, states,
+ * cancel (from a thread and from a signal handler) and rearm. */
+#include "t.h"
+
+#include <smtpc/smtpc.h>
+
+#include "util/util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* A listener that accepts (through the backlog) and never says anything. */
+static int silent_listener(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sl) < 0 || listen(fd, 8) < 0) return -1;
+    getsockname(fd, (struct sockaddr *)&a, &sl);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+TEST(new_free_and_setters)
+{
+    smtpc_session *s = (smtpc_session *)&s, *sentinel = s;
+    CHECK_INT(smtpc_session_new(NULL), SMTPC_EINVAL);
+    CHECK(s == sentinel);
+    CHECK_INT(smtpc_session_new(&s), 0);
+    smtpc_session_free(NULL);
+    CHECK_INT(smtpc_session_set_command_timeout_ms(s, -1), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_command_timeout_ms(s, 0), 0);
+    CHECK_INT(smtpc_session_set_deadline_ms(s, 1000), 0);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, "bad\r\nname"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, "two words"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, ""), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, "client.example.org"), 0);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, NULL), 0);
+    CHECK_INT(smtpc_session_set_bind(s, "127.0.0.1\n", 0), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_reply_limits(s, 512, 4096), 0);
+    CHECK(smtpc_session_reply(s) == NULL);
+    CHECK(smtpc_session_errmsg(s) != NULL);
+    CHECK(!smtpc_session_is_connected(s));
+    CHECK_INT(smtpc_session_extensions(s), 0);
+    CHECK(smtpc_session_ext_param(s, "SIZE") == NULL);
+    smtpc_session_free(s);
+}
+
+TEST(commands_need_a_connection)
+{
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    CHECK_INT(smtpc_session_ehlo(s, NULL), SMTPC_ESTATE);
+    CHECK_INT(smtpc_session_mail_from(s, "a@example.org", NULL), SMTPC_ESTATE);
+    CHECK_INT(smtpc_session_data_mem(s, "x", 1), SMTPC_ESTATE);
+    CHECK_INT(smtpc_session_quit(s), SMTPC_ESTATE);
+    CHECK_STR(smtpc_session_errmsg(s), "QUIT: not connected");
+    CHECK_INT(smtpc_session_connect(s, "bad\r\nhost", 25), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_connect(s, NULL, 25), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_rcpt_count(s), 0);
+    CHECK_INT(smtpc_session_rcpt_status(s, 0), SMTPC_EINVAL);
+    smtpc_session_free(s);
+}
+
+static void *cancel_later(void *arg)
+{
+    usleep(150 * 1000);
+    smtpc_session_cancel(arg);
+    return NULL;
+}
+
+TEST(cancel_from_thread_then_rearm)
+{
+    uint16_t port;
+    int lfd = silent_listener(&port);
+    CHECK(lfd >= 0);
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_later, s);
+    int64_t t0 = smtpc__now_ms();
+    CHECK_INT(smtpc_session_connect(s, "127.0.0.1", port), SMTPC_ECANCELED);
+    int64_t el = smtpc__now_ms() - t0;
+    CHECK(el >= 140 && el < 150 + 100 + 400); /* slack for a loaded box */
+    pthread_join(th, NULL);
+    CHECK(!smtpc_session_is_connected(s));
+    /* Sticky until rearmed. */
+    CHECK_INT(smtpc_session_connect(s, "127.0.0.1", port), SMTPC_ECANCELED);
+    smtpc_session_rearm(s);
+    CHECK_INT(smtpc_session_set_greeting_timeout_ms(s, 100), 0);
+    CHECK_INT(smtpc_session_connect(s, "127.0.0.1", port), SMTPC_ETIMEDOUT);
+    CHECK_STR(smtpc_session_errmsg(s), "greeting timed out after 0.100 s");
+    smtpc_session_free(s);
+    close(lfd);
+}
+
+static smtpc_session *g_sig_session;
+static void on_alarm(int sig)
+{
+    (void)sig;
+    smtpc_session_cancel(g_sig_session); /* async-signal-safe */
+}
+
+TEST(cancel_from_signal_handler)
+{
+    uint16_t port;
+    int lfd = silent_listener(&port);
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    g_sig_session = s;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, 0}, {0, 100 * 1000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    int64_t t0 = smtpc__now_ms();
+    CHECK_INT(smtpc_session_connect(s, "127.0.0.1", port), SMTPC_ECANCELED);
+    CHECK(smtpc__now_ms() - t0 < 2000);
+    signal(SIGALRM, SIG_DFL);
+    smtpc_session_free(s);
+    close(lfd);
+}
+
+int main(void)
+{
+    RUN(new_free_and_setters);
+    RUN(commands_need_a_connection);
+    RUN(cancel_from_thread_then_rearm);
+    RUN(cancel_from_signal_handler);
+    T_DONE();
+}
