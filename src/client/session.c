@@ -21,6 +21,7 @@
 
 #include "engine/engine.h"
 #include "net/transport.h"
+#include "client/session_int.h"
 #include "util/util.h"
 
 #include <arpa/inet.h>
@@ -1155,4 +1156,9 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
 {
     const smtpc__caps *c = s && s->e ? smtpc__engine_caps(s->e) : NULL;
     return c ? c->size_max : 0;
+}
+
+smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
+{
+    return &s->err;
 }
