@@ -195,7 +195,9 @@ static void op_init(smtpc_session *s, op *o, int64_t ms, const char *what)
     int64_t now = smtpc__now_ms();
     o->ms = ms;
     o->what = what;
-    o->deadline = now + ms;
+    /* +1: now_ms() truncates, so the real time may already be up to 1 ms
+     * past `now`; a timeout must never fire before `ms` has elapsed. */
+    o->deadline = now + ms + 1;
     o->overall = false;
     if (s->overall_deadline >= 0 && s->overall_deadline <= o->deadline) {
         o->deadline = s->overall_deadline;
@@ -530,7 +532,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     smtpc__engine_free(s->e);
     s->e = e;
 
-    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms : -1;
+    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms + 1 : -1;
     op o;
     op_init(s, &o, s->connect_ms, "connect");
     smtpc__tcp_opts to;
