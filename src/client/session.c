@@ -719,6 +719,7 @@ static ssize_t mem_read(void *ud, void *buf, size_t len)
 {
     mem_src *m = ud;
     size_t n = m->left < len ? m->left : len;
+    if (n == 0) return 0; /* m->p may be NULL for an empty body */
     memcpy(buf, m->p, n);
     m->p += n;
     m->left -= n;

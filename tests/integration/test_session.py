@@ -286,3 +286,11 @@ def test_body_memory_is_bounded(scripted, step):
         pytest.skip("no VmHWM on this system")
     # A few chunks in flight, not the message (ASan adds ~10 MB of its own).
     assert r.peak_rss_kb < 16 * 1024, r.peak_rss_kb
+
+
+@pytest.mark.parametrize("step", ["data", "datacb"])
+def test_empty_body(aiosmtpd, tmp_path, step):
+    srv = aiosmtpd()
+    r = run(srv.port, "--to", "a@example.org", "--file", "", "--do", "connect,ehlo,mail,rcpt,%s,quit" % step)
+    assert r.rc == 0, r.out
+    assert srv.envelopes[0].data == b""
