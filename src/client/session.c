@@ -947,15 +947,6 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
         return queue_failed(s, rc, "send");
     }
 
-    /* All-or-nothing with DATA pipelined: once a recipient is refused and
-     * another accepted, the server's 354 (already on its way) can only be
-     * ended by a dot, which would deliver to the accepted ones. Closing the
-     * connection is the only abort (RFC 2920 §3.1); it is done before any
-     * further byte is written. */
-    const smtpc__caps *caps = smtpc__engine_caps(s->e);
-    bool abort_on_refusal = env->all_or_nothing && !env->use_bdat &&
-                            (caps->flags & SMTPC_EXT_PIPELINING);
-    size_t accepted = 0, refused = 0, first_refused = SIZE_MAX;
     bool end_sent = false;
     op o;
     op_init(s, &o, s->command_ms, "send");
@@ -981,23 +972,6 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                     s->rcpt_reply[ev.tag] = reply_dup(ev.reply);
                     int c = ev.reply->code / 100;
                     s->rcpt_status[ev.tag] = c == 2 ? 0 : c == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL;
-                    if (c == 2) {
-                        accepted++;
-                    } else if (refused++ == 0) {
-                        first_refused = ev.tag;
-                    }
-                }
-                if (abort_on_refusal && accepted && refused && first_refused < s->nrcpt &&
-                    s->rcpt_reply[first_refused]) {
-                    close_conn(s);
-                    int rr = set_reply(s, s->rcpt_reply[first_refused]);
-                    if (rr) return rr;
-                    int st = s->rcpt_status[first_refused];
-                    fail_reply(s, st, s->reply, "RCPT");
-                    size_t l = strlen(s->err.text);
-                    snprintf(s->err.text + l, sizeof s->err.text - l,
-                             " (all or nothing: connection closed, nothing delivered)");
-                    return st;
                 }
                 op_init(s, &o, s->command_ms, "send");
                 break;
@@ -1020,6 +994,13 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                         fail_reply(s, st, r, smtpc__cmd_name(ev.cmd));
                     else
                         smtpc__err(&s->err, st, "send: %s", smtpc__engine_errmsg(s->e));
+                }
+                if (smtpc__engine_closing(s->e) && s->t) {
+                    /* The engine gave up on the connection (a 354 it must not
+                     * end: that would deliver): drop it, no QUIT. */
+                    close_conn(s);
+                    size_t l = strlen(s->err.text);
+                    snprintf(s->err.text + l, sizeof s->err.text - l, " (connection closed)");
                 }
                 if (s->t) {
                     rc = settle(s);
