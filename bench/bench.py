@@ -92,17 +92,14 @@ def client_cmd(name, port, n, size):
 
 
 def run_one(cmd, cpu="1"):
-    t0 = time.perf_counter()
-    p = subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
+    """Runs cmd pinned to cpu through bench_rusage; returns (wall s, cpu s, peak RSS MB)."""
+    p = subprocess.run(["taskset", "-c", cpu, str(BUILD / "bench_rusage"), *cmd],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=3600)
+    err = p.stderr.decode(errors="replace")
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {err[-500:]}")
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0
+    line = [l for l in err.splitlines() if l.startswith("RUSAGE ")][-1].split()
+    return float(line[1]), float(line[2]), int(line[3]) / 1024.0
 
 
 def main():

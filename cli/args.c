@@ -9,6 +9,7 @@
 #define P CMD_PROBE
 #define Q CMD_QUEUE
 #define M CMD_SENDMAIL
+#define C CMD_CONFIG
 #define NET (S | P | Q | M) /* everything that may talk to a server */
 
 const cli_opt_def cli_opt_table[] = {
@@ -41,11 +42,11 @@ const cli_opt_def cli_opt_table[] = {
     {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},
     {"--envid", O_ENVID, OK_VALUE, S | M, NULL, "ID", "envelope identifier for DSNs"},
     /* authentication (never a password on the command line) */
-    {"--user", O_USER, OK_VALUE, S | P | Q, "user", "NAME", "user name for AUTH"},
-    {"--password-env", O_PASSWORD_ENV, OK_VALUE, S | P | Q, "password-env", "VAR", "password from environment variable VAR"},
-    {"--password-file", O_PASSWORD_FILE, OK_VALUE, S | P | Q, "password-file", "FILE", "password from FILE (first line)"},
-    {"--password-cmd", O_PASSWORD_CMD, OK_VALUE, S | P | Q, "password-cmd", "CMD", "password from CMD's output"},
-    {"--oauth-token-cmd", O_OAUTH_TOKEN_CMD, OK_VALUE, S | P | Q, "oauth-token-cmd", "CMD", "OAuth 2 token from CMD's output"},
+    {"--user", O_USER, OK_VALUE, S | P | Q | C, "user", "NAME", "user name for AUTH"},
+    {"--password-env", O_PASSWORD_ENV, OK_VALUE, S | P | Q | C, "password-env", "VAR", "password from environment variable VAR"},
+    {"--password-file", O_PASSWORD_FILE, OK_VALUE, S | P | Q | C, "password-file", "FILE", "password from FILE (first line)"},
+    {"--password-cmd", O_PASSWORD_CMD, OK_VALUE, S | P | Q | C, "password-cmd", "CMD", "password from CMD's output"},
+    {"--oauth-token-cmd", O_OAUTH_TOKEN_CMD, OK_VALUE, S | P | Q | C, "oauth-token-cmd", "CMD", "OAuth 2 token from CMD's output"},
     {"--auth", O_AUTH, OK_VALUE, S | P | Q, "auth", "MECHS", "allowed mechanisms (plain,login,...)"},
     {"--allow-plaintext-auth", O_ALLOW_PLAINTEXT_AUTH, OK_FLAG, S | P | Q, "allow-plaintext-auth", NULL, "allow AUTH without TLS"},
     /* TLS */
@@ -67,13 +68,14 @@ const cli_opt_def cli_opt_table[] = {
     {"-4", O_IPV4, OK_FLAG, S | P | Q, NULL, NULL, "IPv4 only"},
     {"-6", O_IPV6, OK_FLAG, S | P | Q, NULL, NULL, "IPv6 only"},
     /* configuration and output */
-    {"--account", O_ACCOUNT, OK_VALUE, NET, NULL, "NAME", "account from the configuration file"},
-    {"--config", O_CONFIG, OK_VALUE, NET, NULL, "FILE", "configuration file"},
+    {"--account", O_ACCOUNT, OK_VALUE, NET | C, NULL, "NAME", "account from the configuration file"},
+    {"--config", O_CONFIG, OK_VALUE, NET | C, NULL, "FILE", "configuration file"},
     {"--delivery", O_DELIVERY, OK_VALUE, S | M, "delivery", "HOW", "smtp, pickup or outbox"},
     {"--json", O_JSON, OK_FLAG, S | P | Q, NULL, NULL, "one JSON object per message"},
     {"--trace", O_TRACE, OK_FLAG, NET, NULL, NULL, "print the SMTP dialogue on stderr"},
     {"--trace-body", O_TRACE_BODY, OK_FLAG, NET, NULL, NULL, "--trace, including the message"},
-    {"--help", O_HELP, OK_FLAG, NET, NULL, NULL, "this help"},
+    {"--check-password", O_CHECK_PASSWORD, OK_FLAG, C, NULL, NULL, "obtain the password (never printed) to check it works"},
+    {"--help", O_HELP, OK_FLAG, NET | C, NULL, NULL, "this help"},
 };
 const size_t cli_opt_table_len = sizeof cli_opt_table / sizeof cli_opt_table[0];
 

@@ -4,9 +4,10 @@
  *   args.c      the option table and the parser
  *   settings.c  flags over environment over configuration file; delivery choice
  *   output.c    exit statuses, the one-line and JSON reports, JSON escaping
- *   compose.c   building a message from flags; reading files
+ *   compose.c   building a message from flags with the MIME library; reading files
  *   headers.c   header parsing for sendmail -t (unfolding, address lists, Bcc)
  *   deliver.c   pickup / smtp / outbox delivery into a cli_result
+ *   secret.c    passwords and tokens from env, file, command
  *   cmd_*.c     the subcommands */
 #ifndef SMTPC_CLI_H
 #define SMTPC_CLI_H
@@ -30,7 +31,7 @@ typedef enum cli_opt_id {
     O_TLS_STRICT_VERSION,
     O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT,
-    O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_HELP,
+    O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_HELP,
     O__COUNT
 } cli_opt_id;
 
@@ -38,7 +39,8 @@ typedef enum cli_cmd {
     CMD_SEND = 1u << 0,
     CMD_PROBE = 1u << 1,
     CMD_QUEUE = 1u << 2,
-    CMD_SENDMAIL = 1u << 3
+    CMD_SENDMAIL = 1u << 3,
+    CMD_CONFIG = 1u << 4
 } cli_cmd;
 
 typedef enum { OK_FLAG, OK_VALUE, OK_LIST } cli_opt_kind;
@@ -149,9 +151,9 @@ int cli_json_str(smtpc__buf *b, const char *s);
 /* Reads a whole file ("-" = stdin) with a limit; 0 or -1 with errno. */
 int cli_slurp(const char *path, smtpc__buf *out, size_t limit);
 #define CLI_MAX_MESSAGE ((size_t)512 << 20)
-/* Builds the message from --from/--to/--subject/--text...; returns 0 or an
- * exit status after printing why. */
-int cli_compose(const cli_ctx *c, const char *from, smtpc__buf *msg);
+/* Builds the message from --from/--to/--subject/--text/--attach... with the
+ * MIME library; returns 0 or an exit status after printing why. */
+int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out);
 /* Checks an address given on the command line; prints and returns EX_DATAERR. */
 int cli_check_address(const cli_ctx *c, const char *what, const char *addr);
 
@@ -173,9 +175,16 @@ typedef struct cli_envelope {
     const char *const *rcpts;
     size_t nrcpts;
 } cli_envelope;
-/* Delivers msg; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
-int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const void *msg,
-                size_t len, cli_result *r);
+/* What is delivered: a composed message (written afresh for each delivery,
+ * with the server's 8BITMIME/SMTPUTF8 in mind) or raw bytes sent as is. */
+typedef struct cli_source {
+    smtpc_message *msg;
+    const void *mem;
+    size_t len;
+} cli_source;
+/* Delivers src; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
+int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
+                cli_result *r);
 /* Creates a session configured from the settings (timeouts, EHLO name,
  * bind) and works out host and port (default port from the TLS mode); does
  * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
@@ -185,11 +194,20 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
  * or EX_UNAVAILABLE after printing which option. */
 int cli_check_supported(const cli_ctx *c, cli_delivery d);
 
+/* The password (token = false: password-env, password-file, password-cmd,
+ * then the configuration's password) or OAuth token (oauth-token-cmd):
+ * first line, malloc'ed, free with smtpc__free_secret. *source names where
+ * it came from. SMTPC_ENOTFOUND when none is configured; SMTPC_ECONFIG and
+ * err when the source fails. */
+int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, char *err,
+               size_t errlen);
+
 /* ---- subcommands ---------------------------------------------------------- */
 int cmd_send(const char *prog, int argc, char **argv);
 int cmd_probe(const char *prog, int argc, char **argv);
 int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);
+int cmd_config(const char *prog, int argc, char **argv);
 int cmd_help(const char *topic, FILE *f);
 
 #endif

@@ -1,6 +1,7 @@
 /* smtpc send: compose (or take) a message and deliver it. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,13 @@ int cmd_send(const char *prog, int argc, char **argv)
         ex = EX_USAGE;
         goto out;
     }
+    if (c.o.val[O_HTML] && c.o.val[O_HTML_FILE]) {
+        fprintf(stderr, "%s send: choose one of --html and --html-file\n", prog);
+        ex = EX_USAGE;
+        goto out;
+    }
     if (c.o.val[O_MESSAGE]) {
-        static const cli_opt_id composing[] = {O_SUBJECT, O_CC, O_REPLY_TO, O_HTML, O_HTML_FILE,
+        static const cli_opt_id composing[] = {O_SUBJECT, O_REPLY_TO, O_HTML, O_HTML_FILE,
                                                O_ATTACH, O_INLINE, O_HEADER, O_PRIORITY};
         for (size_t i = 0; i < SMTPC__ARRAY_LEN(composing); i++)
             if (c.o.val[composing[i]]) {
@@ -54,42 +60,93 @@ int cmd_send(const char *prog, int argc, char **argv)
         ex = EX_USAGE;
         goto out;
     }
-    if ((ex = cli_check_address(&c, "--from", from))) goto out;
-    cli_list rcpts = {0};
-    static const cli_opt_id lists[] = {O_TO, O_CC, O_BCC};
-    for (size_t k = 0; k < 3 && !ex; k++) {
-        const cli_list *l = &c.o.list[lists[k]];
-        for (size_t i = 0; i < l->n && !ex; i++) {
-            ex = cli_check_address(&c, cli_opt_find_id(lists[k])->name, l->v[i]);
-            if (!ex && cli_list_push(&rcpts, l->v[i])) ex = EX_OSERR;
-        }
-    }
     cli_delivery d = DELIVER_PICKUP;
-    if (!ex && !c.o.val[O_DUMP]) {
-        ex = cli_delivery_choose(&c, &d);
-        if (!ex) ex = cli_check_supported(&c, d);
+    if (!c.o.val[O_DUMP]) {
+        if ((ex = cli_delivery_choose(&c, &d)) || (ex = cli_check_supported(&c, d))) goto out;
     }
-    if (!ex && (c.o.val[O_HTML] || c.o.val[O_HTML_FILE] || c.o.val[O_ATTACH] || c.o.val[O_INLINE]))
-        ex = cli_check_supported(&c, d); /* --dump too needs the MIME library for these */
-    smtpc__buf msg;
-    smtpc__buf_init(&msg, 0);
-    if (!ex) ex = cli_compose(&c, from, &msg);
-    if (!ex && c.o.val[O_DUMP]) {
-        if (fwrite(smtpc__buf_ptr(&msg), 1, smtpc__buf_size(&msg), stdout) != smtpc__buf_size(&msg) ||
-            fflush(stdout))
-            ex = EX_IOERR;
-    } else if (!ex) {
-        cli_envelope env = {from, rcpts.v, rcpts.n};
-        for (uint64_t i = 0; i < count; i++) {
-            cli_result r;
-            cli_result_init(&r);
-            int rc = cli_deliver(&c, d, &env, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), &r);
-            cli_print_result(&c, &r);
-            cli_result_free(&r);
-            if (rc) ex = cli_exit_code(rc);
+    smtpc_message *m = NULL;
+    smtpc__buf raw;
+    smtpc__buf_init(&raw, 0);
+    cli_list rcpts = {0};
+    const char *env_from = from;
+    if (c.o.val[O_MESSAGE]) {
+        /* sent as is: the envelope is exactly --from and the --to/--cc/--bcc addresses */
+        if ((ex = cli_check_address(&c, "--from", from))) goto done;
+        static const cli_opt_id lists[] = {O_TO, O_CC, O_BCC};
+        for (size_t k = 0; k < 3; k++) {
+            const cli_list *l = &c.o.list[lists[k]];
+            for (size_t i = 0; i < l->n; i++) {
+                if ((ex = cli_check_address(&c, cli_opt_find_id(lists[k])->name, l->v[i]))) goto done;
+                if (cli_list_push(&rcpts, l->v[i])) { ex = EX_OSERR; goto done; }
+            }
         }
+        if (cli_slurp(c.o.val[O_MESSAGE], &raw, CLI_MAX_MESSAGE) < 0) {
+            cli_err(&c, "cannot read %s: %s", c.o.val[O_MESSAGE], strerror(errno));
+            ex = errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
+            goto done;
+        }
+    } else {
+        /* composed: the library parses the addresses ("Name <a@b>", lists, IDN)
+         * and gives the envelope */
+        if ((ex = cli_compose(&c, from, &m))) goto done;
+        env_from = smtpc_message_envelope_from(m);
+        for (size_t i = 0; i < smtpc_message_rcpt_count(m); i++)
+            if (cli_list_push(&rcpts, smtpc_message_rcpt(m, i))) { ex = EX_OSERR; goto done; }
     }
-    smtpc__buf_free(&msg);
+    if (c.o.val[O_DUMP]) {
+        if (m) {
+            smtpc_message_writer *w;
+            int rc = smtpc_message_writer_new(&w, m, 0);
+            if (rc) {
+                cli_err(&c, "%s", smtpc_message_errmsg(m));
+                ex = cli_exit_code(rc);
+                goto done;
+            }
+            char buf[16384];
+            ssize_t n;
+            while ((n = smtpc_message_writer_read(w, buf, sizeof buf)) > 0)
+                if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) { n = SMTPC_EIO; break; }
+            if (n < 0) {
+                cli_err(&c, "%s", smtpc_message_writer_errmsg(w)[0] ? smtpc_message_writer_errmsg(w)
+                                                                     : smtpc_strerror((int)n));
+                ex = cli_exit_code((int)n);
+            }
+            smtpc_message_writer_free(w);
+        } else if (fwrite(smtpc__buf_ptr(&raw), 1, smtpc__buf_size(&raw), stdout) != smtpc__buf_size(&raw)) {
+            ex = EX_IOERR;
+        }
+        if (fflush(stdout)) ex = EX_IOERR;
+        goto done;
+    }
+    cli_envelope env = {env_from, rcpts.v, rcpts.n};
+    cli_source src = {m, smtpc__buf_ptr(&raw), smtpc__buf_size(&raw)};
+    char first_id[512] = "";
+    for (uint64_t i = 0; i < count; i++) {
+        if (m && i == 1 && smtpc_message_message_id(m))
+            smtpc__strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
+        if (m && i > 0 && first_id[0]) {
+            /* each copy is its own message: a repeated Message-ID would be
+             * dropped as a duplicate by many receivers */
+            const char *at = strrchr(first_id, '@');
+            char id[600];
+            snprintf(id, sizeof id, "%.*s.%llu%s", at ? (int)(at - first_id) : 0, first_id,
+                     (unsigned long long)i, at ? at : "");
+            if (at && smtpc_message_set_message_id(m, id)) {
+                cli_err(&c, "%s", smtpc_message_errmsg(m));
+                ex = EX_SOFTWARE;
+                break;
+            }
+        }
+        cli_result r;
+        cli_result_init(&r);
+        int rc = cli_deliver(&c, d, &env, &src, &r);
+        cli_print_result(&c, &r);
+        cli_result_free(&r);
+        if (rc) ex = cli_exit_code(rc);
+    }
+done:
+    smtpc_message_free(m);
+    smtpc__buf_free(&raw);
     free(rcpts.v);
 out:
     cli_ctx_free(&c);

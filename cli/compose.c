@@ -1,13 +1,12 @@
-/* Building a message from flags. A minimal text/plain builder until the
- * MIME library (include/smtpc/message.h) is merged; it then takes over HTML,
- * attachments and header encoding. */
+/* Building a message from flags with the MIME library (smtpc/message.h):
+ * addresses with display names and IDNs, encoded headers, text/HTML,
+ * attachments and inline images, written as a stream. */
 #include "cli.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
@@ -30,149 +29,130 @@ int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
     return rc;
 }
 
-static bool is_ascii(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x80) return false;
-    return true;
-}
-
 int cli_check_address(const cli_ctx *c, const char *what, const char *a)
 {
     if (!*a || smtpc__has_ctl(a)) {
         cli_err(c, "%s: empty address or control characters in \"%s\"", what, a);
         return EX_DATAERR;
     }
-    /* a bare addr-spec: no blanks or angle brackets; one '@' with text on both sides */
+    /* a bare addr-spec (the envelope form): no blanks or brackets; text on both sides of '@' */
     const char *at = strrchr(a, '@');
-    if (strpbrk(a, " <>(),;\"") || !at || at == a || !at[1]) {
+    if (strpbrk(a, " <>(),;") || !at || at == a || !at[1]) {
         cli_err(c, "%s: \"%s\" is not an address like user@example.org", what, a);
         return EX_DATAERR;
-    }
-    if (!is_ascii(a)) {
-        cli_err(c, "%s: \"%s\": internationalised addresses (SMTPUTF8) are not supported yet",
-                what, a);
-        return EX_UNAVAILABLE;
     }
     return 0;
 }
 
-/* RFC 2047 "B" encoding for a non-ASCII Subject, split on UTF-8 character
- * boundaries so each encoded word stays within 75 characters. */
-static int encode_subject(smtpc__buf *m, const char *s)
+static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id, smtpc__buf *b,
+                     const char **text, size_t *len)
 {
-    if (is_ascii(s)) return smtpc__buf_printf(m, "Subject: %s\r\n", s);
-    int rc = smtpc__buf_append_str(m, "Subject:");
-    size_t len = strlen(s), i = 0;
-    while (!rc && i < len) {
-        size_t n = 0;
-        /* 39 input bytes -> 52 base64 chars + 12 of "=?UTF-8?B??=" + "Subject: " = 73 */
-        while (i + n < len) {
-            size_t cl = 1;
-            unsigned char ch = (unsigned char)s[i + n];
-            if (ch >= 0xf0) cl = 4;
-            else if (ch >= 0xe0) cl = 3;
-            else if (ch >= 0xc0) cl = 2;
-            if (n + cl > 39) break;
-            n += cl;
+    const char *file = c->o.val[file_id];
+    if (file) {
+        if (cli_slurp(file, b, CLI_MAX_MESSAGE) < 0) {
+            cli_err(c, "cannot read %s: %s", file, strerror(errno));
+            return errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
         }
-        if (n == 0) n = len - i < 4 ? len - i : 4;
-        if (i + n > len) n = len - i;
-        char enc[64];
-        smtpc__b64_encode(enc, (const uint8_t *)s + i, n);
-        rc = smtpc__buf_printf(m, "%s=?UTF-8?B?%.*s?=", i ? "\r\n " : " ",
-                               (int)smtpc__b64_encoded_len(n), enc);
-        i += n;
+        *text = (const char *)smtpc__buf_ptr(b);
+        *len = smtpc__buf_size(b);
+    } else if (c->o.val[inline_id]) {
+        *text = c->o.val[inline_id];
+        *len = strlen(*text);
     }
-    if (!rc) rc = smtpc__buf_append(m, "\r\n", 2);
-    return rc;
+    return 0;
 }
 
-static int addr_header(smtpc__buf *m, const char *name, const cli_list *l)
+/* EX_* for a failed smtpc_message_* call. */
+static int msg_fail(const cli_ctx *c, smtpc_message *m, const char *opt, int rc)
 {
-    int rc = 0;
-    for (size_t i = 0; !rc && i < l->n; i++)
-        rc = i ? smtpc__buf_printf(m, ",\r\n %s", l->v[i]) : smtpc__buf_printf(m, "%s: %s", name, l->v[i]);
-    if (!rc && l->n) rc = smtpc__buf_append(m, "\r\n", 2);
-    return rc;
+    cli_err(c, "%s: %s", opt, smtpc_message_errmsg(m)[0] ? smtpc_message_errmsg(m) : smtpc_strerror(rc));
+    if (rc == SMTPC_ENOTFOUND) return EX_NOINPUT;
+    if (rc == SMTPC_EIO) return EX_NOINPUT;
+    if (rc == SMTPC_ENOMEM) return EX_OSERR;
+    return EX_DATAERR;
 }
 
-static int header_ok(const cli_ctx *c, const char *name, const char *v)
+static const char *base_name(const char *p)
 {
-    if (v && smtpc__has_crlfnul(v, strlen(v))) {
-        cli_err(c, "%s must not contain CR, LF or NUL", name);
-        return 0;
-    }
-    return 1;
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
 }
 
-int cli_compose(const cli_ctx *c, const char *from, smtpc__buf *msg)
+int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
 {
     const cli_opts *o = &c->o;
-    if (o->val[O_MESSAGE]) {
-        if (cli_slurp(o->val[O_MESSAGE], msg, CLI_MAX_MESSAGE) < 0) {
-            cli_err(c, "cannot read %s: %s", o->val[O_MESSAGE], strerror(errno));
-            return errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
+    smtpc_message *m;
+    if (smtpc_message_new(&m)) return EX_OSERR;
+    int ex = 0, rc;
+    smtpc__buf tb, hb;
+    smtpc__buf_init(&tb, 0);
+    smtpc__buf_init(&hb, 0);
+
+#define TRY(opt, call)                                                                             \
+    do {                                                                                           \
+        if (!ex && (rc = (call)) != 0) ex = msg_fail(c, m, opt, rc);                               \
+    } while (0)
+
+    TRY("--from", smtpc_message_set_from(m, from));
+    for (size_t i = 0; i < o->list[O_TO].n; i++) TRY("--to", smtpc_message_add_to(m, o->list[O_TO].v[i]));
+    for (size_t i = 0; i < o->list[O_CC].n; i++) TRY("--cc", smtpc_message_add_cc(m, o->list[O_CC].v[i]));
+    for (size_t i = 0; i < o->list[O_BCC].n; i++) TRY("--bcc", smtpc_message_add_bcc(m, o->list[O_BCC].v[i]));
+    if (o->val[O_REPLY_TO]) TRY("--reply-to", smtpc_message_add_reply_to(m, o->val[O_REPLY_TO]));
+    if (o->val[O_SUBJECT]) {
+        if (!ex && smtpc__has_crlfnul(o->val[O_SUBJECT], strlen(o->val[O_SUBJECT]))) {
+            /* the library would encode them; on a command line they are a mistake or an attack */
+            cli_err(c, "--subject must not contain CR, LF or NUL");
+            ex = EX_DATAERR;
         }
-        return 0;
+        TRY("--subject", smtpc_message_set_subject(m, o->val[O_SUBJECT]));
     }
-    const char *subject = o->val[O_SUBJECT];
-    if (!header_ok(c, "--subject", subject) || !header_ok(c, "--reply-to", o->val[O_REPLY_TO]))
-        return EX_DATAERR;
-    if (subject && smtpc__has_ctl(subject)) {
-        cli_err(c, "--subject must not contain control characters");
-        return EX_DATAERR;
-    }
-    for (size_t i = 0; i < o->list[O_HEADER].n; i++) {
-        const char *h = o->list[O_HEADER].v[i];
-        const char *colon = strchr(h, ':');
-        bool ok = colon && colon > h && !smtpc__has_crlfnul(h, strlen(h)) && is_ascii(h);
-        for (const char *p = h; ok && p < colon; p++)
-            if ((unsigned char)*p <= 0x20 || *p == 0x7f) ok = false;
-        if (!ok) {
-            cli_err(c, "--header \"%s\": expected \"Name: value\" in ASCII on one line", h);
-            return EX_DATAERR;
-        }
-    }
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    const char *dom = strrchr(from, '@');
-    int rc = smtpc__buf_printf(msg, "Date: %s\r\nFrom: %s\r\n", date, from);
-    if (!rc) rc = addr_header(msg, "To", &o->list[O_TO]);
-    if (!rc) rc = addr_header(msg, "Cc", &o->list[O_CC]);
-    if (!rc && o->val[O_REPLY_TO]) rc = smtpc__buf_printf(msg, "Reply-To: %s\r\n", o->val[O_REPLY_TO]);
-    if (!rc && subject) rc = encode_subject(msg, subject);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (!rc)
-        rc = smtpc__buf_printf(msg, "Message-ID: <%lld.%ld.%ld@%s>\r\n", (long long)ts.tv_sec,
-                               ts.tv_nsec, (long)getpid(), dom ? dom + 1 : "localhost");
     const char *prio = o->val[O_PRIORITY];
-    if (!rc && prio) {
-        if (!strcmp(prio, "high")) rc = smtpc__buf_append_str(msg, "X-Priority: 1\r\nImportance: high\r\n");
-        else if (!strcmp(prio, "low")) rc = smtpc__buf_append_str(msg, "X-Priority: 5\r\nImportance: low\r\n");
+    if (!ex && prio) {
+        smtpc_priority p = SMTPC_PRIORITY_NORMAL;
+        if (!strcmp(prio, "high")) p = SMTPC_PRIORITY_HIGH;
+        else if (!strcmp(prio, "low")) p = SMTPC_PRIORITY_LOW;
         else if (strcmp(prio, "normal") != 0) {
             cli_err(c, "--priority: \"%s\" is not high, normal or low", prio);
-            return EX_USAGE;
+            ex = EX_USAGE;
         }
+        TRY("--priority", smtpc_message_set_priority(m, p));
     }
-    for (size_t i = 0; !rc && i < o->list[O_HEADER].n; i++)
-        rc = smtpc__buf_printf(msg, "%s\r\n", o->list[O_HEADER].v[i]);
-    if (!rc)
-        rc = smtpc__buf_append_str(msg, "MIME-Version: 1.0\r\n"
-                                        "Content-Type: text/plain; charset=utf-8\r\n\r\n");
-    if (rc) return EX_SOFTWARE;
-    if (o->val[O_TEXT_FILE]) {
-        if (cli_slurp(o->val[O_TEXT_FILE], msg, CLI_MAX_MESSAGE) < 0) {
-            cli_err(c, "cannot read %s: %s", o->val[O_TEXT_FILE], strerror(errno));
-            return errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
+    for (size_t i = 0; !ex && i < o->list[O_HEADER].n; i++) {
+        const char *h = o->list[O_HEADER].v[i];
+        const char *colon = strchr(h, ':');
+        if (!colon || colon == h) {
+            cli_err(c, "--header \"%s\": expected \"Name: value\"", h);
+            ex = EX_DATAERR;
+            break;
         }
-    } else if (o->val[O_TEXT]) {
-        if (smtpc__buf_append_str(msg, o->val[O_TEXT]) || smtpc__buf_append(msg, "\r\n", 2))
-            return EX_SOFTWARE;
+        char name[128];
+        size_t nl = (size_t)(colon - h);
+        if (nl >= sizeof name) nl = sizeof name - 1;
+        memcpy(name, h, nl);
+        name[nl] = '\0';
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        TRY("--header", smtpc_message_add_header(m, name, v));
     }
+    const char *text = NULL, *html = NULL;
+    size_t tlen = 0, hlen = 0;
+    if (!ex) ex = body_from(c, O_TEXT, O_TEXT_FILE, &tb, &text, &tlen);
+    if (!ex) ex = body_from(c, O_HTML, O_HTML_FILE, &hb, &html, &hlen);
+    if (text || !html) TRY("--text", smtpc_message_set_text(m, text ? text : "", text ? tlen : 0));
+    if (html) TRY("--html", smtpc_message_set_html(m, html, hlen));
+    for (size_t i = 0; i < o->list[O_ATTACH].n; i++)
+        TRY("--attach", smtpc_message_add_attachment_file(m, o->list[O_ATTACH].v[i], NULL));
+    /* an inline image is referred to from the HTML as cid:<its file name> */
+    for (size_t i = 0; i < o->list[O_INLINE].n; i++)
+        TRY("--inline", smtpc_message_add_inline_file(m, o->list[O_INLINE].v[i],
+                                                      base_name(o->list[O_INLINE].v[i]), NULL));
+#undef TRY
+    smtpc__buf_free(&tb);
+    smtpc__buf_free(&hb);
+    if (ex) {
+        smtpc_message_free(m);
+        return ex;
+    }
+    *out = m;
     return 0;
 }

@@ -29,20 +29,40 @@ static int rcpts_init(cli_result *r, const cli_envelope *env)
     return 0;
 }
 
-static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const void *msg, size_t len,
+static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
                           cli_result *r)
 {
     r->delivery = "pickup";
     const char *dir = cli_get(c, O_PICKUP_DIR);
     if (!dir) dir = "outbox";
-    mem_reader mr = {msg, len};
+    mem_reader mr = {src->mem, src->len};
+    smtpc_message_writer *w = NULL;
+    if (src->msg) {
+        /* a pickup file is relayed by someone else: keep it 7-bit clean */
+        int rc = smtpc_message_writer_new(&w, src->msg, 0);
+        if (rc) return cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
+    }
     char err[512];
-    int rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts, mem_read, &mr, &r->path,
-                                err, sizeof err);
-    if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
+    int rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts,
+                                w ? smtpc_message_writer_read : mem_read, w ? (void *)w : (void *)&mr,
+                                &r->path, err, sizeof err);
+    if (rc) {
+        if (w && smtpc_message_writer_errmsg(w)[0]) snprintf(err, sizeof err, "%s", smtpc_message_writer_errmsg(w));
+        smtpc_message_writer_free(w);
+        return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
+    }
+    smtpc_message_writer_free(w);
     for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
     r->ok = true;
     return 0;
+}
+
+static bool has_8bit(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] & 0x80) return true;
+    return false;
 }
 
 #if CLI_HAVE_SESSION
@@ -102,7 +122,7 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     return 0;
 }
 
-static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *msg, size_t len,
+static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
                         cli_result *r)
 {
     r->delivery = "smtp";
@@ -119,11 +139,36 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *m
     }
     smtpc_mail_opts mo;
     memset(&mo, 0, sizeof mo);
-    if (smtpc_session_has_ext(s, "SIZE")) mo.size = len;
+    bool ext8 = smtpc_session_has_ext(s, "8BITMIME"), extu = smtpc_session_has_ext(s, "SMTPUTF8");
+    smtpc_message_writer *w = NULL;
+    if (src->msg) {
+        if (smtpc_message_needs_smtputf8(src->msg)) {
+            if (!extu) {
+                cli_result_fail(r, SMTPC_EUNSUPPORTED,
+                                "an address needs SMTPUTF8, which %s does not offer", r->server);
+                goto quit;
+            }
+            mo.smtputf8 = 1;
+        }
+        rc = smtpc_message_writer_new(&w, src->msg, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
+                                                        (extu ? SMTPC_WRITE_SMTPUTF8 : 0u));
+        if (rc) {
+            cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
+            goto quit;
+        }
+        int64_t sz = smtpc_message_writer_size(w);
+        if (smtpc_session_has_ext(s, "SIZE") && sz > 0) mo.size = (uint64_t)sz;
+        mo.body_8bitmime = ext8;
+    } else {
+        if (smtpc_session_has_ext(s, "SIZE")) mo.size = src->len;
+        /* a raw message with 8-bit bytes is declared when the server allows */
+        mo.body_8bitmime = ext8 && has_8bit(src->mem, src->len);
+    }
     mo.dsn_ret = c->o.val[O_DSN_RET];
     mo.dsn_envid = c->o.val[O_ENVID];
     smtpc_rcpt_opts *ro = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *ro);
     if (!ro) {
+        smtpc_message_writer_free(w);
         cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
         goto quit;
     }
@@ -138,7 +183,12 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *m
     /* all or nothing (as sendmail callers expect): a refused recipient
      * fails the message, so that a retry does not duplicate it */
     se.all_or_nothing = true;
-    rc = smtpc_session_send_mem(s, &se, msg, len);
+    rc = w ? smtpc_session_send(s, &se, smtpc_message_writer_read, w)
+           : smtpc_session_send_mem(s, &se, src->mem, src->len);
+    if (rc && w && smtpc_message_writer_errmsg(w)[0])
+        cli_result_fail(r, rc, "%s", smtpc_message_writer_errmsg(w));
+    smtpc_message_writer_free(w);
+    w = NULL;
     free(ro);
     size_t nst = smtpc_session_rcpt_count(s);
     for (size_t i = 0; i < r->nrcpts && i < nst; i++) {
@@ -152,7 +202,9 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const void *m
     if (rc) {
         size_t bad = 0;
         for (size_t i = 0; i < r->nrcpts; i++) bad += !r->rcpts[i].accepted;
-        if ((rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) && bad && nst)
+        if (r->err)
+            ; /* the writer's own message (file vanished...) */
+        else if ((rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) && bad && nst)
             cli_result_fail(r, rc, "%zu of %zu recipient%s refused; message not sent (%s)", bad,
                             r->nrcpts, r->nrcpts == 1 ? "" : "s", smtpc_session_errmsg(s));
         else
@@ -174,13 +226,6 @@ out:
 
 int cli_check_supported(const cli_ctx *c, cli_delivery d)
 {
-    static const cli_opt_id message_only[] = {O_HTML, O_HTML_FILE, O_ATTACH, O_INLINE};
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(message_only); i++)
-        if (c->o.val[message_only[i]]) {
-            cli_err(c, "%s is not supported yet in this build (it needs the MIME library)",
-                    cli_opt_find_id(message_only[i])->name);
-            return EX_UNAVAILABLE;
-        }
     if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) {
         cli_err(c, "--trace is not supported yet in this build");
         return EX_UNAVAILABLE;
@@ -228,14 +273,14 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d)
 #endif
 }
 
-int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const void *msg,
-                size_t len, cli_result *r)
+int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
+                cli_result *r)
 {
     if (rcpts_init(r, env)) return cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
     switch (d) {
-    case DELIVER_PICKUP: return deliver_pickup(c, env, msg, len, r);
+    case DELIVER_PICKUP: return deliver_pickup(c, env, src, r);
 #if CLI_HAVE_SESSION
-    case DELIVER_SMTP: return deliver_smtp(c, env, msg, len, r);
+    case DELIVER_SMTP: return deliver_smtp(c, env, src, r);
 #else
     case DELIVER_SMTP: r->delivery = "smtp";
         return cli_result_fail(r, SMTPC_EUNSUPPORTED, "SMTP delivery is not supported yet");

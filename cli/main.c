@@ -17,7 +17,8 @@ static void usage_short(FILE *f)
           "       smtpc probe --server HOST[:PORT] [--tls MODE]\n"
           "       smtpc queue list|flush [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
-          "       smtpc help [send|probe|queue|sendmail|exit]\n"
+          "       smtpc config [check] [--account NAME] [--check-password]\n"
+          "       smtpc help [send|probe|queue|sendmail|config|exit]\n"
           "       smtpc --version\n",
           f);
 }
@@ -82,6 +83,14 @@ int cmd_help(const char *topic, FILE *f)
               "Ignored: -bm -B TYPE -oXXX -o X -O X -h N -L TAG -G -m -n -v -U -x\n", f);
         return 0;
     }
+    if (!strcmp(topic, "config")) {
+        fputs("usage: smtpc config [check] [options]\n"
+              "Shows the configuration file in use, its accounts, the chosen account's\n"
+              "settings and where each comes from (file:line, environment, command line).\n"
+              "Secrets are never shown. See smtpc-config(5).\n\n", f);
+        cli_print_options(f, CMD_CONFIG);
+        return 0;
+    }
     if (!strcmp(topic, "exit")) {
         fputs("Exit statuses (sysexits.h):\n"
               "   0  sent (or written)\n"
@@ -137,6 +146,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "probe")) return cmd_probe("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "sendmail")) return cmd_sendmail("smtpc sendmail", argc - 2, argv + 2);
+    if (!strcmp(cmd, "config")) return cmd_config("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 3) { usage_short(stderr); return EX_USAGE; }
         return cmd_help(argc > 2 ? argv[2] : NULL, stdout);

@@ -45,7 +45,7 @@ static const char *t_cur;
 #define CHECK_MEM(a, alen, b, blen)                                                        \
     do {                                                                                   \
         size_t t_al = (alen), t_bl = (blen);                                               \
-        if (t_al != t_bl || memcmp((a), (b), t_al) != 0)                                   \
+        if (t_al != t_bl || (t_al && memcmp((a), (b), t_al) != 0))                                 \
             T_FAILF("%s (%zu bytes) differs from %s (%zu bytes)", #a, t_al, #b, t_bl);     \
     } while (0)
 #define T_DONE()                                                                           \

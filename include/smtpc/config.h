@@ -106,6 +106,9 @@ SMTPC_API bool smtpc_account_get_bool(const smtpc_account *a, const char *key, b
 /* key as a duration in milliseconds; returns dflt if unset. */
 SMTPC_API int64_t smtpc_account_get_ms(const smtpc_account *a, const char *key, int64_t dflt);
 
+/* The i-th configuration key ("server", "port", ...), NULL past the end:
+ * for listing settings. */
+SMTPC_API const char *smtpc_config_key_at(size_t i);
 /* true if key is a configuration key (see docs/smtpc-config.5). */
 SMTPC_API bool smtpc_config_key_valid(const char *key);
 /* Checks value for key as the parser does; 0 or SMTPC_ECONFIG with the

@@ -202,9 +202,11 @@ typedef struct smtpc_attachment_opts {
 } smtpc_attachment_opts;
 
 /* An attachment read from path when the message is written (opened at each
- * write; its size is taken at add time and checked when written).
+ * write; its size is taken at add time and checked when written). A
+ * message/rfc822 attachment (e.g. a ".eml" name) is read at once instead,
+ * up to 64 MiB, since it is written unencoded.
  * Errors: SMTPC_ENOTFOUND / SMTPC_EIO (cannot stat or not a regular file),
- * SMTPC_EINVAL, SMTPC_ENOMEM. */
+ * SMTPC_ELIMIT, SMTPC_EINVAL, SMTPC_ENOMEM. */
 SMTPC_API int smtpc_message_add_attachment_file(smtpc_message *m, const char *path,
                                                 const smtpc_attachment_opts *opts);
 /* An attachment from memory (copied). */

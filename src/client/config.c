@@ -235,6 +235,8 @@ static int check_value(int k, const char *v, char *errbuf, size_t len)
 
 SMTPC_API bool smtpc_config_key_valid(const char *key) { return key_index(key) >= 0; }
 
+SMTPC_API const char *smtpc_config_key_at(size_t i) { return i < NKEYS ? keys[i].name : NULL; }
+
 SMTPC_API int smtpc_config_check_value(const char *key, const char *value, char *errbuf,
                                        size_t errbuf_len)
 {

@@ -4,7 +4,8 @@
  * into responses (base64, to send with smtpc__engine_auth /
  * smtpc__engine_auth_continue). It performs no I/O.
  *
- * Driving an exchange (what the session does):
+ * Driving an exchange (what the session does; smtpc__sasl_reply() below
+ * wraps the 334/235/5xx handling in one call):
  *
  *   smtpc__sasl_new(&s, mech, &creds, &err);
  *   smtpc__sasl_start(s, &ir);
@@ -18,7 +19,13 @@
  *   on 535 etc.:    fail (SMTPC_EAUTH); if smtpc__sasl_token_rejected(s) and a token
  *                   provider is set: smtpc__sasl_restart(s, true) and try once more.
  *
- * Every line produced carries `secret` so traces can redact it.
+ * Every line produced carries `secret` so traces can redact it; the
+ * initial response goes on the AUTH line itself, so a trace redacts
+ * "AUTH <mech> <ir>" too when ir.secret is set.
+ * OAuth: a server may also refuse a token with a plain 535 and no error
+ * challenge (smtpc__sasl_token_rejected() is then false); a session with a
+ * token provider may treat any 535 to XOAUTH2/OAUTHBEARER as "refresh and
+ * retry once".
  * Credentials containing CR, LF or NUL are refused with SMTPC_EINVAL.
  * Secrets are wiped when the context is freed. */
 #ifndef SMTPC_ENGINE_SASL_H
@@ -142,8 +149,24 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *challenge_b64, size_t len, smtp
  * NULL. Returns 0, or SMTPC_EAUTH when the mechanism requires server proof
  * that never came or does not verify (SCRAM: mutual authentication). */
 int smtpc__sasl_finish(smtpc__sasl *s, const char *final_b64);
-/* The server refused an OAuth token (an error challenge was received).
- * The session may then _restart(s, true) once. */
+/* One reply to AUTH or to a continuation line, whole exchange semantics in
+ * one place. code is the reply code; text/len the text of its (last) line
+ * after the code and separator (for 334: the challenge; otherwise the
+ * server's words, used in messages: RFC 4954 has no additional data with
+ * 235, SCRAM's server-final comes as a 334). Returns
+ *   0  resp is the line to send (334 handled by _step);
+ *   1  authenticated (235, and for SCRAM the server's proof checked);
+ *   <0 failed: SMTPC_EAUTH (5xx, or a 235 whose server proof is missing or
+ *      wrong), SMTPC_ETEMPFAIL (4xx), SMTPC_EPROTO (a reply code that
+ *      makes no sense here), or the error of a step that cancelled (then
+ *      resp->b64, if set, must still be sent and this called again with
+ *      the server's answer, which keeps the step's code). The message
+ *      carries the server's words, escaped. After a 5xx to XOAUTH2 or
+ *      OAUTHBEARER smtpc__sasl_token_rejected() is true. */
+int smtpc__sasl_reply(smtpc__sasl *s, int code, const char *text, size_t len, smtpc__sasl_line *resp);
+
+/* The server refused an OAuth token (an error challenge, or a 5xx seen
+ * by _reply). The session may then _restart(s, true) once. */
 bool smtpc__sasl_token_rejected(const smtpc__sasl *s);
 /* Resets the exchange for a new AUTH attempt on the same connection; with
  * refresh_token, asks the token provider for a fresh token first

@@ -484,9 +484,12 @@ void smtpc__alist_clear(smtpc_address_list *l)
     l->n = l->cap = 0;
 }
 
-int smtpc__address_parse_n(const char *s, size_t n, bool list, smtpc_address_list *out,
+int smtpc__address_parse_n(const char *s, size_t n, int mode, smtpc_address_list *out,
                            char *errbuf, size_t errlen)
 {
+    bool list = mode != 0, lenient = mode == 2;
+    size_t elems = 0;
+    bool after_comma = false;
     P p = {s, n, 0, errbuf, errlen};
     if (errbuf && errlen) errbuf[0] = '\0';
     for (size_t i = 0; i < n; i++) {
@@ -505,13 +508,23 @@ int smtpc__address_parse_n(const char *s, size_t n, bool list, smtpc_address_lis
     int rc = 0;
     for (;;) {
         if ((rc = skip_cfws(&p))) goto fail;
+        if (lenient && peek(&p) == ',') { /* obs-addr-list: empty elements */
+            p.i++;
+            continue;
+        }
         if (peek(&p) < 0) {
-            if (l.n == 0) {
+            if (elems == 0 && !(lenient && after_comma)) {
                 rc = perr(&p, "empty address");
+                goto fail;
+            }
+            if (after_comma && !lenient) {
+                rc = perr(&p, "empty address after ','");
                 goto fail;
             }
             break;
         }
+        elems++;
+        after_comma = false;
         if (list && scan_kind(&p, false) == ':') {
             char *gname = NULL;
             if ((rc = parse_phrase(&p, &gname))) goto fail;
@@ -576,6 +589,7 @@ int smtpc__address_parse_n(const char *s, size_t n, bool list, smtpc_address_lis
             goto fail;
         }
         p.i++;
+        after_comma = true;
     }
     if (!list && (l.n != 1 || l.v[0]->group)) {
         rc = perr(&p, "a single mailbox is expected");

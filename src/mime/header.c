@@ -158,7 +158,13 @@ int smtpc__hdr_encoded(smtpc__hdr *h, const char *ws0, size_t ws0len, const char
 
 static bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
-static bool word_needs_encoding(const char *w, size_t n, bool utf8)
+static bool is_atext_c(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+static bool word_needs_encoding(const char *w, size_t n, bool utf8, bool phrase)
 {
     if (n > PLAIN_WORD_MAX) return true;
     for (size_t i = 0; i < n; i++) {
@@ -167,6 +173,7 @@ static bool word_needs_encoding(const char *w, size_t n, bool utf8)
         if (c >= 0x80 && !utf8) return true;
         if (c == '=' && i + 1 < n && w[i + 1] == '?') return true;
         if (c == '?' && i + 1 < n && w[i + 1] == '=') return true;
+        if (phrase && c < 0x80 && !is_atext_c(c)) return true;
     }
     return false;
 }
@@ -177,7 +184,13 @@ typedef struct span {
     bool enc;
 } span;
 
-int smtpc__hdr_unstructured(smtpc__hdr *h, const char *v, size_t n, bool utf8)
+/* Words that need it become encoded words (runs of them, with the
+ * whitespace between, become one sequence of encoded words); the others are
+ * written as they are. Leading, trailing and unusual whitespace goes inside
+ * the encoding so that decoding gives back exactly v. ws0 is the separator
+ * before the first token. In a phrase, plain words must be atoms and any
+ * whitespace other than one space between plain words is encoded. */
+static int words(smtpc__hdr *h, const char *ws0, size_t ws0n, const char *v, size_t n, bool utf8, bool phrase)
 {
     /* split into (ws, word) spans plus trailing ws */
     size_t cap = 8, cnt = 0, i = 0;
@@ -208,20 +221,21 @@ int smtpc__hdr_unstructured(smtpc__hdr *h, const char *v, size_t n, bool utf8)
     }
     if (cnt == 0) {
         /* all whitespace: encode it */
-        rc = smtpc__hdr_encoded(h, " ", 1, v, n, false);
+        rc = smtpc__hdr_encoded(h, ws0, ws0n, v, n, phrase);
         goto done;
     }
     for (size_t k = 0; k < cnt; k++) {
-        sp[k].enc = word_needs_encoding(v + sp[k].w, sp[k].wn, utf8);
-        if (sp[k].wsn > WS_RUN_MAX && k > 0) sp[k].enc = sp[k - 1].enc = true;
+        sp[k].enc = word_needs_encoding(v + sp[k].w, sp[k].wn, utf8, phrase);
+        bool odd_ws = phrase ? (sp[k].wsn != 1 || v[sp[k].ws] != ' ') : sp[k].wsn > WS_RUN_MAX;
+        if (k > 0 && odd_ws) sp[k].enc = sp[k - 1].enc = true;
     }
     if (sp[0].wsn) sp[0].enc = true;
     if (trail) sp[cnt - 1].enc = true;
     for (size_t k = 0; k < cnt && !rc;) {
         /* the separator before the first word of the value is the single
          * space after the colon; leading whitespace is inside the encoding */
-        const char *ws = k == 0 ? " " : v + sp[k].ws;
-        size_t wsn = k == 0 ? 1 : sp[k].wsn;
+        const char *ws = k == 0 ? ws0 : v + sp[k].ws;
+        size_t wsn = k == 0 ? ws0n : sp[k].wsn;
         if (!sp[k].enc) {
             rc = smtpc__hdr_tok(h, ws, wsn, v + sp[k].w, sp[k].wn);
             k++;
@@ -231,12 +245,17 @@ int smtpc__hdr_unstructured(smtpc__hdr *h, const char *v, size_t n, bool utf8)
         while (e + 1 < cnt && sp[e + 1].enc) e++;
         size_t from = k == 0 ? sp[0].ws : sp[k].w;
         size_t to = sp[e].w + sp[e].wn + (e == cnt - 1 ? trail : 0);
-        rc = smtpc__hdr_encoded(h, ws, wsn, v + from, to - from, false);
+        rc = smtpc__hdr_encoded(h, ws, wsn, v + from, to - from, phrase);
         k = e + 1;
     }
 done:
     free(sp);
     return rc;
+}
+
+int smtpc__hdr_unstructured(smtpc__hdr *h, const char *v, size_t n, bool utf8)
+{
+    return words(h, " ", 1, v, n, utf8, false);
 }
 
 static bool phrase_atoms(const char *v, size_t n)
@@ -292,7 +311,9 @@ int smtpc__hdr_phrase(smtpc__hdr *h, const char *v, size_t n, bool utf8, bool fi
         q[w++] = '"';
         return smtpc__hdr_tok(h, ws, wsn, q, w);
     }
-    return smtpc__hdr_encoded(h, ws, wsn, v, n, true);
+    /* word by word: "=?utf-8?Q?Zo=C3=AB?= Smith"; a run of words needing
+     * encoding becomes as few encoded words as fit */
+    return words(h, ws, wsn, v, n, utf8, true);
 }
 
 /* ---------------------------------------------------------------- decoder */
@@ -366,6 +387,15 @@ static int ew_decode(smtpc__buf *out, const char *s, size_t n, bool *ok)
         return 0;
     }
     int rc = 0;
+    if (!latin1 && (!smtpc__utf8_valid(smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp)) ||
+                    memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp)))) {
+        smtpc__buf_free(&tmp); /* not text we can carry: keep the word as is */
+        return 0;
+    }
+    if (latin1 && memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp))) {
+        smtpc__buf_free(&tmp);
+        return 0;
+    }
     if (latin1) {
         for (size_t i = tmp.off; i < tmp.len && !rc; i++) {
             uint8_t c = tmp.data[i];

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#define RFC822_FILE_MAX (64 << 20)
+
 int smtpc_message_new(smtpc_message **out)
 {
     if (!out) return SMTPC_EINVAL;
@@ -457,10 +459,31 @@ int smtpc_message_add_attachment_file(smtpc_message *m, const char *path, const 
         return rc;
     }
     if (p->is_rfc822) {
-        /* an embedded message is written unencoded: needs its bytes */
-        smtpc__part_free(p);
-        return smtpc__err(&m->err, SMTPC_EINVAL,
-                          "message/rfc822 from a file: use smtpc_message_add_message_mem");
+        /* an embedded message is written unencoded (RFC 2046 5.2.1), which
+         * needs its line structure checked: read it now, within a limit */
+        if (st.st_size > RFC822_FILE_MAX) {
+            smtpc__part_free(p);
+            return smtpc__err(&m->err, SMTPC_ELIMIT, "attachment %s: a message/rfc822 part is limited to %d MiB",
+                              path, RFC822_FILE_MAX >> 20);
+        }
+        FILE *f = fopen(path, "rb");
+        uint8_t *raw = f ? malloc((size_t)st.st_size + 1) : NULL;
+        size_t got = raw ? fread(raw, 1, (size_t)st.st_size, f) : 0;
+        int e = errno;
+        if (f) fclose(f);
+        if (!raw || got != (size_t)st.st_size) {
+            free(raw);
+            smtpc__part_free(p);
+            return smtpc__err(&m->err, SMTPC_EIO, "attachment %s: %s", path,
+                              f ? "short read" : strerror(e));
+        }
+        p->data = smtpc__crlf_normalize(raw, got, &p->len);
+        free(raw);
+        if (!p->data) {
+            smtpc__part_free(p);
+            return smtpc__err(&m->err, SMTPC_ENOMEM, "out of memory");
+        }
+        p->src = SRC_MEM;
     }
     return push_att(m, p);
 }

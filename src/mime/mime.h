@@ -23,8 +23,10 @@ struct smtpc_address_list {
     size_t n, cap;
 };
 
-/* Parses s[0..n) as an address list (list=true) or one mailbox. */
-int smtpc__address_parse_n(const char *s, size_t n, bool list, smtpc_address_list *out,
+/* Parses s[0..n) as one mailbox (mode 0), an address list (1), or an
+ * address list tolerating empty elements "a@b, , c@d," (2, obs-addr-list,
+ * for loaded messages). */
+int smtpc__address_parse_n(const char *s, size_t n, int mode, smtpc_address_list *out,
                            char *errbuf, size_t errlen);
 int smtpc__alist_push(smtpc_address_list *l, smtpc_address *a);
 void smtpc__alist_clear(smtpc_address_list *l);

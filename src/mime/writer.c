@@ -36,6 +36,7 @@ struct smtpc_message_writer {
     int failed;
     /* stream state of the current IT_B64 item */
     bool active, src_eof, spooling;
+    bool raw_cr, raw_nl; /* IT_RAW: last input byte was CR; output ends with CRLF */
     int fd;
     uint64_t got;
     uint8_t *in, *out;
@@ -94,8 +95,12 @@ static int choose_cte(const smtpc__part *p, bool eightbit)
     }
     if (line > maxline) maxline = line;
     bool lines_ok = maxline <= 998 && !nul;
-    if (lines_ok && !high) return CTE_7BIT;
-    if (lines_ok && eightbit) return CTE_8BIT;
+    /* 7bit for ASCII with short lines (RFC 5322's 78); longer ASCII lines
+     * are legal up to 998 but relays rewrap them, so QP protects them
+     * unless the server takes 8BITMIME (nothing rewraps there). */
+    if (lines_ok && !high && (maxline <= 78 || eightbit || p->is_rfc822)) return CTE_7BIT;
+    if (lines_ok && high && eightbit) return CTE_8BIT;
+    if (lines_ok && !high && !p->is_text) return CTE_7BIT;
     if (p->is_rfc822) return CTE_B64; /* documented fallback */
     return high * 6 < p->len ? CTE_QP : CTE_B64;
 }
@@ -490,6 +495,7 @@ static int layout(smtpc_message_writer *w)
 
 static int64_t item_size(const item *it)
 {
+    if (it->kind == IT_RAW) return -1; /* line ends may change */
     if (it->kind != IT_B64) return (int64_t)it->len;
     const smtpc__part *p = it->p;
     if (p->src == SRC_MEM) return (int64_t)smtpc__b64_lines_len(p->len);
@@ -615,12 +621,16 @@ static int stream_open(smtpc_message_writer *w, smtpc__part *p)
     w->src_eof = false;
     w->outoff = w->outlen = 0;
     w->spooling = false;
+    w->raw_nl = true;
+    w->raw_cr = false;
     if (!w->out && !(w->out = malloc(OUT_BLOCK))) return smtpc__err(&w->err, SMTPC_ENOMEM, "out of memory");
     if (p->src != SRC_MEM && !w->in && !(w->in = malloc(IN_BLOCK)))
         return smtpc__err(&w->err, SMTPC_ENOMEM, "out of memory");
     if (p->src == SRC_FILE) {
         w->fd = open(p->path, O_RDONLY | O_CLOEXEC);
         if (w->fd < 0) return smtpc__err(&w->err, SMTPC_EIO, "opening %s: %s", p->path, strerror(errno));
+    } else if (p->src == SRC_CB && !p->cb) {
+        /* a loaded message read to its end with the headers */
     } else if (p->src == SRC_CB) {
         if (p->spool_state == SPOOL_DONE) {
             w->fd = dup(fileno(p->spool));
@@ -680,8 +690,63 @@ static int stream_step(smtpc_message_writer *w, smtpc__part *p)
     return 0;
 }
 
-int smtpc__writer_raw_step(smtpc_message_writer *w, smtpc__part *p, uint8_t *in, size_t inblock,
-                           uint8_t *out, size_t *outlen, bool *eof);
+/* IT_RAW: the body of a loaded message, line ends normalised to CRLF. The
+ * in-memory prefix (read with the headers) comes first, then the stream. */
+static int raw_step(smtpc_message_writer *w, smtpc__part *p)
+{
+    const size_t chunk = OUT_BLOCK / 2 - 2;
+    const uint8_t *src;
+    size_t n;
+    if (w->got < p->len) {
+        src = p->data + w->got;
+        n = p->len - (size_t)w->got;
+        if (n > chunk) n = chunk;
+        w->got += n;
+    } else if (!p->cb && w->fd < 0) {
+        n = 0;
+        src = NULL;
+    } else {
+        if (!w->in && !(w->in = malloc(IN_BLOCK))) return smtpc__err(&w->err, SMTPC_ENOMEM, "out of memory");
+        ssize_t k = src_fill(w, p, w->in, chunk);
+        if (k < 0) return (int)k;
+        src = w->in;
+        n = (size_t)k;
+        w->got += n;
+    }
+    uint8_t *d = w->out;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = src[i];
+        if (c == '\n' && w->raw_cr) {
+            w->raw_cr = false;
+            continue;
+        }
+        w->raw_cr = c == '\r';
+        if (c == '\r' || c == '\n') {
+            *d++ = '\r';
+            *d++ = '\n';
+            w->raw_nl = true;
+        } else {
+            *d++ = c;
+            w->raw_nl = false;
+        }
+    }
+    if (n == 0) {
+        w->src_eof = true;
+        if (w->spooling) {
+            if (fflush(p->spool) != 0) return smtpc__err(&w->err, SMTPC_EIO, "spool file: %s", strerror(errno));
+            p->spool_state = SPOOL_DONE;
+            p->spool_len = (int64_t)(w->got - p->len);
+            w->spooling = false;
+        }
+        if (!w->raw_nl) {
+            *d++ = '\r';
+            *d++ = '\n';
+        }
+    }
+    w->outoff = 0;
+    w->outlen = (size_t)(d - w->out);
+    return 0;
+}
 
 ssize_t smtpc_message_writer_read(void *wv, void *buf, size_t len)
 {
@@ -718,18 +783,7 @@ ssize_t smtpc_message_writer_read(void *wv, void *buf, size_t len)
                 w->cur++;
                 continue;
             }
-            int rc;
-            if (it->kind == IT_B64) {
-                rc = stream_step(w, it->p);
-            } else {
-                bool eof = false;
-                if (!w->in && !(w->in = malloc(IN_BLOCK))) rc = SMTPC_ENOMEM;
-                else {
-                    rc = smtpc__writer_raw_step(w, it->p, w->in, IN_BLOCK, w->out, &w->outlen, &eof);
-                    w->outoff = 0;
-                    if (eof) w->src_eof = true;
-                }
-            }
+            int rc = it->kind == IT_B64 ? stream_step(w, it->p) : raw_step(w, it->p);
             if (rc) {
                 w->failed = rc;
                 break;

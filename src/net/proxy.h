@@ -22,6 +22,8 @@
 #include <smtpc/proxy.h>
 #include <sys/socket.h>
 
+struct smtpc__tls_ctx; /* net/tls.h */
+
 /* Largest HTTP CONNECT response header accepted (status line + headers). */
 #define SMTPC__PROXY_HTTP_MAX_HEADER (16 * 1024)
 
@@ -54,18 +56,22 @@ int smtpc__proxy_resolve_target(smtpc_proxy_type type, const char *host,
                                 struct sockaddr_storage *out, smtpc__errmsg *err);
 
 /* The whole chain for the blocking session: TCP to the proxy (with `tcp`:
- * bind address, family, deadline_ms, cancel_fd), the proxy layer, its
- * handshake driven to completion with smtpc__wait_fd against
- * tcp->deadline_ms / tcp->cancel_fd. On success *out is the proxy layer (its
- * inner is the TCP layer); a TLS layer for SMTPS/STARTTLS goes on top. On
- * failure *out is untouched and everything is freed.
- * https:// proxies are SMTPC_EUNSUPPORTED until the TLS layer exists (the
- * place to insert it is marked in proxy_connect.c).
- * Errors: those of smtpc__tcp_connect (naming the proxy), SMTPC_EPROXY,
- * SMTPC_ETIMEDOUT ("proxy URL: the proxy did not complete the handshake
- * in time"), SMTPC_ECANCELED,
- * and those of smtpc__proxy_layer_new. */
+ * bind address, family, deadline_ms, cancel_fd), for https:// a TLS layer
+ * to the proxy (verified against the proxy's host name), the proxy layer,
+ * and the handshakes driven to completion with smtpc__wait_fd against
+ * tcp->deadline_ms / tcp->cancel_fd. On success *out is the proxy layer
+ * (the tunnel to the target); SMTPS/STARTTLS TLS goes on top of it.
+ * proxy_tls: the TLS context for https:// proxies (borrowed; the chain keeps
+ * its own reference); NULL = a default one (system trust store,
+ * verification on). Ignored for the other types.
+ * On failure *out is untouched and everything is freed.
+ * Errors: those of smtpc__tcp_connect (message prefixed by the redacted
+ * proxy URL), SMTPC_ETLS ("proxy URL: TLS to the proxy: ..."),
+ * SMTPC_EPROXY, SMTPC_ETIMEDOUT ("proxy URL: the proxy did not complete
+ * the handshake in time"), SMTPC_ECANCELED, and those of
+ * smtpc__proxy_layer_new. */
 int smtpc__proxy_connect(smtpc__transport **out, const smtpc_proxy *cfg, const char *target_host,
-                         uint16_t target_port, const smtpc__tcp_opts *tcp, smtpc__errmsg *err);
+                         uint16_t target_port, const smtpc__tcp_opts *tcp,
+                         struct smtpc__tls_ctx *proxy_tls, smtpc__errmsg *err);
 
 #endif

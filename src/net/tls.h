@@ -80,7 +80,10 @@ bool smtpc__tls_is(const smtpc__transport *t);
 const smtpc_tls_info *smtpc__tls_info(const smtpc__transport *t);
 /* The session to resume later (a new reference: free it), or NULL if none
  * yet. With TLS 1.3 the server sends it after the handshake, so ask after
- * the first read (the SMTP greeting / EHLO reply). */
+ * the first read (the SMTP greeting / EHLO reply). Offer it again only to
+ * the same server name and port with the same context (key a cache on
+ * that): a resumed connection skips certificate verification and keeps
+ * the first connection's verdict, pins and info. */
 smtpc__tls_session *smtpc__tls_get_session(smtpc__transport *t);
 void smtpc__tls_session_free(smtpc__tls_session *s);
 

@@ -6,8 +6,11 @@
  *   GREETING: <line>        ECHO: <line>          on success (exit 0)
  *   ERROR <SMTPC_NAME>: <message>                 on failure (exit 1)
  *   ELAPSED_MS: <n>                               always
- * CANCEL_AFTER_MS > 0 writes to the cancel pipe after that long. */
+ * CANCEL_AFTER_MS > 0 writes to the cancel pipe after that long.
+ * For https:// proxies, $SMTPC_TEST_PROXY_CA names the CA file that
+ * verifies the proxy (unset: the default context, system trust store). */
 #include "net/proxy.h"
+#include "net/tls.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -87,7 +90,17 @@ int main(int argc, char **argv)
     smtpc__err_clear(&err);
     smtpc__transport *t = NULL;
     long port = strtol(argv[3], NULL, 10);
-    rc = smtpc__proxy_connect(&t, cfg, argv[2], (uint16_t)port, &opts, &err);
+    smtpc__tls_ctx *ptls = NULL;
+    const char *ca = getenv("SMTPC_TEST_PROXY_CA");
+    if (ca && *ca) {
+        smtpc__tls_config tc;
+        memset(&tc, 0, sizeof tc);
+        tc.ca_file = ca;
+        rc = smtpc__tls_ctx_new(&ptls, &tc, &err);
+        if (rc) return fail(rc, err.text);
+    }
+    rc = smtpc__proxy_connect(&t, cfg, argv[2], (uint16_t)port, &opts, ptls, &err);
+    smtpc__tls_ctx_free(ptls);
     smtpc_proxy_free(cfg);
     if (rc) return fail(rc, err.text);
 

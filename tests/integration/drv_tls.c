@@ -4,16 +4,56 @@
  *   drv_tls HOST PORT [--name N | --no-name] [--ca FILE] [--capath DIR]
  *           [--insecure] [--pin PINS] [--cert FILE] [--key FILE]
  *           [--min 1.x] [--max 1.x] [--strict] [--send TEXT] [--read]
- *           [--reconnect]
+ *           [--reconnect] [--chunky] [--bulk N] [--starttls]
  *
  * Output: "key: value" lines; on failure "error: SMTPC_X: message" and
  * exit status 1. --reconnect: after the first connection (read to the end),
- * connects again offering the session, and prints "resumed2: yes|no". */
+ * connects again offering the session, and prints "2.resumed: yes|no".
+ * --chunky puts a test layer between TCP and TLS that moves 1 to 7 bytes
+ * per call and answers every other call with SMTPC_EAGAIN: TLS must work
+ * over any inner layer and survive short reads and writes.
+ * --bulk N sends N bytes of 'x' and a newline (before --send).
+ * --starttls reads a greeting line in clear, sends STARTTLS, expects a 220
+ * line, and only then puts TLS on the same connection. */
 #include "net/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- the --chunky test layer ---------------------------------------------- */
+typedef struct chunky {
+    smtpc__transport base;
+    unsigned calls;
+} chunky;
+
+static ssize_t chunky_read(smtpc__transport *t, void *buf, size_t len, int *want)
+{
+    chunky *c = (chunky *)t;
+    if (++c->calls % 2) {
+        *want = SMTPC__WANT_READ;
+        return SMTPC_EAGAIN;
+    }
+    size_t max = 1 + c->calls % 7;
+    return smtpc__transport_read(t->inner, buf, len < max ? len : max, want);
+}
+
+static ssize_t chunky_write(smtpc__transport *t, const void *buf, size_t len, int *want)
+{
+    chunky *c = (chunky *)t;
+    if (++c->calls % 2) {
+        *want = SMTPC__WANT_WRITE;
+        return SMTPC_EAGAIN;
+    }
+    size_t max = 1 + c->calls % 5;
+    return smtpc__transport_write(t->inner, buf, len < max ? len : max, want);
+}
+
+static void chunky_destroy(smtpc__transport *t) { free(t); }
+
+static const smtpc__transport_ops chunky_ops = {
+    .name = "chunky", .read = chunky_read, .write = chunky_write, .destroy = chunky_destroy,
+};
 
 static int64_t deadline(void) { return smtpc__now_ms() + 20000; }
 
@@ -35,8 +75,53 @@ static int parse_version(const char *s)
 typedef struct opts {
     const char *host, *name, *send;
     uint16_t port;
-    bool read, reconnect;
+    bool read, reconnect, chunky, starttls;
+    size_t bulk;
 } opts;
+
+/* Reads one line in clear, byte by byte (nothing past the CRLF may be
+ * consumed: it belongs to TLS). */
+static int read_line(smtpc__transport *t, char *line, size_t size)
+{
+    size_t n = 0;
+    int64_t dl = deadline();
+    while (n + 1 < size) {
+        int want = 0;
+        ssize_t r = smtpc__transport_read(t, line + n, 1, &want);
+        if (r == SMTPC_EAGAIN) {
+            int rc = smtpc__wait_fd(t->fd, want, dl, -1);
+            if (rc) return rc;
+            continue;
+        }
+        if (r <= 0) return r == 0 ? SMTPC_ECLOSED : (int)r;
+        if (line[n++] == '\n') break;
+    }
+    line[n] = '\0';
+    return 0;
+}
+
+static int starttls(smtpc__transport *t)
+{
+    char line[512];
+    int rc = read_line(t, line, sizeof line);
+    if (rc) return rc;
+    printf("clear.greeting: %.*s\n", (int)strcspn(line, "\r\n"), line);
+    const char *cmd = "STARTTLS\r\n";
+    size_t off = 0;
+    while (off < strlen(cmd)) {
+        int want = 0;
+        ssize_t n = smtpc__transport_write(t, cmd + off, strlen(cmd) - off, &want);
+        if (n == SMTPC_EAGAIN) {
+            if ((rc = smtpc__wait_fd(t->fd, want, deadline(), -1))) return rc;
+            continue;
+        }
+        if (n < 0) return (int)n;
+        off += (size_t)n;
+    }
+    if ((rc = read_line(t, line, sizeof line))) return rc;
+    printf("clear.starttls: %.*s\n", (int)strcspn(line, "\r\n"), line);
+    return strncmp(line, "220", 3) == 0 ? 0 : SMTPC_EUNSUPPORTED;
+}
 
 static int one(const opts *o, smtpc__tls_ctx *ctx, smtpc__tls_session *resume,
                smtpc__tls_session **keep, const char *prefix)
@@ -46,6 +131,18 @@ static int one(const opts *o, smtpc__tls_ctx *ctx, smtpc__tls_session *resume,
     smtpc__tcp_opts to = {.family = 0, .deadline_ms = deadline(), .cancel_fd = -1};
     int rc = smtpc__tcp_connect(&tcp, o->host, o->port, &to, &err);
     if (rc) return fail(rc, err.text);
+    if (o->starttls && (rc = starttls(tcp)) != 0) {
+        smtpc__transport_free(tcp);
+        return fail(rc, "STARTTLS in clear failed");
+    }
+    if (o->chunky) {
+        chunky *c = calloc(1, sizeof *c);
+        if (!c) return fail(SMTPC_ENOMEM, "chunky");
+        c->base.ops = &chunky_ops;
+        c->base.inner = tcp;
+        c->base.fd = tcp->fd;
+        tcp = &c->base;
+    }
     rc = smtpc__tls_wrap(&t, tcp, ctx, o->name, resume, &err);
     if (rc) {
         smtpc__transport_free(tcp);
@@ -74,10 +171,21 @@ static int one(const opts *o, smtpc__tls_ctx *ctx, smtpc__tls_session *resume,
     printf("%sresumed: %s\n", prefix, i->resumed ? "yes" : "no");
     fflush(stdout);
     int status = 0;
-    if (o->send) {
-        size_t len = strlen(o->send), off = 0;
+    char *payload = NULL;
+    if (o->bulk || o->send) {
+        size_t sl = o->send ? strlen(o->send) : 0;
+        payload = malloc(o->bulk + 1 + sl + 1);
+        if (!payload) return fail(SMTPC_ENOMEM, "payload");
+        memset(payload, 'x', o->bulk);
+        size_t pl = o->bulk;
+        if (o->bulk) payload[pl++] = '\n';
+        if (sl) memcpy(payload + pl, o->send, sl);
+        payload[pl + sl] = '\0';
+    }
+    if (payload) {
+        size_t len = strlen(payload), off = 0;
         while (off < len) {
-            ssize_t n = smtpc__transport_write(t, o->send + off, len - off, &want);
+            ssize_t n = smtpc__transport_write(t, payload + off, len - off, &want);
             if (n == SMTPC_EAGAIN) {
                 if ((rc = smtpc__wait_fd(t->fd, want, dl, -1)) != 0) break;
                 continue;
@@ -89,6 +197,7 @@ static int one(const opts *o, smtpc__tls_ctx *ctx, smtpc__tls_session *resume,
             off += (size_t)n;
         }
         if (rc) status = fail(rc, t->err.text);
+        free(payload);
     }
     if (!status && o->read) {
         smtpc__buf data;
@@ -156,6 +265,9 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--send") && v) o.send = argv[++i];
         else if (!strcmp(a, "--read")) o.read = true;
         else if (!strcmp(a, "--reconnect")) o.reconnect = true;
+        else if (!strcmp(a, "--chunky")) o.chunky = true;
+        else if (!strcmp(a, "--starttls")) o.starttls = true;
+        else if (!strcmp(a, "--bulk") && v) o.bulk = (size_t)strtoul(argv[++i], NULL, 10);
         else {
             fprintf(stderr, "drv_tls: bad option %s\n", a);
             return 64;

@@ -139,3 +139,50 @@ def test_delivery_smtp_from_config_needs_session(smtpc_bin, tmp_path):
     # ... and the --pickup-dir flag overrides it
     r, o = send_json(smtpc_bin, tmp_path, "--config", str(p), "--pickup-dir", "pk")
     assert r.returncode == 0 and o["path"].startswith("pk/")
+
+
+def test_config_command_shows_sources_never_secrets(smtpc_bin, tmp_path):
+    p = write(tmp_path / "c.conf", "default = w\ntimeout = 30s\n[account w]\nserver = h.example:25\n"
+                                   "from = me@example.org\n[account z]\npassword = s3cret-pw\n")
+    env = base_env(tmp_path)
+    env["SMTPC_TLS"] = "none"
+    r = run(smtpc_bin, tmp_path, "config", "--config", str(p), "--user", "bob", env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert f"file: {p}\n" in out and "accounts: w (default) z\n" in out and "account: w\n" in out
+    lines = {l.split()[0]: l for l in out.splitlines() if l.startswith("  ")}
+    assert lines["server"].endswith(f"{p}:4") and "h.example:25" in lines["server"]
+    assert lines["timeout"].endswith(f"{p}:2")
+    assert lines["tls"].endswith("environment SMTPC_TLS")
+    assert lines["user"].endswith("command line")
+    assert "delivery: smtp" in out
+    r = run(smtpc_bin, tmp_path, "config", "--config", str(p), "--account", "z", "--check-password")
+    assert r.returncode == 0, r.stderr
+    assert b"s3cret" not in r.stdout + r.stderr
+    assert b"(set, not shown)" in r.stdout and b"password: ok (from password)" in r.stdout
+    assert run(smtpc_bin, tmp_path, "config", "bogus").returncode == 64
+
+
+def test_password_sources(smtpc_bin, tmp_path):
+    cfg = str(write(tmp_path / "e.conf", ""))
+    def check(*args, env=None):
+        return run(smtpc_bin, tmp_path, "config", "--config", cfg, "--check-password", *args, env=env)
+    r = check()
+    assert r.returncode == 0 and b"password: none configured" in r.stdout
+    env = base_env(tmp_path)
+    env["MY_PW"] = "from-env"
+    r = check("--password-env", "MY_PW", env=env)
+    assert r.returncode == 0 and b"ok (from password-env)" in r.stdout and b"from-env" not in r.stdout
+    r = check("--password-env", "UNSET_PW_VAR")
+    assert r.returncode == 78 and b"UNSET_PW_VAR is not set" in r.stderr
+    (tmp_path / "pw").write_text("file-secret\nsecond line\n")
+    r = check("--password-file", str(tmp_path / "pw"))
+    assert r.returncode == 0 and b"ok (from password-file)" in r.stdout
+    r = check("--password-file", str(tmp_path / "missing"))
+    assert r.returncode == 78
+    r = check("--password-cmd", "echo cmd-$((40 + 2))")
+    assert r.returncode == 0 and b"ok (from password-cmd)" in r.stdout and b"cmd-42" not in r.stdout
+    r = check("--password-cmd", "exit 3")
+    assert r.returncode == 78 and b"exit status 3" in r.stderr
+    r = check("--password-cmd", "true")
+    assert r.returncode == 78 and b"empty secret" in r.stderr

@@ -202,3 +202,24 @@ def test_probe_errors(smtpc_bin, tmp_path):
     assert run(smtpc_bin, tmp_path, "probe").returncode == 64
     assert run(smtpc_bin, tmp_path, "probe", "a", "b").returncode == 64
     assert run(smtpc_bin, tmp_path, "probe", "127.0.0.1:1").returncode == 69  # TLS not yet
+
+
+def test_composed_mime_message_to_server(smtpc_bin, tmp_path, aiosmtpd):
+    import email
+    import email.policy
+    srv = aiosmtpd()
+    blob = os.urandom(100_000)
+    (tmp_path / "blob.bin").write_bytes(blob)
+    r = send(smtpc_bin, tmp_path, srv, "--to", "Bob <b@example.org>", "--subject", "Grüße",
+             "--text", "Grüße aus Köln", "--html", "<p>Grüße</p>", "--attach", "blob.bin")
+    assert r.returncode == 0, r.stderr
+    e = srv.envelopes[0]
+    assert e.rcpt_tos == ["b@example.org"]
+    opts = " ".join(e.mail_options).upper()
+    assert "BODY=8BITMIME" in opts  # aiosmtpd offers 8BITMIME and the text is 8-bit
+    assert f"SIZE={len(e.data)}" in opts.split(), (opts, len(e.data))
+    msg = email.message_from_bytes(e.data, policy=email.policy.default)
+    assert msg["Subject"] == "Grüße"
+    assert msg.get_body(("plain",)).get_content().strip() == "Grüße aus Köln"
+    atts = list(msg.iter_attachments())
+    assert atts[0].get_filename() == "blob.bin" and atts[0].get_content() == blob

@@ -25,6 +25,12 @@ def sh(*args, **kw):
     return r.stdout
 
 
+def sanitizer_flags():
+    """A sanitized libsmtpc needs a consumer built with the same runtime."""
+    cache = (BUILD_DIR / "CMakeCache.txt").read_text()
+    return ["-fsanitize=address,undefined"] if "SMTPC_SANITIZE:BOOL=ON" in cache else []
+
+
 def installed(tmp_path):
     prefix = tmp_path / "prefix"
     sh("cmake", "--install", str(BUILD_DIR), "--prefix", str(prefix))
@@ -47,7 +53,9 @@ def test_install_layout_and_find_package(tmp_path):
         "cmake_minimum_required(VERSION 3.20)\nproject(consumer C)\n"
         "find_package(smtpc 0.1 REQUIRED)\nadd_executable(consumer main.c)\n"
         "target_link_libraries(consumer PRIVATE smtpc::smtpc)\n")
-    sh("cmake", "-S", str(proj), "-B", str(proj / "b"), f"-DCMAKE_PREFIX_PATH={prefix}")
+    san = " ".join(sanitizer_flags())
+    sh("cmake", "-S", str(proj), "-B", str(proj / "b"), f"-DCMAKE_PREFIX_PATH={prefix}",
+       f"-DCMAKE_C_FLAGS={san}", f"-DCMAKE_EXE_LINKER_FLAGS={san}")
     sh("cmake", "--build", str(proj / "b"))
     env = dict(os.environ, LD_LIBRARY_PATH=str(libdir))
     out = sh(str(proj / "b/consumer"), env=env)
@@ -56,7 +64,7 @@ def test_install_layout_and_find_package(tmp_path):
     # pkg-config route
     env = dict(os.environ, PKG_CONFIG_PATH=str(libdir / "pkgconfig"))
     flags = sh("pkg-config", "--cflags", "--libs", "smtpc", env=env).split()
-    sh("cc", "-std=c11", "-o", str(tmp_path / "pc"), str(proj / "main.c"), *flags)
+    sh("cc", "-std=c11", *sanitizer_flags(), "-o", str(tmp_path / "pc"), str(proj / "main.c"), *flags)
     out = sh(str(tmp_path / "pc"), env=dict(os.environ, LD_LIBRARY_PATH=str(libdir)))
     assert out.startswith("0.1.0")
 

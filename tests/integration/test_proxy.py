@@ -5,13 +5,16 @@ greeting and an echoed line, or "ERROR <NAME>: <message>". The scripted proxy
 (servers/scripted_proxy.py) plays both a well-behaved proxy that really
 forwards and every hostile case we name in the error messages.
 """
+import os
 import socket
 import subprocess
 
 import pytest
 
 from conftest import driver
+from servers.certs import certs  # noqa: F401
 from servers.scripted_proxy import echo_target, has_ipv6, scripted_proxy  # noqa: F401
+from servers.stunnel import stunnel_in_front_of  # noqa: F401
 
 SECRET = "s3cr3t-Pa55"
 
@@ -235,6 +238,22 @@ def test_silent_proxy_times_out(scripted_proxy, proto, scheme):
     assert 600 <= ms < 5000, out
 
 
+@pytest.mark.parametrize("scheme,proto", [("socks5h", "socks5"), ("socks4a", "socks4"),
+                                          ("http", "http")])
+def test_slow_proxy(scripted_proxy, echo_target, scheme, proto):
+    """A reply dribbling in byte by byte: done within the deadline, else a timeout."""
+    tgt = echo_target()
+    px = scripted_proxy(proto, "slow:0.02")
+    rc, out = run(f"{scheme}://127.0.0.1:{px.port}", "localhost", tgt.port)
+    assert rc == 0, out
+    ok(out)
+    px = scripted_proxy(proto, "slow:0.3")
+    rc, out = run(f"{scheme}://127.0.0.1:{px.port}", "localhost", tgt.port, timeout_ms=800)
+    assert rc == 1
+    assert "ERROR SMTPC_ETIMEDOUT: " in out and "did not complete the handshake in time" in out
+    assert elapsed_ms(out) < 5000, out
+
+
 def test_cancel_during_handshake(scripted_proxy):
     px = scripted_proxy("socks5", "silent")
     rc, out = run(f"socks5h://127.0.0.1:{px.port}", "mx.example", 25, timeout_ms=30000,
@@ -282,10 +301,50 @@ def test_bad_urls(url, expect):
     assert f"ERROR SMTPC_EINVAL: {expect}" in out, out
 
 
-def test_https_proxy_not_yet(scripted_proxy):
-    rc, out = run(f"https://u:{SECRET}@127.0.0.1:1", "mx.example", 25)
+# ---- https:// proxies: CONNECT inside TLS to the proxy (stunnel in front) ----
+
+def run_env(url, host, port, env_extra, timeout_ms=10000):
+    env = dict(os.environ, **env_extra)
+    r = subprocess.run([driver("proxy"), url, host, str(port), str(timeout_ms)],
+                       capture_output=True, timeout=60, env=env)
+    out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+    assert SECRET not in out, out
+    return r.returncode, out
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_https_proxy(scripted_proxy, echo_target, stunnel_in_front_of, coalesce):
+    tgt = echo_target()
+    px = scripted_proxy("http", "forward", auth=("me", SECRET), coalesce=coalesce)
+    tls = stunnel_in_front_of(px.port)
+    rc, out = run_env(f"https://me:{SECRET}@localhost:{tls.port}", "localhost", tgt.port,
+                      {"SMTPC_TEST_PROXY_CA": tls.ca_file})
+    assert rc == 0, out
+    ok(out)
+    assert px.requests[0]["password"] == SECRET
+
+
+def test_https_proxy_407(scripted_proxy, stunnel_in_front_of):
+    px = scripted_proxy("http", "status:407 Proxy Authentication Required")
+    tls = stunnel_in_front_of(px.port)
+    rc, out = run_env(f"https://me:{SECRET}@127.0.0.1:{tls.port}", "mx.example", 25,
+                      {"SMTPC_TEST_PROXY_CA": tls.ca_file})
     assert rc == 1
-    assert "ERROR SMTPC_EUNSUPPORTED: proxy https://u:***@127.0.0.1:1: HTTPS proxies" in out, out
+    assert f"ERROR SMTPC_EPROXY: HTTPS proxy https://me:***@127.0.0.1:{tls.port}: proxy " \
+           "authentication required (407 Proxy Authentication Required): the credentials " \
+           "were rejected" in out, out
+
+
+@pytest.mark.parametrize("cert,ca", [("wrong_host", "test"), ("server", "system")])
+def test_https_proxy_unverified(scripted_proxy, stunnel_in_front_of, cert, ca):
+    px = scripted_proxy("http", "forward")
+    tls = stunnel_in_front_of(px.port, cert=cert)
+    rc, out = run_env(f"https://me:{SECRET}@localhost:{tls.port}", "mx.example", 25,
+                      {"SMTPC_TEST_PROXY_CA": tls.ca_file if ca == "test" else ""})
+    assert rc == 1
+    assert f"ERROR SMTPC_ETLS: proxy https://me:***@localhost:{tls.port}: TLS to the proxy: " \
+        in out, out
+    assert px.requests == []  # no CONNECT (nor credentials) went to an unverified proxy
 
 
 def test_socks4_local_resolution_failure():

@@ -11,8 +11,7 @@ import subprocess
 
 import pytest
 
-from servers.certs import certs  # noqa: F401
-from servers.postfix import postfix, postfix_server, smtp_sink  # noqa: F401
+from servers.postfix import postfix, postfix_factory, postfix_server, smtp_sink  # noqa: F401
 
 MSG = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"
 
@@ -62,6 +61,8 @@ def test_plain_delivery_and_envelope(postfix):
         assert m.original_crlf == MSG
         assert "by mx.smtpc.test (Postfix) with ESMTP" in m.received
         assert m.header("Subject") == "hi"
+        assert m.parsed()["To"] == "b@example.net"
+        assert m.parsed().get_content() == "hello\n.leading dot\n"
 
 
 def test_clear_empties_maildir(postfix):
@@ -302,3 +303,191 @@ def test_smtp_sink(smtp_sink):
         caps = ehlo_caps(s)
         assert "pipelining" in caps
         s.sendmail("a@example.org", ["b@example.org"], MSG)
+
+
+@pytest.mark.parametrize("rcpt,code,enh", [
+    ("reject@example.org", 550, b"5.1.1"), ("reject-42@example.org", 550, b"5.1.1"),
+    ("tempfail+x@example.org", 450, b"4.2.1"), ("full.y@example.org", 552, b"5.2.2"),
+    ("rejected@example.org", 250, b"2.1.5"),  # only the exact word (plus -+. suffix) counts
+])
+def test_scripted_rcpt_refusals(postfix, rcpt, code, enh):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.ehlo()
+        assert s.mail("a@example.org")[0] == 250
+        c, msg = s.rcpt(rcpt)
+        assert (c, msg[:5]) == (code, enh), msg
+
+
+def test_partial_recipients_delivered(postfix):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        refused = s.sendmail("a@example.org", ["ok@example.org", "reject@example.org",
+                                               "tempfail@example.org"], MSG)
+    assert refused == {"reject@example.org": (550, b"5.1.1 <reject@example.org>: Recipient address "
+                                              b"rejected: Recipient rejected (smtpc test)"),
+                       "tempfail@example.org": (450, b"4.2.1 <tempfail@example.org>: Recipient "
+                                                b"address rejected: Recipient temporarily "
+                                                b"unavailable (smtpc test)")}
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "ok@example.org"
+
+
+@pytest.mark.parametrize("sender,code", [("sender-reject@example.org", 553),
+                                         ("sender-tempfail-1@example.org", 451)])
+def test_scripted_sender_refusals_at_mail(postfix, sender, code):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.ehlo()
+        c, msg = s.mail(sender)
+        assert c == code, msg
+
+
+@pytest.mark.parametrize("sender,subject,code", [
+    ("eod-reject@example.org", "x", 554), ("eod-tempfail@example.org", "x", 451),
+    ("a@example.org", "bad [smtpc-reject] one", 550)])
+def test_scripted_refusals_after_data(postfix, sender, subject, code):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.ehlo()
+        assert s.mail(sender)[0] == 250
+        assert s.rcpt("b@example.org")[0] == 250
+        c, msg = s.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        assert c == code, msg
+    # and with BDAT LAST
+    with socket.create_connection((postfix.host, postfix.port), timeout=30) as s:
+        f = s.makefile("rb")
+        body = f"Subject: {subject}\r\n\r\nbody\r\n".encode()
+        s.sendall(b"EHLO c\r\nMAIL FROM:<%s>\r\nRCPT TO:<b@example.org>\r\nBDAT %d LAST\r\n%s"
+                  % (sender.encode(), len(body), body))
+        replies = []
+        while len(replies) < 5:
+            line = f.readline()
+            if line[3:4] == b" ":
+                replies.append(line)
+        assert replies[4].startswith(str(code).encode()), replies
+    assert postfix.settle() == []
+
+
+def test_settle_sees_accepted_mail(postfix):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.sendmail("a@example.org", ["settle@example.org"], MSG)
+    assert [m.rcpt_to for m in postfix.settle()] == ["settle@example.org"]
+
+
+def test_factory_with_other_settings(postfix_factory):
+    small = postfix_factory(main_cf={"message_size_limit": "2000"})
+    with smtplib.SMTP(small.host, small.port, timeout=30) as s:
+        caps = ehlo_caps(s)
+        assert caps["size"] == "2000"
+        # without SIZE= in MAIL FROM the limit bites at the end of DATA
+        assert s.mail("a@example.org")[0] == 250
+        assert s.rcpt("b@example.org")[0] == 250
+        code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")
+        assert code == 552 and msg.startswith(b"5.3.4"), msg
+
+
+def starttls_verify(postfix, name, server_hostname="localhost"):
+    with smtplib.SMTP(postfix.host, postfix.starttls_ports[name], timeout=30) as s:
+        s.ehlo()
+        s._host = server_hostname  # smtplib uses it as server_hostname for SNI/verification
+        s.starttls(context=ctx(postfix))
+        s.ehlo()
+        return s.sock.version()
+
+
+@pytest.mark.parametrize("name", ["server", "server_rsa", "chain", "tls12_only"])
+def test_starttls_matrix_good(postfix, name):
+    v = starttls_verify(postfix, name)
+    assert v == "TLSv1.2" if name == "tls12_only" else v == "TLSv1.3"
+
+
+def test_starttls_matrix_wildcard(postfix):
+    starttls_verify(postfix, "wildcard", "mx.example.test")
+
+
+@pytest.mark.parametrize("name", ["expired", "not_yet_valid", "wrong_host", "self_signed",
+                                  "unknown_ca", "chain_incomplete"])
+def test_starttls_matrix_bad(postfix, name):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        starttls_verify(postfix, name)
+
+
+def test_starttls_matrix_ports_have_no_auth(postfix):
+    with smtplib.SMTP(postfix.host, postfix.starttls_ports["server"], timeout=30) as s:
+        s.starttls(context=ctx(postfix))
+        assert "auth" not in ehlo_caps(s)
+
+
+def test_dsn_success_notification_lands_in_maildir(postfix):
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as s:
+        s.sendmail("sender@example.org", ["dsn@example.org"], MSG,
+                   mail_options=["RET=HDRS", "ENVID=env-42"], rcpt_options=["NOTIFY=SUCCESS"])
+    msgs = postfix.wait_for(2)
+    dsn = [m for m in msgs if m.mail_from == ""]
+    assert len(dsn) == 1 and dsn[0].rcpt_to == "sender@example.org"
+    assert b"multipart/report" in dsn[0].raw and b"env-42" in dsn[0].raw
+    assert b"Action: delivered" in dsn[0].raw or b"Action: relayed" in dsn[0].raw
+
+
+def test_parallel_connections(postfix):
+    import concurrent.futures
+
+    def one(i):
+        with smtplib.SMTP(postfix.host, postfix.port, timeout=60) as s:
+            for j in range(5):
+                s.sendmail("a@example.org", [f"p{i}-{j}@example.org"], MSG)
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        list(ex.map(one, range(10)))
+    msgs = postfix.wait_for(50, timeout=60)
+    assert len({m.rcpt_to for m in msgs}) == 50
+
+
+@pytest.mark.parametrize("which", ["submission", "smtps"])
+def test_auth_required_to_send(postfix, which):
+    if which == "smtps":
+        s = smtplib.SMTP_SSL(postfix.host, postfix.smtps_port, context=ctx(postfix), timeout=30)
+    else:
+        s = smtplib.SMTP(postfix.host, postfix.submission_port, timeout=30)
+        s.starttls(context=ctx(postfix))
+    with s:
+        s.ehlo()
+        code, msg = s.mail("a@example.org")
+        assert (code, msg[:5]) == (530, b"5.7.0"), msg
+        s.rset()
+        s.login(postfix.user, postfix.password)
+        assert s.mail("a@example.org")[0] == 250
+        # scripted sender refusals still apply after AUTH
+        s.rset()
+        assert s.mail("sender-reject@example.org")[0] == 553
+
+
+def test_auth_optional_on_auth_plain_port(postfix):
+    with smtplib.SMTP(postfix.host, postfix.auth_plain_port, timeout=30) as s:
+        s.sendmail("a@example.org", ["noauth@example.org"], MSG)
+    postfix.wait_for(1)
+
+
+def digest_md5_auth(s, user, password, realm, host):
+    """Minimal RFC 2831 DIGEST-MD5 client (qop=auth)."""
+    import re as _re
+    code, resp = s.docmd("AUTH", "DIGEST-MD5")
+    assert code == 334, resp
+    chal = dict(_re.findall(r'(\w+)="?([^",]*)"?', base64.b64decode(resp).decode()))
+    cnonce = base64.b64encode(os.urandom(12)).decode()
+    uri = f"smtp/{host}"
+    md5 = lambda b: hashlib.md5(b).digest()  # noqa: E731
+    hexmd5 = lambda b: hashlib.md5(b).hexdigest()  # noqa: E731
+    a1 = md5(f"{user}:{realm}:{password}".encode()) + f":{chal['nonce']}:{cnonce}".encode()
+    a2 = f"AUTHENTICATE:{uri}".encode()
+    rsp = hexmd5(f"{hexmd5(a1)}:{chal['nonce']}:00000001:{cnonce}:auth:{hexmd5(a2)}".encode())
+    answer = (f'username="{user}",realm="{realm}",nonce="{chal["nonce"]}",cnonce="{cnonce}",'
+              f'nc=00000001,qop=auth,digest-uri="{uri}",response={rsp},charset=utf-8')
+    code, resp = s.docmd(base64.b64encode(answer.encode()).decode())
+    if code == 334:  # rspauth
+        code, resp = s.docmd("")
+    return code, resp
+
+
+def test_submission_digest_md5(postfix):
+    with smtplib.SMTP(postfix.host, postfix.submission_port, timeout=30) as s:
+        s.starttls(context=ctx(postfix))
+        s.ehlo()
+        code, resp = digest_md5_auth(s, "alice", postfix.password, postfix.realm, postfix.hostname)
+        assert code == 235, resp

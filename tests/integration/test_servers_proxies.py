@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 
-from servers.certs import certs  # noqa: F401
 from servers.postfix import postfix, postfix_server  # noqa: F401
 from servers.proxies import (http_auth_proxy, http_proxy, microsocks_auth_proxy,  # noqa: F401
                              microsocks_proxy, proxy_factory, socks5_auth_proxy, socks5_proxy,
@@ -34,7 +33,7 @@ def recv_exact(s, n):
 
 def socks5_connect(proxy, host, port, username=None, password=None, offer=None):
     """RFC 1928/1929 client: returns a socket tunnelled to host:port."""
-    s = socket.create_connection((proxy.host, proxy.port), timeout=30)
+    s = socket.create_connection((proxy.host, proxy.port), timeout=30)  # host may be ::1
     try:
         methods = offer if offer is not None else ([2] if username is not None else [0])
         s.sendall(bytes([5, len(methods), *methods]))
@@ -66,7 +65,7 @@ def socks5_connect(proxy, host, port, username=None, password=None, offer=None):
 
 def http_connect(proxy, host, port, username=None, password=None):
     """HTTP CONNECT; returns (status, socket or None)."""
-    s = socket.create_connection((proxy.host, proxy.port), timeout=30)
+    s = socket.create_connection((proxy.host, proxy.port), timeout=30)  # host may be ::1
     hp = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     req = f"CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n"
     if username is not None:
@@ -129,7 +128,7 @@ def test_dante_auth_refuses_wrong_password_and_noauth(socks5_auth_proxy, postfix
 
 def test_dante_refuses_closed_port(socks5_proxy):
     from servers.util import free_port
-    with pytest.raises(SocksError, match="CONNECT refused"):
+    with pytest.raises(SocksError, match=r"CONNECT refused \(5\)"):  # 05: connection refused
         socks5_connect(socks5_proxy, "127.0.0.1", free_port())
 
 
@@ -187,3 +186,18 @@ def test_curl_through_proxies(request, postfix, tmp_path, which):
     assert r.returncode == 0, r.stderr
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "curl@example.org"
+
+
+@pytest.mark.parametrize("starter", ["dante", "microsocks", "tinyproxy"])
+def test_ipv6_listeners(proxy_factory, postfix, starter):
+    from servers import proxies
+    fn = {"dante": proxies.start_dante, "microsocks": proxies.start_microsocks,
+          "tinyproxy": proxies.start_tinyproxy}[starter]
+    p = proxy_factory(fn, listen="::1")
+    assert p.host == "::1"
+    if p.kind == "http":
+        status, s = http_connect(p, "::1", postfix.port)
+        assert status == 200
+    else:
+        s = socks5_connect(p, "::1", postfix.port)
+    send_through(s, postfix, f"{starter}6@example.org")

@@ -199,3 +199,13 @@ def test_stunnel_stopped_at_test_end(postfix, stunnel_in_front_of):
     assert t.proc.poll() is not None
     with pytest.raises(OSError):
         socket.create_connection((t.host, t.port), timeout=5)
+
+
+def test_issue_extra_cert_from_test_ca(certs, tmp_path):
+    from servers.certs import SERVER_EXT
+    c = certs.issue("ip_only", "ip.example.test", SERVER_EXT + ["subjectAltName = IP:127.0.0.1"],
+                    str(tmp_path))
+    with tls_echo_server(c) as port:
+        handshake(port, certs.ca_file, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+            handshake(port, certs.ca_file, server_hostname="localhost")

@@ -21,12 +21,15 @@ class TLSServer:
 
     mode: "greet" sends GREETING then close_notify; "truncate" sends GREETING
     then closes the socket without close_notify; "echo" reads one line and
-    sends it back, then close_notify."""
+    sends it back, then close_notify; "count" reads up to a newline and
+    answers with the number of bytes, then close_notify."""
 
     GREETING = b"220 tls test ready\r\n"
 
     def __init__(self, cert, mode="greet", min_version=None, max_version=None,
-                 client_ca=None, host="127.0.0.1"):
+                 client_ca=None, host="127.0.0.1", starttls=False):
+        self.starttls = starttls
+        self.clear_lines = []
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert.chain, cert.key)
         if min_version:
@@ -61,6 +64,16 @@ class TLSServer:
                 return
             conn.settimeout(TIMEOUT)
             try:
+                if self.starttls:
+                    conn.sendall(b"220 clear greeting\r\n")
+                    line = b""
+                    while not line.endswith(b"\n"):
+                        chunk = conn.recv(1)
+                        if not chunk:
+                            raise OSError("client left before STARTTLS")
+                        line += chunk
+                    self.clear_lines.append(line)
+                    conn.sendall(b"220 2.0.0 go ahead\r\n")
                 s = self.ctx.wrap_socket(conn, server_side=True)
             except (ssl.SSLError, OSError) as e:
                 self.errors.append(str(e))
@@ -68,7 +81,17 @@ class TLSServer:
                 continue
             try:
                 self.peer_certs.append(s.getpeercert())
-                if self.mode == "echo":
+                if self.mode == "count":
+                    total = 0
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        total += len(chunk)
+                        if chunk.endswith(b"\n"):
+                            break
+                    s.sendall(b"got %d\r\n" % total)
+                elif self.mode == "echo":
                     line = b""
                     while not line.endswith(b"\n"):
                         chunk = s.recv(1024)
@@ -329,6 +352,39 @@ def test_write_and_read(certs, server_factory):  # noqa: F811
     assert r["data"] == "echo: EHLO x\\r\\n"
 
 
+def test_over_a_chunky_inner_layer(certs, server_factory):  # noqa: F811
+    """Short reads/writes and EAGAIN from a non-socket inner layer."""
+    srv = server_factory(certs.server, mode="echo")
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--chunky",
+               "--send", "EHLO chunky\r\n", "--read"))
+    assert r["data"] == "echo: EHLO chunky\\r\\n"
+    assert r["end"] == "close_notify"
+    srv2 = server_factory(certs.server, mode="truncate")
+    r = drv(srv2.port, "--name", "localhost", "--ca", certs.ca_file, "--chunky", "--read")
+    assert r["end"].startswith("SMTPC_ECLOSED: "), r["_stdout"]
+
+
+@pytest.mark.parametrize("chunky", [False, True])
+def test_bulk_write(certs, server_factory, chunky):  # noqa: F811
+    srv = server_factory(certs.server, mode="count")
+    n = 100000 if chunky else 3000000
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--bulk", str(n), "--read",
+               *(["--chunky"] if chunky else [])))
+    assert r["data"] == "got %d\\r\\n" % (n + 1)
+
+
+def test_starttls_on_an_existing_connection(certs, server_factory):  # noqa: F811
+    """TLS put on a connection that already carried clear text (STARTTLS)."""
+    srv = server_factory(certs.server, starttls=True, mode="echo")
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--starttls",
+               "--send", "EHLO again\r\n", "--read"))
+    assert r["clear.greeting"] == "220 clear greeting"
+    assert r["clear.starttls"] == "220 2.0.0 go ahead"
+    assert srv.clear_lines == [b"STARTTLS\r\n"]
+    assert r["data"] == "echo: EHLO again\\r\\n"
+    assert r["end"] == "close_notify"
+
+
 def test_plain_server_is_a_tls_error(certs):  # noqa: F811
     """A server that does not speak TLS (sends an SMTP banner)."""
     s = socket.socket()
@@ -369,8 +425,14 @@ def test_client_certificate(certs, server_factory):  # noqa: F811
 @pytest.mark.parametrize("maxv", ["1.2", "1.3"])
 def test_session_resumption(certs, server_factory, maxv):  # noqa: F811
     srv = server_factory(certs.server)
-    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--max", maxv, "--read", "--reconnect"))
+    pin = "sha256//" + certs.server.pin_sha256
+    r = ok(drv(srv.port, "--name", "localhost", "--ca", certs.ca_file, "--max", maxv, "--read",
+               "--reconnect", "--pin", pin))
     assert r["resumed"] == "no"
     assert r["session"] == "yes"
     assert r["2.handshake"] == "ok"
     assert r["2.resumed"] == "yes", r["_stdout"]
+    # a resumed connection still knows (and pins) the certificate it was verified with
+    assert r["2.verified"] == "yes" and r["2.subject"] == "CN=localhost"
+    assert r["2.pinned"] == "yes"
+    assert r["2.end"] == "close_notify"

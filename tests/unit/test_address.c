@@ -158,10 +158,22 @@ TEST(address_list_and_groups)
 
     l = NULL;
     CHECK_INT(smtpc_address_list_parse(&l, "a@example.org,, b@example.org", eb, sizeof eb), SMTPC_EINVAL);
+    CHECK_INT(smtpc_address_list_parse(&l, "a@example.org,", eb, sizeof eb), SMTPC_EINVAL);
+    CHECK(strstr(eb, "after ','") != NULL);
     CHECK_INT(smtpc_address_list_parse(&l, "G: a@example.org", eb, sizeof eb), SMTPC_EINVAL);
     CHECK(strstr(eb, "missing ';'") != NULL);
     CHECK_INT(smtpc_address_list_parse(&l, "a@example.org b@example.org", eb, sizeof eb), SMTPC_EINVAL);
     CHECK(l == NULL);
+
+    /* an empty group alone is a valid list with no address */
+    CHECK_INT(smtpc_address_list_parse(&l, "undisclosed-recipients:;", eb, sizeof eb), 0);
+    CHECK_INT(smtpc_address_list_count(l), 0);
+    smtpc_address_list_free(l);
+    /* the lenient mode (loaded messages) skips empty elements */
+    smtpc_address_list ll = {0};
+    CHECK_INT(smtpc__address_parse_n(" , a@example.org, , b@example.org,", 34, 2, &ll, eb, sizeof eb), 0);
+    CHECK_INT(ll.n, 2);
+    smtpc__alist_clear(&ll);
 }
 
 TEST(address_new)

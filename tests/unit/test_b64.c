@@ -21,7 +21,7 @@ static size_t ref(char *d, const uint8_t *s, size_t n)
 TEST(plain_and_lines)
 {
     enum { MAX = 57 * 5 + 40 };
-    uint8_t in[MAX];
+    uint8_t in[MAX] = {0};
     static char a[4 * MAX], b[4 * MAX], c[4 * MAX];
     uint32_t st = 1;
     for (size_t n = 0; n <= MAX; n++) {

@@ -3,6 +3,9 @@
 #include "t.h"
 
 #include <smtpc/message.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Writes m with flags into a malloc'ed NUL-terminated string; reads in
  * steps of `step` bytes to exercise every boundary of the pull interface. */
@@ -144,10 +147,223 @@ TEST(errors)
     smtpc_message_free(NULL);
 }
 
+typedef struct gen {
+    size_t left;
+    int fail_at; /* return an error when left reaches this (-1: never) */
+    int calls;
+} gen;
+
+static ssize_t gen_cb(void *ud, void *buf, size_t len)
+{
+    gen *g = ud;
+    g->calls++;
+    if (g->fail_at >= 0 && g->left <= (size_t)g->fail_at) return SMTPC_EIO;
+    size_t n = len < g->left ? len : g->left;
+    for (size_t i = 0; i < n; i++) ((uint8_t *)buf)[i] = (uint8_t)(g->left - i);
+    g->left -= n;
+    return (ssize_t)n;
+}
+
+static smtpc_message *basic(void)
+{
+    smtpc_message *m = NULL;
+    smtpc_message_new(&m);
+    smtpc_message_set_from(m, "a@example.org");
+    smtpc_message_add_to(m, "b@example.org");
+    smtpc_message_set_text(m, "hi", (size_t)-1);
+    return m;
+}
+
+TEST(callback_spool_and_replay)
+{
+    smtpc_message *m = basic();
+    gen g = {100000, -1, 0};
+    CHECK_INT(smtpc_message_add_attachment_cb(m, gen_cb, &g, -1, NULL), 0);
+    size_t n1 = 0, n2 = 0;
+    int64_t size1 = 0, size2 = 0;
+    char *a = write_all(m, 0, 1000, &n1, &size1);
+    int calls = g.calls;
+    char *b = write_all(m, 0, 333, &n2, &size2);
+    CHECK(a && b);
+    CHECK_INT(size1, -1);          /* unknown before the first write */
+    CHECK_INT(size2, (int64_t)n2); /* known from the spool afterwards */
+    CHECK(a && b && n1 == n2 && memcmp(a, b, n1) == 0);
+    CHECK_INT(g.calls, calls); /* the second write read the spool, not the callback */
+    free(a);
+    free(b);
+    smtpc_message_free(m);
+
+    /* one-shot: without a spool the stream cannot be written twice */
+    m = basic();
+    gen g2 = {5000, -1, 0};
+    smtpc_message_add_attachment_cb(m, gen_cb, &g2, 5000, NULL);
+    a = write_all(m, SMTPC_WRITE_NO_SPOOL, 4096, &n1, NULL);
+    CHECK(a != NULL);
+    free(a);
+    smtpc_message_writer *w = NULL;
+    CHECK_INT(smtpc_message_writer_new(&w, m, 0), 0);
+    char buf[65536];
+    ssize_t k;
+    while ((k = smtpc_message_writer_read(w, buf, sizeof buf)) > 0) {}
+    CHECK_INT(k, SMTPC_ESTATE);
+    CHECK(strstr(smtpc_message_writer_errmsg(w), "consumed") != NULL);
+    smtpc_message_writer_free(w);
+    smtpc_message_free(m);
+}
+
+TEST(callback_errors)
+{
+    /* an error from the callback reaches the reader */
+    smtpc_message *m = basic();
+    gen g = {100000, 50000, 0};
+    smtpc_message_add_attachment_cb(m, gen_cb, &g, -1, NULL);
+    smtpc_message_writer *w = NULL;
+    CHECK_INT(smtpc_message_writer_new(&w, m, 0), 0);
+    char buf[4096];
+    ssize_t k;
+    while ((k = smtpc_message_writer_read(w, buf, sizeof buf)) > 0) {}
+    CHECK_INT(k, SMTPC_EIO);
+    CHECK_INT(smtpc_message_writer_read(w, buf, sizeof buf), SMTPC_EIO); /* sticky */
+    smtpc_message_writer_free(w);
+    smtpc_message_free(m);
+
+    /* a declared size that the callback does not honour fails the write */
+    m = basic();
+    gen g2 = {1000, -1, 0};
+    smtpc_message_add_attachment_cb(m, gen_cb, &g2, 2000, NULL);
+    CHECK_INT(smtpc_message_writer_new(&w, m, 0), 0);
+    CHECK(smtpc_message_writer_size(w) > 2000);
+    while ((k = smtpc_message_writer_read(w, buf, sizeof buf)) > 0) {}
+    CHECK_INT(k, SMTPC_EIO);
+    CHECK(strstr(smtpc_message_writer_errmsg(w), "expected 2000") != NULL);
+    smtpc_message_writer_free(w);
+    smtpc_message_free(m);
+}
+
+TEST(file_changed_size)
+{
+    char path[] = "/tmp/smtpc-mime-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK_INT(write(fd, "0123456789", 10), 10);
+    smtpc_message *m = basic();
+    CHECK_INT(smtpc_message_add_attachment_file(m, path, NULL), 0);
+    CHECK_INT(write(fd, "more", 4), 4); /* grows after it was added */
+    close(fd);
+    smtpc_message_writer *w = NULL;
+    CHECK_INT(smtpc_message_writer_new(&w, m, 0), 0);
+    char buf[4096];
+    ssize_t k;
+    while ((k = smtpc_message_writer_read(w, buf, sizeof buf)) > 0) {}
+    CHECK_INT(k, SMTPC_EIO);
+    CHECK(strstr(smtpc_message_writer_errmsg(w), path) != NULL);
+    smtpc_message_writer_free(w);
+    smtpc_message_free(m);
+    unlink(path);
+}
+
+TEST(headers_written)
+{
+    smtpc_message *m = basic();
+    smtpc_message_set_date(m, 0);
+    smtpc_message_set_message_id(m, "fixed@example.org");
+    smtpc_message_set_in_reply_to(m, "<p@example.org>");
+    smtpc_message_set_references(m, "<r@example.org>   <p@example.org>");
+    smtpc_message_set_priority(m, SMTPC_PRIORITY_LOW);
+    smtpc_message_add_reply_to(m, "Help Desk <help@example.org>");
+    smtpc_message_set_sender(m, "list@example.org");
+    size_t n;
+    char *s = write_all(m, 0, 100, &n, NULL);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK(strstr(s, "Message-ID: <fixed@example.org>\r\n") != NULL);
+    CHECK(strstr(s, "In-Reply-To: <p@example.org>\r\n") != NULL);
+    CHECK(strstr(s, "References: <r@example.org> <p@example.org>\r\n") != NULL);
+    CHECK(strstr(s, "X-Priority: 5 (Lowest)\r\nImportance: low\r\n") != NULL);
+    CHECK(strstr(s, "Reply-To: Help Desk <help@example.org>\r\n") != NULL);
+    CHECK(strstr(s, "Sender: list@example.org\r\n") != NULL);
+    CHECK(strstr(s, "Date: Thu, 1 Jan 1970 ") != NULL || strstr(s, "Date: Wed, 31 Dec 1969 ") != NULL);
+    CHECK_STR(smtpc_message_message_id(m), "<fixed@example.org>");
+    free(s);
+    smtpc_message_free(m);
+}
+
+TEST(type_guess_and_names)
+{
+    CHECK_STR(smtpc__mime_guess_type("report.PDF"), "application/pdf");
+    CHECK_STR(smtpc__mime_guess_type("a.tar.gz"), "application/gzip");
+    CHECK_STR(smtpc__mime_guess_type("noext"), "application/octet-stream");
+    CHECK_STR(smtpc__mime_guess_type("photo.jpeg"), "image/jpeg");
+    smtpc_message *m = basic();
+    smtpc_attachment_opts o = {"x\r\nContent-Type: text/evil", NULL, false, NULL};
+    CHECK_INT(smtpc_message_add_attachment_mem(m, "a", 1, &o), SMTPC_EINVAL);
+    smtpc_attachment_opts o2 = {"a.png", NULL, false, "bad id"};
+    CHECK_INT(smtpc_message_add_attachment_mem(m, "a", 1, &o2), SMTPC_EINVAL);
+    smtpc_attachment_opts o3 = {"a.png", "text/plain\r\nX: y", false, NULL};
+    CHECK_INT(smtpc_message_add_attachment_mem(m, "a", 1, &o3), SMTPC_EINVAL);
+    smtpc_message_free(m);
+}
+
+TEST(date_local_zone)
+{
+    char d[64];
+    setenv("TZ", "ABC-1", 1); /* POSIX TZ: UTC+1, no zoneinfo needed */
+    tzset();
+    smtpc__rfc5322_date(d, sizeof d, 1700000000);
+    CHECK_STR(d, "Tue, 14 Nov 2023 23:13:20 +0100");
+    setenv("TZ", "NST+3:30", 1);
+    tzset();
+    smtpc__rfc5322_date(d, sizeof d, 1700000000);
+    CHECK_STR(d, "Tue, 14 Nov 2023 18:43:20 -0330");
+    setenv("TZ", "UTC0", 1);
+    tzset();
+    smtpc__rfc5322_date(d, sizeof d, 0);
+    CHECK_STR(d, "Thu, 1 Jan 1970 00:00:00 +0000");
+}
+
+TEST(rfc2047_decoder)
+{
+    static const struct {
+        const char *in, *out;
+    } v[] = {
+        /* RFC 2047 section 8 */
+        {"=?ISO-8859-1?Q?a?=", "a"},
+        {"=?ISO-8859-1?Q?a?= b", "a b"},
+        {"=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=", "ab"},
+        {"=?ISO-8859-1?Q?a?=  =?ISO-8859-1?Q?b?=", "ab"},
+        {"=?ISO-8859-1?Q?a?= \t =?ISO-8859-1?Q?b?=", "ab"},
+        {"=?ISO-8859-1?Q?a_b?=", "a b"},
+        {"=?ISO-8859-1?Q?Andr=E9?= Pirard", "Andr\xc3\xa9 Pirard"},
+        {"=?utf-8?B?w6k=?=", "\xc3\xa9"},
+        {"=?UTF-8?b?w6k=?= x", "\xc3\xa9 x"},
+        {"x  =?utf-8?q?y?=", "x  y"},
+        /* left alone: unknown charset, invalid UTF-8, NUL, bad base64, not a word */
+        {"=?koi8-r?Q?a?=", "=?koi8-r?Q?a?="},
+        {"=?utf-8?Q?=FF?=", "=?utf-8?Q?=FF?="},
+        {"=?utf-8?Q?a=00?=", "=?utf-8?Q?a=00?="},
+        {"=?utf-8?B?w6k?=", "=?utf-8?B?w6k?="},
+        {"a=?utf-8?Q?b?=", "a=?utf-8?Q?b?="},
+        {"=?utf-8?Q?a", "=?utf-8?Q?a"},
+    };
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(v); i++) {
+        char *d = smtpc__rfc2047_decode(v[i].in, strlen(v[i].in));
+        CHECK_STR(d, v[i].out);
+        free(d);
+    }
+}
+
 int main(void)
 {
     RUN(minimal_message);
     RUN(sender_and_dedup);
     RUN(errors);
+    RUN(callback_spool_and_replay);
+    RUN(callback_errors);
+    RUN(file_changed_size);
+    RUN(headers_written);
+    RUN(type_guess_and_names);
+    RUN(rfc2047_decoder);
+    RUN(date_local_zone);
     T_DONE();
 }

@@ -81,7 +81,7 @@ TEST(login_exact)
     smtpc__sasl_line ir, r;
     CHECK_INT(smtpc__sasl_start(s, &ir), 0);
     CHECK(ir.b64 == NULL);
-    CHECK_INT(smtpc__sasl_step(s, "VXNlcm5hbWU6", 12, &r), 0);
+    CHECK_INT(smtpc__sasl_step(s, "VXNlcm5hbWU6 ", 13, &r), 0); /* a trailing blank is tolerated */
     CHECK_STR(r.b64, "dXNlckBleGFtcGxlLm9yZw==");
     CHECK(!r.secret);
     CHECK_INT(smtpc__sasl_step(s, "UGFzc3dvcmQ6", 12, &r), 1);
@@ -353,6 +353,94 @@ TEST(bad_base64_cancels)
     smtpc__sasl_free(s);
 }
 
+TEST(deferred_ir_and_failure_state)
+{
+    /* EXTERNAL's empty initial response, deferred: an empty line answers the 334 */
+    smtpc__sasl_creds e = {.client_cert = true};
+    smtpc__sasl *s = mk(SMTPC__SASL_EXTERNAL, &e);
+    smtpc__sasl_line ir, r;
+    smtpc__sasl_start(s, &ir);
+    smtpc__sasl_defer_ir(s);
+    CHECK_INT(smtpc__sasl_step(s, "", 0, &r), 0);
+    CHECK_STR(r.b64, "");
+    CHECK_INT(r.len, 0);
+    smtpc__sasl_free(s);
+
+    /* a failed exchange stays failed: no initial response leaks out later (found by fuzzing) */
+    smtpc__sasl_creds c = {.username = "u", .password = "p"};
+    s = mk(SMTPC__SASL_PLAIN, &c);
+    smtpc__sasl_start(s, &ir);
+    smtpc__sasl_defer_ir(s);
+    CHECK_INT(smtpc__sasl_step(s, "abc", 3, &r), SMTPC_EPROTO);
+    CHECK_STR(r.b64, "*");
+    CHECK_INT(r.len, 1);
+    CHECK_INT(smtpc__sasl_step(s, "", 0, &r), SMTPC_EPROTO);
+    CHECK_STR(r.b64, "*");
+    CHECK_INT(r.len, 1);
+    CHECK(!r.secret);
+    smtpc__sasl_free(s);
+}
+
+/* Whole exchanges through smtpc__sasl_reply, as the session drives them. */
+TEST(reply_transcripts)
+{
+    smtpc__sasl_creds c = {.username = "user", .password = "pencil"};
+    smtpc__sasl_line ir, r;
+    /* SCRAM-SHA-1, RFC 5802 exchange with SMTP framing */
+    smtpc__sasl *s = mk(SMTPC__SASL_SCRAM_SHA_1, &c);
+    smtpc__sasl_set_nonce(s, "fyko+d2lbbFgONRv9qkxdawL");
+    smtpc__sasl_start(s, &ir);
+    const char *sf = b64("r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096", 70);
+    char sfc[256];
+    smtpc__strlcpy(sfc, sf, sizeof sfc);
+    CHECK_INT(smtpc__sasl_reply(s, 334, sfc, strlen(sfc), &r), 0);
+    CHECK(r.secret);
+    const char *fin = "dj1ybUY5cHFWOFM3c3VBb1pXamE0ZEpSa0ZzS1E9"; /* v=rmF9pqV8S7suAoZWja4dJRkFsKQ= */
+    CHECK_INT(smtpc__sasl_reply(s, 334, fin, strlen(fin), &r), 0);
+    CHECK_STR(r.b64, "");
+    CHECK_INT(smtpc__sasl_reply(s, 235, "2.7.0 Authentication successful", 31, &r), 1);
+    smtpc__sasl_free(s);
+
+    /* SCRAM: 235 straight after the client proof, no server signature: refused */
+    s = mk(SMTPC__SASL_SCRAM_SHA_1, &c);
+    smtpc__sasl_set_nonce(s, "fyko+d2lbbFgONRv9qkxdawL");
+    smtpc__sasl_start(s, &ir);
+    smtpc__sasl_reply(s, 334, sfc, strlen(sfc), &r);
+    CHECK_INT(smtpc__sasl_reply(s, 235, "2.7.0 ok", 8, &r), SMTPC_EAUTH);
+    smtpc__sasl_free(s);
+
+    /* PLAIN refused; a 4xx is temporary; nonsense codes are protocol errors */
+    s = mk(SMTPC__SASL_PLAIN, &c);
+    smtpc__sasl_start(s, &ir);
+    CHECK_INT(smtpc__sasl_reply(s, 535, "5.7.8 Bad\r\ncredentials", 23, &r), SMTPC_EAUTH);
+    CHECK(strstr(smtpc__sasl_errmsg(s), "535 5.7.8 Bad") != NULL);
+    CHECK(strchr(smtpc__sasl_errmsg(s), '\r') == NULL);
+    CHECK(!smtpc__sasl_token_rejected(s));
+    CHECK_INT(smtpc__sasl_reply(s, 454, "4.7.0 later", 11, &r), SMTPC_ETEMPFAIL);
+    CHECK_INT(smtpc__sasl_reply(s, 250, "ok", 2, &r), SMTPC_EPROTO);
+    smtpc__sasl_free(s);
+
+    /* LOGIN with bad base64: we cancel, the server's 501 keeps our reason; a
+     * 235 after our cancel is not believed */
+    s = mk(SMTPC__SASL_LOGIN, &c);
+    smtpc__sasl_start(s, &ir);
+    CHECK_INT(smtpc__sasl_reply(s, 334, "%%%", 3, &r), SMTPC_EPROTO);
+    CHECK_STR(r.b64, "*");
+    CHECK_INT(smtpc__sasl_reply(s, 501, "5.7.0 cancelled", 15, &r), SMTPC_EPROTO);
+    CHECK(strstr(smtpc__sasl_errmsg(s), "not valid base64") != NULL);
+    CHECK(strstr(smtpc__sasl_errmsg(s), "501 5.7.0 cancelled") != NULL);
+    CHECK_INT(smtpc__sasl_reply(s, 235, "ok", 2, &r), SMTPC_EPROTO);
+    smtpc__sasl_free(s);
+
+    /* XOAUTH2: a bare 535 marks the token for a refresh */
+    smtpc__sasl_creds t = {.username = "u", .oauth_token = "tok"};
+    s = mk(SMTPC__SASL_XOAUTH2, &t);
+    smtpc__sasl_start(s, &ir);
+    CHECK_INT(smtpc__sasl_reply(s, 535, "5.7.3 Authentication unsuccessful", 33, &r), SMTPC_EAUTH);
+    CHECK(smtpc__sasl_token_rejected(s));
+    smtpc__sasl_free(s);
+}
+
 TEST(endless_challenges)
 {
     smtpc__sasl_creds c = {.username = "u", .password = "p"};
@@ -527,6 +615,8 @@ int main(void)
     RUN(scram_hostile_server_first);
     RUN(scram_names_escaped_and_random_nonce);
     RUN(bad_base64_cancels);
+    RUN(deferred_ir_and_failure_state);
+    RUN(reply_transcripts);
     RUN(endless_challenges);
     RUN(too_many_rounds_message);
     RUN(oversized_challenge);

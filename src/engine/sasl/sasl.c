@@ -215,6 +215,7 @@ static int emit_text(smtpc__sasl *s, const char *b64, bool cancel, smtpc__sasl_l
     smtpc__buf_reset(&s->out);
     int rc = smtpc__buf_append(&s->out, b64, strlen(b64) + 1);
     if (rc) return rc;
+    s->out.len--; /* the NUL is there but not counted */
     memset(line, 0, sizeof *line);
     line->b64 = (const char *)s->out.data;
     line->len = strlen(b64);
@@ -241,6 +242,7 @@ int smtpc__sasl_decode(const char *b64, size_t len, uint8_t **out, size_t *outle
 static int fail_cancel(smtpc__sasl *s, smtpc__sasl_line *resp, int code)
 {
     s->done = true;
+    s->ir_pending = false;
     if (emit_text(s, "*", true, resp) != 0) memset(resp, 0, sizeof *resp);
     return code;
 }
@@ -453,6 +455,7 @@ int smtpc__sasl_start(smtpc__sasl *s, smtpc__sasl_line *ir)
                           mech_names[s->mech]);
     }
     if (ir->b64) {
+        s->has_ir = true;
         ir->fits_auth_line = fits(s->mech, ir->len);
         s->ir_pending = !ir->fits_auth_line; /* caller sends it after the first 334 */
         s->ir_deferred = s->ir_pending;
@@ -462,7 +465,7 @@ int smtpc__sasl_start(smtpc__sasl *s, smtpc__sasl_line *ir)
 
 void smtpc__sasl_defer_ir(smtpc__sasl *s)
 {
-    if (s->started && s->out.len) s->ir_pending = s->ir_deferred = true;
+    if (s->started && s->has_ir && !s->done && s->rounds == 0) s->ir_pending = s->ir_deferred = true;
 }
 
 int smtpc__sasl_restart(smtpc__sasl *s, bool refresh_token)
@@ -476,9 +479,10 @@ int smtpc__sasl_restart(smtpc__sasl *s, bool refresh_token)
     smtpc__sasl_scram_clear(s);
     smtpc__secure_zero(s->out.data, s->out.cap);
     smtpc__buf_reset(&s->out);
-    s->started = s->ir_pending = s->ir_deferred = s->done = s->token_rejected = false;
+    s->started = s->has_ir = s->ir_pending = s->ir_deferred = s->done = s->token_rejected = false;
     s->server_verified = false;
     s->rounds = 0;
+    s->step_rc = 0;
     s->state = 0;
     smtpc__err_clear(&s->err);
     return 0;
@@ -491,7 +495,16 @@ static int unexpected(smtpc__sasl *s, smtpc__sasl_line *resp)
     return fail_cancel(s, resp, SMTPC_EPROTO);
 }
 
+static int step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_line *resp);
+
 int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_line *resp)
+{
+    int rc = step(s, chal, len, resp);
+    if (rc < 0 && !s->step_rc) s->step_rc = rc;
+    return rc;
+}
+
+static int step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_line *resp)
 {
     memset(resp, 0, sizeof *resp);
     const char *name = mech_names[s->mech];
@@ -504,6 +517,8 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_l
                    SMTPC__SASL_MAX_ROUNDS);
         return fail_cancel(s, resp, SMTPC_EAUTH);
     }
+    /* Trailing blanks after "334 " are a common server sloppiness, not an attack. */
+    while (len && (chal[len - 1] == ' ' || chal[len - 1] == '\t')) len--;
     if (len > SMTPC__SASL_MAX_CHALLENGE) {
         smtpc__err(&s->err, SMTPC_ELIMIT, "SASL %s: challenge of %zu octets is over the limit (%d)",
                    name, len, SMTPC__SASL_MAX_CHALLENGE);
@@ -520,6 +535,10 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_l
                    name, shown);
         return fail_cancel(s, resp, SMTPC_EPROTO);
     }
+    if (s->done) {
+        free(d);
+        return unexpected(s, resp);
+    }
     if (s->ir_pending) {
         /* The answer to the empty 334 that follows a bare "AUTH mech". */
         free(d);
@@ -531,10 +550,6 @@ int smtpc__sasl_step(smtpc__sasl *s, const char *chal, size_t len, smtpc__sasl_l
         resp->secret = s->mech == SMTPC__SASL_PLAIN || s->mech == SMTPC__SASL_XOAUTH2 ||
                        s->mech == SMTPC__SASL_OAUTHBEARER;
         return 0;
-    }
-    if (s->done) {
-        free(d);
-        return unexpected(s, resp);
     }
     switch (s->mech) {
     case SMTPC__SASL_LOGIN:
@@ -607,4 +622,41 @@ int smtpc__sasl_finish(smtpc__sasl *s, const char *final_b64)
                           "(no server signature)", mech_names[s->mech]);
     s->done = true;
     return 0;
+}
+
+static bool is_oauth(const smtpc__sasl *s)
+{
+    return s->mech == SMTPC__SASL_XOAUTH2 || s->mech == SMTPC__SASL_OAUTHBEARER;
+}
+
+int smtpc__sasl_reply(smtpc__sasl *s, int code, const char *text, size_t len, smtpc__sasl_line *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    const char *name = mech_names[s->mech];
+    char shown[200];
+    smtpc__escape_into(shown, sizeof shown, text ? text : "", text ? (len < 190 ? len : 190) : 0);
+    if (code == 334) {
+        int rc = smtpc__sasl_step(s, text ? text : "", text ? len : 0, resp);
+        return rc < 0 ? rc : 0;
+    }
+    if (code == 235) {
+        if (s->step_rc) /* we cancelled, yet the server says yes: do not believe it */
+            return s->step_rc;
+        /* RFC 4954: no additional data with 235 (SCRAM's server-final comes
+         * as a 334), so the text is for humans. */
+        return smtpc__sasl_finish(s, NULL) ? SMTPC_EAUTH : 1;
+    }
+    if (s->step_rc) {
+        /* the answer to our "*" (or dummy line): keep our reason, add theirs */
+        char mine[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(mine, s->err.text, sizeof mine);
+        return smtpc__err(&s->err, s->step_rc, "%s (server: %d %s)", mine, code, shown);
+    }
+    if (code >= 400 && code < 500)
+        return smtpc__err(&s->err, SMTPC_ETEMPFAIL, "AUTH %s: temporary failure: %d %s", name, code, shown);
+    if (code >= 500 && code < 600) {
+        if (is_oauth(s)) s->token_rejected = true;
+        return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH %s refused: %d %s", name, code, shown);
+    }
+    return smtpc__err(&s->err, SMTPC_EPROTO, "AUTH %s: unexpected reply %d %s", name, code, shown);
 }

@@ -13,8 +13,9 @@ struct smtpc__sasl {
     smtpc__sasl_token_fn token_fn;
     void *token_ud;
 
-    bool started, ir_deferred, ir_pending, done, token_rejected;
+    bool started, has_ir, ir_deferred, ir_pending, done, token_rejected;
     int rounds;
+    int step_rc;         /* the error a step reported (the line sent was "*" or a dummy) */
     int state;           /* mechanism-specific step */
     smtpc__buf out;      /* the current response, base64 + NUL (wiped) */
     smtpc__errmsg err;

@@ -12,7 +12,13 @@ Usage in a test file::
         srv.pin_sha256                 # base64(SHA-256(SubjectPublicKeyInfo DER))
         srv.pin_sha256_hex
 
-Outside pytest: ``make_certs(directory) -> CertSet``.
+More certificates from the same CA: ``certs.issue(name, cn, ext_lines, directory)``
+(``SERVER_EXT`` holds the usual server extensions; add a subjectAltName line).
+(``_Maker(d).issue(ca_dict, ...)`` as used by test_tls.py keeps working.)
+
+Outside pytest: ``make_certs(directory) -> CertSet``; inside a fixture of
+your own without requesting ``certs``: ``process_certs()`` (the same set: one CA
+per pytest process, made on first use, removed at exit).
 
 What is made (EC P-256 keys unless said, SHA-256 signatures), all signed by the
 test CA (``certs.ca_file``, also ``certs.ca`` with ``.cert/.key``) unless said:
@@ -38,6 +44,7 @@ client          client certificate: CN=client.smtpc.test,
 Directory layout: ``certs.dir/<name>.crt|.key|.pem|-chain.crt``; the whole
 directory is removed at the end of the session.
 """
+import atexit
 import base64
 import concurrent.futures
 import datetime
@@ -48,7 +55,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .util import make_tempdir, remove_tree, run, shared_instance
+from .util import make_tempdir, remove_tree, run
 
 LOCAL_SANS = "DNS:localhost,IP:127.0.0.1,IP:::1"
 
@@ -108,6 +115,14 @@ class CertSet:
 
     def __getitem__(self, name):
         return self.certs[name]
+
+    def issue(self, name, cn, ext_lines, directory, start=None, end=None, rsa=False):
+        """Issue an extra certificate from the test CA into `directory`, e.g.
+        ``certs.issue("ip_only", "ip.test", SERVER_EXT + ["subjectAltName = IP:127.0.0.1"], d)``;
+        `start`/`end` are datetimes (default: yesterday .. +10 years). Returns a Cert."""
+        m = _Maker(directory)
+        return m.issue({"cert": self.ca.cert, "key": self.ca.key}, name, cn, ext_lines,
+                       start=start, end=end, rsa=rsa)
 
     def __getattr__(self, name):
         try:
@@ -219,13 +234,14 @@ SERVER_EXT = [
 def make_certs(directory):
     """Create the whole test PKI under `directory` and return a CertSet."""
     m = _Maker(directory)
-    ca = m.self_signed_ca("ca", "smtpc test CA")
-    other = m.self_signed_ca("unknown-ca-root", "smtpc unknown CA")
-    inter = m.issue(ca, "intermediate-ca", "smtpc test intermediate CA",
-                    ["basicConstraints = critical,CA:TRUE,pathlen:0",
-                     "keyUsage = critical,keyCertSign,cRLSign",
-                     "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always"])
-    inter_ca = {"cert": inter.cert, "key": inter.key}
+    ex = concurrent.futures.ThreadPoolExecutor(4)
+    fca = ex.submit(m.self_signed_ca, "ca", "smtpc test CA")
+    fother = ex.submit(m.self_signed_ca, "unknown-ca-root", "smtpc unknown CA")
+    ca, other = fca.result(), fother.result()
+    finter = ex.submit(m.issue, ca, "intermediate-ca", "smtpc test intermediate CA",
+                       ["basicConstraints = critical,CA:TRUE,pathlen:0",
+                        "keyUsage = critical,keyCertSign,cRLSign",
+                        "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always"])
     local = SERVER_EXT + [f"subjectAltName = {LOCAL_SANS}"]
     now = m.now
     d = datetime.timedelta
@@ -246,8 +262,9 @@ def make_certs(directory):
                         ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature",
                          "extendedKeyUsage = serverAuth", "subjectKeyIdentifier = hash",
                          f"subjectAltName = {LOCAL_SANS}"]),
-        "chain": (lambda *a: m.issue(*a, intermediates=[inter.cert]),
-                  inter_ca, "chain", "localhost", local),
+        "chain": (lambda *a: m.issue({"cert": finter.result().cert, "key": finter.result().key},
+                                     *a, intermediates=[finter.result().cert]),
+                  "chain", "localhost", local),
         "client": (m.issue, ca, "client", "client.smtpc.test",
                    ["basicConstraints = critical,CA:FALSE",
                     "keyUsage = critical,digitalSignature",
@@ -255,9 +272,10 @@ def make_certs(directory):
                     "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid:always",
                     "subjectAltName = email:client@example.org"]),
     }
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+    with ex:
         futs = {name: ex.submit(job[0], *job[1:]) for name, job in jobs.items()}
         out = {name: f.result() for name, f in futs.items()}
+        finter.result()
     ca_cert = m.finish("ca", ca["cert"], ca["key"])
     for f in os.listdir(directory):
         p = os.path.join(directory, f)
@@ -266,16 +284,23 @@ def make_certs(directory):
     return CertSet(directory, ca_cert, ca["cert"], other["cert"], out)
 
 
-def _create_certs():
-    d = make_tempdir("certs")
-    try:
-        return make_certs(d)
-    except BaseException:
-        remove_tree(d)
-        raise
+_PROCESS_CERTS = []
+
+
+def process_certs():
+    """This process's CertSet: made on first use, removed when the process exits.
+    Every fixture here uses this one (so one CA per pytest process)."""
+    if not _PROCESS_CERTS:
+        d = make_tempdir("certs")
+        try:
+            _PROCESS_CERTS.append(make_certs(d))
+        except BaseException:
+            remove_tree(d)
+            raise
+        atexit.register(remove_tree, d)
+    return _PROCESS_CERTS[0]
 
 
 @pytest.fixture(scope="session")
 def certs():
-    with shared_instance("certs", _create_certs, lambda c: remove_tree(c.dir)) as c:
-        yield c
+    return process_certs()

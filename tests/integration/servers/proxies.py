@@ -29,15 +29,19 @@ http_auth_proxy         tinyproxy with BasicAuth ("proxyuser" / "proxy-secret");
                         (a tinyproxy 1.11 quirk)
 ======================= ============================================================
 
-All proxies allow only loopback clients and connect to loopback targets
-(127.0.0.1 and ::1; dante also resolves "localhost"). SOCKS5 proxies accept the
-IPv4, IPv6 and domain-name address types (CONNECT only; no BIND/UDP tests).
+All proxies accept only loopback clients. dante's rules pass only loopback
+targets (127.0.0.0/8, ::1); microsocks and tinyproxy
+would connect anywhere, so point them at loopback only. SOCKS5 proxies accept
+the IPv4, IPv6 and domain-name address types (both resolve "localhost";
+CONNECT only, no BIND/UDP). A refused target port gives SOCKS reply 05
+(connection refused) from dante.
 
 Factories for special cases (call ``.stop()`` yourself or use ``proxy_factory``,
 a function-scoped fixture that stops what it made):
 ``start_dante(auth=False)``, ``start_microsocks(username=None, password=None)``,
 ``start_tinyproxy(auth=None | (user, password), connect_ports=None | [ports])``
-(with ``connect_ports`` tinyproxy refuses CONNECT to other ports with 403).
+(with ``connect_ports`` tinyproxy refuses CONNECT to other ports with 403);
+each also takes ``listen="::1"`` to listen on IPv6 loopback.
 
 dante's username method checks the *system* password database (crypt of
 /etc/shadow; no separate user file exists), so ``socks5_auth_proxy`` creates, once
@@ -45,10 +49,13 @@ per machine and idempotently, the locked-shell system user ``smtpcsocks`` with
 password ``SOCKS_PASSWORD`` (needs root; the user is left in place because
 parallel test processes share it). Without root the fixture skips.
 
-Traps: danted needs ``external:`` to be the loopback address for the targets;
-tinyproxy refuses to run as root, so it runs as nobody and its log dir is
-chowned; microsocks has no log; none of them daemonize here (foreground
-children of the test process, stopped TERM then KILL).
+Traps: danted needs ``external:`` to be the loopback address for the targets,
+and its rules must use ``0/0`` (any family), not ``0.0.0.0/0``, or IPv6 clients
+are silently reset;
+tinyproxy switches to User nobody, so its log dir is chowned to nobody;
+microsocks has no log; none of them daemonize here (foreground children of the
+test process in their own session, stopped TERM then KILL, and killed by a
+watchdog if pytest dies: PR_SET_PDEATHSIG would not survive their user switch).
 """
 import os
 import pwd
@@ -57,7 +64,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .util import (free_port, make_tempdir, read_log, remove_tree, run, shared_instance,
+from .util import (free_port, make_tempdir, read_log, remove_tree, require, run, shared_instance,
                    start_process, stop_process, wait_for_port)
 
 SOCKS_USER = "smtpcsocks"
@@ -97,8 +104,13 @@ class Proxy:
             remove_tree(self.dir)
 
 
-def _start(kind, impl, make_argv, listen="127.0.0.1", username=None, password=None,
-           setup=None, owner=None):
+PACKAGES = {"dante": ("/usr/sbin/danted", "dante-server"),
+            "microsocks": ("/usr/bin/microsocks", "microsocks"),
+            "tinyproxy": ("/usr/bin/tinyproxy", "tinyproxy")}
+
+
+def _start(kind, impl, make_argv, listen="127.0.0.1", username=None, password=None, owner=None):
+    require(*PACKAGES[impl])
     d = make_tempdir(impl)
     if owner:
         os.chown(d, owner.pw_uid, owner.pw_gid)
@@ -161,25 +173,25 @@ socksmethod: {method}
 user.privileged: root
 user.unprivileged: nobody
 client pass {{
-    from: 127.0.0.0/8 to: 0.0.0.0/0
+    from: 127.0.0.0/8 to: 0/0
     log: error
 }}
 client pass {{
-    from: ::1/128 to: 0.0.0.0/0
+    from: ::1/128 to: 0/0
     log: error
 }}
 socks pass {{
-    from: 0.0.0.0/0 to: 127.0.0.0/8
+    from: 0/0 to: 127.0.0.0/8
     command: connect
     log: error connect
 }}
 socks pass {{
-    from: 0.0.0.0/0 to: ::1/128
+    from: 0/0 to: ::1/128
     command: connect
     log: error connect
 }}
 socks block {{
-    from: 0.0.0.0/0 to: 0.0.0.0/0
+    from: 0/0 to: 0/0
     log: error connect
 }}
 """)

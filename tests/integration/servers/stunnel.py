@@ -3,7 +3,6 @@
 
 Usage in a test file::
 
-    from servers.certs import certs  # noqa: F401
     from servers.stunnel import stunnel_in_front_of  # noqa: F401
 
     def test_x(stunnel_in_front_of, aiosmtpd):
@@ -32,8 +31,8 @@ import os
 
 import pytest
 
-from .certs import certs  # noqa: F401  (fixture used by stunnel_in_front_of)
-from .util import (free_port, make_tempdir, read_log, remove_tree, start_process,
+from .certs import process_certs
+from .util import (free_port, make_tempdir, read_log, remove_tree, require, start_process,
                    stop_process, wait_for_port)
 
 STUNNEL = "/usr/bin/stunnel4"
@@ -54,6 +53,7 @@ class Tunnel:
 
 def start_stunnel(certs, port, host="127.0.0.1", cert="server", listen="127.0.0.1",
                   require_client_cert=False, min_tls=None, max_tls=None, ciphers=None, extra=None):
+    require(STUNNEL, "stunnel4")
     c = certs[cert] if isinstance(cert, str) else cert
     d = make_tempdir("stunnel")
     log = os.path.join(d, "stunnel.log")
@@ -95,8 +95,10 @@ def start_stunnel(certs, port, host="127.0.0.1", cert="server", listen="127.0.0.
 
 
 @pytest.fixture
-def stunnel_in_front_of(certs):
+def stunnel_in_front_of():
     made = []
+
+    certs = process_certs()
 
     def factory(port, **kw):
         t = start_stunnel(certs, port, **kw)
