@@ -447,6 +447,7 @@ SMTPC_API int smtpc_session_new(smtpc_session **out)
     s->overall_ms = 0;
     s->overall_deadline = -1;
     s->auto_ms = DEF_AUTO_MS;
+    s->security_used = SMTPC_TLS_MODE_NONE;
     *out = s;
     return 0;
 }
