@@ -126,6 +126,10 @@ SMTPC_API int smtpc_session_set_auto_timeout_ms(smtpc_session *s, int64_t ms);
  * NULL = unset. */
 SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path);
 SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir);
+/* The name the certificate must match (and SNI), when it differs from the
+ * host given to connect (e.g. connecting to an address of a known server).
+ * NULL = the host name given to connect. */
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name);
 /* Adds a public-key pin "sha256//" + base64 of SHA-256(SubjectPublicKeyInfo);
  * when pins are set one must match the server's key (also with insecure).
  * SMTPC_EINVAL for a malformed pin. NULL clears the pins. */
