@@ -214,14 +214,16 @@ SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s);
 SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s);
 
 /* The greeting of the last connection (kept until the next connect), or
- * NULL. */
+ * NULL. Owned by the session. */
 SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
 
 /* Protocol trace: every command line sent and reply line received (no
  * CRLF, no message body), and INFO lines ("TLS handshake: TLSv1.3 ...").
  * Secrets are redacted by the library before the callback sees them:
  * "AUTH PLAIN ********", continuation lines "********". line is borrowed
- * for the call. cb NULL turns it off. */
+ * for the call; the callback runs on the thread of the session call and
+ * must not call the session. cb NULL turns it off. Errors: SMTPC_EINVAL
+ * (NULL s). */
 typedef enum smtpc_trace_dir {
     SMTPC_TRACE_SENT = 0,
     SMTPC_TRACE_RECEIVED = 1,

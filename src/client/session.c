@@ -8,8 +8,8 @@
  * and the session's cancel eventfd.
  *
  * Reads are not buffered here: each read is fed to the engine at once, so
- * nothing is held past a STARTTLS 220 (the engine rejects extra bytes). To
- * add STARTTLS: send it with run_command(SMTPC__CMD_STARTTLS), wait for
+ * nothing is held past a STARTTLS 220 (the engine rejects extra bytes).
+ * STARTTLS (the security section at the end): wait for
  * SMTPC__EV_TLS_READY, wrap s->t in the TLS layer (the new layer owns the old
  * chain as `inner`), drive smtpc__transport_handshake with wait_want(), then
  * smtpc__engine_tls_started() and EHLO again.
