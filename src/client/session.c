@@ -195,7 +195,9 @@ static void op_init(smtpc_session *s, op *o, int64_t ms, const char *what)
     int64_t now = smtpc__now_ms();
     o->ms = ms;
     o->what = what;
-    o->deadline = now + ms;
+    /* +1: now_ms() truncates, so the real time may already be up to 1 ms
+     * past `now`; a timeout must never fire before `ms` has elapsed. */
+    o->deadline = now + ms + 1;
     o->overall = false;
     if (s->overall_deadline >= 0 && s->overall_deadline <= o->deadline) {
         o->deadline = s->overall_deadline;
@@ -530,7 +532,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     smtpc__engine_free(s->e);
     s->e = e;
 
-    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms : -1;
+    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms + 1 : -1;
     op o;
     op_init(s, &o, s->connect_ms, "connect");
     smtpc__tcp_opts to;
@@ -717,6 +719,7 @@ static ssize_t mem_read(void *ud, void *buf, size_t len)
 {
     mem_src *m = ud;
     size_t n = m->left < len ? m->left : len;
+    if (n == 0) return 0; /* m->p may be NULL for an empty body */
     memcpy(buf, m->p, n);
     m->p += n;
     m->left -= n;
@@ -944,15 +947,6 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
         return queue_failed(s, rc, "send");
     }
 
-    /* All-or-nothing with DATA pipelined: once a recipient is refused and
-     * another accepted, the server's 354 (already on its way) can only be
-     * ended by a dot, which would deliver to the accepted ones. Closing the
-     * connection is the only abort (RFC 2920 §3.1); it is done before any
-     * further byte is written. */
-    const smtpc__caps *caps = smtpc__engine_caps(s->e);
-    bool abort_on_refusal = env->all_or_nothing && !env->use_bdat &&
-                            (caps->flags & SMTPC_EXT_PIPELINING);
-    size_t accepted = 0, refused = 0, first_refused = SIZE_MAX;
     bool end_sent = false;
     op o;
     op_init(s, &o, s->command_ms, "send");
@@ -978,23 +972,6 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                     s->rcpt_reply[ev.tag] = reply_dup(ev.reply);
                     int c = ev.reply->code / 100;
                     s->rcpt_status[ev.tag] = c == 2 ? 0 : c == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL;
-                    if (c == 2) {
-                        accepted++;
-                    } else if (refused++ == 0) {
-                        first_refused = ev.tag;
-                    }
-                }
-                if (abort_on_refusal && accepted && refused && first_refused < s->nrcpt &&
-                    s->rcpt_reply[first_refused]) {
-                    close_conn(s);
-                    int rr = set_reply(s, s->rcpt_reply[first_refused]);
-                    if (rr) return rr;
-                    int st = s->rcpt_status[first_refused];
-                    fail_reply(s, st, s->reply, "RCPT");
-                    size_t l = strlen(s->err.text);
-                    snprintf(s->err.text + l, sizeof s->err.text - l,
-                             " (all or nothing: connection closed, nothing delivered)");
-                    return st;
                 }
                 op_init(s, &o, s->command_ms, "send");
                 break;
@@ -1017,6 +994,13 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                         fail_reply(s, st, r, smtpc__cmd_name(ev.cmd));
                     else
                         smtpc__err(&s->err, st, "send: %s", smtpc__engine_errmsg(s->e));
+                }
+                if (smtpc__engine_closing(s->e) && s->t) {
+                    /* The engine gave up on the connection (a 354 it must not
+                     * end: that would deliver): drop it, no QUIT. */
+                    close_conn(s);
+                    size_t l = strlen(s->err.text);
+                    snprintf(s->err.text + l, sizeof s->err.text - l, " (connection closed)");
                 }
                 if (s->t) {
                     rc = settle(s);
