@@ -424,7 +424,6 @@ static int check_esmtp_params(smtpc__engine *e, const char *s)
     if (rc) return rc;
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        const unsigned char *k = p;
         if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             goto bad;
         while ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
@@ -442,7 +441,6 @@ static int check_esmtp_params(smtpc__engine *e, const char *s)
         } else if (*p) {
             goto bad;
         }
-        (void)k;
     }
     return 0;
 bad:
@@ -1189,8 +1187,9 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
     e->last = r;
     int rc;
     if (e->pend_head == e->pend_len) {
-        if (r->code == 421) {
-            /* The server shuts down on its own (RFC 5321 3.8): report it. */
+        if (r->code == 421 && !e->closing) {
+            /* The server shuts down on its own (RFC 5321 3.8): report it
+             * (once: a second one is a reply to nothing). */
             e->closing = true;
             rc = ev_push(e, SMTPC__EV_REPLY, SMTPC__CMD_NONE, 0, 0, r);
             /* e.g. while the body is being written: the transaction is over */
