@@ -372,7 +372,9 @@ static int next_event(smtpc_session *s, const op *o, smtpc__event *ev)
     }
 }
 
-/* Common entry checks: the session exists, is not canceled, is connected. */
+/* Common entry checks: the session exists, is not canceled, is connected,
+ * and the server did not shut down in between: a 421 that came with the
+ * previous reply (RFC 5321 §3.8) is reported now, with its text. */
 static int enter(smtpc_session *s, bool need_conn, const char *what)
 {
     if (!s) return SMTPC_EINVAL;
@@ -380,6 +382,20 @@ static int enter(smtpc_session *s, bool need_conn, const char *what)
     if (is_canceled(s)) return fail_canceled(s, what);
     if (need_conn && !s->t)
         return smtpc__err(&s->err, SMTPC_ESTATE, "%s: not connected", what);
+    if (need_conn) {
+        smtpc__event ev;
+        while (smtpc__engine_next_event(s->e, &ev) == 1) {
+            if (ev.reply && ev.reply->code == 421) {
+                int rc = set_reply(s, ev.reply);
+                if (rc) return rc;
+                return check_reply(s, s->reply, 2, what);
+            }
+        }
+        if (smtpc__engine_closing(s->e)) {
+            close_conn(s);
+            return smtpc__err(&s->err, SMTPC_ECLOSED, "%s: the connection is closing", what);
+        }
+    }
     return 0;
 }
 
@@ -405,7 +421,10 @@ static int exchange(smtpc_session *s, int64_t ms, const char *what, const smtpc_
 /* Maps the engine's refusal to queue a command (nothing was sent). */
 static int queue_failed(smtpc_session *s, int rc, const char *what)
 {
-    return smtpc__err(&s->err, rc, "%s: %s", what, smtpc__engine_errmsg(s->e));
+    const char *m = smtpc__engine_errmsg(s->e);
+    size_t wl = strlen(what);
+    if (strncmp(m, what, wl) == 0 && m[wl] == ':') return smtpc__err(&s->err, rc, "%s", m);
+    return smtpc__err(&s->err, rc, "%s: %s", what, m);
 }
 
 /* ---- lifetime and options ------------------------------------------------- */
