@@ -122,8 +122,9 @@ SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, 
  *                       greeting; plaintext only without credentials (as
  *                       STARTTLS_OPTIONAL). smtpc_session_security_used()
  *                       says which won.
- *   DEFAULT             by port: 465 IMPLICIT; 587, or credentials set,
- *                       STARTTLS; otherwise STARTTLS_OPTIONAL.
+ *   DEFAULT             by port: 465 IMPLICIT; 25 without credentials
+ *                       STARTTLS_OPTIONAL (relay); otherwise (587, other
+ *                       ports, any port with credentials) STARTTLS.
  * smtpc_session_connect() does the implicit TLS (IMPLICIT, AUTO, DEFAULT on
  * port 465); STARTTLS is done by smtpc_session_starttls() or by
  * smtpc_session_open(), which applies the whole policy.
@@ -240,6 +241,10 @@ SMTPC_API const char *smtpc_session_auth_mechanism(const smtpc_session *s);
  * on s. */
 SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s);
 SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s);
+
+/* The greeting of the last connection (kept until the next connect), or
+ * NULL. */
+SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
 
 /* Protocol trace: every command line sent and reply line received (no
  * CRLF, no message body), and INFO lines ("TLS handshake: TLSv1.3 ...").

@@ -89,6 +89,8 @@ struct smtpc_session {
     smtpc__sasl_mech auth_used;
     char ehlo_used[300];      /* the name of the last EHLO (sent again after STARTTLS) */
     char mechbuf[256];
+    bool tls_spoke;           /* the last handshake failed after the server spoke TLS */
+    smtpc__reply *greeting;   /* the last connection's greeting */
 
     /* cancel: the flag is for the checks between steps, the eventfd wakes a
      * poll() in progress. Both are set by smtpc_session_cancel, both only
@@ -457,6 +459,7 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     close_conn(s);
     smtpc__engine_free(s->e);
     reply_free_own(s->reply);
+    reply_free_own(s->greeting);
     clear_rcpt_results(s);
     free(s->ehlo_name);
     free(s->bind_addr);
@@ -678,6 +681,8 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     const smtpc__reply *r;
     rc = exchange(s, greet_ms, "greeting", &r);
     if (rc) return rc;
+    reply_free_own(s->greeting);
+    s->greeting = reply_dup(r);
     if (r->code != 220) {
         /* 554 (or anything else): no service here. RFC 5321 §3.1 lets the
          * client close now; the reply is kept for the caller. */
@@ -706,6 +711,8 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
     smtpc__strlcpy(s->tls_name, host, sizeof s->tls_name);
     s->port = port;
+    reply_free_own(s->greeting);
+    s->greeting = NULL;
     s->has_tls_info = false;
     s->security_used = SMTPC_TLS_MODE_NONE;
     s->auth_used = SMTPC__SASL_NONE;
@@ -725,8 +732,9 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
      * with its greeting: the handshake fails at once), then plaintext (an
      * implicit-TLS server says nothing to a plaintext client: the short
      * greeting timeout ends that). */
+    s->tls_spoke = false;
     rc = connect_once(s, host, port, true, s->auto_ms, &tcp_ok);
-    if (rc == 0 || !tcp_ok || rc == SMTPC_ECANCELED || rc == SMTPC_EPERMFAIL ||
+    if (rc == 0 || !tcp_ok || s->tls_spoke || rc == SMTPC_ECANCELED || rc == SMTPC_EPERMFAIL ||
         rc == SMTPC_ETEMPFAIL || (s->overall_deadline >= 0 && smtpc__now_ms() >= s->overall_deadline))
         return rc;
     char first[SMTPC__ERRMSG_MAX];
@@ -1599,6 +1607,10 @@ static int tls_handshake(smtpc_session *s, const op *o)
         close_conn(s);
         /* a close or reset in the middle of the handshake is a TLS failure too */
         if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
+        /* a TLS server that we refused (certificate, pin, versions): AUTO
+         * must not go on to try plaintext */
+        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
+                       strstr(detail, "protocol version");
         trace_info(s, "%s", detail);
         return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
     }
@@ -1813,8 +1825,10 @@ static smtpc_tls_mode effective_mode(const smtpc_session *s, uint16_t port)
 {
     if (s->tls_mode != SMTPC_TLS_MODE_DEFAULT) return s->tls_mode;
     if (port == 465) return SMTPC_TLS_MODE_IMPLICIT;
-    if (port == 587 || have_creds(s)) return SMTPC_TLS_MODE_STARTTLS;
-    return SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+    /* port 25 without credentials is relay: opportunistic (RFC 3207);
+     * anything else is submission: TLS required */
+    if (port == 25 && !have_creds(s)) return SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+    return SMTPC_TLS_MODE_STARTTLS;
 }
 
 static int open_fail(smtpc_session *s, int rc)
@@ -1873,4 +1887,9 @@ SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t po
         }
     }
     return 0;
+}
+
+SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
+{
+    return s ? s->greeting : NULL;
 }
