@@ -155,6 +155,19 @@ def test_cli_each_proxy(request, aiosmtpd, which):
     assert len(srv.envelopes) == 1
 
 
+@pytest.mark.parametrize("which", PROXIES)
+def test_cli_each_proxy_postfix_starttls_auth(request, postfix, which):
+    p = request.getfixturevalue(which)
+    url = socks5h(p) if p.kind == "socks5" else p.url
+    rc, out = cli("--server", f"localhost:{postfix.submission_port}", "--tls", "starttls",
+                  "--ca-file", postfix.ca_file, "--user", postfix.user, "--password-env",
+                  "REACH_PW", "--proxy", url, env={"REACH_PW": postfix.password})
+    assert rc == 0, out
+    assert postfix.password not in out
+    [m] = postfix.wait_for(1)
+    assert "TLS" in m.received, m.received
+
+
 def test_cli_proxy_from_configuration(tmp_path, microsocks_auth_proxy, aiosmtpd):
     srv = aiosmtpd()
     cfg = tmp_path / "smtpc.conf"
