@@ -168,6 +168,17 @@ def test_cli_each_proxy_postfix_starttls_auth(request, postfix, which):
     assert "TLS" in m.received, m.received
 
 
+def test_cli_probe_through_proxy(http_auth_proxy, postfix):
+    e = dict(os.environ, HOME="/nonexistent", XDG_CONFIG_HOME="/nonexistent")
+    r = subprocess.run([str(BUILD_DIR / "smtpc"), "probe", "--server", f"localhost:{postfix.port}",
+                        "--tls", "none", "--proxy", http_auth_proxy.url], capture_output=True,
+                       timeout=60, env=e)
+    out = r.stdout.decode() + r.stderr.decode()
+    no_secret(out)
+    assert r.returncode == 0, out
+    assert "CHUNKING" in out, out
+
+
 def test_cli_proxy_from_configuration(tmp_path, microsocks_auth_proxy, aiosmtpd):
     srv = aiosmtpd()
     cfg = tmp_path / "smtpc.conf"

@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/eventfd.h>
@@ -153,6 +155,65 @@ TEST(black_hole_then_fallback_at_250ms)
     }
     close(gfd);
     hole_free(&h);
+}
+
+/* Opens the black hole after a while: accepts everything queued. */
+typedef struct opener {
+    int lfd;
+    int64_t after_ms, until_ms;
+    int accepted[16];
+    int n;
+    _Atomic int stop;
+} opener;
+
+static void *open_later(void *arg)
+{
+    opener *o = arg;
+    usleep((useconds_t)o->after_ms * 1000);
+    int fl = fcntl(o->lfd, F_GETFL);
+    fcntl(o->lfd, F_SETFL, fl | O_NONBLOCK);
+    int64_t end = smtpc__now_ms() + o->until_ms;
+    while (smtpc__now_ms() < end && !o->stop) {
+        int c = accept(o->lfd, NULL, NULL);
+        if (c >= 0 && o->n < 16) o->accepted[o->n++] = c;
+        else if (c >= 0) close(c);
+        else usleep(10000);
+    }
+    return NULL;
+}
+
+/* The first attempt is not cancelled when the second starts: two black
+ * holes, the first opens up after 400 ms; its SYN retransmission (about 1 s
+ * after the start) connects, and that attempt wins. */
+TEST(first_attempt_kept_running)
+{
+    if (!have_holes) return;
+    hole h6, h4;
+    if (hole_make(&h6, AF_INET6) && hole_make(&h4, AF_INET)) {
+        addr a6, a4;
+        mkaddr(&a4, AF_INET, h4.port, NULL);
+        mkaddr(&a6, AF_INET6, h6.port, &a4);
+        opener o = {h6.lfd, 400, 6000, {0}, 0, 0};
+        pthread_t th;
+        pthread_create(&th, NULL, open_later, &o);
+        smtpc__transport *t = NULL;
+        smtpc__errmsg err = {{0}};
+        smtpc__tcp_opts op = opts_dl(6000);
+        CHECK_INT(smtpc__tcp_connect_ai(&t, "dual.test:25", &a6.ai, &op, &err), 0);
+        if (t) {
+            int fam;
+            CHECK_INT(local_port_family(t->fd, &fam), h6.port);
+            CHECK_INT(fam, AF_INET6);
+            smtpc__transport_free(t);
+        } else {
+            fprintf(stderr, "%s\n", err.text);
+        }
+        o.stop = 1;
+        pthread_join(th, NULL);
+        for (int i = 0; i < o.n; i++) close(o.accepted[i]);
+    }
+    hole_free(&h6);
+    hole_free(&h4);
 }
 
 /* Families interleave: [v6 hole, v6 hole, v4 server] tries v4 second. */
@@ -300,6 +361,7 @@ int main(void)
 {
     RUN(black_hole_then_fallback_at_250ms);
     RUN(families_interleaved);
+    RUN(first_attempt_kept_running);
     RUN(refused_starts_next_at_once);
     RUN(deadline_over_the_set_and_reasons);
     RUN(all_refused);
