@@ -24,6 +24,7 @@
 #include "net/proxy.h"
 #include "net/tls.h"
 #include "net/transport.h"
+#include "client/session_int.h"
 #include "util/util.h"
 
 #include <arpa/inet.h>
@@ -1892,4 +1893,9 @@ SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t po
 SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
 {
     return s ? s->greeting : NULL;
+}
+
+smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
+{
+    return &s->err;
 }
