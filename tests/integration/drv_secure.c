@@ -10,12 +10,13 @@
  *   security MODE           smtpc_session_security_used
  *   auth MECH|-             smtpc_session_auth_mechanism
  *   offered LIST / allowed LIST
+ *   again rc=SMTPC_X connected=0|1   (--starttls-again: STARTTLS a second time)
  *   tls VERSION verified=0|1   (when TLS was used)
  *   send rc=SMTPC_X
  * Exit status 0 when every step succeeded, else 1; 2 for usage errors.
  *
  * Options: --mode M (smtpc_tls_mode_parse) --ca FILE --insecure --pin P
- *   --user U --password P --token T --token2 T2 (a token provider that gives T,
+ *   --server-name NAME (the name the certificate must match) --user U --password P --token T --token2 T2 (a token provider that gives T,
  *   then T2 on refresh) --auth LIST --allow-plain --auto-ms N
  *   --command-timeout-ms N --send --from A --to A */
 #include <smtpc/smtpc.h>
@@ -65,7 +66,7 @@ int main(int argc, char **argv)
     if (smtpc_session_new(&s)) return 2;
     smtpc_session_set_trace(s, on_trace, NULL);
     const char *user = NULL, *password = NULL, *from = "a@example.org", *to = "b@example.org";
-    bool do_send = false;
+    bool do_send = false, again = false;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--insecure")) { rc = smtpc_session_set_insecure(s, true); continue; }
         if (!strcmp(a, "--allow-plain")) { rc = smtpc_session_set_allow_plaintext_auth(s, true); continue; }
         if (!strcmp(a, "--send")) { do_send = true; continue; }
+        if (!strcmp(a, "--starttls-again")) { again = true; continue; }
         if (!v) return 2;
         i++;
         if (!strcmp(a, "--mode")) {
@@ -81,6 +83,7 @@ int main(int argc, char **argv)
             rc = smtpc_session_set_tls_mode(s, m);
         } else if (!strcmp(a, "--ca")) rc = smtpc_session_set_ca_file(s, v);
         else if (!strcmp(a, "--pin")) rc = smtpc_session_add_pin(s, v);
+        else if (!strcmp(a, "--server-name")) rc = smtpc_session_set_tls_server_name(s, v);
         else if (!strcmp(a, "--user")) user = v;
         else if (!strcmp(a, "--password")) password = v;
         else if (!strcmp(a, "--token")) g_tok1 = v;
@@ -120,6 +123,11 @@ int main(int argc, char **argv)
     const char *m = smtpc_session_auth_mechanism(s);
     printf("auth %s\n", m ? m : "-");
     printf("offered %s\n", smtpc_session_auth_offered(s));
+    printf("allowed %s\n", smtpc_session_auth_allowed(s));
+    if (again) {
+        int r2 = smtpc_session_starttls(s);
+        printf("again rc=%s connected=%d\n", smtpc_err_name(r2), smtpc_session_is_connected(s) ? 1 : 0);
+    }
     const smtpc_tls_info *ti = smtpc_session_tls_info(s);
     if (ti) printf("tls %s verified=%d\n", ti->version, ti->verified ? 1 : 0);
     int st = rc;
