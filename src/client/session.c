@@ -21,6 +21,7 @@
 
 #include "engine/engine.h"
 #include "engine/sasl.h"
+#include "net/proxy.h"
 #include "net/tls.h"
 #include "net/transport.h"
 #include "client/session_int.h"
@@ -58,6 +59,8 @@ struct smtpc_session {
     char *bind_addr;
     uint16_t bind_port;
     size_t max_line, max_reply;
+    int family;         /* AF_UNSPEC, AF_INET, AF_INET6 */
+    smtpc_proxy *proxy; /* own copy, NULL = direct */
 
     /* security options (session_tls.c-style section below) */
     smtpc_tls_mode tls_mode;
@@ -463,6 +466,7 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     clear_rcpt_results(s);
     free(s->ehlo_name);
     free(s->bind_addr);
+    smtpc_proxy_free(s->proxy);
     free(s->ca_file);
     free(s->tls_name_opt);
     free(s->ca_path);
@@ -540,6 +544,43 @@ SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_
     return 0;
 }
 
+SMTPC_API int smtpc_session_set_family(smtpc_session *s, smtpc_family family)
+{
+    if (!s) return SMTPC_EINVAL;
+    switch (family) {
+    case SMTPC_FAMILY_ANY: s->family = AF_UNSPEC; return 0;
+    case SMTPC_FAMILY_IPV4: s->family = AF_INET; return 0;
+    case SMTPC_FAMILY_IPV6: s->family = AF_INET6; return 0;
+    }
+    return smtpc__err(&s->err, SMTPC_EINVAL, "invalid address family %d", (int)family);
+}
+
+SMTPC_API int smtpc_session_set_proxy(smtpc_session *s, const smtpc_proxy *p)
+{
+    if (!s) return SMTPC_EINVAL;
+    smtpc_proxy *c = NULL;
+    if (p) {
+        int rc = smtpc_proxy_dup(&c, p);
+        if (rc) return smtpc__err(&s->err, rc, "proxy: %s", smtpc_strerror(rc));
+    }
+    smtpc_proxy_free(s->proxy);
+    s->proxy = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_proxy_url(smtpc_session *s, const char *url)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (!url || !*url) return smtpc_session_set_proxy(s, NULL);
+    smtpc_proxy *p = NULL;
+    char why[256];
+    int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
+    if (rc) return smtpc__err(&s->err, rc, "%s", why); /* "proxy URL: ..." */
+    smtpc_proxy_free(s->proxy);
+    s->proxy = p;
+    return 0;
+}
+
 SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply)
 {
     if (!s) return SMTPC_EINVAL;
@@ -608,15 +649,22 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     memset(&to, 0, sizeof to);
     to.bind_addr = s->bind_addr;
     to.bind_port = s->bind_port;
-    to.family = AF_UNSPEC;
+    to.family = s->family;
     to.deadline_ms = o.deadline;
     to.cancel_fd = s->cancel_fd;
-    rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
+    if (s->proxy) {
+        trace_info(s, "connecting to %s through proxy %s", s->hostport, smtpc_proxy_redacted(s->proxy));
+        rc = smtpc__proxy_connect(&s->t, s->proxy, host, port, &to, NULL, &s->err);
+    } else {
+        rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
+    }
     if (rc) {
         if (rc == SMTPC_ETIMEDOUT) {
-            char secs[32];
+            char secs[32], via[SMTPC__ERRMSG_MAX + 4] = "";
             fmt_secs(secs, sizeof secs, o.overall ? s->overall_ms : o.ms);
-            smtpc__err(&s->err, rc, "connect to %s: timed out after %s", s->hostport, secs);
+            /* the proxy's message says which stage hung (already redacted) */
+            if (s->proxy) snprintf(via, sizeof via, " (%s)", s->err.text);
+            smtpc__err(&s->err, rc, "connect to %s: timed out after %s%s", s->hostport, secs, via);
         }
         return rc;
     }
