@@ -22,6 +22,18 @@ class _CountingHandler(_Handler):
             self.srv.quits += 1
         return "221 Bye"
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        with self.srv.lock:
+            self.srv.mail_count += 1
+            n = self.srv.mail_count
+        if n in self.srv.mail_421_at:
+            loop = asyncio.get_event_loop()
+            loop.call_later(0.05, server.transport.close)
+            return "421 4.3.2 shutting down"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or b""
         m = re.search(rb"(?im)^Message-ID:\s*(<[^>]+>)", data)
@@ -48,9 +60,12 @@ class CountingServer(AiosmtpdServer):
     """aiosmtpd with: connections (accepted), quits, msgids (Message-IDs
     delivered, in order), tempfail_data(n, msgid) -> True to answer 451 to
     the n-th DATA (once per Message-ID), close_after_each (close every
-    connection right after a message)."""
+    connection right after a message), mail_421_at (MAIL ordinals answered
+    421 and closed)."""
 
-    def __init__(self, tempfail_data=None, close_after_each=False, **kw):
+    def __init__(self, tempfail_data=None, close_after_each=False, mail_421_at=(), **kw):
+        self.mail_count = 0
+        self.mail_421_at = set(mail_421_at)
         self.connections = 0
         self.quits = 0
         self.msgids = []
