@@ -179,15 +179,23 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     if ((ex = cli_ctx_load_config(&c, hint))) goto out;
     const char *from = s.from ? s.from : cli_get(&c, O_FROM);
     if (!from && cu.from.n) from = cu.from.v[0];
-    if (!from) {
+    {
         struct passwd *pw = getpwuid(getuid());
         char host[256] = "localhost";
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = '\0';
         snprintf(fallback_from, sizeof fallback_from, "%s@%s", pw ? pw->pw_name : "nobody", host);
-        from = fallback_from;
+        if (!from) from = fallback_from;
     }
-    if ((ex = cli_check_address(&c, "sender", from))) goto out;
+    /* -f '<a@b>' is a@b; -f '' or -f '<>' is the null sender (bounces, vacation) */
+    char stripped[320];
+    size_t fl = strlen(from);
+    if (fl >= 2 && from[0] == '<' && from[fl - 1] == '>' && fl - 2 < sizeof stripped) {
+        memcpy(stripped, from + 1, fl - 2);
+        stripped[fl - 2] = '\0';
+        from = stripped;
+    }
+    if (*from && (ex = cli_check_address(&c, "sender", from))) goto out;
 
     /* recipients: the command line, then (with -t) the headers; no duplicates */
     for (int pass = 0; pass < 2; pass++) {
@@ -216,9 +224,10 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
                 if (*p == '"' || *p == '\\') rc = smtpc__buf_append(&msg, "\\", 1);
                 if (!rc) rc = smtpc__buf_append(&msg, p, 1);
             }
-            if (!rc) rc = smtpc__buf_printf(&msg, "\" <%s>\r\n", from);
+            if (!rc) rc = smtpc__buf_printf(&msg, "\" <%s>\r\n", *from ? from : fallback_from);
         } else {
-            rc = smtpc__buf_printf(&msg, "From: %s\r\n", from);
+            /* a null sender is no author: the header names the local user */
+            rc = smtpc__buf_printf(&msg, "From: %s\r\n", *from ? from : fallback_from);
         }
     }
     if (!rc && !hdr_has(m, hlen, "Date")) {

@@ -23,7 +23,8 @@
  * failure; `_free(NULL)` is a no-op.
  *
  * A message is used by one thread at a time. It must not be modified while a
- * writer on it exists. */
+ * writer on it exists, and it has at most one writer at a time (callback
+ * attachments are shared state). */
 #ifndef SMTPC_MESSAGE_H
 #define SMTPC_MESSAGE_H
 
@@ -258,6 +259,9 @@ SMTPC_API bool smtpc_message_needs_smtputf8(const smtpc_message *m);
  * Sender/From and To/Cc/Bcc (Resent-* ignored). Headers are limited to
  * 1 MiB. The body is read from cb when written (and spooled as for
  * smtpc_message_add_attachment_cb); cb/userdata must outlive the message.
+ * On the result, smtpc_message_add_to/_cc/_bcc add envelope recipients
+ * (not written: the headers stay as loaded); other setters have no effect
+ * on the output. Date and Message-ID are added when missing.
  * Errors: SMTPC_EINVAL (malformed header, bad address: detail in errbuf),
  * SMTPC_ELIMIT, SMTPC_ENOMEM, or cb's error. */
 SMTPC_API int smtpc_message_load(smtpc_message **out,
@@ -283,7 +287,8 @@ typedef struct smtpc_message_writer smtpc_message_writer;
  * smtpc_message_errmsg(m). */
 SMTPC_API int smtpc_message_writer_new(smtpc_message_writer **out, smtpc_message *m,
                                        unsigned flags);
-/* Reads the next bytes into buf: returns the count (> 0), 0 at the end, or
+/* Reads the next bytes into buf: returns the count (> 0; len 0 returns 0
+ * and reads nothing), 0 at the end, or
  * a negative SMTPC_E* code (SMTPC_EIO: file error or size changed;
  * a callback's error; detail in smtpc_message_writer_errmsg). Has the
  * smtpc_read_cb signature: pass it with the writer as userdata. */

@@ -163,3 +163,25 @@ def test_account_chosen_by_sender(smtpc_bin, tmp_path):
                  input=b"Subject: s\n\nb\n", config=str(conf))
     assert r.returncode == 0
     assert len(list((tmp_path / "ph").glob("*.eml"))) == 3
+
+
+def test_unknown_option_warns_but_delivers(smtpc_bin, tmp_path):
+    r = sendmail(smtpc_bin, tmp_path, "-Z", "-f", "a@example.org", "to@example.org", input=b"Subject: s\n\nb\n")
+    assert r.returncode == 0
+    assert b"ignoring unknown option -Z" in r.stderr
+
+
+@pytest.mark.parametrize("arg,want", [("<a@example.org>", "a@example.org"), ("<>", ""), ("", "")])
+def test_angle_and_null_sender(smtpc_bin, tmp_path, arg, want):
+    r = sendmail(smtpc_bin, tmp_path, "-f", arg, "to@example.org", input=b"From: x@example.org\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    sender, rcpts, _ = delivered(tmp_path)
+    assert sender == want and rcpts == ["to@example.org"]
+
+
+def test_null_sender_without_from_header(smtpc_bin, tmp_path):
+    r = sendmail(smtpc_bin, tmp_path, "-f", "<>", "to@example.org", input=b"Subject: bounce\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    sender, _, body = delivered(tmp_path)
+    assert sender == ""
+    assert body.startswith(b"From: ") and b"@" in body.split(b"\r\n")[0]

@@ -61,6 +61,8 @@ def test_plain_delivery_and_envelope(postfix):
         assert m.original_crlf == MSG
         assert "by mx.smtpc.test (Postfix) with ESMTP" in m.received
         assert m.header("Subject") == "hi"
+        assert m.parsed()["To"] == "b@example.net"
+        assert m.parsed().get_content() == "hello\n.leading dot\n"
 
 
 def test_clear_empties_maildir(postfix):

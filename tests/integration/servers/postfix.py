@@ -59,8 +59,11 @@ virtual(8) into one Maildir, one file per recipient. Postfix prepends
 ``Return-Path: <MAIL FROM>``, ``X-Original-To: <RCPT TO>``, ``Delivered-To:`` and
 its ``Received:`` header; ``Delivered.original`` is the message as the client
 sent it (dot-unstuffed, **LF line endings**: Postfix stores lines, not CRLF;
-``original_crlf`` has CRLF). No header rewriting or added headers for our
-clients (``local_header_rewrite_clients`` is empty). NOTIFY=SUCCESS/DELAY DSNs
+``original_crlf`` has CRLF; ``parsed()`` gives an email.message.EmailMessage;
+``header(name)`` reads the stored file's header; ``received`` is Postfix's
+Received header, unfolded). ``mail_from``, ``rcpt_to`` and ``delivered_to`` give
+the envelope. No header rewriting or added headers for our clients
+(``local_header_rewrite_clients`` is empty). NOTIFY=SUCCESS/DELAY DSNs
 and bounces are also delivered into the same Maildir (they are mail to the
 sender's address), so count them in ``wait_for``.
 
@@ -276,6 +279,12 @@ class Delivered:
         """Postfix's own Received header (unfolded), e.g. to check TLS details."""
         m = re.search(rb"^Received: .*?(?=^\S)", self.raw, re.S | re.M)
         return re.sub(rb"\s*\n\s+", b" ", m.group(0)).decode("utf-8", "replace").strip() if m else ""
+
+    def parsed(self):
+        """The original message parsed by Python's email (policy=default)."""
+        import email
+        import email.policy
+        return email.message_from_bytes(self.original, policy=email.policy.default)
 
     def header(self, name):
         import email
