@@ -15,7 +15,7 @@
 const cli_opt_def cli_opt_table[] = {
     /* where to */
     {"--server", O_SERVER, OK_VALUE, S | P | Q, "server", "HOST[:PORT]", "SMTP server ([::1]:2525 for IPv6)"},
-    {"--tls", O_TLS, OK_VALUE, S | P | Q, "tls", "MODE", "none, starttls or tls (implicit TLS)"},
+    {"--tls", O_TLS, OK_VALUE, S | P | Q, "tls", "MODE", "auto, implicit (tls), starttls, starttls-optional or none"},
     {"--pickup-dir", O_PICKUP_DIR, OK_VALUE, S | M, "pickup-dir", "DIR", "write the message into DIR instead of sending"},
     {"--outbox", O_OUTBOX, OK_VALUE, S | Q | M, "outbox", "DIR", "queue the message in an offline outbox"},
     {"--ehlo-name", O_EHLO_NAME, OK_VALUE, S | P | Q, "ehlo-name", "NAME", "name sent in EHLO"},
