@@ -37,6 +37,7 @@
 #include "errors.h"
 #include "message.h"
 #include "session.h"
+#include "tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -132,13 +133,6 @@ SMTPC_API unsigned smtpc_pool_connections_open(const smtpc_pool *p);
  * Client
  * ====================================================================== */
 
-typedef enum smtpc_security {
-    SMTPC_SECURITY_NONE = 0,          /* plain text */
-    SMTPC_SECURITY_STARTTLS = 1,      /* STARTTLS required */
-    SMTPC_SECURITY_STARTTLS_OPTIONAL, /* STARTTLS when offered */
-    SMTPC_SECURITY_TLS                /* implicit TLS (port 465) */
-} smtpc_security;
-
 typedef enum smtpc_delivery {
     SMTPC_DELIVERY_NETWORK = 0, /* to the configured server (default) */
     SMTPC_DELIVERY_PICKUP,      /* a .eml file in a pickup directory (smtpc/pickup.h) */
@@ -172,11 +166,17 @@ SMTPC_API const char *smtpc_client_errmsg(const smtpc_client *c);
 
 /* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values,
  * SMTPC_EBUSY while a send is in progress. ---- */
-/* port 0: 25, or 465 with SMTPC_SECURITY_TLS, 587 with STARTTLS. */
+/* port 0: 465 with SMTPC_TLS_MODE_IMPLICIT, 587 with STARTTLS (required),
+ * else 25. */
 SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t port);
-SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_security mode);
+/* The session's TLS modes (smtpc/session.h): default SMTPC_TLS_MODE_DEFAULT
+ * (by port: 465 implicit, 25 without credentials opportunistic STARTTLS,
+ * anything else STARTTLS required). */
+SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode);
 /* user NULL clears. The password is wiped on free. */
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password);
+/* Credentials over an unencrypted connection (default: refused). */
+SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow);
 SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user,
                                              smtpc_credential_cb cb, void *userdata);
 /* Allowed SASL mechanisms, blank or comma separated ("SCRAM-SHA-256 PLAIN"); NULL = any. */
@@ -191,10 +191,11 @@ SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name);
 SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr);
 /* Proxy URL (smtpc/proxy.h syntax; NULL clears). Validated and stored; a
  * send through a proxy fails with SMTPC_EUNSUPPORTED until the session
- * drives proxies. */
+ * drives proxies (it does not yet). */
 SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const char *url);
-/* TLS: verify the server certificate (default true), a CA file (NULL =
- * system store), the minimum version. Part of the pool key. */
+/* TLS: verify the server certificate (default true; false is
+ * smtpc_session_set_insecure), a CA file (NULL = system store), the minimum
+ * version (smtpc_tls_version, 0 = default). Part of the pool key. */
 SMTPC_API int smtpc_client_set_tls_verify(smtpc_client *c, bool verify);
 SMTPC_API int smtpc_client_set_tls_ca_file(smtpc_client *c, const char *path);
 SMTPC_API int smtpc_client_set_tls_min_version(smtpc_client *c, int version);
@@ -213,9 +214,10 @@ SMTPC_API int smtpc_client_set_pool(smtpc_client *c, smtpc_pool *pool);
 /* The private pool's limits (see smtpc_pool_set_*). */
 SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c);
 
-/* Takes every setting the account defines: server, port, tls
- * (none|starttls|starttls-optional|tls), user, password / password-env,
- * timeout, connect-timeout, helo, bind, proxy, tls-verify, tls-ca-file, and
+/* Takes every setting the account defines: server, port, tls (the
+ * session's mode names), user, password / password-env, auth,
+ * allow-plaintext-auth, timeout, connect-timeout, ehlo-name, bind, proxy,
+ * insecure, ca-file, tls-min, and
  * delivery: pickup-dir / outbox. account NULL = the configuration's default
  * account. Settings the account does not define keep their value.
  * Errors: SMTPC_ENOTFOUND (no such account), SMTPC_ECONFIG (a value the

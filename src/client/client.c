@@ -188,7 +188,8 @@ struct smtpc_client {
 
     char *host;
     uint16_t port;
-    smtpc_security sec;
+    smtpc_tls_mode sec;
+    bool allow_plain;
     char *user;
     char *pass;
     smtpc_credential_cb cred_cb;
@@ -313,11 +314,18 @@ SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t 
     return rc;
 }
 
-SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_security mode)
+SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode)
 {
     SETTER_PROLOGUE(c);
-    if ((int)mode < 0 || mode > SMTPC_SECURITY_TLS) return smtpc__err(&c->err, SMTPC_EINVAL, "bad security mode");
+    if ((int)mode < 0 || mode > SMTPC_TLS_MODE_AUTO) return smtpc__err(&c->err, SMTPC_EINVAL, "bad TLS mode");
     c->sec = mode;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow)
+{
+    SETTER_PROLOGUE(c);
+    c->allow_plain = allow;
     return 0;
 }
 
@@ -476,13 +484,15 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
     const char *v;
     int rc = 0;
     if ((v = smtpc_account_get(a, "tls"))) {
-        smtpc_security m;
-        if (!strcmp(v, "none") || !strcmp(v, "no") || !strcmp(v, "off")) m = SMTPC_SECURITY_NONE;
-        else if (!strcmp(v, "starttls")) m = SMTPC_SECURITY_STARTTLS;
-        else if (!strcmp(v, "starttls-optional") || !strcmp(v, "opportunistic")) m = SMTPC_SECURITY_STARTTLS_OPTIONAL;
-        else if (!strcmp(v, "tls") || !strcmp(v, "implicit") || !strcmp(v, "smtps")) m = SMTPC_SECURITY_TLS;
-        else return smtpc__err(&c->err, SMTPC_ECONFIG, "tls = %s: not a security mode", v);
+        smtpc_tls_mode m;
+        if (smtpc_tls_mode_parse(v, &m)) return smtpc__err(&c->err, SMTPC_ECONFIG, "tls = %s: not a TLS mode", v);
         c->sec = m;
+    }
+    c->allow_plain = smtpc_account_get_bool(a, "allow-plaintext-auth", c->allow_plain);
+    if ((v = smtpc_account_get(a, "tls-min"))) {
+        int ver = !strcmp(v, "1.3") ? SMTPC_TLS_1_3 : !strcmp(v, "1.2") ? SMTPC_TLS_1_2
+                : !strcmp(v, "1.1") ? SMTPC_TLS_1_1 : !strcmp(v, "1.0") ? SMTPC_TLS_1_0 : 0;
+        c->tls_min = ver;
     }
     if ((v = smtpc_account_get(a, "server"))) {
         char host[256];
@@ -541,7 +551,7 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
 static uint16_t eff_port(const smtpc_client *c)
 {
     if (c->port) return c->port;
-    return c->sec == SMTPC_SECURITY_TLS ? 465 : c->sec == SMTPC_SECURITY_STARTTLS ? 587 : 25;
+    return c->sec == SMTPC_TLS_MODE_IMPLICIT ? 465 : c->sec == SMTPC_TLS_MODE_STARTTLS ? 587 : 25;
 }
 
 /* Everything that makes two connections interchangeable. Holds the
@@ -550,8 +560,8 @@ static char *pool_key(const smtpc_client *c)
 {
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
-    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
-                               c->host, eff_port(c), (int)c->sec, c->tls_verify, nz(c->ca_file), c->tls_min,
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+                               c->host, eff_port(c), (int)c->sec, c->tls_verify, c->allow_plain, nz(c->ca_file), c->tls_min,
                                nz(c->proxy), nz(c->user), nz(c->pass), nz(c->mechs), nz(c->bind),
                                nz(c->ehlo));
     if (!rc) rc = smtpc__buf_append(&b, "", 1);
@@ -582,6 +592,22 @@ SMTPC_API void smtpc_client_cancel_async(smtpc_client *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Timestamps of the security steps, from the session's trace while it opens. */
+typedef struct open_trace {
+    int64_t starttls_sent, tls_done, auth_sent, auth_done, t0;
+} open_trace;
+
+static void on_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    open_trace *t = ud;
+    int64_t now = smtpc__now_us();
+    if (dir == SMTPC_TRACE_SENT && len >= 8 && !smtpc__strncasecmp(line, "STARTTLS", 8)) t->starttls_sent = now;
+    else if (dir == SMTPC_TRACE_INFO && len >= 13 && !strncmp(line, "TLS handshake", 13)) t->tls_done = now;
+    else if (dir == SMTPC_TRACE_SENT && len >= 5 && !smtpc__strncasecmp(line, "AUTH ", 5) && !t->auth_sent)
+        t->auth_sent = now;
+    else if (dir == SMTPC_TRACE_RECEIVED && len >= 3 && !strncmp(line, "235", 3)) t->auth_done = now;
+}
+
 static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
 {
     smtpc_session *s;
@@ -600,15 +626,43 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
         return smtpc__err(&c->err, rc, "bind: %s", smtpc_session_errmsg(s));
     if (c->proxy)
         return smtpc__err(&c->err, SMTPC_EUNSUPPORTED, "proxies are not supported by the session yet");
-    if (c->sec != SMTPC_SECURITY_NONE)
-        return smtpc__err(&c->err, SMTPC_EUNSUPPORTED, "TLS is not supported by the session yet");
-    if (c->user)
-        return smtpc__err(&c->err, SMTPC_EUNSUPPORTED, "AUTH is not supported by the session yet");
+    rc = smtpc_session_set_tls_mode(s, c->sec);
+    if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
+    if (!rc && !c->tls_verify) rc = smtpc_session_set_insecure(s, true);
+    if (!rc && c->tls_min) rc = smtpc_session_set_tls_versions(s, c->tls_min, 0, false);
+    if (!rc && c->user) {
+        char pw[1024];
+        const char *pass = c->pass;
+        if (!pass && c->cred_cb) {
+            rc = c->cred_cb(c->cred_ud, c->user, pw, sizeof pw);
+            pw[sizeof pw - 1] = '\0';
+            pass = pw;
+            if (rc) smtpc__err(&c->err, rc, "the credential callback failed");
+        }
+        if (!rc) rc = smtpc_session_set_credentials(s, c->user, pass);
+        smtpc__secure_zero(pw, sizeof pw);
+        if (rc) return rc;
+    }
+    if (!rc && c->mechs) rc = smtpc_session_set_auth_mechanisms(s, c->mechs);
+    if (!rc && c->allow_plain) rc = smtpc_session_set_allow_plaintext_auth(s, true);
+    if (rc) return smtpc__err(&c->err, rc, "settings: %s", smtpc_session_errmsg(s));
     publish(c, s);
+    open_trace tr;
+    memset(&tr, 0, sizeof tr);
+    smtpc_session_set_trace(s, on_trace, &tr);
     int64_t t0 = smtpc__now_us();
-    rc = smtpc_session_connect(s, c->host, eff_port(c));
-    if (!rc) rc = smtpc_session_ehlo(s, NULL);
-    res->t_connect = smtpc__now_us() - t0;
+    rc = smtpc_session_open(s, c->host, eff_port(c));
+    int64_t t1 = smtpc__now_us();
+    smtpc_session_set_trace(s, NULL, NULL); /* no per-line cost while sending */
+    res->t_tls = tr.tls_done && tr.starttls_sent ? tr.tls_done - tr.starttls_sent : 0;
+    res->t_auth = tr.auth_done && tr.auth_sent ? tr.auth_done - tr.auth_sent : 0;
+    res->t_connect = (t1 - t0) - res->t_tls - res->t_auth;
+    const smtpc_tls_info *ti = smtpc_session_tls_info(s);
+    if (ti) {
+        smtpc__strlcpy(res->tls_version, ti->version, sizeof res->tls_version);
+        smtpc__strlcpy(res->tls_cipher, ti->cipher, sizeof res->tls_cipher);
+    }
+    smtpc__strlcpy(res->mech, nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
     if (rc) {
         smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(s));
         const smtpc_reply *r = smtpc_session_reply(s);
@@ -722,6 +776,12 @@ again:;
     }
     smtpc_session *s = pc->s;
     res->reused = reused;
+    if (reused) {
+        const smtpc_tls_info *ti = smtpc_session_tls_info(s);
+        smtpc__strlcpy(res->tls_version, ti ? ti->version : "", sizeof res->tls_version);
+        smtpc__strlcpy(res->tls_cipher, ti ? ti->cipher : "", sizeof res->tls_cipher);
+        smtpc__strlcpy(res->mech, nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
+    }
 
     /* The envelope and the body for this server. */
     body_run run;
@@ -834,12 +894,6 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     char *key = NULL;
     if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
     if (!rc && !(key = pool_key(c))) rc = SMTPC_ENOMEM;
-    if (!rc && c->cred_cb && !c->pass) {
-        char pw[1024];
-        rc = c->cred_cb(c->cred_ud, nz(c->user), pw, sizeof pw);
-        if (rc) smtpc__err(&c->err, rc, "the credential callback failed");
-        smtpc__secure_zero(pw, sizeof pw);
-    }
     unsigned max = use_retry ? c->retry.attempts : 1;
     int64_t delay = c->retry.initial_delay_ms;
     for (unsigned k = 1; !rc || k == 1; k++) {

@@ -24,7 +24,8 @@
  *   --timeout-ms N (command and data timeouts)
  *   --outbox DIR: with --queue, queue --n messages there (delivery OUTBOX);
  *     with --flush, flush it (--backoff-ms N: initial backoff); --list
- *   --raw (send_mem with a fixed body instead of a message) */
+ *   --raw (send_mem with a fixed body instead of a message)
+ *   --tls MODE (default none) --user U --password P --ca-file PEM */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -45,6 +46,8 @@ static uint64_t g_n = 1, g_threads = 0, g_per = 4, g_sleep_ms, g_cancel_ms, g_ti
 static int64_t g_noop_after = -2, g_max_idle = -1, g_max_msgs = -1;
 static bool g_strict, g_async, g_busy, g_queue, g_flush, g_list, g_raw;
 static smtpc_retry_policy g_retry = {1, 0, 1.0, 0};
+static smtpc_tls_mode g_tls = SMTPC_TLS_MODE_NONE;
+static const char *g_user, *g_pass, *g_cafile;
 static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
 
 static void die(const char *what)
@@ -72,9 +75,15 @@ static smtpc_message *make_msg(unsigned t, uint64_t i)
 static void print_result(uint64_t i, int rc, const smtpc_result *r)
 {
     pthread_mutex_lock(&g_out);
-    printf("send %llu rc=%s code=%d queue=%s attempts=%u reused=%d\n", (unsigned long long)i, smtpc_err_name(rc),
-           smtpc_result_reply_code(r), smtpc_result_queue_id(r)[0] ? smtpc_result_queue_id(r) : "-",
-           smtpc_result_attempts(r), smtpc_result_reused_connection(r));
+    printf("send %llu rc=%s code=%d queue=%s attempts=%u reused=%d tls=%s cipher=%s mech=%s"
+           " connect_us=%lld tls_us=%lld auth_us=%lld xfer_us=%lld\n",
+           (unsigned long long)i, smtpc_err_name(rc), smtpc_result_reply_code(r),
+           smtpc_result_queue_id(r)[0] ? smtpc_result_queue_id(r) : "-", smtpc_result_attempts(r),
+           smtpc_result_reused_connection(r), smtpc_result_tls_version(r)[0] ? smtpc_result_tls_version(r) : "-",
+           smtpc_result_tls_cipher(r)[0] ? smtpc_result_tls_cipher(r) : "-",
+           smtpc_result_auth_mechanism(r)[0] ? smtpc_result_auth_mechanism(r) : "-",
+           (long long)smtpc_result_connect_us(r), (long long)smtpc_result_tls_us(r),
+           (long long)smtpc_result_auth_us(r), (long long)smtpc_result_transfer_us(r));
     for (size_t j = 0; j < smtpc_result_rcpt_count(r); j++)
         printf("rcpt %llu %zu %s accepted=%d code=%d\n", (unsigned long long)i, j, smtpc_result_rcpt_address(r, j),
                smtpc_result_rcpt_accepted(r, j), smtpc_result_rcpt_code(r, j));
@@ -91,6 +100,7 @@ static smtpc_client *make_client(smtpc_pool *pool)
 {
     smtpc_client *c;
     if (smtpc_client_new(&c)) die("client_new");
+    smtpc_client_set_security(c, g_tls); /* test servers listen on random ports: NONE unless --tls */
     if (g_config) {
         smtpc_config *cfg;
         char err[512];
@@ -100,6 +110,8 @@ static smtpc_client *make_client(smtpc_pool *pool)
         if (rc) die(smtpc_client_errmsg(c));
     }
     if (g_host && smtpc_client_set_host(c, g_host, g_port)) die("set_host");
+    if (g_user && smtpc_client_set_credentials(c, g_user, g_pass)) die("set_credentials");
+    if (g_cafile && smtpc_client_set_tls_ca_file(c, g_cafile)) die("set_tls_ca_file");
     smtpc_client_set_ehlo_name(c, "drv.example");
     if (smtpc_client_set_retry(c, &g_retry)) die("bad --retry");
     smtpc_client_set_strict_recipients(c, g_strict);
@@ -307,6 +319,10 @@ int main(int argc, char **argv)
         else if (ARG("--account")) g_account = v;
         else if (ARG("--outbox")) g_outbox = v;
         else if (ARG("--backoff-ms")) g_backoff_ms = num(v);
+        else if (ARG("--tls")) { if (smtpc_tls_mode_parse(v, &g_tls)) die("bad --tls"); }
+        else if (ARG("--user")) g_user = v;
+        else if (ARG("--password")) g_pass = v;
+        else if (ARG("--ca-file")) g_cafile = v;
         else if (ARG("--retry")) {
             unsigned at;
             long long ini, mx;
