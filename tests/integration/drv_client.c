@@ -25,6 +25,8 @@
  *   --outbox DIR: with --queue, queue --n messages there (delivery OUTBOX);
  *     with --flush, flush it (--backoff-ms N: initial backoff); --list
  *   --raw (send_mem with a fixed body instead of a message)
+ *   --second-ehlo NAME (two clients, one pool, the second with another EHLO
+ *     name: alternate sends between them)
  *   --tls MODE (default none) --user U --password P --ca-file PEM */
 #include <smtpc/smtpc.h>
 
@@ -143,6 +145,31 @@ static void on_done(void *ud, int status, const smtpc_result *r)
     g_cb_rc = status;
     pthread_cond_broadcast(&g_cv);
     pthread_mutex_unlock(&g_mu);
+}
+
+/* Two clients with different identities (EHLO names) on one pool. */
+static const char *g_ehlo2;
+static int run_two_identities(void)
+{
+    smtpc_pool *pool;
+    if (smtpc_pool_new(&pool)) die("pool_new");
+    smtpc_client *a = make_client(pool), *b = make_client(pool);
+    smtpc_client_set_ehlo_name(b, g_ehlo2);
+    int bad = 0;
+    for (uint64_t i = 0; i < g_n; i++) {
+        smtpc_message *m = make_msg(i % 2, i);
+        smtpc_result *r = NULL;
+        int rc = smtpc_client_send(i % 2 ? b : a, m, &r);
+        print_result(i, rc, r);
+        bad += rc != 0;
+        smtpc_result_free(r);
+        smtpc_message_free(m);
+    }
+    printf("opened %llu\n", (unsigned long long)smtpc_pool_connections_opened(pool));
+    smtpc_client_free(a);
+    smtpc_client_free(b);
+    smtpc_pool_free(pool);
+    return bad ? 1 : 0;
 }
 
 static int run_single(void)
@@ -319,6 +346,7 @@ int main(int argc, char **argv)
         else if (ARG("--account")) g_account = v;
         else if (ARG("--outbox")) g_outbox = v;
         else if (ARG("--backoff-ms")) g_backoff_ms = num(v);
+        else if (ARG("--second-ehlo")) g_ehlo2 = v;
         else if (ARG("--tls")) { if (smtpc_tls_mode_parse(v, &g_tls)) die("bad --tls"); }
         else if (ARG("--user")) g_user = v;
         else if (ARG("--password")) g_pass = v;
@@ -346,5 +374,6 @@ int main(int argc, char **argv)
     if (g_nto == 0) g_to[g_nto++] = "b@example.org";
     if (g_outbox) return run_outbox();
     if (g_threads) return run_threads();
+    if (g_ehlo2) return run_two_identities();
     return run_single();
 }

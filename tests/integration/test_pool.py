@@ -75,3 +75,16 @@ def test_max_idle_closes(counting):
     assert p.returncode == 0
     time.sleep(0.3)
     assert srv.connections == 2 and srv.quits == 2
+
+
+def test_pool_never_mixes_identities(counting):
+    # Two clients on one pool whose settings differ (EHLO name here; the key
+    # also holds credentials, TLS settings, proxy, bind): separate connections,
+    # each re-used only by its own client.
+    srv = counting()
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--n", "6", "--second-ehlo", "other.example"])
+    assert p.returncode == 0, p.stdout
+    s = [kv(l) for l in lines(p, "send")]
+    assert [x["reused"] for x in s] == ["0", "0", "1", "1", "1", "1"]
+    assert sorted(srv.ehlo_names) == ["drv.example", "other.example"]
+    assert srv.connections == 2
