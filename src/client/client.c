@@ -746,14 +746,13 @@ static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, smtpc
     *body_touched = false;
 again:;
     smtpc__pconn *pc;
-    int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &pc);
+    bool check;
+    int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &pc, &check);
     if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
     bool reused = pc->s != NULL;
     res->t_connect = res->t_tls = res->t_auth = res->t_xfer = 0;
     if (reused) {
         publish(c, pc->s);
-        int64_t na = smtpc__pool_noop_after_ms(c->pool);
-        bool check = na >= 0 && smtpc__now_ms() - pc->last_used_ms >= na;
         int prc = 0;
         if (pc->dirty) prc = smtpc_session_rset(pc->s);
         else if (check) prc = smtpc_session_noop(pc->s);

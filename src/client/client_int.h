@@ -19,13 +19,13 @@ typedef struct smtpc__pconn {
 
 /* Takes an idle connection for key, or reserves a slot (conn->s NULL: the
  * caller connects and stores the session). Waits while max connections of
- * key are busy, checking *cancel every 100 ms (SMTPC_ECANCELED). */
+ * key are busy, checking *cancel every 100 ms (SMTPC_ECANCELED). *check:
+ * the idle connection was idle past the NOOP threshold. */
 int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cancel,
-                        smtpc__pconn **out);
+                        smtpc__pconn **out, bool *check);
 /* Returns a connection: kept for re-use when keep and connected and under
  * the message limit, else closed (QUIT when polite) and freed. */
 void smtpc__pool_release(smtpc_pool *p, smtpc__pconn *c, bool keep, bool polite);
-int64_t smtpc__pool_noop_after_ms(const smtpc_pool *p);
 /* The client stored a new session in a reserved slot. */
 void smtpc__pool_count_open(smtpc_pool *p);
 int smtpc__pool_new_private(smtpc_pool **out);

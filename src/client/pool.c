@@ -112,11 +112,6 @@ SMTPC_API int smtpc_pool_set_noop_after_ms(smtpc_pool *p, int64_t ms)
     return 0;
 }
 
-int64_t smtpc__pool_noop_after_ms(const smtpc_pool *p)
-{
-    return p->noop_after_ms; /* written under the lock, read racily: a hint */
-}
-
 SMTPC_API uint64_t smtpc_pool_connections_opened(const smtpc_pool *p)
 {
     return p ? atomic_load(&((smtpc_pool *)p)->opened) : 0;
@@ -146,8 +141,9 @@ static void collect_expired(smtpc_pool *p, smtpc__pconn **expired)
 }
 
 int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cancel,
-                        smtpc__pconn **out)
+                        smtpc__pconn **out, bool *check)
 {
+    *check = false;
     smtpc__pconn *expired = NULL, *got = NULL;
     int rc = 0;
     pthread_mutex_lock(&p->mu);
@@ -163,6 +159,7 @@ int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cance
         }
         if (idle) {
             idle->busy = true;
+            *check = p->noop_after_ms >= 0 && smtpc__now_ms() - idle->last_used_ms >= p->noop_after_ms;
             got = idle;
             break;
         }
