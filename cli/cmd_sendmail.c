@@ -154,6 +154,7 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     char fallback_from[320] = "";
 
     int ex = parse(prog, argc, argv, &s, &c.o);
+    if (!ex) ex = cli_dsn_normalize(&c);
     if (ex) goto out;
     if (!s.t && c.o.pos.n == 0) {
         fprintf(stderr, "%s: no recipients given (name them, or use -t to read To/Cc/Bcc)\n", prog);
