@@ -4,6 +4,7 @@
  * --insecure: a certificate problem is solved with --ca-file or --pin. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <string.h>
 
 typedef struct hint_row {
@@ -93,24 +94,44 @@ static bool contains_ci(const char *hay, const char *needle)
 
 /* The reply that decided the failure: the first refused recipient's, else
  * the final one. */
-static void deciding_reply(const cli_result *r, int *code, const char **enh)
+static void deciding_reply(const cli_result *r, int *code, const char **enh, const char **text)
 {
     for (size_t i = 0; i < r->nrcpts; i++)
         if (!r->rcpts[i].accepted && r->rcpts[i].code >= 400) {
             *code = r->rcpts[i].code;
             *enh = r->rcpts[i].enhanced;
+            *text = r->rcpts[i].text;
             return;
         }
     *code = r->final_code;
     *enh = r->final_enhanced;
+    *text = r->final_text;
+}
+
+/* "5.1.1 no such user" from a server that does not announce
+ * ENHANCEDSTATUSCODES (the code is then only text): the leading code. */
+static void enhanced_from_text(const char *t, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (!t || (t[0] != '4' && t[0] != '5') || t[1] != '.') return;
+    size_t i = 2, dots = 0;
+    while (t[i] && (isdigit((unsigned char)t[i]) || (t[i] == '.' && ++dots == 1))) i++;
+    if (dots != 1 || i >= len || (t[i] && t[i] != ' ') || t[i - 1] == '.') return;
+    memcpy(out, t, i);
+    out[i] = '\0';
 }
 
 const char *cli_hint(const cli_result *r)
 {
     if (r->ok || !r->err) return NULL;
     int code;
-    const char *enh;
-    deciding_reply(r, &code, &enh);
+    const char *enh, *text;
+    char from_text[16];
+    deciding_reply(r, &code, &enh, &text);
+    if (!enh[0]) {
+        enhanced_from_text(text, from_text, sizeof from_text);
+        enh = from_text;
+    }
     for (size_t i = 0; i < SMTPC__ARRAY_LEN(rows); i++) {
         const hint_row *h = &rows[i];
         if (h->err && h->err != r->err) continue;

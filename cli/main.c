@@ -14,7 +14,7 @@ static void usage_short(FILE *f)
 {
     fputs("usage: smtpc send --from ADDR --to ADDR [--subject TEXT] [--text TEXT | --text-file FILE]\n"
           "                  [--server HOST[:PORT] --tls MODE | --pickup-dir DIR] [options]\n"
-          "       smtpc probe --server HOST[:PORT] [--tls MODE]\n"
+          "       smtpc probe --server HOST[:PORT] [--tls MODE] [--auth-test]\n"
           "       smtpc queue list|flush [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
@@ -61,7 +61,9 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "probe")) {
         fputs("usage: smtpc probe --server HOST[:PORT] [options]\n"
-              "Connects, prints the greeting and the EHLO capabilities, and quits.\n\n", f);
+              "Connects (TLS per --tls, AUTH when credentials are given), prints the\n"
+              "greeting, TLS details, the EHLO capabilities and what they mean, and quits.\n"
+              "--auth-test logs in with the credentials without sending mail.\n\n", f);
         cli_print_options(f, CMD_PROBE);
         return 0;
     }
