@@ -209,6 +209,7 @@ struct smtpc_client {
     smtpc_pool *own_pool;
     smtpc_pool *pool;
     smtpc__errmsg err;
+    char *key; /* the pool key of the current settings, built at the first send; holds the password */
 
     /* async: one worker thread, started at the first send_async */
     pthread_t thr;
@@ -219,6 +220,8 @@ struct smtpc_client {
     smtpc_send_cb job_cb;
     void *job_ud;
 };
+
+static void key_reset(smtpc_client *c);
 
 static void default_retry(smtpc_retry_policy *p)
 {
@@ -257,6 +260,7 @@ SMTPC_API void smtpc_client_free(smtpc_client *c)
         pthread_join(c->thr, NULL);
     }
     smtpc_pool_free(c->own_pool);
+    key_reset(c);
     free(c->host);
     free(c->user);
     smtpc__free_secret(c->pass);
@@ -287,10 +291,21 @@ void smtpc__client_leave(smtpc_client *c) { atomic_store(&c->busy, false); }
 
 /* ---- setters ---- */
 
+static void key_reset(smtpc_client *c)
+{
+    if (c->key) {
+        smtpc__secure_zero(c->key, strlen(c->key));
+        free(c->key);
+        c->key = NULL;
+    }
+}
+
+/* Every setter: refuse while a send runs; the settings change, so does the pool key. */
 #define SETTER_PROLOGUE(c)                                                                   \
     do {                                                                                     \
         if (!(c)) return SMTPC_EINVAL;                                                       \
         if (atomic_load(&(c)->busy)) return smtpc__err(&(c)->err, SMTPC_EBUSY, "operation in progress"); \
+        key_reset(c);                                                                        \
     } while (0)
 
 static int set_str(smtpc_client *c, char **field, const char *v, bool secret, bool allow_blank)
@@ -890,9 +905,9 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     if (!res->r) rc = SMTPC_ENOMEM;
     for (size_t i = 0; !rc && i < b->nrcpts; i++)
         if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
-    char *key = NULL;
     if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
-    if (!rc && !(key = pool_key(c))) rc = SMTPC_ENOMEM;
+    if (!rc && !c->key && !(c->key = pool_key(c))) rc = SMTPC_ENOMEM;
+    const char *key = c->key;
     unsigned max = use_retry ? c->retry.attempts : 1;
     int64_t delay = c->retry.initial_delay_ms;
     for (unsigned k = 1; !rc || k == 1; k++) {
@@ -912,10 +927,6 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
         double nd = (double)delay * c->retry.backoff_factor;
         delay = nd > 9e15 ? INT64_MAX / 2 : (int64_t)nd;
         rc = 0;
-    }
-    if (key) {
-        smtpc__secure_zero(key, strlen(key));
-        free(key);
     }
     if (rc == SMTPC_ECANCELED || atomic_load(&c->canceled)) {
         if (rc != 0 && rc != SMTPC_EUNKNOWN) rc = SMTPC_ECANCELED;
