@@ -844,6 +844,13 @@ again:;
     smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
     take_results(c, s, res, rc);
+    if (rc == SMTPC_ECANCELED && strstr(smtpc_session_errmsg(s), "may have been delivered")) {
+        /* Canceled while waiting for the reply to the final dot: the server
+         * may have taken it. Unknown, never "canceled" (a caller would resend). */
+        char d[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(d, smtpc_session_errmsg(s), sizeof d);
+        rc = smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
+    }
     if (rc == 0) pc->msgs++;
     if (rc && reused && !fresh_retry_done && stale_failure(rc, s) &&
         (!run.touched || b->m || b->mem || b->rewind)) {
