@@ -748,7 +748,10 @@ static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, i
 static bool stale_failure(int rc, smtpc_session *s)
 {
     if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) return true;
-    if (rc == SMTPC_ETEMPFAIL && smtpc_reply_code(smtpc_session_reply(s)) == 421) return true;
+    /* 421 before the end of data (with a pipelined group the replies after it
+     * may also upset the protocol check): nothing was delivered. */
+    if (rc != SMTPC_EUNKNOWN && rc != SMTPC_ECANCELED && smtpc_reply_code(smtpc_session_reply(s)) == 421)
+        return true;
     return false;
 }
 
