@@ -30,6 +30,7 @@
 
 #include "common.h"
 #include "errors.h"
+#include "session.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -298,6 +299,33 @@ SMTPC_API ssize_t smtpc_message_writer_read(void *writer, void *buf, size_t len)
 SMTPC_API int64_t smtpc_message_writer_size(const smtpc_message_writer *w);
 SMTPC_API const char *smtpc_message_writer_errmsg(const smtpc_message_writer *w);
 SMTPC_API void smtpc_message_writer_free(smtpc_message_writer *w);
+
+/* ======================================================================
+ * Sending a message over a session
+ * ====================================================================== */
+
+typedef struct smtpc_send_opts {
+    bool all_or_nothing;     /* RSET and fail when any recipient is refused
+                                (default: deliver to the accepted ones) */
+    bool use_bdat;           /* BDAT (CHUNKING) when the server offers it */
+    const char *dsn_ret;     /* "FULL" / "HDRS", NULL = omit */
+    const char *dsn_envid;   /* ENVID, NULL = omit */
+    const char *dsn_notify;  /* NOTIFY for every recipient, NULL = omit */
+} smtpc_send_opts;
+
+/* Sends m on an open session (after EHLO): the envelope comes from the
+ * message (smtpc_message_envelope_from / _rcpt), and the message is written
+ * to fit what the server offers: 8bit parts and BODY=8BITMIME only with
+ * 8BITMIME, raw UTF-8 headers and the SMTPUTF8 parameter only when the
+ * message needs SMTPUTF8 and the server offers it, SIZE= when the size is
+ * known and the server has SIZE. opts may be NULL.
+ * Per-recipient replies: smtpc_session_rcpt_count / _rcpt_status / _rcpt_reply.
+ * Errors: SMTPC_EUNSUPPORTED before MAIL when the message needs SMTPUTF8
+ * and the server lacks it (nothing is sent); SMTPC_EINVAL (no sender or no
+ * recipient); the writer's errors (file vanished: SMTPC_EIO); otherwise as
+ * smtpc_session_send. Detail in smtpc_session_errmsg. */
+SMTPC_API int smtpc_session_send_message(smtpc_session *s, smtpc_message *m,
+                                         const smtpc_send_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -289,3 +289,50 @@ def test_probe_with_credentials_checks_them(smtpc_bin, tmp_path, postfix):
               password=postfix.password)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["authenticated"] == "SCRAM-SHA-256"
+
+
+def test_auto_does_not_fall_back_after_a_refused_certificate(smtpc_bin, tmp_path, postfix):
+    # a TLS server whose certificate we refuse is not retried in plaintext
+    from servers.certs import process_certs  # noqa: F401
+    t0 = time.monotonic()
+    r = probe(smtpc_bin, tmp_path, postfix.smtps_port, "--tls", "auto")  # system store: refused
+    took = time.monotonic() - t0
+    assert r.returncode == 76, r.stderr
+    assert b"certificate verification failed" in r.stderr and b"plaintext" not in r.stderr
+    assert took < 4
+
+
+def test_config_file_keys_apply(smtpc_bin, tmp_path, postfix):
+    conf = tmp_path / "smtpc.conf"
+    conf.write_text(f"[account sub]\nserver = localhost\nport = {postfix.submission_port}\n"
+                    f"tls = starttls\nuser = alice\npassword-env = PW\nca-file = {postfix.ca_file}\n"
+                    "auth = CRAM-MD5\nfrom = sender@example.org\n")
+    conf.chmod(0o600)
+    env = env_for(tmp_path, PW=postfix.password, SMTPC_CONFIG=str(conf))
+    r = subprocess.run([smtpc_bin, "send", "--account", "sub", "--to", "cfg@example.net",
+                        "--text", "from config", "--json"], cwd=tmp_path, capture_output=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    assert o["tls"] == "starttls" and o["auth"] == "CRAM-MD5"
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "cfg@example.net"
+
+
+def test_c_api_open_lists_and_no_second_starttls(postfix):
+    from conftest import driver
+    r = subprocess.run([driver("secure"), "localhost", str(postfix.submission_port), "--ca",
+                        postfix.ca_file, "--user", "alice", "--password", postfix.password,
+                        "--auth", "PLAIN,CRAM-MD5", "--starttls-again", "--send", "--to",
+                        "api@example.net"], capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert "open rc=SMTPC_OK" in out and "security starttls" in out
+    assert "auth CRAM-MD5" in out  # the strongest in both lists
+    assert "offered SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN" in out
+    assert "allowed CRAM-MD5 PLAIN" in out
+    assert "again rc=SMTPC_ESTATE connected=1" in out  # never STARTTLS twice
+    assert "tls TLSv1.3 verified=1" in out
+    assert "send rc=SMTPC_OK" in out
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "api@example.net"
