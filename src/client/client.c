@@ -744,15 +744,17 @@ static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, i
 }
 
 /* Failures of a re-used connection that show it was dead or closing before
- * the server took the message: safe to repeat once on a fresh connection. */
-static bool stale_failure(int rc, smtpc_session *s)
+ * the server took the message: safe to repeat once on a fresh connection.
+ * The session reports a loss after the final dot as SMTPC_EUNKNOWN, so a
+ * network error here is before it; a 421 is a refusal whenever it comes; a
+ * protocol error (e.g. a server that keeps answering the pipelined commands
+ * after its 421) only counts while the body was not started. */
+static bool stale_failure(int rc, smtpc_session *s, bool body_started)
 {
+    if (rc == SMTPC_EUNKNOWN || rc == SMTPC_ECANCELED || rc == 0) return false;
     if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) return true;
-    /* 421 before the end of data (with a pipelined group the replies after it
-     * may also upset the protocol check): nothing was delivered. */
-    if (rc != SMTPC_EUNKNOWN && rc != SMTPC_ECANCELED && smtpc_reply_code(smtpc_session_reply(s)) == 421)
-        return true;
-    return false;
+    if (smtpc_reply_code(smtpc_session_reply(s)) == 421) return true;
+    return rc == SMTPC_EPROTO && !body_started && !smtpc_session_is_connected(s);
 }
 
 /* One attempt: a connection from the pool (re-used or new), one
@@ -855,7 +857,7 @@ again:;
         rc = smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
     }
     if (rc == 0) pc->msgs++;
-    if (rc && reused && !fresh_retry_done && stale_failure(rc, s) &&
+    if (rc && reused && !fresh_retry_done && stale_failure(rc, s, run.touched) &&
         (!run.touched || b->m || b->mem || b->rewind)) {
         /* nodemailer's idle-connection loss: the server had closed (or was
          * closing) the connection before it took the message. Once on a fresh one. */
