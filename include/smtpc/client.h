@@ -256,7 +256,8 @@ SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_s
                                       void *userdata);
 /* Cancels the send in progress (async or a sync send on another thread):
  * it ends within ~100 ms with SMTPC_ECANCELED (or its outcome if already
- * decided). Its connection is closed, never returned to the pool.
+ * decided; SMTPC_EUNKNOWN when the final dot was already sent and the
+ * reply not yet received). Its connection is closed, never returned to the pool.
  * Safe from any thread; no-op when idle. */
 SMTPC_API void smtpc_client_cancel_async(smtpc_client *c);
 /* true while a send is in progress. */

@@ -209,6 +209,7 @@ struct smtpc_client {
     smtpc_pool *own_pool;
     smtpc_pool *pool;
     smtpc__errmsg err;
+    char *key; /* the pool key of the current settings, built at the first send; holds the password */
 
     /* async: one worker thread, started at the first send_async */
     pthread_t thr;
@@ -219,6 +220,8 @@ struct smtpc_client {
     smtpc_send_cb job_cb;
     void *job_ud;
 };
+
+static void key_reset(smtpc_client *c);
 
 static void default_retry(smtpc_retry_policy *p)
 {
@@ -257,6 +260,7 @@ SMTPC_API void smtpc_client_free(smtpc_client *c)
         pthread_join(c->thr, NULL);
     }
     smtpc_pool_free(c->own_pool);
+    key_reset(c);
     free(c->host);
     free(c->user);
     smtpc__free_secret(c->pass);
@@ -287,10 +291,21 @@ void smtpc__client_leave(smtpc_client *c) { atomic_store(&c->busy, false); }
 
 /* ---- setters ---- */
 
+static void key_reset(smtpc_client *c)
+{
+    if (c->key) {
+        smtpc__secure_zero(c->key, strlen(c->key));
+        free(c->key);
+        c->key = NULL;
+    }
+}
+
+/* Every setter: refuse while a send runs; the settings change, so does the pool key. */
 #define SETTER_PROLOGUE(c)                                                                   \
     do {                                                                                     \
         if (!(c)) return SMTPC_EINVAL;                                                       \
         if (atomic_load(&(c)->busy)) return smtpc__err(&(c)->err, SMTPC_EBUSY, "operation in progress"); \
+        key_reset(c);                                                                        \
     } while (0)
 
 static int set_str(smtpc_client *c, char **field, const char *v, bool secret, bool allow_blank)
@@ -729,12 +744,17 @@ static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, i
 }
 
 /* Failures of a re-used connection that show it was dead or closing before
- * the server took the message: safe to repeat once on a fresh connection. */
-static bool stale_failure(int rc, smtpc_session *s)
+ * the server took the message: safe to repeat once on a fresh connection.
+ * The session reports a loss after the final dot as SMTPC_EUNKNOWN, so a
+ * network error here is before it; a 421 is a refusal whenever it comes; a
+ * protocol error (e.g. a server that keeps answering the pipelined commands
+ * after its 421) only counts while the body was not started. */
+static bool stale_failure(int rc, smtpc_session *s, bool body_started)
 {
+    if (rc == SMTPC_EUNKNOWN || rc == SMTPC_ECANCELED || rc == 0) return false;
     if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) return true;
-    if (rc == SMTPC_ETEMPFAIL && smtpc_reply_code(smtpc_session_reply(s)) == 421) return true;
-    return false;
+    if (smtpc_reply_code(smtpc_session_reply(s)) == 421) return true;
+    return rc == SMTPC_EPROTO && !body_started && !smtpc_session_is_connected(s);
 }
 
 /* One attempt: a connection from the pool (re-used or new), one
@@ -829,8 +849,15 @@ again:;
     smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
     take_results(c, s, res, rc);
+    if (rc == SMTPC_ECANCELED && strstr(smtpc_session_errmsg(s), "may have been delivered")) {
+        /* Canceled while waiting for the reply to the final dot: the server
+         * may have taken it. Unknown, never "canceled" (a caller would resend). */
+        char d[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(d, smtpc_session_errmsg(s), sizeof d);
+        rc = smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
+    }
     if (rc == 0) pc->msgs++;
-    if (rc && reused && !fresh_retry_done && stale_failure(rc, s) &&
+    if (rc && reused && !fresh_retry_done && stale_failure(rc, s, run.touched) &&
         (!run.touched || b->m || b->mem || b->rewind)) {
         /* nodemailer's idle-connection loss: the server had closed (or was
          * closing) the connection before it took the message. Once on a fresh one. */
@@ -890,9 +917,9 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     if (!res->r) rc = SMTPC_ENOMEM;
     for (size_t i = 0; !rc && i < b->nrcpts; i++)
         if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
-    char *key = NULL;
     if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
-    if (!rc && !(key = pool_key(c))) rc = SMTPC_ENOMEM;
+    if (!rc && !c->key && !(c->key = pool_key(c))) rc = SMTPC_ENOMEM;
+    const char *key = c->key;
     unsigned max = use_retry ? c->retry.attempts : 1;
     int64_t delay = c->retry.initial_delay_ms;
     for (unsigned k = 1; !rc || k == 1; k++) {
@@ -912,10 +939,6 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
         double nd = (double)delay * c->retry.backoff_factor;
         delay = nd > 9e15 ? INT64_MAX / 2 : (int64_t)nd;
         rc = 0;
-    }
-    if (key) {
-        smtpc__secure_zero(key, strlen(key));
-        free(key);
     }
     if (rc == SMTPC_ECANCELED || atomic_load(&c->canceled)) {
         if (rc != 0 && rc != SMTPC_EUNKNOWN) rc = SMTPC_ECANCELED;

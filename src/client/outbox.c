@@ -342,7 +342,7 @@ static int list_ids(smtpc_outbox *ob, const char *sub, idlist *l)
         l->n++;
     }
     closedir(d);
-    qsort(l->ids, l->n, sizeof *l->ids, cmp_id);
+    if (l->n) qsort(l->ids, l->n, sizeof *l->ids, cmp_id);
     return 0;
 }
 

@@ -450,6 +450,7 @@ SMTPC_API int smtpc_session_new(smtpc_session **out)
     s->overall_ms = 0;
     s->overall_deadline = -1;
     s->auto_ms = DEF_AUTO_MS;
+    s->security_used = SMTPC_TLS_MODE_NONE;
     *out = s;
     return 0;
 }
@@ -1322,11 +1323,6 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
     return c ? c->size_max : 0;
 }
 
-smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
-{
-    return &s->err;
-}
-
 /* ---- security: TLS and AUTH ------------------------------------------------------------
  * Kept apart from the plain conversation above: the options, the TLS
  * handshake (implicit or after STARTTLS), AUTH over the sans-IO SASL
@@ -1898,4 +1894,9 @@ SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t po
 SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
 {
     return s ? s->greeting : NULL;
+}
+
+smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
+{
+    return &s->err;
 }

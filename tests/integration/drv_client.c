@@ -27,6 +27,7 @@
  *   --raw (send_mem with a fixed body instead of a message)
  *   --second-ehlo NAME (two clients, one pool, the second with another EHLO
  *     name: alternate sends between them)
+ *   --body-bytes N (a text body of N bytes)
  *   --tls MODE (default none) --user U --password P --ca-file PEM */
 #include <smtpc/smtpc.h>
 
@@ -58,6 +59,8 @@ static void die(const char *what)
     exit(2);
 }
 
+static uint64_t g_body_bytes;
+
 static smtpc_message *make_msg(unsigned t, uint64_t i)
 {
     smtpc_message *m;
@@ -70,7 +73,16 @@ static smtpc_message *make_msg(unsigned t, uint64_t i)
     smtpc_message_set_message_id(m, buf);
     snprintf(buf, sizeof buf, "message %u-%llu", t, (unsigned long long)i);
     smtpc_message_set_subject(m, buf);
-    smtpc_message_set_text(m, "Hello from drv_client.\n", (size_t)-1);
+    if (g_body_bytes) {
+        char *txt = malloc(g_body_bytes + 1);
+        if (!txt) die("oom");
+        for (uint64_t k = 0; k < g_body_bytes; k++) txt[k] = (k % 78 == 77) ? '\n' : 'x';
+        txt[g_body_bytes] = '\0';
+        smtpc_message_set_text(m, txt, g_body_bytes);
+        free(txt);
+    } else {
+        smtpc_message_set_text(m, "Hello from drv_client.\n", (size_t)-1);
+    }
     return m;
 }
 
@@ -347,6 +359,7 @@ int main(int argc, char **argv)
         else if (ARG("--outbox")) g_outbox = v;
         else if (ARG("--backoff-ms")) g_backoff_ms = num(v);
         else if (ARG("--second-ehlo")) g_ehlo2 = v;
+        else if (ARG("--body-bytes")) g_body_bytes = num(v);
         else if (ARG("--tls")) { if (smtpc_tls_mode_parse(v, &g_tls)) die("bad --tls"); }
         else if (ARG("--user")) g_user = v;
         else if (ARG("--password")) g_pass = v;

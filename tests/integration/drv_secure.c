@@ -10,6 +10,7 @@
  *   security MODE           smtpc_session_security_used
  *   auth MECH|-             smtpc_session_auth_mechanism
  *   offered LIST / allowed LIST
+ *   again rc=SMTPC_X connected=0|1   (--starttls-again: STARTTLS a second time)
  *   tls VERSION verified=0|1   (when TLS was used)
  *   send rc=SMTPC_X
  * Exit status 0 when every step succeeded, else 1; 2 for usage errors.
@@ -65,7 +66,7 @@ int main(int argc, char **argv)
     if (smtpc_session_new(&s)) return 2;
     smtpc_session_set_trace(s, on_trace, NULL);
     const char *user = NULL, *password = NULL, *from = "a@example.org", *to = "b@example.org";
-    bool do_send = false;
+    bool do_send = false, again = false;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--insecure")) { rc = smtpc_session_set_insecure(s, true); continue; }
         if (!strcmp(a, "--allow-plain")) { rc = smtpc_session_set_allow_plaintext_auth(s, true); continue; }
         if (!strcmp(a, "--send")) { do_send = true; continue; }
+        if (!strcmp(a, "--starttls-again")) { again = true; continue; }
         if (!v) return 2;
         i++;
         if (!strcmp(a, "--mode")) {
@@ -120,6 +122,11 @@ int main(int argc, char **argv)
     const char *m = smtpc_session_auth_mechanism(s);
     printf("auth %s\n", m ? m : "-");
     printf("offered %s\n", smtpc_session_auth_offered(s));
+    printf("allowed %s\n", smtpc_session_auth_allowed(s));
+    if (again) {
+        int r2 = smtpc_session_starttls(s);
+        printf("again rc=%s connected=%d\n", smtpc_err_name(r2), smtpc_session_is_connected(s) ? 1 : 0);
+    }
     const smtpc_tls_info *ti = smtpc_session_tls_info(s);
     if (ti) printf("tls %s verified=%d\n", ti->version, ti->verified ? 1 : 0);
     int st = rc;

@@ -54,9 +54,10 @@ def test_421_on_reuse_retried_once_on_fresh_connection(counting):
 
 def test_421_on_fresh_connection_not_hidden(counting):
     # A fresh connection's 421 is the server's answer, not a stale connection.
-    srv = counting(mail_421_at={1})
+    srv = counting(mail_421_at={1}, pipelining=False)
     p = run(["--host", "127.0.0.1", "--port", str(srv.port)])
-    assert kv(lines(p, "send")[0])["rc"] == "SMTPC_ETEMPFAIL"
+    s = kv(lines(p, "send")[0])
+    assert s["rc"] == "SMTPC_ETEMPFAIL" and s["attempts"] == "1" and s["code"] == "421"
     assert srv.connections == 1
 
 

@@ -317,3 +317,22 @@ def test_config_file_keys_apply(smtpc_bin, tmp_path, postfix):
     assert o["tls"]["mode"] == "starttls" and o["auth"] == "CRAM-MD5"
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "cfg@example.net"
+
+
+def test_c_api_open_lists_and_no_second_starttls(postfix):
+    from conftest import driver
+    r = subprocess.run([driver("secure"), "localhost", str(postfix.submission_port), "--ca",
+                        postfix.ca_file, "--user", "alice", "--password", postfix.password,
+                        "--auth", "PLAIN,CRAM-MD5", "--starttls-again", "--send", "--to",
+                        "api@example.net"], capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert "open rc=SMTPC_OK" in out and "security starttls" in out
+    assert "auth CRAM-MD5" in out  # the strongest in both lists
+    assert "offered SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN" in out
+    assert "allowed CRAM-MD5 PLAIN" in out
+    assert "again rc=SMTPC_ESTATE connected=1" in out  # never STARTTLS twice
+    assert "tls TLSv1.3 verified=1" in out
+    assert "send rc=SMTPC_OK" in out
+    [m] = postfix.wait_for(1)
+    assert m.rcpt_to == "api@example.net"
