@@ -159,6 +159,10 @@ SMTPC_API int smtpc_session_set_auto_timeout_ms(smtpc_session *s, int64_t ms);
  * NULL = unset. */
 SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path);
 SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir);
+/* The name the certificate must match (and SNI), when it differs from the
+ * host given to connect (e.g. connecting to an address of a known server).
+ * NULL = the host name given to connect. */
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name);
 /* Adds a public-key pin "sha256//" + base64 of SHA-256(SubjectPublicKeyInfo);
  * when pins are set one must match the server's key (also with insecure).
  * SMTPC_EINVAL for a malformed pin. NULL clears the pins. */
@@ -243,14 +247,16 @@ SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s);
 SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s);
 
 /* The greeting of the last connection (kept until the next connect), or
- * NULL. */
+ * NULL. Owned by the session. */
 SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
 
 /* Protocol trace: every command line sent and reply line received (no
  * CRLF, no message body), and INFO lines ("TLS handshake: TLSv1.3 ...").
  * Secrets are redacted by the library before the callback sees them:
  * "AUTH PLAIN ********", continuation lines "********". line is borrowed
- * for the call. cb NULL turns it off. */
+ * for the call; the callback runs on the thread of the session call and
+ * must not call the session. cb NULL turns it off. Errors: SMTPC_EINVAL
+ * (NULL s). */
 typedef enum smtpc_trace_dir {
     SMTPC_TRACE_SENT = 0,
     SMTPC_TRACE_RECEIVED = 1,

@@ -8,8 +8,8 @@
  * and the session's cancel eventfd.
  *
  * Reads are not buffered here: each read is fed to the engine at once, so
- * nothing is held past a STARTTLS 220 (the engine rejects extra bytes). To
- * add STARTTLS: send it with run_command(SMTPC__CMD_STARTTLS), wait for
+ * nothing is held past a STARTTLS 220 (the engine rejects extra bytes).
+ * STARTTLS (the security section at the end): wait for
  * SMTPC__EV_TLS_READY, wrap s->t in the TLS layer (the new layer owns the old
  * chain as `inner`), drive smtpc__transport_handshake with wait_want(), then
  * smtpc__engine_tls_started() and EHLO again.
@@ -66,6 +66,7 @@ struct smtpc_session {
     smtpc_tls_mode tls_mode;
     int64_t auto_ms;
     char *ca_file, *ca_path, *cert_file, *key_file;
+    char *tls_name_opt;       /* name to verify instead of the host connected to */
     char pins[PINS_MAX];
     bool insecure, tls_strict, allow_plain_auth, auth_list_set;
     int tls_min, tls_max;
@@ -467,6 +468,7 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     free(s->bind_addr);
     smtpc_proxy_free(s->proxy);
     free(s->ca_file);
+    free(s->tls_name_opt);
     free(s->ca_path);
     free(s->cert_file);
     free(s->key_file);
@@ -711,7 +713,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         snprintf(s->hostport, sizeof s->hostport, "[%s]:%u", host, (unsigned)port);
     else
         snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
-    smtpc__strlcpy(s->tls_name, host, sizeof s->tls_name);
+    smtpc__strlcpy(s->tls_name, s->tls_name_opt ? s->tls_name_opt : host, sizeof s->tls_name);
     s->port = port;
     reply_free_own(s->greeting);
     s->greeting = NULL;
@@ -1395,6 +1397,13 @@ SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path)
 SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir)
 {
     return set_str(s, s ? &s->ca_path : NULL, dir, "CA path");
+}
+
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (name && strlen(name) >= sizeof s->tls_name) return smtpc__err(&s->err, SMTPC_EINVAL, "server name too long");
+    return set_str(s, s ? &s->tls_name_opt : NULL, name, "server name");
 }
 
 SMTPC_API int smtpc_session_add_pin(smtpc_session *s, const char *pin)

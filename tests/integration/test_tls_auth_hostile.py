@@ -216,6 +216,7 @@ class ScramServer:
         self.port = self.sock.getsockname()[1]
         self.received = b""
         self.result = None
+        self.cfinal_b64 = None
         self.t = threading.Thread(target=self.serve, daemon=True)
         self.t.start()
 
@@ -245,7 +246,8 @@ class ScramServer:
             salt, it = b"saltsaltsalt", 4096
             sfirst = b"r=" + cnonce + b"SERVER,s=" + base64.b64encode(salt) + b",i=" + str(it).encode()
             send(b"334 " + base64.b64encode(sfirst) + b"\r\n")
-            cfinal = base64.b64decode(line())
+            self.cfinal_b64 = line()
+            cfinal = base64.b64decode(self.cfinal_b64)
             without_proof = cfinal.rsplit(b",p=", 1)[0]
             salted = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, it)
             skey = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
@@ -270,6 +272,9 @@ def test_scram_server_signature_is_verified(good):
     srv = ScramServer(good=good)
     r = run(srv.port, "--mode", "none", "--allow-plain", *creds())
     srv.t.join(30)
+    # the client proof never reaches the trace callback
+    assert srv.cfinal_b64 and srv.cfinal_b64.decode() not in r["out"]
+    assert "S ********" in r["trace"]
     if good:
         assert r["rc"] == "SMTPC_OK" and r["auth"] == "SCRAM-SHA-256", r
         assert srv.result == b""
