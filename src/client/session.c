@@ -660,7 +660,7 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     }
     if (rc) {
         if (rc == SMTPC_ETIMEDOUT) {
-            char secs[32], via[SMTPC__ERRMSG_MAX] = "";
+            char secs[32], via[SMTPC__ERRMSG_MAX + 4] = "";
             fmt_secs(secs, sizeof secs, o.overall ? s->overall_ms : o.ms);
             /* the proxy's message says which stage hung (already redacted) */
             if (s->proxy) snprintf(via, sizeof via, " (%s)", s->err.text);

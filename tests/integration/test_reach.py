@@ -141,6 +141,11 @@ def test_api_https_proxy(scripted_proxy, stunnel_in_front_of, aiosmtpd):
     rc, out = drv("127.0.0.1", srv.port, "--proxy", f"https://me:s3cr3t-Pa55@localhost:{tls.port}",
                   env={"SSL_CERT_FILE": "/dev/null"})
     assert rc == 1 and "ERROR SMTPC_ETLS" in out and "https://me:***@localhost" in out, out
+    # the CLI, the same way (the proxy's CA from OpenSSL's SSL_CERT_FILE)
+    rc, out = cli("--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--proxy",
+                  f"https://me:s3cr3t-Pa55@localhost:{tls.port}", env={"SSL_CERT_FILE": tls.ca_file})
+    assert rc == 0, out
+    assert len(srv.envelopes) == 2
 
 
 # ---- the CLI ------------------------------------------------------------------
