@@ -261,6 +261,10 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
     if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_auto_timeout_ms);
     if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
+    /* --timeout is "how long to wait for the server": also for the greeting
+     * (unless --greeting-timeout says otherwise) and the end-of-data reply */
+    if (!rc && !cli_get(c, O_GREETING_TIMEOUT)) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
+    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_data_timeout_ms);
     if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
     if (!rc) rc = cli_session_reach(c, r, s);
     if (rc) {

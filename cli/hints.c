@@ -81,6 +81,9 @@ static const hint_row rows[] = {
      "the server broke the SMTP protocol (or this is not an SMTP port): --trace shows the dialogue"},
     {SMTPC_EUNSUPPORTED, 0, NULL, "smtputf8",
      "this server cannot take internationalized (non-ASCII) addresses: use an ASCII address or another server"},
+    {SMTPC_EUNSUPPORTED, 0, NULL, "DSN",
+     "the server does not offer DSN ('smtpc probe' shows it): leave out --dsn-notify, --dsn-ret and --envid"},
+    {SMTPC_EUNSUPPORTED, 0, NULL, "CHUNKING", "the server does not offer CHUNKING (BDAT)"},
     {SMTPC_EIO, 0, NULL, NULL, "check that the directory exists, is writable and the disk is not full"},
 };
 

@@ -165,6 +165,7 @@ def test_dsn_to_a_server_without_dsn(smtpc_bin, tmp_path, aiosmtpd):
                    "--dsn-notify", "never")
     assert r.returncode == 69, r.stderr
     assert b"DSN" in r.stderr and srv.envelopes == []
+    assert b"leave out --dsn-notify" in r.stderr
     # sendmail -N is passed blindly by callers: dropped for such a server
     r = run(smtpc_bin, tmp_path, "sendmail", "-N", "success", "-i", "b@example.org",
             input=b"Subject: s\n\nbody\n",
@@ -292,6 +293,30 @@ def test_timeout_hint_and_exit_75(smtpc_bin, tmp_path, scripted):
     assert r.returncode == 75, r.stderr
     assert time.monotonic() - t0 < 4.5
     assert b"--timeout" in r.stderr
+
+
+@pytest.mark.parametrize("where", ["greeting", "mail", "end-of-data"])
+def test_timeout_option_applies_everywhere(smtpc_bin, tmp_path, scripted, where):
+    steps = [("send", b"220 hi\r\n"), ("expect", rb"^EHLO "), ("send", b"250 hi\r\n"),
+             ("expect", rb"^MAIL FROM:")]
+    if where == "greeting":
+        steps = [("sleep", 6)]
+    elif where == "end-of-data":
+        steps += [("send", b"250 ok\r\n"), ("expect", rb"^RCPT TO:"), ("send", b"250 ok\r\n"),
+                  ("expect", rb"^DATA$"), ("send", b"354 go\r\n"), ("expect_data",), ("sleep", 6)]
+    else:
+        steps += [("sleep", 6)]
+    srv = scripted(steps)
+    t0 = time.monotonic()
+    r = send_plain(smtpc_bin, tmp_path, srv.port, "--to", "b@example.org", "--text", "x", "--timeout", "1",
+                   "--connect-timeout", "5")
+    took = time.monotonic() - t0
+    assert r.returncode == 75, r.stderr
+    assert 0.9 < took < 5, took
+    if where == "end-of-data":
+        assert b"may have been delivered" in r.stderr  # the outcome is unknown
+    else:
+        assert b"--timeout" in r.stderr
 
 
 def test_server_text_is_escaped(smtpc_bin, tmp_path, scripted):
