@@ -512,3 +512,21 @@ def test_mail_command_through_the_sendmail_link_starttls_auth(smtpc_bin, tmp_pat
     assert m.mail_from == FROM and m.rcpt_to == "user@example.net"
     assert b"Subject: hi there" in m.original and b"body over tls" in m.original
     assert "TLS" in m.received
+
+
+def test_queue_list_escapes_the_last_error(smtpc_bin, tmp_path, scripted):
+    r = run(smtpc_bin, tmp_path, "send", "--from", FROM, "--to", "b@example.org", "--text", "x",
+            "--outbox", "ob")
+    assert r.returncode == 0, r.stderr
+    srv = scripted([
+        ("send", b"220 hi\r\n"), ("expect", rb"^EHLO "), ("send", b"250 hi\r\n"),
+        ("expect", rb"^MAIL FROM:"), ("send", b"250 ok\r\n"), ("expect", rb"^RCPT TO:"),
+        ("send", b"451 4.3.0 busy \x1b[31mRED\x1b[0m\x07\r\n"), ("expect", rb"^RSET$"),
+        ("send", b"250 ok\r\n"), ("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"), ("close",)])
+    r = run(smtpc_bin, tmp_path, "queue", "flush", "--outbox", "ob", "--server", f"127.0.0.1:{srv.port}",
+            "--tls", "none")
+    srv.stop()
+    assert b"\x1b" not in r.stdout + r.stderr
+    r = run(smtpc_bin, tmp_path, "queue", "list", "--outbox", "ob")
+    assert r.returncode == 0, r.stderr
+    assert b"RED" in r.stdout and b"\x1b" not in r.stdout and b"\x07" not in r.stdout
