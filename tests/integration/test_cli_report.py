@@ -530,3 +530,19 @@ def test_queue_list_escapes_the_last_error(smtpc_bin, tmp_path, scripted):
     r = run(smtpc_bin, tmp_path, "queue", "list", "--outbox", "ob")
     assert r.returncode == 0, r.stderr
     assert b"RED" in r.stdout and b"\x1b" not in r.stdout and b"\x07" not in r.stdout
+
+
+def test_sendmail_takes_messages_smtpc_message_load_refuses(smtpc_bin, tmp_path, aiosmtpd):
+    """Why sendmail keeps the CLI's header reader: cron and scripts pipe
+    messages with no To/Cc/Bcc and no From (recipients on the command
+    line), which smtpc_message_load rejects ("no recipient in To, Cc or
+    Bcc", "no From")."""
+    srv = aiosmtpd()
+    env = env_for(tmp_path, SMTPC_SERVER=f"127.0.0.1:{srv.port}", SMTPC_TLS="none")
+    r = run(smtpc_bin, tmp_path, "sendmail", "-f", FROM, "root@example.org",
+            input=b"Subject: cron <root@host> backup\n\nall good\n", env=env)
+    assert r.returncode == 0, r.stderr
+    [e] = srv.envelopes
+    assert e.mail_from == FROM and e.rcpt_tos == ["root@example.org"]
+    assert b"\r\nFrom: sender@example.org\r\n" in b"\r\n" + e.data and b"Date: " in e.data
+    assert e.data.endswith(b"Subject: cron <root@host> backup\r\n\r\nall good\r\n")
