@@ -48,6 +48,8 @@ static const hint_row rows[] = {
      "nothing listens there: check the host and port, and the --tls mode (465: tls, 587: starttls, 25: starttls-optional)"},
     {SMTPC_ENETWORK, 0, NULL, NULL, "check the network, the firewall and --proxy; then try again"},
     {SMTPC_EPROXY, 0, NULL, NULL, "check --proxy (URL, credentials) and that the proxy allows this port"},
+    {SMTPC_ETIMEDOUT, 0, NULL, "connect to",
+     "the server could not be reached in time: check the host, the port and the firewall, or raise --connect-timeout"},
     {SMTPC_ETIMEDOUT, 0, NULL, NULL,
      "the server did not answer in time: raise --timeout (or --connect-timeout), or check the port and --tls mode "
      "(a TLS port waits silently for a plaintext client)"},

@@ -76,7 +76,7 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "sendmail")) {
         fputs("usage: smtpc sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-N NOTIFY] [-R RET]\n"
-              "                      [-V ENVID] [--account NAME] [--config FILE] [--] [RCPT...] < message\n"
+              "                      [-V ENVID] [--account NAME] [--config FILE] [--trace] [--] [RCPT...] < message\n"
               "       (or run smtpc through a link named sendmail)\n"
               "  -t        recipients from To, Cc and Bcc too (Bcc is always removed)\n"
               "  -i, -oi   a line with a single '.' does not end the message\n"

@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import shutil
+import socket
 import subprocess
 import time
 
@@ -319,6 +320,34 @@ def test_timeout_option_applies_everywhere(smtpc_bin, tmp_path, scripted, where)
         assert b"--timeout" in r.stderr
 
 
+def test_connect_timeout(smtpc_bin, tmp_path):
+    # a listener that never accepts, its queue full: the SYN goes unanswered
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    port = lsock.getsockname()[1]
+    fill = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fill.append(s)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    r = send_plain(smtpc_bin, tmp_path, port, "--to", "b@example.org", "--text", "x", "--connect-timeout", "1",
+                   "--timeout", "30")
+    took = time.monotonic() - t0
+    for s in fill + [lsock]:
+        s.close()
+    if r.returncode == 0 or b"timed out" not in r.stderr:
+        pytest.skip("this kernel answered the SYN: no way to make connect hang on loopback")
+    assert r.returncode == 75 and 0.9 < took < 8, (took, r.stderr)
+    assert b"--connect-timeout" in r.stderr
+
+
 def test_server_text_is_escaped(smtpc_bin, tmp_path, scripted):
     evil = b"550 5.1.1 no \x1b[31mRED\x1b[0m \x07 here\r\n"
     srv = scripted([
@@ -546,3 +575,13 @@ def test_sendmail_takes_messages_smtpc_message_load_refuses(smtpc_bin, tmp_path,
     assert e.mail_from == FROM and e.rcpt_tos == ["root@example.org"]
     assert b"\r\nFrom: sender@example.org\r\n" in b"\r\n" + e.data and b"Date: " in e.data
     assert e.data.endswith(b"Subject: cron <root@host> backup\r\n\r\nall good\r\n")
+
+
+def test_sendmail_trace(smtpc_bin, tmp_path, aiosmtpd):
+    srv = aiosmtpd()
+    env = env_for(tmp_path, SMTPC_SERVER=f"127.0.0.1:{srv.port}", SMTPC_TLS="none")
+    r = run(smtpc_bin, tmp_path, "sendmail", "--trace", "-i", "b@example.org",
+            input=b"Subject: s\n\nhidden body\n", env=env)
+    assert r.returncode == 0, r.stderr
+    assert re.search(TS + rb" C: MAIL FROM:<", r.stderr) and re.search(TS + rb" C: Subject: s$", r.stderr, re.M)
+    assert b"hidden body" not in r.stderr and r.stdout == b""
