@@ -63,8 +63,8 @@ const cli_opt_def cli_opt_table[] = {
     {"--connect-timeout", O_CONNECT_TIMEOUT, OK_VALUE, S | P | Q, "connect-timeout", "DUR", "connect timeout (30s, 500ms)"},
     {"--greeting-timeout", O_GREETING_TIMEOUT, OK_VALUE, S | P | Q, "greeting-timeout", "DUR", "greeting timeout"},
     {"--timeout", O_TIMEOUT, OK_VALUE, S | P | Q, "timeout", "DUR", "command timeout"},
-    {"--proxy", O_PROXY, OK_VALUE, S | P | Q, "proxy", "URL", "socks5://, socks4a://, http:// proxy"},
-    {"--bind", O_BIND, OK_VALUE, S | P | Q, "bind", "ADDR", "local address to connect from"},
+    {"--proxy", O_PROXY, OK_VALUE, S | P | Q, "proxy", "URL", "through a proxy: socks5h://[USER:PASS@]HOST[:PORT], socks5://, socks4a://, socks4://, http://, https://"},
+    {"--bind", O_BIND, OK_VALUE, S | P | Q, "bind", "ADDR[:PORT]", "local address (and port) to connect from"},
     {"-4", O_IPV4, OK_FLAG, S | P | Q, NULL, NULL, "IPv4 only"},
     {"-6", O_IPV6, OK_FLAG, S | P | Q, NULL, NULL, "IPv6 only"},
     /* configuration and output */

@@ -85,6 +85,46 @@ static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
     return setter(s, ms);
 }
 
+/* --bind ADDR[:PORT] ("[v6]:port", or a bare IPv6 address without port). */
+static int parse_bind(const char *v, char *addr, size_t len, uint16_t *port)
+{
+    const char *c1 = strchr(v, ':');
+    if (c1 && v[0] != '[' && strchr(c1 + 1, ':')) { /* bare IPv6 */
+        if (strlen(v) >= len) return SMTPC_ECONFIG;
+        smtpc__strlcpy(addr, v, len);
+        *port = 0;
+        return 0;
+    }
+    return smtpc_config_parse_server(v, addr, len, port);
+}
+
+/* Where the connection comes from and goes through: --bind, -4/-6,
+ * --proxy (or the configuration's bind / proxy). 0 or SMTPC_E* (in r). */
+static int cli_session_reach(const cli_ctx *c, cli_result *r, smtpc_session *s)
+{
+    int rc = 0;
+    const char *b = cli_get(c, O_BIND);
+    if (b) {
+        char addr[256];
+        uint16_t bport = 0;
+        if (parse_bind(b, addr, sizeof addr, &bport))
+            return cli_result_fail(r, SMTPC_ECONFIG, "bad bind address \"%s\" (ADDR, ADDR:PORT or [IPv6]:PORT)", b);
+        if ((rc = smtpc_session_set_bind(s, addr, bport))) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+    }
+    if (cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6))
+        return cli_result_fail(r, SMTPC_ECONFIG, "-4 and -6 exclude each other");
+    if (cli_get_bool(c, O_IPV4)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV4);
+    if (cli_get_bool(c, O_IPV6)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV6);
+    if (rc) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+    const char *px = cli_get(c, O_PROXY);
+    if (px && *px && (rc = smtpc_session_set_proxy_url(s, px))) {
+        /* the library's message never holds the credentials */
+        return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s",
+                               smtpc_session_errmsg(s));
+    }
+    return 0;
+}
+
 /* ---- security settings -> session ---------------------------------------- */
 
 /* OAuth token provider: runs --oauth-token-cmd for the token and again when
@@ -230,11 +270,11 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_auto_timeout_ms);
     if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
     if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
-    if (!rc && cli_get(c, O_BIND)) rc = smtpc_session_set_bind(s, cli_get(c, O_BIND), 0);
+    if (!rc) rc = cli_session_reach(c, r, s);
     if (rc) {
-        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        if (!r->err) cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
         smtpc_session_free(s);
-        return rc;
+        return r->err;
     }
     rc = apply_security(c, r, s, mode);
     if (rc) {
@@ -375,16 +415,6 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d)
     cli_err(c, "SMTP delivery is not supported yet in this build (use --pickup-dir DIR)");
     return EX_UNAVAILABLE;
 #else
-    /* settings that need parts not merged yet (proxies, address family) */
-    static const cli_opt_id later[] = {O_PROXY, O_IPV4, O_IPV6};
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(later); i++) {
-        const cli_opt_def *d2 = cli_opt_find_id(later[i]);
-        if (c->o.val[later[i]] || (d2->cfgkey && cli_get(c, later[i]))) {
-            cli_err(c, "%s%s is not supported yet in this build", c->o.val[later[i]] ? "" : "configuration key ",
-                    c->o.val[later[i]] ? d2->name : d2->cfgkey);
-            return EX_UNAVAILABLE;
-        }
-    }
     if (c->o.val[O_DSN_RET] && strcmp(c->o.val[O_DSN_RET], "FULL") && strcmp(c->o.val[O_DSN_RET], "HDRS")) {
         cli_err(c, "--dsn-ret: \"%s\" is not FULL or HDRS", c->o.val[O_DSN_RET]);
         return EX_USAGE;

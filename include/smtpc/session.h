@@ -34,6 +34,7 @@
 
 #include "common.h"
 #include "errors.h"
+#include "proxy.h"
 #include "reply.h"
 #include "tls.h"
 
@@ -68,8 +69,40 @@ SMTPC_API int smtpc_session_set_deadline_ms(smtpc_session *s, int64_t ms);
 /* The EHLO/HELO name. Default: the host's FQDN, else an address literal
  * "[127.0.0.1]" of the local end. SMTPC_EINVAL on CR/LF/NUL or spaces. */
 SMTPC_API int smtpc_session_set_ehlo_name(smtpc_session *s, const char *name);
-/* Local address (and port, 0 = any) to bind before connecting. */
+/* Local address (an IP literal or a name; and port, 0 = any) to bind
+ * before connecting; NULL addr with port 0 clears. Only addresses of the
+ * bound address's family are tried; none of them: connect fails with
+ * SMTPC_ENETWORK "cannot bind to ADDR: ...". With a proxy, it applies to
+ * the connection to the proxy. */
 SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_t port);
+
+/* ---- reaching the server: address family, proxy -------------------------- */
+typedef enum smtpc_family {
+    SMTPC_FAMILY_ANY = 0,  /* both, Happy Eyeballs (RFC 8305) between them */
+    SMTPC_FAMILY_IPV4 = 4, /* IPv4 only (-4) */
+    SMTPC_FAMILY_IPV6 = 6  /* IPv6 only (-6) */
+} smtpc_family;
+/* Which addresses of the server (or of the proxy) connect tries. A name
+ * without an address of that family: connect fails with SMTPC_ENOHOST.
+ * Errors: SMTPC_EINVAL (NULL session, another value). */
+SMTPC_API int smtpc_session_set_family(smtpc_session *s, smtpc_family family);
+/* Connect through a proxy (see smtpc/proxy.h): p is copied (credentials
+ * included; wiped when the session is freed); NULL = connect directly.
+ * The connect timeout covers the connection to the proxy and the whole
+ * proxy handshake. TLS to the mail server (implicit or STARTTLS) goes
+ * through the tunnel and is verified against the mail server's name, never
+ * the proxy's. A https:// proxy's own certificate is verified against the
+ * system trust store (OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR apply).
+ * Proxy failures make connect fail with SMTPC_EPROXY (the proxy refused,
+ * failed authentication, or closed), SMTPC_ENETWORK/SMTPC_ENOHOST (cannot
+ * reach the proxy), SMTPC_ETIMEDOUT, SMTPC_ETLS (https:// proxy); the
+ * message names the proxy by smtpc_proxy_redacted(), never its password.
+ * Errors: SMTPC_EINVAL (NULL session), SMTPC_ENOMEM. */
+SMTPC_API int smtpc_session_set_proxy(smtpc_session *s, const smtpc_proxy *p);
+/* The same from a URL ("socks5h://user:pass@host:1080", "http://host:3128";
+ * NULL or "" = none). Errors: SMTPC_EINVAL (malformed URL: the reason,
+ * without credentials, in smtpc_session_errmsg), SMTPC_ENOMEM. */
+SMTPC_API int smtpc_session_set_proxy_url(smtpc_session *s, const char *url);
 /* Limits on what the server may send: one reply line, one reply. */
 SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply);
 
@@ -126,6 +159,10 @@ SMTPC_API int smtpc_session_set_auto_timeout_ms(smtpc_session *s, int64_t ms);
  * NULL = unset. */
 SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path);
 SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir);
+/* The name the certificate must match (and SNI), when it differs from the
+ * host given to connect (e.g. connecting to an address of a known server).
+ * NULL = the host name given to connect. */
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name);
 /* Adds a public-key pin "sha256//" + base64 of SHA-256(SubjectPublicKeyInfo);
  * when pins are set one must match the server's key (also with insecure).
  * SMTPC_EINVAL for a malformed pin. NULL clears the pins. */
@@ -210,14 +247,16 @@ SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s);
 SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s);
 
 /* The greeting of the last connection (kept until the next connect), or
- * NULL. */
+ * NULL. Owned by the session. */
 SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
 
 /* Protocol trace: every command line sent and reply line received (no
  * CRLF, no message body), and INFO lines ("TLS handshake: TLSv1.3 ...").
  * Secrets are redacted by the library before the callback sees them:
  * "AUTH PLAIN ********", continuation lines "********". line is borrowed
- * for the call. cb NULL turns it off. */
+ * for the call; the callback runs on the thread of the session call and
+ * must not call the session. cb NULL turns it off. Errors: SMTPC_EINVAL
+ * (NULL s). */
 typedef enum smtpc_trace_dir {
     SMTPC_TRACE_SENT = 0,
     SMTPC_TRACE_RECEIVED = 1,

@@ -8,8 +8,8 @@
  * and the session's cancel eventfd.
  *
  * Reads are not buffered here: each read is fed to the engine at once, so
- * nothing is held past a STARTTLS 220 (the engine rejects extra bytes). To
- * add STARTTLS: send it with run_command(SMTPC__CMD_STARTTLS), wait for
+ * nothing is held past a STARTTLS 220 (the engine rejects extra bytes).
+ * STARTTLS (the security section at the end): wait for
  * SMTPC__EV_TLS_READY, wrap s->t in the TLS layer (the new layer owns the old
  * chain as `inner`), drive smtpc__transport_handshake with wait_want(), then
  * smtpc__engine_tls_started() and EHLO again.
@@ -21,6 +21,7 @@
 
 #include "engine/engine.h"
 #include "engine/sasl.h"
+#include "net/proxy.h"
 #include "net/tls.h"
 #include "net/transport.h"
 #include "client/session_int.h"
@@ -58,11 +59,14 @@ struct smtpc_session {
     char *bind_addr;
     uint16_t bind_port;
     size_t max_line, max_reply;
+    int family;         /* AF_UNSPEC, AF_INET, AF_INET6 */
+    smtpc_proxy *proxy; /* own copy, NULL = direct */
 
     /* security options (session_tls.c-style section below) */
     smtpc_tls_mode tls_mode;
     int64_t auto_ms;
     char *ca_file, *ca_path, *cert_file, *key_file;
+    char *tls_name_opt;       /* name to verify instead of the host connected to */
     char pins[PINS_MAX];
     bool insecure, tls_strict, allow_plain_auth, auth_list_set;
     int tls_min, tls_max;
@@ -462,7 +466,9 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     clear_rcpt_results(s);
     free(s->ehlo_name);
     free(s->bind_addr);
+    smtpc_proxy_free(s->proxy);
     free(s->ca_file);
+    free(s->tls_name_opt);
     free(s->ca_path);
     free(s->cert_file);
     free(s->key_file);
@@ -538,6 +544,43 @@ SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_
     return 0;
 }
 
+SMTPC_API int smtpc_session_set_family(smtpc_session *s, smtpc_family family)
+{
+    if (!s) return SMTPC_EINVAL;
+    switch (family) {
+    case SMTPC_FAMILY_ANY: s->family = AF_UNSPEC; return 0;
+    case SMTPC_FAMILY_IPV4: s->family = AF_INET; return 0;
+    case SMTPC_FAMILY_IPV6: s->family = AF_INET6; return 0;
+    }
+    return smtpc__err(&s->err, SMTPC_EINVAL, "invalid address family %d", (int)family);
+}
+
+SMTPC_API int smtpc_session_set_proxy(smtpc_session *s, const smtpc_proxy *p)
+{
+    if (!s) return SMTPC_EINVAL;
+    smtpc_proxy *c = NULL;
+    if (p) {
+        int rc = smtpc_proxy_dup(&c, p);
+        if (rc) return smtpc__err(&s->err, rc, "proxy: %s", smtpc_strerror(rc));
+    }
+    smtpc_proxy_free(s->proxy);
+    s->proxy = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_proxy_url(smtpc_session *s, const char *url)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (!url || !*url) return smtpc_session_set_proxy(s, NULL);
+    smtpc_proxy *p = NULL;
+    char why[256];
+    int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
+    if (rc) return smtpc__err(&s->err, rc, "%s", why); /* "proxy URL: ..." */
+    smtpc_proxy_free(s->proxy);
+    s->proxy = p;
+    return 0;
+}
+
 SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply)
 {
     if (!s) return SMTPC_EINVAL;
@@ -606,15 +649,22 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     memset(&to, 0, sizeof to);
     to.bind_addr = s->bind_addr;
     to.bind_port = s->bind_port;
-    to.family = AF_UNSPEC;
+    to.family = s->family;
     to.deadline_ms = o.deadline;
     to.cancel_fd = s->cancel_fd;
-    rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
+    if (s->proxy) {
+        trace_info(s, "connecting to %s through proxy %s", s->hostport, smtpc_proxy_redacted(s->proxy));
+        rc = smtpc__proxy_connect(&s->t, s->proxy, host, port, &to, NULL, &s->err);
+    } else {
+        rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
+    }
     if (rc) {
         if (rc == SMTPC_ETIMEDOUT) {
-            char secs[32];
+            char secs[32], via[SMTPC__ERRMSG_MAX + 4] = "";
             fmt_secs(secs, sizeof secs, o.overall ? s->overall_ms : o.ms);
-            smtpc__err(&s->err, rc, "connect to %s: timed out after %s", s->hostport, secs);
+            /* the proxy's message says which stage hung (already redacted) */
+            if (s->proxy) snprintf(via, sizeof via, " (%s)", s->err.text);
+            smtpc__err(&s->err, rc, "connect to %s: timed out after %s%s", s->hostport, secs, via);
         }
         return rc;
     }
@@ -663,7 +713,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         snprintf(s->hostport, sizeof s->hostport, "[%s]:%u", host, (unsigned)port);
     else
         snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
-    smtpc__strlcpy(s->tls_name, host, sizeof s->tls_name);
+    smtpc__strlcpy(s->tls_name, s->tls_name_opt ? s->tls_name_opt : host, sizeof s->tls_name);
     s->port = port;
     reply_free_own(s->greeting);
     s->greeting = NULL;
@@ -1347,6 +1397,13 @@ SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path)
 SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir)
 {
     return set_str(s, s ? &s->ca_path : NULL, dir, "CA path");
+}
+
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (name && strlen(name) >= sizeof s->tls_name) return smtpc__err(&s->err, SMTPC_EINVAL, "server name too long");
+    return set_str(s, s ? &s->tls_name_opt : NULL, name, "server name");
 }
 
 SMTPC_API int smtpc_session_add_pin(smtpc_session *s, const char *pin)

@@ -16,7 +16,7 @@
  * Exit status 0 when every step succeeded, else 1; 2 for usage errors.
  *
  * Options: --mode M (smtpc_tls_mode_parse) --ca FILE --insecure --pin P
- *   --user U --password P --token T --token2 T2 (a token provider that gives T,
+ *   --server-name NAME (the name the certificate must match) --user U --password P --token T --token2 T2 (a token provider that gives T,
  *   then T2 on refresh) --auth LIST --allow-plain --auto-ms N
  *   --command-timeout-ms N --send --from A --to A */
 #include <smtpc/smtpc.h>
@@ -83,6 +83,7 @@ int main(int argc, char **argv)
             rc = smtpc_session_set_tls_mode(s, m);
         } else if (!strcmp(a, "--ca")) rc = smtpc_session_set_ca_file(s, v);
         else if (!strcmp(a, "--pin")) rc = smtpc_session_add_pin(s, v);
+        else if (!strcmp(a, "--server-name")) rc = smtpc_session_set_tls_server_name(s, v);
         else if (!strcmp(a, "--user")) user = v;
         else if (!strcmp(a, "--password")) password = v;
         else if (!strcmp(a, "--token")) g_tok1 = v;

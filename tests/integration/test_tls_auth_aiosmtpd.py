@@ -31,7 +31,9 @@ class Handler:
 def authenticator(server, session, envelope, mechanism, auth_data):
     ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"alice" and \
         auth_data.password == PASSWORD.encode()
-    return AuthResult(success=ok)
+    # handled=False: aiosmtpd then sends the 535 itself (handled defaults to
+    # True, meaning "the authenticator already replied": no reply at all)
+    return AuthResult(success=ok, handled=False)
 
 
 @pytest.fixture
@@ -70,5 +72,8 @@ def test_aiosmtpd_starttls_auth(smtpc_bin, tmp_path, aio_tls, mech):
     assert PASSWORD.encode() not in r.stdout + r.stderr
 
 
-# A wrong password is tested against Postfix (test_tls_auth_postfix.py):
-# aiosmtpd 1.4 answers a failed AUTH only after a long delay.
+def test_aiosmtpd_wrong_password(smtpc_bin, tmp_path, aio_tls):
+    r = run(smtpc_bin, tmp_path, aio_tls, password="wrong-one")
+    assert r.returncode == 77, r.stderr
+    assert b"535" in r.stdout and b"wrong-one" not in r.stdout + r.stderr
+    assert aio_tls.messages == []

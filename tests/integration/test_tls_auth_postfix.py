@@ -336,3 +336,46 @@ def test_c_api_open_lists_and_no_second_starttls(postfix):
     assert "send rc=SMTPC_OK" in out
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "api@example.net"
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("mx.example.test", True),          # one label for the '*'
+    ("MX.Example.Test", True),          # names compare case-insensitively
+    ("example.test", False),            # '*' never matches nothing
+    ("a.b.example.test", False),        # nor more than one label
+    ("mx.example.test.evil.org", False),
+])
+def test_wildcard_edge_cases(postfix, name, ok):
+    from conftest import driver
+    r = subprocess.run([driver("secure"), "127.0.0.1", str(postfix.starttls_ports["wildcard"]),
+                        "--mode", "starttls", "--ca", postfix.ca_file, "--server-name", name],
+                       capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    if ok:
+        assert "open rc=SMTPC_OK" in out and "verified=1" in out, out
+    else:
+        assert "open rc=SMTPC_ETLS" in out and "does not match host name" in out, out
+
+
+def test_strict_version_policy(smtpc_bin, tmp_path, postfix):
+    port = postfix.starttls_ports["server"]
+    # TLS 1.0 is below the library's floor: nearest (1.2) by default, refused when strict
+    r = probe(smtpc_bin, tmp_path, port, "--tls", "starttls", "--ca-file", postfix.ca_file,
+              "--tls-min", "1.0", "--tls-max", "1.2")
+    assert r.returncode == 0 and b"tls: TLSv1.2" in r.stdout, r.stderr
+    r = probe(smtpc_bin, tmp_path, port, "--tls", "starttls", "--ca-file", postfix.ca_file,
+              "--tls-min", "1.0", "--tls-strict-version")
+    assert r.returncode == 69 and b"1.0" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("how", ["file", "cmd"])
+def test_password_file_and_cmd(smtpc_bin, tmp_path, postfix, how):
+    pwf = tmp_path / "pw"
+    pwf.write_text(postfix.password + "\n")
+    src = ["--password-file", str(pwf)] if how == "file" else ["--password-cmd", f"cat {pwf}"]
+    r = smtpc(smtpc_bin, tmp_path, "send", "--server", f"localhost:{postfix.submission_port}",
+              "--ca-file", postfix.ca_file, "--from", FROM, "--to", f"{how}@example.net",
+              "--text", "x", "--user", "alice", *src, "--trace")
+    assert r.returncode == 0, r.stderr
+    assert postfix.password.encode() not in r.stdout + r.stderr
+    postfix.wait_for(1)
