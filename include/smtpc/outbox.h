@@ -19,7 +19,10 @@
  * accepted it. A crash between the server's 250 and the removal (a window
  * of one unlink) sends it again at the next flush. A lost connection after
  * the final dot (SMTPC_EUNKNOWN) also keeps the message for a later flush:
- * a possible duplicate is preferred to a possible loss.
+ * a possible duplicate is preferred to a possible loss. When the server
+ * takes the message for some recipients and refuses others, the refused
+ * ones become a new entry (4xx: queued with backoff; 5xx: failed/) before
+ * the original is removed.
  *
  * One flush at a time per directory (an flock on DIR/lock; a second
  * concurrent flush returns SMTPC_EBUSY). Adding is always allowed. */

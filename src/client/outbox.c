@@ -401,6 +401,60 @@ static void remove_entry(smtpc_outbox *ob, const char *sub, const char *id)
     if (!path_of(p, sizeof p, ob, sub, id, ".state")) unlink(p);
 }
 
+static int64_t backoff_s(const smtpc_outbox *ob, unsigned attempts)
+{
+    double d = (double)ob->initial_ms;
+    for (unsigned k = 1; k < attempts && d < (double)ob->max_ms; k++) d *= ob->factor;
+    int64_t dm = d > (double)ob->max_ms ? ob->max_ms : (int64_t)d;
+    return (dm + 999) / 1000;
+}
+
+/* Queues the refused recipients of a partly accepted entry (transient and
+ * permanent apart). 0 when there were none or they are recorded. */
+static int split_refused(smtpc_outbox *ob, entry *e, const smtpc_result *res, int64_t now,
+                         smtpc_outbox_stats *st)
+{
+    size_t n = smtpc_result_rcpt_count(res);
+    for (int perm = 0; perm < 2; perm++) {
+        const char **sub = calloc(n ? n : 1, sizeof *sub);
+        if (!sub) return SMTPC_ENOMEM;
+        size_t k = 0;
+        char first[256] = "";
+        for (size_t i = 0; i < n && i < e->nrcpts; i++) {
+            if (smtpc_result_rcpt_accepted(res, i)) continue;
+            int code = smtpc_result_rcpt_code(res, i);
+            if ((code / 100 == 5) != (perm == 1)) continue;
+            if (!first[0])
+                snprintf(first, sizeof first, "%d %s %s", code, smtpc_result_rcpt_enhanced(res, i),
+                         smtpc_result_rcpt_text(res, i));
+            sub[k++] = e->rcpts[i];
+        }
+        int rc = 0;
+        if (k) {
+            entry ne;
+            memset(&ne, 0, sizeof ne);
+            ne.fd = -1;
+            rc = fd_rewind(e);
+            if (!rc) rc = smtpc_outbox_add_raw(ob, e->from, sub, k, fd_read, e, ne.id, sizeof ne.id);
+            if (!rc) {
+                ne.attempts = e->attempts + 1;
+                snprintf(ne.error, sizeof ne.error, "recipient refused: %s", first);
+                if (perm) {
+                    rc = move_entry(ob, "queue", "failed", &ne);
+                    if (!rc) st->failed++;
+                } else {
+                    ne.next = now + backoff_s(ob, ne.attempts);
+                    rc = write_state(ob, "queue", &ne);
+                    if (!rc) st->deferred++;
+                }
+            }
+        }
+        free(sub);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int lock_dir(smtpc_outbox *ob, int *fd_out)
 {
     char p[4096];
@@ -458,6 +512,14 @@ SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox
         int src = fd_rewind(&e);
         if (!src) src = smtpc__client_deliver(c, &b, false, &res);
         if (src == 0) {
+            /* Recipients the server refused while taking the message for the
+             * others: a new entry for them (4xx: queued with backoff; 5xx:
+             * failed/) before the original goes, so none is dropped. */
+            if (split_refused(ob, &e, res, now, st)) {
+                entry_free(&e);
+                smtpc_result_free(res);
+                continue; /* could not record them: keep the whole entry (a duplicate beats a loss) */
+            }
             remove_entry(ob, "queue", e.id);
             st->sent++;
         } else if (src == SMTPC_ECANCELED) {
@@ -471,10 +533,7 @@ SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox
                 e.next = 0;
                 if (move_entry(ob, "queue", "failed", &e) == 0) st->failed++;
             } else {
-                double d = (double)ob->initial_ms;
-                for (unsigned k = 1; k < e.attempts && d < (double)ob->max_ms; k++) d *= ob->factor;
-                int64_t dm = d > (double)ob->max_ms ? ob->max_ms : (int64_t)d;
-                e.next = now + (dm + 999) / 1000;
+                e.next = now + backoff_s(ob, e.attempts);
                 write_state(ob, "queue", &e);
                 st->deferred++;
             }

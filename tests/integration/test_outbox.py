@@ -92,3 +92,23 @@ def test_kill_9_during_flush_loses_nothing(counting, tmp_path):
     # at most one per kill.
     assert dups <= kills
     assert kills >= 3
+
+
+def test_partly_refused_recipients_are_kept(counting, tmp_path):
+    ob = str(tmp_path / "outbox")
+    p = run(["--outbox", ob, "--queue", "--to", "good@example.org", "--to", "later@example.org",
+             "--to", "bad@example.org"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    srv = counting(tempfail={"later@example.org"}, refuse={"bad@example.org"})
+    st = flush(srv, ob, "--backoff-ms", "0")
+    assert (st["sent"], st["deferred"], st["failed"]) == ("1", "1", "1"), st
+    assert [e.rcpt_tos for e in srv.envelopes] == [["good@example.org"]]
+    ent = lines(run(["--outbox", ob, "--list"]), "entry")
+    assert len(ent) == 2
+    assert any("failed=1" in e and "550" in e for e in ent)
+    assert any("failed=0" in e and "450" in e and "rcpts=1" in e for e in ent)
+    srv2 = counting()
+    st = flush(srv2, ob, "--backoff-ms", "0")
+    assert st["sent"] == "1"
+    assert [e.rcpt_tos for e in srv2.envelopes] == [["later@example.org"]]
+    assert srv2.envelopes[0].data == srv.envelopes[0].data  # the same message
