@@ -172,6 +172,24 @@ TEST(hints)
     int errs[] = {SMTPC_EAUTH, SMTPC_ETLS, SMTPC_ENETWORK, SMTPC_ETIMEDOUT, SMTPC_EPERMFAIL, SMTPC_EPROTO};
     for (size_t i = 0; i < SMTPC__ARRAY_LEN(errs); i++)
         CHECK(!strstr(hint_for(errs[i], 0, "", "certificate verify failed"), "--insecure"));
+    /* no ENHANCEDSTATUSCODES announced: the code at the start of the text counts */
+    {
+        cli_result r;
+        cli_rcpt x;
+        memset(&r, 0, sizeof r);
+        memset(&x, 0, sizeof x);
+        char text[] = "5.1.1 <b@example.org>: no such user";
+        x.address = "b@example.org";
+        x.code = 550;
+        x.text = text;
+        r.err = SMTPC_EPERMFAIL;
+        r.rcpts = &x;
+        r.nrcpts = 1;
+        CHECK(cli_hint(&r) && strstr(cli_hint(&r), "check the recipient address"));
+        char text2[] = "5.1 short";
+        x.text = text2;
+        CHECK(cli_hint(&r) && strstr(cli_hint(&r), "permanent refusal"));
+    }
     cli_result ok;
     memset(&ok, 0, sizeof ok);
     ok.ok = true;
