@@ -14,8 +14,8 @@ static void usage_short(FILE *f)
 {
     fputs("usage: smtpc send --from ADDR --to ADDR [--subject TEXT] [--text TEXT | --text-file FILE]\n"
           "                  [--server HOST[:PORT] --tls MODE | --pickup-dir DIR] [options]\n"
-          "       smtpc probe --server HOST[:PORT] [--tls MODE]\n"
-          "       smtpc queue list|flush [--outbox DIR]\n"
+          "       smtpc probe --server HOST[:PORT] [--tls MODE] [--auth-test]\n"
+          "       smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
           "       smtpc help [send|probe|queue|sendmail|config|exit]\n"
@@ -38,7 +38,7 @@ int cmd_help(const char *topic, FILE *f)
               "  # use as sendmail (cron, mail(1), git send-email): link it or call it\n"
               "  ln -s \"$(command -v smtpc)\" ~/bin/sendmail\n"
               "  printf 'To: you@example.org\\nSubject: hi\\n\\nbody\\n' | smtpc sendmail -t -i\n"
-              "  # check a server: greeting and EHLO capabilities\n"
+              "  # check a server: greeting, TLS, what it offers; --auth-test checks the login\n"
               "  smtpc probe --server smtp.example.org:587 --tls starttls\n"
               "  # queue offline, flush later\n"
               "  smtpc send --outbox ~/.cache/smtpc/outbox --to you@example.org --text 'later'\n"
@@ -61,19 +61,22 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "probe")) {
         fputs("usage: smtpc probe --server HOST[:PORT] [options]\n"
-              "Connects, prints the greeting and the EHLO capabilities, and quits.\n\n", f);
+              "Connects (TLS per --tls, AUTH when credentials are given), prints the\n"
+              "greeting, TLS details, the EHLO capabilities and what they mean, and quits.\n"
+              "--auth-test logs in with the credentials without sending mail.\n\n", f);
         cli_print_options(f, CMD_PROBE);
         return 0;
     }
     if (!strcmp(topic, "queue")) {
-        fputs("usage: smtpc queue list|flush [options]\n"
-              "Lists the messages waiting in the outbox, or sends them.\n\n", f);
+        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR] [options]\n"
+              "Lists the messages waiting in the outbox, sends those that are due (flush),\n"
+              "makes one or all due now and brings failed ones back (retry), or removes one.\n\n", f);
         cli_print_options(f, CMD_QUEUE);
         return 0;
     }
     if (!strcmp(topic, "sendmail")) {
         fputs("usage: smtpc sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-N NOTIFY] [-R RET]\n"
-              "                      [-V ENVID] [--account NAME] [--config FILE] [--] [RCPT...] < message\n"
+              "                      [-V ENVID] [--account NAME] [--config FILE] [--trace] [--] [RCPT...] < message\n"
               "       (or run smtpc through a link named sendmail)\n"
               "  -t        recipients from To, Cc and Bcc too (Bcc is always removed)\n"
               "  -i, -oi   a line with a single '.' does not end the message\n"
@@ -110,26 +113,6 @@ int cmd_help(const char *topic, FILE *f)
     fprintf(stderr, "smtpc help: no help on \"%s\"\n", topic);
     usage_short(stderr);
     return EX_USAGE;
-}
-
-static int not_yet(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char **argv,
-                   const char *what)
-{
-    cli_opts o;
-    memset(&o, 0, sizeof o);
-    int ex = cli_parse(prog, cmdname, cmd, argc, argv, &o);
-    if (!ex && o.val[O_HELP]) ex = cmd_help(cmdname, stdout);
-    else if (!ex) {
-        fprintf(stderr, "%s %s: not supported yet in this build (%s)\n", prog, cmdname, what);
-        ex = EX_UNAVAILABLE;
-    }
-    cli_opts_free(&o);
-    return ex;
-}
-
-int cmd_queue(const char *prog, int argc, char **argv)
-{
-    return not_yet(prog, "queue", CMD_QUEUE, argc, argv, "it needs the outbox");
 }
 
 int main(int argc, char **argv)
