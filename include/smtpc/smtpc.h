@@ -11,5 +11,6 @@
 #include "tls.h"
 #include "proxy.h"
 #include "config.h"
+#include "async.h"
 
 #endif
