@@ -9,6 +9,7 @@
  * then "DONE rc submitted sent failed canceled unknown elapsed_ms". */
 #include <smtpc/smtpc.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,17 @@ static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
            r->error ? smtpc_err_name(r->error) : "0", r->errmsg);
     x->results++;
     if (x->cancel_after && x->results == x->cancel_after) smtpc_bulk_cancel(x->b);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') n++;
+    if (d) closedir(d);
+    return n - 1; /* opendir's own */
 }
 
 int main(int argc, char **argv)
@@ -116,6 +128,7 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    int fds_before = count_fds();
     smtpc_bulk *b = NULL;
     int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)atoi(argv[2]));
     if (rc) return 3;
@@ -141,6 +154,7 @@ int main(int argc, char **argv)
            (unsigned long long)st.canceled, (unsigned long long)st.unknown, ms,
            (unsigned long long)st.connections_opened, (unsigned long long)st.retried);
     smtpc_bulk_free(b);
+    printf("fds=%d/%d\n", fds_before, count_fds());
     for (size_t i = 0; i < x.count; i++) free(x.bodies[i]);
     free(x.bodies);
     free(x.lens);
