@@ -26,6 +26,7 @@
 #define SMTPC_ASYNC_H
 
 #include <smtpc/common.h>
+#include <smtpc/errors.h>
 
 #include <stdbool.h>
 #include <stddef.h>
