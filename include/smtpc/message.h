@@ -23,12 +23,14 @@
  * failure; `_free(NULL)` is a no-op.
  *
  * A message is used by one thread at a time. It must not be modified while a
- * writer on it exists. */
+ * writer on it exists, and it has at most one writer at a time (callback
+ * attachments are shared state). */
 #ifndef SMTPC_MESSAGE_H
 #define SMTPC_MESSAGE_H
 
 #include "common.h"
 #include "errors.h"
+#include "session.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -258,6 +260,9 @@ SMTPC_API bool smtpc_message_needs_smtputf8(const smtpc_message *m);
  * Sender/From and To/Cc/Bcc (Resent-* ignored). Headers are limited to
  * 1 MiB. The body is read from cb when written (and spooled as for
  * smtpc_message_add_attachment_cb); cb/userdata must outlive the message.
+ * On the result, smtpc_message_add_to/_cc/_bcc add envelope recipients
+ * (not written: the headers stay as loaded); other setters have no effect
+ * on the output. Date and Message-ID are added when missing.
  * Errors: SMTPC_EINVAL (malformed header, bad address: detail in errbuf),
  * SMTPC_ELIMIT, SMTPC_ENOMEM, or cb's error. */
 SMTPC_API int smtpc_message_load(smtpc_message **out,
@@ -283,7 +288,8 @@ typedef struct smtpc_message_writer smtpc_message_writer;
  * smtpc_message_errmsg(m). */
 SMTPC_API int smtpc_message_writer_new(smtpc_message_writer **out, smtpc_message *m,
                                        unsigned flags);
-/* Reads the next bytes into buf: returns the count (> 0), 0 at the end, or
+/* Reads the next bytes into buf: returns the count (> 0; len 0 returns 0
+ * and reads nothing), 0 at the end, or
  * a negative SMTPC_E* code (SMTPC_EIO: file error or size changed;
  * a callback's error; detail in smtpc_message_writer_errmsg). Has the
  * smtpc_read_cb signature: pass it with the writer as userdata. */
@@ -293,6 +299,33 @@ SMTPC_API ssize_t smtpc_message_writer_read(void *writer, void *buf, size_t len)
 SMTPC_API int64_t smtpc_message_writer_size(const smtpc_message_writer *w);
 SMTPC_API const char *smtpc_message_writer_errmsg(const smtpc_message_writer *w);
 SMTPC_API void smtpc_message_writer_free(smtpc_message_writer *w);
+
+/* ======================================================================
+ * Sending a message over a session
+ * ====================================================================== */
+
+typedef struct smtpc_send_opts {
+    bool all_or_nothing;     /* RSET and fail when any recipient is refused
+                                (default: deliver to the accepted ones) */
+    bool use_bdat;           /* BDAT (CHUNKING) when the server offers it */
+    const char *dsn_ret;     /* "FULL" / "HDRS", NULL = omit */
+    const char *dsn_envid;   /* ENVID, NULL = omit */
+    const char *dsn_notify;  /* NOTIFY for every recipient, NULL = omit */
+} smtpc_send_opts;
+
+/* Sends m on an open session (after EHLO): the envelope comes from the
+ * message (smtpc_message_envelope_from / _rcpt), and the message is written
+ * to fit what the server offers: 8bit parts and BODY=8BITMIME only with
+ * 8BITMIME, raw UTF-8 headers and the SMTPUTF8 parameter only when the
+ * message needs SMTPUTF8 and the server offers it, SIZE= when the size is
+ * known and the server has SIZE. opts may be NULL.
+ * Per-recipient replies: smtpc_session_rcpt_count / _rcpt_status / _rcpt_reply.
+ * Errors: SMTPC_EUNSUPPORTED before MAIL when the message needs SMTPUTF8
+ * and the server lacks it (nothing is sent); SMTPC_EINVAL (no sender or no
+ * recipient); the writer's errors (file vanished: SMTPC_EIO); otherwise as
+ * smtpc_session_send. Detail in smtpc_session_errmsg. */
+SMTPC_API int smtpc_session_send_message(smtpc_session *s, smtpc_message *m,
+                                         const smtpc_send_opts *opts);
 
 #ifdef __cplusplus
 }

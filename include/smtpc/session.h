@@ -127,11 +127,10 @@ typedef struct smtpc_envelope {
     const char *const *rcpts;       /* nrcpts forward-paths (no angle brackets) */
     size_t nrcpts;
     const smtpc_rcpt_opts *rcpt;    /* NULL, or an array of nrcpts */
-    bool all_or_nothing;            /* abort when any recipient is refused (RSET; or,
-                                       when DATA was already pipelined and another
-                                       recipient accepted, close the connection:
-                                       ending DATA would deliver). Default: send to
-                                       the accepted ones */
+    bool all_or_nothing;            /* abort (RSET) when any recipient is refused;
+                                       DATA then waits for every RCPT reply instead
+                                       of being pipelined. Default: send to the
+                                       accepted ones */
     bool use_bdat;                  /* CHUNKING instead of DATA */
 } smtpc_envelope;
 
@@ -142,7 +141,9 @@ typedef struct smtpc_envelope {
  * was lost after the end of data; SMTPC_EUNSUPPORTED (nothing sent) when
  * use_bdat and no CHUNKING; SMTPC_EINVAL (nothing sent) for a bad address;
  * or a connection-ending error. After a refused transaction the session has
- * sent RSET itself and is ready for the next one. */
+ * sent RSET itself and is ready for the next one; except when a server says
+ * 354 to a refused transaction with accepted recipients (after refusing
+ * MAIL): any end of data would deliver, so the connection is closed. */
 SMTPC_API int smtpc_session_send(smtpc_session *s, const smtpc_envelope *env,
                                  smtpc_read_cb body, void *userdata);
 SMTPC_API int smtpc_session_send_mem(smtpc_session *s, const smtpc_envelope *env,

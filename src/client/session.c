@@ -21,6 +21,7 @@
 
 #include "engine/engine.h"
 #include "net/transport.h"
+#include "client/session_int.h"
 #include "util/util.h"
 
 #include <arpa/inet.h>
@@ -195,7 +196,9 @@ static void op_init(smtpc_session *s, op *o, int64_t ms, const char *what)
     int64_t now = smtpc__now_ms();
     o->ms = ms;
     o->what = what;
-    o->deadline = now + ms;
+    /* +1: now_ms() truncates, so the real time may already be up to 1 ms
+     * past `now`; a timeout must never fire before `ms` has elapsed. */
+    o->deadline = now + ms + 1;
     o->overall = false;
     if (s->overall_deadline >= 0 && s->overall_deadline <= o->deadline) {
         o->deadline = s->overall_deadline;
@@ -338,7 +341,9 @@ static int next_event(smtpc_session *s, const op *o, smtpc__event *ev)
     }
 }
 
-/* Common entry checks: the session exists, is not canceled, is connected. */
+/* Common entry checks: the session exists, is not canceled, is connected,
+ * and the server did not shut down in between: a 421 that came with the
+ * previous reply (RFC 5321 §3.8) is reported now, with its text. */
 static int enter(smtpc_session *s, bool need_conn, const char *what)
 {
     if (!s) return SMTPC_EINVAL;
@@ -346,6 +351,20 @@ static int enter(smtpc_session *s, bool need_conn, const char *what)
     if (is_canceled(s)) return fail_canceled(s, what);
     if (need_conn && !s->t)
         return smtpc__err(&s->err, SMTPC_ESTATE, "%s: not connected", what);
+    if (need_conn) {
+        smtpc__event ev;
+        while (smtpc__engine_next_event(s->e, &ev) == 1) {
+            if (ev.reply && ev.reply->code == 421) {
+                int rc = set_reply(s, ev.reply);
+                if (rc) return rc;
+                return check_reply(s, s->reply, 2, what);
+            }
+        }
+        if (smtpc__engine_closing(s->e)) {
+            close_conn(s);
+            return smtpc__err(&s->err, SMTPC_ECLOSED, "%s: the connection is closing", what);
+        }
+    }
     return 0;
 }
 
@@ -371,7 +390,10 @@ static int exchange(smtpc_session *s, int64_t ms, const char *what, const smtpc_
 /* Maps the engine's refusal to queue a command (nothing was sent). */
 static int queue_failed(smtpc_session *s, int rc, const char *what)
 {
-    return smtpc__err(&s->err, rc, "%s: %s", what, smtpc__engine_errmsg(s->e));
+    const char *m = smtpc__engine_errmsg(s->e);
+    size_t wl = strlen(what);
+    if (strncmp(m, what, wl) == 0 && m[wl] == ':') return smtpc__err(&s->err, rc, "%s", m);
+    return smtpc__err(&s->err, rc, "%s: %s", what, m);
 }
 
 /* ---- lifetime and options ------------------------------------------------- */
@@ -530,7 +552,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     smtpc__engine_free(s->e);
     s->e = e;
 
-    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms : -1;
+    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms + 1 : -1;
     op o;
     op_init(s, &o, s->connect_ms, "connect");
     smtpc__tcp_opts to;
@@ -717,6 +739,7 @@ static ssize_t mem_read(void *ud, void *buf, size_t len)
 {
     mem_src *m = ud;
     size_t n = m->left < len ? m->left : len;
+    if (n == 0) return 0; /* m->p may be NULL for an empty body */
     memcpy(buf, m->p, n);
     m->p += n;
     m->left -= n;
@@ -944,15 +967,6 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
         return queue_failed(s, rc, "send");
     }
 
-    /* All-or-nothing with DATA pipelined: once a recipient is refused and
-     * another accepted, the server's 354 (already on its way) can only be
-     * ended by a dot, which would deliver to the accepted ones. Closing the
-     * connection is the only abort (RFC 2920 §3.1); it is done before any
-     * further byte is written. */
-    const smtpc__caps *caps = smtpc__engine_caps(s->e);
-    bool abort_on_refusal = env->all_or_nothing && !env->use_bdat &&
-                            (caps->flags & SMTPC_EXT_PIPELINING);
-    size_t accepted = 0, refused = 0, first_refused = SIZE_MAX;
     bool end_sent = false;
     op o;
     op_init(s, &o, s->command_ms, "send");
@@ -978,23 +992,6 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                     s->rcpt_reply[ev.tag] = reply_dup(ev.reply);
                     int c = ev.reply->code / 100;
                     s->rcpt_status[ev.tag] = c == 2 ? 0 : c == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL;
-                    if (c == 2) {
-                        accepted++;
-                    } else if (refused++ == 0) {
-                        first_refused = ev.tag;
-                    }
-                }
-                if (abort_on_refusal && accepted && refused && first_refused < s->nrcpt &&
-                    s->rcpt_reply[first_refused]) {
-                    close_conn(s);
-                    int rr = set_reply(s, s->rcpt_reply[first_refused]);
-                    if (rr) return rr;
-                    int st = s->rcpt_status[first_refused];
-                    fail_reply(s, st, s->reply, "RCPT");
-                    size_t l = strlen(s->err.text);
-                    snprintf(s->err.text + l, sizeof s->err.text - l,
-                             " (all or nothing: connection closed, nothing delivered)");
-                    return st;
                 }
                 op_init(s, &o, s->command_ms, "send");
                 break;
@@ -1017,6 +1014,13 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                         fail_reply(s, st, r, smtpc__cmd_name(ev.cmd));
                     else
                         smtpc__err(&s->err, st, "send: %s", smtpc__engine_errmsg(s->e));
+                }
+                if (smtpc__engine_closing(s->e) && s->t) {
+                    /* The engine gave up on the connection (a 354 it must not
+                     * end: that would deliver): drop it, no QUIT. */
+                    close_conn(s);
+                    size_t l = strlen(s->err.text);
+                    snprintf(s->err.text + l, sizeof s->err.text - l, " (connection closed)");
                 }
                 if (s->t) {
                     rc = settle(s);
@@ -1155,4 +1159,9 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
 {
     const smtpc__caps *c = s && s->e ? smtpc__engine_caps(s->e) : NULL;
     return c ? c->size_max : 0;
+}
+
+smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
+{
+    return &s->err;
 }

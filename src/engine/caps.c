@@ -134,3 +134,11 @@ const char *smtpc__caps_param(const smtpc__caps *c, const char *kw)
     }
     return NULL;
 }
+
+bool smtpc__caps_has_auth(const smtpc__caps *c, const char *mech)
+{
+    if (!c || !mech) return false;
+    for (size_t i = 0; i < c->nauth; i++)
+        if (smtpc__strcasecmp(c->auth[i], mech) == 0) return true;
+    return false;
+}

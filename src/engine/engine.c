@@ -38,6 +38,7 @@ enum body_mode { BODY_NONE, BODY_DATA, BODY_BDAT };
 typedef struct txn {
     enum txn_state state;
     bool pipelined, bdat, strict;
+    bool data_in_group; /* DATA pipelined behind the RCPTs */
     bool binary;        /* BODY=BINARYMIME: the body goes as is, not as lines */
     char **lines;       /* prepared commands: MAIL, RCPT..., [DATA] */
     size_t nlines, next_line;
@@ -286,18 +287,29 @@ static void trace_reply(smtpc__engine *e, const smtpc__reply *r)
 }
 
 /* ---- sending ------------------------------------------------------------------ */
+/* Undo marks for the output: live sizes, not offsets, because appending may
+ * compact the buffer (move its live bytes to the front). */
+static size_t out_mark(const smtpc__engine *e)
+{
+    return smtpc__buf_size(&e->out);
+}
+
+static void out_rollback(smtpc__engine *e, size_t mark)
+{
+    if (smtpc__buf_size(&e->out) > mark) e->out.len = e->out.off + mark;
+}
+
 /* Appends line + CRLF and expects one reply; all or nothing. */
 static int send_line(smtpc__engine *e, const char *line, size_t len, smtpc__cmd cmd, uint32_t tag,
                      enum pend_kind kind, bool secret)
 {
-    size_t mark = e->out.len;
     int rc = smtpc__buf_reserve(&e->out, len + 2);
     if (rc) return smtpc__err(&e->err, rc, "cannot queue %s", smtpc__cmd_name(cmd));
-    mark = e->out.len;
+    size_t mark = out_mark(e);
     smtpc__buf_append(&e->out, line, len);
     smtpc__buf_append(&e->out, "\r\n", 2);
     if ((rc = pend_push(e, cmd, tag, kind)) != 0) {
-        e->out.len = mark;
+        out_rollback(e, mark);
         return smtpc__err(&e->err, rc, "out of memory queueing %s", smtpc__cmd_name(cmd));
     }
     if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, line, len, secret);
@@ -412,7 +424,6 @@ static int check_esmtp_params(smtpc__engine *e, const char *s)
     if (rc) return rc;
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        const unsigned char *k = p;
         if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             goto bad;
         while ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
@@ -430,7 +441,6 @@ static int check_esmtp_params(smtpc__engine *e, const char *s)
         } else if (*p) {
             goto bad;
         }
-        (void)k;
     }
     return 0;
 bad:
@@ -780,8 +790,7 @@ static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd
     int rc = 0;
     if (empty_data_end) {
         /* The server said 354 although nobody can receive the message: the
-         * only way out of DATA is an end of data. With no recipient it
-         * delivers nothing (RFC 2920 3.1). */
+         * only way out of DATA is an end of data. */
         rc = send_line(e, ".", 1, SMTPC__CMD_DATA_END, 0, PK_INTERNAL, false);
         if (!rc) t->cleanup_pending++;
     }
@@ -811,6 +820,7 @@ static int txn_want_body(smtpc__engine *e)
 }
 
 /* Every RCPT has been answered; only reached when DATA was not pipelined. */
+
 static int txn_after_rcpts(smtpc__engine *e)
 {
     txn *t = &e->t;
@@ -843,8 +853,22 @@ static int txn_on_rcpt(smtpc__engine *e, const pending *p, const smtpc__reply *r
             return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     }
     if (t->rcpt_replies < t->nrcpts) return t->pipelined ? 0 : txn_send_next(e, SMTPC__CMD_RCPT, (uint32_t)t->rcpt_replies);
-    if (t->pipelined && !t->bdat) return 0; /* the DATA reply decides */
+    if (t->data_in_group) return 0; /* the DATA reply decides */
     return txn_after_rcpts(e);
+}
+
+/* The server said 354 to a transaction that must not deliver, yet some
+ * recipient was accepted (a server accepting RCPT after refusing MAIL): any
+ * end of data would deliver an empty message, and RSET or QUIT would be
+ * message text. Only dropping the connection is safe: the engine closes. */
+static int txn_abandon(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd cmd)
+{
+    e->closing = true;
+    e->pend_head = e->pend_len = 0;
+    smtpc__err(&e->err, status_of(decider),
+               "354 to DATA for a refused transaction with accepted recipients: "
+               "close the connection (an end of data would deliver)");
+    return txn_done(e, status_of(decider), decider, cmd);
 }
 
 static int txn_on_data(smtpc__engine *e, const smtpc__reply *r)
@@ -853,7 +877,10 @@ static int txn_on_data(smtpc__engine *e, const smtpc__reply *r)
     bool ok = envelope_ok(t);
     if (r->code == 354) {
         if (ok) return txn_want_body(e);
-        return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), true);
+        /* With no recipient an empty end of data delivers nothing (RFC 2920 3.1) */
+        if (t->accepted == 0)
+            return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), true);
+        return txn_abandon(e, envelope_decider(t), envelope_decider_cmd(t));
     }
     if (ok) return txn_cleanup(e, r, SMTPC__CMD_DATA, false);
     return txn_cleanup(e, envelope_decider(t), envelope_decider_cmd(t), false);
@@ -969,12 +996,15 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     nt.bdat = o->use_bdat;
     nt.strict = o->policy == SMTPC__TXN_STRICT;
     nt.binary = mp.body == SMTPC__BODY_BINARYMIME;
+    /* STRICT keeps DATA out of the group: if some RCPT is refused while
+     * others are accepted, a 354 could only be left by delivering. */
+    nt.data_in_group = nt.pipelined && !nt.bdat && !nt.strict;
     nt.nrcpts = o->nrcpts;
     nt.state = TXN_ENVELOPE;
 
     /* marks to undo a half-queued group; pend_push compacts an empty queue */
     if (e->pend_head == e->pend_len) e->pend_head = e->pend_len = 0;
-    size_t out_mark = e->out.len, pend_mark = e->pend_len;
+    size_t omark = out_mark(e), pend_mark = e->pend_len;
     e->t = nt;
     if (!nt.pipelined) {
         rc = txn_send_next(e, SMTPC__CMD_MAIL, 0);
@@ -982,10 +1012,10 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
         /* RFC 2920: one group, one write; every reply is still checked */
         rc = txn_send_next(e, SMTPC__CMD_MAIL, 0);
         for (size_t i = 0; !rc && i < o->nrcpts; i++) rc = txn_send_next(e, SMTPC__CMD_RCPT, (uint32_t)i);
-        if (!rc && !nt.bdat) rc = txn_send_next(e, SMTPC__CMD_DATA, 0);
+        if (!rc && nt.data_in_group) rc = txn_send_next(e, SMTPC__CMD_DATA, 0);
     }
     if (rc) {
-        if (e->out.len > out_mark) e->out.len = out_mark;
+        out_rollback(e, omark);
         e->pend_len = pend_mark;
         txn_clear(e);
     }
@@ -1022,10 +1052,10 @@ static int bdat_flush(smtpc__engine *e, size_t n, bool last)
 {
     char line[64];
     int l = snprintf(line, sizeof line, "BDAT %zu%s", n, last ? " LAST" : "");
-    size_t mark = e->out.len;
+    size_t mark = out_mark(e);
     int rc = send_line(e, line, (size_t)l, SMTPC__CMD_BDAT, 0, e->body_in_txn ? PK_TXN : PK_USER, false);
     if (!rc && (rc = smtpc__buf_append(&e->out, smtpc__buf_ptr(&e->chunk), n)) != 0) {
-        e->out.len = mark;
+        out_rollback(e, mark);
         e->pend_len--;
     }
     if (rc) return smtpc__err(&e->err, rc, "cannot queue BDAT chunk");
@@ -1040,10 +1070,22 @@ int smtpc__engine_body_write(smtpc__engine *e, const void *data, size_t len)
     if (rc) return rc;
     const uint8_t *in = data;
     if (e->body_mode == BODY_DATA) {
-        rc = smtpc__dotstuff_write(&e->ds, true, in, len, &e->out);
+        /* in slices, so a huge write never reserves twice its size at once;
+         * on failure nothing of this write stays queued */
+        size_t mark = out_mark(e);
+        smtpc__dotstuff saved = e->ds;
+        while (len && !rc) {
+            size_t n = len < 65536 ? len : 65536;
+            rc = smtpc__dotstuff_write(&e->ds, true, in, n, &e->out);
+            in += n;
+            len -= n;
+        }
+        if (!rc) return 0;
+        out_rollback(e, mark);
+        e->ds = saved;
         if (rc == SMTPC_ELIMIT)
             return smtpc__err(&e->err, rc, "message body line longer than 998 octets");
-        return rc ? smtpc__err(&e->err, rc, "out of memory") : 0;
+        return smtpc__err(&e->err, rc, "out of memory");
     }
     if (e->body_in_txn && e->t.bdat_fail) return 0; /* the transaction failed: discard */
     size_t cs = e->opts.bdat_chunk_size;
@@ -1068,11 +1110,11 @@ int smtpc__engine_body_end(smtpc__engine *e)
     int rc = body_check(e, "body end");
     if (rc) return rc;
     if (e->body_mode == BODY_DATA) {
-        size_t mark = e->out.len;
+        size_t mark = out_mark(e);
         if ((rc = smtpc__dotstuff_finish(&e->ds, true, &e->out)) != 0)
             return smtpc__err(&e->err, rc, "out of memory");
         if ((rc = pend_push(e, SMTPC__CMD_DATA_END, 0, e->body_in_txn ? PK_TXN : PK_USER)) != 0) {
-            e->out.len = mark;
+            out_rollback(e, mark);
             return smtpc__err(&e->err, rc, "out of memory");
         }
         if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, ".", 1, false);
@@ -1145,8 +1187,9 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
     e->last = r;
     int rc;
     if (e->pend_head == e->pend_len) {
-        if (r->code == 421) {
-            /* The server shuts down on its own (RFC 5321 3.8): report it. */
+        if (r->code == 421 && !e->closing) {
+            /* The server shuts down on its own (RFC 5321 3.8): report it
+             * (once: a second one is a reply to nothing). */
             e->closing = true;
             rc = ev_push(e, SMTPC__EV_REPLY, SMTPC__CMD_NONE, 0, 0, r);
             /* e.g. while the body is being written: the transaction is over */

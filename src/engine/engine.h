@@ -176,7 +176,12 @@ int smtpc__engine_body_end(smtpc__engine *e);
  * then EV_TXN_BODY when the body is wanted, then one EV_TXN_DONE. When MAIL
  * or all RCPTs fail, or some fail under SMTPC__TXN_STRICT, the engine ends
  * the transaction itself (an empty DATA end if the server already said 354,
- * then RSET) and EV_TXN_DONE carries the deciding reply. */
+ * then RSET) and EV_TXN_DONE carries the deciding reply. Under STRICT, DATA
+ * is not pipelined: it waits for every RCPT reply, so a partly accepted
+ * envelope never meets a 354. Should a server still say 354 while some
+ * recipient is accepted (after refusing MAIL), no end of data is sent (it
+ * would deliver): EV_TXN_DONE comes at once, the engine is closing and the
+ * driver must drop the connection without QUIT. */
 typedef enum { SMTPC__TXN_CONTINUE = 0, SMTPC__TXN_STRICT = 1 } smtpc__txn_policy;
 typedef struct smtpc__txn_opts {
     const char *from;

@@ -51,7 +51,7 @@ typedef struct smtpc__caps {
     bool esmtp;           /* EHLO succeeded (else HELO) */
     unsigned flags;       /* SMTPC_EXT_* from smtpc/reply.h */
     uint64_t size_max;    /* SIZE n; 0 = none or unlimited */
-    char **auth;          /* AUTH mechanisms (upper case), NULL-terminated */
+    char **auth;          /* AUTH mechanisms (upper case), NULL-terminated; NULL if none */
     size_t nauth;
     char **lines;         /* every EHLO keyword line after the first, as received */
     size_t nlines;
@@ -61,5 +61,7 @@ int smtpc__caps_parse(smtpc__caps *c, const smtpc__reply *r, smtpc__errmsg *err)
 void smtpc__caps_clear(smtpc__caps *c);
 /* Parameters of keyword kw ("SIZE" -> "35882577"), "" if none, NULL if absent. */
 const char *smtpc__caps_param(const smtpc__caps *c, const char *kw);
+/* Added: whether AUTH offered mechanism mech (case-insensitive). */
+bool smtpc__caps_has_auth(const smtpc__caps *c, const char *mech);
 
 #endif

@@ -341,7 +341,7 @@ static int parse_phrase(P *p, char **out)
             smtpc__buf_init(&q, 1 << 16);
             rc = parse_qstring(p, &q);
             if (!rc && smtpc__buf_append(&raw, "\x01", 1)) rc = SMTPC_ENOMEM;
-            if (!rc && smtpc__buf_append(&raw, smtpc__buf_ptr(&q), smtpc__buf_size(&q))) rc = SMTPC_ENOMEM;
+            if (!rc && smtpc__buf_append(&raw, smtpc__bptr(&q), smtpc__buf_size(&q))) rc = SMTPC_ENOMEM;
             if (!rc && smtpc__buf_append(&raw, "\x02", 1)) rc = SMTPC_ENOMEM;
             smtpc__buf_free(&q);
             if (rc) goto out;
@@ -360,7 +360,7 @@ static int parse_phrase(P *p, char **out)
     {
         smtpc__buf res;
         smtpc__buf_init(&res, 0);
-        const char *s = (const char *)smtpc__buf_ptr(&raw);
+        const char *s = (const char *)smtpc__bptr(&raw);
         size_t n = smtpc__buf_size(&raw), i = 0;
         while (i < n) {
             if (s[i] == '\x01') {

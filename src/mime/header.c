@@ -114,7 +114,7 @@ int smtpc__hdr_encoded(smtpc__hdr *h, const char *ws0, size_t ws0len, const char
     char word[EW_MAX + 1];
     while (i < n || first) {
         /* take whole UTF-8 characters while they fit */
-        size_t j = i, cost = 0;
+        size_t j = i, cost = 0, j3 = i;
         while (j < n) {
             size_t sl = smtpc__utf8_seqlen(u + j, n - j), c = 0;
             if (useq) {
@@ -125,7 +125,12 @@ int smtpc__hdr_encoded(smtpc__hdr *h, const char *ws0, size_t ws0len, const char
             }
             cost += c;
             j += sl;
+            if ((j - i) % 3 == 0) j3 = j;
         }
+        /* A B word that is not the last ends on a multiple of 3 bytes when a
+         * character boundary allows: no '=' padding mid-sequence, which
+         * GMime (3.2) mis-decodes as it joins adjacent B words. */
+        if (!useq && j < n && j3 > i) j = j3;
         size_t w = 0;
         memcpy(word, useq ? "=?utf-8?Q?" : "=?utf-8?B?", 10);
         w = 10;
@@ -387,12 +392,12 @@ static int ew_decode(smtpc__buf *out, const char *s, size_t n, bool *ok)
         return 0;
     }
     int rc = 0;
-    if (!latin1 && (!smtpc__utf8_valid(smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp)) ||
-                    memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp)))) {
+    if (!latin1 && (!smtpc__utf8_valid(smtpc__bptr(&tmp), smtpc__buf_size(&tmp)) ||
+                    memchr(smtpc__bptr(&tmp), 0, smtpc__buf_size(&tmp)))) {
         smtpc__buf_free(&tmp); /* not text we can carry: keep the word as is */
         return 0;
     }
-    if (latin1 && memchr(smtpc__buf_ptr(&tmp), 0, smtpc__buf_size(&tmp))) {
+    if (latin1 && memchr(smtpc__bptr(&tmp), 0, smtpc__buf_size(&tmp))) {
         smtpc__buf_free(&tmp);
         return 0;
     }
@@ -410,7 +415,7 @@ static int ew_decode(smtpc__buf *out, const char *s, size_t n, bool *ok)
             }
         }
     } else {
-        rc = smtpc__buf_append(out, smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp));
+        rc = smtpc__buf_append(out, smtpc__bptr(&tmp), smtpc__buf_size(&tmp));
     }
     smtpc__buf_free(&tmp);
     if (rc) return SMTPC_ENOMEM;
@@ -446,7 +451,7 @@ char *smtpc__rfc2047_decode(const char *s, size_t n)
                 }
                 out.len = mark;
                 if (smtpc__buf_append(&out, s + ws, wsn) ||
-                    smtpc__buf_append(&out, smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp))) {
+                    smtpc__buf_append(&out, smtpc__bptr(&tmp), smtpc__buf_size(&tmp))) {
                     smtpc__buf_free(&tmp);
                     goto nomem;
                 }

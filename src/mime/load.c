@@ -17,7 +17,7 @@ int smtpc__writer_layout_loaded(smtpc_message_writer *w);
 int smtpc__writer_layout_loaded(smtpc_message_writer *w)
 {
     smtpc_message *m = smtpc__writer_message(w);
-    int rc = smtpc__writer_add_lit(w, smtpc__buf_ptr(&m->raw_headers), smtpc__buf_size(&m->raw_headers));
+    int rc = smtpc__writer_add_lit(w, smtpc__bptr(&m->raw_headers), smtpc__buf_size(&m->raw_headers));
     if (!rc) rc = smtpc__writer_add_stream(w, m->raw_body, true);
     return rc;
 }
@@ -184,7 +184,7 @@ int smtpc_message_load(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t
             if (s[k] == '\r' || s[k] == '\n') continue;
             if (smtpc__buf_append(&v, s + k, 1)) rc = SMTPC_ENOMEM;
         }
-        const char *vs = (const char *)smtpc__buf_ptr(&v);
+        const char *vs = (const char *)smtpc__bptr(&v);
         size_t vn = smtpc__buf_size(&v);
         bool keep = true;
         if (!rc) {
@@ -250,7 +250,7 @@ int smtpc_message_load(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t
         if (!rc) rc = smtpc__buf_printf(&extra, "Message-ID: <%s.%lld@%s>\r\n", r, (long long)time(NULL), dom);
     }
     if (!rc && smtpc__buf_size(&extra)) {
-        rc = smtpc__buf_append(&extra, smtpc__buf_ptr(&m->raw_headers), smtpc__buf_size(&m->raw_headers));
+        rc = smtpc__buf_append(&extra, smtpc__bptr(&m->raw_headers), smtpc__buf_size(&m->raw_headers));
         if (!rc) {
             smtpc__buf_free(&m->raw_headers);
             m->raw_headers = extra;

@@ -31,6 +31,13 @@ int smtpc__address_parse_n(const char *s, size_t n, int mode, smtpc_address_list
 int smtpc__alist_push(smtpc_address_list *l, smtpc_address *a);
 void smtpc__alist_clear(smtpc_address_list *l);
 
+/* smtpc__buf_ptr of an empty, never-grown buffer is NULL + 0 (undefined
+ * behaviour that UBSan reports); this one gives "" instead. */
+static inline const uint8_t *smtpc__bptr(const smtpc__buf *b)
+{
+    return b->data ? b->data + b->off : (const uint8_t *)"";
+}
+
 /* ---- UTF-8 ---- */
 bool smtpc__utf8_valid(const uint8_t *s, size_t n);
 /* Length of the UTF-8 sequence starting at s[0] (1 for ASCII or invalid). */

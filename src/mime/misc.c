@@ -13,6 +13,17 @@ static const char hexd[] = "0123456789ABCDEF";
 
 /* RFC 2045 6.7 with lines of at most 76 characters. Also encodes '.' and
  * "From " at line starts, which some relays mangle. */
+/* 1 for bytes written as themselves (printable ASCII except '=', and
+ * SP/TAB, whose position is then checked). */
+static const uint8_t qp_lit[256] = {
+    ['\t'] = 1, [' '] = 1,
+#define R8(a) [a] = 1, [a + 1] = 1, [a + 2] = 1, [a + 3] = 1, [a + 4] = 1, [a + 5] = 1, [a + 6] = 1, [a + 7] = 1
+    R8(33), R8(41), R8(49), [57] = 1, [58] = 1, [59] = 1, [60] = 1, /* '=' (61) is encoded */
+    [62] = 1, [63] = 1, [64] = 1, R8(65), R8(73), R8(81), R8(89), R8(97), R8(105), R8(113),
+    [121] = 1, [122] = 1, [123] = 1, [124] = 1, [125] = 1, [126] = 1,
+#undef R8
+};
+
 int smtpc__qp_encode(smtpc__buf *out, const uint8_t *src, size_t n)
 {
     /* worst case: 3 characters per byte plus a soft break every 25 bytes */
@@ -22,6 +33,16 @@ int smtpc__qp_encode(smtpc__buf *out, const uint8_t *src, size_t n)
     size_t col = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t c = src[i];
+        /* fast path: a run of plain printable characters in mid-line */
+        if (col > 0 && col < 75 && qp_lit[c] && c != ' ' && c != '\t') {
+            size_t room = 75 - col, k = 0;
+            while (k < room && i + k < n && qp_lit[src[i + k]] && src[i + k] != ' ' && src[i + k] != '\t') k++;
+            memcpy(d, src + i, k);
+            d += k;
+            col += k;
+            i += k - 1;
+            continue;
+        }
         if (c == '\r' && i + 1 < n && src[i + 1] == '\n') {
             *d++ = '\r';
             *d++ = '\n';
@@ -29,7 +50,7 @@ int smtpc__qp_encode(smtpc__buf *out, const uint8_t *src, size_t n)
             i++;
             continue;
         }
-        bool lit = (c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t';
+        bool lit = qp_lit[c];
         /* whitespace before a line end (or the end) must be encoded */
         if (lit && (c == ' ' || c == '\t') && (i + 1 == n || src[i + 1] == '\r')) lit = false;
         size_t tl = lit ? 1 : 3;

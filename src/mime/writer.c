@@ -140,12 +140,14 @@ static int put_filename_param(smtpc__hdr *h, const char *param, const char *v, b
         size_t n = strlen(v);
         rc = smtpc__buf_printf(&tmp, "%s=\"", param);
         for (size_t i = 0; i < n && !rc;) {
-            size_t j = i;
+            size_t j = i, j3 = i;
             while (j < n) {
                 size_t sl = smtpc__utf8_seqlen((const uint8_t *)v + j, n - j);
                 if (j + sl - i > 45) break;
                 j += sl;
+                if ((j - i) % 3 == 0) j3 = j;
             }
+            if (j < n && j3 > i) j = j3; /* no mid-sequence padding (see header.c) */
             char enc[64];
             smtpc__b64_encode(enc, (const uint8_t *)v + i, j - i);
             rc = smtpc__buf_printf(&tmp, "%s=?utf-8?B?%.*s?=", i ? " " : "",
@@ -191,7 +193,7 @@ static int put_filename_param(smtpc__hdr *h, const char *param, const char *v, b
             i++;
         }
         if (!rc && i < n) rc = smtpc__buf_append(&tmp, ";", 1);
-        if (!rc) rc = smtpc__hdr_tok(h, " ", 1, (const char *)smtpc__buf_ptr(&tmp), smtpc__buf_size(&tmp));
+        if (!rc) rc = smtpc__hdr_tok(h, " ", 1, (const char *)smtpc__bptr(&tmp), smtpc__buf_size(&tmp));
         seg++;
     }
     smtpc__buf_free(&tmp);
@@ -349,7 +351,7 @@ static int addr_hdr(smtpc_message_writer *w, const char *name, smtpc_address *co
         rc = smtpc__buf_printf(&t, "%s%s%s%s%s", a->display ? "<" : "", f, a->display ? ">" : "",
                                gend ? ";" : "", i + 1 < n ? "," : "");
         free(f);
-        if (!rc) rc = smtpc__hdr_tok(&h, " ", 1, (const char *)smtpc__buf_ptr(&t), smtpc__buf_size(&t));
+        if (!rc) rc = smtpc__hdr_tok(&h, " ", 1, (const char *)smtpc__bptr(&t), smtpc__buf_size(&t));
     }
     smtpc__buf_free(&t);
     if (!rc) rc = smtpc__hdr_end(&h);

@@ -31,7 +31,12 @@ int smtpc__buf_append(smtpc__buf *b, const void *p, size_t n);
 int smtpc__buf_append_str(smtpc__buf *b, const char *s);
 int smtpc__buf_printf(smtpc__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline size_t smtpc__buf_size(const smtpc__buf *b) { return b->len - b->off; }
-static inline const uint8_t *smtpc__buf_ptr(const smtpc__buf *b) { return b->data + b->off; }
+/* Never NULL: an empty, never-grown buffer gives a valid empty pointer
+ * (NULL + 0 is undefined behaviour, and memcpy/memcmp reject NULL). */
+static inline const uint8_t *smtpc__buf_ptr(const smtpc__buf *b)
+{
+    return b->data ? b->data + b->off : (const uint8_t *)"";
+}
 void smtpc__buf_consume(smtpc__buf *b, size_t n);
 void smtpc__buf_reset(smtpc__buf *b);
 

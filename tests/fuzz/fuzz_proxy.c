@@ -49,9 +49,9 @@ static const smtpc__transport_ops mem_ops = {
 };
 
 static const char *const urls[] = {
-    "socks4://id@127.0.0.1",   "socks4a://127.0.0.1", "socks5://127.0.0.1",
-    "socks5h://u:p@127.0.0.1", "socks5h://127.0.0.1", "http://127.0.0.1",
-    "http://u:p@[::1]:3128",
+    "socks4://id@127.0.0.1",   "socks4a://127.0.0.1",   "socks5://127.0.0.1",
+    "socks5h://u:p@127.0.0.1", "socks5h://127.0.0.1",   "http://127.0.0.1",
+    "http://u:p@[::1]:3128",   "https://u:p@127.0.0.1",
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

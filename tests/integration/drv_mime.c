@@ -11,8 +11,11 @@
  *   --in-reply-to IDS  --references IDS  --8bit  --utf8
  *   --twice   write twice and fail unless identical (and equal to the size)
  *   --bufsize N  read in N-byte steps   --print-envelope (to stderr)
- *   --load FILE  load a raw message (sendmail -t) instead of building one */
+ *   --load FILE  load a raw message (sendmail -t) instead of building one
+ *   --send HOST:PORT  send it with smtpc_session_send_message (--bdat: use CHUNKING)
+ *                     instead of writing it; prints SEND:<err name> and the session error */
 #include <smtpc/message.h>
+#include <smtpc/session.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +84,8 @@ int main(int argc, char **argv)
     unsigned flags = 0;
     int twice = 0, print_env = 0;
     size_t bufsize = 65536;
-    const char *outpath = NULL;
+    const char *outpath = NULL, *sendto = NULL;
+    int bdat = 0;
     rnd rnds[16];
     int nrnd = 0;
     FILE *loadf = NULL;
@@ -104,6 +108,7 @@ int main(int argc, char **argv)
         if (!strcmp(o, "--8bit")) { flags |= SMTPC_WRITE_8BITMIME; continue; }
         if (!strcmp(o, "--utf8")) { flags |= SMTPC_WRITE_SMTPUTF8; continue; }
         if (!strcmp(o, "--twice")) { twice = 1; continue; }
+        if (!strcmp(o, "--bdat")) { bdat = 1; continue; }
         if (!strcmp(o, "--print-envelope")) { print_env = 1; continue; }
         if (!v) { fprintf(stderr, "missing value for %s\n", o); return 2; }
         i++;
@@ -168,6 +173,7 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--in-reply-to")) rc = smtpc_message_set_in_reply_to(m, v);
         else if (!strcmp(o, "--references")) rc = smtpc_message_set_references(m, v);
         else if (!strcmp(o, "--out")) outpath = v;
+        else if (!strcmp(o, "--send")) sendto = v;
         else if (!strcmp(o, "--bufsize")) bufsize = strtoull(v, NULL, 10);
         else { fprintf(stderr, "unknown option %s\n", o); return 2; }
         if (rc) die(m, rc, o);
@@ -178,6 +184,29 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < smtpc_message_rcpt_count(m); i++)
             fprintf(stderr, "RCPT:%s\n", smtpc_message_rcpt(m, i));
         fprintf(stderr, "SMTPUTF8:%d\n", smtpc_message_needs_smtputf8(m));
+    }
+    if (sendto) {
+        char host[256];
+        const char *colon = strrchr(sendto, ':');
+        if (!colon || (size_t)(colon - sendto) >= sizeof host) return 2;
+        memcpy(host, sendto, (size_t)(colon - sendto));
+        host[colon - sendto] = 0;
+        smtpc_session *s;
+        if (smtpc_session_new(&s)) return 1;
+        smtpc_send_opts so;
+        memset(&so, 0, sizeof so);
+        so.use_bdat = bdat;
+        int rc = smtpc_session_connect(s, host, (uint16_t)strtoul(colon + 1, NULL, 10));
+        if (!rc) rc = smtpc_session_ehlo(s, NULL);
+        if (!rc) rc = smtpc_session_send_message(s, m, &so);
+        printf("SEND:%s\n%s\n", smtpc_err_name(rc), smtpc_session_errmsg(s));
+        for (size_t i = 0; i < smtpc_session_rcpt_count(s); i++)
+            printf("RCPT:%zu:%d\n", i, smtpc_reply_code(smtpc_session_rcpt_reply(s, i)));
+        smtpc_session_quit(s);
+        smtpc_session_free(s);
+        smtpc_message_free(m);
+        if (loadf) fclose(loadf);
+        return rc ? 1 : 0;
     }
     FILE *out = outpath ? fopen(outpath, "wb") : stdout;
     char *buf = malloc(bufsize);

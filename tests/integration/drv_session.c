@@ -79,6 +79,7 @@ static ssize_t piece_read(void *ud, void *buf, size_t len)
     piece_src *m = ud;
     size_t n = m->left < len ? m->left : len;
     if (n > m->piece) n = m->piece;
+    if (n == 0) return 0; /* m->p is NULL for an empty body */
     memcpy(buf, m->p, n);
     m->p += n;
     m->left -= n;

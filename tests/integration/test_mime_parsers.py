@@ -165,6 +165,7 @@ def test_full_message_both_parsers(tmp_path, gmime):
 
     gm = gm_leaves(gmime, raw, tmp_path)
     assert gm["subject"] == subject
+    assert gm["from"] == "Zoë Ünïcode <zoe@xn--bcher-kva.example>"
     assert len(gm["parts"]) == len(expected)
     for got, exp in zip(gm["parts"], expected):
         assert got[0] == exp[0]

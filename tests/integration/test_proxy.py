@@ -238,6 +238,22 @@ def test_silent_proxy_times_out(scripted_proxy, proto, scheme):
     assert 600 <= ms < 5000, out
 
 
+@pytest.mark.parametrize("scheme,proto", [("socks5h", "socks5"), ("socks4a", "socks4"),
+                                          ("http", "http")])
+def test_slow_proxy(scripted_proxy, echo_target, scheme, proto):
+    """A reply dribbling in byte by byte: done within the deadline, else a timeout."""
+    tgt = echo_target()
+    px = scripted_proxy(proto, "slow:0.02")
+    rc, out = run(f"{scheme}://127.0.0.1:{px.port}", "localhost", tgt.port)
+    assert rc == 0, out
+    ok(out)
+    px = scripted_proxy(proto, "slow:0.3")
+    rc, out = run(f"{scheme}://127.0.0.1:{px.port}", "localhost", tgt.port, timeout_ms=800)
+    assert rc == 1
+    assert "ERROR SMTPC_ETIMEDOUT: " in out and "did not complete the handshake in time" in out
+    assert elapsed_ms(out) < 5000, out
+
+
 def test_cancel_during_handshake(scripted_proxy):
     px = scripted_proxy("socks5", "silent")
     rc, out = run(f"socks5h://127.0.0.1:{px.port}", "mx.example", 25, timeout_ms=30000,

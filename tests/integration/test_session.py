@@ -140,10 +140,7 @@ def test_send_all_or_nothing_delivers_nothing(aiosmtpd, tmp_path, pipelining):
     assert r.rc_of("send") == "SMTPC_EPERMFAIL"
     assert r.rcpts == [("SMTPC_OK", 250), ("SMTPC_EPERMFAIL", 550)]
     assert srv.envelopes == []
-    if pipelining:
-        # DATA was already sent: closing is the only way out without a dot.
-        assert "nothing delivered" in r.errs["send"]
-        assert r.connected is False
+    assert r.connected is True  # refused politely (RSET), the connection is kept
 
 
 PIPE_EHLO = b"250-test.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
@@ -286,3 +283,11 @@ def test_body_memory_is_bounded(scripted, step):
         pytest.skip("no VmHWM on this system")
     # A few chunks in flight, not the message (ASan adds ~10 MB of its own).
     assert r.peak_rss_kb < 16 * 1024, r.peak_rss_kb
+
+
+@pytest.mark.parametrize("step", ["data", "datacb"])
+def test_empty_body(aiosmtpd, tmp_path, step):
+    srv = aiosmtpd()
+    r = run(srv.port, "--to", "a@example.org", "--file", "", "--do", "connect,ehlo,mail,rcpt,%s,quit" % step)
+    assert r.rc == 0, r.out
+    assert srv.envelopes[0].data == b""

@@ -280,3 +280,33 @@ def test_bind_local_address(scripted):
     assert r.rc == 0, r.out
     assert srv.wait(10) and srv.peers[0][0] == "127.0.0.2"
     assert srv.lines[0] == b"EHLO [127.0.0.2]" or b"." in srv.lines[0]  # the literal of our end
+
+
+def test_354_to_a_refused_transaction_is_never_ended(scripted, tmp_path):
+    # MAIL refused but RCPT accepted and 354 to the pipelined DATA (a broken
+    # server): any end of data would deliver an empty message, so the client
+    # must drop the connection without sending another byte.
+    srv = scripted([GREETING] + EHLO + [("expect_lines", 3),
+                                        ("send", b"550 5.7.1 no\r\n250 ok\r\n354 go\r\n"), ("hang",)])
+    r = run(srv.port, "--to", "a@example.org", "--do", "connect,ehlo,send", body=MSG, tmp_path=tmp_path)
+    assert r.rc_of("send") == "SMTPC_EPERMFAIL", r.out
+    assert "connection closed" in r.errs["send"]
+    assert r.connected is False
+    assert srv.wait(10) and srv.closed_by_client
+    assert srv.received.endswith(b"DATA\r\n"), bytes(srv.received)
+
+
+def test_connect_by_name(scripted):
+    srv = scripted([GREETING] + EHLO + [("expect", rb"^QUIT$"), ("send", b"221 bye\r\n")])
+    r = run(srv.port, "--do", "connect,ehlo,quit", host="localhost")
+    assert r.rc == 0, r.out
+
+
+def test_421_while_idle_is_reported_by_the_next_command(scripted):
+    # The server shuts down between commands (RFC 5321 §3.8): the next
+    # command gets the 421, not a bare "connection closed".
+    srv = scripted([GREETING] + EHLO + [("send", b"421 4.3.2 going down\r\n"), ("close",)])
+    r = run(srv.port, "--do", "connect,ehlo,noop")
+    assert r.rc_of("noop") == "SMTPC_ETEMPFAIL", r.out
+    assert r.replies["noop"][0] == 421
+    assert r.connected is False

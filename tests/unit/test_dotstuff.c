@@ -5,6 +5,14 @@
 
 #include <stdint.h>
 
+/* CHECK_MEM without handing memcmp a NULL pointer for an empty buffer */
+#define CHECK_BYTES(a, al, b, bl)                                                          \
+    do {                                                                                   \
+        size_t cb_al = (al), cb_bl = (bl);                                                 \
+        if (cb_al == 0 || cb_bl == 0) CHECK_INT(cb_al, cb_bl);                             \
+        else CHECK_MEM(a, cb_al, b, cb_bl);                                                \
+    } while (0)
+
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void)
 {
@@ -155,7 +163,7 @@ TEST(data_mode_properties)
             T_FAILF("iteration %d: %s", iter, why);
         size_t nl = normalise(in, n, norm);
         size_t bl = unstuff(smtpc__buf_ptr(&out), smtpc__buf_size(&out), back);
-        CHECK_MEM(back, bl, norm, nl);
+        CHECK_BYTES(back, bl, norm, nl);
         smtpc__buf_free(&out);
     }
 }
@@ -172,7 +180,7 @@ TEST(bdat_mode_properties)
         if (!wire_ok(smtpc__buf_ptr(&out), smtpc__buf_size(&out), false, why, sizeof why))
             T_FAILF("iteration %d: %s", iter, why);
         size_t nl = normalise(in, n, norm);
-        CHECK_MEM(smtpc__buf_ptr(&out), smtpc__buf_size(&out), norm, nl);
+        CHECK_BYTES(smtpc__buf_ptr(&out), smtpc__buf_size(&out), norm, nl);
         smtpc__buf_free(&out);
     }
 }
@@ -202,7 +210,7 @@ TEST(examples)
             CHECK_INT(smtpc__dotstuff_write(&d, true, (const uint8_t *)ex[i].in, cut, &out), 0);
             CHECK_INT(smtpc__dotstuff_write(&d, true, (const uint8_t *)ex[i].in + cut, n - cut, &out), 0);
             CHECK_INT(smtpc__dotstuff_finish(&d, true, &out), 0);
-            CHECK_MEM(smtpc__buf_ptr(&out), smtpc__buf_size(&out), ex[i].want, strlen(ex[i].want));
+            CHECK_BYTES(smtpc__buf_ptr(&out), smtpc__buf_size(&out), ex[i].want, strlen(ex[i].want));
             smtpc__buf_free(&out);
         }
     }
@@ -288,7 +296,7 @@ TEST(engine_bdat_framing)
         CHECK(last_seen_at_end);
         CHECK_INT(smtpc__engine_pending_replies(e), chunks);
         size_t nl = normalise(in, n, norm);
-        CHECK_MEM(data, dl, norm, nl);
+        CHECK_BYTES(data, dl, norm, nl);
         smtpc__engine_free(e);
     }
 }

@@ -143,6 +143,34 @@ TEST(output_partial_writes)
     smtpc__engine_free(e);
 }
 
+/* A refused body write leaves the output as it was, even when the buffer
+ * was compacted on the way. */
+TEST(body_write_failure_queues_nothing)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_data(e), 0);
+    CHECK_INT(feed(e, "354 go\r\n", NULL), 0);
+    drain(e);
+    smtpc__engine_output_advance(e, 4); /* "DA" of "DATA\r\n" written... */
+    /* short lines past the first 64 KiB slice, then one too long */
+    static char body[70000];
+    memset(body, 'a', sizeof body);
+    for (size_t i = 100; i < 68000; i += 100) body[i] = '\n';
+    CHECK_INT(smtpc__engine_body_write(e, body, sizeof body), SMTPC_ELIMIT);
+    const uint8_t *out;
+    size_t n = smtpc__engine_output(e, &out);
+    CHECK_MEM(out, n, "\r\n", 2);
+    /* the encoder state was restored too: a good write still works */
+    CHECK_INT(smtpc__engine_body_write(e, ".x", 2), 0);
+    CHECK_INT(smtpc__engine_body_end(e), 0);
+    n = smtpc__engine_output(e, &out);
+    CHECK_MEM(out, n, "\r\n..x\r\n.\r\n", 10);
+    smtpc__engine_free(e);
+}
+
 TEST(names)
 {
     CHECK_STR(smtpc__cmd_name(SMTPC__CMD_DATA_END), "DATA_END");
@@ -160,6 +188,7 @@ int main(void)
     RUN(starttls_stops_feed);
     RUN(reset_and_reuse);
     RUN(output_partial_writes);
+    RUN(body_write_failure_queues_nothing);
     RUN(names);
     T_DONE();
 }

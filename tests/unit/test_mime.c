@@ -305,6 +305,33 @@ TEST(type_guess_and_names)
     smtpc_message_free(m);
 }
 
+TEST(b_words_unpadded)
+{
+    /* mixed 1-, 2- and 3-byte characters force B words split at odd places */
+    smtpc_message *m = basic();
+    smtpc__buf subj;
+    smtpc__buf_init(&subj, 0);
+    for (int i = 0; i < 40; i++) smtpc__buf_append_str(&subj, i % 3 ? "\xc3\xa9\xe6\x97\xa5" : "a\xc3\xa9");
+    smtpc__buf_append(&subj, "", 1);
+    smtpc_message_set_subject(m, (const char *)subj.data);
+    size_t n;
+    char *s = write_all(m, 0, 4096, &n, NULL);
+    CHECK(s != NULL);
+    int words = 0;
+    for (const char *p = s ? strstr(s, "Subject:") : NULL; p && (p = strstr(p, "?B?")) != NULL;) {
+        const char *e = strstr(p + 3, "?=");
+        words++;
+        bool last = strncmp(e + 2, "\r\nMessage-ID", 12) == 0;
+        if (!last && e[-1] == '=') T_FAILF("padding in a non-final B word");
+        p = e;
+        if (last) break;
+    }
+    CHECK(words > 3);
+    free(s);
+    smtpc__buf_free(&subj);
+    smtpc_message_free(m);
+}
+
 TEST(date_local_zone)
 {
     char d[64];
@@ -365,5 +392,6 @@ int main(void)
     RUN(type_guess_and_names);
     RUN(rfc2047_decoder);
     RUN(date_local_zone);
+    RUN(b_words_unpadded);
     T_DONE();
 }

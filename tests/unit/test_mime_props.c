@@ -240,7 +240,7 @@ TEST(qp_properties)
         smtpc__buf_init(&out, 0);
         CHECK_INT(smtpc__qp_encode(&out, c, n), 0);
         /* every line <= 76, only printable ASCII, no trailing whitespace; decode == input */
-        const char *s = (const char *)smtpc__buf_ptr(&out);
+        const char *s = (const char *)smtpc__bptr(&out);
         size_t len = smtpc__buf_size(&out), line = 0;
         smtpc__buf dec;
         smtpc__buf_init(&dec, 0);
@@ -271,7 +271,7 @@ TEST(qp_properties)
                 smtpc__buf_append(&dec, &ch, 1);
             }
         }
-        CHECK_MEM(smtpc__buf_ptr(&dec), smtpc__buf_size(&dec), c, n);
+        CHECK_MEM(smtpc__bptr(&dec), smtpc__buf_size(&dec), c, n);
         smtpc__buf_free(&dec);
         smtpc__buf_free(&out);
         free(c);

@@ -135,6 +135,8 @@ TEST(caps_direct)
     CHECK_STR(c.auth[0], "PLAIN");
     CHECK_STR(c.auth[1], "LOGIN");
     CHECK(c.auth[2] == NULL);
+    CHECK(smtpc__caps_has_auth(&c, "login"));
+    CHECK(!smtpc__caps_has_auth(&c, "CRAM-MD5"));
     CHECK_STR(smtpc__caps_param(&c, "X-UNKNOWN"), "a b");
     CHECK(smtpc__caps_param(&c, "mx") == NULL); /* the greeting line is no keyword */
     CHECK_INT(c.nlines, 3);

@@ -22,6 +22,7 @@ modes (all protocols unless noted):
   silent             read the request, never answer (until the client closes)
   garbage            answer bytes that are no valid reply
   truncate:N         send the first N bytes of a valid success reply, close
+  slow:S             forward, but send the success reply one byte every S seconds
   socks5 only:
     rep:N            CONNECT reply code N (after a normal method selection)
     method:N         choose authentication method N (0xff = none acceptable)
@@ -45,6 +46,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -204,7 +206,7 @@ class ScriptedProxy:
         if m == "close_after_method":
             c.sendall(b"\x05\x00")
             return
-        if m == "auth_fail" or (self.auth and m == "forward"):
+        if m == "auth_fail" or (self.auth and (m == "forward" or m.startswith("slow:"))):
             if 2 not in methods:
                 return c.sendall(b"\x05\xff")
             c.sendall(b"\x05\x02")
@@ -245,7 +247,11 @@ class ScriptedProxy:
         self._relay(c, t)
 
     def _send_ok(self, c, t, ok):
-        if self.coalesce:
+        if self.mode.startswith("slow:"):  # one byte at a time
+            for i in range(len(ok)):
+                c.sendall(ok[i:i + 1])
+                time.sleep(float(self.mode.split(":")[1]))
+        elif self.coalesce:
             t.settimeout(5)
             c.sendall(ok + t.recv(4096))  # one segment: the reply and the greeting
         else:
