@@ -146,6 +146,7 @@ typedef struct smtpc_bulk_stats {
     uint64_t submitted, sent, failed, canceled, unknown, retried;
     uint64_t connections_opened, connections_failed;
     unsigned connections_open;
+    unsigned connections_idle; /* open, past EHLO, nothing in flight */
 } smtpc_bulk_stats;
 SMTPC_API void smtpc_bulk_get_stats(const smtpc_bulk *b, smtpc_bulk_stats *st);
 

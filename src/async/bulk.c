@@ -292,7 +292,8 @@ static int take_msg(smtpc_bulk *b, mrec **out)
         if (!b->retry_head) b->retry_tail = NULL;
         return 1;
     }
-    if (b->src_done || b->canceling || !b->next_cb) return 0;
+    if (!b->next_cb) b->src_done = true;
+    if (b->src_done || b->canceling) return 0;
     mrec *r = rec_new(b);
     if (!r) return SMTPC_ENOMEM;
     int rc = b->next_cb(b->next_ud, &r->m);
@@ -1674,4 +1675,9 @@ SMTPC_API void smtpc_bulk_get_stats(const smtpc_bulk *b, smtpc_bulk_stats *st)
     if (!b || !st) return;
     *st = b->st;
     st->connections_open = (unsigned)b->nconns;
+    st->connections_idle = 0;
+    for (size_t i = 0; i < b->nconns; i++) {
+        const conn *c = b->conns[i];
+        if (c->phase == P_READY && !c->exp_len && !c->inflight[0]) st->connections_idle++;
+    }
 }
