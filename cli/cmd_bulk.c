@@ -350,6 +350,6 @@ int cmd_bulk(const char *prog, int argc, char **argv)
 bool cli_wants_bulk(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--count") || !strcmp(argv[i], "--connections")) return true;
+        if (!strcmp(argv[i], "--connections")) return true; /* --count alone: cmd_send's own */
     return false;
 }

@@ -19,6 +19,7 @@
 
 typedef struct {
     size_t count, next, cancel_after, results;
+    struct timespec first, last;
     const char *rcpts[16];
     size_t nrcpts;
     char **bodies;
@@ -54,7 +55,8 @@ static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
     x->seen[i]++;
     printf("R %zu %s %d %u %s %s\n", i, st_name[r->status], r->reply_code, r->attempts,
            r->error ? smtpc_err_name(r->error) : "0", r->errmsg);
-    x->results++;
+    if (x->results++ == 0) clock_gettime(CLOCK_MONOTONIC, &x->first);
+    clock_gettime(CLOCK_MONOTONIC, &x->last);
     if (x->cancel_after && x->results == x->cancel_after) smtpc_bulk_cancel(x->b);
 }
 
@@ -148,6 +150,7 @@ int main(int argc, char **argv)
     smtpc_bulk_stats st;
     smtpc_bulk_get_stats(b, &st);
     long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    printf("SPAN %ld\n", (long)((x.last.tv_sec - x.first.tv_sec) * 1000 + (x.last.tv_nsec - x.first.tv_nsec) / 1000000));
     printf("DONE %s %llu %llu %llu %llu %llu %ld conns=%llu retried=%llu\n",
            rc ? smtpc_err_name(rc) : "0", (unsigned long long)st.submitted,
            (unsigned long long)st.sent, (unsigned long long)st.failed,
