@@ -15,7 +15,7 @@
 const cli_opt_def cli_opt_table[] = {
     /* where to */
     {"--server", O_SERVER, OK_VALUE, S | P | Q, "server", "HOST[:PORT]", "SMTP server ([::1]:2525 for IPv6)"},
-    {"--tls", O_TLS, OK_VALUE, S | P | Q, "tls", "MODE", "none, starttls or tls (implicit TLS)"},
+    {"--tls", O_TLS, OK_VALUE, S | P | Q, "tls", "MODE", "auto, implicit (tls), starttls, starttls-optional or none"},
     {"--pickup-dir", O_PICKUP_DIR, OK_VALUE, S | M, "pickup-dir", "DIR", "write the message into DIR instead of sending"},
     {"--outbox", O_OUTBOX, OK_VALUE, S | Q | M, "outbox", "DIR", "queue the message in an offline outbox"},
     {"--ehlo-name", O_EHLO_NAME, OK_VALUE, S | P | Q, "ehlo-name", "NAME", "name sent in EHLO"},
@@ -63,8 +63,8 @@ const cli_opt_def cli_opt_table[] = {
     {"--connect-timeout", O_CONNECT_TIMEOUT, OK_VALUE, S | P | Q, "connect-timeout", "DUR", "connect timeout (30s, 500ms)"},
     {"--greeting-timeout", O_GREETING_TIMEOUT, OK_VALUE, S | P | Q, "greeting-timeout", "DUR", "greeting timeout"},
     {"--timeout", O_TIMEOUT, OK_VALUE, S | P | Q, "timeout", "DUR", "command timeout"},
-    {"--proxy", O_PROXY, OK_VALUE, S | P | Q, "proxy", "URL", "socks5://, socks4a://, http:// proxy"},
-    {"--bind", O_BIND, OK_VALUE, S | P | Q, "bind", "ADDR", "local address to connect from"},
+    {"--proxy", O_PROXY, OK_VALUE, S | P | Q, "proxy", "URL", "through a proxy: socks5h://[USER:PASS@]HOST[:PORT], socks5://, socks4a://, socks4://, http://, https://"},
+    {"--bind", O_BIND, OK_VALUE, S | P | Q, "bind", "ADDR[:PORT]", "local address (and port) to connect from"},
     {"-4", O_IPV4, OK_FLAG, S | P | Q, NULL, NULL, "IPv4 only"},
     {"-6", O_IPV6, OK_FLAG, S | P | Q, NULL, NULL, "IPv6 only"},
     /* configuration and output */

@@ -190,6 +190,11 @@ int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const
  * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
 int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
                      size_t hostlen, uint16_t *port);
+/* After smtpc_session_open: r->tls ("tls", "starttls", "none") and r->auth
+ * from what the session used. */
+void cli_result_security(cli_result *r, const smtpc_session *s);
+/* Wipes the OAuth token kept for the session's token provider. */
+void cli_security_done(void);
 /* Options the chosen delivery needs but this build cannot do yet. Returns 0
  * or EX_UNAVAILABLE after printing which option. */
 int cli_check_supported(const cli_ctx *c, cli_delivery d);

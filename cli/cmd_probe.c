@@ -66,31 +66,77 @@ int cmd_probe(const char *prog, int argc, char **argv)
     uint16_t port;
     int rc = cli_session_open(&c, &r, &s, host, sizeof host, &port);
     if (!rc) {
-        rc = smtpc_session_connect(s, host, port);
-        const smtpc_reply *g = smtpc_session_reply(s);
+        /* the whole opening as send does it: TLS per mode, EHLO again, AUTH
+         * when credentials are given (so probe also checks them) */
+        rc = smtpc_session_open(s, host, port);
+        const smtpc_reply *g = smtpc_session_greeting(s);
         if (g && smtpc_reply_code(g)) {
-            /* keep the greeting: the EHLO reply replaces the session's last reply */
             if (c.json) json_reply(&greet, "greeting", g);
             else print_reply_text("greeting", g);
         }
         if (rc) cli_result_fail(&r, rc, "%s", smtpc_session_errmsg(s));
-    }
-    if (!rc) {
-        rc = smtpc_session_ehlo(s, NULL);
-        if (rc) cli_result_fail(&r, rc, "%s", smtpc_session_errmsg(s));
+        cli_result_security(&r, s);
     }
     /* the reply is valid until the next command: render it before QUIT */
     const smtpc_reply *e = !rc ? smtpc_session_reply(s) : NULL;
     smtpc__buf ehlo;
     smtpc__buf_init(&ehlo, 0);
+    const smtpc_tls_info *ti = s ? smtpc_session_tls_info(s) : NULL;
+    if (!c.json && ti) {
+        printf("tls: %s (%s)\n", ti->version, r.tls);
+        printf("cipher: %s\n", ti->cipher);
+        printf("subject: %s\nissuer: %s\nexpires: %s\n", ti->subject, ti->issuer, ti->not_after);
+        printf("verified: %s%s%s\n", ti->verified ? "yes" : "no", ti->verified ? "" : " (",
+               ti->verified ? "" : ti->verify_message);
+        if (!ti->verified) printf(")\n");
+        printf("pin: %s\n", ti->pin_sha256);
+    } else if (!c.json && s && !rc) {
+        printf("tls: none\n");
+    }
     if (!c.json && e) print_reply_text("ehlo", e);
+    const char *offered = s && e ? smtpc_session_auth_offered(s) : "";
+    char *mechs = smtpc__strdup(offered);
+    if (!c.json && e) printf("auth: %s\n", mechs && mechs[0] ? mechs : "(none offered)");
+    if (!c.json && r.auth) printf("authenticated: %s\n", r.auth);
     json_reply(&ehlo, "ehlo", e);
     smtpc__buf_append_str(&ehlo, ",\"extensions\":[");
     for (size_t i = 1; e && i < smtpc_reply_line_count(e); i++) {
         if (i > 1) smtpc__buf_append(&ehlo, ",", 1);
         cli_json_str(&ehlo, smtpc_reply_line(e, i));
     }
-    smtpc__buf_append_str(&ehlo, "]");
+    smtpc__buf_append_str(&ehlo, "],\"auth_mechanisms\":[");
+    for (char *p = mechs, *q; p && *p; p = q) {
+        q = strchr(p, ' ');
+        if (q) *q++ = '\0';
+        else q = p + strlen(p);
+        if (p != mechs) smtpc__buf_append(&ehlo, ",", 1);
+        cli_json_str(&ehlo, p);
+    }
+    free(mechs);
+    smtpc__buf_append_str(&ehlo, "],\"authenticated\":");
+    cli_json_str(&ehlo, r.auth);
+    smtpc__buf_append_str(&ehlo, ",\"tls_info\":");
+    if (ti) {
+        smtpc__buf_append_str(&ehlo, "{\"version\":");
+        cli_json_str(&ehlo, ti->version);
+        smtpc__buf_append_str(&ehlo, ",\"cipher\":");
+        cli_json_str(&ehlo, ti->cipher);
+        smtpc__buf_append_str(&ehlo, ",\"subject\":");
+        cli_json_str(&ehlo, ti->subject);
+        smtpc__buf_append_str(&ehlo, ",\"issuer\":");
+        cli_json_str(&ehlo, ti->issuer);
+        smtpc__buf_append_str(&ehlo, ",\"not_before\":");
+        cli_json_str(&ehlo, ti->not_before);
+        smtpc__buf_append_str(&ehlo, ",\"not_after\":");
+        cli_json_str(&ehlo, ti->not_after);
+        smtpc__buf_printf(&ehlo, ",\"verified\":%s,\"verify_message\":", ti->verified ? "true" : "false");
+        cli_json_str(&ehlo, ti->verify_message);
+        smtpc__buf_append_str(&ehlo, ",\"pin\":");
+        cli_json_str(&ehlo, ti->pin_sha256);
+        smtpc__buf_append_str(&ehlo, "}");
+    } else {
+        smtpc__buf_append_str(&ehlo, "null");
+    }
     if (s && smtpc_session_is_connected(s)) smtpc_session_quit(s);
     r.ok = rc == 0;
     if (c.json) {

@@ -85,6 +85,152 @@ static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
     return setter(s, ms);
 }
 
+/* --bind ADDR[:PORT] ("[v6]:port", or a bare IPv6 address without port). */
+static int parse_bind(const char *v, char *addr, size_t len, uint16_t *port)
+{
+    const char *c1 = strchr(v, ':');
+    if (c1 && v[0] != '[' && strchr(c1 + 1, ':')) { /* bare IPv6 */
+        if (strlen(v) >= len) return SMTPC_ECONFIG;
+        smtpc__strlcpy(addr, v, len);
+        *port = 0;
+        return 0;
+    }
+    return smtpc_config_parse_server(v, addr, len, port);
+}
+
+/* Where the connection comes from and goes through: --bind, -4/-6,
+ * --proxy (or the configuration's bind / proxy). 0 or SMTPC_E* (in r). */
+static int cli_session_reach(const cli_ctx *c, cli_result *r, smtpc_session *s)
+{
+    int rc = 0;
+    const char *b = cli_get(c, O_BIND);
+    if (b) {
+        char addr[256];
+        uint16_t bport = 0;
+        if (parse_bind(b, addr, sizeof addr, &bport))
+            return cli_result_fail(r, SMTPC_ECONFIG, "bad bind address \"%s\" (ADDR, ADDR:PORT or [IPv6]:PORT)", b);
+        if ((rc = smtpc_session_set_bind(s, addr, bport))) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+    }
+    if (cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6))
+        return cli_result_fail(r, SMTPC_ECONFIG, "-4 and -6 exclude each other");
+    if (cli_get_bool(c, O_IPV4)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV4);
+    if (cli_get_bool(c, O_IPV6)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV6);
+    if (rc) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+    const char *px = cli_get(c, O_PROXY);
+    if (px && *px && (rc = smtpc_session_set_proxy_url(s, px))) {
+        /* the library's message never holds the credentials */
+        return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s",
+                               smtpc_session_errmsg(s));
+    }
+    return 0;
+}
+
+/* ---- security settings -> session ---------------------------------------- */
+
+/* OAuth token provider: runs --oauth-token-cmd for the token and again when
+ * the server refused it (an expired token). The token lives until the next
+ * call or cli_security_done(). */
+static struct { const cli_ctx *c; char *token; } g_tok;
+
+static int token_provider(void *ud, bool refresh, const char **token, size_t *len)
+{
+    (void)ud;
+    (void)refresh; /* both mean "run the command": it returns the current token */
+    smtpc__free_secret(g_tok.token);
+    g_tok.token = NULL;
+    const char *src;
+    char err[256];
+    int rc = cli_secret(g_tok.c, true, &g_tok.token, &src, err, sizeof err);
+    if (rc) return rc == SMTPC_ENOTFOUND ? SMTPC_EAUTH : rc;
+    *token = g_tok.token;
+    *len = strlen(g_tok.token);
+    return 0;
+}
+
+void cli_security_done(void)
+{
+    smtpc__free_secret(g_tok.token);
+    g_tok.token = NULL;
+    g_tok.c = NULL;
+}
+
+static int tls_version(const char *v, int *out)
+{
+    if (!v) { *out = 0; return 0; }
+    static const char *const names[] = {"1.0", "1.1", "1.2", "1.3"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(v, names[i])) { *out = 10 + i; return 0; }
+    return SMTPC_ECONFIG;
+}
+
+static void trace_to_stderr(void *ud, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    (void)ud;
+    char esc[1100];
+    smtpc__escape_into(esc, sizeof esc, line, len);
+    fprintf(stderr, "%s %s\n", dir == SMTPC_TRACE_SENT ? "C:" : dir == SMTPC_TRACE_RECEIVED ? "S:" : "*", esc);
+}
+
+/* Applies TLS and AUTH settings (flags over configuration). 0 or SMTPC_E*
+ * with r filled. */
+static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smtpc_tls_mode mode)
+{
+    int rc = smtpc_session_set_tls_mode(s, mode);
+    const char *v;
+    if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_session_set_ca_file(s, v);
+    if (!rc && (v = cli_get(c, O_CA_PATH))) rc = smtpc_session_set_ca_path(s, v);
+    if (!rc && (v = cli_get(c, O_CERT))) rc = smtpc_session_set_client_cert(s, v, cli_get(c, O_KEY));
+    if (!rc && !cli_get(c, O_CERT) && cli_get(c, O_KEY))
+        return cli_result_fail(r, SMTPC_ECONFIG, "--key without --cert");
+    if (!rc && (v = cli_get(c, O_PIN))) {
+        /* several pins: separated by ';' ',' or spaces */
+        char buf[1024];
+        smtpc__strlcpy(buf, v, sizeof buf);
+        for (char *p = buf; !rc && *p;) {
+            size_t n = strcspn(p, ";, ");
+            char save = p[n];
+            p[n] = '\0';
+            if (n) rc = smtpc_session_add_pin(s, p);
+            if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "--pin: %s", smtpc_session_errmsg(s));
+            p += n + (save ? 1 : 0);
+        }
+    }
+    if (!rc && cli_get_bool(c, O_INSECURE)) {
+        rc = smtpc_session_set_insecure(s, true);
+        fprintf(stderr, "%s %s: warning: --insecure: the server's certificate is NOT verified; "
+                        "anyone on the path can read and change this session\n", c->prog, c->cmdname);
+    }
+    int tmin = 0, tmax = 0;
+    if (!rc && (tls_version(cli_get(c, O_TLS_MIN), &tmin) || tls_version(cli_get(c, O_TLS_MAX), &tmax)))
+        return cli_result_fail(r, SMTPC_ECONFIG, "--tls-min/--tls-max: not one of 1.0, 1.1, 1.2, 1.3");
+    if (!rc && (tmin || tmax || c->o.val[O_TLS_STRICT_VERSION]))
+        rc = smtpc_session_set_tls_versions(s, tmin, tmax, c->o.val[O_TLS_STRICT_VERSION] != NULL);
+    if (!rc && (v = cli_get(c, O_AUTH))) rc = smtpc_session_set_auth_mechanisms(s, v);
+    if (!rc && cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) rc = smtpc_session_set_allow_plaintext_auth(s, true);
+    if (rc) return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s", smtpc_session_errmsg(s));
+
+    const char *user = cli_get(c, O_USER);
+    bool tokcmd = cli_get(c, O_OAUTH_TOKEN_CMD) != NULL;
+    if (tokcmd) {
+        g_tok.c = c;
+        rc = smtpc_session_set_token_cb(s, token_provider, NULL);
+        if (!rc && user) rc = smtpc_session_set_credentials(s, user, NULL);
+    } else if (user) {
+        char *pw = NULL, err[256];
+        const char *src;
+        rc = cli_secret(c, false, &pw, &src, err, sizeof err);
+        if (rc == SMTPC_ENOTFOUND)
+            return cli_result_fail(r, SMTPC_ECONFIG, "--user %s needs a password: --password-env VAR, "
+                                   "--password-file FILE or --password-cmd CMD", user);
+        if (rc) return cli_result_fail(r, rc, "%s", err);
+        rc = smtpc_session_set_credentials(s, user, pw);
+        smtpc__free_secret(pw);
+        if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "%s", smtpc_session_errmsg(s));
+    }
+    if (c->o.val[O_TRACE]) smtpc_session_set_trace(s, trace_to_stderr, NULL);
+    return rc;
+}
+
 int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
                      size_t hostlen, uint16_t *port_out)
 {
@@ -99,9 +245,21 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
         uint64_t v;
         if (!smtpc__parse_u64(portv, strlen(portv), &v)) port = (uint16_t)v;
     }
-    if (!tls) tls = port == 465 ? "tls" : "starttls";
-    if (!port) port = !strcmp(tls, "tls") ? 465 : !strcmp(tls, "starttls") ? 587 : 25;
-    r->tls = tls;
+    bool creds = cli_get(c, O_USER) || cli_get(c, O_OAUTH_TOKEN_CMD);
+    smtpc_tls_mode mode;
+    if (!tls) {
+        /* as the library's default (RFC 8314): implicit TLS on 465;
+         * opportunistic STARTTLS on 25 without credentials (relay); STARTTLS
+         * required everywhere else: never a silent plaintext submission */
+        mode = port == 465 ? SMTPC_TLS_MODE_IMPLICIT
+               : (port == 25 && !creds) ? SMTPC_TLS_MODE_STARTTLS_OPTIONAL
+                                        : SMTPC_TLS_MODE_STARTTLS;
+    } else if (smtpc_tls_mode_parse(tls, &mode)) {
+        return cli_result_fail(r, SMTPC_ECONFIG, "--tls: \"%s\" is not a TLS mode", tls);
+    }
+    if (!port) port = mode == SMTPC_TLS_MODE_IMPLICIT || mode == SMTPC_TLS_MODE_AUTO ? 465
+                      : mode == SMTPC_TLS_MODE_NONE ? 25 : 587;
+    r->tls = mode == SMTPC_TLS_MODE_IMPLICIT ? "tls" : smtpc_tls_mode_name(mode);
     snprintf(r->server, sizeof r->server, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
 
     smtpc_session *s;
@@ -109,17 +267,31 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     if (rc) return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
     if (!rc) rc = set_ms(c, O_CONNECT_TIMEOUT, s, smtpc_session_set_connect_timeout_ms);
     if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
+    if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_auto_timeout_ms);
     if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
     if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
-    if (!rc && cli_get(c, O_BIND)) rc = smtpc_session_set_bind(s, cli_get(c, O_BIND), 0);
+    if (!rc) rc = cli_session_reach(c, r, s);
     if (rc) {
-        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        if (!r->err) cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        smtpc_session_free(s);
+        return r->err;
+    }
+    rc = apply_security(c, r, s, mode);
+    if (rc) {
         smtpc_session_free(s);
         return rc;
     }
     *port_out = port;
     *out = s;
     return 0;
+}
+
+/* What the session ended up using, for the report. */
+void cli_result_security(cli_result *r, const smtpc_session *s)
+{
+    smtpc_tls_mode u = smtpc_session_security_used(s);
+    r->tls = u == SMTPC_TLS_MODE_IMPLICIT ? "tls" : u == SMTPC_TLS_MODE_STARTTLS ? "starttls" : "none";
+    r->auth = smtpc_session_auth_mechanism(s);
 }
 
 static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
@@ -131,12 +303,12 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     smtpc_session *s;
     int rc = cli_session_open(c, r, &s, host, sizeof host, &port);
     if (rc) return rc;
-    rc = smtpc_session_connect(s, host, port);
-    if (!rc) rc = smtpc_session_ehlo(s, NULL);
+    rc = smtpc_session_open(s, host, port);
     if (rc) {
         cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
         goto out;
     }
+    cli_result_security(r, s);
     smtpc_mail_opts mo;
     memset(&mo, 0, sizeof mo);
     bool ext8 = smtpc_session_has_ext(s, "8BITMIME"), extu = smtpc_session_has_ext(s, "SMTPUTF8");
@@ -220,14 +392,15 @@ quit:
     if (smtpc_session_is_connected(s)) smtpc_session_quit(s);
 out:
     smtpc_session_free(s);
+    cli_security_done();
     return r->ok ? 0 : r->err;
 }
 #endif
 
 int cli_check_supported(const cli_ctx *c, cli_delivery d)
 {
-    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) {
-        cli_err(c, "--trace is not supported yet in this build");
+    if (c->o.val[O_TRACE_BODY]) {
+        cli_err(c, "--trace-body is not supported yet in this build");
         return EX_UNAVAILABLE;
     }
     if (d == DELIVER_OUTBOX) {
@@ -246,25 +419,6 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d)
     cli_err(c, "SMTP delivery is not supported yet in this build (use --pickup-dir DIR)");
     return EX_UNAVAILABLE;
 #else
-    /* settings that need libraries not merged yet (TLS, SASL, proxies) */
-    const char *tls = cli_get(c, O_TLS);
-    if (!tls || strcmp(tls, "none") != 0) {
-        cli_err(c, "TLS is not supported yet in this build: use --tls none (or tls = none) for "
-                   "a server on a trusted network");
-        return EX_UNAVAILABLE;
-    }
-    static const cli_opt_id later[] = {
-        O_USER, O_PASSWORD_ENV, O_PASSWORD_FILE, O_PASSWORD_CMD, O_OAUTH_TOKEN_CMD, O_AUTH,
-        O_CA_FILE, O_CA_PATH, O_PIN, O_CERT, O_KEY, O_TLS_MIN, O_TLS_MAX, O_TLS_STRICT_VERSION,
-        O_PROXY, O_IPV4, O_IPV6};
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(later); i++) {
-        const cli_opt_def *d2 = cli_opt_find_id(later[i]);
-        if (c->o.val[later[i]] || (d2->cfgkey && cli_get(c, later[i]))) {
-            cli_err(c, "%s%s is not supported yet in this build", c->o.val[later[i]] ? "" : "configuration key ",
-                    c->o.val[later[i]] ? d2->name : d2->cfgkey);
-            return EX_UNAVAILABLE;
-        }
-    }
     if (c->o.val[O_DSN_RET] && strcmp(c->o.val[O_DSN_RET], "FULL") && strcmp(c->o.val[O_DSN_RET], "HDRS")) {
         cli_err(c, "--dsn-ret: \"%s\" is not FULL or HDRS", c->o.val[O_DSN_RET]);
         return EX_USAGE;

@@ -34,7 +34,9 @@
 
 #include "common.h"
 #include "errors.h"
+#include "proxy.h"
 #include "reply.h"
+#include "tls.h"
 
 #include <stdbool.h>
 #include <sys/types.h>
@@ -67,10 +69,201 @@ SMTPC_API int smtpc_session_set_deadline_ms(smtpc_session *s, int64_t ms);
 /* The EHLO/HELO name. Default: the host's FQDN, else an address literal
  * "[127.0.0.1]" of the local end. SMTPC_EINVAL on CR/LF/NUL or spaces. */
 SMTPC_API int smtpc_session_set_ehlo_name(smtpc_session *s, const char *name);
-/* Local address (and port, 0 = any) to bind before connecting. */
+/* Local address (an IP literal or a name; and port, 0 = any) to bind
+ * before connecting; NULL addr with port 0 clears. Only addresses of the
+ * bound address's family are tried; none of them: connect fails with
+ * SMTPC_ENETWORK "cannot bind to ADDR: ...". With a proxy, it applies to
+ * the connection to the proxy. */
 SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_t port);
+
+/* ---- reaching the server: address family, proxy -------------------------- */
+typedef enum smtpc_family {
+    SMTPC_FAMILY_ANY = 0,  /* both, Happy Eyeballs (RFC 8305) between them */
+    SMTPC_FAMILY_IPV4 = 4, /* IPv4 only (-4) */
+    SMTPC_FAMILY_IPV6 = 6  /* IPv6 only (-6) */
+} smtpc_family;
+/* Which addresses of the server (or of the proxy) connect tries. A name
+ * without an address of that family: connect fails with SMTPC_ENOHOST.
+ * Errors: SMTPC_EINVAL (NULL session, another value). */
+SMTPC_API int smtpc_session_set_family(smtpc_session *s, smtpc_family family);
+/* Connect through a proxy (see smtpc/proxy.h): p is copied (credentials
+ * included; wiped when the session is freed); NULL = connect directly.
+ * The connect timeout covers the connection to the proxy and the whole
+ * proxy handshake. TLS to the mail server (implicit or STARTTLS) goes
+ * through the tunnel and is verified against the mail server's name, never
+ * the proxy's. A https:// proxy's own certificate is verified against the
+ * system trust store (OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR apply).
+ * Proxy failures make connect fail with SMTPC_EPROXY (the proxy refused,
+ * failed authentication, or closed), SMTPC_ENETWORK/SMTPC_ENOHOST (cannot
+ * reach the proxy), SMTPC_ETIMEDOUT, SMTPC_ETLS (https:// proxy); the
+ * message names the proxy by smtpc_proxy_redacted(), never its password.
+ * Errors: SMTPC_EINVAL (NULL session), SMTPC_ENOMEM. */
+SMTPC_API int smtpc_session_set_proxy(smtpc_session *s, const smtpc_proxy *p);
+/* The same from a URL ("socks5h://user:pass@host:1080", "http://host:3128";
+ * NULL or "" = none). Errors: SMTPC_EINVAL (malformed URL: the reason,
+ * without credentials, in smtpc_session_errmsg), SMTPC_ENOMEM. */
+SMTPC_API int smtpc_session_set_proxy_url(smtpc_session *s, const char *url);
 /* Limits on what the server may send: one reply line, one reply. */
 SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply);
+
+/* ---- security: TLS and authentication ---------------------------------------
+ * How the connection is protected (RFC 8314, RFC 3207):
+ *   IMPLICIT            TLS from the first byte (port 465).
+ *   STARTTLS            required: if the server does not offer STARTTLS or
+ *                       refuses it, fail (SMTPC_ETLS) before MAIL or AUTH.
+ *   STARTTLS_OPTIONAL   opportunistic: plaintext only when STARTTLS is not
+ *                       offered, and then never with credentials unless
+ *                       smtpc_session_set_allow_plaintext_auth(). A server
+ *                       that offers STARTTLS and then fails it is an error.
+ *   NONE                no TLS.
+ *   AUTO                like a mail client's account wizard: implicit TLS
+ *                       first, then plaintext + STARTTLS, each attempt with
+ *                       the short auto timeout for the TLS handshake and the
+ *                       greeting; plaintext only without credentials (as
+ *                       STARTTLS_OPTIONAL). smtpc_session_security_used()
+ *                       says which won.
+ *   DEFAULT             by port: 465 IMPLICIT; 25 without credentials
+ *                       STARTTLS_OPTIONAL (relay); otherwise (587, other
+ *                       ports, any port with credentials) STARTTLS.
+ * smtpc_session_connect() does the implicit TLS (IMPLICIT, AUTO, DEFAULT on
+ * port 465); STARTTLS is done by smtpc_session_starttls() or by
+ * smtpc_session_open(), which applies the whole policy.
+ * Certificates are verified by default (system store, or ca-file/ca-path):
+ * chain, dates, and the host name given to connect (an IP literal is checked
+ * against IP SANs). */
+typedef enum smtpc_tls_mode {
+    SMTPC_TLS_MODE_DEFAULT = 0,
+    SMTPC_TLS_MODE_NONE = 1,
+    SMTPC_TLS_MODE_IMPLICIT = 2,
+    SMTPC_TLS_MODE_STARTTLS = 3,
+    SMTPC_TLS_MODE_STARTTLS_OPTIONAL = 4,
+    SMTPC_TLS_MODE_AUTO = 5
+} smtpc_tls_mode;
+
+/* "none", "implicit", "starttls", "starttls-optional", "auto", "default";
+ * "unknown" otherwise. Never NULL. */
+SMTPC_API const char *smtpc_tls_mode_name(int mode);
+/* Parses those names (case-insensitive; "tls" and "ssl" mean implicit,
+ * "starttls-opt"/"opportunistic" mean starttls-optional). 0 or SMTPC_EINVAL. */
+SMTPC_API int smtpc_tls_mode_parse(const char *name, smtpc_tls_mode *out);
+
+/* Setters below: before connect; they apply to the next connection. They
+ * copy their strings. Errors: SMTPC_EINVAL (NULL session, bad value),
+ * SMTPC_ENOMEM. Files are loaded at connect: an unreadable CA file,
+ * certificate or key makes connect fail with SMTPC_ECONFIG before any
+ * network activity. */
+SMTPC_API int smtpc_session_set_tls_mode(smtpc_session *s, smtpc_tls_mode mode);
+/* Per-attempt timeout of AUTO (TLS handshake + greeting); 0 = default 5 s. */
+SMTPC_API int smtpc_session_set_auto_timeout_ms(smtpc_session *s, int64_t ms);
+/* Trusted CAs instead of the system store (PEM bundle / hashed directory);
+ * NULL = unset. */
+SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path);
+SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir);
+/* The name the certificate must match (and SNI), when it differs from the
+ * host given to connect (e.g. connecting to an address of a known server).
+ * NULL = the host name given to connect. */
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name);
+/* Adds a public-key pin "sha256//" + base64 of SHA-256(SubjectPublicKeyInfo);
+ * when pins are set one must match the server's key (also with insecure).
+ * SMTPC_EINVAL for a malformed pin. NULL clears the pins. */
+SMTPC_API int smtpc_session_add_pin(smtpc_session *s, const char *pin);
+/* Client certificate chain and key (PEM); key NULL = in the cert file. NULL
+ * cert clears. It also enables SASL EXTERNAL when listed in the mechanisms. */
+SMTPC_API int smtpc_session_set_client_cert(smtpc_session *s, const char *cert_file,
+                                            const char *key_file);
+/* Turns certificate verification off (pins are still checked). Explicit
+ * and dangerous: anyone on the path can read the session. */
+SMTPC_API int smtpc_session_set_insecure(smtpc_session *s, bool insecure);
+/* TLS versions (smtpc_tls_version; 0 = default: min TLS 1.2, max newest).
+ * strict: a version this build cannot do fails connect with
+ * SMTPC_EUNSUPPORTED instead of using the nearest one. */
+SMTPC_API int smtpc_session_set_tls_versions(smtpc_session *s, int min_version, int max_version,
+                                             bool strict);
+
+/* Credentials for AUTH (RFC 4954). CR, LF or NUL in them: SMTPC_EINVAL.
+ * NULL user clears. The password is wiped from memory when replaced or when
+ * the session is freed. */
+SMTPC_API int smtpc_session_set_credentials(smtpc_session *s, const char *user,
+                                            const char *password);
+/* Authorization identity (act as), NULL = none. */
+SMTPC_API int smtpc_session_set_authzid(smtpc_session *s, const char *authzid);
+/* OAuth 2.0 access token for XOAUTH2 / OAUTHBEARER (any length; user is
+ * the account name from smtpc_session_set_credentials(s, user, NULL)). */
+SMTPC_API int smtpc_session_set_oauth_token(smtpc_session *s, const char *token);
+/* A token provider: called with refresh=false for the current token and,
+ * once per AUTH, with refresh=true after the server refused a token (an
+ * XOAUTH2/OAUTHBEARER error challenge or 535): the exchange is then retried
+ * with the new token. Return 0 and set *token and *len (borrowed until the next
+ * call), or a negative SMTPC_E* to fail AUTH with it. */
+typedef int (*smtpc_token_cb)(void *userdata, bool refresh, const char **token, size_t *len);
+SMTPC_API int smtpc_session_set_token_cb(smtpc_session *s, smtpc_token_cb cb, void *userdata);
+/* The mechanisms the caller allows, e.g. "SCRAM-SHA-256,PLAIN" (comma or
+ * space separated; PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER SCRAM-SHA-1
+ * SCRAM-SHA-256 EXTERNAL). NULL = default: every mechanism the credentials
+ * allow, PLAIN/LOGIN only on an encrypted connection. The strongest
+ * mechanism in both lists is used. SMTPC_EINVAL on an unknown name. */
+SMTPC_API int smtpc_session_set_auth_mechanisms(smtpc_session *s, const char *list);
+/* Allows credentials over an unencrypted connection (default: never). */
+SMTPC_API int smtpc_session_set_allow_plaintext_auth(smtpc_session *s, bool allow);
+
+/* STARTTLS (RFC 3207) on a connected session after EHLO: the TLS handshake
+ * (verification as configured), then everything learnt before is
+ * discarded and EHLO is sent again (same name). Bytes after the 220 before
+ * the handshake are a protocol error (response injection): the connection
+ * is closed (SMTPC_EPROTO). Errors: SMTPC_EUNSUPPORTED (not offered; nothing
+ * sent), SMTPC_ESTATE (TLS already on), SMTPC_ETEMPFAIL/SMTPC_EPERMFAIL (the
+ * server refused; the connection stays in plaintext: a caller that needs TLS
+ * must not go on), SMTPC_ETLS (handshake or verification failed, or the
+ * server closed: connection closed; the reason in errmsg). */
+SMTPC_API int smtpc_session_starttls(smtpc_session *s);
+/* AUTH with the strongest mechanism offered by the server and allowed.
+ * The initial response goes on the AUTH line when it fits 512 octets.
+ * Errors: SMTPC_EAUTH (no credentials, no common mechanism, plaintext
+ * connection without allow_plaintext_auth (nothing sent), the server
+ * refused (5xx), SCRAM server signature wrong, too many challenges),
+ * SMTPC_EPROTO (invalid challenge: "*" was sent), SMTPC_ETEMPFAIL (4xx),
+ * SMTPC_EINVAL (CR/LF/NUL in credentials), or a connection error. */
+SMTPC_API int smtpc_session_auth(smtpc_session *s);
+/* Connect, EHLO, STARTTLS per the TLS mode, EHLO again, AUTH when
+ * credentials are set: ready for MAIL. On failure the connection is
+ * closed and the error is the one of the failing step (SMTPC_ETLS when TLS
+ * is required and not possible, SMTPC_EAUTH ...). */
+SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t port);
+
+/* After the TLS handshake of the last connection (kept after it closes):
+ * version, cipher, peer certificate and the verification verdict. NULL
+ * when the last connection did not use TLS. Valid until the next connect. */
+SMTPC_API const smtpc_tls_info *smtpc_session_tls_info(const smtpc_session *s);
+/* The protection the last connection used: SMTPC_TLS_MODE_IMPLICIT,
+ * SMTPC_TLS_MODE_STARTTLS or SMTPC_TLS_MODE_NONE. */
+SMTPC_API smtpc_tls_mode smtpc_session_security_used(const smtpc_session *s);
+/* The mechanism that authenticated ("SCRAM-SHA-256"), NULL when none. */
+SMTPC_API const char *smtpc_session_auth_mechanism(const smtpc_session *s);
+/* The AUTH mechanisms the server offers (from the last EHLO) and those the
+ * caller allows on the current connection (default rules applied),
+ * strongest first, space separated; "" for none. Valid until the next call
+ * on s. */
+SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s);
+SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s);
+
+/* The greeting of the last connection (kept until the next connect), or
+ * NULL. Owned by the session. */
+SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
+
+/* Protocol trace: every command line sent and reply line received (no
+ * CRLF, no message body), and INFO lines ("TLS handshake: TLSv1.3 ...").
+ * Secrets are redacted by the library before the callback sees them:
+ * "AUTH PLAIN ********", continuation lines "********". line is borrowed
+ * for the call; the callback runs on the thread of the session call and
+ * must not call the session. cb NULL turns it off. Errors: SMTPC_EINVAL
+ * (NULL s). */
+typedef enum smtpc_trace_dir {
+    SMTPC_TRACE_SENT = 0,
+    SMTPC_TRACE_RECEIVED = 1,
+    SMTPC_TRACE_INFO = 2
+} smtpc_trace_dir;
+typedef void (*smtpc_trace_cb)(void *userdata, smtpc_trace_dir dir, const char *line, size_t len);
+SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void *userdata);
 
 /* ---- the conversation --------------------------------------------------------
  * connect: resolves host (IPv4 and IPv6; every address in turn within the

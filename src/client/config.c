@@ -201,8 +201,12 @@ static int check_value(int k, const char *v, char *errbuf, size_t len)
         seterr(errbuf, len, "%s: \"%s\" is not a port number (1-65535)", d->name, v);
         return SMTPC_ECONFIG;
     case T_TLS:
-        if (!strcmp(v, "none") || !strcmp(v, "starttls") || !strcmp(v, "tls")) return 0;
-        seterr(errbuf, len, "%s: \"%s\" is not one of none, starttls, tls", d->name, v);
+        if (!strcmp(v, "none") || !strcmp(v, "starttls") || !strcmp(v, "tls") ||
+            !strcmp(v, "implicit") || !strcmp(v, "starttls-optional") || !strcmp(v, "auto"))
+            return 0;
+        seterr(errbuf, len,
+               "%s: \"%s\" is not one of auto, implicit (tls), starttls, starttls-optional, none",
+               d->name, v);
         return SMTPC_ECONFIG;
     case T_BOOL:
         if (parse_bool(v, &b) == 0) return 0;

@@ -8,8 +8,8 @@
  * and the session's cancel eventfd.
  *
  * Reads are not buffered here: each read is fed to the engine at once, so
- * nothing is held past a STARTTLS 220 (the engine rejects extra bytes). To
- * add STARTTLS: send it with run_command(SMTPC__CMD_STARTTLS), wait for
+ * nothing is held past a STARTTLS 220 (the engine rejects extra bytes).
+ * STARTTLS (the security section at the end): wait for
  * SMTPC__EV_TLS_READY, wrap s->t in the TLS layer (the new layer owns the old
  * chain as `inner`), drive smtpc__transport_handshake with wait_want(), then
  * smtpc__engine_tls_started() and EHLO again.
@@ -20,6 +20,9 @@
 #include <smtpc/session.h>
 
 #include "engine/engine.h"
+#include "engine/sasl.h"
+#include "net/proxy.h"
+#include "net/tls.h"
 #include "net/transport.h"
 #include "client/session_int.h"
 #include "util/util.h"
@@ -32,7 +35,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -44,6 +49,8 @@
 #define DEF_DATA_MS 120000
 #define BODY_CHUNK 16384
 #define RBUF_SIZE 4096
+#define DEF_AUTO_MS 5000
+#define PINS_MAX 2048
 
 struct smtpc_session {
     /* options */
@@ -52,12 +59,40 @@ struct smtpc_session {
     char *bind_addr;
     uint16_t bind_port;
     size_t max_line, max_reply;
+    int family;         /* AF_UNSPEC, AF_INET, AF_INET6 */
+    smtpc_proxy *proxy; /* own copy, NULL = direct */
+
+    /* security options (session_tls.c-style section below) */
+    smtpc_tls_mode tls_mode;
+    int64_t auto_ms;
+    char *ca_file, *ca_path, *cert_file, *key_file;
+    char *tls_name_opt;       /* name to verify instead of the host connected to */
+    char pins[PINS_MAX];
+    bool insecure, tls_strict, allow_plain_auth, auth_list_set;
+    int tls_min, tls_max;
+    smtpc__tls_ctx *tls_ctx; /* built at connect from the above; dropped when they change */
+    char *user, *password, *authzid, *oauth_token;
+    smtpc_token_cb token_cb;
+    void *token_ud;
+    smtpc__sasl_mask auth_list;
+    smtpc_trace_cb trace_cb;
+    void *trace_ud;
 
     /* connection */
     smtpc__engine *e;
     smtpc__transport *t;
     char hostport[300];
     int64_t overall_deadline; /* absolute, -1 = none */
+    char tls_name[256];       /* the name the certificate must match */
+    uint16_t port;
+    smtpc_tls_mode security_used;
+    bool has_tls_info;
+    smtpc_tls_info tls_info;
+    smtpc__sasl_mech auth_used;
+    char ehlo_used[300];      /* the name of the last EHLO (sent again after STARTTLS) */
+    char mechbuf[256];
+    bool tls_spoke;           /* the last handshake failed after the server spoke TLS */
+    smtpc__reply *greeting;   /* the last connection's greeting */
 
     /* cancel: the flag is for the checks between steps, the eventfd wakes a
      * poll() in progress. Both are set by smtpc_session_cancel, both only
@@ -415,6 +450,8 @@ SMTPC_API int smtpc_session_new(smtpc_session **out)
     s->data_ms = DEF_DATA_MS;
     s->overall_ms = 0;
     s->overall_deadline = -1;
+    s->auto_ms = DEF_AUTO_MS;
+    s->security_used = SMTPC_TLS_MODE_NONE;
     *out = s;
     return 0;
 }
@@ -425,9 +462,21 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     close_conn(s);
     smtpc__engine_free(s->e);
     reply_free_own(s->reply);
+    reply_free_own(s->greeting);
     clear_rcpt_results(s);
     free(s->ehlo_name);
     free(s->bind_addr);
+    smtpc_proxy_free(s->proxy);
+    free(s->ca_file);
+    free(s->tls_name_opt);
+    free(s->ca_path);
+    free(s->cert_file);
+    free(s->key_file);
+    smtpc__tls_ctx_free(s->tls_ctx);
+    free(s->user);
+    smtpc__free_secret(s->password);
+    free(s->authzid);
+    smtpc__free_secret(s->oauth_token);
     close(s->cancel_fd);
     free(s);
 }
@@ -495,6 +544,43 @@ SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_
     return 0;
 }
 
+SMTPC_API int smtpc_session_set_family(smtpc_session *s, smtpc_family family)
+{
+    if (!s) return SMTPC_EINVAL;
+    switch (family) {
+    case SMTPC_FAMILY_ANY: s->family = AF_UNSPEC; return 0;
+    case SMTPC_FAMILY_IPV4: s->family = AF_INET; return 0;
+    case SMTPC_FAMILY_IPV6: s->family = AF_INET6; return 0;
+    }
+    return smtpc__err(&s->err, SMTPC_EINVAL, "invalid address family %d", (int)family);
+}
+
+SMTPC_API int smtpc_session_set_proxy(smtpc_session *s, const smtpc_proxy *p)
+{
+    if (!s) return SMTPC_EINVAL;
+    smtpc_proxy *c = NULL;
+    if (p) {
+        int rc = smtpc_proxy_dup(&c, p);
+        if (rc) return smtpc__err(&s->err, rc, "proxy: %s", smtpc_strerror(rc));
+    }
+    smtpc_proxy_free(s->proxy);
+    s->proxy = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_proxy_url(smtpc_session *s, const char *url)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (!url || !*url) return smtpc_session_set_proxy(s, NULL);
+    smtpc_proxy *p = NULL;
+    char why[256];
+    int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
+    if (rc) return smtpc__err(&s->err, rc, "%s", why); /* "proxy URL: ..." */
+    smtpc_proxy_free(s->proxy);
+    s->proxy = p;
+    return 0;
+}
+
 SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply)
 {
     if (!s) return SMTPC_EINVAL;
@@ -526,21 +612,25 @@ SMTPC_API void smtpc_session_rearm(smtpc_session *s)
 
 /* ---- connect ------------------------------------------------------------------ */
 
-SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t port)
-{
-    int rc = enter(s, false, "connect");
-    if (rc) return rc;
-    if (s->t) return smtpc__err(&s->err, SMTPC_ESTATE, "connect: already connected");
-    if (!host || !*host || smtpc__has_ctl(host))
-        return smtpc__err(&s->err, SMTPC_EINVAL, "connect: invalid host name");
+/* Implicit TLS (before the greeting) or STARTTLS (after its 220). */
+static int tls_handshake(smtpc_session *s, const op *o);
+static int tls_ctx_ensure(smtpc_session *s);
+static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret);
+static void trace_info(smtpc_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* One connection attempt: TCP, TLS when implicit, the greeting. attempt_ms
+ * > 0 (AUTO) bounds the handshake and the greeting. *tcp_ok tells whether
+ * the TCP connection was made (AUTO retries only then). */
+static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool implicit,
+                        int64_t attempt_ms, bool *tcp_ok)
+{
+    int rc;
+    *tcp_ok = false;
     reply_free_own(s->reply);
     s->reply = NULL;
-    clear_rcpt_results(s);
-    if (strchr(host, ':'))
-        snprintf(s->hostport, sizeof s->hostport, "[%s]:%u", host, (unsigned)port);
-    else
-        snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
+    s->has_tls_info = false;
+    s->auth_used = SMTPC__SASL_NONE;
+    s->security_used = SMTPC_TLS_MODE_NONE;
 
     smtpc__engine_opts eo;
     memset(&eo, 0, sizeof eo);
@@ -551,25 +641,40 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     if (rc) return smtpc__err(&s->err, rc, "connect: cannot create the protocol engine");
     smtpc__engine_free(s->e);
     s->e = e;
+    smtpc__engine_set_trace(s->e, trace_thunk, s);
 
-    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms + 1 : -1;
     op o;
     op_init(s, &o, s->connect_ms, "connect");
     smtpc__tcp_opts to;
     memset(&to, 0, sizeof to);
     to.bind_addr = s->bind_addr;
     to.bind_port = s->bind_port;
-    to.family = AF_UNSPEC;
+    to.family = s->family;
     to.deadline_ms = o.deadline;
     to.cancel_fd = s->cancel_fd;
-    rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
+    if (s->proxy) {
+        trace_info(s, "connecting to %s through proxy %s", s->hostport, smtpc_proxy_redacted(s->proxy));
+        rc = smtpc__proxy_connect(&s->t, s->proxy, host, port, &to, NULL, &s->err);
+    } else {
+        rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
+    }
     if (rc) {
         if (rc == SMTPC_ETIMEDOUT) {
-            char secs[32];
+            char secs[32], via[SMTPC__ERRMSG_MAX + 4] = "";
             fmt_secs(secs, sizeof secs, o.overall ? s->overall_ms : o.ms);
-            smtpc__err(&s->err, rc, "connect to %s: timed out after %s", s->hostport, secs);
+            /* the proxy's message says which stage hung (already redacted) */
+            if (s->proxy) snprintf(via, sizeof via, " (%s)", s->err.text);
+            smtpc__err(&s->err, rc, "connect to %s: timed out after %s%s", s->hostport, secs, via);
         }
         return rc;
+    }
+    *tcp_ok = true;
+    int64_t greet_ms = attempt_ms > 0 && attempt_ms < s->greeting_ms ? attempt_ms : s->greeting_ms;
+    if (implicit) {
+        op_init(s, &o, attempt_ms > 0 ? attempt_ms : s->command_ms, "TLS handshake");
+        rc = tls_handshake(s, &o);
+        if (rc) return rc;
+        s->security_used = SMTPC_TLS_MODE_IMPLICIT;
     }
 
     rc = smtpc__engine_expect_greeting(s->e);
@@ -578,8 +683,10 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         return queue_failed(s, rc, "greeting");
     }
     const smtpc__reply *r;
-    rc = exchange(s, s->greeting_ms, "greeting", &r);
+    rc = exchange(s, greet_ms, "greeting", &r);
     if (rc) return rc;
+    reply_free_own(s->greeting);
+    s->greeting = reply_dup(r);
     if (r->code != 220) {
         /* 554 (or anything else): no service here. RFC 5321 §3.1 lets the
          * client close now; the reply is kept for the caller. */
@@ -589,6 +696,62 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         return rc;
     }
     return 0;
+}
+
+SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t port)
+{
+    int rc = enter(s, false, "connect");
+    if (rc) return rc;
+    if (s->t) return smtpc__err(&s->err, SMTPC_ESTATE, "connect: already connected");
+    if (!host || !*host || smtpc__has_ctl(host) || strlen(host) >= sizeof s->tls_name)
+        return smtpc__err(&s->err, SMTPC_EINVAL, "connect: invalid host name");
+
+    reply_free_own(s->reply);
+    s->reply = NULL;
+    clear_rcpt_results(s);
+    if (strchr(host, ':'))
+        snprintf(s->hostport, sizeof s->hostport, "[%s]:%u", host, (unsigned)port);
+    else
+        snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
+    smtpc__strlcpy(s->tls_name, s->tls_name_opt ? s->tls_name_opt : host, sizeof s->tls_name);
+    s->port = port;
+    reply_free_own(s->greeting);
+    s->greeting = NULL;
+    s->has_tls_info = false;
+    s->security_used = SMTPC_TLS_MODE_NONE;
+    s->auth_used = SMTPC__SASL_NONE;
+    s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms + 1 : -1;
+
+    smtpc_tls_mode m = s->tls_mode;
+    bool implicit = m == SMTPC_TLS_MODE_IMPLICIT || (m == SMTPC_TLS_MODE_DEFAULT && port == 465);
+    if (implicit || m == SMTPC_TLS_MODE_AUTO || m == SMTPC_TLS_MODE_STARTTLS ||
+        m == SMTPC_TLS_MODE_STARTTLS_OPTIONAL) {
+        rc = tls_ctx_ensure(s); /* configuration errors before any network activity */
+        if (rc) return rc;
+    }
+    bool tcp_ok;
+    if (m != SMTPC_TLS_MODE_AUTO) return connect_once(s, host, port, implicit, 0, &tcp_ok);
+
+    /* AUTO: implicit TLS first (a plaintext server answers our ClientHello
+     * with its greeting: the handshake fails at once), then plaintext (an
+     * implicit-TLS server says nothing to a plaintext client: the short
+     * greeting timeout ends that). */
+    s->tls_spoke = false;
+    rc = connect_once(s, host, port, true, s->auto_ms, &tcp_ok);
+    if (rc == 0 || !tcp_ok || s->tls_spoke || rc == SMTPC_ECANCELED || rc == SMTPC_EPERMFAIL ||
+        rc == SMTPC_ETEMPFAIL || (s->overall_deadline >= 0 && smtpc__now_ms() >= s->overall_deadline))
+        return rc;
+    char first[SMTPC__ERRMSG_MAX];
+    smtpc__strlcpy(first, s->err.text, sizeof first);
+    close_conn(s);
+    trace_info(s, "auto: implicit TLS failed (%s); trying plaintext + STARTTLS", first);
+    rc = connect_once(s, host, port, false, s->auto_ms, &tcp_ok);
+    if (rc) {
+        char second[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(second, s->err.text, sizeof second);
+        smtpc__err(&s->err, rc, "auto: implicit TLS: %s; plaintext: %s", first, second);
+    }
+    return rc;
 }
 
 /* ---- EHLO / HELO ---------------------------------------------------------------- */
@@ -660,6 +823,7 @@ static int do_helo(smtpc_session *s, const char *name, bool ehlo)
     if (!valid_ehlo_name(name)) return smtpc__err(&s->err, SMTPC_EINVAL, "%s: invalid name", what);
     int rc = ehlo ? smtpc__engine_ehlo(s->e, name) : smtpc__engine_helo(s->e, name);
     if (rc) return queue_failed(s, rc, what);
+    if (name != s->ehlo_used) smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
     const smtpc__reply *r;
     rc = exchange(s, s->command_ms, what, &r);
     if (rc) return rc;
@@ -1159,6 +1323,586 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
 {
     const smtpc__caps *c = s && s->e ? smtpc__engine_caps(s->e) : NULL;
     return c ? c->size_max : 0;
+}
+
+/* ---- security: TLS and AUTH ------------------------------------------------------------
+ * Kept apart from the plain conversation above: the options, the TLS
+ * handshake (implicit or after STARTTLS), AUTH over the sans-IO SASL
+ * mechanisms, the policy of smtpc_session_open(), and the redacting trace. */
+
+static const char *const mode_names[] = {"default", "none", "implicit", "starttls",
+                                         "starttls-optional", "auto"};
+
+SMTPC_API const char *smtpc_tls_mode_name(int mode)
+{
+    return mode >= 0 && mode < (int)SMTPC__ARRAY_LEN(mode_names) ? mode_names[mode] : "unknown";
+}
+
+SMTPC_API int smtpc_tls_mode_parse(const char *name, smtpc_tls_mode *out)
+{
+    static const struct { const char *n; smtpc_tls_mode m; } alias[] = {
+        {"tls", SMTPC_TLS_MODE_IMPLICIT},  {"ssl", SMTPC_TLS_MODE_IMPLICIT},
+        {"smtps", SMTPC_TLS_MODE_IMPLICIT}, {"starttls-opt", SMTPC_TLS_MODE_STARTTLS_OPTIONAL},
+        {"opportunistic", SMTPC_TLS_MODE_STARTTLS_OPTIONAL}, {"plain", SMTPC_TLS_MODE_NONE}};
+    if (!name || !out) return SMTPC_EINVAL;
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(mode_names); i++)
+        if (!smtpc__strcasecmp(name, mode_names[i])) {
+            *out = (smtpc_tls_mode)i;
+            return 0;
+        }
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(alias); i++)
+        if (!smtpc__strcasecmp(name, alias[i].n)) {
+            *out = alias[i].m;
+            return 0;
+        }
+    return SMTPC_EINVAL;
+}
+
+static void tls_ctx_drop(smtpc_session *s)
+{
+    smtpc__tls_ctx_free(s->tls_ctx);
+    s->tls_ctx = NULL;
+}
+
+/* Replaces *field with a copy of v (NULL clears); path-like: no control chars. */
+static int set_str(smtpc_session *s, char **field, const char *v, const char *what)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (v && (!*v || smtpc__has_ctl(v))) return smtpc__err(&s->err, SMTPC_EINVAL, "invalid %s", what);
+    char *c = NULL;
+    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
+    free(*field);
+    *field = c;
+    tls_ctx_drop(s);
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_tls_mode(smtpc_session *s, smtpc_tls_mode mode)
+{
+    if (!s || (int)mode < 0 || (int)mode >= (int)SMTPC__ARRAY_LEN(mode_names)) return SMTPC_EINVAL;
+    s->tls_mode = mode;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_auto_timeout_ms(smtpc_session *s, int64_t ms)
+{
+    return set_ms(s, s ? &s->auto_ms : NULL, ms, DEF_AUTO_MS);
+}
+
+SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path)
+{
+    return set_str(s, s ? &s->ca_file : NULL, path, "CA file");
+}
+
+SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir)
+{
+    return set_str(s, s ? &s->ca_path : NULL, dir, "CA path");
+}
+
+SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (name && strlen(name) >= sizeof s->tls_name) return smtpc__err(&s->err, SMTPC_EINVAL, "server name too long");
+    return set_str(s, s ? &s->tls_name_opt : NULL, name, "server name");
+}
+
+SMTPC_API int smtpc_session_add_pin(smtpc_session *s, const char *pin)
+{
+    if (!s) return SMTPC_EINVAL;
+    tls_ctx_drop(s);
+    if (!pin) {
+        s->pins[0] = '\0';
+        return 0;
+    }
+    /* the syntax is checked here, with the TLS layer's own parser */
+    smtpc__tls_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.insecure = true;
+    cfg.pins = pin;
+    smtpc__tls_ctx *c = NULL;
+    if (smtpc__has_ctl(pin) || strchr(pin, ';') || strchr(pin, ',') || strchr(pin, ' '))
+        return smtpc__err(&s->err, SMTPC_EINVAL, "invalid pin (one sha256//BASE64 per call)");
+    int rc = smtpc__tls_ctx_new(&c, &cfg, &s->err);
+    smtpc__tls_ctx_free(c);
+    if (rc) return rc == SMTPC_ENOMEM ? rc : SMTPC_EINVAL;
+    size_t l = strlen(s->pins);
+    if (l + strlen(pin) + 2 > sizeof s->pins) return smtpc__err(&s->err, SMTPC_ELIMIT, "too many pins");
+    snprintf(s->pins + l, sizeof s->pins - l, "%s%s", l ? ";" : "", pin);
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_client_cert(smtpc_session *s, const char *cert_file, const char *key_file)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (!cert_file && key_file) return smtpc__err(&s->err, SMTPC_EINVAL, "a client key without a certificate");
+    int rc = set_str(s, &s->cert_file, cert_file, "certificate file");
+    return rc ? rc : set_str(s, &s->key_file, key_file, "key file");
+}
+
+SMTPC_API int smtpc_session_set_insecure(smtpc_session *s, bool insecure)
+{
+    if (!s) return SMTPC_EINVAL;
+    s->insecure = insecure;
+    tls_ctx_drop(s);
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_tls_versions(smtpc_session *s, int min_version, int max_version, bool strict)
+{
+    if (!s) return SMTPC_EINVAL;
+    bool okmin = min_version == 0 || (min_version >= SMTPC_TLS_1_0 && min_version <= SMTPC_TLS_1_3);
+    bool okmax = max_version == 0 || (max_version >= SMTPC_TLS_1_0 && max_version <= SMTPC_TLS_1_3);
+    if (!okmin || !okmax || (min_version && max_version && min_version > max_version))
+        return smtpc__err(&s->err, SMTPC_EINVAL, "invalid TLS versions %d..%d", min_version, max_version);
+    s->tls_min = min_version;
+    s->tls_max = max_version;
+    s->tls_strict = strict;
+    tls_ctx_drop(s);
+    return 0;
+}
+
+/* Credentials: no CR, LF (NUL cannot be in a C string). */
+static int set_cred(smtpc_session *s, char **field, const char *v, bool secret, const char *what)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (v && (strchr(v, '\r') || strchr(v, '\n')))
+        return smtpc__err(&s->err, SMTPC_EINVAL, "%s contains CR or LF", what);
+    char *c = NULL;
+    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
+    if (secret) smtpc__free_secret(*field);
+    else free(*field);
+    *field = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_credentials(smtpc_session *s, const char *user, const char *password)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (!user && password) return smtpc__err(&s->err, SMTPC_EINVAL, "a password without a user name");
+    int rc = set_cred(s, &s->user, user, false, "user name");
+    return rc ? rc : set_cred(s, &s->password, password, true, "password");
+}
+
+SMTPC_API int smtpc_session_set_authzid(smtpc_session *s, const char *authzid)
+{
+    return set_cred(s, s ? &s->authzid : NULL, authzid, false, "authorization identity");
+}
+
+SMTPC_API int smtpc_session_set_oauth_token(smtpc_session *s, const char *token)
+{
+    return set_cred(s, s ? &s->oauth_token : NULL, token, true, "OAuth token");
+}
+
+SMTPC_API int smtpc_session_set_token_cb(smtpc_session *s, smtpc_token_cb cb, void *userdata)
+{
+    if (!s) return SMTPC_EINVAL;
+    s->token_cb = cb;
+    s->token_ud = userdata;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_auth_mechanisms(smtpc_session *s, const char *list)
+{
+    if (!s) return SMTPC_EINVAL;
+    if (!list) {
+        s->auth_list_set = false;
+        return 0;
+    }
+    smtpc__sasl_mask m = 0;
+    int rc = smtpc__sasl_mask_parse(list, &m, &s->err);
+    if (rc) return rc;
+    if (!m) return smtpc__err(&s->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
+    s->auth_list = m;
+    s->auth_list_set = true;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_allow_plaintext_auth(smtpc_session *s, bool allow)
+{
+    if (!s) return SMTPC_EINVAL;
+    s->allow_plain_auth = allow;
+    return 0;
+}
+
+SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void *userdata)
+{
+    if (!s) return SMTPC_EINVAL;
+    s->trace_cb = cb;
+    s->trace_ud = userdata;
+    return 0;
+}
+
+/* ---- trace ---------------------------------------------------------------------------------- */
+
+static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
+{
+    smtpc_session *s = ud;
+    if (!s->trace_cb) return;
+    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
+    if (!secret) {
+        s->trace_cb(s->trace_ud, d, line, len);
+        return;
+    }
+    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
+     * secret is replaced whole. */
+    char red[96];
+    int n;
+    if (len > 5 && !strncasecmp(line, "AUTH ", 5)) {
+        size_t m = 5;
+        while (m < len && line[m] != ' ' && m < 60) m++;
+        n = snprintf(red, sizeof red, "%.*s ********", (int)m, line);
+    } else {
+        n = snprintf(red, sizeof red, "********");
+    }
+    s->trace_cb(s->trace_ud, d, red, (size_t)n);
+}
+
+static void trace_info(smtpc_session *s, const char *fmt, ...)
+{
+    if (!s->trace_cb) return;
+    char buf[SMTPC__ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    size_t l = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
+    s->trace_cb(s->trace_ud, SMTPC_TRACE_INFO, buf, l);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+static int tls_ctx_ensure(smtpc_session *s)
+{
+    if (s->tls_ctx) return 0;
+    smtpc__tls_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.insecure = s->insecure;
+    cfg.ca_file = s->ca_file;
+    cfg.ca_path = s->ca_path;
+    cfg.pins = s->pins[0] ? s->pins : NULL;
+    cfg.cert_file = s->cert_file;
+    cfg.key_file = s->key_file;
+    cfg.min_version = s->tls_min;
+    cfg.max_version = s->tls_max;
+    cfg.version_policy = s->tls_strict ? SMTPC_TLS_VERSION_STRICT : SMTPC_TLS_VERSION_NEAREST;
+    return smtpc__tls_ctx_new(&s->tls_ctx, &cfg, &s->err);
+}
+
+static int tls_handshake(smtpc_session *s, const op *o)
+{
+    int rc = tls_ctx_ensure(s);
+    if (rc) {
+        close_conn(s);
+        return rc;
+    }
+    smtpc__transport *tt = NULL;
+    rc = smtpc__tls_wrap(&tt, s->t, s->tls_ctx, s->tls_name, NULL, &s->err);
+    if (rc) {
+        close_conn(s);
+        return rc;
+    }
+    s->t = tt;
+    for (;;) {
+        if (is_canceled(s)) return fail_canceled(s, o->what);
+        int want = 0;
+        rc = smtpc__transport_handshake(s->t, &want);
+        if (rc == 0) break;
+        if (rc == SMTPC_EAGAIN) {
+            rc = wait_want(s, want, o);
+            if (rc) return rc;
+            continue;
+        }
+        char detail[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
+        close_conn(s);
+        /* a close or reset in the middle of the handshake is a TLS failure too */
+        if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
+        /* a TLS server that we refused (certificate, pin, versions): AUTO
+         * must not go on to try plaintext */
+        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
+                       strstr(detail, "protocol version");
+        trace_info(s, "%s", detail);
+        return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
+    }
+    const smtpc_tls_info *i = smtpc__tls_info(s->t);
+    if (i) {
+        s->tls_info = *i;
+        s->has_tls_info = true;
+        trace_info(s, "TLS handshake: %s %s, peer %s, issuer %s, %s%s%s", i->version, i->cipher,
+                   i->subject, i->issuer, i->verified ? "verified" : "NOT verified",
+                   i->verified ? "" : ": ", i->verified ? "" : i->verify_message);
+    }
+    return 0;
+}
+
+static bool encrypted(const smtpc_session *s) { return s->t && smtpc__tls_is(s->t); }
+
+SMTPC_API int smtpc_session_starttls(smtpc_session *s)
+{
+    int rc = enter(s, true, "STARTTLS");
+    if (rc) return rc;
+    if (encrypted(s) || smtpc__engine_tls_active(s->e))
+        return smtpc__err(&s->err, SMTPC_ESTATE, "STARTTLS: TLS is already on");
+    const smtpc__caps *c = smtpc__engine_caps(s->e);
+    if (!c || !(c->flags & SMTPC_EXT_STARTTLS))
+        return smtpc__err(&s->err, SMTPC_EUNSUPPORTED, "STARTTLS: %s does not offer STARTTLS",
+                          s->hostport);
+    rc = tls_ctx_ensure(s); /* before STARTTLS is sent: nothing half done */
+    if (rc) return rc;
+    rc = smtpc__engine_starttls(s->e);
+    if (rc) return queue_failed(s, rc, "STARTTLS");
+    const smtpc__reply *r;
+    rc = exchange(s, s->command_ms, "STARTTLS", &r);
+    if (rc) return rc;
+    if (r->code != 220) return check_reply(s, r, 9, "STARTTLS");
+    /* Nothing may follow the 220 before the handshake (CVE-2011-0411,
+     * CVE-2021-22947): the engine refuses such bytes when they come with
+     * the 220; any left in the socket would be taken for a TLS record by
+     * the handshake and fail it. Nothing read before is used afterwards. */
+    op o;
+    op_init(s, &o, s->command_ms, "TLS handshake");
+    rc = tls_handshake(s, &o);
+    if (rc) return rc;
+    smtpc__engine_tls_started(s->e);
+    s->security_used = SMTPC_TLS_MODE_STARTTLS;
+    /* RFC 3207 §4.2: forget everything and EHLO again */
+    char name[sizeof s->ehlo_used];
+    smtpc__strlcpy(name, s->ehlo_used, sizeof name);
+    return do_helo(s, name[0] ? name : NULL, true);
+}
+
+SMTPC_API const smtpc_tls_info *smtpc_session_tls_info(const smtpc_session *s)
+{
+    return s && s->has_tls_info ? &s->tls_info : NULL;
+}
+
+SMTPC_API smtpc_tls_mode smtpc_session_security_used(const smtpc_session *s)
+{
+    return s ? s->security_used : SMTPC_TLS_MODE_NONE;
+}
+
+/* ---- AUTH ------------------------------------------------------------------------------------ */
+
+static void fill_creds(smtpc_session *s, smtpc__sasl_creds *c)
+{
+    memset(c, 0, sizeof *c);
+    c->username = s->user;
+    c->password = s->password;
+    c->authzid = s->authzid;
+    c->oauth_token = s->oauth_token;
+    c->token_fn = s->token_cb;
+    c->token_ud = s->token_ud;
+    c->host = s->tls_name;
+    c->port = s->port;
+    c->client_cert = s->tls_ctx && smtpc__tls_ctx_has_client_cert(s->tls_ctx) && encrypted(s);
+}
+
+static bool have_creds(const smtpc_session *s)
+{
+    return (s->user && s->password) || s->oauth_token || s->token_cb ||
+           (s->cert_file && s->auth_list_set && (s->auth_list & SMTPC__SASL_BIT(SMTPC__SASL_EXTERNAL)));
+}
+
+static smtpc__sasl_mask allowed_mask(smtpc_session *s)
+{
+    smtpc__sasl_creds c;
+    fill_creds(s, &c);
+    bool enc = encrypted(s);
+    if (!enc && !s->allow_plain_auth) return 0; /* credentials never in the clear */
+    smtpc__sasl_mask m = smtpc__sasl_default_allowed(&c, true);
+    if (s->auth_list_set) m &= s->auth_list; /* allowed in the clear: as on TLS */
+    return m;
+}
+
+static smtpc__sasl_mask offered_mask(const smtpc_session *s)
+{
+    const smtpc__caps *c = s->e ? smtpc__engine_caps(s->e) : NULL;
+    return c && c->auth ? smtpc__sasl_mask_from_names((const char *const *)c->auth, c->nauth) : 0;
+}
+
+SMTPC_API const char *smtpc_session_auth_offered(smtpc_session *s)
+{
+    if (!s) return "";
+    smtpc__sasl_mask_format(offered_mask(s), s->mechbuf, sizeof s->mechbuf);
+    return s->mechbuf;
+}
+
+SMTPC_API const char *smtpc_session_auth_allowed(smtpc_session *s)
+{
+    if (!s) return "";
+    smtpc__sasl_mask_format(allowed_mask(s), s->mechbuf, sizeof s->mechbuf);
+    return s->mechbuf;
+}
+
+SMTPC_API const char *smtpc_session_auth_mechanism(const smtpc_session *s)
+{
+    return s ? smtpc__sasl_mech_name(s->auth_used) : NULL;
+}
+
+/* One AUTH exchange with x (started here, or restarted). Returns 0 when
+ * authenticated, else the failure (the connection is kept unless it was
+ * lost or the server broke the protocol). */
+static int auth_exchange(smtpc_session *s, smtpc__sasl *x)
+{
+    const char *name = smtpc__sasl_mech_name(smtpc__sasl_mech_of(x));
+    smtpc__sasl_line ir;
+    memset(&ir, 0, sizeof ir);
+    int rc = smtpc__sasl_start(x, &ir);
+    if (rc) return smtpc__err(&s->err, rc, "AUTH %s: %s", name, smtpc__sasl_errmsg(x));
+    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(x); /* SASL-IR only within 512 octets */
+    rc = smtpc__engine_auth(s->e, name, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL);
+    if (rc) return queue_failed(s, rc, "AUTH");
+    /* the SASL context bounds the rounds (SMTPC__SASL_MAX_ROUNDS); this is a backstop */
+    for (int round = 0; round <= SMTPC__SASL_MAX_ROUNDS + 2; round++) {
+        const smtpc__reply *r;
+        rc = exchange(s, s->command_ms, "AUTH", &r);
+        if (rc) return rc;
+        if (r->code == 421) return check_reply(s, r, 2, "AUTH");
+        const char *text = r->nlines ? r->lines[r->nlines - 1] : "";
+        smtpc__sasl_line resp;
+        memset(&resp, 0, sizeof resp);
+        rc = smtpc__sasl_reply(x, r->code, text, strlen(text), &resp);
+        if (rc == 1) return 0;
+        if (rc == 0) {
+            if (!resp.b64) break;
+            rc = smtpc__engine_auth_continue(s->e, resp.b64);
+            if (rc) return queue_failed(s, rc, "AUTH");
+            continue;
+        }
+        char why[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(why, smtpc__sasl_errmsg(x), sizeof why);
+        if (resp.b64) {
+            /* the server waits for an answer: "*" cancels (RFC 4954 §4) */
+            int r2 = smtpc__engine_auth_continue(s->e, resp.b64);
+            if (r2) return queue_failed(s, r2, "AUTH");
+            r2 = exchange(s, s->command_ms, "AUTH", &r);
+            if (r2) return r2;
+            if (r->code == 421) return check_reply(s, r, 2, "AUTH");
+            return smtpc__err(&s->err, rc, "AUTH %s: %s (cancelled; server replied %d)", name, why,
+                              r->code);
+        }
+        if (r->code / 100 == 4 || r->code / 100 == 5) return fail_reply(s, rc, r, "AUTH");
+        return smtpc__err(&s->err, rc, "AUTH %s: %s", name, why);
+    }
+    close_conn(s);
+    return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH %s: the exchange does not end", name);
+}
+
+SMTPC_API int smtpc_session_auth(smtpc_session *s)
+{
+    int rc = enter(s, true, "AUTH");
+    if (rc) return rc;
+    s->auth_used = SMTPC__SASL_NONE;
+    if (!have_creds(s)) return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH: no credentials");
+    if (!encrypted(s) && !s->allow_plain_auth)
+        return smtpc__err(&s->err, SMTPC_EAUTH,
+                          "AUTH: refusing to send credentials over an unencrypted connection "
+                          "(use TLS, or allow plaintext authentication explicitly)");
+    smtpc__sasl_mask offered = offered_mask(s), allowed = allowed_mask(s);
+    smtpc__sasl_mech m = smtpc__sasl_choose(offered, allowed);
+    if (m == SMTPC__SASL_NONE) {
+        char a[128], b[128];
+        smtpc__sasl_mask_format(offered, a, sizeof a);
+        smtpc__sasl_mask_format(allowed, b, sizeof b);
+        return smtpc__err(&s->err, SMTPC_EAUTH,
+                          "AUTH: no mechanism in common (server offers: %s; allowed: %s)",
+                          a[0] ? a : "none", b[0] ? b : "none");
+    }
+    smtpc__sasl_creds c;
+    fill_creds(s, &c);
+    smtpc__sasl *x = NULL;
+    rc = smtpc__sasl_new(&x, m, &c, &s->err);
+    if (rc) return rc;
+    rc = auth_exchange(s, x);
+    bool token_mech = m == SMTPC__SASL_XOAUTH2 || m == SMTPC__SASL_OAUTHBEARER;
+    if (rc == SMTPC_EAUTH && token_mech && s->token_cb && s->t) {
+        /* the token may have expired: ask for a fresh one, try once more */
+        char first[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(first, s->err.text, sizeof first);
+        trace_info(s, "AUTH %s refused; refreshing the token", smtpc__sasl_mech_name(m));
+        int r2 = smtpc__sasl_restart(x, true);
+        if (r2) rc = smtpc__err(&s->err, r2, "%s; token refresh failed: %s", first, smtpc__sasl_errmsg(x));
+        else rc = auth_exchange(s, x);
+    }
+    smtpc__sasl_free(x);
+    if (rc == 0) s->auth_used = m;
+    return rc;
+}
+
+/* ---- the whole opening ------------------------------------------------------------------ */
+
+static smtpc_tls_mode effective_mode(const smtpc_session *s, uint16_t port)
+{
+    if (s->tls_mode != SMTPC_TLS_MODE_DEFAULT) return s->tls_mode;
+    if (port == 465) return SMTPC_TLS_MODE_IMPLICIT;
+    /* port 25 without credentials is relay: opportunistic (RFC 3207);
+     * anything else is submission: TLS required */
+    if (port == 25 && !have_creds(s)) return SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+    return SMTPC_TLS_MODE_STARTTLS;
+}
+
+static int open_fail(smtpc_session *s, int rc)
+{
+    close_conn(s);
+    return rc;
+}
+
+SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t port)
+{
+    if (!s) return SMTPC_EINVAL;
+    smtpc_tls_mode mode = effective_mode(s, port), saved = s->tls_mode;
+    s->tls_mode = mode;
+    int rc = smtpc_session_connect(s, host, port);
+    s->tls_mode = saved;
+    if (rc) return open_fail(s, rc);
+    rc = smtpc_session_ehlo(s, NULL);
+    if (rc) return open_fail(s, rc);
+    if (!encrypted(s) && mode != SMTPC_TLS_MODE_NONE) {
+        bool required = mode == SMTPC_TLS_MODE_STARTTLS || mode == SMTPC_TLS_MODE_IMPLICIT ||
+                        (have_creds(s) && !s->allow_plain_auth);
+        const smtpc__caps *c = smtpc__engine_caps(s->e);
+        bool offered = c && (c->flags & SMTPC_EXT_STARTTLS);
+        if (offered) {
+            rc = smtpc_session_starttls(s);
+            if (rc) {
+                /* offered and failed: never fall back to plaintext */
+                if (rc == SMTPC_ETEMPFAIL || rc == SMTPC_EPERMFAIL || rc == SMTPC_ECLOSED) {
+                    char d[SMTPC__ERRMSG_MAX];
+                    smtpc__strlcpy(d, s->err.text, sizeof d);
+                    smtpc__err(&s->err, SMTPC_ETLS, "STARTTLS failed, not continuing without TLS: %s", d);
+                    rc = SMTPC_ETLS;
+                }
+                return open_fail(s, rc);
+            }
+        } else if (required) {
+            rc = smtpc__err(&s->err, SMTPC_ETLS,
+                            "%s does not offer STARTTLS and TLS is required (%s%s); nothing sent",
+                            s->hostport, smtpc_tls_mode_name(mode),
+                            mode == SMTPC_TLS_MODE_STARTTLS ? "" : ", with credentials");
+            return open_fail(s, rc);
+        } else {
+            trace_info(s, "no STARTTLS offered: continuing in plaintext (%s)", smtpc_tls_mode_name(mode));
+        }
+    }
+    if (have_creds(s)) {
+        rc = smtpc_session_auth(s);
+        if (rc) {
+            if (s->t) {
+                (void)smtpc__engine_quit(s->e); /* polite, best effort */
+                op o;
+                op_init(s, &o, 1000, "QUIT");
+                (void)flush(s, &o, false);
+            }
+            return open_fail(s, rc);
+        }
+    }
+    return 0;
+}
+
+SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
+{
+    return s ? s->greeting : NULL;
 }
 
 smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)

@@ -1,10 +1,14 @@
 /* The bottom of the transport chain: a non-blocking TCP socket.
  *
- * Connect tries every address getaddrinfo returns, in order (RFC 6724 sorted
- * by the resolver), each with a fair share of the time left so that one
- * black-holed address cannot eat the whole connect deadline. Name resolution
- * itself is getaddrinfo's and blocking: it is neither time-limited nor
- * cancellable (documented in session.h). */
+ * Connect is Happy Eyeballs (RFC 8305 §4-5): the addresses getaddrinfo
+ * returns (RFC 6724 sorted by the resolver) are interleaved by family,
+ * starting with the family of the first one (IPv6 when it is usable); an
+ * attempt starts every 250 ms, or at once when the previous one fails,
+ * without cancelling those in flight; the first to connect wins and the
+ * others are closed. One deadline covers the whole set, so a black-holed
+ * address costs 250 ms, not the connect timeout. Name resolution itself is
+ * getaddrinfo's and blocking: it is neither time-limited nor cancellable
+ * (documented in session.h). */
 #include "net/transport.h"
 
 #include <errno.h>
@@ -12,6 +16,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,10 +99,264 @@ static int bind_local(int fd, int family, const char *addr, uint16_t port, int *
         *gai_msg = gai_strerror(g);
         return -1;
     }
+    int one = 1;
+    if (port) /* parallel attempts of one family share the fixed local port */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    else /* pick the port at connect (by 4-tuple): no port exhaustion */
+        (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
     int rc = bind(fd, res->ai_addr, res->ai_addrlen);
     if (rc < 0) *err_no = errno;
     freeaddrinfo(res);
     return rc;
+}
+
+#define HE_DELAY_MS 250 /* RFC 8305 §5 Connection Attempt Delay (recommended) */
+#define HE_MAX 64       /* addresses tried at most */
+
+typedef struct he_try {
+    const struct addrinfo *ai;
+    int fd;        /* -1 when not in flight */
+    int err;       /* errno of its failure; 0 = not tried / in flight */
+    bool started;
+} he_try;
+
+static void addr_text(const struct addrinfo *ai, char *dst, size_t n)
+{
+    const void *a = ai->ai_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+    if (!inet_ntop(ai->ai_family, a, dst, (socklen_t)n)) smtpc__strlcpy(dst, "?", n);
+}
+
+/* Starts the attempt: 0 in flight, 1 connected at once, -1 failed (t->err
+ * set, or bind_fail for a bind failure). */
+static int he_start(he_try *t, const smtpc__tcp_opts *opts, int *bind_errno, const char **bind_msg,
+                    bool *bind_fail)
+{
+    const struct addrinfo *ai = t->ai;
+    t->started = true;
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        t->err = errno;
+        return -1;
+    }
+    if (opts->bind_addr || opts->bind_port) {
+        if (bind_local(fd, ai->ai_family, opts->bind_addr, opts->bind_port, bind_errno, bind_msg) < 0) {
+            close(fd);
+            *bind_fail = true;
+            t->err = 0;
+            return -1;
+        }
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int c;
+    do c = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    while (c < 0 && errno == EINTR);
+    if (c == 0) {
+        t->fd = fd;
+        return 1;
+    }
+    if (errno != EINPROGRESS) {
+        t->err = errno;
+        close(fd);
+        return -1;
+    }
+    t->fd = fd;
+    return 0;
+}
+
+/* "connect to HOST:PORT: reason" with one reason per address when they differ. */
+static int he_fail(smtpc__errmsg *err, int rc, const char *hp, const he_try *tr, size_t n)
+{
+    int first = 0;
+    bool same = true;
+    size_t tried = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!tr[i].err) continue;
+        tried++;
+        if (!first) first = tr[i].err;
+        else if (tr[i].err != first) same = false;
+    }
+    if (tried <= 1 || same)
+        return smtpc__err(err, rc, "connect to %s: %s", hp, strerror(first ? first : ECONNREFUSED));
+    char msg[SMTPC__ERRMSG_MAX];
+    size_t off = 0;
+    msg[0] = '\0';
+    for (size_t i = 0; i < n && off < sizeof msg; i++) {
+        if (!tr[i].err) continue;
+        char a[INET6_ADDRSTRLEN];
+        addr_text(tr[i].ai, a, sizeof a);
+        int k = snprintf(msg + off, sizeof msg - off, "%s%s: %s", off ? "; " : "", a, strerror(tr[i].err));
+        if (k < 0) break;
+        off += (size_t)k;
+    }
+    return smtpc__err(err, rc, "connect to %s: %s", hp, msg);
+}
+
+int smtpc__tcp_connect_ai(smtpc__transport **out, const char *hp, const struct addrinfo *res,
+                          const smtpc__tcp_opts *opts, smtpc__errmsg *err)
+{
+    static const smtpc__tcp_opts defaults = {NULL, 0, AF_UNSPEC, -1, -1};
+    if (!opts) opts = &defaults;
+    /* Interleave the families, keeping the resolver's order within each and
+     * starting with the family of its first choice (RFC 8305 §4). */
+    he_try tr[HE_MAX];
+    size_t n = 0;
+    const struct addrinfo *q[2] = {res, NULL};
+    int fam0 = res ? res->ai_family : AF_UNSPEC;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family != fam0) {
+            q[1] = ai;
+            break;
+        }
+    for (int turn = 0; n < HE_MAX && (q[0] || q[1]); turn ^= 1) {
+        const struct addrinfo *ai = q[turn];
+        if (!ai) continue;
+        if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6) {
+            tr[n].ai = ai;
+            tr[n].fd = -1;
+            tr[n].err = 0;
+            tr[n].started = false;
+            n++;
+        }
+        /* the next of the same family (turn 0: fam0, turn 1: any other) */
+        do ai = ai->ai_next;
+        while (ai && (turn == 0) != (ai->ai_family == fam0));
+        q[turn] = ai;
+    }
+    if (n == 0) return smtpc__err(err, SMTPC_ENOHOST, "connect to %s: no IPv4 or IPv6 address", hp);
+
+    int bind_errno = 0;
+    const char *bind_msg = NULL;
+    bool any_bind_fail = false;
+    size_t next = 0, inflight = 0;
+    int64_t next_start = smtpc__now_ms();
+    int rc = 0;
+    size_t winner = SIZE_MAX;
+    for (;;) {
+        int64_t now = smtpc__now_ms();
+        /* start attempts: the first, one more every HE_DELAY_MS, or at once
+         * when none is in flight (the previous one failed) */
+        while (winner == SIZE_MAX && next < n && (inflight == 0 || now >= next_start)) {
+            bool bf = false;
+            int st = he_start(&tr[next], opts, &bind_errno, &bind_msg, &bf);
+            any_bind_fail |= bf;
+            if (st == 1) winner = next;
+            if (st == 0) {
+                inflight++;
+                next_start = now + HE_DELAY_MS;
+            }
+            next++;
+            if (st == 0) break;
+        }
+        if (winner != SIZE_MAX) break;
+        if (inflight == 0) { /* every address failed */
+            rc = SMTPC_ENETWORK;
+            break;
+        }
+        if (opts->deadline_ms >= 0 && now >= opts->deadline_ms) {
+            rc = SMTPC_ETIMEDOUT;
+            break;
+        }
+        int64_t wake = opts->deadline_ms;
+        if (next < n && (wake < 0 || next_start < wake)) wake = next_start;
+        int tmo = -1;
+        if (wake >= 0) {
+            int64_t d = wake - now;
+            tmo = d < 0 ? 0 : d > 1000000 ? 1000000 : (int)d;
+        }
+        struct pollfd pf[HE_MAX + 1];
+        size_t idx[HE_MAX];
+        nfds_t np = 0;
+        for (size_t i = 0; i < n; i++)
+            if (tr[i].fd >= 0) {
+                pf[np].fd = tr[i].fd;
+                pf[np].events = POLLOUT;
+                pf[np].revents = 0;
+                idx[np++] = i;
+            }
+        nfds_t nconn = np;
+        if (opts->cancel_fd >= 0) {
+            pf[np].fd = opts->cancel_fd;
+            pf[np].events = POLLIN;
+            pf[np].revents = 0;
+            np++;
+        }
+        int pr = poll(pf, np, tmo);
+        if (pr < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            for (size_t i = 0; i < n; i++)
+                if (tr[i].fd >= 0) close(tr[i].fd);
+            return smtpc__err(err, SMTPC_ENETWORK, "connect to %s: poll: %s", hp, strerror(e));
+        }
+        if (np > nconn && pf[nconn].revents) {
+            rc = SMTPC_ECANCELED;
+            break;
+        }
+        for (nfds_t k = 0; k < nconn && winner == SIZE_MAX; k++) {
+            if (!pf[k].revents) continue;
+            he_try *t = &tr[idx[k]];
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+            if (soerr == 0 && !(pf[k].revents & (POLLERR | POLLHUP))) {
+                winner = idx[k];
+                break;
+            }
+            t->err = soerr ? soerr : ECONNREFUSED;
+            close(t->fd);
+            t->fd = -1;
+            inflight--;
+            /* RFC 8305 §5: a failure starts the next attempt at once */
+            next_start = smtpc__now_ms();
+        }
+        if (winner != SIZE_MAX) break;
+    }
+
+    /* close the losers (and, on failure, everything in flight) */
+    for (size_t i = 0; i < n; i++) {
+        if (i == winner || tr[i].fd < 0) continue;
+        close(tr[i].fd);
+        tr[i].fd = -1;
+        if (rc == SMTPC_ETIMEDOUT) tr[i].err = ETIMEDOUT;
+    }
+    if (winner != SIZE_MAX) {
+        tcp_layer *l = calloc(1, sizeof *l);
+        if (!l) {
+            close(tr[winner].fd);
+            return smtpc__err(err, SMTPC_ENOMEM, "connect to %s: out of memory", hp);
+        }
+        l->base.ops = &tcp_ops;
+        l->base.inner = NULL;
+        l->base.fd = tr[winner].fd;
+        *out = &l->base;
+        return 0;
+    }
+    if (rc == SMTPC_ECANCELED) return smtpc__err(err, rc, "connect to %s: canceled", hp);
+    bool any_err = false;
+    for (size_t i = 0; i < n; i++) any_err |= tr[i].err != 0;
+    if (!any_err && any_bind_fail)
+        return smtpc__err(err, SMTPC_ENETWORK, "connect to %s: cannot bind to %s: %s", hp,
+                          opts->bind_addr ? opts->bind_addr : "*",
+                          bind_msg ? bind_msg : strerror(bind_errno));
+    return he_fail(err, rc, hp, tr, n);
+}
+
+/* After a failed lookup restricted to one family: whether the name has
+ * addresses of another family (getaddrinfo's codes for that vary and are
+ * hidden without _GNU_SOURCE, so ask again). */
+static bool has_other_family(const char *host)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) return false;
+    freeaddrinfo(res);
+    return true;
 }
 
 int smtpc__tcp_connect(smtpc__transport **out, const char *host, uint16_t port,
@@ -111,6 +373,12 @@ int smtpc__tcp_connect(smtpc__transport **out, const char *host, uint16_t port,
     char portstr[8];
     memset(&hints, 0, sizeof hints);
     hints.ai_family = opts->family;
+    /* a numeric bind address fixes the family: the others could not be bound */
+    if (hints.ai_family == AF_UNSPEC && opts->bind_addr) {
+        unsigned char buf[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, opts->bind_addr, buf) == 1) hints.ai_family = AF_INET;
+        else if (inet_pton(AF_INET6, opts->bind_addr, buf) == 1) hints.ai_family = AF_INET6;
+    }
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV;
@@ -120,90 +388,13 @@ int smtpc__tcp_connect(smtpc__transport **out, const char *host, uint16_t port,
         if (g == EAI_SYSTEM)
             return smtpc__err(err, SMTPC_ENOHOST, "cannot resolve %s: %s", host, strerror(errno));
         if (g == EAI_MEMORY) return smtpc__err(err, SMTPC_ENOMEM, "cannot resolve %s: out of memory", host);
+        if (hints.ai_family != AF_UNSPEC && g != EAI_AGAIN && has_other_family(host))
+            return smtpc__err(err, SMTPC_ENOHOST, "cannot resolve %s: no %s address%s", host,
+                              hints.ai_family == AF_INET ? "IPv4" : "IPv6",
+                              opts->family == AF_UNSPEC ? " (the family of the bind address)" : "");
         return smtpc__err(err, SMTPC_ENOHOST, "cannot resolve %s: %s", host, gai_strerror(g));
     }
-
-    size_t naddr = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) naddr++;
-
-    int last_errno = ECONNREFUSED, rc = SMTPC_ENETWORK;
-    const char *bind_msg = NULL;
-    int bind_errno = 0;
-    size_t i = 0, attempted = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next, i++) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        if (fd < 0) {
-            last_errno = errno;
-            continue;
-        }
-        if (opts->bind_addr || opts->bind_port) {
-            if (bind_local(fd, ai->ai_family, opts->bind_addr, opts->bind_port, &bind_errno,
-                           &bind_msg) < 0) {
-                close(fd);
-                continue;
-            }
-        }
-        int one = 1;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-
-        /* This address's share of the time left; the last one gets it all. */
-        int64_t dl = opts->deadline_ms;
-        if (dl >= 0) {
-            int64_t left = dl - smtpc__now_ms();
-            if (left < 0) left = 0;
-            size_t rest = naddr - i;
-            if (rest > 1) dl = smtpc__now_ms() + left / (int64_t)rest;
-        }
-        int c;
-        attempted++;
-        do c = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        while (c < 0 && errno == EINTR);
-        if (c < 0 && errno != EINPROGRESS) {
-            last_errno = errno;
-            close(fd);
-            continue;
-        }
-        if (c < 0) {
-            int w = smtpc__wait_fd(fd, SMTPC__WANT_WRITE, dl, opts->cancel_fd);
-            if (w == SMTPC_ECANCELED) {
-                close(fd);
-                freeaddrinfo(res);
-                return smtpc__err(err, SMTPC_ECANCELED, "connect to %s: canceled", hp);
-            }
-            if (w == SMTPC_ETIMEDOUT) {
-                last_errno = ETIMEDOUT;
-                close(fd);
-                continue;
-            }
-            int soerr = 0;
-            socklen_t sl = sizeof soerr;
-            if (w != 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
-            if (soerr != 0) {
-                last_errno = soerr;
-                close(fd);
-                continue;
-            }
-        }
-        tcp_layer *l = calloc(1, sizeof *l);
-        if (!l) {
-            close(fd);
-            freeaddrinfo(res);
-            return smtpc__err(err, SMTPC_ENOMEM, "connect to %s: out of memory", hp);
-        }
-        l->base.ops = &tcp_ops;
-        l->base.inner = NULL;
-        l->base.fd = fd;
-        freeaddrinfo(res);
-        *out = &l->base;
-        return 0;
-    }
+    int rc = smtpc__tcp_connect_ai(out, hp, res, opts, err);
     freeaddrinfo(res);
-    if (!attempted && (bind_msg || bind_errno)) {
-        return smtpc__err(err, SMTPC_ENETWORK, "connect to %s: cannot bind to %s: %s", hp,
-                          opts->bind_addr ? opts->bind_addr : "*",
-                          bind_msg ? bind_msg : strerror(bind_errno));
-    }
-    rc = last_errno == ETIMEDOUT ? SMTPC_ETIMEDOUT : SMTPC_ENETWORK;
-    return smtpc__err(err, rc, "connect to %s: %s", hp, strerror(last_errno));
+    return rc;
 }

@@ -69,11 +69,21 @@ typedef struct smtpc__tcp_opts {
     int cancel_fd;         /* -1 = none */
 } smtpc__tcp_opts;
 
-/* Resolves host and connects (every address getaddrinfo returns, in turn or
- * Happy-Eyeballs style, within the deadline). Sets TCP_NODELAY, non-blocking
+/* Resolves host (opts->family; with a numeric bind address, its family)
+ * and connects Happy-Eyeballs style (RFC 8305: families interleaved, a new
+ * attempt every 250 ms or as soon as one fails, first to connect wins)
+ * within the one deadline. Sets TCP_NODELAY, non-blocking
  * mode, no SIGPIPE (MSG_NOSIGNAL). On failure *out is untouched and err says
  * "connect to HOST:PORT: reason". */
 int smtpc__tcp_connect(smtpc__transport **out, const char *host, uint16_t port,
                        const smtpc__tcp_opts *opts, smtpc__errmsg *err);
+
+/* The connect half of smtpc__tcp_connect over an already resolved list
+ * (Happy Eyeballs over `res`; only ai_family/ai_socktype/ai_protocol/
+ * ai_addr/ai_addrlen/ai_next are used); hp is "HOST:PORT" for messages.
+ * For tests that need a given address list. */
+struct addrinfo;
+int smtpc__tcp_connect_ai(smtpc__transport **out, const char *hp, const struct addrinfo *res,
+                          const smtpc__tcp_opts *opts, smtpc__errmsg *err);
 
 #endif

@@ -135,13 +135,14 @@ def test_ehlo_name_and_count(smtpc_bin, tmp_path, aiosmtpd):
     assert len(srv.envelopes) == 2 and "client.example" in srv.ehlo_names
 
 
-def test_tls_and_auth_not_yet(smtpc_bin, tmp_path, aiosmtpd):
+def test_no_silent_plaintext_and_user_needs_password(smtpc_bin, tmp_path, aiosmtpd):
     srv = aiosmtpd()
+    # no --tls on a port other than 25/465: STARTTLS required, aiosmtpd has none
     r = run(smtpc_bin, tmp_path, "send", "--server", f"127.0.0.1:{srv.port}", "--from", "a@example.org",
             "--to", "b@example.org", "--text", "x")
-    assert r.returncode == 69 and b"TLS is not supported yet" in r.stderr  # no silent plaintext
+    assert r.returncode == 76 and b"does not offer STARTTLS" in r.stderr  # no silent plaintext
     r = send(smtpc_bin, tmp_path, srv, "--to", "b@example.org", "--text", "x", "--user", "u")
-    assert r.returncode == 69 and b"--user" in r.stderr
+    assert r.returncode == 78 and b"--user u needs a password" in r.stderr
     assert srv.envelopes == []
 
 
@@ -201,7 +202,7 @@ def test_probe_errors(smtpc_bin, tmp_path):
     assert o["ok"] is False and o["greeting"] is None and o["error"]["class"] == "transient"
     assert run(smtpc_bin, tmp_path, "probe").returncode == 64
     assert run(smtpc_bin, tmp_path, "probe", "a", "b").returncode == 64
-    assert run(smtpc_bin, tmp_path, "probe", "127.0.0.1:1").returncode == 69  # TLS not yet
+    assert run(smtpc_bin, tmp_path, "probe", "127.0.0.1:1").returncode == 75  # refused
 
 
 def test_composed_mime_message_to_server(smtpc_bin, tmp_path, aiosmtpd):

@@ -111,7 +111,7 @@ TEST(errors_name_file_and_line)
 {
     expect_error("server = a\nbogus = 1\n", "t.conf:2: unknown key \"bogus\"");
     expect_error("\n\nserver a\n", "t.conf:3: expected \"key = value\"");
-    expect_error("[account a]\ntls = maybe\n", "t.conf:2: tls: \"maybe\" is not one of none, starttls, tls");
+    expect_error("[account a]\ntls = maybe\n", "t.conf:2: tls: \"maybe\" is not one of auto, implicit (tls), starttls, starttls-optional, none");
     expect_error("port = 70000\n", "t.conf:1: port");
     expect_error("server = ::1\n", "t.conf:1: server");
     expect_error("server = [::1]:0\n", "t.conf:1: server");

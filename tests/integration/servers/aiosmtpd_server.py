@@ -15,7 +15,7 @@ Each accepted message is recorded as an ``Envelope``: mail_from, rcpt_tos
 recipient) and data, the exact message bytes after un-dot-stuffing (CRLF line
 ends as sent; the terminating ".\\r\\n" removed). ``srv.rcpt_attempts`` lists
 every RCPT address tried, accepted or not; ``srv.ehlo_names`` every EHLO/HELO
-name seen.
+name seen; ``srv.peers`` the client's (address, port, ...) of each EHLO/HELO.
 
 Options:
   pipelining   advertise PIPELINING in the EHLO reply (aiosmtpd handles
@@ -60,6 +60,7 @@ class _Handler:
         session.host_name = hostname
         with self.srv.lock:
             self.srv.ehlo_names.append(hostname)
+            self.srv.peers.append(session.peer)
         if self.srv.pipelining:
             # Insert before the last line ("250 HELP") so the reply stays well formed.
             responses = responses[:-1] + ["250-PIPELINING"] + responses[-1:]
@@ -69,6 +70,7 @@ class _Handler:
         session.host_name = hostname
         with self.srv.lock:
             self.srv.ehlo_names.append(hostname)
+            self.srv.peers.append(session.peer)
         return "250 {}".format(server.hostname)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -104,6 +106,7 @@ class AiosmtpdServer:
         self.envelopes = []
         self.rcpt_attempts = []
         self.ehlo_names = []
+        self.peers = []
         self.host = host
         self.port = free_port(host)
         self.controller = Controller(_Handler(self), hostname=host, port=self.port,
