@@ -267,6 +267,9 @@ void cli_deliver_keep(bool on);
 
 /* ---- subcommands ---------------------------------------------------------- */
 int cmd_send(const char *prog, int argc, char **argv);
+/* cmd_bulk.c: smtpc bulk, and smtpc send with --count/--connections. */
+int cmd_bulk(const char *prog, int argc, char **argv);
+bool cli_wants_bulk(int argc, char **argv);
 int cmd_probe(const char *prog, int argc, char **argv);
 int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);

@@ -125,6 +125,8 @@ int main(int argc, char **argv)
         printf("smtpc %s\n", smtpc_version());
         return 0;
     }
+    if (!strcmp(cmd, "send") && cli_wants_bulk(argc - 2, argv + 2)) return cmd_bulk("smtpc send", argc - 2, argv + 2);
+    if (!strcmp(cmd, "bulk")) return cmd_bulk("smtpc bulk", argc - 2, argv + 2);
     if (!strcmp(cmd, "send")) return cmd_send("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "probe")) return cmd_probe("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);
