@@ -56,6 +56,23 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
 }
 
 /* A client configured like `smtpc send` would be: the account, then flags. */
+/* Progress line for queue flush (drawn only on a terminal). */
+typedef struct flush_progress {
+    cli_progress pg;
+    bool started;
+} flush_progress;
+
+static void on_flush_progress(void *ud, size_t done, size_t total, const smtpc_outbox_stats *st)
+{
+    (void)st;
+    flush_progress *fp = ud;
+    if (!fp->started) {
+        cli_progress_start(&fp->pg, "messages", total, false);
+        fp->started = true;
+    }
+    cli_progress_update(&fp->pg, done);
+}
+
 static int make_client(cli_ctx *c, smtpc_client **out)
 {
     smtpc_client *cl;
@@ -201,7 +218,10 @@ int cmd_queue(const char *prog, int argc, char **argv)
         ex = make_client(&c, &cl);
         if (!ex) {
             smtpc_outbox_stats st;
+            flush_progress fp = {.started = false};
+            smtpc_outbox_set_progress(ob, on_flush_progress, &fp);
             rc = smtpc_outbox_flush(ob, cl, &st);
+            if (fp.started) cli_progress_end(&fp.pg);
             if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob));
             if (c.json)
                 printf("{\"ok\":%s,\"sent\":%u,\"deferred\":%u,\"failed\":%u,\"not_due\":%u}\n",

@@ -78,6 +78,15 @@ typedef struct smtpc_outbox_stats {
  * when another flush holds the lock, SMTPC_EIO, or SMTPC_ECANCELED. */
 SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *client, smtpc_outbox_stats *st);
 
+/* Called by smtpc_outbox_flush before each queued entry is handled (done =
+ * entries handled so far, total = entries found) and once at the end (done
+ * == total unless the flush stopped early); st holds the outcomes so far.
+ * Runs on the flushing thread; must not call back into the outbox. */
+typedef void (*smtpc_outbox_progress_cb)(void *userdata, size_t done, size_t total,
+                                         const smtpc_outbox_stats *st);
+/* Sets (or with cb NULL, removes) the flush progress callback. */
+SMTPC_API void smtpc_outbox_set_progress(smtpc_outbox *ob, smtpc_outbox_progress_cb cb, void *userdata);
+
 typedef struct smtpc_outbox_entry {
     const char *id;
     const char *from;

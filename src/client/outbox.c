@@ -26,6 +26,8 @@ struct smtpc_outbox {
     int64_t initial_ms, max_ms;
     double factor;
     unsigned max_attempts;
+    smtpc_outbox_progress_cb progress;
+    void *progress_ud;
     smtpc__errmsg err;
 };
 
@@ -486,7 +488,9 @@ SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox
     idlist l = {0};
     rc = list_ids(ob, "queue", &l);
     int64_t now = (int64_t)time(NULL);
-    for (size_t i = 0; !rc && i < l.n; i++) {
+    size_t i = 0;
+    for (; !rc && i < l.n; i++) {
+        if (ob->progress) ob->progress(ob->progress_ud, i, l.n, st);
         entry e;
         int orc = entry_open(ob, "queue", l.ids[i], &e);
         if (orc) {
@@ -541,10 +545,18 @@ SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox
         smtpc_result_free(res);
         entry_free(&e);
     }
+    if (ob->progress && l.n) ob->progress(ob->progress_ud, i, l.n, st);
     free(l.ids);
     smtpc__client_leave(c);
     close(lfd);
     return rc;
+}
+
+SMTPC_API void smtpc_outbox_set_progress(smtpc_outbox *ob, smtpc_outbox_progress_cb cb, void *ud)
+{
+    if (!ob) return;
+    ob->progress = cb;
+    ob->progress_ud = ud;
 }
 
 SMTPC_API int smtpc_outbox_list(smtpc_outbox *ob, bool include_failed,

@@ -585,3 +585,39 @@ def test_sendmail_trace(smtpc_bin, tmp_path, aiosmtpd):
     assert r.returncode == 0, r.stderr
     assert re.search(TS + rb" C: MAIL FROM:<", r.stderr) and re.search(TS + rb" C: Subject: s$", r.stderr, re.M)
     assert b"hidden body" not in r.stderr and r.stdout == b""
+
+
+def test_queue_flush_progress_only_on_a_terminal(smtpc_bin, tmp_path, scripted):
+    def queue(n):
+        r = subprocess.run([smtpc_bin, "send", "--from", FROM, "--to", "b@example.org", "--text", "x",
+                            "--outbox", "ob", "--count", str(n)], cwd=tmp_path, capture_output=True,
+                           timeout=60, env=env_for(tmp_path))
+        assert r.returncode == 0, r.stderr
+
+    def flush(port):
+        return [smtpc_bin, "queue", "flush", "--outbox", "ob", "--server", f"127.0.0.1:{port}",
+                "--tls", "none"]
+    # piped: no progress line
+    queue(3)
+    srv = scripted(slow_transactions(3, 0.3))
+    r = subprocess.run(flush(srv.port), cwd=tmp_path, capture_output=True, timeout=120, env=env_for(tmp_path))
+    srv.wait()
+    assert r.returncode == 0, r.stderr
+    assert srv.errors == []
+    assert b"\r" not in r.stderr and b"messages:" not in r.stderr
+    # on a pseudo-terminal: "messages: k / 4" while flushing, erased at the end
+    queue(4)
+    srv = scripted(slow_transactions(4, 0.3))
+    master, slave = pty.openpty()
+    p = subprocess.Popen(flush(srv.port), cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave,
+                         env=env_for(tmp_path))
+    os.close(slave)
+    err = read_pty(master, p)
+    out = p.stdout.read()
+    p.wait(timeout=60)
+    os.close(master)
+    srv.wait()
+    assert p.returncode == 0, err
+    assert b"sent 4" in out
+    assert re.search(rb"\r\x1b\[Kmessages: [123] / 4 \(\d+%\)", err), err
+    assert err.endswith(b"\r\x1b[K")
