@@ -12,6 +12,7 @@ smtpc's msg/s to each peer's.
 
 Clients:
   smtpc-1        smtpc's bench driver, one connection, pipelining (build/bench_smtpc)
+  smtpc-client-1 the same through the client API (smtpc_client_send_mem, one pooled connection)
   smtp-source-1  Postfix's smtp-source -s 1 -d (one connection, no pipelining)
   smtplib-1      Python smtplib re-using one connection
 """
@@ -83,6 +84,8 @@ def client_cmd(name, port, n, size):
     host = "127.0.0.1"
     if name == "smtpc-1":
         return [str(BUILD / "bench_smtpc"), "--n", str(n), "--size", str(size), host, str(port)]
+    if name == "smtpc-client-1":
+        return [str(BUILD / "bench_smtpc"), "--client", "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtp-source-1":
         return ["/usr/sbin/smtp-source", "-s", "1", "-d", "-m", str(n), "-l", str(size),
                 "-f", "a@example.org", "-t", "b@example.org", f"{host}:{port}"]
@@ -107,11 +110,11 @@ def main():
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--clients", default="smtpc-1,smtp-source-1,smtplib-1")
+    ap.add_argument("--clients", default="smtpc-1,smtpc-client-1,smtp-source-1,smtplib-1")
     ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
     a = ap.parse_args()
     clients = [c for c in a.clients.split(",") if c]
-    if "smtpc-1" in clients and not (BUILD / "bench_smtpc").exists():
+    if any(c.startswith("smtpc") for c in clients) and not (BUILD / "bench_smtpc").exists():
         raise SystemExit(f"{BUILD / 'bench_smtpc'} not built (make build)")
     res = {c: [] for c in clients}
     for r in range(a.runs):
@@ -141,6 +144,14 @@ def main():
                 continue
             print(f"- smtpc-1 vs {c}: {base[0] / med[c][0]:.2f}x msg/s, "
                   f"{med[c][1] / base[1]:.2f}x less CPU per message")
+    if "smtpc-client-1" in med:
+        cb = med["smtpc-client-1"]
+        print()
+        for c in clients:
+            if c.startswith("smtpc"):
+                continue
+            print(f"- smtpc-client-1 vs {c}: {cb[0] / med[c][0]:.2f}x msg/s, "
+                  f"{med[c][1] / cb[1]:.2f}x less CPU per message")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 /* Benchmark driver: N messages of SIZE bytes over ONE session (pipelined
  * MAIL/RCPT/DATA when the server offers PIPELINING). Used by bench/bench.py.
- *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] HOST PORT */
+ *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] [--client] HOST PORT
+ * --client: through the client API (smtpc_client_send_mem on its pooled
+ * connection, one connection for all messages) instead of the session. */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -13,8 +15,10 @@ int main(int argc, char **argv)
 {
     uint64_t n = 5000, size = 10240, nrcpt = 1;
     const char *host = NULL, *port = NULL;
+    int use_client = 0;
     for (int i = 1; i < argc; i++) {
         uint64_t *slot = NULL;
+        if (!strcmp(argv[i], "--client")) { use_client = 1; continue; }
         if (!strcmp(argv[i], "--n")) slot = &n;
         else if (!strcmp(argv[i], "--size")) slot = &size;
         else if (!strcmp(argv[i], "--rcpts")) slot = &nrcpt;
@@ -57,9 +61,31 @@ int main(int argc, char **argv)
     env.rcpts = rcpts;
     env.nrcpts = (size_t)nrcpt;
 
+    if (use_client) {
+        smtpc_client *c;
+        if (smtpc_client_new(&c)) return 70;
+        smtpc_client_set_host(c, host, (uint16_t)portnum);
+        smtpc_client_set_security(c, SMTPC_TLS_MODE_NONE);
+        smtpc_client_set_ehlo_name(c, "bench.example.org");
+        smtpc_pool_set_max_messages(smtpc_client_pool(c), 0); /* one connection for all */
+        int rc = 0;
+        for (uint64_t i = 0; !rc && i < n; i++)
+            rc = smtpc_client_send_mem(c, env.from, rcpts, env.nrcpts, msg, len, NULL);
+        if (rc) fprintf(stderr, "bench_smtpc --client: %s: %s\n", smtpc_err_name(rc), smtpc_client_errmsg(c));
+        uint64_t opened = smtpc_pool_connections_opened(smtpc_client_pool(c));
+        smtpc_client_free(c);
+        free(msg);
+        if (!rc && opened != 1) {
+            fprintf(stderr, "bench_smtpc --client: %llu connections, expected 1\n", (unsigned long long)opened);
+            return 1;
+        }
+        return rc ? 1 : 0;
+    }
+
     smtpc_session *s;
     if (smtpc_session_new(&s)) return 70;
     smtpc_session_set_ehlo_name(s, "bench.example.org");
+    smtpc_session_set_tls_mode(s, SMTPC_TLS_MODE_NONE);
     int rc = smtpc_session_connect(s, host, (uint16_t)portnum);
     if (!rc) rc = smtpc_session_ehlo(s, NULL);
     for (uint64_t i = 0; !rc && i < n; i++) rc = smtpc_session_send_mem(s, &env, msg, len);

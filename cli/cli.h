@@ -185,6 +185,8 @@ typedef struct cli_source {
 /* Delivers src; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
 int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
                 cli_result *r);
+/* Queues src in the outbox (--outbox DIR); r->queue_id = the entry id. In cmd_queue.c. */
+int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_source *src, cli_result *r);
 /* Creates a session configured from the settings (timeouts, EHLO name,
  * bind) and works out host and port (default port from the TLS mode); does
  * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */

@@ -403,10 +403,6 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d)
         cli_err(c, "--trace-body is not supported yet in this build");
         return EX_UNAVAILABLE;
     }
-    if (d == DELIVER_OUTBOX) {
-        cli_err(c, "outbox delivery is not supported yet in this build (use --pickup-dir)");
-        return EX_UNAVAILABLE;
-    }
     if (d == DELIVER_PICKUP) {
         /* sendmail callers pass -N/-R/-V blindly: only smtpc send complains */
         if (c->cmd == CMD_SEND && (c->o.val[O_DSN_NOTIFY] || c->o.val[O_DSN_RET] || c->o.val[O_ENVID])) {
@@ -439,8 +435,7 @@ int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const
     case DELIVER_SMTP: r->delivery = "smtp";
         return cli_result_fail(r, SMTPC_EUNSUPPORTED, "SMTP delivery is not supported yet");
 #endif
-    case DELIVER_OUTBOX: r->delivery = "outbox";
-        return cli_result_fail(r, SMTPC_EUNSUPPORTED, "outbox delivery is not supported yet");
+    case DELIVER_OUTBOX: return cli_deliver_outbox(c, env, src, r); /* cmd_queue.c */
     }
     return SMTPC_EINVAL;
 }

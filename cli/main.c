@@ -66,8 +66,9 @@ int cmd_help(const char *topic, FILE *f)
         return 0;
     }
     if (!strcmp(topic, "queue")) {
-        fputs("usage: smtpc queue list|flush [options]\n"
-              "Lists the messages waiting in the outbox, or sends them.\n\n", f);
+        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR] [options]\n"
+              "Lists the messages waiting in the outbox, sends those that are due (flush),\n"
+              "makes one or all due now and brings failed ones back (retry), or removes one.\n\n", f);
         cli_print_options(f, CMD_QUEUE);
         return 0;
     }
@@ -110,26 +111,6 @@ int cmd_help(const char *topic, FILE *f)
     fprintf(stderr, "smtpc help: no help on \"%s\"\n", topic);
     usage_short(stderr);
     return EX_USAGE;
-}
-
-static int not_yet(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char **argv,
-                   const char *what)
-{
-    cli_opts o;
-    memset(&o, 0, sizeof o);
-    int ex = cli_parse(prog, cmdname, cmd, argc, argv, &o);
-    if (!ex && o.val[O_HELP]) ex = cmd_help(cmdname, stdout);
-    else if (!ex) {
-        fprintf(stderr, "%s %s: not supported yet in this build (%s)\n", prog, cmdname, what);
-        ex = EX_UNAVAILABLE;
-    }
-    cli_opts_free(&o);
-    return ex;
-}
-
-int cmd_queue(const char *prog, int argc, char **argv)
-{
-    return not_yet(prog, "queue", CMD_QUEUE, argc, argv, "it needs the outbox");
 }
 
 int main(int argc, char **argv)

@@ -11,5 +11,7 @@
 #include "tls.h"
 #include "proxy.h"
 #include "config.h"
+#include "client.h"
+#include "outbox.h"
 
 #endif

@@ -1,0 +1,215 @@
+/* smtpc queue list|flush|retry|drop: the offline outbox (smtpc/outbox.h),
+ * and the outbox delivery of `smtpc send --outbox DIR`. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct mem_src { const uint8_t *p; size_t left; } mem_src;
+static ssize_t mem_read(void *ud, void *buf, size_t len)
+{
+    mem_src *m = ud;
+    size_t n = m->left < len ? m->left : len;
+    memcpy(buf, m->p, n);
+    m->p += n;
+    m->left -= n;
+    return (ssize_t)n;
+}
+
+int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_source *src, cli_result *r)
+{
+    r->delivery = "outbox";
+    const char *dir = cli_get(c, O_OUTBOX);
+    if (!dir) return cli_result_fail(r, SMTPC_ECONFIG, "outbox delivery needs --outbox DIR");
+    smtpc_outbox *ob;
+    char err[512] = "";
+    int rc = smtpc_outbox_open(&ob, dir, err, sizeof err);
+    if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
+    char id[128];
+    smtpc_message_writer *w = NULL;
+    mem_src ms = {src->mem, src->len};
+    if (src->msg && (rc = smtpc_message_writer_new(&w, src->msg, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8))) {
+        cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
+    } else {
+        rc = smtpc_outbox_add_raw(ob, env->from, env->rcpts, env->nrcpts,
+                                  w ? smtpc_message_writer_read : mem_read, w ? (void *)w : (void *)&ms, id,
+                                  sizeof id);
+        if (rc) cli_result_fail(r, rc, "%s", smtpc_outbox_errmsg(ob));
+    }
+    smtpc_message_writer_free(w);
+    smtpc_outbox_free(ob);
+    if (rc) return rc;
+    free(r->queue_id);
+    r->queue_id = smtpc__strdup(id);
+    smtpc__buf pb;
+    smtpc__buf_init(&pb, 8192);
+    if (!smtpc__buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !smtpc__buf_append(&pb, "", 1)) {
+        free(r->path);
+        r->path = (char *)pb.data;
+    } else {
+        smtpc__buf_free(&pb);
+    }
+    for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
+    r->ok = true;
+    return 0;
+}
+
+/* A client configured like `smtpc send` would be: the account, then flags. */
+static int make_client(cli_ctx *c, smtpc_client **out)
+{
+    smtpc_client *cl;
+    if (smtpc_client_new(&cl)) return EX_SOFTWARE;
+    int rc = 0;
+    if (c->acct) {
+        const char *an = smtpc_account_name(c->acct);
+        rc = smtpc_client_use_config(cl, c->cfg, an && *an ? an : NULL);
+    }
+    const char *v;
+    if (!rc && c->o.val[O_SERVER]) {
+        char host[256];
+        uint16_t port = 0;
+        if (smtpc_config_parse_server(c->o.val[O_SERVER], host, sizeof host, &port)) rc = SMTPC_ECONFIG;
+        else rc = smtpc_client_set_host(cl, host, port);
+    }
+    if (!rc && (v = c->o.val[O_TLS])) {
+        smtpc_tls_mode m;
+        rc = smtpc_tls_mode_parse(v, &m) ? SMTPC_ECONFIG : smtpc_client_set_security(cl, m);
+    }
+    if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_client_set_tls_ca_file(cl, v);
+    if (!rc && cli_get_bool(c, O_INSECURE)) rc = smtpc_client_set_tls_verify(cl, false);
+    if (!rc && (v = cli_get(c, O_EHLO_NAME))) rc = smtpc_client_set_ehlo_name(cl, v);
+    if (!rc && (v = cli_get(c, O_BIND))) rc = smtpc_client_set_bind(cl, v);
+    if (!rc && (v = cli_get(c, O_AUTH))) rc = smtpc_client_set_mechanisms(cl, v);
+    if (!rc && cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) rc = smtpc_client_set_allow_plaintext_auth(cl, true);
+    if (!rc && (v = cli_get(c, O_TIMEOUT))) {
+        int64_t ms;
+        rc = smtpc_config_parse_duration_ms(v, &ms);
+        if (!rc) rc = smtpc_client_set_command_timeout_ms(cl, ms);
+        if (!rc) rc = smtpc_client_set_data_timeout_ms(cl, ms);
+    }
+    if (!rc && (v = cli_get(c, O_USER))) {
+        char *pw = NULL, err[256];
+        const char *srcname;
+        int sr = cli_secret(c, false, &pw, &srcname, err, sizeof err);
+        if (sr && sr != SMTPC_ENOTFOUND) {
+            cli_err(c, "%s", err);
+            smtpc_client_free(cl);
+            return EX_CONFIG;
+        }
+        rc = smtpc_client_set_credentials(cl, v, pw);
+        smtpc__free_secret(pw);
+    }
+    if (rc) {
+        cli_err(c, "%s", smtpc_client_errmsg(cl)[0] ? smtpc_client_errmsg(cl) : smtpc_strerror(rc));
+        smtpc_client_free(cl);
+        return EX_CONFIG;
+    }
+    *out = cl;
+    return 0;
+}
+
+static int print_entry(void *ud, const smtpc_outbox_entry *e)
+{
+    cli_ctx *c = ud;
+    char when[32] = "now";
+    if (e->failed) snprintf(when, sizeof when, "failed");
+    else if (e->next_attempt > (int64_t)time(NULL)) {
+        time_t t = (time_t)e->next_attempt;
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    }
+    if (c->json) {
+        smtpc__buf b;
+        smtpc__buf_init(&b, 1 << 20);
+        smtpc__buf_append_str(&b, "{\"id\":");
+        cli_json_str(&b, e->id);
+        smtpc__buf_append_str(&b, ",\"from\":");
+        cli_json_str(&b, e->from);
+        smtpc__buf_printf(&b, ",\"recipients\":%zu,\"attempts\":%u,\"next_attempt\":%lld,\"failed\":%s,\"last_error\":",
+                          e->nrcpts, e->attempts, (long long)e->next_attempt, e->failed ? "true" : "false");
+        cli_json_str(&b, e->last_error);
+        smtpc__buf_append_str(&b, "}\n");
+        fwrite(smtpc__buf_ptr(&b), 1, smtpc__buf_size(&b), stdout);
+        smtpc__buf_free(&b);
+    } else {
+        printf("%s  %-19s  attempts %u  %s -> %s%s", e->id, when, e->attempts, e->from, e->first_rcpt,
+               e->nrcpts > 1 ? " (+more)" : "");
+        if (e->last_error[0]) printf("  [%s]", e->last_error);
+        putchar('\n');
+    }
+    return 0;
+}
+
+int cmd_queue(const char *prog, int argc, char **argv)
+{
+    cli_ctx c;
+    memset(&c, 0, sizeof c);
+    c.prog = prog;
+    c.cmdname = "queue";
+    c.cmd = CMD_QUEUE;
+    int ex = cli_parse(prog, "queue", CMD_QUEUE, argc, argv, &c.o);
+    if (ex) return ex;
+    if (c.o.val[O_HELP]) {
+        cli_opts_free(&c.o);
+        return cmd_help("queue", stdout);
+    }
+    c.json = c.o.val[O_JSON] != NULL;
+    const char *action = c.o.pos.n ? c.o.pos.v[0] : NULL;
+    const char *id = c.o.pos.n > 1 ? c.o.pos.v[1] : NULL;
+    if (!action || c.o.pos.n > 2 ||
+        (strcmp(action, "list") && strcmp(action, "flush") && strcmp(action, "retry") && strcmp(action, "drop")) ||
+        (!strcmp(action, "drop") && !id) || ((!strcmp(action, "list") || !strcmp(action, "flush")) && id)) {
+        fprintf(stderr, "usage: %s queue list|flush|retry [ID]|drop ID [--outbox DIR] [options]\n", prog);
+        cli_opts_free(&c.o);
+        return EX_USAGE;
+    }
+    ex = cli_ctx_load_config(&c, NULL);
+    if (ex) {
+        cli_ctx_free(&c);
+        return ex;
+    }
+    const char *dir = cli_get(&c, O_OUTBOX);
+    if (!dir) {
+        cli_err(&c, "which outbox? --outbox DIR (or \"outbox\" in the configuration)");
+        cli_ctx_free(&c);
+        return EX_USAGE;
+    }
+    smtpc_outbox *ob;
+    char err[512] = "";
+    int rc = smtpc_outbox_open(&ob, dir, err, sizeof err);
+    if (rc) {
+        cli_err(&c, "%s", err);
+        cli_ctx_free(&c);
+        return EX_IOERR;
+    }
+    if (!strcmp(action, "list")) {
+        rc = smtpc_outbox_list(ob, true, print_entry, &c);
+        ex = rc ? cli_exit_code(rc) : 0;
+    } else if (!strcmp(action, "retry") || !strcmp(action, "drop")) {
+        rc = !strcmp(action, "drop") ? smtpc_outbox_drop(ob, id) : smtpc_outbox_retry(ob, id);
+        if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob)[0] ? smtpc_outbox_errmsg(ob) : smtpc_strerror(rc));
+        ex = rc == SMTPC_ENOTFOUND ? EX_DATAERR : rc ? cli_exit_code(rc) : 0;
+    } else {
+        smtpc_client *cl = NULL;
+        ex = make_client(&c, &cl);
+        if (!ex) {
+            smtpc_outbox_stats st;
+            rc = smtpc_outbox_flush(ob, cl, &st);
+            if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob));
+            if (c.json)
+                printf("{\"ok\":%s,\"sent\":%u,\"deferred\":%u,\"failed\":%u,\"not_due\":%u}\n",
+                       !rc && !st.deferred && !st.failed ? "true" : "false", st.sent, st.deferred, st.failed,
+                       st.not_due);
+            else
+                printf("sent %u, deferred %u, failed %u, not due %u\n", st.sent, st.deferred, st.failed,
+                       st.not_due);
+            ex = rc ? cli_exit_code(rc) : st.deferred ? EX_TEMPFAIL : st.failed ? EX_UNAVAILABLE : 0;
+            smtpc_client_free(cl);
+        }
+    }
+    smtpc_outbox_free(ob);
+    cli_ctx_free(&c);
+    return ex;
+}

@@ -1,0 +1,269 @@
+/* smtpc — the client: configure once, send many (System.Net.Mail.SmtpClient,
+ * MailKit, nodemailer's pool).
+ *
+ *   smtpc_client *c;
+ *   smtpc_client_new(&c);
+ *   smtpc_client_set_host(c, "mail.example.org", 25);
+ *   smtpc_result *r;
+ *   int rc = smtpc_client_send(c, msg, &r);     // blocks: accepted or refused
+ *   if (rc) printf("%s: %s\n", smtpc_err_name(rc), smtpc_result_errmsg(r));
+ *   smtpc_result_free(r);
+ *   smtpc_client_free(c);                        // QUIT on the open connection
+ *
+ * The connection is kept open after a send and re-used for the next one (a
+ * private pool of one connection, or a shared smtpc_pool). Re-use is safe:
+ * a connection that turns out dead or answers 421 before the server took
+ * the message is replaced once by a fresh one, transparently; after the
+ * final dot nothing is ever re-sent (SMTPC_EUNKNOWN: "may have been
+ * delivered").
+ *
+ * Threads: a client is used by one send at a time. A second send (sync or
+ * async) while one is in progress returns SMTPC_EBUSY at once and changes
+ * nothing. Setters must not be called while a send is in progress
+ * (SMTPC_EBUSY). Several threads share connections through an smtpc_pool
+ * (one client per thread, all set to the same pool).
+ *
+ * Errors and what to do about them: smtpc_error_classify(rc) —
+ * SMTPC_CLASS_PERMANENT (5xx: don't retry), SMTPC_CLASS_TRANSIENT (4xx,
+ * network, timeout: retry later), SMTPC_CLASS_CANCELED, SMTPC_CLASS_CONFIG
+ * (configuration, TLS, authentication), SMTPC_CLASS_UNKNOWN (SMTPC_EUNKNOWN:
+ * the connection was lost after the final dot; the message may have been
+ * delivered: never treat it as success or as a plain failure). */
+#ifndef SMTPC_CLIENT_H
+#define SMTPC_CLIENT_H
+
+#include "common.h"
+#include "config.h"
+#include "errors.h"
+#include "message.h"
+#include "session.h"
+#include "tls.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct smtpc_client smtpc_client;
+typedef struct smtpc_pool smtpc_pool;
+typedef struct smtpc_result smtpc_result;
+
+/* ======================================================================
+ * Results
+ * ====================================================================== */
+
+/* The outcome of one send. Strings are owned by the result and never NULL
+ * ("" when absent). Free with smtpc_result_free (NULL is a no-op). */
+SMTPC_API void smtpc_result_free(smtpc_result *r);
+/* 0 or the SMTPC_E* code the send returned. */
+SMTPC_API int smtpc_result_status(const smtpc_result *r);
+SMTPC_API smtpc_error_class smtpc_result_class(const smtpc_result *r);
+/* What failed, where, the server's words; "" on success. */
+SMTPC_API const char *smtpc_result_errmsg(const smtpc_result *r);
+/* Per recipient, in envelope order: the address, whether the server
+ * accepted it (RCPT 2xx), and its RCPT reply (code 0 when none). */
+SMTPC_API size_t smtpc_result_rcpt_count(const smtpc_result *r);
+SMTPC_API const char *smtpc_result_rcpt_address(const smtpc_result *r, size_t i);
+SMTPC_API bool smtpc_result_rcpt_accepted(const smtpc_result *r, size_t i);
+SMTPC_API int smtpc_result_rcpt_code(const smtpc_result *r, size_t i);
+SMTPC_API const char *smtpc_result_rcpt_enhanced(const smtpc_result *r, size_t i);
+SMTPC_API const char *smtpc_result_rcpt_text(const smtpc_result *r, size_t i);
+/* The final reply (to the end of data, or the reply that decided a
+ * failure); code 0 when none. */
+SMTPC_API int smtpc_result_reply_code(const smtpc_result *r);
+SMTPC_API const char *smtpc_result_reply_enhanced(const smtpc_result *r);
+SMTPC_API const char *smtpc_result_reply_text(const smtpc_result *r);
+/* The server's queue id parsed from the final reply ("queued as 4Fx...",
+ * "id=...", "InternalId=...", sendmail's "<id> Message accepted", Gmail's
+ * "... <id> - gsmtp"); for outbox delivery the outbox entry id; "" when
+ * none could be found. */
+SMTPC_API const char *smtpc_result_queue_id(const smtpc_result *r);
+/* The Message-ID header of the message sent ("" for raw sends). */
+SMTPC_API const char *smtpc_result_message_id(const smtpc_result *r);
+/* TLS protocol and cipher ("" without TLS), SASL mechanism ("" without AUTH). */
+SMTPC_API const char *smtpc_result_tls_version(const smtpc_result *r);
+SMTPC_API const char *smtpc_result_tls_cipher(const smtpc_result *r);
+SMTPC_API const char *smtpc_result_auth_mechanism(const smtpc_result *r);
+/* Timings of the last attempt in microseconds: connect (TCP, greeting,
+ * EHLO; 0 when a pooled connection was re-used), TLS handshake, AUTH, and
+ * the transaction (MAIL to the final reply). */
+SMTPC_API int64_t smtpc_result_connect_us(const smtpc_result *r);
+SMTPC_API int64_t smtpc_result_tls_us(const smtpc_result *r);
+SMTPC_API int64_t smtpc_result_auth_us(const smtpc_result *r);
+SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r);
+/* Attempts made under the retry policy (1 = no retry), and whether the
+ * successful (last) attempt used a re-used pooled connection. */
+SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r);
+SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r);
+
+/* Extracts a queue id from a reply text into out (NUL-terminated, truncated);
+ * returns true when one was found. Exposed for tests and logs. */
+SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
+
+/* ======================================================================
+ * Pool: connections shared by clients (and threads)
+ * ====================================================================== */
+
+/* A pool of open connections keyed by endpoint and identity (host, port,
+ * security mode, TLS settings, proxy, credentials, bind address, EHLO
+ * name): a connection is only re-used for a send with the same key.
+ * Thread-safe. Errors: SMTPC_ENOMEM. */
+SMTPC_API int smtpc_pool_new(smtpc_pool **out);
+/* Sends QUIT on every idle connection and closes it, then frees the pool.
+ * Every client using it must have been freed (or be idle and never send
+ * again). NULL is a no-op. */
+SMTPC_API void smtpc_pool_free(smtpc_pool *p);
+/* Connections per key at most (default 4; the private pool of a client: 1).
+ * A send finding them all busy waits for one. */
+SMTPC_API int smtpc_pool_set_max_per_endpoint(smtpc_pool *p, unsigned n);
+/* A connection is closed (QUIT) after n messages (default 100; 0 = no limit). */
+SMTPC_API int smtpc_pool_set_max_messages(smtpc_pool *p, unsigned n);
+/* Idle connections are closed after ms (default 60 s; 0 = never). */
+SMTPC_API int smtpc_pool_set_max_idle_ms(smtpc_pool *p, int64_t ms);
+/* A connection idle longer than ms is checked with NOOP before re-use
+ * (default 5 s; 0 = always, -1 = never). */
+SMTPC_API int smtpc_pool_set_noop_after_ms(smtpc_pool *p, int64_t ms);
+/* Counters for tests and monitoring: connections opened so far, and open now. */
+SMTPC_API uint64_t smtpc_pool_connections_opened(const smtpc_pool *p);
+SMTPC_API unsigned smtpc_pool_connections_open(const smtpc_pool *p);
+
+/* ======================================================================
+ * Client
+ * ====================================================================== */
+
+typedef enum smtpc_delivery {
+    SMTPC_DELIVERY_NETWORK = 0, /* to the configured server (default) */
+    SMTPC_DELIVERY_PICKUP,      /* a .eml file in a pickup directory (smtpc/pickup.h) */
+    SMTPC_DELIVERY_OUTBOX       /* queued durably in an outbox (smtpc/outbox.h) for a later flush */
+} smtpc_delivery;
+
+/* Retries of transient failures (4xx, network, timeout) that happened
+ * before the final dot. 5xx and SMTPC_EUNKNOWN are never retried. The
+ * delay before retry k (1-based) is min(initial * factor^(k-1), max). */
+typedef struct smtpc_retry_policy {
+    unsigned attempts;        /* total attempts, 1 = no retry (default) */
+    int64_t initial_delay_ms; /* default 1000 */
+    double backoff_factor;    /* default 2.0; >= 1 */
+    int64_t max_delay_ms;     /* default 60000 */
+} smtpc_retry_policy;
+
+/* Asked for the password when a send needs to authenticate; writes at most
+ * len-1 bytes and a NUL into buf and returns 0, or a negative SMTPC_E*.
+ * Called on the sending thread. */
+typedef int (*smtpc_credential_cb)(void *userdata, const char *user, char *buf, size_t len);
+
+/* Creates a client: no server, security NONE, delivery NETWORK, a private
+ * pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
+SMTPC_API int smtpc_client_new(smtpc_client **out);
+/* Waits for an async send to finish (cancel it first to hurry it), QUITs the
+ * private pool's connection and frees everything (secrets wiped). Must not
+ * be called from the async callback. NULL is a no-op. */
+SMTPC_API void smtpc_client_free(smtpc_client *c);
+/* The detail of the last failure on the client (a setter, or the last send). */
+SMTPC_API const char *smtpc_client_errmsg(const smtpc_client *c);
+
+/* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values,
+ * SMTPC_EBUSY while a send is in progress. ---- */
+/* port 0: 465 with SMTPC_TLS_MODE_IMPLICIT, 587 with STARTTLS (required),
+ * else 25. */
+SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t port);
+/* The session's TLS modes (smtpc/session.h): default SMTPC_TLS_MODE_DEFAULT
+ * (by port: 465 implicit, 25 without credentials opportunistic STARTTLS,
+ * anything else STARTTLS required). */
+SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode);
+/* user NULL clears. The password is wiped on free. */
+SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password);
+/* Credentials over an unencrypted connection (default: refused). */
+SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow);
+SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user,
+                                             smtpc_credential_cb cb, void *userdata);
+/* Allowed SASL mechanisms, blank or comma separated ("SCRAM-SHA-256 PLAIN"); NULL = any. */
+SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list);
+/* Timeouts in ms (0 = the session default). */
+SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms);
+/* An overall deadline per attempt (0 = none). */
+SMTPC_API int smtpc_client_set_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name);
+SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr);
+/* Proxy URL (smtpc/proxy.h syntax; NULL clears). Validated and stored; a
+ * send through a proxy fails with SMTPC_EUNSUPPORTED until the session
+ * drives proxies (it does not yet). */
+SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const char *url);
+/* TLS: verify the server certificate (default true; false is
+ * smtpc_session_set_insecure), a CA file (NULL = system store), the minimum
+ * version (smtpc_tls_version, 0 = default). Part of the pool key. */
+SMTPC_API int smtpc_client_set_tls_verify(smtpc_client *c, bool verify);
+SMTPC_API int smtpc_client_set_tls_ca_file(smtpc_client *c, const char *path);
+SMTPC_API int smtpc_client_set_tls_min_version(smtpc_client *c, int version);
+/* Delivery method; dir is the pickup or outbox directory (ignored for NETWORK). */
+SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, const char *dir);
+/* Partial recipients: false (default) sends to the accepted recipients and
+ * reports the refused ones; true fails the whole send (RSET) when any
+ * recipient is refused. */
+SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict);
+/* Copies *policy (NULL = no retries). SMTPC_EINVAL for attempts 0, a factor
+ * below 1 or negative delays. */
+SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *policy);
+/* Use a shared pool instead of the private one (NULL = back to private).
+ * The pool must outlive the client. */
+SMTPC_API int smtpc_client_set_pool(smtpc_client *c, smtpc_pool *pool);
+/* The private pool's limits (see smtpc_pool_set_*). */
+SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c);
+
+/* Takes every setting the account defines: server, port, tls (the
+ * session's mode names), user, password / password-env, auth,
+ * allow-plaintext-auth, timeout, connect-timeout, ehlo-name, bind, proxy,
+ * insecure, ca-file, tls-min, and
+ * delivery: pickup-dir / outbox. account NULL = the configuration's default
+ * account. Settings the account does not define keep their value.
+ * Errors: SMTPC_ENOTFOUND (no such account), SMTPC_ECONFIG (a value the
+ * client cannot use; detail in smtpc_client_errmsg), SMTPC_EBUSY. */
+SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, const char *account);
+
+/* ---- sending ---- */
+
+/* Sends m: envelope from the message (Sender/From; To, Cc, Bcc). Blocks
+ * until the server accepted or refused it (retries included). result (may
+ * be NULL) receives a new result the caller frees, also on failure (not on
+ * SMTPC_EBUSY/SMTPC_EINVAL before anything started: then *result is NULL).
+ * Returns 0 when accepted (refused recipients are listed in the result;
+ * strict: any refusal fails), else the deciding error. */
+SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result **result);
+/* A raw message with an explicit envelope. The body comes from cb (read
+ * once per attempt: a retry or a fresh-connection retry needs a body that
+ * was not read yet, so with cb the only retries are those that happen
+ * before the first read); use smtpc_client_send_mem for retryable bodies. */
+SMTPC_API int smtpc_client_send_envelope(smtpc_client *c, const char *from,
+                                         const char *const *rcpts, size_t nrcpts,
+                                         smtpc_read_cb cb, void *userdata, smtpc_result **result);
+SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const char *const *rcpts,
+                                    size_t nrcpts, const void *data, size_t len,
+                                    smtpc_result **result);
+
+/* Called exactly once per accepted send_async: status 0, an error, or
+ * SMTPC_ECANCELED. result is borrowed for the call. The client is idle
+ * again when the callback runs: it may start the next send_async. */
+typedef void (*smtpc_send_cb)(void *userdata, int status, const smtpc_result *result);
+/* Starts sending m on the client's own thread and returns at once: 0
+ * (the callback will be called), SMTPC_EBUSY (a send is in progress; no
+ * callback), SMTPC_EINVAL, SMTPC_ENOMEM. m must stay alive and unmodified
+ * until the callback. */
+SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb,
+                                      void *userdata);
+/* Cancels the send in progress (async or a sync send on another thread):
+ * it ends within ~100 ms with SMTPC_ECANCELED (or its outcome if already
+ * decided; SMTPC_EUNKNOWN when the final dot was already sent and the
+ * reply not yet received). Its connection is closed, never returned to the pool.
+ * Safe from any thread; no-op when idle. */
+SMTPC_API void smtpc_client_cancel_async(smtpc_client *c);
+/* true while a send is in progress. */
+SMTPC_API bool smtpc_client_busy(const smtpc_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

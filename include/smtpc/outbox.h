@@ -1,0 +1,106 @@
+/* smtpc — the outbox: an offline spool directory (send later).
+ *
+ *   smtpc_outbox *ob;
+ *   smtpc_outbox_open(&ob, "/home/me/.cache/smtpc/outbox");
+ *   smtpc_outbox_add(ob, msg, NULL, 0);          // durable when it returns 0
+ *   ...
+ *   smtpc_outbox_stats st;
+ *   smtpc_outbox_flush(ob, client, &st);         // sends what is due
+ *   smtpc_outbox_free(ob);
+ *
+ * Layout: DIR/queue/<id>.msg (envelope header + the message, CRLF),
+ * DIR/queue/<id>.state (attempts, next attempt, last error; absent = never
+ * tried), DIR/failed/ (permanent failures with the server's reply in the
+ * state file), DIR/tmp/ (files being written). Every file appears by
+ * write + fsync + rename + fsync of the directory, so a crash (kill -9,
+ * power loss) at any point loses no queued message.
+ *
+ * Delivery is at least once: a message is removed only after the server
+ * accepted it. A crash between the server's 250 and the removal (a window
+ * of one unlink) sends it again at the next flush. A lost connection after
+ * the final dot (SMTPC_EUNKNOWN) also keeps the message for a later flush:
+ * a possible duplicate is preferred to a possible loss. When the server
+ * takes the message for some recipients and refuses others, the refused
+ * ones become a new entry (4xx: queued with backoff; 5xx: failed/) before
+ * the original is removed.
+ *
+ * One flush at a time per directory (an flock on DIR/lock; a second
+ * concurrent flush returns SMTPC_EBUSY). Adding is always allowed. */
+#ifndef SMTPC_OUTBOX_H
+#define SMTPC_OUTBOX_H
+
+#include "client.h"
+#include "common.h"
+#include "errors.h"
+#include "message.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct smtpc_outbox smtpc_outbox;
+
+/* Opens (creating it and its subdirectories, mode 0700) the outbox at dir.
+ * Errors: SMTPC_EIO (detail in errbuf), SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_outbox_open(smtpc_outbox **out, const char *dir, char *errbuf,
+                                size_t errlen);
+SMTPC_API void smtpc_outbox_free(smtpc_outbox *ob);
+SMTPC_API const char *smtpc_outbox_errmsg(const smtpc_outbox *ob);
+
+/* Queues m (envelope from the message). id_out (may be NULL) receives the
+ * entry id. Durable on return 0. Errors: SMTPC_EINVAL (no sender or
+ * recipient), SMTPC_EIO, SMTPC_ENOMEM, the writer's errors. */
+SMTPC_API int smtpc_outbox_add(smtpc_outbox *ob, smtpc_message *m, char *id_out, size_t idlen);
+/* Queues a raw message read from cb with an explicit envelope. */
+SMTPC_API int smtpc_outbox_add_raw(smtpc_outbox *ob, const char *from, const char *const *rcpts,
+                                   size_t nrcpts, smtpc_read_cb cb, void *userdata, char *id_out,
+                                   size_t idlen);
+
+/* Backoff between flush attempts of a deferred message: initial delay,
+ * factor, cap; after max_attempts (0 = unlimited) a transient failure is
+ * moved to failed/. Defaults: 60 s, 2.0, 1 h, 0. */
+SMTPC_API int smtpc_outbox_set_backoff(smtpc_outbox *ob, int64_t initial_ms, double factor,
+                                       int64_t max_ms, unsigned max_attempts);
+
+typedef struct smtpc_outbox_stats {
+    unsigned sent;     /* accepted and removed */
+    unsigned deferred; /* transient failure or unknown outcome: kept for a later flush */
+    unsigned failed;   /* permanent failure: moved to failed/ */
+    unsigned not_due;  /* skipped: next attempt in the future */
+} smtpc_outbox_stats;
+
+/* Sends every due message through client (its pooled connection, its
+ * settings; the client's own retry policy is not used: the outbox's backoff
+ * is). Returns 0 when the flush ran (see stats for the outcomes), SMTPC_EBUSY
+ * when another flush holds the lock, SMTPC_EIO, or SMTPC_ECANCELED. */
+SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *client, smtpc_outbox_stats *st);
+
+typedef struct smtpc_outbox_entry {
+    const char *id;
+    const char *from;
+    size_t nrcpts;
+    const char *first_rcpt;
+    unsigned attempts;
+    int64_t next_attempt; /* seconds since the epoch; 0 = now */
+    const char *last_error; /* "" when none */
+    bool failed;            /* in failed/ */
+} smtpc_outbox_entry;
+
+/* Calls cb for every queued entry (and failed/ ones when include_failed);
+ * a non-zero return from cb stops the walk and is returned. */
+SMTPC_API int smtpc_outbox_list(smtpc_outbox *ob, bool include_failed,
+                                int (*cb)(void *userdata, const smtpc_outbox_entry *e),
+                                void *userdata);
+/* Makes id (NULL = every entry) due now, moving it back from failed/.
+ * Errors: SMTPC_ENOTFOUND, SMTPC_EIO. */
+SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id);
+/* Removes id from the queue or failed/. Errors: SMTPC_ENOTFOUND, SMTPC_EIO. */
+SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1141 @@
+/* The client: settings, send / send_async, results, retries; connections
+ * come from a pool (pool.c). */
+#include "client_int.h"
+
+#include <smtpc/outbox.h>
+#include <smtpc/pickup.h>
+#include <smtpc/proxy.h>
+#include <smtpc/tls.h>
+
+#include "util/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ======================================================================
+ * Results
+ * ====================================================================== */
+
+typedef struct rcpt_res {
+    char *addr;
+    bool accepted;
+    int code;
+    char enh[16];
+    char *text;
+} rcpt_res;
+
+struct smtpc_result {
+    int status;
+    char errmsg[SMTPC__ERRMSG_MAX];
+    size_t nrcpt;
+    rcpt_res *r;
+    int code;
+    char enh[16];
+    char *text;
+    char queue_id[128];
+    char msgid[256];
+    char tls_version[16];
+    char tls_cipher[64];
+    char mech[32];
+    int64_t t_connect, t_tls, t_auth, t_xfer;
+    unsigned attempts;
+    bool reused;
+};
+
+static const char *nz(const char *s) { return s ? s : ""; }
+
+SMTPC_API void smtpc_result_free(smtpc_result *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->nrcpt; i++) {
+        free(r->r[i].addr);
+        free(r->r[i].text);
+    }
+    free(r->r);
+    free(r->text);
+    free(r);
+}
+
+SMTPC_API int smtpc_result_status(const smtpc_result *r) { return r ? r->status : SMTPC_EINVAL; }
+SMTPC_API smtpc_error_class smtpc_result_class(const smtpc_result *r)
+{
+    return smtpc_error_classify(r ? r->status : SMTPC_EINVAL);
+}
+SMTPC_API const char *smtpc_result_errmsg(const smtpc_result *r) { return r ? r->errmsg : ""; }
+SMTPC_API size_t smtpc_result_rcpt_count(const smtpc_result *r) { return r ? r->nrcpt : 0; }
+SMTPC_API const char *smtpc_result_rcpt_address(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt ? nz(r->r[i].addr) : "";
+}
+SMTPC_API bool smtpc_result_rcpt_accepted(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt && r->r[i].accepted;
+}
+SMTPC_API int smtpc_result_rcpt_code(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt ? r->r[i].code : 0;
+}
+SMTPC_API const char *smtpc_result_rcpt_enhanced(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt ? r->r[i].enh : "";
+}
+SMTPC_API const char *smtpc_result_rcpt_text(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt ? nz(r->r[i].text) : "";
+}
+SMTPC_API int smtpc_result_reply_code(const smtpc_result *r) { return r ? r->code : 0; }
+SMTPC_API const char *smtpc_result_reply_enhanced(const smtpc_result *r) { return r ? r->enh : ""; }
+SMTPC_API const char *smtpc_result_reply_text(const smtpc_result *r) { return r ? nz(r->text) : ""; }
+SMTPC_API const char *smtpc_result_queue_id(const smtpc_result *r) { return r ? r->queue_id : ""; }
+SMTPC_API const char *smtpc_result_message_id(const smtpc_result *r) { return r ? r->msgid : ""; }
+SMTPC_API const char *smtpc_result_tls_version(const smtpc_result *r) { return r ? r->tls_version : ""; }
+SMTPC_API const char *smtpc_result_tls_cipher(const smtpc_result *r) { return r ? r->tls_cipher : ""; }
+SMTPC_API const char *smtpc_result_auth_mechanism(const smtpc_result *r) { return r ? r->mech : ""; }
+SMTPC_API int64_t smtpc_result_connect_us(const smtpc_result *r) { return r ? r->t_connect : 0; }
+SMTPC_API int64_t smtpc_result_tls_us(const smtpc_result *r) { return r ? r->t_tls : 0; }
+SMTPC_API int64_t smtpc_result_auth_us(const smtpc_result *r) { return r ? r->t_auth : 0; }
+SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r) { return r ? r->t_xfer : 0; }
+SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r) { return r ? r->attempts : 0; }
+SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r) { return r && r->reused; }
+
+/* ---- queue ids ---- */
+
+static bool id_char(unsigned char ch)
+{
+    return isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '@' || ch == '/' || ch == '+' ||
+           ch == '=';
+}
+
+/* Copies the token at p (id characters, trailing '.' dropped). */
+static bool take_token(const char *p, char *out, size_t outlen)
+{
+    size_t n = 0;
+    while (p[n] && id_char((unsigned char)p[n])) n++;
+    while (n && p[n - 1] == '.') n--;
+    if (n == 0 || outlen == 0) return false;
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}
+
+static const char *find_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (const char *p = hay; *p; p++)
+        if (smtpc__strncasecmp(p, needle, n) == 0) return p;
+    return NULL;
+}
+
+SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen)
+{
+    if (!text || !out || outlen == 0) return false;
+    out[0] = '\0';
+    const char *p;
+    /* Postfix, aiosmtpd-style: "Ok: queued as 4FxyZ1"; "queued as <id>" */
+    if ((p = find_ci(text, "queued as "))) {
+        p += 10;
+        while (*p == ' ' || *p == '<') p++;
+        return take_token(p, out, outlen);
+    }
+    /* Exchange: "... [InternalId=123, Hostname=...] Queued mail for delivery" */
+    if ((p = find_ci(text, "InternalId="))) return take_token(p + 11, out, outlen);
+    /* Exim "OK id=1abc-00..", generic "id=..." (a word boundary before it) */
+    for (p = text; (p = find_ci(p, "id=")); p += 3)
+        if (p == text || !isalnum((unsigned char)p[-1])) return take_token(p + 3, out, outlen);
+    /* Gmail: "OK  1700000000 x12si345abc.67 - gsmtp": the token before " - gsmtp" */
+    if ((p = find_ci(text, " - gsmtp"))) {
+        const char *e = p;
+        const char *b = e;
+        while (b > text && b[-1] != ' ') b--;
+        size_t n = (size_t)(e - b);
+        if (n && n < outlen) {
+            memcpy(out, b, n);
+            out[n] = '\0';
+            return true;
+        }
+        return false;
+    }
+    /* sendmail: "4AB1cd02 Message accepted for delivery" */
+    if ((p = find_ci(text, " Message accepted"))) {
+        const char *b = p;
+        while (b > text && b[-1] != ' ') b--;
+        size_t n = (size_t)(p - b);
+        if (n && n < outlen) {
+            memcpy(out, b, n);
+            out[n] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ======================================================================
+ * Client
+ * ====================================================================== */
+
+struct smtpc_client {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_bool busy;
+    atomic_bool canceled;
+    smtpc_session *cur; /* the session a send is using, for cancel (under mu) */
+
+    char *host;
+    uint16_t port;
+    smtpc_tls_mode sec;
+    bool allow_plain;
+    char *user;
+    char *pass;
+    smtpc_credential_cb cred_cb;
+    void *cred_ud;
+    char *mechs;
+    int64_t connect_ms, command_ms, data_ms, deadline_ms;
+    char *ehlo;
+    char *bind;
+    char *proxy;
+    bool tls_verify;
+    char *ca_file;
+    int tls_min;
+    smtpc_delivery delivery;
+    char *dir;
+    bool strict;
+    smtpc_retry_policy retry;
+    smtpc_pool *own_pool;
+    smtpc_pool *pool;
+    smtpc__errmsg err;
+    char *key; /* the pool key of the current settings, built at the first send; holds the password */
+
+    /* async: one worker thread, started at the first send_async */
+    pthread_t thr;
+    bool thr_started;
+    bool stop;
+    bool job;
+    smtpc_message *job_m;
+    smtpc_send_cb job_cb;
+    void *job_ud;
+};
+
+static void key_reset(smtpc_client *c);
+
+static void default_retry(smtpc_retry_policy *p)
+{
+    p->attempts = 1;
+    p->initial_delay_ms = 1000;
+    p->backoff_factor = 2.0;
+    p->max_delay_ms = 60000;
+}
+
+SMTPC_API int smtpc_client_new(smtpc_client **out)
+{
+    if (!out) return SMTPC_EINVAL;
+    smtpc_client *c = calloc(1, sizeof *c);
+    if (!c) return SMTPC_ENOMEM;
+    if (smtpc__pool_new_private(&c->own_pool)) {
+        free(c);
+        return SMTPC_ENOMEM;
+    }
+    c->pool = c->own_pool;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->tls_verify = true;
+    default_retry(&c->retry);
+    *out = c;
+    return 0;
+}
+
+SMTPC_API void smtpc_client_free(smtpc_client *c)
+{
+    if (!c) return;
+    if (c->thr_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thr, NULL);
+    }
+    smtpc_pool_free(c->own_pool);
+    key_reset(c);
+    free(c->host);
+    free(c->user);
+    smtpc__free_secret(c->pass);
+    free(c->mechs);
+    free(c->ehlo);
+    free(c->bind);
+    smtpc__free_secret(c->proxy);
+    free(c->ca_file);
+    free(c->dir);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+SMTPC_API const char *smtpc_client_errmsg(const smtpc_client *c) { return c ? c->err.text : "no client"; }
+SMTPC_API bool smtpc_client_busy(const smtpc_client *c) { return c && atomic_load(&((smtpc_client *)c)->busy); }
+
+int smtpc__client_enter(smtpc_client *c)
+{
+    bool expect = false;
+    if (!atomic_compare_exchange_strong(&c->busy, &expect, true))
+        return smtpc__err(&c->err, SMTPC_EBUSY, "operation in progress");
+    atomic_store(&c->canceled, false);
+    return 0;
+}
+
+void smtpc__client_leave(smtpc_client *c) { atomic_store(&c->busy, false); }
+
+/* ---- setters ---- */
+
+static void key_reset(smtpc_client *c)
+{
+    if (c->key) {
+        smtpc__secure_zero(c->key, strlen(c->key));
+        free(c->key);
+        c->key = NULL;
+    }
+}
+
+/* Every setter: refuse while a send runs; the settings change, so does the pool key. */
+#define SETTER_PROLOGUE(c)                                                                   \
+    do {                                                                                     \
+        if (!(c)) return SMTPC_EINVAL;                                                       \
+        if (atomic_load(&(c)->busy)) return smtpc__err(&(c)->err, SMTPC_EBUSY, "operation in progress"); \
+        key_reset(c);                                                                        \
+    } while (0)
+
+static int set_str(smtpc_client *c, char **field, const char *v, bool secret, bool allow_blank)
+{
+    if (v && (smtpc__has_ctl(v) || (!allow_blank && strchr(v, ' '))))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "control characters or blanks in a setting");
+    char *d = NULL;
+    if (v && !(d = smtpc__strdup(v))) return SMTPC_ENOMEM;
+    if (secret) smtpc__free_secret(*field);
+    else free(*field);
+    *field = d;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t port)
+{
+    SETTER_PROLOGUE(c);
+    if (!host || !*host) return smtpc__err(&c->err, SMTPC_EINVAL, "empty host");
+    int rc = set_str(c, &c->host, host, false, false);
+    if (!rc) c->port = port;
+    return rc;
+}
+
+SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode)
+{
+    SETTER_PROLOGUE(c);
+    if ((int)mode < 0 || mode > SMTPC_TLS_MODE_AUTO) return smtpc__err(&c->err, SMTPC_EINVAL, "bad TLS mode");
+    c->sec = mode;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow)
+{
+    SETTER_PROLOGUE(c);
+    c->allow_plain = allow;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password)
+{
+    SETTER_PROLOGUE(c);
+    if (password && smtpc__has_crlfnul(password, strlen(password)))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "CR/LF in the password");
+    int rc = set_str(c, &c->user, user, false, true);
+    if (rc) return rc;
+    rc = set_str(c, &c->pass, user ? password : NULL, true, true);
+    c->cred_cb = NULL;
+    return rc;
+}
+
+SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user, smtpc_credential_cb cb,
+                                             void *userdata)
+{
+    SETTER_PROLOGUE(c);
+    int rc = set_str(c, &c->user, user, false, true);
+    if (rc) return rc;
+    smtpc__free_secret(c->pass);
+    c->pass = NULL;
+    c->cred_cb = cb;
+    c->cred_ud = userdata;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list)
+{
+    SETTER_PROLOGUE(c);
+    return set_str(c, &c->mechs, list, false, true);
+}
+
+static int set_ms(smtpc_client *c, int64_t *f, int64_t ms)
+{
+    SETTER_PROLOGUE(c);
+    if (ms < 0) return smtpc__err(&c->err, SMTPC_EINVAL, "negative timeout");
+    *f = ms;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->connect_ms, ms) : SMTPC_EINVAL;
+}
+SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->command_ms, ms) : SMTPC_EINVAL;
+}
+SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->data_ms, ms) : SMTPC_EINVAL;
+}
+SMTPC_API int smtpc_client_set_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->deadline_ms, ms) : SMTPC_EINVAL;
+}
+
+SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name)
+{
+    SETTER_PROLOGUE(c);
+    return set_str(c, &c->ehlo, name, false, false);
+}
+
+SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr)
+{
+    SETTER_PROLOGUE(c);
+    return set_str(c, &c->bind, addr, false, false);
+}
+
+SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const char *url)
+{
+    SETTER_PROLOGUE(c);
+    if (url) {
+        smtpc_proxy *p;
+        char why[256];
+        int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
+        if (rc) return smtpc__err(&c->err, rc, "proxy: %s", why);
+        smtpc_proxy_free(p);
+    }
+    return set_str(c, &c->proxy, url, true, false);
+}
+
+SMTPC_API int smtpc_client_set_tls_verify(smtpc_client *c, bool verify)
+{
+    SETTER_PROLOGUE(c);
+    c->tls_verify = verify;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_tls_ca_file(smtpc_client *c, const char *path)
+{
+    SETTER_PROLOGUE(c);
+    return set_str(c, &c->ca_file, path, false, true);
+}
+
+SMTPC_API int smtpc_client_set_tls_min_version(smtpc_client *c, int version)
+{
+    SETTER_PROLOGUE(c);
+    if (version != 0 && (version < SMTPC_TLS_1_0 || version > SMTPC_TLS_1_3))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "bad TLS version %d", version);
+    c->tls_min = version;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, const char *dir)
+{
+    SETTER_PROLOGUE(c);
+    if ((int)method < 0 || method > SMTPC_DELIVERY_OUTBOX)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "bad delivery method");
+    if (method != SMTPC_DELIVERY_NETWORK && (!dir || !*dir))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "pickup and outbox delivery need a directory");
+    int rc = set_str(c, &c->dir, method == SMTPC_DELIVERY_NETWORK ? NULL : dir, false, true);
+    if (!rc) c->delivery = method;
+    return rc;
+}
+
+SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict)
+{
+    SETTER_PROLOGUE(c);
+    c->strict = strict;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *p)
+{
+    SETTER_PROLOGUE(c);
+    if (!p) {
+        default_retry(&c->retry);
+        return 0;
+    }
+    if (p->attempts == 0 || p->backoff_factor < 1.0 || p->initial_delay_ms < 0 || p->max_delay_ms < 0)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "bad retry policy");
+    c->retry = *p;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_pool(smtpc_client *c, smtpc_pool *pool)
+{
+    SETTER_PROLOGUE(c);
+    c->pool = pool ? pool : c->own_pool;
+    return 0;
+}
+
+SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c) { return c ? c->own_pool : NULL; }
+
+/* ---- configuration file ---- */
+
+SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, const char *account)
+{
+    SETTER_PROLOGUE(c);
+    if (!cfg) return SMTPC_EINVAL;
+    const smtpc_account *a = smtpc_config_account(cfg, account);
+    if (!a) return smtpc__err(&c->err, SMTPC_ENOTFOUND, "no account \"%s\"", account ? account : "(default)");
+    const char *v;
+    int rc = 0;
+    if ((v = smtpc_account_get(a, "tls"))) {
+        smtpc_tls_mode m;
+        if (smtpc_tls_mode_parse(v, &m)) return smtpc__err(&c->err, SMTPC_ECONFIG, "tls = %s: not a TLS mode", v);
+        c->sec = m;
+    }
+    c->allow_plain = smtpc_account_get_bool(a, "allow-plaintext-auth", c->allow_plain);
+    if ((v = smtpc_account_get(a, "tls-min"))) {
+        int ver = !strcmp(v, "1.3") ? SMTPC_TLS_1_3 : !strcmp(v, "1.2") ? SMTPC_TLS_1_2
+                : !strcmp(v, "1.1") ? SMTPC_TLS_1_1 : !strcmp(v, "1.0") ? SMTPC_TLS_1_0 : 0;
+        c->tls_min = ver;
+    }
+    if ((v = smtpc_account_get(a, "server"))) {
+        char host[256];
+        uint16_t port = 0;
+        if (smtpc_config_parse_server(v, host, sizeof host, &port))
+            return smtpc__err(&c->err, SMTPC_ECONFIG, "server = %s: bad server", v);
+        if ((rc = set_str(c, &c->host, host, false, false))) return rc;
+        c->port = port;
+    }
+    if ((v = smtpc_account_get(a, "port"))) {
+        uint64_t n;
+        if (smtpc__parse_u64(v, strlen(v), &n) || n == 0 || n > 65535)
+            return smtpc__err(&c->err, SMTPC_ECONFIG, "port = %s: bad port", v);
+        c->port = (uint16_t)n;
+    }
+    if ((v = smtpc_account_get(a, "user"))) {
+        if ((rc = set_str(c, &c->user, v, false, true))) return rc;
+        const char *pw = smtpc_account_get(a, "password");
+        const char *pe = smtpc_account_get(a, "password-env");
+        if (!pw && pe) pw = getenv(pe);
+        if (pw && (rc = set_str(c, &c->pass, pw, true, true))) return rc;
+    }
+    if ((v = smtpc_account_get(a, "auth")) && (rc = set_str(c, &c->mechs, v, false, true))) return rc;
+    if ((v = smtpc_account_get(a, "ehlo-name")) && (rc = set_str(c, &c->ehlo, v, false, false))) return rc;
+    if ((v = smtpc_account_get(a, "bind")) && (rc = set_str(c, &c->bind, v, false, false))) return rc;
+    if ((v = smtpc_account_get(a, "ca-file")) && (rc = set_str(c, &c->ca_file, v, false, true))) return rc;
+    c->tls_verify = !smtpc_account_get_bool(a, "insecure", !c->tls_verify);
+    if ((v = smtpc_account_get(a, "proxy"))) {
+        smtpc_proxy *p;
+        char why[256];
+        if (smtpc_proxy_parse_url(&p, v, why, sizeof why))
+            return smtpc__err(&c->err, SMTPC_ECONFIG, "proxy: %s", why);
+        smtpc_proxy_free(p);
+        if ((rc = set_str(c, &c->proxy, v, true, false))) return rc;
+    }
+    int64_t t = smtpc_account_get_ms(a, "timeout", -1);
+    if (t >= 0) c->command_ms = c->data_ms = t;
+    t = smtpc_account_get_ms(a, "connect-timeout", -1);
+    if (t >= 0) c->connect_ms = t;
+    const char *d = smtpc_account_get(a, "delivery");
+    const char *pick = smtpc_account_get(a, "pickup-dir");
+    const char *ob = smtpc_account_get(a, "outbox");
+    if (d && !strcmp(d, "pickup") && pick) rc = set_str(c, &c->dir, pick, false, true), c->delivery = SMTPC_DELIVERY_PICKUP;
+    else if (d && !strcmp(d, "outbox") && ob) rc = set_str(c, &c->dir, ob, false, true), c->delivery = SMTPC_DELIVERY_OUTBOX;
+    else if (d && (!strcmp(d, "pickup") || !strcmp(d, "outbox")))
+        return smtpc__err(&c->err, SMTPC_ECONFIG, "delivery = %s without its directory", d);
+    else if (!d && !c->host && pick) rc = set_str(c, &c->dir, pick, false, true), c->delivery = SMTPC_DELIVERY_PICKUP;
+    else if (d) c->delivery = SMTPC_DELIVERY_NETWORK;
+    return rc;
+}
+
+/* ======================================================================
+ * Sending
+ * ====================================================================== */
+
+static uint16_t eff_port(const smtpc_client *c)
+{
+    if (c->port) return c->port;
+    return c->sec == SMTPC_TLS_MODE_IMPLICIT ? 465 : c->sec == SMTPC_TLS_MODE_STARTTLS ? 587 : 25;
+}
+
+/* Everything that makes two connections interchangeable. Holds the
+ * password: the pool wipes it. */
+static char *pool_key(const smtpc_client *c)
+{
+    smtpc__buf b;
+    smtpc__buf_init(&b, 1u << 16);
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+                               c->host, eff_port(c), (int)c->sec, c->tls_verify, c->allow_plain, nz(c->ca_file), c->tls_min,
+                               nz(c->proxy), nz(c->user), nz(c->pass), nz(c->mechs), nz(c->bind),
+                               nz(c->ehlo));
+    if (!rc) rc = smtpc__buf_append(&b, "", 1);
+    if (rc) {
+        smtpc__buf_free_secure(&b);
+        return NULL;
+    }
+    return (char *)b.data; /* off is 0: nothing was consumed */
+}
+
+static void publish(smtpc_client *c, smtpc_session *s)
+{
+    pthread_mutex_lock(&c->mu);
+    c->cur = s;
+    if (s && atomic_load(&c->canceled)) smtpc_session_cancel(s);
+    pthread_mutex_unlock(&c->mu);
+}
+
+SMTPC_API void smtpc_client_cancel_async(smtpc_client *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    if (atomic_load(&c->busy)) {
+        atomic_store(&c->canceled, true);
+        if (c->cur) smtpc_session_cancel(c->cur);
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Timestamps of the security steps, from the session's trace while it opens. */
+typedef struct open_trace {
+    int64_t starttls_sent, tls_done, auth_sent, auth_done, t0;
+} open_trace;
+
+static void on_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    open_trace *t = ud;
+    int64_t now = smtpc__now_us();
+    if (dir == SMTPC_TRACE_SENT && len >= 8 && !smtpc__strncasecmp(line, "STARTTLS", 8)) t->starttls_sent = now;
+    else if (dir == SMTPC_TRACE_INFO && len >= 13 && !strncmp(line, "TLS handshake", 13)) t->tls_done = now;
+    else if (dir == SMTPC_TRACE_SENT && len >= 5 && !smtpc__strncasecmp(line, "AUTH ", 5) && !t->auth_sent)
+        t->auth_sent = now;
+    else if (dir == SMTPC_TRACE_RECEIVED && len >= 3 && !strncmp(line, "235", 3)) t->auth_done = now;
+}
+
+static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
+{
+    smtpc_session *s;
+    int rc = smtpc_session_new(&s);
+    if (rc) return smtpc__err(&c->err, rc, "session: %s", smtpc_strerror(rc));
+    pc->s = s;
+    smtpc__pool_count_open(c->pool);
+    if (c->connect_ms) smtpc_session_set_connect_timeout_ms(s, c->connect_ms);
+    if (c->connect_ms) smtpc_session_set_greeting_timeout_ms(s, c->connect_ms);
+    if (c->command_ms) smtpc_session_set_command_timeout_ms(s, c->command_ms);
+    if (c->data_ms) smtpc_session_set_data_timeout_ms(s, c->data_ms);
+    if (c->deadline_ms) smtpc_session_set_deadline_ms(s, c->deadline_ms);
+    if (c->ehlo && (rc = smtpc_session_set_ehlo_name(s, c->ehlo)))
+        return smtpc__err(&c->err, rc, "EHLO name: %s", smtpc_session_errmsg(s));
+    if (c->bind && (rc = smtpc_session_set_bind(s, c->bind, 0)))
+        return smtpc__err(&c->err, rc, "bind: %s", smtpc_session_errmsg(s));
+    if (c->proxy)
+        return smtpc__err(&c->err, SMTPC_EUNSUPPORTED, "proxies are not supported by the session yet");
+    rc = smtpc_session_set_tls_mode(s, c->sec);
+    if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
+    if (!rc && !c->tls_verify) rc = smtpc_session_set_insecure(s, true);
+    if (!rc && c->tls_min) rc = smtpc_session_set_tls_versions(s, c->tls_min, 0, false);
+    if (!rc && c->user) {
+        char pw[1024];
+        const char *pass = c->pass;
+        if (!pass && c->cred_cb) {
+            rc = c->cred_cb(c->cred_ud, c->user, pw, sizeof pw);
+            pw[sizeof pw - 1] = '\0';
+            pass = pw;
+            if (rc) smtpc__err(&c->err, rc, "the credential callback failed");
+        }
+        if (!rc) rc = smtpc_session_set_credentials(s, c->user, pass);
+        smtpc__secure_zero(pw, sizeof pw);
+        if (rc) return rc;
+    }
+    if (!rc && c->mechs) rc = smtpc_session_set_auth_mechanisms(s, c->mechs);
+    if (!rc && c->allow_plain) rc = smtpc_session_set_allow_plaintext_auth(s, true);
+    if (rc) return smtpc__err(&c->err, rc, "settings: %s", smtpc_session_errmsg(s));
+    publish(c, s);
+    open_trace tr;
+    memset(&tr, 0, sizeof tr);
+    smtpc_session_set_trace(s, on_trace, &tr);
+    int64_t t0 = smtpc__now_us();
+    rc = smtpc_session_open(s, c->host, eff_port(c));
+    int64_t t1 = smtpc__now_us();
+    smtpc_session_set_trace(s, NULL, NULL); /* no per-line cost while sending */
+    res->t_tls = tr.tls_done && tr.starttls_sent ? tr.tls_done - tr.starttls_sent : 0;
+    res->t_auth = tr.auth_done && tr.auth_sent ? tr.auth_done - tr.auth_sent : 0;
+    res->t_connect = (t1 - t0) - res->t_tls - res->t_auth;
+    const smtpc_tls_info *ti = smtpc_session_tls_info(s);
+    if (ti) {
+        smtpc__strlcpy(res->tls_version, ti->version, sizeof res->tls_version);
+        smtpc__strlcpy(res->tls_cipher, ti->cipher, sizeof res->tls_cipher);
+    }
+    smtpc__strlcpy(res->mech, nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
+    if (rc) {
+        smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(s));
+        const smtpc_reply *r = smtpc_session_reply(s);
+        if (r) {
+            res->code = smtpc_reply_code(r);
+            smtpc__strlcpy(res->enh, smtpc_reply_enhanced(r), sizeof res->enh);
+            free(res->text);
+            res->text = smtpc__strdup(smtpc_reply_text(r));
+        }
+    }
+    return rc;
+}
+
+/* A body reader that remembers whether it was read. */
+typedef struct body_run {
+    const smtpc__body *b;
+    smtpc_message_writer *w;
+    const uint8_t *mp;
+    size_t mleft;
+    bool touched;
+} body_run;
+
+static ssize_t body_read(void *ud, void *buf, size_t len)
+{
+    body_run *r = ud;
+    r->touched = true;
+    if (r->w) return smtpc_message_writer_read(r->w, buf, len);
+    if (r->b->cb) return r->b->cb(r->b->ud, buf, len);
+    size_t n = r->mleft < len ? r->mleft : len;
+    memcpy(buf, r->mp, n);
+    r->mp += n;
+    r->mleft -= n;
+    return (ssize_t)n;
+}
+
+static bool has_8bit(const void *p, size_t n)
+{
+    const uint8_t *u = p;
+    for (size_t i = 0; i < n; i++)
+        if (u[i] & 0x80) return true;
+    return false;
+}
+
+static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, int rc)
+{
+    size_t n = smtpc_session_rcpt_count(s);
+    for (size_t i = 0; i < n && i < res->nrcpt; i++) {
+        int st = smtpc_session_rcpt_status(s, i);
+        const smtpc_reply *r = smtpc_session_rcpt_reply(s, i);
+        res->r[i].accepted = st == 0 && rc != SMTPC_EUNKNOWN ? true : st == 0;
+        res->r[i].code = smtpc_reply_code(r);
+        smtpc__strlcpy(res->r[i].enh, r ? smtpc_reply_enhanced(r) : "", sizeof res->r[i].enh);
+        free(res->r[i].text);
+        res->r[i].text = r ? smtpc__strdup(smtpc_reply_text(r)) : NULL;
+    }
+    const smtpc_reply *r = smtpc_session_reply(s);
+    res->code = smtpc_reply_code(r);
+    smtpc__strlcpy(res->enh, r ? smtpc_reply_enhanced(r) : "", sizeof res->enh);
+    free(res->text);
+    res->text = r ? smtpc__strdup(smtpc_reply_text(r)) : NULL;
+    res->queue_id[0] = '\0';
+    if (rc == 0 && r) smtpc_parse_queue_id(smtpc_reply_text(r), res->queue_id, sizeof res->queue_id);
+    if (rc) smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(s));
+}
+
+/* Failures of a re-used connection that show it was dead or closing before
+ * the server took the message: safe to repeat once on a fresh connection.
+ * The session reports a loss after the final dot as SMTPC_EUNKNOWN, so a
+ * network error here is before it; a 421 is a refusal whenever it comes; a
+ * protocol error (e.g. a server that keeps answering the pipelined commands
+ * after its 421) only counts while the body was not started. */
+static bool stale_failure(int rc, smtpc_session *s, bool body_started)
+{
+    if (rc == SMTPC_EUNKNOWN || rc == SMTPC_ECANCELED || rc == 0) return false;
+    if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) return true;
+    if (smtpc_reply_code(smtpc_session_reply(s)) == 421) return true;
+    return rc == SMTPC_EPROTO && !body_started && !smtpc_session_is_connected(s);
+}
+
+/* One attempt: a connection from the pool (re-used or new), one
+ * transaction. *body_touched tells whether the body was read. */
+static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, smtpc_result *res,
+                   bool *body_touched)
+{
+    bool fresh_retry_done = false;
+    *body_touched = false;
+again:;
+    smtpc__pconn *pc;
+    bool check;
+    int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &pc, &check);
+    if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
+    bool reused = pc->s != NULL;
+    res->t_connect = res->t_tls = res->t_auth = res->t_xfer = 0;
+    if (reused) {
+        publish(c, pc->s);
+        int prc = 0;
+        if (pc->dirty) prc = smtpc_session_rset(pc->s);
+        else if (check) prc = smtpc_session_noop(pc->s);
+        if (prc) {
+            /* Dead while idle: replace it; this is not an attempt. */
+            publish(c, NULL);
+            smtpc__pool_release(c->pool, pc, false, prc != SMTPC_ECANCELED);
+            if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
+                return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");
+            goto again;
+        }
+        pc->dirty = false;
+    } else {
+        rc = open_session(c, pc, res);
+        if (rc) {
+            publish(c, NULL);
+            smtpc__pool_release(c->pool, pc, false, false);
+            return rc;
+        }
+    }
+    smtpc_session *s = pc->s;
+    res->reused = reused;
+    if (reused) {
+        const smtpc_tls_info *ti = smtpc_session_tls_info(s);
+        smtpc__strlcpy(res->tls_version, ti ? ti->version : "", sizeof res->tls_version);
+        smtpc__strlcpy(res->tls_cipher, ti ? ti->cipher : "", sizeof res->tls_cipher);
+        smtpc__strlcpy(res->mech, nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
+    }
+
+    /* The envelope and the body for this server. */
+    body_run run;
+    memset(&run, 0, sizeof run);
+    run.b = b;
+    smtpc_mail_opts mo;
+    memset(&mo, 0, sizeof mo);
+    bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
+    bool extu = smtpc_session_has_ext(s, "SMTPUTF8");
+    bool has_size = smtpc_session_has_ext(s, "SIZE");
+    if (b->m) {
+        bool needu = smtpc_message_needs_smtputf8(b->m);
+        if (needu && !extu) {
+            rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                            "the message needs SMTPUTF8 and the server does not offer it");
+            goto done_nosend;
+        }
+        rc = smtpc_message_writer_new(&run.w, b->m, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
+                                                        (needu ? SMTPC_WRITE_SMTPUTF8 : 0u));
+        if (rc) {
+            smtpc__err(&c->err, rc, "message: %s", smtpc_message_errmsg(b->m));
+            goto done_nosend;
+        }
+        int64_t sz = smtpc_message_writer_size(run.w);
+        if (has_size && sz > 0) mo.size = (uint64_t)sz;
+        mo.body_8bitmime = ext8;
+        mo.smtputf8 = needu;
+        const char *mid = smtpc_message_message_id(b->m);
+        smtpc__strlcpy(res->msgid, nz(mid), sizeof res->msgid);
+    } else if (b->mem || !b->cb) {
+        run.mp = b->mem;
+        run.mleft = b->len;
+        if (has_size) mo.size = b->len;
+        mo.body_8bitmime = ext8 && has_8bit(b->mem, b->len);
+    }
+    smtpc_envelope env;
+    memset(&env, 0, sizeof env);
+    env.from = b->from;
+    env.rcpts = b->rcpts;
+    env.nrcpts = b->nrcpts;
+    env.mail = &mo;
+    env.all_or_nothing = c->strict;
+    int64_t t0 = smtpc__now_us();
+    rc = smtpc_session_send(s, &env, body_read, &run);
+    res->t_xfer = smtpc__now_us() - t0;
+    smtpc_message_writer_free(run.w);
+    *body_touched = run.touched;
+    take_results(c, s, res, rc);
+    if (rc == SMTPC_ECANCELED && strstr(smtpc_session_errmsg(s), "may have been delivered")) {
+        /* Canceled while waiting for the reply to the final dot: the server
+         * may have taken it. Unknown, never "canceled" (a caller would resend). */
+        char d[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(d, smtpc_session_errmsg(s), sizeof d);
+        rc = smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
+    }
+    if (rc == 0) pc->msgs++;
+    if (rc && reused && !fresh_retry_done && stale_failure(rc, s, run.touched) &&
+        (!run.touched || b->m || b->mem || b->rewind)) {
+        /* nodemailer's idle-connection loss: the server had closed (or was
+         * closing) the connection before it took the message. Once on a fresh one. */
+        if (run.touched && b->rewind && b->rewind(b->ud)) goto done;
+        fresh_retry_done = true;
+        publish(c, NULL);
+        smtpc__pool_release(c->pool, pc, false, false);
+        goto again;
+    }
+    goto done;
+done_nosend:
+    smtpc_message_writer_free(run.w);
+done:
+    publish(c, NULL);
+    pc->dirty = rc != 0;
+    smtpc__pool_release(c->pool, pc, rc != SMTPC_ECANCELED && !atomic_load(&c->canceled),
+                        rc != SMTPC_ECANCELED);
+    return rc;
+}
+
+static bool retryable(int rc)
+{
+    return rc == SMTPC_ETEMPFAIL || rc == SMTPC_ENETWORK || rc == SMTPC_ECLOSED ||
+           rc == SMTPC_ETIMEDOUT || rc == SMTPC_ENOHOST;
+}
+
+/* Sleeps ms unless canceled; returns true when canceled. */
+static bool sleep_cancelable(smtpc_client *c, int64_t ms)
+{
+    int64_t end = smtpc__now_ms() + ms;
+    pthread_mutex_lock(&c->mu);
+    while (!atomic_load(&c->canceled)) {
+        int64_t left = end - smtpc__now_ms();
+        if (left <= 0) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t step = left < 100 ? left : 100;
+        ts.tv_nsec += (long)(step * 1000000);
+        while (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    bool canceled = atomic_load(&c->canceled);
+    pthread_mutex_unlock(&c->mu);
+    return canceled;
+}
+
+int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry, smtpc_result **out)
+{
+    smtpc_result *res = calloc(1, sizeof *res);
+    if (!res) return SMTPC_ENOMEM;
+    int rc = 0;
+    res->nrcpt = b->nrcpts;
+    res->r = calloc(b->nrcpts ? b->nrcpts : 1, sizeof *res->r);
+    if (!res->r) rc = SMTPC_ENOMEM;
+    for (size_t i = 0; !rc && i < b->nrcpts; i++)
+        if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
+    if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
+    if (!rc && !c->key && !(c->key = pool_key(c))) rc = SMTPC_ENOMEM;
+    const char *key = c->key;
+    unsigned max = use_retry ? c->retry.attempts : 1;
+    int64_t delay = c->retry.initial_delay_ms;
+    for (unsigned k = 1; !rc || k == 1; k++) {
+        if (rc) break;
+        bool touched;
+        res->attempts = k;
+        rc = attempt(c, b, key, res, &touched);
+        if (rc == 0 || k >= max || !retryable(rc)) break;
+        if (touched && !b->m && !b->mem) {
+            if (!b->rewind || b->rewind(b->ud)) break; /* the body is gone */
+        }
+        int64_t d = delay < c->retry.max_delay_ms ? delay : c->retry.max_delay_ms;
+        if (sleep_cancelable(c, d)) {
+            rc = smtpc__err(&c->err, SMTPC_ECANCELED, "canceled while waiting to retry");
+            break;
+        }
+        double nd = (double)delay * c->retry.backoff_factor;
+        delay = nd > 9e15 ? INT64_MAX / 2 : (int64_t)nd;
+        rc = 0;
+    }
+    if (rc == SMTPC_ECANCELED || atomic_load(&c->canceled)) {
+        if (rc != 0 && rc != SMTPC_EUNKNOWN) rc = SMTPC_ECANCELED;
+    }
+    res->status = rc;
+    smtpc__strlcpy(res->errmsg, rc ? c->err.text : "", sizeof res->errmsg);
+    if (out) *out = res;
+    else smtpc_result_free(res);
+    return rc;
+}
+
+/* Pickup and outbox delivery: no network. */
+static int deliver_local(smtpc_client *c, const smtpc__body *b, smtpc_result **out)
+{
+    smtpc_result *res = calloc(1, sizeof *res);
+    if (!res) return SMTPC_ENOMEM;
+    res->nrcpt = b->nrcpts;
+    res->r = calloc(b->nrcpts ? b->nrcpts : 1, sizeof *res->r);
+    int rc = res->r ? 0 : SMTPC_ENOMEM;
+    for (size_t i = 0; !rc && i < b->nrcpts; i++)
+        if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
+    body_run run;
+    memset(&run, 0, sizeof run);
+    run.b = b;
+    run.mp = b->mem;
+    run.mleft = b->len;
+    char err[512] = "";
+    if (!rc && b->m) {
+        rc = smtpc_message_writer_new(&run.w, b->m, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8);
+        if (rc) snprintf(err, sizeof err, "message: %s", smtpc_message_errmsg(b->m));
+        else smtpc__strlcpy(res->msgid, nz(smtpc_message_message_id(b->m)), sizeof res->msgid);
+    }
+    res->attempts = 1;
+    if (!rc && c->delivery == SMTPC_DELIVERY_PICKUP) {
+        char *path = NULL;
+        rc = smtpc_pickup_write(c->dir, b->from, b->rcpts, b->nrcpts, body_read, &run, &path, err, sizeof err);
+        if (!rc && path) {
+            const char *base = strrchr(path, '/');
+            smtpc__strlcpy(res->queue_id, base ? base + 1 : path, sizeof res->queue_id);
+        }
+        free(path);
+    } else if (!rc) {
+        smtpc_outbox *ob;
+        rc = smtpc_outbox_open(&ob, c->dir, err, sizeof err);
+        if (!rc) {
+            rc = smtpc_outbox_add_raw(ob, b->from, b->rcpts, b->nrcpts, body_read, &run, res->queue_id,
+                                      sizeof res->queue_id);
+            if (rc) snprintf(err, sizeof err, "%s", smtpc_outbox_errmsg(ob));
+            smtpc_outbox_free(ob);
+        }
+    }
+    smtpc_message_writer_free(run.w);
+    for (size_t i = 0; !rc && i < b->nrcpts; i++) res->r[i].accepted = true;
+    res->status = rc;
+    if (rc) smtpc__err(&c->err, rc, "%s", err[0] ? err : smtpc_strerror(rc));
+    smtpc__strlcpy(res->errmsg, rc ? c->err.text : "", sizeof res->errmsg);
+    if (out) *out = res;
+    else smtpc_result_free(res);
+    return rc;
+}
+
+static int deliver(smtpc_client *c, const smtpc__body *b, smtpc_result **out)
+{
+    if (c->delivery != SMTPC_DELIVERY_NETWORK) return deliver_local(c, b, out);
+    return smtpc__client_deliver(c, b, true, out);
+}
+
+/* The envelope of a message; rcpts is malloc'ed (pointers owned by m). */
+static int message_envelope(smtpc_client *c, smtpc_message *m, smtpc__body *b, const char ***rcpts)
+{
+    memset(b, 0, sizeof *b);
+    b->m = m;
+    b->from = smtpc_message_envelope_from(m);
+    size_t n = smtpc_message_rcpt_count(m);
+    if (!b->from) return smtpc__err(&c->err, SMTPC_EINVAL, "the message has no From or Sender");
+    if (n == 0) return smtpc__err(&c->err, SMTPC_EINVAL, "the message has no recipient");
+    const char **r = calloc(n, sizeof *r);
+    if (!r) return SMTPC_ENOMEM;
+    for (size_t i = 0; i < n; i++) r[i] = smtpc_message_rcpt(m, i);
+    b->rcpts = r;
+    b->nrcpts = n;
+    *rcpts = r;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result **result)
+{
+    if (result) *result = NULL;
+    if (!c || !m) return SMTPC_EINVAL;
+    int rc = smtpc__client_enter(c);
+    if (rc) return rc;
+    smtpc__body b;
+    const char **rcpts = NULL;
+    rc = message_envelope(c, m, &b, &rcpts);
+    if (!rc) rc = deliver(c, &b, result);
+    free(rcpts);
+    smtpc__client_leave(c);
+    return rc;
+}
+
+static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts, size_t n,
+                    smtpc__body *b, smtpc_result **result)
+{
+    if (result) *result = NULL;
+    if (!c) return SMTPC_EINVAL;
+    if (!from || !rcpts || n == 0) return smtpc__err(&c->err, SMTPC_EINVAL, "no sender or recipient");
+    for (size_t i = 0; i < n; i++)
+        if (!rcpts[i] || !*rcpts[i]) return smtpc__err(&c->err, SMTPC_EINVAL, "empty recipient");
+    int rc = smtpc__client_enter(c);
+    if (rc) return rc;
+    b->from = from;
+    b->rcpts = rcpts;
+    b->nrcpts = n;
+    rc = deliver(c, b, result);
+    smtpc__client_leave(c);
+    return rc;
+}
+
+SMTPC_API int smtpc_client_send_envelope(smtpc_client *c, const char *from, const char *const *rcpts,
+                                         size_t nrcpts, smtpc_read_cb cb, void *userdata,
+                                         smtpc_result **result)
+{
+    if (!cb) return SMTPC_EINVAL;
+    smtpc__body b;
+    memset(&b, 0, sizeof b);
+    b.cb = cb;
+    b.ud = userdata;
+    return send_raw(c, from, rcpts, nrcpts, &b, result);
+}
+
+SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const char *const *rcpts,
+                                    size_t nrcpts, const void *data, size_t len, smtpc_result **result)
+{
+    if (!data && len) return SMTPC_EINVAL;
+    smtpc__body b;
+    memset(&b, 0, sizeof b);
+    b.mem = data ? data : "";
+    b.len = len;
+    return send_raw(c, from, rcpts, nrcpts, &b, result);
+}
+
+/* ---- async ---- */
+
+static void *worker(void *arg)
+{
+    smtpc_client *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->job && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+        if (!c->job) break; /* stop with nothing queued */
+        smtpc_message *m = c->job_m;
+        smtpc_send_cb cb = c->job_cb;
+        void *ud = c->job_ud;
+        c->job = false;
+        pthread_mutex_unlock(&c->mu);
+
+        smtpc__body b;
+        const char **rcpts = NULL;
+        smtpc_result *res = NULL;
+        int rc = message_envelope(c, m, &b, &rcpts);
+        if (!rc) rc = deliver(c, &b, &res);
+        free(rcpts);
+        if (!res) {
+            res = calloc(1, sizeof *res);
+            if (res) {
+                res->status = rc;
+                smtpc__strlcpy(res->errmsg, c->err.text, sizeof res->errmsg);
+            }
+        }
+        smtpc__client_leave(c); /* idle before the callback: it may send again */
+        cb(ud, rc, res);
+        smtpc_result_free(res);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb, void *userdata)
+{
+    if (!c || !m || !cb) return SMTPC_EINVAL;
+    int rc = smtpc__client_enter(c);
+    if (rc) return rc;
+    pthread_mutex_lock(&c->mu);
+    if (!c->thr_started) {
+        if (pthread_create(&c->thr, NULL, worker, c) != 0) {
+            pthread_mutex_unlock(&c->mu);
+            smtpc__client_leave(c);
+            return smtpc__err(&c->err, SMTPC_ENOMEM, "cannot start the client thread");
+        }
+        c->thr_started = true;
+    }
+    c->job = true;
+    c->job_m = m;
+    c->job_cb = cb;
+    c->job_ud = userdata;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}

@@ -1,0 +1,57 @@
+/* Internals shared by client.c, pool.c and outbox.c. */
+#ifndef SMTPC_CLIENT_INT_H
+#define SMTPC_CLIENT_INT_H
+
+#include <smtpc/client.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+typedef struct smtpc__pconn {
+    struct smtpc__pconn *next;
+    char *key;            /* endpoint and identity; wiped on free (holds the password) */
+    smtpc_session *s;     /* NULL: a reserved slot the acquirer connects */
+    bool busy;
+    bool dirty;           /* the last transaction did not end cleanly: RSET before re-use */
+    unsigned msgs;        /* messages sent on it */
+    int64_t last_used_ms;
+} smtpc__pconn;
+
+/* Takes an idle connection for key, or reserves a slot (conn->s NULL: the
+ * caller connects and stores the session). Waits while max connections of
+ * key are busy, checking *cancel every 100 ms (SMTPC_ECANCELED). *check:
+ * the idle connection was idle past the NOOP threshold. */
+int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cancel,
+                        smtpc__pconn **out, bool *check);
+/* Returns a connection: kept for re-use when keep and connected and under
+ * the message limit, else closed (QUIT when polite) and freed. */
+void smtpc__pool_release(smtpc_pool *p, smtpc__pconn *c, bool keep, bool polite);
+/* The client stored a new session in a reserved slot. */
+void smtpc__pool_count_open(smtpc_pool *p);
+int smtpc__pool_new_private(smtpc_pool **out);
+
+/* What to send: a message (envelope from it), or a raw body with an
+ * explicit envelope from memory or a callback. A callback body can be sent
+ * again only with rewind (else only attempts that never read it may be
+ * retried). */
+typedef struct smtpc__body {
+    smtpc_message *m;
+    const char *from;
+    const char *const *rcpts;
+    size_t nrcpts;
+    const void *mem;
+    size_t len;
+    smtpc_read_cb cb;
+    void *ud;
+    int (*rewind)(void *ud);
+} smtpc__body;
+
+/* The network send with the client's settings and pool; retries per the
+ * client's policy when use_retry. *out gets a result (may be NULL). */
+int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
+                          smtpc_result **out);
+/* Marks the client busy (SMTPC_EBUSY if it already is) / idle. */
+int smtpc__client_enter(smtpc_client *c);
+void smtpc__client_leave(smtpc_client *c);
+
+#endif

@@ -1,0 +1,627 @@
+/* The outbox: a spool directory of queued messages (see smtpc/outbox.h for
+ * the layout and the durability argument). */
+#include "client_int.h"
+
+#include <smtpc/outbox.h>
+
+#include "util/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HDR_MAX (256 * 1024) /* envelope header of a .msg file */
+#define ID_MAX 64
+
+struct smtpc_outbox {
+    char *dir;
+    int64_t initial_ms, max_ms;
+    double factor;
+    unsigned max_attempts;
+    smtpc__errmsg err;
+};
+
+static _Atomic unsigned g_seq;
+
+static int oerr(smtpc_outbox *ob, int code, const char *what, const char *path)
+{
+    return smtpc__err(&ob->err, code, "%s %s: %s", what, path, strerror(errno));
+}
+
+static int path_of(char *dst, size_t n, const smtpc_outbox *ob, const char *sub, const char *id,
+                   const char *ext)
+{
+    int k = snprintf(dst, n, "%s/%s%s%s%s", ob->dir, sub, id ? "/" : "", id ? id : "", ext ? ext : "");
+    return k < 0 || (size_t)k >= n ? SMTPC_ELIMIT : 0;
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+static int mkdir_p(const char *p)
+{
+    if (mkdir(p, 0700) == 0 || errno == EEXIST) return 0;
+    return -1;
+}
+
+SMTPC_API int smtpc_outbox_open(smtpc_outbox **out, const char *dir, char *errbuf, size_t errlen)
+{
+    if (!out || !dir || !*dir) return SMTPC_EINVAL;
+    smtpc_outbox *ob = calloc(1, sizeof *ob);
+    if (!ob || !(ob->dir = smtpc__strdup(dir))) {
+        free(ob);
+        return SMTPC_ENOMEM;
+    }
+    ob->initial_ms = 60000;
+    ob->factor = 2.0;
+    ob->max_ms = 3600000;
+    static const char *subs[] = {"", "queue", "failed", "tmp"};
+    char p[4096];
+    for (size_t i = 0; i < sizeof subs / sizeof *subs; i++) {
+        if (path_of(p, sizeof p, ob, subs[i], NULL, NULL) || mkdir_p(p)) {
+            if (errbuf && errlen) snprintf(errbuf, errlen, "outbox %s: %s", p, strerror(errno));
+            smtpc_outbox_free(ob);
+            return SMTPC_EIO;
+        }
+    }
+    *out = ob;
+    return 0;
+}
+
+SMTPC_API void smtpc_outbox_free(smtpc_outbox *ob)
+{
+    if (!ob) return;
+    free(ob->dir);
+    free(ob);
+}
+
+SMTPC_API const char *smtpc_outbox_errmsg(const smtpc_outbox *ob) { return ob ? ob->err.text : "no outbox"; }
+
+SMTPC_API int smtpc_outbox_set_backoff(smtpc_outbox *ob, int64_t initial_ms, double factor, int64_t max_ms,
+                                       unsigned max_attempts)
+{
+    if (!ob || initial_ms < 0 || max_ms < 0 || factor < 1.0) return SMTPC_EINVAL;
+    ob->initial_ms = initial_ms;
+    ob->factor = factor;
+    ob->max_ms = max_ms;
+    ob->max_attempts = max_attempts;
+    return 0;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Writes data to tmp/<name>, fsyncs it and renames it to final; then fsyncs
+ * final's directory. */
+static int durable_write(smtpc_outbox *ob, const char *name, const void *data, size_t len,
+                         const char *final, const char *final_dir)
+{
+    char tmp[4096];
+    if (path_of(tmp, sizeof tmp, ob, "tmp", name, ".tmp")) return SMTPC_ELIMIT;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return oerr(ob, SMTPC_EIO, "create", tmp);
+    if (write_all(fd, data, len) || fsync(fd)) {
+        int rc = oerr(ob, SMTPC_EIO, "write", tmp);
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    close(fd);
+    if (rename(tmp, final)) {
+        int rc = oerr(ob, SMTPC_EIO, "rename to", final);
+        unlink(tmp);
+        return rc;
+    }
+    fsync_dir(final_dir);
+    return 0;
+}
+
+static bool bad_addr(const char *a) { return !a || smtpc__has_crlfnul(a, strlen(a)); }
+
+SMTPC_API int smtpc_outbox_add_raw(smtpc_outbox *ob, const char *from, const char *const *rcpts,
+                                   size_t nrcpts, smtpc_read_cb cb, void *ud, char *id_out,
+                                   size_t idlen)
+{
+    if (!ob) return SMTPC_EINVAL;
+    if (!cb || bad_addr(from) || !rcpts || nrcpts == 0)
+        return smtpc__err(&ob->err, SMTPC_EINVAL, "outbox: no sender, recipient or body");
+    for (size_t i = 0; i < nrcpts; i++)
+        if (bad_addr(rcpts[i]) || !*rcpts[i])
+            return smtpc__err(&ob->err, SMTPC_EINVAL, "outbox: bad recipient %zu", i);
+    char id[ID_MAX];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(id, sizeof id, "%010lld%06ld-%d-%u", (long long)ts.tv_sec, ts.tv_nsec / 1000, (int)getpid(),
+             atomic_fetch_add(&g_seq, 1));
+    char tmp[4096], fin[4096], qdir[4096];
+    if (path_of(tmp, sizeof tmp, ob, "tmp", id, ".msg") || path_of(fin, sizeof fin, ob, "queue", id, ".msg") ||
+        path_of(qdir, sizeof qdir, ob, "queue", NULL, NULL))
+        return smtpc__err(&ob->err, SMTPC_ELIMIT, "outbox: path too long");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return oerr(ob, SMTPC_EIO, "create", tmp);
+    smtpc__buf h;
+    smtpc__buf_init(&h, HDR_MAX);
+    int rc = smtpc__buf_printf(&h, "smtpc-outbox 1\nfrom %s\n", from);
+    for (size_t i = 0; !rc && i < nrcpts; i++) rc = smtpc__buf_printf(&h, "rcpt %s\n", rcpts[i]);
+    if (!rc) rc = smtpc__buf_append(&h, "\n", 1);
+    if (rc) {
+        smtpc__buf_free(&h);
+        close(fd);
+        unlink(tmp);
+        return smtpc__err(&ob->err, rc, "outbox: envelope too large");
+    }
+    if (write_all(fd, smtpc__buf_ptr(&h), smtpc__buf_size(&h))) rc = oerr(ob, SMTPC_EIO, "write", tmp);
+    smtpc__buf_free(&h);
+    char buf[65536];
+    while (!rc) {
+        ssize_t n = cb(ud, buf, sizeof buf);
+        if (n < 0) {
+            rc = smtpc__err(&ob->err, (int)n, "outbox: the body callback failed (%s)", smtpc_err_name((int)n));
+            break;
+        }
+        if (n == 0) break;
+        if (write_all(fd, buf, (size_t)n)) rc = oerr(ob, SMTPC_EIO, "write", tmp);
+    }
+    if (!rc && fsync(fd)) rc = oerr(ob, SMTPC_EIO, "fsync", tmp);
+    close(fd);
+    if (!rc && rename(tmp, fin)) rc = oerr(ob, SMTPC_EIO, "rename to", fin);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    fsync_dir(qdir);
+    if (id_out && idlen) smtpc__strlcpy(id_out, id, idlen);
+    return 0;
+}
+
+SMTPC_API int smtpc_outbox_add(smtpc_outbox *ob, smtpc_message *m, char *id_out, size_t idlen)
+{
+    if (!ob || !m) return SMTPC_EINVAL;
+    const char *from = smtpc_message_envelope_from(m);
+    size_t n = smtpc_message_rcpt_count(m);
+    if (!from || n == 0) return smtpc__err(&ob->err, SMTPC_EINVAL, "outbox: the message has no sender or recipient");
+    const char **r = calloc(n, sizeof *r);
+    if (!r) return SMTPC_ENOMEM;
+    for (size_t i = 0; i < n; i++) r[i] = smtpc_message_rcpt(m, i);
+    smtpc_message_writer *w;
+    int rc = smtpc_message_writer_new(&w, m, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8);
+    if (rc) {
+        free(r);
+        return smtpc__err(&ob->err, rc, "outbox: %s", smtpc_message_errmsg(m));
+    }
+    rc = smtpc_outbox_add_raw(ob, from, r, n, smtpc_message_writer_read, w, id_out, idlen);
+    smtpc_message_writer_free(w);
+    free(r);
+    return rc;
+}
+
+/* ---- reading entries ---- */
+
+typedef struct entry {
+    char id[ID_MAX];
+    int fd;
+    off_t body_off;
+    char *hdr;      /* the header block, NUL-separated in place */
+    char *from;
+    char **rcpts;
+    size_t nrcpts;
+    unsigned attempts;
+    int64_t next;
+    char error[1024];
+} entry;
+
+static void entry_free(entry *e)
+{
+    if (e->fd >= 0) close(e->fd);
+    free(e->hdr);
+    free(e->rcpts);
+    memset(e, 0, sizeof *e);
+    e->fd = -1;
+}
+
+/* Reads the state file (missing = never tried). */
+static void read_state(const char *path, entry *e)
+{
+    e->attempts = 0;
+    e->next = 0;
+    e->error[0] = '\0';
+    FILE *f = fopen(path, "re");
+    if (!f) return;
+    char line[1200];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        uint64_t v;
+        if (!strncmp(line, "attempts ", 9) && !smtpc__parse_u64(line + 9, strlen(line + 9), &v))
+            e->attempts = (unsigned)v;
+        else if (!strncmp(line, "next ", 5) && !smtpc__parse_u64(line + 5, strlen(line + 5), &v))
+            e->next = (int64_t)v;
+        else if (!strncmp(line, "error ", 6))
+            smtpc__strlcpy(e->error, line + 6, sizeof e->error);
+    }
+    fclose(f);
+}
+
+static int entry_open(smtpc_outbox *ob, const char *sub, const char *id, entry *e)
+{
+    memset(e, 0, sizeof *e);
+    e->fd = -1;
+    smtpc__strlcpy(e->id, id, sizeof e->id);
+    char p[4096];
+    if (path_of(p, sizeof p, ob, sub, id, ".msg")) return SMTPC_ELIMIT;
+    e->fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (e->fd < 0) return errno == ENOENT ? SMTPC_ENOTFOUND : oerr(ob, SMTPC_EIO, "open", p);
+    e->hdr = malloc(HDR_MAX + 1);
+    if (!e->hdr) return SMTPC_ENOMEM;
+    ssize_t n = pread(e->fd, e->hdr, HDR_MAX, 0);
+    if (n < 0) return oerr(ob, SMTPC_EIO, "read", p);
+    e->hdr[n] = '\0';
+    char *end = strstr(e->hdr, "\n\n");
+    if (strncmp(e->hdr, "smtpc-outbox 1\n", 15) || !end)
+        return smtpc__err(&ob->err, SMTPC_EIO, "%s: not an outbox message", p);
+    end[1] = '\0';
+    e->body_off = (off_t)(end + 2 - e->hdr);
+    size_t cap = 0;
+    for (char *l = e->hdr + 15; *l;) {
+        char *nl = strchr(l, '\n');
+        *nl = '\0';
+        if (!strncmp(l, "from ", 5)) {
+            e->from = l + 5;
+        } else if (!strncmp(l, "rcpt ", 5)) {
+            if (e->nrcpts == cap) {
+                cap = cap ? cap * 2 : 8;
+                char **nr = realloc(e->rcpts, cap * sizeof *nr);
+                if (!nr) return SMTPC_ENOMEM;
+                e->rcpts = nr;
+            }
+            e->rcpts[e->nrcpts++] = l + 5;
+        }
+        l = nl + 1;
+    }
+    if (!e->from || e->nrcpts == 0) return smtpc__err(&ob->err, SMTPC_EIO, "%s: no envelope", p);
+    if (path_of(p, sizeof p, ob, sub, id, ".state")) return SMTPC_ELIMIT;
+    read_state(p, e);
+    return 0;
+}
+
+typedef struct idlist {
+    char (*ids)[ID_MAX];
+    size_t n, cap;
+} idlist;
+
+static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
+
+/* The ids of the .msg files in sub, sorted (oldest first); removes state
+ * files whose message is gone (a crash between the two unlinks). */
+static int list_ids(smtpc_outbox *ob, const char *sub, idlist *l)
+{
+    char p[4096];
+    if (path_of(p, sizeof p, ob, sub, NULL, NULL)) return SMTPC_ELIMIT;
+    DIR *d = opendir(p);
+    if (!d) return oerr(ob, SMTPC_EIO, "open", p);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || len - 4 >= ID_MAX || strcmp(de->d_name + len - 4, ".msg")) continue;
+        if (l->n == l->cap) {
+            l->cap = l->cap ? l->cap * 2 : 64;
+            void *nn = realloc(l->ids, l->cap * sizeof *l->ids);
+            if (!nn) {
+                closedir(d);
+                return SMTPC_ENOMEM;
+            }
+            l->ids = nn;
+        }
+        memcpy(l->ids[l->n], de->d_name, len - 4);
+        l->ids[l->n][len - 4] = '\0';
+        l->n++;
+    }
+    closedir(d);
+    if (l->n) qsort(l->ids, l->n, sizeof *l->ids, cmp_id);
+    return 0;
+}
+
+static int write_state(smtpc_outbox *ob, const char *sub, const entry *e)
+{
+    char buf[1400], fin[4096], dir[4096], name[ID_MAX + 8];
+    char esc[1100];
+    smtpc__escape_into(esc, sizeof esc, e->error, strlen(e->error));
+    int n = snprintf(buf, sizeof buf, "attempts %u\nnext %lld\nerror %s\n", e->attempts, (long long)e->next, esc);
+    if (n < 0 || (size_t)n >= sizeof buf) n = (int)sizeof buf - 1;
+    snprintf(name, sizeof name, "%s.state", e->id);
+    if (path_of(fin, sizeof fin, ob, sub, e->id, ".state") || path_of(dir, sizeof dir, ob, sub, NULL, NULL))
+        return SMTPC_ELIMIT;
+    return durable_write(ob, name, buf, (size_t)n, fin, dir);
+}
+
+static ssize_t fd_read(void *ud, void *buf, size_t len)
+{
+    entry *e = ud;
+    for (;;) {
+        ssize_t n = read(e->fd, buf, len);
+        if (n < 0 && errno == EINTR) continue;
+        return n < 0 ? SMTPC_EIO : n;
+    }
+}
+
+static int fd_rewind(void *ud)
+{
+    entry *e = ud;
+    return lseek(e->fd, e->body_off, SEEK_SET) < 0 ? SMTPC_EIO : 0;
+}
+
+/* Moves id's message (and state) from one subdirectory to another; the
+ * message last, so a crash leaves it where it was or where it goes. */
+static int move_entry(smtpc_outbox *ob, const char *from, const char *to, const entry *e)
+{
+    char a[4096], b[4096], d1[4096], d2[4096];
+    if (path_of(a, sizeof a, ob, from, e->id, ".msg") || path_of(b, sizeof b, ob, to, e->id, ".msg") ||
+        path_of(d1, sizeof d1, ob, from, NULL, NULL) || path_of(d2, sizeof d2, ob, to, NULL, NULL))
+        return SMTPC_ELIMIT;
+    int rc = write_state(ob, to, e);
+    if (rc) return rc;
+    if (rename(a, b)) return oerr(ob, SMTPC_EIO, "rename", a);
+    fsync_dir(d2);
+    fsync_dir(d1);
+    if (!path_of(a, sizeof a, ob, from, e->id, ".state")) unlink(a);
+    return 0;
+}
+
+static void remove_entry(smtpc_outbox *ob, const char *sub, const char *id)
+{
+    char p[4096], d[4096];
+    if (path_of(p, sizeof p, ob, sub, id, ".msg") || path_of(d, sizeof d, ob, sub, NULL, NULL)) return;
+    unlink(p); /* the commit point of the removal */
+    fsync_dir(d);
+    if (!path_of(p, sizeof p, ob, sub, id, ".state")) unlink(p);
+}
+
+static int64_t backoff_s(const smtpc_outbox *ob, unsigned attempts)
+{
+    double d = (double)ob->initial_ms;
+    for (unsigned k = 1; k < attempts && d < (double)ob->max_ms; k++) d *= ob->factor;
+    int64_t dm = d > (double)ob->max_ms ? ob->max_ms : (int64_t)d;
+    return (dm + 999) / 1000;
+}
+
+/* Queues the refused recipients of a partly accepted entry (transient and
+ * permanent apart). 0 when there were none or they are recorded. */
+static int split_refused(smtpc_outbox *ob, entry *e, const smtpc_result *res, int64_t now,
+                         smtpc_outbox_stats *st)
+{
+    size_t n = smtpc_result_rcpt_count(res);
+    for (int perm = 0; perm < 2; perm++) {
+        const char **sub = calloc(n ? n : 1, sizeof *sub);
+        if (!sub) return SMTPC_ENOMEM;
+        size_t k = 0;
+        char first[256] = "";
+        for (size_t i = 0; i < n && i < e->nrcpts; i++) {
+            if (smtpc_result_rcpt_accepted(res, i)) continue;
+            int code = smtpc_result_rcpt_code(res, i);
+            if ((code / 100 == 5) != (perm == 1)) continue;
+            if (!first[0])
+                snprintf(first, sizeof first, "%d %s %s", code, smtpc_result_rcpt_enhanced(res, i),
+                         smtpc_result_rcpt_text(res, i));
+            sub[k++] = e->rcpts[i];
+        }
+        int rc = 0;
+        if (k) {
+            entry ne;
+            memset(&ne, 0, sizeof ne);
+            ne.fd = -1;
+            rc = fd_rewind(e);
+            if (!rc) rc = smtpc_outbox_add_raw(ob, e->from, sub, k, fd_read, e, ne.id, sizeof ne.id);
+            if (!rc) {
+                ne.attempts = e->attempts + 1;
+                snprintf(ne.error, sizeof ne.error, "recipient refused: %s", first);
+                if (perm) {
+                    rc = move_entry(ob, "queue", "failed", &ne);
+                    if (!rc) st->failed++;
+                } else {
+                    ne.next = now + backoff_s(ob, ne.attempts);
+                    rc = write_state(ob, "queue", &ne);
+                    if (!rc) st->deferred++;
+                }
+            }
+        }
+        free(sub);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int lock_dir(smtpc_outbox *ob, int *fd_out)
+{
+    char p[4096];
+    if (path_of(p, sizeof p, ob, "lock", NULL, NULL)) return SMTPC_ELIMIT;
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return oerr(ob, SMTPC_EIO, "open", p);
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        close(fd);
+        return smtpc__err(&ob->err, SMTPC_EBUSY, "outbox %s: another flush is running", ob->dir);
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox_stats *st)
+{
+    smtpc_outbox_stats dummy;
+    if (!st) st = &dummy;
+    memset(st, 0, sizeof *st);
+    if (!ob || !c) return SMTPC_EINVAL;
+    int lfd = -1;
+    int rc = lock_dir(ob, &lfd);
+    if (rc) return rc;
+    rc = smtpc__client_enter(c);
+    if (rc) {
+        close(lfd);
+        return smtpc__err(&ob->err, rc, "outbox: the client is busy");
+    }
+    idlist l = {0};
+    rc = list_ids(ob, "queue", &l);
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        entry e;
+        int orc = entry_open(ob, "queue", l.ids[i], &e);
+        if (orc) {
+            entry_free(&e);
+            if (orc == SMTPC_ENOTFOUND) continue;
+            rc = orc;
+            break;
+        }
+        if (e.next > now) {
+            st->not_due++;
+            entry_free(&e);
+            continue;
+        }
+        smtpc__body b;
+        memset(&b, 0, sizeof b);
+        b.from = e.from;
+        b.rcpts = (const char *const *)e.rcpts;
+        b.nrcpts = e.nrcpts;
+        b.cb = fd_read;
+        b.ud = &e;
+        b.rewind = fd_rewind;
+        smtpc_result *res = NULL;
+        int src = fd_rewind(&e);
+        if (!src) src = smtpc__client_deliver(c, &b, false, &res);
+        if (src == 0) {
+            /* Recipients the server refused while taking the message for the
+             * others: a new entry for them (4xx: queued with backoff; 5xx:
+             * failed/) before the original goes, so none is dropped. */
+            if (split_refused(ob, &e, res, now, st)) {
+                entry_free(&e);
+                smtpc_result_free(res);
+                continue; /* could not record them: keep the whole entry (a duplicate beats a loss) */
+            }
+            remove_entry(ob, "queue", e.id);
+            st->sent++;
+        } else if (src == SMTPC_ECANCELED) {
+            rc = src;
+        } else {
+            e.attempts++;
+            snprintf(e.error, sizeof e.error, "%s: %s", smtpc_err_name(src),
+                     res ? smtpc_result_errmsg(res) : smtpc_strerror(src));
+            bool perm = src == SMTPC_EPERMFAIL || (ob->max_attempts && e.attempts >= ob->max_attempts);
+            if (perm) {
+                e.next = 0;
+                if (move_entry(ob, "queue", "failed", &e) == 0) st->failed++;
+            } else {
+                e.next = now + backoff_s(ob, e.attempts);
+                write_state(ob, "queue", &e);
+                st->deferred++;
+            }
+        }
+        smtpc_result_free(res);
+        entry_free(&e);
+    }
+    free(l.ids);
+    smtpc__client_leave(c);
+    close(lfd);
+    return rc;
+}
+
+SMTPC_API int smtpc_outbox_list(smtpc_outbox *ob, bool include_failed,
+                                int (*cb)(void *ud, const smtpc_outbox_entry *e), void *ud)
+{
+    if (!ob || !cb) return SMTPC_EINVAL;
+    int rc = 0;
+    for (int pass = 0; pass < (include_failed ? 2 : 1) && !rc; pass++) {
+        const char *sub = pass ? "failed" : "queue";
+        idlist l = {0};
+        rc = list_ids(ob, sub, &l);
+        for (size_t i = 0; !rc && i < l.n; i++) {
+            entry e;
+            int orc = entry_open(ob, sub, l.ids[i], &e);
+            if (!orc) {
+                smtpc_outbox_entry oe = {e.id, e.from, e.nrcpts, e.rcpts[0], e.attempts, e.next, e.error, pass == 1};
+                rc = cb(ud, &oe);
+            }
+            entry_free(&e);
+        }
+        free(l.ids);
+    }
+    return rc;
+}
+
+static int retry_one(smtpc_outbox *ob, const char *id)
+{
+    entry e;
+    int rc = entry_open(ob, "failed", id, &e);
+    if (rc == 0) {
+        e.next = 0;
+        rc = move_entry(ob, "failed", "queue", &e);
+    } else if (rc == SMTPC_ENOTFOUND) {
+        entry_free(&e);
+        rc = entry_open(ob, "queue", id, &e);
+        if (!rc) {
+            e.next = 0;
+            rc = write_state(ob, "queue", &e);
+        }
+    }
+    entry_free(&e);
+    return rc;
+}
+
+SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
+{
+    if (!ob) return SMTPC_EINVAL;
+    if (id) {
+        if (strchr(id, '/') || !*id) return SMTPC_EINVAL;
+        int rc = retry_one(ob, id);
+        if (rc == SMTPC_ENOTFOUND) smtpc__err(&ob->err, rc, "no outbox entry %s", id);
+        return rc;
+    }
+    int rc = 0;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        idlist l = {0};
+        rc = list_ids(ob, pass ? "queue" : "failed", &l);
+        for (size_t i = 0; !rc && i < l.n; i++) {
+            int r1 = retry_one(ob, l.ids[i]);
+            if (r1 && r1 != SMTPC_ENOTFOUND) rc = r1;
+        }
+        free(l.ids);
+    }
+    return rc;
+}
+
+SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id)
+{
+    if (!ob || !id || !*id || strchr(id, '/')) return SMTPC_EINVAL;
+    char p[4096];
+    for (int pass = 0; pass < 2; pass++) {
+        const char *sub = pass ? "failed" : "queue";
+        if (path_of(p, sizeof p, ob, sub, id, ".msg")) return SMTPC_ELIMIT;
+        if (access(p, F_OK) == 0) {
+            remove_entry(ob, sub, id);
+            return 0;
+        }
+    }
+    return smtpc__err(&ob->err, SMTPC_ENOTFOUND, "no outbox entry %s", id);
+}
