@@ -216,6 +216,7 @@ class ScramServer:
         self.port = self.sock.getsockname()[1]
         self.received = b""
         self.result = None
+        self.cfinal_b64 = None
         self.t = threading.Thread(target=self.serve, daemon=True)
         self.t.start()
 
@@ -245,7 +246,8 @@ class ScramServer:
             salt, it = b"saltsaltsalt", 4096
             sfirst = b"r=" + cnonce + b"SERVER,s=" + base64.b64encode(salt) + b",i=" + str(it).encode()
             send(b"334 " + base64.b64encode(sfirst) + b"\r\n")
-            cfinal = base64.b64decode(line())
+            self.cfinal_b64 = line()
+            cfinal = base64.b64decode(self.cfinal_b64)
             without_proof = cfinal.rsplit(b",p=", 1)[0]
             salted = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, it)
             skey = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
@@ -270,6 +272,9 @@ def test_scram_server_signature_is_verified(good):
     srv = ScramServer(good=good)
     r = run(srv.port, "--mode", "none", "--allow-plain", *creds())
     srv.t.join(30)
+    # the client proof never reaches the trace callback
+    assert srv.cfinal_b64 and srv.cfinal_b64.decode() not in r["out"]
+    assert "S ********" in r["trace"]
     if good:
         assert r["rc"] == "SMTPC_OK" and r["auth"] == "SCRAM-SHA-256", r
         assert srv.result == b""
@@ -279,27 +284,31 @@ def test_scram_server_signature_is_verified(good):
         assert "signature" in r["err"].lower(), r["err"]
 
 
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
 @pytest.mark.parametrize("long_token", [False, True])
-def test_oauth_token_refresh_retries_once(scripted, long_token):
+def test_oauth_token_refresh_retries_once(scripted, long_token, mech):
+    m = mech.encode()
     t1 = "old-token" + ("x" * 900 if long_token else "")
     t2 = "fresh-token" + ("y" * 900 if long_token else "")
     err = base64.b64encode(b'{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}')
     if long_token:
         # the initial response does not fit the 512-octet AUTH line: sent after an empty 334
-        first = [("expect", rb"^AUTH XOAUTH2$"), ("send", b"334 \r\n"), ("expect", rb"^\S{600,}$")]
-        second = [("expect", rb"^AUTH XOAUTH2$"), ("send", b"334 \r\n"), ("expect", rb"^\S{600,}$")]
+        first = [("expect", rb"^AUTH " + m + rb"$"), ("send", b"334 \r\n"), ("expect", rb"^\S{600,}$")]
+        second = list(first)
     else:
-        first = [("expect", rb"^AUTH XOAUTH2 \S+$")]
-        second = [("expect", rb"^AUTH XOAUTH2 \S+$")]
-    srv = scripted(plain_auth_script(b"XOAUTH2", *first, ("send", b"334 " + err + b"\r\n"),
-                                     ("expect", rb"^$"), ("send", b"535 5.7.8 token expired\r\n"),
+        first = [("expect", rb"^AUTH " + m + rb" \S+$")]
+        second = list(first)
+    # RFC 7628: the client answers the error challenge with %x01 ("AQ=="); XOAUTH2 with ""
+    ack = rb"^AQ==$" if mech == "OAUTHBEARER" else rb"^$"
+    srv = scripted(plain_auth_script(m, *first, ("send", b"334 " + err + b"\r\n"),
+                                     ("expect", ack), ("send", b"535 5.7.8 token expired\r\n"),
                                      *second, ("send", b"235 2.7.0 Accepted\r\n"),
                                      ("expect", rb"^QUIT"), ("send", b"221 bye\r\n")))
     r = run(srv.port, "--mode", "none", "--allow-plain", "--user", "alice@example.org",
             "--token", t1, "--token2", t2)
     srv.wait()
     assert srv.errors == []
-    assert r["rc"] == "SMTPC_OK" and r["auth"] == "XOAUTH2", r
+    assert r["rc"] == "SMTPC_OK" and r["auth"] == mech, r
     assert r["tokens"] == [0, 1]
     lines = [l for l in srv.lines if len(l) > 40]
     decoded = [base64.b64decode(l.split(b" ")[-1]) for l in lines]
