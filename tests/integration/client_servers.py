@@ -83,6 +83,7 @@ class CountingServer(AiosmtpdServer):
         self.envelopes = []
         self.rcpt_attempts = []
         self.ehlo_names = []
+        self.peers = []  # AiosmtpdServer's _Handler records EHLO peers (main)
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         srv = self

@@ -1,0 +1,192 @@
+"""The library's manual and examples cannot silently fall behind the code.
+
+- every docs/*.3 page renders with groff -mandoc -ww without a warning;
+- every SMTPC_API function declared in include/smtpc/*.h is mentioned in
+  some docs/*.3 page;
+- every examples/*.c compiles with -Wall -Wextra -Werror against the build
+  tree's headers and libsmtpc.a;
+- the session and message examples really send to aiosmtpd, and what the
+  server received is checked.
+"""
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import BUILD_DIR, SOURCE_DIR
+from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
+
+PAGES = sorted((SOURCE_DIR / "docs").glob("*.3"))
+EXAMPLES = sorted((SOURCE_DIR / "examples").glob("*.c"))
+HEADERS = sorted((SOURCE_DIR / "include" / "smtpc").glob("*.h"))
+
+
+def api_functions():
+    """Names of the SMTPC_API functions of the public headers."""
+    names = set()
+    for h in HEADERS:
+        text = h.read_text()
+        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+        text = re.sub(r"^\s*#.*$", " ", text, flags=re.M)  # the SMTPC_API macro itself
+        for decl in re.findall(r"SMTPC_API\b([^;{]*?)\(", text):
+            m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", decl)
+            if m:
+                names.add(m.group(1))
+    return names
+
+
+def test_there_are_pages_and_examples():
+    names = {p.name for p in PAGES}
+    for want in ("libsmtpc.3", "smtpc_session.3", "smtpc_message.3"):
+        assert want in names
+    assert {"send_session.c", "send_message.c"} <= {e.name for e in EXAMPLES}
+    assert len(api_functions()) > 100  # the parser still finds the declarations
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_renders_without_warnings(page):
+    if not shutil.which("groff"):
+        pytest.skip("groff not installed")
+    r = subprocess.run(["groff", "-mandoc", "-ww", "-Tutf8", "-z", str(page)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    # Both mdoc front ends agree on the page (mandoc is stricter when present).
+    if shutil.which("mandoc"):
+        r = subprocess.run(["mandoc", "-Tlint", "-Wwarning", str(page)],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_every_api_function_is_documented():
+    text = "\n".join(p.read_text() for p in PAGES)
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+    missing = sorted(api_functions() - words)
+    assert not missing, "not mentioned in any docs/*.3 page: " + ", ".join(missing)
+
+
+def test_pages_name_only_real_functions():
+    """A page must not document a function that does not exist (renamed, removed)."""
+    api = api_functions()
+    text = "\n".join(p.read_text() for p in PAGES)
+    named = set(re.findall(r"^\.Fn (smtpc_[a-z0-9_]+)(?![\w*])", text, flags=re.M))
+    named |= set(re.findall(r"^\.Fo (smtpc_[a-z0-9_]+)", text, flags=re.M))
+    unknown = sorted(named - api)
+    assert not unknown, "documented but not declared: " + ", ".join(unknown)
+
+
+def link_flags():
+    lib = BUILD_DIR / "libsmtpc.a"
+    assert lib.exists(), f"not built: {lib}"
+    r = subprocess.run(["pkg-config", "--libs", "openssl", "libidn2"],
+                       capture_output=True, text=True, check=True)
+    return [str(lib)] + r.stdout.split() + ["-lpthread"]
+
+
+def compile_example(src, out_dir):
+    exe = out_dir / src.stem
+    cmd = ["cc", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Werror",
+           "-I", str(SOURCE_DIR / "include"), "-o", str(exe), str(src)] + link_flags()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, " ".join(cmd) + "\n" + r.stderr
+    return exe
+
+
+@pytest.mark.parametrize("src", EXAMPLES, ids=lambda p: p.name)
+def test_example_compiles(src, tmp_path):
+    compile_example(src, tmp_path)
+
+
+def test_session_example_sends(aiosmtpd, tmp_path):  # noqa: F811
+    exe = compile_example(SOURCE_DIR / "examples" / "send_session.c", tmp_path)
+    srv = aiosmtpd(pipelining=True)
+    r = subprocess.run([str(exe), "127.0.0.1", str(srv.port), "alice@example.org", "bob@example.com"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(srv.envelopes) == 1
+    env = srv.envelopes[0]
+    assert env.mail_from == "alice@example.org"
+    assert env.rcpt_tos == ["bob@example.com"]
+    assert b"Subject: Hello from libsmtpc\r\n" in env.data
+    # un-dot-stuffed by the server: the leading dot survived, so it was stuffed
+    assert env.data.endswith(b"\r\n.a line that starts with a dot\r\n")
+    assert "250" in r.stdout  # the example prints the server's final reply
+
+
+def test_session_example_reports_refusal(aiosmtpd, tmp_path):  # noqa: F811
+    exe = compile_example(SOURCE_DIR / "examples" / "send_session.c", tmp_path)
+    srv = aiosmtpd(refuse={"nobody@example.com"})
+    r = subprocess.run([str(exe), "127.0.0.1", str(srv.port), "alice@example.org", "nobody@example.com"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr  # permanent: don't retry
+    assert "SMTPC_EPERMFAIL" in r.stderr and "550" in r.stderr
+    assert srv.envelopes == []
+
+
+def test_message_example_sends(aiosmtpd, tmp_path):  # noqa: F811
+    exe = compile_example(SOURCE_DIR / "examples" / "send_message.c", tmp_path)
+    srv = aiosmtpd()
+    att = tmp_path / "report.txt"
+    att.write_bytes(b"quarterly numbers\n")
+    r = subprocess.run([str(exe), "127.0.0.1", str(srv.port), "alice@example.org",
+                        "bob@example.com", str(att)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(srv.envelopes) == 1
+    env = srv.envelopes[0]
+    assert env.mail_from == "alice@example.org"
+    assert sorted(env.rcpt_tos) == ["bob@example.com", "carol@example.net"]  # To + Bcc
+    import email
+    import email.policy
+    msg = email.message_from_bytes(env.data, policy=email.policy.default)
+    assert msg["Subject"] == "Quarterly report \u2014 final"
+    assert "Bcc" not in msg
+    assert msg.get_content_type() == "multipart/mixed"
+    parts = list(msg.iter_attachments())
+    assert [p.get_filename() for p in parts] == ["report.txt"]
+    assert parts[0].get_content() in ("quarterly numbers\n", "quarterly numbers\r\n")
+    body = msg.get_body(preferencelist=("plain",))
+    assert "Hello Bob" in body.get_content()
+    assert msg["Message-ID"] and msg["Message-ID"] in r.stdout
+
+
+ERR_PROBE = r"""
+#include <smtpc/smtpc.h>
+#include <stdio.h>
+static const char *cls(smtpc_error_class c)
+{
+    switch (c) {
+    case SMTPC_CLASS_OK: return "OK";
+    case SMTPC_CLASS_TRANSIENT: return "TRANSIENT";
+    case SMTPC_CLASS_PERMANENT: return "PERMANENT";
+    case SMTPC_CLASS_CANCELED: return "CANCELED";
+    case SMTPC_CLASS_CONFIG: return "CONFIG";
+    case SMTPC_CLASS_PROTOCOL: return "PROTOCOL";
+    case SMTPC_CLASS_UNKNOWN: return "UNKNOWN";
+    }
+    return "?";
+}
+int main(void)
+{
+    for (int c = -1; c >= -200; c--)
+        if (smtpc_err_name(c)[0] && smtpc_err_name(c)[7] != '?')
+            printf("%s %s\n", smtpc_err_name(c), cls(smtpc_error_classify(c)));
+    return 0;
+}
+"""
+
+
+def test_error_table_matches_the_library(tmp_path):
+    """libsmtpc.3's table of codes and classes is what smtpc_error_classify says."""
+    src = tmp_path / "probe.c"
+    src.write_text(ERR_PROBE)
+    out = subprocess.run([str(compile_example(src, tmp_path))], capture_output=True, text=True,
+                         check=True).stdout
+    lib = dict(line.split() for line in out.splitlines())
+    page = (SOURCE_DIR / "docs" / "libsmtpc.3").read_text()
+    doc = dict(re.findall(r"^\.It Dv (SMTPC_E[A-Z]+) Ta ([A-Z]+) Ta", page, flags=re.M))
+    header = set(re.findall(r"\b(SMTPC_E[A-Z]+) = -\d+",
+                            (SOURCE_DIR / "include" / "smtpc" / "errors.h").read_text()))
+    assert set(lib) == header, "smtpc_err_name does not know every code of errors.h"
+    assert doc == lib
