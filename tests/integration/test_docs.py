@@ -39,9 +39,11 @@ def api_functions():
 
 def test_there_are_pages_and_examples():
     names = {p.name for p in PAGES}
-    for want in ("libsmtpc.3", "smtpc_session.3", "smtpc_message.3"):
+    for want in ("libsmtpc.3", "smtpc_session.3", "smtpc_message.3", "smtpc_client.3",
+                 "smtpc_bulk.3"):
         assert want in names
-    assert {"send_session.c", "send_message.c"} <= {e.name for e in EXAMPLES}
+    assert {"send_session.c", "send_message.c", "send_client.c", "send_async.c",
+            "send_bulk.c"} <= {e.name for e in EXAMPLES}
     assert len(api_functions()) > 100  # the parser still finds the declarations
 
 
@@ -230,3 +232,14 @@ def test_bulk_example_sends(aiosmtpd, tmp_path):  # noqa: F811
     assert all(e.mail_from == "alice@example.org" and len(e.rcpt_tos) == 1 for e in srv.envelopes)
     assert all(e.data.endswith(b"\r\n\r\nOne of many.\r\n") for e in srv.envelopes)
     assert "5 sent, 0 failed, 0 unknown" in r.stdout
+
+
+def test_async_example_sends(aiosmtpd, tmp_path):  # noqa: F811
+    exe = compile_example(SOURCE_DIR / "examples" / "send_async.c", tmp_path)
+    srv = aiosmtpd()
+    r = subprocess.run([str(exe), "127.0.0.1", str(srv.port), "alice@example.org", "bob@example.com"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [(e.mail_from, e.rcpt_tos) for e in srv.envelopes] == [("alice@example.org", ["bob@example.com"])]
+    assert b"Subject: Sent in the background\r\n" in srv.envelopes[0].data
+    assert r.stdout.startswith("sent <") and " 250 " in r.stdout
