@@ -243,3 +243,15 @@ def test_async_example_sends(aiosmtpd, tmp_path):  # noqa: F811
     assert [(e.mail_from, e.rcpt_tos) for e in srv.envelopes] == [("alice@example.org", ["bob@example.com"])]
     assert b"Subject: Sent in the background\r\n" in srv.envelopes[0].data
     assert r.stdout.startswith("sent <") and " 250 " in r.stdout
+
+
+def test_overview_session_program_compiles(tmp_path):
+    """The complete program under EXAMPLES/Session in libsmtpc(3) compiles as printed."""
+    page = (SOURCE_DIR / "docs" / "libsmtpc.3").read_text()
+    m = re.search(r"^\.Ss Session\n\.Bd -literal[^\n]*\n(.*?)^\.Ed$", page, flags=re.S | re.M)
+    assert m, "no Session example in libsmtpc.3"
+    code = m.group(1).replace("\\e", "\\")
+    assert "int main(" in code
+    src = tmp_path / "overview_session.c"
+    src.write_text(code)
+    compile_example(src, tmp_path)
