@@ -81,12 +81,22 @@ def test_pages_name_only_real_functions():
     assert not unknown, "documented but not declared: " + ", ".join(unknown)
 
 
+def sanitized():
+    """The build tree was configured with SMTPC_SANITIZE (make check-asan)."""
+    cache = BUILD_DIR / "CMakeCache.txt"
+    return cache.exists() and re.search(r"^SMTPC_SANITIZE:BOOL=(ON|1|TRUE)$", cache.read_text(),
+                                        flags=re.M | re.I) is not None
+
+
 def link_flags():
     lib = BUILD_DIR / "libsmtpc.a"
     assert lib.exists(), f"not built: {lib}"
     r = subprocess.run(["pkg-config", "--libs", "openssl", "libidn2"],
                        capture_output=True, text=True, check=True)
-    return [str(lib)] + r.stdout.split() + ["-lpthread"]
+    flags = [str(lib)] + r.stdout.split() + ["-lpthread"]
+    if sanitized():  # an instrumented libsmtpc.a needs the sanitizer runtimes
+        flags += ["-fsanitize=address,undefined"]
+    return flags
 
 
 def compile_example(src, out_dir):
