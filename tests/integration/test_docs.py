@@ -265,3 +265,11 @@ def test_overview_session_program_compiles(tmp_path):
     src = tmp_path / "overview_session.c"
     src.write_text(code)
     compile_example(src, tmp_path)
+
+
+def test_pages_are_installed(tmp_path):
+    r = subprocess.run(["cmake", "--install", str(BUILD_DIR), "--prefix", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    installed = {p.name for p in tmp_path.glob("share/man/man3/*.3")}
+    assert {p.name for p in PAGES} <= installed
