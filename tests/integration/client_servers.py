@@ -73,18 +73,12 @@ class CountingServer(AiosmtpdServer):
         self.tempfail_data = tempfail_data
         self.seen_tempfail = set()
         self.close_after_each = close_after_each
-        # AiosmtpdServer.__init__ builds the controller; rebuild ours.
         kw.setdefault("pipelining", True)
-        self.pipelining = kw["pipelining"]
-        self.refuse = set(kw.get("refuse", ()))
-        self.tempfail = set(kw.get("tempfail", ()))
-        self.data_reply = kw.get("data_reply", "250 2.0.0 Ok: queued as ABC123")
-        self.lock = threading.Lock()
-        self.envelopes = []
-        self.rcpt_attempts = []
-        self.ehlo_names = []
-        self.peers = []  # AiosmtpdServer's _Handler records EHLO peers (main)
-        self.host = "127.0.0.1"
+        kw.setdefault("data_reply", "250 2.0.0 Ok: queued as ABC123")
+        # The base class sets every attribute its handler uses and starts a
+        # plain controller; replace that with one that counts connections.
+        super().__init__(**kw)
+        self.controller.stop()
         self.port = free_port(self.host)
         srv = self
 

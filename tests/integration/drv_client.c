@@ -25,6 +25,7 @@
  *   --outbox DIR: with --queue, queue --n messages there (delivery OUTBOX);
  *     with --flush, flush it (--backoff-ms N: initial backoff); --list
  *   --raw (send_mem with a fixed body instead of a message)
+ *   --raw-cb (send_envelope: the same body from a one-shot read callback)
  *   --second-ehlo NAME (two clients, one pool, the second with another EHLO
  *     name: alternate sends between them)
  *   --body-bytes N (a text body of N bytes)
@@ -47,7 +48,7 @@ static const char *g_to[64];
 static size_t g_nto;
 static uint64_t g_n = 1, g_threads = 0, g_per = 4, g_sleep_ms, g_cancel_ms, g_timeout_ms, g_backoff_ms = 60000;
 static int64_t g_noop_after = -2, g_max_idle = -1, g_max_msgs = -1;
-static bool g_strict, g_async, g_busy, g_queue, g_flush, g_list, g_raw;
+static bool g_raw_cb, g_strict, g_async, g_busy, g_queue, g_flush, g_list, g_raw;
 static smtpc_retry_policy g_retry = {1, 0, 1.0, 0};
 static smtpc_tls_mode g_tls = SMTPC_TLS_MODE_NONE;
 static const char *g_user, *g_pass, *g_cafile;
@@ -184,6 +185,23 @@ static int run_two_identities(void)
     return bad ? 1 : 0;
 }
 
+typedef struct cb_src {
+    const char *p;
+    size_t left;
+} cb_src;
+
+/* A one-shot body handed over in small pieces. */
+static ssize_t cb_read(void *ud, void *buf, size_t len)
+{
+    cb_src *src = ud;
+    size_t n = src->left < 7 ? src->left : 7;
+    if (n > len) n = len;
+    memcpy(buf, src->p, n);
+    src->p += n;
+    src->left -= n;
+    return (ssize_t)n;
+}
+
 static int run_single(void)
 {
     smtpc_client *c = make_client(NULL);
@@ -221,7 +239,10 @@ static int run_single(void)
         } else {
             smtpc_result *r = NULL;
             int rc;
-            if (g_raw) {
+            if (g_raw_cb) {
+                cb_src src = {raw, sizeof raw - 1};
+                rc = smtpc_client_send_envelope(c, "a@example.org", g_to, g_nto, cb_read, &src, &r);
+            } else if (g_raw) {
                 rc = smtpc_client_send_mem(c, "a@example.org", g_to, g_nto, raw, sizeof raw - 1, &r);
             } else {
                 rc = smtpc_client_send(c, m, &r);
@@ -381,6 +402,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--flush")) g_flush = true;
         else if (!strcmp(a, "--list")) g_list = true;
         else if (!strcmp(a, "--raw")) g_raw = true;
+        else if (!strcmp(a, "--raw-cb")) g_raw_cb = true;
         else die(a);
 #undef ARG
     }

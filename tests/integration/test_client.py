@@ -74,3 +74,14 @@ def test_raw_send_mem(counting):
     assert p.returncode == 0, p.stdout
     assert srv.envelopes[0].rcpt_tos == ["x@example.org"]
     assert srv.envelopes[0].data.endswith(b"raw body\r\n")
+
+
+def test_raw_send_envelope_callback_survives_dead_idle_connection(counting):
+    # The body comes from a one-shot callback; the dead pooled connection is
+    # detected before the body is read, so the fresh retry is still possible.
+    srv = counting(close_after_each=True)
+    p = run(base(srv) + ["--raw-cb", "--n", "2", "--sleep-ms", "300", "--noop-after-ms", "-1"])
+    assert p.returncode == 0, p.stdout
+    assert len(srv.envelopes) == 2
+    assert all(e.data.endswith(b"raw body\r\n") for e in srv.envelopes)
+    assert srv.connections == 2
