@@ -273,3 +273,53 @@ def test_pages_are_installed(tmp_path):
     assert r.returncode == 0, r.stderr
     installed = {p.name for p in tmp_path.glob("share/man/man3/*.3")}
     assert {p.name for p in PAGES} <= installed
+
+
+def _norm(params):
+    params = re.sub(r"\s+", " ", params).strip()
+    return re.sub(r"\s*([*(),\[\]])\s*", r"\1", params)
+
+
+def header_prototypes():
+    """{name: normalised parameter list} of every SMTPC_API function."""
+    out = {}
+    for h in HEADERS:
+        text = re.sub(r"/\*.*?\*/", " ", h.read_text(), flags=re.S)
+        text = re.sub(r"^\s*#.*$", " ", text, flags=re.M)
+        for m in re.finditer(r"SMTPC_API\b[^;{]*?\b([a-z_][a-z0-9_]*)\s*\((.*?)\)\s*;", text, flags=re.S):
+            out[m.group(1)] = _norm(m.group(2))
+    return out
+
+
+def page_prototypes():
+    """{name: parameter list} from the first .Fn (with quoted arguments) or .Fo of each name."""
+    out = {}
+    for p in PAGES:
+        lines = p.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            if line.startswith(".Fn "):
+                toks = [a or b for a, b in re.findall(r'"([^"]*)"|(\S+)', line[4:])]
+                if len(toks) > 1 and ('"' in line or toks[1] == "void"):
+                    out.setdefault(toks[0], _norm(",".join(toks[1:])))
+            elif line.startswith(".Fo "):
+                name, args = line[4:].strip(), []
+                i += 1
+                while not lines[i].startswith(".Fc"):
+                    args.append(lines[i][4:].strip().strip('"'))
+                    i += 1
+                out.setdefault(name, _norm(",".join(args)))
+            i += 1
+    return out
+
+
+def test_synopsis_matches_the_headers():
+    """Every public function has a prototype in a SYNOPSIS, and it is the header's."""
+    decl, doc = header_prototypes(), page_prototypes()
+    assert len(decl) == len(api_functions())
+    missing = sorted(set(decl) - set(doc))
+    assert not missing, "no prototype in any docs/*.3 page: " + ", ".join(missing)
+    wrong = ["%s:\n  header: %s\n  page:   %s" % (n, decl[n], doc[n])
+             for n in sorted(decl) if doc[n] != decl[n]]
+    assert not wrong, "prototype differs from the header:\n" + "\n".join(wrong)
