@@ -15,6 +15,9 @@ Clients:
   smtpc-client-1 the same through the client API (smtpc_client_send_mem, one pooled connection)
   smtp-source-1  Postfix's smtp-source -s 1 -d (one connection, no pipelining)
   smtplib-1      Python smtplib re-using one connection
+  bulk-1, bulk-8 smtpc_bulk (build/bench_bulk), 1 or 8 connections, pipelining
+                 across messages (one round trip per message)
+  smtp-source-8, smtp-source-16   smtp-source -s 8 / -s 16 -d
 """
 import argparse
 import os
@@ -89,6 +92,12 @@ def client_cmd(name, port, n, size):
     if name == "smtp-source-1":
         return ["/usr/sbin/smtp-source", "-s", "1", "-d", "-m", str(n), "-l", str(size),
                 "-f", "a@example.org", "-t", "b@example.org", f"{host}:{port}"]
+    if name.startswith("bulk-"):
+        return [str(BUILD / "bench_bulk"), "--n", str(n), "--size", str(size), "--conns",
+                name.split("-")[1], host, str(port)]
+    if name.startswith("smtp-source-"):
+        return ["/usr/sbin/smtp-source", "-s", name.split("-")[2], "-d", "-m", str(n), "-l", str(size),
+                "-f", "a@example.org", "-t", "b@example.org", f"{host}:{port}"]
     if name == "smtplib-1":
         return ["/usr/bin/python3", "-c", SMTPLIB_SCRIPT, host, str(port), str(n), str(size)]
     raise SystemExit(f"unknown client {name}")
@@ -136,13 +145,15 @@ def main():
     for c in clients:
         m = med[c]
         print(f"| {c} | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} |")
-    if "smtpc-1" in med:
-        base = med["smtpc-1"]
+    for mine in ("smtpc-1", "bulk-1", "bulk-8"):
+        if mine not in med:
+            continue
+        base = med[mine]
         print()
         for c in clients:
-            if c == "smtpc-1":
+            if c in ("smtpc-1", "bulk-1", "bulk-8"):
                 continue
-            print(f"- smtpc-1 vs {c}: {base[0] / med[c][0]:.2f}x msg/s, "
+            print(f"- {mine} vs {c}: {base[0] / med[c][0]:.2f}x msg/s, "
                   f"{med[c][1] / base[1]:.2f}x less CPU per message")
     if "smtpc-client-1" in med:
         cb = med["smtpc-client-1"]

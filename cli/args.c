@@ -72,8 +72,9 @@ const cli_opt_def cli_opt_table[] = {
     {"--config", O_CONFIG, OK_VALUE, NET | C, NULL, "FILE", "configuration file"},
     {"--delivery", O_DELIVERY, OK_VALUE, S | M, "delivery", "HOW", "smtp, pickup or outbox"},
     {"--json", O_JSON, OK_FLAG, S | P | Q, NULL, NULL, "one JSON object per message"},
-    {"--trace", O_TRACE, OK_FLAG, NET, NULL, NULL, "print the SMTP dialogue on stderr"},
-    {"--trace-body", O_TRACE_BODY, OK_FLAG, NET, NULL, NULL, "--trace, including the message"},
+    {"--trace", O_TRACE, OK_FLAG, NET, NULL, NULL, "print the SMTP dialogue on stderr (AUTH redacted; message headers only)"},
+    {"--trace-body", O_TRACE_BODY, OK_FLAG, NET, NULL, NULL, "--trace, with the whole message"},
+    {"--auth-test", O_AUTH_TEST, OK_FLAG, P, NULL, NULL, "log in with the credentials (no mail is sent) and say whether it worked"},
     {"--check-password", O_CHECK_PASSWORD, OK_FLAG, C, NULL, NULL, "obtain the password (never printed) to check it works"},
     {"--help", O_HELP, OK_FLAG, NET | C, NULL, NULL, "this help"},
 };

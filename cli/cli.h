@@ -8,6 +8,9 @@
  *   headers.c   header parsing for sendmail -t (unfolding, address lists, Bcc)
  *   deliver.c   pickup / smtp / outbox delivery into a cli_result
  *   secret.c    passwords and tokens from env, file, command
+ *   trace.c     --trace / --trace-body on stderr (timestamps, body tap)
+ *   progress.c  the progress line on a terminal's stderr
+ *   hints.c     what to do about a failure
  *   cmd_*.c     the subcommands */
 #ifndef SMTPC_CLI_H
 #define SMTPC_CLI_H
@@ -31,7 +34,7 @@ typedef enum cli_opt_id {
     O_TLS_STRICT_VERSION,
     O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT,
-    O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_HELP,
+    O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
     O__COUNT
 } cli_opt_id;
 
@@ -119,6 +122,10 @@ typedef struct cli_result {
     char server[320];      /* HOST:PORT */
     const char *tls;       /* "none", "starttls", "tls" or NULL */
     const char *auth;      /* mechanism or NULL */
+    bool tls_used;         /* the connection was encrypted: the three below are set */
+    char tls_version[16];  /* "TLSv1.3" */
+    char tls_cipher[64];
+    bool tls_verified;
     cli_rcpt *rcpts;
     size_t nrcpts;
     int final_code;
@@ -209,8 +216,60 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d);
 int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, char *err,
                size_t errlen);
 
+/* ---- trace, progress, hints ------------------------------------------------ */
+typedef struct cli_progress {
+    bool on, bytes, drawn;
+    const char *what;
+    uint64_t done, total;
+    int64_t start_ms, last_ms;
+} cli_progress;
+/* Starts a progress line (drawn only when stderr is a terminal, and only
+ * for work that lasts). */
+void cli_progress_start(cli_progress *p, const char *what, uint64_t total, bool bytes);
+void cli_progress_update(cli_progress *p, uint64_t done);
+void cli_progress_end(cli_progress *p);
+/* Erases the bar on screen (before other stderr output). */
+void cli_progress_clear(void);
+
+/* One trace line on stderr: "HH:MM:SS.mmm PREFIX line", escaped. */
+void cli_trace_line(const char *prefix, const char *line, size_t len);
+/* The session's trace callback (smtpc_session_set_trace). */
+void cli_trace_cb(void *ud, smtpc_trace_dir dir, const char *line, size_t len);
+/* A tap on a body reader: counts bytes (progress) and traces the header
+ * lines, or every line with trace_body. */
+typedef struct cli_tap {
+    smtpc_read_cb inner;
+    void *ud;
+    bool trace, full, in_header, cut;
+    char line[1000];
+    size_t len;
+    uint64_t bytes, body_bytes;
+    cli_progress *pg;
+} cli_tap;
+void cli_tap_init(cli_tap *t, smtpc_read_cb inner, void *ud, bool trace, bool trace_body,
+                  cli_progress *pg);
+ssize_t cli_tap_read(void *ud, void *buf, size_t len);
+void cli_tap_done(cli_tap *t);
+
+/* Checks --dsn-notify/--dsn-ret/--envid and spells them as RFC 3461 does.
+ * 0 or EX_USAGE after printing why. */
+int cli_dsn_normalize(cli_ctx *c);
+
+/* probe: the EHLO keywords in plain words (text on stdout) or as
+ * ,"features":{...} appended to js (json). */
+void cli_probe_features(smtpc_session *s, bool json, smtpc__buf *js);
+
+/* What to do about r's failure (a sentence), or NULL. */
+const char *cli_hint(const cli_result *r);
+
+/* --count: keep the connection between deliveries (on), or close it (off). */
+void cli_deliver_keep(bool on);
+
 /* ---- subcommands ---------------------------------------------------------- */
 int cmd_send(const char *prog, int argc, char **argv);
+/* cmd_bulk.c: smtpc bulk, and smtpc send with --count/--connections. */
+int cmd_bulk(const char *prog, int argc, char **argv);
+bool cli_wants_bulk(int argc, char **argv);
 int cmd_probe(const char *prog, int argc, char **argv);
 int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);

@@ -60,6 +60,12 @@ int cmd_probe(const char *prog, int argc, char **argv)
         ex = EX_USAGE;
         goto out;
     }
+    if (c.o.val[O_AUTH_TEST] && !cli_get(&c, O_USER) && !cli_get(&c, O_OAUTH_TOKEN_CMD)) {
+        fprintf(stderr, "%s probe: --auth-test needs credentials (--user and --password-env/-file/-cmd, "
+                        "or --oauth-token-cmd; or an account with them)\n", prog);
+        ex = EX_USAGE;
+        goto out;
+    }
     if ((ex = cli_check_supported(&c, DELIVER_SMTP))) goto out;
     r.delivery = "smtp";
     char host[256];
@@ -83,22 +89,38 @@ int cmd_probe(const char *prog, int argc, char **argv)
     smtpc__buf_init(&ehlo, 0);
     const smtpc_tls_info *ti = s ? smtpc_session_tls_info(s) : NULL;
     if (!c.json && ti) {
+        /* certificate names come from the server: escaped like its replies */
+        char e1[1024], e2[1024], e3[512];
+        smtpc__escape_into(e1, sizeof e1, ti->subject, strlen(ti->subject));
+        smtpc__escape_into(e2, sizeof e2, ti->issuer, strlen(ti->issuer));
+        smtpc__escape_into(e3, sizeof e3, ti->verify_message, strlen(ti->verify_message));
         printf("tls: %s (%s)\n", ti->version, r.tls);
         printf("cipher: %s\n", ti->cipher);
-        printf("subject: %s\nissuer: %s\nexpires: %s\n", ti->subject, ti->issuer, ti->not_after);
-        printf("verified: %s%s%s\n", ti->verified ? "yes" : "no", ti->verified ? "" : " (",
-               ti->verified ? "" : ti->verify_message);
-        if (!ti->verified) printf(")\n");
+        printf("subject: %s\nissuer: %s\nexpires: %s\n", e1, e2, ti->not_after);
+        printf("verified: %s%s%s%s\n", ti->verified ? "yes" : "no", ti->verified ? "" : " (",
+               ti->verified ? "" : e3, ti->verified ? "" : ")");
         printf("pin: %s\n", ti->pin_sha256);
     } else if (!c.json && s && !rc) {
         printf("tls: none\n");
     }
     if (!c.json && e) print_reply_text("ehlo", e);
+    if (!c.json && e) {
+        printf("features:\n");
+        cli_probe_features(s, false, NULL);
+    }
     const char *offered = s && e ? smtpc_session_auth_offered(s) : "";
     char *mechs = smtpc__strdup(offered);
     if (!c.json && e) printf("auth: %s\n", mechs && mechs[0] ? mechs : "(none offered)");
     if (!c.json && r.auth) printf("authenticated: %s\n", r.auth);
+    if (!c.json && c.o.val[O_AUTH_TEST] && !rc) {
+        char eu[512];
+        const char *u = cli_get(&c, O_USER);
+        smtpc__escape_into(eu, sizeof eu, u ? u : "", u ? strlen(u) : 0);
+        printf("auth test: OK, logged in%s%s with %s (no mail sent)\n", u ? " as " : "", eu, r.auth ? r.auth : "?");
+    }
     json_reply(&ehlo, "ehlo", e);
+    if (e) cli_probe_features(s, true, &ehlo);
+    else smtpc__buf_append_str(&ehlo, ",\"features\":null");
     smtpc__buf_append_str(&ehlo, ",\"extensions\":[");
     for (size_t i = 1; e && i < smtpc_reply_line_count(e); i++) {
         if (i > 1) smtpc__buf_append(&ehlo, ",", 1);
@@ -113,7 +135,9 @@ int cmd_probe(const char *prog, int argc, char **argv)
         cli_json_str(&ehlo, p);
     }
     free(mechs);
-    smtpc__buf_append_str(&ehlo, "],\"authenticated\":");
+    if (c.o.val[O_AUTH_TEST]) smtpc__buf_printf(&ehlo, "],\"auth_test\":%s", rc == 0 && r.auth ? "true" : "false");
+    else smtpc__buf_append_str(&ehlo, "],\"auth_test\":null");
+    smtpc__buf_append_str(&ehlo, ",\"authenticated\":");
     cli_json_str(&ehlo, r.auth);
     smtpc__buf_append_str(&ehlo, ",\"tls_info\":");
     if (ti) {
@@ -157,6 +181,8 @@ int cmd_probe(const char *prog, int argc, char **argv)
             cli_json_str(&js, smtpc_err_name(r.err));
             smtpc__buf_printf(&js, ",\"exit\":%d,\"message\":", cli_exit_code(r.err));
             cli_json_str(&js, r.errmsg);
+            smtpc__buf_append_str(&js, ",\"hint\":");
+            cli_json_str(&js, cli_hint(&r));
             smtpc__buf_append_str(&js, "}");
         }
         smtpc__buf_append_str(&js, "}\n");
@@ -164,7 +190,9 @@ int cmd_probe(const char *prog, int argc, char **argv)
     } else if (!r.ok) {
         char esc[1024];
         smtpc__escape_into(esc, sizeof esc, r.errmsg, strlen(r.errmsg));
-        fprintf(stderr, "%s probe: %s\n", prog, esc);
+        const char *hint = cli_hint(&r);
+        fprintf(stderr, "%s probe: %s%s%s%s\n", prog, c.o.val[O_AUTH_TEST] && rc == SMTPC_EAUTH ? "auth test FAILED: " : "",
+                esc, hint ? " \xe2\x80\x94 " : "", hint ? hint : "");
     }
     smtpc__buf_free(&ehlo);
     ex = cli_exit_code(rc);

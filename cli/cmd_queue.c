@@ -134,9 +134,14 @@ static int print_entry(void *ud, const smtpc_outbox_entry *e)
         fwrite(smtpc__buf_ptr(&b), 1, smtpc__buf_size(&b), stdout);
         smtpc__buf_free(&b);
     } else {
-        printf("%s  %-19s  attempts %u  %s -> %s%s", e->id, when, e->attempts, e->from, e->first_rcpt,
+        /* the last error holds the server's words: escaped like every server text */
+        char ef[640], er[640], ee[1024];
+        smtpc__escape_into(ef, sizeof ef, e->from, strlen(e->from));
+        smtpc__escape_into(er, sizeof er, e->first_rcpt, strlen(e->first_rcpt));
+        smtpc__escape_into(ee, sizeof ee, e->last_error, strlen(e->last_error));
+        printf("%s  %-19s  attempts %u  %s -> %s%s", e->id, when, e->attempts, ef, er,
                e->nrcpts > 1 ? " (+more)" : "");
-        if (e->last_error[0]) printf("  [%s]", e->last_error);
+        if (e->last_error[0]) printf("  [%s]", ee);
         putchar('\n');
     }
     return 0;

@@ -21,6 +21,7 @@ int cmd_send(const char *prog, int argc, char **argv)
         goto out;
     }
     c.json = c.o.val[O_JSON] != NULL;
+    if ((ex = cli_dsn_normalize(&c))) goto out;
     if ((ex = cli_ctx_load_config(&c, NULL))) goto out;
 
     const char *from = cli_get(&c, O_FROM);
@@ -121,6 +122,11 @@ int cmd_send(const char *prog, int argc, char **argv)
     cli_envelope env = {env_from, rcpts.v, rcpts.n};
     cli_source src = {m, smtpc__buf_ptr(&raw), smtpc__buf_size(&raw)};
     char first_id[512] = "";
+    /* --count: one connection for all, and a progress line on a terminal */
+    cli_progress pg;
+    cli_progress_start(&pg, "messages", count, false);
+    if (count > 1) cli_deliver_keep(true);
+    else pg.on = false;
     for (uint64_t i = 0; i < count; i++) {
         if (m && i == 1 && smtpc_message_message_id(m))
             smtpc__strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
@@ -143,7 +149,10 @@ int cmd_send(const char *prog, int argc, char **argv)
         cli_print_result(&c, &r);
         cli_result_free(&r);
         if (rc) ex = cli_exit_code(rc);
+        cli_progress_update(&pg, i + 1);
     }
+    cli_progress_end(&pg);
+    cli_deliver_keep(false);
 done:
     smtpc_message_free(m);
     smtpc__buf_free(&raw);

@@ -40,6 +40,10 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
             static const struct { const char *name; cli_opt_id id; } longs[] = {
                 {"--account", O_ACCOUNT}, {"--config", O_CONFIG}, {"--pickup-dir", O_PICKUP_DIR},
                 {"--outbox", O_OUTBOX}, {"--delivery", O_DELIVERY}};
+            if (!strcmp(a, "--trace") || !strcmp(a, "--trace-body")) { /* to debug a mail(1) setup */
+                o->val[a[7] ? O_TRACE_BODY : O_TRACE] = "1";
+                continue;
+            }
             size_t k = 0;
             const char *eq = strchr(a, '=');
             size_t nl = eq ? (size_t)(eq - a) : strlen(a);
@@ -154,6 +158,7 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     char fallback_from[320] = "";
 
     int ex = parse(prog, argc, argv, &s, &c.o);
+    if (!ex) ex = cli_dsn_normalize(&c);
     if (ex) goto out;
     if (!s.t && c.o.pos.n == 0) {
         fprintf(stderr, "%s: no recipients given (name them, or use -t to read To/Cc/Bcc)\n", prog);

@@ -163,14 +163,6 @@ static int tls_version(const char *v, int *out)
     return SMTPC_ECONFIG;
 }
 
-static void trace_to_stderr(void *ud, smtpc_trace_dir dir, const char *line, size_t len)
-{
-    (void)ud;
-    char esc[1100];
-    smtpc__escape_into(esc, sizeof esc, line, len);
-    fprintf(stderr, "%s %s\n", dir == SMTPC_TRACE_SENT ? "C:" : dir == SMTPC_TRACE_RECEIVED ? "S:" : "*", esc);
-}
-
 /* Applies TLS and AUTH settings (flags over configuration). 0 or SMTPC_E*
  * with r filled. */
 static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smtpc_tls_mode mode)
@@ -227,7 +219,7 @@ static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smt
         smtpc__free_secret(pw);
         if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "%s", smtpc_session_errmsg(s));
     }
-    if (c->o.val[O_TRACE]) smtpc_session_set_trace(s, trace_to_stderr, NULL);
+    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) smtpc_session_set_trace(s, cli_trace_cb, NULL);
     return rc;
 }
 
@@ -269,6 +261,10 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
     if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_auto_timeout_ms);
     if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
+    /* --timeout is "how long to wait for the server": also for the greeting
+     * (unless --greeting-timeout says otherwise) and the end-of-data reply */
+    if (!rc && !cli_get(c, O_GREETING_TIMEOUT)) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
+    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_data_timeout_ms);
     if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
     if (!rc) rc = cli_session_reach(c, r, s);
     if (rc) {
@@ -292,6 +288,34 @@ void cli_result_security(cli_result *r, const smtpc_session *s)
     smtpc_tls_mode u = smtpc_session_security_used(s);
     r->tls = u == SMTPC_TLS_MODE_IMPLICIT ? "tls" : u == SMTPC_TLS_MODE_STARTTLS ? "starttls" : "none";
     r->auth = smtpc_session_auth_mechanism(s);
+    const smtpc_tls_info *ti = u != SMTPC_TLS_MODE_NONE ? smtpc_session_tls_info(s) : NULL;
+    r->tls_used = ti != NULL;
+    if (ti) {
+        smtpc__strlcpy(r->tls_version, ti->version, sizeof r->tls_version);
+        smtpc__strlcpy(r->tls_cipher, ti->cipher, sizeof r->tls_cipher);
+        r->tls_verified = ti->verified;
+    }
+}
+
+/* --count: one connection for every copy. The session stays open between
+ * deliveries while keeping is on; a broken one is replaced at the next. */
+static struct { bool on; smtpc_session *s; char server[320]; } g_keep;
+
+static void keep_drop(void)
+{
+    if (!g_keep.s) return;
+    if (smtpc_session_is_connected(g_keep.s)) smtpc_session_quit(g_keep.s);
+    smtpc_session_free(g_keep.s);
+    g_keep.s = NULL;
+}
+
+void cli_deliver_keep(bool on)
+{
+    g_keep.on = on;
+    if (!on) {
+        keep_drop();
+        cli_security_done();
+    }
 }
 
 static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
@@ -301,12 +325,29 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     char host[256];
     uint16_t port;
     smtpc_session *s;
-    int rc = cli_session_open(c, r, &s, host, sizeof host, &port);
-    if (rc) return rc;
-    rc = smtpc_session_open(s, host, port);
-    if (rc) {
-        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        goto out;
+    int rc;
+    cli_tap tap;
+    cli_progress pg;
+    memset(&pg, 0, sizeof pg);
+    if (g_keep.s && smtpc_session_is_connected(g_keep.s)) {
+        s = g_keep.s; /* the kept connection (--count): ready for MAIL */
+        smtpc__strlcpy(r->server, g_keep.server, sizeof r->server);
+    } else {
+        keep_drop();
+        rc = cli_session_open(c, r, &s, host, sizeof host, &port);
+        if (rc) return rc;
+        rc = smtpc_session_open(s, host, port);
+        if (rc) {
+            cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+            /* the reply that refused (535 to AUTH, 554 greeting ...) */
+            if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL)
+                take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
+            goto out;
+        }
+        if (g_keep.on) {
+            g_keep.s = s;
+            smtpc__strlcpy(g_keep.server, r->server, sizeof g_keep.server);
+        }
     }
     cli_result_security(r, s);
     smtpc_mail_opts mo;
@@ -336,15 +377,18 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
         /* a raw message with 8-bit bytes is declared when the server allows */
         mo.body_8bitmime = ext8 && has_8bit(src->mem, src->len);
     }
-    mo.dsn_ret = c->o.val[O_DSN_RET];
-    mo.dsn_envid = c->o.val[O_ENVID];
+    /* sendmail callers pass -N/-R/-V whatever the server: like sendmail,
+     * they are dropped for a server without DSN; smtpc send insists */
+    bool dsn = c->cmd != CMD_SENDMAIL || smtpc_session_has_ext(s, "DSN");
+    mo.dsn_ret = dsn ? c->o.val[O_DSN_RET] : NULL;
+    mo.dsn_envid = dsn ? c->o.val[O_ENVID] : NULL;
     smtpc_rcpt_opts *ro = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *ro);
     if (!ro) {
         smtpc_message_writer_free(w);
         cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
         goto quit;
     }
-    for (size_t i = 0; i < env->nrcpts; i++) ro[i].dsn_notify = c->o.val[O_DSN_NOTIFY];
+    for (size_t i = 0; i < env->nrcpts; i++) ro[i].dsn_notify = dsn ? c->o.val[O_DSN_NOTIFY] : NULL;
     smtpc_envelope se;
     memset(&se, 0, sizeof se);
     se.from = env->from;
@@ -355,8 +399,15 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     /* all or nothing (as sendmail callers expect): a refused recipient
      * fails the message, so that a retry does not duplicate it */
     se.all_or_nothing = true;
-    rc = w ? smtpc_session_send(s, &se, smtpc_message_writer_read, w)
-           : smtpc_session_send_mem(s, &se, src->mem, src->len);
+    /* the body goes through a tap: trace of its header lines, progress of a big upload */
+    mem_reader mr = {src->mem, src->len};
+    uint64_t total = w ? (uint64_t)(smtpc_message_writer_size(w) > 0 ? smtpc_message_writer_size(w) : 0) : src->len;
+    if (!g_keep.on && total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
+    cli_tap_init(&tap, w ? smtpc_message_writer_read : mem_read, w ? (void *)w : (void *)&mr,
+                 c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
+    rc = smtpc_session_send(s, &se, cli_tap_read, &tap);
+    if (tap.bytes) cli_tap_done(&tap);
+    cli_progress_end(&pg);
     if (rc && w && smtpc_message_writer_errmsg(w)[0])
         cli_result_fail(r, rc, "%s", smtpc_message_writer_errmsg(w));
     smtpc_message_writer_free(w);
@@ -389,20 +440,18 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     r->queue_id = cli_queue_id_from_text(r->final_text);
     r->ok = true;
 quit:
+    if (g_keep.s == s && smtpc_session_is_connected(s)) return r->ok ? 0 : r->err; /* kept for the next */
     if (smtpc_session_is_connected(s)) smtpc_session_quit(s);
 out:
+    if (g_keep.s == s) g_keep.s = NULL;
     smtpc_session_free(s);
-    cli_security_done();
+    if (!g_keep.on) cli_security_done();
     return r->ok ? 0 : r->err;
 }
 #endif
 
 int cli_check_supported(const cli_ctx *c, cli_delivery d)
 {
-    if (c->o.val[O_TRACE_BODY]) {
-        cli_err(c, "--trace-body is not supported yet in this build");
-        return EX_UNAVAILABLE;
-    }
     if (d == DELIVER_PICKUP) {
         /* sendmail callers pass -N/-R/-V blindly: only smtpc send complains */
         if (c->cmd == CMD_SEND && (c->o.val[O_DSN_NOTIFY] || c->o.val[O_DSN_RET] || c->o.val[O_ENVID])) {

@@ -14,8 +14,8 @@ static void usage_short(FILE *f)
 {
     fputs("usage: smtpc send --from ADDR --to ADDR [--subject TEXT] [--text TEXT | --text-file FILE]\n"
           "                  [--server HOST[:PORT] --tls MODE | --pickup-dir DIR] [options]\n"
-          "       smtpc probe --server HOST[:PORT] [--tls MODE]\n"
-          "       smtpc queue list|flush [--outbox DIR]\n"
+          "       smtpc probe --server HOST[:PORT] [--tls MODE] [--auth-test]\n"
+          "       smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
           "       smtpc help [send|probe|queue|sendmail|config|exit]\n"
@@ -38,7 +38,7 @@ int cmd_help(const char *topic, FILE *f)
               "  # use as sendmail (cron, mail(1), git send-email): link it or call it\n"
               "  ln -s \"$(command -v smtpc)\" ~/bin/sendmail\n"
               "  printf 'To: you@example.org\\nSubject: hi\\n\\nbody\\n' | smtpc sendmail -t -i\n"
-              "  # check a server: greeting and EHLO capabilities\n"
+              "  # check a server: greeting, TLS, what it offers; --auth-test checks the login\n"
               "  smtpc probe --server smtp.example.org:587 --tls starttls\n"
               "  # queue offline, flush later\n"
               "  smtpc send --outbox ~/.cache/smtpc/outbox --to you@example.org --text 'later'\n"
@@ -61,7 +61,9 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "probe")) {
         fputs("usage: smtpc probe --server HOST[:PORT] [options]\n"
-              "Connects, prints the greeting and the EHLO capabilities, and quits.\n\n", f);
+              "Connects (TLS per --tls, AUTH when credentials are given), prints the\n"
+              "greeting, TLS details, the EHLO capabilities and what they mean, and quits.\n"
+              "--auth-test logs in with the credentials without sending mail.\n\n", f);
         cli_print_options(f, CMD_PROBE);
         return 0;
     }
@@ -74,7 +76,7 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "sendmail")) {
         fputs("usage: smtpc sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-N NOTIFY] [-R RET]\n"
-              "                      [-V ENVID] [--account NAME] [--config FILE] [--] [RCPT...] < message\n"
+              "                      [-V ENVID] [--account NAME] [--config FILE] [--trace] [--] [RCPT...] < message\n"
               "       (or run smtpc through a link named sendmail)\n"
               "  -t        recipients from To, Cc and Bcc too (Bcc is always removed)\n"
               "  -i, -oi   a line with a single '.' does not end the message\n"
@@ -123,6 +125,8 @@ int main(int argc, char **argv)
         printf("smtpc %s\n", smtpc_version());
         return 0;
     }
+    if (!strcmp(cmd, "send") && cli_wants_bulk(argc - 2, argv + 2)) return cmd_bulk("smtpc send", argc - 2, argv + 2);
+    if (!strcmp(cmd, "bulk")) return cmd_bulk("smtpc bulk", argc - 2, argv + 2);
     if (!strcmp(cmd, "send")) return cmd_send("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "probe")) return cmd_probe("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);

@@ -154,7 +154,17 @@ static void json_result(smtpc__buf *b, const cli_result *r)
     smtpc__buf_append_str(b, ",\"server\":");
     cli_json_str(b, r->server[0] ? r->server : NULL);
     smtpc__buf_append_str(b, ",\"tls\":");
-    cli_json_str(b, r->tls);
+    if (r->tls_used) {
+        smtpc__buf_append_str(b, "{\"version\":");
+        cli_json_str(b, r->tls_version);
+        smtpc__buf_append_str(b, ",\"cipher\":");
+        cli_json_str(b, r->tls_cipher);
+        smtpc__buf_printf(b, ",\"verified\":%s,\"mode\":", r->tls_verified ? "true" : "false");
+        cli_json_str(b, r->tls);
+        smtpc__buf_append_str(b, "}");
+    } else {
+        smtpc__buf_append_str(b, "null");
+    }
     smtpc__buf_append_str(b, ",\"auth\":");
     cli_json_str(b, r->auth);
     smtpc__buf_append_str(b, ",\"recipients\":[");
@@ -194,6 +204,8 @@ static void json_result(smtpc__buf *b, const cli_result *r)
         cli_json_str(b, smtpc_err_name(r->err));
         smtpc__buf_printf(b, ",\"exit\":%d,\"message\":", cli_exit_code(r->err));
         cli_json_str(b, r->errmsg);
+        smtpc__buf_append_str(b, ",\"hint\":");
+        cli_json_str(b, cli_hint(r));
         smtpc__buf_append_str(b, "}");
     }
     smtpc__buf_append_str(b, "}\n");
@@ -211,9 +223,11 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
         return;
     }
     char esc[1024];
+    cli_progress_clear();
     if (!r->ok) {
         smtpc__escape_into(esc, sizeof esc, r->errmsg, strlen(r->errmsg));
-        fprintf(stderr, "%s: %s\n", c->prog, esc);
+        const char *hint = cli_hint(r);
+        fprintf(stderr, "%s: %s%s%s\n", c->prog, esc, hint ? " \xe2\x80\x94 " : "", hint ? hint : "");
         for (size_t i = 0; i < r->nrcpts; i++) {
             const cli_rcpt *x = &r->rcpts[i];
             if (x->accepted || !x->code) continue;
@@ -234,6 +248,13 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
     size_t acc = 0;
     for (size_t i = 0; i < r->nrcpts; i++) acc += r->rcpts[i].accepted;
     printf("sent to %zu recipient%s via %s", acc, acc == 1 ? "" : "s", r->server);
+    if (r->tls_used) {
+        smtpc__escape_into(esc, sizeof esc, r->tls_version, strlen(r->tls_version));
+        printf(" (%s%s%s%s)", esc, r->tls_verified ? "" : ", certificate NOT verified",
+               r->auth ? ", AUTH " : "", r->auth ? r->auth : "");
+    } else if (r->auth) {
+        printf(" (no TLS, AUTH %s)", r->auth);
+    }
     if (r->queue_id) {
         smtpc__escape_into(esc, sizeof esc, r->queue_id, strlen(r->queue_id));
         printf(", queued as %s", esc);

@@ -13,5 +13,6 @@
 #include "config.h"
 #include "client.h"
 #include "outbox.h"
+#include "async.h"
 
 #endif

@@ -66,7 +66,7 @@ def test_aiosmtpd_starttls_auth(smtpc_bin, tmp_path, aio_tls, mech):
     r = run(smtpc_bin, tmp_path, aio_tls, "--auth", mech)
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)
-    assert o["tls"] == "starttls" and o["auth"] == mech
+    assert o["tls"]["mode"] == "starttls" and o["auth"] == mech
     [(authed, tls, frm, rcpts, content)] = aio_tls.messages
     assert authed and tls and frm == "a@example.org" and rcpts == ["b@example.org"]
     assert PASSWORD.encode() not in r.stdout + r.stderr

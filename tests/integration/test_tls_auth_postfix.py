@@ -47,7 +47,7 @@ def test_starttls_submission_each_mechanism(smtpc_bin, tmp_path, postfix, mech):
              "--auth", mech, "--json", to=f"{mech.lower()}@example.net")
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)
-    assert o["ok"] and o["tls"] == "starttls" and o["auth"] == mech
+    assert o["ok"] and o["tls"]["mode"] == "starttls" and o["auth"] == mech
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == f"{mech.lower()}@example.net" and m.mail_from == FROM
     # Postfix's Received header records the TLS session and the authenticated user
@@ -61,7 +61,7 @@ def test_default_mechanism_is_the_strongest(smtpc_bin, tmp_path, postfix):
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)
     # no --tls, port not 465 and credentials: STARTTLS required; SCRAM-SHA-256 chosen
-    assert o["tls"] == "starttls" and o["auth"] == "SCRAM-SHA-256"
+    assert o["tls"]["mode"] == "starttls" and o["auth"] == "SCRAM-SHA-256"
     postfix.wait_for(1)
 
 
@@ -76,7 +76,7 @@ def test_implicit_tls_on_smtps(smtpc_bin, tmp_path, postfix):
     r = send(smtpc_bin, tmp_path, postfix, postfix.smtps_port, "--tls", "implicit", "--json")
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)
-    assert o["tls"] == "tls" and o["auth"] == "SCRAM-SHA-256"
+    assert o["tls"]["mode"] == "tls" and o["auth"] == "SCRAM-SHA-256"
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "rcpt@example.net"
 
@@ -88,7 +88,7 @@ def test_auto_finds_the_mode_quickly(smtpc_bin, tmp_path, postfix, which, expect
     r = send(smtpc_bin, tmp_path, postfix, port, "--tls", "auto", "--json")
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["tls"] == expect
+    assert json.loads(r.stdout)["tls"]["mode"] == expect
     postfix.wait_for(1)
     print(f"auto on {which}: {took:.2f} s")
     # both orders end fast: a plaintext server answers the ClientHello with
@@ -314,7 +314,7 @@ def test_config_file_keys_apply(smtpc_bin, tmp_path, postfix):
                        timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)
-    assert o["tls"] == "starttls" and o["auth"] == "CRAM-MD5"
+    assert o["tls"]["mode"] == "starttls" and o["auth"] == "CRAM-MD5"
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "cfg@example.net"
 

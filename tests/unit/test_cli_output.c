@@ -6,6 +6,8 @@
 #include "../../cli/output.c"
 #include "../../cli/headers.c"
 #include "../../cli/args.c"
+#include "../../cli/hints.c"
+#include "../../cli/progress.c"
 
 TEST(exit_codes)
 {
@@ -137,6 +139,63 @@ TEST(header_unfold_and_remove)
     smtpc__buf_free(&out);
 }
 
+/* The hints table: the right advice for each class, never --insecure. */
+static const char *hint_for(int err, int code, const char *enh, const char *msg)
+{
+    static cli_result r;
+    static cli_rcpt x;
+    memset(&r, 0, sizeof r);
+    memset(&x, 0, sizeof x);
+    r.err = err;
+    smtpc__strlcpy(r.errmsg, msg, sizeof r.errmsg);
+    x.address = "b@example.org";
+    x.code = code;
+    smtpc__strlcpy(x.enhanced, enh, sizeof x.enhanced);
+    r.rcpts = &x;
+    r.nrcpts = 1;
+    const char *h = cli_hint(&r);
+    return h ? h : "";
+}
+
+TEST(hints)
+{
+    CHECK(strstr(hint_for(SMTPC_EAUTH, 0, "", "AUTH: server replied 535 5.7.8 bad"), "user name and password"));
+    CHECK(strstr(hint_for(SMTPC_EAUTH, 0, "", "AUTH: server replied 535 5.7.8 bad"), "--auth LOGIN"));
+    CHECK(strstr(hint_for(SMTPC_ENETWORK, 0, "", "connect to 127.0.0.1:1: Connection refused"), "--tls mode"));
+    CHECK(strstr(hint_for(SMTPC_ETLS, 0, "", "certificate verify failed: unable to get local issuer certificate"), "--ca-file"));
+    CHECK(strstr(hint_for(SMTPC_ETLS, 0, "", "the server does not offer STARTTLS"), "--tls none only if you trust"));
+    CHECK(strstr(hint_for(SMTPC_ETEMPFAIL, 450, "4.2.1", "1 of 1 recipient refused"), "try again later"));
+    CHECK(strstr(hint_for(SMTPC_EPERMFAIL, 550, "5.1.1", "1 of 1 recipient refused"), "check the recipient address"));
+    CHECK(strstr(hint_for(SMTPC_ETIMEDOUT, 0, "", "greeting timed out after 1 s"), "--timeout"));
+    CHECK(strstr(hint_for(SMTPC_ENOHOST, 0, "", "cannot resolve x.invalid"), "server name"));
+    CHECK(strstr(hint_for(SMTPC_EUNKNOWN, 0, "", "connection lost after the end of data"), "may have been delivered"));
+    int errs[] = {SMTPC_EAUTH, SMTPC_ETLS, SMTPC_ENETWORK, SMTPC_ETIMEDOUT, SMTPC_EPERMFAIL, SMTPC_EPROTO};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(errs); i++)
+        CHECK(!strstr(hint_for(errs[i], 0, "", "certificate verify failed"), "--insecure"));
+    /* no ENHANCEDSTATUSCODES announced: the code at the start of the text counts */
+    {
+        cli_result r;
+        cli_rcpt x;
+        memset(&r, 0, sizeof r);
+        memset(&x, 0, sizeof x);
+        char text[] = "5.1.1 <b@example.org>: no such user";
+        x.address = "b@example.org";
+        x.code = 550;
+        x.text = text;
+        r.err = SMTPC_EPERMFAIL;
+        r.rcpts = &x;
+        r.nrcpts = 1;
+        CHECK(cli_hint(&r) && strstr(cli_hint(&r), "check the recipient address"));
+        char text2[] = "5.1 short";
+        x.text = text2;
+        CHECK(cli_hint(&r) && strstr(cli_hint(&r), "permanent refusal"));
+    }
+    cli_result ok;
+    memset(&ok, 0, sizeof ok);
+    ok.ok = true;
+    CHECK(cli_hint(&ok) == NULL);
+}
+
 int main(void)
 {
     RUN(exit_codes);
@@ -144,5 +203,6 @@ int main(void)
     RUN(queue_id);
     RUN(address_lists);
     RUN(header_unfold_and_remove);
+    RUN(hints);
     T_DONE();
 }

@@ -1,0 +1,355 @@
+/* smtpc bulk / smtpc send --count N --connections K: many messages over K
+ * connections with smtpc_bulk.
+ *
+ *   smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] ...
+ *   smtpc send --server HOST[:PORT] --from A --to B [--to C] [--message FILE]
+ *              --count N --connections K ...
+ * Options: --tls implicit|starttls, --insecure, --ca-file F, --rate MSG/S,
+ * --max-per-connection N, --quiet. Envelope for --dir: IIS-style leading
+ * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
+ * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
+ * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */
+#include "cli.h"
+
+#include <smtpc/smtpc.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct item {
+    char *path;
+    char *data;
+    size_t len;
+    char *from;
+    char *rcpts[64];
+    size_t nrcpts;
+} item;
+
+typedef struct bulk_ctx {
+    const char *from;
+    const char *to[64];
+    size_t nto;
+    char *msg; /* --count: one body for all */
+    size_t msg_len;
+    size_t count, next, done, sent, failed;
+    char **files;
+    size_t nfiles;
+    bool progress, quiet;
+    double t0, last_print;
+} bulk_ctx;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 65536, n = 0;
+    char *p = malloc(cap);
+    size_t r;
+    while (p && (r = fread(p + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *q = realloc(p, cap *= 2);
+            if (!q) { free(p); p = NULL; }
+            else p = q;
+        }
+    }
+    fclose(f);
+    *len = n;
+    return p;
+}
+
+/* The address in "Name <a@b>" or "a@b", into a new string. */
+static char *addr_of(const char *s, size_t n)
+{
+    const char *lt = memchr(s, '<', n);
+    if (lt) {
+        const char *gt = memchr(lt, '>', n - (size_t)(lt - s));
+        if (gt) return strndup(lt + 1, (size_t)(gt - lt - 1));
+    }
+    while (n && (*s == ' ' || *s == '\t')) s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
+    return n ? strndup(s, n) : NULL;
+}
+
+static void add_list(item *it, const char *v, size_t n)
+{
+    while (n && it->nrcpts < 64) {
+        const char *c = memchr(v, ',', n);
+        size_t l = c ? (size_t)(c - v) : n;
+        char *a = addr_of(v, l);
+        if (a) it->rcpts[it->nrcpts++] = a;
+        if (!c) break;
+        n -= l + 1;
+        v = c + 1;
+    }
+}
+
+static int load_item(item *it)
+{
+    it->data = slurp(it->path, &it->len);
+    if (!it->data) return -1;
+    /* IIS pickup: leading X-Sender / X-Receiver lines are the envelope. */
+    size_t off = 0;
+    for (;;) {
+        const char *l = it->data + off;
+        size_t left = it->len - off;
+        const char *nl = memchr(l, '\n', left);
+        if (!nl) break;
+        size_t ll = (size_t)(nl - l);
+        if (ll > 9 && !strncasecmp(l, "X-Sender:", 9)) {
+            free(it->from);
+            it->from = addr_of(l + 9, ll - 9);
+        } else if (ll > 11 && !strncasecmp(l, "X-Receiver:", 11)) {
+            add_list(it, l + 11, ll - 11);
+        } else {
+            break;
+        }
+        off += ll + 1;
+    }
+    if (off) {
+        memmove(it->data, it->data + off, it->len - off);
+        it->len -= off;
+    }
+    if (!it->from || !it->nrcpts) {
+        /* headers (unfolded lines only: enough for an envelope) */
+        size_t i = 0;
+        while (i < it->len) {
+            const char *l = it->data + i;
+            const char *nl = memchr(l, '\n', it->len - i);
+            size_t ll = nl ? (size_t)(nl - l) : it->len - i;
+            if (ll == 0 || (ll == 1 && l[0] == '\r')) break;
+            if (!it->from && ll > 5 && !strncasecmp(l, "From:", 5)) it->from = addr_of(l + 5, ll - 5);
+            if (ll > 3 && !strncasecmp(l, "To:", 3)) add_list(it, l + 3, ll - 3);
+            if (ll > 3 && !strncasecmp(l, "Cc:", 3)) add_list(it, l + 3, ll - 3);
+            i += ll + 1;
+        }
+    }
+    return it->from && it->nrcpts ? 0 : -2;
+}
+
+static void item_free(item *it)
+{
+    free(it->data);
+    free(it->from);
+    for (size_t i = 0; i < it->nrcpts; i++) free(it->rcpts[i]);
+    free(it->path);
+    free(it);
+}
+
+static int next_cb(void *ud, smtpc_bulk_msg *m)
+{
+    bulk_ctx *x = ud;
+    memset(m, 0, sizeof *m);
+    if (x->files) {
+        while (x->next < x->nfiles) {
+            item *it = calloc(1, sizeof *it);
+            if (!it) return SMTPC_ENOMEM;
+            it->path = x->files[x->next++];
+            int rc = load_item(it);
+            if (rc) {
+                fprintf(stderr, "smtpc: %s: %s\n", it->path,
+                        rc == -1 ? "cannot read" : "no sender or recipient (X-Sender/X-Receiver or From/To)");
+                x->failed++;
+                x->done++;
+                item_free(it);
+                continue;
+            }
+            m->from = it->from;
+            m->rcpts = (const char *const *)it->rcpts;
+            m->nrcpts = it->nrcpts;
+            m->data = it->data;
+            m->len = it->len;
+            m->userdata = it;
+            return 1;
+        }
+        return 0;
+    }
+    if (x->next >= x->count) return 0;
+    x->next++;
+    m->from = x->from;
+    m->rcpts = x->to;
+    m->nrcpts = x->nto;
+    m->data = x->msg;
+    m->len = x->msg_len;
+    return 1;
+}
+
+static void print_progress(bulk_ctx *x, bool final)
+{
+    size_t total = x->files ? x->nfiles : x->count;
+    double el = now_s() - x->t0;
+    double rate = el > 0 ? (double)x->done / el : 0;
+    double eta = rate > 0 ? (double)(total - x->done) / rate : 0;
+    fprintf(stderr, "\r%zu/%zu done, %.0f msg/s, ETA %.0fs, %zu failed%s", x->done, total, rate, eta,
+            x->failed, final ? "\n" : "   ");
+}
+
+static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
+{
+    bulk_ctx *x = ud;
+    x->done++;
+    if (r->status == SMTPC_BULK_SENT) {
+        x->sent++;
+    } else {
+        x->failed++;
+        static const char *names[] = {"sent", "failed", "canceled", "unknown (maybe delivered)"};
+        item *it = m->userdata;
+        if (!x->quiet)
+            fprintf(stderr, "%ssmtpc: %s: %s: %s%s%d %s\n", x->progress ? "\r" : "",
+                    it ? it->path : "message", names[r->status], r->errmsg,
+                    r->reply_code ? " " : "", r->reply_code, r->reply_text);
+    }
+    if (m->userdata) item_free(m->userdata);
+    if (x->progress) {
+        double t = now_s();
+        if (t - x->last_print > 0.2) {
+            x->last_print = t;
+            print_progress(x, false);
+        }
+    }
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int list_dir(bulk_ctx *x, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    size_t cap = 0;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcasecmp(e->d_name + l - 4, ".eml")) continue;
+        if (x->nfiles == cap) {
+            cap = cap ? cap * 2 : 256;
+            char **nf = realloc(x->files, cap * sizeof *nf);
+            if (!nf) break;
+            x->files = nf;
+        }
+        size_t pl = strlen(dir) + l + 2;
+        char *p = malloc(pl);
+        if (!p) break;
+        snprintf(p, pl, "%s/%s", dir, e->d_name);
+        x->files[x->nfiles++] = p;
+    }
+    closedir(d);
+    if (x->nfiles) qsort(x->files, x->nfiles, sizeof *x->files, cmp_str);
+    return 0;
+}
+
+int cmd_bulk(const char *prog, int argc, char **argv)
+{
+    bulk_ctx x;
+    memset(&x, 0, sizeof x);
+    const char *server = NULL, *dir = NULL, *message = NULL, *tls = NULL, *ca = NULL, *subject = "smtpc";
+    unsigned k = 1, maxper = 0;
+    double rate = 0;
+    bool insecure = false;
+    x.count = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define VAL() do { if (!v) { fprintf(stderr, "%s: %s needs a value\n", prog, a); return 64; } i++; } while (0)
+        if (!strcmp(a, "--server")) { VAL(); server = v; }
+        else if (!strcmp(a, "--dir")) { VAL(); dir = v; }
+        else if (!strcmp(a, "--message")) { VAL(); message = v; }
+        else if (!strcmp(a, "--from")) { VAL(); x.from = v; }
+        else if (!strcmp(a, "--to")) { VAL(); if (x.nto < 64) x.to[x.nto++] = v; }
+        else if (!strcmp(a, "--subject")) { VAL(); subject = v; }
+        else if (!strcmp(a, "--count")) { VAL(); x.count = strtoul(v, NULL, 10); }
+        else if (!strcmp(a, "--connections")) { VAL(); k = (unsigned)strtoul(v, NULL, 10); }
+        else if (!strcmp(a, "--max-per-connection")) { VAL(); maxper = (unsigned)strtoul(v, NULL, 10); }
+        else if (!strcmp(a, "--rate")) { VAL(); rate = strtod(v, NULL); }
+        else if (!strcmp(a, "--tls")) { VAL(); tls = v; }
+        else if (!strcmp(a, "--ca-file")) { VAL(); ca = v; }
+        else if (!strcmp(a, "--insecure")) insecure = true;
+        else if (!strcmp(a, "--quiet")) x.quiet = true;
+        else { fprintf(stderr, "%s: unknown option %s\n", prog, a); return 64; }
+#undef VAL
+    }
+    if (!server || k == 0 || (!dir && (!x.from || !x.nto))) {
+        fprintf(stderr, "usage: smtpc bulk --server HOST[:PORT] --dir DIR [--connections K]\n"
+                        "       smtpc send --server HOST[:PORT] --from A --to B [--message FILE] --count N --connections K\n");
+        return 64;
+    }
+    char host[256];
+    unsigned port = 25;
+    const char *colon = strrchr(server, ':');
+    if (server[0] == '[') {
+        const char *rb = strchr(server, ']');
+        if (!rb) return 64;
+        snprintf(host, sizeof host, "%.*s", (int)(rb - server - 1), server + 1);
+        if (rb[1] == ':') port = (unsigned)strtoul(rb + 2, NULL, 10);
+    } else if (colon && !strchr(colon + 1, ':') && colon == strchr(server, ':')) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - server), server);
+        port = (unsigned)strtoul(colon + 1, NULL, 10);
+    } else {
+        snprintf(host, sizeof host, "%s", server);
+    }
+    if (dir) {
+        if (list_dir(&x, dir) < 0) {
+            fprintf(stderr, "%s: cannot read directory %s\n", prog, dir);
+            return 66;
+        }
+    } else if (message) {
+        x.msg = slurp(message, &x.msg_len);
+        if (!x.msg) {
+            fprintf(stderr, "%s: cannot read %s\n", prog, message);
+            return 66;
+        }
+    } else {
+        size_t cap = 512;
+        x.msg = malloc(cap);
+        if (!x.msg) return 71;
+        int n = snprintf(x.msg, cap, "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\nSent by smtpc.\r\n",
+                         x.from, x.to[0], subject);
+        x.msg_len = n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    }
+    smtpc_bulk *b;
+    int rc = smtpc_bulk_new(&b, host, (uint16_t)port);
+    if (rc) return 64;
+    smtpc_bulk_set_connections(b, k);
+    smtpc_bulk_set_source(b, next_cb, &x);
+    smtpc_bulk_set_result_cb(b, result_cb, &x);
+    if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
+    if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
+    if (tls) {
+        int mode = !strcmp(tls, "implicit") ? SMTPC_BULK_TLS_IMPLICIT
+                   : !strcmp(tls, "starttls") ? SMTPC_BULK_TLS_STARTTLS : -1;
+        if (mode < 0 || smtpc_bulk_set_tls(b, mode, host, ca, insecure)) {
+            fprintf(stderr, "%s: --tls implicit|starttls\n", prog);
+            smtpc_bulk_free(b);
+            return 64;
+        }
+    }
+    x.progress = !x.quiet && isatty(2);
+    x.t0 = now_s();
+    rc = smtpc_bulk_run(b);
+    if (rc && rc != SMTPC_ECANCELED) fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
+    smtpc_bulk_free(b);
+    if (x.progress) print_progress(&x, true);
+    if (!x.quiet)
+        fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);
+    for (size_t i = x.next; i < x.nfiles; i++) free(x.files[i]);
+    free(x.files);
+    free(x.msg);
+    return x.failed || rc ? 75 : 0;
+}
+
+bool cli_wants_bulk(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--connections")) return true; /* --count alone: cmd_send's own */
+    return false;
+}

@@ -1,0 +1,156 @@
+/* smtpc_bulk: the non-blocking driver. Many SMTP connections to one server
+ * multiplexed in one thread, each a state machine that never blocks; a
+ * source of messages is sent over up to K connections with PIPELINING
+ * across messages (the body and final dot of message k and MAIL/RCPT/DATA
+ * of message k+1 go in one write: one round trip per message).
+ *
+ * Two ways to run it (like libcurl multi / hiredis async):
+ *  1. smtpc_bulk_run(): a built-in loop on epoll (poll() fallback) until
+ *     every message is reported;
+ *  2. the application's own loop: smtpc_bulk_set_socket_cb() says which fds
+ *     to watch for what, smtpc_bulk_set_timer_cb() when the next timeout is;
+ *     the loop calls smtpc_bulk_socket_action() when an fd is ready and
+ *     smtpc_bulk_socket_action(b, SMTPC_SOCKET_TIMEOUT, 0) when the timer
+ *     fires. Header-only adapters: smtpc/adapters/libuv.h, libevent.h.
+ *
+ * Every message gets exactly one result callback: SMTPC_BULK_SENT,
+ * _FAILED (the server refused it, or it could not be sent after retries),
+ * _CANCELED (smtpc_bulk_cancel before its body was complete), or _UNKNOWN
+ * (the final dot was sent but the reply was lost: it may have been
+ * delivered; never retried, so never duplicated). A message whose
+ * connection dropped (or got 421) before its final dot is retried on
+ * another connection, up to max_attempts times.
+ *
+ * Not thread-safe, except smtpc_bulk_cancel() during smtpc_bulk_run(). */
+#ifndef SMTPC_ASYNC_H
+#define SMTPC_ASYNC_H
+
+#include <smtpc/common.h>
+#include <smtpc/errors.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct smtpc_bulk smtpc_bulk;
+
+/* One message. Everything it points to is borrowed until its result
+ * callback returns. The body is either data/len (memory) or read (a pull
+ * callback, e.g. smtpc_message_writer_read) with rewind, called before a
+ * retry (rewind NULL: a message with a read body is not retried). The body
+ * is CRLF-normalised and dot-stuffed on the way. */
+typedef struct smtpc_bulk_msg {
+    const char *from;               /* reverse-path without <>; "" = null sender */
+    const char *const *rcpts;       /* forward-paths without <> */
+    size_t nrcpts;
+    const void *data;               /* body in memory ... */
+    size_t len;
+    ssize_t (*read)(void *ud, void *buf, size_t len); /* ... or pulled: >0, 0 = end, <0 error */
+    int (*rewind)(void *ud);        /* back to the start for a retry; 0 = ok */
+    void *body_ud;
+    void *userdata;                 /* yours; given back in the result */
+} smtpc_bulk_msg;
+
+typedef enum smtpc_bulk_status {
+    SMTPC_BULK_SENT = 0,     /* accepted (by at least one recipient) */
+    SMTPC_BULK_FAILED = 1,   /* refused or undeliverable; error says why */
+    SMTPC_BULK_CANCELED = 2, /* canceled before its final dot */
+    SMTPC_BULK_UNKNOWN = 3   /* final dot sent, reply lost: maybe delivered */
+} smtpc_bulk_status;
+
+typedef struct smtpc_bulk_result {
+    smtpc_bulk_status status;
+    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal) */
+    int reply_code;          /* the deciding reply (final 250, or the refusal), 0 if none */
+    const char *reply_text;  /* its last line; "" if none; borrowed */
+    const char *errmsg;      /* detail; borrowed */
+    size_t rcpts_accepted;   /* recipients the server accepted */
+    unsigned attempts;       /* connections it was tried on */
+} smtpc_bulk_result;
+
+/* Next message: fill *m and return 1; 0 = no more (for now); <0 = error
+ * (ends the run as if canceled). Called on the loop thread. */
+typedef int (*smtpc_bulk_next_cb)(void *ud, smtpc_bulk_msg *m);
+/* Exactly once per message that next_cb returned. */
+typedef void (*smtpc_bulk_result_cb)(void *ud, const smtpc_bulk_msg *m,
+                                     const smtpc_bulk_result *r);
+
+/* Creates a bulk sender for host:port (a name or an IPv4/IPv6 literal).
+ * Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_bulk_new(smtpc_bulk **out, const char *host, uint16_t port);
+/* Closes everything; messages not yet reported are reported CANCELED. */
+SMTPC_API void smtpc_bulk_free(smtpc_bulk *b);
+SMTPC_API const char *smtpc_bulk_errmsg(const smtpc_bulk *b);
+
+SMTPC_API int smtpc_bulk_set_source(smtpc_bulk *b, smtpc_bulk_next_cb next, void *ud);
+SMTPC_API int smtpc_bulk_set_result_cb(smtpc_bulk *b, smtpc_bulk_result_cb cb, void *ud);
+/* Up to k concurrent connections (default 1, max 100000). */
+SMTPC_API int smtpc_bulk_set_connections(smtpc_bulk *b, unsigned k);
+/* Messages per connection before QUIT and a fresh one (0 = unlimited, the default). */
+SMTPC_API int smtpc_bulk_set_max_per_connection(smtpc_bulk *b, unsigned n);
+/* Tries per message over dropped connections / 421 (default 3). */
+SMTPC_API int smtpc_bulk_set_max_attempts(smtpc_bulk *b, unsigned n);
+/* Shared token bucket: msgs_per_sec (0 = unlimited), burst (0 = 1). */
+SMTPC_API int smtpc_bulk_set_rate(smtpc_bulk *b, double msgs_per_sec, unsigned burst);
+/* Timeouts in ms (0 = keep the default): connect 30 s, greeting 300 s,
+ * command 300 s, data termination 600 s; overall = whole run (0 = none). */
+SMTPC_API int smtpc_bulk_set_timeouts(smtpc_bulk *b, int64_t connect_ms, int64_t greeting_ms,
+                                      int64_t command_ms, int64_t data_end_ms, int64_t overall_ms);
+SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name);
+/* TLS: SMTPC_BULK_TLS_NONE, _IMPLICIT (SMTPS) or _STARTTLS (required).
+ * insecure skips verification; ca_file NULL = system store. Sessions are
+ * resumed across the run's connections. */
+enum { SMTPC_BULK_TLS_NONE = 0, SMTPC_BULK_TLS_IMPLICIT = 1, SMTPC_BULK_TLS_STARTTLS = 2 };
+SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
+                                 const char *ca_file, bool insecure);
+/* Keep k connections open and idle after the greeting/EHLO even with no
+ * message to send (for measuring per-connection cost). Default off. */
+SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);
+
+/* ---- built-in loop ---- */
+/* Runs until every message is reported (or canceled). 0, or SMTPC_ECANCELED
+ * if canceled, or an error that stopped the run (overall timeout:
+ * SMTPC_ETIMEDOUT; the results tell each message's fate). */
+SMTPC_API int smtpc_bulk_run(smtpc_bulk *b);
+/* Thread-safe and async-signal-safe during run (eventfd); also callable from
+ * a callback. Queued messages are reported CANCELED; messages whose dot is
+ * already sent get their reply first. */
+SMTPC_API void smtpc_bulk_cancel(smtpc_bulk *b);
+
+/* ---- the application's loop ---- */
+enum { SMTPC_POLL_IN = 1, SMTPC_POLL_OUT = 2, SMTPC_POLL_REMOVE = 4 };
+#define SMTPC_SOCKET_TIMEOUT (-1)
+/* what: SMTPC_POLL_IN|OUT (watch for these, replacing earlier interest) or
+ * SMTPC_POLL_REMOVE (stop watching; the fd is about to be closed). */
+typedef void (*smtpc_bulk_socket_cb)(void *ud, int fd, int what);
+/* ms until the next timeout (-1 = none): (re)arm one timer. */
+typedef void (*smtpc_bulk_timer_cb)(void *ud, int64_t ms);
+SMTPC_API int smtpc_bulk_set_socket_cb(smtpc_bulk *b, smtpc_bulk_socket_cb cb, void *ud);
+SMTPC_API int smtpc_bulk_set_timer_cb(smtpc_bulk *b, smtpc_bulk_timer_cb cb, void *ud);
+/* Starts connecting (after the callbacks are set). */
+SMTPC_API int smtpc_bulk_start(smtpc_bulk *b);
+/* fd is ready for events (SMTPC_POLL_IN|OUT), or fd = SMTPC_SOCKET_TIMEOUT. */
+SMTPC_API int smtpc_bulk_socket_action(smtpc_bulk *b, int fd, int events);
+/* ms until the next timeout, -1 = none. */
+SMTPC_API int64_t smtpc_bulk_timeout_ms(smtpc_bulk *b);
+/* True when every message is reported and every connection closed. */
+SMTPC_API bool smtpc_bulk_done(const smtpc_bulk *b);
+
+/* ---- statistics ---- */
+typedef struct smtpc_bulk_stats {
+    uint64_t submitted, sent, failed, canceled, unknown, retried;
+    uint64_t connections_opened, connections_failed;
+    unsigned connections_open;
+    unsigned connections_idle; /* open, past EHLO, nothing in flight */
+} smtpc_bulk_stats;
+SMTPC_API void smtpc_bulk_get_stats(const smtpc_bulk *b, smtpc_bulk_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

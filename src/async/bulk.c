@@ -1,0 +1,1683 @@
+/* smtpc_bulk: many non-blocking SMTP connections in one thread.
+ *
+ * Why not the engine's transaction machine: smtpc__engine_txn_begin() refuses
+ * a new transaction until the previous one's final reply arrived, so it
+ * costs two round trips per message. RFC 2920 lets the body+dot of message
+ * k and MAIL/RCPT/DATA of message k+1 go in one group (DATA ends a group),
+ * which is one round trip per message. This driver therefore does its own
+ * minimal sequencing (greeting, EHLO, STARTTLS, MAIL/RCPT/DATA, RSET, QUIT)
+ * with the engine's body encoder (smtpc__dotstuff) and strict reply-line
+ * checks; the blocking session (src/client/session.c) is untouched.
+ *
+ * Each connection is a state machine driven by fd readiness; one timer per
+ * connection in a heap (lazily re-armed), so timeouts never mean polling
+ * every connection. A message is in at most one connection at a time and
+ * is reported exactly once (finish()). */
+#define _GNU_SOURCE
+#include <smtpc/async.h>
+#include <smtpc/errors.h>
+
+#include "async/timer.h"
+#include "engine/engine.h"
+#include "net/tcp_async.h"
+#include "net/tls.h"
+#include "net/transport.h"
+#include "util/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define MAX_LINE 4096       /* reply line limit */
+#define MAX_REPLY_LINES 1000
+#define OUT_LIMIT (1u << 20) /* per-connection output bound */
+#define OUT_LOW (128u << 10) /* refill the body below this */
+#define BODY_CHUNK (64u << 10)
+#define RBUF_SIZE (64u << 10)
+
+enum phase { P_CONNECTING, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_READY, P_QUIT };
+enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
+enum stage { S_ENVELOPE, S_BODY, S_DOT_SENT };
+
+typedef struct mrec {
+    smtpc_bulk_msg m;
+    struct mrec *next;
+    unsigned attempts;
+    uint8_t stage;
+    bool failed;     /* MAIL or every RCPT refused: no delivery possible */
+    bool body_error; /* the read callback failed */
+    size_t next_cmd; /* without PIPELINING: 1..nrcpts = RCPT, nrcpts+1 = DATA */
+    size_t rcpt_ok, rcpt_replied;
+    size_t body_off;
+    smtpc__dotstuff ds;
+    int fail_code; /* the first refusal */
+    char fail_text[160];
+} mrec;
+
+typedef struct exp_ent {
+    uint8_t kind;
+    mrec *m;
+} exp_ent;
+
+typedef struct conn {
+    smtpc_bulk *b;
+    smtpc__transport *t;
+    int fd;
+    size_t idx; /* in b->conns */
+    smtpc__timer tm;
+    int64_t deadline;
+    uint8_t phase;
+    uint8_t interest;    /* registered with the loop */
+    uint8_t hs_want;     /* TLS handshake */
+    uint8_t wr_want;     /* write blocked on this (0 = not blocked) */
+    uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
+    bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
+    unsigned nmsgs;      /* messages started here */
+    mrec *body;          /* message whose body is being written */
+    mrec *inflight[2];   /* at most: one with the dot sent + one in its envelope */
+    exp_ent *exp;        /* replies expected, a ring */
+    size_t exp_head, exp_len, exp_cap;
+    smtpc__buf out;
+    char *part;          /* partial reply line across reads */
+    size_t part_len;
+    int rcode;           /* reply being assembled */
+    unsigned rlines;
+    char rtext[160];     /* its last line (for reports) */
+    struct conn *next_dead;
+} conn;
+
+struct smtpc_bulk {
+    char *host;
+    uint16_t port;
+    char *ehlo;
+    smtpc_bulk_next_cb next_cb;
+    void *next_ud;
+    smtpc_bulk_result_cb res_cb;
+    void *res_ud;
+    unsigned k, max_per_conn, max_attempts;
+    double rate, tokens;
+    unsigned burst;
+    int64_t rate_last_us, rate_wake;
+    int64_t connect_ms, greeting_ms, command_ms, data_end_ms, overall_ms, overall_deadline;
+    int tls_mode;
+    bool tls_insecure, hold_idle;
+    char *tls_name, *tls_ca;
+    smtpc__tls_ctx *tls_ctx;
+    smtpc__tls_session *tls_sess;
+
+    smtpc_bulk_socket_cb sock_cb;
+    void *sock_ud;
+    smtpc_bulk_timer_cb timer_cb;
+    void *timer_ud;
+    int64_t timer_armed;
+
+    /* resolution */
+    struct sockaddr_storage *addrs;
+    socklen_t *addrlens;
+    size_t naddrs, addr_next;
+    int resolve_pipe[2];
+    pthread_t resolver;
+    bool resolving, resolver_started, resolved;
+    int resolve_rc;
+    smtpc__errmsg resolve_err;
+
+    conn **conns;
+    size_t nconns, conns_cap;
+    conn **byfd;
+    size_t byfd_cap;
+    conn *graveyard;
+    smtpc__theap heap;
+
+    mrec *retry_head, *retry_tail, *free_recs;
+    uint64_t outstanding; /* taken from the source, not yet reported */
+    bool src_done, started, stopping, canceling;
+    atomic_bool cancel_req;
+    int stop_rc;
+    unsigned consec_fail;
+    int last_conn_err;
+    char last_conn_msg[256];
+
+    int64_t now;
+    uint8_t *rbuf;
+    uint8_t *tmp;
+    smtpc_bulk_stats st;
+    smtpc__errmsg err;
+
+    /* built-in loop */
+    int epfd, cancel_fd;
+    struct pollfd *pfds; /* poll() fallback */
+};
+
+/* ------------------------------------------------------------------------ */
+
+static void now_update(smtpc_bulk *b) { b->now = smtpc__now_ms(); }
+
+static int64_t phase_timeout(const conn *c)
+{
+    const smtpc_bulk *b = c->b;
+    if (c->phase == P_CONNECTING || c->phase == P_TLS) return b->connect_ms;
+    if (c->exp_len) {
+        switch (c->exp[c->exp_head].kind) {
+        case K_GREETING: return b->greeting_ms;
+        case K_DOT: return b->data_end_ms;
+        default: return b->command_ms;
+        }
+    }
+    if (c->wr_want || c->body) return b->command_ms;
+    return -1; /* idle: nothing awaited */
+}
+
+/* Progress was made: the current wait starts again. */
+static void arm(conn *c)
+{
+    int64_t to = phase_timeout(c);
+    if (to < 0) {
+        c->deadline = INT64_MAX;
+        return; /* a stale heap entry re-arms itself lazily */
+    }
+    c->deadline = c->b->now + to;
+    if (!smtpc__timer_active(&c->tm) || c->tm.key > c->deadline)
+        (void)smtpc__theap_set(&c->b->heap, &c->tm, c->deadline);
+}
+
+static void set_interest(conn *c, uint8_t want)
+{
+    if (c->interest == want || c->fd < 0) return;
+    c->interest = want;
+    if (c->b->sock_cb) c->b->sock_cb(c->b->sock_ud, c->fd, want ? want : SMTPC_POLL_REMOVE);
+}
+
+static void update_io(conn *c)
+{
+    if (c->dead) return;
+    uint8_t w = 0;
+    switch (c->phase) {
+    case P_CONNECTING: w = SMTPC_POLL_OUT; break;
+    case P_TLS: w = c->hs_want == SMTPC__WANT_WRITE ? SMTPC_POLL_OUT : SMTPC_POLL_IN; break;
+    default:
+        w = SMTPC_POLL_IN;
+        if (c->rd_want == SMTPC__WANT_WRITE) w |= SMTPC_POLL_OUT;
+        if (c->wr_want == SMTPC__WANT_WRITE) w |= SMTPC_POLL_OUT;
+        break;
+    }
+    set_interest(c, w);
+}
+
+/* ---- message records ---------------------------------------------------- */
+
+static mrec *rec_new(smtpc_bulk *b)
+{
+    mrec *r = b->free_recs;
+    if (r)
+        b->free_recs = r->next;
+    else if (!(r = malloc(sizeof *r)))
+        return NULL;
+    memset(r, 0, offsetof(mrec, fail_text) + 1);
+    return r;
+}
+
+static void finish(smtpc_bulk *b, mrec *r, smtpc_bulk_status s, int err, int code,
+                   const char *text, const char *msg)
+{
+    smtpc_bulk_result res;
+    res.status = s;
+    res.error = err;
+    res.reply_code = code;
+    res.reply_text = text ? text : "";
+    res.errmsg = msg ? msg : "";
+    res.rcpts_accepted = r->rcpt_ok;
+    res.attempts = r->attempts;
+    switch (s) {
+    case SMTPC_BULK_SENT: b->st.sent++; break;
+    case SMTPC_BULK_FAILED: b->st.failed++; break;
+    case SMTPC_BULK_CANCELED: b->st.canceled++; break;
+    case SMTPC_BULK_UNKNOWN: b->st.unknown++; break;
+    }
+    b->outstanding--;
+    if (b->res_cb) b->res_cb(b->res_ud, &r->m, &res);
+    r->next = b->free_recs;
+    b->free_recs = r;
+}
+
+static void retry_push(smtpc_bulk *b, mrec *r, bool front)
+{
+    r->next = NULL;
+    if (!b->retry_head) {
+        b->retry_head = b->retry_tail = r;
+    } else if (front) {
+        r->next = b->retry_head;
+        b->retry_head = r;
+    } else {
+        b->retry_tail->next = r;
+        b->retry_tail = r;
+    }
+}
+
+/* The connection lost message r before its final dot: try again elsewhere. */
+static void requeue(smtpc_bulk *b, mrec *r, int err, const char *why)
+{
+    if (b->canceling) {
+        finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled");
+        return;
+    }
+    bool rewindable = r->m.data || !r->m.read || (r->m.rewind && r->m.rewind(r->m.body_ud) == 0);
+    if (r->attempts >= b->max_attempts || !rewindable || r->body_error) {
+        finish(b, r, SMTPC_BULK_FAILED, err, r->fail_code, r->fail_text, why);
+        return;
+    }
+    unsigned a = r->attempts;
+    smtpc_bulk_msg m = r->m;
+    memset(r, 0, offsetof(mrec, fail_text) + 1);
+    r->m = m;
+    r->attempts = a;
+    b->st.retried++;
+    retry_push(b, r, true);
+}
+
+static int take_msg(smtpc_bulk *b, mrec **out)
+{
+    if (b->retry_head) {
+        *out = b->retry_head;
+        b->retry_head = b->retry_head->next;
+        if (!b->retry_head) b->retry_tail = NULL;
+        return 1;
+    }
+    if (!b->next_cb) b->src_done = true;
+    if (b->src_done || b->canceling) return 0;
+    mrec *r = rec_new(b);
+    if (!r) return SMTPC_ENOMEM;
+    int rc = b->next_cb(b->next_ud, &r->m);
+    if (rc <= 0) {
+        r->next = b->free_recs;
+        b->free_recs = r;
+        b->src_done = true;
+        if (rc < 0) {
+            b->stop_rc = rc;
+            b->canceling = true;
+            atomic_store(&b->cancel_req, true);
+        }
+        return 0;
+    }
+    b->outstanding++;
+    b->st.submitted++;
+    *out = r;
+    return 1;
+}
+
+static bool rate_take(smtpc_bulk *b)
+{
+    if (b->rate <= 0) return true;
+    int64_t now_us = smtpc__now_us();
+    if (b->rate_last_us == 0) {
+        b->rate_last_us = now_us;
+        b->tokens = b->burst;
+    }
+    b->tokens += (double)(now_us - b->rate_last_us) * b->rate / 1e6;
+    if (b->tokens > b->burst + 0.999) b->tokens = b->burst + 0.999; /* no loss to timer rounding */
+    b->rate_last_us = now_us;
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+        return true;
+    }
+    int64_t wait_us = (int64_t)((1.0 - b->tokens) * 1e6 / b->rate);
+    b->rate_wake = b->now + (wait_us + 999) / 1000;
+    return false;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static int exp_push(conn *c, uint8_t kind, mrec *m)
+{
+    if (c->exp_len == c->exp_cap) {
+        size_t nc = c->exp_cap ? c->exp_cap * 2 : 8;
+        exp_ent *ne = malloc(nc * sizeof *ne);
+        if (!ne) return SMTPC_ENOMEM;
+        for (size_t i = 0; i < c->exp_len; i++) ne[i] = c->exp[(c->exp_head + i) % c->exp_cap];
+        free(c->exp);
+        c->exp = ne;
+        c->exp_cap = nc;
+        c->exp_head = 0;
+    }
+    c->exp[(c->exp_head + c->exp_len) % c->exp_cap] = (exp_ent){kind, m};
+    c->exp_len++;
+    return 0;
+}
+
+static void conn_kill(conn *c, int err, const char *why);
+
+static void inflight_remove(conn *c, mrec *m)
+{
+    if (c->inflight[0] == m) {
+        c->inflight[0] = c->inflight[1];
+        c->inflight[1] = NULL;
+    } else if (c->inflight[1] == m) {
+        c->inflight[1] = NULL;
+    }
+    if (c->body == m) c->body = NULL;
+}
+
+static void conn_kill(conn *c, int err, const char *why)
+{
+    if (c->dead) return;
+    smtpc_bulk *b = c->b;
+    c->dead = true;
+    if (c->phase < P_READY) {
+        b->consec_fail++;
+        b->st.connections_failed++;
+        b->last_conn_err = err;
+        smtpc__strlcpy(b->last_conn_msg, why, sizeof b->last_conn_msg);
+    }
+    for (int i = 0; i < 2; i++) {
+        mrec *m = c->inflight[i];
+        if (!m) continue;
+        c->inflight[i] = NULL;
+        if (m->stage == S_DOT_SENT)
+            finish(b, m, SMTPC_BULK_UNKNOWN, SMTPC_EUNKNOWN, 0, NULL, why);
+        else
+            requeue(b, m, err, why);
+    }
+    c->body = NULL;
+    if (c->fd >= 0) {
+        set_interest(c, 0);
+        if (c->fd < (int)b->byfd_cap) b->byfd[c->fd] = NULL;
+    }
+    smtpc__theap_remove(&b->heap, &c->tm);
+    /* swap-remove from the list */
+    b->conns[c->idx] = b->conns[b->nconns - 1];
+    b->conns[c->idx]->idx = c->idx;
+    b->nconns--;
+    b->st.connections_open = (unsigned)b->nconns;
+    smtpc__transport_free(c->t);
+    c->t = NULL;
+    c->fd = -1;
+    c->next_dead = b->graveyard;
+    b->graveyard = c;
+}
+
+static void conn_free(conn *c)
+{
+    smtpc__buf_free(&c->out);
+    free(c->exp);
+    free(c->part);
+    free(c);
+}
+
+/* prefix [arg ">"] CRLF; paths were validated (no CR, LF, <, >). */
+static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+{
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    if (rc) return rc;
+    uint8_t *w = c->out.data + c->out.len;
+    memcpy(w, prefix, pl);
+    w += pl;
+    if (arg) {
+        memcpy(w, arg, al);
+        w += al;
+        if (prefix[pl - 1] == '<') *w++ = '>';
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    c->out.len = (size_t)(w - c->out.data);
+    return exp_push(c, kind, m);
+}
+
+static bool valid_path(const char *s)
+{
+    if (!s) return false;
+    size_t n = strlen(s);
+    if (n > 500) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f || ch == '<' || ch == '>') return false;
+    }
+    return true;
+}
+
+/* Queue the commands of m that may go now. */
+static int emit_envelope(conn *c, mrec *m)
+{
+    int rc = 0;
+    if (m->next_cmd == 0) {
+        if (c->need_rset) {
+            rc = send_line(c, K_RSET, NULL, "RSET", NULL);
+            c->need_rset = false;
+            if (rc) return rc;
+            if (!c->pipelining) return 0; /* MAIL after RSET's reply */
+        }
+        rc = send_line(c, K_MAIL, m, "MAIL FROM:<", m->m.from);
+        m->next_cmd = 1;
+        if (rc || !c->pipelining) return rc;
+    }
+    while (!rc && m->next_cmd <= m->m.nrcpts) {
+        rc = send_line(c, K_RCPT, m, "RCPT TO:<", m->m.rcpts[m->next_cmd - 1]);
+        m->next_cmd++;
+        if (!c->pipelining) return rc;
+    }
+    if (!rc && m->next_cmd == m->m.nrcpts + 1) {
+        rc = send_line(c, K_DATA, m, "DATA", NULL);
+        m->next_cmd++;
+    }
+    return rc;
+}
+
+/* Appends body bytes of c->body while the output is short; at the end the
+ * dot. Returns 0 or an error (the connection must die). */
+static int fill_body(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    mrec *m = c->body;
+    while (m && smtpc__buf_size(&c->out) < OUT_LOW) {
+        int rc = 0;
+        if (m->m.data || !m->m.read) {
+            size_t left = m->m.len - m->body_off;
+            if (left == 0) goto end;
+            size_t n = left < BODY_CHUNK ? left : BODY_CHUNK;
+            const uint8_t *p = (const uint8_t *)m->m.data + m->body_off;
+            /* Fast path: whole lines already in wire form (CRLF, no leading
+             * dot, no bare CR, <= 998 octets) are copied as they are; the
+             * rest goes through the engine's encoder. */
+            rc = smtpc__buf_reserve(&c->out, 2 * n + 8);
+            if (rc) return rc;
+            size_t i = 0;
+            while (i < n) {
+                if (m->ds.state == 0 && m->ds.line_len == 0) {
+                    const uint8_t *nl = memchr(p + i, '\n', n - i);
+                    if (nl) {
+                        size_t ll = (size_t)(nl - (p + i)) + 1;
+                        if (ll >= 2 && ll <= 1000 && p[i] != '.' && nl[-1] == '\r' &&
+                            !memchr(p + i, '\r', ll - 2)) {
+                            memcpy(c->out.data + c->out.len, p + i, ll);
+                            c->out.len += ll;
+                            i += ll;
+                            continue;
+                        }
+                        rc = smtpc__dotstuff_write(&m->ds, true, p + i, ll, &c->out);
+                        if (rc) return rc;
+                        i += ll;
+                        continue;
+                    }
+                }
+                const uint8_t *nl = memchr(p + i, '\n', n - i);
+                size_t ll = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+                rc = smtpc__dotstuff_write(&m->ds, true, p + i, ll, &c->out);
+                if (rc) return rc;
+                i += ll;
+            }
+            m->body_off += n;
+        } else {
+            ssize_t n = m->m.read(m->m.body_ud, b->tmp, BODY_CHUNK);
+            if (n < 0) {
+                m->body_error = true;
+                return SMTPC_EIO;
+            }
+            if (n == 0) goto end;
+            rc = smtpc__dotstuff_write(&m->ds, true, b->tmp, (size_t)n, &c->out);
+            if (rc) return rc;
+        }
+        continue;
+    end:
+        rc = smtpc__dotstuff_finish(&m->ds, true, &c->out);
+        if (!rc) rc = exp_push(c, K_DOT, m);
+        if (rc) return rc;
+        m->stage = S_DOT_SENT;
+        c->body = NULL;
+        m = NULL;
+    }
+    return 0;
+}
+
+static void pump(conn *c);
+
+static int flush_out(conn *c)
+{
+    for (;;) {
+        if (c->body && smtpc__buf_size(&c->out) < OUT_LOW) {
+            int rc = fill_body(c);
+            if (rc) {
+                mrec *m = c->body;
+                if (m) {
+                    /* nothing was delivered: no dot was sent */
+                    inflight_remove(c, m);
+                    finish(c->b, m, SMTPC_BULK_FAILED, rc, 0, NULL,
+                           rc == SMTPC_ELIMIT ? "message body: a line is over 998 octets"
+                                              : "message body could not be read");
+                }
+                conn_kill(c, rc, "message body failed");
+                return rc;
+            }
+            if (!c->body) pump(c); /* the next message joins this write */
+            if (c->dead) return SMTPC_ECLOSED;
+        }
+        size_t n = smtpc__buf_size(&c->out);
+        if (n == 0) {
+            c->wr_want = 0;
+            if (c->out.cap > 4096 && !c->body) smtpc__buf_free(&c->out); /* idle: give it back */
+            return 0;
+        }
+        int want = 0;
+        ssize_t w = smtpc__transport_write(c->t, smtpc__buf_ptr(&c->out), n, &want);
+        if (w == SMTPC_EAGAIN) {
+            c->wr_want = (uint8_t)want;
+            return 0;
+        }
+        if (w < 0) {
+            conn_kill(c, (int)w, c->t->err.text[0] ? c->t->err.text : "write failed");
+            return (int)w;
+        }
+        smtpc__buf_consume(&c->out, (size_t)w);
+        c->wr_want = 0;
+        arm(c);
+    }
+}
+
+/* Start as many messages as may go now. */
+static void pump(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    while (!c->dead && c->phase == P_READY && !c->body) {
+        if (c->canceling || b->canceling) {
+            if (!c->exp_len && !c->inflight[0]) {
+                if (send_line(c, K_QUIT, NULL, "QUIT", NULL)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+                c->phase = P_QUIT;
+            }
+            return;
+        }
+        /* A message still in its envelope, or both slots busy: wait. */
+        if (c->inflight[1] || (c->inflight[0] && c->inflight[0]->stage != S_DOT_SENT)) {
+            if (!c->pipelining && c->inflight[0] && !c->exp_len) goto next_cmd;
+            return;
+        }
+        if (!c->pipelining && c->exp_len) return;
+        if (b->max_per_conn && c->nmsgs >= b->max_per_conn) {
+            if (!c->exp_len) {
+                if (send_line(c, K_QUIT, NULL, "QUIT", NULL)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+                c->phase = P_QUIT;
+            }
+            return;
+        }
+        if (!b->retry_head && (b->src_done || b->canceling)) {
+            if (!c->exp_len && !b->hold_idle) {
+                if (send_line(c, K_QUIT, NULL, "QUIT", NULL)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+                c->phase = P_QUIT;
+            }
+            return;
+        }
+        if (b->rate > 0 && b->rate_wake > b->now) return;
+        if (!b->retry_head && !rate_take(b)) return;
+        mrec *m = NULL;
+        int rc = take_msg(b, &m);
+        if (rc <= 0) {
+            if (rc < 0) conn_kill(c, rc, "out of memory");
+            else continue; /* source ended: QUIT above */
+            return;
+        }
+        m->attempts++;
+        if (!valid_path(m->m.from) || !m->m.rcpts || m->m.nrcpts == 0 ||
+            (!m->m.data && !m->m.read && m->m.len)) {
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_EINVAL, 0, NULL, "invalid envelope or body");
+            continue;
+        }
+        bool ok = true;
+        for (size_t i = 0; i < m->m.nrcpts; i++) ok = ok && valid_path(m->m.rcpts[i]) && *m->m.rcpts[i];
+        if (!ok) {
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_EINVAL, 0, NULL, "invalid recipient");
+            continue;
+        }
+        m->stage = S_ENVELOPE;
+        if (c->inflight[0])
+            c->inflight[1] = m;
+        else
+            c->inflight[0] = m;
+        c->nmsgs++;
+        if (emit_envelope(c, m)) {
+            conn_kill(c, SMTPC_ENOMEM, "out of memory");
+            return;
+        }
+        arm(c);
+        continue;
+    next_cmd: {
+        mrec *e = c->inflight[1] ? c->inflight[1] : c->inflight[0];
+        if (e->stage == S_ENVELOPE && e->next_cmd <= e->m.nrcpts + 1) {
+            if (emit_envelope(c, e)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+            arm(c);
+        }
+        return;
+    }
+    }
+}
+
+static void msg_done_reply(conn *c, mrec *m, int code)
+{
+    smtpc_bulk *b = c->b;
+    inflight_remove(c, m);
+    if (code / 100 == 2 && m->rcpt_ok > 0 && !m->failed)
+        finish(b, m, SMTPC_BULK_SENT, 0, code, c->rtext, NULL);
+    else if (m->fail_code)
+        finish(b, m, SMTPC_BULK_FAILED, m->fail_code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL,
+               m->fail_code, m->fail_text, "refused");
+    else
+        finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
+               c->rtext, "refused");
+}
+
+static void note_fail(conn *c, mrec *m, int code)
+{
+    if (m->fail_code) return;
+    m->fail_code = code;
+    snprintf(m->fail_text, sizeof m->fail_text, "%s", c->rtext);
+}
+
+static void start_tls(conn *c);
+
+static void send_ehlo(conn *c)
+{
+    c->pipelining = false;
+    c->starttls_offered = false;
+    if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : "localhost"))
+        conn_kill(c, SMTPC_ENOMEM, "out of memory");
+    c->phase = P_EHLO;
+}
+
+/* One complete reply, answering the front of the expectation ring. */
+static void on_reply(conn *c, int code)
+{
+    smtpc_bulk *b = c->b;
+    if (!c->exp_len) {
+        if (code == 421) {
+            conn_kill(c, SMTPC_ECLOSED, "server closing (421)");
+            return;
+        }
+        conn_kill(c, SMTPC_EPROTO, "reply to no command");
+        return;
+    }
+    exp_ent e = c->exp[c->exp_head];
+    c->exp_head = (c->exp_head + 1) % c->exp_cap;
+    c->exp_len--;
+    char why[220];
+    if (code == 421 && e.kind != K_QUIT) {
+        /* A 421 answering the dot is a refusal: the message may go again. */
+        if (e.kind == K_DOT && e.m) e.m->stage = S_BODY;
+        snprintf(why, sizeof why, "421 %s", c->rtext);
+        conn_kill(c, SMTPC_ECLOSED, why);
+        return;
+    }
+    switch (e.kind) {
+    case K_GREETING:
+        if (code != 220) {
+            snprintf(why, sizeof why, "greeting: %d %s", code, c->rtext);
+            conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
+            return;
+        }
+        send_ehlo(c);
+        break;
+    case K_EHLO:
+    case K_HELO:
+        if (code / 100 != 2) {
+            if (e.kind == K_EHLO && code / 100 == 5) {
+                c->pipelining = false;
+                if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : "localhost"))
+                    conn_kill(c, SMTPC_ENOMEM, "out of memory");
+                break;
+            }
+            snprintf(why, sizeof why, "EHLO: %d %s", code, c->rtext);
+            conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
+            return;
+        }
+        if (b->tls_mode == SMTPC_BULK_TLS_STARTTLS && !c->tls_done) {
+            if (!c->starttls_offered) {
+                conn_kill(c, SMTPC_EUNSUPPORTED, "the server does not offer STARTTLS");
+                return;
+            }
+            if (send_line(c, K_STARTTLS, NULL, "STARTTLS", NULL)) conn_kill(c, SMTPC_ENOMEM, "oom");
+            c->phase = P_STARTTLS;
+            break;
+        }
+        c->phase = P_READY;
+        b->consec_fail = 0;
+        if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+        break;
+    case K_STARTTLS:
+        if (code != 220) {
+            snprintf(why, sizeof why, "STARTTLS: %d %s", code, c->rtext);
+            conn_kill(c, SMTPC_ETLS, why);
+            return;
+        }
+        start_tls(c);
+        return;
+    case K_RSET:
+        if (code / 100 != 2) {
+            conn_kill(c, SMTPC_EPROTO, "RSET refused");
+            return;
+        }
+        break;
+    case K_QUIT:
+        conn_kill(c, 0, "quit");
+        return;
+    case K_MAIL:
+        if (code / 100 != 2) {
+            note_fail(c, e.m, code);
+            e.m->failed = true;
+            if (!c->pipelining) { /* nothing more was sent for it */
+                c->need_rset = true;
+                msg_done_reply(c, e.m, code);
+            }
+        }
+        break;
+    case K_RCPT:
+        e.m->rcpt_replied++;
+        if (code / 100 == 2)
+            e.m->rcpt_ok++;
+        else
+            note_fail(c, e.m, code);
+        if (!c->pipelining && e.m->rcpt_replied == e.m->m.nrcpts && e.m->rcpt_ok == 0) {
+            e.m->next_cmd = e.m->m.nrcpts + 2; /* no DATA */
+            c->need_rset = true;
+            msg_done_reply(c, e.m, code);
+        }
+        break;
+    case K_DATA:
+        if (code == 354 && (c->canceling || b->canceling)) {
+            /* canceled: closing before any body byte delivers nothing */
+            conn_kill(c, SMTPC_ECANCELED, "canceled");
+            return;
+        }
+        if (code == 354) {
+            if (e.m->failed || e.m->rcpt_ok == 0) {
+                /* A server that says 354 with no recipient: an empty body
+                 * cannot be delivered to anyone. */
+                e.m->m.len = 0;
+                e.m->m.read = NULL;
+                e.m->failed = true;
+            }
+            e.m->stage = S_BODY;
+            smtpc__dotstuff_init(&e.m->ds);
+            c->body = e.m;
+        } else {
+            note_fail(c, e.m, code);
+            c->need_rset = true;
+            msg_done_reply(c, e.m, code);
+        }
+        break;
+    case K_DOT:
+        msg_done_reply(c, e.m, code);
+        if ((c->canceling || b->canceling) && c->inflight[0]) {
+            conn_kill(c, SMTPC_ECANCELED, "canceled");
+            return;
+        }
+        break;
+    }
+}
+
+/* Reply lines: "NNN-text" continues, "NNN text" ends. Strict: three
+ * digits, the same code on every line, bounded length and count. */
+static int on_line(conn *c, const char *l, size_t n)
+{
+    if (n && l[n - 1] == '\r') n--;
+    if (n < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '5' || l[2] < '0' || l[2] > '9' ||
+        (n > 3 && l[3] != ' ' && l[3] != '-')) {
+        conn_kill(c, SMTPC_EPROTO, "malformed reply line");
+        return -1;
+    }
+    int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+    if (c->rlines && code != c->rcode) {
+        conn_kill(c, SMTPC_EPROTO, "reply lines with different codes");
+        return -1;
+    }
+    if (++c->rlines > MAX_REPLY_LINES) {
+        conn_kill(c, SMTPC_EPROTO, "reply has too many lines");
+        return -1;
+    }
+    c->rcode = code;
+    const char *txt = n > 4 ? l + 4 : "";
+    size_t tl = n > 4 ? n - 4 : 0;
+    if (c->exp_len && (c->exp[c->exp_head].kind == K_EHLO) && c->rlines > 1) {
+        if (tl >= 10 && !smtpc__strncasecmp(txt, "PIPELINING", 10) && (tl == 10 || txt[10] == ' '))
+            c->pipelining = true;
+        if (tl >= 8 && !smtpc__strncasecmp(txt, "STARTTLS", 8) && (tl == 8 || txt[8] == ' '))
+            c->starttls_offered = true;
+    }
+    if (n > 3 && l[3] == '-') return 0;
+    if (tl >= sizeof c->rtext) tl = sizeof c->rtext - 1;
+    memcpy(c->rtext, txt, tl);
+    c->rtext[tl] = 0;
+    c->rlines = 0;
+    on_reply(c, code);
+    return c->dead ? -1 : 1;
+}
+
+static int feed(conn *c, const uint8_t *p, size_t n)
+{
+    while (n) {
+        const uint8_t *nl = memchr(p, '\n', n);
+        if (!nl) {
+            if (c->part_len + n > MAX_LINE) {
+                conn_kill(c, SMTPC_EPROTO, "reply line too long");
+                return -1;
+            }
+            if (!c->part) {
+                c->part = malloc(MAX_LINE);
+                if (!c->part) {
+                    conn_kill(c, SMTPC_ENOMEM, "out of memory");
+                    return -1;
+                }
+            }
+            memcpy(c->part + c->part_len, p, n);
+            c->part_len += n;
+            return 0;
+        }
+        size_t ll = (size_t)(nl - p);
+        int r;
+        if (c->part_len) {
+            if (c->part_len + ll > MAX_LINE) {
+                conn_kill(c, SMTPC_EPROTO, "reply line too long");
+                return -1;
+            }
+            memcpy(c->part + c->part_len, p, ll);
+            r = on_line(c, c->part, c->part_len + ll);
+            c->part_len = 0;
+            if (!c->dead) {
+                free(c->part);
+                c->part = NULL;
+            }
+        } else {
+            if (ll > MAX_LINE) {
+                conn_kill(c, SMTPC_EPROTO, "reply line too long");
+                return -1;
+            }
+            r = on_line(c, (const char *)p, ll);
+        }
+        if (r < 0) return -1;
+        p = nl + 1;
+        n -= ll + 1;
+        if (r == 1 && c->phase == P_TLS) {
+            /* Bytes after STARTTLS's 220 before the handshake: injection. */
+            if (n) {
+                conn_kill(c, SMTPC_EPROTO, "data after STARTTLS's 220 (response injection)");
+                return -1;
+            }
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static void do_read(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    for (;;) {
+        int want = 0;
+        ssize_t n = smtpc__transport_read(c->t, b->rbuf, RBUF_SIZE, &want);
+        if (n == SMTPC_EAGAIN) {
+            c->rd_want = (uint8_t)want;
+            return;
+        }
+        c->rd_want = 0;
+        if (n == 0) {
+            conn_kill(c, SMTPC_ECLOSED, c->phase == P_QUIT ? "quit" : "connection closed by the server");
+            return;
+        }
+        if (n < 0) {
+            conn_kill(c, (int)n, c->t->err.text[0] ? c->t->err.text : "read failed");
+            return;
+        }
+        arm(c);
+        if (feed(c, b->rbuf, (size_t)n) < 0 || c->dead) return;
+        if (c->phase == P_TLS) return; /* handshake next */
+        /* A short read drained the socket (level-triggered loop: it tells
+         * us again); TLS may still hold decrypted bytes. */
+        if ((size_t)n < RBUF_SIZE && smtpc__transport_pending(c->t) == 0) {
+            c->rd_want = SMTPC__WANT_READ;
+            return;
+        }
+    }
+}
+
+static void after_connect(conn *c);
+
+static void do_handshake(conn *c)
+{
+    int want = 0;
+    int rc = smtpc__transport_handshake(c->t, &want);
+    if (rc == SMTPC_EAGAIN) {
+        c->hs_want = (uint8_t)want;
+        return;
+    }
+    if (rc) {
+        conn_kill(c, rc, c->t->err.text[0] ? c->t->err.text : "TLS handshake failed");
+        return;
+    }
+    c->tls_done = true;
+    if (c->b->tls_mode == SMTPC_BULK_TLS_IMPLICIT) {
+        c->phase = P_GREETING;
+        if (exp_push(c, K_GREETING, NULL)) conn_kill(c, SMTPC_ENOMEM, "oom");
+    } else {
+        send_ehlo(c);
+    }
+    arm(c);
+}
+
+static void start_tls(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    smtpc__transport *tt = NULL;
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc = smtpc__tls_wrap(&tt, c->t, b->tls_ctx, b->tls_name ? b->tls_name : b->host,
+                             b->tls_sess, &em);
+    if (rc) {
+        conn_kill(c, rc, em.text);
+        return;
+    }
+    c->t = tt;
+    c->phase = P_TLS;
+    c->hs_want = SMTPC__WANT_WRITE;
+    arm(c);
+}
+
+static void after_connect(conn *c)
+{
+    if (c->b->tls_mode == SMTPC_BULK_TLS_IMPLICIT) {
+        start_tls(c);
+        if (!c->dead) do_handshake(c);
+        return;
+    }
+    c->phase = P_GREETING;
+    if (exp_push(c, K_GREETING, NULL)) conn_kill(c, SMTPC_ENOMEM, "oom");
+    arm(c);
+}
+
+static void on_io(conn *c, int ev)
+{
+    switch (c->phase) {
+    case P_CONNECTING: {
+        smtpc__errmsg em;
+        int rc = smtpc__tcp_connect_finish(c->t, &em);
+        if (rc) {
+            conn_kill(c, rc, em.text);
+            return;
+        }
+        after_connect(c);
+        break;
+    }
+    case P_TLS:
+        do_handshake(c);
+        break;
+    default:
+        if (c->wr_want && flush_out(c)) return;
+        if (ev & SMTPC_POLL_IN || c->rd_want == SMTPC__WANT_WRITE) do_read(c);
+        break;
+    }
+    if (c->dead) return;
+    if (c->phase == P_TLS && c->hs_want == SMTPC__WANT_WRITE) {
+        do_handshake(c);
+        if (c->dead) return;
+    }
+    pump(c);
+    if (!c->dead) flush_out(c);
+    if (!c->dead) {
+        if (!c->wr_want && !c->body && !c->exp_len) arm(c);
+        update_io(c);
+    }
+}
+
+static int byfd_put(smtpc_bulk *b, int fd, conn *c)
+{
+    if ((size_t)fd >= b->byfd_cap) {
+        size_t nc = b->byfd_cap ? b->byfd_cap : 64;
+        while (nc <= (size_t)fd) nc *= 2;
+        conn **nv = realloc(b->byfd, nc * sizeof *nv);
+        if (!nv) return SMTPC_ENOMEM;
+        memset(nv + b->byfd_cap, 0, (nc - b->byfd_cap) * sizeof *nv);
+        b->byfd = nv;
+        b->byfd_cap = nc;
+    }
+    b->byfd[fd] = c;
+    return 0;
+}
+
+static int open_conn(smtpc_bulk *b)
+{
+    if (b->nconns == b->conns_cap) {
+        size_t nc = b->conns_cap ? b->conns_cap * 2 : 16;
+        conn **nv = realloc(b->conns, nc * sizeof *nv);
+        if (!nv) return SMTPC_ENOMEM;
+        b->conns = nv;
+        b->conns_cap = nc;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c) return SMTPC_ENOMEM;
+    c->b = b;
+    c->fd = -1;
+    smtpc__buf_init(&c->out, OUT_LIMIT);
+    size_t ai = b->addr_next++ % b->naddrs;
+    bool inprog = false;
+    smtpc__errmsg em;
+    int rc = smtpc__tcp_connect_start(&c->t, (struct sockaddr *)&b->addrs[ai], b->addrlens[ai],
+                                      &inprog, &em);
+    b->st.connections_opened++;
+    if (rc) {
+        b->consec_fail++;
+        b->st.connections_failed++;
+        b->last_conn_err = rc;
+        smtpc__strlcpy(b->last_conn_msg, em.text, sizeof b->last_conn_msg);
+        conn_free(c);
+        return rc == SMTPC_ENOMEM ? rc : 0;
+    }
+    c->fd = c->t->fd;
+    if (byfd_put(b, c->fd, c)) {
+        smtpc__transport_free(c->t);
+        conn_free(c);
+        return SMTPC_ENOMEM;
+    }
+    c->idx = b->nconns;
+    b->conns[b->nconns++] = c;
+    b->st.connections_open = (unsigned)b->nconns;
+    c->phase = P_CONNECTING;
+    arm(c);
+    if (!inprog) after_connect(c);
+    if (!c->dead) update_io(c);
+    return 0;
+}
+
+/* Everything not yet reported fails with the connection error. */
+static void give_up(smtpc_bulk *b)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    mrec *r;
+    while ((r = b->retry_head)) {
+        b->retry_head = r->next;
+        if (!b->retry_head) b->retry_tail = NULL;
+        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
+               r->fail_code, r->fail_text, msg);
+    }
+    /* Drain the source too: each message is reported. */
+    while (!b->src_done && !b->canceling) {
+        int rc = take_msg(b, &r);
+        if (rc <= 0) break;
+        r->attempts = 0;
+        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, 0,
+               NULL, msg);
+    }
+    b->src_done = true;
+}
+
+static bool work_left(smtpc_bulk *b)
+{
+    return !b->canceling && (b->retry_head || !b->src_done);
+}
+
+static void maybe_open(smtpc_bulk *b)
+{
+    if (!b->resolved) return;
+    unsigned limit = b->k * 2 + 4;
+    while (b->nconns < b->k && (work_left(b) || (b->hold_idle && !b->canceling))) {
+        if (b->consec_fail >= limit) {
+            give_up(b);
+            return;
+        }
+        /* Only one connection while the server is failing to answer. */
+        if (b->consec_fail && b->nconns > 0) return;
+        if (open_conn(b)) {
+            give_up(b);
+            return;
+        }
+    }
+}
+
+static void reap(smtpc_bulk *b)
+{
+    while (b->graveyard) {
+        conn *c = b->graveyard;
+        b->graveyard = c->next_dead;
+        conn_free(c);
+    }
+}
+
+static void process_cancel(smtpc_bulk *b)
+{
+    if (!atomic_load(&b->cancel_req) || (b->canceling && b->stopping)) return;
+    b->canceling = true;
+    b->stopping = true;
+    if (!b->stop_rc) b->stop_rc = SMTPC_ECANCELED;
+    mrec *r;
+    while ((r = b->retry_head)) {
+        b->retry_head = r->next;
+        if (!b->retry_head) b->retry_tail = NULL;
+        finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled");
+    }
+    for (size_t i = b->nconns; i-- > 0;) {
+        conn *c = b->conns[i];
+        c->canceling = true;
+        bool waiting_dot = (c->inflight[0] && c->inflight[0]->stage == S_DOT_SENT);
+        if (waiting_dot && !c->inflight[1]) continue; /* its reply first, then QUIT */
+        if (waiting_dot) {
+            /* the second message's envelope is pipelined behind the dot:
+             * keep the connection until the dot's reply, then close */
+            continue;
+        }
+        if (c->inflight[0] || c->phase < P_READY) {
+            conn_kill(c, SMTPC_ECANCELED, "canceled");
+            continue;
+        }
+        pump(c);
+        if (!c->dead) flush_out(c);
+        if (!c->dead) update_io(c);
+    }
+}
+
+/* After a dot's reply on a canceling connection, drop the rest. */
+static void cancel_followup(smtpc_bulk *b)
+{
+    if (!b->canceling) return;
+    for (size_t i = b->nconns; i-- > 0;) {
+        conn *c = b->conns[i];
+        if (!c->canceling) c->canceling = true;
+        if (c->inflight[0] && c->inflight[0]->stage != S_DOT_SENT) conn_kill(c, SMTPC_ECANCELED, "canceled");
+    }
+}
+
+static void fire_timers(smtpc_bulk *b)
+{
+    smtpc__timer *t;
+    while ((t = smtpc__theap_top(&b->heap)) && t->key <= b->now) {
+        conn *c = (conn *)((char *)t - offsetof(conn, tm));
+        if (c->deadline > b->now) {
+            if (c->deadline == INT64_MAX)
+                smtpc__theap_remove(&b->heap, t);
+            else
+                (void)smtpc__theap_set(&b->heap, t, c->deadline);
+            continue;
+        }
+        const char *what = c->phase == P_CONNECTING ? "connect timed out"
+                           : c->phase == P_TLS      ? "TLS handshake timed out"
+                           : c->exp_len && c->exp[c->exp_head].kind == K_GREETING
+                               ? "no greeting (timeout)"
+                           : c->exp_len && c->exp[c->exp_head].kind == K_DOT
+                               ? "no reply to the end of data (timeout)"
+                               : "command timed out";
+        conn_kill(c, SMTPC_ETIMEDOUT, what);
+    }
+    if (b->overall_deadline && b->now >= b->overall_deadline && !b->canceling) {
+        b->stop_rc = SMTPC_ETIMEDOUT;
+        atomic_store(&b->cancel_req, true);
+    }
+    if (b->rate_wake && b->now >= b->rate_wake) {
+        b->rate_wake = 0;
+        for (size_t i = b->nconns; i-- > 0;) {
+            conn *c = b->conns[i];
+            if (c->dead || c->phase != P_READY) continue;
+            pump(c);
+            if (!c->dead) flush_out(c);
+            if (!c->dead) update_io(c);
+        }
+    }
+}
+
+SMTPC_API int64_t smtpc_bulk_timeout_ms(smtpc_bulk *b)
+{
+    if (!b) return -1;
+    int64_t when = INT64_MAX;
+    smtpc__timer *t = smtpc__theap_top(&b->heap);
+    if (t) when = t->key;
+    if (b->rate_wake && b->rate_wake < when) when = b->rate_wake;
+    if (b->overall_deadline && b->overall_deadline < when) when = b->overall_deadline;
+    if (when == INT64_MAX) return -1;
+    int64_t now = smtpc__now_ms();
+    return when <= now ? 0 : when - now;
+}
+
+static void resolved_now(smtpc_bulk *b);
+
+static void after_action(smtpc_bulk *b)
+{
+    process_cancel(b);
+    cancel_followup(b);
+    maybe_open(b);
+    if (b->src_done && !b->canceling && !b->retry_head && b->outstanding == 0 && !b->hold_idle) {
+        /* idle connections QUIT */
+        for (size_t i = b->nconns; i-- > 0;) {
+            conn *c = b->conns[i];
+            if (c->phase == P_READY && !c->exp_len) {
+                pump(c);
+                if (!c->dead) flush_out(c);
+                if (!c->dead) update_io(c);
+            }
+        }
+    }
+    reap(b);
+    if (b->timer_cb) {
+        int64_t ms = smtpc_bulk_timeout_ms(b);
+        int64_t when = ms < 0 ? -1 : b->now + ms;
+        if (when != b->timer_armed) {
+            b->timer_armed = when;
+            b->timer_cb(b->timer_ud, ms);
+        }
+    }
+}
+
+SMTPC_API int smtpc_bulk_socket_action(smtpc_bulk *b, int fd, int events)
+{
+    if (!b) return SMTPC_EINVAL;
+    now_update(b);
+    if (fd == SMTPC_SOCKET_TIMEOUT) {
+        b->timer_armed = -2;
+        fire_timers(b);
+    } else if (b->resolving && fd == b->resolve_pipe[0]) {
+        resolved_now(b);
+    } else if (fd >= 0 && (size_t)fd < b->byfd_cap && b->byfd[fd]) {
+        on_io(b->byfd[fd], events);
+    }
+    after_action(b);
+    return 0;
+}
+
+SMTPC_API bool smtpc_bulk_done(const smtpc_bulk *b)
+{
+    if (!b) return true;
+    if (!b->started) return false;
+    if (b->resolving) return false;
+    return b->nconns == 0 && b->outstanding == 0 && !b->retry_head &&
+           (b->src_done || b->canceling);
+}
+
+/* ---- resolution ------------------------------------------------------------ */
+
+static int set_addrs(smtpc_bulk *b, struct addrinfo *res)
+{
+    size_t n = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) n++;
+    if (!n) return SMTPC_ENOHOST;
+    b->addrs = calloc(n, sizeof *b->addrs);
+    b->addrlens = calloc(n, sizeof *b->addrlens);
+    if (!b->addrs || !b->addrlens) return SMTPC_ENOMEM;
+    size_t i = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next, i++) {
+        memcpy(&b->addrs[i], ai->ai_addr, ai->ai_addrlen);
+        b->addrlens[i] = ai->ai_addrlen;
+    }
+    b->naddrs = n;
+    return 0;
+}
+
+static int resolve(smtpc_bulk *b, bool numeric_only)
+{
+    struct addrinfo hints, *res = NULL;
+    char portstr[8];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)b->port);
+    const char *h = b->host;
+    char tmp[256];
+    size_t hl = strlen(h);
+    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']' && hl - 2 < sizeof tmp) {
+        memcpy(tmp, h + 1, hl - 2);
+        tmp[hl - 2] = 0;
+        h = tmp;
+    }
+    int g = getaddrinfo(h, portstr, &hints, &res);
+    if (g) {
+        if (numeric_only && g == EAI_NONAME) return 1; /* not a literal */
+        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s: %s", b->host,
+                          gai_strerror(g));
+    }
+    int rc = set_addrs(b, res);
+    freeaddrinfo(res);
+    return rc;
+}
+
+static void *resolver_main(void *arg)
+{
+    smtpc_bulk *b = arg;
+    b->resolve_rc = resolve(b, false);
+    char x = 1;
+    ssize_t w;
+    do w = write(b->resolve_pipe[1], &x, 1);
+    while (w < 0 && errno == EINTR);
+    return NULL;
+}
+
+static void resolved_now(smtpc_bulk *b)
+{
+    pthread_join(b->resolver, NULL);
+    b->resolver_started = false;
+    if (b->sock_cb) b->sock_cb(b->sock_ud, b->resolve_pipe[0], SMTPC_POLL_REMOVE);
+    close(b->resolve_pipe[0]);
+    close(b->resolve_pipe[1]);
+    b->resolve_pipe[0] = b->resolve_pipe[1] = -1;
+    b->resolving = false;
+    if (b->resolve_rc) {
+        smtpc__strlcpy(b->last_conn_msg, b->resolve_err.text, sizeof b->last_conn_msg);
+        b->last_conn_err = b->resolve_rc;
+        give_up(b);
+        return;
+    }
+    b->resolved = true;
+}
+
+SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (b->started) return SMTPC_ESTATE;
+    if (b->tls_mode && !b->tls_ctx) {
+        smtpc__tls_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.insecure = b->tls_insecure;
+        cfg.ca_file = b->tls_ca;
+        int rc = smtpc__tls_ctx_new(&b->tls_ctx, &cfg, &b->err);
+        if (rc) return rc;
+    }
+    b->started = true;
+    now_update(b);
+    if (b->overall_ms > 0) b->overall_deadline = b->now + b->overall_ms;
+    int rc = resolve(b, true);
+    if (rc == 0) {
+        b->resolved = true;
+    } else if (rc == 1) {
+        if (pipe2(b->resolve_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+            return smtpc__err(&b->err, SMTPC_ENOMEM, "pipe: %s", strerror(errno));
+        b->resolving = true;
+        if (pthread_create(&b->resolver, NULL, resolver_main, b) != 0) {
+            b->resolving = false;
+            return smtpc__err(&b->err, SMTPC_ENOMEM, "cannot start the resolver thread");
+        }
+        b->resolver_started = true;
+        if (b->sock_cb) b->sock_cb(b->sock_ud, b->resolve_pipe[0], SMTPC_POLL_IN);
+    } else {
+        return smtpc__err(&b->err, rc, "%s", b->resolve_err.text);
+    }
+    after_action(b);
+    return 0;
+}
+
+/* ---- built-in loop ------------------------------------------------------ */
+
+static void ep_sock_cb(void *ud, int fd, int what)
+{
+    smtpc_bulk *b = ud;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = fd;
+    if (what & SMTPC_POLL_REMOVE) {
+        (void)epoll_ctl(b->epfd, EPOLL_CTL_DEL, fd, &ev);
+        return;
+    }
+    ev.events = (what & SMTPC_POLL_IN ? EPOLLIN : 0u) | (what & SMTPC_POLL_OUT ? EPOLLOUT : 0u);
+    if (epoll_ctl(b->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT)
+        (void)epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
+    b->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (b->epfd < 0) return smtpc__err(&b->err, SMTPC_ENOMEM, "epoll: %s", strerror(errno));
+    b->sock_cb = ep_sock_cb;
+    b->sock_ud = b;
+    struct epoll_event cev;
+    memset(&cev, 0, sizeof cev);
+    cev.events = EPOLLIN;
+    cev.data.fd = b->cancel_fd;
+    (void)epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->cancel_fd, &cev);
+    int rc = smtpc_bulk_start(b);
+    struct epoll_event evs[256];
+    while (!rc && !smtpc_bulk_done(b)) {
+        int64_t to = smtpc_bulk_timeout_ms(b);
+        int n = epoll_wait(b->epfd, evs, 256, to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            rc = smtpc__err(&b->err, SMTPC_ENETWORK, "epoll_wait: %s", strerror(errno));
+            break;
+        }
+        now_update(b);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == b->cancel_fd) {
+                uint64_t v;
+                if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
+                continue;
+            }
+            int e = (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) ? SMTPC_POLL_IN : 0) |
+                    (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP) ? SMTPC_POLL_OUT : 0);
+            if (b->resolving && fd == b->resolve_pipe[0])
+                resolved_now(b);
+            else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
+                on_io(b->byfd[fd], e);
+        }
+        fire_timers(b);
+        after_action(b);
+    }
+    (void)epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->cancel_fd, &cev);
+    close(b->epfd);
+    b->epfd = -1;
+    b->sock_cb = NULL;
+    if (rc) return rc;
+    return b->stop_rc;
+}
+
+SMTPC_API void smtpc_bulk_cancel(smtpc_bulk *b)
+{
+    if (!b) return;
+    atomic_store(&b->cancel_req, true);
+    uint64_t one = 1;
+    if (b->cancel_fd >= 0 && write(b->cancel_fd, &one, sizeof one) < 0) { /* best effort */ }
+}
+
+/* ---- lifetime and settings ---------------------------------------------- */
+
+SMTPC_API int smtpc_bulk_new(smtpc_bulk **out, const char *host, uint16_t port)
+{
+    if (!out || !host || !*host || smtpc__has_ctl(host) || strlen(host) > 255) return SMTPC_EINVAL;
+    smtpc_bulk *b = calloc(1, sizeof *b);
+    if (!b) return SMTPC_ENOMEM;
+    b->host = smtpc__strdup(host);
+    b->rbuf = malloc(RBUF_SIZE);
+    b->tmp = malloc(BODY_CHUNK);
+    b->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!b->host || !b->rbuf || !b->tmp || b->cancel_fd < 0) {
+        if (b->cancel_fd >= 0) close(b->cancel_fd);
+        free(b->host);
+        free(b->rbuf);
+        free(b->tmp);
+        free(b);
+        return SMTPC_ENOMEM;
+    }
+    b->port = port;
+    b->k = 1;
+    b->max_attempts = 3;
+    b->connect_ms = 30000;
+    b->greeting_ms = 300000;
+    b->command_ms = 300000;
+    b->data_end_ms = 600000;
+    b->burst = 1;
+    b->epfd = -1;
+    b->resolve_pipe[0] = b->resolve_pipe[1] = -1;
+    b->timer_armed = -2;
+    smtpc__theap_init(&b->heap);
+    atomic_init(&b->cancel_req, false);
+    *out = b;
+    return 0;
+}
+
+SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
+{
+    if (!b) return;
+    if (b->resolver_started) {
+        pthread_join(b->resolver, NULL);
+        if (b->resolve_pipe[0] >= 0) {
+            if (b->sock_cb) b->sock_cb(b->sock_ud, b->resolve_pipe[0], SMTPC_POLL_REMOVE);
+            close(b->resolve_pipe[0]);
+            close(b->resolve_pipe[1]);
+        }
+    }
+    b->canceling = true;
+    while (b->nconns) conn_kill(b->conns[b->nconns - 1], SMTPC_ECANCELED, "canceled (freed)");
+    mrec *r;
+    while ((r = b->retry_head)) {
+        b->retry_head = r->next;
+        finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled (freed)");
+    }
+    reap(b);
+    while ((r = b->free_recs)) {
+        b->free_recs = r->next;
+        free(r);
+    }
+    smtpc__theap_free(&b->heap);
+    free(b->conns);
+    free(b->byfd);
+    free(b->addrs);
+    free(b->addrlens);
+    if (b->tls_sess) smtpc__tls_session_free(b->tls_sess);
+    smtpc__tls_ctx_free(b->tls_ctx);
+    if (b->cancel_fd >= 0) close(b->cancel_fd);
+    if (b->epfd >= 0) close(b->epfd);
+    free(b->host);
+    free(b->ehlo);
+    free(b->tls_name);
+    free(b->tls_ca);
+    free(b->rbuf);
+    free(b->tmp);
+    free(b);
+}
+
+SMTPC_API const char *smtpc_bulk_errmsg(const smtpc_bulk *b) { return b ? b->err.text : ""; }
+
+SMTPC_API int smtpc_bulk_set_source(smtpc_bulk *b, smtpc_bulk_next_cb next, void *ud)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    b->next_cb = next;
+    b->next_ud = ud;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_result_cb(smtpc_bulk *b, smtpc_bulk_result_cb cb, void *ud)
+{
+    if (!b) return SMTPC_EINVAL;
+    b->res_cb = cb;
+    b->res_ud = ud;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_connections(smtpc_bulk *b, unsigned k)
+{
+    if (!b || k == 0 || k > 100000) return SMTPC_EINVAL;
+    b->k = k;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_max_per_connection(smtpc_bulk *b, unsigned n)
+{
+    if (!b) return SMTPC_EINVAL;
+    b->max_per_conn = n;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_max_attempts(smtpc_bulk *b, unsigned n)
+{
+    if (!b || n == 0) return SMTPC_EINVAL;
+    b->max_attempts = n;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_rate(smtpc_bulk *b, double msgs_per_sec, unsigned burst)
+{
+    if (!b || msgs_per_sec < 0) return SMTPC_EINVAL;
+    b->rate = msgs_per_sec;
+    b->burst = burst ? burst : 1;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_timeouts(smtpc_bulk *b, int64_t connect_ms, int64_t greeting_ms,
+                                      int64_t command_ms, int64_t data_end_ms, int64_t overall_ms)
+{
+    if (!b || connect_ms < 0 || greeting_ms < 0 || command_ms < 0 || data_end_ms < 0 ||
+        overall_ms < 0)
+        return SMTPC_EINVAL;
+    if (connect_ms) b->connect_ms = connect_ms;
+    if (greeting_ms) b->greeting_ms = greeting_ms;
+    if (command_ms) b->command_ms = command_ms;
+    if (data_end_ms) b->data_end_ms = data_end_ms;
+    b->overall_ms = overall_ms;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name)
+{
+    if (!b || !name || !*name || smtpc__has_ctl(name) || strchr(name, ' ') || strlen(name) > 255)
+        return SMTPC_EINVAL;
+    char *d = smtpc__strdup(name);
+    if (!d) return SMTPC_ENOMEM;
+    free(b->ehlo);
+    b->ehlo = d;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
+                                 const char *ca_file, bool insecure)
+{
+    if (!b || b->started || mode < 0 || mode > 2) return SMTPC_EINVAL;
+    char *n = server_name ? smtpc__strdup(server_name) : NULL;
+    char *c = ca_file ? smtpc__strdup(ca_file) : NULL;
+    if ((server_name && !n) || (ca_file && !c)) {
+        free(n);
+        free(c);
+        return SMTPC_ENOMEM;
+    }
+    free(b->tls_name);
+    free(b->tls_ca);
+    b->tls_name = n;
+    b->tls_ca = c;
+    b->tls_mode = mode;
+    b->tls_insecure = insecure;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on)
+{
+    if (!b) return SMTPC_EINVAL;
+    b->hold_idle = on;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_socket_cb(smtpc_bulk *b, smtpc_bulk_socket_cb cb, void *ud)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    b->sock_cb = cb;
+    b->sock_ud = ud;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_timer_cb(smtpc_bulk *b, smtpc_bulk_timer_cb cb, void *ud)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    b->timer_cb = cb;
+    b->timer_ud = ud;
+    return 0;
+}
+
+SMTPC_API void smtpc_bulk_get_stats(const smtpc_bulk *b, smtpc_bulk_stats *st)
+{
+    if (!b || !st) return;
+    *st = b->st;
+    st->connections_open = (unsigned)b->nconns;
+    st->connections_idle = 0;
+    for (size_t i = 0; i < b->nconns; i++) {
+        const conn *c = b->conns[i];
+        if (c->phase == P_READY && !c->exp_len && !c->inflight[0]) st->connections_idle++;
+    }
+}

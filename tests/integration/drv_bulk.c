@@ -1,0 +1,166 @@
+/* Test driver for smtpc_bulk (built-in loop).
+ *   drv_bulk HOST PORT COUNT CONNS [options]
+ * options: --rate R  --max-per-conn N  --attempts N  --tls implicit|starttls
+ *          --cancel-after N (cancel from the result callback after N results)
+ *          --size BYTES  --rcpt ADDR (repeatable; default rcpt@example.org)
+ *          --timeouts CONNECT,GREETING,COMMAND,DATAEND,OVERALL (ms)
+ * Each message has "Message-ID: <IDX.bulk@test>". Output: one line per result
+ *   R IDX STATUS CODE ATTEMPTS ERRNAME
+ * then "DONE rc submitted sent failed canceled unknown elapsed_ms". */
+#include <smtpc/smtpc.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    size_t count, next, cancel_after, results;
+    struct timespec first, last;
+    const char *rcpts[16];
+    size_t nrcpts;
+    char **bodies;
+    size_t *lens;
+    unsigned char *seen;
+    smtpc_bulk *b;
+} ctx;
+
+static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
+
+static int next_msg(void *ud, smtpc_bulk_msg *m)
+{
+    ctx *x = ud;
+    if (x->next >= x->count) return 0;
+    size_t i = x->next++;
+    memset(m, 0, sizeof *m);
+    m->from = "sender@example.org";
+    m->rcpts = x->rcpts;
+    m->nrcpts = x->nrcpts;
+    m->data = x->bodies[i];
+    m->len = x->lens[i];
+    m->userdata = (void *)(uintptr_t)i;
+    return 1;
+}
+
+static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
+{
+    ctx *x = ud;
+    size_t i = (size_t)(uintptr_t)m->userdata;
+    if (x->seen[i]) {
+        printf("DUPLICATE %zu\n", i);
+    }
+    x->seen[i]++;
+    printf("R %zu %s %d %u %s %s\n", i, st_name[r->status], r->reply_code, r->attempts,
+           r->error ? smtpc_err_name(r->error) : "0", r->errmsg);
+    if (x->results++ == 0) clock_gettime(CLOCK_MONOTONIC, &x->first);
+    clock_gettime(CLOCK_MONOTONIC, &x->last);
+    if (x->cancel_after && x->results == x->cancel_after) smtpc_bulk_cancel(x->b);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') n++;
+    if (d) closedir(d);
+    return n - 1; /* opendir's own */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: drv_bulk HOST PORT COUNT CONNS [options]\n");
+        return 2;
+    }
+    ctx x;
+    memset(&x, 0, sizeof x);
+    x.count = strtoul(argv[3], NULL, 10);
+    unsigned conns = (unsigned)strtoul(argv[4], NULL, 10);
+    double rate = 0;
+    unsigned maxper = 0, attempts = 0;
+    int tls = 0;
+    size_t size = 1000;
+    long long to[5] = {0, 0, 0, 0, 0};
+    for (int i = 5; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(a, "--rate")) rate = strtod(v, NULL), i++;
+        else if (!strcmp(a, "--max-per-conn")) maxper = (unsigned)strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--attempts")) attempts = (unsigned)strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--cancel-after")) x.cancel_after = strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--size")) size = strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--rcpt") && x.nrcpts < 16) x.rcpts[x.nrcpts++] = v, i++;
+        else if (!strcmp(a, "--tls")) tls = !strcmp(v, "implicit") ? SMTPC_BULK_TLS_IMPLICIT : SMTPC_BULK_TLS_STARTTLS, i++;
+        else if (!strcmp(a, "--timeouts")) {
+            sscanf(v, "%lld,%lld,%lld,%lld,%lld", &to[0], &to[1], &to[2], &to[3], &to[4]);
+            i++;
+        } else {
+            fprintf(stderr, "unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (!x.nrcpts) x.rcpts[x.nrcpts++] = "rcpt@example.org";
+    x.bodies = calloc(x.count + 1, sizeof *x.bodies);
+    x.lens = calloc(x.count + 1, sizeof *x.lens);
+    x.seen = calloc(x.count + 1, 1);
+    for (size_t i = 0; i < x.count; i++) {
+        char hdr[200];
+        int hl = snprintf(hdr, sizeof hdr,
+                          "From: sender@example.org\r\nTo: rcpt@example.org\r\nSubject: bulk %zu\r\n"
+                          "Message-ID: <%zu.bulk@test>\r\n\r\n",
+                          i, i);
+        size_t len = (size_t)hl + size;
+        char *p = malloc(len);
+        memcpy(p, hdr, (size_t)hl);
+        for (size_t j = 0; j < size; j++) p[hl + j] = (j % 72 == 70) ? '\r' : (j % 72 == 71) ? '\n' : (char)('a' + j % 26);
+        if (size >= 2) {
+            p[len - 2] = '\r';
+            p[len - 1] = '\n';
+        }
+        x.bodies[i] = p;
+        x.lens[i] = len;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    int fds_before = count_fds();
+    smtpc_bulk *b = NULL;
+    int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)atoi(argv[2]));
+    if (rc) return 3;
+    x.b = b;
+    smtpc_bulk_set_source(b, next_msg, &x);
+    smtpc_bulk_set_result_cb(b, on_result, &x);
+    smtpc_bulk_set_connections(b, conns);
+    if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
+    if (attempts) smtpc_bulk_set_max_attempts(b, attempts);
+    if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
+    if (tls) smtpc_bulk_set_tls(b, tls, "localhost", getenv("DRV_CA"), getenv("DRV_CA") == NULL);
+    smtpc_bulk_set_timeouts(b, to[0], to[1], to[2], to[3], to[4]);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = smtpc_bulk_run(b);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    smtpc_bulk_stats st;
+    smtpc_bulk_get_stats(b, &st);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    printf("SPAN %ld\n", (long)((x.last.tv_sec - x.first.tv_sec) * 1000 + (x.last.tv_nsec - x.first.tv_nsec) / 1000000));
+    printf("DONE %s %llu %llu %llu %llu %llu %ld conns=%llu retried=%llu\n",
+           rc ? smtpc_err_name(rc) : "0", (unsigned long long)st.submitted,
+           (unsigned long long)st.sent, (unsigned long long)st.failed,
+           (unsigned long long)st.canceled, (unsigned long long)st.unknown, ms,
+           (unsigned long long)st.connections_opened, (unsigned long long)st.retried);
+    smtpc_bulk_free(b);
+    printf("fds=%d/%d\n", fds_before, count_fds());
+    for (size_t i = 0; i < x.count; i++) free(x.bodies[i]);
+    free(x.bodies);
+    free(x.lens);
+    free(x.seen);
+    return 0;
+}

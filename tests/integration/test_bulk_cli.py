@@ -1,0 +1,35 @@
+"""The CLI over smtpc_bulk: smtpc send --count/--connections, smtpc bulk --dir."""
+import subprocess
+
+from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
+
+
+def test_send_count_connections(aiosmtpd, smtpc_bin, tmp_path):
+    srv = aiosmtpd(pipelining=True)
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\nSubject: many\r\n\r\nhello\r\n.dot line\r\n")
+    p = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--from", "a@example.org",
+                        "--to", "b@example.org", "--message", str(msg), "--count", "50",
+                        "--connections", "4"], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"50 sent, 0 not sent" in p.stderr
+    assert len(srv.envelopes) == 50
+    assert all(e.data.endswith(b"hello\r\n.dot line\r\n") for e in srv.envelopes)
+
+
+def test_bulk_dir_envelopes(aiosmtpd, smtpc_bin, tmp_path):
+    srv = aiosmtpd(pipelining=True, refuse={"nobody@example.org"})
+    (tmp_path / "1.eml").write_bytes(b"X-Sender: iis@example.org\r\nX-Receiver: r1@example.org\r\n"
+                                     b"X-Receiver: r2@example.org\r\nSubject: one\r\n\r\nbody1\r\n")
+    (tmp_path / "2.eml").write_bytes(b"From: Ann <ann@example.org>\r\nTo: x@example.org, Y <y@example.org>\r\n"
+                                     b"Subject: two\r\n\r\nbody2\r\n")
+    (tmp_path / "3.eml").write_bytes(b"From: z@example.org\r\nTo: nobody@example.org\r\n\r\nrefused\r\n")
+    (tmp_path / "skip.txt").write_bytes(b"not a message")
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path),
+                        "--connections", "2"], capture_output=True, timeout=120)
+    assert p.returncode == 75, p.stderr.decode()  # one refused
+    assert b"2 sent, 1 not sent" in p.stderr and b"3.eml: failed" in p.stderr
+    by = {e.mail_from: e for e in srv.envelopes}
+    assert by["iis@example.org"].rcpt_tos == ["r1@example.org", "r2@example.org"]
+    assert by["iis@example.org"].data == b"Subject: one\r\n\r\nbody1\r\n"  # X- lines removed
+    assert by["ann@example.org"].rcpt_tos == ["x@example.org", "y@example.org"]
