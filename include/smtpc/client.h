@@ -154,7 +154,7 @@ typedef struct smtpc_retry_policy {
  * Called on the sending thread. */
 typedef int (*smtpc_credential_cb)(void *userdata, const char *user, char *buf, size_t len);
 
-/* Creates a client: no server, security NONE, delivery NETWORK, a private
+/* Creates a client: no server, security SMTPC_TLS_MODE_DEFAULT (see smtpc_client_set_security), delivery NETWORK, a private
  * pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_client_new(smtpc_client **out);
 /* Waits for an async send to finish (cancel it first to hurry it), QUITs the

@@ -2,7 +2,7 @@
  *
  * Every fallible function returns 0 (SMTPC_OK) or one of the negative codes
  * below. The codes are grouped into classes a caller acts on differently
- * (smtpc_error_class): retry later, do not retry, fix the configuration ...
+ * (smtpc_error_classify, giving an smtpc_error_class): retry later, do not retry, fix the configuration ...
  * The human detail (what failed, where, the server's words) is on the handle
  * that failed, e.g. smtpc_session_errmsg(). */
 #ifndef SMTPC_ERRORS_H
