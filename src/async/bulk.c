@@ -840,9 +840,9 @@ static int feed(conn *c, const uint8_t *p, size_t n)
 {
     while (n) {
         size_t used = 0;
-        smtpc__reply *r = NULL;
+        const smtpc__reply *r = NULL; /* the parser's, reused: no allocation per reply */
         smtpc__errmsg em;
-        int rc = smtpc__reply_parser_feed(c->rp, p, n, &used, &r, &em);
+        int rc = smtpc__reply_parser_feed_view(c->rp, p, n, &used, &r, &em);
         if (rc < 0) {
             conn_kill(c, rc, em.text);
             return -1;
@@ -854,11 +854,8 @@ static int feed(conn *c, const uint8_t *p, size_t n)
         smtpc__strlcpy(c->rtext, last, sizeof c->rtext);
         int code = r->code;
         if (c->exp_len && c->exp[c->exp_head].kind == K_EHLO && code / 100 == 2 &&
-            on_ehlo_caps(c, r)) {
-            smtpc__reply_free(r);
+            on_ehlo_caps(c, r))
             return -1;
-        }
-        smtpc__reply_free(r);
         on_reply(c, code);
         if (c->dead) return -1;
         if (c->phase == P_TLS) {
