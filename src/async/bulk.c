@@ -6,8 +6,8 @@
  * k and MAIL/RCPT/DATA of message k+1 go in one group (DATA ends a group),
  * which is one round trip per message. This driver therefore does its own
  * minimal sequencing (greeting, EHLO, STARTTLS, MAIL/RCPT/DATA, RSET, QUIT)
- * with the engine's body encoder (smtpc__dotstuff) and strict reply-line
- * checks; the blocking session (src/client/session.c) is untouched.
+ * with the engine's body encoder (smtpc__dotstuff), reply parser and EHLO
+ * capability parser; the blocking session (src/client/session.c) is untouched.
  *
  * Each connection is a state machine driven by fd readiness; one timer per
  * connection in a heap (lazily re-armed), so timeouts never mean polling
@@ -19,6 +19,7 @@
 
 #include "async/timer.h"
 #include "engine/engine.h"
+#include "engine/reply.h"
 #include "net/tcp_async.h"
 #include "net/tls.h"
 #include "net/transport.h"
@@ -40,6 +41,7 @@
 
 #define MAX_LINE 4096       /* reply line limit */
 #define MAX_REPLY_LINES 1000
+#define MAX_REPLY_BYTES 65536
 #define OUT_LIMIT (1u << 20) /* per-connection output bound */
 #define OUT_LOW (128u << 10) /* refill the body below this */
 #define BODY_CHUNK (64u << 10)
@@ -88,11 +90,8 @@ typedef struct conn {
     exp_ent *exp;        /* replies expected, a ring */
     size_t exp_head, exp_len, exp_cap;
     smtpc__buf out;
-    char *part;          /* partial reply line across reads */
-    size_t part_len;
-    int rcode;           /* reply being assembled */
-    unsigned rlines;
-    char rtext[160];     /* its last line (for reports) */
+    smtpc__reply_parser *rp;
+    char rtext[160];     /* the last reply's last line (for reports) */
     struct conn *next_dead;
 } conn;
 
@@ -408,7 +407,7 @@ static void conn_free(conn *c)
 {
     smtpc__buf_free(&c->out);
     free(c->exp);
-    free(c->part);
+    smtpc__reply_parser_free(c->rp);
     free(c);
 }
 
@@ -819,88 +818,47 @@ static void on_reply(conn *c, int code)
     }
 }
 
-/* Reply lines: "NNN-text" continues, "NNN text" ends. Strict: three
- * digits, the same code on every line, bounded length and count. */
-static int on_line(conn *c, const char *l, size_t n)
+/* EHLO keywords this driver acts on. */
+static int on_ehlo_caps(conn *c, const smtpc__reply *r)
 {
-    if (n && l[n - 1] == '\r') n--;
-    if (n < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '5' || l[2] < '0' || l[2] > '9' ||
-        (n > 3 && l[3] != ' ' && l[3] != '-')) {
-        conn_kill(c, SMTPC_EPROTO, "malformed reply line");
-        return -1;
+    smtpc__caps caps = {0};
+    smtpc__errmsg em;
+    int rc = smtpc__caps_parse(&caps, r, &em);
+    if (rc) {
+        conn_kill(c, rc, em.text);
+        return rc;
     }
-    int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
-    if (c->rlines && code != c->rcode) {
-        conn_kill(c, SMTPC_EPROTO, "reply lines with different codes");
-        return -1;
-    }
-    if (++c->rlines > MAX_REPLY_LINES) {
-        conn_kill(c, SMTPC_EPROTO, "reply has too many lines");
-        return -1;
-    }
-    c->rcode = code;
-    const char *txt = n > 4 ? l + 4 : "";
-    size_t tl = n > 4 ? n - 4 : 0;
-    if (c->exp_len && (c->exp[c->exp_head].kind == K_EHLO) && c->rlines > 1) {
-        if (tl >= 10 && !smtpc__strncasecmp(txt, "PIPELINING", 10) && (tl == 10 || txt[10] == ' '))
-            c->pipelining = true;
-        if (tl >= 8 && !smtpc__strncasecmp(txt, "STARTTLS", 8) && (tl == 8 || txt[8] == ' '))
-            c->starttls_offered = true;
-    }
-    if (n > 3 && l[3] == '-') return 0;
-    if (tl >= sizeof c->rtext) tl = sizeof c->rtext - 1;
-    memcpy(c->rtext, txt, tl);
-    c->rtext[tl] = 0;
-    c->rlines = 0;
-    on_reply(c, code);
-    return c->dead ? -1 : 1;
+    c->pipelining = (caps.flags & SMTPC_EXT_PIPELINING) != 0;
+    c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
+    smtpc__caps_clear(&caps);
+    return 0;
 }
 
+/* Replies through the engine's parser (limits, strict lines, its error
+ * text); each complete one answers the front of the expectation ring. */
 static int feed(conn *c, const uint8_t *p, size_t n)
 {
     while (n) {
-        const uint8_t *nl = memchr(p, '\n', n);
-        if (!nl) {
-            if (c->part_len + n > MAX_LINE) {
-                conn_kill(c, SMTPC_EPROTO, "reply line too long");
-                return -1;
-            }
-            if (!c->part) {
-                c->part = malloc(MAX_LINE);
-                if (!c->part) {
-                    conn_kill(c, SMTPC_ENOMEM, "out of memory");
-                    return -1;
-                }
-            }
-            memcpy(c->part + c->part_len, p, n);
-            c->part_len += n;
-            return 0;
+        size_t used = 0;
+        const smtpc__reply *r = NULL; /* the parser's, reused: no allocation per reply */
+        smtpc__errmsg em;
+        int rc = smtpc__reply_parser_feed_view(c->rp, p, n, &used, &r, &em);
+        if (rc < 0) {
+            conn_kill(c, rc, em.text);
+            return -1;
         }
-        size_t ll = (size_t)(nl - p);
-        int r;
-        if (c->part_len) {
-            if (c->part_len + ll > MAX_LINE) {
-                conn_kill(c, SMTPC_EPROTO, "reply line too long");
-                return -1;
-            }
-            memcpy(c->part + c->part_len, p, ll);
-            r = on_line(c, c->part, c->part_len + ll);
-            c->part_len = 0;
-            if (!c->dead) {
-                free(c->part);
-                c->part = NULL;
-            }
-        } else {
-            if (ll > MAX_LINE) {
-                conn_kill(c, SMTPC_EPROTO, "reply line too long");
-                return -1;
-            }
-            r = on_line(c, (const char *)p, ll);
-        }
-        if (r < 0) return -1;
-        p = nl + 1;
-        n -= ll + 1;
-        if (r == 1 && c->phase == P_TLS) {
+        p += used;
+        n -= used;
+        if (rc == 0) return 0;
+        const char *last = r->nlines ? r->lines[r->nlines - 1] : "";
+        smtpc__strlcpy(c->rtext, last, sizeof c->rtext);
+        int code = r->code;
+        if (c->exp_len && c->exp[c->exp_head].kind == K_EHLO && code / 100 == 2 &&
+            on_ehlo_caps(c, r))
+            return -1;
+        on_reply(c, code);
+        if (c->dead) return -1;
+        if (c->phase == P_TLS) {
             /* Bytes after STARTTLS's 220 before the handshake: injection. */
             if (n) {
                 conn_kill(c, SMTPC_EPROTO, "data after STARTTLS's 220 (response injection)");
@@ -1060,6 +1018,11 @@ static int open_conn(smtpc_bulk *b)
     c->b = b;
     c->fd = -1;
     smtpc__buf_init(&c->out, OUT_LIMIT);
+    smtpc__reply_limits lim = {MAX_LINE, MAX_REPLY_BYTES, MAX_REPLY_LINES};
+    if (smtpc__reply_parser_new(&c->rp, &lim)) {
+        conn_free(c);
+        return SMTPC_ENOMEM;
+    }
     size_t ai = b->addr_next++ % b->naddrs;
     bool inprog = false;
     smtpc__errmsg em;

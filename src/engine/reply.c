@@ -22,11 +22,21 @@ struct smtpc__reply_parser {
     size_t nlines, cap_lines, bytes;
     char **lines;
     char enh[16];
+    /* _feed_view: the reply is assembled in storage reused from one reply to
+     * the next (no allocation per reply once it has grown). */
+    bool view;
+    smtpc__buf vtext;   /* the lines, each NUL-terminated */
+    size_t *voff;       /* where each line starts in vtext */
+    char **vlines;
+    size_t vcap;        /* of voff and vlines */
+    smtpc__buf vjoined; /* the lines joined with '\n' */
+    smtpc__reply vr;
 };
 
 static void clear_partial(smtpc__reply_parser *p)
 {
-    for (size_t i = 0; i < p->nlines; i++) free(p->lines[i]);
+    if (p->lines)
+        for (size_t i = 0; i < p->nlines; i++) free(p->lines[i]);
     free(p->lines);
     p->lines = NULL;
     p->nlines = p->cap_lines = p->bytes = 0;
@@ -44,6 +54,9 @@ int smtpc__reply_parser_new(smtpc__reply_parser **out, const smtpc__reply_limits
     if (!p->lim.max_lines) p->lim.max_lines = DEFAULT_MAX_LINES;
     /* +1: room for the CR that precedes the LF */
     smtpc__buf_init(&p->line, p->lim.max_line + 1);
+    /* process_line keeps a reply's lines (each counted as n + 2) within max_bytes */
+    smtpc__buf_init(&p->vtext, p->lim.max_bytes);
+    smtpc__buf_init(&p->vjoined, p->lim.max_bytes);
     *out = p;
     return 0;
 }
@@ -62,6 +75,10 @@ void smtpc__reply_parser_free(smtpc__reply_parser *p)
     if (!p) return;
     clear_partial(p);
     smtpc__buf_free(&p->line);
+    smtpc__buf_free(&p->vtext);
+    smtpc__buf_free(&p->vjoined);
+    free(p->voff);
+    free(p->vlines);
     free(p);
 }
 
@@ -146,6 +163,34 @@ static int build_reply(smtpc__reply_parser *p, smtpc__reply **out)
     return 1;
 }
 
+static int build_view(smtpc__reply_parser *p, smtpc__reply **out)
+{
+    const char *base = (const char *)smtpc__buf_ptr(&p->vtext);
+    size_t end = smtpc__buf_size(&p->vtext);
+    for (size_t i = 0; i < p->nlines; i++) p->vlines[i] = (char *)base + p->voff[i];
+    /* one line (most replies): the text is that line, nothing to join */
+    if (p->nlines > 1) {
+        smtpc__buf_reset(&p->vjoined);
+        for (size_t i = 0; i < p->nlines; i++) {
+            size_t next = i + 1 < p->nlines ? p->voff[i + 1] : end;
+            if ((i && smtpc__buf_append(&p->vjoined, "\n", 1)) ||
+                smtpc__buf_append(&p->vjoined, base + p->voff[i], next - p->voff[i] - 1))
+                return SMTPC_ENOMEM;
+        }
+        if (smtpc__buf_append(&p->vjoined, "", 1)) return SMTPC_ENOMEM;
+    }
+    p->vr.code = p->code;
+    memcpy(p->vr.enhanced, p->enh, sizeof p->vr.enhanced);
+    p->vr.nlines = p->nlines;
+    p->vr.lines = p->vlines;
+    p->vr.text = p->nlines > 1 ? (char *)smtpc__buf_ptr(&p->vjoined) : p->vlines[0];
+    p->nlines = p->bytes = 0;
+    p->code = 0;
+    p->enh[0] = '\0';
+    *out = &p->vr;
+    return 1;
+}
+
 /* One complete line (LF removed). Returns 1 when it ended a reply. */
 static int process_line(smtpc__reply_parser *p, const char *s, size_t n, smtpc__reply **out,
                         smtpc__errmsg *err)
@@ -197,6 +242,26 @@ static int process_line(smtpc__reply_parser *p, const char *s, size_t n, smtpc__
         tl -= el;
         if (tl) t++, tl--; /* the space after the code */
     }
+    if (p->view) {
+        if (p->nlines == 0) smtpc__buf_reset(&p->vtext);
+        if (p->nlines == p->vcap) {
+            size_t nc = p->vcap ? p->vcap * 2 : 8;
+            size_t *no = realloc(p->voff, nc * sizeof *no);
+            if (!no) return SMTPC_ENOMEM;
+            p->voff = no;
+            char **nl = realloc(p->vlines, nc * sizeof *nl);
+            if (!nl) return SMTPC_ENOMEM;
+            p->vlines = nl;
+            p->vcap = nc;
+        }
+        p->voff[p->nlines] = smtpc__buf_size(&p->vtext);
+        if (smtpc__buf_reserve(&p->vtext, tl + 1)) return SMTPC_ENOMEM;
+        memcpy(p->vtext.data + p->vtext.len, t, tl);
+        p->vtext.data[p->vtext.len + tl] = '\0';
+        p->vtext.len += tl + 1;
+        p->nlines++;
+        return last ? build_view(p, out) : 0;
+    }
     if (p->nlines == p->cap_lines) {
         size_t nc = p->cap_lines ? p->cap_lines * 2 : 4;
         char **nl = realloc(p->lines, nc * sizeof *nl);
@@ -210,16 +275,28 @@ static int process_line(smtpc__reply_parser *p, const char *s, size_t n, smtpc__
     return last ? build_reply(p, out) : 0;
 }
 
-int smtpc__reply_parser_feed(smtpc__reply_parser *p, const uint8_t *data, size_t len,
-                             size_t *consumed, smtpc__reply **out, smtpc__errmsg *err)
+static int feed(smtpc__reply_parser *p, bool view, const uint8_t *data, size_t len,
+                size_t *consumed, smtpc__reply **out, smtpc__errmsg *err)
 {
     size_t i = 0;
     int rc = 0;
     *consumed = 0;
     if (p->err) return smtpc__err(err, p->err, "reply stream already failed");
+    if (view != p->view) {
+        if (p->nlines)
+            return smtpc__err(err, SMTPC_EINVAL, "reply parser: feed and feed_view mixed mid-reply");
+        p->view = view;
+    }
     while (i < len) {
         const uint8_t *lf = memchr(data + i, '\n', len - i);
         size_t chunk = lf ? (size_t)(lf - (data + i)) : len - i;
+        if (lf && smtpc__buf_size(&p->line) == 0 && chunk <= p->lim.max_line + 1) {
+            /* a whole line in the input: no copy */
+            rc = process_line(p, (const char *)data + i, chunk, out, err);
+            i += chunk + 1;
+            if (rc != 0) break;
+            continue;
+        }
         if (smtpc__buf_append(&p->line, data + i, chunk) != 0) {
             p->err = SMTPC_ELIMIT;
             clear_partial(p);
@@ -237,6 +314,21 @@ int smtpc__reply_parser_feed(smtpc__reply_parser *p, const uint8_t *data, size_t
         if (rc != 0) break;
     }
     *consumed = i;
+    return rc;
+}
+
+int smtpc__reply_parser_feed(smtpc__reply_parser *p, const uint8_t *data, size_t len,
+                             size_t *consumed, smtpc__reply **out, smtpc__errmsg *err)
+{
+    return feed(p, false, data, len, consumed, out, err);
+}
+
+int smtpc__reply_parser_feed_view(smtpc__reply_parser *p, const uint8_t *data, size_t len,
+                                  size_t *consumed, const smtpc__reply **out, smtpc__errmsg *err)
+{
+    smtpc__reply *r = NULL;
+    int rc = feed(p, true, data, len, consumed, &r, err);
+    if (rc == 1) *out = r;
     return rc;
 }
 

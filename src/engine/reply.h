@@ -39,6 +39,13 @@ void smtpc__reply_parser_set_enhanced(smtpc__reply_parser *p, bool on);
 int smtpc__reply_parser_feed(smtpc__reply_parser *p, const uint8_t *data, size_t len,
                              size_t *consumed, smtpc__reply **out, smtpc__errmsg *err);
 void smtpc__reply_free(smtpc__reply *r);
+/* Added: like _feed, but *out is the parser's own reply, reused from one reply
+ * to the next (no allocation per reply once its storage has grown): valid
+ * until the next call on p; do not free it. Returns as _feed, and
+ * SMTPC_EINVAL if _feed and _feed_view are mixed in the middle of a reply. */
+int smtpc__reply_parser_feed_view(smtpc__reply_parser *p, const uint8_t *data, size_t len,
+                                  size_t *consumed, const smtpc__reply **out,
+                                  smtpc__errmsg *err);
 /* Added: forget any partial reply and a sticky error (new connection). */
 void smtpc__reply_parser_reset(smtpc__reply_parser *p);
 /* Added: true while part of a reply has been received. */

@@ -320,3 +320,85 @@ def test_bulk_implicit_tls_via_stunnel(aiosmtpd, stunnel_in_front_of):
                        capture_output=True, timeout=120, env=env)
     out = p.stdout.decode()
     assert out.count(" FAILED ") == 2 and "SMTPC_ETLS" in out, out[-1500:]
+
+
+# ---- hostile replies: the engine's reply parser decides, its text is reported --
+
+def _one_shot_server(script):
+    """Serves every connection: greeting, then for each command line the reply
+    that script(command) returns (None: close)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+
+    def serve(c):
+        f = c.makefile("rb")
+        try:
+            c.sendall(script(b""))
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                r = script(line.upper())
+                if r is None:
+                    return
+                c.sendall(r)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def accept():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return s
+
+
+@pytest.mark.parametrize("ehlo_reply,err,text", [
+    (b"250-mx\r\n251 PIPELINING\r\n", "SMTPC_EPROTO", "reply code differs from the previous line's"),
+    (b"25x mx\r\n", "SMTPC_EPROTO", "non-digit reply code"),
+    (b"250-" + b"x" * 5000 + b"\r\n", "SMTPC_ELIMIT", "line longer than 4096"),
+    (b"250-mx\r\n" * 1001, "SMTPC_ELIMIT", "more than 1000 lines"),
+])
+def test_bulk_malformed_reply_reported(ehlo_reply, err, text):
+    def script(cmd):
+        if cmd == b"":
+            return b"220 hostile\r\n"
+        if cmd.startswith(b"EHLO"):
+            return ehlo_reply
+        return None
+    s = _one_shot_server(script)
+    try:
+        res, _ = run("127.0.0.1", s.getsockname()[1], 1, 1, "--attempts", 1, timeout=60)
+    finally:
+        s.close()
+    st, _, errname, msg = res[0]
+    assert st == "FAILED" and errname == err, res
+    assert text in msg, msg
+
+
+def test_bulk_starttls_response_injection_refused():
+    def script(cmd):
+        if cmd == b"":
+            return b"220 hostile\r\n"
+        if cmd.startswith(b"EHLO"):
+            return b"250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
+        if cmd.startswith(b"STARTTLS"):
+            return b"220 go ahead\r\n250 injected\r\n"  # plaintext after the 220
+        return None
+    s = _one_shot_server(script)
+    try:
+        res, _ = run("127.0.0.1", s.getsockname()[1], 1, 1, "--attempts", 1, "--tls", "starttls",
+                     timeout=60)
+    finally:
+        s.close()
+    st, _, errname, msg = res[0]
+    assert st == "FAILED" and errname == "SMTPC_EPROTO", res
+    assert "response injection" in msg, msg

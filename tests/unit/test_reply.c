@@ -146,6 +146,103 @@ TEST(caps_direct)
     smtpc__reply_parser_free(p);
 }
 
+/* Feeds all of in (split once at cut) through one mode; the replies (and the
+ * first error) are written to out as "code|enhanced|text|lines\n". */
+static void run_mode(bool view, bool enhanced, const smtpc__reply_limits *lim, const char *in,
+                     size_t cut, smtpc__buf *out)
+{
+    smtpc__reply_parser *p = NULL;
+    CHECK_INT(smtpc__reply_parser_new(&p, lim), 0);
+    smtpc__reply_parser_set_enhanced(p, enhanced);
+    size_t len = strlen(in), chunks[2][2] = {{0, cut}, {cut, len - cut}};
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *d = (const uint8_t *)in + chunks[k][0];
+        size_t n = chunks[k][1];
+        while (n) {
+            size_t used = 0;
+            smtpc__errmsg err;
+            smtpc__reply *own = NULL;
+            const smtpc__reply *r = NULL;
+            int rc = view ? smtpc__reply_parser_feed_view(p, d, n, &used, &r, &err)
+                          : smtpc__reply_parser_feed(p, d, n, &used, &own, &err);
+            if (!view) r = own;
+            CHECK(used <= n);
+            d += used;
+            n -= used;
+            if (rc < 0) {
+                smtpc__buf_printf(out, "error %d %s\n", rc, err.text);
+                goto done;
+            }
+            if (rc == 0) break;
+            smtpc__buf_printf(out, "%d|%s|%s|%zu", smtpc_reply_code(r), smtpc_reply_enhanced(r),
+                              smtpc_reply_text(r), smtpc_reply_line_count(r));
+            for (size_t i = 0; i < smtpc_reply_line_count(r); i++)
+                smtpc__buf_printf(out, "|%s", smtpc_reply_line(r, i));
+            smtpc__buf_printf(out, "\n");
+            smtpc__reply_free(own);
+        }
+    }
+done:
+    smtpc__reply_parser_free(p);
+}
+
+TEST(feed_view_matches_feed_at_every_split)
+{
+    static const char *const cases[] = {
+        "220 mx.example ESMTP\r\n250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
+        "250 ENHANCEDSTATUSCODES\r\n250 2.1.0 ok\r\n550-5.1.1 no\r\n550 5.1.1 such user\r\n"
+        "354 go\r\n250\r\n221 2.0.0 bye\n",
+        "250-a\r\n250-b\r\n250 c\r\n250-1234567890\r\n250 x\r\n",   /* then: line too long */
+        "250-a\r\n251 b\r\n",                                       /* code changes */
+        "250-a\r\n250-b\r\n250-c\r\n250 d\r\n",                     /* too many lines */
+        "2x0 bad\r\n",
+    };
+    smtpc__reply_limits lim = {12, 64, 3};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        for (int enh = 0; enh < 2; enh++) {
+            size_t len = strlen(cases[c]);
+            for (size_t cut = 0; cut <= len; cut++) {
+                smtpc__buf a, b;
+                smtpc__buf_init(&a, 1 << 16);
+                smtpc__buf_init(&b, 1 << 16);
+                run_mode(false, enh, c ? &lim : NULL, cases[c], cut, &a);
+                run_mode(true, enh, c ? &lim : NULL, cases[c], cut, &b);
+                CHECK(smtpc__buf_size(&a) > 0);
+                CHECK_MEM(smtpc__buf_ptr(&b), smtpc__buf_size(&b), smtpc__buf_ptr(&a),
+                          smtpc__buf_size(&a));
+                smtpc__buf_free(&a);
+                smtpc__buf_free(&b);
+            }
+        }
+    }
+}
+
+TEST(feed_view_reuses_and_refuses_mixing)
+{
+    smtpc__reply_parser *p = NULL;
+    CHECK_INT(smtpc__reply_parser_new(&p, NULL), 0);
+    smtpc__errmsg err;
+    const smtpc__reply *r = NULL;
+    smtpc__reply *own = NULL;
+    size_t used = 0;
+    const uint8_t *in = (const uint8_t *)"250-a\r\n250 b\r\n354 go\r\n";
+    CHECK_INT(smtpc__reply_parser_feed_view(p, in, 14, &used, &r, &err), 1);
+    const smtpc__reply *first = r;
+    CHECK_STR(smtpc_reply_text(r), "a\nb");
+    CHECK_INT(smtpc__reply_parser_feed_view(p, in + 14, 8, &used, &r, &err), 1);
+    CHECK(r == first); /* the same storage */
+    CHECK_STR(smtpc_reply_text(r), "go");
+    /* a whole reply by feed after view replies is fine; mid-reply is not */
+    CHECK_INT(smtpc__reply_parser_feed(p, in + 14, 8, &used, &own, &err), 1);
+    CHECK_STR(smtpc_reply_text(own), "go");
+    smtpc__reply_free(own);
+    CHECK_INT(smtpc__reply_parser_feed_view(p, in, 7, &used, &r, &err), 0);
+    CHECK_INT(smtpc__reply_parser_feed(p, in + 7, 7, &used, &own, &err), SMTPC_EINVAL);
+    CHECK_INT(smtpc__reply_parser_feed_view(p, in + 7, 7, &used, &r, &err), 1);
+    CHECK_STR(smtpc_reply_text(r), "a\nb");
+    smtpc__reply_parser_free(p);
+}
+
 int main(void)
 {
     RUN(one_reply_per_call);
@@ -154,5 +251,7 @@ int main(void)
     RUN(custom_limits);
     RUN(enhanced_setting);
     RUN(caps_direct);
+    RUN(feed_view_matches_feed_at_every_split);
+    RUN(feed_view_reuses_and_refuses_mixing);
     T_DONE();
 }
