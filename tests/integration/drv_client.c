@@ -351,7 +351,7 @@ static int run_outbox(void)
 
 static uint64_t num(const char *s)
 {
-    uint64_t v;
+    uint64_t v = 0;
     if (!s || smtpc__parse_u64(s, strlen(s), &v)) die("bad number");
     return v;
 }
