@@ -639,8 +639,8 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
         return smtpc__err(&c->err, rc, "EHLO name: %s", smtpc_session_errmsg(s));
     if (c->bind && (rc = smtpc_session_set_bind(s, c->bind, 0)))
         return smtpc__err(&c->err, rc, "bind: %s", smtpc_session_errmsg(s));
-    if (c->proxy)
-        return smtpc__err(&c->err, SMTPC_EUNSUPPORTED, "proxies are not supported by the session yet");
+    if (c->proxy && (rc = smtpc_session_set_proxy_url(s, c->proxy)))
+        return smtpc__err(&c->err, rc, "proxy: %s", smtpc_session_errmsg(s));
     rc = smtpc_session_set_tls_mode(s, c->sec);
     if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
     if (!rc && !c->tls_verify) rc = smtpc_session_set_insecure(s, true);

@@ -915,6 +915,9 @@ static ssize_t mem_read(void *ud, void *buf, size_t len)
  * or the LAST chunk) has been written completely. A body that cannot be
  * completed (callback error, bad line) closes the connection: there is no
  * other way to abort DATA without delivering a truncated message. */
+/* Pending DATA output above this is written before reading more body. */
+#define BODY_FLUSH_AT (64u * 1024u)
+
 static int stream_body(smtpc_session *s, smtpc_read_cb cb, void *ud, bool bdat, bool in_txn,
                        const char *what)
 {
@@ -939,6 +942,11 @@ static int stream_body(smtpc_session *s, smtpc_read_cb cb, void *ud, bool bdat, 
             return smtpc__err(&s->err, rc, "%s: %s; connection closed", what,
                               smtpc__engine_errmsg(s->e));
         }
+        /* DATA: read ahead while the output is small, so a body that fits
+         * goes out with its end marker in one write; BDAT flushes each chunk
+         * (its chunks are answered one by one). */
+        const uint8_t *pend;
+        if (n && !bdat && smtpc__engine_output(s->e, &pend) < BODY_FLUSH_AT) continue;
         /* The command timeout bounds each step of progress, not the body. */
         op_init(s, &o, s->command_ms, what);
         rc = flush(s, &o, bdat);

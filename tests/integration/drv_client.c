@@ -29,7 +29,8 @@
  *   --second-ehlo NAME (two clients, one pool, the second with another EHLO
  *     name: alternate sends between them)
  *   --body-bytes N (a text body of N bytes)
- *   --tls MODE (default none) --user U --password P --ca-file PEM */
+ *   --tls MODE (default none) --user U --password P --ca-file PEM
+ *   --proxy URL (smtpc_client_set_proxy) */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -51,7 +52,7 @@ static int64_t g_noop_after = -2, g_max_idle = -1, g_max_msgs = -1;
 static bool g_raw_cb, g_strict, g_async, g_busy, g_queue, g_flush, g_list, g_raw;
 static smtpc_retry_policy g_retry = {1, 0, 1.0, 0};
 static smtpc_tls_mode g_tls = SMTPC_TLS_MODE_NONE;
-static const char *g_user, *g_pass, *g_cafile;
+static const char *g_user, *g_pass, *g_cafile, *g_proxy;
 static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
 
 static void die(const char *what)
@@ -127,6 +128,7 @@ static smtpc_client *make_client(smtpc_pool *pool)
     if (g_host && smtpc_client_set_host(c, g_host, g_port)) die("set_host");
     if (g_user && smtpc_client_set_credentials(c, g_user, g_pass)) die("set_credentials");
     if (g_cafile && smtpc_client_set_tls_ca_file(c, g_cafile)) die("set_tls_ca_file");
+    if (g_proxy && smtpc_client_set_proxy(c, g_proxy)) die("set_proxy");
     smtpc_client_set_ehlo_name(c, "drv.example");
     if (smtpc_client_set_retry(c, &g_retry)) die("bad --retry");
     smtpc_client_set_strict_recipients(c, g_strict);
@@ -385,6 +387,7 @@ int main(int argc, char **argv)
         else if (ARG("--user")) g_user = v;
         else if (ARG("--password")) g_pass = v;
         else if (ARG("--ca-file")) g_cafile = v;
+        else if (ARG("--proxy")) g_proxy = v;
         else if (ARG("--retry")) {
             unsigned at;
             long long ini, mx;
