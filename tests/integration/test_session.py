@@ -172,6 +172,33 @@ def test_pipelined_group_is_one_write(scripted, tmp_path):
     assert group in srv.chunks, srv.chunks
 
 
+def test_body_and_final_dot_are_one_write(scripted, tmp_path):
+    # The body and the end-of-data marker go out together (one write, so one
+    # recv() on loopback): a separate 3-byte ".\r\n" write costs a segment
+    # per message and, without TCP_NODELAY, a delayed-ACK stall.
+    srv = scripted([
+        ("send", b"220 scripted ESMTP\r\n"),
+        ("expect", rb"^EHLO "),
+        ("send", PIPE_EHLO),
+        ("expect", rb"^MAIL FROM:<sender@example.org>$"),
+        ("expect", rb"^RCPT TO:<a@example.org>$"),
+        ("expect", rb"^DATA$"),
+        ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ("expect_data",),
+        ("send", b"250 queued\r\n"),
+        ("expect", rb"^QUIT$"),
+        ("send", b"221 bye\r\n"),
+    ])
+    r = run(srv.port, "--to", "a@example.org", "--do", "connect,ehlo,send,quit", body=MSG,
+            tmp_path=tmp_path)
+    assert r.rc == 0, r.out
+    assert srv.wait(10)
+    assert srv.errors == []
+    assert srv.messages == [MSG_STORED]
+    ends = [c for c in srv.chunks if c.endswith(b"\r\n.\r\n")]
+    assert ends and len(ends[0]) > len(b"\r\n.\r\n") and MSG_STORED[-20:] in ends[0], srv.chunks
+
+
 def test_without_pipelining_commands_go_one_by_one(scripted, tmp_path):
     srv = scripted([
         ("send", b"220 scripted ESMTP\r\n"),
