@@ -75,6 +75,16 @@ static const smtpc__transport_ops tcp_ops = {
     .destroy = tcp_destroy,
 };
 
+smtpc__transport *smtpc__tcp_wrap_fd(int fd)
+{
+    tcp_layer *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->base.ops = &tcp_ops;
+    l->base.inner = NULL;
+    l->base.fd = fd;
+    return &l->base;
+}
+
 /* "host:port", or "[v6]:port" when host contains a colon. */
 static void hostport(char *dst, size_t n, const char *host, uint16_t port)
 {
@@ -325,15 +335,12 @@ int smtpc__tcp_connect_ai(smtpc__transport **out, const char *hp, const struct a
         if (rc == SMTPC_ETIMEDOUT) tr[i].err = ETIMEDOUT;
     }
     if (winner != SIZE_MAX) {
-        tcp_layer *l = calloc(1, sizeof *l);
-        if (!l) {
+        smtpc__transport *t = smtpc__tcp_wrap_fd(tr[winner].fd);
+        if (!t) {
             close(tr[winner].fd);
             return smtpc__err(err, SMTPC_ENOMEM, "connect to %s: out of memory", hp);
         }
-        l->base.ops = &tcp_ops;
-        l->base.inner = NULL;
-        l->base.fd = tr[winner].fd;
-        *out = &l->base;
+        *out = t;
         return 0;
     }
     if (rc == SMTPC_ECANCELED) return smtpc__err(err, rc, "connect to %s: canceled", hp);

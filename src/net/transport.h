@@ -61,6 +61,11 @@ void smtpc__transport_free(smtpc__transport *t);
 int smtpc__wait_fd(int fd, int want, int64_t deadline_ms, int cancel_fd);
 
 /* ---- TCP ----------------------------------------------------------------- */
+/* The TCP layer over an already created non-blocking socket (connected or
+ * connecting); the layer owns fd from then on. NULL when out of memory (fd
+ * is then still the caller's). Used by both connectors. */
+smtpc__transport *smtpc__tcp_wrap_fd(int fd);
+
 typedef struct smtpc__tcp_opts {
     const char *bind_addr; /* local address to bind, or NULL */
     uint16_t bind_port;    /* 0 = any */
