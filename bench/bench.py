@@ -2,116 +2,83 @@
 """Throughput benchmark: smtpc against its peers, in the same run.
 
 Every client sends N messages of SIZE bytes (1 recipient) to Postfix's
-smtp-sink on loopback. The sink is pinned to CPU 0 and the clients to CPU 1
+smtp-sink on loopback (with --tls: through stunnel, implicit TLS, in front of
+it). The sink (and stunnel) are pinned to CPU 0, the clients to CPU 1
 (shared/PERF-NOTES.md: unpinned runs are bimodal). Clients run interleaved,
 RUNS times each; the table gives medians of msg/s, client CPU µs per message
-(user+sys of the client process, from wait4) and peak RSS, and the ratio of
-smtpc's msg/s to each peer's.
+(user+sys of the client process, from wait4), peak RSS and (with --tls) the
+TLS connections stunnel accepted (handshakes), then ratios.
 
-  bench/bench.py [--n 5000] [--size 10240] [--runs 3] [--clients a,b,...]
+  bench/bench.py [--n 5000] [--size 10240] [--runs 3] [--clients a,b,...] [--tls]
 
 Clients:
   smtpc-1        smtpc's bench driver, one connection, pipelining (build/bench_smtpc)
   smtpc-client-1 the same through the client API (smtpc_client_send_mem, one pooled connection)
-  smtp-source-1  Postfix's smtp-source -s 1 -d (one connection, no pipelining)
-  smtplib-1      Python smtplib re-using one connection
   bulk-1, bulk-8 smtpc_bulk (build/bench_bulk), 1 or 8 connections, pipelining
                  across messages (one round trip per message)
-  smtp-source-8, smtp-source-16   smtp-source -s 8 / -s 16 -d
+  smtp-source-1, -8, -16   Postfix's smtp-source -s 1/8/16 -d (no TLS)
+  smtplib-1      Python smtplib re-using one connection (SMTP_SSL with --tls)
+  smtplib-8      8 threads, each with its own smtplib connection, N/8 messages each
+  nodemailer-1, nodemailer-8   nodemailer's pool (pool: true, maxConnections 1 / 8,
+                 raw message, secure: true with --tls); needs bench/setup.sh
+
+Other scripts: bench/oneshot.py (one process per message), bench/big.py
+(one 100 MiB message), bench/instructions.py (callgrind instructions per message).
 """
 import argparse
-import os
-import resource
-import shutil
-import socket
-import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-BUILD = Path(os.environ.get("SMTPC_BUILD_DIR", ROOT / "build"))
+from benchlib import (BUILD, NODE_DIR, Certs, Sink, Tunnel, machine_state, median, need, need_node,
+                      run_measured)
 
 SMTPLIB_SCRIPT = r'''
-import smtplib, sys
-host, port, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-hdr = "From: a@example.org\r\nTo: b@example.org\r\nSubject: bench\r\n\r\n"
-line = "x" * 76 + "\r\n"
-body = (line * (size // len(line) + 1))[: max(0, size - len(hdr))]
-msg = (hdr + body).encode()
-s = smtplib.SMTP(host, port)
-s.ehlo("bench.example.org")
-for _ in range(n):
-    s.sendmail("a@example.org", ["b@example.org"], msg)
-s.quit()
+import smtplib, ssl, sys, threading
+host, port, n, size, k, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+sys.path.insert(0, sys.argv[7])
+from benchlib import message
+msg = message(size)
+def worker(count):
+    if ca:
+        s = smtplib.SMTP_SSL(host, port, context=ssl.create_default_context(cafile=ca))
+    else:
+        s = smtplib.SMTP(host, port)
+    s.ehlo("bench.example.org")
+    for _ in range(count):
+        s.sendmail("a@example.org", ["b@example.org"], msg)
+    s.quit()
+ts = [threading.Thread(target=worker, args=(n // k + (1 if i < n % k else 0),)) for i in range(k)]
+for t in ts: t.start()
+for t in ts: t.join()
 '''
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ALL = ["smtpc-1", "smtpc-client-1", "bulk-1", "bulk-8", "smtp-source-1", "smtp-source-8", "smtp-source-16",
+       "smtplib-1", "smtplib-8", "nodemailer-1", "nodemailer-8"]
+MINE = ("smtpc-1", "smtpc-client-1", "bulk-1", "bulk-8")
 
 
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
-
-
-class Sink:
-    def __init__(self, cpu="0", backlog=1000):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", cpu, "/usr/sbin/smtp-sink", "-u", "nobody",
-             f"127.0.0.1:{self.port}", str(backlog)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def client_cmd(name, port, n, size):
+def client_cmd(name, port, n, size, ca=None):
     host = "127.0.0.1"
+    tls = ["--tls", "--ca", ca] if ca else []
     if name == "smtpc-1":
-        return [str(BUILD / "bench_smtpc"), "--n", str(n), "--size", str(size), host, str(port)]
+        return [str(BUILD / "bench_smtpc"), *tls, "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtpc-client-1":
-        return [str(BUILD / "bench_smtpc"), "--client", "--n", str(n), "--size", str(size), host, str(port)]
-    if name == "smtp-source-1":
-        return ["/usr/sbin/smtp-source", "-s", "1", "-d", "-m", str(n), "-l", str(size),
-                "-f", "a@example.org", "-t", "b@example.org", f"{host}:{port}"]
+        return [str(BUILD / "bench_smtpc"), "--client", *tls, "--n", str(n), "--size", str(size), host, str(port)]
     if name.startswith("bulk-"):
-        return [str(BUILD / "bench_bulk"), "--n", str(n), "--size", str(size), "--conns",
+        return [str(BUILD / "bench_bulk"), *tls, "--n", str(n), "--size", str(size), "--conns",
                 name.split("-")[1], host, str(port)]
     if name.startswith("smtp-source-"):
+        if ca:
+            raise SystemExit("smtp-source has no TLS")
         return ["/usr/sbin/smtp-source", "-s", name.split("-")[2], "-d", "-m", str(n), "-l", str(size),
                 "-f", "a@example.org", "-t", "b@example.org", f"{host}:{port}"]
-    if name == "smtplib-1":
-        return ["/usr/bin/python3", "-c", SMTPLIB_SCRIPT, host, str(port), str(n), str(size)]
+    if name.startswith("smtplib-"):
+        return ["/usr/bin/python3", "-c", SMTPLIB_SCRIPT, host, str(port), str(n), str(size),
+                name.split("-")[1], ca or "", str(NODE_DIR.parent)]
+    if name.startswith("nodemailer-"):
+        need_node()
+        return ["node", str(NODE_DIR / "send.js"), host, str(port), str(n), str(size), name.split("-")[1],
+                *(["tls", ca] if ca else [])]
     raise SystemExit(f"unknown client {name}")
-
-
-def run_one(cmd, cpu="1"):
-    """Runs cmd pinned to cpu through bench_rusage; returns (wall s, cpu s, peak RSS MB)."""
-    p = subprocess.run(["taskset", "-c", cpu, str(BUILD / "bench_rusage"), *cmd],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=3600)
-    err = p.stderr.decode(errors="replace")
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {err[-500:]}")
-    line = [l for l in err.splitlines() if l.startswith("RUSAGE ")][-1].split()
-    return float(line[1]), float(line[2]), int(line[3]) / 1024.0
 
 
 def main():
@@ -120,49 +87,62 @@ def main():
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clients", default="smtpc-1,smtpc-client-1,smtp-source-1,smtplib-1")
+    ap.add_argument("--tls", action="store_true", help="implicit TLS through stunnel in front of the sink")
     ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
     a = ap.parse_args()
     clients = [c for c in a.clients.split(",") if c]
-    if any(c.startswith("smtpc") for c in clients) and not (BUILD / "bench_smtpc").exists():
-        raise SystemExit(f"{BUILD / 'bench_smtpc'} not built (make build)")
+    for c in clients:
+        if c not in ALL:
+            raise SystemExit(f"unknown client {c} (known: {', '.join(ALL)})")
+    need(BUILD / "bench_rusage", "make build")
+    if any(c.startswith(("smtpc", "bulk")) for c in clients):
+        need(BUILD / "bench_smtpc", "make build")
+    certs = Certs() if a.tls else None
+    state_before = machine_state()
     res = {c: [] for c in clients}
-    for r in range(a.runs):
-        for c in clients:  # interleaved: each run visits every client
-            sink = Sink()
-            try:
-                wall, cpu, rss = run_one(client_cmd(c, sink.port, a.n, a.size))
-            finally:
-                sink.stop()
-            res[c].append((a.n / wall, cpu * 1e6 / a.n, rss))
-            if not a.markdown:
-                print(f"run {r + 1} {c:14s} {a.n / wall:9.0f} msg/s {cpu * 1e6 / a.n:7.1f} µs/msg {rss:6.1f} MB",
-                      file=sys.stderr)
-    med = {c: tuple(statistics.median(x[i] for x in res[c]) for i in range(3)) for c in clients}
-    print(f"\n{a.n} messages of {a.size} bytes, 1 recipient, to smtp-sink; medians of {a.runs} runs "
-          f"(sink on CPU 0, client on CPU 1)\n")
-    print("| client | msg/s | client CPU µs/msg | peak RSS MB |")
-    print("|---|---:|---:|---:|")
+    try:
+        for r in range(a.runs):
+            for c in clients:  # interleaved: each run visits every client
+                sink = Sink()
+                tun = Tunnel(certs, sink.port) if certs else None
+                try:
+                    wall, cpu, rss, _ = run_measured(client_cmd(c, tun.port if tun else sink.port, a.n, a.size,
+                                                                certs.ca_file if certs else None))
+                    conns = tun.connections() - tun.base if tun else 0
+                finally:
+                    if tun:
+                        tun.stop()
+                    sink.stop()
+                res[c].append((a.n / wall, cpu * 1e6 / a.n, rss, conns))
+                if not a.markdown:
+                    print(f"run {r + 1} {c:14s} {a.n / wall:9.0f} msg/s {cpu * 1e6 / a.n:7.1f} µs/msg "
+                          f"{rss:6.1f} MB" + (f" {conns} TLS connections" if tun else ""), file=sys.stderr)
+    finally:
+        if certs:
+            certs.remove()
+    med = {c: tuple(median(x[i] for x in res[c]) for i in range(4)) for c in clients}
+    what = "through stunnel (implicit TLS) to smtp-sink" if a.tls else "to smtp-sink"
+    print(f"\n{a.n} messages of {a.size} bytes, 1 recipient, {what}; medians of {a.runs} interleaved runs "
+          f"(server side on CPU 0, client on CPU 1)\n\nbefore: {state_before}\nafter:  {machine_state()}\n")
+    if a.tls:
+        print("| client | msg/s | client CPU µs/msg | peak RSS MB | TLS handshakes (connections) |")
+        print("|---|---:|---:|---:|---:|")
+    else:
+        print("| client | msg/s | client CPU µs/msg | peak RSS MB |")
+        print("|---|---:|---:|---:|")
     for c in clients:
         m = med[c]
-        print(f"| {c} | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} |")
-    for mine in ("smtpc-1", "bulk-1", "bulk-8"):
+        print(f"| {c} | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} |" + (f" {m[3]:.0f} |" if a.tls else ""))
+    print("\nRatios (mine vs peer: msg/s ratio; peer's CPU per message / mine):")
+    for mine in MINE:
         if mine not in med:
             continue
         base = med[mine]
-        print()
         for c in clients:
-            if c in ("smtpc-1", "bulk-1", "bulk-8"):
+            if c in MINE:
                 continue
             print(f"- {mine} vs {c}: {base[0] / med[c][0]:.2f}x msg/s, "
-                  f"{med[c][1] / base[1]:.2f}x less CPU per message")
-    if "smtpc-client-1" in med:
-        cb = med["smtpc-client-1"]
-        print()
-        for c in clients:
-            if c.startswith("smtpc"):
-                continue
-            print(f"- smtpc-client-1 vs {c}: {cb[0] / med[c][0]:.2f}x msg/s, "
-                  f"{med[c][1] / cb[1]:.2f}x less CPU per message")
+                  f"{med[c][1] / base[1]:.2f}x less CPU per message (CPU ratio {base[1] / med[c][1]:.3f})")
 
 
 if __name__ == "__main__":

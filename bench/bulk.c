@@ -1,7 +1,9 @@
 /* bench_bulk: smtpc_bulk throughput and memory.
- *   bench_bulk [--n N] [--size B] [--conns K] [--tls] [--file PATH] HOST PORT
+ *   bench_bulk [--n N] [--size B] [--conns K] [--tls [--ca FILE]] [--file PATH] HOST PORT
  *       sends N copies of one SIZE-byte message (or the file PATH, streamed)
- *       over K connections; exit 1 unless every message is SENT.
+ *       over K connections; exit 1 unless every message is SENT. --tls:
+ *       implicit TLS, verified against FILE with --ca (else not verified).
+ *       Prints "CONNS opened" on stderr at the end.
  *   bench_bulk --idle K HOST PORT
  *       opens K connections, waits until all are idle after EHLO, prints
  *       "IDLE K rss_before_kib rss_after_kib per_conn_bytes", then QUITs. */
@@ -108,7 +110,7 @@ int main(int argc, char **argv)
     size_t size = 10240, idle = 0;
     unsigned conns = 1;
     bool tls = false;
-    const char *host = NULL, *port = NULL, *file = NULL;
+    const char *host = NULL, *port = NULL, *file = NULL, *ca = NULL;
     n_total = 1000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc) n_total = strtoul(argv[++i], NULL, 10);
@@ -117,11 +119,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--idle") && i + 1 < argc) idle = strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
         else if (!strcmp(argv[i], "--tls")) tls = true;
+        else if (!strcmp(argv[i], "--ca") && i + 1 < argc) ca = argv[++i];
         else if (!host) host = argv[i];
         else if (!port) port = argv[i];
     }
     if (!host || !port) {
-        fprintf(stderr, "usage: bench_bulk [--n N] [--size B] [--conns K] [--tls] [--file F] [--idle K] HOST PORT\n");
+        fprintf(stderr, "usage: bench_bulk [--n N] [--size B] [--conns K] [--tls [--ca F]] [--file F] [--idle K] HOST PORT\n");
         return 64;
     }
     struct rlimit rl;
@@ -149,9 +152,9 @@ int main(int argc, char **argv)
         }
     }
     smtpc_bulk *b;
-    if (smtpc_bulk_new(&b, host, (uint16_t)atoi(port))) return 70;
+    if (smtpc_bulk_new(&b, host, (uint16_t)strtoul(port, NULL, 10))) return 70;
     smtpc_bulk_set_result_cb(b, on_result, NULL);
-    if (tls) smtpc_bulk_set_tls(b, SMTPC_BULK_TLS_IMPLICIT, "localhost", NULL, true);
+    if (tls) smtpc_bulk_set_tls(b, SMTPC_BULK_TLS_IMPLICIT, "localhost", ca, ca == NULL);
     if (idle) {
         n_total = 0;
         smtpc_bulk_set_connections(b, (unsigned)idle);
@@ -187,6 +190,9 @@ int main(int argc, char **argv)
     smtpc_bulk_set_source(b, next_msg, NULL);
     smtpc_bulk_set_connections(b, conns);
     int rc = smtpc_bulk_run(b);
+    smtpc_bulk_stats st;
+    smtpc_bulk_get_stats(b, &st);
+    fprintf(stderr, "CONNS %llu\n", (unsigned long long)st.connections_opened);
     smtpc_bulk_free(b);
     free(msg);
     if (rc || n_sent != n_total) {

@@ -1,8 +1,10 @@
 /* Benchmark driver: N messages of SIZE bytes over ONE session (pipelined
  * MAIL/RCPT/DATA when the server offers PIPELINING). Used by bench/bench.py.
- *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] [--client] HOST PORT
+ *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] [--client] [--tls] [--ca FILE] HOST PORT
  * --client: through the client API (smtpc_client_send_mem on its pooled
- * connection, one connection for all messages) instead of the session. */
+ * connection, one connection for all messages) instead of the session.
+ * --tls: implicit TLS (SMTPS), verified against --ca FILE; without --ca
+ * the certificate is not verified. */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -15,10 +17,13 @@ int main(int argc, char **argv)
 {
     uint64_t n = 5000, size = 10240, nrcpt = 1;
     const char *host = NULL, *port = NULL;
-    int use_client = 0;
+    int use_client = 0, tls = 0;
+    const char *ca = NULL;
     for (int i = 1; i < argc; i++) {
         uint64_t *slot = NULL;
         if (!strcmp(argv[i], "--client")) { use_client = 1; continue; }
+        if (!strcmp(argv[i], "--tls")) { tls = 1; continue; }
+        if (!strcmp(argv[i], "--ca") && i + 1 < argc) { ca = argv[++i]; continue; }
         if (!strcmp(argv[i], "--n")) slot = &n;
         else if (!strcmp(argv[i], "--size")) slot = &size;
         else if (!strcmp(argv[i], "--rcpts")) slot = &nrcpt;
@@ -65,7 +70,9 @@ int main(int argc, char **argv)
         smtpc_client *c;
         if (smtpc_client_new(&c)) return 70;
         smtpc_client_set_host(c, host, (uint16_t)portnum);
-        smtpc_client_set_security(c, SMTPC_TLS_MODE_NONE);
+        smtpc_client_set_security(c, tls ? SMTPC_TLS_MODE_IMPLICIT : SMTPC_TLS_MODE_NONE);
+        if (tls && ca) smtpc_client_set_tls_ca_file(c, ca);
+        if (tls && !ca) smtpc_client_set_tls_verify(c, false);
         smtpc_client_set_ehlo_name(c, "bench.example.org");
         smtpc_pool_set_max_messages(smtpc_client_pool(c), 0); /* one connection for all */
         int rc = 0;
@@ -85,7 +92,9 @@ int main(int argc, char **argv)
     smtpc_session *s;
     if (smtpc_session_new(&s)) return 70;
     smtpc_session_set_ehlo_name(s, "bench.example.org");
-    smtpc_session_set_tls_mode(s, SMTPC_TLS_MODE_NONE);
+    smtpc_session_set_tls_mode(s, tls ? SMTPC_TLS_MODE_IMPLICIT : SMTPC_TLS_MODE_NONE);
+    if (tls && ca) smtpc_session_set_ca_file(s, ca);
+    if (tls && !ca) smtpc_session_set_insecure(s, true);
     int rc = smtpc_session_connect(s, host, (uint16_t)portnum);
     if (!rc) rc = smtpc_session_ehlo(s, NULL);
     for (uint64_t i = 0; !rc && i < n; i++) rc = smtpc_session_send_mem(s, &env, msg, len);
