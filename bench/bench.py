@@ -125,14 +125,27 @@ def main():
     print(f"\n{a.n} messages of {a.size} bytes, 1 recipient, {what}; medians of {a.runs} interleaved runs "
           f"(server side on CPU 0, client on CPU 1)\n\nbefore: {state_before}\nafter:  {machine_state()}\n")
     if a.tls:
-        print("| client | msg/s | client CPU µs/msg | peak RSS MB | TLS handshakes (connections) |")
-        print("|---|---:|---:|---:|---:|")
+        print("| client | msg/s | (min–max) | client CPU µs/msg | (min–max) | peak RSS MB | TLS handshakes (connections) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
     else:
-        print("| client | msg/s | client CPU µs/msg | peak RSS MB |")
-        print("|---|---:|---:|---:|")
+        print("| client | msg/s | (min–max) | client CPU µs/msg | (min–max) | peak RSS MB |")
+        print("|---|---:|---:|---:|---:|---:|")
     for c in clients:
         m = med[c]
-        print(f"| {c} | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} |" + (f" {m[3]:.0f} |" if a.tls else ""))
+        r0 = [x[0] for x in res[c]]
+        r1 = [x[1] for x in res[c]]
+        print(f"| {c} | {m[0]:,.0f} | {min(r0):,.0f}–{max(r0):,.0f} | {m[1]:.1f} | {min(r1):.1f}–{max(r1):.1f} "
+              f"| {m[2]:.1f} |" + (f" {m[3]:.0f} |" if a.tls else ""))
+    print("\nThe issue's targets:")
+    def target(text, a, b, i, goal):
+        if a in med and b in med:
+            print(f"- {text}: {med[a][i] / med[b][i]:.2f} ({goal})")
+    target("bulk-8 msg/s / smtp-source-16's (the sink's ceiling)", "bulk-8", "smtp-source-16", 0, "reach it: ~1")
+    target("bulk-8 client CPU per message / smtp-source-16's", "bulk-8", "smtp-source-16", 1, "target <= 0.5")
+    target("nodemailer-8 client CPU per message / bulk-8's", "nodemailer-8", "bulk-8", 1, "target >= 20")
+    target("smtplib-8 client CPU per message / bulk-8's", "smtplib-8", "bulk-8", 1, "no target")
+    target("bulk-1 msg/s / smtp-source-1's", "bulk-1", "smtp-source-1", 0, "target >= 2.5")
+    target("smtpc-client-1 msg/s / smtp-source-1's", "smtpc-client-1", "smtp-source-1", 0, "target >= 2")
     print("\nRatios (mine vs peer: msg/s ratio; peer's CPU per message / mine):")
     for mine in MINE:
         if mine not in med:

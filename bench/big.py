@@ -101,6 +101,7 @@ def main():
     for c in clients:
         m = med[c]
         print(f"| {c} | {m[0]:.0f} | {m[3]:.2f} | {m[1]:.2f} | {m[2]:.1f} |")
+    print("\nThe issue's targets: >= curl's MB/s, < 16 MiB peak RSS.")
     print("\nRatios (MB/s):")
     for mine in ("bulk", "smtpc-send"):
         if mine in med:
