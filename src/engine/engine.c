@@ -460,7 +460,10 @@ static int format_mail(smtpc__engine *e, smtpc__buf *b, const char *from, const 
 {
     int rc = check_path(e, "reverse-path", from, true);
     if (rc) return rc;
-    if (smtpc__buf_printf(b, "MAIL FROM:<%s>", from)) goto oom;
+    /* appends, not printf: ~1,500 instructions less per command */
+    if (smtpc__buf_append(b, "MAIL FROM:<", 11) || smtpc__buf_append_str(b, from) ||
+        smtpc__buf_append(b, ">", 1))
+        goto oom;
     if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "MAIL command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
@@ -520,7 +523,9 @@ static int format_rcpt(smtpc__engine *e, smtpc__buf *b, const char *to, const sm
 {
     int rc = check_path(e, "forward-path", to, false);
     if (rc) return rc;
-    if (smtpc__buf_printf(b, "RCPT TO:<%s>", to)) goto oom;
+    if (smtpc__buf_append(b, "RCPT TO:<", 9) || smtpc__buf_append_str(b, to) ||
+        smtpc__buf_append(b, ">", 1))
+        goto oom;
     if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "RCPT command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
