@@ -10,6 +10,8 @@
  *   outbox sent=.. deferred=.. failed=.. not_due=.. rc=SMTPC_X
  *   progress calls=N threads=T ok=0|1 why=...
  * --progress-sleep-us: the callback sleeps that long (widens any overlap).
+ * --cancel-after-ms N: cancels the first client N ms after the start
+ *   (smtpc_client_cancel_async from another thread).
  * --busy-client: first passes the first client twice (prints
  *   busy rc=SMTPC_X sent=N), then flushes as usual (without progress checks). */
 #include <smtpc/smtpc.h>
@@ -63,6 +65,19 @@ static void on_progress(void *ud, size_t done, size_t total, const smtpc_outbox_
     atomic_fetch_sub(&p->inside, 1);
 }
 
+typedef struct canceler {
+    smtpc_client *c;
+    uint64_t ms;
+} canceler;
+
+static void *cancel_main(void *ud)
+{
+    canceler *k = ud;
+    usleep((useconds_t)(k->ms * 1000));
+    smtpc_client_cancel_async(k->c);
+    return NULL;
+}
+
 static uint64_t num(const char *v)
 {
     uint64_t n;
@@ -76,7 +91,7 @@ static uint64_t num(const char *v)
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *dir = NULL;
-    uint64_t port = 0, k = 1, backoff = 60000;
+    uint64_t port = 0, k = 1, backoff = 60000, cancel_ms = 0;
     bool busy = false;
     prog p;
     memset(&p, 0, sizeof p);
@@ -90,6 +105,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--connections")) k = num(v), i++;
         else if (!strcmp(a, "--backoff-ms")) backoff = num(v), i++;
         else if (!strcmp(a, "--progress-sleep-us")) p.sleep_us = num(v), i++;
+        else if (!strcmp(a, "--cancel-after-ms")) cancel_ms = num(v), i++;
         else if (!strcmp(a, "--busy-client")) busy = true;
         else {
             fprintf(stderr, "drv_outbox: unknown option %s\n", a);
@@ -127,7 +143,11 @@ int main(int argc, char **argv)
         printf("busy rc=%s sent=%u\n", smtpc_err_name(brc), st.sent);
         smtpc_outbox_set_progress(ob, NULL, NULL);
     }
+    canceler cn = {c[0], cancel_ms};
+    pthread_t ct;
+    if (cancel_ms && pthread_create(&ct, NULL, cancel_main, &cn)) return 1;
     int rc = smtpc_outbox_flush_parallel(ob, c, (size_t)k, &st);
+    if (cancel_ms) pthread_join(ct, NULL);
     printf("outbox sent=%u deferred=%u failed=%u not_due=%u rc=%s\n", st.sent, st.deferred, st.failed, st.not_due,
            smtpc_err_name(rc));
     if (rc) fprintf(stderr, "drv_outbox: %s\n", smtpc_outbox_errmsg(ob));

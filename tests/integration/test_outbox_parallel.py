@@ -3,6 +3,7 @@
 connections at once (counted by the server), the outcomes of a sequential
 flush (451 deferred, flush again), one flush per spool across processes,
 kill -9 loses nothing, and the progress callback is serialised."""
+import asyncio
 import collections
 import json
 import os
@@ -21,11 +22,20 @@ from conftest import driver
 from servers.aiosmtpd_server import free_port
 
 
+class _SlowHandler(_CountingHandler):
+    async def handle_DATA(self, server, session, envelope):
+        if self.srv.data_delay:
+            await asyncio.sleep(self.srv.data_delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
 class ConcurrencyServer(CountingServer):
     """CountingServer that also counts the sessions open at once:
-    active (now) and max_active (the most seen)."""
+    active (now) and max_active (the most seen); data_delay (seconds)
+    before each end-of-data reply."""
 
-    def __init__(self, **kw):
+    def __init__(self, data_delay=0.0, **kw):
+        self.data_delay = data_delay
         super().__init__(**kw)
         self.controller.stop()
         self.port = free_port(self.host)
@@ -50,7 +60,7 @@ class ConcurrencyServer(CountingServer):
             def factory(self):
                 return _S(self.handler, hostname=self.hostname, enable_SMTPUTF8=True, decode_data=False)
 
-        self.controller = _C(_CountingHandler(self), hostname=self.host, port=self.port, ready_timeout=30)
+        self.controller = _C(_SlowHandler(self), hostname=self.host, port=self.port, ready_timeout=30)
         self.controller.start()
         # The controller's readiness probe is a session too: wait for it to end.
         deadline = time.monotonic() + 30
@@ -180,7 +190,7 @@ def test_two_flush_processes_at_once_each_message_once(smtpc_bin, tmp_path, conc
 
 
 def test_kill_9_during_parallel_flush_loses_nothing(smtpc_bin, tmp_path, conc):
-    n = 1000
+    n = 1500
     k = 8
     ob = queue(tmp_path, n)
     srv = conc()
@@ -191,7 +201,7 @@ def test_kill_9_during_parallel_flush_loses_nothing(smtpc_bin, tmp_path, conc):
             break
         proc = subprocess.Popen(flush_cmd(smtpc_bin, srv, ob, k), cwd=tmp_path, env=clean_env(tmp_path),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.02, 0.15))
+        time.sleep(rnd.uniform(0.01, 0.1))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -237,3 +247,24 @@ def test_same_client_twice_is_busy_and_sends_nothing(tmp_path, conc):
     st = kv(lines(p, "outbox")[0])
     assert st["rc"] == "SMTPC_OK" and st["sent"] == "3", st
     assert sorted(srv.msgids) == sorted(expected(3)) and queued(ob) == []
+
+
+def test_cancel_one_client_stops_the_flush(tmp_path, conc):
+    n = 200
+    ob = queue(tmp_path, n)
+    srv = conc(data_delay=0.05)
+    p = subprocess.run([driver("outbox"), "--port", str(srv.port), "--outbox", ob, "--connections", "4",
+                        "--cancel-after-ms", "400"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    st = kv(lines(p, "outbox")[0])
+    assert st["rc"] == "SMTPC_ECANCELED", st
+    left = queued(ob)
+    sent = int(st["sent"])
+    # Stopped early: the other workers finished the message they were on.
+    assert 0 < sent < n and sent + len(left) == n, (st, len(left))
+    # Nothing sent twice, nothing lost: only the canceled client's message
+    # may be on the server and still queued ("may have been delivered").
+    c = collections.Counter(srv.msgids)
+    assert max(c.values()) == 1
+    assert sent <= len(srv.msgids) <= sent + 1
+    assert set(c) | {mid for mid in expected(n)} == expected(n)
