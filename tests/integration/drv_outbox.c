@@ -10,6 +10,8 @@
  *   outbox sent=.. deferred=.. failed=.. not_due=.. rc=SMTPC_X
  *   progress calls=N threads=T ok=0|1 why=...
  * --progress-sleep-us: the callback sleeps that long (widens any overlap).
+ * --shared-pool: the clients share one smtpc_pool of K connections per
+ *   endpoint instead of each using its own.
  * --cancel-after-ms N: cancels the first client N ms after the start
  *   (smtpc_client_cancel_async from another thread).
  * --busy-client: first passes the first client twice (prints
@@ -92,7 +94,7 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *dir = NULL;
     uint64_t port = 0, k = 1, backoff = 60000, cancel_ms = 0;
-    bool busy = false;
+    bool busy = false, shared = false;
     prog p;
     memset(&p, 0, sizeof p);
     p.ok = true;
@@ -107,6 +109,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--progress-sleep-us")) p.sleep_us = num(v), i++;
         else if (!strcmp(a, "--cancel-after-ms")) cancel_ms = num(v), i++;
         else if (!strcmp(a, "--busy-client")) busy = true;
+        else if (!strcmp(a, "--shared-pool")) shared = true;
         else {
             fprintf(stderr, "drv_outbox: unknown option %s\n", a);
             return 2;
@@ -125,9 +128,11 @@ int main(int argc, char **argv)
     smtpc_outbox_set_backoff(ob, (int64_t)backoff, 2.0, 3600000, 0);
     smtpc_outbox_set_progress(ob, on_progress, &p);
     smtpc_client *c[64] = {NULL};
+    smtpc_pool *pool = NULL;
+    if (shared && (smtpc_pool_new(&pool) || smtpc_pool_set_max_per_endpoint(pool, (unsigned)k))) return 1;
     for (size_t i = 0; i < k; i++) {
         if (smtpc_client_new(&c[i]) || smtpc_client_set_host(c[i], host, (uint16_t)port) ||
-            smtpc_client_set_security(c[i], SMTPC_TLS_MODE_NONE)) {
+            smtpc_client_set_security(c[i], SMTPC_TLS_MODE_NONE) || (pool && smtpc_client_set_pool(c[i], pool))) {
             fprintf(stderr, "drv_outbox: client setup\n");
             return 1;
         }
@@ -161,6 +166,7 @@ int main(int argc, char **argv)
     }
     printf("progress calls=%zu threads=%zu ok=%d why=%s\n", p.calls, p.nthreads, p.ok ? 1 : 0, p.why);
     for (size_t i = 0; i < k; i++) smtpc_client_free(c[i]);
+    smtpc_pool_free(pool);
     smtpc_outbox_free(ob);
     return 0;
 }

@@ -268,3 +268,17 @@ def test_cancel_one_client_stops_the_flush(tmp_path, conc):
     assert max(c.values()) == 1
     assert sent <= len(srv.msgids) <= sent + 1
     assert set(c) | {mid for mid in expected(n)} == expected(n)
+
+
+def test_clients_sharing_one_pool(tmp_path, conc):
+    n = 400
+    ob = queue(tmp_path, n)
+    srv = conc()
+    p = subprocess.run([driver("outbox"), "--port", str(srv.port), "--outbox", ob, "--connections", "4",
+                        "--shared-pool"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    st = kv(lines(p, "outbox")[0])
+    assert st["rc"] == "SMTPC_OK" and st["sent"] == str(n), st
+    c = collections.Counter(srv.msgids)
+    assert set(c) == expected(n) and max(c.values()) == 1
+    assert 1 < srv.max_active <= 4
