@@ -282,3 +282,28 @@ def test_clients_sharing_one_pool(tmp_path, conc):
     c = collections.Counter(srv.msgids)
     assert set(c) == expected(n) and max(c.values()) == 1
     assert 1 < srv.max_active <= 4
+
+
+def test_451_every_third_over_4_connections_library(tmp_path, conc):
+    # test_outbox.py's scenario (backoff 0: due again at once) through
+    # smtpc_outbox_flush_parallel with 4 clients.
+    n = 1000
+    ob = queue(tmp_path, n)
+    srv = conc(tempfail_data=lambda i, mid: i % 3 == 0)
+
+    def flush():
+        p = subprocess.run([driver("outbox"), "--port", str(srv.port), "--outbox", ob, "--connections", "4",
+                            "--backoff-ms", "0"], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        assert kv(lines(p, "progress")[0])["ok"] == "1"
+        return kv(lines(p, "outbox")[0])
+
+    st = flush()
+    assert st["rc"] == "SMTPC_OK"
+    assert (int(st["sent"]), int(st["deferred"])) == (667, 333), st
+    st = flush()
+    assert (int(st["sent"]), int(st["deferred"])) == (333, 0), st
+    c = collections.Counter(srv.msgids)
+    assert set(c) == expected(n) and max(c.values()) == 1
+    assert queued(ob) == []
+    assert 1 < srv.max_active <= 4
