@@ -37,6 +37,7 @@ const cli_opt_def cli_opt_table[] = {
     {"--message", O_MESSAGE, OK_VALUE, S, NULL, "FILE", "send FILE (a complete message) as is (- = stdin)"},
     {"--dump", O_DUMP, OK_FLAG, S, NULL, NULL, "print the message instead of sending it"},
     {"--count", O_COUNT, OK_VALUE, S, NULL, "N", "send the message N times"},
+    {"--connections", O_CONNECTIONS, OK_VALUE, Q, NULL, "K", "queue flush: send over K connections at once (default 1)"},
     /* envelope extensions */
     {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
     {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},

@@ -63,3 +63,24 @@ def test_usage(smtpc_bin, tmp_path):
     assert smtpc(smtpc_bin, tmp_path, "queue", "drop", "--outbox", "ob").returncode == 64
     r = smtpc(smtpc_bin, tmp_path, "queue", "list")
     assert r.returncode == 64 and "--outbox" in r.stderr
+
+
+def test_connections_option(smtpc_bin, tmp_path, counting):
+    r = smtpc(smtpc_bin, tmp_path, "queue", "--help")
+    assert r.returncode == 0 and "--connections K" in r.stdout
+    for bad in ("0", "101", "x", "-1"):
+        r = smtpc(smtpc_bin, tmp_path, "queue", "flush", "--outbox", "ob", "--server", "127.0.0.1:1",
+                  "--tls", "none", "--connections", bad)
+        assert r.returncode == 64 and "--connections" in r.stderr, (bad, r.stderr)
+    # only flush takes it
+    assert smtpc(smtpc_bin, tmp_path, "queue", "list", "--outbox", "ob", "--connections", "2").returncode == 64
+    r = smtpc(smtpc_bin, tmp_path, "send", "--from", "a@example.org", "--to", "b@example.org", "--text", "x",
+              "--outbox", "ob", "--count", "20")
+    assert r.returncode == 0, r.stderr
+    srv = counting()
+    r = smtpc(smtpc_bin, tmp_path, "queue", "flush", "--outbox", "ob", "--server", f"127.0.0.1:{srv.port}",
+              "--tls", "none", "--connections", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"ok": True, "sent": 20, "deferred": 0, "failed": 0, "not_due": 0}
+    assert len(set(srv.msgids)) == 20 == len(srv.msgids)
+    assert 1 <= srv.connections <= 3
