@@ -205,6 +205,17 @@ SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, 
  * reports the refused ones; true fails the whole send (RSET) when any
  * recipient is refused. */
 SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict);
+/* What a send does with DSN parameters (smtpc_send_params) when the
+ * server does not offer DSN (RFC 3461). */
+typedef enum smtpc_dsn_policy {
+    SMTPC_DSN_IGNORE = 0, /* send without them (default) */
+    SMTPC_DSN_REQUIRE = 1 /* fail with SMTPC_EUNSUPPORTED before MAIL: nothing sent */
+} smtpc_dsn_policy;
+SMTPC_API int smtpc_client_set_dsn_policy(smtpc_client *c, smtpc_dsn_policy policy);
+/* BDAT (CHUNKING, RFC 3030) instead of DATA when the server offers
+ * CHUNKING; DATA when it does not. Default false, the session's default
+ * (smtpc_envelope.use_bdat). */
+SMTPC_API int smtpc_client_set_use_bdat(smtpc_client *c, bool use);
 /* Copies *policy (NULL = no retries). SMTPC_EINVAL for attempts 0, a factor
  * below 1 or negative delays. */
 SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *policy);
@@ -244,6 +255,38 @@ SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const cha
                                     size_t nrcpts, const void *data, size_t len,
                                     smtpc_result **result);
 
+/* Per-send parameters: DSN (RFC 3461). Passed on MAIL and RCPT when the
+ * server offers DSN; otherwise per smtpc_client_set_dsn_policy (default:
+ * left out). Pickup and outbox delivery do not keep them. Strings and the
+ * array are borrowed for the send (for send_async: until the callback). */
+typedef struct smtpc_send_params {
+    const char *dsn_ret;          /* RET: "FULL" or "HDRS"; NULL = omit */
+    const char *dsn_envid;        /* ENVID (printable ASCII, <= 100); NULL = omit */
+    const char *dsn_notify;       /* NOTIFY for every recipient without its own:
+                                     "NEVER" or a list of SUCCESS,FAILURE,DELAY; NULL = omit */
+    const smtpc_rcpt_opts *rcpt;  /* NULL, or one entry per envelope recipient in
+                                     envelope order (smtpc_message_rcpt for a message):
+                                     its dsn_notify (NULL = dsn_notify) and dsn_orcpt */
+    size_t nrcpt;                 /* entries in rcpt: the recipient count */
+} smtpc_send_params;
+
+/* smtpc_client_send, smtpc_client_send_mem, smtpc_client_send_envelope and
+ * smtpc_client_send_async with parameters (NULL = none). Also SMTPC_EINVAL
+ * (nothing sent) for a RET other than FULL/HDRS, a malformed NOTIFY, or
+ * rcpt with nrcpt not the recipient count; SMTPC_EUNSUPPORTED under
+ * SMTPC_DSN_REQUIRE when the server does not offer DSN. */
+SMTPC_API int smtpc_client_send_with(smtpc_client *c, smtpc_message *m,
+                                     const smtpc_send_params *params, smtpc_result **result);
+SMTPC_API int smtpc_client_send_mem_with(smtpc_client *c, const char *from,
+                                         const char *const *rcpts, size_t nrcpts,
+                                         const void *data, size_t len,
+                                         const smtpc_send_params *params, smtpc_result **result);
+SMTPC_API int smtpc_client_send_envelope_with(smtpc_client *c, const char *from,
+                                              const char *const *rcpts, size_t nrcpts,
+                                              smtpc_read_cb cb, void *userdata,
+                                              const smtpc_send_params *params,
+                                              smtpc_result **result);
+
 /* Called exactly once per accepted send_async: status 0, an error, or
  * SMTPC_ECANCELED. result is borrowed for the call. The client is idle
  * again when the callback runs: it may start the next send_async. */
@@ -254,6 +297,9 @@ typedef void (*smtpc_send_cb)(void *userdata, int status, const smtpc_result *re
  * until the callback. */
 SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb,
                                       void *userdata);
+SMTPC_API int smtpc_client_send_async_with(smtpc_client *c, smtpc_message *m,
+                                           const smtpc_send_params *params, smtpc_send_cb cb,
+                                           void *userdata);
 /* Cancels the send in progress (async or a sync send on another thread):
  * it ends within ~100 ms with SMTPC_ECANCELED (or its outcome if already
  * decided; SMTPC_EUNKNOWN when the final dot was already sent and the

@@ -205,6 +205,8 @@ struct smtpc_client {
     smtpc_delivery delivery;
     char *dir;
     bool strict;
+    smtpc_dsn_policy dsn_policy;
+    bool use_bdat;
     smtpc_retry_policy retry;
     smtpc_pool *own_pool;
     smtpc_pool *pool;
@@ -217,6 +219,7 @@ struct smtpc_client {
     bool stop;
     bool job;
     smtpc_message *job_m;
+    const smtpc_send_params *job_params;
     smtpc_send_cb job_cb;
     void *job_ud;
 };
@@ -463,6 +466,22 @@ SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict)
 {
     SETTER_PROLOGUE(c);
     c->strict = strict;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_dsn_policy(smtpc_client *c, smtpc_dsn_policy policy)
+{
+    SETTER_PROLOGUE(c);
+    if (policy != SMTPC_DSN_IGNORE && policy != SMTPC_DSN_REQUIRE)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "bad DSN policy");
+    c->dsn_policy = policy;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_use_bdat(smtpc_client *c, bool use)
+{
+    SETTER_PROLOGUE(c);
+    c->use_bdat = use;
     return 0;
 }
 
@@ -757,6 +776,69 @@ static bool stale_failure(int rc, smtpc_session *s, bool body_started)
     return rc == SMTPC_EPROTO && !body_started && !smtpc_session_is_connected(s);
 }
 
+/* ---- DSN (RFC 3461) ---- */
+
+static bool want_dsn(const smtpc_send_params *p)
+{
+    if (!p) return false;
+    if (p->dsn_ret || p->dsn_envid || p->dsn_notify) return true;
+    for (size_t i = 0; p->rcpt && i < p->nrcpt; i++)
+        if (p->rcpt[i].dsn_notify || p->rcpt[i].dsn_orcpt) return true;
+    return false;
+}
+
+static bool notify_ok(const char *n)
+{
+    if (!smtpc__strcasecmp(n, "NEVER")) return true;
+    for (const char *p = n;;) {
+        size_t l = strcspn(p, ",");
+        if (!((l == 7 && !smtpc__strncasecmp(p, "SUCCESS", 7)) ||
+              (l == 7 && !smtpc__strncasecmp(p, "FAILURE", 7)) ||
+              (l == 5 && !smtpc__strncasecmp(p, "DELAY", 5))))
+            return false;
+        if (!p[l]) return true;
+        p += l + 1;
+    }
+}
+
+/* Checked before anything is sent: with the ignore policy a server without
+ * DSN would otherwise hide a caller's mistake. */
+static int check_params(smtpc_client *c, const smtpc_send_params *p, size_t nrcpts)
+{
+    if (!p) return 0;
+    if (p->dsn_ret && smtpc__strcasecmp(p->dsn_ret, "FULL") && smtpc__strcasecmp(p->dsn_ret, "HDRS"))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "DSN RET must be FULL or HDRS");
+    if (p->rcpt && p->nrcpt != nrcpts)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "DSN: %zu recipient entries for %zu recipients",
+                          p->nrcpt, nrcpts);
+    if (p->dsn_notify && !notify_ok(p->dsn_notify))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "DSN NOTIFY must be NEVER or a list of SUCCESS,FAILURE,DELAY");
+    for (size_t i = 0; p->rcpt && i < p->nrcpt; i++)
+        if (p->rcpt[i].dsn_notify && !notify_ok(p->rcpt[i].dsn_notify))
+            return smtpc__err(&c->err, SMTPC_EINVAL,
+                              "DSN NOTIFY of recipient %zu must be NEVER or a list of SUCCESS,FAILURE,DELAY", i);
+    return 0;
+}
+
+/* The MAIL and RCPT parameters for the recipients of b (*ro: malloc'ed, one
+ * per recipient). */
+static int dsn_apply(smtpc_client *c, const smtpc__body *b, smtpc_mail_opts *mo, smtpc_rcpt_opts **ro)
+{
+    const smtpc_send_params *p = b->params;
+    mo->dsn_ret = p->dsn_ret;
+    mo->dsn_envid = p->dsn_envid;
+    smtpc_rcpt_opts *r = calloc(b->nrcpts, sizeof *r);
+    if (!r) return smtpc__err(&c->err, SMTPC_ENOMEM, "out of memory");
+    for (size_t j = 0; j < b->nrcpts; j++) {
+        size_t i = j;
+        const smtpc_rcpt_opts *o = p->rcpt && i < p->nrcpt ? &p->rcpt[i] : NULL;
+        r[j].dsn_notify = o && o->dsn_notify ? o->dsn_notify : p->dsn_notify;
+        r[j].dsn_orcpt = o ? o->dsn_orcpt : NULL;
+    }
+    *ro = r;
+    return 0;
+}
+
 /* One attempt: a connection from the pool (re-used or new), one
  * transaction. *body_touched tells whether the body was read. */
 static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, smtpc_result *res,
@@ -836,16 +918,31 @@ again:;
         if (has_size) mo.size = b->len;
         mo.body_8bitmime = ext8 && has_8bit(b->mem, b->len);
     }
+    smtpc_rcpt_opts *ro = NULL;
+    if (want_dsn(b->params)) {
+        if (smtpc_session_has_ext(s, "DSN")) {
+            rc = dsn_apply(c, b, &mo, &ro);
+            if (rc) goto done_nosend;
+        } else if (c->dsn_policy == SMTPC_DSN_REQUIRE) {
+            rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                            "DSN (NOTIFY, RET, ENVID or ORCPT) was asked for and the server does "
+                            "not offer DSN; nothing was sent (DSN policy: require)");
+            goto done_nosend;
+        }
+    }
     smtpc_envelope env;
     memset(&env, 0, sizeof env);
     env.from = b->from;
     env.rcpts = b->rcpts;
     env.nrcpts = b->nrcpts;
     env.mail = &mo;
+    env.rcpt = ro;
     env.all_or_nothing = c->strict;
+    env.use_bdat = c->use_bdat && smtpc_session_has_ext(s, "CHUNKING");
     int64_t t0 = smtpc__now_us();
     rc = smtpc_session_send(s, &env, body_read, &run);
     res->t_xfer = smtpc__now_us() - t0;
+    free(ro);
     smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
     take_results(c, s, res, rc);
@@ -1024,7 +1121,8 @@ static int message_envelope(smtpc_client *c, smtpc_message *m, smtpc__body *b, c
     return 0;
 }
 
-SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result **result)
+SMTPC_API int smtpc_client_send_with(smtpc_client *c, smtpc_message *m, const smtpc_send_params *params,
+                                     smtpc_result **result)
 {
     if (result) *result = NULL;
     if (!c || !m) return SMTPC_EINVAL;
@@ -1033,10 +1131,17 @@ SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result 
     smtpc__body b;
     const char **rcpts = NULL;
     rc = message_envelope(c, m, &b, &rcpts);
+    if (!rc) rc = check_params(c, params, b.nrcpts);
+    b.params = params;
     if (!rc) rc = deliver(c, &b, result);
     free(rcpts);
     smtpc__client_leave(c);
     return rc;
+}
+
+SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result **result)
+{
+    return smtpc_client_send_with(c, m, NULL, result);
 }
 
 static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts, size_t n,
@@ -1047,7 +1152,9 @@ static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts,
     if (!from || !rcpts || n == 0) return smtpc__err(&c->err, SMTPC_EINVAL, "no sender or recipient");
     for (size_t i = 0; i < n; i++)
         if (!rcpts[i] || !*rcpts[i]) return smtpc__err(&c->err, SMTPC_EINVAL, "empty recipient");
-    int rc = smtpc__client_enter(c);
+    int rc = check_params(c, b->params, n);
+    if (rc) return rc;
+    rc = smtpc__client_enter(c);
     if (rc) return rc;
     b->from = from;
     b->rcpts = rcpts;
@@ -1057,27 +1164,43 @@ static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts,
     return rc;
 }
 
-SMTPC_API int smtpc_client_send_envelope(smtpc_client *c, const char *from, const char *const *rcpts,
-                                         size_t nrcpts, smtpc_read_cb cb, void *userdata,
-                                         smtpc_result **result)
+SMTPC_API int smtpc_client_send_envelope_with(smtpc_client *c, const char *from, const char *const *rcpts,
+                                              size_t nrcpts, smtpc_read_cb cb, void *userdata,
+                                              const smtpc_send_params *params, smtpc_result **result)
 {
     if (!cb) return SMTPC_EINVAL;
     smtpc__body b;
     memset(&b, 0, sizeof b);
     b.cb = cb;
     b.ud = userdata;
+    b.params = params;
     return send_raw(c, from, rcpts, nrcpts, &b, result);
 }
 
-SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const char *const *rcpts,
-                                    size_t nrcpts, const void *data, size_t len, smtpc_result **result)
+SMTPC_API int smtpc_client_send_envelope(smtpc_client *c, const char *from, const char *const *rcpts,
+                                         size_t nrcpts, smtpc_read_cb cb, void *userdata,
+                                         smtpc_result **result)
+{
+    return smtpc_client_send_envelope_with(c, from, rcpts, nrcpts, cb, userdata, NULL, result);
+}
+
+SMTPC_API int smtpc_client_send_mem_with(smtpc_client *c, const char *from, const char *const *rcpts,
+                                         size_t nrcpts, const void *data, size_t len,
+                                         const smtpc_send_params *params, smtpc_result **result)
 {
     if (!data && len) return SMTPC_EINVAL;
     smtpc__body b;
     memset(&b, 0, sizeof b);
     b.mem = data ? data : "";
     b.len = len;
+    b.params = params;
     return send_raw(c, from, rcpts, nrcpts, &b, result);
+}
+
+SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const char *const *rcpts,
+                                    size_t nrcpts, const void *data, size_t len, smtpc_result **result)
+{
+    return smtpc_client_send_mem_with(c, from, rcpts, nrcpts, data, len, NULL, result);
 }
 
 /* ---- async ---- */
@@ -1090,6 +1213,7 @@ static void *worker(void *arg)
         while (!c->job && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
         if (!c->job) break; /* stop with nothing queued */
         smtpc_message *m = c->job_m;
+        const smtpc_send_params *params = c->job_params;
         smtpc_send_cb cb = c->job_cb;
         void *ud = c->job_ud;
         c->job = false;
@@ -1099,6 +1223,8 @@ static void *worker(void *arg)
         const char **rcpts = NULL;
         smtpc_result *res = NULL;
         int rc = message_envelope(c, m, &b, &rcpts);
+        if (!rc) rc = check_params(c, params, b.nrcpts);
+        b.params = params;
         if (!rc) rc = deliver(c, &b, &res);
         free(rcpts);
         if (!res) {
@@ -1119,6 +1245,12 @@ static void *worker(void *arg)
 
 SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb, void *userdata)
 {
+    return smtpc_client_send_async_with(c, m, NULL, cb, userdata);
+}
+
+SMTPC_API int smtpc_client_send_async_with(smtpc_client *c, smtpc_message *m, const smtpc_send_params *params,
+                                           smtpc_send_cb cb, void *userdata)
+{
     if (!c || !m || !cb) return SMTPC_EINVAL;
     int rc = smtpc__client_enter(c);
     if (rc) return rc;
@@ -1133,6 +1265,7 @@ SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_s
     }
     c->job = true;
     c->job_m = m;
+    c->job_params = params;
     c->job_cb = cb;
     c->job_ud = userdata;
     pthread_cond_broadcast(&c->cv);

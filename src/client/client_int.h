@@ -44,6 +44,7 @@ typedef struct smtpc__body {
     smtpc_read_cb cb;
     void *ud;
     int (*rewind)(void *ud);
+    const smtpc_send_params *params; /* NULL = none */
 } smtpc__body;
 
 /* The network send with the client's settings and pool; retries per the

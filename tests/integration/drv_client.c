@@ -30,7 +30,11 @@
  *     name: alternate sends between them)
  *   --body-bytes N (a text body of N bytes)
  *   --tls MODE (default none) --user U --password P --ca-file PEM
- *   --proxy URL (smtpc_client_set_proxy) */
+ *   --proxy URL (smtpc_client_set_proxy)
+ *   DSN and CHUNKING (sends go through the *_with functions):
+ *   --dsn-ret FULL|HDRS --dsn-envid ID --dsn-notify LIST (every recipient)
+ *   --rcpt-notify J=LIST --rcpt-orcpt J=ADDR (recipient J, 0-based)
+ *   --dsn-require (SMTPC_DSN_REQUIRE) --bdat (smtpc_client_set_use_bdat) */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -54,6 +58,9 @@ static smtpc_retry_policy g_retry = {1, 0, 1.0, 0};
 static smtpc_tls_mode g_tls = SMTPC_TLS_MODE_NONE;
 static const char *g_user, *g_pass, *g_cafile, *g_proxy;
 static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
+static smtpc_send_params g_params;
+static smtpc_rcpt_opts g_ropts[64];
+static bool g_use_params, g_dsn_require, g_bdat;
 
 static void die(const char *what)
 {
@@ -131,6 +138,8 @@ static smtpc_client *make_client(smtpc_pool *pool)
     if (g_proxy && smtpc_client_set_proxy(c, g_proxy)) die("set_proxy");
     smtpc_client_set_ehlo_name(c, "drv.example");
     if (smtpc_client_set_retry(c, &g_retry)) die("bad --retry");
+    if (g_dsn_require && smtpc_client_set_dsn_policy(c, SMTPC_DSN_REQUIRE)) die("set_dsn_policy");
+    if (g_bdat && smtpc_client_set_use_bdat(c, true)) die("set_use_bdat");
     smtpc_client_set_strict_recipients(c, g_strict);
     if (g_timeout_ms) {
         smtpc_client_set_command_timeout_ms(c, (int64_t)g_timeout_ms);
@@ -214,7 +223,8 @@ static int run_single(void)
         if (g_async) {
             g_calls = 0;
             g_t0 = smtpc__now_ms();
-            int rc = smtpc_client_send_async(c, m, on_done, (void *)(uintptr_t)i);
+            int rc = smtpc_client_send_async_with(c, m, g_use_params ? &g_params : NULL, on_done,
+                                                  (void *)(uintptr_t)i);
             if (rc) {
                 printf("send %llu rc=%s (async start)\n", (unsigned long long)i, smtpc_err_name(rc));
                 failures++;
@@ -241,13 +251,14 @@ static int run_single(void)
         } else {
             smtpc_result *r = NULL;
             int rc;
+            const smtpc_send_params *sp = g_use_params ? &g_params : NULL;
             if (g_raw_cb) {
                 cb_src src = {raw, sizeof raw - 1};
-                rc = smtpc_client_send_envelope(c, "a@example.org", g_to, g_nto, cb_read, &src, &r);
+                rc = smtpc_client_send_envelope_with(c, "a@example.org", g_to, g_nto, cb_read, &src, sp, &r);
             } else if (g_raw) {
-                rc = smtpc_client_send_mem(c, "a@example.org", g_to, g_nto, raw, sizeof raw - 1, &r);
+                rc = smtpc_client_send_mem_with(c, "a@example.org", g_to, g_nto, raw, sizeof raw - 1, sp, &r);
             } else {
-                rc = smtpc_client_send(c, m, &r);
+                rc = smtpc_client_send_with(c, m, sp, &r);
             }
             print_result(i, rc, r);
             smtpc_result_free(r);
@@ -398,6 +409,25 @@ int main(int argc, char **argv)
             g_retry.backoff_factor = f;
             g_retry.max_delay_ms = mx;
         }
+        else if (ARG("--dsn-ret")) { g_params.dsn_ret = v; g_use_params = true; }
+        else if (ARG("--dsn-envid")) { g_params.dsn_envid = v; g_use_params = true; }
+        else if (ARG("--dsn-notify")) { g_params.dsn_notify = v; g_use_params = true; }
+        else if (ARG("--rcpt-notify") || ARG("--rcpt-orcpt")) {
+            const char *eq = strchr(v, '=');
+            if (!eq) die("--rcpt-notify/--rcpt-orcpt J=VALUE");
+            char ix[16];
+            size_t l = (size_t)(eq - v) < sizeof ix - 1 ? (size_t)(eq - v) : sizeof ix - 1;
+            memcpy(ix, v, l);
+            ix[l] = '\0';
+            uint64_t j = num(ix);
+            if (j >= 64) die("recipient index");
+            if (!strcmp(a, "--rcpt-notify")) g_ropts[j].dsn_notify = eq + 1;
+            else g_ropts[j].dsn_orcpt = eq + 1;
+            g_params.rcpt = g_ropts;
+            g_use_params = true;
+        }
+        else if (!strcmp(a, "--dsn-require")) g_dsn_require = true;
+        else if (!strcmp(a, "--bdat")) g_bdat = true;
         else if (!strcmp(a, "--strict")) g_strict = true;
         else if (!strcmp(a, "--async")) g_async = true;
         else if (!strcmp(a, "--busy-check")) g_busy = true;
@@ -410,6 +440,7 @@ int main(int argc, char **argv)
 #undef ARG
     }
     if (g_nto == 0) g_to[g_nto++] = "b@example.org";
+    if (g_params.rcpt) g_params.nrcpt = g_nto;
     if (g_outbox) return run_outbox();
     if (g_threads) return run_threads();
     if (g_ehlo2) return run_two_identities();
