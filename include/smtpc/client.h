@@ -96,6 +96,10 @@ SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r);
 /* Attempts made under the retry policy (1 = no retry), and whether the
  * successful (last) attempt used a re-used pooled connection. */
 SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r);
+/* The transactions recipient i was offered in: 1 without retries; each
+ * retry of a recipient that got 4xx counts (0 when no transaction
+ * started, e.g. the connection failed). */
+SMTPC_API unsigned smtpc_result_rcpt_attempts(const smtpc_result *r, size_t i);
 SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r);
 
 /* Extracts a queue id from a reply text into out (NUL-terminated, truncated);
@@ -141,7 +145,13 @@ typedef enum smtpc_delivery {
 
 /* Retries of transient failures (4xx, network, timeout) that happened
  * before the final dot. 5xx and SMTPC_EUNKNOWN are never retried. The
- * delay before retry k (1-based) is min(initial * factor^(k-1), max). */
+ * delay before retry k (1-based) is min(initial * factor^(k-1), max).
+ * Per recipient: when the message was delivered to some recipients and
+ * others got 4xx to RCPT, a retry is a new transaction with only those
+ * (never the ones that got 2xx, never the ones that got 5xx); the send's
+ * status stays 0 and each recipient's final outcome is in the result. A
+ * body from a read callback without a way to read it again cannot be
+ * retried: the 4xx is then the final outcome. */
 typedef struct smtpc_retry_policy {
     unsigned attempts;        /* total attempts, 1 = no retry (default) */
     int64_t initial_delay_ms; /* default 1000 */

@@ -27,6 +27,9 @@ typedef struct rcpt_res {
     int code;
     char enh[16];
     char *text;
+    unsigned attempts; /* transactions it was offered in */
+    bool final;        /* delivered, refused with 5xx or unknown: never offered again */
+    bool delivered;
 } rcpt_res;
 
 struct smtpc_result {
@@ -102,6 +105,10 @@ SMTPC_API int64_t smtpc_result_auth_us(const smtpc_result *r) { return r ? r->t_
 SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r) { return r ? r->t_xfer : 0; }
 SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r) { return r ? r->attempts : 0; }
 SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r) { return r && r->reused; }
+SMTPC_API unsigned smtpc_result_rcpt_attempts(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt ? r->r[i].attempts : 0;
+}
 
 /* ---- queue ids ---- */
 
@@ -740,17 +747,37 @@ static bool has_8bit(const void *p, size_t n)
     return false;
 }
 
-static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, int rc)
+/* Recipient j of the transaction is res->r[idx ? idx[j] : j]. A recipient
+ * without a RCPT reply this time keeps the reply of its previous attempt.
+ * Once the message was delivered to some recipients, only a successful
+ * retry replaces the final reply and the queue id. */
+static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, int rc, const size_t *idx)
 {
+    bool delivered = false;
+    for (size_t i = 0; i < res->nrcpt; i++) delivered |= res->r[i].delivered;
     size_t n = smtpc_session_rcpt_count(s);
-    for (size_t i = 0; i < n && i < res->nrcpt; i++) {
-        int st = smtpc_session_rcpt_status(s, i);
-        const smtpc_reply *r = smtpc_session_rcpt_reply(s, i);
-        res->r[i].accepted = st == 0 && rc != SMTPC_EUNKNOWN ? true : st == 0;
-        res->r[i].code = smtpc_reply_code(r);
-        smtpc__strlcpy(res->r[i].enh, r ? smtpc_reply_enhanced(r) : "", sizeof res->r[i].enh);
-        free(res->r[i].text);
-        res->r[i].text = r ? smtpc__strdup(smtpc_reply_text(r)) : NULL;
+    for (size_t j = 0; j < n; j++) {
+        size_t i = idx ? idx[j] : j;
+        if (i >= res->nrcpt) continue;
+        rcpt_res *rr = &res->r[i];
+        int st = smtpc_session_rcpt_status(s, j);
+        const smtpc_reply *r = smtpc_session_rcpt_reply(s, j);
+        rr->attempts++;
+        if (r) {
+            rr->accepted = st == 0;
+            rr->code = smtpc_reply_code(r);
+            smtpc__strlcpy(rr->enh, smtpc_reply_enhanced(r), sizeof rr->enh);
+            free(rr->text);
+            rr->text = smtpc__strdup(smtpc_reply_text(r));
+        }
+        /* Only a 4xx to RCPT, or a transaction that failed transiently
+         * as a whole, leaves a recipient to retry. */
+        if (st == SMTPC_EPERMFAIL || rc == SMTPC_EUNKNOWN || rc == SMTPC_ECANCELED) rr->final = true;
+        else if (rc == 0 && st == 0) rr->final = rr->delivered = true;
+    }
+    if (delivered && rc != 0) {
+        smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(s));
+        return;
     }
     const smtpc_reply *r = smtpc_session_reply(s);
     res->code = smtpc_reply_code(r);
@@ -830,7 +857,7 @@ static int dsn_apply(smtpc_client *c, const smtpc__body *b, smtpc_mail_opts *mo,
     smtpc_rcpt_opts *r = calloc(b->nrcpts, sizeof *r);
     if (!r) return smtpc__err(&c->err, SMTPC_ENOMEM, "out of memory");
     for (size_t j = 0; j < b->nrcpts; j++) {
-        size_t i = j;
+        size_t i = b->idx ? b->idx[j] : j;
         const smtpc_rcpt_opts *o = p->rcpt && i < p->nrcpt ? &p->rcpt[i] : NULL;
         r[j].dsn_notify = o && o->dsn_notify ? o->dsn_notify : p->dsn_notify;
         r[j].dsn_orcpt = o ? o->dsn_orcpt : NULL;
@@ -945,7 +972,7 @@ again:;
     free(ro);
     smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
-    take_results(c, s, res, rc);
+    take_results(c, s, res, rc, b->idx);
     if (rc == SMTPC_ECANCELED && strstr(smtpc_session_errmsg(s), "may have been delivered")) {
         /* Canceled while waiting for the reply to the final dot: the server
          * may have taken it. Unknown, never "canceled" (a caller would resend). */
@@ -1019,24 +1046,54 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     const char *key = c->key;
     unsigned max = use_retry ? c->retry.attempts : 1;
     int64_t delay = c->retry.initial_delay_ms;
-    for (unsigned k = 1; !rc || k == 1; k++) {
-        if (rc) break;
+    /* Each attempt offers the recipients that are not final yet: all of
+     * them at first, then those that got 4xx (or whose transaction failed
+     * transiently); never one that got 2xx in a delivered transaction. */
+    const char **sub = NULL;
+    size_t *idx = NULL;
+    if (!rc && (!(sub = calloc(b->nrcpts, sizeof *sub)) || !(idx = calloc(b->nrcpts, sizeof *idx))))
+        rc = SMTPC_ENOMEM;
+    bool delivered = false, unknown = false;
+    int last = 0;
+    for (unsigned k = 1; !rc; k++) {
+        size_t ns = 0;
+        for (size_t i = 0; i < b->nrcpts; i++)
+            if (!res->r[i].final) {
+                sub[ns] = b->rcpts[i];
+                idx[ns++] = i;
+            }
+        if (ns == 0) break;
+        smtpc__body sb = *b;
+        sb.rcpts = sub;
+        sb.nrcpts = ns;
+        sb.idx = idx;
         bool touched;
         res->attempts = k;
-        rc = attempt(c, b, key, res, &touched);
-        if (rc == 0 || k >= max || !retryable(rc)) break;
+        last = attempt(c, &sb, key, res, &touched);
+        if (last == 0) delivered = true;
+        if (last == SMTPC_EUNKNOWN) unknown = true;
+        if (k >= max || !(last == 0 || retryable(last))) break;
+        if (last == 0) {
+            bool pending = false;
+            for (size_t i = 0; i < b->nrcpts; i++) pending |= !res->r[i].final;
+            if (!pending) break;
+        }
         if (touched && !b->m && !b->mem) {
             if (!b->rewind || b->rewind(b->ud)) break; /* the body is gone */
         }
         int64_t d = delay < c->retry.max_delay_ms ? delay : c->retry.max_delay_ms;
         if (sleep_cancelable(c, d)) {
-            rc = smtpc__err(&c->err, SMTPC_ECANCELED, "canceled while waiting to retry");
+            last = smtpc__err(&c->err, SMTPC_ECANCELED, "canceled while waiting to retry");
             break;
         }
         double nd = (double)delay * c->retry.backoff_factor;
         delay = nd > 9e15 ? INT64_MAX / 2 : (int64_t)nd;
-        rc = 0;
     }
+    free(sub);
+    free(idx);
+    /* Delivered to some: the send succeeded (the others' outcomes are in
+     * the result), unless a retry may have delivered without telling. */
+    if (!rc) rc = unknown ? SMTPC_EUNKNOWN : delivered ? 0 : last;
     if (rc == SMTPC_ECANCELED || atomic_load(&c->canceled)) {
         if (rc != 0 && rc != SMTPC_EUNKNOWN) rc = SMTPC_ECANCELED;
     }

@@ -45,6 +45,7 @@ typedef struct smtpc__body {
     void *ud;
     int (*rewind)(void *ud);
     const smtpc_send_params *params; /* NULL = none */
+    const size_t *idx; /* a retry's recipients: their index in the send's envelope (NULL = same) */
 } smtpc__body;
 
 /* The network send with the client's settings and pool; retries per the

@@ -6,7 +6,7 @@
  * <PREFIX-T-I@drv.example>) with one client, or --threads T clients sharing
  * one pool. Prints one line per event (parseable):
  *   send I rc=SMTPC_X code=C queue=ID attempts=K reused=0|1
- *   rcpt I J ADDR accepted=0|1 code=C
+ *   rcpt I J ADDR accepted=0|1 code=C attempts=K
  *   err I MESSAGE
  *   busy rc=SMTPC_X             (--busy-check: a second send while an async one runs)
  *   callback rc=SMTPC_X calls=N ms=ELAPSED
@@ -108,8 +108,9 @@ static void print_result(uint64_t i, int rc, const smtpc_result *r)
            (long long)smtpc_result_connect_us(r), (long long)smtpc_result_tls_us(r),
            (long long)smtpc_result_auth_us(r), (long long)smtpc_result_transfer_us(r));
     for (size_t j = 0; j < smtpc_result_rcpt_count(r); j++)
-        printf("rcpt %llu %zu %s accepted=%d code=%d\n", (unsigned long long)i, j, smtpc_result_rcpt_address(r, j),
-               smtpc_result_rcpt_accepted(r, j), smtpc_result_rcpt_code(r, j));
+        printf("rcpt %llu %zu %s accepted=%d code=%d attempts=%u\n", (unsigned long long)i, j,
+               smtpc_result_rcpt_address(r, j), smtpc_result_rcpt_accepted(r, j), smtpc_result_rcpt_code(r, j),
+               smtpc_result_rcpt_attempts(r, j));
     if (rc) {
         char esc[1024];
         smtpc__escape_into(esc, sizeof esc, smtpc_result_errmsg(r), strlen(smtpc_result_errmsg(r)));
