@@ -111,8 +111,10 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
  * ====================================================================== */
 
 /* A pool of open connections keyed by endpoint and identity (host, port,
- * security mode, TLS settings, proxy, credentials, bind address, EHLO
- * name): a connection is only re-used for a send with the same key.
+ * security mode, TLS settings, proxy, the user name and a salted SHA-256
+ * of the password as they are at the send, also when a callback gives
+ * them, bind address, EHLO name): a connection is only re-used for a send
+ * with the same key.
  * Thread-safe. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_pool_new(smtpc_pool **out);
 /* Sends QUIT on every idle connection and closes it, then frees the pool.
@@ -159,10 +161,22 @@ typedef struct smtpc_retry_policy {
     int64_t max_delay_ms;     /* default 60000 */
 } smtpc_retry_policy;
 
-/* Asked for the password when a send needs to authenticate; writes at most
- * len-1 bytes and a NUL into buf and returns 0, or a negative SMTPC_E*.
- * Called on the sending thread. */
+/* Asked for the password of user; writes at most len-1 bytes and a NUL
+ * into buf and returns 0, or a negative SMTPC_E* (the send fails with it,
+ * nothing sent). Called on the sending thread once per send (network
+ * delivery), before a pooled connection is chosen: the pool key holds a
+ * salted SHA-256 of the password (never the password), so a connection
+ * authenticated with another password is not re-used. */
 typedef int (*smtpc_credential_cb)(void *userdata, const char *user, char *buf, size_t len);
+/* Asked for the whole identity: writes the user name (at most user_len-1
+ * bytes and a NUL; "" = no AUTH) and its secret (at most secret_len-1
+ * bytes and a NUL); returns 0 or a negative SMTPC_E* (the send fails with
+ * it, nothing sent). Called like smtpc_credential_cb: once per send,
+ * before a pooled connection is chosen; the pool key holds the user name
+ * and a salted SHA-256 of the secret, so a connection is re-used only for
+ * the same identity. */
+typedef int (*smtpc_identity_cb)(void *userdata, char *user, size_t user_len, char *secret,
+                                 size_t secret_len);
 
 /* Creates a client: no server, security SMTPC_TLS_MODE_DEFAULT (see smtpc_client_set_security), delivery NETWORK, a private
  * pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
@@ -189,6 +203,9 @@ SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, co
 SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow);
 SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user,
                                              smtpc_credential_cb cb, void *userdata);
+/* cb NULL clears. Replaces the credentials set by the two setters above
+ * (and they replace it). user_len is 256, secret_len 1024. */
+SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata);
 /* Allowed SASL mechanisms, blank or comma separated ("SCRAM-SHA-256 PLAIN"); NULL = any. */
 SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list);
 /* Timeouts in ms (0 = the session default). */

@@ -9,6 +9,9 @@
 
 #include "util/util.h"
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
@@ -201,6 +204,8 @@ struct smtpc_client {
     char *pass;
     smtpc_credential_cb cred_cb;
     void *cred_ud;
+    smtpc_identity_cb ident_cb;
+    void *ident_ud;
     char *mechs;
     int64_t connect_ms, command_ms, data_ms, deadline_ms;
     char *ehlo;
@@ -218,7 +223,6 @@ struct smtpc_client {
     smtpc_pool *own_pool;
     smtpc_pool *pool;
     smtpc__errmsg err;
-    char *key; /* the pool key of the current settings, built at the first send; holds the password */
 
     /* async: one worker thread, started at the first send_async */
     pthread_t thr;
@@ -230,8 +234,6 @@ struct smtpc_client {
     smtpc_send_cb job_cb;
     void *job_ud;
 };
-
-static void key_reset(smtpc_client *c);
 
 static void default_retry(smtpc_retry_policy *p)
 {
@@ -270,7 +272,6 @@ SMTPC_API void smtpc_client_free(smtpc_client *c)
         pthread_join(c->thr, NULL);
     }
     smtpc_pool_free(c->own_pool);
-    key_reset(c);
     free(c->host);
     free(c->user);
     smtpc__free_secret(c->pass);
@@ -301,21 +302,11 @@ void smtpc__client_leave(smtpc_client *c) { atomic_store(&c->busy, false); }
 
 /* ---- setters ---- */
 
-static void key_reset(smtpc_client *c)
-{
-    if (c->key) {
-        smtpc__secure_zero(c->key, strlen(c->key));
-        free(c->key);
-        c->key = NULL;
-    }
-}
-
-/* Every setter: refuse while a send runs; the settings change, so does the pool key. */
+/* Every setter: refuse while a send runs (the pool key is built per send). */
 #define SETTER_PROLOGUE(c)                                                                   \
     do {                                                                                     \
         if (!(c)) return SMTPC_EINVAL;                                                       \
         if (atomic_load(&(c)->busy)) return smtpc__err(&(c)->err, SMTPC_EBUSY, "operation in progress"); \
-        key_reset(c);                                                                        \
     } while (0)
 
 static int set_str(smtpc_client *c, char **field, const char *v, bool secret, bool allow_blank)
@@ -363,6 +354,7 @@ SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, co
     if (rc) return rc;
     rc = set_str(c, &c->pass, user ? password : NULL, true, true);
     c->cred_cb = NULL;
+    c->ident_cb = NULL;
     return rc;
 }
 
@@ -376,6 +368,20 @@ SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user, 
     c->pass = NULL;
     c->cred_cb = cb;
     c->cred_ud = userdata;
+    c->ident_cb = NULL;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata)
+{
+    SETTER_PROLOGUE(c);
+    free(c->user);
+    c->user = NULL;
+    smtpc__free_secret(c->pass);
+    c->pass = NULL;
+    c->cred_cb = NULL;
+    c->ident_cb = cb;
+    c->ident_ud = userdata;
     return 0;
 }
 
@@ -595,15 +601,96 @@ static uint16_t eff_port(const smtpc_client *c)
     return c->sec == SMTPC_TLS_MODE_IMPLICIT ? 465 : c->sec == SMTPC_TLS_MODE_STARTTLS ? 587 : 25;
 }
 
-/* Everything that makes two connections interchangeable. Holds the
- * password: the pool wipes it. */
-static char *pool_key(const smtpc_client *c)
+/* The identity a send authenticates with, asked once per send before a
+ * pooled connection is chosen (a callback may answer differently each
+ * time). Wiped after the send. */
+typedef struct ident {
+    const char *user; /* NULL = no AUTH */
+    const char *pass; /* NULL = none (e.g. EXTERNAL) */
+    char ubuf[256];
+    char pbuf[1024];
+    char hash[65];    /* hex of SHA-256(salt || pass); "-" without a password */
+} ident;
+
+static unsigned char g_salt[32];
+static pthread_once_t g_salt_once = PTHREAD_ONCE_INIT;
+
+/* A per-process random salt: the key never holds the password, nor a hash
+ * that could be looked up or compared across processes. */
+static void salt_init(void)
+{
+    if (RAND_bytes(g_salt, (int)sizeof g_salt) != 1) {
+        uint64_t t = (uint64_t)smtpc__now_us();
+        memcpy(g_salt, &t, sizeof t); /* still a hash; only weaker against guessing */
+    }
+}
+
+static int secret_hash(const char *pass, char out[65])
+{
+    if (!pass) {
+        smtpc__strlcpy(out, "-", 65);
+        return 0;
+    }
+    pthread_once(&g_salt_once, salt_init);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int ml = 0;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int ok = m && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(m, g_salt, sizeof g_salt) == 1 && EVP_DigestUpdate(m, pass, strlen(pass)) == 1 &&
+             EVP_DigestFinal_ex(m, md, &ml) == 1 && ml == 32;
+    EVP_MD_CTX_free(m);
+    if (!ok) return SMTPC_ENOMEM;
+    static const char hx[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hx[md[i] >> 4];
+        out[2 * i + 1] = hx[md[i] & 15];
+    }
+    out[64] = '\0';
+    smtpc__secure_zero(md, sizeof md);
+    return 0;
+}
+
+static void ident_wipe(ident *id)
+{
+    smtpc__secure_zero(id, sizeof *id);
+}
+
+static int get_identity(smtpc_client *c, ident *id)
+{
+    memset(id, 0, sizeof *id);
+    int rc = 0;
+    if (c->ident_cb) {
+        rc = c->ident_cb(c->ident_ud, id->ubuf, sizeof id->ubuf, id->pbuf, sizeof id->pbuf);
+        id->ubuf[sizeof id->ubuf - 1] = '\0';
+        id->pbuf[sizeof id->pbuf - 1] = '\0';
+        if (rc) return smtpc__err(&c->err, rc < 0 ? rc : SMTPC_EAUTH, "the identity callback failed");
+        if (id->ubuf[0]) {
+            id->user = id->ubuf;
+            id->pass = id->pbuf;
+        }
+    } else if (c->user) {
+        id->user = c->user;
+        id->pass = c->pass;
+        if (!c->pass && c->cred_cb) {
+            rc = c->cred_cb(c->cred_ud, c->user, id->pbuf, sizeof id->pbuf);
+            id->pbuf[sizeof id->pbuf - 1] = '\0';
+            if (rc) return smtpc__err(&c->err, rc < 0 ? rc : SMTPC_EAUTH, "the credential callback failed");
+            id->pass = id->pbuf;
+        }
+    }
+    if (secret_hash(id->pass, id->hash)) return smtpc__err(&c->err, SMTPC_ENOMEM, "SHA-256 is not available");
+    return 0;
+}
+
+/* Everything that makes two connections interchangeable: the identity is
+ * the user name and the salted hash of the password, never the password. */
+static char *pool_key(const smtpc_client *c, const ident *id)
 {
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
-    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s",
                                c->host, eff_port(c), (int)c->sec, c->tls_verify, c->allow_plain, nz(c->ca_file), c->tls_min,
-                               nz(c->proxy), nz(c->user), nz(c->pass), nz(c->mechs), nz(c->bind),
+                               nz(c->proxy), id->user ? "u" : "-", nz(id->user), id->hash, nz(c->mechs), nz(c->bind),
                                nz(c->ehlo));
     if (!rc) rc = smtpc__buf_append(&b, "", 1);
     if (rc) {
@@ -649,7 +736,7 @@ static void on_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len
     else if (dir == SMTPC_TRACE_RECEIVED && len >= 3 && !strncmp(line, "235", 3)) t->auth_done = now;
 }
 
-static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
+static int open_session(smtpc_client *c, smtpc__pconn *pc, const ident *id, smtpc_result *res)
 {
     smtpc_session *s;
     int rc = smtpc_session_new(&s);
@@ -671,19 +758,7 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
     if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
     if (!rc && !c->tls_verify) rc = smtpc_session_set_insecure(s, true);
     if (!rc && c->tls_min) rc = smtpc_session_set_tls_versions(s, c->tls_min, 0, false);
-    if (!rc && c->user) {
-        char pw[1024];
-        const char *pass = c->pass;
-        if (!pass && c->cred_cb) {
-            rc = c->cred_cb(c->cred_ud, c->user, pw, sizeof pw);
-            pw[sizeof pw - 1] = '\0';
-            pass = pw;
-            if (rc) smtpc__err(&c->err, rc, "the credential callback failed");
-        }
-        if (!rc) rc = smtpc_session_set_credentials(s, c->user, pass);
-        smtpc__secure_zero(pw, sizeof pw);
-        if (rc) return rc;
-    }
+    if (!rc && id->user) rc = smtpc_session_set_credentials(s, id->user, id->pass);
     if (!rc && c->mechs) rc = smtpc_session_set_auth_mechanisms(s, c->mechs);
     if (!rc && c->allow_plain) rc = smtpc_session_set_allow_plaintext_auth(s, true);
     if (rc) return smtpc__err(&c->err, rc, "settings: %s", smtpc_session_errmsg(s));
@@ -868,7 +943,7 @@ static int dsn_apply(smtpc_client *c, const smtpc__body *b, smtpc_mail_opts *mo,
 
 /* One attempt: a connection from the pool (re-used or new), one
  * transaction. *body_touched tells whether the body was read. */
-static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, smtpc_result *res,
+static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, const ident *id, smtpc_result *res,
                    bool *body_touched)
 {
     bool fresh_retry_done = false;
@@ -895,7 +970,7 @@ again:;
         }
         pc->dirty = false;
     } else {
-        rc = open_session(c, pc, res);
+        rc = open_session(c, pc, id, res);
         if (rc) {
             publish(c, NULL);
             smtpc__pool_release(c->pool, pc, false, false);
@@ -1042,8 +1117,13 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     for (size_t i = 0; !rc && i < b->nrcpts; i++)
         if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
     if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
-    if (!rc && !c->key && !(c->key = pool_key(c))) rc = SMTPC_ENOMEM;
-    const char *key = c->key;
+    /* Per send, before a pooled connection is chosen: a callback's identity
+     * is part of the key. */
+    ident id;
+    char *key = NULL;
+    if (!rc) rc = get_identity(c, &id);
+    else memset(&id, 0, sizeof id);
+    if (!rc && !(key = pool_key(c, &id))) rc = SMTPC_ENOMEM;
     unsigned max = use_retry ? c->retry.attempts : 1;
     int64_t delay = c->retry.initial_delay_ms;
     /* Each attempt offers the recipients that are not final yet: all of
@@ -1069,7 +1149,7 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
         sb.idx = idx;
         bool touched;
         res->attempts = k;
-        last = attempt(c, &sb, key, res, &touched);
+        last = attempt(c, &sb, key, &id, res, &touched);
         if (last == 0) delivered = true;
         if (last == SMTPC_EUNKNOWN) unknown = true;
         if (k >= max || !(last == 0 || retryable(last))) break;
@@ -1091,6 +1171,11 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     }
     free(sub);
     free(idx);
+    if (key) {
+        smtpc__secure_zero(key, strlen(key));
+        free(key);
+    }
+    ident_wipe(&id);
     /* Delivered to some: the send succeeded (the others' outcomes are in
      * the result), unless a retry may have delivered without telling. */
     if (!rc) rc = unknown ? SMTPC_EUNKNOWN : delivered ? 0 : last;

@@ -9,7 +9,7 @@
 
 typedef struct smtpc__pconn {
     struct smtpc__pconn *next;
-    char *key;            /* endpoint and identity; wiped on free (holds the password) */
+    char *key;            /* endpoint and identity (a salted hash, never the password); wiped on free */
     smtpc_session *s;     /* NULL: a reserved slot the acquirer connects */
     bool busy;
     bool dirty;           /* the last transaction did not end cleanly: RSET before re-use */

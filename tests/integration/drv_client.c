@@ -34,7 +34,12 @@
  *   DSN and CHUNKING (sends go through the *_with functions):
  *   --dsn-ret FULL|HDRS --dsn-envid ID --dsn-notify LIST (every recipient)
  *   --rcpt-notify J=LIST --rcpt-orcpt J=ADDR (recipient J, 0-based)
- *   --dsn-require (SMTPC_DSN_REQUIRE) --bdat (smtpc_client_set_use_bdat) */
+ *   --dsn-require (SMTPC_DSN_REQUIRE) --bdat (smtpc_client_set_use_bdat)
+ *   --ident USER=SECRET (repeatable): smtpc_client_set_identity_cb; send I
+ *     gets entry I modulo their number
+ *   --cred-cb-pass SECRET (repeatable, with --user): smtpc_client_set_credential_cb;
+ *     send I gets entry I modulo their number
+ *   at the end: "cbcalls N" (calls of either callback) */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -61,6 +66,27 @@ static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
 static smtpc_send_params g_params;
 static smtpc_rcpt_opts g_ropts[64];
 static bool g_use_params, g_dsn_require, g_bdat;
+static const char *g_ident_user[16], *g_ident_pass[16], *g_cred_pass[16];
+static size_t g_nident, g_ncred;
+static atomic_uint g_cbcalls;
+
+static int ident_cb(void *ud, char *user, size_t ulen, char *secret, size_t slen)
+{
+    (void)ud;
+    unsigned k = atomic_fetch_add(&g_cbcalls, 1);
+    smtpc__strlcpy(user, g_ident_user[k % g_nident], ulen);
+    smtpc__strlcpy(secret, g_ident_pass[k % g_nident], slen);
+    return 0;
+}
+
+static int cred_cb(void *ud, const char *user, char *buf, size_t len)
+{
+    (void)ud;
+    (void)user;
+    unsigned k = atomic_fetch_add(&g_cbcalls, 1);
+    smtpc__strlcpy(buf, g_cred_pass[k % g_ncred], len);
+    return 0;
+}
 
 static void die(const char *what)
 {
@@ -134,7 +160,12 @@ static smtpc_client *make_client(smtpc_pool *pool)
         if (rc) die(smtpc_client_errmsg(c));
     }
     if (g_host && smtpc_client_set_host(c, g_host, g_port)) die("set_host");
-    if (g_user && smtpc_client_set_credentials(c, g_user, g_pass)) die("set_credentials");
+    if (g_user && g_ncred) {
+        if (smtpc_client_set_credential_cb(c, g_user, cred_cb, NULL)) die("set_credential_cb");
+    } else if (g_user && smtpc_client_set_credentials(c, g_user, g_pass)) {
+        die("set_credentials");
+    }
+    if (g_nident && smtpc_client_set_identity_cb(c, ident_cb, NULL)) die("set_identity_cb");
     if (g_cafile && smtpc_client_set_tls_ca_file(c, g_cafile)) die("set_tls_ca_file");
     if (g_proxy && smtpc_client_set_proxy(c, g_proxy)) die("set_proxy");
     smtpc_client_set_ehlo_name(c, "drv.example");
@@ -269,6 +300,7 @@ static int run_single(void)
         if (g_sleep_ms && i + 1 < g_n) usleep((useconds_t)(g_sleep_ms * 1000));
     }
     printf("opened %llu\n", (unsigned long long)smtpc_pool_connections_opened(smtpc_client_pool(c)));
+    printf("cbcalls %u\n", atomic_load(&g_cbcalls));
     fflush(stdout);
     smtpc_client_free(c);
     return failures ? 1 : 0;
@@ -426,6 +458,17 @@ int main(int argc, char **argv)
             else g_ropts[j].dsn_orcpt = eq + 1;
             g_params.rcpt = g_ropts;
             g_use_params = true;
+        }
+        else if (ARG("--ident")) {
+            char *eq = strchr(argv[i], '='); /* argv is ours to modify */
+            if (!eq || g_nident >= 16) die("--ident USER=SECRET");
+            *eq = '\0';
+            g_ident_user[g_nident] = argv[i];
+            g_ident_pass[g_nident++] = eq + 1;
+        }
+        else if (ARG("--cred-cb-pass")) {
+            if (g_ncred >= 16) die("too many --cred-cb-pass");
+            g_cred_pass[g_ncred++] = v;
         }
         else if (!strcmp(a, "--dsn-require")) g_dsn_require = true;
         else if (!strcmp(a, "--bdat")) g_bdat = true;
