@@ -557,6 +557,7 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
     }
     if ((v = smtpc_account_get(a, "user"))) {
         if ((rc = set_str(c, &c->user, v, false, true))) return rc;
+        c->ident_cb = NULL; /* the account's user replaces a callback's identity */
         const char *pw = smtpc_account_get(a, "password");
         const char *pe = smtpc_account_get(a, "password-env");
         if (!pw && pe) pw = getenv(pe);
@@ -664,6 +665,9 @@ static int get_identity(smtpc_client *c, ident *id)
         id->ubuf[sizeof id->ubuf - 1] = '\0';
         id->pbuf[sizeof id->pbuf - 1] = '\0';
         if (rc) return smtpc__err(&c->err, rc < 0 ? rc : SMTPC_EAUTH, "the identity callback failed");
+        /* The key separates its fields with control characters. */
+        if (smtpc__has_ctl(id->ubuf))
+            return smtpc__err(&c->err, SMTPC_EINVAL, "the identity callback gave a user name with control characters");
         if (id->ubuf[0]) {
             id->user = id->ubuf;
             id->pass = id->pbuf;

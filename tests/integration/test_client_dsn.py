@@ -57,6 +57,18 @@ def test_dsn_parameters_on_mail_and_each_rcpt(scripted):
     assert r2 == "RCPT TO:<c@example.org> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;orig@example.org"
 
 
+def test_dsn_parameters_through_send_async_and_bdat_together(scripted):
+    srv = scripted(one_by_one([b"DSN", b"CHUNKING"], [("expect_bdat", b"250 2.0.0 Ok: queued as A1\r\n")]))
+    p = run(base(srv.port) + TWO + ["--async", "--bdat", "--dsn-notify", "SUCCESS,FAILURE", "--dsn-ret", "FULL"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert lines(p, "callback")[0].startswith("callback rc=SMTPC_OK calls=1")
+    srv.wait()
+    assert srv.errors == [] and len(srv.messages) == 1
+    mail, r1, r2 = [l.decode() for l in srv.lines[1:4]]
+    assert mail.endswith(" RET=FULL")
+    assert r1.endswith(" NOTIFY=SUCCESS,FAILURE") and r2.endswith(" NOTIFY=SUCCESS,FAILURE")
+
+
 def test_no_dsn_server_ignore_policy_sends_without_parameters(aiosmtpd):
     srv = aiosmtpd()  # aiosmtpd does not offer DSN
     p = run(base(srv.port) + TWO + ["--dsn-ret", "FULL", "--dsn-notify", "SUCCESS"])
