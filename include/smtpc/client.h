@@ -96,6 +96,10 @@ SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r);
 /* Attempts made under the retry policy (1 = no retry), and whether the
  * successful (last) attempt used a re-used pooled connection. */
 SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r);
+/* The transactions recipient i was offered in: 1 without retries; each
+ * retry of a recipient that got 4xx counts (0 when no transaction
+ * started, e.g. the connection failed). */
+SMTPC_API unsigned smtpc_result_rcpt_attempts(const smtpc_result *r, size_t i);
 SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r);
 
 /* Extracts a queue id from a reply text into out (NUL-terminated, truncated);
@@ -107,8 +111,10 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
  * ====================================================================== */
 
 /* A pool of open connections keyed by endpoint and identity (host, port,
- * security mode, TLS settings, proxy, credentials, bind address, EHLO
- * name): a connection is only re-used for a send with the same key.
+ * security mode, TLS settings, proxy, the user name and a salted SHA-256
+ * of the password as they are at the send, also when a callback gives
+ * them, bind address, EHLO name): a connection is only re-used for a send
+ * with the same key.
  * Thread-safe. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_pool_new(smtpc_pool **out);
 /* Sends QUIT on every idle connection and closes it, then frees the pool.
@@ -141,7 +147,13 @@ typedef enum smtpc_delivery {
 
 /* Retries of transient failures (4xx, network, timeout) that happened
  * before the final dot. 5xx and SMTPC_EUNKNOWN are never retried. The
- * delay before retry k (1-based) is min(initial * factor^(k-1), max). */
+ * delay before retry k (1-based) is min(initial * factor^(k-1), max).
+ * Per recipient: when the message was delivered to some recipients and
+ * others got 4xx to RCPT, a retry is a new transaction with only those
+ * (never the ones that got 2xx, never the ones that got 5xx); the send's
+ * status stays 0 and each recipient's final outcome is in the result. A
+ * body from a read callback without a way to read it again cannot be
+ * retried: the 4xx is then the final outcome. */
 typedef struct smtpc_retry_policy {
     unsigned attempts;        /* total attempts, 1 = no retry (default) */
     int64_t initial_delay_ms; /* default 1000 */
@@ -149,10 +161,22 @@ typedef struct smtpc_retry_policy {
     int64_t max_delay_ms;     /* default 60000 */
 } smtpc_retry_policy;
 
-/* Asked for the password when a send needs to authenticate; writes at most
- * len-1 bytes and a NUL into buf and returns 0, or a negative SMTPC_E*.
- * Called on the sending thread. */
+/* Asked for the password of user; writes at most len-1 bytes and a NUL
+ * into buf and returns 0, or a negative SMTPC_E* (the send fails with it,
+ * nothing sent). Called on the sending thread once per send (network
+ * delivery), before a pooled connection is chosen: the pool key holds a
+ * salted SHA-256 of the password (never the password), so a connection
+ * authenticated with another password is not re-used. */
 typedef int (*smtpc_credential_cb)(void *userdata, const char *user, char *buf, size_t len);
+/* Asked for the whole identity: writes the user name (at most user_len-1
+ * bytes and a NUL; "" = no AUTH) and its secret (at most secret_len-1
+ * bytes and a NUL); returns 0 or a negative SMTPC_E* (the send fails with
+ * it, nothing sent). Called like smtpc_credential_cb: once per send,
+ * before a pooled connection is chosen; the pool key holds the user name
+ * and a salted SHA-256 of the secret, so a connection is re-used only for
+ * the same identity. */
+typedef int (*smtpc_identity_cb)(void *userdata, char *user, size_t user_len, char *secret,
+                                 size_t secret_len);
 
 /* Creates a client: no server, security SMTPC_TLS_MODE_DEFAULT (see smtpc_client_set_security), delivery NETWORK, a private
  * pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
@@ -179,6 +203,9 @@ SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, co
 SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow);
 SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user,
                                              smtpc_credential_cb cb, void *userdata);
+/* cb NULL clears. Replaces the credentials set by the two setters above
+ * (and they replace it). user_len is 256, secret_len 1024. */
+SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata);
 /* Allowed SASL mechanisms, blank or comma separated ("SCRAM-SHA-256 PLAIN"); NULL = any. */
 SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list);
 /* Timeouts in ms (0 = the session default). */
@@ -205,6 +232,17 @@ SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, 
  * reports the refused ones; true fails the whole send (RSET) when any
  * recipient is refused. */
 SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict);
+/* What a send does with DSN parameters (smtpc_send_params) when the
+ * server does not offer DSN (RFC 3461). */
+typedef enum smtpc_dsn_policy {
+    SMTPC_DSN_IGNORE = 0, /* send without them (default) */
+    SMTPC_DSN_REQUIRE = 1 /* fail with SMTPC_EUNSUPPORTED before MAIL: nothing sent */
+} smtpc_dsn_policy;
+SMTPC_API int smtpc_client_set_dsn_policy(smtpc_client *c, smtpc_dsn_policy policy);
+/* BDAT (CHUNKING, RFC 3030) instead of DATA when the server offers
+ * CHUNKING; DATA when it does not. Default false, the session's default
+ * (smtpc_envelope.use_bdat). */
+SMTPC_API int smtpc_client_set_use_bdat(smtpc_client *c, bool use);
 /* Copies *policy (NULL = no retries). SMTPC_EINVAL for attempts 0, a factor
  * below 1 or negative delays. */
 SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *policy);
@@ -244,6 +282,38 @@ SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const cha
                                     size_t nrcpts, const void *data, size_t len,
                                     smtpc_result **result);
 
+/* Per-send parameters: DSN (RFC 3461). Passed on MAIL and RCPT when the
+ * server offers DSN; otherwise per smtpc_client_set_dsn_policy (default:
+ * left out). Pickup and outbox delivery do not keep them. Strings and the
+ * array are borrowed for the send (for send_async: until the callback). */
+typedef struct smtpc_send_params {
+    const char *dsn_ret;          /* RET: "FULL" or "HDRS"; NULL = omit */
+    const char *dsn_envid;        /* ENVID (printable ASCII, <= 100); NULL = omit */
+    const char *dsn_notify;       /* NOTIFY for every recipient without its own:
+                                     "NEVER" or a list of SUCCESS,FAILURE,DELAY; NULL = omit */
+    const smtpc_rcpt_opts *rcpt;  /* NULL, or one entry per envelope recipient in
+                                     envelope order (smtpc_message_rcpt for a message):
+                                     its dsn_notify (NULL = dsn_notify) and dsn_orcpt */
+    size_t nrcpt;                 /* entries in rcpt: the recipient count */
+} smtpc_send_params;
+
+/* smtpc_client_send, smtpc_client_send_mem, smtpc_client_send_envelope and
+ * smtpc_client_send_async with parameters (NULL = none). Also SMTPC_EINVAL
+ * (nothing sent) for a RET other than FULL/HDRS, a malformed NOTIFY, or
+ * rcpt with nrcpt not the recipient count; SMTPC_EUNSUPPORTED under
+ * SMTPC_DSN_REQUIRE when the server does not offer DSN. */
+SMTPC_API int smtpc_client_send_with(smtpc_client *c, smtpc_message *m,
+                                     const smtpc_send_params *params, smtpc_result **result);
+SMTPC_API int smtpc_client_send_mem_with(smtpc_client *c, const char *from,
+                                         const char *const *rcpts, size_t nrcpts,
+                                         const void *data, size_t len,
+                                         const smtpc_send_params *params, smtpc_result **result);
+SMTPC_API int smtpc_client_send_envelope_with(smtpc_client *c, const char *from,
+                                              const char *const *rcpts, size_t nrcpts,
+                                              smtpc_read_cb cb, void *userdata,
+                                              const smtpc_send_params *params,
+                                              smtpc_result **result);
+
 /* Called exactly once per accepted send_async: status 0, an error, or
  * SMTPC_ECANCELED. result is borrowed for the call. The client is idle
  * again when the callback runs: it may start the next send_async. */
@@ -254,6 +324,9 @@ typedef void (*smtpc_send_cb)(void *userdata, int status, const smtpc_result *re
  * until the callback. */
 SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb,
                                       void *userdata);
+SMTPC_API int smtpc_client_send_async_with(smtpc_client *c, smtpc_message *m,
+                                           const smtpc_send_params *params, smtpc_send_cb cb,
+                                           void *userdata);
 /* Cancels the send in progress (async or a sync send on another thread):
  * it ends within ~100 ms with SMTPC_ECANCELED (or its outcome if already
  * decided; SMTPC_EUNKNOWN when the final dot was already sent and the

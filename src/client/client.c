@@ -9,6 +9,9 @@
 
 #include "util/util.h"
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +30,9 @@ typedef struct rcpt_res {
     int code;
     char enh[16];
     char *text;
+    unsigned attempts; /* transactions it was offered in */
+    bool final;        /* delivered, refused with 5xx or unknown: never offered again */
+    bool delivered;
 } rcpt_res;
 
 struct smtpc_result {
@@ -102,6 +108,10 @@ SMTPC_API int64_t smtpc_result_auth_us(const smtpc_result *r) { return r ? r->t_
 SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r) { return r ? r->t_xfer : 0; }
 SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r) { return r ? r->attempts : 0; }
 SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r) { return r && r->reused; }
+SMTPC_API unsigned smtpc_result_rcpt_attempts(const smtpc_result *r, size_t i)
+{
+    return r && i < r->nrcpt ? r->r[i].attempts : 0;
+}
 
 /* ---- queue ids ---- */
 
@@ -194,6 +204,8 @@ struct smtpc_client {
     char *pass;
     smtpc_credential_cb cred_cb;
     void *cred_ud;
+    smtpc_identity_cb ident_cb;
+    void *ident_ud;
     char *mechs;
     int64_t connect_ms, command_ms, data_ms, deadline_ms;
     char *ehlo;
@@ -205,11 +217,12 @@ struct smtpc_client {
     smtpc_delivery delivery;
     char *dir;
     bool strict;
+    smtpc_dsn_policy dsn_policy;
+    bool use_bdat;
     smtpc_retry_policy retry;
     smtpc_pool *own_pool;
     smtpc_pool *pool;
     smtpc__errmsg err;
-    char *key; /* the pool key of the current settings, built at the first send; holds the password */
 
     /* async: one worker thread, started at the first send_async */
     pthread_t thr;
@@ -217,11 +230,10 @@ struct smtpc_client {
     bool stop;
     bool job;
     smtpc_message *job_m;
+    const smtpc_send_params *job_params;
     smtpc_send_cb job_cb;
     void *job_ud;
 };
-
-static void key_reset(smtpc_client *c);
 
 static void default_retry(smtpc_retry_policy *p)
 {
@@ -260,7 +272,6 @@ SMTPC_API void smtpc_client_free(smtpc_client *c)
         pthread_join(c->thr, NULL);
     }
     smtpc_pool_free(c->own_pool);
-    key_reset(c);
     free(c->host);
     free(c->user);
     smtpc__free_secret(c->pass);
@@ -291,21 +302,11 @@ void smtpc__client_leave(smtpc_client *c) { atomic_store(&c->busy, false); }
 
 /* ---- setters ---- */
 
-static void key_reset(smtpc_client *c)
-{
-    if (c->key) {
-        smtpc__secure_zero(c->key, strlen(c->key));
-        free(c->key);
-        c->key = NULL;
-    }
-}
-
-/* Every setter: refuse while a send runs; the settings change, so does the pool key. */
+/* Every setter: refuse while a send runs (the pool key is built per send). */
 #define SETTER_PROLOGUE(c)                                                                   \
     do {                                                                                     \
         if (!(c)) return SMTPC_EINVAL;                                                       \
         if (atomic_load(&(c)->busy)) return smtpc__err(&(c)->err, SMTPC_EBUSY, "operation in progress"); \
-        key_reset(c);                                                                        \
     } while (0)
 
 static int set_str(smtpc_client *c, char **field, const char *v, bool secret, bool allow_blank)
@@ -353,6 +354,7 @@ SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, co
     if (rc) return rc;
     rc = set_str(c, &c->pass, user ? password : NULL, true, true);
     c->cred_cb = NULL;
+    c->ident_cb = NULL;
     return rc;
 }
 
@@ -366,6 +368,20 @@ SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user, 
     c->pass = NULL;
     c->cred_cb = cb;
     c->cred_ud = userdata;
+    c->ident_cb = NULL;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata)
+{
+    SETTER_PROLOGUE(c);
+    free(c->user);
+    c->user = NULL;
+    smtpc__free_secret(c->pass);
+    c->pass = NULL;
+    c->cred_cb = NULL;
+    c->ident_cb = cb;
+    c->ident_ud = userdata;
     return 0;
 }
 
@@ -466,6 +482,22 @@ SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict)
     return 0;
 }
 
+SMTPC_API int smtpc_client_set_dsn_policy(smtpc_client *c, smtpc_dsn_policy policy)
+{
+    SETTER_PROLOGUE(c);
+    if (policy != SMTPC_DSN_IGNORE && policy != SMTPC_DSN_REQUIRE)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "bad DSN policy");
+    c->dsn_policy = policy;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_use_bdat(smtpc_client *c, bool use)
+{
+    SETTER_PROLOGUE(c);
+    c->use_bdat = use;
+    return 0;
+}
+
 SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *p)
 {
     SETTER_PROLOGUE(c);
@@ -525,6 +557,7 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
     }
     if ((v = smtpc_account_get(a, "user"))) {
         if ((rc = set_str(c, &c->user, v, false, true))) return rc;
+        c->ident_cb = NULL; /* the account's user replaces a callback's identity */
         const char *pw = smtpc_account_get(a, "password");
         const char *pe = smtpc_account_get(a, "password-env");
         if (!pw && pe) pw = getenv(pe);
@@ -569,15 +602,99 @@ static uint16_t eff_port(const smtpc_client *c)
     return c->sec == SMTPC_TLS_MODE_IMPLICIT ? 465 : c->sec == SMTPC_TLS_MODE_STARTTLS ? 587 : 25;
 }
 
-/* Everything that makes two connections interchangeable. Holds the
- * password: the pool wipes it. */
-static char *pool_key(const smtpc_client *c)
+/* The identity a send authenticates with, asked once per send before a
+ * pooled connection is chosen (a callback may answer differently each
+ * time). Wiped after the send. */
+typedef struct ident {
+    const char *user; /* NULL = no AUTH */
+    const char *pass; /* NULL = none (e.g. EXTERNAL) */
+    char ubuf[256];
+    char pbuf[1024];
+    char hash[65];    /* hex of SHA-256(salt || pass); "-" without a password */
+} ident;
+
+static unsigned char g_salt[32];
+static pthread_once_t g_salt_once = PTHREAD_ONCE_INIT;
+
+/* A per-process random salt: the key never holds the password, nor a hash
+ * that could be looked up or compared across processes. */
+static void salt_init(void)
+{
+    if (RAND_bytes(g_salt, (int)sizeof g_salt) != 1) {
+        uint64_t t = (uint64_t)smtpc__now_us();
+        memcpy(g_salt, &t, sizeof t); /* still a hash; only weaker against guessing */
+    }
+}
+
+static int secret_hash(const char *pass, char out[65])
+{
+    if (!pass) {
+        smtpc__strlcpy(out, "-", 65);
+        return 0;
+    }
+    pthread_once(&g_salt_once, salt_init);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int ml = 0;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int ok = m && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(m, g_salt, sizeof g_salt) == 1 && EVP_DigestUpdate(m, pass, strlen(pass)) == 1 &&
+             EVP_DigestFinal_ex(m, md, &ml) == 1 && ml == 32;
+    EVP_MD_CTX_free(m);
+    if (!ok) return SMTPC_ENOMEM;
+    static const char hx[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hx[md[i] >> 4];
+        out[2 * i + 1] = hx[md[i] & 15];
+    }
+    out[64] = '\0';
+    smtpc__secure_zero(md, sizeof md);
+    return 0;
+}
+
+static void ident_wipe(ident *id)
+{
+    smtpc__secure_zero(id, sizeof *id);
+}
+
+static int get_identity(smtpc_client *c, ident *id)
+{
+    memset(id, 0, sizeof *id);
+    int rc = 0;
+    if (c->ident_cb) {
+        rc = c->ident_cb(c->ident_ud, id->ubuf, sizeof id->ubuf, id->pbuf, sizeof id->pbuf);
+        id->ubuf[sizeof id->ubuf - 1] = '\0';
+        id->pbuf[sizeof id->pbuf - 1] = '\0';
+        if (rc) return smtpc__err(&c->err, rc < 0 ? rc : SMTPC_EAUTH, "the identity callback failed");
+        /* The key separates its fields with control characters. */
+        if (smtpc__has_ctl(id->ubuf))
+            return smtpc__err(&c->err, SMTPC_EINVAL, "the identity callback gave a user name with control characters");
+        if (id->ubuf[0]) {
+            id->user = id->ubuf;
+            id->pass = id->pbuf;
+        }
+    } else if (c->user) {
+        id->user = c->user;
+        id->pass = c->pass;
+        if (!c->pass && c->cred_cb) {
+            rc = c->cred_cb(c->cred_ud, c->user, id->pbuf, sizeof id->pbuf);
+            id->pbuf[sizeof id->pbuf - 1] = '\0';
+            if (rc) return smtpc__err(&c->err, rc < 0 ? rc : SMTPC_EAUTH, "the credential callback failed");
+            id->pass = id->pbuf;
+        }
+    }
+    if (secret_hash(id->pass, id->hash)) return smtpc__err(&c->err, SMTPC_ENOMEM, "SHA-256 is not available");
+    return 0;
+}
+
+/* Everything that makes two connections interchangeable: the identity is
+ * the user name and the salted hash of the password, never the password. */
+static char *pool_key(const smtpc_client *c, const ident *id)
 {
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
-    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s",
                                c->host, eff_port(c), (int)c->sec, c->tls_verify, c->allow_plain, nz(c->ca_file), c->tls_min,
-                               nz(c->proxy), nz(c->user), nz(c->pass), nz(c->mechs), nz(c->bind),
+                               nz(c->proxy), id->user ? "u" : "-", nz(id->user), id->hash, nz(c->mechs), nz(c->bind),
                                nz(c->ehlo));
     if (!rc) rc = smtpc__buf_append(&b, "", 1);
     if (rc) {
@@ -623,7 +740,7 @@ static void on_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len
     else if (dir == SMTPC_TRACE_RECEIVED && len >= 3 && !strncmp(line, "235", 3)) t->auth_done = now;
 }
 
-static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
+static int open_session(smtpc_client *c, smtpc__pconn *pc, const ident *id, smtpc_result *res)
 {
     smtpc_session *s;
     int rc = smtpc_session_new(&s);
@@ -645,19 +762,7 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, smtpc_result *res)
     if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
     if (!rc && !c->tls_verify) rc = smtpc_session_set_insecure(s, true);
     if (!rc && c->tls_min) rc = smtpc_session_set_tls_versions(s, c->tls_min, 0, false);
-    if (!rc && c->user) {
-        char pw[1024];
-        const char *pass = c->pass;
-        if (!pass && c->cred_cb) {
-            rc = c->cred_cb(c->cred_ud, c->user, pw, sizeof pw);
-            pw[sizeof pw - 1] = '\0';
-            pass = pw;
-            if (rc) smtpc__err(&c->err, rc, "the credential callback failed");
-        }
-        if (!rc) rc = smtpc_session_set_credentials(s, c->user, pass);
-        smtpc__secure_zero(pw, sizeof pw);
-        if (rc) return rc;
-    }
+    if (!rc && id->user) rc = smtpc_session_set_credentials(s, id->user, id->pass);
     if (!rc && c->mechs) rc = smtpc_session_set_auth_mechanisms(s, c->mechs);
     if (!rc && c->allow_plain) rc = smtpc_session_set_allow_plaintext_auth(s, true);
     if (rc) return smtpc__err(&c->err, rc, "settings: %s", smtpc_session_errmsg(s));
@@ -730,17 +835,37 @@ static bool has_8bit(const void *p, size_t n)
     return (acc & UINT64_C(0x8080808080808080)) != 0;
 }
 
-static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, int rc)
+/* Recipient j of the transaction is res->r[idx ? idx[j] : j]. A recipient
+ * without a RCPT reply this time keeps the reply of its previous attempt.
+ * Once the message was delivered to some recipients, only a successful
+ * retry replaces the final reply and the queue id. */
+static void take_results(smtpc_client *c, smtpc_session *s, smtpc_result *res, int rc, const size_t *idx)
 {
+    bool delivered = false;
+    for (size_t i = 0; i < res->nrcpt; i++) delivered |= res->r[i].delivered;
     size_t n = smtpc_session_rcpt_count(s);
-    for (size_t i = 0; i < n && i < res->nrcpt; i++) {
-        int st = smtpc_session_rcpt_status(s, i);
-        const smtpc_reply *r = smtpc_session_rcpt_reply(s, i);
-        res->r[i].accepted = st == 0 && rc != SMTPC_EUNKNOWN ? true : st == 0;
-        res->r[i].code = smtpc_reply_code(r);
-        smtpc__strlcpy(res->r[i].enh, r ? smtpc_reply_enhanced(r) : "", sizeof res->r[i].enh);
-        free(res->r[i].text);
-        res->r[i].text = r ? smtpc__strdup(smtpc_reply_text(r)) : NULL;
+    for (size_t j = 0; j < n; j++) {
+        size_t i = idx ? idx[j] : j;
+        if (i >= res->nrcpt) continue;
+        rcpt_res *rr = &res->r[i];
+        int st = smtpc_session_rcpt_status(s, j);
+        const smtpc_reply *r = smtpc_session_rcpt_reply(s, j);
+        rr->attempts++;
+        if (r) {
+            rr->accepted = st == 0;
+            rr->code = smtpc_reply_code(r);
+            smtpc__strlcpy(rr->enh, smtpc_reply_enhanced(r), sizeof rr->enh);
+            free(rr->text);
+            rr->text = smtpc__strdup(smtpc_reply_text(r));
+        }
+        /* Only a 4xx to RCPT, or a transaction that failed transiently
+         * as a whole, leaves a recipient to retry. */
+        if (st == SMTPC_EPERMFAIL || rc == SMTPC_EUNKNOWN || rc == SMTPC_ECANCELED) rr->final = true;
+        else if (rc == 0 && st == 0) rr->final = rr->delivered = true;
+    }
+    if (delivered && rc != 0) {
+        smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(s));
+        return;
     }
     const smtpc_reply *r = smtpc_session_reply(s);
     res->code = smtpc_reply_code(r);
@@ -766,9 +891,72 @@ static bool stale_failure(int rc, smtpc_session *s, bool body_started)
     return rc == SMTPC_EPROTO && !body_started && !smtpc_session_is_connected(s);
 }
 
+/* ---- DSN (RFC 3461) ---- */
+
+static bool want_dsn(const smtpc_send_params *p)
+{
+    if (!p) return false;
+    if (p->dsn_ret || p->dsn_envid || p->dsn_notify) return true;
+    for (size_t i = 0; p->rcpt && i < p->nrcpt; i++)
+        if (p->rcpt[i].dsn_notify || p->rcpt[i].dsn_orcpt) return true;
+    return false;
+}
+
+static bool notify_ok(const char *n)
+{
+    if (!smtpc__strcasecmp(n, "NEVER")) return true;
+    for (const char *p = n;;) {
+        size_t l = strcspn(p, ",");
+        if (!((l == 7 && !smtpc__strncasecmp(p, "SUCCESS", 7)) ||
+              (l == 7 && !smtpc__strncasecmp(p, "FAILURE", 7)) ||
+              (l == 5 && !smtpc__strncasecmp(p, "DELAY", 5))))
+            return false;
+        if (!p[l]) return true;
+        p += l + 1;
+    }
+}
+
+/* Checked before anything is sent: with the ignore policy a server without
+ * DSN would otherwise hide a caller's mistake. */
+static int check_params(smtpc_client *c, const smtpc_send_params *p, size_t nrcpts)
+{
+    if (!p) return 0;
+    if (p->dsn_ret && smtpc__strcasecmp(p->dsn_ret, "FULL") && smtpc__strcasecmp(p->dsn_ret, "HDRS"))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "DSN RET must be FULL or HDRS");
+    if (p->rcpt && p->nrcpt != nrcpts)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "DSN: %zu recipient entries for %zu recipients",
+                          p->nrcpt, nrcpts);
+    if (p->dsn_notify && !notify_ok(p->dsn_notify))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "DSN NOTIFY must be NEVER or a list of SUCCESS,FAILURE,DELAY");
+    for (size_t i = 0; p->rcpt && i < p->nrcpt; i++)
+        if (p->rcpt[i].dsn_notify && !notify_ok(p->rcpt[i].dsn_notify))
+            return smtpc__err(&c->err, SMTPC_EINVAL,
+                              "DSN NOTIFY of recipient %zu must be NEVER or a list of SUCCESS,FAILURE,DELAY", i);
+    return 0;
+}
+
+/* The MAIL and RCPT parameters for the recipients of b (*ro: malloc'ed, one
+ * per recipient). */
+static int dsn_apply(smtpc_client *c, const smtpc__body *b, smtpc_mail_opts *mo, smtpc_rcpt_opts **ro)
+{
+    const smtpc_send_params *p = b->params;
+    mo->dsn_ret = p->dsn_ret;
+    mo->dsn_envid = p->dsn_envid;
+    smtpc_rcpt_opts *r = calloc(b->nrcpts, sizeof *r);
+    if (!r) return smtpc__err(&c->err, SMTPC_ENOMEM, "out of memory");
+    for (size_t j = 0; j < b->nrcpts; j++) {
+        size_t i = b->idx ? b->idx[j] : j;
+        const smtpc_rcpt_opts *o = p->rcpt && i < p->nrcpt ? &p->rcpt[i] : NULL;
+        r[j].dsn_notify = o && o->dsn_notify ? o->dsn_notify : p->dsn_notify;
+        r[j].dsn_orcpt = o ? o->dsn_orcpt : NULL;
+    }
+    *ro = r;
+    return 0;
+}
+
 /* One attempt: a connection from the pool (re-used or new), one
  * transaction. *body_touched tells whether the body was read. */
-static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, smtpc_result *res,
+static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, const ident *id, smtpc_result *res,
                    bool *body_touched)
 {
     bool fresh_retry_done = false;
@@ -795,7 +983,7 @@ again:;
         }
         pc->dirty = false;
     } else {
-        rc = open_session(c, pc, res);
+        rc = open_session(c, pc, id, res);
         if (rc) {
             publish(c, NULL);
             smtpc__pool_release(c->pool, pc, false, false);
@@ -845,19 +1033,34 @@ again:;
         if (has_size) mo.size = b->len;
         mo.body_8bitmime = ext8 && has_8bit(b->mem, b->len);
     }
+    smtpc_rcpt_opts *ro = NULL;
+    if (want_dsn(b->params)) {
+        if (smtpc_session_has_ext(s, "DSN")) {
+            rc = dsn_apply(c, b, &mo, &ro);
+            if (rc) goto done_nosend;
+        } else if (c->dsn_policy == SMTPC_DSN_REQUIRE) {
+            rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                            "DSN (NOTIFY, RET, ENVID or ORCPT) was asked for and the server does "
+                            "not offer DSN; nothing was sent (DSN policy: require)");
+            goto done_nosend;
+        }
+    }
     smtpc_envelope env;
     memset(&env, 0, sizeof env);
     env.from = b->from;
     env.rcpts = b->rcpts;
     env.nrcpts = b->nrcpts;
     env.mail = &mo;
+    env.rcpt = ro;
     env.all_or_nothing = c->strict;
+    env.use_bdat = c->use_bdat && smtpc_session_has_ext(s, "CHUNKING");
     int64_t t0 = smtpc__now_us();
     rc = smtpc_session_send(s, &env, body_read, &run);
     res->t_xfer = smtpc__now_us() - t0;
+    free(ro);
     smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
-    take_results(c, s, res, rc);
+    take_results(c, s, res, rc, b->idx);
     if (rc == SMTPC_ECANCELED && strstr(smtpc_session_errmsg(s), "may have been delivered")) {
         /* Canceled while waiting for the reply to the final dot: the server
          * may have taken it. Unknown, never "canceled" (a caller would resend). */
@@ -927,28 +1130,68 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     for (size_t i = 0; !rc && i < b->nrcpts; i++)
         if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
     if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
-    if (!rc && !c->key && !(c->key = pool_key(c))) rc = SMTPC_ENOMEM;
-    const char *key = c->key;
+    /* Per send, before a pooled connection is chosen: a callback's identity
+     * is part of the key. */
+    ident id;
+    char *key = NULL;
+    if (!rc) rc = get_identity(c, &id);
+    else memset(&id, 0, sizeof id);
+    if (!rc && !(key = pool_key(c, &id))) rc = SMTPC_ENOMEM;
     unsigned max = use_retry ? c->retry.attempts : 1;
     int64_t delay = c->retry.initial_delay_ms;
-    for (unsigned k = 1; !rc || k == 1; k++) {
-        if (rc) break;
+    /* Each attempt offers the recipients that are not final yet: all of
+     * them at first, then those that got 4xx (or whose transaction failed
+     * transiently); never one that got 2xx in a delivered transaction. */
+    const char **sub = NULL;
+    size_t *idx = NULL;
+    if (!rc && (!(sub = calloc(b->nrcpts, sizeof *sub)) || !(idx = calloc(b->nrcpts, sizeof *idx))))
+        rc = SMTPC_ENOMEM;
+    bool delivered = false, unknown = false;
+    int last = 0;
+    for (unsigned k = 1; !rc; k++) {
+        size_t ns = 0;
+        for (size_t i = 0; i < b->nrcpts; i++)
+            if (!res->r[i].final) {
+                sub[ns] = b->rcpts[i];
+                idx[ns++] = i;
+            }
+        if (ns == 0) break;
+        smtpc__body sb = *b;
+        sb.rcpts = sub;
+        sb.nrcpts = ns;
+        sb.idx = idx;
         bool touched;
         res->attempts = k;
-        rc = attempt(c, b, key, res, &touched);
-        if (rc == 0 || k >= max || !retryable(rc)) break;
+        last = attempt(c, &sb, key, &id, res, &touched);
+        if (last == 0) delivered = true;
+        if (last == SMTPC_EUNKNOWN) unknown = true;
+        if (k >= max || !(last == 0 || retryable(last))) break;
+        if (last == 0) {
+            bool pending = false;
+            for (size_t i = 0; i < b->nrcpts; i++) pending |= !res->r[i].final;
+            if (!pending) break;
+        }
         if (touched && !b->m && !b->mem) {
             if (!b->rewind || b->rewind(b->ud)) break; /* the body is gone */
         }
         int64_t d = delay < c->retry.max_delay_ms ? delay : c->retry.max_delay_ms;
         if (sleep_cancelable(c, d)) {
-            rc = smtpc__err(&c->err, SMTPC_ECANCELED, "canceled while waiting to retry");
+            last = smtpc__err(&c->err, SMTPC_ECANCELED, "canceled while waiting to retry");
             break;
         }
         double nd = (double)delay * c->retry.backoff_factor;
         delay = nd > 9e15 ? INT64_MAX / 2 : (int64_t)nd;
-        rc = 0;
     }
+    free(sub);
+    free(idx);
+    if (key) {
+        smtpc__secure_zero(key, strlen(key));
+        free(key);
+    }
+    ident_wipe(&id);
+    /* Delivered to some: the send succeeded (the others' outcomes are in
+     * the result), unless a retry may have delivered without telling. */
+    if (!rc) rc = unknown ? SMTPC_EUNKNOWN : delivered ? 0 : last;
     if (rc == SMTPC_ECANCELED || atomic_load(&c->canceled)) {
         if (rc != 0 && rc != SMTPC_EUNKNOWN) rc = SMTPC_ECANCELED;
     }
@@ -1033,7 +1276,8 @@ static int message_envelope(smtpc_client *c, smtpc_message *m, smtpc__body *b, c
     return 0;
 }
 
-SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result **result)
+SMTPC_API int smtpc_client_send_with(smtpc_client *c, smtpc_message *m, const smtpc_send_params *params,
+                                     smtpc_result **result)
 {
     if (result) *result = NULL;
     if (!c || !m) return SMTPC_EINVAL;
@@ -1042,10 +1286,17 @@ SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result 
     smtpc__body b;
     const char **rcpts = NULL;
     rc = message_envelope(c, m, &b, &rcpts);
+    if (!rc) rc = check_params(c, params, b.nrcpts);
+    b.params = params;
     if (!rc) rc = deliver(c, &b, result);
     free(rcpts);
     smtpc__client_leave(c);
     return rc;
+}
+
+SMTPC_API int smtpc_client_send(smtpc_client *c, smtpc_message *m, smtpc_result **result)
+{
+    return smtpc_client_send_with(c, m, NULL, result);
 }
 
 static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts, size_t n,
@@ -1056,7 +1307,9 @@ static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts,
     if (!from || !rcpts || n == 0) return smtpc__err(&c->err, SMTPC_EINVAL, "no sender or recipient");
     for (size_t i = 0; i < n; i++)
         if (!rcpts[i] || !*rcpts[i]) return smtpc__err(&c->err, SMTPC_EINVAL, "empty recipient");
-    int rc = smtpc__client_enter(c);
+    int rc = check_params(c, b->params, n);
+    if (rc) return rc;
+    rc = smtpc__client_enter(c);
     if (rc) return rc;
     b->from = from;
     b->rcpts = rcpts;
@@ -1066,27 +1319,43 @@ static int send_raw(smtpc_client *c, const char *from, const char *const *rcpts,
     return rc;
 }
 
-SMTPC_API int smtpc_client_send_envelope(smtpc_client *c, const char *from, const char *const *rcpts,
-                                         size_t nrcpts, smtpc_read_cb cb, void *userdata,
-                                         smtpc_result **result)
+SMTPC_API int smtpc_client_send_envelope_with(smtpc_client *c, const char *from, const char *const *rcpts,
+                                              size_t nrcpts, smtpc_read_cb cb, void *userdata,
+                                              const smtpc_send_params *params, smtpc_result **result)
 {
     if (!cb) return SMTPC_EINVAL;
     smtpc__body b;
     memset(&b, 0, sizeof b);
     b.cb = cb;
     b.ud = userdata;
+    b.params = params;
     return send_raw(c, from, rcpts, nrcpts, &b, result);
 }
 
-SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const char *const *rcpts,
-                                    size_t nrcpts, const void *data, size_t len, smtpc_result **result)
+SMTPC_API int smtpc_client_send_envelope(smtpc_client *c, const char *from, const char *const *rcpts,
+                                         size_t nrcpts, smtpc_read_cb cb, void *userdata,
+                                         smtpc_result **result)
+{
+    return smtpc_client_send_envelope_with(c, from, rcpts, nrcpts, cb, userdata, NULL, result);
+}
+
+SMTPC_API int smtpc_client_send_mem_with(smtpc_client *c, const char *from, const char *const *rcpts,
+                                         size_t nrcpts, const void *data, size_t len,
+                                         const smtpc_send_params *params, smtpc_result **result)
 {
     if (!data && len) return SMTPC_EINVAL;
     smtpc__body b;
     memset(&b, 0, sizeof b);
     b.mem = data ? data : "";
     b.len = len;
+    b.params = params;
     return send_raw(c, from, rcpts, nrcpts, &b, result);
+}
+
+SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const char *const *rcpts,
+                                    size_t nrcpts, const void *data, size_t len, smtpc_result **result)
+{
+    return smtpc_client_send_mem_with(c, from, rcpts, nrcpts, data, len, NULL, result);
 }
 
 /* ---- async ---- */
@@ -1099,6 +1368,7 @@ static void *worker(void *arg)
         while (!c->job && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
         if (!c->job) break; /* stop with nothing queued */
         smtpc_message *m = c->job_m;
+        const smtpc_send_params *params = c->job_params;
         smtpc_send_cb cb = c->job_cb;
         void *ud = c->job_ud;
         c->job = false;
@@ -1108,6 +1378,8 @@ static void *worker(void *arg)
         const char **rcpts = NULL;
         smtpc_result *res = NULL;
         int rc = message_envelope(c, m, &b, &rcpts);
+        if (!rc) rc = check_params(c, params, b.nrcpts);
+        b.params = params;
         if (!rc) rc = deliver(c, &b, &res);
         free(rcpts);
         if (!res) {
@@ -1128,6 +1400,12 @@ static void *worker(void *arg)
 
 SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb, void *userdata)
 {
+    return smtpc_client_send_async_with(c, m, NULL, cb, userdata);
+}
+
+SMTPC_API int smtpc_client_send_async_with(smtpc_client *c, smtpc_message *m, const smtpc_send_params *params,
+                                           smtpc_send_cb cb, void *userdata)
+{
     if (!c || !m || !cb) return SMTPC_EINVAL;
     int rc = smtpc__client_enter(c);
     if (rc) return rc;
@@ -1142,6 +1420,7 @@ SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_s
     }
     c->job = true;
     c->job_m = m;
+    c->job_params = params;
     c->job_cb = cb;
     c->job_ud = userdata;
     pthread_cond_broadcast(&c->cv);

@@ -9,7 +9,7 @@
 
 typedef struct smtpc__pconn {
     struct smtpc__pconn *next;
-    char *key;            /* endpoint and identity; wiped on free (holds the password) */
+    char *key;            /* endpoint and identity (a salted hash, never the password); wiped on free */
     smtpc_session *s;     /* NULL: a reserved slot the acquirer connects */
     bool busy;
     bool dirty;           /* the last transaction did not end cleanly: RSET before re-use */
@@ -44,6 +44,8 @@ typedef struct smtpc__body {
     smtpc_read_cb cb;
     void *ud;
     int (*rewind)(void *ud);
+    const smtpc_send_params *params; /* NULL = none */
+    const size_t *idx; /* a retry's recipients: their index in the send's envelope (NULL = same) */
 } smtpc__body;
 
 /* The network send with the client's settings and pool; retries per the
