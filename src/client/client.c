@@ -7,6 +7,7 @@
 #include <smtpc/proxy.h>
 #include <smtpc/tls.h>
 
+#include "client/session_int.h"
 #include "util/util.h"
 
 #include <ctype.h>
@@ -1087,6 +1088,276 @@ SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const cha
     b.mem = data ? data : "";
     b.len = len;
     return send_raw(c, from, rcpts, nrcpts, &b, result);
+}
+
+/* ---- batches: one connection, pipelined across messages ---- */
+
+typedef struct batch_slot {
+    body_run run;
+    smtpc__body b;
+    const char **rcpts; /* a message's envelope (pointers owned by it) */
+    smtpc_mail_opts mo;
+    int prep_rc;
+    char prep_err[SMTPC__ERRMSG_MAX];
+} batch_slot;
+
+typedef struct batch_ctx {
+    smtpc_client *c;
+    const smtpc_batch_item *items;
+    size_t n;
+    smtpc_batch_cb cb;
+    void *ud;
+    smtpc_session *s;
+    smtpc__pconn *pc;
+    unsigned max_msgs;  /* per connection (the pool's), 0 = no limit */
+    unsigned begun;     /* on this connection */
+    bool reused;
+    batch_slot slots[4]; /* at most two messages are in flight */
+    size_t *redo;       /* temporary failures, sent again one by one */
+    size_t nredo;
+    int first_fail;
+} batch_ctx;
+
+static void batch_slot_clear(batch_slot *sl)
+{
+    smtpc_message_writer_free(sl->run.w);
+    free(sl->rcpts);
+    memset(sl, 0, sizeof *sl);
+}
+
+static void batch_finish(batch_ctx *x, size_t i, smtpc_result *res, int rc)
+{
+    res->status = rc;
+    smtpc__strlcpy(res->errmsg, rc ? x->c->err.text : "", sizeof res->errmsg);
+    if (rc && !x->first_fail) x->first_fail = rc;
+    if (x->cb) x->cb(x->ud, i, rc, res);
+}
+
+static smtpc_result *batch_result(const smtpc__body *b)
+{
+    smtpc_result *res = calloc(1, sizeof *res);
+    if (!res) return NULL;
+    res->nrcpt = b->nrcpts;
+    res->r = calloc(b->nrcpts ? b->nrcpts : 1, sizeof *res->r);
+    for (size_t k = 0; res->r && k < b->nrcpts; k++)
+        if (!(res->r[k].addr = smtpc__strdup(b->rcpts[k]))) break;
+    return res;
+}
+
+/* The item's envelope and body source (no server needed). */
+static int batch_body(smtpc_client *c, const smtpc_batch_item *it, smtpc__body *b, const char ***rcpts)
+{
+    *rcpts = NULL;
+    if (it->message) return message_envelope(c, it->message, b, rcpts);
+    memset(b, 0, sizeof *b);
+    if (!it->from || !it->rcpts || it->nrcpts == 0 || (!it->data && it->len))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "batch item: no sender, recipient or data");
+    for (size_t k = 0; k < it->nrcpts; k++)
+        if (!it->rcpts[k] || !*it->rcpts[k]) return smtpc__err(&c->err, SMTPC_EINVAL, "empty recipient");
+    b->from = it->from;
+    b->rcpts = it->rcpts;
+    b->nrcpts = it->nrcpts;
+    b->mem = it->data ? it->data : "";
+    b->len = it->len;
+    return 0;
+}
+
+static int batch_next(void *ud, size_t i, smtpc__batch_msg *m)
+{
+    batch_ctx *x = ud;
+    if (i >= x->n || atomic_load(&x->c->canceled)) return 0;
+    if (x->max_msgs && x->pc->msgs + x->begun >= x->max_msgs) return 0; /* the rest on a new one */
+    x->begun++;
+    smtpc_client *c = x->c;
+    smtpc_session *s = x->s;
+    batch_slot *sl = &x->slots[i % 4];
+    batch_slot_clear(sl);
+    sl->prep_rc = batch_body(c, &x->items[i], &sl->b, &sl->rcpts);
+    sl->run.b = &sl->b;
+    bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
+    bool has_size = smtpc_session_has_ext(s, "SIZE");
+    if (!sl->prep_rc && sl->b.m) {
+        bool needu = smtpc_message_needs_smtputf8(sl->b.m);
+        if (needu && !smtpc_session_has_ext(s, "SMTPUTF8"))
+            sl->prep_rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                                     "the message needs SMTPUTF8 and the server does not offer it");
+        else if ((sl->prep_rc = smtpc_message_writer_new(&sl->run.w, sl->b.m,
+                                                         (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
+                                                             (needu ? SMTPC_WRITE_SMTPUTF8 : 0u))) != 0)
+            smtpc__err(&c->err, sl->prep_rc, "message: %s", smtpc_message_errmsg(sl->b.m));
+        if (!sl->prep_rc) {
+            int64_t sz = smtpc_message_writer_size(sl->run.w);
+            if (has_size && sz > 0) sl->mo.size = (uint64_t)sz;
+            sl->mo.body_8bitmime = ext8;
+            sl->mo.smtputf8 = needu;
+        }
+    } else if (!sl->prep_rc) {
+        sl->run.mp = sl->b.mem;
+        sl->run.mleft = sl->b.len;
+        if (has_size) sl->mo.size = sl->b.len;
+        sl->mo.body_8bitmime = ext8 && has_8bit(sl->b.mem, sl->b.len);
+    }
+    if (sl->prep_rc) smtpc__strlcpy(sl->prep_err, c->err.text, sizeof sl->prep_err);
+    memset(m, 0, sizeof *m);
+    /* a message that cannot be prepared still takes its turn: the session
+     * refuses its empty envelope and done() reports the real reason */
+    m->env.from = sl->prep_rc ? NULL : sl->b.from;
+    m->env.rcpts = sl->b.rcpts;
+    m->env.nrcpts = sl->b.nrcpts;
+    m->env.mail = &sl->mo;
+    m->env.all_or_nothing = c->strict;
+    m->body = body_read;
+    m->ud = &sl->run;
+    return 1;
+}
+
+static void batch_done(void *ud, size_t i, int rc, smtpc_session *s)
+{
+    batch_ctx *x = ud;
+    smtpc_client *c = x->c;
+    batch_slot *sl = &x->slots[i % 4];
+    smtpc_result *res = batch_result(&sl->b);
+    if (!res || !res->r) {
+        smtpc_result_free(res);
+        if (!x->first_fail) x->first_fail = SMTPC_ENOMEM;
+        batch_slot_clear(sl);
+        return;
+    }
+    if (sl->prep_rc) {
+        rc = smtpc__err(&c->err, sl->prep_rc, "%s", sl->prep_err);
+    } else {
+        take_results(c, s, res, rc);
+        if (rc == 0) x->pc->msgs++;
+        if (sl->b.m) smtpc__strlcpy(res->msgid, nz(smtpc_message_message_id(sl->b.m)), sizeof res->msgid);
+    }
+    res->attempts = 1;
+    res->reused = x->reused;
+    const smtpc_tls_info *ti = smtpc_session_tls_info(s);
+    smtpc__strlcpy(res->tls_version, ti ? ti->version : "", sizeof res->tls_version);
+    smtpc__strlcpy(res->tls_cipher, ti ? ti->cipher : "", sizeof res->tls_cipher);
+    smtpc__strlcpy(res->mech, nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
+    if (rc == SMTPC_ETEMPFAIL && c->retry.attempts > 1) {
+        size_t *r = realloc(x->redo, (x->nredo + 1) * sizeof *r);
+        if (r) {
+            x->redo = r;
+            x->redo[x->nredo++] = i; /* again later, through the retry policy */
+            smtpc_result_free(res);
+            batch_slot_clear(sl);
+            return;
+        }
+    }
+    batch_finish(x, i, res, rc);
+    smtpc_result_free(res);
+    batch_slot_clear(sl);
+}
+
+/* Item i on its own, with retries and a fresh connection as needed;
+ * earlier: attempts the batch already made for it. */
+static void batch_single(batch_ctx *x, size_t i, bool use_retry, unsigned earlier)
+{
+    smtpc_client *c = x->c;
+    smtpc__body b;
+    const char **rcpts = NULL;
+    smtpc_result *res = NULL;
+    int rc = batch_body(c, &x->items[i], &b, &rcpts);
+    if (!rc) {
+        rc = atomic_load(&c->canceled) ? smtpc__err(&c->err, SMTPC_ECANCELED, "canceled")
+                                       : smtpc__client_deliver(c, &b, use_retry, &res);
+    }
+    if (!res) res = batch_result(&b);
+    if (res) res->attempts += earlier;
+    if (res && res->r) batch_finish(x, i, res, rc);
+    else if (!x->first_fail) x->first_fail = SMTPC_ENOMEM;
+    smtpc_result_free(res);
+    free(rcpts);
+}
+
+/* A pooled connection for the batch: re-used (RSET/NOOP first when
+ * needed) or new. */
+static int batch_conn(batch_ctx *x, const char *key)
+{
+    smtpc_client *c = x->c;
+    for (;;) {
+        bool check;
+        int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &x->pc, &check);
+        if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
+        x->reused = x->pc->s != NULL;
+        if (!x->reused) {
+            smtpc_result tmp;
+            memset(&tmp, 0, sizeof tmp);
+            rc = open_session(c, x->pc, &tmp);
+            if (rc) {
+                smtpc__pool_release(c->pool, x->pc, false, false);
+                x->pc = NULL;
+            }
+            return rc;
+        }
+        int prc = 0;
+        if (x->pc->dirty) prc = smtpc_session_rset(x->pc->s);
+        else if (check) prc = smtpc_session_noop(x->pc->s);
+        if (!prc) {
+            x->pc->dirty = false;
+            return 0;
+        }
+        smtpc__pool_release(c->pool, x->pc, false, prc != SMTPC_ECANCELED); /* dead while idle */
+        x->pc = NULL;
+        if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
+            return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");
+    }
+}
+
+SMTPC_API int smtpc_client_send_batch(smtpc_client *c, const smtpc_batch_item *items, size_t n,
+                                      smtpc_batch_cb cb, void *userdata)
+{
+    if (!c || (!items && n)) return SMTPC_EINVAL;
+    int rc = smtpc__client_enter(c);
+    if (rc) return rc;
+    batch_ctx x;
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    x.items = items;
+    x.n = n;
+    x.cb = cb;
+    x.ud = userdata;
+    x.max_msgs = smtpc__pool_max_messages(c->pool);
+    size_t i = 0;
+    if (c->delivery != SMTPC_DELIVERY_NETWORK || !c->host) {
+        for (; i < n; i++) batch_single(&x, i, true, 0); /* pickup, outbox; or the config error */
+    } else if (!c->key && !(c->key = pool_key(c))) {
+        x.first_fail = SMTPC_ENOMEM;
+        i = n;
+    }
+    while (i < n) {
+        if (atomic_load(&c->canceled)) {
+            batch_single(&x, i++, false, 0); /* reported canceled */
+            continue;
+        }
+        if (batch_conn(&x, c->key) != 0) {
+            batch_single(&x, i++, true, 0); /* its own attempts decide */
+            continue;
+        }
+        x.s = x.pc->s;
+        x.begun = 0;
+        publish(c, x.s);
+        size_t nd = 0;
+        rc = smtpc__session_send_batch(x.s, batch_next, batch_done, &x, i, &nd);
+        publish(c, NULL);
+        i += nd;
+        if (rc) smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(x.s)); /* before release */
+        bool canceled = rc == SMTPC_ECANCELED || atomic_load(&c->canceled);
+        x.pc->dirty = rc != 0;
+        smtpc__pool_release(c->pool, x.pc, rc == 0 && !canceled, !canceled);
+        x.pc = NULL;
+        for (int k = 0; k < 4; k++) batch_slot_clear(&x.slots[k]);
+        if (rc && i < n) {
+            /* not written completely: on its own, on a fresh connection */
+            batch_single(&x, i++, true, 0);
+        }
+    }
+    for (size_t k = 0; k < x.nredo; k++) batch_single(&x, x.redo[k], true, 1);
+    free(x.redo);
+    smtpc__client_leave(c);
+    return x.first_fail;
 }
 
 /* ---- async ---- */
