@@ -13,6 +13,7 @@ smtpc's msg/s to each peer's.
 Clients:
   smtpc-1        smtpc's bench driver, one connection, pipelining (build/bench_smtpc)
   smtpc-client-1 the same through the client API (smtpc_client_send_mem, one pooled connection)
+  smtpc-batch-1  the client API's smtpc_client_send_batch (pipelined across messages, one pooled connection)
   smtp-source-1  Postfix's smtp-source -s 1 -d (one connection, no pipelining)
   smtplib-1      Python smtplib re-using one connection
   bulk-1, bulk-8 smtpc_bulk (build/bench_bulk), 1 or 8 connections, pipelining
@@ -89,6 +90,8 @@ def client_cmd(name, port, n, size):
         return [str(BUILD / "bench_smtpc"), "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtpc-client-1":
         return [str(BUILD / "bench_smtpc"), "--client", "--n", str(n), "--size", str(size), host, str(port)]
+    if name == "smtpc-batch-1":
+        return [str(BUILD / "bench_smtpc"), "--batch", "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtp-source-1":
         return ["/usr/sbin/smtp-source", "-s", "1", "-d", "-m", str(n), "-l", str(size),
                 "-f", "a@example.org", "-t", "b@example.org", f"{host}:{port}"]

@@ -2,7 +2,9 @@
  * MAIL/RCPT/DATA when the server offers PIPELINING). Used by bench/bench.py.
  *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] [--client] HOST PORT
  * --client: through the client API (smtpc_client_send_mem on its pooled
- * connection, one connection for all messages) instead of the session. */
+ * connection, one connection for all messages) instead of the session.
+ * --batch: through smtpc_client_send_batch (1,000 messages per call,
+ * pipelined across messages) on the same pooled connection. */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -19,6 +21,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         uint64_t *slot = NULL;
         if (!strcmp(argv[i], "--client")) { use_client = 1; continue; }
+        if (!strcmp(argv[i], "--batch")) { use_client = 2; continue; }
         if (!strcmp(argv[i], "--n")) slot = &n;
         else if (!strcmp(argv[i], "--size")) slot = &size;
         else if (!strcmp(argv[i], "--rcpts")) slot = &nrcpt;
@@ -69,7 +72,14 @@ int main(int argc, char **argv)
         smtpc_client_set_ehlo_name(c, "bench.example.org");
         smtpc_pool_set_max_messages(smtpc_client_pool(c), 0); /* one connection for all */
         int rc = 0;
-        for (uint64_t i = 0; !rc && i < n; i++)
+        if (use_client == 2) {
+            smtpc_batch_item items[1000];
+            for (size_t k = 0; k < 1000; k++)
+                items[k] = (smtpc_batch_item){NULL, env.from, rcpts, env.nrcpts, msg, len};
+            for (uint64_t i = 0; !rc && i < n; i += 1000)
+                rc = smtpc_client_send_batch(c, items, n - i < 1000 ? (size_t)(n - i) : 1000, NULL, NULL);
+        }
+        for (uint64_t i = 0; use_client == 1 && !rc && i < n; i++)
             rc = smtpc_client_send_mem(c, env.from, rcpts, env.nrcpts, msg, len, NULL);
         if (rc) fprintf(stderr, "bench_smtpc --client: %s: %s\n", smtpc_err_name(rc), smtpc_client_errmsg(c));
         uint64_t opened = smtpc_pool_connections_opened(smtpc_client_pool(c));

@@ -7,6 +7,7 @@
 #include <smtpc/proxy.h>
 #include <smtpc/tls.h>
 
+#include "client/session_int.h"
 #include "util/util.h"
 
 #include <openssl/evp.h>
@@ -1119,16 +1120,47 @@ static bool sleep_cancelable(smtpc_client *c, int64_t ms)
     return canceled;
 }
 
-int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry, smtpc_result **out)
+/* A result with one entry per recipient of b, or NULL. */
+static smtpc_result *result_for(const smtpc__body *b)
 {
     smtpc_result *res = calloc(1, sizeof *res);
-    if (!res) return SMTPC_ENOMEM;
-    int rc = 0;
+    if (!res) return NULL;
     res->nrcpt = b->nrcpts;
     res->r = calloc(b->nrcpts ? b->nrcpts : 1, sizeof *res->r);
-    if (!res->r) rc = SMTPC_ENOMEM;
-    for (size_t i = 0; !rc && i < b->nrcpts; i++)
-        if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) rc = SMTPC_ENOMEM;
+    for (size_t i = 0; res->r && i < b->nrcpts; i++) {
+        if (!(res->r[i].addr = smtpc__strdup(b->rcpts[i]))) {
+            res->nrcpt = i;
+            smtpc_result_free(res);
+            return NULL;
+        }
+    }
+    if (!res->r) {
+        free(res);
+        return NULL;
+    }
+    return res;
+}
+
+static int deliver_attempts(smtpc_client *c, const smtpc__body *b, bool use_retry, smtpc_result *res,
+                            unsigned k0, int last);
+
+int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry, smtpc_result **out)
+{
+    smtpc_result *res = result_for(b);
+    if (!res) return SMTPC_ENOMEM;
+    int rc = deliver_attempts(c, b, use_retry, res, 1, 0);
+    if (out) *out = res;
+    else smtpc_result_free(res);
+    return rc;
+}
+
+/* Attempts k0, k0+1 ... (per the retry policy) for the recipients of res
+ * that are not final; k0 > 1 continues after an attempt made elsewhere (a
+ * batch) that ended with last: waits the first delay before it. */
+static int deliver_attempts(smtpc_client *c, const smtpc__body *b, bool use_retry, smtpc_result *res,
+                            unsigned k0, int last)
+{
+    int rc = 0;
     if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
     /* Per send, before a pooled connection is chosen: a callback's identity
      * is part of the key. */
@@ -1146,9 +1178,15 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     size_t *idx = NULL;
     if (!rc && (!(sub = calloc(b->nrcpts, sizeof *sub)) || !(idx = calloc(b->nrcpts, sizeof *idx))))
         rc = SMTPC_ENOMEM;
-    bool delivered = false, unknown = false;
-    int last = 0;
-    for (unsigned k = 1; !rc; k++) {
+    bool delivered = k0 > 1 && last == 0, unknown = false;
+    if (!rc && k0 > 1) {
+        int64_t d = c->retry.initial_delay_ms < c->retry.max_delay_ms ? c->retry.initial_delay_ms
+                                                                       : c->retry.max_delay_ms;
+        if (sleep_cancelable(c, d)) rc = smtpc__err(&c->err, SMTPC_ECANCELED, "canceled while waiting to retry");
+        double nd = (double)delay * c->retry.backoff_factor;
+        delay = nd > 9e15 ? INT64_MAX / 2 : (int64_t)nd;
+    }
+    for (unsigned k = k0; !rc; k++) {
         size_t ns = 0;
         for (size_t i = 0; i < b->nrcpts; i++)
             if (!res->r[i].final) {
@@ -1197,8 +1235,6 @@ int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
     }
     res->status = rc;
     smtpc__strlcpy(res->errmsg, rc ? c->err.text : "", sizeof res->errmsg);
-    if (out) *out = res;
-    else smtpc_result_free(res);
     return rc;
 }
 
@@ -1356,6 +1392,294 @@ SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const cha
                                     size_t nrcpts, const void *data, size_t len, smtpc_result **result)
 {
     return smtpc_client_send_mem_with(c, from, rcpts, nrcpts, data, len, NULL, result);
+}
+
+/* ---- batches: one connection, pipelined across messages ---- */
+
+typedef struct batch_slot {
+    body_run run;
+    smtpc__body b;
+    const char **rcpts; /* a message's envelope (pointers owned by it) */
+    smtpc_mail_opts mo;
+    int prep_rc;
+    char prep_err[SMTPC__ERRMSG_MAX];
+} batch_slot;
+
+typedef struct batch_ctx {
+    smtpc_client *c;
+    const smtpc_batch_item *items;
+    size_t n;
+    smtpc_batch_cb cb;
+    void *ud;
+    smtpc_session *s;
+    smtpc__pconn *pc;
+    unsigned max_msgs;  /* per connection (the pool's), 0 = no limit */
+    unsigned begun;     /* on this connection */
+    bool reused;
+    batch_slot slots[4]; /* at most two messages are in flight */
+    struct batch_redo {
+        size_t i;
+        int last;
+        smtpc_result *res;
+    } *redo;            /* temporary failures: continued one by one per the retry policy */
+    size_t nredo;
+    const ident *id;
+    int first_fail;
+} batch_ctx;
+
+static void batch_slot_clear(batch_slot *sl)
+{
+    smtpc_message_writer_free(sl->run.w);
+    free(sl->rcpts);
+    memset(sl, 0, sizeof *sl);
+}
+
+static void batch_finish(batch_ctx *x, size_t i, smtpc_result *res, int rc)
+{
+    res->status = rc;
+    smtpc__strlcpy(res->errmsg, rc ? x->c->err.text : "", sizeof res->errmsg);
+    if (rc && !x->first_fail) x->first_fail = rc;
+    if (x->cb) x->cb(x->ud, i, rc, res);
+}
+
+/* The item's envelope and body source (no server needed). */
+static int batch_body(smtpc_client *c, const smtpc_batch_item *it, smtpc__body *b, const char ***rcpts)
+{
+    *rcpts = NULL;
+    if (it->message) return message_envelope(c, it->message, b, rcpts);
+    memset(b, 0, sizeof *b);
+    if (!it->from || !it->rcpts || it->nrcpts == 0 || (!it->data && it->len))
+        return smtpc__err(&c->err, SMTPC_EINVAL, "batch item: no sender, recipient or data");
+    for (size_t k = 0; k < it->nrcpts; k++)
+        if (!it->rcpts[k] || !*it->rcpts[k]) return smtpc__err(&c->err, SMTPC_EINVAL, "empty recipient");
+    b->from = it->from;
+    b->rcpts = it->rcpts;
+    b->nrcpts = it->nrcpts;
+    b->mem = it->data ? it->data : "";
+    b->len = it->len;
+    return 0;
+}
+
+static int batch_next(void *ud, size_t i, smtpc__batch_msg *m)
+{
+    batch_ctx *x = ud;
+    if (i >= x->n || atomic_load(&x->c->canceled)) return 0;
+    if (x->max_msgs && x->pc->msgs + x->begun >= x->max_msgs) return 0; /* the rest on a new one */
+    x->begun++;
+    smtpc_client *c = x->c;
+    smtpc_session *s = x->s;
+    batch_slot *sl = &x->slots[i % 4];
+    batch_slot_clear(sl);
+    sl->prep_rc = batch_body(c, &x->items[i], &sl->b, &sl->rcpts);
+    sl->run.b = &sl->b;
+    bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
+    bool has_size = smtpc_session_has_ext(s, "SIZE");
+    if (!sl->prep_rc && sl->b.m) {
+        bool needu = smtpc_message_needs_smtputf8(sl->b.m);
+        if (needu && !smtpc_session_has_ext(s, "SMTPUTF8"))
+            sl->prep_rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                                     "the message needs SMTPUTF8 and the server does not offer it");
+        else if ((sl->prep_rc = smtpc_message_writer_new(&sl->run.w, sl->b.m,
+                                                         (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
+                                                             (needu ? SMTPC_WRITE_SMTPUTF8 : 0u))) != 0)
+            smtpc__err(&c->err, sl->prep_rc, "message: %s", smtpc_message_errmsg(sl->b.m));
+        if (!sl->prep_rc) {
+            int64_t sz = smtpc_message_writer_size(sl->run.w);
+            if (has_size && sz > 0) sl->mo.size = (uint64_t)sz;
+            sl->mo.body_8bitmime = ext8;
+            sl->mo.smtputf8 = needu;
+        }
+    } else if (!sl->prep_rc) {
+        sl->run.mp = sl->b.mem;
+        sl->run.mleft = sl->b.len;
+        if (has_size) sl->mo.size = sl->b.len;
+        sl->mo.body_8bitmime = ext8 && has_8bit(sl->b.mem, sl->b.len);
+    }
+    if (sl->prep_rc) smtpc__strlcpy(sl->prep_err, c->err.text, sizeof sl->prep_err);
+    memset(m, 0, sizeof *m);
+    /* a message that cannot be prepared still takes its turn: the session
+     * refuses its empty envelope and done() reports the real reason */
+    m->env.from = sl->prep_rc ? NULL : sl->b.from;
+    m->env.rcpts = sl->b.rcpts;
+    m->env.nrcpts = sl->b.nrcpts;
+    m->env.mail = &sl->mo;
+    m->env.all_or_nothing = c->strict;
+    m->body = body_read;
+    m->ud = &sl->run;
+    return 1;
+}
+
+static void batch_done(void *ud, size_t i, int rc, smtpc_session *s)
+{
+    batch_ctx *x = ud;
+    smtpc_client *c = x->c;
+    batch_slot *sl = &x->slots[i % 4];
+    smtpc_result *res = result_for(&sl->b);
+    if (!res || !res->r) {
+        smtpc_result_free(res);
+        if (!x->first_fail) x->first_fail = SMTPC_ENOMEM;
+        batch_slot_clear(sl);
+        return;
+    }
+    if (sl->prep_rc) {
+        rc = smtpc__err(&c->err, sl->prep_rc, "%s", sl->prep_err);
+    } else {
+        take_results(c, s, res, rc, NULL);
+        if (rc == 0) x->pc->msgs++;
+        if (sl->b.m) smtpc__strlcpy(res->msgid, nz(smtpc_message_message_id(sl->b.m)), sizeof res->msgid);
+    }
+    res->attempts = 1;
+    res->reused = x->reused;
+    const smtpc_tls_info *ti = smtpc_session_tls_info(s);
+    smtpc__strlcpy(res->tls_version, ti ? ti->version : "", sizeof res->tls_version);
+    smtpc__strlcpy(res->tls_cipher, ti ? ti->cipher : "", sizeof res->tls_cipher);
+    smtpc__strlcpy(res->mech, nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
+    bool pending = false; /* recipients with a 4xx, or all after a 4xx to the message */
+    for (size_t k = 0; k < res->nrcpt; k++) pending |= !res->r[k].final;
+    if (!sl->prep_rc && c->retry.attempts > 1 && pending && (rc == 0 || rc == SMTPC_ETEMPFAIL)) {
+        struct batch_redo *r = realloc(x->redo, (x->nredo + 1) * sizeof *r);
+        if (r) {
+            x->redo = r;
+            x->redo[x->nredo++] = (struct batch_redo){i, rc, res}; /* later, on its own */
+            batch_slot_clear(sl);
+            return;
+        }
+    }
+    batch_finish(x, i, res, rc);
+    smtpc_result_free(res);
+    batch_slot_clear(sl);
+}
+
+/* Item i continued after its attempt in the batch: the recipients that
+ * are not final yet, per the retry policy. */
+static void batch_continue(batch_ctx *x, const struct batch_redo *r)
+{
+    smtpc_client *c = x->c;
+    smtpc__body b;
+    const char **rcpts = NULL;
+    int rc = batch_body(c, &x->items[r->i], &b, &rcpts);
+    if (!rc) rc = deliver_attempts(c, &b, true, r->res, 2, r->last);
+    batch_finish(x, r->i, r->res, rc);
+    smtpc_result_free(r->res);
+    free(rcpts);
+}
+
+/* Item i on its own, with retries and a fresh connection as needed. */
+static void batch_single(batch_ctx *x, size_t i, bool use_retry)
+{
+    smtpc_client *c = x->c;
+    smtpc__body b;
+    const char **rcpts = NULL;
+    smtpc_result *res = NULL;
+    int rc = batch_body(c, &x->items[i], &b, &rcpts);
+    if (!rc) {
+        rc = atomic_load(&c->canceled) ? smtpc__err(&c->err, SMTPC_ECANCELED, "canceled")
+                                       : smtpc__client_deliver(c, &b, use_retry, &res);
+    }
+    if (!res) res = result_for(&b);
+    if (res && res->r) batch_finish(x, i, res, rc);
+    else if (!x->first_fail) x->first_fail = SMTPC_ENOMEM;
+    smtpc_result_free(res);
+    free(rcpts);
+}
+
+/* A pooled connection for the batch: re-used (RSET/NOOP first when
+ * needed) or new. */
+static int batch_conn(batch_ctx *x, const char *key)
+{
+    smtpc_client *c = x->c;
+    for (;;) {
+        bool check;
+        int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &x->pc, &check);
+        if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
+        x->reused = x->pc->s != NULL;
+        if (!x->reused) {
+            smtpc_result tmp;
+            memset(&tmp, 0, sizeof tmp);
+            rc = open_session(c, x->pc, x->id, &tmp);
+            if (rc) {
+                smtpc__pool_release(c->pool, x->pc, false, false);
+                x->pc = NULL;
+            }
+            return rc;
+        }
+        int prc = 0;
+        if (x->pc->dirty) prc = smtpc_session_rset(x->pc->s);
+        else if (check) prc = smtpc_session_noop(x->pc->s);
+        if (!prc) {
+            x->pc->dirty = false;
+            return 0;
+        }
+        smtpc__pool_release(c->pool, x->pc, false, prc != SMTPC_ECANCELED); /* dead while idle */
+        x->pc = NULL;
+        if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
+            return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");
+    }
+}
+
+SMTPC_API int smtpc_client_send_batch(smtpc_client *c, const smtpc_batch_item *items, size_t n,
+                                      smtpc_batch_cb cb, void *userdata)
+{
+    if (!c || (!items && n)) return SMTPC_EINVAL;
+    int rc = smtpc__client_enter(c);
+    if (rc) return rc;
+    batch_ctx x;
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    x.items = items;
+    x.n = n;
+    x.cb = cb;
+    x.ud = userdata;
+    x.max_msgs = smtpc__pool_max_messages(c->pool);
+    size_t i = 0;
+    if (c->delivery != SMTPC_DELIVERY_NETWORK || !c->host) {
+        for (; i < n; i++) batch_single(&x, i, true); /* pickup, outbox; or the config error */
+    }
+    /* the identity (a callback's) is asked once per batch, like per send */
+    ident id;
+    memset(&id, 0, sizeof id);
+    char *key = NULL;
+    if (i < n && ((rc = get_identity(c, &id)) != 0 || !(key = pool_key(c, &id)))) {
+        if (!rc) rc = SMTPC_ENOMEM;
+        for (; i < n; i++) batch_single(&x, i, true); /* each reports the error */
+    }
+    x.id = &id;
+    while (i < n) {
+        if (atomic_load(&c->canceled)) {
+            batch_single(&x, i++, false); /* reported canceled */
+            continue;
+        }
+        if (batch_conn(&x, key) != 0) {
+            batch_single(&x, i++, true); /* its own attempts decide */
+            continue;
+        }
+        x.s = x.pc->s;
+        x.begun = 0;
+        publish(c, x.s);
+        size_t nd = 0;
+        rc = smtpc__session_send_batch(x.s, batch_next, batch_done, &x, i, &nd);
+        publish(c, NULL);
+        i += nd;
+        if (rc) smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(x.s)); /* before release */
+        bool canceled = rc == SMTPC_ECANCELED || atomic_load(&c->canceled);
+        x.pc->dirty = rc != 0;
+        smtpc__pool_release(c->pool, x.pc, rc == 0 && !canceled, !canceled);
+        x.pc = NULL;
+        for (int k = 0; k < 4; k++) batch_slot_clear(&x.slots[k]);
+        if (rc && i < n) {
+            /* not written completely: on its own, on a fresh connection */
+            batch_single(&x, i++, true);
+        }
+    }
+    for (size_t k = 0; k < x.nredo; k++) batch_continue(&x, &x.redo[k]);
+    free(x.redo);
+    if (key) {
+        smtpc__secure_zero(key, strlen(key));
+        free(key);
+    }
+    ident_wipe(&id);
+    smtpc__client_leave(c);
+    return x.first_fail;
 }
 
 /* ---- async ---- */

@@ -28,6 +28,8 @@ int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cance
 void smtpc__pool_release(smtpc_pool *p, smtpc__pconn *c, bool keep, bool polite);
 /* The client stored a new session in a reserved slot. */
 void smtpc__pool_count_open(smtpc_pool *p);
+/* The maximum number of messages per connection (0 = no limit). */
+unsigned smtpc__pool_max_messages(smtpc_pool *p);
 int smtpc__pool_new_private(smtpc_pool **out);
 
 /* What to send: a message (envelope from it), or a raw body with an
