@@ -198,7 +198,7 @@ class Case:
     rcpts: tuple = ("a@example.org",)
     args: tuple = ()
     xfail: dict = dataclasses.field(default_factory=dict)  # drv -> reason (whole case)
-    gaps: dict = dataclasses.field(default_factory=dict)   # drv -> {field: reason}
+    gaps: dict = dataclasses.field(default_factory=dict)   # drv -> {field or (fields): reason}
     later: object = None      # steps for the 2nd, 3rd ... connection (default: script)
     conns: dict = dataclasses.field(default_factory=dict)  # drv -> connections (default 1)
 
@@ -463,6 +463,26 @@ BULK_EMPTY_DOT = (
     "server deliver an empty message to the accepted recipient; it then waits for the "
     "reply and QUITs. The session (engine txn_abandon) closes the connection without "
     "sending anything, the only safe way out")
+BULK_DATA_250 = (
+    "bulk: DATA answered 250 instead of 354: on_reply() K_DATA takes any code but 354 as a "
+    "refusal (note_fail, then msg_done_reply(c, m, 250)), and msg_done_reply() reports "
+    "SMTPC_BULK_SENT because the code is 2xx and a recipient was accepted: a message whose "
+    "body was never sent is reported delivered. The session reports SMTPC_EPROTO "
+    "(engine status_of: a positive reply of the wrong kind)")
+BULK_WRONG_POSITIVE = (
+    "bulk: a positive reply of the wrong kind (354 to MAIL, 354 to the final dot) is "
+    "recorded as a refusal and msg_done_reply() maps it with `fail_code / 100 == 4 ? "
+    "SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL`, so the message fails as a permanent refusal "
+    "(SMTPC_EPERMFAIL, reply_code 354); the session reports the protocol violation "
+    "(SMTPC_EPROTO)")
+BULK_LATE_REPLY = (
+    "bulk: a server that refuses in the middle of the body (552 message too big, then "
+    "closes): the 552 arrives while no reply is expected (K_DOT is queued only at the end "
+    "of the body), on_reply() says \"reply to no command\" and kills the connection with "
+    "SMTPC_EPROTO; the message is requeued as lost before its dot, so with the default "
+    "max_attempts it is sent again (twice more) to a server that refused it for good. "
+    "The session reads that reply after the failed write (late_reply) and reports "
+    "SMTPC_EPERMFAIL with the 552")
 BULK_421_CODE = (
     "bulk: the 421 that ended the connection is not the result's reply_code (conn_kill -> "
     "requeue -> finish with r->fail_code, 0 here); it is only in errmsg")
@@ -677,6 +697,42 @@ CASES = [
          xfail={"bulk": "smtpc_bulk has no SIZE support: it never sends SIZE= and ignores the "
                         "server's advertised limit, so it sends the whole message and gets 552 "
                         "after the dot instead of refusing before sending"}),
+    Case("data_answered_250",
+         lambda drv: [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n250 ok\r\n")] +
+         (RSET if drv == "session" else []) + QUIT,
+         dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=1),
+         check=lambda s, o, d: (no_body(s, o, d), quit_seen(s, o, d)),
+         xfail={"bulk": BULK_DATA_250}),
+    Case("mail_answered_354",
+         with_tail([GREETING] + ehlo() + envelope() +
+                   [("send", b"354 what?\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")],
+                   refused_tail(True)),
+         dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
+         check=refusal_checks(session_rset=True),
+         gaps={"bulk": {("error", "klass", "code"): BULK_WRONG_POSITIVE}}),
+    Case("dot_answered_354",
+         HAPPY_PIPE[:-4] + [("send", b"354 what?\r\n")] + QUIT,
+         dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=1),
+         check=lambda s, o, d: (_assert(s.messages == [BODY]), quit_seen(s, o, d)),
+         gaps={"bulk": {("error", "klass", "code"): BULK_WRONG_POSITIVE}}),
+    Case("refused_in_the_middle_of_body",
+         [GREETING] + ehlo() + envelope() +
+         [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect", rb"^Subject"),
+          ("send", b"552 5.3.4 message too big\r\n"), ("sleep", 0.3), ("close",)],
+         dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=552, accepted=1),
+         body=b"Subject: shared\r\n\r\n" + (b"z" * 78 + b"\r\n") * ((16 << 20) // 80),
+         check=_close_in_body_check, later=IDLE, conns={"bulk": 2},
+         gaps={"bulk": {("error", "klass", "code"): BULK_LATE_REPLY}}),
+    Case("no_reply_to_mail",
+         [GREETING] + ehlo() + envelope() + [("hang",)],
+         dict(status="failed", error="SMTPC_ETIMEDOUT", klass=TRANSIENT, code=0, accepted=0),
+         args=("--command-timeout-ms", "500"), later=IDLE, conns={"bulk": 2},
+         check=lambda s, o, d: (no_body(s, o, d), _timing(500, 4000)(s, o, d))),
+    Case("greeting_multiline_and_code_only_replies",
+         [("send", b"220-scripted ESMTP\r\n220-more greeting\r\n220\r\n"), ("expect", rb"^EHLO "),
+          ("send", b"250-scripted.example\r\n250 PIPELINING\r\n")] + envelope() +
+         [("send", b"250\r\n250\r\n354\r\n"), ("expect_data",), ("send", b"250\r\n")] + QUIT,
+         SENT_1, check=delivered),
     Case("body_across_read_boundaries",
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
@@ -740,12 +796,16 @@ def _params():
     return out
 
 
+def _fields(key):
+    return key if isinstance(key, tuple) else (key,)
+
+
 def _gap_params():
     out = []
     for c in CASES:
         for d, fields in c.gaps.items():
             for f, why in fields.items():
-                out.append(pytest.param(c, d, f, id=f"{c.id}-{d}-{f}",
+                out.append(pytest.param(c, d, f, id=f"{c.id}-{d}-{'+'.join(_fields(f))}",
                                         marks=pytest.mark.xfail(strict=True, reason=why)))
     return out
 
@@ -810,7 +870,7 @@ def run_case(case, drv, server, tmp_path):
 @pytest.mark.parametrize("case,drv", _params())
 def test_scripted_case(case, drv, server, tmp_path):
     srv, out = run_case(case, drv, server, tmp_path)
-    check_outcome(case, drv, out, skip=case.gaps.get(drv, {}))
+    check_outcome(case, drv, out, skip=[f for k in case.gaps.get(drv, {}) for f in _fields(k)])
     assert srv.errors == [], srv.errors  # every connection followed its script
     conns = case.conns.get(drv, 1)
     lo, hi = conns if isinstance(conns, tuple) else (conns, conns)
@@ -829,8 +889,8 @@ def test_known_gap(case, drv, field, server, tmp_path):
     out = _results.get((case.id, drv))
     if out is None:
         _, out = run_case(case, drv, server, tmp_path)
-    got = out.rcpts if field == "rcpts" else getattr(out, field)
-    assert got == case.expect[field], out.raw
+    got = {f: out.rcpts if f == "rcpts" else getattr(out, f) for f in _fields(field)}
+    assert got == {f: case.expect[f] for f in _fields(field)}, out.raw
 
 
 # ---- real servers ---------------------------------------------------------------------
