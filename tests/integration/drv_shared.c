@@ -12,6 +12,9 @@
  *   --attempts N   bulk: smtpc_bulk_set_max_attempts (default 1: a message
  *                  lost before its dot is reported, not retried elsewhere,
  *                  as the session would report it)
+ *   --piece N      the body through a read callback that hands it over in
+ *                  N-byte pieces (session: smtpc_session_send; bulk: the
+ *                  message's read/rewind) instead of from memory
  *   --size         session: SIZE=<body length> on MAIL when the server
  *                  offers SIZE (what smtpc_client does); the bulk API has no
  *                  such setting
@@ -54,7 +57,30 @@ typedef struct opts {
     int64_t greeting_ms, command_ms, data_ms;
     unsigned attempts;
     bool size;
+    size_t piece;
 } opts;
+
+typedef struct piece_src {
+    const char *p;
+    size_t len, off, piece;
+} piece_src;
+
+static ssize_t piece_read(void *ud, void *buf, size_t len)
+{
+    piece_src *m = ud;
+    size_t n = m->len - m->off;
+    if (n > len) n = len;
+    if (n > m->piece) n = m->piece;
+    if (n) memcpy(buf, m->p + m->off, n);
+    m->off += n;
+    return (ssize_t)n;
+}
+
+static int piece_rewind(void *ud)
+{
+    ((piece_src *)ud)->off = 0;
+    return 0;
+}
 
 typedef struct report {
     const char *status;
@@ -130,7 +156,9 @@ static void run_session(const opts *o, report *r)
         env.mail = &mo;
         env.rcpts = o->rcpts;
         env.nrcpts = o->nrcpts;
-        rc = smtpc_session_send_mem(s, &env, o->body, o->len);
+        piece_src ps = {o->body, o->len, 0, o->piece};
+        rc = o->piece ? smtpc_session_send(s, &env, piece_read, &ps)
+                      : smtpc_session_send_mem(s, &env, o->body, o->len);
         sent = true;
     }
     r->error = rc;
@@ -175,6 +203,7 @@ typedef struct bulk_ctx {
     bool given;
     int results;
     report *r;
+    piece_src ps;
 } bulk_ctx;
 
 static int bulk_next(void *ud, smtpc_bulk_msg *m)
@@ -186,8 +215,15 @@ static int bulk_next(void *ud, smtpc_bulk_msg *m)
     m->from = x->o->from;
     m->rcpts = x->o->rcpts;
     m->nrcpts = x->o->nrcpts;
-    m->data = x->o->body ? x->o->body : "";
-    m->len = x->o->len;
+    if (x->o->piece) {
+        x->ps = (piece_src){x->o->body, x->o->len, 0, x->o->piece};
+        m->read = piece_read;
+        m->rewind = piece_rewind;
+        m->body_ud = &x->ps;
+    } else {
+        m->data = x->o->body ? x->o->body : "";
+        m->len = x->o->len;
+    }
     return 1;
 }
 
@@ -210,7 +246,10 @@ static void run_bulk(const opts *o, report *r)
 {
     smtpc_bulk *b;
     if (smtpc_bulk_new(&b, o->host, o->port) != 0) exit(1);
-    bulk_ctx x = {o, false, 0, r};
+    bulk_ctx x;
+    memset(&x, 0, sizeof x);
+    x.o = o;
+    x.r = r;
     smtpc_bulk_set_source(b, bulk_next, &x);
     smtpc_bulk_set_result_cb(b, bulk_result, &x);
     smtpc_bulk_set_connections(b, 1);
@@ -255,6 +294,7 @@ int main(int argc, char **argv)
         else if (OPT("--command-timeout-ms")) o.command_ms = (int64_t)num(v);
         else if (OPT("--data-timeout-ms")) o.data_ms = (int64_t)num(v);
         else if (OPT("--attempts")) o.attempts = (unsigned)num(v);
+        else if (OPT("--piece")) o.piece = (size_t)num(v);
         else if (strcmp(a, "--size") == 0) o.size = true;
         else {
             fprintf(stderr, "unknown option %s\n", a);

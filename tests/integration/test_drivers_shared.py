@@ -723,6 +723,17 @@ CASES = [
          body=b"Subject: shared\r\n\r\n" + (b"z" * 78 + b"\r\n") * ((16 << 20) // 80),
          check=_close_in_body_check, later=IDLE, conns={"bulk": 2},
          gaps={"bulk": {("error", "klass", "code"): BULK_LATE_REPLY}}),
+    # 421 to the final dot: not delivered; the session reports the reply,
+    # bulk (which would retry it elsewhere) the lost connection.
+    Case("dot_421",
+         HAPPY_PIPE[:-4] + [("send", b"421 4.3.0 shutting down\r\n"), ("close",)],
+         dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=421, accepted=1),
+         check=lambda s, o, d: (_assert(s.messages == [BODY]), _assert(b"QUIT" not in commands(s))),
+         gaps={"bulk": {"error": BULK_421_ECLOSED, "code": BULK_421_CODE}}),
+    Case("malformed_nul_in_reply",
+         [GREETING] + ehlo() + envelope() + [("send", b"250 o\x00k\r\n250 ok\r\n354 go\r\n")],
+         dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
+         check=_protocol_error_check, later=IDLE, conns={"bulk": 2}),
     Case("no_reply_to_mail",
          [GREETING] + ehlo() + envelope() + [("hang",)],
          dict(status="failed", error="SMTPC_ETIMEDOUT", klass=TRANSIENT, code=0, accepted=0),
@@ -737,6 +748,22 @@ CASES = [
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
          SENT_1, body=_chunky_body(), check=_wire_check(_chunky_body())),
+    # The same bodies through a read callback (bulk's m->read instead of its
+    # in-memory fast path; the session's smtpc_session_send), one byte at a
+    # time and in odd pieces: every boundary falls somewhere awkward.
+    Case("body_dots_read_cb_1_byte",
+         [GREETING] + ehlo() + envelope() +
+         [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
+         SENT_1, body=_dots_body(), args=("--piece", "1"), check=_dots_check),
+    Case("body_across_read_boundaries_read_cb",
+         [GREETING] + ehlo() + envelope() +
+         [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
+         SENT_1, body=_chunky_body(), args=("--piece", "4099"), check=_wire_check(_chunky_body())),
+    Case("body_line_too_long_read_cb",
+         [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n354 go\r\n")],
+         dict(status="failed", error="SMTPC_ELIMIT", code=0, accepted=1),
+         body=b"Subject: shared\r\n\r\n" + b"a" * 999 + b"\r\nmore\r\n", args=("--piece", "100"),
+         check=_aborted_body_check, later=IDLE, conns={"bulk": 2}),
     Case("empty_body",
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect", rb"^\.$"), ("send", b"250 queued\r\n")] + QUIT,
