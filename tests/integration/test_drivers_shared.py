@@ -439,10 +439,16 @@ SLOW = 0.002
 # bulk: connections tried before the message fails when none gets past EHLO (2*k+4, k=1)
 BULK_CONN_TRIES = 6
 BULK_GREETING_CODE = (
-    "bulk: a refused greeting is reported with reply_code 0 (src/async/bulk.c: on_reply() "
-    "K_GREETING kills the connection; give_up() then fails the message with r->fail_code, "
-    "which only note_fail() sets for MAIL/RCPT/DATA refusals): the 421/554 is only in "
-    "errmsg; the session gives the greeting reply")
+    "bulk: a refusal before the connection is ready (greeting 421/554, EHLO 554) is reported "
+    "with reply_code 0 (src/async/bulk.c: on_reply() K_GREETING / K_EHLO kill the "
+    "connection; give_up() then fails the message with r->fail_code, which only note_fail() "
+    "sets for MAIL/RCPT/DATA refusals): the code is only in errmsg; the session gives the "
+    "reply")
+BULK_HELO_ON_ANY_5XX = (
+    "bulk: on_reply() K_EHLO falls back to HELO on any 5xx (`code / 100 == 5`), so an EHLO "
+    "refused by policy (554) is followed by HELO, and a server that accepts HELO gets the "
+    "message anyway; the session falls back only on 500/502 (command not recognised, RFC "
+    "5321 4.1.4) and reports the 554")
 BULK_421_ECLOSED = (
     "bulk: on_reply() turns a 421 answering anything but QUIT (greeting and MAIL included) "
     "into conn_kill(SMTPC_ECLOSED), so the message fails with SMTPC_ECLOSED; the session "
@@ -780,6 +786,13 @@ CASES = [
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("hang",)],
          dict(status="unknown", error="SMTPC_EUNKNOWN", klass=UNKNOWN, code=0, accepted=1),
          args=("--data-timeout-ms", "500"), check=_timing(500, 4000)),
+    Case("ehlo_554",
+         lambda drv: [GREETING, ("expect", rb"^EHLO shared\.test$"), ("send", b"554 5.7.1 go away\r\n")] +
+         (QUIT if drv == "session" else [("hang",)]),
+         dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=554, accepted=0),
+         args=("--command-timeout-ms", "1000"), conns={"bulk": BULK_CONN_TRIES},
+         check=lambda s, o, d: _assert(b"HELO" not in commands(s, all_conns=True), commands(s, True)),
+         xfail={"bulk": BULK_HELO_ON_ANY_5XX}, gaps={"bulk": {"code": BULK_GREETING_CODE}}),
     Case("ehlo_502_helo_fallback",
          [GREETING, ("expect", rb"^EHLO shared\.test$"), ("send", b"502 5.5.2 what?\r\n"),
           ("expect", rb"^HELO shared\.test$"), ("send", b"250 scripted.example\r\n")] +
@@ -1001,3 +1014,23 @@ def test_postfix_refusals(drv, postfix, tmp_path):  # noqa: F811
     check_outcome(Case("postfix_eod_refused", [], dict(status="failed", error="SMTPC_EPERMFAIL",
                                                        code=554, accepted=1)), drv, out)
     assert postfix.settle() == []
+
+
+# The session's detail for a transaction that failed on a positive reply of
+# the wrong kind is empty ("send: "): it only names the server's reply for
+# 4xx/5xx. (bulk gives the reply in reply_code / reply_text, not errmsg.)
+SESSION_EMPTY_ERRMSG = (
+    "session: do_send() (src/client/session.c, EV_TXN_DONE) formats the failure with "
+    "fail_reply() only for 4xx/5xx; for a wrong-kind positive reply (250 to DATA, 354 to "
+    "MAIL or to the dot: SMTPC_EPROTO from the engine's status_of) it uses "
+    "smtpc__engine_errmsg(), which is empty there, so errmsg is just \"send: \"")
+
+
+@pytest.mark.xfail(strict=True, reason=SESSION_EMPTY_ERRMSG)
+@pytest.mark.parametrize("cid,code", [("data_answered_250", "250"), ("mail_answered_354", "354"),
+                                      ("dot_answered_354", "354")])
+def test_session_errmsg_names_the_wrong_kind_reply(cid, code, server, tmp_path):
+    case = next(c for c in CASES if c.id == cid)
+    out = _results.get((cid, "session")) or run_case(case, "session", server, tmp_path)[1]
+    assert out.error == "SMTPC_EPROTO"
+    assert code in out.errmsg, out.errmsg
