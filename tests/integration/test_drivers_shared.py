@@ -17,6 +17,10 @@ Differences between the drivers are never papered over:
   * a deliberate API difference is normalised, with a comment saying why
     (see ``DELIBERATE`` and the per-driver scripts).
 
+Every known difference is listed in the BULK_* / SESSION_* reason strings
+below (what happens, in which function); an XPASS means a driver was fixed:
+remove its xfail / gap entry.
+
 Adding a case: append a ``Case`` to ``CASES`` (see docs/TESTING.md).
 """
 import dataclasses
@@ -361,8 +365,8 @@ def _no_greeting_check(srv, out, drv):
     assert bytes(srv.received) == b""   # the client waits for the greeting
     per_conn = 500
     # the timeout fires at the set value on each connection (bulk makes
-    # several, see DELIBERATE), not later
-    assert per_conn * out.conns <= out.ms < per_conn * out.conns + 3000 * out.conns, out
+    # several, see DELIBERATE), not later (10 ms each: millisecond clocks)
+    assert (per_conn - 10) * out.conns <= out.ms < (per_conn + 3000) * out.conns, out
 
 
 def _close_in_body_check(srv, out, drv):
@@ -744,7 +748,7 @@ CASES = [
          [GREETING] + ehlo() + envelope() + [("hang",)],
          dict(status="failed", error="SMTPC_ETIMEDOUT", klass=TRANSIENT, code=0, accepted=0),
          args=("--command-timeout-ms", "500"), later=IDLE, conns={"bulk": 2},
-         check=lambda s, o, d: (no_body(s, o, d), _timing(500, 4000)(s, o, d))),
+         check=lambda s, o, d: (no_body(s, o, d), _timing(490, 4000)(s, o, d))),
     Case("greeting_multiline_and_code_only_replies",
          [("send", b"220-scripted ESMTP\r\n220-more greeting\r\n220\r\n"), ("expect", rb"^EHLO "),
           ("send", b"250-scripted.example\r\n250 PIPELINING\r\n")] + envelope() +
@@ -785,7 +789,7 @@ CASES = [
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("hang",)],
          dict(status="unknown", error="SMTPC_EUNKNOWN", klass=UNKNOWN, code=0, accepted=1),
-         args=("--data-timeout-ms", "500"), check=_timing(500, 4000)),
+         args=("--data-timeout-ms", "500"), check=_timing(490, 4000)),
     Case("ehlo_554",
          lambda drv: [GREETING, ("expect", rb"^EHLO shared\.test$"), ("send", b"554 5.7.1 go away\r\n")] +
          (QUIT if drv == "session" else [("hang",)]),
