@@ -1171,10 +1171,16 @@ static int txn_outcome(smtpc_session *s, const smtpc__event *ev)
     int st = ev->status;
     if (st != 0) {
         const smtpc__reply *r = s->reply;
-        if (r && (r->code / 100 == 4 || r->code / 100 == 5))
+        if (r && (r->code / 100 == 4 || r->code / 100 == 5)) {
             fail_reply(s, st, r, smtpc__cmd_name(ev->cmd));
-        else
+        } else if (r && ev->reply) {
+            /* a positive reply of the wrong kind (250 to DATA, 354 to MAIL) */
+            fail_reply(s, st, r, smtpc__cmd_name(ev->cmd));
+            size_t l = strlen(s->err.text);
+            snprintf(s->err.text + l, sizeof s->err.text - l, " (not a valid reply here)");
+        } else {
             smtpc__err(&s->err, st, "send: %s", smtpc__engine_errmsg(s->e));
+        }
     }
     return st;
 }

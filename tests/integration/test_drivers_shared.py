@@ -1023,16 +1023,7 @@ def test_postfix_refusals(drv, postfix, tmp_path):  # noqa: F811
 
 
 # The session's detail for a transaction that failed on a positive reply of
-# the wrong kind is empty ("send: "): it only names the server's reply for
-# 4xx/5xx. (bulk gives the reply in reply_code / reply_text, not errmsg.)
-SESSION_EMPTY_ERRMSG = (
-    "session: do_send() (src/client/session.c, EV_TXN_DONE) formats the failure with "
-    "fail_reply() only for 4xx/5xx; for a wrong-kind positive reply (250 to DATA, 354 to "
-    "MAIL or to the dot: SMTPC_EPROTO from the engine's status_of) it uses "
-    "smtpc__engine_errmsg(), which is empty there, so errmsg is just \"send: \"")
-
-
-@pytest.mark.xfail(strict=True, reason=SESSION_EMPTY_ERRMSG)
+# the wrong kind names that reply (it once said only "send: ").
 @pytest.mark.parametrize("cid,code", [("data_answered_250", "250"), ("mail_answered_354", "354"),
                                       ("dot_answered_354", "354")])
 def test_session_errmsg_names_the_wrong_kind_reply(cid, code, server, tmp_path):
