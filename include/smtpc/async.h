@@ -108,6 +108,31 @@ SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name);
 enum { SMTPC_BULK_TLS_NONE = 0, SMTPC_BULK_TLS_IMPLICIT = 1, SMTPC_BULK_TLS_STARTTLS = 2 };
 SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
                                  const char *ca_file, bool insecure);
+/* AUTH (RFC 4954), as smtpc_session does it: each connection authenticates
+ * after EHLO (after STARTTLS and the second EHLO with _STARTTLS) with the
+ * strongest mechanism the server offers and the caller allows (PLAIN LOGIN
+ * CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 with a user and password, XOAUTH2
+ * OAUTHBEARER with a token). Credentials are never sent over a connection
+ * without TLS unless smtpc_bulk_set_allow_plaintext_auth(b, true). When AUTH
+ * cannot succeed (the server refuses it with 5xx, no mechanism in common,
+ * a connection without TLS) the run gives up: every message not yet sent is
+ * reported FAILED with SMTPC_EAUTH, the refusal in reply_code/reply_text
+ * (0/"" when nothing was sent), and the run ends. A 4xx to AUTH is a
+ * connection failure (tried again on another connection, then given up as
+ * when the server cannot be reached). Before start. The strings are copied;
+ * CR or LF in them: SMTPC_EINVAL. user NULL clears; the password and
+ * token are wiped from memory when replaced or freed.
+ * Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password);
+/* OAuth 2.0 access token for XOAUTH2 / OAUTHBEARER (the account name from
+ * smtpc_bulk_set_credentials(b, user, NULL)); NULL clears. */
+SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token);
+/* Mechanisms allowed, e.g. "SCRAM-SHA-256,PLAIN" (comma or space separated);
+ * NULL = every mechanism the credentials allow. SMTPC_EINVAL on an unknown
+ * name (errmsg says which). */
+SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list);
+/* Allows credentials over a connection without TLS (default: never). */
+SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow);
 /* Keep k connections open and idle after the greeting/EHLO even with no
  * message to send (for measuring per-connection cost). Default off. */
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);

@@ -20,6 +20,7 @@
 #include "async/timer.h"
 #include "engine/engine.h"
 #include "engine/reply.h"
+#include "engine/sasl.h"
 #include "net/tcp_async.h"
 #include "net/tls.h"
 #include "net/transport.h"
@@ -47,8 +48,10 @@
 #define BODY_CHUNK (64u << 10)
 #define RBUF_SIZE (64u << 10)
 
-enum phase { P_CONNECTING, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_READY, P_QUIT };
-enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
+/* Every phase before P_READY is "connecting" (a failure there counts
+ * against the server, not against a message). */
+enum phase { P_CONNECTING, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_AUTH, P_READY, P_QUIT };
+enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_AUTH, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
 enum stage { S_ENVELOPE, S_BODY, S_DOT_SENT };
 
 typedef struct mrec {
@@ -91,6 +94,9 @@ typedef struct conn {
     size_t exp_head, exp_len, exp_cap;
     smtpc__buf out;
     smtpc__reply_parser *rp;
+    smtpc__sasl *sasl;            /* during AUTH only */
+    smtpc__sasl_mask auth_offered; /* from the last EHLO */
+    int auth_fail_rc;             /* a step failed: its code, once the server answers the cancel */
     char rtext[160];     /* the last reply's last line (for reports) */
     struct conn *next_dead;
 } conn;
@@ -113,6 +119,15 @@ struct smtpc_bulk {
     char *tls_name, *tls_ca;
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
+
+    /* AUTH: secrets wiped on replace and free */
+    char *auth_user, *auth_pass, *auth_token;
+    smtpc__sasl_mask auth_list;
+    bool auth_list_set, allow_plain_auth;
+    bool auth_failed;  /* refused for good: every message fails with it */
+    int auth_code;     /* the refusal reply */
+    char auth_text[160];
+    const smtpc__reply *cur_reply; /* the reply being handled (for SASL challenges) */
 
     smtpc_bulk_socket_cb sock_cb;
     void *sock_ud;
@@ -405,6 +420,8 @@ static void conn_kill(conn *c, int err, const char *why)
 
 static void conn_free(conn *c)
 {
+    if (c->sasl) smtpc__buf_free_secure(&c->out); /* may hold a credential line */
+    smtpc__sasl_free(c->sasl);                    /* wipes */
     smtpc__buf_free(&c->out);
     free(c->exp);
     smtpc__reply_parser_free(c->rp);
@@ -678,6 +695,181 @@ static void note_fail(conn *c, mrec *m, int code)
 }
 
 static void start_tls(conn *c);
+static void give_up(smtpc_bulk *b);
+
+static void conn_ready(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    c->phase = P_READY;
+    b->consec_fail = 0;
+    if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+}
+
+/* ---- AUTH (RFC 4954) with the engine's SASL contexts ---------------------
+ * Same policy as the blocking session: never credentials in the clear
+ * unless allowed; the strongest mechanism offered and allowed. A refusal
+ * (5xx), no common mechanism or a cleartext connection is the same on
+ * every connection: the run gives up and every message fails with it,
+ * instead of reconnecting and retrying forever. A 4xx is a connection
+ * failure like any other (counted towards giving up). */
+
+static bool have_creds(const smtpc_bulk *b)
+{
+    return (b->auth_user && b->auth_pass) || b->auth_token;
+}
+
+static void fill_creds(const smtpc_bulk *b, smtpc__sasl_creds *cr)
+{
+    memset(cr, 0, sizeof *cr);
+    cr->username = b->auth_user;
+    cr->password = b->auth_pass;
+    cr->oauth_token = b->auth_token;
+    cr->host = b->tls_name ? b->tls_name : b->host;
+    cr->port = b->port;
+}
+
+static smtpc__sasl_mask auth_allowed(const smtpc_bulk *b)
+{
+    smtpc__sasl_creds cr;
+    fill_creds(b, &cr);
+    /* the clear-text case is refused before this when not allowed */
+    smtpc__sasl_mask m = smtpc__sasl_default_allowed(&cr, true);
+    if (b->auth_list_set) m &= b->auth_list;
+    return m;
+}
+
+static void auth_fatal(conn *c, int rc, int code, const char *msg)
+{
+    smtpc_bulk *b = c->b;
+    if (!b->auth_failed) {
+        b->auth_failed = true;
+        b->auth_code = code;
+        smtpc__strlcpy(b->auth_text, code ? c->rtext : "", sizeof b->auth_text);
+    }
+    conn_kill(c, rc, msg); /* records it as the connection error */
+    give_up(b);
+}
+
+/* Appends "prefix[ arg]\r\n" and expects a reply to AUTH. */
+static int auth_line(conn *c, const char *prefix, const char *arg)
+{
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    if (rc) return rc;
+    uint8_t *w = c->out.data + c->out.len;
+    memcpy(w, prefix, pl);
+    w += pl;
+    if (arg && prefix[0]) *w++ = ' ';
+    if (arg) {
+        memcpy(w, arg, al);
+        w += al;
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    c->out.len = (size_t)(w - c->out.data);
+    return exp_push(c, K_AUTH, NULL);
+}
+
+static void start_auth(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    char why[400];
+    if (!c->tls_done && !b->allow_plain_auth) {
+        auth_fatal(c, SMTPC_EAUTH, 0,
+                   "AUTH: refusing to send credentials over an unencrypted connection "
+                   "(use TLS, or allow plaintext authentication explicitly)");
+        return;
+    }
+    smtpc__sasl_mask allowed = auth_allowed(b);
+    smtpc__sasl_mech m = smtpc__sasl_choose(c->auth_offered, allowed);
+    if (m == SMTPC__SASL_NONE) {
+        char o[128], a[128];
+        smtpc__sasl_mask_format(c->auth_offered, o, sizeof o);
+        smtpc__sasl_mask_format(allowed, a, sizeof a);
+        snprintf(why, sizeof why, "AUTH: no mechanism in common (server offers: %s; allowed: %s)",
+                 o[0] ? o : "none", a[0] ? a : "none");
+        auth_fatal(c, SMTPC_EAUTH, 0, why);
+        return;
+    }
+    smtpc__sasl_creds cr;
+    fill_creds(b, &cr);
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc = smtpc__sasl_new(&c->sasl, m, &cr, &em);
+    if (rc) {
+        auth_fatal(c, rc, 0, em.text);
+        return;
+    }
+    smtpc__sasl_line ir;
+    memset(&ir, 0, sizeof ir);
+    rc = smtpc__sasl_start(c->sasl, &ir);
+    if (rc) {
+        auth_fatal(c, rc, 0, smtpc__sasl_errmsg(c->sasl));
+        return;
+    }
+    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(c->sasl); /* SASL-IR within 512 octets */
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "AUTH %s", smtpc__sasl_mech_name(m));
+    if (auth_line(c, cmd, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL)) {
+        conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    c->phase = P_AUTH;
+}
+
+static void auth_done(conn *c)
+{
+    smtpc__sasl_free(c->sasl); /* wipes */
+    c->sasl = NULL;
+    /* every byte was answered, so written: wipe the lines that held secrets */
+    if (smtpc__buf_size(&c->out) == 0) smtpc__buf_free_secure(&c->out);
+}
+
+static void auth_reply(conn *c, int code)
+{
+    smtpc_bulk *b = c->b;
+    char why[400];
+    const char *name = smtpc__sasl_mech_name(smtpc__sasl_mech_of(c->sasl));
+    if (c->auth_fail_rc) {
+        /* the server's answer to our cancel ("*") or error acknowledgement */
+        snprintf(why, sizeof why, "AUTH %s: %s (cancelled; server replied %d)", name,
+                 smtpc__sasl_errmsg(c->sasl), code);
+        auth_done(c);
+        auth_fatal(c, c->auth_fail_rc, code, why);
+        return;
+    }
+    const smtpc__reply *r = b->cur_reply;
+    const char *text = r && r->nlines ? r->lines[r->nlines - 1] : "";
+    smtpc__sasl_line resp;
+    memset(&resp, 0, sizeof resp);
+    int rc = smtpc__sasl_reply(c->sasl, code, text, strlen(text), &resp);
+    if (rc == 1) {
+        auth_done(c);
+        conn_ready(c);
+        return;
+    }
+    if (rc == 0) {
+        if (!resp.b64) {
+            auth_done(c);
+            conn_kill(c, SMTPC_EPROTO, "AUTH: the exchange does not end");
+            return;
+        }
+        if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    snprintf(why, sizeof why, "AUTH %s: %s", name, smtpc__sasl_errmsg(c->sasl));
+    if (resp.b64) {
+        /* the server waits for an answer: "*" cancels (RFC 4954 4) */
+        c->auth_fail_rc = rc;
+        if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    auth_done(c);
+    if (code / 100 == 4)
+        conn_kill(c, SMTPC_ETEMPFAIL, why); /* transient: another connection may do better */
+    else
+        auth_fatal(c, rc, code, why);
+}
 
 static void send_ehlo(conn *c)
 {
@@ -742,9 +934,16 @@ static void on_reply(conn *c, int code)
             c->phase = P_STARTTLS;
             break;
         }
-        c->phase = P_READY;
-        b->consec_fail = 0;
-        if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+        if (have_creds(b)) {
+            start_auth(c);
+            if (c->dead) return;
+            break;
+        }
+        conn_ready(c);
+        break;
+    case K_AUTH:
+        auth_reply(c, code);
+        if (c->dead) return;
         break;
     case K_STARTTLS:
         if (code != 220) {
@@ -830,6 +1029,7 @@ static int on_ehlo_caps(conn *c, const smtpc__reply *r)
     }
     c->pipelining = (caps.flags & SMTPC_EXT_PIPELINING) != 0;
     c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
+    c->auth_offered = caps.auth ? smtpc__sasl_mask_from_names((const char *const *)caps.auth, caps.nauth) : 0;
     smtpc__caps_clear(&caps);
     return 0;
 }
@@ -853,10 +1053,12 @@ static int feed(conn *c, const uint8_t *p, size_t n)
         const char *last = r->nlines ? r->lines[r->nlines - 1] : "";
         smtpc__strlcpy(c->rtext, last, sizeof c->rtext);
         int code = r->code;
+        c->b->cur_reply = r;
         if (c->exp_len && c->exp[c->exp_head].kind == K_EHLO && code / 100 == 2 &&
             on_ehlo_caps(c, r))
             return -1;
         on_reply(c, code);
+        c->b->cur_reply = NULL;
         if (c->dead) return -1;
         if (c->phase == P_TLS) {
             /* Bytes after STARTTLS's 220 before the handshake: injection. */
@@ -1057,21 +1259,26 @@ static int open_conn(smtpc_bulk *b)
 static void give_up(smtpc_bulk *b)
 {
     char msg[300];
-    snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    if (b->auth_failed) /* the server's refusal is the deciding reply */
+        smtpc__strlcpy(msg, b->last_conn_msg, sizeof msg);
+    else
+        snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    int code = b->auth_failed ? b->auth_code : 0;
+    const char *text = b->auth_failed ? b->auth_text : NULL;
     mrec *r;
     while ((r = b->retry_head)) {
         b->retry_head = r->next;
         if (!b->retry_head) b->retry_tail = NULL;
         finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
-               r->fail_code, r->fail_text, msg);
+               code ? code : r->fail_code, code ? text : r->fail_text, msg);
     }
     /* Drain the source too: each message is reported. */
     while (!b->src_done && !b->canceling) {
         int rc = take_msg(b, &r);
         if (rc <= 0) break;
         r->attempts = 0;
-        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, 0,
-               NULL, msg);
+        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, code,
+               text, msg);
     }
     b->src_done = true;
 }
@@ -1513,6 +1720,9 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     free(b->ehlo);
     free(b->tls_name);
     free(b->tls_ca);
+    free(b->auth_user);
+    smtpc__free_secret(b->auth_pass);
+    smtpc__free_secret(b->auth_token);
     free(b->rbuf);
     free(b->tmp);
     free(b);
@@ -1607,6 +1817,55 @@ SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_nam
     b->tls_ca = c;
     b->tls_mode = mode;
     b->tls_insecure = insecure;
+    return 0;
+}
+
+static int set_cred(smtpc_bulk *b, char **field, const char *v, bool secret, const char *what)
+{
+    if (v && (strchr(v, '\r') || strchr(v, '\n')))
+        return smtpc__err(&b->err, SMTPC_EINVAL, "%s contains CR or LF", what);
+    char *c = NULL;
+    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
+    if (secret) smtpc__free_secret(*field);
+    else free(*field);
+    *field = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    if (!user && password) return smtpc__err(&b->err, SMTPC_EINVAL, "a password without a user name");
+    int rc = set_cred(b, &b->auth_user, user, false, "user name");
+    return rc ? rc : set_cred(b, &b->auth_pass, password, true, "password");
+}
+
+SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    return set_cred(b, &b->auth_token, token, true, "OAuth token");
+}
+
+SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    if (!list) {
+        b->auth_list_set = false;
+        return 0;
+    }
+    smtpc__sasl_mask m = 0;
+    int rc = smtpc__sasl_mask_parse(list, &m, &b->err);
+    if (rc) return rc;
+    if (!m) return smtpc__err(&b->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
+    b->auth_list = m;
+    b->auth_list_set = true;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    b->allow_plain_auth = allow;
     return 0;
 }
 

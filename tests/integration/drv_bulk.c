@@ -4,6 +4,7 @@
  *          --cancel-after N (cancel from the result callback after N results)
  *          --size BYTES  --rcpt ADDR (repeatable; default rcpt@example.org)
  *          --timeouts CONNECT,GREETING,COMMAND,DATAEND,OVERALL (ms)
+ *          --user U --password P --token T --auth MECHS --plain-auth
  * Each message has "Message-ID: <IDX.bulk@test>". Output: one line per result
  *   R IDX STATUS CODE ATTEMPTS ERRNAME
  * then "DONE rc submitted sent failed canceled unknown elapsed_ms". */
@@ -86,6 +87,8 @@ int main(int argc, char **argv)
     int tls = 0;
     size_t size = 1000;
     long long to[5] = {0, 0, 0, 0, 0};
+    const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL;
+    bool plain_auth = false;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -96,6 +99,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--size")) size = strtoul(v, NULL, 10), i++;
         else if (!strcmp(a, "--rcpt") && x.nrcpts < 16) x.rcpts[x.nrcpts++] = v, i++;
         else if (!strcmp(a, "--tls")) tls = !strcmp(v, "implicit") ? SMTPC_BULK_TLS_IMPLICIT : SMTPC_BULK_TLS_STARTTLS, i++;
+        else if (!strcmp(a, "--user")) user = v, i++;
+        else if (!strcmp(a, "--password")) password = v, i++;
+        else if (!strcmp(a, "--token")) token = v, i++;
+        else if (!strcmp(a, "--auth")) mechs = v, i++;
+        else if (!strcmp(a, "--plain-auth")) plain_auth = true;
         else if (!strcmp(a, "--timeouts")) {
             sscanf(v, "%lld,%lld,%lld,%lld,%lld", &to[0], &to[1], &to[2], &to[3], &to[4]);
             i++;
@@ -132,8 +140,15 @@ int main(int argc, char **argv)
     }
     int fds_before = count_fds();
     smtpc_bulk *b = NULL;
-    int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)atoi(argv[2]));
+    int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)strtoul(argv[2], NULL, 10));
     if (rc) return 3;
+    if ((user || password) && smtpc_bulk_set_credentials(b, user, password)) return 4;
+    if (token && smtpc_bulk_set_oauth_token(b, token)) return 4;
+    if (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) {
+        fprintf(stderr, "%s\n", smtpc_bulk_errmsg(b));
+        return 4;
+    }
+    if (plain_auth) smtpc_bulk_set_allow_plaintext_auth(b, true);
     x.b = b;
     smtpc_bulk_set_source(b, next_msg, &x);
     smtpc_bulk_set_result_cb(b, on_result, &x);
