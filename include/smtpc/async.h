@@ -5,8 +5,9 @@
  * of message k+1 go in one write: one round trip per message).
  *
  * Two ways to run it (like libcurl multi / hiredis async):
- *  1. smtpc_bulk_run(): a built-in loop on epoll (poll() fallback) until
- *     every message is reported;
+ *  1. smtpc_bulk_run(): a built-in loop on epoll (poll() where epoll is
+ *     not available, or when asked: smtpc_bulk_set_loop()) until every
+ *     message is reported;
  *  2. the application's own loop: smtpc_bulk_set_socket_cb() says which fds
  *     to watch for what, smtpc_bulk_set_timer_cb() when the next timeout is;
  *     the loop calls smtpc_bulk_socket_action() when an fd is ready and
@@ -138,6 +139,17 @@ SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow);
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);
 
 /* ---- built-in loop ---- */
+/* Which system call smtpc_bulk_run() waits with: _AUTO (the default) uses
+ * epoll and falls back to poll() when epoll_create1() fails (e.g. ENOSYS
+ * under a sandbox or an emulator); _EPOLL only epoll (run fails with
+ * SMTPC_EUNSUPPORTED without it); _POLL only poll() (O(connections) per
+ * wake-up: fine for tens or hundreds of connections). Before start.
+ * Errors: SMTPC_EINVAL. */
+enum { SMTPC_BULK_LOOP_AUTO = 0, SMTPC_BULK_LOOP_EPOLL = 1, SMTPC_BULK_LOOP_POLL = 2 };
+SMTPC_API int smtpc_bulk_set_loop(smtpc_bulk *b, int loop);
+/* The loop the last smtpc_bulk_run() used (SMTPC_BULK_LOOP_EPOLL or _POLL;
+ * 0 before any run). */
+SMTPC_API int smtpc_bulk_loop_used(const smtpc_bulk *b);
 /* Runs until every message is reported (or canceled). 0, or SMTPC_ECANCELED
  * if canceled, or an error that stopped the run (overall timeout:
  * SMTPC_ETIMEDOUT; the results tell each message's fate). */

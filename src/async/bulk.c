@@ -168,8 +168,14 @@ struct smtpc_bulk {
     smtpc__errmsg err;
 
     /* built-in loop */
+    int loop_mode, loop_used; /* SMTPC_BULK_LOOP_* */
+    bool pl_oom;
     int epfd, cancel_fd;
-    struct pollfd *pfds; /* poll() fallback */
+    struct pollfd *pfds; /* poll() fallback: the watched fds */
+    size_t npfds, pfds_cap;
+    int *pidx; /* fd -> index in pfds, -1 = not watched */
+    size_t pidx_cap;
+    struct pollfd *pready; /* one iteration's ready fds (pfds may change while handling them) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1591,12 +1597,80 @@ static void ep_sock_cb(void *ud, int fd, int what)
         (void)epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+/* poll(): an array of the watched fds and an fd -> index map; removal
+ * swaps the last entry in. O(watched fds) per wait: a fallback for systems
+ * without epoll (or when asked for), not the fast path. */
+static int pl_watch(smtpc_bulk *b, int fd, short events)
 {
-    if (!b) return SMTPC_EINVAL;
-    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
-    b->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (b->epfd < 0) return smtpc__err(&b->err, SMTPC_ENOMEM, "epoll: %s", strerror(errno));
+    if ((size_t)fd >= b->pidx_cap) {
+        size_t nc = b->pidx_cap ? b->pidx_cap : 64;
+        while (nc <= (size_t)fd) nc *= 2;
+        int *ni = realloc(b->pidx, nc * sizeof *ni);
+        if (!ni) return SMTPC_ENOMEM;
+        for (size_t i = b->pidx_cap; i < nc; i++) ni[i] = -1;
+        b->pidx = ni;
+        b->pidx_cap = nc;
+    }
+    int i = b->pidx[fd];
+    if (i >= 0) {
+        b->pfds[i].events = events;
+        return 0;
+    }
+    if (b->npfds == b->pfds_cap) {
+        size_t nc = b->pfds_cap ? b->pfds_cap * 2 : 64;
+        struct pollfd *np = realloc(b->pfds, nc * sizeof *np);
+        if (!np) return SMTPC_ENOMEM;
+        b->pfds = np;
+        struct pollfd *nr = realloc(b->pready, nc * sizeof *nr);
+        if (!nr) return SMTPC_ENOMEM;
+        b->pready = nr;
+        b->pfds_cap = nc;
+    }
+    b->pfds[b->npfds] = (struct pollfd){.fd = fd, .events = events, .revents = 0};
+    b->pidx[fd] = (int)b->npfds++;
+    return 0;
+}
+
+static void pl_sock_cb(void *ud, int fd, int what)
+{
+    smtpc_bulk *b = ud;
+    if (fd < 0) return;
+    if (what & SMTPC_POLL_REMOVE) {
+        if ((size_t)fd >= b->pidx_cap || b->pidx[fd] < 0) return;
+        size_t i = (size_t)b->pidx[fd];
+        b->pidx[fd] = -1;
+        if (i != --b->npfds) {
+            b->pfds[i] = b->pfds[b->npfds];
+            b->pidx[b->pfds[i].fd] = (int)i;
+        }
+        return;
+    }
+    short ev = (short)((what & SMTPC_POLL_IN ? POLLIN : 0) | (what & SMTPC_POLL_OUT ? POLLOUT : 0));
+    if (pl_watch(b, fd, ev)) b->pl_oom = true; /* ends the run: that fd would never be served */
+}
+
+static void dispatch(smtpc_bulk *b, int fd, bool in, bool out, bool err)
+{
+    if (fd == b->cancel_fd) {
+        uint64_t v;
+        if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
+        return;
+    }
+    int e = (in || err ? SMTPC_POLL_IN : 0) | (out || err ? SMTPC_POLL_OUT : 0);
+    if (b->resolving && fd == b->resolve_pipe[0])
+        resolved_now(b);
+    else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
+        on_io(b->byfd[fd], e);
+}
+
+static int wait_ms(smtpc_bulk *b)
+{
+    int64_t to = smtpc_bulk_timeout_ms(b);
+    return to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to;
+}
+
+static int run_epoll(smtpc_bulk *b)
+{
     b->sock_cb = ep_sock_cb;
     b->sock_ud = b;
     struct epoll_event cev;
@@ -1607,8 +1681,7 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
     int rc = smtpc_bulk_start(b);
     struct epoll_event evs[256];
     while (!rc && !smtpc_bulk_done(b)) {
-        int64_t to = smtpc_bulk_timeout_ms(b);
-        int n = epoll_wait(b->epfd, evs, 256, to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to);
+        int n = epoll_wait(b->epfd, evs, 256, wait_ms(b));
         if (n < 0) {
             if (errno == EINTR) continue;
             rc = smtpc__err(&b->err, SMTPC_ENETWORK, "epoll_wait: %s", strerror(errno));
@@ -1616,18 +1689,8 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
         }
         now_update(b);
         for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == b->cancel_fd) {
-                uint64_t v;
-                if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
-                continue;
-            }
-            int e = (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) ? SMTPC_POLL_IN : 0) |
-                    (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP) ? SMTPC_POLL_OUT : 0);
-            if (b->resolving && fd == b->resolve_pipe[0])
-                resolved_now(b);
-            else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
-                on_io(b->byfd[fd], e);
+            uint32_t ev = evs[i].events;
+            dispatch(b, evs[i].data.fd, ev & EPOLLIN, ev & EPOLLOUT, ev & (EPOLLHUP | EPOLLERR));
         }
         fire_timers(b);
         after_action(b);
@@ -1635,10 +1698,71 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
     (void)epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->cancel_fd, &cev);
     close(b->epfd);
     b->epfd = -1;
+    return rc;
+}
+
+static int run_poll(smtpc_bulk *b)
+{
+    b->sock_cb = pl_sock_cb;
+    b->sock_ud = b;
+    b->pl_oom = false;
+    int rc = pl_watch(b, b->cancel_fd, POLLIN);
+    if (!rc) rc = smtpc_bulk_start(b);
+    while (!rc && !smtpc_bulk_done(b)) {
+        if (b->pl_oom) {
+            rc = smtpc__err(&b->err, SMTPC_ENOMEM, "poll: out of memory");
+            break;
+        }
+        int n = poll(b->pfds, (nfds_t)b->npfds, wait_ms(b));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            rc = smtpc__err(&b->err, SMTPC_ENETWORK, "poll: %s", strerror(errno));
+            break;
+        }
+        now_update(b);
+        /* handling an fd adds and removes entries: work on a copy */
+        size_t k = 0;
+        for (size_t i = 0; i < b->npfds && (int)k < n; i++)
+            if (b->pfds[i].revents) b->pready[k++] = b->pfds[i];
+        for (size_t i = 0; i < k; i++) {
+            short ev = b->pready[i].revents;
+            dispatch(b, b->pready[i].fd, ev & POLLIN, ev & POLLOUT, ev & (POLLHUP | POLLERR | POLLNVAL));
+        }
+        fire_timers(b);
+        after_action(b);
+    }
+    b->npfds = 0;
+    for (size_t i = 0; i < b->pidx_cap; i++) b->pidx[i] = -1;
+    return rc;
+}
+
+SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
+    int rc;
+    b->epfd = -1;
+    if (b->loop_mode != SMTPC_BULK_LOOP_POLL) {
+        b->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (b->epfd < 0 && b->loop_mode == SMTPC_BULK_LOOP_EPOLL)
+            return smtpc__err(&b->err, SMTPC_EUNSUPPORTED, "epoll: %s", strerror(errno));
+    }
+    b->loop_used = b->epfd >= 0 ? SMTPC_BULK_LOOP_EPOLL : SMTPC_BULK_LOOP_POLL;
+    rc = b->epfd >= 0 ? run_epoll(b) : run_poll(b);
     b->sock_cb = NULL;
     if (rc) return rc;
     return b->stop_rc;
 }
+
+SMTPC_API int smtpc_bulk_set_loop(smtpc_bulk *b, int loop)
+{
+    if (!b || b->started || loop < SMTPC_BULK_LOOP_AUTO || loop > SMTPC_BULK_LOOP_POLL)
+        return SMTPC_EINVAL;
+    b->loop_mode = loop;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_loop_used(const smtpc_bulk *b) { return b ? b->loop_used : 0; }
 
 SMTPC_API void smtpc_bulk_cancel(smtpc_bulk *b)
 {
@@ -1710,6 +1834,9 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     smtpc__theap_free(&b->heap);
     free(b->conns);
     free(b->byfd);
+    free(b->pfds);
+    free(b->pready);
+    free(b->pidx);
     free(b->addrs);
     free(b->addrlens);
     if (b->tls_sess) smtpc__tls_session_free(b->tls_sess);

@@ -5,6 +5,10 @@
  *          --size BYTES  --rcpt ADDR (repeatable; default rcpt@example.org)
  *          --timeouts CONNECT,GREETING,COMMAND,DATAEND,OVERALL (ms)
  *          --user U --password P --token T --auth MECHS --plain-auth
+ *          --loop auto|epoll|poll (smtpc_bulk_set_loop; prints "LOOP epoll|poll")
+ * DRV_NO_EPOLL=1 in the environment makes epoll_create1() fail with ENOSYS
+ * (this program's definition interposes libc's for the static library), to
+ * test the automatic fallback to poll().
  * Each message has "Message-ID: <IDX.bulk@test>". Output: one line per result
  *   R IDX STATUS CODE ATTEMPTS ERRNAME
  * then "DONE rc submitted sent failed canceled unknown elapsed_ms". */
@@ -14,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +35,16 @@ typedef struct {
     unsigned char *seen;
     smtpc_bulk *b;
 } ctx;
+
+int epoll_create1(int flags)
+{
+    const char *e = getenv("DRV_NO_EPOLL");
+    if (e && *e == '1') {
+        errno = ENOSYS;
+        return -1;
+    }
+    return (int)syscall(SYS_epoll_create1, flags);
+}
 
 static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
 
@@ -89,6 +106,7 @@ int main(int argc, char **argv)
     long long to[5] = {0, 0, 0, 0, 0};
     const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL;
     bool plain_auth = false;
+    int loop = -1;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -104,6 +122,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--token")) token = v, i++;
         else if (!strcmp(a, "--auth")) mechs = v, i++;
         else if (!strcmp(a, "--plain-auth")) plain_auth = true;
+        else if (!strcmp(a, "--loop")) {
+            loop = !strcmp(v, "epoll") ? SMTPC_BULK_LOOP_EPOLL : !strcmp(v, "poll") ? SMTPC_BULK_LOOP_POLL
+                                                                                    : SMTPC_BULK_LOOP_AUTO;
+            i++;
+        }
         else if (!strcmp(a, "--timeouts")) {
             sscanf(v, "%lld,%lld,%lld,%lld,%lld", &to[0], &to[1], &to[2], &to[3], &to[4]);
             i++;
@@ -149,6 +172,7 @@ int main(int argc, char **argv)
         return 4;
     }
     if (plain_auth) smtpc_bulk_set_allow_plaintext_auth(b, true);
+    if (loop >= 0 && smtpc_bulk_set_loop(b, loop)) return 4;
     x.b = b;
     smtpc_bulk_set_source(b, next_msg, &x);
     smtpc_bulk_set_result_cb(b, on_result, &x);
@@ -164,6 +188,10 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     smtpc_bulk_stats st;
     smtpc_bulk_get_stats(b, &st);
+    if (rc && st.submitted == 0) printf("ERR %s\n", smtpc_bulk_errmsg(b));
+    printf("LOOP %s\n", smtpc_bulk_loop_used(b) == SMTPC_BULK_LOOP_POLL    ? "poll"
+                         : smtpc_bulk_loop_used(b) == SMTPC_BULK_LOOP_EPOLL ? "epoll"
+                                                                           : "none");
     long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     printf("SPAN %ld\n", (long)((x.last.tv_sec - x.first.tv_sec) * 1000 + (x.last.tv_nsec - x.first.tv_nsec) / 1000000));
     printf("DONE %s %llu %llu %llu %llu %llu %ld conns=%llu retried=%llu\n",
