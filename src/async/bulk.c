@@ -21,6 +21,7 @@
 #include "engine/engine.h"
 #include "engine/reply.h"
 #include "engine/sasl.h"
+#include "net/proxy.h"
 #include "net/tcp_async.h"
 #include "net/tls.h"
 #include "net/transport.h"
@@ -50,7 +51,7 @@
 
 /* Every phase before P_READY is "connecting" (a failure there counts
  * against the server, not against a message). */
-enum phase { P_CONNECTING, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_AUTH, P_READY, P_QUIT };
+enum phase { P_CONNECTING, P_PROXY, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_AUTH, P_READY, P_QUIT };
 enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_AUTH, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
 enum stage { S_ENVELOPE, S_BODY, S_DOT_SENT };
 
@@ -120,6 +121,11 @@ struct smtpc_bulk {
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
 
+    /* proxy: connections go to its address; the target is b->host */
+    smtpc_proxy *proxy;
+    struct sockaddr_storage ptarget; /* SOCKS4/5: the target, resolved here */
+    bool ptarget_set;
+
     /* AUTH: secrets wiped on replace and free */
     char *auth_user, *auth_pass, *auth_token;
     smtpc__sasl_mask auth_list;
@@ -185,7 +191,7 @@ static void now_update(smtpc_bulk *b) { b->now = smtpc__now_ms(); }
 static int64_t phase_timeout(const conn *c)
 {
     const smtpc_bulk *b = c->b;
-    if (c->phase == P_CONNECTING || c->phase == P_TLS) return b->connect_ms;
+    if (c->phase == P_CONNECTING || c->phase == P_PROXY || c->phase == P_TLS) return b->connect_ms;
     if (c->exp_len) {
         switch (c->exp[c->exp_head].kind) {
         case K_GREETING: return b->greeting_ms;
@@ -223,6 +229,7 @@ static void update_io(conn *c)
     uint8_t w = 0;
     switch (c->phase) {
     case P_CONNECTING: w = SMTPC_POLL_OUT; break;
+    case P_PROXY:
     case P_TLS: w = c->hs_want == SMTPC__WANT_WRITE ? SMTPC_POLL_OUT : SMTPC_POLL_IN; break;
     default:
         w = SMTPC_POLL_IN;
@@ -1163,6 +1170,58 @@ static void after_connect(conn *c)
     arm(c);
 }
 
+/* The proxy layer's handshake (SOCKS greeting, auth, CONNECT; or HTTP
+ * CONNECT): non-blocking, bounded by the layer; then SMTP as without one. */
+static void do_proxy(conn *c)
+{
+    int want = 0;
+    int rc = smtpc__transport_handshake(c->t, &want);
+    if (rc == SMTPC_EAGAIN) {
+        c->hs_want = (uint8_t)want;
+        return;
+    }
+    if (rc) {
+        conn_kill(c, rc, c->t->err.text[0] ? c->t->err.text : "proxy handshake failed");
+        return;
+    }
+    c->hs_want = 0;
+    arm(c);
+    after_connect(c);
+    /* an HTTP proxy may have sent the greeting along with its 200: the
+     * layer holds it, and the fd will not say so */
+    if (!c->dead && c->phase == P_GREETING && smtpc__transport_pending(c->t)) do_read(c);
+}
+
+static void target_host(const smtpc_bulk *b, char *out, size_t n)
+{
+    const char *h = b->host;
+    size_t hl = strlen(h);
+    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']')
+        snprintf(out, n, "%.*s", (int)(hl - 2), h + 1);
+    else
+        snprintf(out, n, "%s", h);
+}
+
+static void start_proxy(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    char th[256];
+    target_host(b, th, sizeof th);
+    smtpc__transport *p = NULL;
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
+                                    b->ptarget_set ? (const struct sockaddr *)&b->ptarget : NULL, &em);
+    if (rc) {
+        conn_kill(c, rc, em.text);
+        return;
+    }
+    c->t = p;
+    c->phase = P_PROXY;
+    arm(c);
+    do_proxy(c);
+}
+
 static void on_io(conn *c, int ev)
 {
     switch (c->phase) {
@@ -1173,9 +1232,16 @@ static void on_io(conn *c, int ev)
             conn_kill(c, rc, em.text);
             return;
         }
+        if (c->b->proxy) {
+            start_proxy(c);
+            break;
+        }
         after_connect(c);
         break;
     }
+    case P_PROXY:
+        do_proxy(c);
+        break;
     case P_TLS:
         do_handshake(c);
         break;
@@ -1256,7 +1322,12 @@ static int open_conn(smtpc_bulk *b)
     b->st.connections_open = (unsigned)b->nconns;
     c->phase = P_CONNECTING;
     arm(c);
-    if (!inprog) after_connect(c);
+    if (!inprog) {
+        if (b->proxy)
+            start_proxy(c);
+        else
+            after_connect(c);
+    }
     if (!c->dead) update_io(c);
     return 0;
 }
@@ -1496,20 +1567,30 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
-    snprintf(portstr, sizeof portstr, "%u", (unsigned)b->port);
-    const char *h = b->host;
     char tmp[256];
-    size_t hl = strlen(h);
-    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']' && hl - 2 < sizeof tmp) {
-        memcpy(tmp, h + 1, hl - 2);
-        tmp[hl - 2] = 0;
-        h = tmp;
+    target_host(b, tmp, sizeof tmp);
+    const char *h = tmp;
+    uint16_t port = b->port;
+    if (b->proxy) {
+        /* SOCKS4/SOCKS5 (not 4a/5h) carry an address: the target is resolved here */
+        smtpc_proxy_type pt = smtpc_proxy_get_type(b->proxy);
+        if (smtpc__proxy_resolves_locally(pt) && !b->ptarget_set) {
+            unsigned char a[16];
+            if (numeric_only && inet_pton(AF_INET, tmp, a) != 1 && inet_pton(AF_INET6, tmp, a) != 1)
+                return 1; /* a name: in the resolver thread */
+            int rc = smtpc__proxy_resolve_target(pt, tmp, &b->ptarget, &b->resolve_err);
+            if (rc) return rc;
+            b->ptarget_set = true;
+        }
+        h = smtpc_proxy_get_host(b->proxy);
+        port = smtpc_proxy_get_port(b->proxy);
     }
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
     int g = getaddrinfo(h, portstr, &hints, &res);
     if (g) {
         if (numeric_only && g == EAI_NONAME) return 1; /* not a literal */
-        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s: %s", b->host,
-                          gai_strerror(g));
+        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s",
+                          b->proxy ? "the proxy " : "", h, gai_strerror(g));
     }
     int rc = set_addrs(b, res);
     freeaddrinfo(res);
@@ -1847,6 +1928,7 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     free(b->ehlo);
     free(b->tls_name);
     free(b->tls_ca);
+    smtpc_proxy_free(b->proxy);
     free(b->auth_user);
     smtpc__free_secret(b->auth_pass);
     smtpc__free_secret(b->auth_token);
@@ -1993,6 +2075,23 @@ SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow)
 {
     if (!b || b->started) return SMTPC_EINVAL;
     b->allow_plain_auth = allow;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    smtpc_proxy *p = NULL;
+    if (proxy) {
+        if (smtpc_proxy_get_type(proxy) == SMTPC_PROXY_HTTPS)
+            return smtpc__err(&b->err, SMTPC_EUNSUPPORTED,
+                              "smtpc_bulk: https:// proxies are not supported (use http://)");
+        int rc = smtpc_proxy_dup(&p, proxy);
+        if (rc) return rc;
+    }
+    smtpc_proxy_free(b->proxy); /* wipes its credentials */
+    b->proxy = p;
+    b->ptarget_set = false;
     return 0;
 }
 

@@ -5,6 +5,7 @@
  *          --size BYTES  --rcpt ADDR (repeatable; default rcpt@example.org)
  *          --timeouts CONNECT,GREETING,COMMAND,DATAEND,OVERALL (ms)
  *          --user U --password P --token T --auth MECHS --plain-auth
+ *          --proxy URL (smtpc_proxy_parse_url + smtpc_bulk_set_proxy)
  *          --loop auto|epoll|poll (smtpc_bulk_set_loop; prints "LOOP epoll|poll")
  * DRV_NO_EPOLL=1 in the environment makes epoll_create1() fail with ENOSYS
  * (this program's definition interposes libc's for the static library), to
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
     int tls = 0;
     size_t size = 1000;
     long long to[5] = {0, 0, 0, 0, 0};
-    const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL;
+    const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL, *proxy = NULL;
     bool plain_auth = false;
     int loop = -1;
     for (int i = 5; i < argc; i++) {
@@ -122,6 +123,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--token")) token = v, i++;
         else if (!strcmp(a, "--auth")) mechs = v, i++;
         else if (!strcmp(a, "--plain-auth")) plain_auth = true;
+        else if (!strcmp(a, "--proxy")) proxy = v, i++;
         else if (!strcmp(a, "--loop")) {
             loop = !strcmp(v, "epoll") ? SMTPC_BULK_LOOP_EPOLL : !strcmp(v, "poll") ? SMTPC_BULK_LOOP_POLL
                                                                                     : SMTPC_BULK_LOOP_AUTO;
@@ -173,6 +175,20 @@ int main(int argc, char **argv)
     }
     if (plain_auth) smtpc_bulk_set_allow_plaintext_auth(b, true);
     if (loop >= 0 && smtpc_bulk_set_loop(b, loop)) return 4;
+    if (proxy) {
+        smtpc_proxy *px = NULL;
+        char why[256];
+        if (smtpc_proxy_parse_url(&px, proxy, why, sizeof why)) {
+            fprintf(stderr, "bad proxy: %s\n", why);
+            return 4;
+        }
+        rc = smtpc_bulk_set_proxy(b, px);
+        smtpc_proxy_free(px);
+        if (rc) {
+            printf("ERR %s %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
+            return 0;
+        }
+    }
     x.b = b;
     smtpc_bulk_set_source(b, next_msg, &x);
     smtpc_bulk_set_result_cb(b, on_result, &x);
