@@ -1635,6 +1635,7 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
         memset(&cfg, 0, sizeof cfg);
         cfg.insecure = b->tls_insecure;
         cfg.ca_file = b->tls_ca;
+        cfg.release_buffers = true; /* idle connections keep no record buffers (~10 KiB each) */
         int rc = smtpc__tls_ctx_new(&b->tls_ctx, &cfg, &b->err);
         if (rc) return rc;
     }
