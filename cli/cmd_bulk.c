@@ -8,7 +8,7 @@
  * --max-per-connection N, --quiet; AUTH: --user NAME with --password-env VAR,
  * --password-file F or --password-cmd CMD (as smtpc send; never a password
  * on the command line), --oauth-token-cmd CMD, --auth MECHS,
- * --allow-plaintext-auth. Envelope for --dir: IIS-style leading
+ * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http). Envelope for --dir: IIS-style leading
  * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
  * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
  * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */
@@ -259,7 +259,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     unsigned k = 1, maxper = 0;
     double rate = 0;
     bool insecure = false, plain_auth = false;
-    const char *user = NULL, *mechs = NULL;
+    const char *user = NULL, *mechs = NULL, *proxy = NULL;
     cli_ctx sc; /* only the secret sources, for cli_secret() */
     memset(&sc, 0, sizeof sc);
     sc.prog = prog;
@@ -289,6 +289,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         else if (!strcmp(a, "--oauth-token-cmd")) { VAL(); sc.o.val[O_OAUTH_TOKEN_CMD] = v; }
         else if (!strcmp(a, "--auth")) { VAL(); mechs = v; }
         else if (!strcmp(a, "--allow-plaintext-auth")) plain_auth = true;
+        else if (!strcmp(a, "--proxy")) { VAL(); proxy = v; }
         else { fprintf(stderr, "%s: unknown option %s\n", prog, a); return 64; }
 #undef VAL
     }
@@ -343,6 +344,21 @@ int cmd_bulk(const char *prog, int argc, char **argv)
                    : !strcmp(tls, "starttls") ? SMTPC_BULK_TLS_STARTTLS : -1;
         if (mode < 0 || smtpc_bulk_set_tls(b, mode, host, ca, insecure)) {
             fprintf(stderr, "%s: --tls implicit|starttls\n", prog);
+            smtpc_bulk_free(b);
+            return 64;
+        }
+    }
+    if (proxy) {
+        smtpc_proxy *px = NULL;
+        char why[256];
+        rc = smtpc_proxy_parse_url(&px, proxy, why, sizeof why);
+        if (!rc) {
+            rc = smtpc_bulk_set_proxy(b, px);
+            if (rc) snprintf(why, sizeof why, "%s", smtpc_bulk_errmsg(b));
+            smtpc_proxy_free(px);
+        }
+        if (rc) {
+            fprintf(stderr, "%s: --proxy: %s\n", prog, why);
             smtpc_bulk_free(b);
             return 64;
         }

@@ -111,3 +111,20 @@ def test_bulk_hostile_proxy(scripted_proxy, mode, err):
                    "--timeouts", "500,0,0,0,0", timeout=120)
     assert len(res) == 10 and all(r["status"] == "FAILED" and r["err"] == err for r in res.values()), \
         out[-1500:]
+
+
+def test_bulk_cli_proxy(smtpc_bin, tmp_path, postfix, microsocks_auth_proxy):
+    base = [smtpc_bin, "send", "--server", f"127.0.0.1:{postfix.port}", "--from", "a@example.org",
+            "--to", "b@example.org", "--count", "20", "--connections", "2"]
+    r = subprocess.run(base + ["--proxy", url_of(microsocks_auth_proxy, "socks5h")], capture_output=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and b"20 sent, 0 not sent" in r.stderr, r.stderr.decode()
+    assert len(postfix.wait_for(20, timeout=120)) == 20
+    bad = url_of(microsocks_auth_proxy, "socks5h").replace("smtpc-pass%20w%3Ard", "wrong-Pa55")
+    assert bad != url_of(microsocks_auth_proxy, "socks5h")
+    r = subprocess.run(base + ["--proxy", bad, "--quiet"], capture_output=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 75, r.stderr.decode()
+    assert b"wrong-Pa55" not in r.stdout + r.stderr
+    r = subprocess.run(base + ["--proxy", "https://127.0.0.1:1"], capture_output=True, timeout=120,
+                       cwd=tmp_path)
+    assert r.returncode == 64 and b"not supported" in r.stderr, r.stderr.decode()
