@@ -17,6 +17,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import driver
 from servers.aiosmtpd_server import free_port
 from servers.postfix import postfix, postfix_server  # noqa: F401
+from servers.scripted import scripted  # noqa: F401
 
 MID = re.compile(rb"Message-ID: <(\d+)\.bulk@test>")
 
@@ -130,6 +131,24 @@ def test_bulk_auth_no_common_mechanism(postfix):
                "no mechanism in common" in r["msg"] for r in res.values()), list(res.values())[:3]
 
 
+# ---- hostile: a challenge that is not base64 -----------------------------------
+
+def test_bulk_auth_invalid_challenge_cancelled(scripted):
+    # RFC 4954 4: the client answers "*"; the server's reply to that ends it,
+    # and the run gives up with the step's error (not a retry loop)
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH CRAM-MD5\r\n"), ("expect", rb"^AUTH CRAM-MD5$"),
+                    ("send", b"334 !!not-base64!!\r\n"), ("expect", rb"^\*$"),
+                    ("send", b"501 5.7.0 AUTH cancelled\r\n"), ("sleep", 1), ("close",)])
+    res, done, elapsed = run("127.0.0.1", srv.port, 5, 1, "--user", "alice", "--password", "pw",
+                             "--plain-auth", timeout=120)
+    srv.wait()
+    assert srv.errors == []
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_EPROTO" and r["code"] == 501 and
+               "cancelled; server replied 501" in r["msg"] for r in res.values()), res
+    assert "conns=1" in done and elapsed < 60, done
+
+
 # ---- aiosmtpd: PLAIN, LOGIN and a token mechanism (XOAUTH2) -------------------
 
 PASSWORD = "aio-Secret-42"
@@ -153,6 +172,17 @@ class AuthHandler:
         ok = raw == b"user=alice\x01auth=Bearer " + TOKEN.encode() + b"\x01\x01"
         with self.lock:
             self.logins.append(("XOAUTH2", ok))
+        return AuthResult(success=ok, handled=False, auth_data=LoginPassword(b"alice", b""))
+
+    async def auth_OAUTHBEARER(self, server, args):
+        # RFC 7628: gs2 header "n,a=USER," then \x01-separated key=value pairs
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        raw = base64.b64decode(args[1])
+        parts = raw.split(b"\x01")
+        ok = parts[0] == b"n,a=alice," and b"auth=Bearer " + TOKEN.encode() in parts
+        with self.lock:
+            self.logins.append(("OAUTHBEARER", ok))
         return AuthResult(success=ok, handled=False, auth_data=LoginPassword(b"alice", b""))
 
     async def handle_DATA(self, server, session, envelope):
@@ -193,11 +223,12 @@ def test_bulk_auth_aiosmtpd(aio_auth, mech):
     assert 1 <= len(aio_auth.logins) <= 4 and set(aio_auth.logins) == {(mech, True)}
 
 
-def test_bulk_auth_aiosmtpd_xoauth2(aio_auth):
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_bulk_auth_aiosmtpd_token(aio_auth, mech):
     res, _, _ = run("127.0.0.1", aio_auth.port, 50, 2, "--user", "alice", "--token", TOKEN,
-                    "--plain-auth", "--auth", "XOAUTH2")
+                    "--plain-auth", "--auth", mech)
     assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
-    assert set(aio_auth.logins) == {("XOAUTH2", True)}
+    assert set(aio_auth.logins) == {(mech, True)}
     assert len(aio_auth.messages) == 50
 
 
