@@ -251,6 +251,13 @@ static int list_dir(bulk_ctx *x, const char *dir)
     return 0;
 }
 
+static void ctx_free(bulk_ctx *x)
+{
+    for (size_t i = x->next; i < x->nfiles; i++) free(x->files[i]);
+    free(x->files);
+    free(x->msg);
+}
+
 int cmd_bulk(const char *prog, int argc, char **argv)
 {
     bulk_ctx x;
@@ -360,6 +367,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         if (rc) {
             fprintf(stderr, "%s: --proxy: %s\n", prog, why);
             smtpc_bulk_free(b);
+            ctx_free(&x);
             return 64;
         }
     }
@@ -387,6 +395,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         smtpc__free_secret(tok);
         if (r3) {
             smtpc_bulk_free(b);
+            ctx_free(&x);
             return r3;
         }
     }
@@ -398,9 +407,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     if (x.progress) print_progress(&x, true);
     if (!x.quiet)
         fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);
-    for (size_t i = x.next; i < x.nfiles; i++) free(x.files[i]);
-    free(x.files);
-    free(x.msg);
+    ctx_free(&x);
     return x.failed || rc ? 75 : 0;
 }
 

@@ -186,7 +186,8 @@ int main(int argc, char **argv)
         smtpc_proxy_free(px);
         if (rc) {
             printf("ERR %s %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
-            return 0;
+            smtpc_bulk_free(b);
+            goto out;
         }
     }
     x.b = b;
@@ -217,6 +218,7 @@ int main(int argc, char **argv)
            (unsigned long long)st.connections_opened, (unsigned long long)st.retried);
     smtpc_bulk_free(b);
     printf("fds=%d/%d\n", fds_before, count_fds());
+out:
     for (size_t i = 0; i < x.count; i++) free(x.bodies[i]);
     free(x.bodies);
     free(x.lens);
