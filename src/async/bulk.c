@@ -5,9 +5,11 @@
  * costs two round trips per message. RFC 2920 lets the body+dot of message
  * k and MAIL/RCPT/DATA of message k+1 go in one group (DATA ends a group),
  * which is one round trip per message. This driver therefore does its own
- * minimal sequencing (greeting, EHLO, STARTTLS, MAIL/RCPT/DATA, RSET, QUIT)
- * with the engine's body encoder (smtpc__dotstuff), reply parser and EHLO
- * capability parser; the blocking session (src/client/session.c) is untouched.
+ * minimal sequencing ([proxy handshake], greeting, EHLO, STARTTLS, AUTH,
+ * MAIL/RCPT/DATA, RSET, QUIT) with the engine's body encoder
+ * (smtpc__dotstuff), reply parser, EHLO capability parser and SASL
+ * contexts, and the transport's proxy and TLS layers; the blocking session
+ * (src/client/session.c) is untouched.
  *
  * Each connection is a state machine driven by fd readiness; one timer per
  * connection in a heap (lazily re-armed), so timeouts never mean polling

@@ -149,6 +149,21 @@ def test_bulk_auth_invalid_challenge_cancelled(scripted):
     assert "conns=1" in done and elapsed < 60, done
 
 
+def test_bulk_auth_4xx_is_a_connection_failure(scripted):
+    # a temporary refusal may pass on another connection: tried again, a
+    # bounded number of times, then every message fails with it
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH PLAIN\r\n"), ("expect", rb"^AUTH PLAIN \S+$"),
+                    ("send", b"454 4.7.0 Temporary authentication failure\r\n"), ("sleep", 1),
+                    ("close",)], connections=20)
+    res, done, elapsed = run("127.0.0.1", srv.port, 5, 1, "--user", "alice", "--password", "pw",
+                             "--plain-auth", timeout=120)
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_ETEMPFAIL" and "454" in r["msg"]
+               for r in res.values()), res
+    conns = int(done[8].split("=")[1])
+    assert 2 <= conns <= 8, done  # retried, but not forever (k * 2 + 4)
+
+
 # ---- aiosmtpd: PLAIN, LOGIN and a token mechanism (XOAUTH2) -------------------
 
 PASSWORD = "aio-Secret-42"
