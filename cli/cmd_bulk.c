@@ -8,7 +8,7 @@
  * --max-per-connection N, --quiet; AUTH: --user NAME with --password-env VAR,
  * --password-file F or --password-cmd CMD (as smtpc send; never a password
  * on the command line), --oauth-token-cmd CMD, --auth MECHS,
- * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http). Envelope for --dir: IIS-style leading
+ * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http, https). Envelope for --dir: IIS-style leading
  * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
  * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
  * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */

@@ -135,15 +135,17 @@ SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token);
 SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list);
 /* Allows credentials over a connection without TLS (default: never). */
 SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow);
-/* Every connection through this proxy (copied; NULL = direct): SOCKS4,
- * SOCKS4a, SOCKS5, SOCKS5h (with username/password) or HTTP CONNECT (with
- * Basic auth); the non-blocking handshake runs on each connection before
- * the greeting (or the implicit TLS handshake, which goes end to end to the
- * server). SOCKS4/SOCKS5 targets are resolved here (in the resolver thread),
- * SOCKS4a/5h and HTTP send the name. A proxy that refuses or fails is a
- * connection failure (SMTPC_EPROXY in the results once the run gives up).
- * Before start. Errors: SMTPC_EINVAL, SMTPC_ENOMEM, SMTPC_EUNSUPPORTED
- * (https:// proxies: not in this driver). */
+/* Every connection through this proxy (copied, credentials wiped on free;
+ * NULL = direct): SOCKS4, SOCKS4a, SOCKS5, SOCKS5h (with username/password)
+ * or HTTP CONNECT (with Basic auth), also inside TLS to the proxy
+ * (https://, verified against the proxy's name with the system trust store,
+ * as smtpc_session does). The non-blocking handshake runs on each
+ * connection, within the connect timeout, before the greeting (or the
+ * implicit TLS handshake, which goes end to end to the server). SOCKS4 and
+ * SOCKS5 targets are resolved here (in the resolver thread), SOCKS4a/5h and
+ * HTTP send the name. A proxy that refuses or fails is a connection failure
+ * (SMTPC_EPROXY, or SMTPC_ETLS for TLS to the proxy, in the results once
+ * the run gives up). Before start. Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
 SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy);
 /* Keep k connections open and idle after the greeting/EHLO even with no
  * message to send (for measuring per-connection cost). Default off. */

@@ -125,6 +125,7 @@ struct smtpc_bulk {
 
     /* proxy: connections go to its address; the target is b->host */
     smtpc_proxy *proxy;
+    smtpc__tls_ctx *proxy_tls; /* https://: TLS to the proxy, system trust store */
     struct sockaddr_storage ptarget; /* SOCKS4/5: the target, resolved here */
     bool ptarget_set;
 
@@ -1183,7 +1184,14 @@ static void do_proxy(conn *c)
         return;
     }
     if (rc) {
-        conn_kill(c, rc, c->t->err.text[0] ? c->t->err.text : "proxy handshake failed");
+        char why[1024];
+        const char *t = c->t->err.text[0] ? c->t->err.text : "proxy handshake failed";
+        if (rc == SMTPC_ETLS) /* the TLS layer's words, without the proxy's name */
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s",
+                     smtpc_proxy_redacted(c->b->proxy), t);
+        else
+            smtpc__strlcpy(why, t, sizeof why);
+        conn_kill(c, rc, why);
         return;
     }
     c->hs_want = 0;
@@ -1212,7 +1220,22 @@ static void start_proxy(conn *c)
     smtpc__transport *p = NULL;
     smtpc__errmsg em;
     em.text[0] = 0;
-    int rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
+    int rc;
+    if (smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS) {
+        /* CONNECT inside TLS to the proxy, verified against the proxy's
+         * name; the handshakes run inner-first in do_proxy() */
+        smtpc__transport *tl = NULL;
+        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->proxy), NULL, &em);
+        if (rc) {
+            char why[1024];
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->proxy),
+                     em.text);
+            conn_kill(c, rc, why);
+            return;
+        }
+        c->t = tl;
+    }
+    rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
                                     b->ptarget_set ? (const struct sockaddr *)&b->ptarget : NULL, &em);
     if (rc) {
         conn_kill(c, rc, em.text);
@@ -1632,6 +1655,13 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
 {
     if (!b) return SMTPC_EINVAL;
     if (b->started) return SMTPC_ESTATE;
+    if (b->proxy && smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
+        smtpc__tls_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.release_buffers = true;
+        int rc = smtpc__tls_ctx_new(&b->proxy_tls, &cfg, &b->err);
+        if (rc) return rc;
+    }
     if (b->tls_mode && !b->tls_ctx) {
         smtpc__tls_config cfg;
         memset(&cfg, 0, sizeof cfg);
@@ -1932,6 +1962,7 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     free(b->tls_name);
     free(b->tls_ca);
     smtpc_proxy_free(b->proxy);
+    smtpc__tls_ctx_free(b->proxy_tls);
     free(b->auth_user);
     smtpc__free_secret(b->auth_pass);
     smtpc__free_secret(b->auth_token);
@@ -2086,9 +2117,6 @@ SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
     if (!b || b->started) return SMTPC_EINVAL;
     smtpc_proxy *p = NULL;
     if (proxy) {
-        if (smtpc_proxy_get_type(proxy) == SMTPC_PROXY_HTTPS)
-            return smtpc__err(&b->err, SMTPC_EUNSUPPORTED,
-                              "smtpc_bulk: https:// proxies are not supported (use http://)");
         int rc = smtpc_proxy_dup(&p, proxy);
         if (rc) return rc;
     }

@@ -14,14 +14,18 @@ from servers.postfix import postfix, postfix_server  # noqa: F401
 from servers.proxies import (http_auth_proxy, http_proxy, microsocks_auth_proxy,  # noqa: F401
                              socks5_proxy)
 from servers.scripted_proxy import scripted_proxy  # noqa: F401
+from servers.stunnel import stunnel_in_front_of  # noqa: F401
 
 MID = re.compile(rb"Message-ID: <(\d+)\.bulk@test>")
 
 
-def run(host, port, count, conns, *opts, ca=None, timeout=300):
+def run(host, port, count, conns, *opts, ca=None, proxy_ca=None, timeout=300):
     env = dict(os.environ)
     if ca:
         env["DRV_CA"] = ca
+    if proxy_ca is not None:  # the "system" trust store for TLS to an https:// proxy
+        env["SSL_CERT_FILE"] = proxy_ca
+        env.pop("SSL_CERT_DIR", None)
     p = subprocess.run([driver("bulk"), host, str(port), str(count), str(conns), *map(str, opts)],
                        capture_output=True, timeout=timeout, env=env)
     out = p.stdout.decode()
@@ -96,9 +100,32 @@ def test_bulk_greeting_with_the_proxy_reply(postfix, scripted_proxy, proto, sche
     delivered_once(postfix, 20)
 
 
-def test_bulk_https_proxy_refused(postfix):
-    res, out = run("127.0.0.1", postfix.port, 1, 1, "--proxy", "https://127.0.0.1:1")
-    assert "ERR SMTPC_EUNSUPPORTED" in out, out
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_bulk_https_proxy(postfix, scripted_proxy, stunnel_in_front_of, coalesce):
+    # HTTP CONNECT inside TLS to the proxy (stunnel in front of the scripted
+    # proxy), verified against the proxy's name; coalesced: the greeting sits
+    # decrypted in the TLS layer under the proxy layer
+    px = scripted_proxy("http", "forward", auth=("me", "px-Secret"), coalesce=coalesce)
+    tls = stunnel_in_front_of(px.port)
+    res, out = run("localhost", postfix.port, 20, 2, "--proxy", f"https://me:px-Secret@localhost:{tls.port}",
+                   "--timeouts", "0,20000,0,0,0", proxy_ca=tls.ca_file, timeout=120)
+    assert all(r["status"] == "SENT" for r in res.values()), out[-1500:]
+    assert "px-Secret" not in out
+    assert 1 <= len(px.requests) <= 2 and px.requests[0]["password"] == "px-Secret"
+    delivered_once(postfix, 20)
+
+
+def test_bulk_https_proxy_unverified(postfix, scripted_proxy, stunnel_in_front_of):
+    # the proxy's certificate does not verify (another CA): no CONNECT, no
+    # credentials sent; every message fails with the TLS error
+    px = scripted_proxy("http", "forward")
+    tls = stunnel_in_front_of(px.port)
+    res, out = run("localhost", postfix.port, 5, 1, "--proxy", f"https://me:px-Secret@localhost:{tls.port}",
+                   proxy_ca="/dev/null", timeout=120)
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_ETLS" and
+               f"proxy https://me:***@localhost:{tls.port}: TLS to the proxy: " in r["msg"]
+               for r in res.values()), out[-1500:]
+    assert px.requests == [] and "px-Secret" not in out
 
 
 @pytest.mark.parametrize("mode,err", [("silent", "SMTPC_ETIMEDOUT"), ("garbage", "SMTPC_EPROXY"),
@@ -125,6 +152,6 @@ def test_bulk_cli_proxy(smtpc_bin, tmp_path, postfix, microsocks_auth_proxy):
     r = subprocess.run(base + ["--proxy", bad, "--quiet"], capture_output=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 75, r.stderr.decode()
     assert b"wrong-Pa55" not in r.stdout + r.stderr
-    r = subprocess.run(base + ["--proxy", "https://127.0.0.1:1"], capture_output=True, timeout=120,
+    r = subprocess.run(base + ["--proxy", "ftp://127.0.0.1:1"], capture_output=True, timeout=120,
                        cwd=tmp_path)
-    assert r.returncode == 64 and b"not supported" in r.stderr, r.stderr.decode()
+    assert r.returncode == 64 and b"--proxy: " in r.stderr, r.stderr.decode()
