@@ -5,7 +5,10 @@
  *   smtpc send --server HOST[:PORT] --from A --to B [--to C] [--message FILE]
  *              --count N --connections K ...
  * Options: --tls implicit|starttls, --insecure, --ca-file F, --rate MSG/S,
- * --max-per-connection N, --quiet. Envelope for --dir: IIS-style leading
+ * --max-per-connection N, --quiet; AUTH: --user NAME with --password-env VAR,
+ * --password-file F or --password-cmd CMD (as smtpc send; never a password
+ * on the command line), --oauth-token-cmd CMD, --auth MECHS,
+ * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http, https). Envelope for --dir: IIS-style leading
  * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
  * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
  * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */
@@ -248,6 +251,13 @@ static int list_dir(bulk_ctx *x, const char *dir)
     return 0;
 }
 
+static void ctx_free(bulk_ctx *x)
+{
+    for (size_t i = x->next; i < x->nfiles; i++) free(x->files[i]);
+    free(x->files);
+    free(x->msg);
+}
+
 int cmd_bulk(const char *prog, int argc, char **argv)
 {
     bulk_ctx x;
@@ -255,7 +265,11 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     const char *server = NULL, *dir = NULL, *message = NULL, *tls = NULL, *ca = NULL, *subject = "smtpc";
     unsigned k = 1, maxper = 0;
     double rate = 0;
-    bool insecure = false;
+    bool insecure = false, plain_auth = false;
+    const char *user = NULL, *mechs = NULL, *proxy = NULL;
+    cli_ctx sc; /* only the secret sources, for cli_secret() */
+    memset(&sc, 0, sizeof sc);
+    sc.prog = prog;
     x.count = 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -275,6 +289,14 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         else if (!strcmp(a, "--ca-file")) { VAL(); ca = v; }
         else if (!strcmp(a, "--insecure")) insecure = true;
         else if (!strcmp(a, "--quiet")) x.quiet = true;
+        else if (!strcmp(a, "--user")) { VAL(); user = v; }
+        else if (!strcmp(a, "--password-env")) { VAL(); sc.o.val[O_PASSWORD_ENV] = v; }
+        else if (!strcmp(a, "--password-file")) { VAL(); sc.o.val[O_PASSWORD_FILE] = v; }
+        else if (!strcmp(a, "--password-cmd")) { VAL(); sc.o.val[O_PASSWORD_CMD] = v; }
+        else if (!strcmp(a, "--oauth-token-cmd")) { VAL(); sc.o.val[O_OAUTH_TOKEN_CMD] = v; }
+        else if (!strcmp(a, "--auth")) { VAL(); mechs = v; }
+        else if (!strcmp(a, "--allow-plaintext-auth")) plain_auth = true;
+        else if (!strcmp(a, "--proxy")) { VAL(); proxy = v; }
         else { fprintf(stderr, "%s: unknown option %s\n", prog, a); return 64; }
 #undef VAL
     }
@@ -333,6 +355,50 @@ int cmd_bulk(const char *prog, int argc, char **argv)
             return 64;
         }
     }
+    if (proxy) {
+        smtpc_proxy *px = NULL;
+        char why[256];
+        rc = smtpc_proxy_parse_url(&px, proxy, why, sizeof why);
+        if (!rc) {
+            rc = smtpc_bulk_set_proxy(b, px);
+            if (rc) snprintf(why, sizeof why, "%s", smtpc_bulk_errmsg(b));
+            smtpc_proxy_free(px);
+        }
+        if (rc) {
+            fprintf(stderr, "%s: --proxy: %s\n", prog, why);
+            smtpc_bulk_free(b);
+            ctx_free(&x);
+            return 64;
+        }
+    }
+    if (user || mechs || plain_auth) {
+        char *pw = NULL, *tok = NULL;
+        const char *src = NULL;
+        char err[300];
+        int r1 = cli_secret(&sc, false, &pw, &src, err, sizeof err);
+        int r2 = r1 == 0 || r1 == SMTPC_ENOTFOUND ? cli_secret(&sc, true, &tok, &src, err, sizeof err) : r1;
+        int r3 = 0;
+        if ((r1 && r1 != SMTPC_ENOTFOUND) || (r2 && r2 != SMTPC_ENOTFOUND)) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            r3 = 78; /* EX_CONFIG */
+        } else if (!user || (!pw && !tok)) {
+            fprintf(stderr, "%s: AUTH needs --user and a --password-env/-file/-cmd or --oauth-token-cmd\n",
+                    prog);
+            r3 = 64;
+        } else if (smtpc_bulk_set_credentials(b, user, pw) || (tok && smtpc_bulk_set_oauth_token(b, tok)) ||
+                   (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) ||
+                   smtpc_bulk_set_allow_plaintext_auth(b, plain_auth)) {
+            fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
+            r3 = 64;
+        }
+        smtpc__free_secret(pw);
+        smtpc__free_secret(tok);
+        if (r3) {
+            smtpc_bulk_free(b);
+            ctx_free(&x);
+            return r3;
+        }
+    }
     x.progress = !x.quiet && isatty(2);
     x.t0 = now_s();
     rc = smtpc_bulk_run(b);
@@ -341,9 +407,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     if (x.progress) print_progress(&x, true);
     if (!x.quiet)
         fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);
-    for (size_t i = x.next; i < x.nfiles; i++) free(x.files[i]);
-    free(x.files);
-    free(x.msg);
+    ctx_free(&x);
     return x.failed || rc ? 75 : 0;
 }
 

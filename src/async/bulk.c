@@ -5,9 +5,11 @@
  * costs two round trips per message. RFC 2920 lets the body+dot of message
  * k and MAIL/RCPT/DATA of message k+1 go in one group (DATA ends a group),
  * which is one round trip per message. This driver therefore does its own
- * minimal sequencing (greeting, EHLO, STARTTLS, MAIL/RCPT/DATA, RSET, QUIT)
- * with the engine's body encoder (smtpc__dotstuff), reply parser and EHLO
- * capability parser; the blocking session (src/client/session.c) is untouched.
+ * minimal sequencing ([proxy handshake], greeting, EHLO, STARTTLS, AUTH,
+ * MAIL/RCPT/DATA, RSET, QUIT) with the engine's body encoder
+ * (smtpc__dotstuff), reply parser, EHLO capability parser and SASL
+ * contexts, and the transport's proxy and TLS layers; the blocking session
+ * (src/client/session.c) is untouched.
  *
  * Each connection is a state machine driven by fd readiness; one timer per
  * connection in a heap (lazily re-armed), so timeouts never mean polling
@@ -20,6 +22,8 @@
 #include "async/timer.h"
 #include "engine/engine.h"
 #include "engine/reply.h"
+#include "engine/sasl.h"
+#include "net/proxy.h"
 #include "net/tcp_async.h"
 #include "net/tls.h"
 #include "net/transport.h"
@@ -47,8 +51,10 @@
 #define BODY_CHUNK (64u << 10)
 #define RBUF_SIZE (64u << 10)
 
-enum phase { P_CONNECTING, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_READY, P_QUIT };
-enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
+/* Every phase before P_READY is "connecting" (a failure there counts
+ * against the server, not against a message). */
+enum phase { P_CONNECTING, P_PROXY, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_AUTH, P_READY, P_QUIT };
+enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_AUTH, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
 enum stage { S_ENVELOPE, S_BODY, S_DOT_SENT };
 
 typedef struct mrec {
@@ -91,6 +97,9 @@ typedef struct conn {
     size_t exp_head, exp_len, exp_cap;
     smtpc__buf out;
     smtpc__reply_parser *rp;
+    smtpc__sasl *sasl;            /* during AUTH only */
+    smtpc__sasl_mask auth_offered; /* from the last EHLO */
+    int auth_fail_rc;             /* a step failed: its code, once the server answers the cancel */
     char rtext[160];     /* the last reply's last line (for reports) */
     struct conn *next_dead;
 } conn;
@@ -113,6 +122,21 @@ struct smtpc_bulk {
     char *tls_name, *tls_ca;
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
+
+    /* proxy: connections go to its address; the target is b->host */
+    smtpc_proxy *proxy;
+    smtpc__tls_ctx *proxy_tls; /* https://: TLS to the proxy, system trust store */
+    struct sockaddr_storage ptarget; /* SOCKS4/5: the target, resolved here */
+    bool ptarget_set;
+
+    /* AUTH: secrets wiped on replace and free */
+    char *auth_user, *auth_pass, *auth_token;
+    smtpc__sasl_mask auth_list;
+    bool auth_list_set, allow_plain_auth;
+    bool auth_failed;  /* refused for good: every message fails with it */
+    int auth_code;     /* the refusal reply */
+    char auth_text[160];
+    const smtpc__reply *cur_reply; /* the reply being handled (for SASL challenges) */
 
     smtpc_bulk_socket_cb sock_cb;
     void *sock_ud;
@@ -153,8 +177,14 @@ struct smtpc_bulk {
     smtpc__errmsg err;
 
     /* built-in loop */
+    int loop_mode, loop_used; /* SMTPC_BULK_LOOP_* */
+    bool pl_oom;
     int epfd, cancel_fd;
-    struct pollfd *pfds; /* poll() fallback */
+    struct pollfd *pfds; /* poll() fallback: the watched fds */
+    size_t npfds, pfds_cap;
+    int *pidx; /* fd -> index in pfds, -1 = not watched */
+    size_t pidx_cap;
+    struct pollfd *pready; /* one iteration's ready fds (pfds may change while handling them) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -164,7 +194,7 @@ static void now_update(smtpc_bulk *b) { b->now = smtpc__now_ms(); }
 static int64_t phase_timeout(const conn *c)
 {
     const smtpc_bulk *b = c->b;
-    if (c->phase == P_CONNECTING || c->phase == P_TLS) return b->connect_ms;
+    if (c->phase == P_CONNECTING || c->phase == P_PROXY || c->phase == P_TLS) return b->connect_ms;
     if (c->exp_len) {
         switch (c->exp[c->exp_head].kind) {
         case K_GREETING: return b->greeting_ms;
@@ -202,6 +232,7 @@ static void update_io(conn *c)
     uint8_t w = 0;
     switch (c->phase) {
     case P_CONNECTING: w = SMTPC_POLL_OUT; break;
+    case P_PROXY:
     case P_TLS: w = c->hs_want == SMTPC__WANT_WRITE ? SMTPC_POLL_OUT : SMTPC_POLL_IN; break;
     default:
         w = SMTPC_POLL_IN;
@@ -405,6 +436,8 @@ static void conn_kill(conn *c, int err, const char *why)
 
 static void conn_free(conn *c)
 {
+    if (c->sasl) smtpc__buf_free_secure(&c->out); /* may hold a credential line */
+    smtpc__sasl_free(c->sasl);                    /* wipes */
     smtpc__buf_free(&c->out);
     free(c->exp);
     smtpc__reply_parser_free(c->rp);
@@ -678,6 +711,181 @@ static void note_fail(conn *c, mrec *m, int code)
 }
 
 static void start_tls(conn *c);
+static void give_up(smtpc_bulk *b);
+
+static void conn_ready(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    c->phase = P_READY;
+    b->consec_fail = 0;
+    if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+}
+
+/* ---- AUTH (RFC 4954) with the engine's SASL contexts ---------------------
+ * Same policy as the blocking session: never credentials in the clear
+ * unless allowed; the strongest mechanism offered and allowed. A refusal
+ * (5xx), no common mechanism or a cleartext connection is the same on
+ * every connection: the run gives up and every message fails with it,
+ * instead of reconnecting and retrying forever. A 4xx is a connection
+ * failure like any other (counted towards giving up). */
+
+static bool have_creds(const smtpc_bulk *b)
+{
+    return (b->auth_user && b->auth_pass) || b->auth_token;
+}
+
+static void fill_creds(const smtpc_bulk *b, smtpc__sasl_creds *cr)
+{
+    memset(cr, 0, sizeof *cr);
+    cr->username = b->auth_user;
+    cr->password = b->auth_pass;
+    cr->oauth_token = b->auth_token;
+    cr->host = b->tls_name ? b->tls_name : b->host;
+    cr->port = b->port;
+}
+
+static smtpc__sasl_mask auth_allowed(const smtpc_bulk *b)
+{
+    smtpc__sasl_creds cr;
+    fill_creds(b, &cr);
+    /* the clear-text case is refused before this when not allowed */
+    smtpc__sasl_mask m = smtpc__sasl_default_allowed(&cr, true);
+    if (b->auth_list_set) m &= b->auth_list;
+    return m;
+}
+
+static void auth_fatal(conn *c, int rc, int code, const char *msg)
+{
+    smtpc_bulk *b = c->b;
+    if (!b->auth_failed) {
+        b->auth_failed = true;
+        b->auth_code = code;
+        smtpc__strlcpy(b->auth_text, code ? c->rtext : "", sizeof b->auth_text);
+    }
+    conn_kill(c, rc, msg); /* records it as the connection error */
+    give_up(b);
+}
+
+/* Appends "prefix[ arg]\r\n" and expects a reply to AUTH. */
+static int auth_line(conn *c, const char *prefix, const char *arg)
+{
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    if (rc) return rc;
+    uint8_t *w = c->out.data + c->out.len;
+    memcpy(w, prefix, pl);
+    w += pl;
+    if (arg && prefix[0]) *w++ = ' ';
+    if (arg) {
+        memcpy(w, arg, al);
+        w += al;
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    c->out.len = (size_t)(w - c->out.data);
+    return exp_push(c, K_AUTH, NULL);
+}
+
+static void start_auth(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    char why[400];
+    if (!c->tls_done && !b->allow_plain_auth) {
+        auth_fatal(c, SMTPC_EAUTH, 0,
+                   "AUTH: refusing to send credentials over an unencrypted connection "
+                   "(use TLS, or allow plaintext authentication explicitly)");
+        return;
+    }
+    smtpc__sasl_mask allowed = auth_allowed(b);
+    smtpc__sasl_mech m = smtpc__sasl_choose(c->auth_offered, allowed);
+    if (m == SMTPC__SASL_NONE) {
+        char o[128], a[128];
+        smtpc__sasl_mask_format(c->auth_offered, o, sizeof o);
+        smtpc__sasl_mask_format(allowed, a, sizeof a);
+        snprintf(why, sizeof why, "AUTH: no mechanism in common (server offers: %s; allowed: %s)",
+                 o[0] ? o : "none", a[0] ? a : "none");
+        auth_fatal(c, SMTPC_EAUTH, 0, why);
+        return;
+    }
+    smtpc__sasl_creds cr;
+    fill_creds(b, &cr);
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc = smtpc__sasl_new(&c->sasl, m, &cr, &em);
+    if (rc) {
+        auth_fatal(c, rc, 0, em.text);
+        return;
+    }
+    smtpc__sasl_line ir;
+    memset(&ir, 0, sizeof ir);
+    rc = smtpc__sasl_start(c->sasl, &ir);
+    if (rc) {
+        auth_fatal(c, rc, 0, smtpc__sasl_errmsg(c->sasl));
+        return;
+    }
+    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(c->sasl); /* SASL-IR within 512 octets */
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "AUTH %s", smtpc__sasl_mech_name(m));
+    if (auth_line(c, cmd, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL)) {
+        conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    c->phase = P_AUTH;
+}
+
+static void auth_done(conn *c)
+{
+    smtpc__sasl_free(c->sasl); /* wipes */
+    c->sasl = NULL;
+    /* every byte was answered, so written: wipe the lines that held secrets */
+    if (smtpc__buf_size(&c->out) == 0) smtpc__buf_free_secure(&c->out);
+}
+
+static void auth_reply(conn *c, int code)
+{
+    smtpc_bulk *b = c->b;
+    char why[400];
+    const char *name = smtpc__sasl_mech_name(smtpc__sasl_mech_of(c->sasl));
+    if (c->auth_fail_rc) {
+        /* the server's answer to our cancel ("*") or error acknowledgement */
+        snprintf(why, sizeof why, "AUTH %s: %s (cancelled; server replied %d)", name,
+                 smtpc__sasl_errmsg(c->sasl), code);
+        auth_done(c);
+        auth_fatal(c, c->auth_fail_rc, code, why);
+        return;
+    }
+    const smtpc__reply *r = b->cur_reply;
+    const char *text = r && r->nlines ? r->lines[r->nlines - 1] : "";
+    smtpc__sasl_line resp;
+    memset(&resp, 0, sizeof resp);
+    int rc = smtpc__sasl_reply(c->sasl, code, text, strlen(text), &resp);
+    if (rc == 1) {
+        auth_done(c);
+        conn_ready(c);
+        return;
+    }
+    if (rc == 0) {
+        if (!resp.b64) {
+            auth_done(c);
+            conn_kill(c, SMTPC_EPROTO, "AUTH: the exchange does not end");
+            return;
+        }
+        if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    snprintf(why, sizeof why, "AUTH %s: %s", name, smtpc__sasl_errmsg(c->sasl));
+    if (resp.b64) {
+        /* the server waits for an answer: "*" cancels (RFC 4954 4) */
+        c->auth_fail_rc = rc;
+        if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    auth_done(c);
+    if (code / 100 == 4)
+        conn_kill(c, SMTPC_ETEMPFAIL, why); /* transient: another connection may do better */
+    else
+        auth_fatal(c, rc, code, why);
+}
 
 static void send_ehlo(conn *c)
 {
@@ -742,9 +950,16 @@ static void on_reply(conn *c, int code)
             c->phase = P_STARTTLS;
             break;
         }
-        c->phase = P_READY;
-        b->consec_fail = 0;
-        if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+        if (have_creds(b)) {
+            start_auth(c);
+            if (c->dead) return;
+            break;
+        }
+        conn_ready(c);
+        break;
+    case K_AUTH:
+        auth_reply(c, code);
+        if (c->dead) return;
         break;
     case K_STARTTLS:
         if (code != 220) {
@@ -830,6 +1045,7 @@ static int on_ehlo_caps(conn *c, const smtpc__reply *r)
     }
     c->pipelining = (caps.flags & SMTPC_EXT_PIPELINING) != 0;
     c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
+    c->auth_offered = caps.auth ? smtpc__sasl_mask_from_names((const char *const *)caps.auth, caps.nauth) : 0;
     smtpc__caps_clear(&caps);
     return 0;
 }
@@ -853,10 +1069,12 @@ static int feed(conn *c, const uint8_t *p, size_t n)
         const char *last = r->nlines ? r->lines[r->nlines - 1] : "";
         smtpc__strlcpy(c->rtext, last, sizeof c->rtext);
         int code = r->code;
+        c->b->cur_reply = r;
         if (c->exp_len && c->exp[c->exp_head].kind == K_EHLO && code / 100 == 2 &&
             on_ehlo_caps(c, r))
             return -1;
         on_reply(c, code);
+        c->b->cur_reply = NULL;
         if (c->dead) return -1;
         if (c->phase == P_TLS) {
             /* Bytes after STARTTLS's 220 before the handshake: injection. */
@@ -955,6 +1173,80 @@ static void after_connect(conn *c)
     arm(c);
 }
 
+/* The proxy layer's handshake (SOCKS greeting, auth, CONNECT; or HTTP
+ * CONNECT): non-blocking, bounded by the layer; then SMTP as without one. */
+static void do_proxy(conn *c)
+{
+    int want = 0;
+    int rc = smtpc__transport_handshake(c->t, &want);
+    if (rc == SMTPC_EAGAIN) {
+        c->hs_want = (uint8_t)want;
+        return;
+    }
+    if (rc) {
+        char why[1024];
+        const char *t = c->t->err.text[0] ? c->t->err.text : "proxy handshake failed";
+        if (rc == SMTPC_ETLS) /* the TLS layer's words, without the proxy's name */
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s",
+                     smtpc_proxy_redacted(c->b->proxy), t);
+        else
+            smtpc__strlcpy(why, t, sizeof why);
+        conn_kill(c, rc, why);
+        return;
+    }
+    c->hs_want = 0;
+    arm(c);
+    after_connect(c);
+    /* an HTTP proxy may have sent the greeting along with its 200: the
+     * layer holds it, and the fd will not say so */
+    if (!c->dead && c->phase == P_GREETING && smtpc__transport_pending(c->t)) do_read(c);
+}
+
+static void target_host(const smtpc_bulk *b, char *out, size_t n)
+{
+    const char *h = b->host;
+    size_t hl = strlen(h);
+    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']')
+        snprintf(out, n, "%.*s", (int)(hl - 2), h + 1);
+    else
+        snprintf(out, n, "%s", h);
+}
+
+static void start_proxy(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    char th[256];
+    target_host(b, th, sizeof th);
+    smtpc__transport *p = NULL;
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc;
+    if (smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS) {
+        /* CONNECT inside TLS to the proxy, verified against the proxy's
+         * name; the handshakes run inner-first in do_proxy() */
+        smtpc__transport *tl = NULL;
+        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->proxy), NULL, &em);
+        if (rc) {
+            char why[1024];
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->proxy),
+                     em.text);
+            conn_kill(c, rc, why);
+            return;
+        }
+        c->t = tl;
+    }
+    rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
+                                    b->ptarget_set ? (const struct sockaddr *)&b->ptarget : NULL, &em);
+    if (rc) {
+        conn_kill(c, rc, em.text);
+        return;
+    }
+    c->t = p;
+    c->phase = P_PROXY;
+    arm(c);
+    do_proxy(c);
+}
+
 static void on_io(conn *c, int ev)
 {
     switch (c->phase) {
@@ -965,9 +1257,16 @@ static void on_io(conn *c, int ev)
             conn_kill(c, rc, em.text);
             return;
         }
+        if (c->b->proxy) {
+            start_proxy(c);
+            break;
+        }
         after_connect(c);
         break;
     }
+    case P_PROXY:
+        do_proxy(c);
+        break;
     case P_TLS:
         do_handshake(c);
         break;
@@ -1048,7 +1347,12 @@ static int open_conn(smtpc_bulk *b)
     b->st.connections_open = (unsigned)b->nconns;
     c->phase = P_CONNECTING;
     arm(c);
-    if (!inprog) after_connect(c);
+    if (!inprog) {
+        if (b->proxy)
+            start_proxy(c);
+        else
+            after_connect(c);
+    }
     if (!c->dead) update_io(c);
     return 0;
 }
@@ -1057,21 +1361,26 @@ static int open_conn(smtpc_bulk *b)
 static void give_up(smtpc_bulk *b)
 {
     char msg[300];
-    snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    if (b->auth_failed) /* the server's refusal is the deciding reply */
+        smtpc__strlcpy(msg, b->last_conn_msg, sizeof msg);
+    else
+        snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    int code = b->auth_failed ? b->auth_code : 0;
+    const char *text = b->auth_failed ? b->auth_text : NULL;
     mrec *r;
     while ((r = b->retry_head)) {
         b->retry_head = r->next;
         if (!b->retry_head) b->retry_tail = NULL;
         finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
-               r->fail_code, r->fail_text, msg);
+               code ? code : r->fail_code, code ? text : r->fail_text, msg);
     }
     /* Drain the source too: each message is reported. */
     while (!b->src_done && !b->canceling) {
         int rc = take_msg(b, &r);
         if (rc <= 0) break;
         r->attempts = 0;
-        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, 0,
-               NULL, msg);
+        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, code,
+               text, msg);
     }
     b->src_done = true;
 }
@@ -1283,20 +1592,30 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
-    snprintf(portstr, sizeof portstr, "%u", (unsigned)b->port);
-    const char *h = b->host;
     char tmp[256];
-    size_t hl = strlen(h);
-    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']' && hl - 2 < sizeof tmp) {
-        memcpy(tmp, h + 1, hl - 2);
-        tmp[hl - 2] = 0;
-        h = tmp;
+    target_host(b, tmp, sizeof tmp);
+    const char *h = tmp;
+    uint16_t port = b->port;
+    if (b->proxy) {
+        /* SOCKS4/SOCKS5 (not 4a/5h) carry an address: the target is resolved here */
+        smtpc_proxy_type pt = smtpc_proxy_get_type(b->proxy);
+        if (smtpc__proxy_resolves_locally(pt) && !b->ptarget_set) {
+            unsigned char a[16];
+            if (numeric_only && inet_pton(AF_INET, tmp, a) != 1 && inet_pton(AF_INET6, tmp, a) != 1)
+                return 1; /* a name: in the resolver thread */
+            int rc = smtpc__proxy_resolve_target(pt, tmp, &b->ptarget, &b->resolve_err);
+            if (rc) return rc;
+            b->ptarget_set = true;
+        }
+        h = smtpc_proxy_get_host(b->proxy);
+        port = smtpc_proxy_get_port(b->proxy);
     }
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
     int g = getaddrinfo(h, portstr, &hints, &res);
     if (g) {
         if (numeric_only && g == EAI_NONAME) return 1; /* not a literal */
-        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s: %s", b->host,
-                          gai_strerror(g));
+        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s",
+                          b->proxy ? "the proxy " : "", h, gai_strerror(g));
     }
     int rc = set_addrs(b, res);
     freeaddrinfo(res);
@@ -1336,11 +1655,19 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
 {
     if (!b) return SMTPC_EINVAL;
     if (b->started) return SMTPC_ESTATE;
+    if (b->proxy && smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
+        smtpc__tls_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.release_buffers = true;
+        int rc = smtpc__tls_ctx_new(&b->proxy_tls, &cfg, &b->err);
+        if (rc) return rc;
+    }
     if (b->tls_mode && !b->tls_ctx) {
         smtpc__tls_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.insecure = b->tls_insecure;
         cfg.ca_file = b->tls_ca;
+        cfg.release_buffers = true; /* idle connections keep no record buffers (~10 KiB each) */
         int rc = smtpc__tls_ctx_new(&b->tls_ctx, &cfg, &b->err);
         if (rc) return rc;
     }
@@ -1384,12 +1711,80 @@ static void ep_sock_cb(void *ud, int fd, int what)
         (void)epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+/* poll(): an array of the watched fds and an fd -> index map; removal
+ * swaps the last entry in. O(watched fds) per wait: a fallback for systems
+ * without epoll (or when asked for), not the fast path. */
+static int pl_watch(smtpc_bulk *b, int fd, short events)
 {
-    if (!b) return SMTPC_EINVAL;
-    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
-    b->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (b->epfd < 0) return smtpc__err(&b->err, SMTPC_ENOMEM, "epoll: %s", strerror(errno));
+    if ((size_t)fd >= b->pidx_cap) {
+        size_t nc = b->pidx_cap ? b->pidx_cap : 64;
+        while (nc <= (size_t)fd) nc *= 2;
+        int *ni = realloc(b->pidx, nc * sizeof *ni);
+        if (!ni) return SMTPC_ENOMEM;
+        for (size_t i = b->pidx_cap; i < nc; i++) ni[i] = -1;
+        b->pidx = ni;
+        b->pidx_cap = nc;
+    }
+    int i = b->pidx[fd];
+    if (i >= 0) {
+        b->pfds[i].events = events;
+        return 0;
+    }
+    if (b->npfds == b->pfds_cap) {
+        size_t nc = b->pfds_cap ? b->pfds_cap * 2 : 64;
+        struct pollfd *np = realloc(b->pfds, nc * sizeof *np);
+        if (!np) return SMTPC_ENOMEM;
+        b->pfds = np;
+        struct pollfd *nr = realloc(b->pready, nc * sizeof *nr);
+        if (!nr) return SMTPC_ENOMEM;
+        b->pready = nr;
+        b->pfds_cap = nc;
+    }
+    b->pfds[b->npfds] = (struct pollfd){.fd = fd, .events = events, .revents = 0};
+    b->pidx[fd] = (int)b->npfds++;
+    return 0;
+}
+
+static void pl_sock_cb(void *ud, int fd, int what)
+{
+    smtpc_bulk *b = ud;
+    if (fd < 0) return;
+    if (what & SMTPC_POLL_REMOVE) {
+        if ((size_t)fd >= b->pidx_cap || b->pidx[fd] < 0) return;
+        size_t i = (size_t)b->pidx[fd];
+        b->pidx[fd] = -1;
+        if (i != --b->npfds) {
+            b->pfds[i] = b->pfds[b->npfds];
+            b->pidx[b->pfds[i].fd] = (int)i;
+        }
+        return;
+    }
+    short ev = (short)((what & SMTPC_POLL_IN ? POLLIN : 0) | (what & SMTPC_POLL_OUT ? POLLOUT : 0));
+    if (pl_watch(b, fd, ev)) b->pl_oom = true; /* ends the run: that fd would never be served */
+}
+
+static void dispatch(smtpc_bulk *b, int fd, bool in, bool out, bool err)
+{
+    if (fd == b->cancel_fd) {
+        uint64_t v;
+        if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
+        return;
+    }
+    int e = (in || err ? SMTPC_POLL_IN : 0) | (out || err ? SMTPC_POLL_OUT : 0);
+    if (b->resolving && fd == b->resolve_pipe[0])
+        resolved_now(b);
+    else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
+        on_io(b->byfd[fd], e);
+}
+
+static int wait_ms(smtpc_bulk *b)
+{
+    int64_t to = smtpc_bulk_timeout_ms(b);
+    return to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to;
+}
+
+static int run_epoll(smtpc_bulk *b)
+{
     b->sock_cb = ep_sock_cb;
     b->sock_ud = b;
     struct epoll_event cev;
@@ -1400,8 +1795,7 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
     int rc = smtpc_bulk_start(b);
     struct epoll_event evs[256];
     while (!rc && !smtpc_bulk_done(b)) {
-        int64_t to = smtpc_bulk_timeout_ms(b);
-        int n = epoll_wait(b->epfd, evs, 256, to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to);
+        int n = epoll_wait(b->epfd, evs, 256, wait_ms(b));
         if (n < 0) {
             if (errno == EINTR) continue;
             rc = smtpc__err(&b->err, SMTPC_ENETWORK, "epoll_wait: %s", strerror(errno));
@@ -1409,18 +1803,8 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
         }
         now_update(b);
         for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == b->cancel_fd) {
-                uint64_t v;
-                if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
-                continue;
-            }
-            int e = (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) ? SMTPC_POLL_IN : 0) |
-                    (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP) ? SMTPC_POLL_OUT : 0);
-            if (b->resolving && fd == b->resolve_pipe[0])
-                resolved_now(b);
-            else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
-                on_io(b->byfd[fd], e);
+            uint32_t ev = evs[i].events;
+            dispatch(b, evs[i].data.fd, ev & EPOLLIN, ev & EPOLLOUT, ev & (EPOLLHUP | EPOLLERR));
         }
         fire_timers(b);
         after_action(b);
@@ -1428,10 +1812,71 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
     (void)epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->cancel_fd, &cev);
     close(b->epfd);
     b->epfd = -1;
+    return rc;
+}
+
+static int run_poll(smtpc_bulk *b)
+{
+    b->sock_cb = pl_sock_cb;
+    b->sock_ud = b;
+    b->pl_oom = false;
+    int rc = pl_watch(b, b->cancel_fd, POLLIN);
+    if (!rc) rc = smtpc_bulk_start(b);
+    while (!rc && !smtpc_bulk_done(b)) {
+        if (b->pl_oom) {
+            rc = smtpc__err(&b->err, SMTPC_ENOMEM, "poll: out of memory");
+            break;
+        }
+        int n = poll(b->pfds, (nfds_t)b->npfds, wait_ms(b));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            rc = smtpc__err(&b->err, SMTPC_ENETWORK, "poll: %s", strerror(errno));
+            break;
+        }
+        now_update(b);
+        /* handling an fd adds and removes entries: work on a copy */
+        size_t k = 0;
+        for (size_t i = 0; i < b->npfds && (int)k < n; i++)
+            if (b->pfds[i].revents) b->pready[k++] = b->pfds[i];
+        for (size_t i = 0; i < k; i++) {
+            short ev = b->pready[i].revents;
+            dispatch(b, b->pready[i].fd, ev & POLLIN, ev & POLLOUT, ev & (POLLHUP | POLLERR | POLLNVAL));
+        }
+        fire_timers(b);
+        after_action(b);
+    }
+    b->npfds = 0;
+    for (size_t i = 0; i < b->pidx_cap; i++) b->pidx[i] = -1;
+    return rc;
+}
+
+SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
+    int rc;
+    b->epfd = -1;
+    if (b->loop_mode != SMTPC_BULK_LOOP_POLL) {
+        b->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (b->epfd < 0 && b->loop_mode == SMTPC_BULK_LOOP_EPOLL)
+            return smtpc__err(&b->err, SMTPC_EUNSUPPORTED, "epoll: %s", strerror(errno));
+    }
+    b->loop_used = b->epfd >= 0 ? SMTPC_BULK_LOOP_EPOLL : SMTPC_BULK_LOOP_POLL;
+    rc = b->epfd >= 0 ? run_epoll(b) : run_poll(b);
     b->sock_cb = NULL;
     if (rc) return rc;
     return b->stop_rc;
 }
+
+SMTPC_API int smtpc_bulk_set_loop(smtpc_bulk *b, int loop)
+{
+    if (!b || b->started || loop < SMTPC_BULK_LOOP_AUTO || loop > SMTPC_BULK_LOOP_POLL)
+        return SMTPC_EINVAL;
+    b->loop_mode = loop;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_loop_used(const smtpc_bulk *b) { return b ? b->loop_used : 0; }
 
 SMTPC_API void smtpc_bulk_cancel(smtpc_bulk *b)
 {
@@ -1503,6 +1948,9 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     smtpc__theap_free(&b->heap);
     free(b->conns);
     free(b->byfd);
+    free(b->pfds);
+    free(b->pready);
+    free(b->pidx);
     free(b->addrs);
     free(b->addrlens);
     if (b->tls_sess) smtpc__tls_session_free(b->tls_sess);
@@ -1513,6 +1961,11 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     free(b->ehlo);
     free(b->tls_name);
     free(b->tls_ca);
+    smtpc_proxy_free(b->proxy);
+    smtpc__tls_ctx_free(b->proxy_tls);
+    free(b->auth_user);
+    smtpc__free_secret(b->auth_pass);
+    smtpc__free_secret(b->auth_token);
     free(b->rbuf);
     free(b->tmp);
     free(b);
@@ -1607,6 +2060,69 @@ SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_nam
     b->tls_ca = c;
     b->tls_mode = mode;
     b->tls_insecure = insecure;
+    return 0;
+}
+
+static int set_cred(smtpc_bulk *b, char **field, const char *v, bool secret, const char *what)
+{
+    if (v && (strchr(v, '\r') || strchr(v, '\n')))
+        return smtpc__err(&b->err, SMTPC_EINVAL, "%s contains CR or LF", what);
+    char *c = NULL;
+    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
+    if (secret) smtpc__free_secret(*field);
+    else free(*field);
+    *field = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    if (!user && password) return smtpc__err(&b->err, SMTPC_EINVAL, "a password without a user name");
+    int rc = set_cred(b, &b->auth_user, user, false, "user name");
+    return rc ? rc : set_cred(b, &b->auth_pass, password, true, "password");
+}
+
+SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    return set_cred(b, &b->auth_token, token, true, "OAuth token");
+}
+
+SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    if (!list) {
+        b->auth_list_set = false;
+        return 0;
+    }
+    smtpc__sasl_mask m = 0;
+    int rc = smtpc__sasl_mask_parse(list, &m, &b->err);
+    if (rc) return rc;
+    if (!m) return smtpc__err(&b->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
+    b->auth_list = m;
+    b->auth_list_set = true;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    b->allow_plain_auth = allow;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    smtpc_proxy *p = NULL;
+    if (proxy) {
+        int rc = smtpc_proxy_dup(&p, proxy);
+        if (rc) return rc;
+    }
+    smtpc_proxy_free(b->proxy); /* wipes its credentials */
+    b->proxy = p;
+    b->ptarget_set = false;
     return 0;
 }
 
