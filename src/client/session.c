@@ -2173,3 +2173,9 @@ smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
 {
     return &s->err;
 }
+
+void smtpc__session_set_deadline_at(smtpc_session *s, int64_t at_ms, int64_t ms)
+{
+    s->overall_deadline = at_ms;
+    s->overall_ms = ms;
+}

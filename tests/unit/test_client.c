@@ -43,11 +43,11 @@ TEST(setters)
     CHECK_INT(smtpc_client_set_host(c, "", 25), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_host(c, "a\r\nb", 25), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_host(c, "mail.example.org", 0), 0);
-    CHECK_INT(smtpc_client_set_security(c, (smtpc_tls_mode)99), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_mode(c, (smtpc_tls_mode)99), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_credentials(c, "me", "pw\r\nQUIT"), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_credentials(c, "me", "secret"), 0);
-    CHECK_INT(smtpc_client_set_proxy(c, "gopher://x"), SMTPC_EINVAL);
-    CHECK_INT(smtpc_client_set_proxy(c, "socks5h://127.0.0.1:1080"), 0);
+    CHECK_INT(smtpc_client_set_proxy_url(c, "gopher://x"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_proxy_url(c, "socks5h://127.0.0.1:1080"), 0);
     CHECK_INT(smtpc_client_set_delivery(c, SMTPC_DELIVERY_PICKUP, NULL), SMTPC_EINVAL);
     smtpc_retry_policy bad = {0, 10, 2.0, 100};
     CHECK_INT(smtpc_client_set_retry(c, &bad), SMTPC_EINVAL);
@@ -57,7 +57,7 @@ TEST(setters)
     CHECK_INT(smtpc_client_set_timeout_ms(c, -1), SMTPC_EINVAL);
     /* The proxy is used: an unreachable proxy (port 1, nothing listens) fails
      * the connect with a network error that names the proxy. */
-    CHECK_INT(smtpc_client_set_proxy(c, "socks5h://127.0.0.1:1"), 0);
+    CHECK_INT(smtpc_client_set_proxy_url(c, "socks5h://127.0.0.1:1"), 0);
     smtpc_message *m;
     CHECK_INT(smtpc_message_new(&m), 0);
     smtpc_message_set_from(m, "a@example.org");
