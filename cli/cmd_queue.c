@@ -97,6 +97,7 @@ static int make_client(cli_ctx *c, const char *pw, smtpc_client **out)
     }
     if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_client_set_ca_file(cl, v);
     if (!rc && (v = cli_get(c, O_CA_PATH))) rc = smtpc_client_set_ca_path(cl, v);
+    if (!rc && (v = cli_get(c, O_TLS_SERVER_NAME))) rc = smtpc_client_set_tls_server_name(cl, v);
     if (!rc && (v = cli_get(c, O_CERT))) rc = smtpc_client_set_client_cert(cl, v, cli_get(c, O_KEY));
     if (!rc && (v = cli_get(c, O_PIN))) {
         /* several pins: separated by ';' ',' or spaces (as for send) */
