@@ -679,6 +679,15 @@ SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c) { return c ? c->own_poo
 
 /* ---- configuration file ---- */
 
+/* A setter refused an account's value: SMTPC_ECONFIG (ENOMEM stays). */
+static int config_err(smtpc_client *c, int rc, const char *key)
+{
+    if (rc == SMTPC_ENOMEM) return rc;
+    char why[SMTPC__ERRMSG_MAX];
+    smtpc__strlcpy(why, c->err.text, sizeof why);
+    return smtpc__err(&c->err, SMTPC_ECONFIG, "%s: %s", key, why);
+}
+
 /* "1.0" .. "1.3" (the configuration checked the syntax); 0 otherwise. */
 static int tls_version(const char *v)
 {
@@ -739,14 +748,19 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
         if ((rc = set_str(c, &c->bind, addr, false, false))) return rc;
         c->bind_port = port;
     }
-    if ((v = smtpc_account_get(a, "ca-file")) && (rc = set_str(c, &c->ca_file, v, false, true))) return rc;
-    if ((v = smtpc_account_get(a, "ca-path")) && (rc = set_str(c, &c->ca_path, v, false, true))) return rc;
-    if ((v = smtpc_account_get(a, "tls-server-name")) && (rc = set_str(c, &c->tls_name, v, false, false))) return rc;
-    if ((v = smtpc_account_get(a, "cert")) && (rc = set_str(c, &c->cert_file, v, false, true))) return rc;
-    if ((v = smtpc_account_get(a, "key"))) {
-        if (!c->cert_file) return smtpc__err(&c->err, SMTPC_ECONFIG, "key without cert");
-        if ((rc = set_str(c, &c->key_file, v, false, true))) return rc;
-    }
+    /* the TLS files and names through their setters: the session's checks */
+    static const struct {
+        const char *key;
+        int (*set)(smtpc_client *, const char *);
+    } tls_keys[] = {{"ca-file", smtpc_client_set_ca_file},
+                    {"ca-path", smtpc_client_set_ca_path},
+                    {"tls-server-name", smtpc_client_set_tls_server_name}};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(tls_keys); i++)
+        if ((v = smtpc_account_get(a, tls_keys[i].key)) && (rc = tls_keys[i].set(c, v)))
+            return config_err(c, rc, tls_keys[i].key);
+    const char *cert = smtpc_account_get(a, "cert"), *key = smtpc_account_get(a, "key");
+    if (key && !cert) return smtpc__err(&c->err, SMTPC_ECONFIG, "key without cert");
+    if (cert && (rc = smtpc_client_set_client_cert(c, cert, key))) return config_err(c, rc, "cert");
     if ((v = smtpc_account_get(a, "pin"))) {
         /* several pins: separated by ';' ',' or blanks, as on the command line */
         char buf[2048];
@@ -758,11 +772,7 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
             size_t n = strcspn(q, ";, \t");
             char save = q[n];
             q[n] = '\0';
-            if (n && (rc = smtpc_client_add_pin(c, q))) {
-                char why[SMTPC__ERRMSG_MAX];
-                smtpc__strlcpy(why, c->err.text, sizeof why);
-                return smtpc__err(&c->err, SMTPC_ECONFIG, "pin: %s", why);
-            }
+            if (n && (rc = smtpc_client_add_pin(c, q))) return config_err(c, rc, "pin");
             q += n + (save ? 1 : 0);
         }
     }
@@ -898,7 +908,7 @@ static char *pool_key(const smtpc_client *c, const ident *id)
     if (c->proxy && secret_hash(c->proxy->pass, proxy_hash)) return NULL;
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
-    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s:%u\x1f%d\x1f%s",
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s:%u\x1f%d\x1f%s",
                                c->host, eff_port(c), (int)c->sec, c->insecure, c->allow_plain, nz(c->ca_file), c->tls_min,
                                c->proxy ? smtpc_proxy_redacted(c->proxy) : "-", proxy_hash, id->user ? "u" : "-",
                                nz(id->user), id->hash, nz(c->mechs), nz(c->authzid), nz(c->bind), c->bind_port,
