@@ -576,13 +576,13 @@ SMTPC_API int smtpc_client_add_pin(smtpc_client *c, const char *pin)
         c->pins = NULL;
         return 0;
     }
-    /* the pins so far and this one: the session checks the syntax and the limit */
+    /* the session checks the syntax; the list stays within the session's bound */
     smtpc_session *s;
     int rc = scratch_new(c, &s);
     if (rc) return rc;
-    rc = add_pins(s, c->pins);
-    if (!rc) rc = smtpc_session_add_pin(s, pin);
-    if ((rc = scratch_end(c, s, rc))) return rc;
+    if ((rc = scratch_end(c, s, smtpc_session_add_pin(s, pin)))) return rc;
+    size_t l = c->pins ? strlen(c->pins) : 0;
+    if (l + strlen(pin) + 2 > SMTPC__PINS_MAX) return smtpc__err(&c->err, SMTPC_ELIMIT, "too many pins");
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
     rc = smtpc__buf_printf(&b, "%s%s%s", c->pins ? c->pins : "", c->pins ? ";" : "", pin);

@@ -50,7 +50,7 @@
 #define BODY_CHUNK 16384
 #define RBUF_SIZE 4096
 #define DEF_AUTO_MS 5000
-#define PINS_MAX 2048
+#define PINS_MAX SMTPC__PINS_MAX
 
 struct smtpc_session {
     /* options */
