@@ -203,8 +203,9 @@ SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t 
  * (by port: 465 implicit, 25 without credentials opportunistic STARTTLS,
  * anything else STARTTLS required). Key. */
 SMTPC_API int smtpc_client_set_tls_mode(smtpc_client *c, smtpc_tls_mode mode);
-/* user NULL clears. The password is wiped on free. Key (the user name and a
- * salted SHA-256 of the password). */
+/* user NULL clears (a password without a user: SMTPC_EINVAL, as the
+ * session). The password is wiped on free. Key (the user name and a salted
+ * SHA-256 of the password). */
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password);
 /* Authorization identity (act as; smtpc_session_set_authzid), NULL = none. Key. */
 SMTPC_API int smtpc_client_set_authzid(smtpc_client *c, const char *authzid);

@@ -393,6 +393,7 @@ SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow)
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password)
 {
     SETTER_PROLOGUE(c);
+    if (!user && password) return smtpc__err(&c->err, SMTPC_EINVAL, "a password without a user name");
     if (password && smtpc__has_crlfnul(password, strlen(password)))
         return smtpc__err(&c->err, SMTPC_EINVAL, "CR/LF in the password");
     int rc = set_str(c, &c->user, user, false, true);

@@ -180,6 +180,9 @@ TEST(session_like_setters)
     CHECK(strstr(smtpc_client_errmsg(c), "BOGUS") != NULL);
     CHECK_INT(smtpc_client_set_auth_mechanisms(c, NULL), 0);
     /* strings: CR/LF/NUL-free, not empty where the session says so */
+    CHECK_INT(smtpc_client_set_credentials(c, NULL, "secret"), SMTPC_EINVAL); /* as the session */
+    CHECK_INT(smtpc_client_set_credentials(c, "me\r\n", "secret"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_credentials(c, NULL, NULL), 0);
     CHECK_INT(smtpc_client_set_authzid(c, "boss@example.org"), 0);
     CHECK_INT(smtpc_client_set_authzid(c, "boss\r\nQUIT"), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_authzid(c, NULL), 0);
