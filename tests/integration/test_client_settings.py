@@ -191,3 +191,19 @@ def test_deadline_is_per_connection(counting):  # noqa: F811
              "--client", "--deadline-ms", "30000"])
     assert [s["reused"] for s in sends(p)] == ["0", "1", "1"], p.stdout
     assert opened(p) == 1
+
+
+def test_pool_separates_authzid_and_family(counting):  # noqa: F811
+    srv = counting()
+
+    def pair(a, b):
+        return run(["--host", "127.0.0.1", "--port", str(srv.port), "--n", "4",
+                    "--client", *a, "--client", *b])
+    p = pair(["--authzid", "boss@example.org"], ["--authzid", "boss@example.org"])
+    assert all(s["rc"] == "SMTPC_OK" for s in sends(p)) and opened(p) == 1, p.stdout
+    for a, b in ((["--authzid", "boss@example.org"], ["--authzid", "other@example.org"]),
+                 (["--authzid", "boss@example.org"], []),
+                 (["--family", "4"], [])):
+        p = pair(a, b)
+        assert all(s["rc"] == "SMTPC_OK" for s in sends(p)), (a, b, p.stdout)
+        assert opened(p) == 2, (a, b, p.stdout)
