@@ -68,7 +68,7 @@ int main(int argc, char **argv)
         smtpc_client *c;
         if (smtpc_client_new(&c)) return 70;
         smtpc_client_set_host(c, host, (uint16_t)portnum);
-        smtpc_client_set_security(c, SMTPC_TLS_MODE_NONE);
+        smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
         smtpc_client_set_ehlo_name(c, "bench.example.org");
         smtpc_pool_set_max_messages(smtpc_client_pool(c), 0); /* one connection for all */
         int rc = 0;

@@ -56,6 +56,7 @@ const cli_opt_def cli_opt_table[] = {
     {"--pin", O_PIN, OK_VALUE, S | P | Q, "pin", "SHA256", "pin the server's public key"},
     {"--cert", O_CERT, OK_VALUE, S | P | Q, "cert", "FILE", "client certificate"},
     {"--key", O_KEY, OK_VALUE, S | P | Q, "key", "FILE", "client certificate's key"},
+    {"--tls-server-name", O_TLS_SERVER_NAME, OK_VALUE, S | P | Q, "tls-server-name", "NAME", "name the server's certificate must match (default: the server's host)"},
     {"--insecure", O_INSECURE, OK_FLAG, S | P | Q, "insecure", NULL, "do not verify the server's certificate"},
     {"--tls-min", O_TLS_MIN, OK_VALUE, S | P | Q, "tls-min", "VER", "lowest TLS version (1.2)"},
     {"--tls-max", O_TLS_MAX, OK_VALUE, S | P | Q, "tls-max", "VER", "highest TLS version"},

@@ -111,10 +111,10 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
  * ====================================================================== */
 
 /* A pool of open connections keyed by endpoint and identity (host, port,
- * security mode, TLS settings, proxy, the user name and a salted SHA-256
- * of the password as they are at the send, also when a callback gives
- * them, bind address, EHLO name): a connection is only re-used for a send
- * with the same key.
+ * TLS mode and every TLS setting, proxy, the user name, authzid and a
+ * salted SHA-256 of the password as they are at the send, also when a
+ * callback gives them, bind address and port, address family, EHLO name):
+ * a connection is only re-used for a send with the same key.
  * Thread-safe. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_pool_new(smtpc_pool **out);
 /* Sends QUIT on every idle connection and closes it, then frees the pool.
@@ -178,8 +178,9 @@ typedef int (*smtpc_credential_cb)(void *userdata, const char *user, char *buf, 
 typedef int (*smtpc_identity_cb)(void *userdata, char *user, size_t user_len, char *secret,
                                  size_t secret_len);
 
-/* Creates a client: no server, security SMTPC_TLS_MODE_DEFAULT (see smtpc_client_set_security), delivery NETWORK, a private
- * pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
+/* Creates a client: no server, TLS mode SMTPC_TLS_MODE_DEFAULT (see
+ * smtpc_client_set_tls_mode), certificates verified, delivery NETWORK, a
+ * private pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_client_new(smtpc_client **out);
 /* Waits for an async send to finish (cancel it first to hurry it), QUITs the
  * private pool's connection and frees everything (secrets wiped). Must not
@@ -188,44 +189,85 @@ SMTPC_API void smtpc_client_free(smtpc_client *c);
 /* The detail of the last failure on the client (a setter, or the last send). */
 SMTPC_API const char *smtpc_client_errmsg(const smtpc_client *c);
 
-/* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values,
- * SMTPC_EBUSY while a send is in progress. ---- */
+/* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values (the
+ * session's namesake refuses the same values: CR, LF, NUL or other control
+ * characters in strings, negative timeouts, unknown modes), SMTPC_ENOMEM,
+ * SMTPC_EBUSY while a send is in progress. They apply to the connections
+ * the client opens from then on (smtpc_session(3) for the details of each);
+ * those marked "key" are part of the pool key, so a pooled connection is
+ * never re-used for a send whose setting differs. ---- */
 /* port 0: 465 with SMTPC_TLS_MODE_IMPLICIT, 587 with STARTTLS (required),
- * else 25. */
+ * else 25. Key. */
 SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t port);
 /* The session's TLS modes (smtpc/session.h): default SMTPC_TLS_MODE_DEFAULT
  * (by port: 465 implicit, 25 without credentials opportunistic STARTTLS,
- * anything else STARTTLS required). */
-SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode);
-/* user NULL clears. The password is wiped on free. */
+ * anything else STARTTLS required). Key. */
+SMTPC_API int smtpc_client_set_tls_mode(smtpc_client *c, smtpc_tls_mode mode);
+/* user NULL clears (a password without a user: SMTPC_EINVAL, as the
+ * session). The password is wiped on free. Key (the user name and a salted
+ * SHA-256 of the password). */
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password);
-/* Credentials over an unencrypted connection (default: refused). */
+/* Authorization identity (act as; smtpc_session_set_authzid), NULL = none. Key. */
+SMTPC_API int smtpc_client_set_authzid(smtpc_client *c, const char *authzid);
+/* Credentials over an unencrypted connection (default: refused). Key. */
 SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow);
 SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user,
                                              smtpc_credential_cb cb, void *userdata);
 /* cb NULL clears. Replaces the credentials set by the two setters above
  * (and they replace it). user_len is 256, secret_len 1024. */
 SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata);
-/* Allowed SASL mechanisms, blank or comma separated ("SCRAM-SHA-256 PLAIN"); NULL = any. */
-SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list);
-/* Timeouts in ms (0 = the session default). */
+/* Allowed SASL mechanisms, comma or blank separated ("SCRAM-SHA-256,PLAIN");
+ * NULL = any the credentials allow. SMTPC_EINVAL on an unknown name (as
+ * smtpc_session_set_auth_mechanisms). Key. */
+SMTPC_API int smtpc_client_set_auth_mechanisms(smtpc_client *c, const char *list);
+/* Timeouts in ms (0 = the session default). The greeting timeout defaults
+ * to the connect timeout when only that is set. */
 SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_greeting_timeout_ms(smtpc_client *c, int64_t ms);
 SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms);
 SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms);
-/* An overall deadline per attempt (0 = none). */
+/* Per-attempt timeout of SMTPC_TLS_MODE_AUTO (smtpc_session_set_auto_timeout_ms). */
+SMTPC_API int smtpc_client_set_auto_timeout_ms(smtpc_client *c, int64_t ms);
+/* Two overall bounds (0 = none; both may be set, the earlier wins):
+ * timeout: each attempt of a send (connecting or re-using a pooled
+ *   connection, the transaction) must end within ms, counted from the
+ *   attempt's start, also on a re-used connection;
+ * deadline: the session's deadline (smtpc_session_set_deadline_ms) for
+ *   each connection, counted from its connect: nothing is done on a
+ *   connection older than ms; a pooled connection past it is closed and a
+ *   new one opened instead of re-using it. */
 SMTPC_API int smtpc_client_set_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_deadline_ms(smtpc_client *c, int64_t ms);
+/* EHLO name (NULL = the session's default). Key. */
 SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name);
-SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr);
-/* Proxy URL (smtpc/proxy.h syntax; NULL clears). Validated and stored; a
- * send through a proxy fails with SMTPC_EUNSUPPORTED until the session
- * drives proxies (it does not yet). */
-SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const char *url);
-/* TLS: verify the server certificate (default true; false is
- * smtpc_session_set_insecure), a CA file (NULL = system store), the minimum
- * version (smtpc_tls_version, 0 = default). Part of the pool key. */
-SMTPC_API int smtpc_client_set_tls_verify(smtpc_client *c, bool verify);
-SMTPC_API int smtpc_client_set_tls_ca_file(smtpc_client *c, const char *path);
-SMTPC_API int smtpc_client_set_tls_min_version(smtpc_client *c, int version);
+/* Local address and port (0 = any) to connect from; NULL addr with port 0
+ * clears (smtpc_session_set_bind). Key. */
+SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr, uint16_t port);
+/* Which addresses of the server are tried (smtpc_session_set_family). Key. */
+SMTPC_API int smtpc_client_set_family(smtpc_client *c, smtpc_family family);
+/* Connect through a proxy (smtpc/proxy.h): p is copied (NULL = directly);
+ * or from a URL (NULL or "" = directly; SMTPC_EINVAL for a malformed URL,
+ * the reason without credentials in smtpc_client_errmsg). Key: the
+ * redacted URL and a salted SHA-256 of the proxy password. */
+SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const smtpc_proxy *p);
+SMTPC_API int smtpc_client_set_proxy_url(smtpc_client *c, const char *url);
+/* TLS, as the session's namesakes; all part of the key. Certificates are
+ * verified by default (system store); insecure true turns that off (pins
+ * are still checked). CA file / CA directory (NULL = unset); the name the
+ * certificate must match and SNI (NULL = the host); public-key pins
+ * ("sha256//BASE64", one per call; NULL clears them); a client certificate
+ * and key (key NULL = in the cert file; cert NULL clears); TLS versions
+ * (smtpc_tls_version, 0 = default; strict: fail rather than use the
+ * nearest version). */
+SMTPC_API int smtpc_client_set_insecure(smtpc_client *c, bool insecure);
+SMTPC_API int smtpc_client_set_ca_file(smtpc_client *c, const char *path);
+SMTPC_API int smtpc_client_set_ca_path(smtpc_client *c, const char *dir);
+SMTPC_API int smtpc_client_set_tls_server_name(smtpc_client *c, const char *name);
+SMTPC_API int smtpc_client_add_pin(smtpc_client *c, const char *pin);
+SMTPC_API int smtpc_client_set_client_cert(smtpc_client *c, const char *cert_file,
+                                           const char *key_file);
+SMTPC_API int smtpc_client_set_tls_versions(smtpc_client *c, int min_version, int max_version,
+                                            bool strict);
 /* Delivery method; dir is the pickup or outbox directory (ignored for NETWORK). */
 SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, const char *dir);
 /* Partial recipients: false (default) sends to the accepted recipients and
@@ -254,8 +296,9 @@ SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c);
 
 /* Takes every setting the account defines: server, port, tls (the
  * session's mode names), user, password / password-env, auth,
- * allow-plaintext-auth, timeout, connect-timeout, ehlo-name, bind, proxy,
- * insecure, ca-file, tls-min, and
+ * allow-plaintext-auth, timeout, connect-timeout, greeting-timeout,
+ * ehlo-name, bind, proxy, insecure, ca-file, ca-path, tls-server-name, pin,
+ * cert, key, tls-min, tls-max, and
  * delivery: pickup-dir / outbox. account NULL = the configuration's default
  * account. Settings the account does not define keep their value.
  * Errors: SMTPC_ENOTFOUND (no such account), SMTPC_ECONFIG (a value the

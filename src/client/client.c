@@ -8,6 +8,7 @@
 #include <smtpc/tls.h>
 
 #include "client/session_int.h"
+#include "net/proxy_internal.h"
 #include "util/util.h"
 
 #include <openssl/evp.h>
@@ -208,13 +209,20 @@ struct smtpc_client {
     smtpc_identity_cb ident_cb;
     void *ident_ud;
     char *mechs;
-    int64_t connect_ms, command_ms, data_ms, deadline_ms;
+    char *authzid;
+    int64_t connect_ms, greeting_ms, command_ms, data_ms, auto_ms;
+    int64_t timeout_ms;  /* per attempt */
+    int64_t deadline_ms; /* per connection, from its connect */
     char *ehlo;
     char *bind;
-    char *proxy;
-    bool tls_verify;
-    char *ca_file;
-    int tls_min;
+    uint16_t bind_port;
+    smtpc_family family;
+    smtpc_proxy *proxy;
+    bool insecure;
+    char *ca_file, *ca_path, *tls_name, *cert_file, *key_file;
+    char *pins; /* ';'-separated, as the session keeps them */
+    int tls_min, tls_max;
+    bool tls_strict;
     smtpc_delivery delivery;
     char *dir;
     bool strict;
@@ -256,7 +264,6 @@ SMTPC_API int smtpc_client_new(smtpc_client **out)
     c->pool = c->own_pool;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
-    c->tls_verify = true;
     default_retry(&c->retry);
     *out = c;
     return 0;
@@ -277,10 +284,16 @@ SMTPC_API void smtpc_client_free(smtpc_client *c)
     free(c->user);
     smtpc__free_secret(c->pass);
     free(c->mechs);
+    free(c->authzid);
     free(c->ehlo);
     free(c->bind);
-    smtpc__free_secret(c->proxy);
+    smtpc_proxy_free(c->proxy);
     free(c->ca_file);
+    free(c->ca_path);
+    free(c->tls_name);
+    free(c->cert_file);
+    free(c->key_file);
+    free(c->pins);
     free(c->dir);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -331,7 +344,38 @@ SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t 
     return rc;
 }
 
-SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode)
+/* The session's own setter is the judge of a value: a scratch session
+ * takes it, and the client refuses exactly what a session would (with its
+ * message). */
+static int scratch_new(smtpc_client *c, smtpc_session **s)
+{
+    int rc = smtpc_session_new(s);
+    return rc ? smtpc__err(&c->err, rc, "session: %s", smtpc_strerror(rc)) : 0;
+}
+
+static int scratch_end(smtpc_client *c, smtpc_session *s, int rc)
+{
+    if (rc) {
+        const char *m = smtpc_session_errmsg(s);
+        smtpc__err(&c->err, rc, "%s", m && *m ? m : smtpc_strerror(rc));
+    }
+    smtpc_session_free(s);
+    return rc;
+}
+
+/* Checks a string with a session setter, then stores a copy (NULL clears). */
+static int set_checked(smtpc_client *c, char **field, const char *v,
+                       int (*check)(smtpc_session *, const char *))
+{
+    SETTER_PROLOGUE(c);
+    smtpc_session *s;
+    int rc = scratch_new(c, &s);
+    if (rc) return rc;
+    if ((rc = scratch_end(c, s, check(s, v)))) return rc;
+    return set_str(c, field, v, false, true);
+}
+
+SMTPC_API int smtpc_client_set_tls_mode(smtpc_client *c, smtpc_tls_mode mode)
 {
     SETTER_PROLOGUE(c);
     if ((int)mode < 0 || mode > SMTPC_TLS_MODE_AUTO) return smtpc__err(&c->err, SMTPC_EINVAL, "bad TLS mode");
@@ -349,6 +393,7 @@ SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow)
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password)
 {
     SETTER_PROLOGUE(c);
+    if (!user && password) return smtpc__err(&c->err, SMTPC_EINVAL, "a password without a user name");
     if (password && smtpc__has_crlfnul(password, strlen(password)))
         return smtpc__err(&c->err, SMTPC_EINVAL, "CR/LF in the password");
     int rc = set_str(c, &c->user, user, false, true);
@@ -386,10 +431,14 @@ SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb
     return 0;
 }
 
-SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list)
+SMTPC_API int smtpc_client_set_auth_mechanisms(smtpc_client *c, const char *list)
 {
-    SETTER_PROLOGUE(c);
-    return set_str(c, &c->mechs, list, false, true);
+    return set_checked(c, c ? &c->mechs : NULL, list, smtpc_session_set_auth_mechanisms);
+}
+
+SMTPC_API int smtpc_client_set_authzid(smtpc_client *c, const char *authzid)
+{
+    return set_checked(c, c ? &c->authzid : NULL, authzid, smtpc_session_set_authzid);
 }
 
 static int set_ms(smtpc_client *c, int64_t *f, int64_t ms)
@@ -404,6 +453,10 @@ SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms)
 {
     return c ? set_ms(c, &c->connect_ms, ms) : SMTPC_EINVAL;
 }
+SMTPC_API int smtpc_client_set_greeting_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->greeting_ms, ms) : SMTPC_EINVAL;
+}
 SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms)
 {
     return c ? set_ms(c, &c->command_ms, ms) : SMTPC_EINVAL;
@@ -412,55 +465,159 @@ SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms)
 {
     return c ? set_ms(c, &c->data_ms, ms) : SMTPC_EINVAL;
 }
+SMTPC_API int smtpc_client_set_auto_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->auto_ms, ms) : SMTPC_EINVAL;
+}
 SMTPC_API int smtpc_client_set_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    return c ? set_ms(c, &c->timeout_ms, ms) : SMTPC_EINVAL;
+}
+SMTPC_API int smtpc_client_set_deadline_ms(smtpc_client *c, int64_t ms)
 {
     return c ? set_ms(c, &c->deadline_ms, ms) : SMTPC_EINVAL;
 }
 
 SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name)
 {
-    SETTER_PROLOGUE(c);
-    return set_str(c, &c->ehlo, name, false, false);
+    return set_checked(c, c ? &c->ehlo : NULL, name, smtpc_session_set_ehlo_name);
 }
 
-SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr)
+SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr, uint16_t port)
 {
     SETTER_PROLOGUE(c);
-    return set_str(c, &c->bind, addr, false, false);
-}
-
-SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const char *url)
-{
-    SETTER_PROLOGUE(c);
-    if (url) {
-        smtpc_proxy *p;
-        char why[256];
-        int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
-        if (rc) return smtpc__err(&c->err, rc, "proxy: %s", why);
-        smtpc_proxy_free(p);
-    }
-    return set_str(c, &c->proxy, url, true, false);
-}
-
-SMTPC_API int smtpc_client_set_tls_verify(smtpc_client *c, bool verify)
-{
-    SETTER_PROLOGUE(c);
-    c->tls_verify = verify;
+    smtpc_session *s;
+    int rc = scratch_new(c, &s);
+    if (rc) return rc;
+    if ((rc = scratch_end(c, s, smtpc_session_set_bind(s, addr, port)))) return rc;
+    if ((rc = set_str(c, &c->bind, addr, false, true))) return rc;
+    c->bind_port = port;
     return 0;
 }
 
-SMTPC_API int smtpc_client_set_tls_ca_file(smtpc_client *c, const char *path)
+SMTPC_API int smtpc_client_set_family(smtpc_client *c, smtpc_family family)
 {
     SETTER_PROLOGUE(c);
-    return set_str(c, &c->ca_file, path, false, true);
+    if (family != SMTPC_FAMILY_ANY && family != SMTPC_FAMILY_IPV4 && family != SMTPC_FAMILY_IPV6)
+        return smtpc__err(&c->err, SMTPC_EINVAL, "invalid address family %d", (int)family);
+    c->family = family;
+    return 0;
 }
 
-SMTPC_API int smtpc_client_set_tls_min_version(smtpc_client *c, int version)
+SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const smtpc_proxy *p)
 {
     SETTER_PROLOGUE(c);
-    if (version != 0 && (version < SMTPC_TLS_1_0 || version > SMTPC_TLS_1_3))
-        return smtpc__err(&c->err, SMTPC_EINVAL, "bad TLS version %d", version);
-    c->tls_min = version;
+    smtpc_proxy *d = NULL;
+    if (p) {
+        int rc = smtpc_proxy_dup(&d, p);
+        if (rc) return smtpc__err(&c->err, rc, "proxy: %s", smtpc_strerror(rc));
+    }
+    smtpc_proxy_free(c->proxy);
+    c->proxy = d;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_proxy_url(smtpc_client *c, const char *url)
+{
+    SETTER_PROLOGUE(c);
+    smtpc_proxy *p = NULL;
+    if (url && *url) {
+        char why[256];
+        int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
+        if (rc) return smtpc__err(&c->err, rc, "proxy: %s", why);
+    }
+    smtpc_proxy_free(c->proxy);
+    c->proxy = p;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_insecure(smtpc_client *c, bool insecure)
+{
+    SETTER_PROLOGUE(c);
+    c->insecure = insecure;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_ca_file(smtpc_client *c, const char *path)
+{
+    return set_checked(c, c ? &c->ca_file : NULL, path, smtpc_session_set_ca_file);
+}
+
+SMTPC_API int smtpc_client_set_ca_path(smtpc_client *c, const char *dir)
+{
+    return set_checked(c, c ? &c->ca_path : NULL, dir, smtpc_session_set_ca_path);
+}
+
+SMTPC_API int smtpc_client_set_tls_server_name(smtpc_client *c, const char *name)
+{
+    return set_checked(c, c ? &c->tls_name : NULL, name, smtpc_session_set_tls_server_name);
+}
+
+/* Gives every pin of list (';'-separated) to the session. */
+static int add_pins(smtpc_session *s, const char *list)
+{
+    int rc = 0;
+    for (const char *p = list; !rc && p && *p;) {
+        size_t n = strcspn(p, ";");
+        char one[512];
+        if (n >= sizeof one) return SMTPC_EINVAL; /* the session refused it when it was added */
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (n) rc = smtpc_session_add_pin(s, one);
+        p += n + (p[n] ? 1 : 0);
+    }
+    return rc;
+}
+
+SMTPC_API int smtpc_client_add_pin(smtpc_client *c, const char *pin)
+{
+    SETTER_PROLOGUE(c);
+    if (!pin) {
+        free(c->pins);
+        c->pins = NULL;
+        return 0;
+    }
+    /* the session checks the syntax; the list stays within the session's bound */
+    smtpc_session *s;
+    int rc = scratch_new(c, &s);
+    if (rc) return rc;
+    if ((rc = scratch_end(c, s, smtpc_session_add_pin(s, pin)))) return rc;
+    size_t l = c->pins ? strlen(c->pins) : 0;
+    if (l + strlen(pin) + 2 > SMTPC__PINS_MAX) return smtpc__err(&c->err, SMTPC_ELIMIT, "too many pins");
+    smtpc__buf b;
+    smtpc__buf_init(&b, 1u << 16);
+    rc = smtpc__buf_printf(&b, "%s%s%s", c->pins ? c->pins : "", c->pins ? ";" : "", pin);
+    if (!rc) rc = smtpc__buf_append(&b, "", 1);
+    if (rc) {
+        smtpc__buf_free_secure(&b);
+        return SMTPC_ENOMEM;
+    }
+    free(c->pins);
+    c->pins = (char *)b.data;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_client_cert(smtpc_client *c, const char *cert_file, const char *key_file)
+{
+    SETTER_PROLOGUE(c);
+    smtpc_session *s;
+    int rc = scratch_new(c, &s);
+    if (rc) return rc;
+    if ((rc = scratch_end(c, s, smtpc_session_set_client_cert(s, cert_file, key_file)))) return rc;
+    if ((rc = set_str(c, &c->cert_file, cert_file, false, true))) return rc;
+    return set_str(c, &c->key_file, key_file, false, true);
+}
+
+SMTPC_API int smtpc_client_set_tls_versions(smtpc_client *c, int min_version, int max_version, bool strict)
+{
+    SETTER_PROLOGUE(c);
+    smtpc_session *s;
+    int rc = scratch_new(c, &s);
+    if (rc) return rc;
+    if ((rc = scratch_end(c, s, smtpc_session_set_tls_versions(s, min_version, max_version, strict)))) return rc;
+    c->tls_min = min_version;
+    c->tls_max = max_version;
+    c->tls_strict = strict;
     return 0;
 }
 
@@ -523,6 +680,22 @@ SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c) { return c ? c->own_poo
 
 /* ---- configuration file ---- */
 
+/* A setter refused an account's value: SMTPC_ECONFIG (ENOMEM stays). */
+static int config_err(smtpc_client *c, int rc, const char *key)
+{
+    if (rc == SMTPC_ENOMEM) return rc;
+    char why[SMTPC__ERRMSG_MAX];
+    smtpc__strlcpy(why, c->err.text, sizeof why);
+    return smtpc__err(&c->err, SMTPC_ECONFIG, "%s: %s", key, why);
+}
+
+/* "1.0" .. "1.3" (the configuration checked the syntax); 0 otherwise. */
+static int tls_version(const char *v)
+{
+    return !strcmp(v, "1.3") ? SMTPC_TLS_1_3 : !strcmp(v, "1.2") ? SMTPC_TLS_1_2
+         : !strcmp(v, "1.1") ? SMTPC_TLS_1_1 : !strcmp(v, "1.0") ? SMTPC_TLS_1_0 : 0;
+}
+
 SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, const char *account)
 {
     SETTER_PROLOGUE(c);
@@ -537,11 +710,10 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
         c->sec = m;
     }
     c->allow_plain = smtpc_account_get_bool(a, "allow-plaintext-auth", c->allow_plain);
-    if ((v = smtpc_account_get(a, "tls-min"))) {
-        int ver = !strcmp(v, "1.3") ? SMTPC_TLS_1_3 : !strcmp(v, "1.2") ? SMTPC_TLS_1_2
-                : !strcmp(v, "1.1") ? SMTPC_TLS_1_1 : !strcmp(v, "1.0") ? SMTPC_TLS_1_0 : 0;
-        c->tls_min = ver;
-    }
+    if ((v = smtpc_account_get(a, "tls-min"))) c->tls_min = tls_version(v);
+    if ((v = smtpc_account_get(a, "tls-max"))) c->tls_max = tls_version(v);
+    if (c->tls_min && c->tls_max && c->tls_min > c->tls_max)
+        return smtpc__err(&c->err, SMTPC_ECONFIG, "tls-min is above tls-max");
     if ((v = smtpc_account_get(a, "server"))) {
         char host[256];
         uint16_t port = 0;
@@ -566,21 +738,60 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
     }
     if ((v = smtpc_account_get(a, "auth")) && (rc = set_str(c, &c->mechs, v, false, true))) return rc;
     if ((v = smtpc_account_get(a, "ehlo-name")) && (rc = set_str(c, &c->ehlo, v, false, false))) return rc;
-    if ((v = smtpc_account_get(a, "bind")) && (rc = set_str(c, &c->bind, v, false, false))) return rc;
-    if ((v = smtpc_account_get(a, "ca-file")) && (rc = set_str(c, &c->ca_file, v, false, true))) return rc;
-    c->tls_verify = !smtpc_account_get_bool(a, "insecure", !c->tls_verify);
+    if ((v = smtpc_account_get(a, "bind"))) {
+        /* ADDR, ADDR:PORT, [IPv6]:PORT or a bare IPv6 address */
+        char addr[256];
+        uint16_t port = 0;
+        const char *colon = strchr(v, ':');
+        if (colon && v[0] != '[' && strchr(colon + 1, ':')) smtpc__strlcpy(addr, v, sizeof addr);
+        else if (smtpc_config_parse_server(v, addr, sizeof addr, &port))
+            return smtpc__err(&c->err, SMTPC_ECONFIG, "bind = %s: bad address", v);
+        if ((rc = set_str(c, &c->bind, addr, false, false))) return rc;
+        c->bind_port = port;
+    }
+    /* the TLS files and names through their setters: the session's checks */
+    static const struct {
+        const char *key;
+        int (*set)(smtpc_client *, const char *);
+    } tls_keys[] = {{"ca-file", smtpc_client_set_ca_file},
+                    {"ca-path", smtpc_client_set_ca_path},
+                    {"tls-server-name", smtpc_client_set_tls_server_name}};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(tls_keys); i++)
+        if ((v = smtpc_account_get(a, tls_keys[i].key)) && (rc = tls_keys[i].set(c, v)))
+            return config_err(c, rc, tls_keys[i].key);
+    const char *cert = smtpc_account_get(a, "cert"), *key = smtpc_account_get(a, "key");
+    if (key && !cert) return smtpc__err(&c->err, SMTPC_ECONFIG, "key without cert");
+    if (cert && (rc = smtpc_client_set_client_cert(c, cert, key))) return config_err(c, rc, "cert");
+    if ((v = smtpc_account_get(a, "pin"))) {
+        /* several pins: separated by ';' ',' or blanks, as on the command line */
+        char buf[2048];
+        if (strlen(v) >= sizeof buf) return smtpc__err(&c->err, SMTPC_ECONFIG, "pin: too long");
+        smtpc__strlcpy(buf, v, sizeof buf);
+        free(c->pins);
+        c->pins = NULL;
+        for (char *q = buf; *q;) {
+            size_t n = strcspn(q, ";, \t");
+            char save = q[n];
+            q[n] = '\0';
+            if (n && (rc = smtpc_client_add_pin(c, q))) return config_err(c, rc, "pin");
+            q += n + (save ? 1 : 0);
+        }
+    }
+    c->insecure = smtpc_account_get_bool(a, "insecure", c->insecure);
     if ((v = smtpc_account_get(a, "proxy"))) {
-        smtpc_proxy *p;
+        smtpc_proxy *p = NULL;
         char why[256];
-        if (smtpc_proxy_parse_url(&p, v, why, sizeof why))
+        if (*v && smtpc_proxy_parse_url(&p, v, why, sizeof why))
             return smtpc__err(&c->err, SMTPC_ECONFIG, "proxy: %s", why);
-        smtpc_proxy_free(p);
-        if ((rc = set_str(c, &c->proxy, v, true, false))) return rc;
+        smtpc_proxy_free(c->proxy);
+        c->proxy = p;
     }
     int64_t t = smtpc_account_get_ms(a, "timeout", -1);
     if (t >= 0) c->command_ms = c->data_ms = t;
     t = smtpc_account_get_ms(a, "connect-timeout", -1);
     if (t >= 0) c->connect_ms = t;
+    t = smtpc_account_get_ms(a, "greeting-timeout", -1);
+    if (t >= 0) c->greeting_ms = c->auto_ms = t;
     const char *d = smtpc_account_get(a, "delivery");
     const char *pick = smtpc_account_get(a, "pickup-dir");
     const char *ob = smtpc_account_get(a, "outbox");
@@ -687,16 +898,25 @@ static int get_identity(smtpc_client *c, ident *id)
     return 0;
 }
 
-/* Everything that makes two connections interchangeable: the identity is
- * the user name and the salted hash of the password, never the password. */
+/* Everything that makes two connections interchangeable: where it goes
+ * and through what, how it is protected (every TLS setting), and who it
+ * is (the user name and the salted hash of the password, never the
+ * password; the proxy's redacted URL and the hash of its password). The
+ * fields are separated by a control character, which no field holds. */
 static char *pool_key(const smtpc_client *c, const ident *id)
 {
+    char proxy_hash[65] = "-";
+    if (c->proxy && secret_hash(c->proxy->pass, proxy_hash)) return NULL;
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
-    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s",
-                               c->host, eff_port(c), (int)c->sec, c->tls_verify, c->allow_plain, nz(c->ca_file), c->tls_min,
-                               nz(c->proxy), id->user ? "u" : "-", nz(id->user), id->hash, nz(c->mechs), nz(c->bind),
-                               nz(c->ehlo));
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s:%u\x1f%d\x1f%s",
+                               c->host, eff_port(c), (int)c->sec, c->insecure, c->allow_plain, nz(c->ca_file), c->tls_min,
+                               c->proxy ? smtpc_proxy_redacted(c->proxy) : "-", proxy_hash, id->user ? "u" : "-",
+                               nz(id->user), id->hash, nz(c->mechs), nz(c->authzid), nz(c->bind), c->bind_port,
+                               (int)c->family, nz(c->ehlo));
+    if (!rc)
+        rc = smtpc__buf_printf(&b, "\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d%d", nz(c->ca_path), nz(c->tls_name),
+                               nz(c->cert_file), nz(c->key_file), nz(c->pins), c->tls_max, c->tls_strict);
     if (!rc) rc = smtpc__buf_append(&b, "", 1);
     if (rc) {
         smtpc__buf_free_secure(&b);
@@ -741,6 +961,35 @@ static void on_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len
     else if (dir == SMTPC_TRACE_RECEIVED && len >= 3 && !strncmp(line, "235", 3)) t->auth_done = now;
 }
 
+/* The smaller of two optional bounds (0 = none). */
+static int64_t min_set(int64_t a, int64_t b)
+{
+    if (!a) return b;
+    if (!b) return a;
+    return a < b ? a : b;
+}
+
+/* Before an attempt on a re-used connection: its connection deadline and
+ * a fresh per-attempt timeout, whichever comes first. false: the
+ * connection is past its deadline (or nearly): not to be used. */
+static bool rearm_deadline(const smtpc_client *c, smtpc__pconn *pc)
+{
+    if (!c->timeout_ms && !c->deadline_ms) return true;
+    int64_t now = smtpc__now_ms();
+    int64_t at = -1, ms = 0;
+    if (c->deadline_ms) {
+        at = pc->opened_ms + c->deadline_ms;
+        ms = c->deadline_ms;
+        if (at - now < 100) return false; /* nothing useful fits in what is left */
+    }
+    if (c->timeout_ms && (at < 0 || now + c->timeout_ms < at)) {
+        at = now + c->timeout_ms;
+        ms = c->timeout_ms;
+    }
+    smtpc__session_set_deadline_at(pc->s, at + 1, ms);
+    return true;
+}
+
 static int open_session(smtpc_client *c, smtpc__pconn *pc, const ident *id, smtpc_result *res)
 {
     smtpc_session *s;
@@ -749,21 +998,33 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, const ident *id, smtp
     pc->s = s;
     smtpc__pool_count_open(c->pool);
     if (c->connect_ms) smtpc_session_set_connect_timeout_ms(s, c->connect_ms);
-    if (c->connect_ms) smtpc_session_set_greeting_timeout_ms(s, c->connect_ms);
+    if (c->greeting_ms || c->connect_ms) smtpc_session_set_greeting_timeout_ms(s, c->greeting_ms ? c->greeting_ms : c->connect_ms);
     if (c->command_ms) smtpc_session_set_command_timeout_ms(s, c->command_ms);
     if (c->data_ms) smtpc_session_set_data_timeout_ms(s, c->data_ms);
-    if (c->deadline_ms) smtpc_session_set_deadline_ms(s, c->deadline_ms);
+    if (c->auto_ms) smtpc_session_set_auto_timeout_ms(s, c->auto_ms);
+    /* A new connection: its attempt and the connection start together. */
+    int64_t bound = min_set(c->timeout_ms, c->deadline_ms);
+    if (bound) smtpc_session_set_deadline_ms(s, bound);
+    pc->opened_ms = smtpc__now_ms();
     if (c->ehlo && (rc = smtpc_session_set_ehlo_name(s, c->ehlo)))
         return smtpc__err(&c->err, rc, "EHLO name: %s", smtpc_session_errmsg(s));
-    if (c->bind && (rc = smtpc_session_set_bind(s, c->bind, 0)))
+    if ((c->bind || c->bind_port) && (rc = smtpc_session_set_bind(s, c->bind, c->bind_port)))
         return smtpc__err(&c->err, rc, "bind: %s", smtpc_session_errmsg(s));
-    if (c->proxy && (rc = smtpc_session_set_proxy_url(s, c->proxy)))
+    if (c->family && (rc = smtpc_session_set_family(s, c->family)))
+        return smtpc__err(&c->err, rc, "family: %s", smtpc_session_errmsg(s));
+    if (c->proxy && (rc = smtpc_session_set_proxy(s, c->proxy)))
         return smtpc__err(&c->err, rc, "proxy: %s", smtpc_session_errmsg(s));
     rc = smtpc_session_set_tls_mode(s, c->sec);
     if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
-    if (!rc && !c->tls_verify) rc = smtpc_session_set_insecure(s, true);
-    if (!rc && c->tls_min) rc = smtpc_session_set_tls_versions(s, c->tls_min, 0, false);
+    if (!rc && c->ca_path) rc = smtpc_session_set_ca_path(s, c->ca_path);
+    if (!rc && c->tls_name) rc = smtpc_session_set_tls_server_name(s, c->tls_name);
+    if (!rc && c->pins) rc = add_pins(s, c->pins);
+    if (!rc && c->cert_file) rc = smtpc_session_set_client_cert(s, c->cert_file, c->key_file);
+    if (!rc && c->insecure) rc = smtpc_session_set_insecure(s, true);
+    if (!rc && (c->tls_min || c->tls_max || c->tls_strict))
+        rc = smtpc_session_set_tls_versions(s, c->tls_min, c->tls_max, c->tls_strict);
     if (!rc && id->user) rc = smtpc_session_set_credentials(s, id->user, id->pass);
+    if (!rc && c->authzid) rc = smtpc_session_set_authzid(s, c->authzid);
     if (!rc && c->mechs) rc = smtpc_session_set_auth_mechanisms(s, c->mechs);
     if (!rc && c->allow_plain) rc = smtpc_session_set_allow_plaintext_auth(s, true);
     if (rc) return smtpc__err(&c->err, rc, "settings: %s", smtpc_session_errmsg(s));
@@ -969,6 +1230,11 @@ again:;
     if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
     bool reused = pc->s != NULL;
     res->t_connect = res->t_tls = res->t_auth = res->t_xfer = 0;
+    if (reused && !rearm_deadline(c, pc)) {
+        /* Past its connection deadline: replace it; this is not an attempt. */
+        smtpc__pool_release(c->pool, pc, false, true);
+        goto again;
+    }
     if (reused) {
         publish(c, pc->s);
         int prc = 0;
@@ -1602,6 +1868,11 @@ static int batch_conn(batch_ctx *x, const char *key)
                 x->pc = NULL;
             }
             return rc;
+        }
+        if (!rearm_deadline(c, x->pc)) {
+            smtpc__pool_release(c->pool, x->pc, false, true); /* past its connection deadline */
+            x->pc = NULL;
+            continue;
         }
         int prc = 0;
         if (x->pc->dirty) prc = smtpc_session_rset(x->pc->s);

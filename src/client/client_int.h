@@ -15,6 +15,7 @@ typedef struct smtpc__pconn {
     bool dirty;           /* the last transaction did not end cleanly: RSET before re-use */
     unsigned msgs;        /* messages sent on it */
     int64_t last_used_ms;
+    int64_t opened_ms;    /* when the client opened it (its connection deadline counts from then) */
 } smtpc__pconn;
 
 /* Takes an idle connection for key, or reserves a slot (conn->s NULL: the

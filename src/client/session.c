@@ -50,7 +50,7 @@
 #define BODY_CHUNK 16384
 #define RBUF_SIZE 4096
 #define DEF_AUTO_MS 5000
-#define PINS_MAX 2048
+#define PINS_MAX SMTPC__PINS_MAX
 
 struct smtpc_session {
     /* options */
@@ -2172,4 +2172,10 @@ SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
 smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
 {
     return &s->err;
+}
+
+void smtpc__session_set_deadline_at(smtpc_session *s, int64_t at_ms, int64_t ms)
+{
+    s->overall_deadline = at_ms;
+    s->overall_ms = ms;
 }

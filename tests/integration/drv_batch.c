@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     smtpc_client *c;
     if (smtpc_client_new(&c)) return 70;
     smtpc_client_set_host(c, host, (uint16_t)port);
-    smtpc_client_set_security(c, SMTPC_TLS_MODE_NONE);
+    smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
     smtpc_client_set_timeout_ms(c, 20000);
     smtpc_pool_set_max_messages(smtpc_client_pool(c), max_per_conn);
     if (retry > 1) {

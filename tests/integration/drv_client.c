@@ -30,7 +30,7 @@
  *     name: alternate sends between them)
  *   --body-bytes N (a text body of N bytes)
  *   --tls MODE (default none) --user U --password P --ca-file PEM
- *   --proxy URL (smtpc_client_set_proxy)
+ *   --proxy URL (smtpc_client_set_proxy_url)
  *   DSN and CHUNKING (sends go through the *_with functions):
  *   --dsn-ret FULL|HDRS --dsn-envid ID --dsn-notify LIST (every recipient)
  *   --rcpt-notify J=LIST --rcpt-orcpt J=ADDR (recipient J, 0-based)
@@ -150,7 +150,7 @@ static smtpc_client *make_client(smtpc_pool *pool)
 {
     smtpc_client *c;
     if (smtpc_client_new(&c)) die("client_new");
-    smtpc_client_set_security(c, g_tls); /* test servers listen on random ports: NONE unless --tls */
+    smtpc_client_set_tls_mode(c, g_tls); /* test servers listen on random ports: NONE unless --tls */
     if (g_config) {
         smtpc_config *cfg;
         char err[512];
@@ -166,8 +166,8 @@ static smtpc_client *make_client(smtpc_pool *pool)
         die("set_credentials");
     }
     if (g_nident && smtpc_client_set_identity_cb(c, ident_cb, NULL)) die("set_identity_cb");
-    if (g_cafile && smtpc_client_set_tls_ca_file(c, g_cafile)) die("set_tls_ca_file");
-    if (g_proxy && smtpc_client_set_proxy(c, g_proxy)) die("set_proxy");
+    if (g_cafile && smtpc_client_set_ca_file(c, g_cafile)) die("set_ca_file");
+    if (g_proxy && smtpc_client_set_proxy_url(c, g_proxy)) die("set_proxy_url");
     smtpc_client_set_ehlo_name(c, "drv.example");
     if (smtpc_client_set_retry(c, &g_retry)) die("bad --retry");
     if (g_dsn_require && smtpc_client_set_dsn_policy(c, SMTPC_DSN_REQUIRE)) die("set_dsn_policy");

@@ -132,7 +132,7 @@ int main(int argc, char **argv)
     if (shared && (smtpc_pool_new(&pool) || smtpc_pool_set_max_per_endpoint(pool, (unsigned)k))) return 1;
     for (size_t i = 0; i < k; i++) {
         if (smtpc_client_new(&c[i]) || smtpc_client_set_host(c[i], host, (uint16_t)port) ||
-            smtpc_client_set_security(c[i], SMTPC_TLS_MODE_NONE) || (pool && smtpc_client_set_pool(c[i], pool))) {
+            smtpc_client_set_tls_mode(c[i], SMTPC_TLS_MODE_NONE) || (pool && smtpc_client_set_pool(c[i], pool))) {
             fprintf(stderr, "drv_outbox: client setup\n");
             return 1;
         }
