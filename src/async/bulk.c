@@ -1007,9 +1007,25 @@ static void on_reply(conn *c, int code)
             return;
         }
         if (code == 354) {
+            if (e.m->failed && e.m->rcpt_ok > 0) {
+                /* MAIL refused, yet a recipient accepted and DATA answered
+                 * 354: any end of data (even an empty one) would deliver to
+                 * that recipient, and RSET or QUIT would be message text.
+                 * Only dropping the connection is safe (as the engine's
+                 * txn_abandon does for the session). */
+                mrec *m = e.m;
+                inflight_remove(c, m);
+                finish(b, m, SMTPC_BULK_FAILED,
+                       m->fail_code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, m->fail_code,
+                       m->fail_text,
+                       "354 to DATA for a refused transaction with accepted recipients: "
+                       "connection closed (an end of data would deliver)");
+                conn_kill(c, SMTPC_EPROTO, "354 to DATA for a refused transaction");
+                return;
+            }
             if (e.m->failed || e.m->rcpt_ok == 0) {
-                /* A server that says 354 with no recipient: an empty body
-                 * cannot be delivered to anyone. */
+                /* A server that says 354 with no recipient: an empty end of
+                 * data delivers to nobody (RFC 2920 3.1). */
                 e.m->m.len = 0;
                 e.m->m.read = NULL;
                 e.m->failed = true;
