@@ -90,6 +90,7 @@ typedef struct conn {
     uint8_t wr_want;     /* write blocked on this (0 = not blocked) */
     uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
+    bool retire;         /* no more messages here: QUIT once nothing is in flight */
     unsigned nmsgs;      /* messages started here */
     mrec *body;          /* message whose body is being written */
     mrec *inflight[2];   /* at most: one with the dot sent + one in its envelope */
@@ -631,7 +632,7 @@ static void pump(conn *c)
             return;
         }
         if (!c->pipelining && c->exp_len) return;
-        if (b->max_per_conn && c->nmsgs >= b->max_per_conn) {
+        if (c->retire || (b->max_per_conn && c->nmsgs >= b->max_per_conn)) {
             if (!c->exp_len) {
                 if (send_line(c, K_QUIT, NULL, "QUIT", NULL)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 c->phase = P_QUIT;
@@ -1033,6 +1034,19 @@ static void on_reply(conn *c, int code)
             e.m->stage = S_BODY;
             smtpc__dotstuff_init(&e.m->ds);
             c->body = e.m;
+        } else if (code / 100 != 4 && code / 100 != 5) {
+            /* A positive reply of the wrong kind (250 to DATA): the body was
+             * never sent, and the server and we no longer agree on the
+             * state (it may be reading message text): fail the message as a
+             * protocol violation and retire the connection (QUIT, which
+             * delivers nothing even if it is read as text). */
+            mrec *m = e.m;
+            char em[260];
+            snprintf(em, sizeof em, "DATA: server replied %d %s (not a valid reply here)", code,
+                     c->rtext);
+            inflight_remove(c, m);
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
+            c->retire = true;
         } else {
             note_fail(c, e.m, code);
             c->need_rset = true;
