@@ -91,6 +91,7 @@ typedef struct conn {
     uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
     bool retire;         /* no more messages here: QUIT once nothing is in flight */
+    bool proven;         /* the server answered a transaction command here */
     unsigned nmsgs;      /* messages started here */
     mrec *body;          /* message whose body is being written */
     mrec *inflight[2];   /* at most: one with the dot sent + one in its envelope */
@@ -167,7 +168,8 @@ struct smtpc_bulk {
     bool src_done, started, stopping, canceling;
     atomic_bool cancel_req;
     int stop_rc;
-    unsigned consec_fail;
+    unsigned consec_fail;   /* connections that failed before P_READY, in a row */
+    unsigned unproven_fail; /* ... that failed after P_READY before any transaction reply */
     int last_conn_err;
     char last_conn_msg[256];
 
@@ -402,8 +404,16 @@ static void conn_kill(conn *c, int err, const char *why)
     if (c->dead) return;
     smtpc_bulk *b = c->b;
     c->dead = true;
-    if (c->phase < P_READY) {
-        b->consec_fail++;
+    /* A connection that got past EHLO and died before the server answered
+     * any transaction command on it (a 421 or stray reply right behind the
+     * EHLO reply, a drop) says as much about the server as a refused
+     * greeting: it counts towards giving up too, or such a server would be
+     * reconnected to forever. */
+    bool unproven = c->phase >= P_READY && !c->proven && c->phase != P_QUIT && err != 0 &&
+                    err != SMTPC_ECANCELED;
+    if (c->phase < P_READY || unproven) {
+        if (unproven) b->unproven_fail++;
+        else b->consec_fail++;
         b->st.connections_failed++;
         b->last_conn_err = err;
         smtpc__strlcpy(b->last_conn_msg, why, sizeof b->last_conn_msg);
@@ -693,6 +703,7 @@ static void pump(conn *c)
 static void msg_done_reply(conn *c, mrec *m, int code)
 {
     smtpc_bulk *b = c->b;
+    b->unproven_fail = 0; /* the server is getting through messages */
     inflight_remove(c, m);
     if (code / 100 == 2 && m->rcpt_ok > 0 && !m->failed)
         finish(b, m, SMTPC_BULK_SENT, 0, code, c->rtext, NULL);
@@ -919,6 +930,12 @@ static void on_reply(conn *c, int code)
         snprintf(why, sizeof why, "421 %s", c->rtext);
         conn_kill(c, SMTPC_ECLOSED, why);
         return;
+    }
+    if (e.kind >= K_MAIL && e.kind <= K_DOT && !c->proven) {
+        /* the server does transactions here: its failures are no longer
+         * counted as connection failures */
+        c->proven = true;
+        b->unproven_fail = 0;
     }
     switch (e.kind) {
     case K_GREETING:
@@ -1425,12 +1442,12 @@ static void maybe_open(smtpc_bulk *b)
     if (!b->resolved) return;
     unsigned limit = b->k * 2 + 4;
     while (b->nconns < b->k && (work_left(b) || (b->hold_idle && !b->canceling))) {
-        if (b->consec_fail >= limit) {
+        if (b->consec_fail >= limit || b->unproven_fail >= limit) {
             give_up(b);
             return;
         }
         /* Only one connection while the server is failing to answer. */
-        if (b->consec_fail && b->nconns > 0) return;
+        if ((b->consec_fail || b->unproven_fail) && b->nconns > 0) return;
         if (open_conn(b)) {
             give_up(b);
             return;
