@@ -949,7 +949,10 @@ static void on_reply(conn *c, int code)
     case K_EHLO:
     case K_HELO:
         if (code / 100 != 2) {
-            if (e.kind == K_EHLO && code / 100 == 5) {
+            /* HELO only when EHLO is not understood (500/502, RFC 5321
+             * 4.1.4), as the session does: a policy refusal (554) is the
+             * server's answer, not a reason to try the older command. */
+            if (e.kind == K_EHLO && (code == 500 || code == 502)) {
                 c->pipelining = false;
                 if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : "localhost"))
                     conn_kill(c, SMTPC_ENOMEM, "out of memory");

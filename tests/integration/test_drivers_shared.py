@@ -452,11 +452,6 @@ BULK_GREETING_CODE = (
     "connection; give_up() then fails the message with r->fail_code, which only note_fail() "
     "sets for MAIL/RCPT/DATA refusals): the code is only in errmsg; the session gives the "
     "reply")
-BULK_HELO_ON_ANY_5XX = (
-    "bulk: on_reply() K_EHLO falls back to HELO on any 5xx (`code / 100 == 5`), so an EHLO "
-    "refused by policy (554) is followed by HELO, and a server that accepts HELO gets the "
-    "message anyway; the session falls back only on 500/502 (command not recognised, RFC "
-    "5321 4.1.4) and reports the 554")
 BULK_421_ECLOSED = (
     "bulk: on_reply() turns a 421 answering anything but QUIT (greeting and MAIL included) "
     "into conn_kill(SMTPC_ECLOSED), so the message fails with SMTPC_ECLOSED; the session "
@@ -779,7 +774,7 @@ CASES = [
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=554, accepted=0),
          args=("--command-timeout-ms", "1000"), conns={"bulk": BULK_CONN_TRIES},
          check=lambda s, o, d: _assert(b"HELO" not in commands(s, all_conns=True), commands(s, True)),
-         xfail={"bulk": BULK_HELO_ON_ANY_5XX}, gaps={"bulk": {"code": BULK_GREETING_CODE}}),
+         gaps={"bulk": {"code": BULK_GREETING_CODE}}),
     Case("ehlo_502_helo_fallback",
          [GREETING, ("expect", rb"^EHLO shared\.test$"), ("send", b"502 5.5.2 what?\r\n"),
           ("expect", rb"^HELO shared\.test$"), ("send", b"250 scripted.example\r\n")] +
