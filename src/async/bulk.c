@@ -581,6 +581,15 @@ static int fill_body(conn *c)
 }
 
 static void pump(conn *c);
+static int feed(conn *c, const uint8_t *p, size_t n);
+
+/* A write failed: whatever the server sent before it closed, read once. */
+static void late_read(conn *c)
+{
+    int want = 0;
+    ssize_t n = smtpc__transport_read(c->t, c->b->rbuf, RBUF_SIZE, &want);
+    if (n > 0) (void)feed(c, c->b->rbuf, (size_t)n);
+}
 
 static int flush_out(conn *c)
 {
@@ -615,7 +624,12 @@ static int flush_out(conn *c)
             return 0;
         }
         if (w < 0) {
-            conn_kill(c, (int)w, c->t->err.text[0] ? c->t->err.text : "write failed");
+            char why[SMTPC__ERRMSG_MAX];
+            smtpc__strlcpy(why, c->t->err.text[0] ? c->t->err.text : "write failed", sizeof why);
+            /* the server may have said why before it closed (552 in the
+             * middle of the body): read that reply first */
+            late_read(c);
+            if (!c->dead) conn_kill(c, (int)w, why);
             return (int)w;
         }
         smtpc__buf_consume(&c->out, (size_t)w);
@@ -915,6 +929,22 @@ static void on_reply(conn *c, int code)
     if (!c->exp_len) {
         if (code == 421) {
             conn_kill(c, SMTPC_ECLOSED, "server closing (421)");
+            return;
+        }
+        if (c->body && (code / 100 == 4 || code / 100 == 5)) {
+            /* The server refused the message in the middle of its body
+             * (552 message too big) and will close: that is its verdict
+             * on the message, not a lost connection, so it is not tried
+             * again (the session reads this reply too: late_reply()). No
+             * end of data follows: the connection is dropped. */
+            mrec *m = c->body;
+            char em[260];
+            snprintf(em, sizeof em, "message body: server replied %d %s (connection closed)", code,
+                     c->rtext);
+            inflight_remove(c, m);
+            finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
+                   c->rtext, em);
+            conn_kill(c, SMTPC_ECLOSED, "refused during the message body");
             return;
         }
         conn_kill(c, SMTPC_EPROTO, "reply to no command");
