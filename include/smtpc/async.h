@@ -67,7 +67,8 @@ typedef enum smtpc_bulk_status {
 
 typedef struct smtpc_bulk_result {
     smtpc_bulk_status status;
-    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal) */
+    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal, a 421
+                                included; EPROTO for a positive reply of the wrong kind) */
     int reply_code;          /* the deciding reply (final 250, or the refusal), 0 if none */
     const char *reply_text;  /* its last line; "" if none; borrowed */
     const char *errmsg;      /* detail; borrowed */

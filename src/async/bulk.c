@@ -92,6 +92,7 @@ typedef struct conn {
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
     bool retire;         /* no more messages here: QUIT once nothing is in flight */
     bool proven;         /* the server answered a transaction command here */
+    int kill_code;       /* the reply that ends the connection (421), else 0 */
     unsigned nmsgs;      /* messages started here */
     mrec *body;          /* message whose body is being written */
     mrec *inflight[2];   /* at most: one with the dot sent + one in its envelope */
@@ -422,6 +423,11 @@ static void conn_kill(conn *c, int err, const char *why)
         mrec *m = c->inflight[i];
         if (!m) continue;
         c->inflight[i] = NULL;
+        if (c->kill_code && m->stage != S_DOT_SENT) {
+            /* the server's 421 is what stopped it (reported if no retry is left) */
+            m->fail_code = c->kill_code;
+            smtpc__strlcpy(m->fail_text, c->rtext, sizeof m->fail_text);
+        }
         if (m->stage == S_DOT_SENT)
             finish(b, m, SMTPC_BULK_UNKNOWN, SMTPC_EUNKNOWN, 0, NULL, why);
         else
@@ -926,9 +932,14 @@ static void send_ehlo(conn *c)
 static void on_reply(conn *c, int code)
 {
     smtpc_bulk *b = c->b;
+    char why[220];
     if (!c->exp_len) {
         if (code == 421) {
-            conn_kill(c, SMTPC_ECLOSED, "server closing (421)");
+            /* a refusal of whatever comes next (ETEMPFAIL, as async.h says),
+             * tried again on another connection when attempts remain */
+            snprintf(why, sizeof why, "server replied 421 %s (connection closed)", c->rtext);
+            c->kill_code = 421;
+            conn_kill(c, SMTPC_ETEMPFAIL, why);
             return;
         }
         if (c->body && (code / 100 == 4 || code / 100 == 5)) {
@@ -953,12 +964,14 @@ static void on_reply(conn *c, int code)
     exp_ent e = c->exp[c->exp_head];
     c->exp_head = (c->exp_head + 1) % c->exp_cap;
     c->exp_len--;
-    char why[220];
     if (code == 421 && e.kind != K_QUIT) {
-        /* A 421 answering the dot is a refusal: the message may go again. */
+        /* A 421 answering the dot is a refusal: the message may go again.
+         * A message that has no attempt left fails with ETEMPFAIL and the
+         * 421 (as in the session), not as a lost connection. */
         if (e.kind == K_DOT && e.m) e.m->stage = S_BODY;
-        snprintf(why, sizeof why, "421 %s", c->rtext);
-        conn_kill(c, SMTPC_ECLOSED, why);
+        snprintf(why, sizeof why, "server replied 421 %s (connection closed)", c->rtext);
+        c->kill_code = 421;
+        conn_kill(c, SMTPC_ETEMPFAIL, why);
         return;
     }
     if (e.kind >= K_MAIL && e.kind <= K_DOT && !c->proven) {
