@@ -69,6 +69,7 @@ typedef struct mrec {
     size_t body_off;
     smtpc__dotstuff ds;
     int fail_code; /* the first refusal */
+    uint8_t fail_kind; /* what it answered (K_*) */
     char fail_text[160];
 } mrec;
 
@@ -720,7 +721,36 @@ static void pump(conn *c)
     }
 }
 
-static void msg_done_reply(conn *c, mrec *m, int code)
+static const char *kind_name(uint8_t kind)
+{
+    switch (kind) {
+    case K_MAIL: return "MAIL";
+    case K_RCPT: return "RCPT";
+    case K_DATA: return "DATA";
+    case K_DOT: return "end of data";
+    default: return "reply";
+    }
+}
+
+/* Fails m with the reply that decided it: a refusal (4xx/5xx) is
+ * ETEMPFAIL/EPERMFAIL with its code; a positive reply of the wrong kind
+ * (354 to MAIL or to the final dot) is a protocol violation, EPROTO, with
+ * no deciding reply (as the session reports it), named in errmsg. */
+static void fail_with(smtpc_bulk *b, mrec *m, uint8_t kind, int code, const char *text)
+{
+    char em[300];
+    int cls = code / 100;
+    bool refusal = cls == 4 || cls == 5;
+    snprintf(em, sizeof em, "%s: server replied %d %s%s", kind_name(kind), code, text,
+             refusal ? "" : " (not a valid reply here)");
+    if (refusal)
+        finish(b, m, SMTPC_BULK_FAILED, cls == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code, text, em);
+    else
+        finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
+}
+
+/* m's transaction is over: code answered `kind`. */
+static void msg_done_reply(conn *c, mrec *m, uint8_t kind, int code)
 {
     smtpc_bulk *b = c->b;
     b->unproven_fail = 0; /* the server is getting through messages */
@@ -728,17 +758,17 @@ static void msg_done_reply(conn *c, mrec *m, int code)
     if (code / 100 == 2 && m->rcpt_ok > 0 && !m->failed)
         finish(b, m, SMTPC_BULK_SENT, 0, code, c->rtext, NULL);
     else if (m->fail_code)
-        finish(b, m, SMTPC_BULK_FAILED, m->fail_code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL,
-               m->fail_code, m->fail_text, "refused");
+        fail_with(b, m, m->fail_kind, m->fail_code, m->fail_text);
     else
-        finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
-               c->rtext, "refused");
+        fail_with(b, m, kind, code, c->rtext);
 }
 
-static void note_fail(conn *c, mrec *m, int code)
+/* The first reply that keeps m from being delivered. */
+static void note_fail(conn *c, mrec *m, uint8_t kind, int code)
 {
     if (m->fail_code) return;
     m->fail_code = code;
+    m->fail_kind = kind;
     snprintf(m->fail_text, sizeof m->fail_text, "%s", c->rtext);
 }
 
@@ -1044,11 +1074,11 @@ static void on_reply(conn *c, int code)
         return;
     case K_MAIL:
         if (code / 100 != 2) {
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_MAIL, code);
             e.m->failed = true;
             if (!c->pipelining) { /* nothing more was sent for it */
                 c->need_rset = true;
-                msg_done_reply(c, e.m, code);
+                msg_done_reply(c, e.m, K_MAIL, code);
             }
         }
         break;
@@ -1057,11 +1087,11 @@ static void on_reply(conn *c, int code)
         if (code / 100 == 2)
             e.m->rcpt_ok++;
         else
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_RCPT, code);
         if (!c->pipelining && e.m->rcpt_replied == e.m->m.nrcpts && e.m->rcpt_ok == 0) {
             e.m->next_cmd = e.m->m.nrcpts + 2; /* no DATA */
             c->need_rset = true;
-            msg_done_reply(c, e.m, code);
+            msg_done_reply(c, e.m, K_RCPT, code);
         }
         break;
     case K_DATA:
@@ -1078,10 +1108,12 @@ static void on_reply(conn *c, int code)
                  * Only dropping the connection is safe (as the engine's
                  * txn_abandon does for the session). */
                 mrec *m = e.m;
+                int fc = m->fail_code / 100;
+                bool refusal = fc == 4 || fc == 5;
                 inflight_remove(c, m);
                 finish(b, m, SMTPC_BULK_FAILED,
-                       m->fail_code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, m->fail_code,
-                       m->fail_text,
+                       fc == 4 ? SMTPC_ETEMPFAIL : fc == 5 ? SMTPC_EPERMFAIL : SMTPC_EPROTO,
+                       refusal ? m->fail_code : 0, refusal ? m->fail_text : NULL,
                        "354 to DATA for a refused transaction with accepted recipients: "
                        "connection closed (an end of data would deliver)");
                 conn_kill(c, SMTPC_EPROTO, "354 to DATA for a refused transaction");
@@ -1111,13 +1143,13 @@ static void on_reply(conn *c, int code)
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
             c->retire = true;
         } else {
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_DATA, code);
             c->need_rset = true;
-            msg_done_reply(c, e.m, code);
+            msg_done_reply(c, e.m, K_DATA, code);
         }
         break;
     case K_DOT:
-        msg_done_reply(c, e.m, code);
+        msg_done_reply(c, e.m, K_DOT, code);
         if ((c->canceling || b->canceling) && c->inflight[0]) {
             conn_kill(c, SMTPC_ECANCELED, "canceled");
             return;
