@@ -69,7 +69,9 @@ typedef struct smtpc_bulk_result {
     smtpc_bulk_status status;
     int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal, a 421
                                 included; EPROTO for a positive reply of the wrong kind) */
-    int reply_code;          /* the deciding reply (final 250, or the refusal), 0 if none */
+    int reply_code;          /* the deciding reply (final 250, or the refusal: also a
+                                refused greeting or EHLO, or a 421, that ended the last
+                                connection when the run gives up), 0 if none */
     const char *reply_text;  /* its last line; "" if none; borrowed */
     const char *errmsg;      /* detail; borrowed */
     size_t rcpts_accepted;   /* recipients the server accepted */

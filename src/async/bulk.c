@@ -174,6 +174,8 @@ struct smtpc_bulk {
     unsigned unproven_fail; /* ... that failed after P_READY before any transaction reply */
     int last_conn_err;
     char last_conn_msg[256];
+    int last_conn_code;       /* the reply that ended it (greeting/EHLO refusal, 421), 0 if none */
+    char last_conn_text[160];
 
     int64_t now;
     uint8_t *rbuf;
@@ -419,6 +421,8 @@ static void conn_kill(conn *c, int err, const char *why)
         b->st.connections_failed++;
         b->last_conn_err = err;
         smtpc__strlcpy(b->last_conn_msg, why, sizeof b->last_conn_msg);
+        b->last_conn_code = c->kill_code;
+        smtpc__strlcpy(b->last_conn_text, c->kill_code ? c->rtext : "", sizeof b->last_conn_text);
     }
     for (int i = 0; i < 2; i++) {
         mrec *m = c->inflight[i];
@@ -1014,6 +1018,7 @@ static void on_reply(conn *c, int code)
     case K_GREETING:
         if (code != 220) {
             snprintf(why, sizeof why, "greeting: %d %s", code, c->rtext);
+            c->kill_code = code;
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
@@ -1031,7 +1036,8 @@ static void on_reply(conn *c, int code)
                     conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 break;
             }
-            snprintf(why, sizeof why, "EHLO: %d %s", code, c->rtext);
+            snprintf(why, sizeof why, "%s: %d %s", e.kind == K_EHLO ? "EHLO" : "HELO", code, c->rtext);
+            c->kill_code = code;
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
@@ -1458,6 +1464,8 @@ static int open_conn(smtpc_bulk *b)
         b->st.connections_failed++;
         b->last_conn_err = rc;
         smtpc__strlcpy(b->last_conn_msg, em.text, sizeof b->last_conn_msg);
+        b->last_conn_code = 0;
+        b->last_conn_text[0] = 0;
         conn_free(c);
         return rc == SMTPC_ENOMEM ? rc : 0;
     }
@@ -1490,14 +1498,16 @@ static void give_up(smtpc_bulk *b)
         smtpc__strlcpy(msg, b->last_conn_msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
-    int code = b->auth_failed ? b->auth_code : 0;
-    const char *text = b->auth_failed ? b->auth_text : NULL;
+    /* the deciding reply: the AUTH refusal, or the one that ended the last
+     * connection (a refused greeting or EHLO, a 421), 0 when none did */
+    int code = b->auth_failed ? b->auth_code : b->last_conn_code;
+    const char *text = b->auth_failed ? b->auth_text : b->last_conn_text;
     mrec *r;
     while ((r = b->retry_head)) {
         b->retry_head = r->next;
         if (!b->retry_head) b->retry_tail = NULL;
         finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
-               code ? code : r->fail_code, code ? text : r->fail_text, msg);
+               code, text, msg);
     }
     /* Drain the source too: each message is reported. */
     while (!b->src_done && !b->canceling) {
@@ -1770,6 +1780,8 @@ static void resolved_now(smtpc_bulk *b)
     if (b->resolve_rc) {
         smtpc__strlcpy(b->last_conn_msg, b->resolve_err.text, sizeof b->last_conn_msg);
         b->last_conn_err = b->resolve_rc;
+        b->last_conn_code = 0;
+        b->last_conn_text[0] = 0;
         give_up(b);
         return;
     }
