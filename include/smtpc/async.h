@@ -45,7 +45,11 @@ typedef struct smtpc_bulk smtpc_bulk;
  * callback returns. The body is either data/len (memory) or read (a pull
  * callback, e.g. smtpc_message_writer_read) with rewind, called before a
  * retry (rewind NULL: a message with a read body is not retried). The body
- * is CRLF-normalised and dot-stuffed on the way. */
+ * is CRLF-normalised and dot-stuffed on the way. When the server offers
+ * SIZE (RFC 1870) and the body is in memory, MAIL declares SIZE=len, and a
+ * message over the server's limit fails with SMTPC_ELIMIT before anything
+ * of it is sent (not retried); a pulled body's length is not known, so it
+ * goes without SIZE=. */
 typedef struct smtpc_bulk_msg {
     const char *from;               /* reverse-path without <>; "" = null sender */
     const char *const *rcpts;       /* forward-paths without <> */

@@ -91,6 +91,8 @@ typedef struct conn {
     uint8_t wr_want;     /* write blocked on this (0 = not blocked) */
     uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
+    bool size_offered;   /* EHLO said SIZE (RFC 1870) */
+    uint64_t size_max;   /* its limit, 0 = none given */
     bool retire;         /* no more messages here: QUIT once nothing is in flight */
     bool proven;         /* the server answered a transaction command here */
     int kill_code;       /* the reply that ends the connection (421), else 0 */
@@ -466,11 +468,12 @@ static void conn_free(conn *c)
     free(c);
 }
 
-/* prefix [arg ">"] CRLF; paths were validated (no CR, LF, <, >). */
-static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+/* prefix [arg ">"] [suffix] CRLF; paths were validated (no CR, LF, <, >). */
+static int send_line_sfx(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg,
+                         const char *suffix)
 {
-    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
-    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0, sl = suffix ? strlen(suffix) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + sl + 3);
     if (rc) return rc;
     uint8_t *w = c->out.data + c->out.len;
     memcpy(w, prefix, pl);
@@ -480,10 +483,25 @@ static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const c
         w += al;
         if (prefix[pl - 1] == '<') *w++ = '>';
     }
+    if (sl) {
+        memcpy(w, suffix, sl);
+        w += sl;
+    }
     *w++ = '\r';
     *w++ = '\n';
     c->out.len = (size_t)(w - c->out.data);
     return exp_push(c, kind, m);
+}
+
+static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+{
+    return send_line_sfx(c, kind, m, prefix, arg, NULL);
+}
+
+/* The body's length when it is known before sending (in memory). */
+static bool body_len_known(const mrec *m)
+{
+    return m->m.data || !m->m.read;
 }
 
 static bool valid_path(const char *s)
@@ -509,7 +527,12 @@ static int emit_envelope(conn *c, mrec *m)
             if (rc) return rc;
             if (!c->pipelining) return 0; /* MAIL after RSET's reply */
         }
-        rc = send_line(c, K_MAIL, m, "MAIL FROM:<", m->m.from);
+        /* SIZE= (RFC 1870) when the server offers it and the length is
+         * known: a server refuses an oversized message at MAIL */
+        char size[32] = "";
+        if (c->size_offered && body_len_known(m))
+            snprintf(size, sizeof size, " SIZE=%llu", (unsigned long long)m->m.len);
+        rc = send_line_sfx(c, K_MAIL, m, "MAIL FROM:<", m->m.from, size);
         m->next_cmd = 1;
         if (rc || !c->pipelining) return rc;
     }
@@ -700,6 +723,15 @@ static void pump(conn *c)
         for (size_t i = 0; i < m->m.nrcpts; i++) ok = ok && valid_path(m->m.rcpts[i]) && *m->m.rcpts[i];
         if (!ok) {
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_EINVAL, 0, NULL, "invalid recipient");
+            continue;
+        }
+        if (c->size_offered && c->size_max && body_len_known(m) && m->m.len > c->size_max) {
+            /* the server would refuse it: nothing is sent, and no other
+             * connection to the same server would take it either */
+            char em[160];
+            snprintf(em, sizeof em, "message size %llu exceeds the server's limit %llu",
+                     (unsigned long long)m->m.len, (unsigned long long)c->size_max);
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_ELIMIT, 0, NULL, em);
             continue;
         }
         m->stage = S_ENVELOPE;
@@ -957,6 +989,7 @@ static void send_ehlo(conn *c)
 {
     c->pipelining = false;
     c->starttls_offered = false;
+    c->size_offered = false;
     if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : "localhost"))
         conn_kill(c, SMTPC_ENOMEM, "out of memory");
     c->phase = P_EHLO;
@@ -1176,6 +1209,8 @@ static int on_ehlo_caps(conn *c, const smtpc__reply *r)
     }
     c->pipelining = (caps.flags & SMTPC_EXT_PIPELINING) != 0;
     c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
+    c->size_offered = (caps.flags & SMTPC_EXT_SIZE) != 0;
+    c->size_max = caps.size_max;
     c->auth_offered = caps.auth ? smtpc__sasl_mask_from_names((const char *const *)caps.auth, caps.nauth) : 0;
     smtpc__caps_clear(&caps);
     return 0;

@@ -16,8 +16,8 @@
  *                  N-byte pieces (session: smtpc_session_send; bulk: the
  *                  message's read/rewind) instead of from memory
  *   --size         session: SIZE=<body length> on MAIL when the server
- *                  offers SIZE (what smtpc_client does); the bulk API has no
- *                  such setting
+ *                  offers SIZE (what smtpc_client does); bulk always does
+ *                  that for a body in memory (not with --piece)
  *
  * Output, one item per line:
  *   status sent|failed|unknown|canceled

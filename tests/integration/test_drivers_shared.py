@@ -135,9 +135,10 @@ def ehlo(*caps, pipelining=True):
     return [("expect", rb"^EHLO shared\.test$"), ("send", reply)]
 
 
-def envelope(rcpts=("a@example.org",)):
-    """The lines of MAIL, RCPT..., DATA (pipelined: read before any reply)."""
-    return ([("expect", rb"^MAIL FROM:<sender@example\.org>$")] +
+def envelope(rcpts=("a@example.org",), size=None):
+    """The lines of MAIL [SIZE=size], RCPT..., DATA (pipelined: read before any reply)."""
+    sz = b"" if size is None else b" SIZE=%d" % size
+    return ([("expect", rb"^MAIL FROM:<sender@example\.org>" + sz + b"$")] +
             [("expect", rb"^RCPT TO:<" + re.escape(r.encode()) + rb">$") for r in rcpts] +
             [("expect", rb"^DATA$")])
 
@@ -335,20 +336,16 @@ BIG = BIG * (1000 // len(BIG) + 1)  # > the 100 octets the server's SIZE allows
 
 def _size_after_dot_check(srv, out, drv):
     mail = [c for c in commands(srv) if c.startswith(b"MAIL")]
-    assert mail == [b"MAIL FROM:<sender@example.org>"]  # no SIZE= (not asked)
+    assert mail == [b"MAIL FROM:<sender@example.org>"]  # no SIZE= (length not known)
     assert len(srv.messages) == 1  # the whole body went, then 552
     quit_seen(srv, out, drv)
 
 
-def _size_declared_script(drv):
-    # What a server does with a message over its SIZE: 552 at MAIL when
-    # SIZE= says so, else 552 after the dot. The session (--size) refuses
-    # before sending anything and just QUITs.
-    head = [GREETING] + ehlo(b"SIZE 100")
-    if drv == "session":
-        return head + QUIT
-    return head + envelope() + [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",),
-                                ("send", b"552 5.3.4 message too big\r\n")] + QUIT
+# What a server does with a message over its SIZE: 552 at MAIL when SIZE=
+# says so, else 552 after the dot. A client that knows the length refuses
+# before sending anything (the session asked to with --size, bulk on its
+# own for a body in memory) and just QUITs.
+SIZE_DECLARED = [GREETING] + ehlo(b"SIZE 100") + QUIT
 
 
 def _size_declared_check(srv, out, drv):
@@ -460,8 +457,10 @@ CASES = [
          lockstep([b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"]) +
          [("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
          SENT_1, check=_happy_nopipe_check),
+    # (SIZE is offered: bulk declares the length of a body in memory, the
+    # session only when asked, as with --size)
     Case("ehlo_multiline_odd_spacing",
-         [GREETING] + EHLO_ODD + envelope() +
+         lambda drv: [GREETING] + EHLO_ODD + envelope(size=len(BODY) if drv == "bulk" else None) +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 ok\r\n")] + QUIT,
          SENT_1, check=lambda s, o, d: (delivered(s, o, d), pipelined_group(s, o, d))),
     Case("mail_4xx",
@@ -638,22 +637,27 @@ CASES = [
          [GREETING] + ehlo(b"HELP") + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
          SENT_1, body=EIGHT_BIT, check=_eightbit_check),
-    # SIZE smaller than the message, nothing declared: both send it and report the 552.
+    # SIZE smaller than the message, whose length is not known beforehand
+    # (a read callback): nothing declared, both send it and report the 552.
     Case("size_over_limit_552_after_dot",
          [GREETING] + ehlo(b"SIZE 100") + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",),
           ("send", b"552 5.3.4 message too big\r\n")] + QUIT,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=552, accepted=1,
               rcpts=[("SMTPC_OK", 250)]),
-         body=BIG, check=_size_after_dot_check),
+         body=BIG, args=("--piece", "4096"), check=_size_after_dot_check),
     # The session, asked to declare SIZE (as smtpc_client does), refuses before
     # sending anything. bulk cannot: it has no SIZE.
-    Case("size_over_limit_refused_before_sending", _size_declared_script,
+    Case("size_over_limit_refused_before_sending", SIZE_DECLARED,
          dict(status="failed", error="SMTPC_ELIMIT", code=0, accepted=0),
-         body=BIG, args=("--size",), check=_size_declared_check,
-         xfail={"bulk": "smtpc_bulk has no SIZE support: it never sends SIZE= and ignores the "
-                        "server's advertised limit, so it sends the whole message and gets 552 "
-                        "after the dot instead of refusing before sending"}),
+         body=BIG, args=("--size",), check=_size_declared_check),
+    # Within the limit: SIZE=<length> on MAIL (RFC 1870), then delivered.
+    Case("size_declared_within_limit",
+         [GREETING] + ehlo(b"SIZE 100000") +
+         [("expect", rb"^MAIL FROM:<sender@example\.org> SIZE=%d$" % len(BODY)),
+          ("expect", rb"^RCPT TO:<a@example\.org>$"), ("expect", rb"^DATA$"),
+          ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
+         SENT_1, args=("--size",), check=delivered),
     Case("data_answered_250",
          lambda drv: [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n250 ok\r\n")] +
          (RSET if drv == "session" else []) + QUIT,
