@@ -80,6 +80,12 @@ typedef struct smtpc_bulk_result {
     const char *errmsg;      /* detail; borrowed */
     size_t rcpts_accepted;   /* recipients the server accepted */
     unsigned attempts;       /* connections it was tried on */
+    /* Per recipient (the last attempt): rcpt_codes[i] is the reply code
+     * to RCPT TO of m->rcpts[i] (2xx accepted, 4xx/5xx refused, 0 not
+     * answered); nrcpts is m->nrcpts, or 0 and rcpt_codes NULL when no
+     * envelope was sent. Borrowed for the callback only. */
+    const int *rcpt_codes;
+    size_t nrcpts;
 } smtpc_bulk_result;
 
 /* Next message: fill *m and return 1; 0 = no more (for now); <0 = error

@@ -70,7 +70,11 @@ typedef struct mrec {
     smtpc__dotstuff ds;
     int fail_code; /* the first refusal */
     uint8_t fail_kind; /* what it answered (K_*) */
+    size_t nrcodes;    /* rcodes entries valid for this attempt (0: no envelope sent) */
     char fail_text[160];
+    /* kept when the record is reset or recycled (after fail_text): */
+    int *rcodes;       /* each RCPT's reply code, 0 = not answered */
+    size_t rcodes_cap;
 } mrec;
 
 typedef struct exp_ent {
@@ -257,10 +261,13 @@ static void update_io(conn *c)
 static mrec *rec_new(smtpc_bulk *b)
 {
     mrec *r = b->free_recs;
-    if (r)
+    if (r) {
         b->free_recs = r->next;
-    else if (!(r = malloc(sizeof *r)))
-        return NULL;
+    } else {
+        if (!(r = malloc(sizeof *r))) return NULL;
+        r->rcodes = NULL;
+        r->rcodes_cap = 0;
+    }
     memset(r, 0, offsetof(mrec, fail_text) + 1);
     return r;
 }
@@ -276,6 +283,8 @@ static void finish(smtpc_bulk *b, mrec *r, smtpc_bulk_status s, int err, int cod
     res.errmsg = msg ? msg : "";
     res.rcpts_accepted = r->rcpt_ok;
     res.attempts = r->attempts;
+    res.rcpt_codes = r->nrcodes ? r->rcodes : NULL;
+    res.nrcpts = r->nrcodes;
     switch (s) {
     case SMTPC_BULK_SENT: b->st.sent++; break;
     case SMTPC_BULK_FAILED: b->st.failed++; break;
@@ -734,6 +743,17 @@ static void pump(conn *c)
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_ELIMIT, 0, NULL, em);
             continue;
         }
+        if (m->rcodes_cap < m->m.nrcpts) {
+            int *nr = realloc(m->rcodes, m->m.nrcpts * sizeof *nr);
+            if (!nr) {
+                finish(b, m, SMTPC_BULK_FAILED, SMTPC_ENOMEM, 0, NULL, "out of memory");
+                continue;
+            }
+            m->rcodes = nr;
+            m->rcodes_cap = m->m.nrcpts;
+        }
+        memset(m->rcodes, 0, m->m.nrcpts * sizeof *m->rcodes);
+        m->nrcodes = m->m.nrcpts;
         m->stage = S_ENVELOPE;
         if (c->inflight[0])
             c->inflight[1] = m;
@@ -1122,6 +1142,7 @@ static void on_reply(conn *c, int code)
         }
         break;
     case K_RCPT:
+        if (e.m->rcpt_replied < e.m->nrcodes) e.m->rcodes[e.m->rcpt_replied] = code;
         e.m->rcpt_replied++;
         if (code / 100 == 2)
             e.m->rcpt_ok++;
@@ -2115,6 +2136,7 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     reap(b);
     while ((r = b->free_recs)) {
         b->free_recs = r->next;
+        free(r->rcodes);
         free(r);
     }
     smtpc__theap_free(&b->heap);

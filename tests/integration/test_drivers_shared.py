@@ -64,9 +64,6 @@ DRIVERS = ("session", "bulk")
 # smtpc_error_class values (include/smtpc/errors.h)
 OK, TRANSIENT, PERMANENT, CANCELED, CONFIG, PROTOCOL, UNKNOWN = range(7)
 
-NO_RCPT_CODES = ("smtpc_bulk_result has no per-recipient results (only rcpts_accepted); "
-                 "the session has smtpc_session_rcpt_status/_reply")
-
 BODY = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: shared\r\n\r\nhello\r\n"
 
 
@@ -488,14 +485,14 @@ CASES = [
           ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
          dict(status="sent", error="SMTPC_OK", klass=OK, code=250, accepted=2,
               rcpts=[("SMTPC_OK", 250), ("SMTPC_EPERMFAIL", 550), ("SMTPC_OK", 250)]),
-         rcpts=THREE, check=delivered, gaps={"bulk": {"rcpts": NO_RCPT_CODES}}),
+         rcpts=THREE, check=delivered),
     Case("rcpt_all_refused_data_554",
          with_tail([GREETING] + ehlo() + envelope(THREE) +
                    [("send", b"250 ok\r\n550 5.1.1 no\r\n450 4.2.1 later\r\n550 5.1.1 no\r\n"
                              b"554 5.5.1 no valid recipients\r\n")], refused_tail(True)),
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=550, accepted=0,
               rcpts=[("SMTPC_EPERMFAIL", 550), ("SMTPC_ETEMPFAIL", 450), ("SMTPC_EPERMFAIL", 550)]),
-         rcpts=THREE, check=refusal_checks(session_rset=True), gaps={"bulk": {"rcpts": NO_RCPT_CODES}}),
+         rcpts=THREE, check=refusal_checks(session_rset=True)),
     Case("rcpt_all_refused_data_503",
          with_tail([GREETING] + ehlo() + envelope() +
                    [("send", b"250 ok\r\n450 4.2.1 later\r\n503 5.5.1 no valid recipients\r\n")],
@@ -613,7 +610,7 @@ CASES = [
           ("expect_data",), ("send", b"250 5.0.0 queued\r\n")] + QUIT,
          dict(status="sent", error="SMTPC_OK", klass=OK, code=250, accepted=2,
               rcpts=[("SMTPC_OK", 250), ("SMTPC_EPERMFAIL", 550), ("SMTPC_OK", 250)]),
-         rcpts=THREE, check=delivered, gaps={"bulk": {"rcpts": NO_RCPT_CODES}}),
+         rcpts=THREE, check=delivered),
     Case("replies_split_byte_by_byte",
          [("send_slowly", b"220 slow ESMTP\r\n", SLOW), ("expect", rb"^EHLO "),
           ("send_slowly", b"250-scripted.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n", SLOW)] +
@@ -799,11 +796,8 @@ def _gap_params():
 
 def check_outcome(case, drv, out, skip=()):
     skip = set(skip)
-    if out.rcpts is None:
-        # Per-recipient results only where the driver has them (bulk has not:
-        # NO_RCPT_CODES). With one recipient, or all alike, `accepted` says the
-        # same; the cases where they differ carry an explicit gap.
-        skip.add("rcpts")
+    # both drivers give per-recipient results (bulk: smtpc_bulk_result.rcpt_codes)
+    assert out.rcpts is not None, out.raw
     got = {k: (out.rcpts if k == "rcpts" else getattr(out, k)) for k in case.expect if k not in skip}
     want = {k: v for k, v in case.expect.items() if k not in skip}
     assert got == want, out.raw
@@ -899,7 +893,7 @@ def test_bulk_refused_in_body_is_not_retried(server, tmp_path):
 
 # ---- real servers ---------------------------------------------------------------------
 # The same outcome table against real implementations. Per-recipient codes
-# are compared where the driver has them (the bulk gap is tracked above).
+# are compared for both drivers.
 
 REFUSED_3 = ("good1@example.org", "bad@example.org", "good2@example.org")
 
