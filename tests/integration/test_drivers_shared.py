@@ -42,7 +42,9 @@ DRIVERS = ("session", "bulk")
 #    on another connection (max_attempts, default 3); drv_shared sets
 #    max_attempts 1 so the loss is reported like the session reports it.
 #  * bulk opens a new connection after a connection fails before EHLO is
-#    done (421/554 greeting, no greeting), up to 2*k+4 consecutive failures,
+#    done (421/554 greeting, no greeting, refused EHLO) or right after it,
+#    before any transaction reply (a 421 behind the EHLO reply), up to
+#    2*k+4 consecutive failures,
 #    before failing the message; the session reports the first. The server
 #    therefore accepts several connections and each gets the same script;
 #    the outcome compared is the message's.
