@@ -45,7 +45,11 @@ typedef struct smtpc_bulk smtpc_bulk;
  * callback returns. The body is either data/len (memory) or read (a pull
  * callback, e.g. smtpc_message_writer_read) with rewind, called before a
  * retry (rewind NULL: a message with a read body is not retried). The body
- * is CRLF-normalised and dot-stuffed on the way. */
+ * is CRLF-normalised and dot-stuffed on the way. When the server offers
+ * SIZE (RFC 1870) and the body is in memory, MAIL declares SIZE=len, and a
+ * message over the server's limit fails with SMTPC_ELIMIT before anything
+ * of it is sent (not retried); a pulled body's length is not known, so it
+ * goes without SIZE=. */
 typedef struct smtpc_bulk_msg {
     const char *from;               /* reverse-path without <>; "" = null sender */
     const char *const *rcpts;       /* forward-paths without <> */
@@ -67,12 +71,21 @@ typedef enum smtpc_bulk_status {
 
 typedef struct smtpc_bulk_result {
     smtpc_bulk_status status;
-    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal) */
-    int reply_code;          /* the deciding reply (final 250, or the refusal), 0 if none */
+    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal, a 421
+                                included; EPROTO for a positive reply of the wrong kind) */
+    int reply_code;          /* the deciding reply (final 250, or the refusal: also a
+                                refused greeting or EHLO, or a 421, that ended the last
+                                connection when the run gives up), 0 if none */
     const char *reply_text;  /* its last line; "" if none; borrowed */
     const char *errmsg;      /* detail; borrowed */
     size_t rcpts_accepted;   /* recipients the server accepted */
     unsigned attempts;       /* connections it was tried on */
+    /* Per recipient (the last attempt): rcpt_codes[i] is the reply code
+     * to RCPT TO of m->rcpts[i] (2xx accepted, 4xx/5xx refused, 0 not
+     * answered); nrcpts is m->nrcpts, or 0 and rcpt_codes NULL when no
+     * envelope was sent. Borrowed for the callback only. */
+    const int *rcpt_codes;
+    size_t nrcpts;
 } smtpc_bulk_result;
 
 /* Next message: fill *m and return 1; 0 = no more (for now); <0 = error

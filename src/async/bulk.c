@@ -69,7 +69,12 @@ typedef struct mrec {
     size_t body_off;
     smtpc__dotstuff ds;
     int fail_code; /* the first refusal */
+    uint8_t fail_kind; /* what it answered (K_*) */
+    size_t nrcodes;    /* rcodes entries valid for this attempt (0: no envelope sent) */
     char fail_text[160];
+    /* kept when the record is reset or recycled (after fail_text): */
+    int *rcodes;       /* each RCPT's reply code, 0 = not answered */
+    size_t rcodes_cap;
 } mrec;
 
 typedef struct exp_ent {
@@ -90,6 +95,11 @@ typedef struct conn {
     uint8_t wr_want;     /* write blocked on this (0 = not blocked) */
     uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
+    bool size_offered;   /* EHLO said SIZE (RFC 1870) */
+    uint64_t size_max;   /* its limit, 0 = none given */
+    bool retire;         /* no more messages here: QUIT once nothing is in flight */
+    bool proven;         /* the server answered a transaction command here */
+    int kill_code;       /* the reply that ends the connection (421), else 0 */
     unsigned nmsgs;      /* messages started here */
     mrec *body;          /* message whose body is being written */
     mrec *inflight[2];   /* at most: one with the dot sent + one in its envelope */
@@ -166,9 +176,12 @@ struct smtpc_bulk {
     bool src_done, started, stopping, canceling;
     atomic_bool cancel_req;
     int stop_rc;
-    unsigned consec_fail;
+    unsigned consec_fail;   /* connections that failed before P_READY, in a row */
+    unsigned unproven_fail; /* ... that failed after P_READY before any transaction reply */
     int last_conn_err;
     char last_conn_msg[256];
+    int last_conn_code;       /* the reply that ended it (greeting/EHLO refusal, 421), 0 if none */
+    char last_conn_text[160];
 
     int64_t now;
     uint8_t *rbuf;
@@ -248,10 +261,13 @@ static void update_io(conn *c)
 static mrec *rec_new(smtpc_bulk *b)
 {
     mrec *r = b->free_recs;
-    if (r)
+    if (r) {
         b->free_recs = r->next;
-    else if (!(r = malloc(sizeof *r)))
-        return NULL;
+    } else {
+        if (!(r = malloc(sizeof *r))) return NULL;
+        r->rcodes = NULL;
+        r->rcodes_cap = 0;
+    }
     memset(r, 0, offsetof(mrec, fail_text) + 1);
     return r;
 }
@@ -267,6 +283,8 @@ static void finish(smtpc_bulk *b, mrec *r, smtpc_bulk_status s, int err, int cod
     res.errmsg = msg ? msg : "";
     res.rcpts_accepted = r->rcpt_ok;
     res.attempts = r->attempts;
+    res.rcpt_codes = r->nrcodes ? r->rcodes : NULL;
+    res.nrcpts = r->nrcodes;
     switch (s) {
     case SMTPC_BULK_SENT: b->st.sent++; break;
     case SMTPC_BULK_FAILED: b->st.failed++; break;
@@ -401,16 +419,31 @@ static void conn_kill(conn *c, int err, const char *why)
     if (c->dead) return;
     smtpc_bulk *b = c->b;
     c->dead = true;
-    if (c->phase < P_READY) {
-        b->consec_fail++;
+    /* A connection that got past EHLO and died before the server answered
+     * any transaction command on it (a 421 or stray reply right behind the
+     * EHLO reply, a drop) says as much about the server as a refused
+     * greeting: it counts towards giving up too, or such a server would be
+     * reconnected to forever. */
+    bool unproven = c->phase >= P_READY && !c->proven && c->phase != P_QUIT && err != 0 &&
+                    err != SMTPC_ECANCELED;
+    if (c->phase < P_READY || unproven) {
+        if (unproven) b->unproven_fail++;
+        else b->consec_fail++;
         b->st.connections_failed++;
         b->last_conn_err = err;
         smtpc__strlcpy(b->last_conn_msg, why, sizeof b->last_conn_msg);
+        b->last_conn_code = c->kill_code;
+        smtpc__strlcpy(b->last_conn_text, c->kill_code ? c->rtext : "", sizeof b->last_conn_text);
     }
     for (int i = 0; i < 2; i++) {
         mrec *m = c->inflight[i];
         if (!m) continue;
         c->inflight[i] = NULL;
+        if (c->kill_code && m->stage != S_DOT_SENT) {
+            /* the server's 421 is what stopped it (reported if no retry is left) */
+            m->fail_code = c->kill_code;
+            smtpc__strlcpy(m->fail_text, c->rtext, sizeof m->fail_text);
+        }
         if (m->stage == S_DOT_SENT)
             finish(b, m, SMTPC_BULK_UNKNOWN, SMTPC_EUNKNOWN, 0, NULL, why);
         else
@@ -444,11 +477,12 @@ static void conn_free(conn *c)
     free(c);
 }
 
-/* prefix [arg ">"] CRLF; paths were validated (no CR, LF, <, >). */
-static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+/* prefix [arg ">"] [suffix] CRLF; paths were validated (no CR, LF, <, >). */
+static int send_line_sfx(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg,
+                         const char *suffix)
 {
-    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
-    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0, sl = suffix ? strlen(suffix) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + sl + 3);
     if (rc) return rc;
     uint8_t *w = c->out.data + c->out.len;
     memcpy(w, prefix, pl);
@@ -458,10 +492,25 @@ static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const c
         w += al;
         if (prefix[pl - 1] == '<') *w++ = '>';
     }
+    if (sl) {
+        memcpy(w, suffix, sl);
+        w += sl;
+    }
     *w++ = '\r';
     *w++ = '\n';
     c->out.len = (size_t)(w - c->out.data);
     return exp_push(c, kind, m);
+}
+
+static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+{
+    return send_line_sfx(c, kind, m, prefix, arg, NULL);
+}
+
+/* The body's length when it is known before sending (in memory). */
+static bool body_len_known(const mrec *m)
+{
+    return m->m.data || !m->m.read;
 }
 
 static bool valid_path(const char *s)
@@ -487,7 +536,12 @@ static int emit_envelope(conn *c, mrec *m)
             if (rc) return rc;
             if (!c->pipelining) return 0; /* MAIL after RSET's reply */
         }
-        rc = send_line(c, K_MAIL, m, "MAIL FROM:<", m->m.from);
+        /* SIZE= (RFC 1870) when the server offers it and the length is
+         * known: a server refuses an oversized message at MAIL */
+        char size[32] = "";
+        if (c->size_offered && body_len_known(m))
+            snprintf(size, sizeof size, " SIZE=%llu", (unsigned long long)m->m.len);
+        rc = send_line_sfx(c, K_MAIL, m, "MAIL FROM:<", m->m.from, size);
         m->next_cmd = 1;
         if (rc || !c->pipelining) return rc;
     }
@@ -570,6 +624,15 @@ static int fill_body(conn *c)
 }
 
 static void pump(conn *c);
+static int feed(conn *c, const uint8_t *p, size_t n);
+
+/* A write failed: whatever the server sent before it closed, read once. */
+static void late_read(conn *c)
+{
+    int want = 0;
+    ssize_t n = smtpc__transport_read(c->t, c->b->rbuf, RBUF_SIZE, &want);
+    if (n > 0) (void)feed(c, c->b->rbuf, (size_t)n);
+}
 
 static int flush_out(conn *c)
 {
@@ -604,7 +667,12 @@ static int flush_out(conn *c)
             return 0;
         }
         if (w < 0) {
-            conn_kill(c, (int)w, c->t->err.text[0] ? c->t->err.text : "write failed");
+            char why[SMTPC__ERRMSG_MAX];
+            smtpc__strlcpy(why, c->t->err.text[0] ? c->t->err.text : "write failed", sizeof why);
+            /* the server may have said why before it closed (552 in the
+             * middle of the body): read that reply first */
+            late_read(c);
+            if (!c->dead) conn_kill(c, (int)w, why);
             return (int)w;
         }
         smtpc__buf_consume(&c->out, (size_t)w);
@@ -631,7 +699,7 @@ static void pump(conn *c)
             return;
         }
         if (!c->pipelining && c->exp_len) return;
-        if (b->max_per_conn && c->nmsgs >= b->max_per_conn) {
+        if (c->retire || (b->max_per_conn && c->nmsgs >= b->max_per_conn)) {
             if (!c->exp_len) {
                 if (send_line(c, K_QUIT, NULL, "QUIT", NULL)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 c->phase = P_QUIT;
@@ -666,6 +734,26 @@ static void pump(conn *c)
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_EINVAL, 0, NULL, "invalid recipient");
             continue;
         }
+        if (c->size_offered && c->size_max && body_len_known(m) && m->m.len > c->size_max) {
+            /* the server would refuse it: nothing is sent, and no other
+             * connection to the same server would take it either */
+            char em[160];
+            snprintf(em, sizeof em, "message size %llu exceeds the server's limit %llu",
+                     (unsigned long long)m->m.len, (unsigned long long)c->size_max);
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_ELIMIT, 0, NULL, em);
+            continue;
+        }
+        if (m->rcodes_cap < m->m.nrcpts) {
+            int *nr = realloc(m->rcodes, m->m.nrcpts * sizeof *nr);
+            if (!nr) {
+                finish(b, m, SMTPC_BULK_FAILED, SMTPC_ENOMEM, 0, NULL, "out of memory");
+                continue;
+            }
+            m->rcodes = nr;
+            m->rcodes_cap = m->m.nrcpts;
+        }
+        memset(m->rcodes, 0, m->m.nrcpts * sizeof *m->rcodes);
+        m->nrcodes = m->m.nrcpts;
         m->stage = S_ENVELOPE;
         if (c->inflight[0])
             c->inflight[1] = m;
@@ -689,24 +777,54 @@ static void pump(conn *c)
     }
 }
 
-static void msg_done_reply(conn *c, mrec *m, int code)
+static const char *kind_name(uint8_t kind)
+{
+    switch (kind) {
+    case K_MAIL: return "MAIL";
+    case K_RCPT: return "RCPT";
+    case K_DATA: return "DATA";
+    case K_DOT: return "end of data";
+    default: return "reply";
+    }
+}
+
+/* Fails m with the reply that decided it: a refusal (4xx/5xx) is
+ * ETEMPFAIL/EPERMFAIL with its code; a positive reply of the wrong kind
+ * (354 to MAIL or to the final dot) is a protocol violation, EPROTO, with
+ * no deciding reply (as the session reports it), named in errmsg. */
+static void fail_with(smtpc_bulk *b, mrec *m, uint8_t kind, int code, const char *text)
+{
+    char em[300];
+    int cls = code / 100;
+    bool refusal = cls == 4 || cls == 5;
+    snprintf(em, sizeof em, "%s: server replied %d %s%s", kind_name(kind), code, text,
+             refusal ? "" : " (not a valid reply here)");
+    if (refusal)
+        finish(b, m, SMTPC_BULK_FAILED, cls == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code, text, em);
+    else
+        finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
+}
+
+/* m's transaction is over: code answered `kind`. */
+static void msg_done_reply(conn *c, mrec *m, uint8_t kind, int code)
 {
     smtpc_bulk *b = c->b;
+    b->unproven_fail = 0; /* the server is getting through messages */
     inflight_remove(c, m);
     if (code / 100 == 2 && m->rcpt_ok > 0 && !m->failed)
         finish(b, m, SMTPC_BULK_SENT, 0, code, c->rtext, NULL);
     else if (m->fail_code)
-        finish(b, m, SMTPC_BULK_FAILED, m->fail_code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL,
-               m->fail_code, m->fail_text, "refused");
+        fail_with(b, m, m->fail_kind, m->fail_code, m->fail_text);
     else
-        finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
-               c->rtext, "refused");
+        fail_with(b, m, kind, code, c->rtext);
 }
 
-static void note_fail(conn *c, mrec *m, int code)
+/* The first reply that keeps m from being delivered. */
+static void note_fail(conn *c, mrec *m, uint8_t kind, int code)
 {
     if (m->fail_code) return;
     m->fail_code = code;
+    m->fail_kind = kind;
     snprintf(m->fail_text, sizeof m->fail_text, "%s", c->rtext);
 }
 
@@ -891,6 +1009,7 @@ static void send_ehlo(conn *c)
 {
     c->pipelining = false;
     c->starttls_offered = false;
+    c->size_offered = false;
     if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : "localhost"))
         conn_kill(c, SMTPC_ENOMEM, "out of memory");
     c->phase = P_EHLO;
@@ -900,9 +1019,30 @@ static void send_ehlo(conn *c)
 static void on_reply(conn *c, int code)
 {
     smtpc_bulk *b = c->b;
+    char why[220];
     if (!c->exp_len) {
         if (code == 421) {
-            conn_kill(c, SMTPC_ECLOSED, "server closing (421)");
+            /* a refusal of whatever comes next (ETEMPFAIL, as async.h says),
+             * tried again on another connection when attempts remain */
+            snprintf(why, sizeof why, "server replied 421 %s (connection closed)", c->rtext);
+            c->kill_code = 421;
+            conn_kill(c, SMTPC_ETEMPFAIL, why);
+            return;
+        }
+        if (c->body && (code / 100 == 4 || code / 100 == 5)) {
+            /* The server refused the message in the middle of its body
+             * (552 message too big) and will close: that is its verdict
+             * on the message, not a lost connection, so it is not tried
+             * again (the session reads this reply too: late_reply()). No
+             * end of data follows: the connection is dropped. */
+            mrec *m = c->body;
+            char em[260];
+            snprintf(em, sizeof em, "message body: server replied %d %s (connection closed)", code,
+                     c->rtext);
+            inflight_remove(c, m);
+            finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
+                   c->rtext, em);
+            conn_kill(c, SMTPC_ECLOSED, "refused during the message body");
             return;
         }
         conn_kill(c, SMTPC_EPROTO, "reply to no command");
@@ -911,18 +1051,27 @@ static void on_reply(conn *c, int code)
     exp_ent e = c->exp[c->exp_head];
     c->exp_head = (c->exp_head + 1) % c->exp_cap;
     c->exp_len--;
-    char why[220];
     if (code == 421 && e.kind != K_QUIT) {
-        /* A 421 answering the dot is a refusal: the message may go again. */
+        /* A 421 answering the dot is a refusal: the message may go again.
+         * A message that has no attempt left fails with ETEMPFAIL and the
+         * 421 (as in the session), not as a lost connection. */
         if (e.kind == K_DOT && e.m) e.m->stage = S_BODY;
-        snprintf(why, sizeof why, "421 %s", c->rtext);
-        conn_kill(c, SMTPC_ECLOSED, why);
+        snprintf(why, sizeof why, "server replied 421 %s (connection closed)", c->rtext);
+        c->kill_code = 421;
+        conn_kill(c, SMTPC_ETEMPFAIL, why);
         return;
+    }
+    if (e.kind >= K_MAIL && e.kind <= K_DOT && !c->proven) {
+        /* the server does transactions here: its failures are no longer
+         * counted as connection failures */
+        c->proven = true;
+        b->unproven_fail = 0;
     }
     switch (e.kind) {
     case K_GREETING:
         if (code != 220) {
             snprintf(why, sizeof why, "greeting: %d %s", code, c->rtext);
+            c->kill_code = code;
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
@@ -931,13 +1080,17 @@ static void on_reply(conn *c, int code)
     case K_EHLO:
     case K_HELO:
         if (code / 100 != 2) {
-            if (e.kind == K_EHLO && code / 100 == 5) {
+            /* HELO only when EHLO is not understood (500/502, RFC 5321
+             * 4.1.4), as the session does: a policy refusal (554) is the
+             * server's answer, not a reason to try the older command. */
+            if (e.kind == K_EHLO && (code == 500 || code == 502)) {
                 c->pipelining = false;
                 if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : "localhost"))
                     conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 break;
             }
-            snprintf(why, sizeof why, "EHLO: %d %s", code, c->rtext);
+            snprintf(why, sizeof why, "%s: %d %s", e.kind == K_EHLO ? "EHLO" : "HELO", code, c->rtext);
+            c->kill_code = code;
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
@@ -980,24 +1133,25 @@ static void on_reply(conn *c, int code)
         return;
     case K_MAIL:
         if (code / 100 != 2) {
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_MAIL, code);
             e.m->failed = true;
             if (!c->pipelining) { /* nothing more was sent for it */
                 c->need_rset = true;
-                msg_done_reply(c, e.m, code);
+                msg_done_reply(c, e.m, K_MAIL, code);
             }
         }
         break;
     case K_RCPT:
+        if (e.m->rcpt_replied < e.m->nrcodes) e.m->rcodes[e.m->rcpt_replied] = code;
         e.m->rcpt_replied++;
         if (code / 100 == 2)
             e.m->rcpt_ok++;
         else
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_RCPT, code);
         if (!c->pipelining && e.m->rcpt_replied == e.m->m.nrcpts && e.m->rcpt_ok == 0) {
             e.m->next_cmd = e.m->m.nrcpts + 2; /* no DATA */
             c->need_rset = true;
-            msg_done_reply(c, e.m, code);
+            msg_done_reply(c, e.m, K_RCPT, code);
         }
         break;
     case K_DATA:
@@ -1007,9 +1161,27 @@ static void on_reply(conn *c, int code)
             return;
         }
         if (code == 354) {
+            if (e.m->failed && e.m->rcpt_ok > 0) {
+                /* MAIL refused, yet a recipient accepted and DATA answered
+                 * 354: any end of data (even an empty one) would deliver to
+                 * that recipient, and RSET or QUIT would be message text.
+                 * Only dropping the connection is safe (as the engine's
+                 * txn_abandon does for the session). */
+                mrec *m = e.m;
+                int fc = m->fail_code / 100;
+                bool refusal = fc == 4 || fc == 5;
+                inflight_remove(c, m);
+                finish(b, m, SMTPC_BULK_FAILED,
+                       fc == 4 ? SMTPC_ETEMPFAIL : fc == 5 ? SMTPC_EPERMFAIL : SMTPC_EPROTO,
+                       refusal ? m->fail_code : 0, refusal ? m->fail_text : NULL,
+                       "354 to DATA for a refused transaction with accepted recipients: "
+                       "connection closed (an end of data would deliver)");
+                conn_kill(c, SMTPC_EPROTO, "354 to DATA for a refused transaction");
+                return;
+            }
             if (e.m->failed || e.m->rcpt_ok == 0) {
-                /* A server that says 354 with no recipient: an empty body
-                 * cannot be delivered to anyone. */
+                /* A server that says 354 with no recipient: an empty end of
+                 * data delivers to nobody (RFC 2920 3.1). */
                 e.m->m.len = 0;
                 e.m->m.read = NULL;
                 e.m->failed = true;
@@ -1017,14 +1189,27 @@ static void on_reply(conn *c, int code)
             e.m->stage = S_BODY;
             smtpc__dotstuff_init(&e.m->ds);
             c->body = e.m;
+        } else if (code / 100 != 4 && code / 100 != 5) {
+            /* A positive reply of the wrong kind (250 to DATA): the body was
+             * never sent, and the server and we no longer agree on the
+             * state (it may be reading message text): fail the message as a
+             * protocol violation and retire the connection (QUIT, which
+             * delivers nothing even if it is read as text). */
+            mrec *m = e.m;
+            char em[260];
+            snprintf(em, sizeof em, "DATA: server replied %d %s (not a valid reply here)", code,
+                     c->rtext);
+            inflight_remove(c, m);
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
+            c->retire = true;
         } else {
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_DATA, code);
             c->need_rset = true;
-            msg_done_reply(c, e.m, code);
+            msg_done_reply(c, e.m, K_DATA, code);
         }
         break;
     case K_DOT:
-        msg_done_reply(c, e.m, code);
+        msg_done_reply(c, e.m, K_DOT, code);
         if ((c->canceling || b->canceling) && c->inflight[0]) {
             conn_kill(c, SMTPC_ECANCELED, "canceled");
             return;
@@ -1045,6 +1230,8 @@ static int on_ehlo_caps(conn *c, const smtpc__reply *r)
     }
     c->pipelining = (caps.flags & SMTPC_EXT_PIPELINING) != 0;
     c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
+    c->size_offered = (caps.flags & SMTPC_EXT_SIZE) != 0;
+    c->size_max = caps.size_max;
     c->auth_offered = caps.auth ? smtpc__sasl_mask_from_names((const char *const *)caps.auth, caps.nauth) : 0;
     smtpc__caps_clear(&caps);
     return 0;
@@ -1333,6 +1520,8 @@ static int open_conn(smtpc_bulk *b)
         b->st.connections_failed++;
         b->last_conn_err = rc;
         smtpc__strlcpy(b->last_conn_msg, em.text, sizeof b->last_conn_msg);
+        b->last_conn_code = 0;
+        b->last_conn_text[0] = 0;
         conn_free(c);
         return rc == SMTPC_ENOMEM ? rc : 0;
     }
@@ -1365,14 +1554,16 @@ static void give_up(smtpc_bulk *b)
         smtpc__strlcpy(msg, b->last_conn_msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
-    int code = b->auth_failed ? b->auth_code : 0;
-    const char *text = b->auth_failed ? b->auth_text : NULL;
+    /* the deciding reply: the AUTH refusal, or the one that ended the last
+     * connection (a refused greeting or EHLO, a 421), 0 when none did */
+    int code = b->auth_failed ? b->auth_code : b->last_conn_code;
+    const char *text = b->auth_failed ? b->auth_text : b->last_conn_text;
     mrec *r;
     while ((r = b->retry_head)) {
         b->retry_head = r->next;
         if (!b->retry_head) b->retry_tail = NULL;
         finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
-               code ? code : r->fail_code, code ? text : r->fail_text, msg);
+               code, text, msg);
     }
     /* Drain the source too: each message is reported. */
     while (!b->src_done && !b->canceling) {
@@ -1395,12 +1586,12 @@ static void maybe_open(smtpc_bulk *b)
     if (!b->resolved) return;
     unsigned limit = b->k * 2 + 4;
     while (b->nconns < b->k && (work_left(b) || (b->hold_idle && !b->canceling))) {
-        if (b->consec_fail >= limit) {
+        if (b->consec_fail >= limit || b->unproven_fail >= limit) {
             give_up(b);
             return;
         }
         /* Only one connection while the server is failing to answer. */
-        if (b->consec_fail && b->nconns > 0) return;
+        if ((b->consec_fail || b->unproven_fail) && b->nconns > 0) return;
         if (open_conn(b)) {
             give_up(b);
             return;
@@ -1645,6 +1836,8 @@ static void resolved_now(smtpc_bulk *b)
     if (b->resolve_rc) {
         smtpc__strlcpy(b->last_conn_msg, b->resolve_err.text, sizeof b->last_conn_msg);
         b->last_conn_err = b->resolve_rc;
+        b->last_conn_code = 0;
+        b->last_conn_text[0] = 0;
         give_up(b);
         return;
     }
@@ -1943,6 +2136,7 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     reap(b);
     while ((r = b->free_recs)) {
         b->free_recs = r->next;
+        free(r->rcodes);
         free(r);
     }
     smtpc__theap_free(&b->heap);

@@ -16,8 +16,8 @@
  *                  N-byte pieces (session: smtpc_session_send; bulk: the
  *                  message's read/rewind) instead of from memory
  *   --size         session: SIZE=<body length> on MAIL when the server
- *                  offers SIZE (what smtpc_client does); the bulk API has no
- *                  such setting
+ *                  offers SIZE (what smtpc_client does); bulk always does
+ *                  that for a body in memory (not with --piece)
  *
  * Output, one item per line:
  *   status sent|failed|unknown|canceled
@@ -27,7 +27,8 @@
  *                          not decided by a reply (network, timeout, protocol
  *                          error: the session's "last reply" is then stale)
  *   accepted N             recipients the server accepted
- *   rcpt I ERRNAME CODE    per recipient (session only)
+ *   rcpt I ERRNAME CODE    per recipient (bulk: the name from the code's
+ *                          class, as the session derives its status)
  *   rcpt_codes 0|1         whether per-recipient results are available
  *   conns N                connections opened
  *   attempts N             bulk: connections the message was tried on
@@ -240,6 +241,15 @@ static void bulk_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_resu
     r->accepted = res->rcpts_accepted;
     r->attempts = res->attempts;
     smtpc__strlcpy(r->errmsg, res->errmsg ? res->errmsg : "", sizeof r->errmsg);
+    for (size_t i = 0; i < res->nrcpts; i++) {
+        int code = res->rcpt_codes[i], cls = code / 100;
+        int st = code == 0 ? SMTPC_EUNKNOWN
+                 : cls == 2 ? SMTPC_OK
+                 : cls == 4 ? SMTPC_ETEMPFAIL
+                 : cls == 5 ? SMTPC_EPERMFAIL
+                            : SMTPC_EPROTO;
+        printf("rcpt %zu %s %d\n", i, smtpc_err_name(st), code);
+    }
 }
 
 static void run_bulk(const opts *o, report *r)
@@ -260,7 +270,7 @@ static void run_bulk(const opts *o, report *r)
     smtpc_bulk_stats st;
     smtpc_bulk_get_stats(b, &st);
     r->conns = (unsigned)st.connections_opened;
-    printf("rcpt_codes 0\n");
+    printf("rcpt_codes 1\n");
     printf("run %s\n", smtpc_err_name(rc));
     if (x.results != 1) printf("results %d\n", x.results);
     smtpc_bulk_free(b);

@@ -1,5 +1,5 @@
 """smtpc_bulk (the non-blocking multi-connection driver) against real servers
-and a fault-injecting pipelining server of this file's own.
+and a fault-injecting pipelining server (servers/fault.py).
 
 Every message carries "Message-ID: <IDX.bulk@test>" so a server-side count
 shows each delivered exactly once: 20,000 small messages over 8
@@ -18,6 +18,7 @@ import pytest
 
 from conftest import driver
 from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
+from servers.fault import FaultServer
 from servers.postfix import postfix, postfix_server, smtp_sink, start_smtp_sink  # noqa: F401
 from servers.scripted import scripted  # noqa: F401
 from servers.stunnel import stunnel_in_front_of  # noqa: F401
@@ -218,101 +219,13 @@ def test_bulk_421_mid_run_retries(scripted):
     assert "retried=1" in done, done
 
 
-# ---- a fault-injecting pipelining server: drops and 421s, counts IDs ----------
-
-class FaultServer:
-    """PIPELINING server; every `drop_every`-th message: close right after the
-    final dot without replying (client must say UNKNOWN); every `t421_every`-th
-    MAIL: 421 and close (client must retry elsewhere); every `drop_data_every`
-    -th message: close in the middle of the body (retry)."""
-
-    def __init__(self, drop_every=500, t421_every=337, drop_data_every=701):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
-        self.delivered = collections.Counter()
-        self.dropped_after_dot = []
-        self.dropped_in_data = []
-        self.lock = threading.Lock()
-        self.nmsg = self.nmail = 0
-        self.drop_every, self.t421_every, self.drop_data_every = drop_every, t421_every, drop_data_every
-        self.stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        f = c.makefile("rb")
-        try:
-            c.sendall(b"220 fault\r\n")
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                u = line.upper()
-                if u.startswith(b"EHLO"):
-                    c.sendall(b"250-fault\r\n250 PIPELINING\r\n")
-                elif u.startswith(b"MAIL"):
-                    with self.lock:
-                        self.nmail += 1
-                        k = self.nmail
-                    if k % self.t421_every == 0:
-                        c.sendall(b"421 4.3.2 try again\r\n")
-                        return
-                    c.sendall(b"250 ok\r\n")
-                elif u.startswith(b"RCPT") or u.startswith(b"RSET"):
-                    c.sendall(b"250 ok\r\n")
-                elif u.startswith(b"DATA"):
-                    c.sendall(b"354 go\r\n")
-                    with self.lock:
-                        self.nmsg += 1
-                        k = self.nmsg
-                    body = []
-                    while True:
-                        l2 = f.readline()
-                        if not l2:
-                            return
-                        if l2 == b".\r\n":
-                            break
-                        body.append(l2)
-                        if k % self.drop_data_every == 0 and len(body) == 5:
-                            with self.lock:
-                                self.dropped_in_data.append(int(MID.search(b"".join(body)).group(1)))
-                            return
-                    m = MID.search(b"".join(body))
-                    with self.lock:
-                        self.delivered[int(m.group(1))] += 1
-                    if k % self.drop_every == 0:
-                        with self.lock:
-                            self.dropped_after_dot.append(int(m.group(1)))
-                        return
-                    c.sendall(b"250 queued\r\n")
-                elif u.startswith(b"QUIT"):
-                    c.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    c.sendall(b"500 what\r\n")
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop = True
-        self.sock.close()
-
+# ---- the fault-injecting pipelining server (servers/fault.py) ---------------
+# every 500th body: no reply after the dot (UNKNOWN); every 337th MAIL: 421
+# and close (retried); every 701st body: closed after 5 lines (retried)
 
 @pytest.mark.usefixtures("loop")
 def test_bulk_drops_and_421_exactly_once():
-    srv = FaultServer()
+    srv = FaultServer(drop_every=500, t421_every=337, drop_data_every=701, drop_data_lines=5)
     try:
         n = 2000
         res, done = run("127.0.0.1", srv.port, n, 8, "--attempts", 5)

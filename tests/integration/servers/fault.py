@@ -24,12 +24,13 @@ class FaultServer:
     """PIPELINING server. Every `drop_every`-th body: close right after the
     final dot without replying (the client must say unknown and never send
     it again); every `t421_every`-th MAIL: 421 and close; every
-    `drop_data_every`-th body: close in the middle of it; messages in
+    `drop_data_every`-th body: close in the middle of it (after
+    `drop_data_lines` lines, which must include the Message-ID); messages in
     `reject`: 554 after the dot; in `tempfail_once`: 451 after the dot the
     first time. `dot_delay`: seconds before answering a dot."""
 
     def __init__(self, drop_every=0, t421_every=0, drop_data_every=0, reject=(), tempfail_once=(),
-                 dot_delay=0.0, rcpt_tempfail=None):
+                 dot_delay=0.0, rcpt_tempfail=None, drop_data_lines=3):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -41,6 +42,7 @@ class FaultServer:
         self.lock = threading.Lock()
         self.nmsg = self.nmail = 0
         self.drop_every, self.t421_every, self.drop_data_every = drop_every, t421_every, drop_data_every
+        self.drop_data_lines = drop_data_lines
         self.reject, self.tempfail_once, self.dot_delay = set(reject), set(tempfail_once), dot_delay
         self.rcpt_tempfail = dict(rcpt_tempfail or {})  # address -> how many 451s to give first
         self.deliveries = []  # (idx, [recipients]) per accepted message
@@ -110,7 +112,7 @@ class FaultServer:
                         if l2 == b".\r\n":
                             break
                         body.append(l2)
-                        if self._every(self.drop_data_every, k) and len(body) == 3:
+                        if self._every(self.drop_data_every, k) and len(body) == self.drop_data_lines:
                             with self.lock:
                                 self.dropped_in_data.append(int(MID.search(b"".join(body)).group(1)))
                             return
