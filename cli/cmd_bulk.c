@@ -258,6 +258,36 @@ static void ctx_free(bulk_ctx *x)
     free(x->msg);
 }
 
+static void bulk_usage(FILE *f)
+{
+    fputs("usage: smtpc bulk --server HOST[:PORT] --dir DIR [options]\n"
+          "       smtpc send --server HOST[:PORT] --from A --to B [--message FILE] --count N --connections K [options]\n"
+          "Sends every .eml of DIR (envelope from X-Sender/X-Receiver lines or the headers),\n"
+          "or one message N times, over K connections with pipelining (smtpc_bulk).\n\n"
+          "  --connections K         connections at once (1-10000; default 1)\n"
+          "  --count N               how many copies (send only; default 1)\n"
+          "  --max-per-connection N  messages per connection before a new one (default: no limit)\n"
+          "  --rate R                at most R messages per second over all connections\n"
+          "  --tls none|implicit|starttls  --ca-file FILE  --insecure\n"
+          "  --user NAME  --password-env VAR|--password-file FILE|--password-cmd CMD\n"
+          "  --oauth-token-cmd CMD  --auth MECH,...  --allow-plaintext-auth\n"
+          "  --proxy URL             socks5://, socks5h://, socks4://, socks4a://, http://, https://\n"
+          "  --subject TEXT  --quiet (no progress line)\n"
+          "See smtpc(1), BULK SENDING.\n",
+          f);
+}
+
+/* A whole decimal number in [lo, hi] for option a, or 64 (usage) with a message. */
+static int bulk_num(const char *prog, const char *a, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    if (smtpc__parse_u64(v, strlen(v), out) || *out < lo || *out > hi) {
+        fprintf(stderr, "%s: %s wants a whole number from %llu to %llu, not '%s'\n", prog, a,
+                (unsigned long long)lo, (unsigned long long)hi, v);
+        return 64;
+    }
+    return 0;
+}
+
 int cmd_bulk(const char *prog, int argc, char **argv)
 {
     bulk_ctx x;
@@ -271,6 +301,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     memset(&sc, 0, sizeof sc);
     sc.prog = prog;
     x.count = 1;
+    uint64_t u = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -279,12 +310,39 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         else if (!strcmp(a, "--dir")) { VAL(); dir = v; }
         else if (!strcmp(a, "--message")) { VAL(); message = v; }
         else if (!strcmp(a, "--from")) { VAL(); x.from = v; }
-        else if (!strcmp(a, "--to")) { VAL(); if (x.nto < 64) x.to[x.nto++] = v; }
+        else if (!strcmp(a, "--to")) {
+            VAL();
+            if (x.nto >= 64) {
+                fprintf(stderr, "%s: at most 64 --to\n", prog);
+                return 64;
+            }
+            x.to[x.nto++] = v;
+        }
         else if (!strcmp(a, "--subject")) { VAL(); subject = v; }
-        else if (!strcmp(a, "--count")) { VAL(); x.count = strtoul(v, NULL, 10); }
-        else if (!strcmp(a, "--connections")) { VAL(); k = (unsigned)strtoul(v, NULL, 10); }
-        else if (!strcmp(a, "--max-per-connection")) { VAL(); maxper = (unsigned)strtoul(v, NULL, 10); }
-        else if (!strcmp(a, "--rate")) { VAL(); rate = strtod(v, NULL); }
+        else if (!strcmp(a, "--count")) {
+            VAL();
+            if (bulk_num(prog, a, v, 1, SIZE_MAX / 2, &u)) return 64;
+            x.count = (size_t)u;
+        } else if (!strcmp(a, "--connections")) {
+            VAL();
+            if (bulk_num(prog, a, v, 1, 10000, &u)) return 64;
+            k = (unsigned)u;
+        } else if (!strcmp(a, "--max-per-connection")) {
+            VAL();
+            if (bulk_num(prog, a, v, 1, UINT32_MAX, &u)) return 64;
+            maxper = (unsigned)u;
+        } else if (!strcmp(a, "--rate")) {
+            VAL();
+            char *end = NULL;
+            rate = strtod(v, &end);
+            if (!end || *end || !(rate > 0) || rate > 1e9) {
+                fprintf(stderr, "%s: --rate wants messages per second above 0, not '%s'\n", prog, v);
+                return 64;
+            }
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            bulk_usage(stdout);
+            return 0;
+        }
         else if (!strcmp(a, "--tls")) { VAL(); tls = v; }
         else if (!strcmp(a, "--ca-file")) { VAL(); ca = v; }
         else if (!strcmp(a, "--insecure")) insecure = true;
@@ -300,9 +358,8 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         else { fprintf(stderr, "%s: unknown option %s\n", prog, a); return 64; }
 #undef VAL
     }
-    if (!server || k == 0 || (!dir && (!x.from || !x.nto))) {
-        fprintf(stderr, "usage: smtpc bulk --server HOST[:PORT] --dir DIR [--connections K]\n"
-                        "       smtpc send --server HOST[:PORT] --from A --to B [--message FILE] --count N --connections K\n");
+    if (!server || (!dir && (!x.from || !x.nto))) {
+        bulk_usage(stderr);
         return 64;
     }
     char host[256];
@@ -341,7 +398,12 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     smtpc_bulk *b;
     int rc = smtpc_bulk_new(&b, host, (uint16_t)port);
     if (rc) return 64;
-    smtpc_bulk_set_connections(b, k);
+    if (smtpc_bulk_set_connections(b, k) != 0) {
+        fprintf(stderr, "%s: --connections %u: %s\n", prog, k, smtpc_bulk_errmsg(b));
+        smtpc_bulk_free(b);
+        ctx_free(&x);
+        return 64;
+    }
     smtpc_bulk_set_source(b, next_cb, &x);
     smtpc_bulk_set_result_cb(b, result_cb, &x);
     if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
