@@ -14,6 +14,7 @@ TLS connections stunnel accepted (handshakes), then ratios.
 Clients:
   smtpc-1        smtpc's bench driver, one connection, pipelining (build/bench_smtpc)
   smtpc-client-1 the same through the client API (smtpc_client_send_mem, one pooled connection)
+  smtpc-batch-1  the client API's smtpc_client_send_batch (pipelined across messages, one pooled connection)
   bulk-1, bulk-8 smtpc_bulk (build/bench_bulk), 1 or 8 connections, pipelining
                  across messages (one round trip per message)
   smtp-source-1, -8, -16   Postfix's smtp-source -s 1/8/16 -d (no TLS)
@@ -51,9 +52,9 @@ for t in ts: t.start()
 for t in ts: t.join()
 '''
 
-ALL = ["smtpc-1", "smtpc-client-1", "bulk-1", "bulk-8", "smtp-source-1", "smtp-source-8", "smtp-source-16",
+ALL = ["smtpc-1", "smtpc-client-1", "smtpc-batch-1", "bulk-1", "bulk-8", "smtp-source-1", "smtp-source-8", "smtp-source-16",
        "smtplib-1", "smtplib-8", "nodemailer-1", "nodemailer-8"]
-MINE = ("smtpc-1", "smtpc-client-1", "bulk-1", "bulk-8")
+MINE = ("smtpc-1", "smtpc-client-1", "smtpc-batch-1", "bulk-1", "bulk-8")
 
 
 def client_cmd(name, port, n, size, ca=None):
@@ -63,6 +64,8 @@ def client_cmd(name, port, n, size, ca=None):
         return [str(BUILD / "bench_smtpc"), *tls, "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtpc-client-1":
         return [str(BUILD / "bench_smtpc"), "--client", *tls, "--n", str(n), "--size", str(size), host, str(port)]
+    if name == "smtpc-batch-1":
+        return [str(BUILD / "bench_smtpc"), "--batch", *tls, "--n", str(n), "--size", str(size), host, str(port)]
     if name.startswith("bulk-"):
         return [str(BUILD / "bench_bulk"), *tls, "--n", str(n), "--size", str(size), "--conns",
                 name.split("-")[1], host, str(port)]
@@ -146,6 +149,7 @@ def main():
     target("smtplib-8 client CPU per message / bulk-8's", "smtplib-8", "bulk-8", 1, "no target")
     target("bulk-1 msg/s / smtp-source-1's", "bulk-1", "smtp-source-1", 0, "target >= 2.5")
     target("smtpc-client-1 msg/s / smtp-source-1's", "smtpc-client-1", "smtp-source-1", 0, "target >= 2")
+    target("smtpc-batch-1 msg/s / smtp-source-1's", "smtpc-batch-1", "smtp-source-1", 0, "no target")
     print("\nRatios (mine vs peer: msg/s ratio; peer's CPU per message / mine):")
     for mine in MINE:
         if mine not in med:

@@ -4,12 +4,17 @@
  *       over K connections; exit 1 unless every message is SENT. --tls:
  *       implicit TLS, verified against FILE with --ca (else not verified).
  *       Prints "CONNS opened" on stderr at the end.
- *   bench_bulk --idle K HOST PORT
- *       opens K connections, waits until all are idle after EHLO, prints
- *       "IDLE K rss_before_kib rss_after_kib per_conn_bytes", then QUITs. */
+ *   bench_bulk --idle K [--tls] HOST PORT
+ *       opens K connections (--tls: implicit TLS, e.g. to stunnel in front
+ *       of idle_peer.py), waits until all are idle after EHLO, prints
+ *       "IDLE K rss_before_kib rss_after_kib per_conn_bytes", then the same
+ *       after malloc_trim(0) as "TRIMMED ..." (what is still in use: memory
+ *       freed after the handshakes stays resident until malloc reuses or
+ *       trims it), then QUITs. */
 #include <smtpc/smtpc.h>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +185,10 @@ int main(int argc, char **argv)
         }
         long after = rss_kib();
         printf("IDLE %zu %ld %ld %.0f\n", idle, before, after, (double)(after - before) * 1024.0 / (double)idle);
+        malloc_trim(0);
+        long trimmed = rss_kib();
+        printf("TRIMMED %zu %ld %ld %.0f\n", idle, before, trimmed,
+               (double)(trimmed - before) * 1024.0 / (double)idle);
         fflush(stdout);
         smtpc_bulk_cancel(b);
         while (!smtpc_bulk_done(b)) loop_once(b);

@@ -1,10 +1,12 @@
 /* Benchmark driver: N messages of SIZE bytes over ONE session (pipelined
  * MAIL/RCPT/DATA when the server offers PIPELINING). Used by bench/bench.py.
- *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] [--client] [--tls] [--ca FILE] HOST PORT
+ *   bench_smtpc [--n N] [--size BYTES] [--rcpts K] [--client|--batch] [--tls] [--ca FILE] HOST PORT
  * --client: through the client API (smtpc_client_send_mem on its pooled
  * connection, one connection for all messages) instead of the session.
  * --tls: implicit TLS (SMTPS), verified against --ca FILE; without --ca
- * the certificate is not verified. */
+ * the certificate is not verified.
+ * --batch: through smtpc_client_send_batch (1,000 messages per call,
+ * pipelined across messages) on the same pooled connection. */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -24,6 +26,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--client")) { use_client = 1; continue; }
         if (!strcmp(argv[i], "--tls")) { tls = 1; continue; }
         if (!strcmp(argv[i], "--ca") && i + 1 < argc) { ca = argv[++i]; continue; }
+        if (!strcmp(argv[i], "--batch")) { use_client = 2; continue; }
         if (!strcmp(argv[i], "--n")) slot = &n;
         else if (!strcmp(argv[i], "--size")) slot = &size;
         else if (!strcmp(argv[i], "--rcpts")) slot = &nrcpt;
@@ -70,13 +73,20 @@ int main(int argc, char **argv)
         smtpc_client *c;
         if (smtpc_client_new(&c)) return 70;
         smtpc_client_set_host(c, host, (uint16_t)portnum);
-        smtpc_client_set_security(c, tls ? SMTPC_TLS_MODE_IMPLICIT : SMTPC_TLS_MODE_NONE);
-        if (tls && ca) smtpc_client_set_tls_ca_file(c, ca);
-        if (tls && !ca) smtpc_client_set_tls_verify(c, false);
+        smtpc_client_set_tls_mode(c, tls ? SMTPC_TLS_MODE_IMPLICIT : SMTPC_TLS_MODE_NONE);
+        if (tls && ca) smtpc_client_set_ca_file(c, ca);
+        if (tls && !ca) smtpc_client_set_insecure(c, true);
         smtpc_client_set_ehlo_name(c, "bench.example.org");
         smtpc_pool_set_max_messages(smtpc_client_pool(c), 0); /* one connection for all */
         int rc = 0;
-        for (uint64_t i = 0; !rc && i < n; i++)
+        if (use_client == 2) {
+            smtpc_batch_item items[1000];
+            for (size_t k = 0; k < 1000; k++)
+                items[k] = (smtpc_batch_item){NULL, env.from, rcpts, env.nrcpts, msg, len};
+            for (uint64_t i = 0; !rc && i < n; i += 1000)
+                rc = smtpc_client_send_batch(c, items, n - i < 1000 ? (size_t)(n - i) : 1000, NULL, NULL);
+        }
+        for (uint64_t i = 0; use_client == 1 && !rc && i < n; i++)
             rc = smtpc_client_send_mem(c, env.from, rcpts, env.nrcpts, msg, len, NULL);
         if (rc) fprintf(stderr, "bench_smtpc --client: %s: %s\n", smtpc_err_name(rc), smtpc_client_errmsg(c));
         uint64_t opened = smtpc_pool_connections_opened(smtpc_client_pool(c));

@@ -37,6 +37,7 @@ const cli_opt_def cli_opt_table[] = {
     {"--message", O_MESSAGE, OK_VALUE, S, NULL, "FILE", "send FILE (a complete message) as is (- = stdin)"},
     {"--dump", O_DUMP, OK_FLAG, S, NULL, NULL, "print the message instead of sending it"},
     {"--count", O_COUNT, OK_VALUE, S, NULL, "N", "send the message N times"},
+    {"--connections", O_CONNECTIONS, OK_VALUE, Q, NULL, "K", "queue flush: send over K connections at once (default 1)"},
     /* envelope extensions */
     {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
     {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},
@@ -55,6 +56,7 @@ const cli_opt_def cli_opt_table[] = {
     {"--pin", O_PIN, OK_VALUE, S | P | Q, "pin", "SHA256", "pin the server's public key"},
     {"--cert", O_CERT, OK_VALUE, S | P | Q, "cert", "FILE", "client certificate"},
     {"--key", O_KEY, OK_VALUE, S | P | Q, "key", "FILE", "client certificate's key"},
+    {"--tls-server-name", O_TLS_SERVER_NAME, OK_VALUE, S | P | Q, "tls-server-name", "NAME", "name the server's certificate must match (default: the server's host)"},
     {"--insecure", O_INSECURE, OK_FLAG, S | P | Q, "insecure", NULL, "do not verify the server's certificate"},
     {"--tls-min", O_TLS_MIN, OK_VALUE, S | P | Q, "tls-min", "VER", "lowest TLS version (1.2)"},
     {"--tls-max", O_TLS_MAX, OK_VALUE, S | P | Q, "tls-max", "VER", "highest TLS version"},

@@ -5,7 +5,10 @@
  *   smtpc send --server HOST[:PORT] --from A --to B [--to C] [--message FILE]
  *              --count N --connections K ...
  * Options: --tls implicit|starttls, --insecure, --ca-file F, --rate MSG/S,
- * --max-per-connection N, --quiet. Envelope for --dir: IIS-style leading
+ * --max-per-connection N, --quiet; AUTH: --user NAME with --password-env VAR,
+ * --password-file F or --password-cmd CMD (as smtpc send; never a password
+ * on the command line), --oauth-token-cmd CMD, --auth MECHS,
+ * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http, https). Envelope for --dir: IIS-style leading
  * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
  * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
  * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */
@@ -248,6 +251,43 @@ static int list_dir(bulk_ctx *x, const char *dir)
     return 0;
 }
 
+static void ctx_free(bulk_ctx *x)
+{
+    for (size_t i = x->next; i < x->nfiles; i++) free(x->files[i]);
+    free(x->files);
+    free(x->msg);
+}
+
+static void bulk_usage(FILE *f)
+{
+    fputs("usage: smtpc bulk --server HOST[:PORT] --dir DIR [options]\n"
+          "       smtpc send --server HOST[:PORT] --from A --to B [--message FILE] --count N --connections K [options]\n"
+          "Sends every .eml of DIR (envelope from X-Sender/X-Receiver lines or the headers),\n"
+          "or one message N times, over K connections with pipelining (smtpc_bulk).\n\n"
+          "  --connections K         connections at once (1-10000; default 1)\n"
+          "  --count N               how many copies (send only; default 1)\n"
+          "  --max-per-connection N  messages per connection before a new one (default: no limit)\n"
+          "  --rate R                at most R messages per second over all connections\n"
+          "  --tls none|implicit|starttls  --ca-file FILE  --insecure\n"
+          "  --user NAME  --password-env VAR|--password-file FILE|--password-cmd CMD\n"
+          "  --oauth-token-cmd CMD  --auth MECH,...  --allow-plaintext-auth\n"
+          "  --proxy URL             socks5://, socks5h://, socks4://, socks4a://, http://, https://\n"
+          "  --subject TEXT  --quiet (no progress line)\n"
+          "See smtpc(1), BULK SENDING.\n",
+          f);
+}
+
+/* A whole decimal number in [lo, hi] for option a, or 64 (usage) with a message. */
+static int bulk_num(const char *prog, const char *a, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    if (smtpc__parse_u64(v, strlen(v), out) || *out < lo || *out > hi) {
+        fprintf(stderr, "%s: %s wants a whole number from %llu to %llu, not '%s'\n", prog, a,
+                (unsigned long long)lo, (unsigned long long)hi, v);
+        return 64;
+    }
+    return 0;
+}
+
 int cmd_bulk(const char *prog, int argc, char **argv)
 {
     bulk_ctx x;
@@ -255,8 +295,13 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     const char *server = NULL, *dir = NULL, *message = NULL, *tls = NULL, *ca = NULL, *subject = "smtpc";
     unsigned k = 1, maxper = 0;
     double rate = 0;
-    bool insecure = false;
+    bool insecure = false, plain_auth = false;
+    const char *user = NULL, *mechs = NULL, *proxy = NULL;
+    cli_ctx sc; /* only the secret sources, for cli_secret() */
+    memset(&sc, 0, sizeof sc);
+    sc.prog = prog;
     x.count = 1;
+    uint64_t u = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -265,22 +310,56 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         else if (!strcmp(a, "--dir")) { VAL(); dir = v; }
         else if (!strcmp(a, "--message")) { VAL(); message = v; }
         else if (!strcmp(a, "--from")) { VAL(); x.from = v; }
-        else if (!strcmp(a, "--to")) { VAL(); if (x.nto < 64) x.to[x.nto++] = v; }
+        else if (!strcmp(a, "--to")) {
+            VAL();
+            if (x.nto >= 64) {
+                fprintf(stderr, "%s: at most 64 --to\n", prog);
+                return 64;
+            }
+            x.to[x.nto++] = v;
+        }
         else if (!strcmp(a, "--subject")) { VAL(); subject = v; }
-        else if (!strcmp(a, "--count")) { VAL(); x.count = strtoul(v, NULL, 10); }
-        else if (!strcmp(a, "--connections")) { VAL(); k = (unsigned)strtoul(v, NULL, 10); }
-        else if (!strcmp(a, "--max-per-connection")) { VAL(); maxper = (unsigned)strtoul(v, NULL, 10); }
-        else if (!strcmp(a, "--rate")) { VAL(); rate = strtod(v, NULL); }
+        else if (!strcmp(a, "--count")) {
+            VAL();
+            if (bulk_num(prog, a, v, 1, SIZE_MAX / 2, &u)) return 64;
+            x.count = (size_t)u;
+        } else if (!strcmp(a, "--connections")) {
+            VAL();
+            if (bulk_num(prog, a, v, 1, 10000, &u)) return 64;
+            k = (unsigned)u;
+        } else if (!strcmp(a, "--max-per-connection")) {
+            VAL();
+            if (bulk_num(prog, a, v, 1, UINT32_MAX, &u)) return 64;
+            maxper = (unsigned)u;
+        } else if (!strcmp(a, "--rate")) {
+            VAL();
+            char *end = NULL;
+            rate = strtod(v, &end);
+            if (!end || *end || !(rate > 0) || rate > 1e9) {
+                fprintf(stderr, "%s: --rate wants messages per second above 0, not '%s'\n", prog, v);
+                return 64;
+            }
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            bulk_usage(stdout);
+            return 0;
+        }
         else if (!strcmp(a, "--tls")) { VAL(); tls = v; }
         else if (!strcmp(a, "--ca-file")) { VAL(); ca = v; }
         else if (!strcmp(a, "--insecure")) insecure = true;
         else if (!strcmp(a, "--quiet")) x.quiet = true;
+        else if (!strcmp(a, "--user")) { VAL(); user = v; }
+        else if (!strcmp(a, "--password-env")) { VAL(); sc.o.val[O_PASSWORD_ENV] = v; }
+        else if (!strcmp(a, "--password-file")) { VAL(); sc.o.val[O_PASSWORD_FILE] = v; }
+        else if (!strcmp(a, "--password-cmd")) { VAL(); sc.o.val[O_PASSWORD_CMD] = v; }
+        else if (!strcmp(a, "--oauth-token-cmd")) { VAL(); sc.o.val[O_OAUTH_TOKEN_CMD] = v; }
+        else if (!strcmp(a, "--auth")) { VAL(); mechs = v; }
+        else if (!strcmp(a, "--allow-plaintext-auth")) plain_auth = true;
+        else if (!strcmp(a, "--proxy")) { VAL(); proxy = v; }
         else { fprintf(stderr, "%s: unknown option %s\n", prog, a); return 64; }
 #undef VAL
     }
-    if (!server || k == 0 || (!dir && (!x.from || !x.nto))) {
-        fprintf(stderr, "usage: smtpc bulk --server HOST[:PORT] --dir DIR [--connections K]\n"
-                        "       smtpc send --server HOST[:PORT] --from A --to B [--message FILE] --count N --connections K\n");
+    if (!server || (!dir && (!x.from || !x.nto))) {
+        bulk_usage(stderr);
         return 64;
     }
     char host[256];
@@ -319,7 +398,12 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     smtpc_bulk *b;
     int rc = smtpc_bulk_new(&b, host, (uint16_t)port);
     if (rc) return 64;
-    smtpc_bulk_set_connections(b, k);
+    if (smtpc_bulk_set_connections(b, k) != 0) {
+        fprintf(stderr, "%s: --connections %u: %s\n", prog, k, smtpc_bulk_errmsg(b));
+        smtpc_bulk_free(b);
+        ctx_free(&x);
+        return 64;
+    }
     smtpc_bulk_set_source(b, next_cb, &x);
     smtpc_bulk_set_result_cb(b, result_cb, &x);
     if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
@@ -333,6 +417,50 @@ int cmd_bulk(const char *prog, int argc, char **argv)
             return 64;
         }
     }
+    if (proxy) {
+        smtpc_proxy *px = NULL;
+        char why[256];
+        rc = smtpc_proxy_parse_url(&px, proxy, why, sizeof why);
+        if (!rc) {
+            rc = smtpc_bulk_set_proxy(b, px);
+            if (rc) snprintf(why, sizeof why, "%s", smtpc_bulk_errmsg(b));
+            smtpc_proxy_free(px);
+        }
+        if (rc) {
+            fprintf(stderr, "%s: --proxy: %s\n", prog, why);
+            smtpc_bulk_free(b);
+            ctx_free(&x);
+            return 64;
+        }
+    }
+    if (user || mechs || plain_auth) {
+        char *pw = NULL, *tok = NULL;
+        const char *src = NULL;
+        char err[300];
+        int r1 = cli_secret(&sc, false, &pw, &src, err, sizeof err);
+        int r2 = r1 == 0 || r1 == SMTPC_ENOTFOUND ? cli_secret(&sc, true, &tok, &src, err, sizeof err) : r1;
+        int r3 = 0;
+        if ((r1 && r1 != SMTPC_ENOTFOUND) || (r2 && r2 != SMTPC_ENOTFOUND)) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            r3 = 78; /* EX_CONFIG */
+        } else if (!user || (!pw && !tok)) {
+            fprintf(stderr, "%s: AUTH needs --user and a --password-env/-file/-cmd or --oauth-token-cmd\n",
+                    prog);
+            r3 = 64;
+        } else if (smtpc_bulk_set_credentials(b, user, pw) || (tok && smtpc_bulk_set_oauth_token(b, tok)) ||
+                   (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) ||
+                   smtpc_bulk_set_allow_plaintext_auth(b, plain_auth)) {
+            fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
+            r3 = 64;
+        }
+        smtpc__free_secret(pw);
+        smtpc__free_secret(tok);
+        if (r3) {
+            smtpc_bulk_free(b);
+            ctx_free(&x);
+            return r3;
+        }
+    }
     x.progress = !x.quiet && isatty(2);
     x.t0 = now_s();
     rc = smtpc_bulk_run(b);
@@ -341,9 +469,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     if (x.progress) print_progress(&x, true);
     if (!x.quiet)
         fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);
-    for (size_t i = x.next; i < x.nfiles; i++) free(x.files[i]);
-    free(x.files);
-    free(x.msg);
+    ctx_free(&x);
     return x.failed || rc ? 75 : 0;
 }
 

@@ -171,6 +171,7 @@ static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smt
     const char *v;
     if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_session_set_ca_file(s, v);
     if (!rc && (v = cli_get(c, O_CA_PATH))) rc = smtpc_session_set_ca_path(s, v);
+    if (!rc && (v = cli_get(c, O_TLS_SERVER_NAME))) rc = smtpc_session_set_tls_server_name(s, v);
     if (!rc && (v = cli_get(c, O_CERT))) rc = smtpc_session_set_client_cert(s, v, cli_get(c, O_KEY));
     if (!rc && !cli_get(c, O_CERT) && cli_get(c, O_KEY))
         return cli_result_fail(r, SMTPC_ECONFIG, "--key without --cert");

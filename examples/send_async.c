@@ -55,7 +55,7 @@ int main(int argc, char **argv)
         return 71;
     }
     smtpc_client_set_host(c, argv[1], (uint16_t)strtoul(argv[2], NULL, 10));
-    smtpc_client_set_security(c, SMTPC_TLS_MODE_NONE);
+    smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
 
     struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
     int rc = smtpc_client_send_async(c, m, on_sent, &w);

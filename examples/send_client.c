@@ -48,7 +48,7 @@ int main(int argc, char **argv)
         return 71;
     int rc = smtpc_client_set_host(c, argv[1], (uint16_t)strtoul(argv[2], NULL, 10));
     if (!rc)
-        rc = smtpc_client_set_security(c, SMTPC_TLS_MODE_NONE); /* a local test server */
+        rc = smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE); /* a local test server */
     smtpc_retry_policy rp = {.attempts = 2, .initial_delay_ms = 500, .backoff_factor = 2.0,
                              .max_delay_ms = 5000};
     if (!rc)

@@ -5,8 +5,9 @@
  * of message k+1 go in one write: one round trip per message).
  *
  * Two ways to run it (like libcurl multi / hiredis async):
- *  1. smtpc_bulk_run(): a built-in loop on epoll (poll() fallback) until
- *     every message is reported;
+ *  1. smtpc_bulk_run(): a built-in loop on epoll (poll() where epoll is
+ *     not available, or when asked: smtpc_bulk_set_loop()) until every
+ *     message is reported;
  *  2. the application's own loop: smtpc_bulk_set_socket_cb() says which fds
  *     to watch for what, smtpc_bulk_set_timer_cb() when the next timeout is;
  *     the loop calls smtpc_bulk_socket_action() when an fd is ready and
@@ -27,6 +28,7 @@
 
 #include <smtpc/common.h>
 #include <smtpc/errors.h>
+#include <smtpc/proxy.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,7 +45,11 @@ typedef struct smtpc_bulk smtpc_bulk;
  * callback returns. The body is either data/len (memory) or read (a pull
  * callback, e.g. smtpc_message_writer_read) with rewind, called before a
  * retry (rewind NULL: a message with a read body is not retried). The body
- * is CRLF-normalised and dot-stuffed on the way. */
+ * is CRLF-normalised and dot-stuffed on the way. When the server offers
+ * SIZE (RFC 1870) and the body is in memory, MAIL declares SIZE=len, and a
+ * message over the server's limit fails with SMTPC_ELIMIT before anything
+ * of it is sent (not retried); a pulled body's length is not known, so it
+ * goes without SIZE=. */
 typedef struct smtpc_bulk_msg {
     const char *from;               /* reverse-path without <>; "" = null sender */
     const char *const *rcpts;       /* forward-paths without <> */
@@ -65,12 +71,21 @@ typedef enum smtpc_bulk_status {
 
 typedef struct smtpc_bulk_result {
     smtpc_bulk_status status;
-    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal) */
-    int reply_code;          /* the deciding reply (final 250, or the refusal), 0 if none */
+    int error;               /* 0 or SMTPC_E* (ETEMPFAIL/EPERMFAIL for a refusal, a 421
+                                included; EPROTO for a positive reply of the wrong kind) */
+    int reply_code;          /* the deciding reply (final 250, or the refusal: also a
+                                refused greeting or EHLO, or a 421, that ended the last
+                                connection when the run gives up), 0 if none */
     const char *reply_text;  /* its last line; "" if none; borrowed */
     const char *errmsg;      /* detail; borrowed */
     size_t rcpts_accepted;   /* recipients the server accepted */
     unsigned attempts;       /* connections it was tried on */
+    /* Per recipient (the last attempt): rcpt_codes[i] is the reply code
+     * to RCPT TO of m->rcpts[i] (2xx accepted, 4xx/5xx refused, 0 not
+     * answered); nrcpts is m->nrcpts, or 0 and rcpt_codes NULL when no
+     * envelope was sent. Borrowed for the callback only. */
+    const int *rcpt_codes;
+    size_t nrcpts;
 } smtpc_bulk_result;
 
 /* Next message: fill *m and return 1; 0 = no more (for now); <0 = error
@@ -108,11 +123,59 @@ SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name);
 enum { SMTPC_BULK_TLS_NONE = 0, SMTPC_BULK_TLS_IMPLICIT = 1, SMTPC_BULK_TLS_STARTTLS = 2 };
 SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
                                  const char *ca_file, bool insecure);
+/* AUTH (RFC 4954), as smtpc_session does it: each connection authenticates
+ * after EHLO (after STARTTLS and the second EHLO with _STARTTLS) with the
+ * strongest mechanism the server offers and the caller allows (PLAIN LOGIN
+ * CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 with a user and password, XOAUTH2
+ * OAUTHBEARER with a token). Credentials are never sent over a connection
+ * without TLS unless smtpc_bulk_set_allow_plaintext_auth(b, true). When AUTH
+ * cannot succeed (the server refuses it with 5xx, no mechanism in common,
+ * a connection without TLS) the run gives up: every message not yet sent is
+ * reported FAILED with SMTPC_EAUTH, the refusal in reply_code/reply_text
+ * (0/"" when nothing was sent), and the run ends. A 4xx to AUTH is a
+ * connection failure (tried again on another connection, then given up as
+ * when the server cannot be reached). Before start. The strings are copied;
+ * CR or LF in them: SMTPC_EINVAL. user NULL clears; the password and
+ * token are wiped from memory when replaced or freed.
+ * Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password);
+/* OAuth 2.0 access token for XOAUTH2 / OAUTHBEARER (the account name from
+ * smtpc_bulk_set_credentials(b, user, NULL)); NULL clears. */
+SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token);
+/* Mechanisms allowed, e.g. "SCRAM-SHA-256,PLAIN" (comma or space separated);
+ * NULL = every mechanism the credentials allow. SMTPC_EINVAL on an unknown
+ * name (errmsg says which). */
+SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list);
+/* Allows credentials over a connection without TLS (default: never). */
+SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow);
+/* Every connection through this proxy (copied, credentials wiped on free;
+ * NULL = direct): SOCKS4, SOCKS4a, SOCKS5, SOCKS5h (with username/password)
+ * or HTTP CONNECT (with Basic auth), also inside TLS to the proxy
+ * (https://, verified against the proxy's name with the system trust store,
+ * as smtpc_session does). The non-blocking handshake runs on each
+ * connection, within the connect timeout, before the greeting (or the
+ * implicit TLS handshake, which goes end to end to the server). SOCKS4 and
+ * SOCKS5 targets are resolved here (in the resolver thread), SOCKS4a/5h and
+ * HTTP send the name. A proxy that refuses or fails is a connection failure
+ * (SMTPC_EPROXY, or SMTPC_ETLS for TLS to the proxy, in the results once
+ * the run gives up). Before start. Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy);
 /* Keep k connections open and idle after the greeting/EHLO even with no
  * message to send (for measuring per-connection cost). Default off. */
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);
 
 /* ---- built-in loop ---- */
+/* Which system call smtpc_bulk_run() waits with: _AUTO (the default) uses
+ * epoll and falls back to poll() when epoll_create1() fails (e.g. ENOSYS
+ * under a sandbox or an emulator); _EPOLL only epoll (run fails with
+ * SMTPC_EUNSUPPORTED without it); _POLL only poll() (O(connections) per
+ * wake-up: fine for tens or hundreds of connections). Before start.
+ * Errors: SMTPC_EINVAL. */
+enum { SMTPC_BULK_LOOP_AUTO = 0, SMTPC_BULK_LOOP_EPOLL = 1, SMTPC_BULK_LOOP_POLL = 2 };
+SMTPC_API int smtpc_bulk_set_loop(smtpc_bulk *b, int loop);
+/* The loop the last smtpc_bulk_run() used (SMTPC_BULK_LOOP_EPOLL or _POLL;
+ * 0 before any run). */
+SMTPC_API int smtpc_bulk_loop_used(const smtpc_bulk *b);
 /* Runs until every message is reported (or canceled). 0, or SMTPC_ECANCELED
  * if canceled, or an error that stopped the run (overall timeout:
  * SMTPC_ETIMEDOUT; the results tell each message's fate). */

@@ -96,6 +96,10 @@ SMTPC_API int64_t smtpc_result_transfer_us(const smtpc_result *r);
 /* Attempts made under the retry policy (1 = no retry), and whether the
  * successful (last) attempt used a re-used pooled connection. */
 SMTPC_API unsigned smtpc_result_attempts(const smtpc_result *r);
+/* The transactions recipient i was offered in: 1 without retries; each
+ * retry of a recipient that got 4xx counts (0 when no transaction
+ * started, e.g. the connection failed). */
+SMTPC_API unsigned smtpc_result_rcpt_attempts(const smtpc_result *r, size_t i);
 SMTPC_API bool smtpc_result_reused_connection(const smtpc_result *r);
 
 /* Extracts a queue id from a reply text into out (NUL-terminated, truncated);
@@ -107,8 +111,10 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
  * ====================================================================== */
 
 /* A pool of open connections keyed by endpoint and identity (host, port,
- * security mode, TLS settings, proxy, credentials, bind address, EHLO
- * name): a connection is only re-used for a send with the same key.
+ * TLS mode and every TLS setting, proxy, the user name, authzid and a
+ * salted SHA-256 of the password as they are at the send, also when a
+ * callback gives them, bind address and port, address family, EHLO name):
+ * a connection is only re-used for a send with the same key.
  * Thread-safe. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_pool_new(smtpc_pool **out);
 /* Sends QUIT on every idle connection and closes it, then frees the pool.
@@ -141,7 +147,13 @@ typedef enum smtpc_delivery {
 
 /* Retries of transient failures (4xx, network, timeout) that happened
  * before the final dot. 5xx and SMTPC_EUNKNOWN are never retried. The
- * delay before retry k (1-based) is min(initial * factor^(k-1), max). */
+ * delay before retry k (1-based) is min(initial * factor^(k-1), max).
+ * Per recipient: when the message was delivered to some recipients and
+ * others got 4xx to RCPT, a retry is a new transaction with only those
+ * (never the ones that got 2xx, never the ones that got 5xx); the send's
+ * status stays 0 and each recipient's final outcome is in the result. A
+ * body from a read callback without a way to read it again cannot be
+ * retried: the 4xx is then the final outcome. */
 typedef struct smtpc_retry_policy {
     unsigned attempts;        /* total attempts, 1 = no retry (default) */
     int64_t initial_delay_ms; /* default 1000 */
@@ -149,13 +161,26 @@ typedef struct smtpc_retry_policy {
     int64_t max_delay_ms;     /* default 60000 */
 } smtpc_retry_policy;
 
-/* Asked for the password when a send needs to authenticate; writes at most
- * len-1 bytes and a NUL into buf and returns 0, or a negative SMTPC_E*.
- * Called on the sending thread. */
+/* Asked for the password of user; writes at most len-1 bytes and a NUL
+ * into buf and returns 0, or a negative SMTPC_E* (the send fails with it,
+ * nothing sent). Called on the sending thread once per send (network
+ * delivery), before a pooled connection is chosen: the pool key holds a
+ * salted SHA-256 of the password (never the password), so a connection
+ * authenticated with another password is not re-used. */
 typedef int (*smtpc_credential_cb)(void *userdata, const char *user, char *buf, size_t len);
+/* Asked for the whole identity: writes the user name (at most user_len-1
+ * bytes and a NUL; "" = no AUTH) and its secret (at most secret_len-1
+ * bytes and a NUL); returns 0 or a negative SMTPC_E* (the send fails with
+ * it, nothing sent). Called like smtpc_credential_cb: once per send,
+ * before a pooled connection is chosen; the pool key holds the user name
+ * and a salted SHA-256 of the secret, so a connection is re-used only for
+ * the same identity. */
+typedef int (*smtpc_identity_cb)(void *userdata, char *user, size_t user_len, char *secret,
+                                 size_t secret_len);
 
-/* Creates a client: no server, security SMTPC_TLS_MODE_DEFAULT (see smtpc_client_set_security), delivery NETWORK, a private
- * pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
+/* Creates a client: no server, TLS mode SMTPC_TLS_MODE_DEFAULT (see
+ * smtpc_client_set_tls_mode), certificates verified, delivery NETWORK, a
+ * private pool of one connection, no retries. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_client_new(smtpc_client **out);
 /* Waits for an async send to finish (cancel it first to hurry it), QUITs the
  * private pool's connection and frees everything (secrets wiped). Must not
@@ -164,47 +189,102 @@ SMTPC_API void smtpc_client_free(smtpc_client *c);
 /* The detail of the last failure on the client (a setter, or the last send). */
 SMTPC_API const char *smtpc_client_errmsg(const smtpc_client *c);
 
-/* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values,
- * SMTPC_EBUSY while a send is in progress. ---- */
+/* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values (the
+ * session's namesake refuses the same values: CR, LF, NUL or other control
+ * characters in strings, negative timeouts, unknown modes), SMTPC_ENOMEM,
+ * SMTPC_EBUSY while a send is in progress. They apply to the connections
+ * the client opens from then on (smtpc_session(3) for the details of each);
+ * those marked "key" are part of the pool key, so a pooled connection is
+ * never re-used for a send whose setting differs. ---- */
 /* port 0: 465 with SMTPC_TLS_MODE_IMPLICIT, 587 with STARTTLS (required),
- * else 25. */
+ * else 25. Key. */
 SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t port);
 /* The session's TLS modes (smtpc/session.h): default SMTPC_TLS_MODE_DEFAULT
  * (by port: 465 implicit, 25 without credentials opportunistic STARTTLS,
- * anything else STARTTLS required). */
-SMTPC_API int smtpc_client_set_security(smtpc_client *c, smtpc_tls_mode mode);
-/* user NULL clears. The password is wiped on free. */
+ * anything else STARTTLS required). Key. */
+SMTPC_API int smtpc_client_set_tls_mode(smtpc_client *c, smtpc_tls_mode mode);
+/* user NULL clears (a password without a user: SMTPC_EINVAL, as the
+ * session). The password is wiped on free. Key (the user name and a salted
+ * SHA-256 of the password). */
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password);
-/* Credentials over an unencrypted connection (default: refused). */
+/* Authorization identity (act as; smtpc_session_set_authzid), NULL = none. Key. */
+SMTPC_API int smtpc_client_set_authzid(smtpc_client *c, const char *authzid);
+/* Credentials over an unencrypted connection (default: refused). Key. */
 SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow);
 SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user,
                                              smtpc_credential_cb cb, void *userdata);
-/* Allowed SASL mechanisms, blank or comma separated ("SCRAM-SHA-256 PLAIN"); NULL = any. */
-SMTPC_API int smtpc_client_set_mechanisms(smtpc_client *c, const char *list);
-/* Timeouts in ms (0 = the session default). */
+/* cb NULL clears. Replaces the credentials set by the two setters above
+ * (and they replace it). user_len is 256, secret_len 1024. */
+SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata);
+/* Allowed SASL mechanisms, comma or blank separated ("SCRAM-SHA-256,PLAIN");
+ * NULL = any the credentials allow. SMTPC_EINVAL on an unknown name (as
+ * smtpc_session_set_auth_mechanisms). Key. */
+SMTPC_API int smtpc_client_set_auth_mechanisms(smtpc_client *c, const char *list);
+/* Timeouts in ms (0 = the session default). The greeting timeout defaults
+ * to the connect timeout when only that is set. */
 SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_greeting_timeout_ms(smtpc_client *c, int64_t ms);
 SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms);
 SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms);
-/* An overall deadline per attempt (0 = none). */
+/* Per-attempt timeout of SMTPC_TLS_MODE_AUTO (smtpc_session_set_auto_timeout_ms). */
+SMTPC_API int smtpc_client_set_auto_timeout_ms(smtpc_client *c, int64_t ms);
+/* Two overall bounds (0 = none; both may be set, the earlier wins):
+ * timeout: each attempt of a send (connecting or re-using a pooled
+ *   connection, the transaction) must end within ms, counted from the
+ *   attempt's start, also on a re-used connection;
+ * deadline: the session's deadline (smtpc_session_set_deadline_ms) for
+ *   each connection, counted from its connect: nothing is done on a
+ *   connection older than ms; a pooled connection past it is closed and a
+ *   new one opened instead of re-using it. */
 SMTPC_API int smtpc_client_set_timeout_ms(smtpc_client *c, int64_t ms);
+SMTPC_API int smtpc_client_set_deadline_ms(smtpc_client *c, int64_t ms);
+/* EHLO name (NULL = the session's default). Key. */
 SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name);
-SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr);
-/* Proxy URL (smtpc/proxy.h syntax; NULL clears). Validated and stored; a
- * send through a proxy fails with SMTPC_EUNSUPPORTED until the session
- * drives proxies (it does not yet). */
-SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const char *url);
-/* TLS: verify the server certificate (default true; false is
- * smtpc_session_set_insecure), a CA file (NULL = system store), the minimum
- * version (smtpc_tls_version, 0 = default). Part of the pool key. */
-SMTPC_API int smtpc_client_set_tls_verify(smtpc_client *c, bool verify);
-SMTPC_API int smtpc_client_set_tls_ca_file(smtpc_client *c, const char *path);
-SMTPC_API int smtpc_client_set_tls_min_version(smtpc_client *c, int version);
+/* Local address and port (0 = any) to connect from; NULL addr with port 0
+ * clears (smtpc_session_set_bind). Key. */
+SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr, uint16_t port);
+/* Which addresses of the server are tried (smtpc_session_set_family). Key. */
+SMTPC_API int smtpc_client_set_family(smtpc_client *c, smtpc_family family);
+/* Connect through a proxy (smtpc/proxy.h): p is copied (NULL = directly);
+ * or from a URL (NULL or "" = directly; SMTPC_EINVAL for a malformed URL,
+ * the reason without credentials in smtpc_client_errmsg). Key: the
+ * redacted URL and a salted SHA-256 of the proxy password. */
+SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const smtpc_proxy *p);
+SMTPC_API int smtpc_client_set_proxy_url(smtpc_client *c, const char *url);
+/* TLS, as the session's namesakes; all part of the key. Certificates are
+ * verified by default (system store); insecure true turns that off (pins
+ * are still checked). CA file / CA directory (NULL = unset); the name the
+ * certificate must match and SNI (NULL = the host); public-key pins
+ * ("sha256//BASE64", one per call; NULL clears them); a client certificate
+ * and key (key NULL = in the cert file; cert NULL clears); TLS versions
+ * (smtpc_tls_version, 0 = default; strict: fail rather than use the
+ * nearest version). */
+SMTPC_API int smtpc_client_set_insecure(smtpc_client *c, bool insecure);
+SMTPC_API int smtpc_client_set_ca_file(smtpc_client *c, const char *path);
+SMTPC_API int smtpc_client_set_ca_path(smtpc_client *c, const char *dir);
+SMTPC_API int smtpc_client_set_tls_server_name(smtpc_client *c, const char *name);
+SMTPC_API int smtpc_client_add_pin(smtpc_client *c, const char *pin);
+SMTPC_API int smtpc_client_set_client_cert(smtpc_client *c, const char *cert_file,
+                                           const char *key_file);
+SMTPC_API int smtpc_client_set_tls_versions(smtpc_client *c, int min_version, int max_version,
+                                            bool strict);
 /* Delivery method; dir is the pickup or outbox directory (ignored for NETWORK). */
 SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, const char *dir);
 /* Partial recipients: false (default) sends to the accepted recipients and
  * reports the refused ones; true fails the whole send (RSET) when any
  * recipient is refused. */
 SMTPC_API int smtpc_client_set_strict_recipients(smtpc_client *c, bool strict);
+/* What a send does with DSN parameters (smtpc_send_params) when the
+ * server does not offer DSN (RFC 3461). */
+typedef enum smtpc_dsn_policy {
+    SMTPC_DSN_IGNORE = 0, /* send without them (default) */
+    SMTPC_DSN_REQUIRE = 1 /* fail with SMTPC_EUNSUPPORTED before MAIL: nothing sent */
+} smtpc_dsn_policy;
+SMTPC_API int smtpc_client_set_dsn_policy(smtpc_client *c, smtpc_dsn_policy policy);
+/* BDAT (CHUNKING, RFC 3030) instead of DATA when the server offers
+ * CHUNKING; DATA when it does not. Default false, the session's default
+ * (smtpc_envelope.use_bdat). */
+SMTPC_API int smtpc_client_set_use_bdat(smtpc_client *c, bool use);
 /* Copies *policy (NULL = no retries). SMTPC_EINVAL for attempts 0, a factor
  * below 1 or negative delays. */
 SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *policy);
@@ -216,8 +296,9 @@ SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c);
 
 /* Takes every setting the account defines: server, port, tls (the
  * session's mode names), user, password / password-env, auth,
- * allow-plaintext-auth, timeout, connect-timeout, ehlo-name, bind, proxy,
- * insecure, ca-file, tls-min, and
+ * allow-plaintext-auth, timeout, connect-timeout, greeting-timeout,
+ * ehlo-name, bind, proxy, insecure, ca-file, ca-path, tls-server-name, pin,
+ * cert, key, tls-min, tls-max, and
  * delivery: pickup-dir / outbox. account NULL = the configuration's default
  * account. Settings the account does not define keep their value.
  * Errors: SMTPC_ENOTFOUND (no such account), SMTPC_ECONFIG (a value the
@@ -244,6 +325,69 @@ SMTPC_API int smtpc_client_send_mem(smtpc_client *c, const char *from, const cha
                                     size_t nrcpts, const void *data, size_t len,
                                     smtpc_result **result);
 
+/* Per-send parameters: DSN (RFC 3461). Passed on MAIL and RCPT when the
+ * server offers DSN; otherwise per smtpc_client_set_dsn_policy (default:
+ * left out). Pickup and outbox delivery do not keep them. Strings and the
+ * array are borrowed for the send (for send_async: until the callback). */
+typedef struct smtpc_send_params {
+    const char *dsn_ret;          /* RET: "FULL" or "HDRS"; NULL = omit */
+    const char *dsn_envid;        /* ENVID (printable ASCII, <= 100); NULL = omit */
+    const char *dsn_notify;       /* NOTIFY for every recipient without its own:
+                                     "NEVER" or a list of SUCCESS,FAILURE,DELAY; NULL = omit */
+    const smtpc_rcpt_opts *rcpt;  /* NULL, or one entry per envelope recipient in
+                                     envelope order (smtpc_message_rcpt for a message):
+                                     its dsn_notify (NULL = dsn_notify) and dsn_orcpt */
+    size_t nrcpt;                 /* entries in rcpt: the recipient count */
+} smtpc_send_params;
+
+/* smtpc_client_send, smtpc_client_send_mem, smtpc_client_send_envelope and
+ * smtpc_client_send_async with parameters (NULL = none). Also SMTPC_EINVAL
+ * (nothing sent) for a RET other than FULL/HDRS, a malformed NOTIFY, or
+ * rcpt with nrcpt not the recipient count; SMTPC_EUNSUPPORTED under
+ * SMTPC_DSN_REQUIRE when the server does not offer DSN. */
+SMTPC_API int smtpc_client_send_with(smtpc_client *c, smtpc_message *m,
+                                     const smtpc_send_params *params, smtpc_result **result);
+SMTPC_API int smtpc_client_send_mem_with(smtpc_client *c, const char *from,
+                                         const char *const *rcpts, size_t nrcpts,
+                                         const void *data, size_t len,
+                                         const smtpc_send_params *params, smtpc_result **result);
+SMTPC_API int smtpc_client_send_envelope_with(smtpc_client *c, const char *from,
+                                              const char *const *rcpts, size_t nrcpts,
+                                              smtpc_read_cb cb, void *userdata,
+                                              const smtpc_send_params *params,
+                                              smtpc_result **result);
+
+/* ---- batches ---- */
+
+/* One message of a batch: a message (envelope from its headers), or a raw
+ * message in memory with its envelope. Borrowed until send_batch returns. */
+typedef struct smtpc_batch_item {
+    smtpc_message *message;
+    const char *from;
+    const char *const *rcpts;
+    size_t nrcpts;
+    const void *data;
+    size_t len;
+} smtpc_batch_item;
+/* Exactly once per item (index into the array), with its status and result
+ * (borrowed for the call), on the calling thread; usually in order, but a
+ * message that is retried (temporary failure, lost connection before its
+ * end of data) is reported after the ones that followed it. */
+typedef void (*smtpc_batch_cb)(void *userdata, size_t index, int status, const smtpc_result *result);
+/* Sends n messages over one pooled connection with PIPELINING across
+ * messages: each message's MAIL, RCPT and DATA go in the same write as the
+ * previous one's final dot (RFC 2920), one round trip per message instead
+ * of two. Same outcomes as n calls of smtpc_client_send: per-recipient
+ * results, the retry policy for temporary failures, a fresh connection for
+ * a message the connection lost before its end of data, SMTPC_EUNKNOWN for
+ * one lost after it (never sent twice), the pool's per-connection message
+ * limit. Cancel with smtpc_client_cancel_async: what is not yet sent is
+ * reported SMTPC_ECANCELED. Returns 0 when every message was accepted, the
+ * status of the first that was not, or SMTPC_EBUSY / SMTPC_EINVAL before
+ * anything (no callback then). */
+SMTPC_API int smtpc_client_send_batch(smtpc_client *c, const smtpc_batch_item *items, size_t n,
+                                      smtpc_batch_cb cb, void *userdata);
+
 /* Called exactly once per accepted send_async: status 0, an error, or
  * SMTPC_ECANCELED. result is borrowed for the call. The client is idle
  * again when the callback runs: it may start the next send_async. */
@@ -254,6 +398,9 @@ typedef void (*smtpc_send_cb)(void *userdata, int status, const smtpc_result *re
  * until the callback. */
 SMTPC_API int smtpc_client_send_async(smtpc_client *c, smtpc_message *m, smtpc_send_cb cb,
                                       void *userdata);
+SMTPC_API int smtpc_client_send_async_with(smtpc_client *c, smtpc_message *m,
+                                           const smtpc_send_params *params, smtpc_send_cb cb,
+                                           void *userdata);
 /* Cancels the send in progress (async or a sync send on another thread):
  * it ends within ~100 ms with SMTPC_ECANCELED (or its outcome if already
  * decided; SMTPC_EUNKNOWN when the final dot was already sent and the

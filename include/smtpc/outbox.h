@@ -25,7 +25,9 @@
  * the original is removed.
  *
  * One flush at a time per directory (an flock on DIR/lock; a second
- * concurrent flush returns SMTPC_EBUSY). Adding is always allowed. */
+ * concurrent flush returns SMTPC_EBUSY); inside it,
+ * smtpc_outbox_flush_parallel sends over several connections at once.
+ * Adding is always allowed. */
 #ifndef SMTPC_OUTBOX_H
 #define SMTPC_OUTBOX_H
 
@@ -78,10 +80,34 @@ typedef struct smtpc_outbox_stats {
  * when another flush holds the lock, SMTPC_EIO, or SMTPC_ECANCELED. */
 SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *client, smtpc_outbox_stats *st);
 
-/* Called by smtpc_outbox_flush before each queued entry is handled (done =
- * entries handled so far, total = entries found) and once at the end (done
- * == total unless the flush stopped early); st holds the outcomes so far.
- * Runs on the flushing thread; must not call back into the outbox. */
+/* The most clients smtpc_outbox_flush_parallel takes. */
+#define SMTPC_OUTBOX_MAX_CONNECTIONS 256
+
+/* smtpc_outbox_flush over n connections at once: one thread per client
+ * (the calling thread runs the first), each taking the next due entry in
+ * turn, so no entry is sent twice; every outcome is recorded as by
+ * smtpc_outbox_flush (removed after the server's acceptance, 4xx and
+ * SMTPC_EUNKNOWN deferred with backoff, 5xx to failed/). Give the clients
+ * the same settings; to bound the connections by one limit, give them one
+ * smtpc_pool (smtpc_client_set_pool) with smtpc_pool_set_max_per_endpoint(n)
+ * (with their private pools: one connection each). Each client is used by
+ * one thread only, and all are busy during the flush (SMTPC_EBUSY if one
+ * already is, or appears twice). A canceled client (smtpc_client_cancel_async)
+ * stops the flush: the others finish the message they are sending, then the
+ * flush returns SMTPC_ECANCELED. Another flush of the directory (thread or
+ * process) returns SMTPC_EBUSY while this one runs. Errors: as
+ * smtpc_outbox_flush; SMTPC_EINVAL for n 0 or above
+ * SMTPC_OUTBOX_MAX_CONNECTIONS or a NULL client. */
+SMTPC_API int smtpc_outbox_flush_parallel(smtpc_outbox *ob, smtpc_client *const *clients, size_t n,
+                                          smtpc_outbox_stats *st);
+
+/* Called by a flush before each queued entry is handled (done = entries
+ * handled so far, total = entries found) and once at the end (done ==
+ * total unless the flush stopped early); st holds the outcomes so far.
+ * Calls never overlap (with smtpc_outbox_flush_parallel they come from its
+ * worker threads, one at a time, while the others wait to take their next
+ * entry: keep it short); done never decreases. Must not call back into the
+ * outbox. */
 typedef void (*smtpc_outbox_progress_cb)(void *userdata, size_t done, size_t total,
                                          const smtpc_outbox_stats *st);
 /* Sets (or with cb NULL, removes) the flush progress callback. */

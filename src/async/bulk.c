@@ -5,9 +5,11 @@
  * costs two round trips per message. RFC 2920 lets the body+dot of message
  * k and MAIL/RCPT/DATA of message k+1 go in one group (DATA ends a group),
  * which is one round trip per message. This driver therefore does its own
- * minimal sequencing (greeting, EHLO, STARTTLS, MAIL/RCPT/DATA, RSET, QUIT)
- * with the engine's body encoder (smtpc__dotstuff), reply parser and EHLO
- * capability parser; the blocking session (src/client/session.c) is untouched.
+ * minimal sequencing ([proxy handshake], greeting, EHLO, STARTTLS, AUTH,
+ * MAIL/RCPT/DATA, RSET, QUIT) with the engine's body encoder
+ * (smtpc__dotstuff), reply parser, EHLO capability parser and SASL
+ * contexts, and the transport's proxy and TLS layers; the blocking session
+ * (src/client/session.c) is untouched.
  *
  * Each connection is a state machine driven by fd readiness; one timer per
  * connection in a heap (lazily re-armed), so timeouts never mean polling
@@ -20,6 +22,8 @@
 #include "async/timer.h"
 #include "engine/engine.h"
 #include "engine/reply.h"
+#include "engine/sasl.h"
+#include "net/proxy.h"
 #include "net/tcp_async.h"
 #include "net/tls.h"
 #include "net/transport.h"
@@ -47,8 +51,10 @@
 #define BODY_CHUNK (64u << 10)
 #define RBUF_SIZE (64u << 10)
 
-enum phase { P_CONNECTING, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_READY, P_QUIT };
-enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
+/* Every phase before P_READY is "connecting" (a failure there counts
+ * against the server, not against a message). */
+enum phase { P_CONNECTING, P_PROXY, P_TLS, P_GREETING, P_EHLO, P_STARTTLS, P_AUTH, P_READY, P_QUIT };
+enum kind { K_GREETING, K_EHLO, K_HELO, K_STARTTLS, K_AUTH, K_MAIL, K_RCPT, K_DATA, K_DOT, K_RSET, K_QUIT };
 enum stage { S_ENVELOPE, S_BODY, S_DOT_SENT };
 
 typedef struct mrec {
@@ -63,7 +69,12 @@ typedef struct mrec {
     size_t body_off;
     smtpc__dotstuff ds;
     int fail_code; /* the first refusal */
+    uint8_t fail_kind; /* what it answered (K_*) */
+    size_t nrcodes;    /* rcodes entries valid for this attempt (0: no envelope sent) */
     char fail_text[160];
+    /* kept when the record is reset or recycled (after fail_text): */
+    int *rcodes;       /* each RCPT's reply code, 0 = not answered */
+    size_t rcodes_cap;
 } mrec;
 
 typedef struct exp_ent {
@@ -84,6 +95,11 @@ typedef struct conn {
     uint8_t wr_want;     /* write blocked on this (0 = not blocked) */
     uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
+    bool size_offered;   /* EHLO said SIZE (RFC 1870) */
+    uint64_t size_max;   /* its limit, 0 = none given */
+    bool retire;         /* no more messages here: QUIT once nothing is in flight */
+    bool proven;         /* the server answered a transaction command here */
+    int kill_code;       /* the reply that ends the connection (421), else 0 */
     unsigned nmsgs;      /* messages started here */
     mrec *body;          /* message whose body is being written */
     mrec *inflight[2];   /* at most: one with the dot sent + one in its envelope */
@@ -91,6 +107,9 @@ typedef struct conn {
     size_t exp_head, exp_len, exp_cap;
     smtpc__buf out;
     smtpc__reply_parser *rp;
+    smtpc__sasl *sasl;            /* during AUTH only */
+    smtpc__sasl_mask auth_offered; /* from the last EHLO */
+    int auth_fail_rc;             /* a step failed: its code, once the server answers the cancel */
     char rtext[160];     /* the last reply's last line (for reports) */
     struct conn *next_dead;
 } conn;
@@ -113,6 +132,21 @@ struct smtpc_bulk {
     char *tls_name, *tls_ca;
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
+
+    /* proxy: connections go to its address; the target is b->host */
+    smtpc_proxy *proxy;
+    smtpc__tls_ctx *proxy_tls; /* https://: TLS to the proxy, system trust store */
+    struct sockaddr_storage ptarget; /* SOCKS4/5: the target, resolved here */
+    bool ptarget_set;
+
+    /* AUTH: secrets wiped on replace and free */
+    char *auth_user, *auth_pass, *auth_token;
+    smtpc__sasl_mask auth_list;
+    bool auth_list_set, allow_plain_auth;
+    bool auth_failed;  /* refused for good: every message fails with it */
+    int auth_code;     /* the refusal reply */
+    char auth_text[160];
+    const smtpc__reply *cur_reply; /* the reply being handled (for SASL challenges) */
 
     smtpc_bulk_socket_cb sock_cb;
     void *sock_ud;
@@ -142,9 +176,12 @@ struct smtpc_bulk {
     bool src_done, started, stopping, canceling;
     atomic_bool cancel_req;
     int stop_rc;
-    unsigned consec_fail;
+    unsigned consec_fail;   /* connections that failed before P_READY, in a row */
+    unsigned unproven_fail; /* ... that failed after P_READY before any transaction reply */
     int last_conn_err;
     char last_conn_msg[256];
+    int last_conn_code;       /* the reply that ended it (greeting/EHLO refusal, 421), 0 if none */
+    char last_conn_text[160];
 
     int64_t now;
     uint8_t *rbuf;
@@ -153,8 +190,14 @@ struct smtpc_bulk {
     smtpc__errmsg err;
 
     /* built-in loop */
+    int loop_mode, loop_used; /* SMTPC_BULK_LOOP_* */
+    bool pl_oom;
     int epfd, cancel_fd;
-    struct pollfd *pfds; /* poll() fallback */
+    struct pollfd *pfds; /* poll() fallback: the watched fds */
+    size_t npfds, pfds_cap;
+    int *pidx; /* fd -> index in pfds, -1 = not watched */
+    size_t pidx_cap;
+    struct pollfd *pready; /* one iteration's ready fds (pfds may change while handling them) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -164,7 +207,7 @@ static void now_update(smtpc_bulk *b) { b->now = smtpc__now_ms(); }
 static int64_t phase_timeout(const conn *c)
 {
     const smtpc_bulk *b = c->b;
-    if (c->phase == P_CONNECTING || c->phase == P_TLS) return b->connect_ms;
+    if (c->phase == P_CONNECTING || c->phase == P_PROXY || c->phase == P_TLS) return b->connect_ms;
     if (c->exp_len) {
         switch (c->exp[c->exp_head].kind) {
         case K_GREETING: return b->greeting_ms;
@@ -202,6 +245,7 @@ static void update_io(conn *c)
     uint8_t w = 0;
     switch (c->phase) {
     case P_CONNECTING: w = SMTPC_POLL_OUT; break;
+    case P_PROXY:
     case P_TLS: w = c->hs_want == SMTPC__WANT_WRITE ? SMTPC_POLL_OUT : SMTPC_POLL_IN; break;
     default:
         w = SMTPC_POLL_IN;
@@ -217,10 +261,13 @@ static void update_io(conn *c)
 static mrec *rec_new(smtpc_bulk *b)
 {
     mrec *r = b->free_recs;
-    if (r)
+    if (r) {
         b->free_recs = r->next;
-    else if (!(r = malloc(sizeof *r)))
-        return NULL;
+    } else {
+        if (!(r = malloc(sizeof *r))) return NULL;
+        r->rcodes = NULL;
+        r->rcodes_cap = 0;
+    }
     memset(r, 0, offsetof(mrec, fail_text) + 1);
     return r;
 }
@@ -236,6 +283,8 @@ static void finish(smtpc_bulk *b, mrec *r, smtpc_bulk_status s, int err, int cod
     res.errmsg = msg ? msg : "";
     res.rcpts_accepted = r->rcpt_ok;
     res.attempts = r->attempts;
+    res.rcpt_codes = r->nrcodes ? r->rcodes : NULL;
+    res.nrcpts = r->nrcodes;
     switch (s) {
     case SMTPC_BULK_SENT: b->st.sent++; break;
     case SMTPC_BULK_FAILED: b->st.failed++; break;
@@ -370,16 +419,31 @@ static void conn_kill(conn *c, int err, const char *why)
     if (c->dead) return;
     smtpc_bulk *b = c->b;
     c->dead = true;
-    if (c->phase < P_READY) {
-        b->consec_fail++;
+    /* A connection that got past EHLO and died before the server answered
+     * any transaction command on it (a 421 or stray reply right behind the
+     * EHLO reply, a drop) says as much about the server as a refused
+     * greeting: it counts towards giving up too, or such a server would be
+     * reconnected to forever. */
+    bool unproven = c->phase >= P_READY && !c->proven && c->phase != P_QUIT && err != 0 &&
+                    err != SMTPC_ECANCELED;
+    if (c->phase < P_READY || unproven) {
+        if (unproven) b->unproven_fail++;
+        else b->consec_fail++;
         b->st.connections_failed++;
         b->last_conn_err = err;
         smtpc__strlcpy(b->last_conn_msg, why, sizeof b->last_conn_msg);
+        b->last_conn_code = c->kill_code;
+        smtpc__strlcpy(b->last_conn_text, c->kill_code ? c->rtext : "", sizeof b->last_conn_text);
     }
     for (int i = 0; i < 2; i++) {
         mrec *m = c->inflight[i];
         if (!m) continue;
         c->inflight[i] = NULL;
+        if (c->kill_code && m->stage != S_DOT_SENT) {
+            /* the server's 421 is what stopped it (reported if no retry is left) */
+            m->fail_code = c->kill_code;
+            smtpc__strlcpy(m->fail_text, c->rtext, sizeof m->fail_text);
+        }
         if (m->stage == S_DOT_SENT)
             finish(b, m, SMTPC_BULK_UNKNOWN, SMTPC_EUNKNOWN, 0, NULL, why);
         else
@@ -405,17 +469,20 @@ static void conn_kill(conn *c, int err, const char *why)
 
 static void conn_free(conn *c)
 {
+    if (c->sasl) smtpc__buf_free_secure(&c->out); /* may hold a credential line */
+    smtpc__sasl_free(c->sasl);                    /* wipes */
     smtpc__buf_free(&c->out);
     free(c->exp);
     smtpc__reply_parser_free(c->rp);
     free(c);
 }
 
-/* prefix [arg ">"] CRLF; paths were validated (no CR, LF, <, >). */
-static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+/* prefix [arg ">"] [suffix] CRLF; paths were validated (no CR, LF, <, >). */
+static int send_line_sfx(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg,
+                         const char *suffix)
 {
-    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
-    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0, sl = suffix ? strlen(suffix) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + sl + 3);
     if (rc) return rc;
     uint8_t *w = c->out.data + c->out.len;
     memcpy(w, prefix, pl);
@@ -425,10 +492,25 @@ static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const c
         w += al;
         if (prefix[pl - 1] == '<') *w++ = '>';
     }
+    if (sl) {
+        memcpy(w, suffix, sl);
+        w += sl;
+    }
     *w++ = '\r';
     *w++ = '\n';
     c->out.len = (size_t)(w - c->out.data);
     return exp_push(c, kind, m);
+}
+
+static int send_line(conn *c, uint8_t kind, mrec *m, const char *prefix, const char *arg)
+{
+    return send_line_sfx(c, kind, m, prefix, arg, NULL);
+}
+
+/* The body's length when it is known before sending (in memory). */
+static bool body_len_known(const mrec *m)
+{
+    return m->m.data || !m->m.read;
 }
 
 static bool valid_path(const char *s)
@@ -454,7 +536,12 @@ static int emit_envelope(conn *c, mrec *m)
             if (rc) return rc;
             if (!c->pipelining) return 0; /* MAIL after RSET's reply */
         }
-        rc = send_line(c, K_MAIL, m, "MAIL FROM:<", m->m.from);
+        /* SIZE= (RFC 1870) when the server offers it and the length is
+         * known: a server refuses an oversized message at MAIL */
+        char size[32] = "";
+        if (c->size_offered && body_len_known(m))
+            snprintf(size, sizeof size, " SIZE=%llu", (unsigned long long)m->m.len);
+        rc = send_line_sfx(c, K_MAIL, m, "MAIL FROM:<", m->m.from, size);
         m->next_cmd = 1;
         if (rc || !c->pipelining) return rc;
     }
@@ -537,6 +624,15 @@ static int fill_body(conn *c)
 }
 
 static void pump(conn *c);
+static int feed(conn *c, const uint8_t *p, size_t n);
+
+/* A write failed: whatever the server sent before it closed, read once. */
+static void late_read(conn *c)
+{
+    int want = 0;
+    ssize_t n = smtpc__transport_read(c->t, c->b->rbuf, RBUF_SIZE, &want);
+    if (n > 0) (void)feed(c, c->b->rbuf, (size_t)n);
+}
 
 static int flush_out(conn *c)
 {
@@ -571,7 +667,12 @@ static int flush_out(conn *c)
             return 0;
         }
         if (w < 0) {
-            conn_kill(c, (int)w, c->t->err.text[0] ? c->t->err.text : "write failed");
+            char why[SMTPC__ERRMSG_MAX];
+            smtpc__strlcpy(why, c->t->err.text[0] ? c->t->err.text : "write failed", sizeof why);
+            /* the server may have said why before it closed (552 in the
+             * middle of the body): read that reply first */
+            late_read(c);
+            if (!c->dead) conn_kill(c, (int)w, why);
             return (int)w;
         }
         smtpc__buf_consume(&c->out, (size_t)w);
@@ -598,7 +699,7 @@ static void pump(conn *c)
             return;
         }
         if (!c->pipelining && c->exp_len) return;
-        if (b->max_per_conn && c->nmsgs >= b->max_per_conn) {
+        if (c->retire || (b->max_per_conn && c->nmsgs >= b->max_per_conn)) {
             if (!c->exp_len) {
                 if (send_line(c, K_QUIT, NULL, "QUIT", NULL)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 c->phase = P_QUIT;
@@ -633,6 +734,26 @@ static void pump(conn *c)
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_EINVAL, 0, NULL, "invalid recipient");
             continue;
         }
+        if (c->size_offered && c->size_max && body_len_known(m) && m->m.len > c->size_max) {
+            /* the server would refuse it: nothing is sent, and no other
+             * connection to the same server would take it either */
+            char em[160];
+            snprintf(em, sizeof em, "message size %llu exceeds the server's limit %llu",
+                     (unsigned long long)m->m.len, (unsigned long long)c->size_max);
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_ELIMIT, 0, NULL, em);
+            continue;
+        }
+        if (m->rcodes_cap < m->m.nrcpts) {
+            int *nr = realloc(m->rcodes, m->m.nrcpts * sizeof *nr);
+            if (!nr) {
+                finish(b, m, SMTPC_BULK_FAILED, SMTPC_ENOMEM, 0, NULL, "out of memory");
+                continue;
+            }
+            m->rcodes = nr;
+            m->rcodes_cap = m->m.nrcpts;
+        }
+        memset(m->rcodes, 0, m->m.nrcpts * sizeof *m->rcodes);
+        m->nrcodes = m->m.nrcpts;
         m->stage = S_ENVELOPE;
         if (c->inflight[0])
             c->inflight[1] = m;
@@ -656,33 +777,239 @@ static void pump(conn *c)
     }
 }
 
-static void msg_done_reply(conn *c, mrec *m, int code)
+static const char *kind_name(uint8_t kind)
+{
+    switch (kind) {
+    case K_MAIL: return "MAIL";
+    case K_RCPT: return "RCPT";
+    case K_DATA: return "DATA";
+    case K_DOT: return "end of data";
+    default: return "reply";
+    }
+}
+
+/* Fails m with the reply that decided it: a refusal (4xx/5xx) is
+ * ETEMPFAIL/EPERMFAIL with its code; a positive reply of the wrong kind
+ * (354 to MAIL or to the final dot) is a protocol violation, EPROTO, with
+ * no deciding reply (as the session reports it), named in errmsg. */
+static void fail_with(smtpc_bulk *b, mrec *m, uint8_t kind, int code, const char *text)
+{
+    char em[300];
+    int cls = code / 100;
+    bool refusal = cls == 4 || cls == 5;
+    snprintf(em, sizeof em, "%s: server replied %d %s%s", kind_name(kind), code, text,
+             refusal ? "" : " (not a valid reply here)");
+    if (refusal)
+        finish(b, m, SMTPC_BULK_FAILED, cls == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code, text, em);
+    else
+        finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
+}
+
+/* m's transaction is over: code answered `kind`. */
+static void msg_done_reply(conn *c, mrec *m, uint8_t kind, int code)
 {
     smtpc_bulk *b = c->b;
+    b->unproven_fail = 0; /* the server is getting through messages */
     inflight_remove(c, m);
     if (code / 100 == 2 && m->rcpt_ok > 0 && !m->failed)
         finish(b, m, SMTPC_BULK_SENT, 0, code, c->rtext, NULL);
     else if (m->fail_code)
-        finish(b, m, SMTPC_BULK_FAILED, m->fail_code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL,
-               m->fail_code, m->fail_text, "refused");
+        fail_with(b, m, m->fail_kind, m->fail_code, m->fail_text);
     else
-        finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
-               c->rtext, "refused");
+        fail_with(b, m, kind, code, c->rtext);
 }
 
-static void note_fail(conn *c, mrec *m, int code)
+/* The first reply that keeps m from being delivered. */
+static void note_fail(conn *c, mrec *m, uint8_t kind, int code)
 {
     if (m->fail_code) return;
     m->fail_code = code;
+    m->fail_kind = kind;
     snprintf(m->fail_text, sizeof m->fail_text, "%s", c->rtext);
 }
 
 static void start_tls(conn *c);
+static void give_up(smtpc_bulk *b);
+
+static void conn_ready(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    c->phase = P_READY;
+    b->consec_fail = 0;
+    if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+}
+
+/* ---- AUTH (RFC 4954) with the engine's SASL contexts ---------------------
+ * Same policy as the blocking session: never credentials in the clear
+ * unless allowed; the strongest mechanism offered and allowed. A refusal
+ * (5xx), no common mechanism or a cleartext connection is the same on
+ * every connection: the run gives up and every message fails with it,
+ * instead of reconnecting and retrying forever. A 4xx is a connection
+ * failure like any other (counted towards giving up). */
+
+static bool have_creds(const smtpc_bulk *b)
+{
+    return (b->auth_user && b->auth_pass) || b->auth_token;
+}
+
+static void fill_creds(const smtpc_bulk *b, smtpc__sasl_creds *cr)
+{
+    memset(cr, 0, sizeof *cr);
+    cr->username = b->auth_user;
+    cr->password = b->auth_pass;
+    cr->oauth_token = b->auth_token;
+    cr->host = b->tls_name ? b->tls_name : b->host;
+    cr->port = b->port;
+}
+
+static smtpc__sasl_mask auth_allowed(const smtpc_bulk *b)
+{
+    smtpc__sasl_creds cr;
+    fill_creds(b, &cr);
+    /* the clear-text case is refused before this when not allowed */
+    smtpc__sasl_mask m = smtpc__sasl_default_allowed(&cr, true);
+    if (b->auth_list_set) m &= b->auth_list;
+    return m;
+}
+
+static void auth_fatal(conn *c, int rc, int code, const char *msg)
+{
+    smtpc_bulk *b = c->b;
+    if (!b->auth_failed) {
+        b->auth_failed = true;
+        b->auth_code = code;
+        smtpc__strlcpy(b->auth_text, code ? c->rtext : "", sizeof b->auth_text);
+    }
+    conn_kill(c, rc, msg); /* records it as the connection error */
+    give_up(b);
+}
+
+/* Appends "prefix[ arg]\r\n" and expects a reply to AUTH. */
+static int auth_line(conn *c, const char *prefix, const char *arg)
+{
+    size_t pl = strlen(prefix), al = arg ? strlen(arg) : 0;
+    int rc = smtpc__buf_reserve(&c->out, pl + al + 3);
+    if (rc) return rc;
+    uint8_t *w = c->out.data + c->out.len;
+    memcpy(w, prefix, pl);
+    w += pl;
+    if (arg && prefix[0]) *w++ = ' ';
+    if (arg) {
+        memcpy(w, arg, al);
+        w += al;
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    c->out.len = (size_t)(w - c->out.data);
+    return exp_push(c, K_AUTH, NULL);
+}
+
+static void start_auth(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    char why[400];
+    if (!c->tls_done && !b->allow_plain_auth) {
+        auth_fatal(c, SMTPC_EAUTH, 0,
+                   "AUTH: refusing to send credentials over an unencrypted connection "
+                   "(use TLS, or allow plaintext authentication explicitly)");
+        return;
+    }
+    smtpc__sasl_mask allowed = auth_allowed(b);
+    smtpc__sasl_mech m = smtpc__sasl_choose(c->auth_offered, allowed);
+    if (m == SMTPC__SASL_NONE) {
+        char o[128], a[128];
+        smtpc__sasl_mask_format(c->auth_offered, o, sizeof o);
+        smtpc__sasl_mask_format(allowed, a, sizeof a);
+        snprintf(why, sizeof why, "AUTH: no mechanism in common (server offers: %s; allowed: %s)",
+                 o[0] ? o : "none", a[0] ? a : "none");
+        auth_fatal(c, SMTPC_EAUTH, 0, why);
+        return;
+    }
+    smtpc__sasl_creds cr;
+    fill_creds(b, &cr);
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc = smtpc__sasl_new(&c->sasl, m, &cr, &em);
+    if (rc) {
+        auth_fatal(c, rc, 0, em.text);
+        return;
+    }
+    smtpc__sasl_line ir;
+    memset(&ir, 0, sizeof ir);
+    rc = smtpc__sasl_start(c->sasl, &ir);
+    if (rc) {
+        auth_fatal(c, rc, 0, smtpc__sasl_errmsg(c->sasl));
+        return;
+    }
+    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(c->sasl); /* SASL-IR within 512 octets */
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "AUTH %s", smtpc__sasl_mech_name(m));
+    if (auth_line(c, cmd, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL)) {
+        conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    c->phase = P_AUTH;
+}
+
+static void auth_done(conn *c)
+{
+    smtpc__sasl_free(c->sasl); /* wipes */
+    c->sasl = NULL;
+    /* every byte was answered, so written: wipe the lines that held secrets */
+    if (smtpc__buf_size(&c->out) == 0) smtpc__buf_free_secure(&c->out);
+}
+
+static void auth_reply(conn *c, int code)
+{
+    smtpc_bulk *b = c->b;
+    char why[400];
+    const char *name = smtpc__sasl_mech_name(smtpc__sasl_mech_of(c->sasl));
+    if (c->auth_fail_rc) {
+        /* the server's answer to our cancel ("*") or error acknowledgement */
+        snprintf(why, sizeof why, "AUTH %s: %s (cancelled; server replied %d)", name,
+                 smtpc__sasl_errmsg(c->sasl), code);
+        auth_done(c);
+        auth_fatal(c, c->auth_fail_rc, code, why);
+        return;
+    }
+    const smtpc__reply *r = b->cur_reply;
+    const char *text = r && r->nlines ? r->lines[r->nlines - 1] : "";
+    smtpc__sasl_line resp;
+    memset(&resp, 0, sizeof resp);
+    int rc = smtpc__sasl_reply(c->sasl, code, text, strlen(text), &resp);
+    if (rc == 1) {
+        auth_done(c);
+        conn_ready(c);
+        return;
+    }
+    if (rc == 0) {
+        if (!resp.b64) {
+            auth_done(c);
+            conn_kill(c, SMTPC_EPROTO, "AUTH: the exchange does not end");
+            return;
+        }
+        if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    snprintf(why, sizeof why, "AUTH %s: %s", name, smtpc__sasl_errmsg(c->sasl));
+    if (resp.b64) {
+        /* the server waits for an answer: "*" cancels (RFC 4954 4) */
+        c->auth_fail_rc = rc;
+        if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    auth_done(c);
+    if (code / 100 == 4)
+        conn_kill(c, SMTPC_ETEMPFAIL, why); /* transient: another connection may do better */
+    else
+        auth_fatal(c, rc, code, why);
+}
 
 static void send_ehlo(conn *c)
 {
     c->pipelining = false;
     c->starttls_offered = false;
+    c->size_offered = false;
     if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : "localhost"))
         conn_kill(c, SMTPC_ENOMEM, "out of memory");
     c->phase = P_EHLO;
@@ -692,9 +1019,30 @@ static void send_ehlo(conn *c)
 static void on_reply(conn *c, int code)
 {
     smtpc_bulk *b = c->b;
+    char why[220];
     if (!c->exp_len) {
         if (code == 421) {
-            conn_kill(c, SMTPC_ECLOSED, "server closing (421)");
+            /* a refusal of whatever comes next (ETEMPFAIL, as async.h says),
+             * tried again on another connection when attempts remain */
+            snprintf(why, sizeof why, "server replied 421 %s (connection closed)", c->rtext);
+            c->kill_code = 421;
+            conn_kill(c, SMTPC_ETEMPFAIL, why);
+            return;
+        }
+        if (c->body && (code / 100 == 4 || code / 100 == 5)) {
+            /* The server refused the message in the middle of its body
+             * (552 message too big) and will close: that is its verdict
+             * on the message, not a lost connection, so it is not tried
+             * again (the session reads this reply too: late_reply()). No
+             * end of data follows: the connection is dropped. */
+            mrec *m = c->body;
+            char em[260];
+            snprintf(em, sizeof em, "message body: server replied %d %s (connection closed)", code,
+                     c->rtext);
+            inflight_remove(c, m);
+            finish(b, m, SMTPC_BULK_FAILED, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, code,
+                   c->rtext, em);
+            conn_kill(c, SMTPC_ECLOSED, "refused during the message body");
             return;
         }
         conn_kill(c, SMTPC_EPROTO, "reply to no command");
@@ -703,18 +1051,27 @@ static void on_reply(conn *c, int code)
     exp_ent e = c->exp[c->exp_head];
     c->exp_head = (c->exp_head + 1) % c->exp_cap;
     c->exp_len--;
-    char why[220];
     if (code == 421 && e.kind != K_QUIT) {
-        /* A 421 answering the dot is a refusal: the message may go again. */
+        /* A 421 answering the dot is a refusal: the message may go again.
+         * A message that has no attempt left fails with ETEMPFAIL and the
+         * 421 (as in the session), not as a lost connection. */
         if (e.kind == K_DOT && e.m) e.m->stage = S_BODY;
-        snprintf(why, sizeof why, "421 %s", c->rtext);
-        conn_kill(c, SMTPC_ECLOSED, why);
+        snprintf(why, sizeof why, "server replied 421 %s (connection closed)", c->rtext);
+        c->kill_code = 421;
+        conn_kill(c, SMTPC_ETEMPFAIL, why);
         return;
+    }
+    if (e.kind >= K_MAIL && e.kind <= K_DOT && !c->proven) {
+        /* the server does transactions here: its failures are no longer
+         * counted as connection failures */
+        c->proven = true;
+        b->unproven_fail = 0;
     }
     switch (e.kind) {
     case K_GREETING:
         if (code != 220) {
             snprintf(why, sizeof why, "greeting: %d %s", code, c->rtext);
+            c->kill_code = code;
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
@@ -723,13 +1080,17 @@ static void on_reply(conn *c, int code)
     case K_EHLO:
     case K_HELO:
         if (code / 100 != 2) {
-            if (e.kind == K_EHLO && code / 100 == 5) {
+            /* HELO only when EHLO is not understood (500/502, RFC 5321
+             * 4.1.4), as the session does: a policy refusal (554) is the
+             * server's answer, not a reason to try the older command. */
+            if (e.kind == K_EHLO && (code == 500 || code == 502)) {
                 c->pipelining = false;
                 if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : "localhost"))
                     conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 break;
             }
-            snprintf(why, sizeof why, "EHLO: %d %s", code, c->rtext);
+            snprintf(why, sizeof why, "%s: %d %s", e.kind == K_EHLO ? "EHLO" : "HELO", code, c->rtext);
+            c->kill_code = code;
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
@@ -742,9 +1103,16 @@ static void on_reply(conn *c, int code)
             c->phase = P_STARTTLS;
             break;
         }
-        c->phase = P_READY;
-        b->consec_fail = 0;
-        if (c->tls_done && !b->tls_sess) b->tls_sess = smtpc__tls_get_session(c->t);
+        if (have_creds(b)) {
+            start_auth(c);
+            if (c->dead) return;
+            break;
+        }
+        conn_ready(c);
+        break;
+    case K_AUTH:
+        auth_reply(c, code);
+        if (c->dead) return;
         break;
     case K_STARTTLS:
         if (code != 220) {
@@ -765,24 +1133,25 @@ static void on_reply(conn *c, int code)
         return;
     case K_MAIL:
         if (code / 100 != 2) {
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_MAIL, code);
             e.m->failed = true;
             if (!c->pipelining) { /* nothing more was sent for it */
                 c->need_rset = true;
-                msg_done_reply(c, e.m, code);
+                msg_done_reply(c, e.m, K_MAIL, code);
             }
         }
         break;
     case K_RCPT:
+        if (e.m->rcpt_replied < e.m->nrcodes) e.m->rcodes[e.m->rcpt_replied] = code;
         e.m->rcpt_replied++;
         if (code / 100 == 2)
             e.m->rcpt_ok++;
         else
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_RCPT, code);
         if (!c->pipelining && e.m->rcpt_replied == e.m->m.nrcpts && e.m->rcpt_ok == 0) {
             e.m->next_cmd = e.m->m.nrcpts + 2; /* no DATA */
             c->need_rset = true;
-            msg_done_reply(c, e.m, code);
+            msg_done_reply(c, e.m, K_RCPT, code);
         }
         break;
     case K_DATA:
@@ -792,9 +1161,27 @@ static void on_reply(conn *c, int code)
             return;
         }
         if (code == 354) {
+            if (e.m->failed && e.m->rcpt_ok > 0) {
+                /* MAIL refused, yet a recipient accepted and DATA answered
+                 * 354: any end of data (even an empty one) would deliver to
+                 * that recipient, and RSET or QUIT would be message text.
+                 * Only dropping the connection is safe (as the engine's
+                 * txn_abandon does for the session). */
+                mrec *m = e.m;
+                int fc = m->fail_code / 100;
+                bool refusal = fc == 4 || fc == 5;
+                inflight_remove(c, m);
+                finish(b, m, SMTPC_BULK_FAILED,
+                       fc == 4 ? SMTPC_ETEMPFAIL : fc == 5 ? SMTPC_EPERMFAIL : SMTPC_EPROTO,
+                       refusal ? m->fail_code : 0, refusal ? m->fail_text : NULL,
+                       "354 to DATA for a refused transaction with accepted recipients: "
+                       "connection closed (an end of data would deliver)");
+                conn_kill(c, SMTPC_EPROTO, "354 to DATA for a refused transaction");
+                return;
+            }
             if (e.m->failed || e.m->rcpt_ok == 0) {
-                /* A server that says 354 with no recipient: an empty body
-                 * cannot be delivered to anyone. */
+                /* A server that says 354 with no recipient: an empty end of
+                 * data delivers to nobody (RFC 2920 3.1). */
                 e.m->m.len = 0;
                 e.m->m.read = NULL;
                 e.m->failed = true;
@@ -802,14 +1189,27 @@ static void on_reply(conn *c, int code)
             e.m->stage = S_BODY;
             smtpc__dotstuff_init(&e.m->ds);
             c->body = e.m;
+        } else if (code / 100 != 4 && code / 100 != 5) {
+            /* A positive reply of the wrong kind (250 to DATA): the body was
+             * never sent, and the server and we no longer agree on the
+             * state (it may be reading message text): fail the message as a
+             * protocol violation and retire the connection (QUIT, which
+             * delivers nothing even if it is read as text). */
+            mrec *m = e.m;
+            char em[260];
+            snprintf(em, sizeof em, "DATA: server replied %d %s (not a valid reply here)", code,
+                     c->rtext);
+            inflight_remove(c, m);
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_EPROTO, 0, NULL, em);
+            c->retire = true;
         } else {
-            note_fail(c, e.m, code);
+            note_fail(c, e.m, K_DATA, code);
             c->need_rset = true;
-            msg_done_reply(c, e.m, code);
+            msg_done_reply(c, e.m, K_DATA, code);
         }
         break;
     case K_DOT:
-        msg_done_reply(c, e.m, code);
+        msg_done_reply(c, e.m, K_DOT, code);
         if ((c->canceling || b->canceling) && c->inflight[0]) {
             conn_kill(c, SMTPC_ECANCELED, "canceled");
             return;
@@ -830,6 +1230,9 @@ static int on_ehlo_caps(conn *c, const smtpc__reply *r)
     }
     c->pipelining = (caps.flags & SMTPC_EXT_PIPELINING) != 0;
     c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
+    c->size_offered = (caps.flags & SMTPC_EXT_SIZE) != 0;
+    c->size_max = caps.size_max;
+    c->auth_offered = caps.auth ? smtpc__sasl_mask_from_names((const char *const *)caps.auth, caps.nauth) : 0;
     smtpc__caps_clear(&caps);
     return 0;
 }
@@ -853,10 +1256,12 @@ static int feed(conn *c, const uint8_t *p, size_t n)
         const char *last = r->nlines ? r->lines[r->nlines - 1] : "";
         smtpc__strlcpy(c->rtext, last, sizeof c->rtext);
         int code = r->code;
+        c->b->cur_reply = r;
         if (c->exp_len && c->exp[c->exp_head].kind == K_EHLO && code / 100 == 2 &&
             on_ehlo_caps(c, r))
             return -1;
         on_reply(c, code);
+        c->b->cur_reply = NULL;
         if (c->dead) return -1;
         if (c->phase == P_TLS) {
             /* Bytes after STARTTLS's 220 before the handshake: injection. */
@@ -955,6 +1360,80 @@ static void after_connect(conn *c)
     arm(c);
 }
 
+/* The proxy layer's handshake (SOCKS greeting, auth, CONNECT; or HTTP
+ * CONNECT): non-blocking, bounded by the layer; then SMTP as without one. */
+static void do_proxy(conn *c)
+{
+    int want = 0;
+    int rc = smtpc__transport_handshake(c->t, &want);
+    if (rc == SMTPC_EAGAIN) {
+        c->hs_want = (uint8_t)want;
+        return;
+    }
+    if (rc) {
+        char why[1024];
+        const char *t = c->t->err.text[0] ? c->t->err.text : "proxy handshake failed";
+        if (rc == SMTPC_ETLS) /* the TLS layer's words, without the proxy's name */
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s",
+                     smtpc_proxy_redacted(c->b->proxy), t);
+        else
+            smtpc__strlcpy(why, t, sizeof why);
+        conn_kill(c, rc, why);
+        return;
+    }
+    c->hs_want = 0;
+    arm(c);
+    after_connect(c);
+    /* an HTTP proxy may have sent the greeting along with its 200: the
+     * layer holds it, and the fd will not say so */
+    if (!c->dead && c->phase == P_GREETING && smtpc__transport_pending(c->t)) do_read(c);
+}
+
+static void target_host(const smtpc_bulk *b, char *out, size_t n)
+{
+    const char *h = b->host;
+    size_t hl = strlen(h);
+    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']')
+        snprintf(out, n, "%.*s", (int)(hl - 2), h + 1);
+    else
+        snprintf(out, n, "%s", h);
+}
+
+static void start_proxy(conn *c)
+{
+    smtpc_bulk *b = c->b;
+    char th[256];
+    target_host(b, th, sizeof th);
+    smtpc__transport *p = NULL;
+    smtpc__errmsg em;
+    em.text[0] = 0;
+    int rc;
+    if (smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS) {
+        /* CONNECT inside TLS to the proxy, verified against the proxy's
+         * name; the handshakes run inner-first in do_proxy() */
+        smtpc__transport *tl = NULL;
+        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->proxy), NULL, &em);
+        if (rc) {
+            char why[1024];
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->proxy),
+                     em.text);
+            conn_kill(c, rc, why);
+            return;
+        }
+        c->t = tl;
+    }
+    rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
+                                    b->ptarget_set ? (const struct sockaddr *)&b->ptarget : NULL, &em);
+    if (rc) {
+        conn_kill(c, rc, em.text);
+        return;
+    }
+    c->t = p;
+    c->phase = P_PROXY;
+    arm(c);
+    do_proxy(c);
+}
+
 static void on_io(conn *c, int ev)
 {
     switch (c->phase) {
@@ -965,9 +1444,16 @@ static void on_io(conn *c, int ev)
             conn_kill(c, rc, em.text);
             return;
         }
+        if (c->b->proxy) {
+            start_proxy(c);
+            break;
+        }
         after_connect(c);
         break;
     }
+    case P_PROXY:
+        do_proxy(c);
+        break;
     case P_TLS:
         do_handshake(c);
         break;
@@ -1034,6 +1520,8 @@ static int open_conn(smtpc_bulk *b)
         b->st.connections_failed++;
         b->last_conn_err = rc;
         smtpc__strlcpy(b->last_conn_msg, em.text, sizeof b->last_conn_msg);
+        b->last_conn_code = 0;
+        b->last_conn_text[0] = 0;
         conn_free(c);
         return rc == SMTPC_ENOMEM ? rc : 0;
     }
@@ -1048,7 +1536,12 @@ static int open_conn(smtpc_bulk *b)
     b->st.connections_open = (unsigned)b->nconns;
     c->phase = P_CONNECTING;
     arm(c);
-    if (!inprog) after_connect(c);
+    if (!inprog) {
+        if (b->proxy)
+            start_proxy(c);
+        else
+            after_connect(c);
+    }
     if (!c->dead) update_io(c);
     return 0;
 }
@@ -1057,21 +1550,28 @@ static int open_conn(smtpc_bulk *b)
 static void give_up(smtpc_bulk *b)
 {
     char msg[300];
-    snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    if (b->auth_failed) /* the server's refusal is the deciding reply */
+        smtpc__strlcpy(msg, b->last_conn_msg, sizeof msg);
+    else
+        snprintf(msg, sizeof msg, "cannot connect: %s", b->last_conn_msg);
+    /* the deciding reply: the AUTH refusal, or the one that ended the last
+     * connection (a refused greeting or EHLO, a 421), 0 when none did */
+    int code = b->auth_failed ? b->auth_code : b->last_conn_code;
+    const char *text = b->auth_failed ? b->auth_text : b->last_conn_text;
     mrec *r;
     while ((r = b->retry_head)) {
         b->retry_head = r->next;
         if (!b->retry_head) b->retry_tail = NULL;
         finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
-               r->fail_code, r->fail_text, msg);
+               code, text, msg);
     }
     /* Drain the source too: each message is reported. */
     while (!b->src_done && !b->canceling) {
         int rc = take_msg(b, &r);
         if (rc <= 0) break;
         r->attempts = 0;
-        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, 0,
-               NULL, msg);
+        finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, code,
+               text, msg);
     }
     b->src_done = true;
 }
@@ -1086,12 +1586,12 @@ static void maybe_open(smtpc_bulk *b)
     if (!b->resolved) return;
     unsigned limit = b->k * 2 + 4;
     while (b->nconns < b->k && (work_left(b) || (b->hold_idle && !b->canceling))) {
-        if (b->consec_fail >= limit) {
+        if (b->consec_fail >= limit || b->unproven_fail >= limit) {
             give_up(b);
             return;
         }
         /* Only one connection while the server is failing to answer. */
-        if (b->consec_fail && b->nconns > 0) return;
+        if ((b->consec_fail || b->unproven_fail) && b->nconns > 0) return;
         if (open_conn(b)) {
             give_up(b);
             return;
@@ -1283,20 +1783,30 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
-    snprintf(portstr, sizeof portstr, "%u", (unsigned)b->port);
-    const char *h = b->host;
     char tmp[256];
-    size_t hl = strlen(h);
-    if (hl > 2 && h[0] == '[' && h[hl - 1] == ']' && hl - 2 < sizeof tmp) {
-        memcpy(tmp, h + 1, hl - 2);
-        tmp[hl - 2] = 0;
-        h = tmp;
+    target_host(b, tmp, sizeof tmp);
+    const char *h = tmp;
+    uint16_t port = b->port;
+    if (b->proxy) {
+        /* SOCKS4/SOCKS5 (not 4a/5h) carry an address: the target is resolved here */
+        smtpc_proxy_type pt = smtpc_proxy_get_type(b->proxy);
+        if (smtpc__proxy_resolves_locally(pt) && !b->ptarget_set) {
+            unsigned char a[16];
+            if (numeric_only && inet_pton(AF_INET, tmp, a) != 1 && inet_pton(AF_INET6, tmp, a) != 1)
+                return 1; /* a name: in the resolver thread */
+            int rc = smtpc__proxy_resolve_target(pt, tmp, &b->ptarget, &b->resolve_err);
+            if (rc) return rc;
+            b->ptarget_set = true;
+        }
+        h = smtpc_proxy_get_host(b->proxy);
+        port = smtpc_proxy_get_port(b->proxy);
     }
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
     int g = getaddrinfo(h, portstr, &hints, &res);
     if (g) {
         if (numeric_only && g == EAI_NONAME) return 1; /* not a literal */
-        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s: %s", b->host,
-                          gai_strerror(g));
+        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s",
+                          b->proxy ? "the proxy " : "", h, gai_strerror(g));
     }
     int rc = set_addrs(b, res);
     freeaddrinfo(res);
@@ -1326,6 +1836,8 @@ static void resolved_now(smtpc_bulk *b)
     if (b->resolve_rc) {
         smtpc__strlcpy(b->last_conn_msg, b->resolve_err.text, sizeof b->last_conn_msg);
         b->last_conn_err = b->resolve_rc;
+        b->last_conn_code = 0;
+        b->last_conn_text[0] = 0;
         give_up(b);
         return;
     }
@@ -1336,11 +1848,19 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
 {
     if (!b) return SMTPC_EINVAL;
     if (b->started) return SMTPC_ESTATE;
+    if (b->proxy && smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
+        smtpc__tls_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.release_buffers = true;
+        int rc = smtpc__tls_ctx_new(&b->proxy_tls, &cfg, &b->err);
+        if (rc) return rc;
+    }
     if (b->tls_mode && !b->tls_ctx) {
         smtpc__tls_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.insecure = b->tls_insecure;
         cfg.ca_file = b->tls_ca;
+        cfg.release_buffers = true; /* idle connections keep no record buffers (~10 KiB each) */
         int rc = smtpc__tls_ctx_new(&b->tls_ctx, &cfg, &b->err);
         if (rc) return rc;
     }
@@ -1384,12 +1904,80 @@ static void ep_sock_cb(void *ud, int fd, int what)
         (void)epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+/* poll(): an array of the watched fds and an fd -> index map; removal
+ * swaps the last entry in. O(watched fds) per wait: a fallback for systems
+ * without epoll (or when asked for), not the fast path. */
+static int pl_watch(smtpc_bulk *b, int fd, short events)
 {
-    if (!b) return SMTPC_EINVAL;
-    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
-    b->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (b->epfd < 0) return smtpc__err(&b->err, SMTPC_ENOMEM, "epoll: %s", strerror(errno));
+    if ((size_t)fd >= b->pidx_cap) {
+        size_t nc = b->pidx_cap ? b->pidx_cap : 64;
+        while (nc <= (size_t)fd) nc *= 2;
+        int *ni = realloc(b->pidx, nc * sizeof *ni);
+        if (!ni) return SMTPC_ENOMEM;
+        for (size_t i = b->pidx_cap; i < nc; i++) ni[i] = -1;
+        b->pidx = ni;
+        b->pidx_cap = nc;
+    }
+    int i = b->pidx[fd];
+    if (i >= 0) {
+        b->pfds[i].events = events;
+        return 0;
+    }
+    if (b->npfds == b->pfds_cap) {
+        size_t nc = b->pfds_cap ? b->pfds_cap * 2 : 64;
+        struct pollfd *np = realloc(b->pfds, nc * sizeof *np);
+        if (!np) return SMTPC_ENOMEM;
+        b->pfds = np;
+        struct pollfd *nr = realloc(b->pready, nc * sizeof *nr);
+        if (!nr) return SMTPC_ENOMEM;
+        b->pready = nr;
+        b->pfds_cap = nc;
+    }
+    b->pfds[b->npfds] = (struct pollfd){.fd = fd, .events = events, .revents = 0};
+    b->pidx[fd] = (int)b->npfds++;
+    return 0;
+}
+
+static void pl_sock_cb(void *ud, int fd, int what)
+{
+    smtpc_bulk *b = ud;
+    if (fd < 0) return;
+    if (what & SMTPC_POLL_REMOVE) {
+        if ((size_t)fd >= b->pidx_cap || b->pidx[fd] < 0) return;
+        size_t i = (size_t)b->pidx[fd];
+        b->pidx[fd] = -1;
+        if (i != --b->npfds) {
+            b->pfds[i] = b->pfds[b->npfds];
+            b->pidx[b->pfds[i].fd] = (int)i;
+        }
+        return;
+    }
+    short ev = (short)((what & SMTPC_POLL_IN ? POLLIN : 0) | (what & SMTPC_POLL_OUT ? POLLOUT : 0));
+    if (pl_watch(b, fd, ev)) b->pl_oom = true; /* ends the run: that fd would never be served */
+}
+
+static void dispatch(smtpc_bulk *b, int fd, bool in, bool out, bool err)
+{
+    if (fd == b->cancel_fd) {
+        uint64_t v;
+        if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
+        return;
+    }
+    int e = (in || err ? SMTPC_POLL_IN : 0) | (out || err ? SMTPC_POLL_OUT : 0);
+    if (b->resolving && fd == b->resolve_pipe[0])
+        resolved_now(b);
+    else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
+        on_io(b->byfd[fd], e);
+}
+
+static int wait_ms(smtpc_bulk *b)
+{
+    int64_t to = smtpc_bulk_timeout_ms(b);
+    return to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to;
+}
+
+static int run_epoll(smtpc_bulk *b)
+{
     b->sock_cb = ep_sock_cb;
     b->sock_ud = b;
     struct epoll_event cev;
@@ -1400,8 +1988,7 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
     int rc = smtpc_bulk_start(b);
     struct epoll_event evs[256];
     while (!rc && !smtpc_bulk_done(b)) {
-        int64_t to = smtpc_bulk_timeout_ms(b);
-        int n = epoll_wait(b->epfd, evs, 256, to < 0 ? -1 : to > 1000000 ? 1000000 : (int)to);
+        int n = epoll_wait(b->epfd, evs, 256, wait_ms(b));
         if (n < 0) {
             if (errno == EINTR) continue;
             rc = smtpc__err(&b->err, SMTPC_ENETWORK, "epoll_wait: %s", strerror(errno));
@@ -1409,18 +1996,8 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
         }
         now_update(b);
         for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == b->cancel_fd) {
-                uint64_t v;
-                if (read(b->cancel_fd, &v, sizeof v) < 0) { /* drained */ }
-                continue;
-            }
-            int e = (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) ? SMTPC_POLL_IN : 0) |
-                    (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP) ? SMTPC_POLL_OUT : 0);
-            if (b->resolving && fd == b->resolve_pipe[0])
-                resolved_now(b);
-            else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
-                on_io(b->byfd[fd], e);
+            uint32_t ev = evs[i].events;
+            dispatch(b, evs[i].data.fd, ev & EPOLLIN, ev & EPOLLOUT, ev & (EPOLLHUP | EPOLLERR));
         }
         fire_timers(b);
         after_action(b);
@@ -1428,10 +2005,71 @@ SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
     (void)epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->cancel_fd, &cev);
     close(b->epfd);
     b->epfd = -1;
+    return rc;
+}
+
+static int run_poll(smtpc_bulk *b)
+{
+    b->sock_cb = pl_sock_cb;
+    b->sock_ud = b;
+    b->pl_oom = false;
+    int rc = pl_watch(b, b->cancel_fd, POLLIN);
+    if (!rc) rc = smtpc_bulk_start(b);
+    while (!rc && !smtpc_bulk_done(b)) {
+        if (b->pl_oom) {
+            rc = smtpc__err(&b->err, SMTPC_ENOMEM, "poll: out of memory");
+            break;
+        }
+        int n = poll(b->pfds, (nfds_t)b->npfds, wait_ms(b));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            rc = smtpc__err(&b->err, SMTPC_ENETWORK, "poll: %s", strerror(errno));
+            break;
+        }
+        now_update(b);
+        /* handling an fd adds and removes entries: work on a copy */
+        size_t k = 0;
+        for (size_t i = 0; i < b->npfds && (int)k < n; i++)
+            if (b->pfds[i].revents) b->pready[k++] = b->pfds[i];
+        for (size_t i = 0; i < k; i++) {
+            short ev = b->pready[i].revents;
+            dispatch(b, b->pready[i].fd, ev & POLLIN, ev & POLLOUT, ev & (POLLHUP | POLLERR | POLLNVAL));
+        }
+        fire_timers(b);
+        after_action(b);
+    }
+    b->npfds = 0;
+    for (size_t i = 0; i < b->pidx_cap; i++) b->pidx[i] = -1;
+    return rc;
+}
+
+SMTPC_API int smtpc_bulk_run(smtpc_bulk *b)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (b->sock_cb) return smtpc__err(&b->err, SMTPC_ESTATE, "run: an external loop is set");
+    int rc;
+    b->epfd = -1;
+    if (b->loop_mode != SMTPC_BULK_LOOP_POLL) {
+        b->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (b->epfd < 0 && b->loop_mode == SMTPC_BULK_LOOP_EPOLL)
+            return smtpc__err(&b->err, SMTPC_EUNSUPPORTED, "epoll: %s", strerror(errno));
+    }
+    b->loop_used = b->epfd >= 0 ? SMTPC_BULK_LOOP_EPOLL : SMTPC_BULK_LOOP_POLL;
+    rc = b->epfd >= 0 ? run_epoll(b) : run_poll(b);
     b->sock_cb = NULL;
     if (rc) return rc;
     return b->stop_rc;
 }
+
+SMTPC_API int smtpc_bulk_set_loop(smtpc_bulk *b, int loop)
+{
+    if (!b || b->started || loop < SMTPC_BULK_LOOP_AUTO || loop > SMTPC_BULK_LOOP_POLL)
+        return SMTPC_EINVAL;
+    b->loop_mode = loop;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_loop_used(const smtpc_bulk *b) { return b ? b->loop_used : 0; }
 
 SMTPC_API void smtpc_bulk_cancel(smtpc_bulk *b)
 {
@@ -1498,11 +2136,15 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     reap(b);
     while ((r = b->free_recs)) {
         b->free_recs = r->next;
+        free(r->rcodes);
         free(r);
     }
     smtpc__theap_free(&b->heap);
     free(b->conns);
     free(b->byfd);
+    free(b->pfds);
+    free(b->pready);
+    free(b->pidx);
     free(b->addrs);
     free(b->addrlens);
     if (b->tls_sess) smtpc__tls_session_free(b->tls_sess);
@@ -1513,6 +2155,11 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     free(b->ehlo);
     free(b->tls_name);
     free(b->tls_ca);
+    smtpc_proxy_free(b->proxy);
+    smtpc__tls_ctx_free(b->proxy_tls);
+    free(b->auth_user);
+    smtpc__free_secret(b->auth_pass);
+    smtpc__free_secret(b->auth_token);
     free(b->rbuf);
     free(b->tmp);
     free(b);
@@ -1607,6 +2254,69 @@ SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_nam
     b->tls_ca = c;
     b->tls_mode = mode;
     b->tls_insecure = insecure;
+    return 0;
+}
+
+static int set_cred(smtpc_bulk *b, char **field, const char *v, bool secret, const char *what)
+{
+    if (v && (strchr(v, '\r') || strchr(v, '\n')))
+        return smtpc__err(&b->err, SMTPC_EINVAL, "%s contains CR or LF", what);
+    char *c = NULL;
+    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
+    if (secret) smtpc__free_secret(*field);
+    else free(*field);
+    *field = c;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    if (!user && password) return smtpc__err(&b->err, SMTPC_EINVAL, "a password without a user name");
+    int rc = set_cred(b, &b->auth_user, user, false, "user name");
+    return rc ? rc : set_cred(b, &b->auth_pass, password, true, "password");
+}
+
+SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    return set_cred(b, &b->auth_token, token, true, "OAuth token");
+}
+
+SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    if (!list) {
+        b->auth_list_set = false;
+        return 0;
+    }
+    smtpc__sasl_mask m = 0;
+    int rc = smtpc__sasl_mask_parse(list, &m, &b->err);
+    if (rc) return rc;
+    if (!m) return smtpc__err(&b->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
+    b->auth_list = m;
+    b->auth_list_set = true;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    b->allow_plain_auth = allow;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    smtpc_proxy *p = NULL;
+    if (proxy) {
+        int rc = smtpc_proxy_dup(&p, proxy);
+        if (rc) return rc;
+    }
+    smtpc_proxy_free(b->proxy); /* wipes its credentials */
+    b->proxy = p;
+    b->ptarget_set = false;
     return 0;
 }
 

@@ -9,12 +9,13 @@
 
 typedef struct smtpc__pconn {
     struct smtpc__pconn *next;
-    char *key;            /* endpoint and identity; wiped on free (holds the password) */
+    char *key;            /* endpoint and identity (a salted hash, never the password); wiped on free */
     smtpc_session *s;     /* NULL: a reserved slot the acquirer connects */
     bool busy;
     bool dirty;           /* the last transaction did not end cleanly: RSET before re-use */
     unsigned msgs;        /* messages sent on it */
     int64_t last_used_ms;
+    int64_t opened_ms;    /* when the client opened it (its connection deadline counts from then) */
 } smtpc__pconn;
 
 /* Takes an idle connection for key, or reserves a slot (conn->s NULL: the
@@ -28,6 +29,8 @@ int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cance
 void smtpc__pool_release(smtpc_pool *p, smtpc__pconn *c, bool keep, bool polite);
 /* The client stored a new session in a reserved slot. */
 void smtpc__pool_count_open(smtpc_pool *p);
+/* The maximum number of messages per connection (0 = no limit). */
+unsigned smtpc__pool_max_messages(smtpc_pool *p);
 int smtpc__pool_new_private(smtpc_pool **out);
 
 /* What to send: a message (envelope from it), or a raw body with an
@@ -44,6 +47,8 @@ typedef struct smtpc__body {
     smtpc_read_cb cb;
     void *ud;
     int (*rewind)(void *ud);
+    const smtpc_send_params *params; /* NULL = none */
+    const size_t *idx; /* a retry's recipients: their index in the send's envelope (NULL = same) */
 } smtpc__body;
 
 /* The network send with the client's settings and pool; retries per the

@@ -57,6 +57,7 @@ static const key_def keys[] = {
     {"pin", T_STR, false},
     {"cert", T_STR, false},
     {"key", T_STR, false},
+    {"tls-server-name", T_WORD, false},
     {"insecure", T_BOOL, false},
     {"tls-min", T_TLSVER, false},
     {"tls-max", T_TLSVER, false},

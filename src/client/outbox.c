@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -471,85 +472,185 @@ static int lock_dir(smtpc_outbox *ob, int *fd_out)
     return 0;
 }
 
-SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox_stats *st)
+/* Handles one queued entry: sends it when due and records the outcome
+ * (removed, deferred with backoff, or moved to failed/) in d. Returns 0 to
+ * go on, or the error that stops the flush (SMTPC_ECANCELED, SMTPC_EIO ...). */
+static int flush_one(smtpc_outbox *ob, smtpc_client *c, const char *id, int64_t now, smtpc_outbox_stats *d)
+{
+    entry e;
+    int orc = entry_open(ob, "queue", id, &e);
+    if (orc) {
+        entry_free(&e);
+        return orc == SMTPC_ENOTFOUND ? 0 : orc;
+    }
+    if (e.next > now) {
+        d->not_due++;
+        entry_free(&e);
+        return 0;
+    }
+    int rc = 0;
+    smtpc__body b;
+    memset(&b, 0, sizeof b);
+    b.from = e.from;
+    b.rcpts = (const char *const *)e.rcpts;
+    b.nrcpts = e.nrcpts;
+    b.cb = fd_read;
+    b.ud = &e;
+    b.rewind = fd_rewind;
+    smtpc_result *res = NULL;
+    int src = fd_rewind(&e);
+    if (!src) src = smtpc__client_deliver(c, &b, false, &res);
+    if (src == 0) {
+        /* Recipients the server refused while taking the message for the
+         * others: a new entry for them (4xx: queued with backoff; 5xx:
+         * failed/) before the original goes, so none is dropped. When they
+         * cannot be recorded the whole entry stays (a duplicate beats a loss). */
+        if (!split_refused(ob, &e, res, now, d)) {
+            remove_entry(ob, "queue", e.id);
+            d->sent++;
+        }
+    } else if (src == SMTPC_ECANCELED) {
+        rc = src;
+    } else {
+        /* SMTPC_EUNKNOWN (lost after the final dot) lands here too: kept and
+         * retried later, never counted as sent. */
+        e.attempts++;
+        snprintf(e.error, sizeof e.error, "%s: %s", smtpc_err_name(src),
+                 res ? smtpc_result_errmsg(res) : smtpc_strerror(src));
+        bool perm = src == SMTPC_EPERMFAIL || (ob->max_attempts && e.attempts >= ob->max_attempts);
+        if (perm) {
+            e.next = 0;
+            if (move_entry(ob, "queue", "failed", &e) == 0) d->failed++;
+        } else {
+            e.next = now + backoff_s(ob, e.attempts);
+            write_state(ob, "queue", &e);
+            d->deferred++;
+        }
+    }
+    smtpc_result_free(res);
+    entry_free(&e);
+    return rc;
+}
+
+/* One flush shared by its workers. The directory lock keeps other flushes
+ * (threads or processes) out; inside, entries are handed out one at a
+ * time under mu, so no entry is handled twice. */
+typedef struct flush_run {
+    smtpc_outbox *ob;
+    idlist l;
+    int64_t now;
+    pthread_mutex_t mu;
+    size_t next;            /* the next entry to hand out */
+    size_t done;            /* entries handled */
+    smtpc_outbox_stats *st; /* under mu */
+    int rc;                 /* the first error that stopped the flush */
+    bool stop;
+} flush_run;
+
+typedef struct flush_worker {
+    flush_run *run;
+    smtpc_client *c;
+    pthread_t thr;
+} flush_worker;
+
+static void stats_add(smtpc_outbox_stats *a, const smtpc_outbox_stats *d)
+{
+    a->sent += d->sent;
+    a->deferred += d->deferred;
+    a->failed += d->failed;
+    a->not_due += d->not_due;
+}
+
+static void *flush_worker_main(void *arg)
+{
+    flush_worker *w = arg;
+    flush_run *r = w->run;
+    /* A private copy for the error text: the helpers write ob->err, and
+     * workers must not write the shared one at the same time. */
+    pthread_mutex_lock(&r->mu);
+    smtpc_outbox wob = *r->ob;
+    while (!r->stop && r->next < r->l.n) {
+        size_t i = r->next++;
+        /* Under mu: callbacks never overlap and see consistent counts. */
+        if (r->ob->progress) r->ob->progress(r->ob->progress_ud, r->done, r->l.n, r->st);
+        pthread_mutex_unlock(&r->mu);
+        smtpc_outbox_stats d = {0, 0, 0, 0};
+        int rc = flush_one(&wob, w->c, r->l.ids[i], r->now, &d);
+        pthread_mutex_lock(&r->mu);
+        stats_add(r->st, &d);
+        r->done++;
+        if (rc) {
+            r->stop = true;
+            if (!r->rc) {
+                r->rc = rc;
+                r->ob->err = wob.err;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+SMTPC_API int smtpc_outbox_flush_parallel(smtpc_outbox *ob, smtpc_client *const *clients, size_t n,
+                                          smtpc_outbox_stats *st)
 {
     smtpc_outbox_stats dummy;
     if (!st) st = &dummy;
     memset(st, 0, sizeof *st);
-    if (!ob || !c) return SMTPC_EINVAL;
+    if (!ob || !clients || n == 0 || n > SMTPC_OUTBOX_MAX_CONNECTIONS) return SMTPC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!clients[i]) return SMTPC_EINVAL;
     int lfd = -1;
     int rc = lock_dir(ob, &lfd);
     if (rc) return rc;
-    rc = smtpc__client_enter(c);
+    size_t entered = 0;
+    for (; entered < n; entered++) {
+        rc = smtpc__client_enter(clients[entered]);
+        if (rc) break;
+    }
     if (rc) {
+        while (entered) smtpc__client_leave(clients[--entered]);
         close(lfd);
         return smtpc__err(&ob->err, rc, "outbox: the client is busy");
     }
-    idlist l = {0};
-    rc = list_ids(ob, "queue", &l);
-    int64_t now = (int64_t)time(NULL);
-    size_t i = 0;
-    for (; !rc && i < l.n; i++) {
-        if (ob->progress) ob->progress(ob->progress_ud, i, l.n, st);
-        entry e;
-        int orc = entry_open(ob, "queue", l.ids[i], &e);
-        if (orc) {
-            entry_free(&e);
-            if (orc == SMTPC_ENOTFOUND) continue;
-            rc = orc;
-            break;
+    flush_run r;
+    memset(&r, 0, sizeof r);
+    r.ob = ob;
+    r.st = st;
+    rc = list_ids(ob, "queue", &r.l);
+    r.now = (int64_t)time(NULL);
+    flush_worker *w = rc ? NULL : calloc(n, sizeof *w);
+    if (!rc && !w) rc = SMTPC_ENOMEM;
+    if (!rc) {
+        pthread_mutex_init(&r.mu, NULL);
+        /* No more workers than entries; the calling thread is worker 0. */
+        size_t k = n < r.l.n ? n : r.l.n, started = 1;
+        for (size_t i = 0; i < n; i++) {
+            w[i].run = &r;
+            w[i].c = clients[i];
         }
-        if (e.next > now) {
-            st->not_due++;
-            entry_free(&e);
-            continue;
-        }
-        smtpc__body b;
-        memset(&b, 0, sizeof b);
-        b.from = e.from;
-        b.rcpts = (const char *const *)e.rcpts;
-        b.nrcpts = e.nrcpts;
-        b.cb = fd_read;
-        b.ud = &e;
-        b.rewind = fd_rewind;
-        smtpc_result *res = NULL;
-        int src = fd_rewind(&e);
-        if (!src) src = smtpc__client_deliver(c, &b, false, &res);
-        if (src == 0) {
-            /* Recipients the server refused while taking the message for the
-             * others: a new entry for them (4xx: queued with backoff; 5xx:
-             * failed/) before the original goes, so none is dropped. */
-            if (split_refused(ob, &e, res, now, st)) {
-                entry_free(&e);
-                smtpc_result_free(res);
-                continue; /* could not record them: keep the whole entry (a duplicate beats a loss) */
-            }
-            remove_entry(ob, "queue", e.id);
-            st->sent++;
-        } else if (src == SMTPC_ECANCELED) {
-            rc = src;
-        } else {
-            e.attempts++;
-            snprintf(e.error, sizeof e.error, "%s: %s", smtpc_err_name(src),
-                     res ? smtpc_result_errmsg(res) : smtpc_strerror(src));
-            bool perm = src == SMTPC_EPERMFAIL || (ob->max_attempts && e.attempts >= ob->max_attempts);
-            if (perm) {
-                e.next = 0;
-                if (move_entry(ob, "queue", "failed", &e) == 0) st->failed++;
-            } else {
-                e.next = now + backoff_s(ob, e.attempts);
-                write_state(ob, "queue", &e);
-                st->deferred++;
-            }
-        }
-        smtpc_result_free(res);
-        entry_free(&e);
+        for (; started < k; started++)
+            if (pthread_create(&w[started].thr, NULL, flush_worker_main, &w[started])) break; /* fewer workers */
+        if (k) flush_worker_main(&w[0]);
+        for (size_t i = 1; i < started; i++) pthread_join(w[i].thr, NULL);
+        rc = r.rc;
+        if (ob->progress && r.l.n) ob->progress(ob->progress_ud, r.done, r.l.n, st);
+        pthread_mutex_destroy(&r.mu);
     }
-    if (ob->progress && l.n) ob->progress(ob->progress_ud, i, l.n, st);
-    free(l.ids);
-    smtpc__client_leave(c);
+    free(w);
+    free(r.l.ids);
+    for (size_t i = 0; i < n; i++) smtpc__client_leave(clients[i]);
     close(lfd);
     return rc;
+}
+
+SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox_stats *st)
+{
+    if (!c) {
+        if (st) memset(st, 0, sizeof *st);
+        return SMTPC_EINVAL;
+    }
+    return smtpc_outbox_flush_parallel(ob, &c, 1, st);
 }
 
 SMTPC_API void smtpc_outbox_set_progress(smtpc_outbox *ob, smtpc_outbox_progress_cb cb, void *ud)

@@ -228,3 +228,11 @@ void smtpc__pool_count_open(smtpc_pool *p)
     atomic_fetch_add(&p->opened, 1);
     atomic_fetch_add(&p->open, 1);
 }
+
+unsigned smtpc__pool_max_messages(smtpc_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    unsigned n = p->max_msgs;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}

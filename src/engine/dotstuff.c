@@ -24,6 +24,11 @@ void smtpc__dotstuff_init(smtpc__dotstuff *d)
     d->line_len = 0;
 }
 
+/* A line at a time: memchr finds the next LF, a second memchr a CR before
+ * it, and the bytes in between are copied whole. Equivalent to the obvious
+ * byte-at-a-time loop (tests/unit/test_dotstuff.c checks it against one on
+ * random input split at random points) at a fraction of its cost: that loop
+ * was ~17 instructions per body byte, 60 % of the client's CPU. */
 int smtpc__dotstuff_write(smtpc__dotstuff *d, bool dot_stuff, const uint8_t *in, size_t n,
                           smtpc__buf *out)
 {
@@ -35,28 +40,38 @@ int smtpc__dotstuff_write(smtpc__dotstuff *d, bool dot_stuff, const uint8_t *in,
     smtpc__dotstuff saved = *d;
     size_t start_len = out->len;
     uint8_t *w = out->data + out->len;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = in[i];
-        if (c == '\n' && d->state == DS_AFTER_CR) {
+    const uint8_t *p = in, *end = in + n;
+    while (p < end) {
+        if (d->state == DS_AFTER_CR && *p == '\n') { /* the LF of a CRLF already written */
             d->state = DS_LINE_START;
+            p++;
             continue;
         }
-        if (c == '\r' || c == '\n') {
-            *w++ = '\r';
-            *w++ = '\n';
-            d->line_len = 0;
-            d->state = c == '\r' ? DS_AFTER_CR : DS_LINE_START;
-            continue;
+        const uint8_t *lf = memchr(p, '\n', (size_t)(end - p));
+        const uint8_t *stop = lf ? lf : end;
+        const uint8_t *cr = memchr(p, '\r', (size_t)(stop - p));
+        if (cr) stop = cr;
+        size_t len = (size_t)(stop - p);
+        if (len) {
+            if (len > DS_MAX_LINE - d->line_len) {
+                *d = saved;
+                out->len = start_len;
+                return SMTPC_ELIMIT;
+            }
+            if (dot_stuff && *p == '.' && d->state != DS_MID) *w++ = '.';
+            memcpy(w, p, len);
+            w += len;
+            d->line_len += len;
+            d->state = DS_MID;
+            p = stop;
         }
-        if (d->line_len >= DS_MAX_LINE) {
-            *d = saved;
-            out->len = start_len;
-            return SMTPC_ELIMIT;
-        }
-        if (dot_stuff && c == '.' && d->state != DS_MID) *w++ = '.';
-        *w++ = c;
-        d->line_len++;
-        d->state = DS_MID;
+        if (p == end) break;
+        /* *p is CR or LF: one CRLF on the wire */
+        *w++ = '\r';
+        *w++ = '\n';
+        d->line_len = 0;
+        d->state = *p == '\r' ? DS_AFTER_CR : DS_LINE_START;
+        p++;
     }
     out->len = (size_t)(w - out->data);
     return 0;

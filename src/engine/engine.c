@@ -18,7 +18,9 @@
 #define AUTH_LINE_MAX 65536       /* long OAuth tokens (RFC 4954 asks servers for >= 12288) */
 #define DEFAULT_BDAT_CHUNK 65536
 
-enum pend_kind { PK_USER, PK_TXN, PK_INTERNAL };
+/* PK_PREV_END: the end-of-data reply of a transaction that is no longer
+ * e->t because the next one began behind its final dot (txn_opts.chain). */
+enum pend_kind { PK_USER, PK_TXN, PK_INTERNAL, PK_PREV_END };
 typedef struct pending {
     smtpc__cmd cmd;
     uint32_t tag;
@@ -460,7 +462,10 @@ static int format_mail(smtpc__engine *e, smtpc__buf *b, const char *from, const 
 {
     int rc = check_path(e, "reverse-path", from, true);
     if (rc) return rc;
-    if (smtpc__buf_printf(b, "MAIL FROM:<%s>", from)) goto oom;
+    /* appends, not printf: ~1,500 instructions less per command */
+    if (smtpc__buf_append(b, "MAIL FROM:<", 11) || smtpc__buf_append_str(b, from) ||
+        smtpc__buf_append(b, ">", 1))
+        goto oom;
     if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "MAIL command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
@@ -520,7 +525,9 @@ static int format_rcpt(smtpc__engine *e, smtpc__buf *b, const char *to, const sm
 {
     int rc = check_path(e, "forward-path", to, false);
     if (rc) return rc;
-    if (smtpc__buf_printf(b, "RCPT TO:<%s>", to)) goto oom;
+    if (smtpc__buf_append(b, "RCPT TO:<", 9) || smtpc__buf_append_str(b, to) ||
+        smtpc__buf_append(b, ">", 1))
+        goto oom;
     if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "RCPT command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
@@ -948,6 +955,34 @@ static int check_txn_caps(smtpc__engine *e, const smtpc__txn_opts *o, smtpc__mai
     return 0;
 }
 
+/* The current transaction has written its final dot and only awaits the
+ * reply: with PIPELINING the next one may go in the same write (RFC 2920
+ * 3.1: the end of data is followed by the next MAIL). The waiting
+ * transaction becomes a bare PK_PREV_END reply that reports EV_TXN_DONE. */
+int smtpc__engine_txn_chain(smtpc__engine *e)
+{
+    txn *t = &e->t;
+    if (t->state != TXN_WAIT_END || t->bdat || !t->pipelined || !(e->caps.flags & SMTPC_EXT_PIPELINING) ||
+        e->closing || e->fatal)
+        return smtpc__err(&e->err, SMTPC_ESTATE,
+                          "transaction: cannot chain (the previous one is %s%s)",
+                          txn_state_names[t->state], t->bdat ? ", BDAT" : "");
+    size_t found = 0;
+    for (size_t i = e->pend_head; i < e->pend_len; i++) {
+        if (e->pend[i].kind == PK_TXN && e->pend[i].cmd == SMTPC__CMD_DATA_END) {
+            e->pend[i].kind = PK_PREV_END;
+            found++;
+        }
+    }
+    if (found != 1)
+        return smtpc__err(&e->err, SMTPC_ESTATE, "transaction: no end of data to chain after");
+    e->body_in_txn = false;
+    e->body_mode = BODY_NONE;
+    txn_clear(e);
+    txn_set_state(e, TXN_IDLE);
+    return 0;
+}
+
 int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
 {
     int rc = can_send(e, "transaction");
@@ -1206,6 +1241,10 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
     switch (p.kind) {
     case PK_USER: rc = user_on_reply(e, &p, r); break;
     case PK_TXN: rc = txn_on_reply(e, &p, r); break;
+    case PK_PREV_END:
+        rc = ev_push(e, SMTPC__EV_TXN_DONE, SMTPC__CMD_DATA_END, 0, positive(r) ? 0 : status_of(r), r);
+        if (rc) rc = smtpc__err(&e->err, rc, "out of memory");
+        break;
     default: rc = internal_on_reply(e); break;
     }
     if (rc) return rc;
@@ -1216,7 +1255,9 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
         e->starttls_pending = false;
         if (e->t.state != TXN_IDLE)
             rc = txn_done(e, e->t.decider ? e->t.decider_status : SMTPC_ETEMPFAIL,
-                          e->t.decider ? e->t.decider : r, e->t.decider ? e->t.decider_cmd : p.cmd);
+                          e->t.decider ? e->t.decider : r,
+                          e->t.decider ? e->t.decider_cmd
+                          : p.kind == PK_PREV_END ? SMTPC__CMD_NONE : p.cmd);
         if (!e->body_in_txn) e->body_mode = BODY_NONE;
     }
     return rc;

@@ -202,6 +202,14 @@ typedef struct smtpc__txn_opts {
  * After a refused BDAT chunk, further body writes are discarded (0) and the
  * transaction ends with RSET once body_end is called. */
 int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o);
+/* Cross-message pipelining (RFC 2920 3.1): the current transaction (DATA,
+ * PIPELINING) has queued its final dot and only waits for the reply. It is
+ * set aside: its EV_TXN_DONE (cmd DATA_END) still comes when the reply
+ * does, before any event of a transaction begun after this call, and the
+ * engine is IDLE at once, so the next MAIL/RCPT/DATA join the dot in one
+ * write. SMTPC_ESTATE (nothing changed) in any other state: BDAT, no
+ * PIPELINING, body not ended, clean-up running, closing. */
+int smtpc__engine_txn_chain(smtpc__engine *e);
 
 /* ---- additions (not in the first contract) --------------------------------
  * Protocol trace: cb sees every command line the engine queues (without CRLF)

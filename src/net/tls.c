@@ -287,6 +287,7 @@ int smtpc__tls_ctx_new(smtpc__tls_ctx **out, const smtpc__tls_config *cfg, smtpc
     SSL_CTX_set_max_proto_version(x, ossl_version(maxv));
     SSL_CTX_set_options(x, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(x, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (cfg->release_buffers) SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(x, new_session_cb);
     /* The trust store is loaded even in insecure mode: the info then still

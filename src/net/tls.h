@@ -46,6 +46,10 @@ typedef struct smtpc__tls_config {
     smtpc_tls_version_policy version_policy;
     const char *ciphers;      /* TLS <= 1.2 cipher list; NULL = OpenSSL's default */
     const char *ciphersuites; /* TLS 1.3 suites; NULL = default */
+    /* SSL_MODE_RELEASE_BUFFERS: free a connection's record buffers while
+     * it has nothing buffered; for drivers that keep many connections open
+     * and mostly idle (smtpc_bulk: ~36 -> ~26 KiB per idle connection). */
+    bool release_buffers;
 } smtpc__tls_config;
 
 typedef struct smtpc__tls_ctx smtpc__tls_ctx;

@@ -4,6 +4,12 @@
  *          --cancel-after N (cancel from the result callback after N results)
  *          --size BYTES  --rcpt ADDR (repeatable; default rcpt@example.org)
  *          --timeouts CONNECT,GREETING,COMMAND,DATAEND,OVERALL (ms)
+ *          --user U --password P --token T --auth MECHS --plain-auth
+ *          --proxy URL (smtpc_proxy_parse_url + smtpc_bulk_set_proxy)
+ *          --loop auto|epoll|poll (smtpc_bulk_set_loop; prints "LOOP epoll|poll")
+ * DRV_NO_EPOLL=1 in the environment makes epoll_create1() fail with ENOSYS
+ * (this program's definition interposes libc's for the static library), to
+ * test the automatic fallback to poll().
  * Each message has "Message-ID: <IDX.bulk@test>". Output: one line per result
  *   R IDX STATUS CODE ATTEMPTS ERRNAME
  * then "DONE rc submitted sent failed canceled unknown elapsed_ms". */
@@ -13,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +36,16 @@ typedef struct {
     unsigned char *seen;
     smtpc_bulk *b;
 } ctx;
+
+int epoll_create1(int flags)
+{
+    const char *e = getenv("DRV_NO_EPOLL");
+    if (e && *e == '1') {
+        errno = ENOSYS;
+        return -1;
+    }
+    return (int)syscall(SYS_epoll_create1, flags);
+}
 
 static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
 
@@ -86,6 +105,9 @@ int main(int argc, char **argv)
     int tls = 0;
     size_t size = 1000;
     long long to[5] = {0, 0, 0, 0, 0};
+    const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL, *proxy = NULL;
+    bool plain_auth = false;
+    int loop = -1;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -96,6 +118,17 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--size")) size = strtoul(v, NULL, 10), i++;
         else if (!strcmp(a, "--rcpt") && x.nrcpts < 16) x.rcpts[x.nrcpts++] = v, i++;
         else if (!strcmp(a, "--tls")) tls = !strcmp(v, "implicit") ? SMTPC_BULK_TLS_IMPLICIT : SMTPC_BULK_TLS_STARTTLS, i++;
+        else if (!strcmp(a, "--user")) user = v, i++;
+        else if (!strcmp(a, "--password")) password = v, i++;
+        else if (!strcmp(a, "--token")) token = v, i++;
+        else if (!strcmp(a, "--auth")) mechs = v, i++;
+        else if (!strcmp(a, "--plain-auth")) plain_auth = true;
+        else if (!strcmp(a, "--proxy")) proxy = v, i++;
+        else if (!strcmp(a, "--loop")) {
+            loop = !strcmp(v, "epoll") ? SMTPC_BULK_LOOP_EPOLL : !strcmp(v, "poll") ? SMTPC_BULK_LOOP_POLL
+                                                                                    : SMTPC_BULK_LOOP_AUTO;
+            i++;
+        }
         else if (!strcmp(a, "--timeouts")) {
             sscanf(v, "%lld,%lld,%lld,%lld,%lld", &to[0], &to[1], &to[2], &to[3], &to[4]);
             i++;
@@ -132,8 +165,31 @@ int main(int argc, char **argv)
     }
     int fds_before = count_fds();
     smtpc_bulk *b = NULL;
-    int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)atoi(argv[2]));
+    int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)strtoul(argv[2], NULL, 10));
     if (rc) return 3;
+    if ((user || password) && smtpc_bulk_set_credentials(b, user, password)) return 4;
+    if (token && smtpc_bulk_set_oauth_token(b, token)) return 4;
+    if (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) {
+        fprintf(stderr, "%s\n", smtpc_bulk_errmsg(b));
+        return 4;
+    }
+    if (plain_auth) smtpc_bulk_set_allow_plaintext_auth(b, true);
+    if (loop >= 0 && smtpc_bulk_set_loop(b, loop)) return 4;
+    if (proxy) {
+        smtpc_proxy *px = NULL;
+        char why[256];
+        if (smtpc_proxy_parse_url(&px, proxy, why, sizeof why)) {
+            fprintf(stderr, "bad proxy: %s\n", why);
+            return 4;
+        }
+        rc = smtpc_bulk_set_proxy(b, px);
+        smtpc_proxy_free(px);
+        if (rc) {
+            printf("ERR %s %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
+            smtpc_bulk_free(b);
+            goto out;
+        }
+    }
     x.b = b;
     smtpc_bulk_set_source(b, next_msg, &x);
     smtpc_bulk_set_result_cb(b, on_result, &x);
@@ -149,6 +205,10 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     smtpc_bulk_stats st;
     smtpc_bulk_get_stats(b, &st);
+    if (rc && st.submitted == 0) printf("ERR %s\n", smtpc_bulk_errmsg(b));
+    printf("LOOP %s\n", smtpc_bulk_loop_used(b) == SMTPC_BULK_LOOP_POLL    ? "poll"
+                         : smtpc_bulk_loop_used(b) == SMTPC_BULK_LOOP_EPOLL ? "epoll"
+                                                                           : "none");
     long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     printf("SPAN %ld\n", (long)((x.last.tv_sec - x.first.tv_sec) * 1000 + (x.last.tv_nsec - x.first.tv_nsec) / 1000000));
     printf("DONE %s %llu %llu %llu %llu %llu %ld conns=%llu retried=%llu\n",
@@ -158,6 +218,7 @@ int main(int argc, char **argv)
            (unsigned long long)st.connections_opened, (unsigned long long)st.retried);
     smtpc_bulk_free(b);
     printf("fds=%d/%d\n", fds_before, count_fds());
+out:
     for (size_t i = 0; i < x.count; i++) free(x.bodies[i]);
     free(x.bodies);
     free(x.lens);

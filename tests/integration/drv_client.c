@@ -6,7 +6,7 @@
  * <PREFIX-T-I@drv.example>) with one client, or --threads T clients sharing
  * one pool. Prints one line per event (parseable):
  *   send I rc=SMTPC_X code=C queue=ID attempts=K reused=0|1
- *   rcpt I J ADDR accepted=0|1 code=C
+ *   rcpt I J ADDR accepted=0|1 code=C attempts=K
  *   err I MESSAGE
  *   busy rc=SMTPC_X             (--busy-check: a second send while an async one runs)
  *   callback rc=SMTPC_X calls=N ms=ELAPSED
@@ -30,7 +30,16 @@
  *     name: alternate sends between them)
  *   --body-bytes N (a text body of N bytes)
  *   --tls MODE (default none) --user U --password P --ca-file PEM
- *   --proxy URL (smtpc_client_set_proxy) */
+ *   --proxy URL (smtpc_client_set_proxy_url)
+ *   DSN and CHUNKING (sends go through the *_with functions):
+ *   --dsn-ret FULL|HDRS --dsn-envid ID --dsn-notify LIST (every recipient)
+ *   --rcpt-notify J=LIST --rcpt-orcpt J=ADDR (recipient J, 0-based)
+ *   --dsn-require (SMTPC_DSN_REQUIRE) --bdat (smtpc_client_set_use_bdat)
+ *   --ident USER=SECRET (repeatable): smtpc_client_set_identity_cb; send I
+ *     gets entry I modulo their number
+ *   --cred-cb-pass SECRET (repeatable, with --user): smtpc_client_set_credential_cb;
+ *     send I gets entry I modulo their number
+ *   at the end: "cbcalls N" (calls of either callback) */
 #include <smtpc/smtpc.h>
 
 #include "util/util.h"
@@ -54,6 +63,30 @@ static smtpc_retry_policy g_retry = {1, 0, 1.0, 0};
 static smtpc_tls_mode g_tls = SMTPC_TLS_MODE_NONE;
 static const char *g_user, *g_pass, *g_cafile, *g_proxy;
 static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
+static smtpc_send_params g_params;
+static smtpc_rcpt_opts g_ropts[64];
+static bool g_use_params, g_dsn_require, g_bdat;
+static const char *g_ident_user[16], *g_ident_pass[16], *g_cred_pass[16];
+static size_t g_nident, g_ncred;
+static atomic_uint g_cbcalls;
+
+static int ident_cb(void *ud, char *user, size_t ulen, char *secret, size_t slen)
+{
+    (void)ud;
+    unsigned k = atomic_fetch_add(&g_cbcalls, 1);
+    smtpc__strlcpy(user, g_ident_user[k % g_nident], ulen);
+    smtpc__strlcpy(secret, g_ident_pass[k % g_nident], slen);
+    return 0;
+}
+
+static int cred_cb(void *ud, const char *user, char *buf, size_t len)
+{
+    (void)ud;
+    (void)user;
+    unsigned k = atomic_fetch_add(&g_cbcalls, 1);
+    smtpc__strlcpy(buf, g_cred_pass[k % g_ncred], len);
+    return 0;
+}
 
 static void die(const char *what)
 {
@@ -101,8 +134,9 @@ static void print_result(uint64_t i, int rc, const smtpc_result *r)
            (long long)smtpc_result_connect_us(r), (long long)smtpc_result_tls_us(r),
            (long long)smtpc_result_auth_us(r), (long long)smtpc_result_transfer_us(r));
     for (size_t j = 0; j < smtpc_result_rcpt_count(r); j++)
-        printf("rcpt %llu %zu %s accepted=%d code=%d\n", (unsigned long long)i, j, smtpc_result_rcpt_address(r, j),
-               smtpc_result_rcpt_accepted(r, j), smtpc_result_rcpt_code(r, j));
+        printf("rcpt %llu %zu %s accepted=%d code=%d attempts=%u\n", (unsigned long long)i, j,
+               smtpc_result_rcpt_address(r, j), smtpc_result_rcpt_accepted(r, j), smtpc_result_rcpt_code(r, j),
+               smtpc_result_rcpt_attempts(r, j));
     if (rc) {
         char esc[1024];
         smtpc__escape_into(esc, sizeof esc, smtpc_result_errmsg(r), strlen(smtpc_result_errmsg(r)));
@@ -116,7 +150,7 @@ static smtpc_client *make_client(smtpc_pool *pool)
 {
     smtpc_client *c;
     if (smtpc_client_new(&c)) die("client_new");
-    smtpc_client_set_security(c, g_tls); /* test servers listen on random ports: NONE unless --tls */
+    smtpc_client_set_tls_mode(c, g_tls); /* test servers listen on random ports: NONE unless --tls */
     if (g_config) {
         smtpc_config *cfg;
         char err[512];
@@ -126,11 +160,18 @@ static smtpc_client *make_client(smtpc_pool *pool)
         if (rc) die(smtpc_client_errmsg(c));
     }
     if (g_host && smtpc_client_set_host(c, g_host, g_port)) die("set_host");
-    if (g_user && smtpc_client_set_credentials(c, g_user, g_pass)) die("set_credentials");
-    if (g_cafile && smtpc_client_set_tls_ca_file(c, g_cafile)) die("set_tls_ca_file");
-    if (g_proxy && smtpc_client_set_proxy(c, g_proxy)) die("set_proxy");
+    if (g_user && g_ncred) {
+        if (smtpc_client_set_credential_cb(c, g_user, cred_cb, NULL)) die("set_credential_cb");
+    } else if (g_user && smtpc_client_set_credentials(c, g_user, g_pass)) {
+        die("set_credentials");
+    }
+    if (g_nident && smtpc_client_set_identity_cb(c, ident_cb, NULL)) die("set_identity_cb");
+    if (g_cafile && smtpc_client_set_ca_file(c, g_cafile)) die("set_ca_file");
+    if (g_proxy && smtpc_client_set_proxy_url(c, g_proxy)) die("set_proxy_url");
     smtpc_client_set_ehlo_name(c, "drv.example");
     if (smtpc_client_set_retry(c, &g_retry)) die("bad --retry");
+    if (g_dsn_require && smtpc_client_set_dsn_policy(c, SMTPC_DSN_REQUIRE)) die("set_dsn_policy");
+    if (g_bdat && smtpc_client_set_use_bdat(c, true)) die("set_use_bdat");
     smtpc_client_set_strict_recipients(c, g_strict);
     if (g_timeout_ms) {
         smtpc_client_set_command_timeout_ms(c, (int64_t)g_timeout_ms);
@@ -214,7 +255,8 @@ static int run_single(void)
         if (g_async) {
             g_calls = 0;
             g_t0 = smtpc__now_ms();
-            int rc = smtpc_client_send_async(c, m, on_done, (void *)(uintptr_t)i);
+            int rc = smtpc_client_send_async_with(c, m, g_use_params ? &g_params : NULL, on_done,
+                                                  (void *)(uintptr_t)i);
             if (rc) {
                 printf("send %llu rc=%s (async start)\n", (unsigned long long)i, smtpc_err_name(rc));
                 failures++;
@@ -241,13 +283,14 @@ static int run_single(void)
         } else {
             smtpc_result *r = NULL;
             int rc;
+            const smtpc_send_params *sp = g_use_params ? &g_params : NULL;
             if (g_raw_cb) {
                 cb_src src = {raw, sizeof raw - 1};
-                rc = smtpc_client_send_envelope(c, "a@example.org", g_to, g_nto, cb_read, &src, &r);
+                rc = smtpc_client_send_envelope_with(c, "a@example.org", g_to, g_nto, cb_read, &src, sp, &r);
             } else if (g_raw) {
-                rc = smtpc_client_send_mem(c, "a@example.org", g_to, g_nto, raw, sizeof raw - 1, &r);
+                rc = smtpc_client_send_mem_with(c, "a@example.org", g_to, g_nto, raw, sizeof raw - 1, sp, &r);
             } else {
-                rc = smtpc_client_send(c, m, &r);
+                rc = smtpc_client_send_with(c, m, sp, &r);
             }
             print_result(i, rc, r);
             smtpc_result_free(r);
@@ -257,6 +300,7 @@ static int run_single(void)
         if (g_sleep_ms && i + 1 < g_n) usleep((useconds_t)(g_sleep_ms * 1000));
     }
     printf("opened %llu\n", (unsigned long long)smtpc_pool_connections_opened(smtpc_client_pool(c)));
+    printf("cbcalls %u\n", atomic_load(&g_cbcalls));
     fflush(stdout);
     smtpc_client_free(c);
     return failures ? 1 : 0;
@@ -398,6 +442,36 @@ int main(int argc, char **argv)
             g_retry.backoff_factor = f;
             g_retry.max_delay_ms = mx;
         }
+        else if (ARG("--dsn-ret")) { g_params.dsn_ret = v; g_use_params = true; }
+        else if (ARG("--dsn-envid")) { g_params.dsn_envid = v; g_use_params = true; }
+        else if (ARG("--dsn-notify")) { g_params.dsn_notify = v; g_use_params = true; }
+        else if (ARG("--rcpt-notify") || ARG("--rcpt-orcpt")) {
+            const char *eq = strchr(v, '=');
+            if (!eq) die("--rcpt-notify/--rcpt-orcpt J=VALUE");
+            char ix[16];
+            size_t l = (size_t)(eq - v) < sizeof ix - 1 ? (size_t)(eq - v) : sizeof ix - 1;
+            memcpy(ix, v, l);
+            ix[l] = '\0';
+            uint64_t j = num(ix);
+            if (j >= 64) die("recipient index");
+            if (!strcmp(a, "--rcpt-notify")) g_ropts[j].dsn_notify = eq + 1;
+            else g_ropts[j].dsn_orcpt = eq + 1;
+            g_params.rcpt = g_ropts;
+            g_use_params = true;
+        }
+        else if (ARG("--ident")) {
+            char *eq = strchr(argv[i], '='); /* argv is ours to modify */
+            if (!eq || g_nident >= 16) die("--ident USER=SECRET");
+            *eq = '\0';
+            g_ident_user[g_nident] = argv[i];
+            g_ident_pass[g_nident++] = eq + 1;
+        }
+        else if (ARG("--cred-cb-pass")) {
+            if (g_ncred >= 16) die("too many --cred-cb-pass");
+            g_cred_pass[g_ncred++] = v;
+        }
+        else if (!strcmp(a, "--dsn-require")) g_dsn_require = true;
+        else if (!strcmp(a, "--bdat")) g_bdat = true;
         else if (!strcmp(a, "--strict")) g_strict = true;
         else if (!strcmp(a, "--async")) g_async = true;
         else if (!strcmp(a, "--busy-check")) g_busy = true;
@@ -410,6 +484,7 @@ int main(int argc, char **argv)
 #undef ARG
     }
     if (g_nto == 0) g_to[g_nto++] = "b@example.org";
+    if (g_params.rcpt) g_params.nrcpt = g_nto;
     if (g_outbox) return run_outbox();
     if (g_threads) return run_threads();
     if (g_ehlo2) return run_two_identities();

@@ -33,3 +33,18 @@ def test_bulk_dir_envelopes(aiosmtpd, smtpc_bin, tmp_path):
     assert by["iis@example.org"].rcpt_tos == ["r1@example.org", "r2@example.org"]
     assert by["iis@example.org"].data == b"Subject: one\r\n\r\nbody1\r\n"  # X- lines removed
     assert by["ann@example.org"].rcpt_tos == ["x@example.org", "y@example.org"]
+
+
+def test_bulk_help_and_bad_numbers(smtpc_bin, tmp_path):
+    p = subprocess.run([smtpc_bin, "bulk", "--help"], capture_output=True, timeout=30)
+    assert p.returncode == 0 and b"--connections K" in p.stdout and b"--proxy URL" in p.stdout
+    base = [smtpc_bin, "send", "--server", "127.0.0.1:1", "--from", "a@example.org", "--to", "b@example.org"]
+    for extra, what in ((["--count", "3x", "--connections", "2"], b"--count"),
+                        (["--count", "5", "--connections", "0"], b"--connections"),
+                        (["--count", "5", "--connections", "100001"], b"--connections"),
+                        (["--count", "5", "--connections", "2", "--rate", "-1"], b"--rate"),
+                        (["--count", "5", "--connections", "2", "--max-per-connection", "x"],
+                         b"--max-per-connection")):
+        p = subprocess.run(base + extra, capture_output=True, timeout=30)
+        assert p.returncode == 64, (extra, p.stderr)
+        assert what in p.stderr, (extra, p.stderr)

@@ -63,3 +63,44 @@ def test_usage(smtpc_bin, tmp_path):
     assert smtpc(smtpc_bin, tmp_path, "queue", "drop", "--outbox", "ob").returncode == 64
     r = smtpc(smtpc_bin, tmp_path, "queue", "list")
     assert r.returncode == 64 and "--outbox" in r.stderr
+
+
+def test_connections_option(smtpc_bin, tmp_path, counting):
+    r = smtpc(smtpc_bin, tmp_path, "queue", "--help")
+    assert r.returncode == 0 and "--connections K" in r.stdout
+    for bad in ("0", "101", "x", "-1"):
+        r = smtpc(smtpc_bin, tmp_path, "queue", "flush", "--outbox", "ob", "--server", "127.0.0.1:1",
+                  "--tls", "none", "--connections", bad)
+        assert r.returncode == 64 and "--connections" in r.stderr, (bad, r.stderr)
+    # only flush takes it
+    assert smtpc(smtpc_bin, tmp_path, "queue", "list", "--outbox", "ob", "--connections", "2").returncode == 64
+    r = smtpc(smtpc_bin, tmp_path, "send", "--from", "a@example.org", "--to", "b@example.org", "--text", "x",
+              "--outbox", "ob", "--count", "20")
+    assert r.returncode == 0, r.stderr
+    srv = counting()
+    r = smtpc(smtpc_bin, tmp_path, "queue", "flush", "--outbox", "ob", "--server", f"127.0.0.1:{srv.port}",
+              "--tls", "none", "--connections", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"ok": True, "sent": 20, "deferred": 0, "failed": 0, "not_due": 0}
+    assert len(set(srv.msgids)) == 20 == len(srv.msgids)
+    assert 1 <= srv.connections <= 3
+
+
+def test_flush_takes_the_connection_flags(smtpc_bin, tmp_path, counting):
+    # --proxy, -6 and --bind's port reach the flush's clients (they were
+    # accepted and ignored): each one, wrong, keeps the message queued.
+    r = smtpc(smtpc_bin, tmp_path, "send", "--from", "a@example.org", "--to", "b@example.org",
+              "--text", "x", "--outbox", "ob")
+    assert r.returncode == 0, r.stderr
+    srv = counting()
+    base = ["queue", "flush", "--outbox", "ob", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
+            "--json", "--connect-timeout", "10s"]
+    # (the bind port is the server's own, where it listens: in use)
+    for wrong in (["--proxy", "socks5://127.0.0.1:1"], ["-6"], ["--bind", f"127.0.0.1:{srv.port}"]):
+        r = smtpc(smtpc_bin, tmp_path, *base, *wrong)
+        assert json.loads(r.stdout)["deferred"] == 1, (wrong, r.stdout, r.stderr)
+        assert smtpc(smtpc_bin, tmp_path, "queue", "retry", "--outbox", "ob").returncode == 0  # due now
+    assert srv.msgids == [] and srv.connections == 0
+    r = smtpc(smtpc_bin, tmp_path, *base, "-4", "--bind", "127.0.0.1")
+    assert json.loads(r.stdout)["sent"] == 1, r.stdout + r.stderr
+    assert len(srv.msgids) == 1

@@ -85,3 +85,16 @@ def test_raw_send_envelope_callback_survives_dead_idle_connection(counting):
     assert len(srv.envelopes) == 2
     assert all(e.data.endswith(b"raw body\r\n") for e in srv.envelopes)
     assert srv.connections == 2
+
+
+def test_identity_callback_user_with_control_characters_refused(counting):
+    # The pool key separates its fields with control characters: such a user
+    # name could pose as another key. Refused before connecting.
+    srv = counting()
+    p = run(base(srv) + ["--ident", "al\x1fice=pw", "--tls", "none"])
+    s = kv(lines(p, "send")[0])
+    assert s["rc"] == "SMTPC_EINVAL", p.stdout
+    assert "control characters" in lines(p, "err")[0]
+    assert lines(p, "cbcalls") == ["cbcalls 1"]
+    time.sleep(0.2)
+    assert srv.connections == 0

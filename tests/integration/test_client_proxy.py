@@ -1,4 +1,4 @@
-"""The client through a real SOCKS5 proxy (smtpc_client_set_proxy is passed to
+"""The client through a real SOCKS5 proxy (smtpc_client_set_proxy_url is passed to
 the session): the message arrives, and the proxy carried the connection."""
 import time
 

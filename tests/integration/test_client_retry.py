@@ -69,3 +69,90 @@ def test_unknown_after_dot_never_retried(scripted):
     assert s["rc"] == "SMTPC_EUNKNOWN" and s["attempts"] == "1", p.stdout
     time.sleep(0.3)
     assert srv.connections == 1 and len(srv.messages) == 1
+
+
+# ---- per-recipient 4xx retry ----
+
+from client_servers import _CountingHandler  # noqa: E402
+
+
+class _TempfailOnce(_CountingHandler):
+    """451 to the first RCPT of each address in srv.tempfail_once, then the
+    normal answers (250, or 550 for srv.refuse)."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.srv.lock:
+            first = address in self.srv.tempfail_once and address not in self.srv.tempfailed
+            if first:
+                self.srv.tempfailed.add(address)
+                self.srv.rcpt_attempts.append(address)
+        if first:
+            return "451 4.2.0 <{}>: greylisted, try again".format(address)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+def tempfail_once(counting, addrs, **kw):
+    srv = counting(**kw)
+    srv.tempfail_once = set(addrs)
+    srv.tempfailed = set()
+    srv.controller.handler = _TempfailOnce(srv)  # used for every new connection
+    return srv
+
+
+def rcpts(p):
+    return {l.split()[3]: kv(l) for l in lines(p, "rcpt")}
+
+
+def test_rcpt_4xx_retried_alone_each_recipient_delivered_once(counting):
+    srv = tempfail_once(counting, {"slow@example.org"})
+    t0 = time.monotonic()
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--retry", "3,300,2,1000",
+             "--to", "b@example.org", "--to", "slow@example.org"])
+    el = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    s = kv(lines(p, "send")[0])
+    assert s["rc"] == "SMTPC_OK" and s["attempts"] == "2"
+    r = rcpts(p)
+    assert r["b@example.org"]["accepted"] == "1" and r["b@example.org"]["attempts"] == "1"
+    assert r["slow@example.org"]["accepted"] == "1" and r["slow@example.org"]["code"] == "250"
+    assert r["slow@example.org"]["attempts"] == "2"
+    assert el >= 0.3  # the backoff was respected
+    # Two transactions: everyone first, then only the recipient that got 451.
+    assert [e.rcpt_tos for e in srv.envelopes] == [["b@example.org"], ["slow@example.org"]]
+    assert srv.rcpt_attempts == ["b@example.org", "slow@example.org", "slow@example.org"]
+    assert srv.msgids == ["<m-0-0@drv.example>", "<m-0-0@drv.example>"]
+
+
+def test_rcpt_4xx_retry_never_offers_5xx_recipients_again(counting):
+    srv = tempfail_once(counting, {"slow@example.org"}, refuse={"bad@example.org"})
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--retry", "3,50,1,50", "--raw",
+             "--to", "b@example.org", "--to", "bad@example.org", "--to", "slow@example.org"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = rcpts(p)
+    assert [r[a]["accepted"] for a in ("b@example.org", "bad@example.org", "slow@example.org")] == ["1", "0", "1"]
+    assert r["bad@example.org"]["code"] == "550" and r["bad@example.org"]["attempts"] == "1"
+    assert [e.rcpt_tos for e in srv.envelopes] == [["b@example.org"], ["slow@example.org"]]
+    assert srv.rcpt_attempts == ["b@example.org", "bad@example.org", "slow@example.org", "slow@example.org"]
+
+
+def test_rcpt_4xx_without_policy_is_the_final_outcome(counting):
+    srv = tempfail_once(counting, {"slow@example.org"})
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port),
+             "--to", "b@example.org", "--to", "slow@example.org"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    s = kv(lines(p, "send")[0])
+    assert s["rc"] == "SMTPC_OK" and s["attempts"] == "1"
+    r = rcpts(p)
+    assert r["slow@example.org"]["accepted"] == "0" and r["slow@example.org"]["code"] == "451"
+    assert [e.rcpt_tos for e in srv.envelopes] == [["b@example.org"]]
+
+
+def test_rcpt_4xx_with_one_shot_body_not_retried(counting):
+    # A read-callback body without rewind was consumed by the first delivery.
+    srv = tempfail_once(counting, {"slow@example.org"})
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--retry", "3,50,1,50", "--raw-cb",
+             "--to", "b@example.org", "--to", "slow@example.org"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert kv(lines(p, "send")[0])["attempts"] == "1"
+    assert rcpts(p)["slow@example.org"]["code"] == "451"
+    assert [e.rcpt_tos for e in srv.envelopes] == [["b@example.org"]]

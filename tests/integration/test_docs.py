@@ -323,3 +323,20 @@ def test_synopsis_matches_the_headers():
     wrong = ["%s:\n  header: %s\n  page:   %s" % (n, decl[n], doc[n])
              for n in sorted(decl) if doc[n] != decl[n]]
     assert not wrong, "prototype differs from the header:\n" + "\n".join(wrong)
+
+
+def test_smtpc_1_describes_the_bulk_options():
+    """Every option of `smtpc bulk` / `smtpc send --connections` (cli/cmd_bulk.c)
+    is described in the bulk section of smtpc(1), and the page renders cleanly."""
+    page = SOURCE_DIR / "docs" / "smtpc.1"
+    r = subprocess.run(["groff", "-mandoc", "-ww", "-Tutf8", str(page)], capture_output=True)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode(errors="replace")
+    text = page.read_text()
+    m = re.search(r"^\.Ss bulk$(.*?)^\.S[sh] ", text, flags=re.S | re.M)
+    assert m, "smtpc.1 has no bulk section"
+    section = m.group(1)
+    opts = set(re.findall(r'strcmp\(a, "--([a-z-]+)"\)', (SOURCE_DIR / "cli" / "cmd_bulk.c").read_text()))
+    assert len(opts) > 15, opts
+    missing = sorted(o for o in opts if not re.search(r"\.(?:It )?Fl -%s\b" % re.escape(o), section)
+                     and "Fl -" + o not in section)
+    assert missing == [], missing

@@ -3,7 +3,10 @@ dead idle connections and 421 on re-use are replaced transparently."""
 import collections
 import time
 
+import pytest
+
 from client_servers import counting, run, lines, kv  # noqa: F401
+from servers.scripted import scripted  # noqa: F401
 
 
 def test_8_threads_500_messages_exactly_once(counting):
@@ -89,3 +92,44 @@ def test_pool_never_mixes_identities(counting):
     assert [x["reused"] for x in s] == ["0", "0", "1", "1", "1", "1"]
     assert sorted(srv.ehlo_names) == ["drv.example", "other.example"]
     assert srv.connections == 2
+
+
+def test_421_on_reuse_and_on_the_fresh_connection_gives_up(counting):
+    # The fresh connection is tried once: its own 421 is the answer, no third.
+    srv = counting(mail_421_at={2, 3}, pipelining=False)
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--n", "2"])
+    s = [kv(l) for l in lines(p, "send")]
+    assert s[0]["rc"] == "SMTPC_OK"
+    assert s[1]["rc"] == "SMTPC_ETEMPFAIL" and s[1]["code"] == "421" and s[1]["attempts"] == "1", p.stdout
+    time.sleep(0.3)
+    assert srv.connections == 2 and srv.mail_count == 3
+    assert srv.msgids == ["<m-0-0@drv.example>"]
+
+
+@pytest.mark.parametrize("how", ["drop", "close"])
+def test_lost_after_final_dot_on_reused_connection_is_unknown_never_resent(scripted, how):
+    # Two transactions on one connection; the second loses the connection
+    # after its final dot. The message may have been delivered: SMTPC_EUNKNOWN,
+    # no fresh-connection retry (a second connection would be accepted and
+    # would take the message), no retry under the policy either.
+    srv = scripted([
+        ("send", b"220 hi\r\n"),
+        ("expect", rb"^EHLO "),
+        ("send", b"250-hi\r\n250 PIPELINING\r\n"),
+        ("expect_lines", 3),
+        ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ("expect_data",),
+        ("send", b"250 2.0.0 Ok: queued as Q1\r\n"),
+        ("expect_lines", 3),
+        ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ("expect_data",),
+        (how,),
+    ], connections=3)
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--n", "2", "--noop-after-ms", "-1",
+             "--retry", "5,10,1,10"])
+    s = [kv(l) for l in lines(p, "send")]
+    assert s[0]["rc"] == "SMTPC_OK" and s[0]["queue"] == "Q1"
+    assert s[1]["rc"] == "SMTPC_EUNKNOWN" and s[1]["reused"] == "1" and s[1]["attempts"] == "1", p.stdout
+    assert "may have been delivered" in lines(p, "err")[0]
+    time.sleep(0.5)
+    assert srv.connections == 1 and len(srv.messages) == 2

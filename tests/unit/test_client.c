@@ -43,11 +43,11 @@ TEST(setters)
     CHECK_INT(smtpc_client_set_host(c, "", 25), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_host(c, "a\r\nb", 25), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_host(c, "mail.example.org", 0), 0);
-    CHECK_INT(smtpc_client_set_security(c, (smtpc_tls_mode)99), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_mode(c, (smtpc_tls_mode)99), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_credentials(c, "me", "pw\r\nQUIT"), SMTPC_EINVAL);
     CHECK_INT(smtpc_client_set_credentials(c, "me", "secret"), 0);
-    CHECK_INT(smtpc_client_set_proxy(c, "gopher://x"), SMTPC_EINVAL);
-    CHECK_INT(smtpc_client_set_proxy(c, "socks5h://127.0.0.1:1080"), 0);
+    CHECK_INT(smtpc_client_set_proxy_url(c, "gopher://x"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_proxy_url(c, "socks5h://127.0.0.1:1080"), 0);
     CHECK_INT(smtpc_client_set_delivery(c, SMTPC_DELIVERY_PICKUP, NULL), SMTPC_EINVAL);
     smtpc_retry_policy bad = {0, 10, 2.0, 100};
     CHECK_INT(smtpc_client_set_retry(c, &bad), SMTPC_EINVAL);
@@ -57,7 +57,7 @@ TEST(setters)
     CHECK_INT(smtpc_client_set_timeout_ms(c, -1), SMTPC_EINVAL);
     /* The proxy is used: an unreachable proxy (port 1, nothing listens) fails
      * the connect with a network error that names the proxy. */
-    CHECK_INT(smtpc_client_set_proxy(c, "socks5h://127.0.0.1:1"), 0);
+    CHECK_INT(smtpc_client_set_proxy_url(c, "socks5h://127.0.0.1:1"), 0);
     smtpc_message *m;
     CHECK_INT(smtpc_message_new(&m), 0);
     smtpc_message_set_from(m, "a@example.org");
@@ -156,11 +156,175 @@ TEST(outbox_local)
     CHECK_INT(system(cmd), 0);
 }
 
+/* The session's namesakes judge the values: the client refuses what a
+ * session refuses, and keeps the session's message. */
+TEST(session_like_setters)
+{
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    /* NULL client */
+    CHECK_INT(smtpc_client_set_tls_mode(NULL, SMTPC_TLS_MODE_NONE), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_ca_path(NULL, "/etc/ssl/certs"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_add_pin(NULL, NULL), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_deadline_ms(NULL, 1), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_bind(NULL, "127.0.0.1", 0), SMTPC_EINVAL);
+    /* modes */
+    CHECK_INT(smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_AUTO), 0);
+    CHECK_INT(smtpc_client_set_tls_mode(c, (smtpc_tls_mode)-1), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_family(c, SMTPC_FAMILY_IPV6), 0);
+    CHECK_INT(smtpc_client_set_family(c, (smtpc_family)5), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_family(c, SMTPC_FAMILY_ANY), 0);
+    /* mechanisms: names are checked now (the old setter took anything) */
+    CHECK_INT(smtpc_client_set_auth_mechanisms(c, "SCRAM-SHA-256,PLAIN"), 0);
+    CHECK_INT(smtpc_client_set_auth_mechanisms(c, "SCRAM-SHA-256 BOGUS"), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_client_errmsg(c), "BOGUS") != NULL);
+    CHECK_INT(smtpc_client_set_auth_mechanisms(c, NULL), 0);
+    /* strings: CR/LF/NUL-free, not empty where the session says so */
+    CHECK_INT(smtpc_client_set_credentials(c, NULL, "secret"), SMTPC_EINVAL); /* as the session */
+    CHECK_INT(smtpc_client_set_credentials(c, "me\r\n", "secret"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_credentials(c, NULL, NULL), 0);
+    CHECK_INT(smtpc_client_set_authzid(c, "boss@example.org"), 0);
+    CHECK_INT(smtpc_client_set_authzid(c, "boss\r\nQUIT"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_authzid(c, NULL), 0);
+    CHECK_INT(smtpc_client_set_ehlo_name(c, "two words"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_ehlo_name(c, "client.example"), 0);
+    CHECK_INT(smtpc_client_set_ca_file(c, ""), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_ca_file(c, "/a\nb"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_ca_file(c, NULL), 0);
+    CHECK_INT(smtpc_client_set_ca_path(c, "/etc/ssl\r/certs"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_ca_path(c, "/etc/ssl/certs"), 0);
+    CHECK_INT(smtpc_client_set_ca_path(c, NULL), 0);
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    CHECK_INT(smtpc_client_set_tls_server_name(c, longname), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_server_name(c, "mx\n.example"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_server_name(c, "mx.example.org"), 0);
+    CHECK_INT(smtpc_client_set_tls_server_name(c, NULL), 0);
+    /* bind: address and port like the session's */
+    CHECK_INT(smtpc_client_set_bind(c, "", 0), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_bind(c, "127.0.0.1\r\n", 0), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_bind(c, "127.0.0.1", 2525), 0);
+    CHECK_INT(smtpc_client_set_bind(c, NULL, 0), 0);
+    /* client certificate: a key needs a certificate; files are read at connect */
+    CHECK_INT(smtpc_client_set_client_cert(c, NULL, "/k.pem"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_client_cert(c, "/c\n.pem", NULL), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_client_cert(c, "/c.pem", "/k.pem"), 0);
+    CHECK_INT(smtpc_client_set_client_cert(c, NULL, NULL), 0);
+    /* TLS versions with the session's validation */
+    CHECK_INT(smtpc_client_set_tls_versions(c, SMTPC_TLS_1_3, SMTPC_TLS_1_2, false), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_versions(c, 99, 0, false), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_versions(c, 0, 99, true), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_tls_versions(c, SMTPC_TLS_1_2, SMTPC_TLS_1_3, true), 0);
+    CHECK_INT(smtpc_client_set_tls_versions(c, 0, 0, false), 0);
+    /* pins: one per call, the session's syntax and limit */
+    static const char pin[] = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    CHECK_INT(smtpc_client_add_pin(c, "sha256//notbase64"), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_add_pin(c, "md5//AAAA"), SMTPC_EINVAL);
+    char two[200];
+    snprintf(two, sizeof two, "%s;%s", pin, pin);
+    CHECK_INT(smtpc_client_add_pin(c, two), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_add_pin(c, pin), 0);
+    int rc = 0, n = 0;
+    while (n < 200 && (rc = smtpc_client_add_pin(c, pin)) == 0) n++;
+    CHECK_INT(rc, SMTPC_ELIMIT); /* the session's bound, not an unbounded list */
+    CHECK(n > 10);
+    CHECK_INT(smtpc_client_add_pin(c, NULL), 0);
+    CHECK_INT(smtpc_client_add_pin(c, pin), 0); /* room again after clearing */
+    CHECK_INT(smtpc_client_add_pin(c, NULL), 0);
+    /* timeouts */
+    CHECK_INT(smtpc_client_set_greeting_timeout_ms(c, -1), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_auto_timeout_ms(c, -1), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_deadline_ms(c, -5), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_greeting_timeout_ms(c, 1000), 0);
+    CHECK_INT(smtpc_client_set_auto_timeout_ms(c, 0), 0);
+    CHECK_INT(smtpc_client_set_deadline_ms(c, 0), 0);
+    CHECK_INT(smtpc_client_set_insecure(c, true), 0);
+    CHECK_INT(smtpc_client_set_insecure(c, false), 0);
+    /* proxies: a URL (malformed: the reason, never the password) or a configuration */
+    CHECK_INT(smtpc_client_set_proxy_url(c, "socks5://me:s3cr3t@[::1:1080"), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_client_errmsg(c), "s3cr3t") == NULL);
+    CHECK(smtpc_client_errmsg(c)[0] != '\0');
+    CHECK_INT(smtpc_client_set_proxy_url(c, ""), 0);
+    smtpc_proxy *p;
+    CHECK_INT(smtpc_proxy_parse_url(&p, "http://127.0.0.1:3128", NULL, 0), 0);
+    CHECK_INT(smtpc_client_set_proxy(c, p), 0);
+    smtpc_proxy_free(p); /* copied */
+    CHECK_INT(smtpc_client_set_proxy(c, NULL), 0);
+    smtpc_client_free(c);
+}
+
+static int send_one(smtpc_client *c)
+{
+    const char *rc[] = {"b@example.org"};
+    smtpc_result *r = NULL;
+    int st = smtpc_client_send_mem(c, "a@example.org", rc, 1, "x\r\n", 3, &r);
+    smtpc_result_free(r);
+    return st;
+}
+
+/* The TLS files reach the session: an unreadable one fails the send with
+ * SMTPC_ECONFIG before any network activity (port 1: nothing listens, so
+ * reaching the network would be SMTPC_ENETWORK instead). */
+TEST(tls_files_reach_the_session)
+{
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(smtpc_client_set_host(c, "127.0.0.1", 1), 0);
+    CHECK_INT(smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_IMPLICIT), 0);
+    CHECK_INT(send_one(c), SMTPC_ENETWORK);
+    CHECK_INT(smtpc_client_set_ca_file(c, "/nonexistent/ca.pem"), 0);
+    CHECK_INT(send_one(c), SMTPC_ECONFIG);
+    CHECK_INT(smtpc_client_set_ca_file(c, NULL), 0);
+    CHECK_INT(smtpc_client_set_client_cert(c, "/nonexistent/client.pem", NULL), 0);
+    CHECK_INT(send_one(c), SMTPC_ECONFIG);
+    CHECK_INT(smtpc_client_set_client_cert(c, NULL, NULL), 0);
+    CHECK_INT(send_one(c), SMTPC_ENETWORK);
+    smtpc_client_free(c);
+}
+
+/* Configuration keys the client takes now, with the client's checks. */
+static int use_cfg(smtpc_client *c, const char *text)
+{
+    smtpc_config *cfg;
+    char err[256];
+    int rc = smtpc_config_parse(&cfg, text, strlen(text), "test", SMTPC_CONFIG_NOENV, err, sizeof err);
+    if (rc) return 1000 + rc;
+    rc = smtpc_client_use_config(c, cfg, NULL);
+    smtpc_config_free(cfg);
+    return rc;
+}
+
+TEST(config_keys)
+{
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(use_cfg(c, "server = 127.0.0.1:1\ntls = implicit\nca-path = /etc/ssl/certs\n"
+                         "tls-server-name = mx.example.org\ntls-min = 1.2\ntls-max = 1.3\n"
+                         "pin = sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=, "
+                         "sha256//BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=\n"
+                         "bind = 127.0.0.1\ngreeting-timeout = 5s\n"),
+              0);
+    CHECK_INT(send_one(c), SMTPC_ENETWORK);
+    CHECK_INT(use_cfg(c, "pin = sha256//bogus\n"), SMTPC_ECONFIG);
+    CHECK(strstr(smtpc_client_errmsg(c), "pin") != NULL);
+    CHECK_INT(use_cfg(c, "tls-min = 1.3\ntls-max = 1.2\n"), SMTPC_ECONFIG);
+    smtpc_client_free(c);
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(use_cfg(c, "key = /k.pem\n"), SMTPC_ECONFIG); /* a key needs a certificate */
+    CHECK_INT(use_cfg(c, "server = 127.0.0.1:1\ntls = implicit\ncert = /nonexistent/c.pem\n"), 0);
+    CHECK_INT(send_one(c), SMTPC_ECONFIG); /* the certificate reached the session */
+    smtpc_client_free(c);
+}
+
 int main(void)
 {
     RUN(queue_ids);
     RUN(setters);
     RUN(no_server_is_config_error);
+    RUN(session_like_setters);
+    RUN(tls_files_reach_the_session);
+    RUN(config_keys);
     RUN(outbox_local);
     T_DONE();
 }

@@ -182,6 +182,156 @@ TEST(names)
     smtpc__engine_free(e);
 }
 
+/* Output so far as a string, consumed. */
+static void take_out(smtpc__engine *e, char *buf, size_t cap)
+{
+    const uint8_t *p;
+    size_t n = smtpc__engine_output(e, &p);
+    snprintf(buf, cap, "%.*s", (int)n, (const char *)p);
+    smtpc__engine_output_advance(e, n);
+}
+
+static void ready_pipelining(smtpc__engine *e)
+{
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_ehlo(e, "c"), 0);
+    CHECK_INT(feed(e, "250-mx\r\n250 PIPELINING\r\n", NULL), 0);
+    drain(e);
+    char skip[64];
+    take_out(e, skip, sizeof skip); /* the EHLO line */
+}
+
+/* Cross-message pipelining: the next transaction's MAIL/RCPT/DATA join the
+ * previous final dot in one write; the previous EV_TXN_DONE comes first,
+ * with its own reply; a 5xx to the dot fails only that message. */
+TEST(chain_after_final_dot)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    ready_pipelining(e);
+    char out[512];
+    const char *r1[] = {"b@x"}, *r2[] = {"c@x", "d@x"};
+    smtpc__txn_opts o;
+    memset(&o, 0, sizeof o);
+    o.from = "a@x";
+    o.rcpts = r1;
+    o.nrcpts = 1;
+    CHECK_INT(smtpc__engine_txn_begin(e, &o), 0);
+    take_out(e, out, sizeof out);
+    CHECK_STR(out, "MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n");
+    /* not chainable before the body ended */
+    smtpc__txn_opts o2 = o;
+    o2.rcpts = r2;
+    o2.nrcpts = 2;
+    CHECK_INT(smtpc__engine_txn_begin(e, &o2), SMTPC_ESTATE);
+    CHECK_INT(smtpc__engine_txn_chain(e), SMTPC_ESTATE);
+    CHECK_INT(feed(e, "250 ok\r\n250 ok\r\n354 go\r\n", NULL), 0);
+    smtpc__event ev;
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_RCPT);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_BODY);
+    CHECK_INT(smtpc__engine_body_write(e, "one\r\n", 5), 0);
+    CHECK_INT(smtpc__engine_body_end(e), 0);
+    CHECK_INT(smtpc__engine_txn_begin(e, &o2), SMTPC_ESTATE); /* chain must be asked for */
+    CHECK_INT(smtpc__engine_txn_chain(e), 0);
+    CHECK_STR(smtpc__engine_state_name(e), "IDLE");
+    CHECK_INT(smtpc__engine_txn_begin(e, &o2), 0);
+    take_out(e, out, sizeof out);
+    CHECK_STR(out, "one\r\n.\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@x>\r\nRCPT TO:<d@x>\r\nDATA\r\n");
+    CHECK_INT(smtpc__engine_pending_replies(e), 5);
+    /* the dot's reply (a refusal), then the second envelope, one read */
+    CHECK_INT(feed(e, "554 5.7.1 no thanks\r\n250 ok\r\n250 ok\r\n550 no d\r\n354 go\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_DONE);
+    CHECK_INT(ev.cmd, SMTPC__CMD_DATA_END);
+    CHECK_INT(ev.status, SMTPC_EPERMFAIL);
+    CHECK_INT(ev.reply->code, 554);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_RCPT);
+    CHECK_INT(ev.tag, 0);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_RCPT);
+    CHECK_INT(ev.tag, 1);
+    CHECK_INT(ev.reply->code, 550);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_BODY);
+    CHECK_INT(smtpc__engine_body_write(e, ".two", 4), 0);
+    CHECK_INT(smtpc__engine_body_end(e), 0);
+    take_out(e, out, sizeof out);
+    CHECK_STR(out, "..two\r\n.\r\n");
+    CHECK_INT(feed(e, "250 2.0.0 queued as X\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_DONE);
+    CHECK_INT(ev.status, 0);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 0);
+    CHECK_STR(smtpc__engine_state_name(e), "IDLE");
+    smtpc__engine_free(e);
+}
+
+/* A 421 to the previous dot ends both: the previous message with the 421,
+ * the chained one as not sent (temporary, cmd NONE), and the engine closes. */
+TEST(chain_421_ends_both)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    ready_pipelining(e);
+    const char *r1[] = {"b@x"};
+    smtpc__txn_opts o;
+    memset(&o, 0, sizeof o);
+    o.from = "a@x";
+    o.rcpts = r1;
+    o.nrcpts = 1;
+    CHECK_INT(smtpc__engine_txn_begin(e, &o), 0);
+    CHECK_INT(feed(e, "250 ok\r\n250 ok\r\n354 go\r\n", NULL), 0);
+    drain(e);
+    CHECK_INT(smtpc__engine_body_end(e), 0);
+    CHECK_INT(smtpc__engine_txn_chain(e), 0);
+    CHECK_INT(smtpc__engine_txn_begin(e, &o), 0);
+    CHECK_INT(feed(e, "421 4.3.2 bye\r\n", NULL), 0);
+    smtpc__event ev;
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_DONE);
+    CHECK_INT(ev.cmd, SMTPC__CMD_DATA_END);
+    CHECK_INT(ev.status, SMTPC_ETEMPFAIL);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_DONE);
+    CHECK_INT(ev.cmd, SMTPC__CMD_NONE);
+    CHECK_INT(ev.status, SMTPC_ETEMPFAIL);
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 0);
+    CHECK_INT(smtpc__engine_pending_replies(e), 0);
+    CHECK_INT(smtpc__engine_txn_begin(e, &o), SMTPC_ESTATE);
+    smtpc__engine_free(e);
+}
+
+/* No chaining without PIPELINING (each command waits for its reply). */
+TEST(chain_needs_pipelining)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    CHECK_INT(smtpc__engine_expect_greeting(e), 0);
+    CHECK_INT(feed(e, "220 hi\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_ehlo(e, "c"), 0);
+    CHECK_INT(feed(e, "250 mx\r\n", NULL), 0);
+    drain(e);
+    const char *r1[] = {"b@x"};
+    smtpc__txn_opts o;
+    memset(&o, 0, sizeof o);
+    o.from = "a@x";
+    o.rcpts = r1;
+    o.nrcpts = 1;
+    CHECK_INT(smtpc__engine_txn_begin(e, &o), 0);
+    CHECK_INT(feed(e, "250 ok\r\n", NULL), 0);
+    CHECK_INT(feed(e, "250 ok\r\n", NULL), 0);
+    CHECK_INT(feed(e, "354 go\r\n", NULL), 0);
+    drain(e);
+    CHECK_INT(smtpc__engine_body_end(e), 0);
+    CHECK_INT(smtpc__engine_txn_chain(e), SMTPC_ESTATE);
+    CHECK_STR(smtpc__engine_state_name(e), "WAIT_END");
+    smtpc__engine_free(e);
+}
+
 int main(void)
 {
     RUN(trace_redacts_auth);
@@ -190,5 +340,8 @@ int main(void)
     RUN(output_partial_writes);
     RUN(body_write_failure_queues_nothing);
     RUN(names);
+    RUN(chain_after_final_dot);
+    RUN(chain_421_ends_both);
+    RUN(chain_needs_pipelining);
     T_DONE();
 }

@@ -139,11 +139,81 @@ TEST(cancel_from_signal_handler)
     close(lfd);
 }
 
+/* A tiny SMTP peer on one accepted connection: greeting, then one reply
+ * per command line (EHLO, NOOP..., QUIT). */
+static void *chatty_peer(void *arg)
+{
+    int lfd = *(int *)arg;
+    int fd = accept(lfd, NULL, NULL);
+    if (fd < 0) return NULL;
+    static const char greet[] = "220 peer ready\r\n";
+    if (write(fd, greet, sizeof greet - 1) < 0) goto out;
+    char line[512];
+    size_t n = 0;
+    for (;;) {
+        char c;
+        if (read(fd, &c, 1) != 1) break;
+        if (n < sizeof line - 1) line[n++] = c;
+        if (c != '\n') continue;
+        line[n] = 0;
+        n = 0;
+        const char *r = !strncmp(line, "EHLO", 4) ? "250 peer\r\n"
+                        : !strncmp(line, "QUIT", 4) ? "221 bye\r\n" : "250 2.0.0 fine\r\n";
+        if (write(fd, r, strlen(r)) < 0 || !strncmp(line, "QUIT", 4)) break;
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+typedef struct {
+    int sent, received;
+    char last[64];
+} trace_count;
+
+static void count_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    trace_count *t = ud;
+    if (dir == SMTPC_TRACE_SENT) t->sent++;
+    if (dir == SMTPC_TRACE_RECEIVED) t->received++;
+    snprintf(t->last, sizeof t->last, "%.*s", (int)len, line);
+}
+
+/* A trace set on an open connection sees the next commands and replies;
+ * cleared, it sees nothing more (the engine only formats lines for it
+ * while it is set). */
+TEST(trace_set_and_cleared_while_open)
+{
+    uint16_t port;
+    int lfd = silent_listener(&port);
+    CHECK(lfd >= 0);
+    pthread_t th;
+    CHECK_INT(pthread_create(&th, NULL, chatty_peer, &lfd), 0);
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    CHECK_INT(smtpc_session_set_tls_mode(s, SMTPC_TLS_MODE_NONE), 0);
+    CHECK_INT(smtpc_session_open(s, "127.0.0.1", port), 0);
+    trace_count t;
+    memset(&t, 0, sizeof t);
+    CHECK_INT(smtpc_session_set_trace(s, count_trace, &t), 0);
+    CHECK_INT(smtpc_session_noop(s), 0);
+    CHECK_INT(t.sent, 1);
+    CHECK_INT(t.received, 1);
+    CHECK_STR(t.last, "250 2.0.0 fine");
+    CHECK_INT(smtpc_session_set_trace(s, NULL, NULL), 0);
+    CHECK_INT(smtpc_session_noop(s), 0);
+    CHECK_INT(t.sent + t.received, 2);
+    smtpc_session_free(s);
+    pthread_join(th, NULL);
+    close(lfd);
+}
+
 int main(void)
 {
     RUN(new_free_and_setters);
     RUN(commands_need_a_connection);
     RUN(cancel_from_thread_then_rearm);
     RUN(cancel_from_signal_handler);
+    RUN(trace_set_and_cleared_while_open);
     T_DONE();
 }

@@ -1,0 +1,286 @@
+"""AUTH in smtpc_bulk (the non-blocking driver): every connection
+authenticates after EHLO (after STARTTLS + EHLO), with the engine's SASL
+mechanisms, against the private Postfix (Cyrus SASL) and aiosmtpd; a refusal
+fails every message with the server's reply and ends the run; credentials
+never go over a connection without TLS unless allowed."""
+import base64
+import os
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from conftest import driver
+from servers.aiosmtpd_server import free_port
+from servers.postfix import postfix, postfix_server  # noqa: F401
+from servers.scripted import scripted  # noqa: F401
+
+MID = re.compile(rb"Message-ID: <(\d+)\.bulk@test>")
+
+
+def run(host, port, count, conns, *opts, ca=None, timeout=300):
+    env = dict(os.environ)
+    if ca:
+        env["DRV_CA"] = ca
+    t0 = time.monotonic()
+    p = subprocess.run([driver("bulk"), host, str(port), str(count), str(conns), *map(str, opts)],
+                       capture_output=True, timeout=timeout, env=env)
+    elapsed = time.monotonic() - t0
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr.decode() + out[-2000:]
+    res = {}
+    done = None
+    for line in out.splitlines():
+        assert not line.startswith("DUPLICATE"), line
+        if line.startswith("R "):
+            f = line.split(" ", 6)
+            assert int(f[1]) not in res, line
+            res[int(f[1])] = dict(status=f[2], code=int(f[3]), err=f[5], msg=f[6] if len(f) > 6 else "")
+        elif line.startswith("DONE"):
+            done = line.split()
+    assert done is not None, out[-2000:]
+    assert len(res) == count, out[-2000:]
+    return res, done, elapsed
+
+
+def log_mark(pf):
+    return os.path.getsize(pf.logfile)
+
+
+def log_since(pf, mark):
+    with open(pf.logfile, "rb") as f:
+        f.seek(mark)
+        return f.read().decode(errors="replace")
+
+
+def auth_opts(pf, user="alice", password=None, *more):
+    return ["--user", user, "--password", pf.users[user] if password is None else password, *more]
+
+
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"])
+def test_bulk_auth_postfix_starttls_each_mechanism(postfix, mech):
+    mark = log_mark(postfix)
+    # submission: AUTH offered only after STARTTLS, and required for MAIL
+    res, done, _ = run("127.0.0.1", postfix.submission_port, 40, 4, "--tls", "starttls",
+                       *auth_opts(postfix), "--auth", mech, ca=postfix.ca_file)
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    got = postfix.wait_for(40, timeout=120)
+    assert sorted(int(MID.search(m.original_crlf).group(1)) for m in got) == list(range(40))
+    # Postfix logs the SASL login of each connection
+    log = log_since(postfix, mark)
+    assert f"sasl_method={mech}, sasl_username=alice" in log
+
+
+def test_bulk_without_auth_is_refused_by_submission(postfix):
+    # what the tests above rely on: without AUTH, submission refuses MAIL (530)
+    res, _, _ = run("127.0.0.1", postfix.submission_port, 5, 1, "--tls", "starttls",
+                    ca=postfix.ca_file)
+    assert all(r["status"] == "FAILED" and r["code"] == 530 for r in res.values()), res
+
+
+def test_bulk_auth_postfix_implicit_tls_default_mechanism(postfix):
+    mark = log_mark(postfix)
+    res, _, _ = run("127.0.0.1", postfix.smtps_port, 30, 3, "--tls", "implicit", *auth_opts(postfix),
+                    ca=postfix.ca_file)
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    postfix.wait_for(30, timeout=120)
+    assert "sasl_method=SCRAM-SHA-256, sasl_username=alice" in log_since(postfix, mark)
+
+
+def test_bulk_auth_wrong_password_fails_every_message(postfix):
+    res, done, elapsed = run("127.0.0.1", postfix.submission_port, 200, 8, "--tls", "starttls",
+                             *auth_opts(postfix, password="wrong-password"), "--auth", "PLAIN",
+                             ca=postfix.ca_file, timeout=120)
+    assert all(r["status"] == "FAILED" and r["code"] == 535 and r["err"] == "SMTPC_EAUTH"
+               for r in res.values()), list(res.values())[:3]
+    assert "AUTH PLAIN" in res[0]["msg"]
+    # the run ended by giving up, not after retries or timeouts
+    assert done[1] == "0" and int(done[4]) == 200, done
+    conns = int(done[8].split("=")[1])
+    assert conns <= 8, done
+    assert elapsed < 60
+    assert postfix.settle() == []
+
+
+def test_bulk_auth_refused_in_cleartext(postfix):
+    # auth_plain_port offers AUTH without TLS: refused unless allowed
+    mark = log_mark(postfix)
+    res, done, _ = run("127.0.0.1", postfix.auth_plain_port, 20, 2, *auth_opts(postfix), timeout=120)
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_EAUTH" and r["code"] == 0 and
+               "unencrypted" in r["msg"] for r in res.values()), list(res.values())[:3]
+    assert "sasl_method" not in log_since(postfix, mark)
+    assert postfix.settle() == []
+    # explicitly allowed: sent, and authenticated
+    res, _, _ = run("127.0.0.1", postfix.auth_plain_port, 20, 2, *auth_opts(postfix), "--plain-auth",
+                    "--auth", "CRAM-MD5")
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    postfix.wait_for(20, timeout=120)
+    assert "sasl_method=CRAM-MD5, sasl_username=alice" in log_since(postfix, mark)
+
+
+def test_bulk_auth_no_common_mechanism(postfix):
+    # PLAIN is never chosen by default without TLS... but with --plain-auth and
+    # a mechanism the server does not offer, nothing is in common
+    res, _, _ = run("127.0.0.1", postfix.auth_plain_port, 10, 2, *auth_opts(postfix), "--plain-auth",
+                    "--auth", "XOAUTH2")
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_EAUTH" and
+               "no mechanism in common" in r["msg"] for r in res.values()), list(res.values())[:3]
+
+
+# ---- hostile: a challenge that is not base64 -----------------------------------
+
+def test_bulk_auth_invalid_challenge_cancelled(scripted):
+    # RFC 4954 4: the client answers "*"; the server's reply to that ends it,
+    # and the run gives up with the step's error (not a retry loop)
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH CRAM-MD5\r\n"), ("expect", rb"^AUTH CRAM-MD5$"),
+                    ("send", b"334 !!not-base64!!\r\n"), ("expect", rb"^\*$"),
+                    ("send", b"501 5.7.0 AUTH cancelled\r\n"), ("sleep", 1), ("close",)])
+    res, done, elapsed = run("127.0.0.1", srv.port, 5, 1, "--user", "alice", "--password", "pw",
+                             "--plain-auth", timeout=120)
+    srv.wait()
+    assert srv.errors == []
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_EPROTO" and r["code"] == 501 and
+               "cancelled; server replied 501" in r["msg"] for r in res.values()), res
+    assert "conns=1" in done and elapsed < 60, done
+
+
+def test_bulk_auth_4xx_is_a_connection_failure(scripted):
+    # a temporary refusal may pass on another connection: tried again, a
+    # bounded number of times, then every message fails with it
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH PLAIN\r\n"), ("expect", rb"^AUTH PLAIN \S+$"),
+                    ("send", b"454 4.7.0 Temporary authentication failure\r\n"), ("sleep", 1),
+                    ("close",)], connections=20)
+    res, done, elapsed = run("127.0.0.1", srv.port, 5, 1, "--user", "alice", "--password", "pw",
+                             "--plain-auth", timeout=120)
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_ETEMPFAIL" and "454" in r["msg"]
+               for r in res.values()), res
+    conns = int(done[8].split("=")[1])
+    assert 2 <= conns <= 8, done  # retried, but not forever (k * 2 + 4)
+
+
+# ---- aiosmtpd: PLAIN, LOGIN and a token mechanism (XOAUTH2) -------------------
+
+PASSWORD = "aio-Secret-42"
+TOKEN = "ya29.bulk-token"
+
+
+class AuthHandler:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.messages = []
+        self.logins = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        raw = base64.b64decode(args[1])
+        ok = raw == b"user=alice\x01auth=Bearer " + TOKEN.encode() + b"\x01\x01"
+        with self.lock:
+            self.logins.append(("XOAUTH2", ok))
+        return AuthResult(success=ok, handled=False, auth_data=LoginPassword(b"alice", b""))
+
+    async def auth_OAUTHBEARER(self, server, args):
+        # RFC 7628: gs2 header "n,a=USER," then \x01-separated key=value pairs
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        raw = base64.b64decode(args[1])
+        parts = raw.split(b"\x01")
+        ok = parts[0] == b"n,a=alice," and b"auth=Bearer " + TOKEN.encode() in parts
+        with self.lock:
+            self.logins.append(("OAUTHBEARER", ok))
+        return AuthResult(success=ok, handled=False, auth_data=LoginPassword(b"alice", b""))
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append((session.authenticated, envelope.content))
+        return "250 OK"
+
+
+def aio_authenticator(handler):
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"alice" and \
+            auth_data.password == PASSWORD.encode()
+        with handler.lock:
+            handler.logins.append((mechanism, ok))
+        return AuthResult(success=ok, handled=False)
+    return check
+
+
+@pytest.fixture
+def aio_auth():
+    h = AuthHandler()
+    port = free_port("127.0.0.1")
+    c = Controller(h, hostname="127.0.0.1", port=port, auth_required=True, auth_require_tls=False,
+                   authenticator=aio_authenticator(h), ready_timeout=30)
+    c.start()
+    h.port = port
+    yield h
+    c.stop()
+
+
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
+def test_bulk_auth_aiosmtpd(aio_auth, mech):
+    res, _, _ = run("127.0.0.1", aio_auth.port, 100, 4, "--user", "alice", "--password", PASSWORD,
+                    "--plain-auth", "--auth", mech)
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    assert len(aio_auth.messages) == 100 and all(a for a, _ in aio_auth.messages)
+    # one login per connection, each with the chosen mechanism
+    assert 1 <= len(aio_auth.logins) <= 4 and set(aio_auth.logins) == {(mech, True)}
+
+
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_bulk_auth_aiosmtpd_token(aio_auth, mech):
+    res, _, _ = run("127.0.0.1", aio_auth.port, 50, 2, "--user", "alice", "--token", TOKEN,
+                    "--plain-auth", "--auth", mech)
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    assert set(aio_auth.logins) == {(mech, True)}
+    assert len(aio_auth.messages) == 50
+
+
+def test_bulk_auth_aiosmtpd_wrong_password(aio_auth):
+    res, done, elapsed = run("127.0.0.1", aio_auth.port, 300, 4, "--user", "alice", "--password", "nope",
+                             "--plain-auth", "--auth", "PLAIN", timeout=120)
+    assert all(r["status"] == "FAILED" and r["code"] == 535 and r["err"] == "SMTPC_EAUTH"
+               for r in res.values()), list(res.values())[:3]
+    assert aio_auth.messages == []
+    assert len(aio_auth.logins) <= 4 and elapsed < 60
+
+
+# ---- the CLI: smtpc send --count N --connections K with --user/--password-* ----
+
+def cli_send(smtpc_bin, tmp_path, pf, password, *extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPC_")}
+    env.update(HOME=str(tmp_path), SMTPC_CONFIG="/dev/null", PW=password)
+    return subprocess.run([smtpc_bin, "send", "--server", f"localhost:{pf.submission_port}", "--from",
+                           "sender@example.org", "--to", "rcpt@example.net", "--count", "30",
+                           "--connections", "3", "--tls", "starttls", "--ca-file", pf.ca_file,
+                           "--user", "alice", "--password-env", "PW", *extra],
+                          cwd=tmp_path, capture_output=True, timeout=120, env=env)
+
+
+def test_bulk_cli_auth(postfix, smtpc_bin, tmp_path):
+    mark = log_mark(postfix)
+    r = cli_send(smtpc_bin, tmp_path, postfix, postfix.users["alice"], "--auth", "SCRAM-SHA-1")
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"30 sent, 0 not sent" in r.stderr
+    assert len(postfix.wait_for(30, timeout=120)) == 30
+    assert "sasl_method=SCRAM-SHA-1, sasl_username=alice" in log_since(postfix, mark)
+    assert postfix.users["alice"].encode() not in r.stdout + r.stderr
+
+
+def test_bulk_cli_auth_wrong_password(postfix, smtpc_bin, tmp_path):
+    r = cli_send(smtpc_bin, tmp_path, postfix, "not-the-password")
+    assert r.returncode == 75, r.stderr.decode()
+    assert b"0 sent, 30 not sent" in r.stderr and b"535" in r.stderr
+    assert b"not-the-password" not in r.stdout + r.stderr
+    assert postfix.settle() == []
