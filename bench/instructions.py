@@ -9,6 +9,7 @@ run each (the kernel's share is not counted: see bench.py's CPU µs/msg).
 Clients:
   bulk-1          build/bench_bulk --n N (smtpc_bulk, pipelining across messages)
   smtpc-client-1  build/bench_smtpc --client --n N (client API, one pooled connection)
+  smtpc-batch-1   build/bench_smtpc --batch --n N (smtpc_client_send_batch)
   smtpc-1         build/bench_smtpc --n N (session API)
   smtp-source-1   smtp-source -s 1 -d -m N
 """
@@ -19,7 +20,7 @@ import sys
 
 from benchlib import BUILD, FROM, RCPT, Sink, machine_state, need
 
-ALL = ["bulk-1", "smtpc-client-1", "smtpc-1", "smtp-source-1"]
+ALL = ["bulk-1", "smtpc-client-1", "smtpc-batch-1", "smtpc-1", "smtp-source-1"]
 
 
 def cmd(name, port, n, size):
@@ -28,6 +29,8 @@ def cmd(name, port, n, size):
         return [str(BUILD / "bench_bulk"), "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtpc-client-1":
         return [str(BUILD / "bench_smtpc"), "--client", "--n", str(n), "--size", str(size), host, str(port)]
+    if name == "smtpc-batch-1":
+        return [str(BUILD / "bench_smtpc"), "--batch", "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtpc-1":
         return [str(BUILD / "bench_smtpc"), "--n", str(n), "--size", str(size), host, str(port)]
     if name == "smtp-source-1":

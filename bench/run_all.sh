@@ -10,11 +10,11 @@ mkdir -p "$out"
 py=/usr/bin/python3
 run() { name=$1; shift; echo "== $name: $*" >&2; "$@" >"$out/$name.md" 2>"$out/$name.log"; cat "$out/$name.md"; }
 run throughput $py "$here/bench.py" --n 10000 --runs "$runs" \
-    --clients smtpc-1,smtpc-client-1,bulk-1,smtp-source-1,smtplib-1,nodemailer-1,bulk-8,smtp-source-8,smtp-source-16,smtplib-8,nodemailer-8
+    --clients smtpc-1,smtpc-client-1,smtpc-batch-1,bulk-1,smtp-source-1,smtplib-1,nodemailer-1,bulk-8,smtp-source-8,smtp-source-16,smtplib-8,nodemailer-8
 run tls $py "$here/bench.py" --tls --n 10000 --runs "$runs" \
-    --clients smtpc-1,smtpc-client-1,bulk-1,smtplib-1,nodemailer-1,bulk-8,smtplib-8,nodemailer-8
+    --clients smtpc-1,smtpc-client-1,smtpc-batch-1,bulk-1,smtplib-1,nodemailer-1,bulk-8,smtplib-8,nodemailer-8
 run oneshot $py "$here/oneshot.py" --m 200 --runs "$runs"
 run oneshot-tls $py "$here/oneshot.py" --tls --m 100 --runs "$runs" --clients true,smtpc-send,smtpc-sendmail,curl,msmtp
 run big $py "$here/big.py" --mib 100 --runs "$runs"
-run instructions $py "$here/instructions.py" --base 1 --extra 1000 --clients bulk-1,smtpc-client-1,smtpc-1,smtp-source-1
+run instructions $py "$here/instructions.py" --base 1 --extra 1000 --clients bulk-1,smtpc-client-1,smtpc-batch-1,smtpc-1,smtp-source-1
 echo "results in $out" >&2
