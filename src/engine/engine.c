@@ -1032,8 +1032,10 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     nt.strict = o->policy == SMTPC__TXN_STRICT;
     nt.binary = mp.body == SMTPC__BODY_BINARYMIME;
     /* STRICT keeps DATA out of the group: if some RCPT is refused while
-     * others are accepted, a 354 could only be left by delivering. */
-    nt.data_in_group = nt.pipelined && !nt.bdat && !nt.strict;
+     * others are accepted, a 354 could only be left by delivering. With one
+     * recipient there is no such mix (refused: nobody gets the empty end of
+     * data), so DATA joins the group and saves a round trip. */
+    nt.data_in_group = nt.pipelined && !nt.bdat && (!nt.strict || o->nrcpts == 1);
     nt.nrcpts = o->nrcpts;
     nt.state = TXN_ENVELOPE;
 

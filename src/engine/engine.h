@@ -176,9 +176,10 @@ int smtpc__engine_body_end(smtpc__engine *e);
  * then EV_TXN_BODY when the body is wanted, then one EV_TXN_DONE. When MAIL
  * or all RCPTs fail, or some fail under SMTPC__TXN_STRICT, the engine ends
  * the transaction itself (an empty DATA end if the server already said 354,
- * then RSET) and EV_TXN_DONE carries the deciding reply. Under STRICT, DATA
- * is not pipelined: it waits for every RCPT reply, so a partly accepted
- * envelope never meets a 354. Should a server still say 354 while some
+ * then RSET) and EV_TXN_DONE carries the deciding reply. Under STRICT with
+ * several recipients, DATA is not pipelined: it waits for every RCPT reply,
+ * so a partly accepted envelope never meets a 354 (one recipient cannot be
+ * partly accepted: its DATA is pipelined). Should a server still say 354 while some
  * recipient is accepted (after refusing MAIL), no end of data is sent (it
  * would deliver): EV_TXN_DONE comes at once, the engine is closing and the
  * driver must drop the connection without QUIT. */
