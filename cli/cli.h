@@ -189,15 +189,16 @@ typedef struct cli_source {
     const void *mem;
     size_t len;
     /* raw bytes streamed from a regular file (smtpc send --message FILE):
-     * len bytes of fd from offset 0, read afresh at each delivery, never held
-     * whole; eightbit = some byte has the high bit (decided by cli_source_file) */
+     * len bytes of fd from offset base, read afresh at each delivery, never
+     * held whole; eightbit = some byte has the high bit (decided by cli_source_file) */
     bool file;
     int fd;
     bool eightbit;
+    uint64_t base;
 } cli_source;
-/* Opens path for a raw source: a regular file is streamed (its size taken by
- * fstat, one chunked pass for 8-bit bytes); anything else ("-", a pipe) is
- * read into buf as before. At most limit bytes (errno EFBIG beyond). 0, or -1
+/* Opens path for a raw source: a regular file (also "-" when standard input
+ * is one, from its current offset) is streamed (its size taken by fstat, one
+ * chunked pass for 8-bit bytes); anything else (a pipe) is read into buf as before. At most limit bytes (errno EFBIG beyond). 0, or -1
  * with errno. cli_source_close() closes the file. */
 int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit);
 void cli_source_close(cli_source *src);

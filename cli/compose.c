@@ -169,8 +169,9 @@ int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t l
     int fd = in ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     struct stat st;
-    if (in || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        /* stdin, a pipe, a device: cannot be read twice, so it is held */
+    off_t base = in ? lseek(fd, 0, SEEK_CUR) : 0;
+    if (base < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < base) {
+        /* a pipe, a terminal, a device: cannot be read twice, so it is held */
         int rc = slurp_fd(fd, buf, limit), e = errno;
         if (!in) close(fd);
         errno = e;
@@ -179,20 +180,20 @@ int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t l
         src->len = smtpc__buf_size(buf);
         return 0;
     }
-    if ((uint64_t)st.st_size > limit) {
-        close(fd);
+    if ((uint64_t)(st.st_size - base) > limit) {
+        if (!in) close(fd);
         errno = EFBIG;
         return -1;
     }
     /* one pass in bounded pieces: BODY=8BITMIME is declared before the body is sent */
     bool eight = false;
     char tmp[65536];
-    for (off_t off = 0; !eight && off < st.st_size;) {
+    for (off_t off = base; !eight && off < st.st_size;) {
         ssize_t n = pread(fd, tmp, sizeof tmp, off);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
-            close(fd);
+            if (!in) close(fd);
             errno = e;
             return -1;
         }
@@ -203,14 +204,15 @@ int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t l
     }
     src->file = true;
     src->fd = fd;
-    src->len = (size_t)st.st_size;
+    src->len = (size_t)(st.st_size - base);
+    src->base = (uint64_t)base;
     src->eightbit = eight;
     return 0;
 }
 
 void cli_source_close(cli_source *src)
 {
-    if (src->file && src->fd >= 0) close(src->fd);
+    if (src->file && src->fd > 0) close(src->fd); /* not standard input */
     src->file = false;
     src->fd = -1;
 }
@@ -241,7 +243,7 @@ ssize_t cli_source_read(void *ud, void *buf, size_t len)
     /* the file as measured: no more than its size then, so that SIZE= holds */
     for (;;) {
         if (n == 0) return 0;
-        ssize_t r = pread(s->fd, buf, n, (off_t)rd->off);
+        ssize_t r = pread(s->fd, buf, n, (off_t)(s->base + rd->off));
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             rd->err = strerror(errno);

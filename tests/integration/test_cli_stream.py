@@ -35,12 +35,12 @@ def clean_env(tmp_path):
     return env
 
 
-def run_rss(smtpc_bin, tmp_path, *args):
+def run_rss(smtpc_bin, tmp_path, *args, stdin=subprocess.DEVNULL):
     """Runs smtpc under drv_rss; returns (exit status, stdout, stderr, peak RSS
     in KiB). (A child of pytest would carry pytest's own high-water mark.)"""
     rep = tmp_path / "rss.txt"
     r = subprocess.run([driver("rss"), str(rep), smtpc_bin, *args], cwd=tmp_path,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=300, env=clean_env(tmp_path))
+                       stdin=stdin, capture_output=True, timeout=300, env=clean_env(tmp_path))
     kib, status = (int(x) for x in rep.read_text().split())
     assert status == r.returncode, (status, r.returncode)
     return r.returncode, r.stdout, r.stderr, kib
@@ -183,3 +183,29 @@ def test_message_file_that_shrinks_is_not_sent_truncated(smtpc_bin, tmp_path, sc
     assert b"shrank" in err, err
     second = srv.received.split(b"\r\nDATA\r\n")[2]
     assert b"\r\n.\r\n" not in second
+
+
+def test_message_from_stdin_redirected_from_a_file_is_streamed(smtpc_bin, tmp_path, aiosmtpd):
+    # "--message - < file": standard input is a regular file, streamed from
+    # its current offset (here past a first line the caller already read)
+    srv = aiosmtpd()
+    big = tmp_path / "big.eml"
+    junk = b"junk line read by the caller\n"
+    digest = write_message(big, BIG, True)
+    whole = tmp_path / "whole.eml"
+    with open(whole, "wb") as f, open(big, "rb") as g:
+        f.write(junk)
+        while chunk := g.read(1 << 20):
+            f.write(chunk)
+    with open(whole, "rb") as f:
+        f.seek(len(junk))
+        rc, _, err, kib = run_rss(smtpc_bin, tmp_path, "send", "--server", f"127.0.0.1:{srv.port}",
+                                  "--tls", "none", "--from", "a@example.org", "--to", "b@example.org",
+                                  "--message", "-", stdin=f)
+    assert rc == 0, err
+    e = srv.envelopes[0]
+    assert len(e.data) == BIG and hashlib.sha256(e.data).hexdigest() == digest
+    opts = [o.upper() for o in e.mail_options]
+    assert f"SIZE={BIG}" in opts and "BODY=8BITMIME" in opts, opts
+    if not sanitized():
+        assert kib < 16 * 1024, kib
