@@ -188,7 +188,27 @@ typedef struct cli_source {
     smtpc_message *msg;
     const void *mem;
     size_t len;
+    /* raw bytes streamed from a regular file (smtpc send --message FILE):
+     * len bytes of fd from offset base, read afresh at each delivery, never
+     * held whole; eightbit = some byte has the high bit (decided by cli_source_file) */
+    bool file;
+    int fd;
+    bool eightbit;
+    uint64_t base;
 } cli_source;
+/* Opens path for a raw source: a regular file (also "-" when standard input
+ * is one, from its current offset) is streamed (its size taken by fstat, one
+ * chunked pass for 8-bit bytes); anything else (a pipe) is read into buf as before. At most limit bytes (errno EFBIG beyond). 0, or -1
+ * with errno. cli_source_close() closes the file. */
+int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit);
+void cli_source_close(cli_source *src);
+/* The reader over a raw source: call cli_source_reader_init before each
+ * delivery; cli_source_read has the smtpc_read_cb signature. */
+typedef struct cli_source_reader { const cli_source *src; size_t off; const char *err; } cli_source_reader;
+void cli_source_reader_init(cli_source_reader *rd, const cli_source *src);
+ssize_t cli_source_read(void *ud, void *buf, size_t len);
+/* After a failed delivery: why the file could not be read, or NULL. */
+const char *cli_source_reader_error(const cli_source_reader *rd);
 /* Delivers src; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
 int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
                 cli_result *r);

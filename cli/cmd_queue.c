@@ -6,17 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-typedef struct mem_src { const uint8_t *p; size_t left; } mem_src;
-static ssize_t mem_read(void *ud, void *buf, size_t len)
-{
-    mem_src *m = ud;
-    size_t n = m->left < len ? m->left : len;
-    memcpy(buf, m->p, n);
-    m->p += n;
-    m->left -= n;
-    return (ssize_t)n;
-}
-
 int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_source *src, cli_result *r)
 {
     r->delivery = "outbox";
@@ -28,14 +17,16 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
     if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
     char id[128];
     smtpc_message_writer *w = NULL;
-    mem_src ms = {src->mem, src->len};
+    cli_source_reader ms;
+    cli_source_reader_init(&ms, src);
     if (src->msg && (rc = smtpc_message_writer_new(&w, src->msg, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8))) {
         cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
     } else {
         rc = smtpc_outbox_add_raw(ob, env->from, env->rcpts, env->nrcpts,
-                                  w ? smtpc_message_writer_read : mem_read, w ? (void *)w : (void *)&ms, id,
+                                  w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&ms, id,
                                   sizeof id);
-        if (rc) cli_result_fail(r, rc, "%s", smtpc_outbox_errmsg(ob));
+        if (rc) cli_result_fail(r, rc, "%s", cli_source_reader_error(&ms) ? cli_source_reader_error(&ms)
+                                                                         : smtpc_outbox_errmsg(ob));
     }
     smtpc_message_writer_free(w);
     smtpc_outbox_free(ob);

@@ -70,6 +70,9 @@ int cmd_send(const char *prog, int argc, char **argv)
     smtpc__buf_init(&raw, 0);
     cli_list rcpts = {0};
     const char *env_from = from;
+    /* a --message FILE is streamed from the file, never held whole */
+    cli_source src = {0};
+    src.fd = -1;
     if (c.o.val[O_MESSAGE]) {
         /* sent as is: the envelope is exactly --from and the --to/--cc/--bcc addresses */
         if ((ex = cli_check_address(&c, "--from", from))) goto done;
@@ -81,7 +84,7 @@ int cmd_send(const char *prog, int argc, char **argv)
                 if (cli_list_push(&rcpts, l->v[i])) { ex = EX_OSERR; goto done; }
             }
         }
-        if (cli_slurp(c.o.val[O_MESSAGE], &raw, CLI_MAX_MESSAGE) < 0) {
+        if (cli_source_file(&src, c.o.val[O_MESSAGE], &raw, CLI_MAX_MESSAGE) < 0) {
             cli_err(&c, "cannot read %s: %s", c.o.val[O_MESSAGE], strerror(errno));
             ex = errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
             goto done;
@@ -113,14 +116,21 @@ int cmd_send(const char *prog, int argc, char **argv)
                 ex = cli_exit_code((int)n);
             }
             smtpc_message_writer_free(w);
-        } else if (fwrite(smtpc__buf_ptr(&raw), 1, smtpc__buf_size(&raw), stdout) != smtpc__buf_size(&raw)) {
-            ex = EX_IOERR;
+        } else {
+            cli_source_reader rd;
+            cli_source_reader_init(&rd, &src);
+            char buf[65536];
+            ssize_t n;
+            while ((n = cli_source_read(&rd, buf, sizeof buf)) > 0)
+                if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) break;
+            if (n < 0) cli_err(&c, "cannot read %s: %s", c.o.val[O_MESSAGE], cli_source_reader_error(&rd));
+            if (n != 0) ex = EX_IOERR;
         }
         if (fflush(stdout)) ex = EX_IOERR;
         goto done;
     }
     cli_envelope env = {env_from, rcpts.v, rcpts.n};
-    cli_source src = {m, smtpc__buf_ptr(&raw), smtpc__buf_size(&raw)};
+    src.msg = m;
     char first_id[512] = "";
     /* --count: one connection for all, and a progress line on a terminal */
     cli_progress pg;
@@ -155,6 +165,7 @@ int cmd_send(const char *prog, int argc, char **argv)
     cli_deliver_keep(false);
 done:
     smtpc_message_free(m);
+    cli_source_close(&src);
     smtpc__buf_free(&raw);
     free(rcpts.v);
 out:

@@ -251,7 +251,7 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_envelope env = {from, rcpts.v, rcpts.n};
     cli_result r;
     cli_result_init(&r);
-    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg)};
+    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), false, -1, false, 0};
     rc = cli_deliver(&c, d, &env, &src, &r);
     cli_print_result(&c, &r);
     cli_result_free(&r);

@@ -5,24 +5,30 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* Reads fd to its end into out (at most limit bytes: errno EFBIG). */
+static int slurp_fd(int fd, smtpc__buf *out, size_t limit)
+{
+    char tmp[65536];
+    for (;;) {
+        ssize_t n = read(fd, tmp, sizeof tmp);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        if (smtpc__buf_size(out) + (size_t)n > limit) { errno = EFBIG; return -1; }
+        if (smtpc__buf_append(out, tmp, (size_t)n)) { errno = ENOMEM; return -1; }
+    }
+}
 
 int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
 {
     int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
-    char tmp[65536];
-    int rc = 0;
-    for (;;) {
-        ssize_t n = read(fd, tmp, sizeof tmp);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) { rc = -1; break; }
-        if (n == 0) break;
-        if (smtpc__buf_size(out) + (size_t)n > limit) { errno = EFBIG; rc = -1; break; }
-        if (smtpc__buf_append(out, tmp, (size_t)n)) { errno = ENOMEM; rc = -1; break; }
-    }
+    int rc = slurp_fd(fd, out, limit);
     int e = errno;
     if (fd) close(fd);
     errno = e;
@@ -155,4 +161,99 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     }
     *out = m;
     return 0;
+}
+
+int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit)
+{
+    bool in = strcmp(path, "-") == 0;
+    int fd = in ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct stat st;
+    off_t base = in ? lseek(fd, 0, SEEK_CUR) : 0;
+    if (base < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < base) {
+        /* a pipe, a terminal, a device: cannot be read twice, so it is held */
+        int rc = slurp_fd(fd, buf, limit), e = errno;
+        if (!in) close(fd);
+        errno = e;
+        if (rc) return -1;
+        src->mem = smtpc__buf_ptr(buf);
+        src->len = smtpc__buf_size(buf);
+        return 0;
+    }
+    if ((uint64_t)(st.st_size - base) > limit) {
+        if (!in) close(fd);
+        errno = EFBIG;
+        return -1;
+    }
+    /* one pass in bounded pieces: BODY=8BITMIME is declared before the body is sent */
+    bool eight = false;
+    char tmp[65536];
+    for (off_t off = base; !eight && off < st.st_size;) {
+        ssize_t n = pread(fd, tmp, sizeof tmp, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int e = errno;
+            if (!in) close(fd);
+            errno = e;
+            return -1;
+        }
+        if (n == 0) break;
+        for (ssize_t i = 0; i < n; i++)
+            if ((uint8_t)tmp[i] & 0x80) { eight = true; break; }
+        off += n;
+    }
+    src->file = true;
+    src->fd = fd;
+    src->len = (size_t)(st.st_size - base);
+    src->base = (uint64_t)base;
+    src->eightbit = eight;
+    return 0;
+}
+
+void cli_source_close(cli_source *src)
+{
+    if (src->file && src->fd > 0) close(src->fd); /* not standard input */
+    src->file = false;
+    src->fd = -1;
+}
+
+void cli_source_reader_init(cli_source_reader *rd, const cli_source *src)
+{
+    rd->src = src;
+    rd->off = 0;
+    rd->err = NULL;
+}
+
+const char *cli_source_reader_error(const cli_source_reader *rd)
+{
+    return rd->err;
+}
+
+ssize_t cli_source_read(void *ud, void *buf, size_t len)
+{
+    cli_source_reader *rd = ud;
+    const cli_source *s = rd->src;
+    size_t left = s->len - rd->off;
+    size_t n = left < len ? left : len;
+    if (!s->file) {
+        if (n) memcpy(buf, (const uint8_t *)s->mem + rd->off, n);
+        rd->off += n;
+        return (ssize_t)n;
+    }
+    /* the file as measured: no more than its size then, so that SIZE= holds */
+    for (;;) {
+        if (n == 0) return 0;
+        ssize_t r = pread(s->fd, buf, n, (off_t)(s->base + rd->off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            rd->err = strerror(errno);
+            return SMTPC_EIO;
+        }
+        if (r == 0) { /* no truncated message */
+            rd->err = "the message file shrank while being sent";
+            return SMTPC_EIO;
+        }
+        rd->off += (size_t)r;
+        return r;
+    }
 }

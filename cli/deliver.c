@@ -9,17 +9,6 @@
 #define CLI_HAVE_SESSION 1
 #endif
 
-typedef struct mem_reader { const uint8_t *p; size_t left; } mem_reader;
-static ssize_t mem_read(void *ud, void *buf, size_t len)
-{
-    mem_reader *m = ud;
-    size_t n = m->left < len ? m->left : len;
-    memcpy(buf, m->p, n);
-    m->p += n;
-    m->left -= n;
-    return (ssize_t)n;
-}
-
 static int rcpts_init(cli_result *r, const cli_envelope *env)
 {
     r->rcpts = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *r->rcpts);
@@ -35,7 +24,8 @@ static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_s
     r->delivery = "pickup";
     const char *dir = cli_get(c, O_PICKUP_DIR);
     if (!dir) dir = "outbox";
-    mem_reader mr = {src->mem, src->len};
+    cli_source_reader mr;
+    cli_source_reader_init(&mr, src);
     smtpc_message_writer *w = NULL;
     if (src->msg) {
         /* a pickup file is relayed by someone else: keep it 7-bit clean */
@@ -44,10 +34,11 @@ static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_s
     }
     char err[512];
     int rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts,
-                                w ? smtpc_message_writer_read : mem_read, w ? (void *)w : (void *)&mr,
+                                w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
                                 &r->path, err, sizeof err);
     if (rc) {
         if (w && smtpc_message_writer_errmsg(w)[0]) snprintf(err, sizeof err, "%s", smtpc_message_writer_errmsg(w));
+        else if (cli_source_reader_error(&mr)) snprintf(err, sizeof err, "%s", cli_source_reader_error(&mr));
         smtpc_message_writer_free(w);
         return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
     }
@@ -376,7 +367,7 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     } else {
         if (smtpc_session_has_ext(s, "SIZE")) mo.size = src->len;
         /* a raw message with 8-bit bytes is declared when the server allows */
-        mo.body_8bitmime = ext8 && has_8bit(src->mem, src->len);
+        mo.body_8bitmime = ext8 && (src->file ? src->eightbit : has_8bit(src->mem, src->len));
     }
     /* sendmail callers pass -N/-R/-V whatever the server: like sendmail,
      * they are dropped for a server without DSN; smtpc send insists */
@@ -401,16 +392,19 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
      * fails the message, so that a retry does not duplicate it */
     se.all_or_nothing = true;
     /* the body goes through a tap: trace of its header lines, progress of a big upload */
-    mem_reader mr = {src->mem, src->len};
+    cli_source_reader mr;
+    cli_source_reader_init(&mr, src);
     uint64_t total = w ? (uint64_t)(smtpc_message_writer_size(w) > 0 ? smtpc_message_writer_size(w) : 0) : src->len;
     if (!g_keep.on && total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
-    cli_tap_init(&tap, w ? smtpc_message_writer_read : mem_read, w ? (void *)w : (void *)&mr,
+    cli_tap_init(&tap, w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
                  c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
     rc = smtpc_session_send(s, &se, cli_tap_read, &tap);
     if (tap.bytes) cli_tap_done(&tap);
     cli_progress_end(&pg);
     if (rc && w && smtpc_message_writer_errmsg(w)[0])
         cli_result_fail(r, rc, "%s", smtpc_message_writer_errmsg(w));
+    else if (rc && cli_source_reader_error(&mr))
+        cli_result_fail(r, rc, "%s", cli_source_reader_error(&mr));
     smtpc_message_writer_free(w);
     w = NULL;
     free(ro);
