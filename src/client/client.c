@@ -1216,6 +1216,81 @@ static int dsn_apply(smtpc_client *c, const smtpc__body *b, smtpc_mail_opts *mo,
     return 0;
 }
 
+/* A pooled connection for key: an idle one (RSET after an unclean
+ * transaction, NOOP after a long idle; one past its deadline or dead while
+ * idle is replaced, which is not an attempt) or a new one. */
+static int get_conn(smtpc_client *c, const char *key, const ident *id, smtpc_result *res,
+                    smtpc__pconn **out, bool *reused)
+{
+    for (;;) {
+        smtpc__pconn *pc;
+        bool check;
+        int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &pc, &check);
+        if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
+        if (!pc->s) {
+            rc = open_session(c, pc, id, res);
+            if (rc) {
+                publish(c, NULL);
+                smtpc__pool_release(c->pool, pc, false, false);
+                return rc;
+            }
+            *out = pc;
+            *reused = false;
+            return 0;
+        }
+        if (!rearm_deadline(c, pc)) {
+            smtpc__pool_release(c->pool, pc, false, true); /* past its connection deadline */
+            continue;
+        }
+        publish(c, pc->s);
+        int prc = 0;
+        if (pc->dirty) prc = smtpc_session_rset(pc->s);
+        else if (check) prc = smtpc_session_noop(pc->s);
+        if (prc) {
+            publish(c, NULL);
+            smtpc__pool_release(c->pool, pc, false, prc != SMTPC_ECANCELED); /* dead while idle */
+            if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
+                return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");
+            continue;
+        }
+        pc->dirty = false;
+        *out = pc;
+        *reused = true;
+        return 0;
+    }
+}
+
+/* The body reader and the MAIL parameters for b on this server: a message
+ * gets a writer for the server's 8BITMIME/SMTPUTF8, SIZE= where known. */
+static int prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body *b, body_run *run,
+                     smtpc_mail_opts *mo)
+{
+    memset(run, 0, sizeof *run);
+    memset(mo, 0, sizeof *mo);
+    run->b = b;
+    bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
+    bool has_size = smtpc_session_has_ext(s, "SIZE");
+    if (b->m) {
+        bool needu = smtpc_message_needs_smtputf8(b->m);
+        if (needu && !smtpc_session_has_ext(s, "SMTPUTF8"))
+            return smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                              "the message needs SMTPUTF8 and the server does not offer it");
+        int rc = smtpc_message_writer_new(&run->w, b->m, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
+                                                             (needu ? SMTPC_WRITE_SMTPUTF8 : 0u));
+        if (rc) return smtpc__err(&c->err, rc, "message: %s", smtpc_message_errmsg(b->m));
+        int64_t sz = smtpc_message_writer_size(run->w);
+        if (has_size && sz > 0) mo->size = (uint64_t)sz;
+        mo->body_8bitmime = ext8;
+        mo->smtputf8 = needu;
+    } else if (b->mem || !b->cb) {
+        run->mp = b->mem;
+        run->mleft = b->len;
+        if (has_size) mo->size = b->len;
+        mo->body_8bitmime = ext8 && has_8bit(b->mem, b->len);
+    }
+    return 0;
+}
+
 /* One attempt: a connection from the pool (re-used or new), one
  * transaction. *body_touched tells whether the body was read. */
 static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, const ident *id, smtpc_result *res,
@@ -1225,38 +1300,10 @@ static int attempt(smtpc_client *c, const smtpc__body *b, const char *key, const
     *body_touched = false;
 again:;
     smtpc__pconn *pc;
-    bool check;
-    int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &pc, &check);
-    if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
-    bool reused = pc->s != NULL;
+    bool reused;
     res->t_connect = res->t_tls = res->t_auth = res->t_xfer = 0;
-    if (reused && !rearm_deadline(c, pc)) {
-        /* Past its connection deadline: replace it; this is not an attempt. */
-        smtpc__pool_release(c->pool, pc, false, true);
-        goto again;
-    }
-    if (reused) {
-        publish(c, pc->s);
-        int prc = 0;
-        if (pc->dirty) prc = smtpc_session_rset(pc->s);
-        else if (check) prc = smtpc_session_noop(pc->s);
-        if (prc) {
-            /* Dead while idle: replace it; this is not an attempt. */
-            publish(c, NULL);
-            smtpc__pool_release(c->pool, pc, false, prc != SMTPC_ECANCELED);
-            if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
-                return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");
-            goto again;
-        }
-        pc->dirty = false;
-    } else {
-        rc = open_session(c, pc, id, res);
-        if (rc) {
-            publish(c, NULL);
-            smtpc__pool_release(c->pool, pc, false, false);
-            return rc;
-        }
-    }
+    int rc = get_conn(c, key, id, res, &pc, &reused);
+    if (rc) return rc;
     smtpc_session *s = pc->s;
     res->reused = reused;
     if (reused) {
@@ -1268,38 +1315,10 @@ again:;
 
     /* The envelope and the body for this server. */
     body_run run;
-    memset(&run, 0, sizeof run);
-    run.b = b;
     smtpc_mail_opts mo;
-    memset(&mo, 0, sizeof mo);
-    bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
-    bool extu = smtpc_session_has_ext(s, "SMTPUTF8");
-    bool has_size = smtpc_session_has_ext(s, "SIZE");
-    if (b->m) {
-        bool needu = smtpc_message_needs_smtputf8(b->m);
-        if (needu && !extu) {
-            rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
-                            "the message needs SMTPUTF8 and the server does not offer it");
-            goto done_nosend;
-        }
-        rc = smtpc_message_writer_new(&run.w, b->m, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
-                                                        (needu ? SMTPC_WRITE_SMTPUTF8 : 0u));
-        if (rc) {
-            smtpc__err(&c->err, rc, "message: %s", smtpc_message_errmsg(b->m));
-            goto done_nosend;
-        }
-        int64_t sz = smtpc_message_writer_size(run.w);
-        if (has_size && sz > 0) mo.size = (uint64_t)sz;
-        mo.body_8bitmime = ext8;
-        mo.smtputf8 = needu;
-        const char *mid = smtpc_message_message_id(b->m);
-        smtpc__strlcpy(res->msgid, nz(mid), sizeof res->msgid);
-    } else if (b->mem || !b->cb) {
-        run.mp = b->mem;
-        run.mleft = b->len;
-        if (has_size) mo.size = b->len;
-        mo.body_8bitmime = ext8 && has_8bit(b->mem, b->len);
-    }
+    rc = prep_body(c, s, b, &run, &mo);
+    if (rc) goto done_nosend;
+    if (b->m) smtpc__strlcpy(res->msgid, nz(smtpc_message_message_id(b->m)), sizeof res->msgid);
     smtpc_rcpt_opts *ro = NULL;
     if (want_dsn(b->params)) {
         if (smtpc_session_has_ext(s, "DSN")) {
@@ -1733,34 +1752,11 @@ static int batch_next(void *ud, size_t i, smtpc__batch_msg *m)
     if (x->max_msgs && x->pc->msgs + x->begun >= x->max_msgs) return 0; /* the rest on a new one */
     x->begun++;
     smtpc_client *c = x->c;
-    smtpc_session *s = x->s;
     batch_slot *sl = &x->slots[i % 4];
     batch_slot_clear(sl);
     sl->prep_rc = batch_body(c, &x->items[i], &sl->b, &sl->rcpts);
+    if (!sl->prep_rc) sl->prep_rc = prep_body(c, x->s, &sl->b, &sl->run, &sl->mo);
     sl->run.b = &sl->b;
-    bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
-    bool has_size = smtpc_session_has_ext(s, "SIZE");
-    if (!sl->prep_rc && sl->b.m) {
-        bool needu = smtpc_message_needs_smtputf8(sl->b.m);
-        if (needu && !smtpc_session_has_ext(s, "SMTPUTF8"))
-            sl->prep_rc = smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
-                                     "the message needs SMTPUTF8 and the server does not offer it");
-        else if ((sl->prep_rc = smtpc_message_writer_new(&sl->run.w, sl->b.m,
-                                                         (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
-                                                             (needu ? SMTPC_WRITE_SMTPUTF8 : 0u))) != 0)
-            smtpc__err(&c->err, sl->prep_rc, "message: %s", smtpc_message_errmsg(sl->b.m));
-        if (!sl->prep_rc) {
-            int64_t sz = smtpc_message_writer_size(sl->run.w);
-            if (has_size && sz > 0) sl->mo.size = (uint64_t)sz;
-            sl->mo.body_8bitmime = ext8;
-            sl->mo.smtputf8 = needu;
-        }
-    } else if (!sl->prep_rc) {
-        sl->run.mp = sl->b.mem;
-        sl->run.mleft = sl->b.len;
-        if (has_size) sl->mo.size = sl->b.len;
-        sl->mo.body_8bitmime = ext8 && has_8bit(sl->b.mem, sl->b.len);
-    }
     if (sl->prep_rc) smtpc__strlcpy(sl->prep_err, c->err.text, sizeof sl->prep_err);
     memset(m, 0, sizeof *m);
     /* a message that cannot be prepared still takes its turn: the session
@@ -1853,39 +1849,11 @@ static void batch_single(batch_ctx *x, size_t i, bool use_retry)
  * needed) or new. */
 static int batch_conn(batch_ctx *x, const char *key)
 {
-    smtpc_client *c = x->c;
-    for (;;) {
-        bool check;
-        int rc = smtpc__pool_acquire(c->pool, key, &c->canceled, &x->pc, &check);
-        if (rc) return smtpc__err(&c->err, rc, "waiting for a pooled connection: %s", smtpc_strerror(rc));
-        x->reused = x->pc->s != NULL;
-        if (!x->reused) {
-            smtpc_result tmp;
-            memset(&tmp, 0, sizeof tmp);
-            rc = open_session(c, x->pc, x->id, &tmp);
-            if (rc) {
-                smtpc__pool_release(c->pool, x->pc, false, false);
-                x->pc = NULL;
-            }
-            return rc;
-        }
-        if (!rearm_deadline(c, x->pc)) {
-            smtpc__pool_release(c->pool, x->pc, false, true); /* past its connection deadline */
-            x->pc = NULL;
-            continue;
-        }
-        int prc = 0;
-        if (x->pc->dirty) prc = smtpc_session_rset(x->pc->s);
-        else if (check) prc = smtpc_session_noop(x->pc->s);
-        if (!prc) {
-            x->pc->dirty = false;
-            return 0;
-        }
-        smtpc__pool_release(c->pool, x->pc, false, prc != SMTPC_ECANCELED); /* dead while idle */
-        x->pc = NULL;
-        if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
-            return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");
-    }
+    smtpc_result tmp; /* connect timings: per message they are in no result */
+    memset(&tmp, 0, sizeof tmp);
+    int rc = get_conn(x->c, key, x->id, &tmp, &x->pc, &x->reused);
+    if (rc) x->pc = NULL;
+    return rc;
 }
 
 SMTPC_API int smtpc_client_send_batch(smtpc_client *c, const smtpc_batch_item *items, size_t n,
