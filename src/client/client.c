@@ -1260,6 +1260,16 @@ static int get_conn(smtpc_client *c, const char *key, const ident *id, smtpc_res
     }
 }
 
+/* Canceled while waiting for the reply to the final dot: the server may
+ * have taken the message. Unknown, never "canceled" (a caller would resend). */
+static int unknown_if_after_dot(smtpc_client *c, smtpc_session *s, int rc)
+{
+    if (rc != SMTPC_ECANCELED || !strstr(smtpc_session_errmsg(s), "may have been delivered")) return rc;
+    char d[SMTPC__ERRMSG_MAX];
+    smtpc__strlcpy(d, smtpc_session_errmsg(s), sizeof d);
+    return smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
+}
+
 /* The body reader and the MAIL parameters for b on this server: a message
  * gets a writer for the server's 8BITMIME/SMTPUTF8, SIZE= where known. */
 static int prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body *b, body_run *run,
@@ -1347,13 +1357,7 @@ again:;
     smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
     take_results(c, s, res, rc, b->idx);
-    if (rc == SMTPC_ECANCELED && strstr(smtpc_session_errmsg(s), "may have been delivered")) {
-        /* Canceled while waiting for the reply to the final dot: the server
-         * may have taken it. Unknown, never "canceled" (a caller would resend). */
-        char d[SMTPC__ERRMSG_MAX];
-        smtpc__strlcpy(d, smtpc_session_errmsg(s), sizeof d);
-        rc = smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
-    }
+    rc = unknown_if_after_dot(c, s, rc);
     if (rc == 0) pc->msgs++;
     if (rc && reused && !fresh_retry_done && stale_failure(rc, s, run.touched) &&
         (!run.touched || b->m || b->mem || b->rewind)) {
@@ -1786,6 +1790,7 @@ static void batch_done(void *ud, size_t i, int rc, smtpc_session *s)
     if (sl->prep_rc) {
         rc = smtpc__err(&c->err, sl->prep_rc, "%s", sl->prep_err);
     } else {
+        rc = unknown_if_after_dot(c, s, rc);
         take_results(c, s, res, rc, NULL);
         if (rc == 0) x->pc->msgs++;
         if (sl->b.m) smtpc__strlcpy(res->msgid, nz(smtpc_message_message_id(sl->b.m)), sizeof res->msgid);

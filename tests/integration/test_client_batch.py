@@ -9,6 +9,7 @@ exactly once (DUPLICATE / MISSING lines)."""
 import collections
 import re
 import subprocess
+import time
 
 from conftest import driver
 from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
@@ -213,5 +214,21 @@ def test_batch_recipient_tempfail_retried_for_that_recipient_only():
             per[idx].append(rc)
         assert {i: sorted(map(tuple, v)) for i, v in per.items()} == {
             i: [("good@example.org",), ("slow@example.org",)] for i in range(5)}
+    finally:
+        srv.close()
+
+
+def test_batch_cancel_while_waiting_for_the_dot_reply_is_unknown():
+    """Canceled after a final dot went out, before its reply: the server may
+    have the message (here it does), so it is unknown, never canceled."""
+    srv = FaultServer(dot_delay=2.0)
+    try:
+        res, _ = run("127.0.0.1", srv.port, 3, "--cancel-after-ms", 500)
+        assert res[0]["status"] == "EUNKNOWN", res[0]
+        assert res[1]["status"] == res[2]["status"] == "ECANCELED", res
+        deadline = time.time() + 10
+        while not srv.delivered and time.time() < deadline:
+            time.sleep(0.05)
+        assert dict(srv.delivered) == {0: 1}
     finally:
         srv.close()
