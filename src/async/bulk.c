@@ -1010,7 +1010,9 @@ static void send_ehlo(conn *c)
     c->pipelining = false;
     c->starttls_offered = false;
     c->size_offered = false;
-    if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : "localhost"))
+    char def[300];
+    if (!c->b->ehlo) smtpc__default_ehlo_name(c->fd, def, sizeof def);
+    if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : def))
         conn_kill(c, SMTPC_ENOMEM, "out of memory");
     c->phase = P_EHLO;
 }
@@ -1085,7 +1087,9 @@ static void on_reply(conn *c, int code)
              * server's answer, not a reason to try the older command. */
             if (e.kind == K_EHLO && (code == 500 || code == 502)) {
                 c->pipelining = false;
-                if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : "localhost"))
+                char def[300];
+                if (!b->ehlo) smtpc__default_ehlo_name(c->fd, def, sizeof def);
+                if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : def))
                     conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 break;
             }
@@ -1762,6 +1766,8 @@ static int set_addrs(smtpc_bulk *b, struct addrinfo *res)
     size_t n = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) n++;
     if (!n) return SMTPC_ENOHOST;
+    free(b->addrs); /* a literal resolved in the loop, then again in the resolver thread */
+    free(b->addrlens);
     b->addrs = calloc(n, sizeof *b->addrs);
     b->addrlens = calloc(n, sizeof *b->addrlens);
     if (!b->addrs || !b->addrlens) return SMTPC_ENOMEM;
@@ -1816,6 +1822,7 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
 static void *resolver_main(void *arg)
 {
     smtpc_bulk *b = arg;
+    if (!b->ehlo) smtpc__local_fqdn_lookup(); /* the default EHLO name: may wait for DNS */
     b->resolve_rc = resolve(b, false);
     char x = 1;
     ssize_t w;
@@ -1868,6 +1875,8 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
     now_update(b);
     if (b->overall_ms > 0) b->overall_deadline = b->now + b->overall_ms;
     int rc = resolve(b, true);
+    /* The default EHLO name's first lookup may wait for DNS: not in the loop. */
+    if (rc == 0 && !b->ehlo && !smtpc__local_fqdn_done()) rc = 1;
     if (rc == 0) {
         b->resolved = true;
     } else if (rc == 1) {

@@ -18,6 +18,8 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -404,4 +406,81 @@ int smtpc__tcp_connect(smtpc__transport **out, const char *host, uint16_t port,
     int rc = smtpc__tcp_connect_ai(out, hp, res, opts, err);
     freeaddrinfo(res);
     return rc;
+}
+
+/* ---- the default EHLO name ------------------------------------------------------ */
+
+static pthread_once_t fqdn_once = PTHREAD_ONCE_INIT;
+static atomic_bool fqdn_known;
+static char fqdn[256]; /* "" = the host has none; written once, before fqdn_known */
+
+static bool fqdn_ok(const char *n)
+{
+    if (!n || !strchr(n, '.') || n[0] == '.' || n[0] == '-' || strlen(n) >= sizeof fqdn) return false;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '.'))
+            return false;
+    return n[strlen(n) - 1] != '.' && strncmp(n, "localhost", 9) != 0;
+}
+
+static void fqdn_init(void)
+{
+    char hn[256];
+    if (gethostname(hn, sizeof hn) == 0) {
+        hn[sizeof hn - 1] = '\0';
+        if (fqdn_ok(hn)) {
+            smtpc__strlcpy(fqdn, hn, sizeof fqdn);
+        } else {
+            struct addrinfo hints, *res = NULL;
+            memset(&hints, 0, sizeof hints);
+            hints.ai_flags = AI_CANONNAME;
+            hints.ai_socktype = SOCK_STREAM;
+            if (getaddrinfo(hn, NULL, &hints, &res) == 0) {
+                if (res && fqdn_ok(res->ai_canonname)) smtpc__strlcpy(fqdn, res->ai_canonname, sizeof fqdn);
+                freeaddrinfo(res);
+            }
+        }
+    }
+    atomic_store(&fqdn_known, true);
+}
+
+void smtpc__local_fqdn_lookup(void)
+{
+    pthread_once(&fqdn_once, fqdn_init);
+}
+
+bool smtpc__local_fqdn_done(void)
+{
+    return atomic_load(&fqdn_known);
+}
+
+void smtpc__default_ehlo_name(int fd, char *dst, size_t n)
+{
+    if (atomic_load(&fqdn_known) && fqdn[0]) {
+        smtpc__strlcpy(dst, fqdn, n);
+        return;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char a[INET6_ADDRSTRLEN];
+    if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a, sizeof a);
+            snprintf(dst, n, "[%s]", a);
+            return;
+        }
+        if (ss.ss_family == AF_INET6) {
+            const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+            if (IN6_IS_ADDR_V4MAPPED(a6)) {
+                inet_ntop(AF_INET, &a6->s6_addr[12], a, sizeof a);
+                snprintf(dst, n, "[%s]", a);
+            } else {
+                inet_ntop(AF_INET6, a6, a, sizeof a);
+                snprintf(dst, n, "[IPv6:%s]", a);
+            }
+            return;
+        }
+    }
+    smtpc__strlcpy(dst, "[127.0.0.1]", n);
 }

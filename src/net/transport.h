@@ -13,6 +13,7 @@
 
 #include "util/util.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -90,5 +91,18 @@ int smtpc__tcp_connect(smtpc__transport **out, const char *host, uint16_t port,
 struct addrinfo;
 int smtpc__tcp_connect_ai(smtpc__transport **out, const char *hp, const struct addrinfo *res,
                           const smtpc__tcp_opts *opts, smtpc__errmsg *err);
+
+/* The default EHLO/HELO name (RFC 5321 4.1.4: the client's FQDN, else an
+ * address literal): the host's FQDN when smtpc__local_fqdn_lookup() found
+ * one, else the literal of fd's local address ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]"), else "[127.0.0.1]". Never blocks. */
+void smtpc__default_ehlo_name(int fd, char *dst, size_t n);
+
+/* Looks the host's FQDN up once per process: gethostname(), and when that has
+ * no dot, getaddrinfo(AI_CANONNAME) on it (which may block on DNS). Sessions
+ * call it while the server's greeting is on its way; the bulk driver in its
+ * resolver thread. Thread-safe; later calls return at once. */
+void smtpc__local_fqdn_lookup(void);
+bool smtpc__local_fqdn_done(void);
 
 #endif
