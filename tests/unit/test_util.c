@@ -2,6 +2,7 @@
 #include "util/util.h"
 
 #include <stdint.h>
+#include <string.h>
 
 TEST(buf_limit)
 {
@@ -14,6 +15,21 @@ TEST(buf_limit)
     CHECK_INT(smtpc__buf_append(&b, "abc", 3), 0);
     CHECK_MEM(smtpc__buf_ptr(&b), smtpc__buf_size(&b), "45678abc", 8);
     smtpc__buf_free(&b);
+}
+
+TEST(secure_zero)
+{
+    unsigned char a[1000];
+    for (size_t i = 0; i < sizeof a; i++) a[i] = (unsigned char)(i | 1);
+    smtpc__secure_zero(a + 1, sizeof a - 2); /* unaligned start and length */
+    CHECK_INT(a[0], 1);
+    CHECK_INT(a[sizeof a - 1], (int)((sizeof a - 1) | 1) & 0xff);
+    size_t nz = 0;
+    for (size_t i = 1; i < sizeof a - 1; i++) nz += a[i] != 0;
+    CHECK_INT(nz, 0);
+    char *s = strdup("hunter2");
+    CHECK(s != NULL);
+    smtpc__free_secret(s); /* ASan: no overrun; nothing to check after free */
 }
 
 TEST(parse_u64)
@@ -67,6 +83,7 @@ TEST(errors)
 int main(void)
 {
     RUN(buf_limit);
+    RUN(secure_zero);
     RUN(parse_u64);
     RUN(base64_roundtrip);
     RUN(escape);
