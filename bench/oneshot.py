@@ -15,6 +15,9 @@ Clients:
   true            /bin/true (the floor: no message)
   smtpc-send      smtpc send --server ... --tls none --from ... --to ... --message FILE
   smtpc-sendmail  smtpc sendmail -t -i < FILE (SMTPC_SERVER, SMTPC_TLS from the environment)
+  smtpc-linked    smtpc send as above, the CLI linked against OpenSSL and libidn2 at start-up
+                  (-DSMTPC_CLI_LAZY_LIBS=OFF, built into build-linked/ on first use): what the
+                  lazy loading of cli/lazy.c saves, measured in the same run
   curl            curl -s smtp://HOST:PORT --mail-from ... --mail-rcpt ... -T FILE
   msmtp           msmtp -C CONF -t < FILE (a temporary configuration file, auth and TLS off)
   smtp-source     smtp-source -s 1 -m 1 -l SIZE (no TLS)
@@ -30,6 +33,15 @@ from benchlib import (BUILD, CLIENT_CPU, FROM, RCPT, Certs, Sink, Tunnel, machin
                       need)
 
 ALL = ["true", "smtpc-send", "smtpc-sendmail", "curl", "msmtp", "smtp-source"]
+LINKED = BUILD.parent / "build-linked"
+
+
+def build_linked():
+    """The CLI as it was linked before cli/lazy.c: OpenSSL and libidn2 loaded at start-up."""
+    root = BUILD.parent
+    subprocess.run(["cmake", "-S", str(root), "-B", str(LINKED), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                    "-DSMTPC_CLI_LAZY_LIBS=OFF", "-DSMTPC_BUILD_TESTS=OFF"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(LINKED), "--target", "smtpc_cli"], check=True, stdout=subprocess.DEVNULL)
 
 
 def client(name, port, size, msgfile, tmp, ca):
@@ -41,6 +53,8 @@ def client(name, port, size, msgfile, tmp, ca):
     if name == "smtpc-send":
         return [smtpc, "send", "--server", f"127.0.0.1:{port}", "--tls", tls, *(["--ca-file", ca] if ca else []),
                 "--from", FROM, "--to", RCPT, "--message", msgfile], {}, None
+    if name == "smtpc-linked":
+        return [str(LINKED / "smtpc"), *client("smtpc-send", port, size, msgfile, tmp, ca)[0][1:]], {}, None
     if name == "smtpc-sendmail":
         env = {"SMTPC_SERVER": f"127.0.0.1:{port}", "SMTPC_TLS": tls}
         if ca:
@@ -94,6 +108,8 @@ def main():
         clients = [c for c in clients if c != "smtp-source"]
     need(BUILD / "smtpc", "make build")
     need(BUILD / "bench_loop", "make build")
+    if "smtpc-linked" in clients:
+        build_linked()
     certs = Certs() if a.tls else None
     tmp = tempfile.mkdtemp(prefix="smtpc-bench-oneshot-")
     msgfile = os.path.join(tmp, "msg.eml")
@@ -143,7 +159,7 @@ def main():
         if mine not in med:
             continue
         for c in clients:
-            if c in ("true", "smtpc-send", "smtpc-sendmail"):
+            if c in ("true", "smtpc-send", "smtpc-sendmail") or (mine == "smtpc-sendmail" and c == "smtpc-linked"):
                 continue
             print(f"- {mine} vs {c}: {med[c][0] / med[mine][0]:.2f}x faster")
 
