@@ -24,8 +24,12 @@ typedef struct smtpc__pconn {
  * the idle connection was idle past the NOOP threshold. */
 int smtpc__pool_acquire(smtpc_pool *p, const char *key, const atomic_bool *cancel,
                         smtpc__pconn **out, bool *check);
+/* How long a connection the pool closes waits for the reply to its QUIT
+ * (bounded by the command timeout too). */
+#define SMTPC__POOL_QUIT_MS 5000
 /* Returns a connection: kept for re-use when keep and connected and under
- * the message limit, else closed (QUIT when polite) and freed. */
+ * the message limit, else closed (QUIT when polite, at most
+ * SMTPC__POOL_QUIT_MS waiting for the 221) and freed. */
 void smtpc__pool_release(smtpc_pool *p, smtpc__pconn *c, bool keep, bool polite);
 /* The client stored a new session in a reserved slot. */
 void smtpc__pool_count_open(smtpc_pool *p);

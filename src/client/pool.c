@@ -2,6 +2,7 @@
  * clients and threads. The lock is never held across network I/O: QUIT and
  * connect happen outside it. */
 #include "client_int.h"
+#include "session_int.h"
 
 #include "util/util.h"
 
@@ -47,7 +48,15 @@ int smtpc__pool_new_private(smtpc_pool **out) { return pool_new(out, 1); }
 static void conn_close(smtpc_pool *p, smtpc__pconn *c, bool polite)
 {
     if (c->s) {
-        if (polite && smtpc_session_is_connected(c->s)) (void)smtpc_session_quit(c->s);
+        if (polite && smtpc_session_is_connected(c->s)) {
+            /* Wait for the 221 whatever deadline the last send left on the
+             * session (an expired one gave it no time at all), but never
+             * long: closing a pool must not hang on a stuck server (the
+             * command timeout is 300 s by default). */
+            int64_t ms = SMTPC__POOL_QUIT_MS;
+            smtpc__session_set_deadline_at(c->s, smtpc__now_ms() + ms + 1, ms);
+            (void)smtpc_session_quit(c->s);
+        }
         smtpc_session_free(c->s);
         atomic_fetch_sub(&p->open, 1);
     }

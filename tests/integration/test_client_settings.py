@@ -14,6 +14,7 @@ from client_servers import counting, kv, lines  # noqa: F401
 from conftest import driver
 from servers.aiosmtpd_server import aiosmtpd, free_port  # noqa: F401
 from servers.certs import certs  # noqa: F401
+from servers.scripted import scripted  # noqa: F401
 from servers.stunnel import stunnel_in_front_of  # noqa: F401
 
 
@@ -207,3 +208,18 @@ def test_pool_separates_authzid_and_family(counting):  # noqa: F811
         p = pair(a, b)
         assert all(s["rc"] == "SMTPC_OK" for s in sends(p)), (a, b, p.stdout)
         assert opened(p) == 2, (a, b, p.stdout)
+
+
+def test_closing_the_pool_does_not_wait_long_for_quit(scripted):
+    # A server that never answers QUIT: the connection the pool closes waits
+    # 5 s for the 221, not the command timeout (300 s by default).
+    srv = scripted([
+        ("send", b"220 hi\r\n"), ("expect", rb"^EHLO "), ("send", b"250-hi\r\n250 PIPELINING\r\n"),
+        ("expect", rb"^MAIL FROM:"), ("expect", rb"^RCPT TO:"), ("expect", rb"^DATA$"),
+        ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n"),
+        ("expect", rb"^QUIT$"), ("sleep", 60)])
+    t0 = time.monotonic()
+    p = run(["--host", "127.0.0.1", "--port", str(srv.port), "--n", "1", "--client"], timeout=60)
+    took = time.monotonic() - t0
+    assert [s["rc"] for s in sends(p)] == ["SMTPC_OK"], p.stdout
+    assert 4.5 < took < 20, took
