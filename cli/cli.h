@@ -195,7 +195,14 @@ typedef struct cli_source {
     int fd;
     bool eightbit;
     uint64_t base;
+    /* headlen bytes at head delivered first, before mem or the file (sendmail's
+     * added fields and header block in front of its spooled body); len counts
+     * them too; for a file, eightbit covers them too */
+    const void *head;
+    size_t headlen;
 } cli_source;
+/* Some byte of p[0..n) has the high bit (BODY=8BITMIME for raw bytes). */
+bool cli_has_8bit(const void *p, size_t n);
 /* Opens path for a raw source: a regular file (also "-" when standard input
  * is one, from its current offset) is streamed (its size taken by fstat, one
  * chunked pass for 8-bit bytes); anything else (a pipe) is read into buf as before. At most limit bytes (errno EFBIG beyond). 0, or -1

@@ -1,8 +1,11 @@
 /* smtpc sendmail (and argv[0] "sendmail"): the sendmail(8) interface that
  * cron, mail(1), git send-email and PHP's mail() use. Options follow
  * sendmail/msmtp; harmless ones we have no use for are accepted and ignored. */
+#define _GNU_SOURCE /* O_TMPFILE */
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,19 +102,158 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
     return 0;
 }
 
-/* Truncates at a line holding only "." (sendmail without -i). */
-static void cut_at_dot(smtpc__buf *m)
+/* Standard input, read in bounded memory. A message up to SM_MEM_MAX is
+ * held whole, as ever (the cron and PHP case: no disk). A larger one keeps
+ * its header block in memory (at most SM_MEM_MAX: a bigger one is refused)
+ * and spools the body to an unlinked file in $TMPDIR (else /tmp), which the
+ * delivery then reads afresh at each attempt. */
+#define SM_MEM_MAX ((size_t)1 << 20)
+
+typedef struct sm_input {
+    smtpc__buf mem;     /* the message, or once spooled its header block */
+    int fd;             /* the spool file holding the body, or -1 */
+    uint64_t body_len;  /* the body's length in fd */
+    bool body8;         /* a body byte has the high bit */
+    uint64_t total;     /* bytes read from standard input */
+    int dot;            /* the dot line: 0 at a line start, 1 after "." there, 2 after ".\r", 3 in a line */
+    bool ended;         /* a dot line ended the message: the rest is read and dropped */
+} sm_input;
+
+/* Without -i, a line holding only "." (or ".\r"; the last one also without
+ * its LF) ends the message. Scans p[0..n) with st carried across chunks and
+ * returns the offset of the LF that ends the dot line, or n. */
+static size_t dot_scan(int *st, const char *p, size_t n)
 {
-    const char *p = (const char *)smtpc__buf_ptr(m);
-    size_t len = smtpc__buf_size(m), i = 0;
-    while (i < len) {
-        const char *nl = memchr(p + i, '\n', len - i);
-        size_t ll = nl ? (size_t)(nl - (p + i)) : len - i;
-        if ((ll == 1 && p[i] == '.') || (ll == 2 && p[i] == '.' && p[i + 1] == '\r')) {
-            m->len = m->off + i;
-            return;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '\n') {
+            if (*st == 1 || *st == 2) return i;
+            *st = 0;
+            continue;
         }
-        i += ll + 1;
+        if (*st == 0 && ch == '.') { *st = 1; continue; }
+        if (*st == 1 && ch == '\r') { *st = 2; continue; }
+        *st = 3; /* the rest of this line cannot end the message */
+        const char *nl = memchr(p + i, '\n', n - i);
+        if (!nl) return n;
+        i = (size_t)(nl - p) - 1;
+    }
+    return n;
+}
+
+static const char *tmp_dir(void)
+{
+    const char *d = getenv("TMPDIR");
+    return d && *d ? d : "/tmp";
+}
+
+/* An unlinked read-write file in the temporary directory, or -1 with errno. */
+static int spool_open(void)
+{
+    const char *dir = tmp_dir();
+#ifdef O_TMPFILE
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+#endif
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/smtpc-sendmail.XXXXXX", dir) >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int tfd = mkstemp(path);
+    if (tfd < 0) return -1;
+    unlink(path);
+    fcntl(tfd, F_SETFD, FD_CLOEXEC);
+    return tfd;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Stores n bytes of the message: in memory, or in the spool file (opened,
+ * the header block kept and the body moved there, when memory is full). 0,
+ * EX_DATAERR for a header block beyond SM_MEM_MAX, EX_TEMPFAIL when the
+ * spool file cannot be written (after printing why). */
+static int sm_store(const cli_ctx *c, sm_input *in, const char *p, size_t n)
+{
+    if (in->fd < 0) {
+        if (smtpc__buf_append(&in->mem, p, n)) {
+            cli_err(c, "out of memory");
+            return EX_OSERR;
+        }
+        /* not while a dot line may be under way: its bytes stay together */
+        size_t have = smtpc__buf_size(&in->mem);
+        if (have <= SM_MEM_MAX || in->dot == 1 || in->dot == 2) return 0;
+        const char *m = (const char *)smtpc__buf_ptr(&in->mem);
+        size_t hlen = hdr_end(m, have);
+        if (hlen > SM_MEM_MAX) {
+            cli_err(c, "the header block is larger than %zu KiB (no empty line after the header?)",
+                    SM_MEM_MAX >> 10);
+            return EX_DATAERR;
+        }
+        if ((in->fd = spool_open()) < 0) {
+            cli_err(c, "cannot create a spool file for the message in %s: %s", tmp_dir(), strerror(errno));
+            return EX_TEMPFAIL;
+        }
+        in->mem.len = in->mem.off + hlen; /* the header block stays */
+        p = m + hlen;
+        n = have - hlen;
+    }
+    if (write_all(in->fd, p, n)) {
+        cli_err(c, "cannot write the message to a spool file in %s: %s", tmp_dir(), strerror(errno));
+        return EX_TEMPFAIL;
+    }
+    in->body8 = in->body8 || cli_has_8bit(p, n);
+    in->body_len += n;
+    return 0;
+}
+
+/* Reads standard input to its end (the limit counts every byte), storing
+ * the message: up to a dot line unless dots is set. 0 or an exit status
+ * after printing why. */
+static int sm_read(const cli_ctx *c, sm_input *in, bool dots)
+{
+    char tmp[65536];
+    for (;;) {
+        ssize_t r = read(0, tmp, sizeof tmp);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            cli_err(c, "cannot read the message from standard input: %s", strerror(errno));
+            return EX_NOINPUT;
+        }
+        size_t n = (size_t)r, keep = n;
+        in->total += n;
+        if (in->total > CLI_MAX_MESSAGE) {
+            cli_err(c, "the message is larger than %zu MiB", CLI_MAX_MESSAGE >> 20);
+            return EX_DATAERR;
+        }
+        if (in->ended) {
+            if (n == 0) return 0;
+            continue;
+        }
+        if (!dots) keep = n ? dot_scan(&in->dot, tmp, n) : 0;
+        /* at the end or at a dot line, a "." or ".\r" begun before is dropped */
+        bool end = !dots && (keep < n || (n == 0 && (in->dot == 1 || in->dot == 2)));
+        size_t dotlen = end ? (size_t)in->dot : 0;        /* "." or ".\r" before the LF */
+        size_t from_here = keep > dotlen ? keep - dotlen : 0; /* the message's bytes in tmp */
+        size_t drop = dotlen - (keep - from_here);           /* those stored with the chunk before */
+        int ex = from_here ? sm_store(c, in, tmp, from_here) : 0;
+        if (ex) return ex;
+        if (drop) { /* the rest of the dot line came in the previous chunk */
+            if (in->fd >= 0) in->body_len -= drop;
+            else in->mem.len -= drop;
+        }
+        in->ended = end;
+        if (n == 0) return 0;
     }
 }
 
@@ -150,8 +292,11 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     c.cmd = CMD_SENDMAIL;
     sm_args s;
     memset(&s, 0, sizeof s);
-    smtpc__buf in, msg;
-    smtpc__buf_init(&in, 0);
+    sm_input in;
+    memset(&in, 0, sizeof in);
+    in.fd = -1;
+    smtpc__buf msg;
+    smtpc__buf_init(&in.mem, 0);
     smtpc__buf_init(&msg, 0);
     cli_list hdr_rcpts = {0}, rcpts = {0};
     collect_ud cu = {false, &hdr_rcpts, {0}, 0};
@@ -165,14 +310,10 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
         ex = EX_USAGE;
         goto out;
     }
-    if (cli_slurp("-", &in, CLI_MAX_MESSAGE) < 0) {
-        cli_err(&c, "cannot read the message from standard input");
-        ex = EX_NOINPUT;
-        goto out;
-    }
-    if (!s.i) cut_at_dot(&in);
-    const char *m = (const char *)smtpc__buf_ptr(&in);
-    size_t mlen = smtpc__buf_size(&in), hlen = hdr_end(m, mlen);
+    if ((ex = sm_read(&c, &in, s.i))) goto out;
+    /* m: the message, or (spooled) its header block */
+    const char *m = (const char *)smtpc__buf_ptr(&in.mem);
+    size_t mlen = smtpc__buf_size(&in.mem), hlen = hdr_end(m, mlen);
     cu.want_rcpts = s.t;
     if (hdr_each(m, hlen, collect, &cu)) {
         cli_err(&c, "header field too long");
@@ -251,7 +392,16 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_envelope env = {from, rcpts.v, rcpts.n};
     cli_result r;
     cli_result_init(&r);
-    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), false, -1, false, 0};
+    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), false, -1, false, 0, NULL, 0};
+    if (in.fd >= 0) { /* the added fields and header block, then the spooled body */
+        src.mem = NULL;
+        src.head = smtpc__buf_ptr(&msg);
+        src.headlen = smtpc__buf_size(&msg);
+        src.file = true;
+        src.fd = in.fd;
+        src.len = src.headlen + (size_t)in.body_len;
+        src.eightbit = in.body8 || cli_has_8bit(src.head, src.headlen);
+    }
     rc = cli_deliver(&c, d, &env, &src, &r);
     cli_print_result(&c, &r);
     cli_result_free(&r);
@@ -260,7 +410,8 @@ out:
     free_strings(&hdr_rcpts);
     free_strings(&cu.from);
     free(rcpts.v);
-    smtpc__buf_free(&in);
+    if (in.fd >= 0) close(in.fd);
+    smtpc__buf_free(&in.mem);
     smtpc__buf_free(&msg);
     cli_ctx_free(&c);
     return ex;

@@ -163,6 +163,14 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     return 0;
 }
 
+bool cli_has_8bit(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] & 0x80) return true;
+    return false;
+}
+
 int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit)
 {
     bool in = strcmp(path, "-") == 0;
@@ -198,8 +206,7 @@ int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t l
             return -1;
         }
         if (n == 0) break;
-        for (ssize_t i = 0; i < n; i++)
-            if ((uint8_t)tmp[i] & 0x80) { eight = true; break; }
+        eight = cli_has_8bit(tmp, (size_t)n);
         off += n;
     }
     src->file = true;
@@ -235,15 +242,18 @@ ssize_t cli_source_read(void *ud, void *buf, size_t len)
     const cli_source *s = rd->src;
     size_t left = s->len - rd->off;
     size_t n = left < len ? left : len;
-    if (!s->file) {
-        if (n) memcpy(buf, (const uint8_t *)s->mem + rd->off, n);
+    if (rd->off < s->headlen || !s->file) {
+        size_t at = rd->off;
+        bool in_head = at < s->headlen;
+        if (in_head && n > s->headlen - at) n = s->headlen - at; /* the head, then the rest */
+        if (n) memcpy(buf, in_head ? (const uint8_t *)s->head + at : (const uint8_t *)s->mem + (at - s->headlen), n);
         rd->off += n;
         return (ssize_t)n;
     }
     /* the file as measured: no more than its size then, so that SIZE= holds */
     for (;;) {
         if (n == 0) return 0;
-        ssize_t r = pread(s->fd, buf, n, (off_t)(s->base + rd->off));
+        ssize_t r = pread(s->fd, buf, n, (off_t)(s->base + (rd->off - s->headlen)));
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             rd->err = strerror(errno);

@@ -48,14 +48,6 @@ static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_s
     return 0;
 }
 
-static bool has_8bit(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i] & 0x80) return true;
-    return false;
-}
-
 #if CLI_HAVE_SESSION
 static void take_reply(smtpc_session *s, int *code, char *enh, size_t enhlen, char **text)
 {
@@ -367,7 +359,9 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     } else {
         if (smtpc_session_has_ext(s, "SIZE")) mo.size = src->len;
         /* a raw message with 8-bit bytes is declared when the server allows */
-        mo.body_8bitmime = ext8 && (src->file ? src->eightbit : has_8bit(src->mem, src->len));
+        mo.body_8bitmime = ext8 && (src->file ? src->eightbit
+                                               : cli_has_8bit(src->head, src->headlen) ||
+                                                     cli_has_8bit(src->mem, src->len - src->headlen));
     }
     /* sendmail callers pass -N/-R/-V whatever the server: like sendmail,
      * they are dropped for a server without DSN; smtpc send insists */

@@ -5,6 +5,7 @@ SMTPC_BUILD_DIR (binaries) and SMTPC_SOURCE_DIR.
 """
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -24,3 +25,11 @@ def driver(name):
     p = BUILD_DIR / "tests" / f"drv_{name}"
     assert p.exists(), f"driver not built: {p}"
     return str(p)
+
+
+def sanitized():
+    """The build tree was configured with SMTPC_SANITIZE (make check-asan):
+    absolute memory figures mean little there."""
+    cache = BUILD_DIR / "CMakeCache.txt"
+    return cache.exists() and re.search(r"^SMTPC_SANITIZE:BOOL=(ON|1|TRUE)$", cache.read_text(),
+                                        flags=re.M | re.I) is not None

@@ -8,24 +8,17 @@ Before streaming, a 100 MiB message cost about 104 MiB here; streamed, about
 big message with a tiny one: the difference must be far below the size."""
 import hashlib
 import os
-import re
 import subprocess
 import time
 
 import pytest
 
-from conftest import BUILD_DIR, driver
+from conftest import driver, sanitized
 from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
 from servers.scripted import scripted  # noqa: F401
 
 MIB = 1 << 20
 BIG = 24 * MIB  # aiosmtpd holds the message (its limit is 32 MiB)
-
-
-def sanitized():
-    cache = BUILD_DIR / "CMakeCache.txt"
-    return cache.exists() and re.search(r"^SMTPC_SANITIZE:BOOL=(ON|1|TRUE)$", cache.read_text(),
-                                        flags=re.M | re.I) is not None
 
 
 def clean_env(tmp_path):

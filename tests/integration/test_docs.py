@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD_DIR, SOURCE_DIR
+from conftest import BUILD_DIR, SOURCE_DIR, sanitized
 from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
 
 PAGES = sorted((SOURCE_DIR / "docs").glob("*.3"))
@@ -79,13 +79,6 @@ def test_pages_name_only_real_functions():
     nouns = {n.split("_")[1] for n in api}
     unknown = sorted(n for n in named - api if n.split("_")[1] in nouns)
     assert not unknown, "documented but not declared: " + ", ".join(unknown)
-
-
-def sanitized():
-    """The build tree was configured with SMTPC_SANITIZE (make check-asan)."""
-    cache = BUILD_DIR / "CMakeCache.txt"
-    return cache.exists() and re.search(r"^SMTPC_SANITIZE:BOOL=(ON|1|TRUE)$", cache.read_text(),
-                                        flags=re.M | re.I) is not None
 
 
 def link_flags():

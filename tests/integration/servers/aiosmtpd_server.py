@@ -23,7 +23,8 @@ Options:
   refuse       recipient addresses answered "550 5.1.1 <addr>: no such user";
   tempfail     recipient addresses answered "450 4.2.1 <addr>: try later";
   data_reply   a reply to use for the end of DATA instead of "250 OK" ...
-  smtputf8     advertise SMTPUTF8 (default True).
+  smtputf8     advertise SMTPUTF8 (default True);
+  data_size_limit  the largest message accepted (aiosmtpd's default: 32 MiB).
 
 Nothing is required of the client (no AUTH, no TLS). The server listens on a
 free 127.0.0.1 port and is stopped when the test ends.
@@ -97,7 +98,7 @@ class _Handler:
 
 class AiosmtpdServer:
     def __init__(self, pipelining=False, refuse=(), tempfail=(), data_reply="250 2.0.0 OK queued as 1234",
-                 smtputf8=True, host="127.0.0.1"):
+                 smtputf8=True, host="127.0.0.1", data_size_limit=None):
         self.pipelining = pipelining
         self.refuse = set(refuse)
         self.tempfail = set(tempfail)
@@ -109,9 +110,10 @@ class AiosmtpdServer:
         self.peers = []
         self.host = host
         self.port = free_port(host)
+        more = {"data_size_limit": data_size_limit} if data_size_limit else {}
         self.controller = Controller(_Handler(self), hostname=host, port=self.port,
                                      enable_SMTPUTF8=smtputf8, decode_data=False,
-                                     ready_timeout=30)
+                                     ready_timeout=30, **more)
         self.controller.start()
 
     def stop(self):
