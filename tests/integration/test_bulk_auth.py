@@ -503,3 +503,59 @@ def test_bulk_token_cb_every_token_refused_is_bounded(aio_token):
     calls, refresh = tokencb(out)
     assert 1 <= refresh <= conns and len(h.tokens) <= 2 * conns, (out[-500:], h.tokens)
     assert h.messages == []
+
+
+# ---- the CLI: --oauth-token-cmd runs again when the server refuses the token ----
+
+TOKEN_SCRIPT = """#!/bin/sh
+# a new token at each run; fails (exit 3) from run FAIL_FROM on
+n=$(cat "{d}/runs" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > "{d}/runs"
+[ "$n" -ge {fail_from} ] && exit 3
+echo "tok$n"
+"""
+
+
+def cli_token_send(smtpc_bin, tmp_path, port, count, fail_from=99):
+    script = tmp_path / "token.sh"
+    script.write_text(TOKEN_SCRIPT.format(d=tmp_path, fail_from=fail_from))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPC_")}
+    env.update(HOME=str(tmp_path), SMTPC_CONFIG="/dev/null")
+    r = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{port}", "--from", "sender@example.org",
+                        "--to", "rcpt@example.org", "--count", str(count), "--connections", "1",
+                        "--user", "alice", "--oauth-token-cmd", f"sh {script}", "--allow-plaintext-auth",
+                        "--auth", "XOAUTH2"],
+                       cwd=tmp_path, capture_output=True, timeout=120, env=env)
+    return r, int((tmp_path / "runs").read_text())
+
+
+def test_bulk_cli_oauth_token_cmd_runs_again_after_a_refusal(scripted, smtpc_bin, tmp_path):
+    auth = rb"^AUTH XOAUTH2 \S+$"
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH XOAUTH2\r\n"), ("expect", auth),
+                    *refusal("XOAUTH2", True), ("expect", auth), ("send", b"235 2.7.0 Accepted\r\n"),
+                    *one_message(), *one_message(), ("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"),
+                    ("close",)])
+    r, runs = cli_token_send(smtpc_bin, tmp_path, srv.port, 2)
+    srv.wait()
+    assert srv.errors == [], r.stderr.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"2 sent, 0 not sent" in r.stderr
+    assert [token_of(a) for a in srv.lines if a.startswith(b"AUTH ")] == ["tok1", "tok2"]
+    assert runs == 2  # once before the run, once after the refusal
+    assert len(srv.messages) == 2
+    assert b"tok1" not in r.stdout + r.stderr and b"tok2" not in r.stdout + r.stderr
+
+
+def test_bulk_cli_oauth_token_cmd_failing_on_refresh(scripted, smtpc_bin, tmp_path):
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH XOAUTH2\r\n"), ("expect", rb"^AUTH XOAUTH2 "),
+                    *refusal("XOAUTH2", True), ("sleep", 1), ("close",)])
+    r, runs = cli_token_send(smtpc_bin, tmp_path, srv.port, 3, fail_from=2)
+    srv.wait()
+    assert srv.errors == []
+    err = r.stderr.decode()
+    assert r.returncode == 75, err
+    assert "0 sent, 3 not sent" in err and err.count("token callback failed") == 3, err
+    assert "exit status 3" in err and runs == 2, err
