@@ -7,7 +7,8 @@
  * Options: --tls implicit|starttls, --insecure, --ca-file F, --rate MSG/S,
  * --max-per-connection N, --quiet; AUTH: --user NAME with --password-env VAR,
  * --password-file F or --password-cmd CMD (as smtpc send; never a password
- * on the command line), --oauth-token-cmd CMD, --auth MECHS,
+ * on the command line), --oauth-token-cmd CMD (run again when the server
+ * refuses the token: it expired during a long run), --auth MECHS,
  * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http, https). Envelope for --dir: IIS-style leading
  * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
  * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
@@ -258,6 +259,33 @@ static void ctx_free(bulk_ctx *x)
     free(x->msg);
 }
 
+/* --oauth-token-cmd, as the run's token callback: the command's token is
+ * kept for every connection, and the command runs again only when the
+ * server refused the token (it expired during a long run). */
+typedef struct bulk_token {
+    const cli_ctx *sc;
+    char *token;
+} bulk_token;
+
+static int token_cb(void *ud, bool refresh, const char **token, size_t *len)
+{
+    bulk_token *t = ud;
+    if (refresh || !t->token) {
+        char *fresh = NULL, err[300];
+        const char *src = NULL;
+        int rc = cli_secret(t->sc, true, &fresh, &src, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "%s: a new OAuth token: %s\n", t->sc->prog, err);
+            return rc == SMTPC_ENOTFOUND ? SMTPC_EAUTH : rc;
+        }
+        smtpc__free_secret(t->token);
+        t->token = fresh;
+    }
+    *token = t->token;
+    *len = strlen(t->token);
+    return 0;
+}
+
 static void bulk_usage(FILE *f)
 {
     fputs("usage: smtpc bulk --server HOST[:PORT] --dir DIR [options]\n"
@@ -300,6 +328,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     cli_ctx sc; /* only the secret sources, for cli_secret() */
     memset(&sc, 0, sizeof sc);
     sc.prog = prog;
+    bulk_token tk = {&sc, NULL}; /* outlives the run */
     x.count = 1;
     uint64_t u = 0;
     for (int i = 0; i < argc; i++) {
@@ -447,15 +476,17 @@ int cmd_bulk(const char *prog, int argc, char **argv)
             fprintf(stderr, "%s: AUTH needs --user and a --password-env/-file/-cmd or --oauth-token-cmd\n",
                     prog);
             r3 = 64;
-        } else if (smtpc_bulk_set_credentials(b, user, pw) || (tok && smtpc_bulk_set_oauth_token(b, tok)) ||
+        } else if (smtpc_bulk_set_credentials(b, user, pw) ||
+                   (tok && smtpc_bulk_set_token_cb(b, token_cb, &tk)) ||
                    (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) ||
                    smtpc_bulk_set_allow_plaintext_auth(b, plain_auth)) {
             fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
             r3 = 64;
         }
         smtpc__free_secret(pw);
-        smtpc__free_secret(tok);
+        tk.token = tok; /* the first token: the command ran once already */
         if (r3) {
+            smtpc__free_secret(tk.token);
             smtpc_bulk_free(b);
             ctx_free(&x);
             return r3;
@@ -466,6 +497,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     rc = smtpc_bulk_run(b);
     if (rc && rc != SMTPC_ECANCELED) fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
     smtpc_bulk_free(b);
+    smtpc__free_secret(tk.token);
     if (x.progress) print_progress(&x, true);
     if (!x.quiet)
         fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);

@@ -127,7 +127,7 @@ SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_nam
  * after EHLO (after STARTTLS and the second EHLO with _STARTTLS) with the
  * strongest mechanism the server offers and the caller allows (PLAIN LOGIN
  * CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 with a user and password, XOAUTH2
- * OAUTHBEARER with a token). Credentials are never sent over a connection
+ * OAUTHBEARER with a token or smtpc_bulk_set_token_cb). Credentials are never sent over a connection
  * without TLS unless smtpc_bulk_set_allow_plaintext_auth(b, true). When AUTH
  * cannot succeed (the server refuses it with 5xx, no mechanism in common,
  * a connection without TLS) the run gives up: every message not yet sent is
@@ -140,8 +140,28 @@ SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_nam
  * Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
 SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password);
 /* OAuth 2.0 access token for XOAUTH2 / OAUTHBEARER (the account name from
- * smtpc_bulk_set_credentials(b, user, NULL)); NULL clears. */
+ * smtpc_bulk_set_credentials(b, user, NULL)); NULL clears. Replaces a token
+ * callback (and NULL clears it too). */
 SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token);
+/* A token provider instead of a fixed token, for runs longer than a token
+ * lives (see smtpc_token_cb in smtpc/common.h; as
+ * smtpc_session_set_token_cb): each connection that authenticates with
+ * XOAUTH2 / OAUTHBEARER calls cb(refresh=false) for the current token when
+ * it starts AUTH. When the server refuses the token (an error challenge and
+ * its final 5xx, or a 5xx), the connection calls cb(refresh=true) once and
+ * sends AUTH again with the new token; if another connection already got a
+ * new token since this one asked, it calls cb(refresh=false) for that one
+ * instead (one refresh for a burst of refusals). A connection the server
+ * closes is replaced by a new one, which asks for the current token. The
+ * second refusal, or a callback that fails (non-zero; its code, or
+ * SMTPC_EAUTH; errmsg names the callback), gives up as any AUTH failure
+ * does: every message not yet sent is reported FAILED, once. The callback
+ * runs on the loop's thread and the loop waits for it: return quickly
+ * (cache the token; refresh ahead of time if you can). The token is
+ * borrowed until the next call; the library wipes its copies. Replaces a
+ * token set with smtpc_bulk_set_oauth_token (cb NULL: no token at all).
+ * Before start. Errors: SMTPC_EINVAL. */
+SMTPC_API int smtpc_bulk_set_token_cb(smtpc_bulk *b, smtpc_token_cb cb, void *userdata);
 /* Mechanisms allowed, e.g. "SCRAM-SHA-256,PLAIN" (comma or space separated);
  * NULL = every mechanism the credentials allow. SMTPC_EINVAL on an unknown
  * name (errmsg says which). */

@@ -194,8 +194,8 @@ SMTPC_API int smtpc_session_set_oauth_token(smtpc_session *s, const char *token)
  * once per AUTH, with refresh=true after the server refused a token (an
  * XOAUTH2/OAUTHBEARER error challenge or 535): the exchange is then retried
  * with the new token. Return 0 and set *token and *len (borrowed until the next
- * call), or a negative SMTPC_E* to fail AUTH with it. */
-typedef int (*smtpc_token_cb)(void *userdata, bool refresh, const char **token, size_t *len);
+ * call), or a negative SMTPC_E* to fail AUTH with it. (smtpc_token_cb is in
+ * smtpc/common.h, shared with smtpc_bulk_set_token_cb.) */
 SMTPC_API int smtpc_session_set_token_cb(smtpc_session *s, smtpc_token_cb cb, void *userdata);
 /* The mechanisms the caller allows, e.g. "SCRAM-SHA-256,PLAIN" (comma or
  * space separated; PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER SCRAM-SHA-1

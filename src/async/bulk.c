@@ -110,6 +110,9 @@ typedef struct conn {
     smtpc__sasl *sasl;            /* during AUTH only */
     smtpc__sasl_mask auth_offered; /* from the last EHLO */
     int auth_fail_rc;             /* a step failed: its code, once the server answers the cancel */
+    bool token_retried;           /* AUTH was sent again with a new token (once per connection) */
+    int token_cb_rc;              /* the token callback failed: its code, else 0 */
+    unsigned token_gen;           /* b->token_gen when this connection got its token */
     char rtext[160];     /* the last reply's last line (for reports) */
     struct conn *next_dead;
 } conn;
@@ -141,6 +144,9 @@ struct smtpc_bulk {
 
     /* AUTH: secrets wiped on replace and free */
     char *auth_user, *auth_pass, *auth_token;
+    smtpc_token_cb token_cb;  /* instead of auth_token */
+    void *token_ud;
+    unsigned token_gen;       /* new tokens the callback gave (refresh=true) */
     smtpc__sasl_mask auth_list;
     bool auth_list_set, allow_plain_auth;
     bool auth_failed;  /* refused for good: every message fails with it */
@@ -849,15 +855,37 @@ static void conn_ready(conn *c)
 
 static bool have_creds(const smtpc_bulk *b)
 {
-    return (b->auth_user && b->auth_pass) || b->auth_token;
+    return (b->auth_user && b->auth_pass) || b->auth_token || b->token_cb;
 }
 
-static void fill_creds(const smtpc_bulk *b, smtpc__sasl_creds *cr)
+/* The caller's token callback for the SASL context of connection ud. A new
+ * token another connection got since this one asked is not asked for again
+ * (refresh=true becomes refresh=false): one refresh for a burst of refusals. */
+static int conn_token(void *ud, bool refresh, const char **token, size_t *len)
+{
+    conn *c = ud;
+    smtpc_bulk *b = c->b;
+    if (refresh && c->token_gen != b->token_gen) refresh = false;
+    *token = NULL;
+    *len = 0;
+    int rc = b->token_cb(b->token_ud, refresh, token, len);
+    if (rc != 0 || !*token) {
+        c->token_cb_rc = rc < 0 ? rc : SMTPC_EAUTH;
+        return c->token_cb_rc;
+    }
+    if (refresh) b->token_gen++;
+    c->token_gen = b->token_gen;
+    return 0;
+}
+
+static void fill_creds(const smtpc_bulk *b, conn *c, smtpc__sasl_creds *cr)
 {
     memset(cr, 0, sizeof *cr);
     cr->username = b->auth_user;
     cr->password = b->auth_pass;
     cr->oauth_token = b->auth_token;
+    cr->token_fn = b->token_cb ? conn_token : NULL;
+    cr->token_ud = c;
     cr->host = b->tls_name ? b->tls_name : b->host;
     cr->port = b->port;
 }
@@ -865,7 +893,7 @@ static void fill_creds(const smtpc_bulk *b, smtpc__sasl_creds *cr)
 static smtpc__sasl_mask auth_allowed(const smtpc_bulk *b)
 {
     smtpc__sasl_creds cr;
-    fill_creds(b, &cr);
+    fill_creds(b, NULL, &cr);
     /* the clear-text case is refused before this when not allowed */
     smtpc__sasl_mask m = smtpc__sasl_default_allowed(&cr, true);
     if (b->auth_list_set) m &= b->auth_list;
@@ -904,6 +932,27 @@ static int auth_line(conn *c, const char *prefix, const char *arg)
     return exp_push(c, K_AUTH, NULL);
 }
 
+/* Begins the exchange of c->sasl (again, after a restart): AUTH, with the
+ * initial response when it fits on the line. */
+static void auth_send(conn *c)
+{
+    smtpc__sasl_line ir;
+    memset(&ir, 0, sizeof ir);
+    int rc = smtpc__sasl_start(c->sasl, &ir);
+    if (rc) {
+        auth_fatal(c, rc, 0, smtpc__sasl_errmsg(c->sasl));
+        return;
+    }
+    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(c->sasl); /* SASL-IR within 512 octets */
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "AUTH %s", smtpc__sasl_mech_name(smtpc__sasl_mech_of(c->sasl)));
+    if (auth_line(c, cmd, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL)) {
+        conn_kill(c, SMTPC_ENOMEM, "out of memory");
+        return;
+    }
+    c->phase = P_AUTH;
+}
+
 static void start_auth(conn *c)
 {
     smtpc_bulk *b = c->b;
@@ -926,29 +975,18 @@ static void start_auth(conn *c)
         return;
     }
     smtpc__sasl_creds cr;
-    fill_creds(b, &cr);
+    fill_creds(b, c, &cr);
     smtpc__errmsg em;
     em.text[0] = 0;
     int rc = smtpc__sasl_new(&c->sasl, m, &cr, &em);
     if (rc) {
-        auth_fatal(c, rc, 0, em.text);
+        if (c->token_cb_rc)
+            snprintf(why, sizeof why, "AUTH %s: the token callback failed (%s)",
+                     smtpc__sasl_mech_name(m), smtpc_err_name(rc));
+        auth_fatal(c, rc, 0, c->token_cb_rc ? why : em.text);
         return;
     }
-    smtpc__sasl_line ir;
-    memset(&ir, 0, sizeof ir);
-    rc = smtpc__sasl_start(c->sasl, &ir);
-    if (rc) {
-        auth_fatal(c, rc, 0, smtpc__sasl_errmsg(c->sasl));
-        return;
-    }
-    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(c->sasl); /* SASL-IR within 512 octets */
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "AUTH %s", smtpc__sasl_mech_name(m));
-    if (auth_line(c, cmd, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL)) {
-        conn_kill(c, SMTPC_ENOMEM, "out of memory");
-        return;
-    }
-    c->phase = P_AUTH;
+    auth_send(c);
 }
 
 static void auth_done(conn *c)
@@ -957,6 +995,39 @@ static void auth_done(conn *c)
     c->sasl = NULL;
     /* every byte was answered, so written: wipe the lines that held secrets */
     if (smtpc__buf_size(&c->out) == 0) smtpc__buf_free_secure(&c->out);
+}
+
+/* The server refused the token (why; code its final reply): with a token
+ * callback, a new token and AUTH again, once per connection (the server is
+ * back in command state after its 5xx; a server that closes instead fails
+ * this connection, and the next one asks for the current token). True
+ * when handled: AUTH sent again, or the run given up because the callback
+ * failed. */
+static bool token_retry(conn *c, int rc, int code, const char *why)
+{
+    smtpc__sasl_mech m = smtpc__sasl_mech_of(c->sasl);
+    if (!c->b->token_cb || c->token_retried || rc != SMTPC_EAUTH || code / 100 != 5 ||
+        !smtpc__sasl_token_rejected(c->sasl) ||
+        (m != SMTPC__SASL_XOAUTH2 && m != SMTPC__SASL_OAUTHBEARER))
+        return false;
+    c->token_retried = true;
+    c->auth_fail_rc = 0;
+    int r2 = smtpc__sasl_restart(c->sasl, true);
+    if (r2) {
+        /* the reason first: the report keeps the first 255 octets */
+        char msg[600];
+        if (c->token_cb_rc)
+            snprintf(msg, sizeof msg, "AUTH %s: the token callback failed (%s) when asked for a "
+                     "new token after: %s", smtpc__sasl_mech_name(m), smtpc_err_name(r2), why);
+        else
+            snprintf(msg, sizeof msg, "AUTH %s: the new token: %s; after: %s",
+                     smtpc__sasl_mech_name(m), smtpc__sasl_errmsg(c->sasl), why);
+        auth_done(c);
+        auth_fatal(c, r2, code, msg);
+        return true;
+    }
+    auth_send(c);
+    return true;
 }
 
 static void auth_reply(conn *c, int code)
@@ -968,6 +1039,7 @@ static void auth_reply(conn *c, int code)
         /* the server's answer to our cancel ("*") or error acknowledgement */
         snprintf(why, sizeof why, "AUTH %s: %s (cancelled; server replied %d)", name,
                  smtpc__sasl_errmsg(c->sasl), code);
+        if (token_retry(c, c->auth_fail_rc, code, why)) return;
         auth_done(c);
         auth_fatal(c, c->auth_fail_rc, code, why);
         return;
@@ -998,6 +1070,7 @@ static void auth_reply(conn *c, int code)
         if (auth_line(c, "", resp.b64)) conn_kill(c, SMTPC_ENOMEM, "out of memory");
         return;
     }
+    if (token_retry(c, rc, code, why)) return;
     auth_done(c);
     if (code / 100 == 4)
         conn_kill(c, SMTPC_ETEMPFAIL, why); /* transient: another connection may do better */
@@ -2289,7 +2362,19 @@ SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const 
 SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    return set_cred(b, &b->auth_token, token, true, "OAuth token");
+    int rc = set_cred(b, &b->auth_token, token, true, "OAuth token");
+    if (!rc) b->token_cb = NULL; /* one source of tokens: the last one set */
+    return rc;
+}
+
+SMTPC_API int smtpc_bulk_set_token_cb(smtpc_bulk *b, smtpc_token_cb cb, void *userdata)
+{
+    if (!b || b->started) return SMTPC_EINVAL;
+    smtpc__free_secret(b->auth_token); /* one source of tokens: the last one set */
+    b->auth_token = NULL;
+    b->token_cb = cb;
+    b->token_ud = userdata;
+    return 0;
 }
 
 SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list)

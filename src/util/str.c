@@ -79,6 +79,7 @@ int smtpc__parse_u64(const char *s, size_t n, uint64_t *out)
 
 void smtpc__secure_zero(void *p, size_t n)
 {
+    if (!p || !n) return; /* explicit_bzero is declared nonnull: (NULL, 0) is undefined */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
     /* memset's speed (the byte loop took ~1 cycle a byte: 20 us for the
      * engine's 64 KiB output buffer at every close), never optimised away */

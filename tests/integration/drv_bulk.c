@@ -7,6 +7,9 @@
  *          --user U --password P --token T --auth MECHS --plain-auth
  *          --proxy URL (smtpc_proxy_parse_url + smtpc_bulk_set_proxy)
  *          --loop auto|epoll|poll (smtpc_bulk_set_loop; prints "LOOP epoll|poll")
+ *          --token-cb A,B,... (smtpc_bulk_set_token_cb: the current token is A; each
+ *            refresh moves to the next, staying on the last; "!" fails with
+ *            SMTPC_ECONFIG; prints "TOKENCB calls=N refresh=M")
  * DRV_NO_EPOLL=1 in the environment makes epoll_create1() fail with ENOSYS
  * (this program's definition interposes libc's for the static library), to
  * test the automatic fallback to poll().
@@ -45,6 +48,28 @@ int epoll_create1(int flags)
         return -1;
     }
     return (int)syscall(SYS_epoll_create1, flags);
+}
+
+/* --token-cb: a rotating token source */
+static struct {
+    char *list[16];
+    size_t n, cur;
+    unsigned calls, refresh;
+} g_tok;
+
+static int on_token(void *ud, bool refresh, const char **token, size_t *len)
+{
+    (void)ud;
+    g_tok.calls++;
+    if (refresh) {
+        g_tok.refresh++;
+        if (g_tok.cur + 1 < g_tok.n) g_tok.cur++;
+    }
+    const char *t = g_tok.list[g_tok.cur];
+    if (!strcmp(t, "!")) return SMTPC_ECONFIG;
+    *token = t;
+    *len = strlen(t);
+    return 0;
 }
 
 static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
@@ -106,6 +131,7 @@ int main(int argc, char **argv)
     size_t size = 1000;
     long long to[5] = {0, 0, 0, 0, 0};
     const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL, *proxy = NULL;
+    char *token_list = NULL;
     bool plain_auth = false;
     int loop = -1;
     for (int i = 5; i < argc; i++) {
@@ -121,6 +147,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--user")) user = v, i++;
         else if (!strcmp(a, "--password")) password = v, i++;
         else if (!strcmp(a, "--token")) token = v, i++;
+        else if (!strcmp(a, "--token-cb")) {
+            token_list = strdup(v);
+            for (char *t = token_list; t && g_tok.n < 16;) {
+                char *comma = strchr(t, ',');
+                if (comma) *comma++ = '\0';
+                g_tok.list[g_tok.n++] = t;
+                t = comma;
+            }
+            i++;
+        }
         else if (!strcmp(a, "--auth")) mechs = v, i++;
         else if (!strcmp(a, "--plain-auth")) plain_auth = true;
         else if (!strcmp(a, "--proxy")) proxy = v, i++;
@@ -169,6 +205,7 @@ int main(int argc, char **argv)
     if (rc) return 3;
     if ((user || password) && smtpc_bulk_set_credentials(b, user, password)) return 4;
     if (token && smtpc_bulk_set_oauth_token(b, token)) return 4;
+    if (g_tok.n && smtpc_bulk_set_token_cb(b, on_token, NULL)) return 4;
     if (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) {
         fprintf(stderr, "%s\n", smtpc_bulk_errmsg(b));
         return 4;
@@ -216,6 +253,7 @@ int main(int argc, char **argv)
            (unsigned long long)st.sent, (unsigned long long)st.failed,
            (unsigned long long)st.canceled, (unsigned long long)st.unknown, ms,
            (unsigned long long)st.connections_opened, (unsigned long long)st.retried);
+    if (g_tok.n) printf("TOKENCB calls=%u refresh=%u\n", g_tok.calls, g_tok.refresh);
     smtpc_bulk_free(b);
     printf("fds=%d/%d\n", fds_before, count_fds());
 out:
@@ -223,5 +261,6 @@ out:
     free(x.bodies);
     free(x.lens);
     free(x.seen);
+    free(token_list);
     return 0;
 }

@@ -284,3 +284,278 @@ def test_bulk_cli_auth_wrong_password(postfix, smtpc_bin, tmp_path):
     assert b"0 sent, 30 not sent" in r.stderr and b"535" in r.stderr
     assert b"not-the-password" not in r.stdout + r.stderr
     assert postfix.settle() == []
+
+
+# ---- a token callback (smtpc_bulk_set_token_cb): expired tokens refreshed -----
+
+# Gmail's answer to an expired XOAUTH2 / OAUTHBEARER token: an error challenge
+# (base64 JSON), then, after the client's dummy line, 535.
+TOKEN_ERROR = base64.b64encode(b'{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}')
+REFUSED = b"535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com\r\n"
+
+
+def token_of(line):
+    """The bearer token in an XOAUTH2 / OAUTHBEARER initial response line."""
+    raw = base64.b64decode(line.split()[2])
+    m = re.search(rb"auth=Bearer ([^\x01]*)\x01", raw)
+    assert m, raw
+    return m.group(1).decode()
+
+
+def tokencb(out):
+    m = re.search(r"TOKENCB calls=(\d+) refresh=(\d+)", out)
+    assert m, out
+    return int(m.group(1)), int(m.group(2))
+
+
+def run_out(host, port, count, conns, *opts, timeout=120):
+    p = subprocess.run([driver("bulk"), host, str(port), str(count), str(conns), *map(str, opts)],
+                       capture_output=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout.decode()
+
+
+def one_message():
+    return [("expect", rb"^MAIL FROM:<sender@example.org>"), ("send", b"250 ok\r\n"),
+            ("expect", rb"^RCPT TO:<rcpt@example.org>$"), ("send", b"250 ok\r\n"),
+            ("expect", rb"^DATA$"), ("send", b"354 go\r\n"), ("expect_data",),
+            ("send", b"250 2.0.0 queued\r\n")]
+
+
+def refusal(mech, challenge):
+    """The server's refusal of the token in the AUTH line just read."""
+    if not challenge:
+        return [("send", b"535 5.7.8 Authentication credentials invalid\r\n")]
+    ack = rb"^$" if mech == "XOAUTH2" else rb"^AQ==$"  # the dummy line: empty / %x01
+    return [("send", b"334 " + TOKEN_ERROR + b"\r\n"), ("expect", ack), ("send", REFUSED)]
+
+
+@pytest.mark.parametrize("challenge", [True, False], ids=["error-challenge", "plain-535"])
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_bulk_token_cb_refreshes_a_refused_token(scripted, mech, challenge):
+    # token A has expired: refused; the callback is asked for a new one
+    # (refresh=true), AUTH goes again on the same connection with B, and
+    # every message is delivered once
+    auth = rb"^AUTH " + mech.encode() + rb" \S+$"
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH " + mech.encode() + b"\r\n"), ("expect", auth),
+                    *refusal(mech, challenge), ("expect", auth),
+                    ("send", b"235 2.7.0 Accepted\r\n"), *one_message(), *one_message(), *one_message(),
+                    ("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"), ("close",)])
+    out = run_out("127.0.0.1", srv.port, 3, 1, "--user", "alice", "--token-cb", "tokA,tokB",
+                  "--plain-auth", "--auth", mech)
+    srv.wait()
+    assert srv.errors == [], out
+    auths = [line for line in srv.lines if line.startswith(b"AUTH ")]
+    assert [token_of(a) for a in auths] == ["tokA", "tokB"]
+    assert re.findall(r"^R \d+ (\S+)", out, flags=re.M) == ["SENT"] * 3, out
+    assert sorted(int(MID.search(m).group(1)) for m in srv.messages) == [0, 1, 2]
+    assert tokencb(out) == (2, 1)  # the current token, then one refresh
+    assert "DUPLICATE" not in out and "conns=1" in out, out
+
+
+def test_bulk_token_cb_new_token_refused_too_gives_up_once(scripted):
+    # the new token is refused as well: no second refresh, no loop; every
+    # message fails once with the refusal
+    auth = rb"^AUTH XOAUTH2 \S+$"
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH XOAUTH2\r\n"), ("expect", auth),
+                    *refusal("XOAUTH2", True), ("expect", auth), *refusal("XOAUTH2", True),
+                    ("sleep", 1), ("close",)])
+    res, done, elapsed = run("127.0.0.1", srv.port, 6, 1, "--user", "alice", "--token-cb",
+                             "tokA,tokB,tokC", "--plain-auth", timeout=120)
+    srv.wait()
+    assert srv.errors == []
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_EAUTH" and r["code"] == 535 and
+               "rejected the token" in r["msg"] for r in res.values()), res
+    assert [token_of(a) for a in srv.lines if a.startswith(b"AUTH ")] == ["tokA", "tokB"]
+    assert "conns=1" in done and elapsed < 60, done
+
+
+def test_bulk_token_cb_failing_fails_each_message_once(scripted):
+    # the callback fails at once: nothing is sent; each message fails once
+    # with the callback's code, and the message says it was the callback
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH XOAUTH2 OAUTHBEARER\r\n")], connections=2)
+    res, done, elapsed = run("127.0.0.1", srv.port, 8, 2, "--user", "alice", "--token-cb", "!",
+                             "--plain-auth", timeout=120)
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_ECONFIG" and r["code"] == 0 and
+               "token callback failed" in r["msg"] for r in res.values()), res
+    assert b"AUTH" not in bytes(srv.received)
+    assert elapsed < 60
+
+
+def test_bulk_token_cb_failing_on_refresh(scripted):
+    # the token is refused and the callback cannot give a new one: each
+    # message fails once, with the server's refusal and the callback named
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH OAUTHBEARER\r\n"), ("expect", rb"^AUTH OAUTHBEARER "),
+                    *refusal("OAUTHBEARER", True), ("sleep", 1), ("close",)])
+    res, done, _ = run("127.0.0.1", srv.port, 5, 1, "--user", "alice", "--token-cb", "tokA,!",
+                       "--plain-auth", timeout=120)
+    srv.wait()
+    assert srv.errors == []
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_ECONFIG" and r["code"] == 535 and
+               "token callback failed" in r["msg"] and "new token" in r["msg"]
+               for r in res.values()), res
+    assert "conns=1" in done, done
+
+
+class TokenHandler(AuthHandler):
+    """aiosmtpd refusing tokens as Gmail does (error challenge, then 535);
+    valid(token, n) decides, n = the number of logins so far."""
+
+    def __init__(self, valid):
+        super().__init__()
+        self.valid = valid
+        self.tokens = []  # (token, accepted) per AUTH
+
+    async def _oauth(self, server, args, mech, ack):
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        m = re.search(rb"auth=Bearer ([^\x01]*)\x01", base64.b64decode(args[1]))
+        tok = m.group(1).decode() if m else ""
+        with self.lock:
+            ok = self.valid(tok, len([t for t in self.tokens if t[1]]))
+            self.tokens.append((tok, ok))
+        if not ok:
+            answer = await server.challenge_auth(base64.b64decode(TOKEN_ERROR))
+            assert answer == ack, answer
+        return AuthResult(success=ok, handled=False, auth_data=LoginPassword(b"alice", b""))
+
+    async def auth_XOAUTH2(self, server, args):
+        return await self._oauth(server, args, "XOAUTH2", b"")
+
+    async def auth_OAUTHBEARER(self, server, args):
+        return await self._oauth(server, args, "OAUTHBEARER", b"\x01")
+
+
+@pytest.fixture
+def aio_token():
+    started = []
+
+    def start(valid):
+        h = TokenHandler(valid)
+        port = free_port("127.0.0.1")
+        c = Controller(h, hostname="127.0.0.1", port=port, auth_required=True, auth_require_tls=False,
+                       authenticator=aio_authenticator(h), ready_timeout=30)
+        c.start()
+        started.append(c)
+        h.port = port
+        return h
+    yield start
+    for c in started:
+        c.stop()
+
+
+def delivered_ids(h):
+    return sorted(int(MID.search(content).group(1)) for _, content in h.messages)
+
+
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_bulk_token_cb_token_expires_during_the_run(aio_token, mech):
+    # a long run: the token is good for the first logins, then expires; the
+    # connections opened after that (5 messages per connection) get refused,
+    # refresh, and carry on: every message delivered exactly once
+    h = aio_token(lambda tok, n: tok == ("tokA" if n < 3 else "tokB"))
+    res, done, _ = run("127.0.0.1", h.port, 60, 2, "--user", "alice", "--token-cb", "tokA,tokB,tokC",
+                       "--max-per-conn", "5", "--plain-auth", "--auth", mech)
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    assert delivered_ids(h) == list(range(60))
+    assert all(a for a, _ in h.messages)
+    refused = [t for t, ok in h.tokens if not ok]
+    assert refused and set(refused) == {"tokA"}, h.tokens
+    assert "tokC" not in [t for t, _ in h.tokens], h.tokens  # one refresh was enough
+    out_calls = int(done[8].split("=")[1])  # connections opened
+    assert out_calls >= 12, done
+
+
+def test_bulk_token_cb_many_connections_refresh_bounded(aio_token):
+    # 4 connections start with an expired token at once: each refusal leads
+    # to at most one refresh, and a token another connection already
+    # refreshed is not refreshed again
+    h = aio_token(lambda tok, n: tok == "tokB")
+    out = run_out("127.0.0.1", h.port, 80, 4, "--user", "alice", "--token-cb", "tokA,tokB,tokC,tokD",
+                  "--plain-auth", "--auth", "XOAUTH2")
+    assert re.findall(r"^R \d+ (\S+)", out, flags=re.M) == ["SENT"] * 80, out[-2000:]
+    assert "DUPLICATE" not in out
+    assert delivered_ids(h) == list(range(80))
+    refused = [t for t, ok in h.tokens if not ok]
+    assert 1 <= len(refused) <= 4 and set(refused) == {"tokA"}, h.tokens
+    calls, refresh = tokencb(out)
+    assert refresh == 1, out[-500:]
+    assert calls <= 8, out[-500:]
+
+
+def test_bulk_token_cb_every_token_refused_is_bounded(aio_token):
+    # nothing is accepted: each connection refreshes at most once, then the
+    # run gives up; every message fails once
+    h = aio_token(lambda tok, n: False)
+    t0 = time.monotonic()
+    out = run_out("127.0.0.1", h.port, 200, 4, "--user", "alice", "--token-cb",
+                  ",".join("tok%d" % i for i in range(12)), "--plain-auth", "--auth", "OAUTHBEARER")
+    assert time.monotonic() - t0 < 60
+    results = re.findall(r"^R (\d+) (\S+) (\d+) \d+ (\S+)", out, flags=re.M)
+    assert sorted(int(i) for i, _, _, _ in results) == list(range(200)), out[-2000:]
+    assert all(s == "FAILED" and c == "535" and e == "SMTPC_EAUTH" for _, s, c, e in results), out[-2000:]
+    conns = int(re.search(r"conns=(\d+)", out).group(1))
+    assert conns <= 4, out[-500:]
+    calls, refresh = tokencb(out)
+    assert 1 <= refresh <= conns and len(h.tokens) <= 2 * conns, (out[-500:], h.tokens)
+    assert h.messages == []
+
+
+# ---- the CLI: --oauth-token-cmd runs again when the server refuses the token ----
+
+TOKEN_SCRIPT = """#!/bin/sh
+# a new token at each run; fails (exit 3) from run FAIL_FROM on
+n=$(cat "{d}/runs" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > "{d}/runs"
+[ "$n" -ge {fail_from} ] && exit 3
+echo "tok$n"
+"""
+
+
+def cli_token_send(smtpc_bin, tmp_path, port, count, fail_from=99):
+    script = tmp_path / "token.sh"
+    script.write_text(TOKEN_SCRIPT.format(d=tmp_path, fail_from=fail_from))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPC_")}
+    env.update(HOME=str(tmp_path), SMTPC_CONFIG="/dev/null")
+    r = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{port}", "--from", "sender@example.org",
+                        "--to", "rcpt@example.org", "--count", str(count), "--connections", "1",
+                        "--user", "alice", "--oauth-token-cmd", f"sh {script}", "--allow-plaintext-auth",
+                        "--auth", "XOAUTH2"],
+                       cwd=tmp_path, capture_output=True, timeout=120, env=env)
+    return r, int((tmp_path / "runs").read_text())
+
+
+def test_bulk_cli_oauth_token_cmd_runs_again_after_a_refusal(scripted, smtpc_bin, tmp_path):
+    auth = rb"^AUTH XOAUTH2 \S+$"
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH XOAUTH2\r\n"), ("expect", auth),
+                    *refusal("XOAUTH2", True), ("expect", auth), ("send", b"235 2.7.0 Accepted\r\n"),
+                    *one_message(), *one_message(), ("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"),
+                    ("close",)])
+    r, runs = cli_token_send(smtpc_bin, tmp_path, srv.port, 2)
+    srv.wait()
+    assert srv.errors == [], r.stderr.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"2 sent, 0 not sent" in r.stderr
+    assert [token_of(a) for a in srv.lines if a.startswith(b"AUTH ")] == ["tok1", "tok2"]
+    assert runs == 2  # once before the run, once after the refusal
+    assert len(srv.messages) == 2
+    assert b"tok1" not in r.stdout + r.stderr and b"tok2" not in r.stdout + r.stderr
+
+
+def test_bulk_cli_oauth_token_cmd_failing_on_refresh(scripted, smtpc_bin, tmp_path):
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250 AUTH XOAUTH2\r\n"), ("expect", rb"^AUTH XOAUTH2 "),
+                    *refusal("XOAUTH2", True), ("sleep", 1), ("close",)])
+    r, runs = cli_token_send(smtpc_bin, tmp_path, srv.port, 3, fail_from=2)
+    srv.wait()
+    assert srv.errors == []
+    err = r.stderr.decode()
+    assert r.returncode == 75, err
+    assert "0 sent, 3 not sent" in err and err.count("token callback failed") == 3, err
+    assert "exit status 3" in err and runs == 2, err
