@@ -150,6 +150,7 @@ struct smtpc_bulk {
     smtpc__sasl_mask auth_list;
     bool auth_list_set, allow_plain_auth;
     bool auth_failed;  /* refused for good: every message fails with it */
+    bool gave_up;      /* every message was reported failed: connections still coming up close */
     int auth_code;     /* the refusal reply */
     char auth_text[160];
     const smtpc__reply *cur_reply; /* the reply being handled (for SASL challenges) */
@@ -432,7 +433,7 @@ static void conn_kill(conn *c, int err, const char *why)
      * reconnected to forever. */
     bool unproven = c->phase >= P_READY && !c->proven && c->phase != P_QUIT && err != 0 &&
                     err != SMTPC_ECANCELED;
-    if (c->phase < P_READY || unproven) {
+    if ((c->phase < P_READY && err != 0) || unproven) { /* err 0: closed by us, no failure */
         if (unproven) b->unproven_fail++;
         else b->consec_fail++;
         b->st.connections_failed++;
@@ -1651,6 +1652,7 @@ static void give_up(smtpc_bulk *b)
                text, msg);
     }
     b->src_done = true;
+    b->gave_up = true; /* after_action closes the connections still coming up */
 }
 
 static bool work_left(smtpc_bulk *b)
@@ -1785,6 +1787,13 @@ static void after_action(smtpc_bulk *b)
     process_cancel(b);
     cancel_followup(b);
     maybe_open(b);
+    if (b->gave_up) {
+        /* Nothing is left to send: a connection still coming up (its
+         * greeting may never come) would only hold the run open until its
+         * timeout. Ready ones QUIT below. */
+        for (size_t i = b->nconns; i-- > 0;)
+            if (b->conns[i]->phase < P_READY) conn_kill(b->conns[i], 0, "nothing left to send");
+    }
     if (b->src_done && !b->canceling && !b->retry_head && b->outstanding == 0 && !b->hold_idle) {
         /* idle connections QUIT */
         for (size_t i = b->nconns; i-- > 0;) {

@@ -6,6 +6,7 @@ never go over a connection without TLS unless allowed."""
 import base64
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -559,3 +560,43 @@ def test_bulk_cli_oauth_token_cmd_failing_on_refresh(scripted, smtpc_bin, tmp_pa
     assert r.returncode == 75, err
     assert "0 sent, 3 not sent" in err and err.count("token callback failed") == 3, err
     assert "exit status 3" in err and runs == 2, err
+
+
+def test_bulk_gave_up_does_not_wait_for_a_connection_still_coming_up():
+    # Two connections: the server refuses the first one's AUTH for good and
+    # never greets on the second. Every message fails at once, and the run
+    # ends then, not when the second connection's greeting timeout (30 s)
+    # expires.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    held = []
+
+    def serve():
+        first = True
+        while True:
+            try:
+                s, _ = ls.accept()
+            except OSError:
+                return
+            held.append(s)
+            if not first:
+                continue  # silent: no greeting
+            first = False
+            f = s.makefile("rb")
+            s.sendall(b"220 hi\r\n")
+            f.readline()
+            s.sendall(b"250-hi\r\n250 AUTH PLAIN\r\n")
+            f.readline()
+            s.sendall(b"535 5.7.8 no\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        res, done, elapsed = run("127.0.0.1", ls.getsockname()[1], 6, 2, "--user", "alice", "--password", "pw",
+                                 "--plain-auth", "--timeouts", "30000,30000,30000,30000,0", timeout=120)
+    finally:
+        ls.close()
+        for s in held:
+            s.close()
+    assert all(r["status"] == "FAILED" and r["code"] == 535 for r in res.values()), res
+    assert elapsed < 15, elapsed
