@@ -984,7 +984,10 @@ static void start_auth(conn *c)
         if (c->token_cb_rc)
             snprintf(why, sizeof why, "AUTH %s: the token callback failed (%s)",
                      smtpc__sasl_mech_name(m), smtpc_err_name(rc));
-        auth_fatal(c, rc, 0, c->token_cb_rc ? why : em.text);
+        if (c->token_cb_rc == SMTPC_ETEMPFAIL) /* "not now": this connection only */
+            conn_kill(c, SMTPC_ETEMPFAIL, why);
+        else
+            auth_fatal(c, rc, 0, c->token_cb_rc ? why : em.text);
         return;
     }
     auth_send(c);
@@ -1024,7 +1027,10 @@ static bool token_retry(conn *c, int rc, int code, const char *why)
             snprintf(msg, sizeof msg, "AUTH %s: the new token: %s; after: %s",
                      smtpc__sasl_mech_name(m), smtpc__sasl_errmsg(c->sasl), why);
         auth_done(c);
-        auth_fatal(c, r2, code, msg);
+        if (c->token_cb_rc == SMTPC_ETEMPFAIL) /* "not now": the next connection asks again */
+            conn_kill(c, SMTPC_ETEMPFAIL, msg);
+        else
+            auth_fatal(c, r2, code, msg);
         return true;
     }
     auth_send(c);

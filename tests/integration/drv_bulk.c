@@ -9,7 +9,8 @@
  *          --loop auto|epoll|poll (smtpc_bulk_set_loop; prints "LOOP epoll|poll")
  *          --token-cb A,B,... (smtpc_bulk_set_token_cb: the current token is A; each
  *            refresh moves to the next, staying on the last; "!" fails with
- *            SMTPC_ECONFIG; prints "TOKENCB calls=N refresh=M")
+ *            SMTPC_ECONFIG; "~" fails with SMTPC_ETEMPFAIL and moves to the next;
+ *            prints "TOKENCB calls=N refresh=M")
  * DRV_NO_EPOLL=1 in the environment makes epoll_create1() fail with ENOSYS
  * (this program's definition interposes libc's for the static library), to
  * test the automatic fallback to poll().
@@ -67,6 +68,10 @@ static int on_token(void *ud, bool refresh, const char **token, size_t *len)
     }
     const char *t = g_tok.list[g_tok.cur];
     if (!strcmp(t, "!")) return SMTPC_ECONFIG;
+    if (!strcmp(t, "~")) { /* "not now": once, then the next entry */
+        if (g_tok.cur + 1 < g_tok.n) g_tok.cur++;
+        return SMTPC_ETEMPFAIL;
+    }
     *token = t;
     *len = strlen(t);
     return 0;

@@ -600,3 +600,23 @@ def test_bulk_gave_up_does_not_wait_for_a_connection_still_coming_up():
             s.close()
     assert all(r["status"] == "FAILED" and r["code"] == 535 for r in res.values()), res
     assert elapsed < 15, elapsed
+
+
+def test_bulk_token_cb_tempfail_fails_only_that_connection(aio_token):
+    # the token service is briefly unreachable (SMTPC_ETEMPFAIL): that
+    # connection fails, the next asks again and the run carries on; every
+    # message delivered exactly once
+    h = aio_token(lambda tok, n: tok == "tokA")
+    res, done, _ = run("127.0.0.1", h.port, 20, 1, "--user", "alice", "--token-cb", "~,tokA",
+                       "--plain-auth", "--auth", "XOAUTH2")
+    assert all(r["status"] == "SENT" for r in res.values()), list(res.values())[:3]
+    assert delivered_ids(h) == list(range(20))
+
+
+def test_bulk_token_cb_always_tempfail_gives_up_bounded(aio_token):
+    h = aio_token(lambda tok, n: True)
+    res, done, elapsed = run("127.0.0.1", h.port, 10, 2, "--user", "alice", "--token-cb", "~",
+                             "--plain-auth", "--auth", "XOAUTH2")
+    assert all(r["status"] == "FAILED" and r["err"] == "SMTPC_ETEMPFAIL" and "token callback failed" in r["msg"]
+               for r in res.values()), list(res.values())[:3]
+    assert h.messages == [] and elapsed < 60
