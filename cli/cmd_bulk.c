@@ -471,7 +471,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         int r3 = 0;
         if ((r1 && r1 != SMTPC_ENOTFOUND) || (r2 && r2 != SMTPC_ENOTFOUND)) {
             fprintf(stderr, "%s: %s\n", prog, err);
-            r3 = 78; /* EX_CONFIG */
+            r3 = r1 == SMTPC_ETEMPFAIL || r2 == SMTPC_ETEMPFAIL ? 75 : 78; /* EX_TEMPFAIL, EX_CONFIG */
         } else if (!user || (!pw && !tok)) {
             fprintf(stderr, "%s: AUTH needs --user and a --password-env/-file/-cmd or --oauth-token-cmd\n",
                     prog);

@@ -64,7 +64,7 @@ int cmd_config(const char *prog, int argc, char **argv)
             printf("password: none configured\n");
         } else if (rc) {
             cli_err(&c, "password: %s", err);
-            ex = EX_CONFIG;
+            ex = rc == SMTPC_ETEMPFAIL ? EX_TEMPFAIL : EX_CONFIG;
         } else {
             printf("password: ok (from %s)\n", source);
         }

@@ -180,7 +180,7 @@ static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
         int sr = cli_secret(c, false, &pw, &srcname, err, sizeof err);
         if (sr && sr != SMTPC_ENOTFOUND) {
             cli_err(c, "%s", err);
-            return EX_CONFIG;
+            return sr == SMTPC_ETEMPFAIL ? EX_TEMPFAIL : EX_CONFIG;
         }
     }
     smtpc_client *cl[100] = {NULL};

@@ -70,9 +70,12 @@ static int run_cmd(const char *cmd, smtpc__buf *b, char *err, size_t errlen)
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     if (!rc && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        snprintf(err, errlen, "command failed (%s %d)", WIFEXITED(st) ? "exit status" : "signal",
-                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-        rc = SMTPC_ECONFIG;
+        /* 75 is EX_TEMPFAIL: "not now" (a locked keyring, an unreachable
+         * token service), a temporary failure and not a configuration one */
+        bool later = WIFEXITED(st) && WEXITSTATUS(st) == 75;
+        snprintf(err, errlen, "command failed (%s %d%s)", WIFEXITED(st) ? "exit status" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), later ? ": try again later" : "");
+        rc = later ? SMTPC_ETEMPFAIL : SMTPC_ECONFIG;
     }
     return rc;
 }

@@ -186,3 +186,6 @@ def test_password_sources(smtpc_bin, tmp_path):
     assert r.returncode == 78 and b"exit status 3" in r.stderr
     r = check("--password-cmd", "true")
     assert r.returncode == 78 and b"empty secret" in r.stderr
+    # 75 (EX_TEMPFAIL) from the command: "not now" (a locked keyring), not a configuration error
+    r = check("--password-cmd", "exit 75")
+    assert r.returncode == 75 and b"exit status 75: try again later" in r.stderr

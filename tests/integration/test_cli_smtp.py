@@ -224,3 +224,16 @@ def test_composed_mime_message_to_server(smtpc_bin, tmp_path, aiosmtpd):
     assert msg.get_body(("plain",)).get_content().strip() == "Grüße aus Köln"
     atts = list(msg.iter_attachments())
     assert atts[0].get_filename() == "blob.bin" and atts[0].get_content() == blob
+
+
+def test_password_cmd_tempfail_is_a_temporary_failure(smtpc_bin, tmp_path, aiosmtpd):
+    # a password command that exits 75 (EX_TEMPFAIL): smtpc exits 75 too
+    # (cron tries again later); another failing command is a configuration error
+    srv = aiosmtpd()
+    r = send(smtpc_bin, tmp_path, srv, "--to", "b@example.org", "--text", "x", "--user", "me",
+             "--password-cmd", "exit 75", "--allow-plaintext-auth")
+    assert r.returncode == 75 and b"try again later" in r.stderr, r.stderr
+    r = send(smtpc_bin, tmp_path, srv, "--to", "b@example.org", "--text", "x", "--user", "me",
+             "--password-cmd", "exit 1", "--allow-plaintext-auth")
+    assert r.returncode == 78, r.stderr
+    assert srv.envelopes == []
