@@ -102,6 +102,13 @@ int cli_list_push(cli_list *l, const char *s)
     return 0;
 }
 
+void cli_list_free_strings(cli_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free((void *)l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
 void cli_opts_free(cli_opts *o)
 {
     for (size_t i = 0; i < O__COUNT; i++) free(o->list[i].v);

@@ -78,6 +78,8 @@ int cli_parse(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char
               cli_opts *o);
 void cli_opts_free(cli_opts *o);
 int cli_list_push(cli_list *l, const char *s);
+/* Frees a list whose strings it owns, and the strings. */
+void cli_list_free_strings(cli_list *l);
 const cli_opt_def *cli_opt_find_id(cli_opt_id id);
 /* Prints the options of cmd (for help). */
 void cli_print_options(FILE *f, cli_cmd cmd);

@@ -11,7 +11,7 @@
  * refuses the token: it expired during a long run), --auth MECHS,
  * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http, https). Envelope for --dir: IIS-style leading
  * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
- * and To:/Cc: headers. Progress on a terminal: done, rate, ETA, failures.
+ * and To:/Cc:/Bcc: headers (Bcc removed). Progress on a terminal: done, rate, ETA, failures.
  * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */
 #include "cli.h"
 
@@ -26,11 +26,10 @@
 
 typedef struct item {
     char *path;
-    char *data;
+    char *data; /* as sent: without the X-Sender/X-Receiver lines and Bcc */
     size_t len;
-    char *from;
-    char *rcpts[64];
-    size_t nrcpts;
+    cli_list from;  /* the first is the reverse-path (owned strings) */
+    cli_list rcpts; /* owned strings, no duplicates */
 } item;
 
 typedef struct bulk_ctx {
@@ -73,37 +72,48 @@ static char *slurp(const char *path, size_t *len)
     return p;
 }
 
-/* The address in "Name <a@b>" or "a@b", into a new string. */
-static char *addr_of(const char *s, size_t n)
+/* Adds the addresses of a header or X-Receiver value, skipping ones
+ * already there (compared without case, as sendmail -t does). */
+static int add_addresses(cli_list *l, const char *v)
 {
-    const char *lt = memchr(s, '<', n);
-    if (lt) {
-        const char *gt = memchr(lt, '>', n - (size_t)(lt - s));
-        if (gt) return strndup(lt + 1, (size_t)(gt - lt - 1));
+    cli_list got = {0};
+    int rc = hdr_addresses(v, &got);
+    for (size_t i = 0; i < got.n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < l->n && !dup; j++) dup = !smtpc__strcasecmp(l->v[j], got.v[i]);
+        if (!rc && !dup && cli_list_push(l, got.v[i])) rc = SMTPC_ENOMEM;
+        if (rc || dup) free((void *)got.v[i]); /* else the list owns it */
     }
-    while (n && (*s == ' ' || *s == '\t')) s++, n--;
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
-    return n ? strndup(s, n) : NULL;
+    free(got.v);
+    return rc;
 }
 
-static void add_list(item *it, const char *v, size_t n)
+typedef struct env_ud {
+    item *it;
+    bool want_from, want_rcpts;
+} env_ud;
+
+static int envelope_field(void *ud, const char *name, size_t nl, const char *value)
 {
-    while (n && it->nrcpts < 64) {
-        const char *c = memchr(v, ',', n);
-        size_t l = c ? (size_t)(c - v) : n;
-        char *a = addr_of(v, l);
-        if (a) it->rcpts[it->nrcpts++] = a;
-        if (!c) break;
-        n -= l + 1;
-        v = c + 1;
-    }
+    env_ud *e = ud;
+    if (e->want_rcpts && ((nl == 2 && (!smtpc__strncasecmp(name, "To", 2) || !smtpc__strncasecmp(name, "Cc", 2))) ||
+                          (nl == 3 && !smtpc__strncasecmp(name, "Bcc", 3))))
+        return add_addresses(&e->it->rcpts, value);
+    if (e->want_from && nl == 4 && !smtpc__strncasecmp(name, "From", 4) && e->it->from.n == 0)
+        return add_addresses(&e->it->from, value);
+    return 0;
 }
 
+/* The envelope: leading IIS pickup lines (X-Sender, X-Receiver), removed
+ * from the message; else (or for what they lack) the headers, unfolded:
+ * From, and To, Cc and Bcc (all their recipients). Bcc never leaves this
+ * machine: the field is removed whichever way the envelope came. 0, -1
+ * cannot read, -2 no sender or recipient, -3 a header field too long or
+ * out of memory. */
 static int load_item(item *it)
 {
     it->data = slurp(it->path, &it->len);
     if (!it->data) return -1;
-    /* IIS pickup: leading X-Sender / X-Receiver lines are the envelope. */
     size_t off = 0;
     for (;;) {
         const char *l = it->data + off;
@@ -111,42 +121,57 @@ static int load_item(item *it)
         const char *nl = memchr(l, '\n', left);
         if (!nl) break;
         size_t ll = (size_t)(nl - l);
-        if (ll > 9 && !strncasecmp(l, "X-Sender:", 9)) {
-            free(it->from);
-            it->from = addr_of(l + 9, ll - 9);
-        } else if (ll > 11 && !strncasecmp(l, "X-Receiver:", 11)) {
-            add_list(it, l + 11, ll - 11);
-        } else {
-            break;
+        bool sender = ll > 9 && !strncasecmp(l, "X-Sender:", 9);
+        bool receiver = ll > 11 && !strncasecmp(l, "X-Receiver:", 11);
+        if (!sender && !receiver) break;
+        char *v = smtpc__strndup(l + (sender ? 9 : 11), ll - (sender ? 9 : 11));
+        if (!v) return -3;
+        if (sender) cli_list_free_strings(&it->from);
+        int rc = add_addresses(sender ? &it->from : &it->rcpts, v);
+        if (!rc && sender && it->from.n == 0 && strstr(v, "<>")) { /* the null sender (a bounce) */
+            char *null_sender = strdup("");
+            if (!null_sender || cli_list_push(&it->from, null_sender)) {
+                free(null_sender);
+                rc = SMTPC_ENOMEM;
+            }
         }
+        free(v);
+        if (rc) return -3;
         off += ll + 1;
     }
     if (off) {
         memmove(it->data, it->data + off, it->len - off);
         it->len -= off;
     }
-    if (!it->from || !it->nrcpts) {
-        /* headers (unfolded lines only: enough for an envelope) */
-        size_t i = 0;
-        while (i < it->len) {
-            const char *l = it->data + i;
-            const char *nl = memchr(l, '\n', it->len - i);
-            size_t ll = nl ? (size_t)(nl - l) : it->len - i;
-            if (ll == 0 || (ll == 1 && l[0] == '\r')) break;
-            if (!it->from && ll > 5 && !strncasecmp(l, "From:", 5)) it->from = addr_of(l + 5, ll - 5);
-            if (ll > 3 && !strncasecmp(l, "To:", 3)) add_list(it, l + 3, ll - 3);
-            if (ll > 3 && !strncasecmp(l, "Cc:", 3)) add_list(it, l + 3, ll - 3);
-            i += ll + 1;
+    size_t hlen = hdr_end(it->data, it->len);
+    env_ud e = {it, it->from.n == 0, it->rcpts.n == 0};
+    if ((e.want_from || e.want_rcpts) && hdr_each(it->data, hlen, envelope_field, &e)) return -3;
+    if (hdr_has(it->data, hlen, "Bcc")) {
+        smtpc__buf out;
+        smtpc__buf_init(&out, 0);
+        if (hdr_remove(it->data, it->len, "Bcc", &out)) {
+            smtpc__buf_free(&out);
+            return -3;
         }
+        char *p = malloc(smtpc__buf_size(&out) + 1);
+        if (!p) {
+            smtpc__buf_free(&out);
+            return -3;
+        }
+        memcpy(p, smtpc__buf_ptr(&out), smtpc__buf_size(&out));
+        free(it->data);
+        it->data = p;
+        it->len = smtpc__buf_size(&out);
+        smtpc__buf_free(&out);
     }
-    return it->from && it->nrcpts ? 0 : -2;
+    return it->from.n && it->rcpts.n ? 0 : -2;
 }
 
 static void item_free(item *it)
 {
     free(it->data);
-    free(it->from);
-    for (size_t i = 0; i < it->nrcpts; i++) free(it->rcpts[i]);
+    cli_list_free_strings(&it->from);
+    cli_list_free_strings(&it->rcpts);
     free(it->path);
     free(it);
 }
@@ -163,15 +188,17 @@ static int next_cb(void *ud, smtpc_bulk_msg *m)
             int rc = load_item(it);
             if (rc) {
                 fprintf(stderr, "smtpc: %s: %s\n", it->path,
-                        rc == -1 ? "cannot read" : "no sender or recipient (X-Sender/X-Receiver or From/To)");
+                        rc == -1   ? "cannot read"
+                        : rc == -2 ? "no sender or recipient (X-Sender/X-Receiver or From/To/Cc/Bcc)"
+                                   : "a header field is too long (or out of memory)");
                 x->failed++;
                 x->done++;
                 item_free(it);
                 continue;
             }
-            m->from = it->from;
-            m->rcpts = (const char *const *)it->rcpts;
-            m->nrcpts = it->nrcpts;
+            m->from = it->from.v[0];
+            m->rcpts = it->rcpts.v;
+            m->nrcpts = it->rcpts.n;
             m->data = it->data;
             m->len = it->len;
             m->userdata = it;
@@ -209,10 +236,13 @@ static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
         x->failed++;
         static const char *names[] = {"sent", "failed", "canceled", "unknown (maybe delivered)"};
         item *it = m->userdata;
-        if (!x->quiet)
-            fprintf(stderr, "%ssmtpc: %s: %s: %s%s%d %s\n", x->progress ? "\r" : "",
-                    it ? it->path : "message", names[r->status], r->errmsg,
-                    r->reply_code ? " " : "", r->reply_code, r->reply_text);
+        if (!x->quiet && r->reply_code)
+            fprintf(stderr, "%ssmtpc: %s: %s: %s %d %s\n", x->progress ? "\r" : "",
+                    it ? it->path : "message", names[r->status], r->errmsg, r->reply_code,
+                    r->reply_text ? r->reply_text : "");
+        else if (!x->quiet) /* no reply decided it (a local refusal, a network failure) */
+            fprintf(stderr, "%ssmtpc: %s: %s: %s\n", x->progress ? "\r" : "",
+                    it ? it->path : "message", names[r->status], r->errmsg);
     }
     if (m->userdata) item_free(m->userdata);
     if (x->progress) {

@@ -276,13 +276,6 @@ static int collect(void *ud, const char *name, size_t nl, const char *value)
     return 0;
 }
 
-static void free_strings(cli_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) free((void *)l->v[i]);
-    free(l->v);
-    memset(l, 0, sizeof *l);
-}
-
 int cmd_sendmail(const char *prog, int argc, char **argv)
 {
     cli_ctx c;
@@ -407,8 +400,8 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_result_free(&r);
     ex = cli_exit_code(rc);
 out:
-    free_strings(&hdr_rcpts);
-    free_strings(&cu.from);
+    cli_list_free_strings(&hdr_rcpts);
+    cli_list_free_strings(&cu.from);
     free(rcpts.v);
     if (in.fd >= 0) close(in.fd);
     smtpc__buf_free(&in.mem);

@@ -48,3 +48,42 @@ def test_bulk_help_and_bad_numbers(smtpc_bin, tmp_path):
         p = subprocess.run(base + extra, capture_output=True, timeout=30)
         assert p.returncode == 64, (extra, p.stderr)
         assert what in p.stderr, (extra, p.stderr)
+
+
+def test_bulk_dir_envelope_from_folded_headers_and_bcc(aiosmtpd, smtpc_bin, tmp_path):
+    # the envelope from the headers as sendmail -t reads them: folded fields,
+    # quoted names with commas, Cc and Bcc, any number of recipients, no
+    # duplicates; the Bcc field never leaves this machine
+    srv = aiosmtpd(pipelining=True)
+    many = ",\r\n ".join(f"r{i}@example.org" for i in range(100))
+    (tmp_path / "1.eml").write_bytes(
+        b"From: \"Doe, Ann\" <ann@example.org>\r\n"
+        b"To: \"Smith, Bob\" <bob@example.org>,\r\n\tcarl@example.org,\r\n  Dee <dee@example.org>\r\n"
+        b"Cc: BOB@example.org\r\nBcc: hidden@example.org,\r\n secret@example.org\r\n"
+        b"Subject: folded\r\n\r\nbody\r\n")
+    (tmp_path / "2.eml").write_bytes(b"From: z@example.org\r\nTo: " + many.encode() + b"\r\n\r\nmany\r\n")
+    (tmp_path / "3.eml").write_bytes(b"X-Sender: <>\r\nX-Receiver: postmaster@example.org\r\n"
+                                     b"Bcc: leak@example.org\r\nSubject: bounce\r\n\r\nDSN\r\n")
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path),
+                        "--connections", "2"], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    by = {e.mail_from: e for e in srv.envelopes}
+    e = by["ann@example.org"]
+    assert e.rcpt_tos == ["bob@example.org", "carl@example.org", "dee@example.org", "hidden@example.org",
+                          "secret@example.org"]
+    assert b"Bcc" not in e.data and b"hidden@" not in e.data and b"secret@" not in e.data
+    assert e.data.startswith(b"From: \"Doe, Ann\" <ann@example.org>\r\nTo: ") and e.data.endswith(b"\r\n\r\nbody\r\n")
+    assert by["z@example.org"].rcpt_tos == [f"r{i}@example.org" for i in range(100)]
+    b = by["<>"]  # aiosmtpd records the null sender so
+    assert b.rcpt_tos == ["postmaster@example.org"]  # X-Receiver: the envelope; Bcc dropped anyway
+    assert b.data == b"Subject: bounce\r\n\r\nDSN\r\n"
+
+
+def test_bulk_dir_local_refusal_is_reported_without_a_reply_code(aiosmtpd, smtpc_bin, tmp_path):
+    srv = aiosmtpd(pipelining=True)
+    (tmp_path / "1.eml").write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\n\r\n" + b"x" * 1200 + b"\r\n")
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path)],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 75 and srv.envelopes == []
+    line = [l for l in p.stderr.decode().splitlines() if "1.eml" in l][0]
+    assert line.endswith("failed: message body: a line is over 998 octets"), line
