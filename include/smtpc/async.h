@@ -49,7 +49,9 @@ typedef struct smtpc_bulk smtpc_bulk;
  * SIZE (RFC 1870) and the body is in memory, MAIL declares SIZE=len, and a
  * message over the server's limit fails with SMTPC_ELIMIT before anything
  * of it is sent (not retried); a pulled body's length is not known, so it
- * goes without SIZE=. */
+ * goes without SIZE=. An in-memory 8-bit body is declared BODY=8BITMIME
+ * when the server offers it; a non-ASCII address needs the server's
+ * SMTPUTF8 (else SMTPC_EUNSUPPORTED, nothing sent). */
 typedef struct smtpc_bulk_msg {
     const char *from;               /* reverse-path without <>; "" = null sender */
     const char *const *rcpts;       /* forward-paths without <> */

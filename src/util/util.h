@@ -54,6 +54,8 @@ int smtpc__parse_u64(const char *s, size_t n, uint64_t *out);
 /* Frees and zeroes a secret string. */
 void smtpc__free_secret(char *s);
 void smtpc__secure_zero(void *p, size_t n);
+/* Some byte of p[0..n) has the high bit set. */
+bool smtpc__has_8bit(const void *p, size_t n);
 
 /* ---- error messages ----------------------------------------------------
  * A fixed-size per-handle message buffer: "what failed, where, the server's

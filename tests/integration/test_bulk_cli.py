@@ -87,3 +87,27 @@ def test_bulk_dir_local_refusal_is_reported_without_a_reply_code(aiosmtpd, smtpc
     assert p.returncode == 75 and srv.envelopes == []
     line = [l for l in p.stderr.decode().splitlines() if "1.eml" in l][0]
     assert line.endswith("failed: message body: a line is over 998 octets"), line
+
+
+def test_bulk_declares_8bitmime_and_smtputf8(aiosmtpd, smtpc_bin, tmp_path):
+    # RFC 6152: an 8-bit body goes with BODY=8BITMIME; RFC 6531: a non-ASCII
+    # address with SMTPUTF8, and never to a server that does not offer it
+    def run(srv):
+        return subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path)],
+                              capture_output=True, timeout=120)
+    (tmp_path / "1.eml").write_bytes("From: a@example.org\r\nTo: b@example.org\r\nSubject: 8\r\n\r\ncaf\u00e9\r\n"
+                                     .encode())
+    (tmp_path / "2.eml").write_bytes("From: a@example.org\r\nTo: jos\u00e9@example.org\r\n\r\nx\r\n".encode())
+    (tmp_path / "3.eml").write_bytes(b"From: seven@example.org\r\nTo: b@example.org\r\n\r\nascii\r\n")
+    srv = aiosmtpd(pipelining=True, smtputf8=True)
+    p = run(srv)
+    assert p.returncode == 0, p.stderr.decode()
+    by = {e.rcpt_tos[0] if e.mail_from == "a@example.org" else e.mail_from: e for e in srv.envelopes}
+    assert "BODY=8BITMIME" in by["b@example.org"].mail_options and "SMTPUTF8" not in by["b@example.org"].mail_options
+    assert "SMTPUTF8" in by["jos\u00e9@example.org"].mail_options
+    assert [o for o in by["seven@example.org"].mail_options if not o.startswith("SIZE=")] == []
+    srv2 = aiosmtpd(pipelining=True, smtputf8=False)
+    p = run(srv2)
+    assert p.returncode == 75
+    assert b"2.eml: failed: a non-ASCII address needs SMTPUTF8, which the server does not offer" in p.stderr
+    assert sorted(e.rcpt_tos[0] for e in srv2.envelopes) == ["b@example.org", "b@example.org"]

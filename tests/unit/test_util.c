@@ -33,6 +33,20 @@ TEST(secure_zero)
     smtpc__free_secret(s); /* ASan: no overrun; nothing to check after free */
 }
 
+TEST(has_8bit)
+{
+    char b[37];
+    memset(b, 'a', sizeof b);
+    CHECK(!smtpc__has_8bit(b, sizeof b));
+    for (size_t i = 0; i < sizeof b; i++) { /* in the 8-byte words and in the tail */
+        b[i] = (char)0xe9;
+        CHECK(smtpc__has_8bit(b, sizeof b));
+        CHECK(!smtpc__has_8bit(b, i));
+        b[i] = 'a';
+    }
+    CHECK(!smtpc__has_8bit(NULL, 0));
+}
+
 TEST(parse_u64)
 {
     uint64_t v = 0;
@@ -85,6 +99,7 @@ int main(void)
 {
     RUN(buf_limit);
     RUN(secure_zero);
+    RUN(has_8bit);
     RUN(parse_u64);
     RUN(base64_roundtrip);
     RUN(escape);
