@@ -535,13 +535,6 @@ static bool valid_path(const char *s)
     return true;
 }
 
-static bool has_non_ascii(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x80) return true;
-    return false;
-}
-
 /* Queue the commands of m that may go now. */
 static int emit_envelope(conn *c, mrec *m)
 {
@@ -765,8 +758,8 @@ static void pump(conn *c)
         /* RFC 6531: a non-ASCII address only with SMTPUTF8; RFC 6152: an
          * 8-bit body declared when the server takes it (else sent as is,
          * as the client does) */
-        m->utf8 = has_non_ascii(m->m.from);
-        for (size_t i = 0; !m->utf8 && i < m->m.nrcpts; i++) m->utf8 = has_non_ascii(m->m.rcpts[i]);
+        m->utf8 = smtpc__has_8bit(m->m.from, strlen(m->m.from));
+        for (size_t i = 0; !m->utf8 && i < m->m.nrcpts; i++) m->utf8 = smtpc__has_8bit(m->m.rcpts[i], strlen(m->m.rcpts[i]));
         if (m->utf8 && !c->smtputf8_offered) {
             finish(b, m, SMTPC_BULK_FAILED, SMTPC_EUNSUPPORTED, 0, NULL,
                    "a non-ASCII address needs SMTPUTF8, which the server does not offer");

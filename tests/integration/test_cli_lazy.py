@@ -99,31 +99,30 @@ def broken_libs(tmp_path):
     return str(d)
 
 
-def test_unloadable_libssl_is_a_clear_error(smtpc_bin, tmp_path, aiosmtpd, broken_libs):
-    srv = aiosmtpd()
+def send_with(smtpc_bin, tmp_path, broken_libs, port, tls, to):
+    """smtpc send where dlopen finds the broken libraries first (no LD_DEBUG)."""
     env = env_for(tmp_path, LD_LIBRARY_PATH=broken_libs)
     del env["LD_DEBUG"]
-    r = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "starttls",
-                        "--from", FROM, "--to", "b@example.org", "--text", "x"], cwd=tmp_path,
-                       capture_output=True, timeout=120, env=env)
+    return subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{port}", "--tls", tls,
+                           "--from", FROM, "--to", to, "--text", "x"], cwd=tmp_path,
+                          capture_output=True, timeout=120, env=env)
+
+
+def test_unloadable_libssl_is_a_clear_error(smtpc_bin, tmp_path, aiosmtpd, broken_libs):
+    srv = aiosmtpd()
+    r = send_with(smtpc_bin, tmp_path, broken_libs, srv.port, "starttls", "b@example.org")
     assert r.returncode == 72, r.stderr
     assert re.search(rb"^smtpc: cannot load libssl\.so\.\d+ \(needed for TLS\): .*broken", r.stderr, re.M), r.stderr
     assert srv.envelopes == []
     # the same binary, same environment, a plain send: nothing to load, it works
-    r = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
-                        "--from", FROM, "--to", "b@example.org", "--text", "x"], cwd=tmp_path,
-                       capture_output=True, timeout=120, env=env)
+    r = send_with(smtpc_bin, tmp_path, broken_libs, srv.port, "none", "b@example.org")
     assert r.returncode == 0, r.stderr
     assert len(srv.envelopes) == 1
 
 
 def test_unloadable_libidn2_is_a_clear_error(smtpc_bin, tmp_path, aiosmtpd, broken_libs):
     srv = aiosmtpd()
-    env = env_for(tmp_path, LD_LIBRARY_PATH=broken_libs)
-    del env["LD_DEBUG"]
-    r = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
-                        "--from", FROM, "--to", "b@b\u00fccher.example", "--text", "x"], cwd=tmp_path,
-                       capture_output=True, timeout=120, env=env)
+    r = send_with(smtpc_bin, tmp_path, broken_libs, srv.port, "none", "b@b\u00fccher.example")
     assert r.returncode == 72, r.stderr
     assert b"cannot load libidn2.so.0 (needed for internationalised domain names)" in r.stderr
     assert srv.envelopes == []
