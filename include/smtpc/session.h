@@ -33,6 +33,7 @@
 #define SMTPC_SESSION_H
 
 #include "common.h"
+#include "conn.h"
 #include "errors.h"
 #include "proxy.h"
 #include "reply.h"
@@ -77,11 +78,6 @@ SMTPC_API int smtpc_session_set_ehlo_name(smtpc_session *s, const char *name);
 SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_t port);
 
 /* ---- reaching the server: address family, proxy -------------------------- */
-typedef enum smtpc_family {
-    SMTPC_FAMILY_ANY = 0,  /* both, Happy Eyeballs (RFC 8305) between them */
-    SMTPC_FAMILY_IPV4 = 4, /* IPv4 only (-4) */
-    SMTPC_FAMILY_IPV6 = 6  /* IPv6 only (-6) */
-} smtpc_family;
 /* Which addresses of the server (or of the proxy) connect tries. A name
  * without an address of that family: connect fails with SMTPC_ENOHOST.
  * Errors: SMTPC_EINVAL (NULL session, another value). */
@@ -131,21 +127,7 @@ SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, 
  * Certificates are verified by default (system store, or ca-file/ca-path):
  * chain, dates, and the host name given to connect (an IP literal is checked
  * against IP SANs). */
-typedef enum smtpc_tls_mode {
-    SMTPC_TLS_MODE_DEFAULT = 0,
-    SMTPC_TLS_MODE_NONE = 1,
-    SMTPC_TLS_MODE_IMPLICIT = 2,
-    SMTPC_TLS_MODE_STARTTLS = 3,
-    SMTPC_TLS_MODE_STARTTLS_OPTIONAL = 4,
-    SMTPC_TLS_MODE_AUTO = 5
-} smtpc_tls_mode;
-
-/* "none", "implicit", "starttls", "starttls-optional", "auto", "default";
- * "unknown" otherwise. Never NULL. */
-SMTPC_API const char *smtpc_tls_mode_name(int mode);
-/* Parses those names (case-insensitive; "tls" and "ssl" mean implicit,
- * "starttls-opt"/"opportunistic" mean starttls-optional). 0 or SMTPC_EINVAL. */
-SMTPC_API int smtpc_tls_mode_parse(const char *name, smtpc_tls_mode *out);
+/* smtpc_tls_mode, smtpc_tls_mode_name() and _parse() are in smtpc/conn.h. */
 
 /* Setters below: before connect; they apply to the next connection. They
  * copy their strings. Errors: SMTPC_EINVAL (NULL session, bad value),

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "errors.h"
 #include "reply.h"
+#include "conn.h"
 #include "session.h"
 #include "pickup.h"
 #include "message.h"

@@ -1542,34 +1542,6 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
  * handshake (implicit or after STARTTLS), AUTH over the sans-IO SASL
  * mechanisms, the policy of smtpc_session_open(), and the redacting trace. */
 
-static const char *const mode_names[] = {"default", "none", "implicit", "starttls",
-                                         "starttls-optional", "auto"};
-
-SMTPC_API const char *smtpc_tls_mode_name(int mode)
-{
-    return mode >= 0 && mode < (int)SMTPC__ARRAY_LEN(mode_names) ? mode_names[mode] : "unknown";
-}
-
-SMTPC_API int smtpc_tls_mode_parse(const char *name, smtpc_tls_mode *out)
-{
-    static const struct { const char *n; smtpc_tls_mode m; } alias[] = {
-        {"tls", SMTPC_TLS_MODE_IMPLICIT},  {"ssl", SMTPC_TLS_MODE_IMPLICIT},
-        {"smtps", SMTPC_TLS_MODE_IMPLICIT}, {"starttls-opt", SMTPC_TLS_MODE_STARTTLS_OPTIONAL},
-        {"opportunistic", SMTPC_TLS_MODE_STARTTLS_OPTIONAL}, {"plain", SMTPC_TLS_MODE_NONE}};
-    if (!name || !out) return SMTPC_EINVAL;
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(mode_names); i++)
-        if (!smtpc__strcasecmp(name, mode_names[i])) {
-            *out = (smtpc_tls_mode)i;
-            return 0;
-        }
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(alias); i++)
-        if (!smtpc__strcasecmp(name, alias[i].n)) {
-            *out = alias[i].m;
-            return 0;
-        }
-    return SMTPC_EINVAL;
-}
-
 static void tls_ctx_drop(smtpc_session *s)
 {
     smtpc__tls_ctx_free(s->tls_ctx);
@@ -1591,7 +1563,7 @@ static int set_str(smtpc_session *s, char **field, const char *v, const char *wh
 
 SMTPC_API int smtpc_session_set_tls_mode(smtpc_session *s, smtpc_tls_mode mode)
 {
-    if (!s || (int)mode < 0 || (int)mode >= (int)SMTPC__ARRAY_LEN(mode_names)) return SMTPC_EINVAL;
+    if (!s || (int)mode < 0 || (int)mode > (int)SMTPC_TLS_MODE_AUTO) return SMTPC_EINVAL;
     s->tls_mode = mode;
     return 0;
 }

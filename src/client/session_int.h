@@ -5,12 +5,10 @@
 
 #include <smtpc/session.h>
 
+#include "conn/conn_opts.h"
 #include "util/util.h"
 
 smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s);
-/* Room for a session's pins, ';'-separated with the NUL (the client keeps
- * its pins within the same bound). */
-#define SMTPC__PINS_MAX 2048
 /* Replaces the overall deadline of a connected session: at_ms absolute
  * (smtpc__now_ms clock; -1 = none), ms the span it stands for (messages).
  * The client re-arms it before each attempt on a pooled connection. */
