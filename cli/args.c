@@ -155,7 +155,7 @@ int cli_parse(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char
         const cli_opt_def *d = find_name(a, nlen);
         if (!d) {
             char name[128];
-            smtpc__strlcpy(name, a, nlen + 1 < sizeof name ? nlen + 1 : sizeof name);
+            cli_strlcpy(name, a, nlen + 1 < sizeof name ? nlen + 1 : sizeof name);
             return usage_err(prog, cmdname, "unknown option", name);
         }
         if (!(d->cmds & cmd)) return usage_err(prog, cmdname, "not an option of this command:", d->name);

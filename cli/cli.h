@@ -17,11 +17,44 @@
 
 #include <smtpc/smtpc.h>
 
-#include "util/util.h"
-
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <strings.h>
+#include <sys/types.h>
 #include <sysexits.h>
+
+/* ---- small helpers (util.c): the CLI uses only the public headers ------------- */
+#define CLI_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* A growable byte buffer with a hard limit: data[off .. len) is live;
+ * appending past limit fails with SMTPC_ELIMIT (0 = no limit). */
+typedef struct cli_buf {
+    uint8_t *data;
+    size_t off, len, cap, limit;
+} cli_buf;
+void cli_buf_init(cli_buf *b, size_t limit);
+void cli_buf_free(cli_buf *b);
+void cli_buf_free_secure(cli_buf *b); /* wipes the memory first */
+void cli_buf_reset(cli_buf *b);
+int cli_buf_reserve(cli_buf *b, size_t extra);
+int cli_buf_append(cli_buf *b, const void *p, size_t n);
+int cli_buf_append_str(cli_buf *b, const char *s);
+int cli_buf_printf(cli_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline size_t cli_buf_size(const cli_buf *b) { return b->len - b->off; }
+static inline const uint8_t *cli_buf_ptr(const cli_buf *b)
+{
+    return b->data ? b->data + b->off : (const uint8_t *)"";
+}
+/* Copies at most size-1 bytes and NUL-terminates; returns strlen(src). */
+size_t cli_strlcpy(char *dst, const char *src, size_t size);
+bool cli_has_ctl(const char *s); /* a byte < 0x20 or 0x7f */
+/* A whole non-negative decimal number (no sign, blanks or junk; no overflow): 0 or -1. */
+int cli_parse_u64(const char *s, uint64_t *out);
+void cli_free_secret(char *s); /* wipes and frees; NULL is a no-op */
+/* Copies s[0..n) with control characters escaped (\r \n \xNN): server text
+ * never drives the terminal. Always NUL-terminates. */
+void cli_escape_into(char *dst, size_t dstsz, const char *s, size_t n);
+int64_t cli_now_ms(void); /* CLOCK_MONOTONIC */
 
 /* ---- options -------------------------------------------------------------- */
 typedef enum cli_opt_id {
@@ -154,11 +187,11 @@ const char *cli_error_class_name(int smtpc_err);
 void cli_print_result(const cli_ctx *c, const cli_result *r);
 /* Appends s as a JSON string literal (with quotes): escapes ", \, control
  * characters; invalid UTF-8 bytes become U+FFFD. */
-int cli_json_str(smtpc__buf *b, const char *s);
+int cli_json_str(cli_buf *b, const char *s);
 
 /* ---- messages ------------------------------------------------------------- */
 /* Reads a whole file ("-" = stdin) with a limit; 0 or -1 with errno. */
-int cli_slurp(const char *path, smtpc__buf *out, size_t limit);
+int cli_slurp(const char *path, cli_buf *out, size_t limit);
 #define CLI_MAX_MESSAGE ((size_t)512 << 20)
 /* Builds the message from --from/--to/--subject/--text/--attach... with the
  * MIME library; returns 0 or an exit status after printing why. */
@@ -175,7 +208,7 @@ int hdr_each(const char *msg, size_t hlen, hdr_field_fn fn, void *ud);
 /* Appends the addr-specs of an RFC 5322 address list to l (strings malloc'ed). */
 int hdr_addresses(const char *value, cli_list *l);
 /* Copies msg without any header field named name (case-insensitive). */
-int hdr_remove(const char *msg, size_t len, const char *name, smtpc__buf *out);
+int hdr_remove(const char *msg, size_t len, const char *name, cli_buf *out);
 bool hdr_has(const char *msg, size_t hlen, const char *name);
 
 /* ---- delivery ------------------------------------------------------------- */
@@ -209,7 +242,7 @@ bool cli_has_8bit(const void *p, size_t n);
  * is one, from its current offset) is streamed (its size taken by fstat, one
  * chunked pass for 8-bit bytes); anything else (a pipe) is read into buf as before. At most limit bytes (errno EFBIG beyond). 0, or -1
  * with errno. cli_source_close() closes the file. */
-int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit);
+int cli_source_file(cli_source *src, const char *path, cli_buf *buf, size_t limit);
 void cli_source_close(cli_source *src);
 /* The reader over a raw source: call cli_source_reader_init before each
  * delivery; cli_source_read has the smtpc_read_cb signature. */
@@ -239,7 +272,7 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d);
 
 /* The password (token = false: password-env, password-file, password-cmd,
  * then the configuration's password) or OAuth token (oauth-token-cmd):
- * first line, malloc'ed, free with smtpc__free_secret. *source names where
+ * first line, malloc'ed, free with cli_free_secret. *source names where
  * it came from. SMTPC_ENOTFOUND when none is configured; SMTPC_ECONFIG and
  * err when the source fails. */
 int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, char *err,
@@ -286,7 +319,7 @@ int cli_dsn_normalize(cli_ctx *c);
 
 /* probe: the EHLO keywords in plain words (text on stdout) or as
  * ,"features":{...} appended to js (json). */
-void cli_probe_features(smtpc_session *s, bool json, smtpc__buf *js);
+void cli_probe_features(smtpc_session *s, bool json, cli_buf *js);
 
 /* What to do about r's failure (a sentence), or NULL. */
 const char *cli_hint(const cli_result *r);

@@ -80,7 +80,7 @@ static int add_addresses(cli_list *l, const char *v)
     int rc = hdr_addresses(v, &got);
     for (size_t i = 0; i < got.n; i++) {
         bool dup = false;
-        for (size_t j = 0; j < l->n && !dup; j++) dup = !smtpc__strcasecmp(l->v[j], got.v[i]);
+        for (size_t j = 0; j < l->n && !dup; j++) dup = !strcasecmp(l->v[j], got.v[i]);
         if (!rc && !dup && cli_list_push(l, got.v[i])) rc = SMTPC_ENOMEM;
         if (rc || dup) free((void *)got.v[i]); /* else the list owns it */
     }
@@ -96,10 +96,10 @@ typedef struct env_ud {
 static int envelope_field(void *ud, const char *name, size_t nl, const char *value)
 {
     env_ud *e = ud;
-    if (e->want_rcpts && ((nl == 2 && (!smtpc__strncasecmp(name, "To", 2) || !smtpc__strncasecmp(name, "Cc", 2))) ||
-                          (nl == 3 && !smtpc__strncasecmp(name, "Bcc", 3))))
+    if (e->want_rcpts && ((nl == 2 && (!strncasecmp(name, "To", 2) || !strncasecmp(name, "Cc", 2))) ||
+                          (nl == 3 && !strncasecmp(name, "Bcc", 3))))
         return add_addresses(&e->it->rcpts, value);
-    if (e->want_from && nl == 4 && !smtpc__strncasecmp(name, "From", 4) && e->it->from.n == 0)
+    if (e->want_from && nl == 4 && !strncasecmp(name, "From", 4) && e->it->from.n == 0)
         return add_addresses(&e->it->from, value);
     return 0;
 }
@@ -124,7 +124,7 @@ static int load_item(item *it)
         bool sender = ll > 9 && !strncasecmp(l, "X-Sender:", 9);
         bool receiver = ll > 11 && !strncasecmp(l, "X-Receiver:", 11);
         if (!sender && !receiver) break;
-        char *v = smtpc__strndup(l + (sender ? 9 : 11), ll - (sender ? 9 : 11));
+        char *v = strndup(l + (sender ? 9 : 11), ll - (sender ? 9 : 11));
         if (!v) return -3;
         if (sender) cli_list_free_strings(&it->from);
         int rc = add_addresses(sender ? &it->from : &it->rcpts, v);
@@ -147,22 +147,22 @@ static int load_item(item *it)
     env_ud e = {it, it->from.n == 0, it->rcpts.n == 0};
     if ((e.want_from || e.want_rcpts) && hdr_each(it->data, hlen, envelope_field, &e)) return -3;
     if (hdr_has(it->data, hlen, "Bcc")) {
-        smtpc__buf out;
-        smtpc__buf_init(&out, 0);
+        cli_buf out;
+        cli_buf_init(&out, 0);
         if (hdr_remove(it->data, it->len, "Bcc", &out)) {
-            smtpc__buf_free(&out);
+            cli_buf_free(&out);
             return -3;
         }
-        char *p = malloc(smtpc__buf_size(&out) + 1);
+        char *p = malloc(cli_buf_size(&out) + 1);
         if (!p) {
-            smtpc__buf_free(&out);
+            cli_buf_free(&out);
             return -3;
         }
-        memcpy(p, smtpc__buf_ptr(&out), smtpc__buf_size(&out));
+        memcpy(p, cli_buf_ptr(&out), cli_buf_size(&out));
         free(it->data);
         it->data = p;
-        it->len = smtpc__buf_size(&out);
-        smtpc__buf_free(&out);
+        it->len = cli_buf_size(&out);
+        cli_buf_free(&out);
     }
     return it->from.n && it->rcpts.n ? 0 : -2;
 }
@@ -308,7 +308,7 @@ static int token_cb(void *ud, bool refresh, const char **token, size_t *len)
             fprintf(stderr, "%s: a new OAuth token: %s\n", t->sc->prog, err);
             return rc == SMTPC_ENOTFOUND ? SMTPC_EAUTH : rc;
         }
-        smtpc__free_secret(t->token);
+        cli_free_secret(t->token);
         t->token = fresh;
     }
     *token = t->token;
@@ -338,7 +338,7 @@ static void bulk_usage(FILE *f)
 /* A whole decimal number in [lo, hi] for option a, or 64 (usage) with a message. */
 static int bulk_num(const char *prog, const char *a, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-    if (smtpc__parse_u64(v, strlen(v), out) || *out < lo || *out > hi) {
+    if (cli_parse_u64(v, out) || *out < lo || *out > hi) {
         fprintf(stderr, "%s: %s wants a whole number from %llu to %llu, not '%s'\n", prog, a,
                 (unsigned long long)lo, (unsigned long long)hi, v);
         return 64;
@@ -513,10 +513,10 @@ int cmd_bulk(const char *prog, int argc, char **argv)
             fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
             r3 = 64;
         }
-        smtpc__free_secret(pw);
+        cli_free_secret(pw);
         tk.token = tok; /* the first token: the command ran once already */
         if (r3) {
-            smtpc__free_secret(tk.token);
+            cli_free_secret(tk.token);
             smtpc_bulk_free(b);
             ctx_free(&x);
             return r3;
@@ -527,7 +527,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     rc = smtpc_bulk_run(b);
     if (rc && rc != SMTPC_ECANCELED) fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
     smtpc_bulk_free(b);
-    smtpc__free_secret(tk.token);
+    cli_free_secret(tk.token);
     if (x.progress) print_progress(&x, true);
     if (!x.quiet)
         fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);

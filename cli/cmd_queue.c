@@ -32,14 +32,14 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
     smtpc_outbox_free(ob);
     if (rc) return rc;
     free(r->queue_id);
-    r->queue_id = smtpc__strdup(id);
-    smtpc__buf pb;
-    smtpc__buf_init(&pb, 8192);
-    if (!smtpc__buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !smtpc__buf_append(&pb, "", 1)) {
+    r->queue_id = strdup(id);
+    cli_buf pb;
+    cli_buf_init(&pb, 8192);
+    if (!cli_buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !cli_buf_append(&pb, "", 1)) {
         free(r->path);
         r->path = (char *)pb.data;
     } else {
-        smtpc__buf_free(&pb);
+        cli_buf_free(&pb);
     }
     for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
     r->ok = true;
@@ -93,7 +93,7 @@ static int make_client(cli_ctx *c, const char *pw, smtpc_client **out)
     if (!rc && (v = cli_get(c, O_PIN))) {
         /* several pins: separated by ';' ',' or spaces (as for send) */
         char buf[1024];
-        smtpc__strlcpy(buf, v, sizeof buf);
+        cli_strlcpy(buf, v, sizeof buf);
         rc = smtpc_client_add_pin(cl, NULL);
         for (char *p = buf; !rc && *p;) {
             size_t n = strcspn(p, ";, ");
@@ -123,7 +123,7 @@ static int make_client(cli_ctx *c, const char *pw, smtpc_client **out)
         char addr[256];
         uint16_t bport = 0;
         const char *colon = strchr(v, ':');
-        if (colon && v[0] != '[' && strchr(colon + 1, ':')) smtpc__strlcpy(addr, v, sizeof addr);
+        if (colon && v[0] != '[' && strchr(colon + 1, ':')) cli_strlcpy(addr, v, sizeof addr);
         else if (smtpc_config_parse_server(v, addr, sizeof addr, &bport)) rc = SMTPC_ECONFIG;
         if (!rc) rc = smtpc_client_set_bind(cl, addr, bport);
     }
@@ -169,7 +169,7 @@ static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
 {
     uint64_t k = 1;
     const char *kv = c->o.val[O_CONNECTIONS];
-    if (kv && (smtpc__parse_u64(kv, strlen(kv), &k) || k < 1 || k > 100)) {
+    if (kv && (cli_parse_u64(kv, &k) || k < 1 || k > 100)) {
         cli_err(c, "--connections: \"%s\" is not a number from 1 to 100", kv);
         return EX_USAGE;
     }
@@ -186,7 +186,7 @@ static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
     smtpc_client *cl[100] = {NULL};
     int ex = 0;
     for (size_t i = 0; !ex && i < k; i++) ex = make_client(c, pw, &cl[i]);
-    smtpc__free_secret(pw);
+    cli_free_secret(pw);
     if (!ex) {
         smtpc_outbox_stats st;
         flush_progress fp = {.started = false};
@@ -223,24 +223,24 @@ static int print_entry(void *ud, const smtpc_outbox_entry *e)
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
     }
     if (c->json) {
-        smtpc__buf b;
-        smtpc__buf_init(&b, 1 << 20);
-        smtpc__buf_append_str(&b, "{\"id\":");
+        cli_buf b;
+        cli_buf_init(&b, 1 << 20);
+        cli_buf_append_str(&b, "{\"id\":");
         cli_json_str(&b, e->id);
-        smtpc__buf_append_str(&b, ",\"from\":");
+        cli_buf_append_str(&b, ",\"from\":");
         cli_json_str(&b, e->from);
-        smtpc__buf_printf(&b, ",\"recipients\":%zu,\"attempts\":%u,\"next_attempt\":%lld,\"failed\":%s,\"last_error\":",
+        cli_buf_printf(&b, ",\"recipients\":%zu,\"attempts\":%u,\"next_attempt\":%lld,\"failed\":%s,\"last_error\":",
                           e->nrcpts, e->attempts, (long long)e->next_attempt, e->failed ? "true" : "false");
         cli_json_str(&b, e->last_error);
-        smtpc__buf_append_str(&b, "}\n");
-        fwrite(smtpc__buf_ptr(&b), 1, smtpc__buf_size(&b), stdout);
-        smtpc__buf_free(&b);
+        cli_buf_append_str(&b, "}\n");
+        fwrite(cli_buf_ptr(&b), 1, cli_buf_size(&b), stdout);
+        cli_buf_free(&b);
     } else {
         /* the last error holds the server's words: escaped like every server text */
         char ef[640], er[640], ee[1024];
-        smtpc__escape_into(ef, sizeof ef, e->from, strlen(e->from));
-        smtpc__escape_into(er, sizeof er, e->first_rcpt, strlen(e->first_rcpt));
-        smtpc__escape_into(ee, sizeof ee, e->last_error, strlen(e->last_error));
+        cli_escape_into(ef, sizeof ef, e->from, strlen(e->from));
+        cli_escape_into(er, sizeof er, e->first_rcpt, strlen(e->first_rcpt));
+        cli_escape_into(ee, sizeof ee, e->last_error, strlen(e->last_error));
         printf("%s  %-19s  attempts %u  %s -> %s%s", e->id, when, e->attempts, ef, er,
                e->nrcpts > 1 ? " (+more)" : "");
         if (e->last_error[0]) printf("  [%s]", ee);

@@ -46,7 +46,7 @@ int cmd_send(const char *prog, int argc, char **argv)
     if (c.o.val[O_MESSAGE]) {
         static const cli_opt_id composing[] = {O_SUBJECT, O_REPLY_TO, O_HTML, O_HTML_FILE,
                                                O_ATTACH, O_INLINE, O_HEADER, O_PRIORITY};
-        for (size_t i = 0; i < SMTPC__ARRAY_LEN(composing); i++)
+        for (size_t i = 0; i < CLI_ARRAY_LEN(composing); i++)
             if (c.o.val[composing[i]]) {
                 fprintf(stderr, "%s send: %s cannot be used with --message (the message is sent as is)\n",
                         prog, cli_opt_find_id(composing[i])->name);
@@ -56,7 +56,7 @@ int cmd_send(const char *prog, int argc, char **argv)
     }
     uint64_t count = 1;
     if (c.o.val[O_COUNT] &&
-        (smtpc__parse_u64(c.o.val[O_COUNT], strlen(c.o.val[O_COUNT]), &count) || count < 1 || count > 100000)) {
+        (cli_parse_u64(c.o.val[O_COUNT], &count) || count < 1 || count > 100000)) {
         fprintf(stderr, "%s send: --count: \"%s\" is not a number from 1 to 100000\n", prog, c.o.val[O_COUNT]);
         ex = EX_USAGE;
         goto out;
@@ -66,8 +66,8 @@ int cmd_send(const char *prog, int argc, char **argv)
         if ((ex = cli_delivery_choose(&c, &d)) || (ex = cli_check_supported(&c, d))) goto out;
     }
     smtpc_message *m = NULL;
-    smtpc__buf raw;
-    smtpc__buf_init(&raw, 0);
+    cli_buf raw;
+    cli_buf_init(&raw, 0);
     cli_list rcpts = {0};
     const char *env_from = from;
     /* a --message FILE is streamed from the file, never held whole */
@@ -139,7 +139,7 @@ int cmd_send(const char *prog, int argc, char **argv)
     else pg.on = false;
     for (uint64_t i = 0; i < count; i++) {
         if (m && i == 1 && smtpc_message_message_id(m))
-            smtpc__strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
+            cli_strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
         if (m && i > 0 && first_id[0]) {
             /* each copy is its own message: a repeated Message-ID would be
              * dropped as a duplicate by many receivers */
@@ -166,7 +166,7 @@ int cmd_send(const char *prog, int argc, char **argv)
 done:
     smtpc_message_free(m);
     cli_source_close(&src);
-    smtpc__buf_free(&raw);
+    cli_buf_free(&raw);
     free(rcpts.v);
 out:
     cli_ctx_free(&c);

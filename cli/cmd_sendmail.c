@@ -50,9 +50,9 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
             size_t k = 0;
             const char *eq = strchr(a, '=');
             size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-            for (; k < SMTPC__ARRAY_LEN(longs); k++)
+            for (; k < CLI_ARRAY_LEN(longs); k++)
                 if (strlen(longs[k].name) == nl && !strncmp(a, longs[k].name, nl)) break;
-            if (k == SMTPC__ARRAY_LEN(longs)) {
+            if (k == CLI_ARRAY_LEN(longs)) {
                 fprintf(stderr, "%s: unknown option %s\n", prog, a);
                 return EX_USAGE;
             }
@@ -110,7 +110,7 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
 #define SM_MEM_MAX ((size_t)1 << 20)
 
 typedef struct sm_input {
-    smtpc__buf mem;     /* the message, or once spooled its header block */
+    cli_buf mem;     /* the message, or once spooled its header block */
     int fd;             /* the spool file holding the body, or -1 */
     uint64_t body_len;  /* the body's length in fd */
     bool body8;         /* a body byte has the high bit */
@@ -186,14 +186,14 @@ static int write_all(int fd, const char *p, size_t n)
 static int sm_store(const cli_ctx *c, sm_input *in, const char *p, size_t n)
 {
     if (in->fd < 0) {
-        if (smtpc__buf_append(&in->mem, p, n)) {
+        if (cli_buf_append(&in->mem, p, n)) {
             cli_err(c, "out of memory");
             return EX_OSERR;
         }
         /* not while a dot line may be under way: its bytes stay together */
-        size_t have = smtpc__buf_size(&in->mem);
+        size_t have = cli_buf_size(&in->mem);
         if (have <= SM_MEM_MAX || in->dot == 1 || in->dot == 2) return 0;
-        const char *m = (const char *)smtpc__buf_ptr(&in->mem);
+        const char *m = (const char *)cli_buf_ptr(&in->mem);
         size_t hlen = hdr_end(m, have);
         if (hlen > SM_MEM_MAX) {
             cli_err(c, "the header block is larger than %zu KiB (no empty line after the header?)",
@@ -267,11 +267,11 @@ typedef struct collect_ud {
 static int collect(void *ud, const char *name, size_t nl, const char *value)
 {
     collect_ud *c = ud;
-    if (c->want_rcpts && ((nl == 2 && !smtpc__strncasecmp(name, "To", 2)) ||
-                          (nl == 2 && !smtpc__strncasecmp(name, "Cc", 2)) ||
-                          (nl == 3 && !smtpc__strncasecmp(name, "Bcc", 3))))
+    if (c->want_rcpts && ((nl == 2 && !strncasecmp(name, "To", 2)) ||
+                          (nl == 2 && !strncasecmp(name, "Cc", 2)) ||
+                          (nl == 3 && !strncasecmp(name, "Bcc", 3))))
         return hdr_addresses(value, c->rcpts);
-    if (nl == 4 && !smtpc__strncasecmp(name, "From", 4) && c->from.n == 0)
+    if (nl == 4 && !strncasecmp(name, "From", 4) && c->from.n == 0)
         return hdr_addresses(value, &c->from);
     return 0;
 }
@@ -288,9 +288,9 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     sm_input in;
     memset(&in, 0, sizeof in);
     in.fd = -1;
-    smtpc__buf msg;
-    smtpc__buf_init(&in.mem, 0);
-    smtpc__buf_init(&msg, 0);
+    cli_buf msg;
+    cli_buf_init(&in.mem, 0);
+    cli_buf_init(&msg, 0);
     cli_list hdr_rcpts = {0}, rcpts = {0};
     collect_ud cu = {false, &hdr_rcpts, {0}, 0};
     char fallback_from[320] = "";
@@ -305,8 +305,8 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     }
     if ((ex = sm_read(&c, &in, s.i))) goto out;
     /* m: the message, or (spooled) its header block */
-    const char *m = (const char *)smtpc__buf_ptr(&in.mem);
-    size_t mlen = smtpc__buf_size(&in.mem), hlen = hdr_end(m, mlen);
+    const char *m = (const char *)cli_buf_ptr(&in.mem);
+    size_t mlen = cli_buf_size(&in.mem), hlen = hdr_end(m, mlen);
     cu.want_rcpts = s.t;
     if (hdr_each(m, hlen, collect, &cu)) {
         cli_err(&c, "header field too long");
@@ -341,7 +341,7 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
         const cli_list *src = pass ? &hdr_rcpts : &c.o.pos;
         for (size_t i = 0; i < src->n; i++) {
             bool dup = false;
-            for (size_t j = 0; j < rcpts.n && !dup; j++) dup = !smtpc__strcasecmp(rcpts.v[j], src->v[i]);
+            for (size_t j = 0; j < rcpts.n && !dup; j++) dup = !strcasecmp(rcpts.v[j], src->v[i]);
             if (dup) continue;
             if ((ex = cli_check_address(&c, "recipient", src->v[i]))) goto out;
             if (cli_list_push(&rcpts, src->v[i])) { ex = EX_OSERR; goto out; }
@@ -357,16 +357,16 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     int rc = 0;
     if (!hdr_has(m, hlen, "From")) {
         const char *fn = s.fullname;
-        if (fn && *fn && !smtpc__has_ctl(fn)) {
-            rc = smtpc__buf_append_str(&msg, "From: \"");
+        if (fn && *fn && !cli_has_ctl(fn)) {
+            rc = cli_buf_append_str(&msg, "From: \"");
             for (const char *p = fn; !rc && *p; p++) {
-                if (*p == '"' || *p == '\\') rc = smtpc__buf_append(&msg, "\\", 1);
-                if (!rc) rc = smtpc__buf_append(&msg, p, 1);
+                if (*p == '"' || *p == '\\') rc = cli_buf_append(&msg, "\\", 1);
+                if (!rc) rc = cli_buf_append(&msg, p, 1);
             }
-            if (!rc) rc = smtpc__buf_printf(&msg, "\" <%s>\r\n", *from ? from : fallback_from);
+            if (!rc) rc = cli_buf_printf(&msg, "\" <%s>\r\n", *from ? from : fallback_from);
         } else {
             /* a null sender is no author: the header names the local user */
-            rc = smtpc__buf_printf(&msg, "From: %s\r\n", *from ? from : fallback_from);
+            rc = cli_buf_printf(&msg, "From: %s\r\n", *from ? from : fallback_from);
         }
     }
     if (!rc && !hdr_has(m, hlen, "Date")) {
@@ -375,7 +375,7 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
         struct tm tm;
         localtime_r(&now, &tm);
         strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-        rc = smtpc__buf_printf(&msg, "Date: %s\r\n", date);
+        rc = cli_buf_printf(&msg, "Date: %s\r\n", date);
     }
     if (!rc) rc = hdr_remove(m, mlen, "Bcc", &msg);
     if (rc) { ex = EX_OSERR; goto out; }
@@ -385,11 +385,11 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_envelope env = {from, rcpts.v, rcpts.n};
     cli_result r;
     cli_result_init(&r);
-    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), false, -1, false, 0, NULL, 0};
+    cli_source src = {NULL, cli_buf_ptr(&msg), cli_buf_size(&msg), false, -1, false, 0, NULL, 0};
     if (in.fd >= 0) { /* the added fields and header block, then the spooled body */
         src.mem = NULL;
-        src.head = smtpc__buf_ptr(&msg);
-        src.headlen = smtpc__buf_size(&msg);
+        src.head = cli_buf_ptr(&msg);
+        src.headlen = cli_buf_size(&msg);
         src.file = true;
         src.fd = in.fd;
         src.len = src.headlen + (size_t)in.body_len;
@@ -404,8 +404,8 @@ out:
     cli_list_free_strings(&cu.from);
     free(rcpts.v);
     if (in.fd >= 0) close(in.fd);
-    smtpc__buf_free(&in.mem);
-    smtpc__buf_free(&msg);
+    cli_buf_free(&in.mem);
+    cli_buf_free(&msg);
     cli_ctx_free(&c);
     return ex;
 }

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /* Reads fd to its end into out (at most limit bytes: errno EFBIG). */
-static int slurp_fd(int fd, smtpc__buf *out, size_t limit)
+static int slurp_fd(int fd, cli_buf *out, size_t limit)
 {
     char tmp[65536];
     for (;;) {
@@ -19,12 +19,12 @@ static int slurp_fd(int fd, smtpc__buf *out, size_t limit)
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return -1;
         if (n == 0) return 0;
-        if (smtpc__buf_size(out) + (size_t)n > limit) { errno = EFBIG; return -1; }
-        if (smtpc__buf_append(out, tmp, (size_t)n)) { errno = ENOMEM; return -1; }
+        if (cli_buf_size(out) + (size_t)n > limit) { errno = EFBIG; return -1; }
+        if (cli_buf_append(out, tmp, (size_t)n)) { errno = ENOMEM; return -1; }
     }
 }
 
-int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
+int cli_slurp(const char *path, cli_buf *out, size_t limit)
 {
     int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -37,7 +37,7 @@ int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
 
 int cli_check_address(const cli_ctx *c, const char *what, const char *a)
 {
-    if (!*a || smtpc__has_ctl(a)) {
+    if (!*a || cli_has_ctl(a)) {
         cli_err(c, "%s: empty address or control characters in \"%s\"", what, a);
         return EX_DATAERR;
     }
@@ -50,7 +50,7 @@ int cli_check_address(const cli_ctx *c, const char *what, const char *a)
     return 0;
 }
 
-static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id, smtpc__buf *b,
+static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id, cli_buf *b,
                      const char **text, size_t *len)
 {
     const char *file = c->o.val[file_id];
@@ -59,8 +59,8 @@ static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id,
             cli_err(c, "cannot read %s: %s", file, strerror(errno));
             return errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
         }
-        *text = (const char *)smtpc__buf_ptr(b);
-        *len = smtpc__buf_size(b);
+        *text = (const char *)cli_buf_ptr(b);
+        *len = cli_buf_size(b);
     } else if (c->o.val[inline_id]) {
         *text = c->o.val[inline_id];
         *len = strlen(*text);
@@ -90,9 +90,9 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     smtpc_message *m;
     if (smtpc_message_new(&m)) return EX_OSERR;
     int ex = 0, rc;
-    smtpc__buf tb, hb;
-    smtpc__buf_init(&tb, 0);
-    smtpc__buf_init(&hb, 0);
+    cli_buf tb, hb;
+    cli_buf_init(&tb, 0);
+    cli_buf_init(&hb, 0);
 
 #define TRY(opt, call)                                                                             \
     do {                                                                                           \
@@ -105,7 +105,7 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     for (size_t i = 0; i < o->list[O_BCC].n; i++) TRY("--bcc", smtpc_message_add_bcc(m, o->list[O_BCC].v[i]));
     if (o->val[O_REPLY_TO]) TRY("--reply-to", smtpc_message_add_reply_to(m, o->val[O_REPLY_TO]));
     if (o->val[O_SUBJECT]) {
-        if (!ex && smtpc__has_crlfnul(o->val[O_SUBJECT], strlen(o->val[O_SUBJECT]))) {
+        if (!ex && strpbrk(o->val[O_SUBJECT], "\r\n")) {
             /* the library would encode them; on a command line they are a mistake or an attack */
             cli_err(c, "--subject must not contain CR, LF or NUL");
             ex = EX_DATAERR;
@@ -153,8 +153,8 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
         TRY("--inline", smtpc_message_add_inline_file(m, o->list[O_INLINE].v[i],
                                                       base_name(o->list[O_INLINE].v[i]), NULL));
 #undef TRY
-    smtpc__buf_free(&tb);
-    smtpc__buf_free(&hb);
+    cli_buf_free(&tb);
+    cli_buf_free(&hb);
     if (ex) {
         smtpc_message_free(m);
         return ex;
@@ -171,7 +171,7 @@ bool cli_has_8bit(const void *p, size_t n)
     return false;
 }
 
-int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit)
+int cli_source_file(cli_source *src, const char *path, cli_buf *buf, size_t limit)
 {
     bool in = strcmp(path, "-") == 0;
     int fd = in ? 0 : open(path, O_RDONLY | O_CLOEXEC);
@@ -184,8 +184,8 @@ int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t l
         if (!in) close(fd);
         errno = e;
         if (rc) return -1;
-        src->mem = smtpc__buf_ptr(buf);
-        src->len = smtpc__buf_size(buf);
+        src->mem = cli_buf_ptr(buf);
+        src->len = cli_buf_size(buf);
         return 0;
     }
     if ((uint64_t)(st.st_size - base) > limit) {

@@ -53,9 +53,9 @@ static void take_reply(smtpc_session *s, int *code, char *enh, size_t enhlen, ch
 {
     const smtpc_reply *rep = smtpc_session_reply(s);
     *code = smtpc_reply_code(rep);
-    smtpc__strlcpy(enh, rep ? smtpc_reply_enhanced(rep) : "", enhlen);
+    cli_strlcpy(enh, rep ? smtpc_reply_enhanced(rep) : "", enhlen);
     free(*text);
-    *text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
+    *text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
 }
 
 static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
@@ -74,7 +74,7 @@ static int parse_bind(const char *v, char *addr, size_t len, uint16_t *port)
     const char *c1 = strchr(v, ':');
     if (c1 && v[0] != '[' && strchr(c1 + 1, ':')) { /* bare IPv6 */
         if (strlen(v) >= len) return SMTPC_ECONFIG;
-        smtpc__strlcpy(addr, v, len);
+        cli_strlcpy(addr, v, len);
         *port = 0;
         return 0;
     }
@@ -119,7 +119,7 @@ static int token_provider(void *ud, bool refresh, const char **token, size_t *le
 {
     (void)ud;
     (void)refresh; /* both mean "run the command": it returns the current token */
-    smtpc__free_secret(g_tok.token);
+    cli_free_secret(g_tok.token);
     g_tok.token = NULL;
     const char *src;
     char err[256];
@@ -132,7 +132,7 @@ static int token_provider(void *ud, bool refresh, const char **token, size_t *le
 
 void cli_security_done(void)
 {
-    smtpc__free_secret(g_tok.token);
+    cli_free_secret(g_tok.token);
     g_tok.token = NULL;
     g_tok.c = NULL;
 }
@@ -161,7 +161,7 @@ static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smt
     if (!rc && (v = cli_get(c, O_PIN))) {
         /* several pins: separated by ';' ',' or spaces */
         char buf[1024];
-        smtpc__strlcpy(buf, v, sizeof buf);
+        cli_strlcpy(buf, v, sizeof buf);
         for (char *p = buf; !rc && *p;) {
             size_t n = strcspn(p, ";, ");
             char save = p[n];
@@ -200,7 +200,7 @@ static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smt
                                    "--password-file FILE or --password-cmd CMD", user);
         if (rc) return cli_result_fail(r, rc, "%s", err);
         rc = smtpc_session_set_credentials(s, user, pw);
-        smtpc__free_secret(pw);
+        cli_free_secret(pw);
         if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "%s", smtpc_session_errmsg(s));
     }
     if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) smtpc_session_set_trace(s, cli_trace_cb, NULL);
@@ -219,7 +219,7 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     const char *portv = c->o.val[O_SERVER] ? NULL : smtpc_account_get(c->acct, "port");
     if (!port && portv) {
         uint64_t v;
-        if (!smtpc__parse_u64(portv, strlen(portv), &v)) port = (uint16_t)v;
+        if (!cli_parse_u64(portv, &v)) port = (uint16_t)v;
     }
     bool creds = cli_get(c, O_USER) || cli_get(c, O_OAUTH_TOKEN_CMD);
     smtpc_tls_mode mode;
@@ -275,8 +275,8 @@ void cli_result_security(cli_result *r, const smtpc_session *s)
     const smtpc_tls_info *ti = u != SMTPC_TLS_MODE_NONE ? smtpc_session_tls_info(s) : NULL;
     r->tls_used = ti != NULL;
     if (ti) {
-        smtpc__strlcpy(r->tls_version, ti->version, sizeof r->tls_version);
-        smtpc__strlcpy(r->tls_cipher, ti->cipher, sizeof r->tls_cipher);
+        cli_strlcpy(r->tls_version, ti->version, sizeof r->tls_version);
+        cli_strlcpy(r->tls_cipher, ti->cipher, sizeof r->tls_cipher);
         r->tls_verified = ti->verified;
     }
 }
@@ -315,7 +315,7 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     memset(&pg, 0, sizeof pg);
     if (g_keep.s && smtpc_session_is_connected(g_keep.s)) {
         s = g_keep.s; /* the kept connection (--count): ready for MAIL */
-        smtpc__strlcpy(r->server, g_keep.server, sizeof r->server);
+        cli_strlcpy(r->server, g_keep.server, sizeof r->server);
     } else {
         keep_drop();
         rc = cli_session_open(c, r, &s, host, sizeof host, &port);
@@ -330,7 +330,7 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
         }
         if (g_keep.on) {
             g_keep.s = s;
-            smtpc__strlcpy(g_keep.server, r->server, sizeof g_keep.server);
+            cli_strlcpy(g_keep.server, r->server, sizeof g_keep.server);
         }
     }
     cli_result_security(r, s);
@@ -408,8 +408,8 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
         const smtpc_reply *rep = smtpc_session_rcpt_reply(s, i);
         x->accepted = smtpc_session_rcpt_status(s, i) == 0 && rep;
         x->code = smtpc_reply_code(rep);
-        smtpc__strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
-        x->text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
+        cli_strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
+        x->text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
     }
     if (rc) {
         size_t bad = 0;
