@@ -68,6 +68,7 @@ typedef enum cli_opt_id {
     O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT, O_CONNECTIONS,
     O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
+    O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR,
     O__COUNT
 } cli_opt_id;
 
@@ -76,7 +77,8 @@ typedef enum cli_cmd {
     CMD_PROBE = 1u << 1,
     CMD_QUEUE = 1u << 2,
     CMD_SENDMAIL = 1u << 3,
-    CMD_CONFIG = 1u << 4
+    CMD_CONFIG = 1u << 4,
+    CMD_BULK = 1u << 5
 } cli_cmd;
 
 typedef enum { OK_FLAG, OK_VALUE, OK_LIST } cli_opt_kind;
@@ -256,6 +258,12 @@ int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const
                 cli_result *r);
 /* Queues src in the outbox (--outbox DIR); r->queue_id = the entry id. In cmd_queue.c. */
 int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_source *src, cli_result *r);
+/* Where to and how: host and port (--server, or the configuration's server
+ * and port; the default port by the TLS mode) and the TLS mode (--tls, else
+ * the library's default policy for that port and credentials). Fills
+ * r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostlen, uint16_t *port,
+                      smtpc_tls_mode *mode);
 /* Creates a session configured from the settings (timeouts, EHLO name,
  * bind) and works out host and port (default port from the TLS mode); does
  * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
@@ -329,9 +337,16 @@ void cli_deliver_keep(bool on);
 
 /* ---- subcommands ---------------------------------------------------------- */
 int cmd_send(const char *prog, int argc, char **argv);
-/* cmd_bulk.c: smtpc bulk, and smtpc send with --count/--connections. */
+/* cmd_bulk.c: smtpc bulk --dir, and smtpc send's copies (--count N,
+ * --connections K) over smtpc_bulk. */
 int cmd_bulk(const char *prog, int argc, char **argv);
-bool cli_wants_bulk(int argc, char **argv);
+/* Checks --connections, --max-per-connection and --rate: 0 or EX_USAGE after printing. */
+int cli_bulk_check(const cli_ctx *c);
+/* Sends count copies of m (composed: each copy after the first with its own
+ * Message-ID) or of src's bytes, to from/rcpts over --connections K (default
+ * 1) pipelined connections; one report per message. Returns the exit status. */
+int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t nrcpts,
+                  smtpc_message *m, const cli_source *src, uint64_t count);
 int cmd_probe(const char *prog, int argc, char **argv);
 int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);

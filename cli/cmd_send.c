@@ -61,6 +61,7 @@ int cmd_send(const char *prog, int argc, char **argv)
         ex = EX_USAGE;
         goto out;
     }
+    if ((ex = cli_bulk_check(&c))) goto out;
     cli_delivery d = DELIVER_PICKUP;
     if (!c.o.val[O_DUMP]) {
         if ((ex = cli_delivery_choose(&c, &d)) || (ex = cli_check_supported(&c, d))) goto out;
@@ -127,6 +128,16 @@ int cmd_send(const char *prog, int argc, char **argv)
             if (n != 0) ex = EX_IOERR;
         }
         if (fflush(stdout)) ex = EX_IOERR;
+        goto done;
+    }
+    if (d == DELIVER_SMTP && (count > 1 || c.o.val[O_CONNECTIONS])) {
+        /* copies, or K connections: pipelined over smtpc_bulk */
+        ex = cli_send_many(&c, env_from, rcpts.v, rcpts.n, m, &src, count);
+        goto done;
+    }
+    if (c.o.val[O_CONNECTIONS] || c.o.val[O_RATE] || c.o.val[O_MAX_PER_CONNECTION]) {
+        cli_err(&c, "--connections, --rate and --max-per-connection need SMTP delivery");
+        ex = EX_USAGE;
         goto done;
     }
     cli_envelope env = {env_from, rcpts.v, rcpts.n};

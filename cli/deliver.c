@@ -207,8 +207,8 @@ static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smt
     return rc;
 }
 
-int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
-                     size_t hostlen, uint16_t *port_out)
+int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostlen, uint16_t *port_out,
+                      smtpc_tls_mode *mode_out)
 {
     uint16_t port = 0;
     const char *server = cli_get(c, O_SERVER);
@@ -222,22 +222,28 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
         if (!cli_parse_u64(portv, &v)) port = (uint16_t)v;
     }
     bool creds = cli_get(c, O_USER) || cli_get(c, O_OAUTH_TOKEN_CMD);
-    smtpc_tls_mode mode;
-    if (!tls) {
-        /* as the library's default (RFC 8314): implicit TLS on 465;
-         * opportunistic STARTTLS on 25 without credentials (relay); STARTTLS
-         * required everywhere else: never a silent plaintext submission */
-        mode = port == 465 ? SMTPC_TLS_MODE_IMPLICIT
-               : (port == 25 && !creds) ? SMTPC_TLS_MODE_STARTTLS_OPTIONAL
-                                        : SMTPC_TLS_MODE_STARTTLS;
-    } else if (smtpc_tls_mode_parse(tls, &mode)) {
+    smtpc_tls_mode mode = SMTPC_TLS_MODE_DEFAULT;
+    if (tls && smtpc_tls_mode_parse(tls, &mode))
         return cli_result_fail(r, SMTPC_ECONFIG, "--tls: \"%s\" is not a TLS mode", tls);
-    }
+    /* without --tls, the library's default (RFC 8314): implicit TLS on 465;
+     * opportunistic STARTTLS on 25 without credentials (relay); STARTTLS
+     * required everywhere else: never a silent plaintext submission */
+    mode = smtpc_tls_mode_effective(mode, port ? port : 587, creds);
     if (!port) port = mode == SMTPC_TLS_MODE_IMPLICIT || mode == SMTPC_TLS_MODE_AUTO ? 465
                       : mode == SMTPC_TLS_MODE_NONE ? 25 : 587;
     r->tls = mode == SMTPC_TLS_MODE_IMPLICIT ? "tls" : smtpc_tls_mode_name(mode);
     snprintf(r->server, sizeof r->server, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+    *port_out = port;
+    *mode_out = mode;
+    return 0;
+}
 
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
+                     size_t hostlen, uint16_t *port_out)
+{
+    uint16_t port;
+    smtpc_tls_mode mode;
+    if (cli_server_choose(c, r, host, hostlen, &port, &mode)) return r->err;
     smtpc_session *s;
     int rc = smtpc_session_new(&s);
     if (rc) return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
