@@ -353,8 +353,11 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
             }
             mo.smtputf8 = 1;
         }
+        /* raw UTF-8 headers only in an SMTPUTF8 transaction (MAIL ... SMTPUTF8,
+         * which only an address that needs it asks for); otherwise encoded
+         * words (RFC 2047), as smtpc_session_send_message writes it */
         rc = smtpc_message_writer_new(&w, src->msg, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
-                                                        (extu ? SMTPC_WRITE_SMTPUTF8 : 0u));
+                                                        (mo.smtputf8 ? SMTPC_WRITE_SMTPUTF8 : 0u));
         if (rc) {
             cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
             goto quit;
