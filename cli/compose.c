@@ -84,6 +84,57 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+/* --attach FILE[;name=NAME][;type=TYPE], --inline FILE[;cid=ID][;type=TYPE]:
+ * the parameters are the ';'-separated key=value pieces at the end whose keys
+ * are in keys ("name type" / "cid type"); a name that exists as a file is
+ * taken whole (a file name with ';' in it). Fills path (the file) and
+ * vals[i] for keys[i] (or NULL). 0, or -1 when too long. */
+typedef struct file_spec {
+    char path[4096];
+    char val[3][1024];
+    const char *v[3];
+} file_spec;
+
+static int file_spec_parse(const char *arg, const char *const *keys, size_t nkeys, file_spec *fs)
+{
+    memset(fs->v, 0, sizeof fs->v);
+    if (strlen(arg) >= sizeof fs->path) return -1;
+    cli_strlcpy(fs->path, arg, sizeof fs->path);
+    struct stat st;
+    if (stat(arg, &st) == 0) return 0;
+    /* the first ';' after which every piece is a known key=value */
+    for (char *semi = strchr(fs->path, ';'); semi; semi = strchr(semi + 1, ';')) {
+        bool all = true;
+        const char *p = semi + 1;
+        while (all && *p) {
+            size_t n = strcspn(p, ";");
+            const char *eq = memchr(p, '=', n);
+            size_t k = 0;
+            for (; eq && k < nkeys; k++)
+                if (strlen(keys[k]) == (size_t)(eq - p) && !strncasecmp(p, keys[k], (size_t)(eq - p))) break;
+            all = eq && k < nkeys && eq + 1 < p + n;
+            p += n + (p[n] ? 1 : 0);
+        }
+        if (!all) continue;
+        for (p = semi + 1; *p;) {
+            size_t n = strcspn(p, ";");
+            const char *eq = memchr(p, '=', n);
+            for (size_t k = 0; k < nkeys; k++)
+                if (strlen(keys[k]) == (size_t)(eq - p) && !strncasecmp(p, keys[k], (size_t)(eq - p))) {
+                    size_t vl = n - (size_t)(eq + 1 - p);
+                    if (vl >= sizeof fs->val[k]) return -1;
+                    memcpy(fs->val[k], eq + 1, vl);
+                    fs->val[k][vl] = '\0';
+                    fs->v[k] = fs->val[k];
+                }
+            p += n + (p[n] ? 1 : 0);
+        }
+        *semi = '\0';
+        break;
+    }
+    return 0;
+}
+
 int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
 {
     const cli_opts *o = &c->o;
@@ -146,12 +197,29 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     if (!ex) ex = body_from(c, O_HTML, O_HTML_FILE, &hb, &html, &hlen);
     if (text || !html) TRY("--text", smtpc_message_set_text(m, text ? text : "", text ? tlen : 0));
     if (html) TRY("--html", smtpc_message_set_html(m, html, hlen));
-    for (size_t i = 0; i < o->list[O_ATTACH].n; i++)
-        TRY("--attach", smtpc_message_add_attachment_file(m, o->list[O_ATTACH].v[i], NULL));
-    /* an inline image is referred to from the HTML as cid:<its file name> */
-    for (size_t i = 0; i < o->list[O_INLINE].n; i++)
-        TRY("--inline", smtpc_message_add_inline_file(m, o->list[O_INLINE].v[i],
-                                                      base_name(o->list[O_INLINE].v[i]), NULL));
+    static const char *const akeys[] = {"name", "type"}, *const ikeys[] = {"cid", "type"};
+    file_spec fs;
+    for (size_t i = 0; !ex && i < o->list[O_ATTACH].n; i++) {
+        if (file_spec_parse(o->list[O_ATTACH].v[i], akeys, 2, &fs)) {
+            cli_err(c, "--attach: \"%s\" is too long", o->list[O_ATTACH].v[i]);
+            ex = EX_USAGE;
+            break;
+        }
+        smtpc_attachment_opts ao;
+        memset(&ao, 0, sizeof ao);
+        ao.name = fs.v[0];
+        ao.content_type = fs.v[1];
+        TRY("--attach", smtpc_message_add_attachment_file(m, fs.path, &ao));
+    }
+    /* an inline image is referred to from the HTML as cid:<ID>, by default its file name */
+    for (size_t i = 0; !ex && i < o->list[O_INLINE].n; i++) {
+        if (file_spec_parse(o->list[O_INLINE].v[i], ikeys, 2, &fs)) {
+            cli_err(c, "--inline: \"%s\" is too long", o->list[O_INLINE].v[i]);
+            ex = EX_USAGE;
+            break;
+        }
+        TRY("--inline", smtpc_message_add_inline_file(m, fs.path, fs.v[0] ? fs.v[0] : base_name(fs.path), fs.v[1]));
+    }
 #undef TRY
     cli_buf_free(&tb);
     cli_buf_free(&hb);
