@@ -5,7 +5,6 @@
  *   settings.c  flags over environment over configuration file; delivery choice
  *   output.c    exit statuses, the one-line and JSON reports, JSON escaping
  *   compose.c   building a message from flags with the MIME library; reading files
- *   headers.c   header parsing for sendmail -t (unfolding, address lists, Bcc)
  *   deliver.c   pickup / smtp / outbox delivery into a cli_result
  *   secret.c    passwords and tokens from env, file, command
  *   trace.c     --trace / --trace-body on stderr (timestamps, body tap)
@@ -201,17 +200,9 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out);
 /* Checks an address given on the command line; prints and returns EX_DATAERR. */
 int cli_check_address(const cli_ctx *c, const char *what, const char *addr);
 
-/* sendmail -t support: */
-/* Offset just past the header block's blank line (or len when none). */
-size_t hdr_end(const char *msg, size_t len);
-/* Calls fn for each header field, value unfolded. */
-typedef int (*hdr_field_fn)(void *ud, const char *name, size_t nlen, const char *value);
-int hdr_each(const char *msg, size_t hlen, hdr_field_fn fn, void *ud);
-/* Appends the addr-specs of an RFC 5322 address list to l (strings malloc'ed). */
-int hdr_addresses(const char *value, cli_list *l);
-/* Copies msg without any header field named name (case-insensitive). */
-int hdr_remove(const char *msg, size_t len, const char *name, cli_buf *out);
-bool hdr_has(const char *msg, size_t hlen, const char *name);
+/* A read callback (smtpc_read_cb) over bytes in memory, e.g. for smtpc_message_load. */
+typedef struct cli_mem_reader { const char *p; size_t len, off; } cli_mem_reader;
+ssize_t cli_mem_read(void *ud, void *buf, size_t len);
 
 /* ---- delivery ------------------------------------------------------------- */
 typedef struct cli_envelope {

@@ -19,6 +19,7 @@
 #include <smtpc/smtpc.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,49 +92,43 @@ static char *slurp(const char *path, size_t *len)
     return p;
 }
 
-/* Adds the addresses of a header or X-Receiver value, skipping ones
- * already there (compared without case, as sendmail -t does). */
-static int add_addresses(cli_list *l, const char *v)
+/* Adds the envelope form of each address of an X-Sender/X-Receiver value
+ * (an RFC 5322 address list, parsed by the library), skipping ones already
+ * there (compared without case, as sendmail -t does). */
+static int add_addresses(cli_list *l, const char *v, char *why, size_t whylen)
 {
-    cli_list got = {0};
-    int rc = hdr_addresses(v, &got);
-    for (size_t i = 0; i < got.n; i++) {
+    smtpc_address_list *al = NULL;
+    int rc = smtpc_address_list_parse(&al, v, why, whylen);
+    for (size_t i = 0; !rc && i < smtpc_address_list_count(al); i++) {
+        const char *a = smtpc_address_envelope(smtpc_address_list_get(al, i));
         bool dup = false;
-        for (size_t j = 0; j < l->n && !dup; j++) dup = !strcasecmp(l->v[j], got.v[i]);
-        if (!rc && !dup && cli_list_push(l, got.v[i])) rc = SMTPC_ENOMEM;
-        if (rc || dup) free((void *)got.v[i]); /* else the list owns it */
+        for (size_t j = 0; j < l->n && !dup; j++) dup = !strcasecmp(l->v[j], a);
+        if (dup) continue;
+        char *d = strdup(a);
+        if (!d || cli_list_push(l, d)) {
+            free(d);
+            rc = SMTPC_ENOMEM;
+        }
     }
-    free(got.v);
+    smtpc_address_list_free(al);
     return rc;
 }
 
-typedef struct env_ud {
-    item *it;
-    bool want_from, want_rcpts;
-} env_ud;
-
-static int envelope_field(void *ud, const char *name, size_t nl, const char *value)
-{
-    env_ud *e = ud;
-    if (e->want_rcpts && ((nl == 2 && (!strncasecmp(name, "To", 2) || !strncasecmp(name, "Cc", 2))) ||
-                          (nl == 3 && !strncasecmp(name, "Bcc", 3))))
-        return add_addresses(&e->it->rcpts, value);
-    if (e->want_from && nl == 4 && !strncasecmp(name, "From", 4) && e->it->from.n == 0)
-        return add_addresses(&e->it->from, value);
-    return 0;
-}
-
 /* The envelope: leading IIS pickup lines (X-Sender, X-Receiver), removed
- * from the message; else (or for what they lack) the headers, unfolded:
- * From, and To, Cc and Bcc (all their recipients). Bcc never leaves this
- * machine: the field is removed whichever way the envelope came. 0, -1
- * cannot read, -2 no sender or recipient, -3 a header field too long or
- * out of memory. */
-static int load_item(item *it)
+ * from the message; else (or for what they lack) the headers as the
+ * library loads them (smtpc_message_load: Sender/From; To, Cc and Bcc,
+ * unfolded, every address). Bcc never leaves this machine: the message is
+ * sent as the library writes it back, without its Bcc fields, otherwise as
+ * it is. 0, or an SMTPC_E* with why filled. */
+static int load_item(item *it, char *why, size_t whylen)
 {
     it->data = slurp(it->path, &it->len);
-    if (!it->data) return -1;
+    if (!it->data) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        return SMTPC_EIO;
+    }
     size_t off = 0;
+    int rc = 0;
     for (;;) {
         const char *l = it->data + off;
         size_t left = it->len - off;
@@ -143,47 +138,70 @@ static int load_item(item *it)
         bool sender = ll > 9 && !strncasecmp(l, "X-Sender:", 9);
         bool receiver = ll > 11 && !strncasecmp(l, "X-Receiver:", 11);
         if (!sender && !receiver) break;
-        char *v = strndup(l + (sender ? 9 : 11), ll - (sender ? 9 : 11));
-        if (!v) return -3;
+        size_t vl = ll - (sender ? 9 : 11);
+        char *v = strndup(l + (sender ? 9 : 11), vl && l[ll - 1] == '\r' ? vl - 1 : vl);
+        if (!v) return SMTPC_ENOMEM;
         if (sender) cli_list_free_strings(&it->from);
-        int rc = add_addresses(sender ? &it->from : &it->rcpts, v);
-        if (!rc && sender && it->from.n == 0 && strstr(v, "<>")) { /* the null sender (a bounce) */
+        const char *t = v + strspn(v, " \t");
+        if (sender && !strcmp(t, "<>")) { /* the null sender (a bounce) */
             char *null_sender = strdup("");
             if (!null_sender || cli_list_push(&it->from, null_sender)) {
                 free(null_sender);
                 rc = SMTPC_ENOMEM;
             }
+        } else {
+            rc = add_addresses(sender ? &it->from : &it->rcpts, v, why, whylen);
         }
         free(v);
-        if (rc) return -3;
+        if (rc) return rc;
         off += ll + 1;
     }
-    if (off) {
-        memmove(it->data, it->data + off, it->len - off);
-        it->len -= off;
-    }
-    size_t hlen = hdr_end(it->data, it->len);
-    env_ud e = {it, it->from.n == 0, it->rcpts.n == 0};
-    if ((e.want_from || e.want_rcpts) && hdr_each(it->data, hlen, envelope_field, &e)) return -3;
-    if (hdr_has(it->data, hlen, "Bcc")) {
-        cli_buf out;
-        cli_buf_init(&out, 0);
-        if (hdr_remove(it->data, it->len, "Bcc", &out)) {
-            cli_buf_free(&out);
-            return -3;
+    cli_mem_reader mr = {it->data + off, it->len - off, 0};
+    smtpc_message *m = NULL;
+    rc = smtpc_message_load_with(&m, cli_mem_read, &mr, SMTPC_LOAD_NO_ENVELOPE | SMTPC_LOAD_AS_IS, why, whylen);
+    if (rc) return rc;
+    if (it->from.n == 0 && smtpc_message_envelope_from(m)) {
+        char *d = strdup(smtpc_message_envelope_from(m));
+        if (!d || cli_list_push(&it->from, d)) {
+            free(d);
+            rc = SMTPC_ENOMEM;
         }
-        char *p = malloc(cli_buf_size(&out) + 1);
-        if (!p) {
-            cli_buf_free(&out);
-            return -3;
-        }
-        memcpy(p, cli_buf_ptr(&out), cli_buf_size(&out));
-        free(it->data);
-        it->data = p;
-        it->len = cli_buf_size(&out);
-        cli_buf_free(&out);
     }
-    return it->from.n && it->rcpts.n ? 0 : -2;
+    if (!rc && it->rcpts.n == 0)
+        for (size_t i = 0; !rc && i < smtpc_message_rcpt_count(m); i++) {
+            const char *a = smtpc_message_rcpt(m, i);
+            bool dup = false;
+            for (size_t j = 0; j < it->rcpts.n && !dup; j++) dup = !strcasecmp(it->rcpts.v[j], a);
+            char *d = dup ? NULL : strdup(a);
+            if (!dup && (!d || cli_list_push(&it->rcpts, d))) {
+                free(d);
+                rc = SMTPC_ENOMEM;
+            }
+        }
+    /* the bytes as sent: written back by the library (headers minus Bcc) */
+    cli_buf out;
+    cli_buf_init(&out, 0);
+    smtpc_message_writer *w = NULL;
+    if (!rc) rc = smtpc_message_writer_new(&w, m, 0);
+    char tmp[65536];
+    ssize_t n = 0;
+    while (!rc && (n = smtpc_message_writer_read(w, tmp, sizeof tmp)) > 0) rc = cli_buf_append(&out, tmp, (size_t)n);
+    if (!rc && n < 0) rc = (int)n;
+    if (rc) snprintf(why, whylen, "%s", w && smtpc_message_writer_errmsg(w)[0] ? smtpc_message_writer_errmsg(w)
+                                        : smtpc_message_errmsg(m)[0]            ? smtpc_message_errmsg(m)
+                                                                                : smtpc_strerror(rc));
+    smtpc_message_writer_free(w);
+    smtpc_message_free(m);
+    free(it->data);
+    it->data = (char *)out.data; /* out.off is 0: nothing was consumed */
+    it->len = cli_buf_size(&out);
+    if (!it->data) it->data = strdup("");
+    if (rc) return rc;
+    if (!it->from.n || !it->rcpts.n) {
+        snprintf(why, whylen, "no sender or recipient (X-Sender/X-Receiver or From/To/Cc/Bcc)");
+        return SMTPC_EINVAL;
+    }
+    return 0;
 }
 
 static void item_free(item *it)
@@ -209,15 +227,13 @@ static int next_cb(void *ud, smtpc_bulk_msg *m)
                 return SMTPC_ENOMEM;
             }
             it->path = x->files[x->next++];
-            int rc = load_item(it);
+            char why[512] = "";
+            int rc = load_item(it, why, sizeof why);
             if (rc) {
-                fprintf(stderr, "%s: %s: %s\n", x->c->prog, it->path,
-                        rc == -1   ? "cannot read"
-                        : rc == -2 ? "no sender or recipient (X-Sender/X-Receiver or From/To/Cc/Bcc)"
-                                   : "a header field is too long (or out of memory)");
+                fprintf(stderr, "%s: %s: %s\n", x->c->prog, it->path, why[0] ? why : smtpc_strerror(rc));
                 x->failed++;
                 x->done++;
-                if (!x->first_err) x->first_err = SMTPC_EINVAL;
+                if (!x->first_err) x->first_err = rc;
                 item_free(it);
                 free(f);
                 continue;

@@ -335,3 +335,12 @@ ssize_t cli_source_read(void *ud, void *buf, size_t len)
         return r;
     }
 }
+
+ssize_t cli_mem_read(void *ud, void *buf, size_t len)
+{
+    cli_mem_reader *r = ud;
+    size_t n = r->len - r->off < len ? r->len - r->off : len;
+    memcpy(buf, r->p + r->off, n);
+    r->off += n;
+    return (ssize_t)n;
+}

@@ -142,3 +142,35 @@ def test_non_ascii_local_part_declares_smtputf8(smtpc_bin, tmp_path, postfix):
     [m] = postfix.wait_for(1)
     assert m.rcpt_to == "j\u00f6rg@example.net"
     assert "Subject: \u00fc".encode() in m.original  # raw UTF-8 header in an SMTPUTF8 transaction
+
+
+# ---- envelopes from headers: the library's loader (bulk --dir, sendmail -t) ------------
+
+BCC_SPACE = (b"From: Ann <ann@example.org>\r\nTo: to@example.net\r\nBcc : hidden@example.net,\r\n"
+             b" \"Doe, J\" <jd@example.net>\r\nSubject: bcc\r\n\r\nbody\r\n")
+
+
+def check_bcc_space(postfix):
+    msgs = postfix.wait_for(3)
+    assert sorted(m.rcpt_to for m in msgs) == ["hidden@example.net", "jd@example.net", "to@example.net"]
+    for m in msgs:
+        assert m.mail_from == "ann@example.org"
+        assert b"Bcc" not in m.original and b"hidden@" not in m.original and b"jd@" not in m.original
+        assert m.parsed()["Subject"] == "bcc"
+
+
+def test_bulk_dir_bcc_with_space_before_colon(smtpc_bin, tmp_path, postfix):
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "1.eml").write_bytes(BCC_SPACE)
+    r = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{postfix.port}", "--tls", "none", "--dir", str(d)],
+                       cwd=tmp_path, capture_output=True, timeout=120, env=env_for(tmp_path))
+    assert r.returncode == 0, r.stderr.decode()
+    check_bcc_space(postfix)
+
+
+def test_sendmail_t_bcc_with_space_before_colon(smtpc_bin, tmp_path, postfix):
+    r = subprocess.run([smtpc_bin, "sendmail", "-t", "-i"], input=BCC_SPACE, cwd=tmp_path, capture_output=True,
+                       timeout=120, env=env_for(tmp_path, SMTPC_SERVER=f"127.0.0.1:{postfix.port}", SMTPC_TLS="none"))
+    assert r.returncode == 0, r.stderr.decode()
+    check_bcc_space(postfix)

@@ -1,10 +1,9 @@
 /* The CLI's pure pieces: SMTPC_E* -> sysexits mapping, the JSON string
- * escaper, queue-id extraction, the sendmail -t header reader. They live in
+ * escaper, queue-id extraction, hints. They live in
  * cli/ (not the library), so the sources are compiled into this test. */
 #include "t.h"
 
 #include "../../cli/output.c"
-#include "../../cli/headers.c"
 #include "../../cli/args.c"
 #include "../../cli/hints.c"
 #include "../../cli/progress.c"
@@ -73,73 +72,6 @@ TEST(queue_id)
     CHECK(cli_queue_id_from_text(NULL) == NULL);
 }
 
-static int addrs_of(const char *v, const char *want)
-{
-    cli_list l = {0};
-    hdr_addresses(v, &l);
-    cli_buf b;
-    cli_buf_init(&b, 0);
-    for (size_t i = 0; i < l.n; i++) {
-        cli_buf_printf(&b, "%s%s", i ? "|" : "", l.v[i]);
-        free((void *)l.v[i]);
-    }
-    free(l.v);
-    cli_buf_append(&b, "", 1);
-    int ok = !strcmp((const char *)cli_buf_ptr(&b), want);
-    if (!ok) T_FAILF("addresses(%s) = %s, want %s", v, (const char *)cli_buf_ptr(&b), want);
-    cli_buf_free(&b);
-    return ok;
-}
-
-TEST(address_lists)
-{
-    addrs_of("a@x.org", "a@x.org");
-    addrs_of(" \"Doe, John\" <j@x.org>, k@x.org (Kay, K.)", "j@x.org|k@x.org");
-    addrs_of("team: a@x.org, b@x.org;, c@x.org", "a@x.org|b@x.org|c@x.org");
-    addrs_of("undisclosed-recipients:;", "");
-    addrs_of("Name (comment (nested) ) <n@x.org>", "n@x.org");
-    addrs_of("<@relay.org,@r2.org:u@x.org>", "u@x.org");
-    addrs_of("\"a b\"@x.org", "\"a b\"@x.org");
-    addrs_of(",,a@x.org,,", "a@x.org");
-}
-
-typedef struct fields { cli_buf b; } fields;
-static int field_cb(void *ud, const char *name, size_t nl, const char *value)
-{
-    fields *f = ud;
-    return cli_buf_printf(&f->b, "[%.*s=%s]", (int)nl, name, value);
-}
-
-TEST(header_unfold_and_remove)
-{
-    const char m[] = "To: a@x.org,\r\n\tb@x.org\r\nBcc: s@x.org,\r\n t@x.org\r\nBCC : u@x.org\r\n"
-                     "Subject: s\r\n\r\nBcc: body@x.org\r\n";
-    size_t len = sizeof m - 1, h = hdr_end(m, len);
-    CHECK_INT(h, strstr(m, "\r\n\r\n") - m + 4);
-    fields f;
-    cli_buf_init(&f.b, 0);
-    CHECK_INT(hdr_each(m, h, field_cb, &f), 0);
-    cli_buf_append(&f.b, "", 1);
-    CHECK_STR((const char *)cli_buf_ptr(&f.b),
-              "[To= a@x.org,\tb@x.org][Bcc= s@x.org, t@x.org][BCC = u@x.org][Subject= s]");
-    cli_buf_free(&f.b);
-    CHECK(hdr_has(m, h, "subject"));
-    CHECK(!hdr_has(m, h, "From"));
-    cli_buf out;
-    cli_buf_init(&out, 0);
-    CHECK_INT(hdr_remove(m, len, "Bcc", &out), 0);
-    CHECK_MEM(cli_buf_ptr(&out), cli_buf_size(&out),
-              "To: a@x.org,\r\n\tb@x.org\r\nSubject: s\r\n\r\nBcc: body@x.org\r\n",
-              strlen("To: a@x.org,\r\n\tb@x.org\r\nSubject: s\r\n\r\nBcc: body@x.org\r\n"));
-    cli_buf_free(&out);
-    /* LF-only message, no body */
-    const char m2[] = "Bcc: z@x.org\nTo: y@x.org\n";
-    cli_buf_init(&out, 0);
-    CHECK_INT(hdr_remove(m2, sizeof m2 - 1, "bcc", &out), 0);
-    CHECK_MEM(cli_buf_ptr(&out), cli_buf_size(&out), "To: y@x.org\n", 12);
-    cli_buf_free(&out);
-}
-
 /* The hints table: the right advice for each class, never --insecure. */
 static const char *hint_for(int err, int code, const char *enh, const char *msg)
 {
@@ -202,8 +134,6 @@ int main(void)
     RUN(exit_codes);
     RUN(json_escape);
     RUN(queue_id);
-    RUN(address_lists);
-    RUN(header_unfold_and_remove);
     RUN(hints);
     T_DONE();
 }
