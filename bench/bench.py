@@ -4,7 +4,7 @@
 Every client sends N messages of SIZE bytes (1 recipient) to Postfix's
 smtp-sink on loopback (with --tls: through stunnel, implicit TLS, in front of
 it). The sink (and stunnel) are pinned to CPU 0, the clients to CPU 1
-(shared/PERF-NOTES.md: unpinned runs are bimodal). Clients run interleaved,
+(bench/README.md: unpinned runs are bimodal). Clients run interleaved,
 RUNS times each; the table gives medians of msg/s, client CPU µs per message
 (user+sys of the client process, from wait4), peak RSS and (with --tls) the
 TLS connections stunnel accepted (handshakes), then ratios.
