@@ -50,6 +50,18 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def sized(title, pattern, default):
+    """What a dataset's title says was sent, for the chart's own title: its
+    message size in KB (as the tables say 10 KB for 10240 bytes), its count."""
+    m = re.search(pattern, title)
+    if not m:
+        return default
+    d = m.groupdict()
+    size = int(d["size"])
+    text = f"{size // 1024} KB" if size % 1024 == 0 else f"{size:,} bytes"
+    return f"{int(d['n']):,} messages of {text}" if d.get("n") else text
+
+
 # ---------------------------------------------------------------- rendering
 
 def setup():
@@ -142,16 +154,21 @@ def by_connections(ds, key, lo, hi, digits, xlabel, title):
     return fig
 
 
+BENCH_TITLE = r"(?P<n>\d+) messages of (?P<size>\d+) bytes"
+
+
 def fig_throughput(ds):
     return by_connections(ds, "msg_s", "msg_s_min", "msg_s_max", 0,
-                          "messages per second (10 KB each; higher is better)",
-                          "Throughput: 10,000 messages of 10 KB to Postfix's smtp-sink on loopback")
+                          "messages per second (higher is better)",
+                          f"Throughput: {sized(ds['title'], BENCH_TITLE, 'messages')} to Postfix's smtp-sink "
+                          "on loopback")
 
 
 def fig_cpu(ds):
     return by_connections(ds, "cpu_us", "cpu_us_min", "cpu_us_max", 1,
                           "client CPU µs per message (user+sys; lower is better)",
-                          "Client CPU per message: 10,000 messages of 10 KB to smtp-sink on loopback")
+                          f"Client CPU per message: {sized(ds['title'], BENCH_TITLE, 'messages')} to smtp-sink "
+                          "on loopback")
 
 
 def fig_oneshot(ds):
@@ -166,7 +183,8 @@ def fig_oneshot(ds):
                 color="#c03030", fontsize=8, va="bottom")
         ax.set_ylim(-0.6, len(rows) + 0.2)
     ax.set_xlabel("ms per message, wall time per process (log scale; lower is better)")
-    fig.suptitle("One process per message (as cron and PHP's mail() run a sendmail), 10 KB to smtp-sink",
+    size = sized(ds["title"], r"one message of (?P<size>\d+) bytes", "one message")
+    fig.suptitle(f"One process per message (as cron and PHP's mail() run a sendmail), {size} to smtp-sink",
                  x=0.01, ha="left", fontsize=12, fontweight="bold")
     legend(fig)
     linked = "; smtpc-linked: the same CLI with OpenSSL and libidn2 linked (loaded at start-up, -DSMTPC_CLI_LAZY_LIBS=OFF)"
@@ -177,7 +195,7 @@ def fig_oneshot(ds):
 
 
 def fig_big(ds):
-    """MB/s and peak RSS of the 100 MiB message: the latest full table, then the
+    """MB/s and peak RSS of the big message: the latest full table, then the
     later runs that published only some figures, each run a group of its own
     (MB/s compare only within a run: the sink bounds them, and load differs)."""
     plt = setup()
@@ -226,7 +244,9 @@ def fig_big(ds):
     for yy, text in labels:
         axes[0].annotate(text, (0, yy), xytext=(3, 0), textcoords="offset points", fontsize=8.5, fontweight="bold",
                          va="center", ha="left", color="#333333", annotation_clip=False).set_in_layout(False)
-    fig.suptitle("One message of 100 MiB over one connection to smtp-sink", x=0.01, ha="left", fontsize=12,
+    m = re.search(r"One message of (\d+ MiB)", ds["title"])
+    fig.suptitle(f"One message of {m.group(1) if m else 'many MiB'} over one connection to smtp-sink", x=0.01,
+                 ha="left", fontsize=12,
                  fontweight="bold")
     legend(fig)
     footnote(fig, ds, "; the later runs published only the figures shown" if ds.get("later") else "")
@@ -298,7 +318,7 @@ def merge(data, results_dir):
             ds = json.load(fh)
         if not isinstance(ds, dict) or not ds.get("rows"):
             raise SystemExit(f"bench/plot.py: {f}: no rows")
-        ds["source"] = f"bench/run_all.sh, bench/results/{Path(results_dir).resolve().name}/{f.name}"
+        ds["source"] = f"bench/run_all.sh run {Path(results_dir).resolve().name}, {f.name}"
         data["datasets"][f.stem] = ds
         print(f"bench/plot.py: {f.stem} from {f}", file=sys.stderr)
 
