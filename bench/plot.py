@@ -330,7 +330,7 @@ def main():
     ap.add_argument("--out", default=str(HERE), help="where the SVGs go (default bench/)")
     a = ap.parse_args()
     try:
-        import matplotlib  # noqa: F401
+        setup()
     except ImportError:
         raise SystemExit("bench/plot.py: needs matplotlib: apt-get install python3-matplotlib, "
                          "and run it with /usr/bin/python3")
