@@ -255,6 +255,10 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
  * r->server and r->tls. 0 or SMTPC_E* (also in r). */
 int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostlen, uint16_t *port,
                       smtpc_tls_mode *mode);
+/* Every connection setting (flags over configuration) in one new
+ * smtpc_conn_opts, the OAuth token from tok when --oauth-token-cmd is
+ * given. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out);
 /* Creates a session configured from the settings (timeouts, EHLO name,
  * bind) and works out host and port (default port from the TLS mode); does
  * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */

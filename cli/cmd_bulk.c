@@ -446,87 +446,6 @@ int cli_bulk_check(const cli_ctx *c)
     return ex;
 }
 
-/* The connection options onto the run. 0 or an exit status after printing why. */
-static int bulk_apply_conn(cli_ctx *c, smtpc_bulk *b, const char *host, smtpc_tls_mode mode, bulk_token *tk)
-{
-    const char *v;
-    int rc = 0;
-    /* this bulk API has no opportunistic mode: STARTTLS required instead,
-     * never plaintext in its place */
-    if (mode == SMTPC_TLS_MODE_STARTTLS_OPTIONAL) mode = SMTPC_TLS_MODE_STARTTLS;
-    if (mode == SMTPC_TLS_MODE_AUTO) {
-        cli_err(c, "--tls auto is not available with --count or --connections (name the mode)");
-        return EX_USAGE;
-    }
-    if (mode != SMTPC_TLS_MODE_NONE) {
-        if (cli_get_bool(c, O_INSECURE))
-            fprintf(stderr, "%s %s: warning: --insecure: the server's certificate is NOT verified\n", c->prog,
-                    c->cmdname);
-        v = cli_get(c, O_TLS_SERVER_NAME);
-        rc = smtpc_bulk_set_tls(b, mode == SMTPC_TLS_MODE_IMPLICIT ? SMTPC_BULK_TLS_IMPLICIT : SMTPC_BULK_TLS_STARTTLS,
-                                v ? v : host, cli_get(c, O_CA_FILE), cli_get_bool(c, O_INSECURE));
-    }
-    static const cli_opt_id later[] = {O_CA_PATH, O_PIN, O_CERT, O_KEY, O_TLS_MIN, O_TLS_MAX, O_TLS_STRICT_VERSION, O_BIND, O_IPV4, O_IPV6};
-    for (size_t i = 0; !rc && i < CLI_ARRAY_LEN(later); i++)
-        if (cli_get(c, later[i]) || c->o.val[later[i]]) {
-            cli_err(c, "%s is not available with --count or --connections yet", cli_opt_find_id(later[i])->name);
-            return EX_UNAVAILABLE;
-        }
-    if (!rc && (v = cli_get(c, O_EHLO_NAME))) rc = smtpc_bulk_set_ehlo_name(b, v);
-    int64_t ms[3] = {0, 0, 0};
-    static const cli_opt_id tmo[3] = {O_CONNECT_TIMEOUT, O_GREETING_TIMEOUT, O_TIMEOUT};
-    for (int i = 0; !rc && i < 3; i++)
-        if ((v = cli_get(c, tmo[i])) && smtpc_config_parse_duration_ms(v, &ms[i])) {
-            cli_err(c, "%s: \"%s\" is not a duration", cli_opt_find_id(tmo[i])->name, v);
-            return EX_USAGE;
-        }
-    if (!rc) rc = smtpc_bulk_set_timeouts(b, ms[0], ms[1] ? ms[1] : ms[2], ms[2], ms[2], 0);
-    if (!rc && (v = cli_get(c, O_PROXY)) && *v) {
-        smtpc_proxy *px = NULL;
-        char why[256];
-        rc = smtpc_proxy_parse_url(&px, v, why, sizeof why);
-        if (!rc) {
-            rc = smtpc_bulk_set_proxy(b, px);
-            if (rc) snprintf(why, sizeof why, "%s", smtpc_bulk_errmsg(b));
-            smtpc_proxy_free(px);
-        }
-        if (rc) {
-            fprintf(stderr, "%s %s: --proxy: %s\n", c->prog, c->cmdname, why);
-            return EX_USAGE;
-        }
-    }
-    const char *user = cli_get(c, O_USER), *mechs = cli_get(c, O_AUTH);
-    bool plain = cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH);
-    if (!rc && (user || mechs || plain)) {
-        char *pw = NULL, *tok = NULL;
-        const char *src = NULL;
-        char err[300];
-        int r1 = cli_secret(c, false, &pw, &src, err, sizeof err);
-        int r2 = r1 == 0 || r1 == SMTPC_ENOTFOUND ? cli_secret(c, true, &tok, &src, err, sizeof err) : r1;
-        int ex = 0;
-        if ((r1 && r1 != SMTPC_ENOTFOUND) || (r2 && r2 != SMTPC_ENOTFOUND)) {
-            cli_err(c, "%s", err);
-            ex = r1 == SMTPC_ETEMPFAIL || r2 == SMTPC_ETEMPFAIL ? EX_TEMPFAIL : EX_CONFIG;
-        } else if (!user || (!pw && !tok)) {
-            cli_err(c, "AUTH needs --user and a --password-env/-file/-cmd or --oauth-token-cmd");
-            ex = EX_USAGE;
-        } else if (smtpc_bulk_set_credentials(b, user, pw) || (tok && smtpc_bulk_set_token_cb(b, token_cb, tk)) ||
-                   (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) ||
-                   smtpc_bulk_set_allow_plaintext_auth(b, plain)) {
-            cli_err(c, "%s", smtpc_bulk_errmsg(b));
-            ex = EX_USAGE;
-        }
-        cli_free_secret(pw);
-        tk->token = tok; /* the first token: the command ran once already */
-        if (ex) return ex;
-    }
-    if (rc) {
-        cli_err(c, "%s", smtpc_bulk_errmsg(b));
-        return EX_USAGE;
-    }
-    return 0;
-}
-
 /* The connection settings, from the same options and configuration as a
  * single send. 0 or an exit status after printing why. */
 static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
@@ -534,17 +453,26 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     cli_ctx *c = x->c;
     cli_result r;
     cli_result_init(&r);
-    char host[256];
-    uint16_t port;
-    smtpc_tls_mode mode;
-    if (cli_server_choose(c, &r, host, sizeof host, &port, &mode)) {
+    smtpc_conn_opts *o = NULL;
+    if (cli_conn_opts(c, &r, token_cb, tk, &o)) {
         cli_err(c, "%s", r.errmsg);
-        return cli_exit_code(r.err);
+        int ex = cli_exit_code(r.err);
+        cli_result_free(&r);
+        return ex;
     }
     cli_strlcpy(x->server, r.server, sizeof x->server);
     x->tls = r.tls;
+    cli_result_free(&r);
     smtpc_bulk *b;
-    int rc = smtpc_bulk_new(&b, host, port);
+    /* the server is in o (smtpc_bulk_set_conn_opts) */
+    int rc = smtpc_bulk_new(&b, "localhost", 25);
+    if (!rc && smtpc_bulk_set_conn_opts(b, o)) {
+        cli_err(c, "%s", smtpc_bulk_errmsg(b));
+        smtpc_conn_opts_free(o);
+        smtpc_bulk_free(b);
+        return EX_USAGE;
+    }
+    smtpc_conn_opts_free(o);
     if (rc) {
         cli_err(c, "%s", smtpc_strerror(rc));
         return cli_exit_code(rc);
@@ -557,7 +485,6 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     if (!rc && c->o.val[O_RATE]) rc = smtpc_bulk_set_rate(b, strtod(c->o.val[O_RATE], NULL), 1);
     int ex = rc ? EX_USAGE : 0;
     if (rc) cli_err(c, "%s", smtpc_bulk_errmsg(b));
-    if (!ex) ex = bulk_apply_conn(c, b, host, mode, tk);
     if (ex) {
         smtpc_bulk_free(b);
         return ex;

@@ -238,6 +238,109 @@ int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostle
     return 0;
 }
 
+/* Every connection setting of the command line and the configuration, in
+ * one smtpc_conn_opts: the server and TLS mode (cli_server_choose), timeouts,
+ * EHLO name, bind, family, proxy, TLS configuration, credentials. */
+int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out)
+{
+    char host[256];
+    uint16_t port;
+    smtpc_tls_mode mode;
+    if (cli_server_choose(c, r, host, sizeof host, &port, &mode)) return r->err;
+    smtpc_conn_opts *o;
+    int rc = smtpc_conn_opts_new(&o);
+    if (rc) return cli_result_fail(r, rc, "out of memory");
+    const char *v;
+#define SET(call)                                                                                  \
+    do {                                                                                           \
+        if (!r->err && (rc = (call)) != 0)                                                         \
+            cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s", smtpc_conn_opts_errmsg(o)); \
+    } while (0)
+    SET(smtpc_conn_opts_set_server(o, host, port));
+    SET(smtpc_conn_opts_set_tls_mode(o, mode));
+    /* --timeout is "how long to wait for the server": also for the greeting
+     * (unless --greeting-timeout says otherwise) and the end-of-data reply */
+    static const cli_opt_id tmo[] = {O_CONNECT_TIMEOUT, O_GREETING_TIMEOUT, O_TIMEOUT};
+    int64_t ms[3] = {0, 0, 0};
+    for (size_t i = 0; !r->err && i < CLI_ARRAY_LEN(tmo); i++)
+        if ((v = cli_get(c, tmo[i])) && smtpc_config_parse_duration_ms(v, &ms[i]))
+            cli_result_fail(r, SMTPC_ECONFIG, "%s: \"%s\" is not a duration", cli_opt_find_id(tmo[i])->name, v);
+    SET(smtpc_conn_opts_set_connect_timeout_ms(o, ms[0]));
+    SET(smtpc_conn_opts_set_greeting_timeout_ms(o, ms[1] ? ms[1] : ms[2]));
+    SET(smtpc_conn_opts_set_auto_timeout_ms(o, ms[1]));
+    SET(smtpc_conn_opts_set_command_timeout_ms(o, ms[2]));
+    SET(smtpc_conn_opts_set_data_timeout_ms(o, ms[2]));
+    if ((v = cli_get(c, O_EHLO_NAME))) SET(smtpc_conn_opts_set_ehlo_name(o, v));
+    if (!r->err && (v = cli_get(c, O_BIND))) {
+        char addr[256];
+        uint16_t bport = 0;
+        if (parse_bind(v, addr, sizeof addr, &bport))
+            cli_result_fail(r, SMTPC_ECONFIG, "bad bind address \"%s\" (ADDR, ADDR:PORT or [IPv6]:PORT)", v);
+        SET(smtpc_conn_opts_set_bind(o, addr, bport));
+    }
+    if (!r->err && cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6))
+        cli_result_fail(r, SMTPC_ECONFIG, "-4 and -6 exclude each other");
+    if (cli_get_bool(c, O_IPV4)) SET(smtpc_conn_opts_set_family(o, SMTPC_FAMILY_IPV4));
+    if (cli_get_bool(c, O_IPV6)) SET(smtpc_conn_opts_set_family(o, SMTPC_FAMILY_IPV6));
+    /* the library's message never holds the proxy's credentials */
+    if (!r->err && (v = cli_get(c, O_PROXY)) && *v && (rc = smtpc_conn_opts_set_proxy_url(o, v)))
+        cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "--proxy: %s", smtpc_conn_opts_errmsg(o));
+    if ((v = cli_get(c, O_CA_FILE))) SET(smtpc_conn_opts_set_ca_file(o, v));
+    if ((v = cli_get(c, O_CA_PATH))) SET(smtpc_conn_opts_set_ca_path(o, v));
+    if ((v = cli_get(c, O_TLS_SERVER_NAME))) SET(smtpc_conn_opts_set_tls_server_name(o, v));
+    if (!r->err && !cli_get(c, O_CERT) && cli_get(c, O_KEY)) cli_result_fail(r, SMTPC_ECONFIG, "--key without --cert");
+    if ((v = cli_get(c, O_CERT))) SET(smtpc_conn_opts_set_client_cert(o, v, cli_get(c, O_KEY)));
+    if (!r->err && (v = cli_get(c, O_PIN))) {
+        /* several pins: separated by ';' ',' or spaces */
+        char buf[1024];
+        cli_strlcpy(buf, v, sizeof buf);
+        for (char *p = buf; !r->err && *p;) {
+            size_t n = strcspn(p, ";, ");
+            char save = p[n];
+            p[n] = '\0';
+            if (n && smtpc_conn_opts_add_pin(o, p))
+                cli_result_fail(r, SMTPC_ECONFIG, "--pin: %s", smtpc_conn_opts_errmsg(o));
+            p += n + (save ? 1 : 0);
+        }
+    }
+    if (!r->err && cli_get_bool(c, O_INSECURE)) {
+        SET(smtpc_conn_opts_set_insecure(o, true));
+        fprintf(stderr, "%s %s: warning: --insecure: the server's certificate is NOT verified; "
+                        "anyone on the path can read and change this session\n", c->prog, c->cmdname);
+    }
+    int tmin = 0, tmax = 0;
+    if (!r->err && (tls_version(cli_get(c, O_TLS_MIN), &tmin) || tls_version(cli_get(c, O_TLS_MAX), &tmax)))
+        cli_result_fail(r, SMTPC_ECONFIG, "--tls-min/--tls-max: not one of 1.0, 1.1, 1.2, 1.3");
+    if (tmin || tmax || c->o.val[O_TLS_STRICT_VERSION])
+        SET(smtpc_conn_opts_set_tls_versions(o, tmin, tmax, c->o.val[O_TLS_STRICT_VERSION] != NULL));
+    if ((v = cli_get(c, O_AUTH))) SET(smtpc_conn_opts_set_auth_mechanisms(o, v));
+    if (cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) SET(smtpc_conn_opts_set_allow_plaintext_auth(o, true));
+    const char *user = cli_get(c, O_USER);
+    if (!r->err && cli_get(c, O_OAUTH_TOKEN_CMD)) {
+        SET(smtpc_conn_opts_set_token_cb(o, tok, tok_ud));
+        if (user) SET(smtpc_conn_opts_set_credentials(o, user, NULL));
+    } else if (!r->err && user) {
+        char *pw = NULL, err[256];
+        const char *src;
+        rc = cli_secret(c, false, &pw, &src, err, sizeof err);
+        if (rc == SMTPC_ENOTFOUND)
+            cli_result_fail(r, SMTPC_ECONFIG, "--user %s needs a password: --password-env VAR, "
+                            "--password-file FILE or --password-cmd CMD", user);
+        else if (rc)
+            cli_result_fail(r, rc, "%s", err);
+        else
+            SET(smtpc_conn_opts_set_credentials(o, user, pw));
+        cli_free_secret(pw);
+    }
+#undef SET
+    if (r->err) {
+        smtpc_conn_opts_free(o);
+        return r->err;
+    }
+    *out = o;
+    return 0;
+}
+
 int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
                      size_t hostlen, uint16_t *port_out)
 {

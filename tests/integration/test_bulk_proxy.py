@@ -154,4 +154,4 @@ def test_bulk_cli_proxy(smtpc_bin, tmp_path, postfix, microsocks_auth_proxy):
     assert b"wrong-Pa55" not in r.stdout + r.stderr
     r = subprocess.run(base + ["--proxy", "ftp://127.0.0.1:1"], capture_output=True, timeout=120,
                        cwd=tmp_path)
-    assert r.returncode == 64 and b"--proxy: " in r.stderr, r.stderr.decode()
+    assert r.returncode == 78 and b"--proxy: " in r.stderr, r.stderr.decode()  # EX_CONFIG, as a single send

@@ -57,8 +57,7 @@ def test_no_silent_plaintext_when_starttls_is_missing(smtpc_bin, tmp_path, postf
 
 @pytest.mark.parametrize("mode,port_name,tls", [
     ("none", "port", False), ("starttls", "starttls", True), ("starttls-optional", "starttls", True),
-    pytest.param("starttls-optional", "port", False, marks=pytest.mark.xfail(
-        strict=True, reason="bulk has no opportunistic STARTTLS before smtpc_bulk_set_conn_opts")),
+    ("starttls-optional", "port", False),
     ("implicit", "smtps_port", True)])
 def test_tls_modes_with_connections(smtpc_bin, tmp_path, postfix, mode, port_name, tls):
     port = postfix.starttls_ports["server"] if port_name == "starttls" else getattr(postfix, port_name)
