@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from servers.postfix import postfix, postfix_server  # noqa: F401
+from servers.proxies import socks5_proxy  # noqa: F401
 
 FROM = "sender@example.org"
 
@@ -173,3 +174,60 @@ def test_sendmail_t_bcc_with_space_before_colon(smtpc_bin, tmp_path, postfix):
                        timeout=120, env=env_for(tmp_path, SMTPC_SERVER=f"127.0.0.1:{postfix.port}", SMTPC_TLS="none"))
     assert r.returncode == 0, r.stderr.decode()
     check_bcc_space(postfix)
+
+
+# ---- every connection option with --connections (one smtpc_conn_opts) -----------------
+
+def many(smtpc_bin, tmp_path, port, *args, server="127.0.0.1", n=4):
+    return subprocess.run([smtpc_bin, "send", "--server", f"{server}:{port}", "--from", FROM, "--to", "b@example.net",
+                           "--text", "x", "--count", str(n), "--connections", "2", *args],
+                          cwd=tmp_path, capture_output=True, timeout=180, env=env_for(tmp_path))
+
+
+def test_pin_with_connections(smtpc_bin, tmp_path, postfix):
+    port = postfix.starttls_ports["server"]
+    good = "sha256//" + postfix.certs["server"].pin_sha256
+    r = many(smtpc_bin, tmp_path, port, "--ca-file", postfix.ca_file, "--pin", good)
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(postfix.wait_for(4)) == 4
+    postfix.clear()
+    r = many(smtpc_bin, tmp_path, port, "--ca-file", postfix.ca_file, "--pin", "sha256//" + "A" * 43 + "=")
+    assert r.returncode != 0 and postfix.settle() == []
+
+
+def test_client_certificate_with_connections(smtpc_bin, tmp_path, postfix):
+    cl = postfix.certs["client"]
+    r = many(smtpc_bin, tmp_path, postfix.ccert_port, "--ca-file", postfix.ca_file, "--cert", cl.cert, "--key", cl.key)
+    assert r.returncode == 0, r.stderr.decode()
+    msgs = postfix.wait_for(4)
+    assert all("verified OK" in m.received for m in msgs), [m.received for m in msgs]
+    postfix.clear()
+    r = many(smtpc_bin, tmp_path, postfix.ccert_port, "--ca-file", postfix.ca_file)
+    assert r.returncode != 0 and postfix.settle() == []
+
+
+def test_tls_versions_with_connections(smtpc_bin, tmp_path, postfix):
+    port = postfix.starttls_ports["tls12_only"]
+    r = many(smtpc_bin, tmp_path, port, "--ca-file", postfix.ca_file, "--tls-min", "1.3")
+    assert r.returncode != 0 and postfix.settle() == []
+    r = many(smtpc_bin, tmp_path, port, "--ca-file", postfix.ca_file, "--tls-max", "1.2")
+    assert r.returncode == 0, r.stderr.decode()
+    assert all("TLSv1.2" in m.received for m in postfix.wait_for(4))
+
+
+@pytest.mark.parametrize("args,server,peer", [
+    (["-4"], "localhost", "[127.0.0.1]"), (["-6"], "[::1]", "[IPv6:::1]"),
+    (["--bind", "127.0.0.2"], "127.0.0.1", "[127.0.0.2]")])
+def test_family_and_bind_with_connections(smtpc_bin, tmp_path, postfix, args, server, peer):
+    r = many(smtpc_bin, tmp_path, postfix.port, "--tls", "none", *args, server=server)
+    assert r.returncode == 0, r.stderr.decode()
+    msgs = postfix.wait_for(4)
+    assert all(peer in m.received for m in msgs), [m.received for m in msgs]
+
+
+def test_proxy_and_starttls_with_connections(smtpc_bin, tmp_path, postfix, socks5_proxy):
+    port = postfix.starttls_ports["server"]
+    r = many(smtpc_bin, tmp_path, port, "--ca-file", postfix.ca_file, "--proxy",
+             f"socks5h://{socks5_proxy.host}:{socks5_proxy.port}")
+    assert r.returncode == 0, r.stderr.decode()
+    assert all(tls_used(m) for m in postfix.wait_for(4))
