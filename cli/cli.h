@@ -327,8 +327,6 @@ void cli_probe_features(smtpc_session *s, bool json, cli_buf *js);
 /* What to do about r's failure (a sentence), or NULL. */
 const char *cli_hint(const cli_result *r);
 
-/* --count: keep the connection between deliveries (on), or close it (off). */
-void cli_deliver_keep(bool on);
 
 /* ---- subcommands ---------------------------------------------------------- */
 int cmd_send(const char *prog, int argc, char **argv);

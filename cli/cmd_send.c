@@ -143,11 +143,10 @@ int cmd_send(const char *prog, int argc, char **argv)
     cli_envelope env = {env_from, rcpts.v, rcpts.n};
     src.msg = m;
     char first_id[512] = "";
-    /* --count: one connection for all, and a progress line on a terminal */
+    /* --count to a pickup directory or an outbox: a progress line on a terminal */
     cli_progress pg;
     cli_progress_start(&pg, "messages", count, false);
-    if (count > 1) cli_deliver_keep(true);
-    else pg.on = false;
+    if (count == 1) pg.on = false;
     for (uint64_t i = 0; i < count; i++) {
         if (m && i == 1 && smtpc_message_message_id(m))
             cli_strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
@@ -173,7 +172,6 @@ int cmd_send(const char *prog, int argc, char **argv)
         cli_progress_update(&pg, i + 1);
     }
     cli_progress_end(&pg);
-    cli_deliver_keep(false);
 done:
     smtpc_message_free(m);
     cli_source_close(&src);

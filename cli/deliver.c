@@ -390,27 +390,6 @@ void cli_result_security(cli_result *r, const smtpc_session *s)
     }
 }
 
-/* --count: one connection for every copy. The session stays open between
- * deliveries while keeping is on; a broken one is replaced at the next. */
-static struct { bool on; smtpc_session *s; char server[320]; } g_keep;
-
-static void keep_drop(void)
-{
-    if (!g_keep.s) return;
-    if (smtpc_session_is_connected(g_keep.s)) smtpc_session_quit(g_keep.s);
-    smtpc_session_free(g_keep.s);
-    g_keep.s = NULL;
-}
-
-void cli_deliver_keep(bool on)
-{
-    g_keep.on = on;
-    if (!on) {
-        keep_drop();
-        cli_security_done();
-    }
-}
-
 static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
                         cli_result *r)
 {
@@ -422,25 +401,15 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     cli_tap tap;
     cli_progress pg;
     memset(&pg, 0, sizeof pg);
-    if (g_keep.s && smtpc_session_is_connected(g_keep.s)) {
-        s = g_keep.s; /* the kept connection (--count): ready for MAIL */
-        cli_strlcpy(r->server, g_keep.server, sizeof r->server);
-    } else {
-        keep_drop();
-        rc = cli_session_open(c, r, &s, host, sizeof host, &port);
-        if (rc) return rc;
-        rc = smtpc_session_open(s, host, port);
-        if (rc) {
-            cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-            /* the reply that refused (535 to AUTH, 554 greeting ...) */
-            if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL)
-                take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-            goto out;
-        }
-        if (g_keep.on) {
-            g_keep.s = s;
-            cli_strlcpy(g_keep.server, r->server, sizeof g_keep.server);
-        }
+    rc = cli_session_open(c, r, &s, host, sizeof host, &port);
+    if (rc) return rc;
+    rc = smtpc_session_open(s, host, port);
+    if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        /* the reply that refused (535 to AUTH, 554 greeting ...) */
+        if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL)
+            take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
+        goto out;
     }
     cli_result_security(r, s);
     smtpc_mail_opts mo;
@@ -501,7 +470,7 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     cli_source_reader mr;
     cli_source_reader_init(&mr, src);
     uint64_t total = w ? (uint64_t)(smtpc_message_writer_size(w) > 0 ? smtpc_message_writer_size(w) : 0) : src->len;
-    if (!g_keep.on && total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
+    if (total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
     cli_tap_init(&tap, w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
                  c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
     rc = smtpc_session_send(s, &se, cli_tap_read, &tap);
@@ -541,12 +510,10 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     r->queue_id = cli_queue_id_from_text(r->final_text);
     r->ok = true;
 quit:
-    if (g_keep.s == s && smtpc_session_is_connected(s)) return r->ok ? 0 : r->err; /* kept for the next */
     if (smtpc_session_is_connected(s)) smtpc_session_quit(s);
 out:
-    if (g_keep.s == s) g_keep.s = NULL;
     smtpc_session_free(s);
-    if (!g_keep.on) cli_security_done();
+    cli_security_done();
     return r->ok ? 0 : r->err;
 }
 #endif
