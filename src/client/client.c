@@ -198,31 +198,15 @@ struct smtpc_client {
     atomic_bool canceled;
     smtpc_session *cur; /* the session a send is using, for cancel (under mu) */
 
-    char *host;
-    uint16_t port;
-    smtpc_tls_mode sec;
-    bool allow_plain;
-    char *user;
-    char *pass;
+    /* every connection setting (its credentials: the fixed ones; the
+     * callbacks below give a send's identity instead) */
+    smtpc_conn_opts o;
     smtpc_credential_cb cred_cb;
     void *cred_ud;
     smtpc_identity_cb ident_cb;
     void *ident_ud;
-    char *mechs;
-    char *authzid;
-    int64_t connect_ms, greeting_ms, command_ms, data_ms, auto_ms;
     int64_t timeout_ms;  /* per attempt */
     int64_t deadline_ms; /* per connection, from its connect */
-    char *ehlo;
-    char *bind;
-    uint16_t bind_port;
-    smtpc_family family;
-    smtpc_proxy *proxy;
-    bool insecure;
-    char *ca_file, *ca_path, *tls_name, *cert_file, *key_file;
-    char *pins; /* ';'-separated, as the session keeps them */
-    int tls_min, tls_max;
-    bool tls_strict;
     smtpc_delivery delivery;
     char *dir;
     bool strict;
@@ -262,6 +246,7 @@ SMTPC_API int smtpc_client_new(smtpc_client **out)
         return SMTPC_ENOMEM;
     }
     c->pool = c->own_pool;
+    smtpc__conn_opts_init(&c->o);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     default_retry(&c->retry);
@@ -280,20 +265,7 @@ SMTPC_API void smtpc_client_free(smtpc_client *c)
         pthread_join(c->thr, NULL);
     }
     smtpc_pool_free(c->own_pool);
-    free(c->host);
-    free(c->user);
-    smtpc__free_secret(c->pass);
-    free(c->mechs);
-    free(c->authzid);
-    free(c->ehlo);
-    free(c->bind);
-    smtpc_proxy_free(c->proxy);
-    free(c->ca_file);
-    free(c->ca_path);
-    free(c->tls_name);
-    free(c->cert_file);
-    free(c->key_file);
-    free(c->pins);
+    smtpc__conn_opts_clear(&c->o);
     free(c->dir);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -323,15 +295,59 @@ void smtpc__client_leave(smtpc_client *c) { atomic_store(&c->busy, false); }
         if (atomic_load(&(c)->busy)) return smtpc__err(&(c)->err, SMTPC_EBUSY, "operation in progress"); \
     } while (0)
 
-static int set_str(smtpc_client *c, char **field, const char *v, bool secret, bool allow_blank)
+static int set_str(smtpc_client *c, char **field, const char *v)
 {
-    if (v && (smtpc__has_ctl(v) || (!allow_blank && strchr(v, ' '))))
-        return smtpc__err(&c->err, SMTPC_EINVAL, "control characters or blanks in a setting");
+    if (v && smtpc__has_ctl(v)) return smtpc__err(&c->err, SMTPC_EINVAL, "control characters in a setting");
     char *d = NULL;
     if (v && !(d = smtpc__strdup(v))) return SMTPC_ENOMEM;
-    if (secret) smtpc__free_secret(*field);
-    else free(*field);
+    free(*field);
     *field = d;
+    return 0;
+}
+
+/* The connection options are the judge of every connection setting
+ * (smtpc_conn_opts: the same values refused as by the session). The pool
+ * key separates its fields with control characters: the client refuses
+ * them in every string it keys on (also where the options allow a tab). */
+static smtpc_conn_opts *opts(smtpc_client *c)
+{
+    smtpc__err_clear(&c->o.err);
+    return &c->o;
+}
+
+static int opt_done(smtpc_client *c, int rc)
+{
+    return rc ? smtpc__conn_opts_fail(&c->err, &c->o, rc) : 0;
+}
+
+static int no_ctl(smtpc_client *c, const char *v)
+{
+    return v && smtpc__has_ctl(v) ? smtpc__err(&c->err, SMTPC_EINVAL, "control characters in a setting") : 0;
+}
+
+/* Setters of the options: refused while a send runs, and strings with
+ * control characters refused before them. */
+#define OPT_SET(c, call) (opt_done((c), (call)))
+#define OPT_SETTER(c, str, call)                                                             \
+    do {                                                                                     \
+        SETTER_PROLOGUE(c);                                                                  \
+        int rc_ = no_ctl((c), (str));                                                        \
+        return rc_ ? rc_ : OPT_SET((c), (call));                                             \
+    } while (0)
+
+SMTPC_API int smtpc_client_set_conn_opts(smtpc_client *c, const smtpc_conn_opts *o)
+{
+    SETTER_PROLOGUE(c);
+    if (!o) return smtpc__err(&c->err, SMTPC_EINVAL, "no connection options");
+    const char *strs[] = {o->host, o->user, o->password, o->authzid, o->ehlo_name, o->bind_addr,
+                          o->ca_file, o->ca_path, o->tls_name, o->cert_file, o->key_file};
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(strs); i++)
+        if (no_ctl(c, strs[i])) return SMTPC_EINVAL;
+    if (smtpc__conn_opts_copy(&c->o, o)) return smtpc__err(&c->err, SMTPC_ENOMEM, "out of memory");
+    if (o->user) { /* credentials replace the callbacks, as smtpc_client_set_credentials */
+        c->cred_cb = NULL;
+        c->ident_cb = NULL;
+    }
     return 0;
 }
 
@@ -339,79 +355,38 @@ SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t 
 {
     SETTER_PROLOGUE(c);
     if (!host || !*host) return smtpc__err(&c->err, SMTPC_EINVAL, "empty host");
-    int rc = set_str(c, &c->host, host, false, false);
-    if (!rc) c->port = port;
-    return rc;
-}
-
-/* The session's own setter is the judge of a value: a scratch session
- * takes it, and the client refuses exactly what a session would (with its
- * message). */
-static int scratch_new(smtpc_client *c, smtpc_session **s)
-{
-    int rc = smtpc_session_new(s);
-    return rc ? smtpc__err(&c->err, rc, "session: %s", smtpc_strerror(rc)) : 0;
-}
-
-static int scratch_end(smtpc_client *c, smtpc_session *s, int rc)
-{
-    if (rc) {
-        const char *m = smtpc_session_errmsg(s);
-        smtpc__err(&c->err, rc, "%s", m && *m ? m : smtpc_strerror(rc));
-    }
-    smtpc_session_free(s);
-    return rc;
-}
-
-/* Checks a string with a session setter, then stores a copy (NULL clears). */
-static int set_checked(smtpc_client *c, char **field, const char *v,
-                       int (*check)(smtpc_session *, const char *))
-{
-    SETTER_PROLOGUE(c);
-    smtpc_session *s;
-    int rc = scratch_new(c, &s);
-    if (rc) return rc;
-    if ((rc = scratch_end(c, s, check(s, v)))) return rc;
-    return set_str(c, field, v, false, true);
+    OPT_SETTER(c, host, smtpc_conn_opts_set_server(opts(c), host, port));
 }
 
 SMTPC_API int smtpc_client_set_tls_mode(smtpc_client *c, smtpc_tls_mode mode)
 {
-    SETTER_PROLOGUE(c);
-    if ((int)mode < 0 || mode > SMTPC_TLS_MODE_AUTO) return smtpc__err(&c->err, SMTPC_EINVAL, "bad TLS mode");
-    c->sec = mode;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_tls_mode(opts(c), mode));
 }
 
 SMTPC_API int smtpc_client_set_allow_plaintext_auth(smtpc_client *c, bool allow)
 {
-    SETTER_PROLOGUE(c);
-    c->allow_plain = allow;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_allow_plaintext_auth(opts(c), allow));
 }
 
 SMTPC_API int smtpc_client_set_credentials(smtpc_client *c, const char *user, const char *password)
 {
     SETTER_PROLOGUE(c);
-    if (!user && password) return smtpc__err(&c->err, SMTPC_EINVAL, "a password without a user name");
-    if (password && smtpc__has_crlfnul(password, strlen(password)))
-        return smtpc__err(&c->err, SMTPC_EINVAL, "CR/LF in the password");
-    int rc = set_str(c, &c->user, user, false, true);
+    int rc = no_ctl(c, user);
+    if (!rc) rc = no_ctl(c, password);
+    if (!rc) rc = OPT_SET(c, smtpc_conn_opts_set_credentials(opts(c), user, password));
     if (rc) return rc;
-    rc = set_str(c, &c->pass, user ? password : NULL, true, true);
     c->cred_cb = NULL;
     c->ident_cb = NULL;
-    return rc;
+    return 0;
 }
 
 SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user, smtpc_credential_cb cb,
                                              void *userdata)
 {
     SETTER_PROLOGUE(c);
-    int rc = set_str(c, &c->user, user, false, true);
+    int rc = no_ctl(c, user);
+    if (!rc) rc = OPT_SET(c, smtpc_conn_opts_set_credentials(opts(c), user, NULL));
     if (rc) return rc;
-    smtpc__free_secret(c->pass);
-    c->pass = NULL;
     c->cred_cb = cb;
     c->cred_ud = userdata;
     c->ident_cb = NULL;
@@ -421,10 +396,7 @@ SMTPC_API int smtpc_client_set_credential_cb(smtpc_client *c, const char *user, 
 SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb, void *userdata)
 {
     SETTER_PROLOGUE(c);
-    free(c->user);
-    c->user = NULL;
-    smtpc__free_secret(c->pass);
-    c->pass = NULL;
+    smtpc_conn_opts_set_credentials(&c->o, NULL, NULL);
     c->cred_cb = NULL;
     c->ident_cb = cb;
     c->ident_ud = userdata;
@@ -433,14 +405,36 @@ SMTPC_API int smtpc_client_set_identity_cb(smtpc_client *c, smtpc_identity_cb cb
 
 SMTPC_API int smtpc_client_set_auth_mechanisms(smtpc_client *c, const char *list)
 {
-    return set_checked(c, c ? &c->mechs : NULL, list, smtpc_session_set_auth_mechanisms);
+    OPT_SETTER(c, list, smtpc_conn_opts_set_auth_mechanisms(opts(c), list));
 }
 
 SMTPC_API int smtpc_client_set_authzid(smtpc_client *c, const char *authzid)
 {
-    return set_checked(c, c ? &c->authzid : NULL, authzid, smtpc_session_set_authzid);
+    OPT_SETTER(c, authzid, smtpc_conn_opts_set_authzid(opts(c), authzid));
 }
 
+SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_connect_timeout_ms(opts(c), ms));
+}
+SMTPC_API int smtpc_client_set_greeting_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_greeting_timeout_ms(opts(c), ms));
+}
+SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_command_timeout_ms(opts(c), ms));
+}
+SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_data_timeout_ms(opts(c), ms));
+}
+SMTPC_API int smtpc_client_set_auto_timeout_ms(smtpc_client *c, int64_t ms)
+{
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_auto_timeout_ms(opts(c), ms));
+}
+
+/* The client's own bounds. */
 static int set_ms(smtpc_client *c, int64_t *f, int64_t ms)
 {
     SETTER_PROLOGUE(c);
@@ -449,26 +443,6 @@ static int set_ms(smtpc_client *c, int64_t *f, int64_t ms)
     return 0;
 }
 
-SMTPC_API int smtpc_client_set_connect_timeout_ms(smtpc_client *c, int64_t ms)
-{
-    return c ? set_ms(c, &c->connect_ms, ms) : SMTPC_EINVAL;
-}
-SMTPC_API int smtpc_client_set_greeting_timeout_ms(smtpc_client *c, int64_t ms)
-{
-    return c ? set_ms(c, &c->greeting_ms, ms) : SMTPC_EINVAL;
-}
-SMTPC_API int smtpc_client_set_command_timeout_ms(smtpc_client *c, int64_t ms)
-{
-    return c ? set_ms(c, &c->command_ms, ms) : SMTPC_EINVAL;
-}
-SMTPC_API int smtpc_client_set_data_timeout_ms(smtpc_client *c, int64_t ms)
-{
-    return c ? set_ms(c, &c->data_ms, ms) : SMTPC_EINVAL;
-}
-SMTPC_API int smtpc_client_set_auto_timeout_ms(smtpc_client *c, int64_t ms)
-{
-    return c ? set_ms(c, &c->auto_ms, ms) : SMTPC_EINVAL;
-}
 SMTPC_API int smtpc_client_set_timeout_ms(smtpc_client *c, int64_t ms)
 {
     return c ? set_ms(c, &c->timeout_ms, ms) : SMTPC_EINVAL;
@@ -480,145 +454,65 @@ SMTPC_API int smtpc_client_set_deadline_ms(smtpc_client *c, int64_t ms)
 
 SMTPC_API int smtpc_client_set_ehlo_name(smtpc_client *c, const char *name)
 {
-    return set_checked(c, c ? &c->ehlo : NULL, name, smtpc_session_set_ehlo_name);
+    OPT_SETTER(c, name, smtpc_conn_opts_set_ehlo_name(opts(c), name));
 }
 
 SMTPC_API int smtpc_client_set_bind(smtpc_client *c, const char *addr, uint16_t port)
 {
-    SETTER_PROLOGUE(c);
-    smtpc_session *s;
-    int rc = scratch_new(c, &s);
-    if (rc) return rc;
-    if ((rc = scratch_end(c, s, smtpc_session_set_bind(s, addr, port)))) return rc;
-    if ((rc = set_str(c, &c->bind, addr, false, true))) return rc;
-    c->bind_port = port;
-    return 0;
+    OPT_SETTER(c, addr, smtpc_conn_opts_set_bind(opts(c), addr, port));
 }
 
 SMTPC_API int smtpc_client_set_family(smtpc_client *c, smtpc_family family)
 {
-    SETTER_PROLOGUE(c);
-    if (family != SMTPC_FAMILY_ANY && family != SMTPC_FAMILY_IPV4 && family != SMTPC_FAMILY_IPV6)
-        return smtpc__err(&c->err, SMTPC_EINVAL, "invalid address family %d", (int)family);
-    c->family = family;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_family(opts(c), family));
 }
 
 SMTPC_API int smtpc_client_set_proxy(smtpc_client *c, const smtpc_proxy *p)
 {
-    SETTER_PROLOGUE(c);
-    smtpc_proxy *d = NULL;
-    if (p) {
-        int rc = smtpc_proxy_dup(&d, p);
-        if (rc) return smtpc__err(&c->err, rc, "proxy: %s", smtpc_strerror(rc));
-    }
-    smtpc_proxy_free(c->proxy);
-    c->proxy = d;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_proxy(opts(c), p));
 }
 
 SMTPC_API int smtpc_client_set_proxy_url(smtpc_client *c, const char *url)
 {
-    SETTER_PROLOGUE(c);
-    smtpc_proxy *p = NULL;
-    if (url && *url) {
-        char why[256];
-        int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
-        if (rc) return smtpc__err(&c->err, rc, "proxy: %s", why);
-    }
-    smtpc_proxy_free(c->proxy);
-    c->proxy = p;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_proxy_url(opts(c), url));
 }
 
 SMTPC_API int smtpc_client_set_insecure(smtpc_client *c, bool insecure)
 {
-    SETTER_PROLOGUE(c);
-    c->insecure = insecure;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_insecure(opts(c), insecure));
 }
 
 SMTPC_API int smtpc_client_set_ca_file(smtpc_client *c, const char *path)
 {
-    return set_checked(c, c ? &c->ca_file : NULL, path, smtpc_session_set_ca_file);
+    OPT_SETTER(c, path, smtpc_conn_opts_set_ca_file(opts(c), path));
 }
 
 SMTPC_API int smtpc_client_set_ca_path(smtpc_client *c, const char *dir)
 {
-    return set_checked(c, c ? &c->ca_path : NULL, dir, smtpc_session_set_ca_path);
+    OPT_SETTER(c, dir, smtpc_conn_opts_set_ca_path(opts(c), dir));
 }
 
 SMTPC_API int smtpc_client_set_tls_server_name(smtpc_client *c, const char *name)
 {
-    return set_checked(c, c ? &c->tls_name : NULL, name, smtpc_session_set_tls_server_name);
-}
-
-/* Gives every pin of list (';'-separated) to the session. */
-static int add_pins(smtpc_session *s, const char *list)
-{
-    int rc = 0;
-    for (const char *p = list; !rc && p && *p;) {
-        size_t n = strcspn(p, ";");
-        char one[512];
-        if (n >= sizeof one) return SMTPC_EINVAL; /* the session refused it when it was added */
-        memcpy(one, p, n);
-        one[n] = '\0';
-        if (n) rc = smtpc_session_add_pin(s, one);
-        p += n + (p[n] ? 1 : 0);
-    }
-    return rc;
+    OPT_SETTER(c, name, smtpc_conn_opts_set_tls_server_name(opts(c), name));
 }
 
 SMTPC_API int smtpc_client_add_pin(smtpc_client *c, const char *pin)
 {
-    SETTER_PROLOGUE(c);
-    if (!pin) {
-        free(c->pins);
-        c->pins = NULL;
-        return 0;
-    }
-    /* the session checks the syntax; the list stays within the session's bound */
-    smtpc_session *s;
-    int rc = scratch_new(c, &s);
-    if (rc) return rc;
-    if ((rc = scratch_end(c, s, smtpc_session_add_pin(s, pin)))) return rc;
-    size_t l = c->pins ? strlen(c->pins) : 0;
-    if (l + strlen(pin) + 2 > SMTPC__PINS_MAX) return smtpc__err(&c->err, SMTPC_ELIMIT, "too many pins");
-    smtpc__buf b;
-    smtpc__buf_init(&b, 1u << 16);
-    rc = smtpc__buf_printf(&b, "%s%s%s", c->pins ? c->pins : "", c->pins ? ";" : "", pin);
-    if (!rc) rc = smtpc__buf_append(&b, "", 1);
-    if (rc) {
-        smtpc__buf_free_secure(&b);
-        return SMTPC_ENOMEM;
-    }
-    free(c->pins);
-    c->pins = (char *)b.data;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_add_pin(opts(c), pin));
 }
 
 SMTPC_API int smtpc_client_set_client_cert(smtpc_client *c, const char *cert_file, const char *key_file)
 {
     SETTER_PROLOGUE(c);
-    smtpc_session *s;
-    int rc = scratch_new(c, &s);
-    if (rc) return rc;
-    if ((rc = scratch_end(c, s, smtpc_session_set_client_cert(s, cert_file, key_file)))) return rc;
-    if ((rc = set_str(c, &c->cert_file, cert_file, false, true))) return rc;
-    return set_str(c, &c->key_file, key_file, false, true);
+    int rc = no_ctl(c, cert_file);
+    if (!rc) rc = no_ctl(c, key_file);
+    return rc ? rc : OPT_SET(c, smtpc_conn_opts_set_client_cert(opts(c), cert_file, key_file));
 }
 
 SMTPC_API int smtpc_client_set_tls_versions(smtpc_client *c, int min_version, int max_version, bool strict)
 {
-    SETTER_PROLOGUE(c);
-    smtpc_session *s;
-    int rc = scratch_new(c, &s);
-    if (rc) return rc;
-    if ((rc = scratch_end(c, s, smtpc_session_set_tls_versions(s, min_version, max_version, strict)))) return rc;
-    c->tls_min = min_version;
-    c->tls_max = max_version;
-    c->tls_strict = strict;
-    return 0;
+    OPT_SETTER(c, NULL, smtpc_conn_opts_set_tls_versions(opts(c), min_version, max_version, strict));
 }
 
 SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, const char *dir)
@@ -628,7 +522,7 @@ SMTPC_API int smtpc_client_set_delivery(smtpc_client *c, smtpc_delivery method, 
         return smtpc__err(&c->err, SMTPC_EINVAL, "bad delivery method");
     if (method != SMTPC_DELIVERY_NETWORK && (!dir || !*dir))
         return smtpc__err(&c->err, SMTPC_EINVAL, "pickup and outbox delivery need a directory");
-    int rc = set_str(c, &c->dir, method == SMTPC_DELIVERY_NETWORK ? NULL : dir, false, true);
+    int rc = set_str(c, &c->dir, method == SMTPC_DELIVERY_NETWORK ? NULL : dir);
     if (!rc) c->delivery = method;
     return rc;
 }
@@ -707,37 +601,41 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
     if ((v = smtpc_account_get(a, "tls"))) {
         smtpc_tls_mode m;
         if (smtpc_tls_mode_parse(v, &m)) return smtpc__err(&c->err, SMTPC_ECONFIG, "tls = %s: not a TLS mode", v);
-        c->sec = m;
+        c->o.tls_mode = m;
     }
-    c->allow_plain = smtpc_account_get_bool(a, "allow-plaintext-auth", c->allow_plain);
-    if ((v = smtpc_account_get(a, "tls-min"))) c->tls_min = tls_version(v);
-    if ((v = smtpc_account_get(a, "tls-max"))) c->tls_max = tls_version(v);
-    if (c->tls_min && c->tls_max && c->tls_min > c->tls_max)
-        return smtpc__err(&c->err, SMTPC_ECONFIG, "tls-min is above tls-max");
+    c->o.allow_plain_auth = smtpc_account_get_bool(a, "allow-plaintext-auth", c->o.allow_plain_auth);
+    int tmin = c->o.tls_min, tmax = c->o.tls_max;
+    if ((v = smtpc_account_get(a, "tls-min"))) tmin = tls_version(v);
+    if ((v = smtpc_account_get(a, "tls-max"))) tmax = tls_version(v);
+    if (tmin && tmax && tmin > tmax) return smtpc__err(&c->err, SMTPC_ECONFIG, "tls-min is above tls-max");
+    if ((rc = smtpc_client_set_tls_versions(c, tmin, tmax, c->o.tls_strict))) return config_err(c, rc, "tls-min");
     if ((v = smtpc_account_get(a, "server"))) {
         char host[256];
         uint16_t port = 0;
         if (smtpc_config_parse_server(v, host, sizeof host, &port))
             return smtpc__err(&c->err, SMTPC_ECONFIG, "server = %s: bad server", v);
-        if ((rc = set_str(c, &c->host, host, false, false))) return rc;
-        c->port = port;
+        if ((rc = smtpc_client_set_host(c, host, port))) return config_err(c, rc, "server");
     }
     if ((v = smtpc_account_get(a, "port"))) {
         uint64_t n;
         if (smtpc__parse_u64(v, strlen(v), &n) || n == 0 || n > 65535)
             return smtpc__err(&c->err, SMTPC_ECONFIG, "port = %s: bad port", v);
-        c->port = (uint16_t)n;
+        c->o.port = (uint16_t)n;
     }
     if ((v = smtpc_account_get(a, "user"))) {
-        if ((rc = set_str(c, &c->user, v, false, true))) return rc;
-        c->ident_cb = NULL; /* the account's user replaces a callback's identity */
         const char *pw = smtpc_account_get(a, "password");
         const char *pe = smtpc_account_get(a, "password-env");
         if (!pw && pe) pw = getenv(pe);
-        if (pw && (rc = set_str(c, &c->pass, pw, true, true))) return rc;
+        /* without a password the one set before stays; the account's user
+         * replaces a callback's identity */
+        smtpc_credential_cb cb = pw ? NULL : c->cred_cb;
+        if ((rc = smtpc_client_set_credentials(c, v, pw ? pw : c->o.password))) return config_err(c, rc, "user");
+        c->cred_cb = cb;
     }
-    if ((v = smtpc_account_get(a, "auth")) && (rc = set_str(c, &c->mechs, v, false, true))) return rc;
-    if ((v = smtpc_account_get(a, "ehlo-name")) && (rc = set_str(c, &c->ehlo, v, false, false))) return rc;
+    if ((v = smtpc_account_get(a, "auth")) && (rc = smtpc_client_set_auth_mechanisms(c, v)))
+        return config_err(c, rc, "auth");
+    if ((v = smtpc_account_get(a, "ehlo-name")) && (rc = smtpc_client_set_ehlo_name(c, v)))
+        return config_err(c, rc, "ehlo-name");
     if ((v = smtpc_account_get(a, "bind"))) {
         /* ADDR, ADDR:PORT, [IPv6]:PORT or a bare IPv6 address */
         char addr[256];
@@ -746,8 +644,7 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
         if (colon && v[0] != '[' && strchr(colon + 1, ':')) smtpc__strlcpy(addr, v, sizeof addr);
         else if (smtpc_config_parse_server(v, addr, sizeof addr, &port))
             return smtpc__err(&c->err, SMTPC_ECONFIG, "bind = %s: bad address", v);
-        if ((rc = set_str(c, &c->bind, addr, false, false))) return rc;
-        c->bind_port = port;
+        if ((rc = smtpc_client_set_bind(c, addr, port))) return config_err(c, rc, "bind");
     }
     /* the TLS files and names through their setters: the session's checks */
     static const struct {
@@ -767,8 +664,7 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
         char buf[2048];
         if (strlen(v) >= sizeof buf) return smtpc__err(&c->err, SMTPC_ECONFIG, "pin: too long");
         smtpc__strlcpy(buf, v, sizeof buf);
-        free(c->pins);
-        c->pins = NULL;
+        smtpc_conn_opts_add_pin(&c->o, NULL);
         for (char *q = buf; *q;) {
             size_t n = strcspn(q, ";, \t");
             char save = q[n];
@@ -777,29 +673,23 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
             q += n + (save ? 1 : 0);
         }
     }
-    c->insecure = smtpc_account_get_bool(a, "insecure", c->insecure);
-    if ((v = smtpc_account_get(a, "proxy"))) {
-        smtpc_proxy *p = NULL;
-        char why[256];
-        if (*v && smtpc_proxy_parse_url(&p, v, why, sizeof why))
-            return smtpc__err(&c->err, SMTPC_ECONFIG, "proxy: %s", why);
-        smtpc_proxy_free(c->proxy);
-        c->proxy = p;
-    }
+    c->o.insecure = smtpc_account_get_bool(a, "insecure", c->o.insecure);
+    if ((v = smtpc_account_get(a, "proxy")) && (rc = smtpc_client_set_proxy_url(c, v)))
+        return config_err(c, rc, "proxy");
     int64_t t = smtpc_account_get_ms(a, "timeout", -1);
-    if (t >= 0) c->command_ms = c->data_ms = t;
+    if (t >= 0) c->o.command_ms = c->o.data_ms = t;
     t = smtpc_account_get_ms(a, "connect-timeout", -1);
-    if (t >= 0) c->connect_ms = t;
+    if (t >= 0) c->o.connect_ms = t;
     t = smtpc_account_get_ms(a, "greeting-timeout", -1);
-    if (t >= 0) c->greeting_ms = c->auto_ms = t;
+    if (t >= 0) c->o.greeting_ms = c->o.auto_ms = t;
     const char *d = smtpc_account_get(a, "delivery");
     const char *pick = smtpc_account_get(a, "pickup-dir");
     const char *ob = smtpc_account_get(a, "outbox");
-    if (d && !strcmp(d, "pickup") && pick) rc = set_str(c, &c->dir, pick, false, true), c->delivery = SMTPC_DELIVERY_PICKUP;
-    else if (d && !strcmp(d, "outbox") && ob) rc = set_str(c, &c->dir, ob, false, true), c->delivery = SMTPC_DELIVERY_OUTBOX;
+    if (d && !strcmp(d, "pickup") && pick) rc = set_str(c, &c->dir, pick), c->delivery = SMTPC_DELIVERY_PICKUP;
+    else if (d && !strcmp(d, "outbox") && ob) rc = set_str(c, &c->dir, ob), c->delivery = SMTPC_DELIVERY_OUTBOX;
     else if (d && (!strcmp(d, "pickup") || !strcmp(d, "outbox")))
         return smtpc__err(&c->err, SMTPC_ECONFIG, "delivery = %s without its directory", d);
-    else if (!d && !c->host && pick) rc = set_str(c, &c->dir, pick, false, true), c->delivery = SMTPC_DELIVERY_PICKUP;
+    else if (!d && !c->o.host && pick) rc = set_str(c, &c->dir, pick), c->delivery = SMTPC_DELIVERY_PICKUP;
     else if (d) c->delivery = SMTPC_DELIVERY_NETWORK;
     return rc;
 }
@@ -807,12 +697,6 @@ SMTPC_API int smtpc_client_use_config(smtpc_client *c, const smtpc_config *cfg, 
 /* ======================================================================
  * Sending
  * ====================================================================== */
-
-static uint16_t eff_port(const smtpc_client *c)
-{
-    if (c->port) return c->port;
-    return c->sec == SMTPC_TLS_MODE_IMPLICIT ? 465 : c->sec == SMTPC_TLS_MODE_STARTTLS ? 587 : 25;
-}
 
 /* The identity a send authenticates with, asked once per send before a
  * pooled connection is chosen (a callback may answer differently each
@@ -884,11 +768,11 @@ static int get_identity(smtpc_client *c, ident *id)
             id->user = id->ubuf;
             id->pass = id->pbuf;
         }
-    } else if (c->user) {
-        id->user = c->user;
-        id->pass = c->pass;
-        if (!c->pass && c->cred_cb) {
-            rc = c->cred_cb(c->cred_ud, c->user, id->pbuf, sizeof id->pbuf);
+    } else if (c->o.user) {
+        id->user = c->o.user;
+        id->pass = c->o.password;
+        if (!c->o.password && c->cred_cb) {
+            rc = c->cred_cb(c->cred_ud, c->o.user, id->pbuf, sizeof id->pbuf);
             id->pbuf[sizeof id->pbuf - 1] = '\0';
             if (rc) return smtpc__err(&c->err, rc < 0 ? rc : SMTPC_EAUTH, "the credential callback failed");
             id->pass = id->pbuf;
@@ -905,18 +789,22 @@ static int get_identity(smtpc_client *c, ident *id)
  * fields are separated by a control character, which no field holds. */
 static char *pool_key(const smtpc_client *c, const ident *id)
 {
-    char proxy_hash[65] = "-";
-    if (c->proxy && secret_hash(c->proxy->pass, proxy_hash)) return NULL;
+    const smtpc_conn_opts *o = &c->o;
+    char proxy_hash[65] = "-", token_hash[65];
+    if (o->proxy && secret_hash(o->proxy->pass, proxy_hash)) return NULL;
+    if (secret_hash(o->oauth_token, token_hash)) return NULL;
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
-    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s%s\x1f%s\x1f%s\x1f%s\x1f%s:%u\x1f%d\x1f%s",
-                               c->host, eff_port(c), (int)c->sec, c->insecure, c->allow_plain, nz(c->ca_file), c->tls_min,
-                               c->proxy ? smtpc_proxy_redacted(c->proxy) : "-", proxy_hash, id->user ? "u" : "-",
-                               nz(id->user), id->hash, nz(c->mechs), nz(c->authzid), nz(c->bind), c->bind_port,
-                               (int)c->family, nz(c->ehlo));
+    int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s%s\x1f%s\x1f%d:%llx\x1f%s\x1f%s:%u\x1f%d\x1f%s",
+                               o->host, smtpc__conn_opts_port(o), (int)o->tls_mode, o->insecure, o->allow_plain_auth,
+                               nz(o->ca_file), o->tls_min, o->proxy ? smtpc_proxy_redacted(o->proxy) : "-", proxy_hash,
+                               id->user ? "u" : "-", nz(id->user), id->hash, o->auth_list_set,
+                               (unsigned long long)o->auth_list, nz(o->authzid), nz(o->bind_addr), o->bind_port,
+                               o->family, nz(o->ehlo_name));
     if (!rc)
-        rc = smtpc__buf_printf(&b, "\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d%d", nz(c->ca_path), nz(c->tls_name),
-                               nz(c->cert_file), nz(c->key_file), nz(c->pins), c->tls_max, c->tls_strict);
+        rc = smtpc__buf_printf(&b, "\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d%d\x1f%s\x1f%p:%p", nz(o->ca_path),
+                               nz(o->tls_name), nz(o->cert_file), nz(o->key_file), o->pins, o->tls_max, o->tls_strict,
+                               token_hash, (void *)(uintptr_t)o->token_cb, o->token_ud);
     if (!rc) rc = smtpc__buf_append(&b, "", 1);
     if (rc) {
         smtpc__buf_free_secure(&b);
@@ -997,43 +885,24 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, const ident *id, smtp
     if (rc) return smtpc__err(&c->err, rc, "session: %s", smtpc_strerror(rc));
     pc->s = s;
     smtpc__pool_count_open(c->pool);
-    if (c->connect_ms) smtpc_session_set_connect_timeout_ms(s, c->connect_ms);
-    if (c->greeting_ms || c->connect_ms) smtpc_session_set_greeting_timeout_ms(s, c->greeting_ms ? c->greeting_ms : c->connect_ms);
-    if (c->command_ms) smtpc_session_set_command_timeout_ms(s, c->command_ms);
-    if (c->data_ms) smtpc_session_set_data_timeout_ms(s, c->data_ms);
-    if (c->auto_ms) smtpc_session_set_auto_timeout_ms(s, c->auto_ms);
+    /* Every connection setting in one call; then what is the client's own:
+     * the greeting waits as long as a connect timeout set alone, the
+     * overall bounds, and a callback's identity for this send. */
+    rc = smtpc_session_set_conn_opts(s, &c->o);
+    if (!rc && !c->o.greeting_ms && c->o.connect_ms)
+        rc = smtpc_session_set_greeting_timeout_ms(s, c->o.connect_ms);
     /* A new connection: its attempt and the connection start together. */
     int64_t bound = min_set(c->timeout_ms, c->deadline_ms);
-    if (bound) smtpc_session_set_deadline_ms(s, bound);
+    if (!rc && bound) rc = smtpc_session_set_deadline_ms(s, bound);
     pc->opened_ms = smtpc__now_ms();
-    if (c->ehlo && (rc = smtpc_session_set_ehlo_name(s, c->ehlo)))
-        return smtpc__err(&c->err, rc, "EHLO name: %s", smtpc_session_errmsg(s));
-    if ((c->bind || c->bind_port) && (rc = smtpc_session_set_bind(s, c->bind, c->bind_port)))
-        return smtpc__err(&c->err, rc, "bind: %s", smtpc_session_errmsg(s));
-    if (c->family && (rc = smtpc_session_set_family(s, c->family)))
-        return smtpc__err(&c->err, rc, "family: %s", smtpc_session_errmsg(s));
-    if (c->proxy && (rc = smtpc_session_set_proxy(s, c->proxy)))
-        return smtpc__err(&c->err, rc, "proxy: %s", smtpc_session_errmsg(s));
-    rc = smtpc_session_set_tls_mode(s, c->sec);
-    if (!rc && c->ca_file) rc = smtpc_session_set_ca_file(s, c->ca_file);
-    if (!rc && c->ca_path) rc = smtpc_session_set_ca_path(s, c->ca_path);
-    if (!rc && c->tls_name) rc = smtpc_session_set_tls_server_name(s, c->tls_name);
-    if (!rc && c->pins) rc = add_pins(s, c->pins);
-    if (!rc && c->cert_file) rc = smtpc_session_set_client_cert(s, c->cert_file, c->key_file);
-    if (!rc && c->insecure) rc = smtpc_session_set_insecure(s, true);
-    if (!rc && (c->tls_min || c->tls_max || c->tls_strict))
-        rc = smtpc_session_set_tls_versions(s, c->tls_min, c->tls_max, c->tls_strict);
-    if (!rc && id->user) rc = smtpc_session_set_credentials(s, id->user, id->pass);
-    if (!rc && c->authzid) rc = smtpc_session_set_authzid(s, c->authzid);
-    if (!rc && c->mechs) rc = smtpc_session_set_auth_mechanisms(s, c->mechs);
-    if (!rc && c->allow_plain) rc = smtpc_session_set_allow_plaintext_auth(s, true);
+    if (!rc && (c->cred_cb || c->ident_cb)) rc = smtpc_session_set_credentials(s, id->user, id->pass);
     if (rc) return smtpc__err(&c->err, rc, "settings: %s", smtpc_session_errmsg(s));
     publish(c, s);
     open_trace tr;
     memset(&tr, 0, sizeof tr);
     smtpc_session_set_trace(s, on_trace, &tr);
     int64_t t0 = smtpc__now_us();
-    rc = smtpc_session_open(s, c->host, eff_port(c));
+    rc = smtpc_session_open(s, NULL, 0); /* the server of c->o */
     int64_t t1 = smtpc__now_us();
     smtpc_session_set_trace(s, NULL, NULL); /* no per-line cost while sending */
     res->t_tls = tr.tls_done && tr.starttls_sent ? tr.tls_done - tr.starttls_sent : 0;
@@ -1433,7 +1302,7 @@ static int deliver_attempts(smtpc_client *c, const smtpc__body *b, bool use_retr
                             unsigned k0, int last)
 {
     int rc = 0;
-    if (!rc && !c->host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
+    if (!rc && !c->o.host) rc = smtpc__err(&c->err, SMTPC_ECONFIG, "no server configured");
     /* Per send, before a pooled connection is chosen: a callback's identity
      * is part of the key. */
     ident id;
@@ -1859,7 +1728,7 @@ SMTPC_API int smtpc_client_send_batch(smtpc_client *c, const smtpc_batch_item *i
     x.ud = userdata;
     x.max_msgs = smtpc__pool_max_messages(c->pool);
     size_t i = 0;
-    if (c->delivery != SMTPC_DELIVERY_NETWORK || !c->host) {
+    if (c->delivery != SMTPC_DELIVERY_NETWORK || !c->o.host) {
         for (; i < n; i++) batch_single(&x, i, true); /* pickup, outbox; or the config error */
     }
     /* the identity (a callback's) is asked once per batch, like per send */
