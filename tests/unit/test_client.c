@@ -158,6 +158,41 @@ TEST(outbox_local)
 
 /* The session's namesakes judge the values: the client refuses what a
  * session refuses, and keeps the session's message. */
+/* The new whole-object setters: NULLs, copies, the client's stricter
+ * strings (its pool key separates fields with control characters). */
+TEST(conn_opts_setters)
+{
+    smtpc_conn_opts *o;
+    CHECK_INT(smtpc_conn_opts_new(&o), 0);
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(smtpc_session_set_conn_opts(NULL, o), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_conn_opts(s, NULL), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_conn_opts(NULL, o), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_conn_opts(c, NULL), SMTPC_EINVAL);
+    /* open with a NULL host: the options' server, none set here */
+    CHECK_INT(smtpc_session_set_conn_opts(s, o), 0);
+    CHECK_INT(smtpc_session_open(s, NULL, 0), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_session_errmsg(s), "no server") != NULL);
+    /* a tab in the user name: the options take it, the client does not */
+    CHECK_INT(smtpc_conn_opts_set_credentials(o, "al\tice", "pw"), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), SMTPC_EINVAL);
+    CHECK_INT(smtpc_conn_opts_set_credentials(o, "alice", "pw"), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), 0);
+    /* a session setter's refusal carries the options' detail */
+    CHECK_INT(smtpc_session_set_tls_versions(s, SMTPC_TLS_1_3, SMTPC_TLS_1_2, false), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_session_errmsg(s), "invalid TLS versions") != NULL);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, "two words"), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_session_errmsg(s), "EHLO") != NULL);
+    CHECK_INT(smtpc_client_set_tls_versions(c, SMTPC_TLS_1_3, SMTPC_TLS_1_2, false), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_client_errmsg(c), "invalid TLS versions") != NULL);
+    smtpc_conn_opts_free(o);
+    smtpc_client_free(c);
+    smtpc_session_free(s);
+}
+
 TEST(session_like_setters)
 {
     smtpc_client *c;
@@ -322,6 +357,7 @@ int main(void)
     RUN(queue_ids);
     RUN(setters);
     RUN(no_server_is_config_error);
+    RUN(conn_opts_setters);
     RUN(session_like_setters);
     RUN(tls_files_reach_the_session);
     RUN(config_keys);
