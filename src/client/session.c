@@ -573,13 +573,103 @@ SMTPC_API void smtpc_session_rearm(smtpc_session *s)
     atomic_store_explicit(&s->canceled, 0, memory_order_release);
 }
 
-/* ---- connect ------------------------------------------------------------------ */
+/* ---- trace ---------------------------------------------------------------------------------- */
+
+static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
+{
+    smtpc_session *s = ud;
+    if (!s->trace_cb) return;
+    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
+    if (!secret) {
+        s->trace_cb(s->trace_ud, d, line, len);
+        return;
+    }
+    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
+     * secret is replaced whole. */
+    char red[96];
+    int n;
+    if (len > 5 && !strncasecmp(line, "AUTH ", 5)) {
+        size_t m = 5;
+        while (m < len && line[m] != ' ' && m < 60) m++;
+        n = snprintf(red, sizeof red, "%.*s ********", (int)m, line);
+    } else {
+        n = snprintf(red, sizeof red, "********");
+    }
+    s->trace_cb(s->trace_ud, d, red, (size_t)n);
+}
+
+__attribute__((format(printf, 2, 3))) static void trace_info(smtpc_session *s, const char *fmt, ...)
+{
+    if (!s->trace_cb) return;
+    char buf[SMTPC__ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    size_t l = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
+    s->trace_cb(s->trace_ud, SMTPC_TRACE_INFO, buf, l);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+static int tls_ctx_ensure(smtpc_session *s)
+{
+    if (s->tls_ctx) return 0;
+    smtpc__tls_config cfg;
+    smtpc__conn_opts_tls_config(&s->o, &cfg);
+    return smtpc__tls_ctx_new(&s->tls_ctx, &cfg, &s->err);
+}
 
 /* Implicit TLS (before the greeting) or STARTTLS (after its 220). */
-static int tls_handshake(smtpc_session *s, const op *o);
-static int tls_ctx_ensure(smtpc_session *s);
-static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret);
-static void trace_info(smtpc_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int tls_handshake(smtpc_session *s, const op *o)
+{
+    int rc = tls_ctx_ensure(s);
+    if (rc) {
+        close_conn(s);
+        return rc;
+    }
+    smtpc__transport *tt = NULL;
+    rc = smtpc__tls_wrap(&tt, s->t, s->tls_ctx, s->tls_name, NULL, &s->err);
+    if (rc) {
+        close_conn(s);
+        return rc;
+    }
+    s->t = tt;
+    for (;;) {
+        if (is_canceled(s)) return fail_canceled(s, o->what);
+        int want = 0;
+        rc = smtpc__transport_handshake(s->t, &want);
+        if (rc == 0) break;
+        if (rc == SMTPC_EAGAIN) {
+            rc = wait_want(s, want, o);
+            if (rc) return rc;
+            continue;
+        }
+        char detail[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
+        close_conn(s);
+        /* a close or reset in the middle of the handshake is a TLS failure too */
+        if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
+        /* a TLS server that we refused (certificate, pin, versions): AUTO
+         * must not go on to try plaintext */
+        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
+                       strstr(detail, "protocol version");
+        trace_info(s, "%s", detail);
+        return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
+    }
+    const smtpc_tls_info *i = smtpc__tls_info(s->t);
+    if (i) {
+        s->tls_info = *i;
+        s->has_tls_info = true;
+        trace_info(s, "TLS handshake: %s %s, peer %s, issuer %s, %s%s%s", i->version, i->cipher,
+                   i->subject, i->issuer, i->verified ? "verified" : "NOT verified",
+                   i->verified ? "" : ": ", i->verified ? "" : i->verify_message);
+    }
+    return 0;
+}
+
+/* ---- connect ------------------------------------------------------------------ */
 
 /* One connection attempt: TCP, TLS when implicit, the greeting. attempt_ms
  * > 0 (AUTO) bounds the handshake and the greeting. *tcp_ok tells whether
@@ -1502,9 +1592,10 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
 }
 
 /* ---- security: TLS and AUTH ------------------------------------------------------------
- * Kept apart from the plain conversation above: the options, the TLS
- * handshake (implicit or after STARTTLS), AUTH over the sans-IO SASL
- * mechanisms, the policy of smtpc_session_open(), and the redacting trace. */
+ * Kept apart from the plain conversation above: the options, STARTTLS,
+ * AUTH over the sans-IO SASL mechanisms and the policy of
+ * smtpc_session_open(). The TLS handshake and the redacting trace, which
+ * connect needs too, come before it. */
 
 SMTPC_API int smtpc_session_set_tls_mode(smtpc_session *s, smtpc_tls_mode mode)
 {
@@ -1587,101 +1678,6 @@ SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void 
     s->trace_cb = cb;
     s->trace_ud = userdata;
     if (s->e) smtpc__engine_set_trace(s->e, cb ? trace_thunk : NULL, s);
-    return 0;
-}
-
-/* ---- trace ---------------------------------------------------------------------------------- */
-
-static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
-{
-    smtpc_session *s = ud;
-    if (!s->trace_cb) return;
-    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
-    if (!secret) {
-        s->trace_cb(s->trace_ud, d, line, len);
-        return;
-    }
-    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
-     * secret is replaced whole. */
-    char red[96];
-    int n;
-    if (len > 5 && !strncasecmp(line, "AUTH ", 5)) {
-        size_t m = 5;
-        while (m < len && line[m] != ' ' && m < 60) m++;
-        n = snprintf(red, sizeof red, "%.*s ********", (int)m, line);
-    } else {
-        n = snprintf(red, sizeof red, "********");
-    }
-    s->trace_cb(s->trace_ud, d, red, (size_t)n);
-}
-
-static void trace_info(smtpc_session *s, const char *fmt, ...)
-{
-    if (!s->trace_cb) return;
-    char buf[SMTPC__ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    size_t l = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
-    s->trace_cb(s->trace_ud, SMTPC_TRACE_INFO, buf, l);
-}
-
-/* ---- TLS ------------------------------------------------------------------------------------ */
-
-static int tls_ctx_ensure(smtpc_session *s)
-{
-    if (s->tls_ctx) return 0;
-    smtpc__tls_config cfg;
-    smtpc__conn_opts_tls_config(&s->o, &cfg);
-    return smtpc__tls_ctx_new(&s->tls_ctx, &cfg, &s->err);
-}
-
-static int tls_handshake(smtpc_session *s, const op *o)
-{
-    int rc = tls_ctx_ensure(s);
-    if (rc) {
-        close_conn(s);
-        return rc;
-    }
-    smtpc__transport *tt = NULL;
-    rc = smtpc__tls_wrap(&tt, s->t, s->tls_ctx, s->tls_name, NULL, &s->err);
-    if (rc) {
-        close_conn(s);
-        return rc;
-    }
-    s->t = tt;
-    for (;;) {
-        if (is_canceled(s)) return fail_canceled(s, o->what);
-        int want = 0;
-        rc = smtpc__transport_handshake(s->t, &want);
-        if (rc == 0) break;
-        if (rc == SMTPC_EAGAIN) {
-            rc = wait_want(s, want, o);
-            if (rc) return rc;
-            continue;
-        }
-        char detail[SMTPC__ERRMSG_MAX];
-        smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
-        close_conn(s);
-        /* a close or reset in the middle of the handshake is a TLS failure too */
-        if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
-        /* a TLS server that we refused (certificate, pin, versions): AUTO
-         * must not go on to try plaintext */
-        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
-                       strstr(detail, "protocol version");
-        trace_info(s, "%s", detail);
-        return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
-    }
-    const smtpc_tls_info *i = smtpc__tls_info(s->t);
-    if (i) {
-        s->tls_info = *i;
-        s->has_tls_info = true;
-        trace_info(s, "TLS handshake: %s %s, peer %s, issuer %s, %s%s%s", i->version, i->cipher,
-                   i->subject, i->issuer, i->verified ? "verified" : "NOT verified",
-                   i->verified ? "" : ": ", i->verified ? "" : i->verify_message);
-    }
     return 0;
 }
 
