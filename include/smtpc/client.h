@@ -113,8 +113,9 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
 /* A pool of open connections keyed by endpoint and identity (host, port,
  * TLS mode and every TLS setting, proxy, the user name, authzid and a
  * salted SHA-256 of the password as they are at the send, also when a
- * callback gives them, bind address and port, address family, EHLO name):
- * a connection is only re-used for a send with the same key.
+ * callback gives them, a salted SHA-256 of an OAuth token and the token
+ * callback, bind address and port, address family, EHLO name): a
+ * connection is only re-used for a send with the same key.
  * Thread-safe. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_pool_new(smtpc_pool **out);
 /* Sends QUIT on every idle connection and closes it, then frees the pool.
