@@ -193,6 +193,43 @@ TEST(conn_opts_setters)
     smtpc_session_free(s);
 }
 
+static int g_ident_calls;
+
+static int count_ident(void *ud, char *user, size_t ulen, char *secret, size_t slen)
+{
+    (void)ud;
+    g_ident_calls++;
+    snprintf(user, ulen, "cb-user");
+    snprintf(secret, slen, "cb-secret");
+    return 0;
+}
+
+/* Options with a user name replace an identity callback (as
+ * set_credentials does); options without one keep it. The identity is
+ * asked before connecting: a refused connect (port 1) shows the call. */
+TEST(conn_opts_and_identity_callback)
+{
+    static const char *const to[] = {"b@example.org"};
+    smtpc_conn_opts *o;
+    CHECK_INT(smtpc_conn_opts_new(&o), 0);
+    CHECK_INT(smtpc_conn_opts_set_server(o, "127.0.0.1", 1), 0);
+    CHECK_INT(smtpc_conn_opts_set_tls_mode(o, SMTPC_TLS_MODE_NONE), 0);
+    CHECK_INT(smtpc_conn_opts_set_allow_plaintext_auth(o, true), 0);
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(smtpc_client_set_identity_cb(c, count_ident, NULL), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), 0); /* no user: the callback stays */
+    g_ident_calls = 0;
+    CHECK_INT(smtpc_client_send_mem(c, "a@example.org", to, 1, "x\r\n", 3, NULL), SMTPC_ENETWORK);
+    CHECK_INT(g_ident_calls, 1);
+    CHECK_INT(smtpc_conn_opts_set_credentials(o, "alice", "pw"), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), 0); /* a user: it replaces the callback */
+    CHECK_INT(smtpc_client_send_mem(c, "a@example.org", to, 1, "x\r\n", 3, NULL), SMTPC_ENETWORK);
+    CHECK_INT(g_ident_calls, 1);
+    smtpc_client_free(c);
+    smtpc_conn_opts_free(o);
+}
+
 TEST(session_like_setters)
 {
     smtpc_client *c;
@@ -358,6 +395,7 @@ int main(void)
     RUN(setters);
     RUN(no_server_is_config_error);
     RUN(conn_opts_setters);
+    RUN(conn_opts_and_identity_callback);
     RUN(session_like_setters);
     RUN(tls_files_reach_the_session);
     RUN(config_keys);
