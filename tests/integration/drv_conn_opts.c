@@ -4,7 +4,10 @@
  *
  *   drv_conn_opts HOST PORT --how HOW [options]
  *
- * HOW: session-setters, session-opts, client-setters, client-opts. The
+ * HOW: session-setters, session-opts, client-setters, client-opts,
+ * session-reopts (session-opts after a first open with the same options
+ * but no CA file and no pins, which prints "first rc=SMTPC_X": the TLS
+ * context built for it must not stay). The
  * "-opts" ways build one smtpc_conn_opts, hand it over with
  * smtpc_session_set_conn_opts / smtpc_client_set_conn_opts, then change
  * every setting of the object to something that would fail (another
@@ -138,11 +141,22 @@ static int session_setters(smtpc_session *s, const args *a)
     return rc;
 }
 
-static int run_session(const args *a, bool via_opts)
+static int run_session(const args *a, bool via_opts, bool again)
 {
     smtpc_session *s;
     if (smtpc_session_new(&s)) die("session_new");
     int rc;
+    if (again) {
+        args first = *a;
+        first.ca = NULL;
+        first.npins = 0;
+        smtpc_conn_opts *o = build_opts(&first);
+        if (smtpc_session_set_conn_opts(s, o)) die(smtpc_session_errmsg(s));
+        smtpc_conn_opts_free(o);
+        rc = smtpc_session_open(s, NULL, 0);
+        printf("first rc=%s\n", smtpc_err_name(rc));
+        if (!rc) (void)smtpc_session_quit(s);
+    }
     if (via_opts) {
         smtpc_conn_opts *o = build_opts(a);
         rc = smtpc_session_set_conn_opts(s, o);
@@ -220,8 +234,9 @@ int main(int argc, char **argv)
     args a;
     parse(&a, argc, argv);
     int rc;
-    if (!strcmp(a.how, "session-setters")) rc = run_session(&a, false);
-    else if (!strcmp(a.how, "session-opts")) rc = run_session(&a, true);
+    if (!strcmp(a.how, "session-setters")) rc = run_session(&a, false, false);
+    else if (!strcmp(a.how, "session-opts")) rc = run_session(&a, true, false);
+    else if (!strcmp(a.how, "session-reopts")) rc = run_session(&a, true, true);
     else if (!strcmp(a.how, "client-setters")) rc = run_client(&a, false);
     else if (!strcmp(a.how, "client-opts")) rc = run_client(&a, true);
     else die("bad --how");

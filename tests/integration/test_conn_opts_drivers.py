@@ -25,7 +25,7 @@ def run(port, how, *args, timeout=60):
     out = {"exit": p.returncode, "stdout": p.stdout}
     for line in p.stdout.splitlines():
         k, _, v = line.partition(" ")
-        if k in ("open", "send"):
+        if k in ("open", "send", "first"):
             out[k] = v.split("=", 1)[1]
         elif k == "err":
             out.setdefault("err", v)
@@ -66,6 +66,15 @@ def test_unknown_ca_is_refused(aio_tls):  # noqa: F811
         assert r.get("open", r.get("send")) == "SMTPC_ETLS", (how, r["stdout"])
         assert "certificate" in r["err"], (how, r["stdout"])
     assert aio_tls.messages == []
+
+
+def test_new_options_replace_the_tls_context(aio_tls):  # noqa: F811
+    # The first open (no CA: the system store) fails verification; the same
+    # session given options with the CA then verifies with them, not with
+    # the context built for the first.
+    r = run(aio_tls.port, "session-reopts", "--ca", aio_tls.ca_file, "--user", "alice", "--password", PASSWORD)
+    assert r["first"] == "SMTPC_ETLS" and r["send"] == "SMTPC_OK", r["stdout"]
+    assert len(aio_tls.messages) == 1
 
 
 @pytest.fixture
