@@ -259,11 +259,10 @@ int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostle
  * smtpc_conn_opts, the OAuth token from tok when --oauth-token-cmd is
  * given. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
 int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out);
-/* Creates a session configured from the settings (timeouts, EHLO name,
- * bind) and works out host and port (default port from the TLS mode); does
- * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
-int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
-                     size_t hostlen, uint16_t *port);
+/* Creates a session with the options of cli_conn_opts (and --trace);
+ * smtpc_session_open(s, NULL, 0) connects to the server chosen there.
+ * Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out);
 /* After smtpc_session_open: r->tls ("tls", "starttls", "none") and r->auth
  * from what the session used. */
 void cli_result_security(cli_result *r, const smtpc_session *s);

@@ -68,13 +68,11 @@ int cmd_probe(const char *prog, int argc, char **argv)
     }
     if ((ex = cli_check_supported(&c, DELIVER_SMTP))) goto out;
     r.delivery = "smtp";
-    char host[256];
-    uint16_t port;
-    int rc = cli_session_open(&c, &r, &s, host, sizeof host, &port);
+    int rc = cli_session_open(&c, &r, &s);
     if (!rc) {
         /* the whole opening as send does it: TLS per mode, EHLO again, AUTH
          * when credentials are given (so probe also checks them) */
-        rc = smtpc_session_open(s, host, port);
+        rc = smtpc_session_open(s, NULL, 0);
         const smtpc_reply *g = smtpc_session_greeting(s);
         if (g && smtpc_reply_code(g)) {
             if (c.json) json_reply(&greet, "greeting", g);

@@ -58,16 +58,6 @@ static void take_reply(smtpc_session *s, int *code, char *enh, size_t enhlen, ch
     *text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
 }
 
-static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
-                  int (*setter)(smtpc_session *, int64_t))
-{
-    const char *v = cli_get(c, id);
-    int64_t ms;
-    if (!v) return 0;
-    if (smtpc_config_parse_duration_ms(v, &ms)) return SMTPC_ECONFIG;
-    return setter(s, ms);
-}
-
 /* --bind ADDR[:PORT] ("[v6]:port", or a bare IPv6 address without port). */
 static int parse_bind(const char *v, char *addr, size_t len, uint16_t *port)
 {
@@ -79,33 +69,6 @@ static int parse_bind(const char *v, char *addr, size_t len, uint16_t *port)
         return 0;
     }
     return smtpc_config_parse_server(v, addr, len, port);
-}
-
-/* Where the connection comes from and goes through: --bind, -4/-6,
- * --proxy (or the configuration's bind / proxy). 0 or SMTPC_E* (in r). */
-static int cli_session_reach(const cli_ctx *c, cli_result *r, smtpc_session *s)
-{
-    int rc = 0;
-    const char *b = cli_get(c, O_BIND);
-    if (b) {
-        char addr[256];
-        uint16_t bport = 0;
-        if (parse_bind(b, addr, sizeof addr, &bport))
-            return cli_result_fail(r, SMTPC_ECONFIG, "bad bind address \"%s\" (ADDR, ADDR:PORT or [IPv6]:PORT)", b);
-        if ((rc = smtpc_session_set_bind(s, addr, bport))) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-    }
-    if (cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6))
-        return cli_result_fail(r, SMTPC_ECONFIG, "-4 and -6 exclude each other");
-    if (cli_get_bool(c, O_IPV4)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV4);
-    if (cli_get_bool(c, O_IPV6)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV6);
-    if (rc) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-    const char *px = cli_get(c, O_PROXY);
-    if (px && *px && (rc = smtpc_session_set_proxy_url(s, px))) {
-        /* the library's message never holds the credentials */
-        return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s",
-                               smtpc_session_errmsg(s));
-    }
-    return 0;
 }
 
 /* ---- security settings -> session ---------------------------------------- */
@@ -144,67 +107,6 @@ static int tls_version(const char *v, int *out)
     for (int i = 0; i < 4; i++)
         if (!strcmp(v, names[i])) { *out = 10 + i; return 0; }
     return SMTPC_ECONFIG;
-}
-
-/* Applies TLS and AUTH settings (flags over configuration). 0 or SMTPC_E*
- * with r filled. */
-static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smtpc_tls_mode mode)
-{
-    int rc = smtpc_session_set_tls_mode(s, mode);
-    const char *v;
-    if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_session_set_ca_file(s, v);
-    if (!rc && (v = cli_get(c, O_CA_PATH))) rc = smtpc_session_set_ca_path(s, v);
-    if (!rc && (v = cli_get(c, O_TLS_SERVER_NAME))) rc = smtpc_session_set_tls_server_name(s, v);
-    if (!rc && (v = cli_get(c, O_CERT))) rc = smtpc_session_set_client_cert(s, v, cli_get(c, O_KEY));
-    if (!rc && !cli_get(c, O_CERT) && cli_get(c, O_KEY))
-        return cli_result_fail(r, SMTPC_ECONFIG, "--key without --cert");
-    if (!rc && (v = cli_get(c, O_PIN))) {
-        /* several pins: separated by ';' ',' or spaces */
-        char buf[1024];
-        cli_strlcpy(buf, v, sizeof buf);
-        for (char *p = buf; !rc && *p;) {
-            size_t n = strcspn(p, ";, ");
-            char save = p[n];
-            p[n] = '\0';
-            if (n) rc = smtpc_session_add_pin(s, p);
-            if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "--pin: %s", smtpc_session_errmsg(s));
-            p += n + (save ? 1 : 0);
-        }
-    }
-    if (!rc && cli_get_bool(c, O_INSECURE)) {
-        rc = smtpc_session_set_insecure(s, true);
-        fprintf(stderr, "%s %s: warning: --insecure: the server's certificate is NOT verified; "
-                        "anyone on the path can read and change this session\n", c->prog, c->cmdname);
-    }
-    int tmin = 0, tmax = 0;
-    if (!rc && (tls_version(cli_get(c, O_TLS_MIN), &tmin) || tls_version(cli_get(c, O_TLS_MAX), &tmax)))
-        return cli_result_fail(r, SMTPC_ECONFIG, "--tls-min/--tls-max: not one of 1.0, 1.1, 1.2, 1.3");
-    if (!rc && (tmin || tmax || c->o.val[O_TLS_STRICT_VERSION]))
-        rc = smtpc_session_set_tls_versions(s, tmin, tmax, c->o.val[O_TLS_STRICT_VERSION] != NULL);
-    if (!rc && (v = cli_get(c, O_AUTH))) rc = smtpc_session_set_auth_mechanisms(s, v);
-    if (!rc && cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) rc = smtpc_session_set_allow_plaintext_auth(s, true);
-    if (rc) return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s", smtpc_session_errmsg(s));
-
-    const char *user = cli_get(c, O_USER);
-    bool tokcmd = cli_get(c, O_OAUTH_TOKEN_CMD) != NULL;
-    if (tokcmd) {
-        g_tok.c = c;
-        rc = smtpc_session_set_token_cb(s, token_provider, NULL);
-        if (!rc && user) rc = smtpc_session_set_credentials(s, user, NULL);
-    } else if (user) {
-        char *pw = NULL, err[256];
-        const char *src;
-        rc = cli_secret(c, false, &pw, &src, err, sizeof err);
-        if (rc == SMTPC_ENOTFOUND)
-            return cli_result_fail(r, SMTPC_ECONFIG, "--user %s needs a password: --password-env VAR, "
-                                   "--password-file FILE or --password-cmd CMD", user);
-        if (rc) return cli_result_fail(r, rc, "%s", err);
-        rc = smtpc_session_set_credentials(s, user, pw);
-        cli_free_secret(pw);
-        if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "%s", smtpc_session_errmsg(s));
-    }
-    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) smtpc_session_set_trace(s, cli_trace_cb, NULL);
-    return rc;
 }
 
 int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostlen, uint16_t *port_out,
@@ -341,36 +243,25 @@ int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok
     return 0;
 }
 
-int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
-                     size_t hostlen, uint16_t *port_out)
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out)
 {
-    uint16_t port;
-    smtpc_tls_mode mode;
-    if (cli_server_choose(c, r, host, hostlen, &port, &mode)) return r->err;
+    smtpc_conn_opts *o = NULL;
+    g_tok.c = c;
+    if (cli_conn_opts(c, r, token_provider, NULL, &o)) return r->err;
     smtpc_session *s;
     int rc = smtpc_session_new(&s);
-    if (rc) return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
-    if (!rc) rc = set_ms(c, O_CONNECT_TIMEOUT, s, smtpc_session_set_connect_timeout_ms);
-    if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
-    if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_auto_timeout_ms);
-    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
-    /* --timeout is "how long to wait for the server": also for the greeting
-     * (unless --greeting-timeout says otherwise) and the end-of-data reply */
-    if (!rc && !cli_get(c, O_GREETING_TIMEOUT)) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
-    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_data_timeout_ms);
-    if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
-    if (!rc) rc = cli_session_reach(c, r, s);
     if (rc) {
-        if (!r->err) cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        smtpc_session_free(s);
-        return r->err;
+        smtpc_conn_opts_free(o);
+        return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
     }
-    rc = apply_security(c, r, s, mode);
+    rc = smtpc_session_set_conn_opts(s, o);
+    smtpc_conn_opts_free(o);
+    if (!rc && (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY])) rc = smtpc_session_set_trace(s, cli_trace_cb, NULL);
     if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
         smtpc_session_free(s);
         return rc;
     }
-    *port_out = port;
     *out = s;
     return 0;
 }
@@ -394,16 +285,14 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
                         cli_result *r)
 {
     r->delivery = "smtp";
-    char host[256];
-    uint16_t port;
     smtpc_session *s;
     int rc;
     cli_tap tap;
     cli_progress pg;
     memset(&pg, 0, sizeof pg);
-    rc = cli_session_open(c, r, &s, host, sizeof host, &port);
+    rc = cli_session_open(c, r, &s);
     if (rc) return rc;
-    rc = smtpc_session_open(s, host, port);
+    rc = smtpc_session_open(s, NULL, 0);
     if (rc) {
         cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
         /* the reply that refused (535 to AUTH, 554 greeting ...) */
