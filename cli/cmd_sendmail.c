@@ -301,11 +301,11 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     /* m: the message, or (spooled) its header block */
     const char *m = (const char *)cli_buf_ptr(&in.mem);
     size_t mlen = cli_buf_size(&in.mem), hlen = header_end(m, mlen);
+    /* the envelope in the headers (From/Sender; To, Cc, Bcc) and the header
+     * block as sent: Bcc removed, Date and Message-ID added when missing, by
+     * the library's loader (which reads through mr as long as hm lives) */
+    cli_mem_reader mr = {m, hlen, 0};
     {
-        /* the envelope in the headers (From/Sender; To, Cc, Bcc) and the
-         * header block as sent: Bcc removed, Date and Message-ID added when
-         * missing, by the library's loader */
-        cli_mem_reader mr = {m, hlen, 0};
         char why[512] = "";
         int lrc = smtpc_message_load_with(&hm, cli_mem_read, &mr, SMTPC_LOAD_NO_ENVELOPE, why, sizeof why);
         if (lrc) {
