@@ -542,8 +542,17 @@ int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t
         /* written once, 7-bit and with encoded words (RFC 2047) unless an
          * address needs SMTPUTF8 (then MAIL carries SMTPUTF8 too): right for
          * every server, whatever it offers */
+        bool env8 = cli_has_8bit(from, strlen(from));
+        for (size_t i = 0; !env8 && i < nrcpts; i++) env8 = cli_has_8bit(rcpts[i], strlen(rcpts[i]));
+        if (smtpc_message_needs_smtputf8(m) && !env8) {
+            /* the run declares SMTPUTF8 for the envelope's addresses only */
+            cli_err(c, "an address outside the envelope (--reply-to) needs SMTPUTF8: "
+                       "not available with --count or --connections");
+            cli_buf_free(&body);
+            return EX_UNAVAILABLE;
+        }
         smtpc_message_writer *w = NULL;
-        int rc = smtpc_message_writer_new(&w, m, smtpc_message_needs_smtputf8(m) ? SMTPC_WRITE_SMTPUTF8 : 0u);
+        int rc = smtpc_message_writer_new(&w, m, env8 ? SMTPC_WRITE_SMTPUTF8 : 0u);
         char tmp[65536];
         ssize_t n = 0;
         while (!rc && (n = smtpc_message_writer_read(w, tmp, sizeof tmp)) > 0)

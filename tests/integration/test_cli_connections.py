@@ -231,3 +231,22 @@ def test_proxy_and_starttls_with_connections(smtpc_bin, tmp_path, postfix, socks
              f"socks5h://{socks5_proxy.host}:{socks5_proxy.port}")
     assert r.returncode == 0, r.stderr.decode()
     assert all(tls_used(m) for m in postfix.wait_for(4))
+
+
+def test_non_ascii_local_part_with_connections(smtpc_bin, tmp_path, postfix):
+    # the envelope needs SMTPUTF8: the run declares it, and the headers may be raw UTF-8
+    r = send(smtpc_bin, tmp_path, postfix.port, "--tls", "none", "--to", "J\u00f6rg <j\u00f6rg@example.net>",
+             "--subject", "\u00fc", "--text", "x", "--count", "2", "--connections", "2")
+    assert r.returncode == 0, r.stderr.decode()
+    msgs = postfix.wait_for(2)
+    assert [m.rcpt_to for m in msgs] == ["j\u00f6rg@example.net"] * 2
+    assert all(m.parsed()["Subject"] == "\u00fc" for m in msgs)
+
+
+def test_header_only_smtputf8_address_is_refused_with_connections(smtpc_bin, tmp_path, postfix):
+    # a run declares SMTPUTF8 for envelope addresses only: a UTF-8 Reply-To
+    # local part cannot go out raw in a plain transaction, nor be encoded
+    r = send(smtpc_bin, tmp_path, postfix.port, "--tls", "none", "--to", "b@example.net",
+             "--reply-to", "j\u00f6rg@example.net", "--text", "x", "--count", "2", "--connections", "2")
+    assert r.returncode == 69 and b"SMTPUTF8" in r.stderr, r.stderr
+    assert postfix.settle() == []
