@@ -257,7 +257,7 @@ int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostle
                       smtpc_tls_mode *mode);
 /* Every connection setting (flags over configuration) in one new
  * smtpc_conn_opts, the OAuth token from tok when --oauth-token-cmd is
- * given. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+ * given (NULL: a provider running the command, again after a refusal). Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
 int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out);
 /* Creates a session with the options of cli_conn_opts (and --trace);
  * smtpc_session_open(s, NULL, 0) connects to the server chosen there.

@@ -152,6 +152,11 @@ int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok
     smtpc_conn_opts *o;
     int rc = smtpc_conn_opts_new(&o);
     if (rc) return cli_result_fail(r, rc, "out of memory");
+    if (!tok) { /* the command's token, run again when the server refuses it */
+        g_tok.c = c;
+        tok = token_provider;
+        tok_ud = NULL;
+    }
     const char *v;
 #define SET(call)                                                                                  \
     do {                                                                                           \
@@ -246,8 +251,7 @@ int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok
 int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out)
 {
     smtpc_conn_opts *o = NULL;
-    g_tok.c = c;
-    if (cli_conn_opts(c, r, token_provider, NULL, &o)) return r->err;
+    if (cli_conn_opts(c, r, NULL, NULL, &o)) return r->err;
     smtpc_session *s;
     int rc = smtpc_session_new(&s);
     if (rc) {
