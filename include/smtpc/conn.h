@@ -158,6 +158,11 @@ SMTPC_API int smtpc_conn_opts_set_token_cb(smtpc_conn_opts *o, smtpc_token_cb cb
 SMTPC_API int smtpc_conn_opts_set_auth_mechanisms(smtpc_conn_opts *o, const char *list);
 /* Allows credentials over an unencrypted connection (default: never). */
 SMTPC_API int smtpc_conn_opts_set_allow_plaintext_auth(smtpc_conn_opts *o, bool allow);
+/* SCRAM: the fewest PBKDF2 iterations a server may ask for; fewer fails
+ * the authentication with SMTPC_EAUTH. 0 = the default, 4096 (RFC 7677);
+ * lower it only for a server known to use fewer. Over 10,000,000 (the
+ * most ever done): SMTPC_EINVAL. */
+SMTPC_API int smtpc_conn_opts_set_scram_min_iterations(smtpc_conn_opts *o, unsigned n);
 
 #ifdef __cplusplus
 }

@@ -159,6 +159,12 @@ int smtpc__sasl_scram_step(smtpc__sasl *s, const uint8_t *chal, size_t n, smtpc_
     if (smtpc__parse_u64(iter, ilen, &it) != 0 || it == 0)
         return scram_fail(s, "invalid iteration count");
     if (it > SMTPC__SASL_MAX_SCRAM_ITER) return scram_fail(s, "iteration count over the limit");
+    if (it < s->scram_min_iter)
+        return smtpc__err(&s->err, SMTPC_EAUTH,
+                          "SASL %s: the server asks for %u iterations, fewer than the %u required "
+                          "(RFC 7677; a weak password hash or an attacker making the proof cheap to "
+                          "crack): refused; scram_min_iterations lowers the minimum",
+                          smtpc__sasl_mech_name(s->mech), (unsigned)it, s->scram_min_iter);
     uint8_t *salt = NULL;
     size_t saltlen = 0;
     int rc = smtpc__sasl_decode(salt64, slen, &salt, &saltlen);

@@ -335,6 +335,8 @@ int smtpc__sasl_new(smtpc__sasl **out, smtpc__sasl_mech mech, const smtpc__sasl_
     if (!s) return SMTPC_ENOMEM;
     s->mech = mech;
     s->port = c->port;
+    s->scram_min_iter = c->scram_min_iterations > 0 ? (unsigned)c->scram_min_iterations
+                                                    : SMTPC__SASL_MIN_SCRAM_ITER;
     s->token_fn = c->token_fn;
     s->token_ud = c->token_ud;
     smtpc__buf_init(&s->out, 0);
