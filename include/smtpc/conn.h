@@ -139,7 +139,8 @@ SMTPC_API int smtpc_conn_opts_set_client_cert(smtpc_conn_opts *o, const char *ce
 SMTPC_API int smtpc_conn_opts_set_insecure(smtpc_conn_opts *o, bool insecure);
 /* TLS versions (smtpc_tls_version; 0 = default: min TLS 1.2, max newest);
  * strict: a version this build cannot do fails the connection with
- * SMTPC_EUNSUPPORTED instead of using the nearest one. */
+ * SMTPC_EUNSUPPORTED instead of using the nearest one. Either way a
+ * minimum is never lowered (1.3 on a build without it fails). */
 SMTPC_API int smtpc_conn_opts_set_tls_versions(smtpc_conn_opts *o, int min_version, int max_version,
                                                bool strict);
 
