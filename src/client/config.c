@@ -652,7 +652,7 @@ SMTPC_API int smtpc_config_load(smtpc_config **out, const char *path, unsigned f
     if (!found[0]) return smtpc_config_parse(out, NULL, 0, NULL, flags, errbuf, errbuf_len);
 
     smtpc__buf b;
-    smtpc__buf_init(&b, CFG_MAX_FILE);
+    smtpc__buf_init_secure(&b, CFG_MAX_FILE); /* may hold a password */
     struct stat st;
     int rc = read_file(found, &b, &st, errbuf, errbuf_len);
     smtpc_config *cfg = NULL;

@@ -4,6 +4,8 @@
 
 #include <smtpc/config.h>
 
+#include "util/util.h"
+
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -345,6 +347,38 @@ TEST(load_refuses_unsafe_files)
     unlink(path);
 }
 
+static size_t released, released_nonzero;
+
+static void on_release(const void *p, size_t n)
+{
+    released++;
+    for (size_t i = 0; i < n; i++) released_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* The file is read in pieces into a buffer that grows: a password in it
+ * must not stay behind in the blocks given up on the way. */
+TEST(load_leaves_no_copy_of_the_file)
+{
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/big.conf", tmpdir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        T_FAILF("cannot write %s", path);
+        return;
+    }
+    fputs("[account a]\npassword = s3cret\n", f);
+    for (int i = 0; i < 600; i++) fputs("# a comment line to make the file larger\n", f);
+    fclose(f);
+    chmod(path, 0600);
+    smtpc__buf_release_hook = on_release;
+    released = released_nonzero = 0;
+    CHECK_INT(load_rc(path, err, sizeof err), 0);
+    smtpc__buf_release_hook = NULL;
+    CHECK(released >= 3); /* grown from 8 KiB to 32 KiB, then freed */
+    CHECK_INT(released_nonzero, 0);
+    unlink(path);
+}
+
 TEST(helpers)
 {
     char host[64];
@@ -386,6 +420,7 @@ int main(void)
     RUN(environment_overrides);
     RUN(load_permissions_and_search);
     RUN(load_refuses_unsafe_files);
+    RUN(load_leaves_no_copy_of_the_file);
     RUN(helpers);
     rmdir(tmpdir);
     T_DONE();

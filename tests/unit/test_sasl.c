@@ -642,8 +642,38 @@ TEST(selection)
     CHECK_INT(smtpc__sasl_mech_from_name("SCRAM-SHA-1-PLUS"), SMTPC__SASL_NONE);
 }
 
+static size_t released, released_nonzero;
+
+static void on_release(const void *p, size_t n)
+{
+    released++;
+    for (size_t i = 0; i < n; i++) released_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* The buffers that carry a password grow without leaving copies in the
+ * blocks they give up (a long password: several growths). */
+TEST(secret_buffers_wiped_on_growth)
+{
+    static char pw[3000];
+    memset(pw, 'p', sizeof pw - 1);
+    smtpc__buf_release_hook = on_release;
+    released = released_nonzero = 0;
+    smtpc__sasl_creds c = {.username = "u", .password = pw};
+    smtpc__sasl *s = mk(SMTPC__SASL_PLAIN, &c);
+    smtpc__sasl_line ir;
+    CHECK_INT(smtpc__sasl_start(s, &ir), 0);
+    CHECK_INT(ir.len, smtpc__b64_encoded_len(sizeof pw - 1 + 3));
+    smtpc__sasl_free(s);
+    /* the message's first block (given up when the password arrives), then
+     * the message and the response when freed */
+    CHECK_INT(released, 3);
+    CHECK_INT(released_nonzero, 0);
+    smtpc__buf_release_hook = NULL;
+}
+
 int main(void)
 {
+    RUN(secret_buffers_wiped_on_growth);
     RUN(plain_exact);
     RUN(plain_unexpected_challenge_cancels);
     RUN(login_exact);
