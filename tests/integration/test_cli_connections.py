@@ -250,3 +250,17 @@ def test_header_only_smtputf8_address_is_refused_with_connections(smtpc_bin, tmp
              "--reply-to", "j\u00f6rg@example.net", "--text", "x", "--count", "2", "--connections", "2")
     assert r.returncode == 69 and b"SMTPUTF8" in r.stderr, r.stderr
     assert postfix.settle() == []
+
+
+def test_bulk_dir_uses_starttls_without_tls_option(smtpc_bin, tmp_path, postfix):
+    # smtpc bulk has send's policy too: it sent in plain text without --tls
+    d = tmp_path / "out"
+    d.mkdir()
+    for i in range(3):
+        (d / f"{i}.eml").write_bytes(b"From: a@example.org\r\nTo: b@example.net\r\nSubject: %d\r\n\r\nx\r\n" % i)
+    r = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{postfix.starttls_ports['server']}", "--ca-file",
+                        postfix.ca_file, "--dir", str(d), "--connections", "2"],
+                       cwd=tmp_path, capture_output=True, timeout=120, env=env_for(tmp_path))
+    assert r.returncode == 0, r.stderr.decode()
+    msgs = postfix.wait_for(3)
+    assert len(msgs) == 3 and all(tls_used(m) for m in msgs), [m.received for m in msgs]
