@@ -20,6 +20,7 @@
 #include <smtpc/errors.h>
 
 #include "async/timer.h"
+#include "conn/conn_opts.h"
 #include "engine/engine.h"
 #include "engine/reply.h"
 #include "engine/sasl.h"
@@ -121,9 +122,11 @@ typedef struct conn {
 } conn;
 
 struct smtpc_bulk {
-    char *host;
-    uint16_t port;
-    char *ehlo;
+    /* where, how protected, how reached, who authenticates (timeouts: 0 =
+     * bulk's own defaults, conn_ms() ...) */
+    smtpc_conn_opts o;
+    uint16_t port;        /* at start: the one set, else by mode */
+    smtpc_tls_mode mode;  /* at start: o.tls_mode with DEFAULT resolved */
     smtpc_bulk_next_cb next_cb;
     void *next_ud;
     smtpc_bulk_result_cb res_cb;
@@ -132,27 +135,19 @@ struct smtpc_bulk {
     double rate, tokens;
     unsigned burst;
     int64_t rate_last_us, rate_wake;
-    int64_t connect_ms, greeting_ms, command_ms, data_end_ms, overall_ms, overall_deadline;
-    int tls_mode;
-    bool tls_insecure, hold_idle;
-    char *tls_name, *tls_ca;
+    int64_t overall_ms, overall_deadline;
+    bool hold_idle;
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
 
-    /* proxy: connections go to its address; the target is b->host */
-    smtpc_proxy *proxy;
+    /* proxy (o.proxy): connections go to its address; the target is o.host */
     smtpc__tls_ctx *proxy_tls; /* https://: TLS to the proxy, system trust store */
     struct sockaddr_storage ptarget; /* SOCKS4/5: the target, resolved here */
     bool ptarget_set;
 
-    /* AUTH: secrets wiped on replace and free */
-    char *auth_user, *auth_pass, *auth_token;
-    smtpc_token_cb token_cb;  /* instead of auth_token */
-    void *token_ud;
+    /* AUTH (credentials in o) */
     unsigned token_gen;       /* new tokens the callback gave (refresh=true) */
-    smtpc__sasl_mask auth_list;
-    bool auth_list_set, allow_plain_auth;
-    bool auth_failed;  /* refused for good: every message fails with it */
+    bool auth_failed;  /* refused for good (AUTH; TLS required, not offered): every message fails with it */
     bool gave_up;      /* every message was reported failed: connections still coming up close */
     int auth_code;     /* the refusal reply */
     char auth_text[160];
@@ -214,18 +209,24 @@ struct smtpc_bulk {
 
 static void now_update(smtpc_bulk *b) { b->now = smtpc__now_ms(); }
 
+/* The timeouts: the options' when set, else bulk's defaults. */
+static int64_t to_connect(const smtpc_bulk *b) { return b->o.connect_ms ? b->o.connect_ms : 30000; }
+static int64_t to_greeting(const smtpc_bulk *b) { return b->o.greeting_ms ? b->o.greeting_ms : 300000; }
+static int64_t to_command(const smtpc_bulk *b) { return b->o.command_ms ? b->o.command_ms : 300000; }
+static int64_t to_data_end(const smtpc_bulk *b) { return b->o.data_ms ? b->o.data_ms : 600000; }
+
 static int64_t phase_timeout(const conn *c)
 {
     const smtpc_bulk *b = c->b;
-    if (c->phase == P_CONNECTING || c->phase == P_PROXY || c->phase == P_TLS) return b->connect_ms;
+    if (c->phase == P_CONNECTING || c->phase == P_PROXY || c->phase == P_TLS) return to_connect(b);
     if (c->exp_len) {
         switch (c->exp[c->exp_head].kind) {
-        case K_GREETING: return b->greeting_ms;
-        case K_DOT: return b->data_end_ms;
-        default: return b->command_ms;
+        case K_GREETING: return to_greeting(b);
+        case K_DOT: return to_data_end(b);
+        default: return to_command(b);
         }
     }
-    if (c->wr_want || c->body) return b->command_ms;
+    if (c->wr_want || c->body) return to_command(b);
     return -1; /* idle: nothing awaited */
 }
 
@@ -870,10 +871,7 @@ static void conn_ready(conn *c)
  * instead of reconnecting and retrying forever. A 4xx is a connection
  * failure like any other (counted towards giving up). */
 
-static bool have_creds(const smtpc_bulk *b)
-{
-    return (b->auth_user && b->auth_pass) || b->auth_token || b->token_cb;
-}
+static bool have_creds(const smtpc_bulk *b) { return smtpc__conn_opts_have_creds(&b->o); }
 
 /* The caller's token callback for the SASL context of connection ud. A new
  * token another connection got since this one asked is not asked for again
@@ -885,7 +883,7 @@ static int conn_token(void *ud, bool refresh, const char **token, size_t *len)
     if (refresh && c->token_gen != b->token_gen) refresh = false;
     *token = NULL;
     *len = 0;
-    int rc = b->token_cb(b->token_ud, refresh, token, len);
+    int rc = b->o.token_cb(b->o.token_ud, refresh, token, len);
     if (rc != 0 || !*token) {
         c->token_cb_rc = rc < 0 ? rc : SMTPC_EAUTH;
         return c->token_cb_rc;
@@ -897,24 +895,39 @@ static int conn_token(void *ud, bool refresh, const char **token, size_t *len)
 
 static void fill_creds(const smtpc_bulk *b, conn *c, smtpc__sasl_creds *cr)
 {
-    memset(cr, 0, sizeof *cr);
-    cr->username = b->auth_user;
-    cr->password = b->auth_pass;
-    cr->oauth_token = b->auth_token;
-    cr->token_fn = b->token_cb ? conn_token : NULL;
+    smtpc__conn_opts_sasl_creds(&b->o, cr);
+    cr->client_cert = c && c->tls_done && b->tls_ctx && smtpc__tls_ctx_has_client_cert(b->tls_ctx);
+    cr->token_fn = b->o.token_cb ? conn_token : NULL;
     cr->token_ud = c;
-    cr->host = b->tls_name ? b->tls_name : b->host;
+    cr->host = b->o.tls_name ? b->o.tls_name : b->o.host;
     cr->port = b->port;
 }
 
-static smtpc__sasl_mask auth_allowed(const smtpc_bulk *b)
+static smtpc__sasl_mask auth_allowed(conn *c)
 {
     smtpc__sasl_creds cr;
-    fill_creds(b, NULL, &cr);
+    fill_creds(c->b, c, &cr);
     /* the clear-text case is refused before this when not allowed */
-    smtpc__sasl_mask m = smtpc__sasl_default_allowed(&cr, true);
-    if (b->auth_list_set) m &= b->auth_list;
-    return m;
+    return smtpc__conn_opts_allowed_mechs(&c->b->o, &cr, c->tls_done);
+}
+
+static void auth_fatal(conn *c, int rc, int code, const char *msg);
+
+/* TLS is required (STARTTLS mode, or credentials that may not travel in the
+ * clear) when the server does not offer STARTTLS. */
+static bool starttls_required(const smtpc_bulk *b)
+{
+    return b->mode == SMTPC_TLS_MODE_STARTTLS || (have_creds(b) && !b->o.allow_plain_auth);
+}
+
+/* STARTTLS required and not offered: the same on every connection to this
+ * server, so the run gives up at once (as for AUTH), nothing sent. */
+static void tls_missing(conn *c)
+{
+    char why[300];
+    snprintf(why, sizeof why, "the server does not offer STARTTLS and TLS is required (%s%s); nothing sent",
+             smtpc_tls_mode_name(c->b->mode), c->b->mode == SMTPC_TLS_MODE_STARTTLS ? "" : ", with credentials");
+    auth_fatal(c, SMTPC_ETLS, 0, why);
 }
 
 static void auth_fatal(conn *c, int rc, int code, const char *msg)
@@ -974,13 +987,13 @@ static void start_auth(conn *c)
 {
     smtpc_bulk *b = c->b;
     char why[400];
-    if (!c->tls_done && !b->allow_plain_auth) {
+    if (!c->tls_done && !b->o.allow_plain_auth) {
         auth_fatal(c, SMTPC_EAUTH, 0,
                    "AUTH: refusing to send credentials over an unencrypted connection "
                    "(use TLS, or allow plaintext authentication explicitly)");
         return;
     }
-    smtpc__sasl_mask allowed = auth_allowed(b);
+    smtpc__sasl_mask allowed = auth_allowed(c);
     smtpc__sasl_mech m = smtpc__sasl_choose(c->auth_offered, allowed);
     if (m == SMTPC__SASL_NONE) {
         char o[128], a[128];
@@ -1026,7 +1039,7 @@ static void auth_done(conn *c)
 static bool token_retry(conn *c, int rc, int code, const char *why)
 {
     smtpc__sasl_mech m = smtpc__sasl_mech_of(c->sasl);
-    if (!c->b->token_cb || c->token_retried || rc != SMTPC_EAUTH || code / 100 != 5 ||
+    if (!c->b->o.token_cb || c->token_retried || rc != SMTPC_EAUTH || code / 100 != 5 ||
         !smtpc__sasl_token_rejected(c->sasl) ||
         (m != SMTPC__SASL_XOAUTH2 && m != SMTPC__SASL_OAUTHBEARER))
         return false;
@@ -1109,8 +1122,8 @@ static void send_ehlo(conn *c)
     c->eightbit_offered = false;
     c->smtputf8_offered = false;
     char def[300];
-    if (!c->b->ehlo) smtpc__default_ehlo_name(c->fd, def, sizeof def);
-    if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->ehlo ? c->b->ehlo : def))
+    if (!c->b->o.ehlo_name) smtpc__default_ehlo_name(c->fd, def, sizeof def);
+    if (send_line(c, K_EHLO, NULL, "EHLO ", c->b->o.ehlo_name ? c->b->o.ehlo_name : def))
         conn_kill(c, SMTPC_ENOMEM, "out of memory");
     c->phase = P_EHLO;
 }
@@ -1186,8 +1199,8 @@ static void on_reply(conn *c, int code)
             if (e.kind == K_EHLO && (code == 500 || code == 502)) {
                 c->pipelining = false;
                 char def[300];
-                if (!b->ehlo) smtpc__default_ehlo_name(c->fd, def, sizeof def);
-                if (send_line(c, K_HELO, NULL, "HELO ", b->ehlo ? b->ehlo : def))
+                if (!b->o.ehlo_name) smtpc__default_ehlo_name(c->fd, def, sizeof def);
+                if (send_line(c, K_HELO, NULL, "HELO ", b->o.ehlo_name ? b->o.ehlo_name : def))
                     conn_kill(c, SMTPC_ENOMEM, "out of memory");
                 break;
             }
@@ -1196,14 +1209,20 @@ static void on_reply(conn *c, int code)
             conn_kill(c, code / 100 == 4 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL, why);
             return;
         }
-        if (b->tls_mode == SMTPC_BULK_TLS_STARTTLS && !c->tls_done) {
+        if (!c->tls_done && b->mode != SMTPC_TLS_MODE_NONE) {
+            /* the session's policy (smtpc_session_open): STARTTLS when
+             * offered; without it, plaintext only when TLS is optional and
+             * no credentials would go in the clear */
             if (!c->starttls_offered) {
-                conn_kill(c, SMTPC_EUNSUPPORTED, "the server does not offer STARTTLS");
-                return;
+                if (starttls_required(b)) {
+                    tls_missing(c);
+                    return;
+                }
+            } else {
+                if (send_line(c, K_STARTTLS, NULL, "STARTTLS", NULL)) conn_kill(c, SMTPC_ENOMEM, "oom");
+                c->phase = P_STARTTLS;
+                break;
             }
-            if (send_line(c, K_STARTTLS, NULL, "STARTTLS", NULL)) conn_kill(c, SMTPC_ENOMEM, "oom");
-            c->phase = P_STARTTLS;
-            break;
         }
         if (have_creds(b)) {
             start_auth(c);
@@ -1425,7 +1444,7 @@ static void do_handshake(conn *c)
         return;
     }
     c->tls_done = true;
-    if (c->b->tls_mode == SMTPC_BULK_TLS_IMPLICIT) {
+    if (c->b->mode == SMTPC_TLS_MODE_IMPLICIT) {
         c->phase = P_GREETING;
         if (exp_push(c, K_GREETING, NULL)) conn_kill(c, SMTPC_ENOMEM, "oom");
     } else {
@@ -1440,7 +1459,7 @@ static void start_tls(conn *c)
     smtpc__transport *tt = NULL;
     smtpc__errmsg em;
     em.text[0] = 0;
-    int rc = smtpc__tls_wrap(&tt, c->t, b->tls_ctx, b->tls_name ? b->tls_name : b->host,
+    int rc = smtpc__tls_wrap(&tt, c->t, b->tls_ctx, b->o.tls_name ? b->o.tls_name : b->o.host,
                              b->tls_sess, &em);
     if (rc) {
         conn_kill(c, rc, em.text);
@@ -1454,7 +1473,7 @@ static void start_tls(conn *c)
 
 static void after_connect(conn *c)
 {
-    if (c->b->tls_mode == SMTPC_BULK_TLS_IMPLICIT) {
+    if (c->b->mode == SMTPC_TLS_MODE_IMPLICIT) {
         start_tls(c);
         if (!c->dead) do_handshake(c);
         return;
@@ -1479,7 +1498,7 @@ static void do_proxy(conn *c)
         const char *t = c->t->err.text[0] ? c->t->err.text : "proxy handshake failed";
         if (rc == SMTPC_ETLS) /* the TLS layer's words, without the proxy's name */
             snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s",
-                     smtpc_proxy_redacted(c->b->proxy), t);
+                     smtpc_proxy_redacted(c->b->o.proxy), t);
         else
             smtpc__strlcpy(why, t, sizeof why);
         conn_kill(c, rc, why);
@@ -1495,7 +1514,7 @@ static void do_proxy(conn *c)
 
 static void target_host(const smtpc_bulk *b, char *out, size_t n)
 {
-    const char *h = b->host;
+    const char *h = b->o.host;
     size_t hl = strlen(h);
     if (hl > 2 && h[0] == '[' && h[hl - 1] == ']')
         snprintf(out, n, "%.*s", (int)(hl - 2), h + 1);
@@ -1512,21 +1531,21 @@ static void start_proxy(conn *c)
     smtpc__errmsg em;
     em.text[0] = 0;
     int rc;
-    if (smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS) {
+    if (smtpc_proxy_get_type(b->o.proxy) == SMTPC_PROXY_HTTPS) {
         /* CONNECT inside TLS to the proxy, verified against the proxy's
          * name; the handshakes run inner-first in do_proxy() */
         smtpc__transport *tl = NULL;
-        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->proxy), NULL, &em);
+        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->o.proxy), NULL, &em);
         if (rc) {
             char why[1024];
-            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->proxy),
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->o.proxy),
                      em.text);
             conn_kill(c, rc, why);
             return;
         }
         c->t = tl;
     }
-    rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
+    rc = smtpc__proxy_layer_new(&p, c->t, b->o.proxy, th, b->port,
                                     b->ptarget_set ? (const struct sockaddr *)&b->ptarget : NULL, &em);
     if (rc) {
         conn_kill(c, rc, em.text);
@@ -1548,7 +1567,7 @@ static void on_io(conn *c, int ev)
             conn_kill(c, rc, em.text);
             return;
         }
-        if (c->b->proxy) {
+        if (c->b->o.proxy) {
             start_proxy(c);
             break;
         }
@@ -1616,7 +1635,8 @@ static int open_conn(smtpc_bulk *b)
     size_t ai = b->addr_next++ % b->naddrs;
     bool inprog = false;
     smtpc__errmsg em;
-    int rc = smtpc__tcp_connect_start(&c->t, (struct sockaddr *)&b->addrs[ai], b->addrlens[ai],
+    smtpc__tcp_opts to = {b->o.bind_addr, b->o.bind_port, b->o.family, -1, -1};
+    int rc = smtpc__tcp_connect_start(&c->t, (struct sockaddr *)&b->addrs[ai], b->addrlens[ai], &to,
                                       &inprog, &em);
     b->st.connections_opened++;
     if (rc) {
@@ -1641,7 +1661,7 @@ static int open_conn(smtpc_bulk *b)
     c->phase = P_CONNECTING;
     arm(c);
     if (!inprog) {
-        if (b->proxy)
+        if (b->o.proxy)
             start_proxy(c);
         else
             after_connect(c);
@@ -1893,7 +1913,13 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     struct addrinfo hints, *res = NULL;
     char portstr[8];
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
+    hints.ai_family = b->o.family; /* of the server's addresses, or the proxy's */
+    /* a numeric bind address fixes the family: the others could not be bound */
+    unsigned char ab[16];
+    if (hints.ai_family == AF_UNSPEC && b->o.bind_addr) {
+        if (inet_pton(AF_INET, b->o.bind_addr, ab) == 1) hints.ai_family = AF_INET;
+        else if (inet_pton(AF_INET6, b->o.bind_addr, ab) == 1) hints.ai_family = AF_INET6;
+    }
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
@@ -1901,9 +1927,9 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     target_host(b, tmp, sizeof tmp);
     const char *h = tmp;
     uint16_t port = b->port;
-    if (b->proxy) {
+    if (b->o.proxy) {
         /* SOCKS4/SOCKS5 (not 4a/5h) carry an address: the target is resolved here */
-        smtpc_proxy_type pt = smtpc_proxy_get_type(b->proxy);
+        smtpc_proxy_type pt = smtpc_proxy_get_type(b->o.proxy);
         if (smtpc__proxy_resolves_locally(pt) && !b->ptarget_set) {
             unsigned char a[16];
             if (numeric_only && inet_pton(AF_INET, tmp, a) != 1 && inet_pton(AF_INET6, tmp, a) != 1)
@@ -1912,15 +1938,18 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
             if (rc) return rc;
             b->ptarget_set = true;
         }
-        h = smtpc_proxy_get_host(b->proxy);
-        port = smtpc_proxy_get_port(b->proxy);
+        h = smtpc_proxy_get_host(b->o.proxy);
+        port = smtpc_proxy_get_port(b->o.proxy);
     }
     snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
     int g = getaddrinfo(h, portstr, &hints, &res);
     if (g) {
         if (numeric_only && g == EAI_NONAME) return 1; /* not a literal */
-        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s",
-                          b->proxy ? "the proxy " : "", h, gai_strerror(g));
+        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s%s",
+                          b->o.proxy ? "the proxy " : "", h, gai_strerror(g),
+                          hints.ai_family == AF_INET    ? " (IPv4 only)"
+                          : hints.ai_family == AF_INET6 ? " (IPv6 only)"
+                                                        : "");
     }
     int rc = set_addrs(b, res);
     freeaddrinfo(res);
@@ -1930,7 +1959,7 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
 static void *resolver_main(void *arg)
 {
     smtpc_bulk *b = arg;
-    if (!b->ehlo) smtpc__local_fqdn_lookup(); /* the default EHLO name: may wait for DNS */
+    if (!b->o.ehlo_name) smtpc__local_fqdn_lookup(); /* the default EHLO name: may wait for DNS */
     b->resolve_rc = resolve(b, false);
     char x = 1;
     ssize_t w;
@@ -1959,22 +1988,29 @@ static void resolved_now(smtpc_bulk *b)
     b->resolved = true;
 }
 
+static int unsupported(smtpc_bulk *b, const smtpc_conn_opts *o);
+
 SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
 {
     if (!b) return SMTPC_EINVAL;
     if (b->started) return SMTPC_ESTATE;
-    if (b->proxy && smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
+    if (b->o.proxy && smtpc_proxy_get_type(b->o.proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
         smtpc__tls_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.release_buffers = true;
         int rc = smtpc__tls_ctx_new(&b->proxy_tls, &cfg, &b->err);
         if (rc) return rc;
     }
-    if (b->tls_mode && !b->tls_ctx) {
+    int urc = unsupported(b, &b->o);
+    if (urc) return urc;
+    b->port = smtpc__conn_opts_port(&b->o);
+    b->mode = smtpc__conn_opts_effective_mode(&b->o, b->port);
+    if (b->mode != SMTPC_TLS_MODE_NONE && !b->tls_ctx) {
+        /* the session's TLS configuration (CA file/path, pins, client
+         * certificate, versions); configuration errors before any network
+         * activity */
         smtpc__tls_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.insecure = b->tls_insecure;
-        cfg.ca_file = b->tls_ca;
+        smtpc__conn_opts_tls_config(&b->o, &cfg);
         cfg.release_buffers = true; /* idle connections keep no record buffers (~10 KiB each) */
         int rc = smtpc__tls_ctx_new(&b->tls_ctx, &cfg, &b->err);
         if (rc) return rc;
@@ -1984,7 +2020,7 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
     if (b->overall_ms > 0) b->overall_deadline = b->now + b->overall_ms;
     int rc = resolve(b, true);
     /* The default EHLO name's first lookup may wait for DNS: not in the loop. */
-    if (rc == 0 && !b->ehlo && !smtpc__local_fqdn_done()) rc = 1;
+    if (rc == 0 && !b->o.ehlo_name && !smtpc__local_fqdn_done()) rc = 1;
     if (rc == 0) {
         b->resolved = true;
     } else if (rc == 1) {
@@ -2203,25 +2239,21 @@ SMTPC_API int smtpc_bulk_new(smtpc_bulk **out, const char *host, uint16_t port)
     if (!out || !host || !*host || smtpc__has_ctl(host) || strlen(host) > 255) return SMTPC_EINVAL;
     smtpc_bulk *b = calloc(1, sizeof *b);
     if (!b) return SMTPC_ENOMEM;
-    b->host = smtpc__strdup(host);
+    smtpc__conn_opts_init(&b->o);
+    int hrc = smtpc_conn_opts_set_server(&b->o, host, port);
     b->rbuf = malloc(RBUF_SIZE);
     b->tmp = malloc(BODY_CHUNK);
     b->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (!b->host || !b->rbuf || !b->tmp || b->cancel_fd < 0) {
+    if (hrc || !b->rbuf || !b->tmp || b->cancel_fd < 0) {
         if (b->cancel_fd >= 0) close(b->cancel_fd);
-        free(b->host);
+        smtpc__conn_opts_clear(&b->o);
         free(b->rbuf);
         free(b->tmp);
         free(b);
-        return SMTPC_ENOMEM;
+        return hrc == SMTPC_EINVAL ? hrc : SMTPC_ENOMEM;
     }
-    b->port = port;
     b->k = 1;
     b->max_attempts = 3;
-    b->connect_ms = 30000;
-    b->greeting_ms = 300000;
-    b->command_ms = 300000;
-    b->data_end_ms = 600000;
     b->burst = 1;
     b->epfd = -1;
     b->resolve_pipe[0] = b->resolve_pipe[1] = -1;
@@ -2268,15 +2300,8 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     smtpc__tls_ctx_free(b->tls_ctx);
     if (b->cancel_fd >= 0) close(b->cancel_fd);
     if (b->epfd >= 0) close(b->epfd);
-    free(b->host);
-    free(b->ehlo);
-    free(b->tls_name);
-    free(b->tls_ca);
-    smtpc_proxy_free(b->proxy);
+    smtpc__conn_opts_clear(&b->o); /* wipes the secrets */
     smtpc__tls_ctx_free(b->proxy_tls);
-    free(b->auth_user);
-    smtpc__free_secret(b->auth_pass);
-    smtpc__free_secret(b->auth_token);
     free(b->rbuf);
     free(b->tmp);
     free(b);
@@ -2329,124 +2354,133 @@ SMTPC_API int smtpc_bulk_set_rate(smtpc_bulk *b, double msgs_per_sec, unsigned b
     return 0;
 }
 
+/* A conn_opts setter's result: its detail copied to the handle. */
+static int opt_rc(smtpc_bulk *b, int rc)
+{
+    if (rc) smtpc__err(&b->err, rc, "%s", b->o.err.text[0] ? b->o.err.text : smtpc_strerror(rc));
+    return rc;
+}
+
+/* What bulk cannot do with options o (SMTPC_EUNSUPPORTED, errmsg says what). */
+static int unsupported(smtpc_bulk *b, const smtpc_conn_opts *o)
+{
+    if (o->tls_mode == SMTPC_TLS_MODE_AUTO)
+        return smtpc__err(&b->err, SMTPC_EUNSUPPORTED,
+                          "TLS mode auto is not supported by bulk: choose implicit, starttls, "
+                          "starttls-optional or none (or default: by port)");
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_conn_opts(smtpc_bulk *b, const smtpc_conn_opts *o)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (!o || b->started)
+        return smtpc__err(&b->err, SMTPC_EINVAL, "set_conn_opts: %s", o ? "already started" : "no options");
+    int rc = unsupported(b, o);
+    if (rc) return rc;
+    smtpc_conn_opts n;
+    smtpc__conn_opts_init(&n);
+    rc = smtpc__conn_opts_copy(&n, o);
+    /* without a host in o, the server given to smtpc_bulk_new stays */
+    if (!rc && !n.host) {
+        n.port = b->o.port;
+        if (!(n.host = smtpc__strdup(b->o.host))) rc = SMTPC_ENOMEM;
+    }
+    if (rc) {
+        smtpc__conn_opts_clear(&n);
+        return smtpc__err(&b->err, SMTPC_ENOMEM, "set_conn_opts: out of memory");
+    }
+    smtpc__conn_opts_clear(&b->o);
+    b->o = n;
+    b->ptarget_set = false; /* the target or the proxy may have changed */
+    return 0;
+}
+
 SMTPC_API int smtpc_bulk_set_timeouts(smtpc_bulk *b, int64_t connect_ms, int64_t greeting_ms,
                                       int64_t command_ms, int64_t data_end_ms, int64_t overall_ms)
 {
     if (!b || connect_ms < 0 || greeting_ms < 0 || command_ms < 0 || data_end_ms < 0 ||
         overall_ms < 0)
         return SMTPC_EINVAL;
-    if (connect_ms) b->connect_ms = connect_ms;
-    if (greeting_ms) b->greeting_ms = greeting_ms;
-    if (command_ms) b->command_ms = command_ms;
-    if (data_end_ms) b->data_end_ms = data_end_ms;
+    /* 0 keeps the value in force */
+    if (connect_ms) b->o.connect_ms = connect_ms;
+    if (greeting_ms) b->o.greeting_ms = greeting_ms;
+    if (command_ms) b->o.command_ms = command_ms;
+    if (data_end_ms) b->o.data_ms = data_end_ms;
     b->overall_ms = overall_ms;
     return 0;
 }
 
 SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name)
 {
-    if (!b || !name || !*name || smtpc__has_ctl(name) || strchr(name, ' ') || strlen(name) > 255)
-        return SMTPC_EINVAL;
-    char *d = smtpc__strdup(name);
-    if (!d) return SMTPC_ENOMEM;
-    free(b->ehlo);
-    b->ehlo = d;
-    return 0;
+    if (!b) return SMTPC_EINVAL;
+    return opt_rc(b, smtpc_conn_opts_set_ehlo_name(&b->o, name));
 }
 
-SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
+SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, smtpc_tls_mode mode, const char *server_name,
                                  const char *ca_file, bool insecure)
 {
-    if (!b || b->started || mode < 0 || mode > 2) return SMTPC_EINVAL;
-    char *n = server_name ? smtpc__strdup(server_name) : NULL;
-    char *c = ca_file ? smtpc__strdup(ca_file) : NULL;
-    if ((server_name && !n) || (ca_file && !c)) {
-        free(n);
-        free(c);
-        return SMTPC_ENOMEM;
+    if (!b) return SMTPC_EINVAL;
+    if (b->started) return smtpc__err(&b->err, SMTPC_EINVAL, "set_tls: already started");
+    /* all or nothing: checked on a copy */
+    smtpc_conn_opts n;
+    smtpc__conn_opts_init(&n);
+    int rc = smtpc__conn_opts_copy(&n, &b->o);
+    if (rc) return rc;
+    rc = smtpc_conn_opts_set_tls_mode(&n, mode);
+    if (!rc) rc = smtpc_conn_opts_set_tls_server_name(&n, server_name);
+    if (!rc) rc = smtpc_conn_opts_set_ca_file(&n, ca_file);
+    if (!rc) rc = smtpc_conn_opts_set_insecure(&n, insecure);
+    if (!rc) rc = unsupported(b, &n);
+    else smtpc__err(&b->err, rc, "%s", n.err.text[0] ? n.err.text : smtpc_strerror(rc));
+    if (rc) {
+        smtpc__conn_opts_clear(&n);
+        return rc;
     }
-    free(b->tls_name);
-    free(b->tls_ca);
-    b->tls_name = n;
-    b->tls_ca = c;
-    b->tls_mode = mode;
-    b->tls_insecure = insecure;
-    return 0;
-}
-
-static int set_cred(smtpc_bulk *b, char **field, const char *v, bool secret, const char *what)
-{
-    if (v && (strchr(v, '\r') || strchr(v, '\n')))
-        return smtpc__err(&b->err, SMTPC_EINVAL, "%s contains CR or LF", what);
-    char *c = NULL;
-    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
-    if (secret) smtpc__free_secret(*field);
-    else free(*field);
-    *field = c;
+    smtpc__conn_opts_clear(&b->o);
+    b->o = n;
     return 0;
 }
 
 SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    if (!user && password) return smtpc__err(&b->err, SMTPC_EINVAL, "a password without a user name");
-    int rc = set_cred(b, &b->auth_user, user, false, "user name");
-    return rc ? rc : set_cred(b, &b->auth_pass, password, true, "password");
+    return opt_rc(b, smtpc_conn_opts_set_credentials(&b->o, user, password));
 }
 
 SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    int rc = set_cred(b, &b->auth_token, token, true, "OAuth token");
-    if (!rc) b->token_cb = NULL; /* one source of tokens: the last one set */
+    int rc = opt_rc(b, smtpc_conn_opts_set_oauth_token(&b->o, token));
+    if (!rc) b->o.token_cb = NULL; /* one source of tokens: the last one set */
     return rc;
 }
 
 SMTPC_API int smtpc_bulk_set_token_cb(smtpc_bulk *b, smtpc_token_cb cb, void *userdata)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    smtpc__free_secret(b->auth_token); /* one source of tokens: the last one set */
-    b->auth_token = NULL;
-    b->token_cb = cb;
-    b->token_ud = userdata;
-    return 0;
+    (void)smtpc_conn_opts_set_oauth_token(&b->o, NULL); /* one source of tokens: the last one set */
+    return opt_rc(b, smtpc_conn_opts_set_token_cb(&b->o, cb, userdata));
 }
 
 SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    if (!list) {
-        b->auth_list_set = false;
-        return 0;
-    }
-    smtpc__sasl_mask m = 0;
-    int rc = smtpc__sasl_mask_parse(list, &m, &b->err);
-    if (rc) return rc;
-    if (!m) return smtpc__err(&b->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
-    b->auth_list = m;
-    b->auth_list_set = true;
-    return 0;
+    return opt_rc(b, smtpc_conn_opts_set_auth_mechanisms(&b->o, list));
 }
 
 SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    b->allow_plain_auth = allow;
-    return 0;
+    return opt_rc(b, smtpc_conn_opts_set_allow_plaintext_auth(&b->o, allow));
 }
 
 SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    smtpc_proxy *p = NULL;
-    if (proxy) {
-        int rc = smtpc_proxy_dup(&p, proxy);
-        if (rc) return rc;
-    }
-    smtpc_proxy_free(b->proxy); /* wipes its credentials */
-    b->proxy = p;
-    b->ptarget_set = false;
-    return 0;
+    int rc = opt_rc(b, smtpc_conn_opts_set_proxy(&b->o, proxy)); /* the old one's credentials wiped */
+    if (!rc) b->ptarget_set = false;
+    return rc;
 }
 
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on)
