@@ -75,6 +75,7 @@ static int msg_fail(const cli_ctx *c, smtpc_message *m, const char *opt, int rc)
     if (rc == SMTPC_ENOTFOUND) return EX_NOINPUT;
     if (rc == SMTPC_EIO) return EX_NOINPUT;
     if (rc == SMTPC_ENOMEM) return EX_OSERR;
+    if (rc == SMTPC_ELIBRARY) return EX_OSFILE;
     return EX_DATAERR;
 }
 

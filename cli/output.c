@@ -32,6 +32,7 @@ int cli_exit_code(int e)
     case SMTPC_EIO: return EX_IOERR;
     case SMTPC_ECONFIG:
     case SMTPC_ENOTFOUND: return EX_CONFIG;
+    case SMTPC_ELIBRARY: return EX_OSFILE;      /* OpenSSL or libidn2 missing or broken */
     case SMTPC_EBUSY:
     case SMTPC_ESTATE:
     default: return EX_SOFTWARE;

@@ -105,16 +105,14 @@ int smtpc__syslib_need(smtpc__syslib lib, smtpc__errmsg *err)
 {
     int l = (int)lib;
     if (l < 0 || l >= L_COUNT) return SMTPC_EINVAL;
-    /* libssl needs libcrypto's functions too (the forwarders are separate) */
-    if (l == L_SSL) {
-        int rc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, err);
-        if (rc) return rc;
-    }
     pthread_once(&once[l], loader[l]);
-    if (loaded[l]) return 0;
-    if (!err) return SMTPC_ELIBRARY;
-    return smtpc__err(err, SMTPC_ELIBRARY, "cannot load %s (needed for %s): %s", libs[l].soname,
-                      libs[l].for_what, why[l]);
+    if (!loaded[l]) {
+        if (!err) return SMTPC_ELIBRARY;
+        return smtpc__err(err, SMTPC_ELIBRARY, "cannot load %s (needed for %s): %s", libs[l].soname,
+                          libs[l].for_what, why[l]);
+    }
+    /* TLS calls libcrypto's functions too (their forwarders are separate) */
+    return l == L_SSL ? smtpc__syslib_need(SMTPC__LIB_CRYPTO, err) : 0;
 }
 
 static _Noreturn void cannot_load(int lib)
