@@ -72,93 +72,47 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static char *slurp(const char *path, size_t *len)
+/* Adds the envelope form of an X-Sender/X-Receiver value, skipping one
+ * already there (compared without case, as sendmail -t does). */
+static int add_address(cli_list *l, const char *a)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 65536, n = 0;
-    char *p = malloc(cap);
-    size_t r;
-    while (p && (r = fread(p + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *q = realloc(p, cap *= 2);
-            if (!q) { free(p); p = NULL; }
-            else p = q;
-        }
+    for (size_t j = 0; j < l->n; j++)
+        if (!strcasecmp(l->v[j], a)) return 0;
+    char *d = strdup(a);
+    if (!d || cli_list_push(l, d)) {
+        free(d);
+        return SMTPC_ENOMEM;
     }
-    fclose(f);
-    *len = n;
-    return p;
+    return 0;
 }
 
-/* Adds the envelope form of each address of an X-Sender/X-Receiver value
- * (an RFC 5322 address list, parsed by the library), skipping ones already
- * there (compared without case, as sendmail -t does). */
-static int add_addresses(cli_list *l, const char *v, char *why, size_t whylen)
-{
-    smtpc_address_list *al = NULL;
-    int rc = smtpc_address_list_parse(&al, v, why, whylen);
-    for (size_t i = 0; !rc && i < smtpc_address_list_count(al); i++) {
-        const char *a = smtpc_address_envelope(smtpc_address_list_get(al, i));
-        bool dup = false;
-        for (size_t j = 0; j < l->n && !dup; j++) dup = !strcasecmp(l->v[j], a);
-        if (dup) continue;
-        char *d = strdup(a);
-        if (!d || cli_list_push(l, d)) {
-            free(d);
-            rc = SMTPC_ENOMEM;
-        }
-    }
-    smtpc_address_list_free(al);
-    return rc;
-}
-
-/* The envelope: leading IIS pickup lines (X-Sender, X-Receiver), removed
- * from the message; else (or for what they lack) the headers as the
- * library loads them (smtpc_message_load: Sender/From; To, Cc and Bcc,
- * unfolded, every address). Bcc never leaves this machine: the message is
- * sent as the library writes it back, without its Bcc fields, otherwise as
- * it is. 0, or an SMTPC_E* with why filled. */
+/* The envelope: the pickup block smtpc_pickup_write writes (X-Sender, then
+ * X-Receiver lines), read by the library's own reader (smtpc_pickup_read:
+ * it stops at the first line it would not have written, so the message
+ * cannot add to its envelope); else the headers as the library loads them
+ * (smtpc_message_load: Sender/From; To, Cc and Bcc, unfolded, every
+ * address). Bcc never leaves this machine: the message is sent as the
+ * library writes it back, without its Bcc fields, otherwise as it is. 0, or
+ * an SMTPC_E* with why filled. */
 static int load_item(item *it, char *why, size_t whylen)
 {
-    it->data = slurp(it->path, &it->len);
-    if (!it->data) {
-        snprintf(why, whylen, "cannot read: %s", strerror(errno));
-        return SMTPC_EIO;
+    smtpc_pickup_msg *pm = NULL;
+    int rc = smtpc_pickup_read(it->path, &pm, why, whylen);
+    if (rc) return rc;
+    const char *sender = smtpc_pickup_msg_sender(pm);
+    if (sender) rc = add_address(&it->from, sender);
+    for (size_t i = 0; !rc && i < smtpc_pickup_msg_rcpt_count(pm); i++)
+        rc = add_address(&it->rcpts, smtpc_pickup_msg_rcpt(pm, i));
+    size_t dlen = 0;
+    const char *data = smtpc_pickup_msg_data(pm, &dlen);
+    if (rc) {
+        smtpc_pickup_msg_free(pm);
+        return rc;
     }
-    size_t off = 0;
-    int rc = 0;
-    for (;;) {
-        const char *l = it->data + off;
-        size_t left = it->len - off;
-        const char *nl = memchr(l, '\n', left);
-        if (!nl) break;
-        size_t ll = (size_t)(nl - l);
-        bool sender = ll > 9 && !strncasecmp(l, "X-Sender:", 9);
-        bool receiver = ll > 11 && !strncasecmp(l, "X-Receiver:", 11);
-        if (!sender && !receiver) break;
-        size_t vl = ll - (sender ? 9 : 11);
-        char *v = strndup(l + (sender ? 9 : 11), vl && l[ll - 1] == '\r' ? vl - 1 : vl);
-        if (!v) return SMTPC_ENOMEM;
-        if (sender) cli_list_free_strings(&it->from);
-        const char *t = v + strspn(v, " \t");
-        if (sender && !strcmp(t, "<>")) { /* the null sender (a bounce) */
-            char *null_sender = strdup("");
-            if (!null_sender || cli_list_push(&it->from, null_sender)) {
-                free(null_sender);
-                rc = SMTPC_ENOMEM;
-            }
-        } else {
-            rc = add_addresses(sender ? &it->from : &it->rcpts, v, why, whylen);
-        }
-        free(v);
-        if (rc) return rc;
-        off += ll + 1;
-    }
-    cli_mem_reader mr = {it->data + off, it->len - off, 0};
+    cli_mem_reader mr = {data, dlen, 0};
     smtpc_message *m = NULL;
     rc = smtpc_message_load_with(&m, cli_mem_read, &mr, SMTPC_LOAD_NO_ENVELOPE | SMTPC_LOAD_AS_IS, why, whylen);
+    smtpc_pickup_msg_free(pm);
     if (rc) return rc;
     if (it->from.n == 0 && smtpc_message_envelope_from(m)) {
         char *d = strdup(smtpc_message_envelope_from(m));
@@ -192,7 +146,6 @@ static int load_item(item *it, char *why, size_t whylen)
                                                                                 : smtpc_strerror(rc));
     smtpc_message_writer_free(w);
     smtpc_message_free(m);
-    free(it->data);
     it->data = (char *)out.data; /* out.off is 0: nothing was consumed */
     it->len = cli_buf_size(&out);
     if (!it->data) it->data = strdup("");
@@ -209,8 +162,7 @@ static void item_free(item *it)
     free(it->data);
     cli_list_free_strings(&it->from);
     cli_list_free_strings(&it->rcpts);
-    free(it->path);
-    free(it);
+    free(it); /* it->path belongs to x->files */
 }
 
 static int next_cb(void *ud, smtpc_bulk_msg *m)
@@ -359,34 +311,6 @@ static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
             print_progress(x, false);
         }
     }
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static int list_dir(bulk_ctx *x, const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *e;
-    size_t cap = 0;
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcasecmp(e->d_name + l - 4, ".eml")) continue;
-        if (x->nfiles == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nf = realloc(x->files, cap * sizeof *nf);
-            if (!nf) break;
-            x->files = nf;
-        }
-        size_t pl = strlen(dir) + l + 2;
-        char *p = malloc(pl);
-        if (!p) break;
-        snprintf(p, pl, "%s/%s", dir, e->d_name);
-        x->files[x->nfiles++] = p;
-    }
-    closedir(d);
-    if (x->nfiles) qsort(x->files, x->nfiles, sizeof *x->files, cmp_str);
-    return 0;
 }
 
 /* --oauth-token-cmd, as the run's token callback: the command's token is
@@ -634,10 +558,15 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         ex = EX_CONFIG;
         goto out;
     }
-    if (list_dir(&x, c.o.val[O_DIR]) < 0) {
-        cli_err(&c, "cannot read directory %s", c.o.val[O_DIR]);
-        ex = EX_NOINPUT;
-        goto out;
+    {
+        /* the library's lister: *.eml, never dot-files (a writer's temporaries) */
+        char why[512] = "";
+        int rc = smtpc_pickup_list(c.o.val[O_DIR], &x.files, &x.nfiles, why, sizeof why);
+        if (rc) {
+            cli_err(&c, "cannot read directory %s: %s", c.o.val[O_DIR], why[0] ? why : smtpc_strerror(rc));
+            ex = rc == SMTPC_ENOMEM ? EX_OSERR : EX_NOINPUT;
+            goto out;
+        }
     }
     x.quiet = c.o.val[O_QUIET] != NULL;
     smtpc_bulk *b = NULL;
@@ -652,8 +581,7 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     smtpc_bulk_free(b);
     cli_free_secret(tk.token);
 out:
-    for (size_t i = x.next; i < x.nfiles; i++) free(x.files[i]);
-    free(x.files);
+    smtpc_pickup_list_free(x.files, x.nfiles);
     cli_ctx_free(&c);
     return ex;
 }

@@ -111,3 +111,21 @@ def test_bulk_declares_8bitmime_and_smtputf8(aiosmtpd, smtpc_bin, tmp_path):
     assert p.returncode == 75
     assert b"2.eml: failed: a non-ASCII address needs SMTPUTF8, which the server does not offer" in p.stderr
     assert sorted(e.rcpt_tos[0] for e in srv2.envelopes) == ["b@example.org", "b@example.org"]
+
+
+def test_bulk_dir_reads_only_what_a_pickup_writer_wrote(aiosmtpd, smtpc_bin, tmp_path):
+    """bulk --dir reads pickup files with the library's reader and lister:
+    a temporary or other dot-file is never taken (it may be half written),
+    and X-Receiver lines that follow the message's own header fields are
+    part of the message, never envelope (issue 14: envelope injection)."""
+    srv = aiosmtpd(pipelining=True)
+    (tmp_path / "1.eml").write_bytes(b"X-Sender: a@example.org\r\nX-Receiver: b@example.org\r\n"
+                                     b"Subject: one\r\nX-Receiver: attacker@example.net\r\n\r\nbody\r\n")
+    (tmp_path / ".tmp-half.eml").write_bytes(b"X-Sender: a@example.org\r\nX-Receiver: c@exam")
+    (tmp_path / "2.eml").write_bytes(b"From: z@example.org\r\nTo: d@example.org\r\n"
+                                     b"X-Receiver: attacker@example.net\r\n\r\nbody2\r\n")
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--dir",
+                        str(tmp_path)], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sorted(e.rcpt_tos[0] for e in srv.envelopes) == ["b@example.org", "d@example.org"]
+    assert all(len(e.rcpt_tos) == 1 for e in srv.envelopes)
