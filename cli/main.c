@@ -18,6 +18,7 @@ static void usage_short(FILE *f)
           "       smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
+          "       smtpc config import-msmtp [FILE]\n"
           "       smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] [options]\n"
           "       smtpc help [send|bulk|probe|queue|sendmail|config|exit]\n"
           "       smtpc --version\n",
@@ -97,6 +98,7 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "config")) {
         fputs("usage: smtpc config [check] [options]\n"
+              "       smtpc config import-msmtp [FILE]\n"
               "Shows the configuration file in use, its accounts, the chosen account's\n"
               "settings and where each comes from (file:line, environment, command line).\n"
               "Secrets are never shown. See smtpc-config(5).\n\n", f);
