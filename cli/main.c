@@ -1,6 +1,7 @@
 /* smtpc — command-line tool. A thin shell over libsmtpc: dispatch, help,
  * and the commands waiting for libraries (probe, queue). */
 #include "cli.h"
+#include "completion.h"
 
 #include <string.h>
 
@@ -142,6 +143,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "sendmail")) return cmd_sendmail("smtpc sendmail", argc - 2, argv + 2);
     if (!strcmp(cmd, "config")) return cmd_config("smtpc", argc - 2, argv + 2);
+    if (!strcmp(cmd, "completion")) return cmd_completion("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 3) { usage_short(stderr); return EX_USAGE; }
         return cmd_help(argc > 2 ? argv[2] : NULL, stdout);
