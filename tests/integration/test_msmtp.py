@@ -257,3 +257,22 @@ def test_debian_system_example(smtpc_bin, tmp_path):
     assert f"from = {pwd.getpwuid(os.geteuid()).pw_name}@oursite.example" in r.stdout  # %U
     for key in ("syslog", "allow_from_override", "set_from_header on"):
         assert key in r.stderr  # each named in a warning
+
+
+@need_msmtp
+def test_dsn_notify_and_return_are_requested_as_msmtp_does(smtpc_bin, tmp_path, postfix):
+    """dsn_notify success: Postfix then delivers a success DSN to the sender,
+    into the same Maildir, for msmtp and for smtpc alike."""
+    env = home_env(tmp_path, smtpc_bin)
+    write_rc(tmp_path / "home" / ".msmtprc",
+             f"account default\nhost 127.0.0.1\nport {postfix.port}\nfrom dsn@example.org\n"
+             f"dsn_notify success\ndsn_return headers\n")
+    msg = b"From: dsn@example.org\nTo: one@example.net\nSubject: dsn\n\nbody line\n"
+    kinds = []
+    for cmd in ([MSMTP, "-t"], [smtpc_bin, "sendmail", "-t"]):
+        postfix.clear()
+        r = subprocess.run(cmd, input=msg, capture_output=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        msgs = postfix.wait_for(2)  # the message and the success DSN
+        kinds.append(sorted((m.rcpt_to, b"delivery-status" in m.raw.lower()) for m in msgs))
+    assert kinds[0] == kinds[1] == [("dsn@example.org", True), ("one@example.net", False)]
