@@ -887,8 +887,13 @@ SMTPC_API const char *smtpc_account_source(const smtpc_account *a, const char *k
             var[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
         var[n] = '\0';
         snprintf(buf, len, "environment %s", var);
+    } else if (a->val[k] && !a->line[k]) {
+        /* an msmtp file's value that msmtp implies (its default port, tls off) */
+        snprintf(buf, len, "%s (msmtp's default)", src);
     } else if (a->val[k]) {
         snprintf(buf, len, "%s:%u", src, a->line[k]);
+    } else if (cfg->global.val[k] && !cfg->global.line[k]) {
+        snprintf(buf, len, "%s (msmtp's default)", src);
     } else if (cfg->global.val[k]) {
         snprintf(buf, len, "%s:%u", src, cfg->global.line[k]);
     } else {

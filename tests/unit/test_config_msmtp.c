@@ -141,6 +141,9 @@ TEST(every_key)
     char src[128];
     CHECK_STR(smtpc_account_source(smtpc_config_account(cfg, "implicit"), "port", src, sizeof src),
               "m.rc:23");
+    /* an implied port: the tls line decided it */
+    CHECK_STR(smtpc_account_source(smtpc_config_account(cfg, "plain"), "port", src, sizeof src),
+              "m.rc:34");
     smtpc_config_free(cfg);
 }
 
@@ -156,6 +159,9 @@ TEST(msmtp_defaults_and_ports)
     CHECK_INT(rc, 0);
     CHECK_STR(get(cfg, "a", "tls"), "none");
     CHECK_STR(get(cfg, "a", "port"), "25");
+    char src[128];
+    CHECK_STR(smtpc_account_source(smtpc_config_account(cfg, "a"), "port", src, sizeof src),
+              "m.rc (msmtp's default)");
     CHECK_STR(get(cfg, "b", "tls"), "implicit");
     CHECK_STR(get(cfg, "b", "port"), "465");
     CHECK_STR(get(cfg, "c", "tls"), "starttls");
