@@ -356,6 +356,10 @@ static int translate(mstate *m, const macct *a)
             }
             SET("password", a->v[M_PASSWORD], a->line[M_PASSWORD]);
         }
+        if (!tls && av && smtpc__strcasecmp(av, "external"))
+            WARN("%s:%u: account %s: auth without tls: smtpc does not send credentials "
+                 "unencrypted unless allow-plaintext-auth = yes is added",
+                 f, a->line[M_AUTH], nm);
     } else if (a->v[M_USER] || a->v[M_PASSWORD] || a->v[M_PASSWORDEVAL]) {
         unsigned l = a->v[M_USER] ? a->line[M_USER] : a->v[M_PASSWORD] ? a->line[M_PASSWORD]
                                                                        : a->line[M_PASSWORDEVAL];

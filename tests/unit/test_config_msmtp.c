@@ -130,6 +130,7 @@ TEST(every_key)
     CHECK(get(cfg, "plain", "user") == NULL);
     CHECK(get(cfg, "plain", "timeout") == NULL);
     CHECK(has_warning(cfg, "credentials without \"auth on\""));
+    CHECK(!has_warning(cfg, "auth without tls"));
     /* tls_certcheck off: honoured, loudly */
     CHECK_STR(get(cfg, "lax", "insecure"), "yes");
     CHECK(has_warning(cfg, "m.rc:40: account lax: tls_certcheck off: the server's certificate is NOT verified"));
@@ -166,6 +167,7 @@ TEST(msmtp_defaults_and_ports)
     CHECK_STR(get(cfg, "b", "port"), "465");
     CHECK_STR(get(cfg, "c", "tls"), "starttls");
     CHECK_STR(get(cfg, "c", "port"), "25");
+    CHECK(!has_warning(cfg, "auth without tls"));
     /* several accounts, none called default: no account is chosen, and the
      * unnamed one never falls back to a pickup directory */
     CHECK_STR(smtpc_account_name(smtpc_config_account(cfg, NULL)), "");
@@ -195,6 +197,12 @@ TEST(refused)
         {"account a\nhost h\nauth xoauth2\npassword tok\n", "fixed OAuth token"},
         {"account a\nhost h\npassword \"unterminated\n", "badly quoted"},
     };
+    int rc0;
+    char err0[512];
+    smtpc_config *c0 = parse("account a\nhost h\nauth plain\nuser u\npasswordeval x\n", &rc0, err0, sizeof err0);
+    CHECK_INT(rc0, 0);
+    CHECK(has_warning(c0, "m.rc:3: account a: auth without tls: smtpc does not send credentials"));
+    smtpc_config_free(c0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc;
         char err[512] = "";
@@ -218,6 +226,7 @@ TEST(warnings_and_mappings)
     CHECK(has_warning(cfg, "m.rc:1: syslog: not supported by smtpc; ignored"));
     CHECK(has_warning(cfg, "m.rc:2: no_such_thing: unknown msmtp command; ignored"));
     CHECK(has_warning(cfg, "tls_crl_file"));
+    CHECK(!has_warning(cfg, "auth without tls"));
     CHECK_STR(get(cfg, "a", "oauth-token-cmd"), "get-token");
     CHECK(get(cfg, "a", "password-cmd") == NULL);
     CHECK_STR(get(cfg, "a", "tls-server-name"), "mx.example");
