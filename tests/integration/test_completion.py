@@ -161,3 +161,23 @@ def test_zsh_account_helper_lists_the_configuration(smtpc_bin, tmp_path):
             f"words=(send --config {other} --account ''); _smtpc_prog=smtpc; _smtpc_accounts")
     r = subprocess.run(["zsh", "-f", "-c", prog], capture_output=True, text=True, env=env, timeout=60)
     assert set(r.stdout.split()) == {"alpha", "beta"}, (r.stdout, r.stderr)
+
+
+def test_install_puts_the_scripts_where_the_shells_look(tmp_path):
+    stage = tmp_path / "stage"
+    r = subprocess.run(["cmake", "--install", str(BUILD_DIR), "--prefix", "/usr"], capture_output=True,
+                       text=True, env=dict(os.environ, DESTDIR=str(stage)), timeout=300)
+    assert r.returncode == 0, r.stderr
+    bash = stage / "usr/share/bash-completion/completions/smtpc"
+    zsh = stage / "usr/share/zsh/site-functions/_smtpc"
+    assert bash.read_bytes() == (BUILD_DIR / "completions" / "smtpc").read_bytes()
+    assert zsh.read_bytes() == (BUILD_DIR / "completions" / "_smtpc").read_bytes()
+    assert b"complete -F _smtpc smtpc" in bash.read_bytes()
+    # bash-completion's own loader finds it there (on demand, by command name)
+    loader = pathlib.Path("/usr/share/bash-completion/bash_completion")
+    if loader.exists():
+        r = subprocess.run(["bash", "--norc", "--noprofile", "-c",
+                            f"source {loader}; __load_completion smtpc; complete -p smtpc"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, XDG_DATA_DIRS=str(stage / "usr/share")))
+        assert r.stdout.strip() == "complete -F _smtpc smtpc", r.stderr
