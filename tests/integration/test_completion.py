@@ -181,3 +181,57 @@ def test_install_puts_the_scripts_where_the_shells_look(tmp_path):
                            capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, XDG_DATA_DIRS=str(stage / "usr/share")))
         assert r.stdout.strip() == "complete -F _smtpc smtpc", r.stderr
+
+
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1='> '; LISTMAX=100000; fpath=(${FDIR} \$fpath); autoload -Uz compinit; compinit -u -D; setopt autolist nolistambiguous; stty rows 500 cols 200"
+zpty -w z 'print READ""Y'
+wait_for() {  # read until the output has $1 or 30 s passed
+  local out="" line; integer end=$(( SECONDS + 30 ))
+  while (( SECONDS < end )); do
+    zpty -r -t z line && out+=$line || sleep 0.1
+    [[ $out == *$1* ]] && break
+  done
+  REPLY=$out
+}
+wait_for READY
+try() {  # $1: the line typed, then TAB; $2: a word the answer must contain
+  zpty -n -w z "$1"$'\t'
+  wait_for "$2"
+  print -r -- "=== $1"
+  print -r -- "$REPLY"
+  print -r -- "=== end"
+  zpty -n -w z $'\C-u'$'\n'
+  wait_for '> '
+}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("zsh"), reason="zsh not installed")
+def test_zsh_completes_for_real(smtpc_bin, tmp_path):
+    """zsh's completion system with the generated _smtpc, driven through a
+    pseudo-terminal (zsh/zpty): what a user sees after TAB."""
+    env = env_for(tmp_path, smtpc_bin)
+    fdir = tmp_path / "fpath"
+    fdir.mkdir()
+    subprocess.run([smtpc_bin, "completion", "zsh", str(fdir / "_smtpc")], check=True, timeout=30)
+    rc = tmp_path / "home" / ".smtpcrc"
+    rc.write_text("[account alpha]\nserver = a.example\n[account beta]\nserver = b.example\n")
+    os.chmod(rc, 0o600)
+    cases = [("smtpc send --tls-m", "--tls-min"), ("smtpc send --tls s", "starttls-optional"),
+             ("smtpc qu", "queue"), ("smtpc send --account ", "beta"), ("smtpc probe --", "--user ")]
+    script = ZSH_DRIVER.replace("${FDIR}", str(fdir)) + "".join(
+        f"try '{line}' '{want}'\n" for line, want in cases) + "zpty -d z\n"
+    r = subprocess.run(["zsh", "-f", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", r.stdout)
+    got = dict(re.findall(r"^=== (.*?)\n(.*?)\n=== end$", plain, re.M | re.S))
+    assert set(got) == {line for line, _ in cases}, plain
+    assert "--tls-min" in got["smtpc send --tls-m"] and "--tls-max" in got["smtpc send --tls-m"]
+    assert "starttls-optional" in got["smtpc send --tls s"]
+    assert "smtpc queue" in got["smtpc qu"]
+    assert "alpha" in got["smtpc send --account "] and "beta" in got["smtpc send --account "]
+    listed = set(re.findall(r"(?<![\w-])(--?[a-z0-9][-a-z0-9]*)", got["smtpc probe --"]))
+    want = {o for o in help_options(smtpc_bin, "probe") if o.startswith("--")}
+    assert want <= listed, want - listed
