@@ -83,6 +83,8 @@ def test_bash_subcommands_and_words(smtpc_bin, bash_script, tmp_path):
     subs = bash_complete(bash_script, ["smtpc", ""], env)
     assert {"send", "bulk", "probe", "queue", "sendmail", "config", "help"} <= subs
     assert "completion" not in subs  # hidden
+    usage = subprocess.run([smtpc_bin, "help"], capture_output=True, text=True, timeout=30).stdout
+    assert set(re.findall(r"^\s*(?:usage: )?smtpc ([a-z]+)", usage, re.M)) <= subs  # every command of the usage
     assert bash_complete(bash_script, ["smtpc", "queue", ""], env) == {"list", "flush", "retry", "drop"}
     assert bash_complete(bash_script, ["smtpc", "config", "i"], env) == {"import-msmtp"}
     (tmp_path / "my.msmtprc").write_text("")
