@@ -15,9 +15,10 @@ static const uint8_t special[2][256] = {
     [SMTPC_DKIM_SIMPLE] = {['\r'] = 1, ['\n'] = 1},
 };
 
-int smtpc__dkim_body_init(smtpc__dkim_body *b, int canon, uint64_t limit)
+int smtpc__dkim_body_init(smtpc__dkim_body *b, int canon, uint64_t limit, bool cr_eol)
 {
     memset(b, 0, offsetof(smtpc__dkim_body, st));
+    b->cr_eol = cr_eol;
     b->canon = canon == SMTPC_DKIM_SIMPLE ? SMTPC_DKIM_SIMPLE : SMTPC_DKIM_RELAXED;
     b->limit = limit;
     b->md = EVP_MD_CTX_new();
@@ -92,18 +93,21 @@ void smtpc__dkim_body_update(smtpc__dkim_body *b, const uint8_t *p, size_t n)
         uint8_t c = p[i];
         if (b->cr) {
             b->cr = false;
-            if (c == '\n') {
-                line_ends(b);
+            if (c == '\n') { /* the LF of a CRLF */
+                if (!b->cr_eol) line_ends(b);
                 i++;
                 continue;
             }
-            text_starts(b); /* a lone CR is text */
-            emit(b, (const uint8_t *)"\r", 1);
+            if (!b->cr_eol) { /* a lone CR is text */
+                text_starts(b);
+                emit(b, (const uint8_t *)"\r", 1);
+            }
         }
         if (c == '\n') {
             line_ends(b);
             i++;
         } else if (c == '\r') {
+            if (b->cr_eol) line_ends(b);
             b->cr = true;
             i++;
         } else if (sp[c]) { /* SP or HTAB, relaxed */
@@ -121,7 +125,7 @@ void smtpc__dkim_body_update(smtpc__dkim_body *b, const uint8_t *p, size_t n)
 
 int smtpc__dkim_body_final(smtpc__dkim_body *b, uint8_t hash[32])
 {
-    if (b->cr) {
+    if (b->cr && !b->cr_eol) {
         b->cr = false;
         text_starts(b);
         emit(b, (const uint8_t *)"\r", 1);
@@ -140,9 +144,10 @@ int smtpc__dkim_body_final(smtpc__dkim_body *b, uint8_t hash[32])
  * Header section
  * ====================================================================== */
 
-void smtpc__dkim_hdrs_init(smtpc__dkim_hdrs *h)
+void smtpc__dkim_hdrs_init(smtpc__dkim_hdrs *h, bool cr_eol)
 {
     memset(h, 0, sizeof *h);
+    h->cr_eol = cr_eol;
     smtpc__buf_init(&h->raw, SMTPC_DKIM_MAX_HEADER);
 }
 
@@ -159,21 +164,42 @@ int smtpc__dkim_hdrs_feed(smtpc__dkim_hdrs *h, const uint8_t *p, size_t n, size_
     size_t i = 0;
     int rc = 0;
     while (i < n && !h->done) {
-        const uint8_t *lf = memchr(p + i, '\n', n - i);
-        size_t k = lf ? (size_t)(lf - (p + i)) : n - i;
-        if ((rc = smtpc__buf_append(&h->raw, p + i, k))) break;
-        i += k;
-        if (!lf) break;
-        i++; /* the LF */
+        if (h->skip_lf) {
+            h->skip_lf = false;
+            if (p[i] == '\n') {
+                i++;
+                continue;
+            }
+        }
+        size_t k = i;
+        if (h->cr_eol) {
+            while (k < n && p[k] != '\n' && p[k] != '\r') k++;
+        } else {
+            const uint8_t *lf = memchr(p + i, '\n', n - i);
+            k = lf ? (size_t)(lf - p) : n;
+        }
+        if ((rc = smtpc__buf_append(&h->raw, p + i, k - i))) break;
+        i = k;
+        if (k == n) break;
+        i++; /* the CR or LF */
         size_t len = smtpc__buf_size(&h->raw);
         const uint8_t *d = smtpc__buf_ptr(&h->raw);
-        bool has_cr = len > h->line_start && d[len - 1] == '\r';
+        bool has_cr = false;
+        if (p[k] == '\r')
+            h->skip_lf = true;
+        else
+            has_cr = !h->cr_eol && len > h->line_start && d[len - 1] == '\r';
         if ((rc = smtpc__buf_append(&h->raw, has_cr ? "\n" : "\r\n", has_cr ? 1 : 2))) break;
         len = smtpc__buf_size(&h->raw);
         if (len - h->line_start == 2) /* an empty line: the section ends */
             h->done = true;
         else
             h->line_start = len;
+    }
+    /* the LF of the blank line's CRLF, when it is here already */
+    if (h->done && h->skip_lf && i < n && p[i] == '\n') {
+        h->skip_lf = false;
+        i++;
     }
     *used = i;
     return rc;

@@ -10,7 +10,9 @@
 #include <smtpc/dkim.h>
 
 /* ---- body: canonicalized and hashed as it streams ---------------------
- * Line ends are CRLF or a bare LF; a CR not followed by LF is data. State
+ * Line ends are CRLF or a bare LF. A CR not followed by LF is data for the
+ * verifier; for the signer (cr_eol) it ends the line, as the SMTP engine
+ * sends every CR, LF or CRLF as one CRLF: what is signed is what is sent. State
  * carried across calls: a CR waiting for its LF, a pending run of WSP
  * (relaxed), the count of empty lines not yet known to be followed by
  * text (trailing empty lines are dropped), whether the line has text. */
@@ -20,12 +22,13 @@ typedef struct smtpc__dkim_body {
     uint64_t limit;   /* octets of canonical body hashed at most (l=), UINT64_MAX: all */
     uint64_t total;   /* canonical octets produced so far */
     uint64_t empty;   /* pending empty lines */
+    bool cr_eol;      /* a lone CR is a line end (signer) */
     bool cr, wsp, line;
     size_t stn;       /* staged octets */
     uint8_t st[4096]; /* staging: one digest update per 4 KiB, not per line */
 } smtpc__dkim_body;
 
-int smtpc__dkim_body_init(smtpc__dkim_body *b, int canon, uint64_t limit);
+int smtpc__dkim_body_init(smtpc__dkim_body *b, int canon, uint64_t limit, bool cr_eol);
 void smtpc__dkim_body_update(smtpc__dkim_body *b, const uint8_t *p, size_t n);
 /* Ends the body and writes the SHA-256 body hash. 0 or SMTPC_EIO. */
 int smtpc__dkim_body_final(smtpc__dkim_body *b, uint8_t hash[32]);
@@ -43,12 +46,14 @@ typedef struct smtpc__dkim_field {
 typedef struct smtpc__dkim_hdrs {
     smtpc__buf raw;           /* the header section, CRLF line ends */
     size_t line_start;        /* start of the line being read */
+    bool cr_eol;              /* a lone CR is a line end (signer) */
+    bool skip_lf;             /* cr_eol: a CR ended the last line; an LF next is its own */
     bool done;                /* the empty line was seen */
     smtpc__dkim_field *f;
     size_t n, cap;
 } smtpc__dkim_hdrs;
 
-void smtpc__dkim_hdrs_init(smtpc__dkim_hdrs *h);
+void smtpc__dkim_hdrs_init(smtpc__dkim_hdrs *h, bool cr_eol);
 void smtpc__dkim_hdrs_free(smtpc__dkim_hdrs *h);
 /* Takes header bytes from p[0..n) up to and including the empty line that
  * ends the section; *used receives how many were taken. 0 or SMTPC_ELIMIT

@@ -434,9 +434,9 @@ SMTPC_API int smtpc_dkim_sign_begin(const smtpc_dkim_signer *sg, smtpc_dkim_sign
     if (!c) return SMTPC_ENOMEM;
     c->sg = sg;
     c->t = sg->now(sg->now_ud);
-    smtpc__dkim_hdrs_init(&c->h);
+    smtpc__dkim_hdrs_init(&c->h, true);
     smtpc__buf_init(&c->out, 0);
-    int rc = smtpc__dkim_body_init(&c->b, sg->bcanon, UINT64_MAX);
+    int rc = smtpc__dkim_body_init(&c->b, sg->bcanon, UINT64_MAX, true);
     if (rc) {
         smtpc__dkim_hdrs_free(&c->h);
         free(c);
@@ -487,6 +487,7 @@ SMTPC_API int smtpc_dkim_sign_update(smtpc_dkim_sign *ctx, const void *p, size_t
         n -= used;
         if (!ctx->h.done) return 0;
         ctx->state = 1;
+        ctx->b.cr = ctx->h.skip_lf; /* the blank line ended by a CR: a next LF is its own */
     }
     smtpc__dkim_body_update(&ctx->b, d, n);
     return 0;

@@ -245,7 +245,7 @@ static int verify_one(const vctx *v, size_t fi, smtpc_dkim_result *r)
         setres(r, SMTPC_DKIM_PERMERROR, "bh= or b= is not base64");
         goto out;
     }
-    if (!rc && !(rc = smtpc__dkim_body_init(&body, bc, limit))) {
+    if (!rc && !(rc = smtpc__dkim_body_init(&body, bc, limit, false))) {
         smtpc__dkim_body_update(&body, v->body, v->body_len);
         rc = smtpc__dkim_body_final(&body, hash);
         if (!rc && limit != UINT64_MAX && body.total < limit) {
@@ -311,7 +311,7 @@ SMTPC_API int smtpc_dkim_verify(const void *msg, size_t len, smtpc_dkim_txt_cb t
     if (count) *count = 0;
     if ((!msg && len) || !txt || (!results && max)) return SMTPC_EINVAL;
     smtpc__dkim_hdrs h;
-    smtpc__dkim_hdrs_init(&h);
+    smtpc__dkim_hdrs_init(&h, false);
     size_t used = 0;
     int rc = smtpc__dkim_hdrs_feed(&h, msg, len, &used);
     if (rc == SMTPC_ELIMIT)

@@ -166,10 +166,10 @@ static char *sign_msg(const smtpc_dkim_signer *sg, const char *msg, size_t len, 
     return out;
 }
 
-static void body_hash(int canon, const char *s, size_t n, size_t step, uint8_t out[32])
+static void body_hash(int canon, bool cr_eol, const char *s, size_t n, size_t step, uint8_t out[32])
 {
     smtpc__dkim_body b;
-    smtpc__dkim_body_init(&b, canon, UINT64_MAX);
+    smtpc__dkim_body_init(&b, canon, UINT64_MAX, cr_eol);
     for (size_t i = 0; i < n;) {
         size_t k = step && step < n - i ? step : n - i;
         smtpc__dkim_body_update(&b, (const uint8_t *)s + i, k);
@@ -179,19 +179,47 @@ static void body_hash(int canon, const char *s, size_t n, size_t step, uint8_t o
     smtpc__dkim_body_free(&b);
 }
 
-static void check_body(int canon, const char *in, const char *want)
+/* The body as canonicalized, fed at every split; cr_eol: as the signer
+ * sees it (a lone CR ends a line, as the engine sends it). */
+static void check_body_mode(int canon, bool cr_eol, const char *in, const char *want)
 {
     uint8_t got[32], exp[32];
     unsigned int l;
     EVP_Digest(want, strlen(want), exp, &l, EVP_sha256(), NULL);
     for (size_t step = 0; step <= strlen(in); step++) {
-        body_hash(canon, in, strlen(in), step, got);
+        body_hash(canon, cr_eol, in, strlen(in), step, got);
         if (memcmp(got, exp, 32)) {
-            T_FAILF("%s body of \"%s\" (step %zu) is not \"%s\"", canon ? "simple" : "relaxed", in,
-                    step, want);
+            T_FAILF("%s%s body of \"%s\" (step %zu) is not \"%s\"", canon ? "simple" : "relaxed",
+                    cr_eol ? " (cr_eol)" : "", in, step, want);
             return;
         }
     }
+}
+
+/* Without a lone CR both modes agree. */
+static void check_body(int canon, const char *in, const char *want)
+{
+    check_body_mode(canon, false, in, want);
+    if (!strchr(in, '\r') || strstr(in, "\r\n")) check_body_mode(canon, true, in, want);
+}
+
+/* The wire form: every CR, LF or CRLF one CRLF, a final CRLF. */
+static char *wire(const char *s, size_t n, size_t *outlen)
+{
+    smtpc__buf b;
+    smtpc__buf_init(&b, 0);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r' || s[i] == '\n') {
+            smtpc__buf_append(&b, "\r\n", 2);
+            if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') i++;
+        } else {
+            smtpc__buf_append(&b, s + i, 1);
+        }
+    }
+    if (n && s[n - 1] != '\n' && s[n - 1] != '\r') smtpc__buf_append(&b, "\r\n", 2);
+    *outlen = smtpc__buf_size(&b);
+    smtpc__buf_append(&b, "", 1);
+    return (char *)b.data;
 }
 
 /* ---- tests ---- */
@@ -201,7 +229,7 @@ TEST(rfc6376_example)
 {
     const char *hdr = "A: X\r\nB : Y\t\r\n\tZ  \r\n";
     smtpc__dkim_hdrs h;
-    smtpc__dkim_hdrs_init(&h);
+    smtpc__dkim_hdrs_init(&h, false);
     size_t used;
     CHECK_INT(smtpc__dkim_hdrs_feed(&h, (const uint8_t *)hdr, strlen(hdr), &used), 0);
     smtpc__errmsg e;
@@ -240,8 +268,14 @@ TEST(body_edges)
     check_body(SMTPC_DKIM_SIMPLE, " \r\n", " \r\n");
     check_body(SMTPC_DKIM_RELAXED, "x\r\n \t\r\ny", "x\r\n\r\ny\r\n");
     check_body(SMTPC_DKIM_RELAXED, "  x", " x\r\n");
-    check_body(SMTPC_DKIM_RELAXED, "a\rb\r\n", "a\rb\r\n");
-    check_body(SMTPC_DKIM_SIMPLE, "a\r", "a\r\r\n");
+    check_body_mode(SMTPC_DKIM_RELAXED, false, "a\rb\r\n", "a\rb\r\n");
+    check_body_mode(SMTPC_DKIM_SIMPLE, false, "a\r", "a\r\r\n");
+    /* the signer: a lone CR is a line end, as on the wire */
+    check_body_mode(SMTPC_DKIM_RELAXED, true, "a\rb\r\n", "a\r\nb\r\n");
+    check_body_mode(SMTPC_DKIM_SIMPLE, true, "a\r", "a\r\n");
+    check_body_mode(SMTPC_DKIM_SIMPLE, true, "a\r\rb \r\r\n\r", "a\r\n\r\nb \r\n");
+    check_body_mode(SMTPC_DKIM_RELAXED, true, "\r\r\r", "");
+    check_body_mode(SMTPC_DKIM_SIMPLE, true, "\n\r", "\r\n");
     check_body(SMTPC_DKIM_RELAXED, "a\nb\n\n", "a\r\nb\r\n");
     check_body(SMTPC_DKIM_SIMPLE, "a\nb \n\n", "a\r\nb \r\n");
     check_body(SMTPC_DKIM_RELAXED, "trailing   ", "trailing\r\n");
@@ -412,11 +446,27 @@ TEST(chunk_splits)
                 if (fl + len != l0 || memcmp(f, ref, fl)) T_FAILF("canon %d: cut %zu differs", canon, cut);
                 smtpc_dkim_sign_free(c);
             }
+            /* verified in the wire form, where the lone CR is a CRLF */
             dns d = {{"ed._domainkey.example.org"}, {rfc_ed_txt}};
             smtpc_dkim_result r;
-            size_t n;
-            CHECK_INT(smtpc_dkim_verify(ref, l0, dns_cb, &d, T0, &r, 1, &n, NULL, 0), 0);
+            size_t n, wl;
+            char *w = wire(ref, l0, &wl);
+            CHECK_INT(smtpc_dkim_verify(w, wl, dns_cb, &d, T0, &r, 1, &n, NULL, 0), 0);
             CHECK_INT(r.status, SMTPC_DKIM_PASS);
+            /* and signing the wire form gives the same fields */
+            char *s2 = sign_msg(sg, w + (l0 - len), wl - (l0 - len), 3, NULL);
+            CHECK(s2 && !memcmp(s2, ref, l0 - len));
+            free(s2);
+            free(w);
+            /* CR-only line ends too */
+            smtpc__buf cr;
+            smtpc__buf_init(&cr, 0);
+            for (size_t i = 0; i < len; i++)
+                if (!(tricky[i] == '\n' && i && tricky[i - 1] == '\r')) smtpc__buf_append(&cr, tricky + i, 1);
+            s2 = sign_msg(sg, (const char *)smtpc__buf_ptr(&cr), smtpc__buf_size(&cr), 1, NULL);
+            CHECK(s2 && !memcmp(s2, ref, l0 - len));
+            free(s2);
+            smtpc__buf_free(&cr);
             /* LF line ends sign as CRLF would */
             smtpc__buf lf;
             smtpc__buf_init(&lf, 0);
@@ -450,8 +500,10 @@ TEST(two_keys_and_oversigning)
     char *rt = txt_of(rsa), *et = txt_of(ed);
     dns d = {{"rsa._domainkey.example.org", "ed._domainkey.example.org"}, {rt, et}};
     size_t len = strlen(tricky), sl = 0;
-    char *s = sign_msg(sg, tricky, len, 100, &sl);
-    CHECK(s != NULL);
+    char *signed_msg = sign_msg(sg, tricky, len, 100, &sl);
+    CHECK(signed_msg != NULL);
+    char *s = signed_msg ? wire(signed_msg, sl, &sl) : NULL; /* as sent */
+    free(signed_msg);
     if (s) {
         CHECK(!strncmp(s, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org;", 68));
         CHECK(strstr(s, "\r\nDKIM-Signature: v=1; a=ed25519-sha256;") != NULL);
