@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ======================================================================
  * Body
@@ -37,14 +40,19 @@ void smtpc__dkim_body_free(smtpc__dkim_body *b)
     b->md = NULL;
 }
 
+static void hash_bytes(smtpc__dkim_body *b, const uint8_t *p, size_t n)
+{
+    uint64_t room = b->limit - b->total; /* total never passes limit */
+    if (n > room) n = (size_t)room;
+    b->total += n;
+    if (n) EVP_DigestUpdate(b->md, p, n);
+}
+
 static void flush(smtpc__dkim_body *b)
 {
     size_t n = b->stn;
     b->stn = 0;
-    uint64_t room = b->limit - b->total; /* total never passes limit */
-    if (n > room) n = (size_t)room;
-    b->total += n;
-    if (n) EVP_DigestUpdate(b->md, b->st, n);
+    hash_bytes(b, b->st, n);
 }
 
 static void emit(smtpc__dkim_body *b, const uint8_t *p, size_t n)
@@ -85,11 +93,96 @@ static void line_ends(smtpc__dkim_body *b)
     }
 }
 
+/* ---- the fast path: text that is already canonical --------------------
+ * On a started line with nothing pending, most input is its own canonical
+ * form: it is hashed straight from the input, and the state machine only
+ * sees what must change. Canonical as is: any byte but CR and LF (relaxed:
+ * and SP, HTAB); relaxed, a single SP before such a byte; a CRLF followed
+ * by such a byte (a line that has text). Sixteen (SSE2) or eight bytes at
+ * a time where none needs a look. */
+#if !defined(__SSE2__)
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+/* The high bit of each byte of v that equals c (exact, no false hits). */
+static inline uint64_t eq_bytes(uint64_t v, uint8_t c)
+{
+    uint64_t x = v ^ (ONES * c);
+    return ~(((x & ~HIGHS) + ~HIGHS) | x) & HIGHS;
+}
+#endif
+
+static size_t canonical_run(int canon, const uint8_t *sp, const uint8_t *p, size_t n)
+{
+    size_t k = 0;
+    bool relaxed = canon == SMTPC_DKIM_RELAXED;
+    while (k < n) {
+#if defined(__SSE2__)
+        if (k + 16 <= n) { /* sixteen at a time */
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + k));
+            unsigned bad = (unsigned)(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))) |
+                                      _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))));
+            if (relaxed) {
+                unsigned s1 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')));
+                bad |= (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')));
+                /* SP before SP, HTAB, CR or LF; SP last, unless text follows */
+                bad |= s1 & ((bad | s1) >> 1);
+                if ((s1 >> 15) && (k + 16 == n || sp[p[k + 16]])) bad |= 1u << 15;
+            }
+            if (!bad) {
+                k += 16;
+                continue;
+            }
+            k += (size_t)__builtin_ctz(bad); /* the bytes before the first one to look at */
+        }
+#else
+        if (k + 8 <= n) { /* eight at a time */
+            uint64_t v;
+            memcpy(&v, p + k, 8);
+            uint64_t bad = eq_bytes(v, '\r') | eq_bytes(v, '\n');
+            if (relaxed) {
+                uint64_t s1 = eq_bytes(v, ' ');
+                bad |= eq_bytes(v, '\t');
+                /* SP before SP, HTAB, CR or LF (byte i+1 is 8 bits up);
+                 * SP last, unless the next byte is text */
+                bad |= s1 & ((bad | s1) >> 8);
+                if ((s1 >> 63) && (k + 8 == n || sp[p[k + 8]])) bad |= HIGHS << 56;
+            }
+            if (!bad) {
+                k += 8;
+                continue;
+            }
+            k += (size_t)__builtin_ctzll(bad) / 8; /* the bytes before the first one to look at */
+        }
+#endif
+        /* one byte, with look-ahead */
+        uint8_t c = p[k];
+        if (!sp[c]) {
+            k++;
+        } else if (c == ' ' && k + 1 < n && !sp[p[k + 1]]) {
+            k += 2;
+        } else if (c == '\r' && k + 2 < n && p[k + 1] == '\n' && !sp[p[k + 2]]) {
+            k += 3;
+        } else {
+            break;
+        }
+    }
+    return k;
+}
+
 void smtpc__dkim_body_update(smtpc__dkim_body *b, const uint8_t *p, size_t n)
 {
     const uint8_t *sp = special[b->canon];
     size_t i = 0;
     while (i < n) {
+        if (b->line && !b->wsp && !b->cr) {
+            size_t k = canonical_run(b->canon, sp, p + i, n - i);
+            if (k) {
+                if (b->stn) flush(b);
+                hash_bytes(b, p + i, k);
+                i += k;
+                if (i == n) break;
+            }
+        }
         uint8_t c = p[i];
         if (b->cr) {
             b->cr = false;
@@ -105,21 +198,16 @@ void smtpc__dkim_body_update(smtpc__dkim_body *b, const uint8_t *p, size_t n)
         }
         if (c == '\n') {
             line_ends(b);
-            i++;
         } else if (c == '\r') {
             if (b->cr_eol) line_ends(b);
             b->cr = true;
-            i++;
         } else if (sp[c]) { /* SP or HTAB, relaxed */
             b->wsp = true;
-            i++;
         } else {
-            size_t j = i + 1;
-            while (j < n && !sp[p[j]]) j++;
             text_starts(b);
-            emit(b, p + i, j - i);
-            i = j;
+            emit(b, p + i, 1);
         }
+        i++;
     }
 }
 
