@@ -40,9 +40,9 @@ MESSAGES = {
         b"\r\n"
         b"Hello Bob.\r\n"
     ),
-    "8bit": (
+    "8bit": (  # and SMTPUTF8: raw UTF-8 in addresses
         "From: Zoë <zoe@example.org>\r\n"
-        "To: José <jose@example.com>\r\n"
+        "To: José <josé@exämple.com>\r\n"
         "Subject: café — déjà vu\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         "Content-Transfer-Encoding: 8bit\r\n"

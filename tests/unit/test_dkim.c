@@ -5,6 +5,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <smtpc/dkim.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -802,6 +803,59 @@ TEST(long_fields)
     smtpc_dkim_signer_free(sg);
 }
 
+/* One signer, contexts on several threads at once (a signing pool): each
+ * gives the fields one thread alone gives (Ed25519 and a fixed clock are
+ * deterministic). Run under ASan/TSan builds, it also checks for races. */
+typedef struct pool_job {
+    const smtpc_dkim_signer *sg;
+    const char *ref;
+    size_t ref_len;
+    int bad;
+} pool_job;
+
+static void *pool_worker(void *arg)
+{
+    pool_job *j = arg;
+    for (int i = 0; i < 40; i++) {
+        size_t l = 0;
+        char *s = sign_msg(j->sg, tricky, strlen(tricky), (size_t)(i % 7) + 1, &l);
+        if (!s || l != j->ref_len || memcmp(s, j->ref, l)) j->bad++;
+        free(s);
+    }
+    return NULL;
+}
+
+TEST(shared_signer_threads)
+{
+    smtpc_dkim_signer *sg = NULL;
+    smtpc_dkim_signer_new(&sg);
+    char *ed = rfc_ed_pem();
+    EVP_PKEY *rsa = gen("RSA", 1024);
+    char *rp = pem_key(rsa, false);
+    CHECK_INT(smtpc_dkim_signer_add_key_pem(sg, "ed", ed, strlen(ed)), 0);
+    CHECK_INT(smtpc_dkim_signer_add_key_pem(sg, "rsa", rp, strlen(rp)), 0); /* PKCS#1 v1.5: deterministic too */
+    smtpc_dkim_signer_set_domain(sg, "example.org");
+    smtpc_dkim_signer_set_clock(sg, fixed_now, &T0);
+    size_t rl = 0;
+    char *ref = sign_msg(sg, tricky, strlen(tricky), 0, &rl);
+    CHECK(ref != NULL);
+    pool_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (pool_job){.sg = sg, .ref = ref, .ref_len = rl};
+        pthread_create(&th[i], NULL, pool_worker, &jobs[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_INT(jobs[i].bad, 0);
+    }
+    free(ref);
+    free(rp);
+    free(ed);
+    EVP_PKEY_free(rsa);
+    smtpc_dkim_signer_free(sg);
+}
+
 int main(void)
 {
     RUN(rfc6376_example);
@@ -815,5 +869,6 @@ int main(void)
     RUN(refused_keys);
     RUN(errors);
     RUN(long_fields);
+    RUN(shared_signer_threads);
     T_DONE();
 }
