@@ -9,7 +9,7 @@
  *   smtpc_dkim_sign *ctx;                      // one per message
  *   smtpc_dkim_sign_begin(sg, &ctx);
  *   smtpc_dkim_sign_update(ctx, bytes, n);     // the whole message, any split
- *   ...
+ *   ...                                        // (or smtpc_dkim_sign_read)
  *   const char *fields; size_t len;
  *   smtpc_dkim_sign_final(ctx, &fields, &len); // "DKIM-Signature: ...\r\n" x keys
  *   // send fields, then the same message bytes again
@@ -45,6 +45,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -137,6 +138,15 @@ SMTPC_API int smtpc_dkim_sign_begin(const smtpc_dkim_signer *sg, smtpc_dkim_sign
  * SMTPC_EINVAL (a header line that is no field), SMTPC_ESTATE (after
  * final), SMTPC_ENOMEM. After an error the context only fails. */
 SMTPC_API int smtpc_dkim_sign_update(smtpc_dkim_sign *ctx, const void *p, size_t n);
+/* Feeds the whole message from a pull source until it returns 0: read has
+ * the smtpc_read_cb signature, so a message writer signs as
+ *   smtpc_dkim_sign_read(ctx, smtpc_message_writer_read, writer);
+ * (then a second writer on the same message, same flags, gives the same
+ * bytes to send after the fields). Errors: read's negative code, or
+ * smtpc_dkim_sign_update's. */
+SMTPC_API int smtpc_dkim_sign_read(smtpc_dkim_sign *ctx,
+                                   ssize_t (*read)(void *userdata, void *buf, size_t len),
+                                   void *userdata);
 /* Ends the message and signs it: *fields receives the DKIM-Signature
  * fields (one per key, in the order the keys were added, folded, each
  * ending with CRLF) to put before the message, *len their length. The

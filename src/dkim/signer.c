@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,7 +310,7 @@ SMTPC_API int smtpc_dkim_signer_set_identity(smtpc_dkim_signer *sg, const char *
     char *a = NULL;
     if (auid) {
         const char *at = strrchr(auid, '@');
-        bool ok = at && dns_name_ok(at + 1, 253);
+        bool ok = at && at - auid <= 64 && dns_name_ok(at + 1, 253);
         /* the local part is written as is: no character dkim-quoted-printable
          * would have to encode */
         for (const char *p = auid; ok && p < at; p++)
@@ -317,7 +318,7 @@ SMTPC_API int smtpc_dkim_signer_set_identity(smtpc_dkim_signer *sg, const char *
         if (!ok)
             return smtpc__err(&sg->err, SMTPC_EINVAL,
                               "invalid DKIM identity \"%.64s\": [local-part]@domain with a "
-                              "plain ASCII local part", auid);
+                              "plain ASCII local part of at most 64 octets", auid);
         if (!(a = smtpc__strdup(auid))) return SMTPC_ENOMEM;
     }
     free(sg->auid);
@@ -491,6 +492,25 @@ SMTPC_API int smtpc_dkim_sign_update(smtpc_dkim_sign *ctx, const void *p, size_t
     }
     smtpc__dkim_body_update(&ctx->b, d, n);
     return 0;
+}
+
+SMTPC_API int smtpc_dkim_sign_read(smtpc_dkim_sign *ctx,
+                                   ssize_t (*read)(void *userdata, void *buf, size_t len),
+                                   void *userdata)
+{
+    if (!ctx || !read) return SMTPC_EINVAL;
+    uint8_t buf[16384];
+    for (;;) {
+        ssize_t n = read(userdata, buf, sizeof buf);
+        if (n == 0) return 0;
+        if (n < 0 || (size_t)n > sizeof buf) {
+            int rc = n < 0 && n >= INT_MIN ? (int)n : SMTPC_EIO; /* the source's own error */
+            return fail(ctx, smtpc__err(&ctx->err, rc, "reading the message to sign failed (%s)",
+                                        smtpc_err_name(rc)));
+        }
+        int rc = smtpc_dkim_sign_update(ctx, buf, (size_t)n);
+        if (rc) return rc;
+    }
 }
 
 /* Folding writer for the signature field: lines of at most 78 octets. */

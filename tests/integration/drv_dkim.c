@@ -7,10 +7,16 @@
  *     signing context in pieces of --step octets (default 65536), then the
  *     fields and a second pass of the file to standard output. --rss prints
  *     "maxrss_kib N" (peak resident memory) on standard error at the end.
+ *   drv_dkim compose [sign options] [--8bit]
+ *     The same for a message composed with the message API (UTF-8 subject,
+ *     text with trailing spaces, HTML, an attachment, List-Unsubscribe and
+ *     List-Unsubscribe-Post): signed from a first writer through
+ *     smtpc_dkim_sign_read, sent from a second writer on the same message.
  *   drv_dkim verify [--txt NAME=RECORD ...] [--now T] FILE
  *     Prints one line per signature: "status algorithm selector domain reason".
  * Exit 0 on success, 1 on an error (message on standard error), 2 on usage. */
 #include <smtpc/dkim.h>
+#include <smtpc/message.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +31,7 @@ static int64_t clock_cb(void *ud)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: drv_dkim sign|verify [options] FILE\n");
+    fprintf(stderr, "usage: drv_dkim sign|compose|verify [options] [FILE]\n");
     return 2;
 }
 
@@ -37,8 +43,32 @@ static int parse_canon(const char *s, smtpc_dkim_canon *c)
     return 0;
 }
 
+static smtpc_message *compose(void)
+{
+    smtpc_message *m = NULL;
+    if (smtpc_message_new(&m)) return NULL;
+    static uint8_t blob[3000];
+    for (size_t i = 0; i < sizeof blob; i++) blob[i] = (uint8_t)(i * 37);
+    smtpc_attachment_opts ao = {.name = "data.bin", .content_type = "application/octet-stream"};
+    if (smtpc_message_set_from(m, "Zo\xc3\xab <zoe@example.org>") ||
+        smtpc_message_add_to(m, "bob@example.com, \"Carol C.\" <carol@example.net>") ||
+        smtpc_message_set_subject(m, "Report for Q3 \xe2\x80\x94 caf\xc3\xa9") ||
+        smtpc_message_set_date(m, 1765000000) || smtpc_message_set_message_id(m, "<dkim-1@example.org>") ||
+        smtpc_message_set_text(m, "Hello  \nd\xc3\xa9j\xc3\xa0 vu\t\n\n\n", (size_t)-1) ||
+        smtpc_message_set_html(m, "<p>Hello</p>", (size_t)-1) ||
+        smtpc_message_add_attachment_mem(m, blob, sizeof blob, &ao) ||
+        smtpc_message_add_header(m, "List-Unsubscribe", "<https://example.org/u/1>, <mailto:u@example.org>") ||
+        smtpc_message_add_header(m, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")) {
+        smtpc_message_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 static int do_sign(int argc, char **argv)
 {
+    bool composed = !strcmp(argv[1], "compose");
+    unsigned wflags = 0;
     smtpc_dkim_signer *sg = NULL;
     if (smtpc_dkim_signer_new(&sg)) return 1;
     const char *file = NULL;
@@ -48,6 +78,10 @@ static int do_sign(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--rss")) {
             rss = 1;
+            continue;
+        }
+        if (!strcmp(a, "--8bit")) {
+            wflags = SMTPC_WRITE_8BITMIME;
             continue;
         }
         if (a[0] != '-') {
@@ -95,6 +129,33 @@ static int do_sign(int argc, char **argv)
         fprintf(stderr, "drv_dkim: %s: %s\n", smtpc_err_name(rc), smtpc_dkim_signer_errmsg(sg));
         smtpc_dkim_signer_free(sg);
         return 1;
+    }
+    if (composed) {
+        smtpc_message *m = compose();
+        smtpc_message_writer *w = NULL;
+        smtpc_dkim_sign *ctx = NULL;
+        const char *fields = NULL;
+        size_t fl = 0;
+        rc = m ? smtpc_message_writer_new(&w, m, wflags) : SMTPC_ENOMEM;
+        if (!rc) rc = smtpc_dkim_sign_begin(sg, &ctx);
+        if (!rc) rc = smtpc_dkim_sign_read(ctx, smtpc_message_writer_read, w); /* first pass */
+        if (!rc) rc = smtpc_dkim_sign_final(ctx, &fields, &fl);
+        smtpc_message_writer_free(w);
+        w = NULL;
+        if (!rc) rc = smtpc_message_writer_new(&w, m, wflags); /* second pass: the same bytes */
+        if (!rc) {
+            fwrite(fields, 1, fl, stdout);
+            char buf[4096];
+            ssize_t n;
+            while ((n = smtpc_message_writer_read(w, buf, sizeof buf)) > 0) fwrite(buf, 1, (size_t)n, stdout);
+            if (n < 0) rc = (int)n;
+        }
+        if (rc) fprintf(stderr, "drv_dkim: compose: %s\n", smtpc_err_name(rc));
+        smtpc_message_writer_free(w);
+        smtpc_dkim_sign_free(ctx);
+        smtpc_message_free(m);
+        smtpc_dkim_signer_free(sg);
+        return rc || fflush(stdout) ? 1 : 0;
     }
     if (!file) return usage();
     FILE *f = fopen(file, "rb");
@@ -205,7 +266,7 @@ static int do_verify(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage();
-    if (!strcmp(argv[1], "sign")) return do_sign(argc, argv);
+    if (!strcmp(argv[1], "sign") || !strcmp(argv[1], "compose")) return do_sign(argc, argv);
     if (!strcmp(argv[1], "verify")) return do_verify(argc, argv);
     return usage();
 }

@@ -302,6 +302,32 @@ def test_dkimpy_signature_verifies_with_smtpc(tmp_path, keys, canon, alg):
     assert out == [f"fail {algo.decode()} {k['selector']} {DOMAIN} body hash mismatch"]
 
 
+@pytest.mark.parametrize("canon", CANONS)
+@pytest.mark.parametrize("eightbit", [False, True])
+def test_composed_message_two_writer_passes(tmp_path, keys, canon, eightbit):
+    """A message of the message API, signed from one writer (the first pass)
+    and sent from a second: both verifiers accept it, and the one-click
+    unsubscribe fields (RFC 8058) are covered by the signature."""
+    args = [driver("dkim"), "compose", "--domain", DOMAIN, "--canon", canon, "--time", str(T0),
+            "--key", f"rsa={keys['rsa']['path']}", "--key", f"ed={keys['ed']['path']}"]
+    if eightbit:
+        args.append("--8bit")
+    p = subprocess.run(args, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    signed = p.stdout
+    head = signed.split(b"\r\n\r\n")[0].replace(b"\r\n ", b"")
+    assert b"list-unsubscribe:list-unsubscribe:list-unsubscribe-post:list-unsubscribe-post:" in head
+    assert (b"Content-Transfer-Encoding: 8bit" in signed) == eightbit
+    assert dkimpy_results(signed, keys) == [True, True]
+    f = tmp_path / "composed.eml"
+    f.write_bytes(signed)
+    r = perl_results([f], keys)[str(f)]
+    assert r[0].startswith("pass rsa-sha256"), r
+    # a changed unsubscribe URL fails
+    bad = signed.replace(b"example.org/u/1", b"example.org/u/2")
+    assert bad != signed and dkimpy_results(bad, keys) == [False, False]
+
+
 def test_big_message_constant_memory(tmp_path, keys):
     """A 64 MiB message is signed in two streaming passes in a few MiB, and
     dkimpy agrees with the result."""

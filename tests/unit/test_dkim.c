@@ -720,6 +720,10 @@ TEST(errors)
     CHECK_INT(smtpc_dkim_signer_set_domain(sg, "mail.example.org"), 0);
     CHECK_INT(smtpc_dkim_signer_set_identity(sg, "no-at-sign"), SMTPC_EINVAL);
     CHECK_INT(smtpc_dkim_signer_set_identity(sg, "a;b@mail.example.org"), SMTPC_EINVAL);
+    char longid[100];
+    memset(longid, 'l', 65);
+    snprintf(longid + 65, sizeof longid - 65, "@mail.example.org");
+    CHECK_INT(smtpc_dkim_signer_set_identity(sg, longid), SMTPC_EINVAL);
     CHECK_INT(smtpc_dkim_signer_set_identity(sg, "news@example.org"), 0);
     CHECK_INT(smtpc_dkim_sign_begin(sg, &c), SMTPC_EINVAL); /* i= above d= */
     CHECK_INT(smtpc_dkim_signer_set_identity(sg, "news@x.mail.example.org"), 0);
@@ -856,6 +860,56 @@ TEST(shared_signer_threads)
     smtpc_dkim_signer_free(sg);
 }
 
+/* A pull source in pieces of at most `step`, failing at `fail_at`. */
+typedef struct src {
+    const char *p;
+    size_t n, off, step, fail_at;
+} src;
+
+static ssize_t src_read(void *ud, void *buf, size_t len)
+{
+    src *s = ud;
+    if (s->off >= s->fail_at) return SMTPC_EIO;
+    size_t k = s->n - s->off;
+    if (k > s->step) k = s->step;
+    if (k > len) k = len;
+    memcpy(buf, s->p + s->off, k);
+    s->off += k;
+    return (ssize_t)k;
+}
+
+/* smtpc_dkim_sign_read pulls the message like the engine pulls a writer;
+ * the source's error is the result. */
+TEST(sign_from_a_reader)
+{
+    smtpc_dkim_signer *sg = NULL;
+    smtpc_dkim_signer_new(&sg);
+    char *ed = rfc_ed_pem();
+    smtpc_dkim_signer_add_key_pem(sg, "ed", ed, strlen(ed));
+    free(ed);
+    smtpc_dkim_signer_set_domain(sg, "example.org");
+    smtpc_dkim_signer_set_clock(sg, fixed_now, &T0);
+    size_t rl = 0;
+    char *ref = sign_msg(sg, tricky, strlen(tricky), 0, &rl);
+    smtpc_dkim_sign *c = NULL;
+    src s = {tricky, strlen(tricky), 0, 5, SIZE_MAX};
+    CHECK_INT(smtpc_dkim_sign_begin(sg, &c), 0);
+    CHECK_INT(smtpc_dkim_sign_read(c, src_read, &s), 0);
+    const char *f;
+    size_t fl;
+    CHECK_INT(smtpc_dkim_sign_final(c, &f, &fl), 0);
+    CHECK(ref && fl + strlen(tricky) == rl && !memcmp(f, ref, fl));
+    smtpc_dkim_sign_free(c);
+    src bad = {tricky, strlen(tricky), 0, 5, 50};
+    CHECK_INT(smtpc_dkim_sign_begin(sg, &c), 0);
+    CHECK_INT(smtpc_dkim_sign_read(c, src_read, &bad), SMTPC_EIO);
+    CHECK(strstr(smtpc_dkim_sign_errmsg(c), "reading the message") != NULL);
+    CHECK_INT(smtpc_dkim_sign_final(c, &f, &fl), SMTPC_ESTATE);
+    smtpc_dkim_sign_free(c);
+    free(ref);
+    smtpc_dkim_signer_free(sg);
+}
+
 int main(void)
 {
     RUN(rfc6376_example);
@@ -870,5 +924,6 @@ int main(void)
     RUN(errors);
     RUN(long_fields);
     RUN(shared_signer_threads);
+    RUN(sign_from_a_reader);
     T_DONE();
 }
