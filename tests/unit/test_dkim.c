@@ -140,6 +140,20 @@ static char *txt_of(EVP_PKEY *pk)
 static int64_t fixed_now(void *ud) { return *(const int64_t *)ud; }
 static int64_t T0 = 1700000000;
 
+/* A signer with the RFC 8463 Ed25519 key as selector "ed" for example.org,
+ * on the fixed clock T0. */
+static smtpc_dkim_signer *ed_signer(void)
+{
+    smtpc_dkim_signer *sg = NULL;
+    smtpc_dkim_signer_new(&sg);
+    char *ed = rfc_ed_pem();
+    CHECK_INT(smtpc_dkim_signer_add_key_pem(sg, "ed", ed, strlen(ed)), 0);
+    free(ed);
+    smtpc_dkim_signer_set_domain(sg, "example.org");
+    smtpc_dkim_signer_set_clock(sg, fixed_now, &T0);
+    return sg;
+}
+
 /* Signs msg fed in pieces of step octets (0: all at once); returns the
  * signed message (fields + msg) or NULL. */
 static char *sign_msg(const smtpc_dkim_signer *sg, const char *msg, size_t len, size_t step,
@@ -781,12 +795,7 @@ TEST(errors)
 /* A very long header field (folded by the caller or not) and 8-bit text. */
 TEST(long_fields)
 {
-    smtpc_dkim_signer *sg = NULL;
-    smtpc_dkim_signer_new(&sg);
-    char *ed = rfc_ed_pem();
-    smtpc_dkim_signer_add_key_pem(sg, "ed", ed, strlen(ed));
-    free(ed);
-    smtpc_dkim_signer_set_domain(sg, "example.org");
+    smtpc_dkim_signer *sg = ed_signer();
     smtpc__buf m;
     smtpc__buf_init(&m, 0);
     smtpc__buf_append_str(&m, "From: a@example.org\r\nSubject: ");
@@ -831,15 +840,10 @@ static void *pool_worker(void *arg)
 
 TEST(shared_signer_threads)
 {
-    smtpc_dkim_signer *sg = NULL;
-    smtpc_dkim_signer_new(&sg);
-    char *ed = rfc_ed_pem();
+    smtpc_dkim_signer *sg = ed_signer();
     EVP_PKEY *rsa = gen("RSA", 1024);
     char *rp = pem_key(rsa, false);
-    CHECK_INT(smtpc_dkim_signer_add_key_pem(sg, "ed", ed, strlen(ed)), 0);
     CHECK_INT(smtpc_dkim_signer_add_key_pem(sg, "rsa", rp, strlen(rp)), 0); /* PKCS#1 v1.5: deterministic too */
-    smtpc_dkim_signer_set_domain(sg, "example.org");
-    smtpc_dkim_signer_set_clock(sg, fixed_now, &T0);
     size_t rl = 0;
     char *ref = sign_msg(sg, tricky, strlen(tricky), 0, &rl);
     CHECK(ref != NULL);
@@ -855,7 +859,6 @@ TEST(shared_signer_threads)
     }
     free(ref);
     free(rp);
-    free(ed);
     EVP_PKEY_free(rsa);
     smtpc_dkim_signer_free(sg);
 }
@@ -882,13 +885,7 @@ static ssize_t src_read(void *ud, void *buf, size_t len)
  * the source's error is the result. */
 TEST(sign_from_a_reader)
 {
-    smtpc_dkim_signer *sg = NULL;
-    smtpc_dkim_signer_new(&sg);
-    char *ed = rfc_ed_pem();
-    smtpc_dkim_signer_add_key_pem(sg, "ed", ed, strlen(ed));
-    free(ed);
-    smtpc_dkim_signer_set_domain(sg, "example.org");
-    smtpc_dkim_signer_set_clock(sg, fixed_now, &T0);
+    smtpc_dkim_signer *sg = ed_signer();
     size_t rl = 0;
     char *ref = sign_msg(sg, tricky, strlen(tricky), 0, &rl);
     smtpc_dkim_sign *c = NULL;
