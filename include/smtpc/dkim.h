@@ -131,7 +131,9 @@ typedef struct smtpc_dkim_sign smtpc_dkim_sign;
 /* Starts signing one message with every key of sg (taking the time for t=
  * now). sg must outlive the context and not change while it exists.
  * Errors: SMTPC_ESTATE (no key or no domain), SMTPC_EINVAL (i= outside the
- * domain), SMTPC_ENOMEM; detail in smtpc_dkim_signer_errmsg. */
+ * domain), SMTPC_ENOMEM; detail in smtpc_dkim_signer_errmsg (the one thing
+ * written on the signer: these are configuration errors, found before a
+ * signer is shared). */
 SMTPC_API int smtpc_dkim_sign_begin(const smtpc_dkim_signer *sg, smtpc_dkim_sign **out);
 /* Feeds the next n octets of the message (header section, blank line,
  * body), in any split. Errors: SMTPC_ELIMIT (header section too long),
