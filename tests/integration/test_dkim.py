@@ -328,6 +328,22 @@ def test_composed_message_two_writer_passes(tmp_path, keys, canon, eightbit):
     assert bad != signed and dkimpy_results(bad, keys) == [False, False]
 
 
+def test_dkimpy_length_tag_is_honoured(tmp_path, keys):
+    """smtpc never writes l=, but its verifier reads it: text appended after
+    the signed length still passes, a body shorter than l= does not."""
+    msg = MESSAGES["plain"]
+    sig = dkim.sign(msg, b"rsa", DOMAIN.encode(), keys["rsa"]["pem"], length=True,
+                    canonicalize=(b"relaxed", b"relaxed"))
+    assert b"l=" in sig
+    f = tmp_path / "l.eml"
+    args = [driver("dkim"), "verify", "--txt", f"rsa._domainkey.{DOMAIN}={keys['rsa']['txt']}", str(f)]
+    f.write_bytes(sig + msg + b"appended by a list\r\n")
+    assert subprocess.run(args, capture_output=True, check=True).stdout.startswith(b"pass rsa-sha256")
+    f.write_bytes(sig + msg[:-4])
+    out = subprocess.run(args, capture_output=True, check=True).stdout
+    assert out.startswith(b"permerror") or out.startswith(b"fail"), out
+
+
 def test_big_message_constant_memory(tmp_path, keys):
     """A 64 MiB message is signed in two streaming passes in a few MiB, and
     dkimpy agrees with the result."""

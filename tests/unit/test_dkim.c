@@ -63,6 +63,12 @@ static int dns_cb(void *ud, const char *name, char *buf, size_t len)
     return SMTPC_ENOTFOUND;
 }
 
+static int dns_fail(void *ud, const char *name, char *buf, size_t len)
+{
+    (void)ud, (void)name, (void)buf, (void)len;
+    return SMTPC_ETIMEDOUT;
+}
+
 static char *cat(const char *a, size_t al, const char *b, size_t bl)
 {
     char *s = malloc(al + bl + 1);
@@ -451,6 +457,10 @@ TEST(rfc8463_verify)
     CHECK_STR(r[0].reason, "signature does not verify");
     CHECK_INT(r[1].status, SMTPC_DKIM_FAIL);
     free(bad);
+    /* the lookup fails for now: a temporary error */
+    CHECK_INT(smtpc_dkim_verify(msg, strlen(msg), dns_fail, NULL, 0, r, 4, &n, NULL, 0), 0);
+    CHECK_INT(r[0].status, SMTPC_DKIM_TEMPERROR);
+    CHECK_INT(r[1].status, SMTPC_DKIM_TEMPERROR);
     /* no key published */
     dns none = {{NULL}, {NULL}};
     CHECK_INT(smtpc_dkim_verify(msg, strlen(msg), dns_cb, &none, 0, r, 1, &n, NULL, 0), 0);
