@@ -677,7 +677,7 @@ SMTPC_API int smtpc_dkim_sign_final(smtpc_dkim_sign *ctx, const char **fields, s
         }
     }
     if (!from) return fail(ctx, smtpc__err(&ctx->err, SMTPC_EINVAL, "the message has no From field"));
-    bool *used = malloc(ctx->h.n ? ctx->h.n : 1);
+    bool *used = malloc((ctx->h.n ? ctx->h.n : 1) * sizeof *used);
     if (!used) return fail(ctx, SMTPC_ENOMEM);
     for (size_t i = 0; i < sg->nkeys && !rc; i++) rc = sign_one(ctx, &sg->keys[i], bh, hn, hl, nh, used);
     free(used);

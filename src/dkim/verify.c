@@ -239,7 +239,7 @@ static int verify_one(const vctx *v, size_t fi, smtpc_dkim_result *r)
     uint8_t *sig = b64_value(tb->val, tb->val_len, &sigl);
     smtpc__buf data;
     smtpc__buf_init(&data, 0);
-    bool *used = calloc(h->n ? h->n : 1, 1);
+    bool *used = calloc(h->n ? h->n : 1, sizeof *used);
     if (!used) rc = SMTPC_ENOMEM;
     if (!rc && (!bh || !sig)) {
         setres(r, SMTPC_DKIM_PERMERROR, "bh= or b= is not base64");
