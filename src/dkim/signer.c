@@ -1,5 +1,6 @@
 /* DKIM signer: keys, options, and signing one message as it streams. */
 #include "dkim_int.h"
+#include "util/syslib.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -167,6 +168,8 @@ static int add_key(smtpc_dkim_signer *sg, const char *selector, const char *pem,
     if (!selector || !dns_name_ok(selector, sizeof sg->keys[0].selector - 1))
         return smtpc__err(&sg->err, SMTPC_EINVAL, "invalid DKIM selector \"%.64s\"",
                           selector ? selector : "(null)");
+    int lrc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, &sg->err); /* keys and signatures are libcrypto's */
+    if (lrc) return lrc;
     if (sg->nkeys == SMTPC_DKIM_MAX_KEYS)
         return smtpc__err(&sg->err, SMTPC_ELIMIT, "at most %d DKIM keys", SMTPC_DKIM_MAX_KEYS);
     char label[64];

@@ -1,6 +1,7 @@
 /* DKIM verifier (RFC 6376 6, RFC 8463): rsa-sha256 and ed25519-sha256,
  * keys from a caller's TXT lookup. */
 #include "dkim_int.h"
+#include "util/syslib.h"
 
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
@@ -310,10 +311,15 @@ SMTPC_API int smtpc_dkim_verify(const void *msg, size_t len, smtpc_dkim_txt_cb t
     err.text[0] = '\0';
     if (count) *count = 0;
     if ((!msg && len) || !txt || (!results && max)) return SMTPC_EINVAL;
+    int rc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, &err);
+    if (rc) {
+        if (errbuf && errlen) snprintf(errbuf, errlen, "%s", err.text);
+        return rc;
+    }
     smtpc__dkim_hdrs h;
     smtpc__dkim_hdrs_init(&h, false);
     size_t used = 0;
-    int rc = smtpc__dkim_hdrs_feed(&h, msg, len, &used);
+    rc = smtpc__dkim_hdrs_feed(&h, msg, len, &used);
     if (rc == SMTPC_ELIMIT)
         smtpc__err(&err, rc, "the header section is longer than %u octets", SMTPC_DKIM_MAX_HEADER);
     if (!rc) rc = smtpc__dkim_hdrs_split(&h, &err);
