@@ -80,6 +80,7 @@ struct smtpc__engine {
     txn t;
     smtpc__trace_fn trace;
     void *trace_ud;
+    bool out_secret;        /* the output buffer has held an AUTH credential line */
 };
 
 const char *smtpc__cmd_name(smtpc__cmd c)
@@ -256,6 +257,16 @@ void smtpc__engine_output_advance(smtpc__engine *e, size_t n)
     smtpc__buf_consume(&e->out, n);
 }
 
+void smtpc__engine_trim(smtpc__engine *e)
+{
+    if (smtpc__buf_size(&e->out) == 0 && e->out.cap > 4096) {
+        if (e->out_secret) smtpc__buf_free_secure(&e->out);
+        else smtpc__buf_free(&e->out);
+        e->out_secret = false;
+    }
+    if (smtpc__buf_size(&e->chunk) == 0 && e->chunk.cap > 4096) smtpc__buf_free(&e->chunk);
+}
+
 const smtpc__caps *smtpc__engine_caps(const smtpc__engine *e)
 {
     return &e->caps;
@@ -315,6 +326,7 @@ static int send_line(smtpc__engine *e, const char *line, size_t len, smtpc__cmd 
         return smtpc__err(&e->err, rc, "out of memory queueing %s", smtpc__cmd_name(cmd));
     }
     if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, line, len, secret);
+    if (secret) e->out_secret = true;
     return 0;
 }
 

@@ -13,6 +13,7 @@ struct smtpc__opener {
     const smtpc_conn_opts *opts;
     smtpc_tls_mode mode;
     bool encrypted, did_starttls, fatal;
+    bool decided;            /* the failure was decided by o->reply */
     smtpc__open_step step;
     int failed;              /* the failure returned (sticky), 0 = none */
     char ehlo_name[256];
@@ -67,7 +68,7 @@ void smtpc__opener_free(smtpc__opener *o)
 
 smtpc__open_step smtpc__opener_step(const smtpc__opener *o) { return o->step; }
 const char *smtpc__opener_errmsg(const smtpc__opener *o) { return o->err.text; }
-const smtpc__reply *smtpc__opener_reply(const smtpc__opener *o) { return o->reply; }
+const smtpc__reply *smtpc__opener_reply(const smtpc__opener *o) { return o->decided ? o->reply : NULL; }
 const smtpc__reply *smtpc__opener_greeting(const smtpc__opener *o) { return o->greeting; }
 smtpc__sasl_mech smtpc__opener_mech(const smtpc__opener *o) { return o->mech; }
 bool smtpc__opener_did_starttls(const smtpc__opener *o) { return o->did_starttls; }
@@ -116,6 +117,7 @@ static void fmt_reply(smtpc__opener *o, int code, const smtpc__reply *r, const c
     smtpc__escape_into(text, sizeof text, t, strlen(t));
     smtpc__err(&o->err, code, "%s: server replied %d%s%s %s", what, r->code, r->enhanced[0] ? " " : "",
                r->enhanced, text);
+    o->decided = true;
 }
 
 /* A reply that is not the one wanted (ok_class: the first digit of
@@ -213,9 +215,9 @@ static int auth_begin(smtpc__opener *o)
                    a[0] ? a : "none", b[0] ? b : "none");
         return fail(o, SMTPC_EAUTH);
     }
+    o->mech = m;
     int rc = smtpc__sasl_new(&o->sasl, m, &c, &o->err);
     if (rc) return fail(o, rc);
-    o->mech = m;
     return auth_send(o);
 }
 
@@ -233,7 +235,7 @@ static int auth_failed(smtpc__opener *o, int rc)
     info(o, "AUTH %s refused; refreshing the token", smtpc__sasl_mech_name(o->mech));
     int r2 = smtpc__sasl_restart(o->sasl, true);
     if (r2) {
-        smtpc__err(&o->err, r2, "%s; token refresh failed: %s", first, smtpc__sasl_errmsg(o->sasl));
+        smtpc__err(&o->err, r2, "%s; asking for a new token failed: %s", first, smtpc__sasl_errmsg(o->sasl));
         return fail(o, r2);
     }
     return auth_send(o);
@@ -247,6 +249,7 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
         /* the server's answer to our cancel ("*") or error acknowledgement */
         smtpc__err(&o->err, o->cancel_rc, "AUTH %s: %s (cancelled; server replied %d)", name, o->cancel_why,
                    r->code);
+        o->decided = true;
         return auth_failed(o, o->cancel_rc);
     }
     const char *text = r->nlines ? r->lines[r->nlines - 1] : "";
@@ -271,7 +274,9 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
         return r2 ? queue_failed(o, r2, "AUTH") : SMTPC__OPEN_WAIT;
     }
     if (r->code / 100 == 4 || r->code / 100 == 5) {
-        fmt_reply(o, rc, r, "AUTH");
+        char what[40];
+        snprintf(what, sizeof what, "AUTH %s", name);
+        fmt_reply(o, rc, r, what);
         return auth_failed(o, rc);
     }
     smtpc__err(&o->err, rc, "AUTH %s: %s", name, smtpc__sasl_errmsg(o->sasl));

@@ -93,7 +93,7 @@ const char *smtpc__opener_errmsg(const smtpc__opener *o);
 const smtpc__reply *smtpc__opener_reply(const smtpc__opener *o);
 /* The greeting (NULL before it). */
 const smtpc__reply *smtpc__opener_greeting(const smtpc__opener *o);
-/* After DONE: the mechanism used (NONE without AUTH), whether STARTTLS was done. */
+/* The mechanism chosen (NONE without AUTH), whether STARTTLS was done. */
 smtpc__sasl_mech smtpc__opener_mech(const smtpc__opener *o);
 bool smtpc__opener_did_starttls(const smtpc__opener *o);
 /* A failure that every connection to this server with these settings

@@ -4,8 +4,13 @@
  *
  *   drv_shared session|bulk HOST PORT [options]
  *
- * session: connect, EHLO, smtpc_session_send_mem, QUIT (when still connected).
+ * session: smtpc_session_open (no TLS), smtpc_session_send[_mem], QUIT (when
+ *          still connected).
  * bulk:    smtpc_bulk_run with one connection and one message.
+ * Both are given the same: a body in memory has a known length, which both
+ * declare as SIZE= when the server offers SIZE (smtpc_mail_opts.size for
+ * the session, as smtpc_client does; bulk on its own); a pulled body
+ * (--piece) has none.
  *
  * Options: --from A  --to A (repeatable)  --file PATH (the body; default empty)
  *   --greeting-timeout-ms N --command-timeout-ms N --data-timeout-ms N
@@ -15,9 +20,6 @@
  *   --piece N      the body through a read callback that hands it over in
  *                  N-byte pieces (session: smtpc_session_send; bulk: the
  *                  message's read/rewind) instead of from memory
- *   --size         session: SIZE=<body length> on MAIL when the server
- *                  offers SIZE (what smtpc_client does); bulk always does
- *                  that for a body in memory (not with --piece)
  *
  * Output, one item per line:
  *   status sent|failed|unknown|canceled
@@ -57,7 +59,6 @@ typedef struct opts {
     size_t len;
     int64_t greeting_ms, command_ms, data_ms;
     unsigned attempts;
-    bool size;
     size_t piece;
 } opts;
 
@@ -145,12 +146,11 @@ static void run_session(const opts *o, report *r)
     r->conns = 1;
     r->attempts = 1;
     bool sent = false;
-    int rc = smtpc_session_connect(s, o->host, o->port);
-    if (!rc) rc = smtpc_session_ehlo(s, NULL);
+    int rc = smtpc_session_open(s, o->host, o->port);
     if (!rc) {
         smtpc_mail_opts mo;
         memset(&mo, 0, sizeof mo);
-        if (o->size && smtpc_session_has_ext(s, "SIZE")) mo.size = o->len;
+        if (!o->piece && smtpc_session_has_ext(s, "SIZE")) mo.size = o->len;
         smtpc_envelope env;
         memset(&env, 0, sizeof env);
         env.from = o->from;
@@ -305,7 +305,6 @@ int main(int argc, char **argv)
         else if (OPT("--data-timeout-ms")) o.data_ms = (int64_t)num(v);
         else if (OPT("--attempts")) o.attempts = (unsigned)num(v);
         else if (OPT("--piece")) o.piece = (size_t)num(v);
-        else if (strcmp(a, "--size") == 0) o.size = true;
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
