@@ -381,7 +381,7 @@ static void pump(conn *c)
 }
 
 /* A transaction is over: its message's outcome. */
-static void txn_done(conn *c, const smtpc__event *ev)
+static void msg_done(conn *c, const smtpc__event *ev)
 {
     smtpc_bulk *b = c->b;
     rec *m = c->prev ? c->prev : c->cur;
@@ -455,7 +455,7 @@ static void ready_event(conn *c, const smtpc__event *ev)
         break;
     case SMTPC__EV_TXN_DONE:
         c->proven = true;
-        txn_done(c, ev);
+        msg_done(c, ev);
         if (!c->dead && (c->canceling || b->canceling) && (c->cur || c->prev) && !dot_out(c))
             smtpc__bulk_conn_kill(c, SMTPC_ECANCELED, "canceled");
         break;
@@ -562,7 +562,8 @@ static int flush_out(conn *c)
         size_t n = smtpc__engine_output(c->e, &p);
         if (n == 0) {
             c->wr_want = 0;
-            if (!c->body) smtpc__engine_trim(c->e); /* idle: give the buffers back */
+            /* idle (not between pipelined messages): give the buffers back */
+            if (!c->cur && !c->prev) smtpc__engine_trim(c->e);
             return 0;
         }
         int want = 0;

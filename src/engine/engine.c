@@ -228,7 +228,7 @@ static int ev_push(smtpc__engine *e, smtpc__event_type type, smtpc__cmd cmd, uin
         }
     }
     smtpc__reply *copy = NULL;
-    if (r && !(copy = smtpc__reply_dup(r))) return SMTPC_ENOMEM;
+    if (r && !(copy = smtpc__reply_ref((smtpc__reply *)r))) return SMTPC_ENOMEM;
     qevent *q = &e->evq[e->ev_len++];
     q->reply = copy;
     q->ev = (smtpc__event){type, cmd, tag, status, copy};
@@ -851,8 +851,10 @@ static int txn_after_rcpts(smtpc__engine *e)
 static int txn_on_mail(smtpc__engine *e, const smtpc__reply *r)
 {
     txn *t = &e->t;
-    if (!(t->mail_reply = smtpc__reply_dup(r))) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     t->mail_ok = positive(r);
+    /* kept only to decide a failed envelope */
+    if (!t->mail_ok && !(t->mail_reply = smtpc__reply_dup(r)))
+        return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     if (t->pipelined) return 0;
     if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply, SMTPC__CMD_MAIL); /* nothing to reset */
     return txn_send_next(e, SMTPC__CMD_RCPT, 0);
@@ -1292,9 +1294,12 @@ int smtpc__engine_feed(smtpc__engine *e, const uint8_t *data, size_t len, size_t
                               "data received after STARTTLS 220 (possible response injection)");
         }
         size_t c = 0;
+        const smtpc__reply *v = NULL;
         smtpc__reply *r = NULL;
-        int rc = smtpc__reply_parser_feed(e->parser, data + i, len - i, &c, &r, &e->err);
+        /* the parser's reusable view, copied once into one allocation */
+        int rc = smtpc__reply_parser_feed_view(e->parser, data + i, len - i, &c, &v, &e->err);
         i += c;
+        if (rc == 1 && !(r = smtpc__reply_dup(v))) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
         if (rc == 1) rc = on_reply(e, r);
         if (rc < 0) {
             e->fatal = rc;

@@ -88,7 +88,7 @@ static void info(smtpc__opener *o, const char *fmt, ...)
 
 /* ---- failures ---------------------------------------------------------------------------- */
 
-static int fail(smtpc__opener *o, int rc)
+static int open_fail(smtpc__opener *o, int rc)
 {
     o->failed = rc;
     if (o->step == SMTPC__OPEN_STEP_AUTH) {
@@ -134,13 +134,13 @@ static int fail_check(smtpc__opener *o, const smtpc__reply *r, const char *what)
         size_t l = strlen(o->err.text);
         snprintf(o->err.text + l, sizeof o->err.text - l, " (connection closed)");
     }
-    return fail(o, rc);
+    return open_fail(o, rc);
 }
 
 static int queue_failed(smtpc__opener *o, int rc, const char *what)
 {
     smtpc__err(&o->err, rc, "%s: %s", what, smtpc__engine_errmsg(o->e));
-    return fail(o, rc);
+    return open_fail(o, rc);
 }
 
 /* ---- steps --------------------------------------------------------------------------------- */
@@ -175,7 +175,7 @@ static int auth_send(smtpc__opener *o)
     int rc = smtpc__sasl_start(o->sasl, &ir);
     if (rc) {
         smtpc__err(&o->err, rc, "AUTH %s: %s", name, smtpc__sasl_errmsg(o->sasl));
-        return fail(o, rc);
+        return open_fail(o, rc);
     }
     if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(o->sasl); /* SASL-IR only within 512 octets */
     rc = smtpc__engine_auth(o->e, name, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL);
@@ -198,7 +198,7 @@ static int auth_begin(smtpc__opener *o)
         smtpc__err(&o->err, SMTPC_EAUTH,
                    "AUTH: refusing to send credentials over an unencrypted connection "
                    "(use TLS, or allow plaintext authentication explicitly)");
-        return fail(o, SMTPC_EAUTH);
+        return open_fail(o, SMTPC_EAUTH);
     }
     const smtpc__caps *caps = smtpc__engine_caps(o->e);
     smtpc__sasl_mask offered =
@@ -213,11 +213,11 @@ static int auth_begin(smtpc__opener *o)
         smtpc__sasl_mask_format(allowed, b, sizeof b);
         smtpc__err(&o->err, SMTPC_EAUTH, "AUTH: no mechanism in common (server offers: %s; allowed: %s)",
                    a[0] ? a : "none", b[0] ? b : "none");
-        return fail(o, SMTPC_EAUTH);
+        return open_fail(o, SMTPC_EAUTH);
     }
     o->mech = m;
     int rc = smtpc__sasl_new(&o->sasl, m, &c, &o->err);
-    if (rc) return fail(o, rc);
+    if (rc) return open_fail(o, rc);
     return auth_send(o);
 }
 
@@ -228,7 +228,7 @@ static int auth_failed(smtpc__opener *o, int rc)
     bool token_mech = o->mech == SMTPC__SASL_XOAUTH2 || o->mech == SMTPC__SASL_OAUTHBEARER;
     bool provider = o->token_fn || o->opts->token_cb;
     if (rc != SMTPC_EAUTH || !token_mech || !provider || o->token_retried || smtpc__engine_closing(o->e))
-        return fail(o, rc);
+        return open_fail(o, rc);
     o->token_retried = true;
     char first[SMTPC__ERRMSG_MAX];
     smtpc__strlcpy(first, o->err.text, sizeof first);
@@ -236,7 +236,7 @@ static int auth_failed(smtpc__opener *o, int rc)
     int r2 = smtpc__sasl_restart(o->sasl, true);
     if (r2) {
         smtpc__err(&o->err, r2, "%s; asking for a new token failed: %s", first, smtpc__sasl_errmsg(o->sasl));
-        return fail(o, r2);
+        return open_fail(o, r2);
     }
     return auth_send(o);
 }
@@ -260,7 +260,7 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
     /* the SASL context bounds the rounds (SMTPC__SASL_MAX_ROUNDS); this is a backstop */
     if (rc == 0 && (!resp.b64 || ++o->rounds > SMTPC__SASL_MAX_ROUNDS + 2)) {
         smtpc__err(&o->err, SMTPC_EAUTH, "AUTH %s: the exchange does not end", name);
-        return fail(o, SMTPC_EAUTH);
+        return open_fail(o, SMTPC_EAUTH);
     }
     if (rc == 0) {
         int r2 = smtpc__engine_auth_continue(o->e, resp.b64);
@@ -300,7 +300,7 @@ static int after_hello(smtpc__opener *o)
         smtpc__err(&o->err, SMTPC_ETLS, "%s does not offer STARTTLS and TLS is required (%s%s); nothing sent",
                    o->server, smtpc_tls_mode_name(o->mode),
                    o->mode == SMTPC_TLS_MODE_STARTTLS ? "" : ", with credentials");
-        return fail(o, SMTPC_ETLS);
+        return open_fail(o, SMTPC_ETLS);
     }
     info(o, "no STARTTLS offered: continuing in plaintext (%s)", smtpc_tls_mode_name(o->mode));
     return auth_begin(o);
@@ -333,7 +333,7 @@ int smtpc__opener_event(smtpc__opener *o, const smtpc__event *ev)
     const smtpc__reply *r = ev->reply;
     if (!r || (ev->type != SMTPC__EV_REPLY && ev->type != SMTPC__EV_TLS_READY)) return SMTPC__OPEN_WAIT;
     int rc = keep_reply(o, r);
-    if (rc) return fail(o, rc);
+    if (rc) return open_fail(o, rc);
     switch (ev->cmd) {
     case SMTPC__CMD_NONE: /* a 421 nobody asked for: the server shuts down */
         return fail_check(o, r, o->step == SMTPC__OPEN_STEP_GREETING ? "greeting"
@@ -342,7 +342,7 @@ int smtpc__opener_event(smtpc__opener *o, const smtpc__event *ev)
     case SMTPC__CMD_GREETING:
         if (!(o->greeting = smtpc__reply_dup(r))) {
             smtpc__err(&o->err, SMTPC_ENOMEM, "out of memory");
-            return fail(o, SMTPC_ENOMEM);
+            return open_fail(o, SMTPC_ENOMEM);
         }
         /* 554 (or anything else): no service here (RFC 5321 3.1) */
         if (r->code != 220) return fail_check(o, r, "greeting");
@@ -367,7 +367,7 @@ int smtpc__opener_event(smtpc__opener *o, const smtpc__event *ev)
             char d[SMTPC__ERRMSG_MAX];
             smtpc__strlcpy(d, o->err.text, sizeof d);
             smtpc__err(&o->err, SMTPC_ETLS, "STARTTLS failed, not continuing without TLS: %s", d);
-            return fail(o, SMTPC_ETLS);
+            return open_fail(o, SMTPC_ETLS);
         }
         return rc;
     case SMTPC__CMD_AUTH:
