@@ -4,12 +4,12 @@
 Every client sends N messages of SIZE bytes (1 recipient) to Postfix's
 smtp-sink on loopback (with --tls: through stunnel, implicit TLS, in front of
 it). The sink (and stunnel) are pinned to CPU 0, the clients to CPU 1
-(shared/PERF-NOTES.md: unpinned runs are bimodal). Clients run interleaved,
+(bench/README.md: unpinned runs are bimodal). Clients run interleaved,
 RUNS times each; the table gives medians of msg/s, client CPU µs per message
 (user+sys of the client process, from wait4), peak RSS and (with --tls) the
 TLS connections stunnel accepted (handshakes), then ratios.
 
-  bench/bench.py [--n 5000] [--size 10240] [--runs 3] [--clients a,b,...] [--tls]
+  bench/bench.py [--n 5000] [--size 10240] [--runs 3] [--clients a,b,...] [--tls] [--json FILE]
 
 Clients:
   smtpc-1        smtpc's bench driver, one connection, pipelining (build/bench_smtpc)
@@ -30,7 +30,7 @@ import argparse
 import sys
 
 from benchlib import (BUILD, NODE_DIR, Certs, Sink, Tunnel, machine_state, median, need, need_node,
-                      run_measured)
+                      run_measured, write_json)
 
 SMTPLIB_SCRIPT = r'''
 import smtplib, ssl, sys, threading
@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--clients", default="smtpc-1,smtpc-client-1,smtp-source-1,smtplib-1")
     ap.add_argument("--tls", action="store_true", help="implicit TLS through stunnel in front of the sink")
     ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
+    ap.add_argument("--json", metavar="FILE", help="also write the table as JSON (bench/plot.py reads it)")
     a = ap.parse_args()
     clients = [c for c in a.clients.split(",") if c]
     for c in clients:
@@ -125,8 +126,10 @@ def main():
             certs.remove()
     med = {c: tuple(median(x[i] for x in res[c]) for i in range(4)) for c in clients}
     what = "through stunnel (implicit TLS) to smtp-sink" if a.tls else "to smtp-sink"
-    print(f"\n{a.n} messages of {a.size} bytes, 1 recipient, {what}; medians of {a.runs} interleaved runs "
-          f"(server side on CPU 0, client on CPU 1)\n\nbefore: {state_before}\nafter:  {machine_state()}\n")
+    title = (f"{a.n} messages of {a.size} bytes, 1 recipient, {what}; medians of {a.runs} interleaved runs "
+             f"(server side on CPU 0, client on CPU 1)")
+    state_after = machine_state()
+    print(f"\n{title}\n\nbefore: {state_before}\nafter:  {state_after}\n")
     if a.tls:
         print("| client | msg/s | (min–max) | client CPU µs/msg | (min–max) | peak RSS MB | TLS handshakes (connections) |")
         print("|---|---:|---:|---:|---:|---:|---:|")
@@ -139,6 +142,12 @@ def main():
         r1 = [x[1] for x in res[c]]
         print(f"| {c} | {m[0]:,.0f} | {min(r0):,.0f}–{max(r0):,.0f} | {m[1]:.1f} | {min(r1):.1f}–{max(r1):.1f} "
               f"| {m[2]:.1f} |" + (f" {m[3]:.0f} |" if a.tls else ""))
+    write_json(a.json, title, state_before, state_after, [
+        dict(client=c, msg_s=round(med[c][0]), msg_s_min=round(min(x[0] for x in res[c])),
+             msg_s_max=round(max(x[0] for x in res[c])), cpu_us=round(med[c][1], 1),
+             cpu_us_min=round(min(x[1] for x in res[c]), 1), cpu_us_max=round(max(x[1] for x in res[c]), 1),
+             rss_mb=round(med[c][2], 1), **({"tls_handshakes": round(med[c][3])} if a.tls else {}))
+        for c in clients])
     print("\nThe issue's targets:")
     def target(text, a, b, i, goal):
         if a in med and b in med:

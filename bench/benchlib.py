@@ -5,12 +5,15 @@ Servers: Postfix's smtp-sink (pinned to CPU 0), optionally behind stunnel
 the openssl CLI). Clients are pinned to CPU 1 and measured by bench_rusage
 (wall time, user+sys CPU and peak RSS of the client process from wait4).
 """
+import json
 import os
 import re
 import shutil
 import socket
 import statistics
+import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -153,3 +156,33 @@ def need(path, hint):
 
 def need_node():
     need(NODE_DIR / "node_modules" / "nodemailer", "run bench/setup.sh (installs nodemailer with npm)")
+
+
+def command_line():
+    """How this script was run, as bench/README.md shows it (without --json PATH)."""
+    args, skip = [], False
+    for x in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif x == "--json":
+            skip = True
+        elif not x.startswith("--json="):
+            args.append(shlex.quote(x))
+    return " ".join(["/usr/bin/python3", f"bench/{Path(sys.argv[0]).name}", *args])
+
+
+def write_json(path, title, before, after, rows):
+    """The table just printed, machine-readable (bench/plot.py reads it): the
+    figures rounded as the table shows them, with the command and the machine
+    state before and after."""
+    if not path:
+        return
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    with open(path, "w") as f:
+        json.dump({"title": title, "command": command_line(), "before": before, "after": after, "commit": commit,
+                   "rows": rows}, f, indent=1, ensure_ascii=False)
+        f.write("\n")

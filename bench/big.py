@@ -3,7 +3,7 @@
 client CPU and peak RSS of each client, interleaved RUNS times, medians.
 Sink on CPU 0, client on CPU 1 (bench_rusage measures the client process).
 
-  bench/big.py [--mib 100] [--runs 3] [--clients a,b,...]
+  bench/big.py [--mib 100] [--runs 3] [--clients a,b,...] [--json FILE]
 
 Clients:
   bulk           build/bench_bulk --n 1 --file FILE (smtpc_bulk, body streamed from a read callback)
@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 
-from benchlib import BUILD, FROM, RCPT, Sink, machine_state, median, need, run_measured
+from benchlib import BUILD, FROM, RCPT, Sink, machine_state, median, need, run_measured, write_json
 
 ALL = ["bulk", "smtpc-send", "smtpc-sendmail", "curl", "smtp-source", "smtplib"]
 MINE = ("bulk", "smtpc-send", "smtpc-sendmail")
@@ -79,6 +79,7 @@ def main():
     ap.add_argument("--mib", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clients", default=",".join(ALL))
+    ap.add_argument("--json", metavar="FILE", help="also write the table as JSON (bench/plot.py reads it)")
     a = ap.parse_args()
     clients = [c for c in a.clients.split(",") if c]
     need(BUILD / "bench_bulk", "make build")
@@ -106,13 +107,18 @@ def main():
         os.unlink(path)
         os.rmdir(tmp)
     med = {c: tuple(median(x[i] for x in res[c]) for i in range(4)) for c in clients}
-    print(f"\nOne message of {a.mib} MiB ({size} bytes) over one connection to smtp-sink; medians of {a.runs} "
-          f"interleaved runs (sink on CPU 0, client on CPU 1)\n\nbefore: {state_before}\nafter:  {machine_state()}\n")
+    title = (f"One message of {a.mib} MiB ({size} bytes) over one connection to smtp-sink; medians of {a.runs} "
+             f"interleaved runs (sink on CPU 0, client on CPU 1)")
+    state_after = machine_state()
+    print(f"\n{title}\n\nbefore: {state_before}\nafter:  {state_after}\n")
     print("| client | MB/s | wall s | client CPU s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|")
     for c in clients:
         m = med[c]
         print(f"| {c} | {m[0]:.0f} | {m[3]:.2f} | {m[1]:.2f} | {m[2]:.1f} |")
+    write_json(a.json, title, state_before, state_after, [
+        dict(client=c, mb_s=round(med[c][0]), wall_s=round(med[c][3], 2), cpu_s=round(med[c][1], 2),
+             rss_mb=round(med[c][2], 1)) for c in clients])
     print("\nThe issue's targets: >= curl's MB/s, < 16 MiB peak RSS.")
     print("\nRatios (MB/s):")
     for mine in MINE:

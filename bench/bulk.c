@@ -159,7 +159,8 @@ int main(int argc, char **argv)
     smtpc_bulk *b;
     if (smtpc_bulk_new(&b, host, (uint16_t)strtoul(port, NULL, 10))) return 70;
     smtpc_bulk_set_result_cb(b, on_result, NULL);
-    if (tls) smtpc_bulk_set_tls(b, SMTPC_BULK_TLS_IMPLICIT, "localhost", ca, ca == NULL);
+    smtpc_bulk_set_tls(b, tls ? SMTPC_TLS_MODE_IMPLICIT : SMTPC_TLS_MODE_NONE, tls ? "localhost" : NULL, ca,
+                       ca == NULL);
     if (idle) {
         n_total = 0;
         smtpc_bulk_set_connections(b, (unsigned)idle);

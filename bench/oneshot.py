@@ -9,7 +9,7 @@ table gives medians of wall ms per message (the whole loop / M: fork, exec,
 start-up, connect, SMTP dialogue, exit), client CPU ms per message (user+sys
 from wait4) and peak RSS, then ratios. /bin/true is the fork+exec floor.
 
-  bench/oneshot.py [--m 200] [--size 10240] [--runs 3] [--clients a,b,...] [--tls]
+  bench/oneshot.py [--m 200] [--size 10240] [--runs 3] [--clients a,b,...] [--tls] [--json FILE]
 
 Clients:
   true            /bin/true (the floor: no message)
@@ -30,7 +30,7 @@ import sys
 import tempfile
 
 from benchlib import (BUILD, CLIENT_CPU, FROM, RCPT, Certs, Sink, Tunnel, machine_state, median, message,
-                      need)
+                      need, write_json)
 
 ALL = ["true", "smtpc-send", "smtpc-sendmail", "curl", "msmtp", "smtp-source"]
 LINKED = BUILD.parent / "build-linked"
@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clients", default=",".join(ALL))
     ap.add_argument("--tls", action="store_true", help="implicit TLS through stunnel in front of the sink")
+    ap.add_argument("--json", metavar="FILE", help="also write the table as JSON (bench/plot.py reads it)")
     a = ap.parse_args()
     clients = [c for c in a.clients.split(",") if c]
     if a.tls:
@@ -143,9 +144,10 @@ def main():
         os.rmdir(tmp)
     med = {c: tuple(median(x[i] for x in res[c]) for i in range(3)) for c in clients}
     what = "through stunnel (implicit TLS) to smtp-sink" if a.tls else "to smtp-sink"
-    print(f"\n{a.m} sequential processes per client, one message of {a.size} bytes each, {what}; "
-          f"medians of {a.runs} interleaved runs (server side on CPU 0, clients on CPU 1)\n\n"
-          f"before: {state_before}\nafter:  {machine_state()}\n")
+    title = (f"{a.m} sequential processes per client, one message of {a.size} bytes each, {what}; "
+             f"medians of {a.runs} interleaved runs (server side on CPU 0, clients on CPU 1)")
+    state_after = machine_state()
+    print(f"\n{title}\n\nbefore: {state_before}\nafter:  {state_after}\n")
     floor = med.get("true", (0.0,))[0]
     print("| client | ms per message | (min–max) | above /bin/true | client CPU ms/msg | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -153,6 +155,11 @@ def main():
         m = med[c]
         r0 = [x[0] for x in res[c]]
         print(f"| {c} | {m[0]:.2f} | {min(r0):.2f}–{max(r0):.2f} | {m[0] - floor:.2f} | {m[1]:.2f} | {m[2]:.1f} |")
+    write_json(a.json, title, state_before, state_after, [
+        dict(client=c, ms=round(med[c][0], 2), ms_min=round(min(x[0] for x in res[c]), 2),
+             ms_max=round(max(x[0] for x in res[c]), 2), above_true=round(med[c][0] - floor, 2),
+             cpu_ms=round(med[c][1], 2), rss_mb=round(med[c][2], 1))
+        for c in clients])
     print("\nThe issue's targets: smtpc <= 3 ms per message, >= 2.5x faster than curl, far ahead of msmtp.")
     print("\nRatios (peer's ms per message / smtpc's):")
     for mine in ("smtpc-send", "smtpc-sendmail"):

@@ -467,11 +467,17 @@ int cmd_bulk(const char *prog, int argc, char **argv)
     smtpc_bulk_set_result_cb(b, result_cb, &x);
     if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
     if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
-    if (tls) {
-        int mode = !strcmp(tls, "implicit") ? SMTPC_BULK_TLS_IMPLICIT
-                   : !strcmp(tls, "starttls") ? SMTPC_BULK_TLS_STARTTLS : -1;
-        if (mode < 0 || smtpc_bulk_set_tls(b, mode, host, ca, insecure)) {
+    {
+        /* without --tls: plaintext, as this command always did (the library's
+         * default is the session's policy by port) */
+        smtpc_tls_mode mode = SMTPC_TLS_MODE_NONE;
+        if (tls && smtpc_tls_mode_parse(tls, &mode)) {
             fprintf(stderr, "%s: --tls implicit|starttls\n", prog);
+            smtpc_bulk_free(b);
+            return 64;
+        }
+        if (smtpc_bulk_set_tls(b, mode, tls ? host : NULL, ca, insecure)) {
+            fprintf(stderr, "%s: --tls %s: %s\n", prog, tls ? tls : "none", smtpc_bulk_errmsg(b));
             smtpc_bulk_free(b);
             return 64;
         }

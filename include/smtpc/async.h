@@ -27,6 +27,7 @@
 #define SMTPC_ASYNC_H
 
 #include <smtpc/common.h>
+#include <smtpc/conn.h>
 #include <smtpc/errors.h>
 #include <smtpc/proxy.h>
 
@@ -118,15 +119,41 @@ SMTPC_API int smtpc_bulk_set_rate(smtpc_bulk *b, double msgs_per_sec, unsigned b
  * command 300 s, data termination 600 s; overall = whole run (0 = none). */
 SMTPC_API int smtpc_bulk_set_timeouts(smtpc_bulk *b, int64_t connect_ms, int64_t greeting_ms,
                                       int64_t command_ms, int64_t data_end_ms, int64_t overall_ms);
+/* NULL = the default (the host's fully qualified name, else [address]). */
 SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name);
-/* TLS: SMTPC_BULK_TLS_NONE, _IMPLICIT (SMTPS) or _STARTTLS (required).
- * insecure skips verification; ca_file NULL = system store. Sessions are
- * resumed across the run's connections. */
-enum { SMTPC_BULK_TLS_NONE = 0, SMTPC_BULK_TLS_IMPLICIT = 1, SMTPC_BULK_TLS_STARTTLS = 2 };
-SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
+/* Every connection setting at once (smtpc/conn.h): TLS mode and
+ * configuration (CA file and path, pins, client certificate, versions,
+ * server name, insecure), bind address and port, address family, proxy,
+ * EHLO name, credentials and mechanisms, timeouts (0 = bulk's defaults
+ * above). Copied: o may be changed or freed afterwards; replaces what the
+ * other setters set. A host in o replaces the one given to smtpc_bulk_new
+ * (with o's port; 0 = by the TLS mode); without one, that server stays.
+ * Before start. Errors: SMTPC_EINVAL (NULL, already started), SMTPC_ENOMEM,
+ * SMTPC_EUNSUPPORTED (TLS mode AUTO: bulk does not probe; errmsg says so). */
+SMTPC_API int smtpc_bulk_set_conn_opts(smtpc_bulk *b, const smtpc_conn_opts *o);
+/* TLS, with the session's modes and policy (smtpc_tls_mode in smtpc/conn.h):
+ * the default, SMTPC_TLS_MODE_DEFAULT, is by port: 465 implicit TLS; 25
+ * without credentials STARTTLS_OPTIONAL; any other port, or with
+ * credentials, STARTTLS required. STARTTLS (required): a server that does
+ * not offer it fails the run at once, every message FAILED with SMTPC_ETLS
+ * and nothing sent. STARTTLS_OPTIONAL: STARTTLS when offered, plaintext
+ * when not (never with credentials unless plaintext authentication is
+ * allowed: then as required); offered and then failed is a connection
+ * failure, never plaintext. IMPLICIT: TLS from the first byte. NONE:
+ * plaintext. AUTO is not supported (SMTPC_EUNSUPPORTED). server_name: the
+ * name verified (and SNI), NULL = the host; ca_file NULL = the system store
+ * (see smtpc_bulk_set_conn_opts for the rest); insecure skips verification.
+ * Sessions are resumed across the run's connections. Before start.
+ * Errors: SMTPC_EINVAL, SMTPC_ENOMEM, SMTPC_EUNSUPPORTED. */
+SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, smtpc_tls_mode mode, const char *server_name,
                                  const char *ca_file, bool insecure);
+/* Deprecated: the old names of the modes (whose values differed: use the
+ * SMTPC_TLS_MODE_* names; these keep old sources compiling). */
+#define SMTPC_BULK_TLS_NONE SMTPC_TLS_MODE_NONE
+#define SMTPC_BULK_TLS_IMPLICIT SMTPC_TLS_MODE_IMPLICIT
+#define SMTPC_BULK_TLS_STARTTLS SMTPC_TLS_MODE_STARTTLS
 /* AUTH (RFC 4954), as smtpc_session does it: each connection authenticates
- * after EHLO (after STARTTLS and the second EHLO with _STARTTLS) with the
+ * after EHLO (after STARTTLS and the second EHLO when STARTTLS is used) with the
  * strongest mechanism the server offers and the caller allows (PLAIN LOGIN
  * CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 with a user and password, XOAUTH2
  * OAUTHBEARER with a token or smtpc_bulk_set_token_cb). Credentials are never sent over a connection

@@ -113,8 +113,9 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen);
 /* A pool of open connections keyed by endpoint and identity (host, port,
  * TLS mode and every TLS setting, proxy, the user name, authzid and a
  * salted SHA-256 of the password as they are at the send, also when a
- * callback gives them, bind address and port, address family, EHLO name):
- * a connection is only re-used for a send with the same key.
+ * callback gives them, a salted SHA-256 of an OAuth token and the token
+ * callback, bind address and port, address family, EHLO name): a
+ * connection is only re-used for a send with the same key.
  * Thread-safe. Errors: SMTPC_ENOMEM. */
 SMTPC_API int smtpc_pool_new(smtpc_pool **out);
 /* Sends QUIT on every idle connection and closes it, then frees the pool.
@@ -190,12 +191,23 @@ SMTPC_API void smtpc_client_free(smtpc_client *c);
 SMTPC_API const char *smtpc_client_errmsg(const smtpc_client *c);
 
 /* ---- setters: all copy their inputs; SMTPC_EINVAL on bad values (the
- * session's namesake refuses the same values: CR, LF, NUL or other control
+ * smtpc_conn_opts setter of the same name judges them, as for the
+ * session's namesake: CR, LF, NUL or other control
  * characters in strings, negative timeouts, unknown modes), SMTPC_ENOMEM,
  * SMTPC_EBUSY while a send is in progress. They apply to the connections
  * the client opens from then on (smtpc_session(3) for the details of each);
  * those marked "key" are part of the pool key, so a pooled connection is
  * never re-used for a send whose setting differs. ---- */
+/* Every connection setting at once (smtpc/conn.h: server, how to reach
+ * it, timeouts, TLS, credentials): o is copied (it may be changed or
+ * freed afterwards) and replaces the settings of the setters below that it
+ * holds; the client's own (overall bounds, delivery, retries, pool ...)
+ * stay. When o has a user name it also replaces a credential or identity
+ * callback. Key (every setting that is part of it below, and a salted
+ * SHA-256 of an OAuth token, the token callback). Errors: SMTPC_EINVAL
+ * (NULL c or o, control characters in a string of o), SMTPC_ENOMEM,
+ * SMTPC_EBUSY. */
+SMTPC_API int smtpc_client_set_conn_opts(smtpc_client *c, const smtpc_conn_opts *o);
 /* port 0: 465 with SMTPC_TLS_MODE_IMPLICIT, 587 with STARTTLS (required),
  * else 25. Key. */
 SMTPC_API int smtpc_client_set_host(smtpc_client *c, const char *host, uint16_t port);

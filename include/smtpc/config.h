@@ -55,9 +55,14 @@ enum {
  * ~/.config/smtpc/config), ~/.smtpcrc, /etc/smtpc.conf. When none exists the
  * result is an empty configuration (only environment overrides), not an error.
  *
- * A file containing a "password" key must not be readable or writable by
- * group or others: such a file is refused with SMTPC_ECONFIG and errbuf says
- * which chmod to run.
+ * A file is refused with SMTPC_ECONFIG (errbuf names the file, the rule and
+ * the chmod to run) when it is writable by group or others, or owned by
+ * another user than the effective one and root: any key can send the mail
+ * and the credentials elsewhere (server, proxy, insecure) or run a command.
+ * A file with a key that holds or obtains a credential (password,
+ * password-file, password-cmd, oauth-token-cmd, a proxy URL with a
+ * password) must moreover be readable by its owner alone and owned by the
+ * effective user. /dev/null (no configuration) is accepted.
  *
  * errbuf receives "FILE:LINE: problem" on a parse error.
  * Errors: SMTPC_ENOTFOUND (path given, or $SMTPC_CONFIG set, and missing),

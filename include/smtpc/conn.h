@@ -139,7 +139,8 @@ SMTPC_API int smtpc_conn_opts_set_client_cert(smtpc_conn_opts *o, const char *ce
 SMTPC_API int smtpc_conn_opts_set_insecure(smtpc_conn_opts *o, bool insecure);
 /* TLS versions (smtpc_tls_version; 0 = default: min TLS 1.2, max newest);
  * strict: a version this build cannot do fails the connection with
- * SMTPC_EUNSUPPORTED instead of using the nearest one. */
+ * SMTPC_EUNSUPPORTED instead of using the nearest one. Either way a
+ * minimum is never lowered (1.3 on a build without it fails). */
 SMTPC_API int smtpc_conn_opts_set_tls_versions(smtpc_conn_opts *o, int min_version, int max_version,
                                                bool strict);
 
@@ -158,6 +159,11 @@ SMTPC_API int smtpc_conn_opts_set_token_cb(smtpc_conn_opts *o, smtpc_token_cb cb
 SMTPC_API int smtpc_conn_opts_set_auth_mechanisms(smtpc_conn_opts *o, const char *list);
 /* Allows credentials over an unencrypted connection (default: never). */
 SMTPC_API int smtpc_conn_opts_set_allow_plaintext_auth(smtpc_conn_opts *o, bool allow);
+/* SCRAM: the fewest PBKDF2 iterations a server may ask for; fewer fails
+ * the authentication with SMTPC_EAUTH. 0 = the default, 4096 (RFC 7677);
+ * lower it only for a server known to use fewer. Over 10,000,000 (the
+ * most ever done): SMTPC_EINVAL. */
+SMTPC_API int smtpc_conn_opts_set_scram_min_iterations(smtpc_conn_opts *o, unsigned n);
 
 #ifdef __cplusplus
 }

@@ -56,6 +56,16 @@ SMTPC_API int smtpc_session_new(smtpc_session **out);
 SMTPC_API void smtpc_session_free(smtpc_session *s);
 
 /* ---- options (before connect) ----------------------------------------------
+ * Every connection setting at once: the server, how to reach it, TLS,
+ * credentials (smtpc/conn.h). o is copied (it may be changed or freed
+ * afterwards) and replaces all the settings below that it holds; the
+ * session's own (deadline, reply limits, trace) stay. The server and port
+ * of o are used by smtpc_session_open(s, NULL, 0); connect and open with a
+ * host use theirs. Errors: SMTPC_EINVAL (NULL s or o), SMTPC_ENOMEM. */
+SMTPC_API int smtpc_session_set_conn_opts(smtpc_session *s, const smtpc_conn_opts *o);
+/* The setters below are the smtpc_conn_opts_set_* of the same name,
+ * applied to the session's own options (same values refused, the detail
+ * in smtpc_session_errmsg).
  * Timeouts are in milliseconds; 0 restores the default. Defaults follow RFC
  * 5321 §4.5.3.2, capped: connect 30 s, greeting 5 min -> 60 s, command 5 min
  * -> 60 s, DATA end 10 min -> 120 s; overall deadline: none. */
@@ -207,7 +217,9 @@ SMTPC_API int smtpc_session_starttls(smtpc_session *s);
  * SMTPC_EINVAL (CR/LF/NUL in credentials), or a connection error. */
 SMTPC_API int smtpc_session_auth(smtpc_session *s);
 /* Connect, EHLO, STARTTLS per the TLS mode, EHLO again, AUTH when
- * credentials are set: ready for MAIL. On failure the connection is
+ * credentials are set: ready for MAIL. host NULL: the server set with
+ * smtpc_session_set_conn_opts (port 0: the one set there, else by the TLS
+ * mode: 465 implicit, 587 STARTTLS, else 25); none set: SMTPC_EINVAL. On failure the connection is
  * closed and the error is the one of the failing step (SMTPC_ETLS when TLS
  * is required and not possible, SMTPC_EAUTH ...). */
 SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t port);

@@ -22,9 +22,12 @@ typedef enum smtpc_tls_version {
 } smtpc_tls_version;
 
 /* What to do when a requested minimum or maximum version cannot be done by
- * this build (TLS 1.0/1.1 are never done; TLS 1.3 needs OpenSSL with it). */
+ * this build (TLS 1.0/1.1 are never done; TLS 1.3 needs OpenSSL with it).
+ * NEAREST only narrows: a minimum is raised to TLS 1.2, a maximum lowered
+ * to the newest the build does; a minimum above that (TLS 1.3 without
+ * OpenSSL support) is never lowered and fails with SMTPC_EUNSUPPORTED. */
 typedef enum smtpc_tls_version_policy {
-    SMTPC_TLS_VERSION_NEAREST = 0, /* use the nearest version that can be done */
+    SMTPC_TLS_VERSION_NEAREST = 0, /* use the nearest version that narrows the range */
     SMTPC_TLS_VERSION_STRICT = 1   /* fail with SMTPC_EUNSUPPORTED */
 } smtpc_tls_version_policy;
 

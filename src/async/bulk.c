@@ -8,60 +8,52 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* The connection opener's policy (smtpc_conn_opts) from these settings. */
-int smtpc__bulk_conn_opts(smtpc_bulk *b)
+/* "host:port" for messages (b->server), at start. */
+static void server_name(smtpc_bulk *b)
 {
-    smtpc_conn_opts *o = &b->copts;
-    smtpc__conn_opts_clear(o);
-    static const smtpc_tls_mode modes[] = {SMTPC_TLS_MODE_NONE, SMTPC_TLS_MODE_IMPLICIT,
-                                           SMTPC_TLS_MODE_STARTTLS};
-    int rc = smtpc_conn_opts_set_server(o, b->host, b->port);
-    if (!rc) rc = smtpc_conn_opts_set_tls_mode(o, modes[b->tls_mode]);
-    if (!rc && b->auth_user) rc = smtpc_conn_opts_set_credentials(o, b->auth_user, b->auth_pass);
-    if (!rc && b->auth_token) rc = smtpc_conn_opts_set_oauth_token(o, b->auth_token);
-    if (!rc && b->token_cb) rc = smtpc_conn_opts_set_token_cb(o, b->token_cb, b->token_ud);
-    if (!rc) rc = smtpc_conn_opts_set_allow_plaintext_auth(o, b->allow_plain_auth);
-    if (rc) return smtpc__err(&b->err, rc, "%s", o->err.text);
-    o->auth_list = b->auth_list;
-    o->auth_list_set = b->auth_list_set;
-    if (strchr(b->host, ':') && b->host[0] != '[')
-        snprintf(b->server, sizeof b->server, "[%s]:%u", b->host, (unsigned)b->port);
+    const char *h = b->o.host;
+    if (strchr(h, ':') && h[0] != '[')
+        snprintf(b->server, sizeof b->server, "[%s]:%u", h, (unsigned)b->port);
     else
-        snprintf(b->server, sizeof b->server, "%s:%u", b->host, (unsigned)b->port);
-    return 0;
+        snprintf(b->server, sizeof b->server, "%s:%u", h, (unsigned)b->port);
 }
+
+static int unsupported(smtpc_bulk *b, const smtpc_conn_opts *o);
 
 SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
 {
     if (!b) return SMTPC_EINVAL;
     if (b->started) return SMTPC_ESTATE;
-    if (b->proxy && smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
+    if (b->o.proxy && smtpc_proxy_get_type(b->o.proxy) == SMTPC_PROXY_HTTPS && !b->proxy_tls) {
         smtpc__tls_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.release_buffers = true;
         int rc = smtpc__tls_ctx_new(&b->proxy_tls, &cfg, &b->err);
         if (rc) return rc;
     }
-    if (b->tls_mode && !b->tls_ctx) {
+    int urc = unsupported(b, &b->o);
+    if (urc) return urc;
+    b->port = smtpc__conn_opts_port(&b->o);
+    b->mode = smtpc__conn_opts_effective_mode(&b->o, b->port);
+    if (b->mode != SMTPC_TLS_MODE_NONE && !b->tls_ctx) {
+        /* the session's TLS configuration (CA file/path, pins, client
+         * certificate, versions); configuration errors before any network
+         * activity */
         smtpc__tls_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.insecure = b->tls_insecure;
-        cfg.ca_file = b->tls_ca;
+        smtpc__conn_opts_tls_config(&b->o, &cfg);
         cfg.release_buffers = true; /* idle connections keep no record buffers (~10 KiB each) */
         int rc = smtpc__tls_ctx_new(&b->tls_ctx, &cfg, &b->err);
         if (rc) return rc;
     }
-    int rc = smtpc__bulk_conn_opts(b);
-    if (rc) return rc;
+    server_name(b);
     b->started = true;
     smtpc__bulk_now_update(b);
     if (b->overall_ms > 0) b->overall_deadline = b->now + b->overall_ms;
-    rc = smtpc__bulk_resolve_start(b);
+    int rc = smtpc__bulk_resolve_start(b);
     if (rc) return rc;
     smtpc__bulk_after_action(b);
     return 0;
 }
-
 
 /* ---- lifetime and settings ---------------------------------------------- */
 
@@ -70,26 +62,21 @@ SMTPC_API int smtpc_bulk_new(smtpc_bulk **out, const char *host, uint16_t port)
     if (!out || !host || !*host || smtpc__has_ctl(host) || strlen(host) > 255) return SMTPC_EINVAL;
     smtpc_bulk *b = calloc(1, sizeof *b);
     if (!b) return SMTPC_ENOMEM;
-    b->host = smtpc__strdup(host);
+    smtpc__conn_opts_init(&b->o);
+    int hrc = smtpc_conn_opts_set_server(&b->o, host, port);
     b->rbuf = malloc(SMTPC__BULK_RBUF);
     b->tmp = malloc(SMTPC__BULK_CHUNK);
     b->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (!b->host || !b->rbuf || !b->tmp || b->cancel_fd < 0) {
+    if (hrc || !b->rbuf || !b->tmp || b->cancel_fd < 0) {
         if (b->cancel_fd >= 0) close(b->cancel_fd);
-        free(b->host);
+        smtpc__conn_opts_clear(&b->o);
         free(b->rbuf);
         free(b->tmp);
         free(b);
-        return SMTPC_ENOMEM;
+        return hrc == SMTPC_EINVAL ? hrc : SMTPC_ENOMEM;
     }
-    b->port = port;
-    smtpc__conn_opts_init(&b->copts);
     b->k = 1;
     b->max_attempts = 3;
-    b->connect_ms = 30000;
-    b->greeting_ms = 300000;
-    b->command_ms = 300000;
-    b->data_end_ms = 600000;
     b->burst = 1;
     b->epfd = -1;
     b->resolve_pipe[0] = b->resolve_pipe[1] = -1;
@@ -117,7 +104,6 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     }
     smtpc__bulk_reap(b);
     smtpc__bulk_recs_free(b);
-    smtpc__conn_opts_clear(&b->copts);
     smtpc__theap_free(&b->heap);
     free(b->conns);
     free(b->byfd);
@@ -130,15 +116,8 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
     smtpc__tls_ctx_free(b->tls_ctx);
     if (b->cancel_fd >= 0) close(b->cancel_fd);
     if (b->epfd >= 0) close(b->epfd);
-    free(b->host);
-    free(b->ehlo);
-    free(b->tls_name);
-    free(b->tls_ca);
-    smtpc_proxy_free(b->proxy);
+    smtpc__conn_opts_clear(&b->o); /* wipes the secrets */
     smtpc__tls_ctx_free(b->proxy_tls);
-    free(b->auth_user);
-    smtpc__free_secret(b->auth_pass);
-    smtpc__free_secret(b->auth_token);
     free(b->rbuf);
     free(b->tmp);
     free(b);
@@ -191,124 +170,133 @@ SMTPC_API int smtpc_bulk_set_rate(smtpc_bulk *b, double msgs_per_sec, unsigned b
     return 0;
 }
 
+/* A conn_opts setter's result: its detail copied to the handle. */
+static int opt_rc(smtpc_bulk *b, int rc)
+{
+    if (rc) smtpc__err(&b->err, rc, "%s", b->o.err.text[0] ? b->o.err.text : smtpc_strerror(rc));
+    return rc;
+}
+
+/* What bulk cannot do with options o (SMTPC_EUNSUPPORTED, errmsg says what). */
+static int unsupported(smtpc_bulk *b, const smtpc_conn_opts *o)
+{
+    if (o->tls_mode == SMTPC_TLS_MODE_AUTO)
+        return smtpc__err(&b->err, SMTPC_EUNSUPPORTED,
+                          "TLS mode auto is not supported by bulk: choose implicit, starttls, "
+                          "starttls-optional or none (or default: by port)");
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_conn_opts(smtpc_bulk *b, const smtpc_conn_opts *o)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (!o || b->started)
+        return smtpc__err(&b->err, SMTPC_EINVAL, "set_conn_opts: %s", o ? "already started" : "no options");
+    int rc = unsupported(b, o);
+    if (rc) return rc;
+    smtpc_conn_opts n;
+    smtpc__conn_opts_init(&n);
+    rc = smtpc__conn_opts_copy(&n, o);
+    /* without a host in o, the server given to smtpc_bulk_new stays */
+    if (!rc && !n.host) {
+        n.port = b->o.port;
+        if (!(n.host = smtpc__strdup(b->o.host))) rc = SMTPC_ENOMEM;
+    }
+    if (rc) {
+        smtpc__conn_opts_clear(&n);
+        return smtpc__err(&b->err, SMTPC_ENOMEM, "set_conn_opts: out of memory");
+    }
+    smtpc__conn_opts_clear(&b->o);
+    b->o = n;
+    b->ptarget_set = false; /* the target or the proxy may have changed */
+    return 0;
+}
+
 SMTPC_API int smtpc_bulk_set_timeouts(smtpc_bulk *b, int64_t connect_ms, int64_t greeting_ms,
                                       int64_t command_ms, int64_t data_end_ms, int64_t overall_ms)
 {
     if (!b || connect_ms < 0 || greeting_ms < 0 || command_ms < 0 || data_end_ms < 0 ||
         overall_ms < 0)
         return SMTPC_EINVAL;
-    if (connect_ms) b->connect_ms = connect_ms;
-    if (greeting_ms) b->greeting_ms = greeting_ms;
-    if (command_ms) b->command_ms = command_ms;
-    if (data_end_ms) b->data_end_ms = data_end_ms;
+    /* 0 keeps the value in force */
+    if (connect_ms) b->o.connect_ms = connect_ms;
+    if (greeting_ms) b->o.greeting_ms = greeting_ms;
+    if (command_ms) b->o.command_ms = command_ms;
+    if (data_end_ms) b->o.data_ms = data_end_ms;
     b->overall_ms = overall_ms;
     return 0;
 }
 
 SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name)
 {
-    if (!b || !name || !*name || smtpc__has_ctl(name) || strchr(name, ' ') || strlen(name) > 255)
-        return SMTPC_EINVAL;
-    char *d = smtpc__strdup(name);
-    if (!d) return SMTPC_ENOMEM;
-    free(b->ehlo);
-    b->ehlo = d;
-    return 0;
+    if (!b) return SMTPC_EINVAL;
+    return opt_rc(b, smtpc_conn_opts_set_ehlo_name(&b->o, name));
 }
 
-SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, int mode, const char *server_name,
+SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, smtpc_tls_mode mode, const char *server_name,
                                  const char *ca_file, bool insecure)
 {
-    if (!b || b->started || mode < 0 || mode > 2) return SMTPC_EINVAL;
-    char *n = server_name ? smtpc__strdup(server_name) : NULL;
-    char *c = ca_file ? smtpc__strdup(ca_file) : NULL;
-    if ((server_name && !n) || (ca_file && !c)) {
-        free(n);
-        free(c);
-        return SMTPC_ENOMEM;
+    if (!b) return SMTPC_EINVAL;
+    if (b->started) return smtpc__err(&b->err, SMTPC_EINVAL, "set_tls: already started");
+    /* all or nothing: checked on a copy */
+    smtpc_conn_opts n;
+    smtpc__conn_opts_init(&n);
+    int rc = smtpc__conn_opts_copy(&n, &b->o);
+    if (rc) return rc;
+    rc = smtpc_conn_opts_set_tls_mode(&n, mode);
+    if (!rc) rc = smtpc_conn_opts_set_tls_server_name(&n, server_name);
+    if (!rc) rc = smtpc_conn_opts_set_ca_file(&n, ca_file);
+    if (!rc) rc = smtpc_conn_opts_set_insecure(&n, insecure);
+    if (!rc) rc = unsupported(b, &n);
+    else smtpc__err(&b->err, rc, "%s", n.err.text[0] ? n.err.text : smtpc_strerror(rc));
+    if (rc) {
+        smtpc__conn_opts_clear(&n);
+        return rc;
     }
-    free(b->tls_name);
-    free(b->tls_ca);
-    b->tls_name = n;
-    b->tls_ca = c;
-    b->tls_mode = mode;
-    b->tls_insecure = insecure;
-    return 0;
-}
-
-static int set_cred(smtpc_bulk *b, char **field, const char *v, bool secret, const char *what)
-{
-    if (v && (strchr(v, '\r') || strchr(v, '\n')))
-        return smtpc__err(&b->err, SMTPC_EINVAL, "%s contains CR or LF", what);
-    char *c = NULL;
-    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
-    if (secret) smtpc__free_secret(*field);
-    else free(*field);
-    *field = c;
+    smtpc__conn_opts_clear(&b->o);
+    b->o = n;
     return 0;
 }
 
 SMTPC_API int smtpc_bulk_set_credentials(smtpc_bulk *b, const char *user, const char *password)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    if (!user && password) return smtpc__err(&b->err, SMTPC_EINVAL, "a password without a user name");
-    int rc = set_cred(b, &b->auth_user, user, false, "user name");
-    return rc ? rc : set_cred(b, &b->auth_pass, password, true, "password");
+    return opt_rc(b, smtpc_conn_opts_set_credentials(&b->o, user, password));
 }
 
 SMTPC_API int smtpc_bulk_set_oauth_token(smtpc_bulk *b, const char *token)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    int rc = set_cred(b, &b->auth_token, token, true, "OAuth token");
-    if (!rc) b->token_cb = NULL; /* one source of tokens: the last one set */
+    int rc = opt_rc(b, smtpc_conn_opts_set_oauth_token(&b->o, token));
+    if (!rc) b->o.token_cb = NULL; /* one source of tokens: the last one set */
     return rc;
 }
 
 SMTPC_API int smtpc_bulk_set_token_cb(smtpc_bulk *b, smtpc_token_cb cb, void *userdata)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    smtpc__free_secret(b->auth_token); /* one source of tokens: the last one set */
-    b->auth_token = NULL;
-    b->token_cb = cb;
-    b->token_ud = userdata;
-    return 0;
+    (void)smtpc_conn_opts_set_oauth_token(&b->o, NULL); /* one source of tokens: the last one set */
+    return opt_rc(b, smtpc_conn_opts_set_token_cb(&b->o, cb, userdata));
 }
 
 SMTPC_API int smtpc_bulk_set_auth_mechanisms(smtpc_bulk *b, const char *list)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    if (!list) {
-        b->auth_list_set = false;
-        return 0;
-    }
-    smtpc__sasl_mask m = 0;
-    int rc = smtpc__sasl_mask_parse(list, &m, &b->err);
-    if (rc) return rc;
-    if (!m) return smtpc__err(&b->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
-    b->auth_list = m;
-    b->auth_list_set = true;
-    return 0;
+    return opt_rc(b, smtpc_conn_opts_set_auth_mechanisms(&b->o, list));
 }
 
 SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    b->allow_plain_auth = allow;
-    return 0;
+    return opt_rc(b, smtpc_conn_opts_set_allow_plaintext_auth(&b->o, allow));
 }
 
 SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
 {
     if (!b || b->started) return SMTPC_EINVAL;
-    smtpc_proxy *p = NULL;
-    if (proxy) {
-        int rc = smtpc_proxy_dup(&p, proxy);
-        if (rc) return rc;
-    }
-    smtpc_proxy_free(b->proxy); /* wipes its credentials */
-    b->proxy = p;
-    b->ptarget_set = false;
-    return 0;
+    int rc = opt_rc(b, smtpc_conn_opts_set_proxy(&b->o, proxy)); /* the old one's credentials wiped */
+    if (!rc) b->ptarget_set = false;
+    return rc;
 }
 
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on)
@@ -340,7 +328,6 @@ SMTPC_API void smtpc_bulk_get_stats(const smtpc_bulk *b, smtpc_bulk_stats *st)
     *st = b->st;
     st->connections_open = (unsigned)b->nconns;
     st->connections_idle = 0;
-    for (size_t i = 0; i < b->nconns; i++) {
+    for (size_t i = 0; i < b->nconns; i++)
         if (smtpc__bulk_conn_idle(b->conns[i])) st->connections_idle++;
-    }
 }

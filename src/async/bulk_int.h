@@ -92,9 +92,12 @@ typedef struct smtpc__bulk_conn {
 } smtpc__bulk_conn;
 
 struct smtpc_bulk {
-    char *host;
-    uint16_t port;
-    char *ehlo;
+    /* where, how protected, how reached, who authenticates (timeouts: 0 =
+     * bulk's own defaults, see conn.c) */
+    smtpc_conn_opts o;
+    uint16_t port;        /* at start: the one set, else by mode */
+    smtpc_tls_mode mode;  /* at start: o.tls_mode with DEFAULT resolved */
+    char server[300];     /* at start: "host:port" for messages */
     smtpc_bulk_next_cb next_cb;
     void *next_ud;
     smtpc_bulk_result_cb res_cb;
@@ -103,29 +106,19 @@ struct smtpc_bulk {
     double rate, tokens;
     unsigned burst;
     int64_t rate_last_us, rate_wake;
-    int64_t connect_ms, greeting_ms, command_ms, data_end_ms, overall_ms, overall_deadline;
-    int tls_mode;
-    bool tls_insecure, hold_idle;
-    char *tls_name, *tls_ca;
+    int64_t overall_ms, overall_deadline;
+    bool hold_idle;
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
-    smtpc_conn_opts copts;    /* the opener's policy, from the settings at start */
-    char server[300];         /* "host:port" for messages */
 
-    /* proxy: connections go to its address; the target is b->host */
-    smtpc_proxy *proxy;
+    /* proxy (o.proxy): connections go to its address; the target is o.host */
     smtpc__tls_ctx *proxy_tls; /* https://: TLS to the proxy, system trust store */
     struct sockaddr_storage ptarget; /* SOCKS4/5: the target, resolved here */
     bool ptarget_set;
 
-    /* AUTH: secrets wiped on replace and free */
-    char *auth_user, *auth_pass, *auth_token;
-    smtpc_token_cb token_cb;  /* instead of auth_token */
-    void *token_ud;
+    /* AUTH (credentials in o) */
     unsigned token_gen;       /* new tokens the callback gave (refresh=true) */
-    smtpc__sasl_mask auth_list;
-    bool auth_list_set, allow_plain_auth;
-    bool auth_failed;  /* refused for good: every message fails with it */
+    bool auth_failed;  /* refused for good (AUTH; TLS required, not offered): every message fails with it */
     bool gave_up;      /* every message was reported failed: connections still coming up close */
     int auth_code;     /* the refusal reply */
     char auth_text[160];
@@ -182,10 +175,6 @@ struct smtpc_bulk {
     size_t pidx_cap;
     struct pollfd *pready; /* one iteration's ready fds (pfds may change while handling them) */
 };
-
-/* ---- bulk.c ---------------------------------------------------------------------- */
-/* The opener's policy from the settings (before the first connection). */
-int smtpc__bulk_conn_opts(smtpc_bulk *b);
 
 /* ---- sched.c: messages and scheduling ----------------------------------------------- */
 void smtpc__bulk_now_update(smtpc_bulk *b);

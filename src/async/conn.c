@@ -30,19 +30,25 @@ static bool dot_out(const conn *c)
     return c->prev || (c->cur && c->cur->stage == S_DOT_SENT);
 }
 
+/* The timeouts: the options' when set, else bulk's defaults. */
+static int64_t to_connect(const smtpc_bulk *b) { return b->o.connect_ms ? b->o.connect_ms : 30000; }
+static int64_t to_greeting(const smtpc_bulk *b) { return b->o.greeting_ms ? b->o.greeting_ms : 300000; }
+static int64_t to_command(const smtpc_bulk *b) { return b->o.command_ms ? b->o.command_ms : 300000; }
+static int64_t to_data_end(const smtpc_bulk *b) { return b->o.data_ms ? b->o.data_ms : 600000; }
+
 static int64_t phase_timeout(const conn *c)
 {
     const smtpc_bulk *b = c->b;
     switch (c->phase) {
     case P_CONNECTING:
     case P_PROXY:
-    case P_TLS: return b->connect_ms;
+    case P_TLS: return to_connect(b);
     case P_OPENING:
-        return smtpc__opener_step(c->op) == SMTPC__OPEN_STEP_GREETING ? b->greeting_ms : b->command_ms;
+        return smtpc__opener_step(c->op) == SMTPC__OPEN_STEP_GREETING ? to_greeting(b) : to_command(b);
     default: break;
     }
-    if (smtpc__engine_pending_replies(c->e)) return dot_out(c) ? b->data_end_ms : b->command_ms;
-    if (c->wr_want || c->body) return b->command_ms;
+    if (smtpc__engine_pending_replies(c->e)) return dot_out(c) ? to_data_end(b) : to_command(b);
+    if (c->wr_want || c->body) return to_command(b);
     return -1; /* idle: nothing awaited */
 }
 
@@ -187,7 +193,7 @@ static int conn_token(void *ud, bool refresh, const char **token, size_t *len)
     if (refresh && c->token_gen != b->token_gen) refresh = false;
     *token = NULL;
     *len = 0;
-    int rc = b->token_cb(b->token_ud, refresh, token, len);
+    int rc = b->o.token_cb(b->o.token_ud, refresh, token, len);
     if (rc != 0 || !*token) {
         c->token_cb_rc = rc < 0 ? rc : SMTPC_EAUTH;
         return c->token_cb_rc;
@@ -205,17 +211,18 @@ static void begin_open(conn *c)
 {
     smtpc_bulk *b = c->b;
     char def[300];
-    if (!b->ehlo) smtpc__default_ehlo_name(c->fd, def, sizeof def);
+    if (!b->o.ehlo_name) smtpc__default_ehlo_name(c->fd, def, sizeof def);
     smtpc__opener_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.opts = &b->copts;
-    cfg.mode = smtpc__conn_opts_effective_mode(&b->copts, b->port);
+    cfg.opts = &b->o;
+    cfg.mode = b->mode;
     cfg.encrypted = c->tls_done;
-    cfg.ehlo_name = b->ehlo ? b->ehlo : def;
+    cfg.ehlo_name = b->o.ehlo_name ? b->o.ehlo_name : def;
     cfg.server = b->server;
-    cfg.sasl_host = b->tls_name ? b->tls_name : b->host;
+    cfg.sasl_host = b->o.tls_name ? b->o.tls_name : b->o.host;
     cfg.port = b->port;
-    cfg.token_fn = b->token_cb ? conn_token : NULL;
+    cfg.client_cert = b->tls_ctx && smtpc__tls_ctx_has_client_cert(b->tls_ctx);
+    cfg.token_fn = b->o.token_cb ? conn_token : NULL;
     cfg.token_ud = c;
     if (smtpc__opener_new(&c->op, c->e, &cfg)) {
         smtpc__bulk_conn_kill(c, SMTPC_ENOMEM, "out of memory");
@@ -684,7 +691,7 @@ static void start_tls(conn *c)
     smtpc__transport *tt = NULL;
     smtpc__errmsg em;
     em.text[0] = 0;
-    int rc = smtpc__tls_wrap(&tt, c->t, b->tls_ctx, b->tls_name ? b->tls_name : b->host, b->tls_sess, &em);
+    int rc = smtpc__tls_wrap(&tt, c->t, b->tls_ctx, b->o.tls_name ? b->o.tls_name : b->o.host, b->tls_sess, &em);
     if (rc) {
         smtpc__bulk_conn_kill(c, rc, em.text);
         return;
@@ -697,7 +704,7 @@ static void start_tls(conn *c)
 
 static void after_connect(conn *c)
 {
-    if (smtpc__conn_opts_effective_mode(&c->b->copts, c->b->port) == SMTPC_TLS_MODE_IMPLICIT) {
+    if (c->b->mode == SMTPC_TLS_MODE_IMPLICIT) {
         start_tls(c);
         if (!c->dead) do_handshake(c);
         return;
@@ -719,7 +726,7 @@ static void do_proxy(conn *c)
         char why[1024];
         const char *t = c->t->err.text[0] ? c->t->err.text : "proxy handshake failed";
         if (rc == SMTPC_ETLS) /* the TLS layer's words, without the proxy's name */
-            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(c->b->proxy), t);
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(c->b->o.proxy), t);
         else
             smtpc__strlcpy(why, t, sizeof why);
         smtpc__bulk_conn_kill(c, rc, why);
@@ -742,20 +749,20 @@ static void start_proxy(conn *c)
     smtpc__errmsg em;
     em.text[0] = 0;
     int rc;
-    if (smtpc_proxy_get_type(b->proxy) == SMTPC_PROXY_HTTPS) {
+    if (smtpc_proxy_get_type(b->o.proxy) == SMTPC_PROXY_HTTPS) {
         /* CONNECT inside TLS to the proxy, verified against the proxy's
          * name; the handshakes run inner-first in do_proxy() */
         smtpc__transport *tl = NULL;
-        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->proxy), NULL, &em);
+        rc = smtpc__tls_wrap(&tl, c->t, b->proxy_tls, smtpc_proxy_get_host(b->o.proxy), NULL, &em);
         if (rc) {
             char why[1024];
-            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->proxy), em.text);
+            snprintf(why, sizeof why, "proxy %s: TLS to the proxy: %s", smtpc_proxy_redacted(b->o.proxy), em.text);
             smtpc__bulk_conn_kill(c, rc, why);
             return;
         }
         c->t = tl;
     }
-    rc = smtpc__proxy_layer_new(&p, c->t, b->proxy, th, b->port,
+    rc = smtpc__proxy_layer_new(&p, c->t, b->o.proxy, th, b->port,
                                 b->ptarget_set ? (const struct sockaddr *)&b->ptarget : NULL, &em);
     if (rc) {
         smtpc__bulk_conn_kill(c, rc, em.text);
@@ -790,7 +797,7 @@ void smtpc__bulk_conn_io(conn *c, int ev)
             smtpc__bulk_conn_kill(c, rc, em.text);
             return;
         }
-        if (c->b->proxy) start_proxy(c);
+        if (c->b->o.proxy) start_proxy(c);
         else after_connect(c);
         break;
     }
@@ -866,7 +873,8 @@ int smtpc__bulk_conn_open(smtpc_bulk *b)
     bool inprog = false;
     smtpc__errmsg em;
     smtpc__transport *t = NULL;
-    int rc = smtpc__tcp_connect_start(&t, (struct sockaddr *)&b->addrs[ai], b->addrlens[ai], &inprog, &em);
+    smtpc__tcp_opts to = {b->o.bind_addr, b->o.bind_port, b->o.family, -1, -1};
+    int rc = smtpc__tcp_connect_start(&t, (struct sockaddr *)&b->addrs[ai], b->addrlens[ai], &to, &inprog, &em);
     b->st.connections_opened++;
     if (rc) {
         b->consec_fail++;
@@ -885,7 +893,7 @@ int smtpc__bulk_conn_open(smtpc_bulk *b)
     c->phase = P_CONNECTING;
     arm(c);
     if (!inprog) {
-        if (b->proxy) start_proxy(c);
+        if (b->o.proxy) start_proxy(c);
         else after_connect(c);
     }
     if (!c->dead) update_io(c);

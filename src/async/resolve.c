@@ -15,7 +15,7 @@
 
 void smtpc__bulk_target_host(const smtpc_bulk *b, char *out, size_t n)
 {
-    const char *h = b->host;
+    const char *h = b->o.host;
     size_t hl = strlen(h);
     if (hl > 2 && h[0] == '[' && h[hl - 1] == ']')
         snprintf(out, n, "%.*s", (int)(hl - 2), h + 1);
@@ -47,7 +47,13 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     struct addrinfo hints, *res = NULL;
     char portstr[8];
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
+    hints.ai_family = b->o.family; /* of the server's addresses, or the proxy's */
+    /* a numeric bind address fixes the family: the others could not be bound */
+    unsigned char ab[16];
+    if (hints.ai_family == AF_UNSPEC && b->o.bind_addr) {
+        if (inet_pton(AF_INET, b->o.bind_addr, ab) == 1) hints.ai_family = AF_INET;
+        else if (inet_pton(AF_INET6, b->o.bind_addr, ab) == 1) hints.ai_family = AF_INET6;
+    }
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
@@ -55,9 +61,9 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
     smtpc__bulk_target_host(b, tmp, sizeof tmp);
     const char *h = tmp;
     uint16_t port = b->port;
-    if (b->proxy) {
+    if (b->o.proxy) {
         /* SOCKS4/SOCKS5 (not 4a/5h) carry an address: the target is resolved here */
-        smtpc_proxy_type pt = smtpc_proxy_get_type(b->proxy);
+        smtpc_proxy_type pt = smtpc_proxy_get_type(b->o.proxy);
         if (smtpc__proxy_resolves_locally(pt) && !b->ptarget_set) {
             unsigned char a[16];
             if (numeric_only && inet_pton(AF_INET, tmp, a) != 1 && inet_pton(AF_INET6, tmp, a) != 1)
@@ -66,15 +72,18 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
             if (rc) return rc;
             b->ptarget_set = true;
         }
-        h = smtpc_proxy_get_host(b->proxy);
-        port = smtpc_proxy_get_port(b->proxy);
+        h = smtpc_proxy_get_host(b->o.proxy);
+        port = smtpc_proxy_get_port(b->o.proxy);
     }
     snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
     int g = getaddrinfo(h, portstr, &hints, &res);
     if (g) {
         if (numeric_only && g == EAI_NONAME) return 1; /* not a literal */
-        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s",
-                          b->proxy ? "the proxy " : "", h, gai_strerror(g));
+        return smtpc__err(&b->resolve_err, SMTPC_ENOHOST, "cannot resolve %s%s: %s%s",
+                          b->o.proxy ? "the proxy " : "", h, gai_strerror(g),
+                          hints.ai_family == AF_INET    ? " (IPv4 only)"
+                          : hints.ai_family == AF_INET6 ? " (IPv6 only)"
+                                                        : "");
     }
     int rc = set_addrs(b, res);
     freeaddrinfo(res);
@@ -84,7 +93,7 @@ static int resolve(smtpc_bulk *b, bool numeric_only)
 static void *resolver_main(void *arg)
 {
     smtpc_bulk *b = arg;
-    if (!b->ehlo) smtpc__local_fqdn_lookup(); /* the default EHLO name: may wait for DNS */
+    if (!b->o.ehlo_name) smtpc__local_fqdn_lookup(); /* the default EHLO name: may wait for DNS */
     b->resolve_rc = resolve(b, false);
     char x = 1;
     ssize_t w;
@@ -118,7 +127,7 @@ int smtpc__bulk_resolve_start(smtpc_bulk *b)
 {
     int rc = resolve(b, true);
     /* The default EHLO name's first lookup may wait for DNS: not in the loop. */
-    if (rc == 0 && !b->ehlo && !smtpc__local_fqdn_done()) rc = 1;
+    if (rc == 0 && !b->o.ehlo_name && !smtpc__local_fqdn_done()) rc = 1;
     if (rc == 0) {
         b->resolved = true;
     } else if (rc == 1) {

@@ -34,41 +34,42 @@ typedef struct key_def {
     const char *name;
     val_type type;
     bool no_env; /* never from the environment */
+    bool secret; /* reveals or obtains a credential: the file must be private */
 } key_def;
 
 /* Keep in the order of docs/smtpc-config.5. */
 static const key_def keys[] = {
-    {"server", T_SERVER, false},
-    {"port", T_PORT, false},
-    {"tls", T_TLS, false},
-    {"from", T_WORD, false},
-    {"match-from", T_STR, false},
-    {"ehlo-name", T_WORD, false},
-    {"user", T_STR, false},
-    {"password", T_STR, true},
-    {"password-env", T_WORD, false},
-    {"password-file", T_STR, false},
-    {"password-cmd", T_STR, false},
-    {"oauth-token-cmd", T_STR, false},
-    {"auth", T_AUTH, false},
-    {"allow-plaintext-auth", T_BOOL, false},
-    {"ca-file", T_STR, false},
-    {"ca-path", T_STR, false},
-    {"pin", T_STR, false},
-    {"cert", T_STR, false},
-    {"key", T_STR, false},
-    {"tls-server-name", T_WORD, false},
-    {"insecure", T_BOOL, false},
-    {"tls-min", T_TLSVER, false},
-    {"tls-max", T_TLSVER, false},
-    {"bind", T_WORD, false},
-    {"proxy", T_WORD, false},
-    {"timeout", T_DURATION, false},
-    {"connect-timeout", T_DURATION, false},
-    {"greeting-timeout", T_DURATION, false},
-    {"delivery", T_DELIVERY, false},
-    {"pickup-dir", T_STR, false},
-    {"outbox", T_STR, false},
+    {"server", T_SERVER, false, false},
+    {"port", T_PORT, false, false},
+    {"tls", T_TLS, false, false},
+    {"from", T_WORD, false, false},
+    {"match-from", T_STR, false, false},
+    {"ehlo-name", T_WORD, false, false},
+    {"user", T_STR, false, false},
+    {"password", T_STR, true, true},
+    {"password-env", T_WORD, false, false},
+    {"password-file", T_STR, false, true},
+    {"password-cmd", T_STR, false, true},
+    {"oauth-token-cmd", T_STR, false, true},
+    {"auth", T_AUTH, false, false},
+    {"allow-plaintext-auth", T_BOOL, false, false},
+    {"ca-file", T_STR, false, false},
+    {"ca-path", T_STR, false, false},
+    {"pin", T_STR, false, false},
+    {"cert", T_STR, false, false},
+    {"key", T_STR, false, false},
+    {"tls-server-name", T_WORD, false, false},
+    {"insecure", T_BOOL, false, false},
+    {"tls-min", T_TLSVER, false, false},
+    {"tls-max", T_TLSVER, false, false},
+    {"bind", T_WORD, false, false},
+    {"proxy", T_WORD, false, false},
+    {"timeout", T_DURATION, false, false},
+    {"connect-timeout", T_DURATION, false, false},
+    {"greeting-timeout", T_DURATION, false, false},
+    {"delivery", T_DELIVERY, false, false},
+    {"pickup-dir", T_STR, false, false},
+    {"outbox", T_STR, false, false},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -308,8 +309,24 @@ static int unquote(char *v)
     return 0;
 }
 
+/* A proxy URL with a password in it ("socks5h://user:pass@host"). */
+static bool url_has_password(const char *v)
+{
+    const char *a = strstr(v, "://");
+    a = a ? a + 3 : v;
+    size_t n = strcspn(a, "/?#");
+    const char *at = memchr(a, '@', n);
+    return at && memchr(a, ':', (size_t)(at - a));
+}
+
+/* The first key in a file that makes it secret-bearing (see keys[]). */
+typedef struct secret_seen {
+    const char *key; /* NULL = none */
+    unsigned line;
+} secret_seen;
+
 static int parse_text(smtpc_config *cfg, const char *text, size_t len, const char *name,
-                      bool *has_password, char *errbuf, size_t errlen)
+                      secret_seen *secret, char *errbuf, size_t errlen)
 {
     smtpc_account *cur = &cfg->global;
     unsigned lineno = 0;
@@ -438,7 +455,10 @@ static int parse_text(smtpc_config *cfg, const char *text, size_t len, const cha
             smtpc__secure_zero(line, sizeof line);
             return rc;
         }
-        if (!strcmp(s, "password")) *has_password = true;
+        if (!secret->key && (keys[k].secret || (!strcmp(s, "proxy") && url_has_password(v)))) {
+            secret->key = keys[k].name;
+            secret->line = lineno;
+        }
         cur->val[k] = smtpc__strdup(v);
         cur->line[k] = lineno;
         smtpc__secure_zero(line, sizeof line);
@@ -496,8 +516,8 @@ SMTPC_API int smtpc_config_parse(smtpc_config **out, const char *text, size_t le
     if (!out || (!text && len)) return SMTPC_EINVAL;
     smtpc_config *cfg = config_new();
     if (!cfg) return SMTPC_ENOMEM;
-    bool pw = false;
-    int rc = parse_text(cfg, text ? text : "", len, name ? name : "(config)", &pw, errbuf,
+    secret_seen secret = {NULL, 0}; /* no file: no permissions to check */
+    int rc = parse_text(cfg, text ? text : "", len, name ? name : "(config)", &secret, errbuf,
                         errbuf_len);
     if (!rc && !(flags & SMTPC_CONFIG_NOENV)) rc = load_env(cfg, errbuf, errbuf_len);
     if (!rc && name) {
@@ -553,6 +573,49 @@ static int read_file(const char *path, smtpc__buf *b, struct stat *st, char *err
     return rc;
 }
 
+/* Any file: whoever can change it can send the mail and the credentials
+ * elsewhere (server, proxy, insecure) or run commands (password-cmd), so it
+ * must be owned by the user or by root (/etc/smtpc.conf) and writable by
+ * nobody else (as ssh(1) treats its configuration). */
+static int check_file_safe(const char *path, const struct stat *st, char *errbuf, size_t errlen)
+{
+    if (st->st_uid != geteuid() && st->st_uid != 0) {
+        seterr(errbuf, errlen,
+               "%s: owned by another user (uid %u), neither you nor root: whoever owns it "
+               "decides where your mail and credentials go; refusing to use it",
+               path, (unsigned)st->st_uid);
+        return SMTPC_ECONFIG;
+    }
+    if (st->st_mode & 022) {
+        seterr(errbuf, errlen,
+               "%s: writable by group or others (mode %03o): they could redirect your mail and "
+               "credentials or run commands as you; refusing to use it. Run: chmod go-w %s",
+               path, (unsigned)(st->st_mode & 0777), path);
+        return SMTPC_ECONFIG;
+    }
+    return 0;
+}
+
+/* A file with a key that holds or obtains a credential: readable by the
+ * user alone, and owned by the user. */
+static int check_file_private(const char *path, const struct stat *st, const secret_seen *sec,
+                              char *errbuf, size_t errlen)
+{
+    if (st->st_mode & 077) {
+        seterr(errbuf, errlen,
+               "%s:%u: %s in a file accessible by group or others (mode %03o); refusing to use "
+               "it. Run: chmod 600 %s",
+               path, sec->line, sec->key, (unsigned)(st->st_mode & 0777), path);
+        return SMTPC_ECONFIG;
+    }
+    if (st->st_uid != geteuid()) {
+        seterr(errbuf, errlen, "%s:%u: %s in a file owned by another user (uid %u); refusing to use it",
+               path, sec->line, sec->key, (unsigned)st->st_uid);
+        return SMTPC_ECONFIG;
+    }
+    return 0;
+}
+
 static int exists(const char *p)
 {
     struct stat st;
@@ -589,32 +652,24 @@ SMTPC_API int smtpc_config_load(smtpc_config **out, const char *path, unsigned f
     if (!found[0]) return smtpc_config_parse(out, NULL, 0, NULL, flags, errbuf, errbuf_len);
 
     smtpc__buf b;
-    smtpc__buf_init(&b, CFG_MAX_FILE);
+    smtpc__buf_init_secure(&b, CFG_MAX_FILE); /* may hold a password */
     struct stat st;
     int rc = read_file(found, &b, &st, errbuf, errbuf_len);
     smtpc_config *cfg = NULL;
-    bool pw = false;
+    secret_seen secret = {NULL, 0};
+    /* /dev/null (world-writable, root's) means no configuration: nothing
+     * in it to redirect anything */
+    bool empty_dev = !rc && S_ISCHR(st.st_mode) && smtpc__buf_size(&b) == 0;
+    if (!rc && !empty_dev) rc = check_file_safe(found, &st, errbuf, errbuf_len);
     if (!rc) {
         cfg = config_new();
         if (!cfg) rc = SMTPC_ENOMEM;
     }
     if (!rc)
-        rc = parse_text(cfg, (const char *)smtpc__buf_ptr(&b), smtpc__buf_size(&b), found, &pw,
+        rc = parse_text(cfg, (const char *)smtpc__buf_ptr(&b), smtpc__buf_size(&b), found, &secret,
                         errbuf, errbuf_len);
     smtpc__buf_free_secure(&b);
-    if (!rc && pw && (st.st_mode & 077)) {
-        seterr(errbuf, errbuf_len,
-               "%s: contains a password but is accessible by group or others (mode %03o); "
-               "refusing to use it. Run: chmod 600 %s",
-               found, (unsigned)(st.st_mode & 0777), found);
-        rc = SMTPC_ECONFIG;
-    }
-    if (!rc && pw && st.st_uid != geteuid()) {
-        seterr(errbuf, errbuf_len,
-               "%s: contains a password but is owned by another user (uid %u); refusing to use it",
-               found, (unsigned)st.st_uid);
-        rc = SMTPC_ECONFIG;
-    }
+    if (!rc && secret.key) rc = check_file_private(found, &st, &secret, errbuf, errbuf_len);
     if (!rc && !(flags & SMTPC_CONFIG_NOENV)) rc = load_env(cfg, errbuf, errbuf_len);
     if (!rc) {
         cfg->path = smtpc__strdup(found);

@@ -1,6 +1,6 @@
 /* The outbox: a spool directory of queued messages (see smtpc/outbox.h for
  * the layout and the durability argument). */
-#include "client_int.h"
+#include "client/deliver.h"
 
 #include <smtpc/outbox.h>
 

@@ -1,8 +1,8 @@
 /* Connection pool: open sessions keyed by endpoint and identity, shared by
  * clients and threads. The lock is never held across network I/O: QUIT and
  * connect happen outside it. */
-#include "client_int.h"
-#include "session_int.h"
+#include "client/pool_int.h"
+#include "client/session_int.h"
 
 #include "util/util.h"
 

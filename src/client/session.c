@@ -49,32 +49,15 @@
 #define DEF_DATA_MS 120000
 #define BODY_CHUNK 16384
 #define RBUF_SIZE 4096
-#define DEF_AUTO_MS 5000
-#define PINS_MAX SMTPC__PINS_MAX
+#define DEF_AUTO_MS SMTPC__AUTO_MS_DEFAULT
 
 struct smtpc_session {
-    /* options */
-    int64_t connect_ms, greeting_ms, command_ms, data_ms, overall_ms;
-    char *ehlo_name;
-    char *bind_addr;
-    uint16_t bind_port;
+    /* options: the connection's (timeouts 0 = the defaults above, at use),
+     * then the session's own */
+    smtpc_conn_opts o;
+    int64_t overall_ms;
     size_t max_line, max_reply;
-    int family;         /* AF_UNSPEC, AF_INET, AF_INET6 */
-    smtpc_proxy *proxy; /* own copy, NULL = direct */
-
-    /* security options (session_tls.c-style section below) */
-    smtpc_tls_mode tls_mode;
-    int64_t auto_ms;
-    char *ca_file, *ca_path, *cert_file, *key_file;
-    char *tls_name_opt;       /* name to verify instead of the host connected to */
-    char pins[PINS_MAX];
-    bool insecure, tls_strict, allow_plain_auth, auth_list_set;
-    int tls_min, tls_max;
-    smtpc__tls_ctx *tls_ctx; /* built at connect from the above; dropped when they change */
-    char *user, *password, *authzid, *oauth_token;
-    smtpc_token_cb token_cb;
-    void *token_ud;
-    smtpc__sasl_mask auth_list;
+    smtpc__tls_ctx *tls_ctx; /* built at connect from o; dropped when a TLS setting changes */
     smtpc_trace_cb trace_cb;
     void *trace_ud;
 
@@ -121,6 +104,14 @@ typedef struct op {
 } op;
 
 /* ---- small helpers -------------------------------------------------------- */
+
+/* The timeouts in effect: the one set, else the default. */
+static int64_t ms_or(int64_t ms, int64_t def) { return ms ? ms : def; }
+static int64_t connect_ms(const smtpc_session *s) { return ms_or(s->o.connect_ms, DEF_CONNECT_MS); }
+static int64_t greeting_ms(const smtpc_session *s) { return ms_or(s->o.greeting_ms, DEF_GREETING_MS); }
+static int64_t command_ms(const smtpc_session *s) { return ms_or(s->o.command_ms, DEF_COMMAND_MS); }
+static int64_t data_ms(const smtpc_session *s) { return ms_or(s->o.data_ms, DEF_DATA_MS); }
+static int64_t auto_ms(const smtpc_session *s) { return ms_or(s->o.auto_ms, DEF_AUTO_MS); }
 
 static void reply_free_own(smtpc__reply *r)
 {
@@ -448,13 +439,9 @@ SMTPC_API int smtpc_session_new(smtpc_session **out)
         return SMTPC_EIO;
     }
     atomic_init(&s->canceled, 0);
-    s->connect_ms = DEF_CONNECT_MS;
-    s->greeting_ms = DEF_GREETING_MS;
-    s->command_ms = DEF_COMMAND_MS;
-    s->data_ms = DEF_DATA_MS;
+    smtpc__conn_opts_init(&s->o);
     s->overall_ms = 0;
     s->overall_deadline = -1;
-    s->auto_ms = DEF_AUTO_MS;
     s->security_used = SMTPC_TLS_MODE_NONE;
     *out = s;
     return 0;
@@ -468,121 +455,93 @@ SMTPC_API void smtpc_session_free(smtpc_session *s)
     reply_free_own(s->reply);
     reply_free_own(s->greeting);
     clear_rcpt_results(s);
-    free(s->ehlo_name);
-    free(s->bind_addr);
-    smtpc_proxy_free(s->proxy);
-    free(s->ca_file);
-    free(s->tls_name_opt);
-    free(s->ca_path);
-    free(s->cert_file);
-    free(s->key_file);
+    smtpc__conn_opts_clear(&s->o);
     smtpc__tls_ctx_free(s->tls_ctx);
-    free(s->user);
-    smtpc__free_secret(s->password);
-    free(s->authzid);
-    smtpc__free_secret(s->oauth_token);
     close(s->cancel_fd);
     free(s);
 }
 
-static int set_ms(smtpc_session *s, int64_t *field, int64_t ms, int64_t def)
+static void tls_ctx_drop(smtpc_session *s)
+{
+    smtpc__tls_ctx_free(s->tls_ctx);
+    s->tls_ctx = NULL;
+}
+
+/* The connection options are the judge of every value (smtpc_conn_opts):
+ * each setter below is theirs, with the detail on the session. */
+static smtpc_conn_opts *opts(smtpc_session *s)
+{
+    smtpc__err_clear(&s->o.err);
+    return &s->o;
+}
+
+/* A setter of the options returned rc: its detail to the session; a TLS
+ * setting that changed drops the TLS context built from the old ones. */
+static int opt_done(smtpc_session *s, int rc, bool tls)
+{
+    if (rc) return smtpc__conn_opts_fail(&s->err, &s->o, rc);
+    if (tls) tls_ctx_drop(s);
+    return 0;
+}
+
+#define OPT_SET(s, call, tls) ((s) ? opt_done((s), (call), (tls)) : SMTPC_EINVAL)
+
+SMTPC_API int smtpc_session_set_conn_opts(smtpc_session *s, const smtpc_conn_opts *o)
 {
     if (!s) return SMTPC_EINVAL;
-    if (ms < 0) return smtpc__err(&s->err, SMTPC_EINVAL, "negative timeout");
-    *field = ms ? ms : def;
+    if (!o) return smtpc__err(&s->err, SMTPC_EINVAL, "no connection options");
+    if (smtpc__conn_opts_copy(&s->o, o)) return smtpc__err(&s->err, SMTPC_ENOMEM, "out of memory");
+    tls_ctx_drop(s);
     return 0;
 }
 
 SMTPC_API int smtpc_session_set_connect_timeout_ms(smtpc_session *s, int64_t ms)
 {
-    return set_ms(s, s ? &s->connect_ms : NULL, ms, DEF_CONNECT_MS);
+    return OPT_SET(s, smtpc_conn_opts_set_connect_timeout_ms(opts(s), ms), false);
 }
 SMTPC_API int smtpc_session_set_greeting_timeout_ms(smtpc_session *s, int64_t ms)
 {
-    return set_ms(s, s ? &s->greeting_ms : NULL, ms, DEF_GREETING_MS);
+    return OPT_SET(s, smtpc_conn_opts_set_greeting_timeout_ms(opts(s), ms), false);
 }
 SMTPC_API int smtpc_session_set_command_timeout_ms(smtpc_session *s, int64_t ms)
 {
-    return set_ms(s, s ? &s->command_ms : NULL, ms, DEF_COMMAND_MS);
+    return OPT_SET(s, smtpc_conn_opts_set_command_timeout_ms(opts(s), ms), false);
 }
 SMTPC_API int smtpc_session_set_data_timeout_ms(smtpc_session *s, int64_t ms)
 {
-    return set_ms(s, s ? &s->data_ms : NULL, ms, DEF_DATA_MS);
+    return OPT_SET(s, smtpc_conn_opts_set_data_timeout_ms(opts(s), ms), false);
 }
 SMTPC_API int smtpc_session_set_deadline_ms(smtpc_session *s, int64_t ms)
 {
-    return set_ms(s, s ? &s->overall_ms : NULL, ms, 0);
-}
-
-/* A domain or an address literal: printable, no space, no control. */
-static bool valid_ehlo_name(const char *n)
-{
-    if (!n || !*n || strlen(n) > 255) return false;
-    for (const unsigned char *p = (const unsigned char *)n; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f) return false;
-    return true;
+    if (!s) return SMTPC_EINVAL;
+    if (ms < 0) return smtpc__err(&s->err, SMTPC_EINVAL, "negative timeout");
+    s->overall_ms = ms;
+    return 0;
 }
 
 SMTPC_API int smtpc_session_set_ehlo_name(smtpc_session *s, const char *name)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (name && !valid_ehlo_name(name))
-        return smtpc__err(&s->err, SMTPC_EINVAL, "invalid EHLO name");
-    char *c = NULL;
-    if (name && !(c = smtpc__strdup(name))) return SMTPC_ENOMEM;
-    free(s->ehlo_name);
-    s->ehlo_name = c;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_ehlo_name(opts(s), name), false);
 }
 
 SMTPC_API int smtpc_session_set_bind(smtpc_session *s, const char *addr, uint16_t port)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (addr && (!*addr || smtpc__has_ctl(addr)))
-        return smtpc__err(&s->err, SMTPC_EINVAL, "invalid bind address");
-    char *c = NULL;
-    if (addr && !(c = smtpc__strdup(addr))) return SMTPC_ENOMEM;
-    free(s->bind_addr);
-    s->bind_addr = c;
-    s->bind_port = port;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_bind(opts(s), addr, port), false);
 }
 
 SMTPC_API int smtpc_session_set_family(smtpc_session *s, smtpc_family family)
 {
-    if (!s) return SMTPC_EINVAL;
-    switch (family) {
-    case SMTPC_FAMILY_ANY: s->family = AF_UNSPEC; return 0;
-    case SMTPC_FAMILY_IPV4: s->family = AF_INET; return 0;
-    case SMTPC_FAMILY_IPV6: s->family = AF_INET6; return 0;
-    }
-    return smtpc__err(&s->err, SMTPC_EINVAL, "invalid address family %d", (int)family);
+    return OPT_SET(s, smtpc_conn_opts_set_family(opts(s), family), false);
 }
 
 SMTPC_API int smtpc_session_set_proxy(smtpc_session *s, const smtpc_proxy *p)
 {
-    if (!s) return SMTPC_EINVAL;
-    smtpc_proxy *c = NULL;
-    if (p) {
-        int rc = smtpc_proxy_dup(&c, p);
-        if (rc) return smtpc__err(&s->err, rc, "proxy: %s", smtpc_strerror(rc));
-    }
-    smtpc_proxy_free(s->proxy);
-    s->proxy = c;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_proxy(opts(s), p), false);
 }
 
 SMTPC_API int smtpc_session_set_proxy_url(smtpc_session *s, const char *url)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (!url || !*url) return smtpc_session_set_proxy(s, NULL);
-    smtpc_proxy *p = NULL;
-    char why[256];
-    int rc = smtpc_proxy_parse_url(&p, url, why, sizeof why);
-    if (rc) return smtpc__err(&s->err, rc, "%s", why); /* "proxy URL: ..." */
-    smtpc_proxy_free(s->proxy);
-    s->proxy = p;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_proxy_url(opts(s), url), false);
 }
 
 SMTPC_API int smtpc_session_set_reply_limits(smtpc_session *s, size_t max_line, size_t max_reply)
@@ -614,13 +573,103 @@ SMTPC_API void smtpc_session_rearm(smtpc_session *s)
     atomic_store_explicit(&s->canceled, 0, memory_order_release);
 }
 
-/* ---- connect ------------------------------------------------------------------ */
+/* ---- trace ---------------------------------------------------------------------------------- */
+
+static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
+{
+    smtpc_session *s = ud;
+    if (!s->trace_cb) return;
+    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
+    if (!secret) {
+        s->trace_cb(s->trace_ud, d, line, len);
+        return;
+    }
+    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
+     * secret is replaced whole. */
+    char red[96];
+    int n;
+    if (len > 5 && !strncasecmp(line, "AUTH ", 5)) {
+        size_t m = 5;
+        while (m < len && line[m] != ' ' && m < 60) m++;
+        n = snprintf(red, sizeof red, "%.*s ********", (int)m, line);
+    } else {
+        n = snprintf(red, sizeof red, "********");
+    }
+    s->trace_cb(s->trace_ud, d, red, (size_t)n);
+}
+
+__attribute__((format(printf, 2, 3))) static void trace_info(smtpc_session *s, const char *fmt, ...)
+{
+    if (!s->trace_cb) return;
+    char buf[SMTPC__ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    size_t l = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
+    s->trace_cb(s->trace_ud, SMTPC_TRACE_INFO, buf, l);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+static int tls_ctx_ensure(smtpc_session *s)
+{
+    if (s->tls_ctx) return 0;
+    smtpc__tls_config cfg;
+    smtpc__conn_opts_tls_config(&s->o, &cfg);
+    return smtpc__tls_ctx_new(&s->tls_ctx, &cfg, &s->err);
+}
 
 /* Implicit TLS (before the greeting) or STARTTLS (after its 220). */
-static int tls_handshake(smtpc_session *s, const op *o);
-static int tls_ctx_ensure(smtpc_session *s);
-static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret);
-static void trace_info(smtpc_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int tls_handshake(smtpc_session *s, const op *o)
+{
+    int rc = tls_ctx_ensure(s);
+    if (rc) {
+        close_conn(s);
+        return rc;
+    }
+    smtpc__transport *tt = NULL;
+    rc = smtpc__tls_wrap(&tt, s->t, s->tls_ctx, s->tls_name, NULL, &s->err);
+    if (rc) {
+        close_conn(s);
+        return rc;
+    }
+    s->t = tt;
+    for (;;) {
+        if (is_canceled(s)) return fail_canceled(s, o->what);
+        int want = 0;
+        rc = smtpc__transport_handshake(s->t, &want);
+        if (rc == 0) break;
+        if (rc == SMTPC_EAGAIN) {
+            rc = wait_want(s, want, o);
+            if (rc) return rc;
+            continue;
+        }
+        char detail[SMTPC__ERRMSG_MAX];
+        smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
+        close_conn(s);
+        /* a close or reset in the middle of the handshake is a TLS failure too */
+        if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
+        /* a TLS server that we refused (certificate, pin, versions): AUTO
+         * must not go on to try plaintext */
+        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
+                       strstr(detail, "protocol version");
+        trace_info(s, "%s", detail);
+        return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
+    }
+    const smtpc_tls_info *i = smtpc__tls_info(s->t);
+    if (i) {
+        s->tls_info = *i;
+        s->has_tls_info = true;
+        trace_info(s, "TLS handshake: %s %s, peer %s, issuer %s, %s%s%s", i->version, i->cipher,
+                   i->subject, i->issuer, i->verified ? "verified" : "NOT verified",
+                   i->verified ? "" : ": ", i->verified ? "" : i->verify_message);
+    }
+    return 0;
+}
+
+/* ---- connect ------------------------------------------------------------------ */
 
 /* One connection attempt: TCP, TLS when implicit, the greeting. attempt_ms
  * > 0 (AUTO) bounds the handshake and the greeting. *tcp_ok tells whether
@@ -650,17 +699,17 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     smtpc__engine_set_trace(s->e, s->trace_cb ? trace_thunk : NULL, s);
 
     op o;
-    op_init(s, &o, s->connect_ms, "connect");
+    op_init(s, &o, connect_ms(s), "connect");
     smtpc__tcp_opts to;
     memset(&to, 0, sizeof to);
-    to.bind_addr = s->bind_addr;
-    to.bind_port = s->bind_port;
-    to.family = s->family;
+    to.bind_addr = s->o.bind_addr;
+    to.bind_port = s->o.bind_port;
+    to.family = s->o.family;
     to.deadline_ms = o.deadline;
     to.cancel_fd = s->cancel_fd;
-    if (s->proxy) {
-        trace_info(s, "connecting to %s through proxy %s", s->hostport, smtpc_proxy_redacted(s->proxy));
-        rc = smtpc__proxy_connect(&s->t, s->proxy, host, port, &to, NULL, &s->err);
+    if (s->o.proxy) {
+        trace_info(s, "connecting to %s through proxy %s", s->hostport, smtpc_proxy_redacted(s->o.proxy));
+        rc = smtpc__proxy_connect(&s->t, s->o.proxy, host, port, &to, NULL, &s->err);
     } else {
         rc = smtpc__tcp_connect(&s->t, host, port, &to, &s->err);
     }
@@ -669,15 +718,15 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
             char secs[32], via[SMTPC__ERRMSG_MAX + 4] = "";
             fmt_secs(secs, sizeof secs, o.overall ? s->overall_ms : o.ms);
             /* the proxy's message says which stage hung (already redacted) */
-            if (s->proxy) snprintf(via, sizeof via, " (%s)", s->err.text);
+            if (s->o.proxy) snprintf(via, sizeof via, " (%s)", s->err.text);
             smtpc__err(&s->err, rc, "connect to %s: timed out after %s%s", s->hostport, secs, via);
         }
         return rc;
     }
     *tcp_ok = true;
-    int64_t greet_ms = attempt_ms > 0 && attempt_ms < s->greeting_ms ? attempt_ms : s->greeting_ms;
+    int64_t greet_ms = attempt_ms > 0 && attempt_ms < greeting_ms(s) ? attempt_ms : greeting_ms(s);
     if (implicit) {
-        op_init(s, &o, attempt_ms > 0 ? attempt_ms : s->command_ms, "TLS handshake");
+        op_init(s, &o, attempt_ms > 0 ? attempt_ms : command_ms(s), "TLS handshake");
         rc = tls_handshake(s, &o);
         if (rc) return rc;
         s->security_used = SMTPC_TLS_MODE_IMPLICIT;
@@ -685,7 +734,7 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
 
     /* The default EHLO name's lookup (once per process; ~0.15 ms the first
      * time, for the resolver's set-up) while the greeting is on its way. */
-    if (!s->ehlo_name) smtpc__local_fqdn_lookup();
+    if (!s->o.ehlo_name) smtpc__local_fqdn_lookup();
     rc = smtpc__engine_expect_greeting(s->e);
     if (rc) {
         close_conn(s);
@@ -707,7 +756,8 @@ static int connect_once(smtpc_session *s, const char *host, uint16_t port, bool 
     return 0;
 }
 
-SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t port)
+/* connect with the TLS mode m (the one set, or open's effective one). */
+static int connect_mode(smtpc_session *s, const char *host, uint16_t port, smtpc_tls_mode m)
 {
     int rc = enter(s, false, "connect");
     if (rc) return rc;
@@ -722,7 +772,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
         snprintf(s->hostport, sizeof s->hostport, "[%s]:%u", host, (unsigned)port);
     else
         snprintf(s->hostport, sizeof s->hostport, "%s:%u", host, (unsigned)port);
-    smtpc__strlcpy(s->tls_name, s->tls_name_opt ? s->tls_name_opt : host, sizeof s->tls_name);
+    smtpc__strlcpy(s->tls_name, s->o.tls_name ? s->o.tls_name : host, sizeof s->tls_name);
     s->port = port;
     reply_free_own(s->greeting);
     s->greeting = NULL;
@@ -731,7 +781,6 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     s->auth_used = SMTPC__SASL_NONE;
     s->overall_deadline = s->overall_ms > 0 ? smtpc__now_ms() + s->overall_ms + 1 : -1;
 
-    smtpc_tls_mode m = s->tls_mode;
     bool implicit = m == SMTPC_TLS_MODE_IMPLICIT || (m == SMTPC_TLS_MODE_DEFAULT && port == 465);
     if (implicit || m == SMTPC_TLS_MODE_AUTO || m == SMTPC_TLS_MODE_STARTTLS ||
         m == SMTPC_TLS_MODE_STARTTLS_OPTIONAL) {
@@ -746,7 +795,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
      * implicit-TLS server says nothing to a plaintext client: the short
      * greeting timeout ends that). */
     s->tls_spoke = false;
-    rc = connect_once(s, host, port, true, s->auto_ms, &tcp_ok);
+    rc = connect_once(s, host, port, true, auto_ms(s), &tcp_ok);
     if (rc == 0 || !tcp_ok || s->tls_spoke || rc == SMTPC_ECANCELED || rc == SMTPC_EPERMFAIL ||
         rc == SMTPC_ETEMPFAIL || (s->overall_deadline >= 0 && smtpc__now_ms() >= s->overall_deadline))
         return rc;
@@ -754,7 +803,7 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     smtpc__strlcpy(first, s->err.text, sizeof first);
     close_conn(s);
     trace_info(s, "auto: implicit TLS failed (%s); trying plaintext + STARTTLS", first);
-    rc = connect_once(s, host, port, false, s->auto_ms, &tcp_ok);
+    rc = connect_once(s, host, port, false, auto_ms(s), &tcp_ok);
     if (rc) {
         char second[SMTPC__ERRMSG_MAX];
         smtpc__strlcpy(second, s->err.text, sizeof second);
@@ -763,24 +812,29 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
     return rc;
 }
 
+SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t port)
+{
+    return s ? connect_mode(s, host, port, s->o.tls_mode) : SMTPC_EINVAL;
+}
+
 /* ---- EHLO / HELO ---------------------------------------------------------------- */
 
 static int do_helo(smtpc_session *s, const char *name, bool ehlo)
 {
     const char *what = ehlo ? "EHLO" : "HELO";
     char def[300];
-    if (!name) name = s->ehlo_name;
+    if (!name) name = s->o.ehlo_name;
     if (!name) {
         smtpc__local_fqdn_lookup(); /* normally done while the greeting came */
         smtpc__default_ehlo_name(s->t ? s->t->fd : -1, def, sizeof def);
         name = def;
     }
-    if (!valid_ehlo_name(name)) return smtpc__err(&s->err, SMTPC_EINVAL, "%s: invalid name", what);
+    /* the engine refuses a name that is empty or has blanks or controls */
     int rc = ehlo ? smtpc__engine_ehlo(s->e, name) : smtpc__engine_helo(s->e, name);
     if (rc) return queue_failed(s, rc, what);
     if (name != s->ehlo_used) smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, what, &r);
+    rc = exchange(s, command_ms(s), what, &r);
     if (rc) return rc;
     if (ehlo && (r->code == 500 || r->code == 502)) return do_helo(s, name, false);
     return check_reply(s, r, 2, what);
@@ -829,7 +883,7 @@ SMTPC_API int smtpc_session_mail_from(smtpc_session *s, const char *from, const 
     rc = smtpc__engine_mail(s->e, from, opts ? &p : NULL);
     if (rc) return queue_failed(s, rc, "MAIL");
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "MAIL", &r);
+    rc = exchange(s, command_ms(s), "MAIL", &r);
     return rc ? rc : check_reply(s, r, 2, "MAIL");
 }
 
@@ -843,7 +897,7 @@ SMTPC_API int smtpc_session_rcpt_to(smtpc_session *s, const char *to, const smtp
     rc = smtpc__engine_rcpt(s->e, to, opts ? &p : NULL, 0);
     if (rc) return queue_failed(s, rc, "RCPT");
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "RCPT", &r);
+    rc = exchange(s, command_ms(s), "RCPT", &r);
     return rc ? rc : check_reply(s, r, 2, "RCPT");
 }
 
@@ -905,7 +959,7 @@ static int stream_body(smtpc_session *s, smtpc_read_cb cb, void *ud, bool bdat, 
         /* The next message's envelope joins the final dot (send_batch). */
         if (n == 0 && s->body_end_hook && (rc = s->body_end_hook(s, s->body_end_ud)) != 0) return rc;
         /* The command timeout bounds each step of progress, not the body. */
-        op_init(s, &o, s->command_ms, what);
+        op_init(s, &o, command_ms(s), what);
         rc = flush(s, &o, bdat);
         if (rc) return rc;
         if (n == 0) return 0;
@@ -953,13 +1007,13 @@ static int do_data(smtpc_session *s, smtpc_read_cb cb, void *ud)
     rc = smtpc__engine_data(s->e);
     if (rc) return queue_failed(s, rc, "DATA");
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "DATA", &r);
+    rc = exchange(s, command_ms(s), "DATA", &r);
     if (rc) return rc;
     /* Only 354 goes on; any other positive reply is a protocol violation. */
     if (r->code != 354) return check_reply(s, r, 9, "DATA");
     rc = stream_body(s, cb, ud, false, false, "DATA");
     if (rc) return rc;
-    rc = exchange(s, s->data_ms, "end of data", &r);
+    rc = exchange(s, data_ms(s), "end of data", &r);
     if (rc) return unknown_after_end(s, rc, "end of data");
     return check_reply(s, r, 2, "end of data");
 }
@@ -991,7 +1045,7 @@ static int do_bdat(smtpc_session *s, smtpc_read_cb cb, void *ud)
     /* Every chunk's reply; once none is outstanding, the last (to BDAT
      * LAST) decides. Replies may arrive several per read. */
     op o;
-    op_init(s, &o, s->data_ms, "end of data");
+    op_init(s, &o, data_ms(s), "end of data");
     bool got = false;
     for (;;) {
         smtpc__event ev;
@@ -1030,7 +1084,7 @@ SMTPC_API int smtpc_session_bdat_cb(smtpc_session *s, smtpc_read_cb cb, void *us
 static int settle(smtpc_session *s)
 {
     op o;
-    op_init(s, &o, s->command_ms, "RSET");
+    op_init(s, &o, command_ms(s), "RSET");
     for (;;) {
         int rc = flush(s, &o, false);
         if (rc) return rc;
@@ -1143,7 +1197,7 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
 
     bool end_sent = false;
     op o;
-    op_init(s, &o, s->command_ms, "send");
+    op_init(s, &o, command_ms(s), "send");
     /* The whole pipelined group (or MAIL alone) in one write. */
     rc = flush(s, &o, false);
     if (rc) return rc;
@@ -1162,13 +1216,13 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
             switch (ev.type) {
             case SMTPC__EV_TXN_RCPT:
                 note_rcpt(s, &ev);
-                op_init(s, &o, s->command_ms, "send");
+                op_init(s, &o, command_ms(s), "send");
                 break;
             case SMTPC__EV_TXN_BODY:
                 rc = stream_body(s, cb, ud, env->use_bdat, true, env->use_bdat ? "BDAT" : "DATA");
                 if (rc) return rc;
                 end_sent = true;
-                op_init(s, &o, s->data_ms, "end of data");
+                op_init(s, &o, data_ms(s), "end of data");
                 break;
             case SMTPC__EV_TXN_DONE: {
                 if (ev.reply && ev.reply->code == 421) {
@@ -1192,7 +1246,7 @@ static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb
                 return st;
             }
             default:
-                op_init(s, &o, s->command_ms, "send");
+                op_init(s, &o, command_ms(s), "send");
                 break;
             }
         }
@@ -1357,7 +1411,7 @@ int smtpc__session_send_batch(smtpc_session *s, smtpc__batch_next_fn next, smtpc
     rc = batch_begin(&b);
     if (rc > 0) rc = 0;
     op o;
-    op_init(s, &o, s->command_ms, "send");
+    op_init(s, &o, command_ms(s), "send");
     while (rc == 0 && (b.cur_active || b.prev_active)) {
         rc = flush(s, &o, false);
         if (rc) break;
@@ -1403,7 +1457,7 @@ int smtpc__session_send_batch(smtpc_session *s, smtpc__batch_next_fn next, smtpc
                 if (rc > 0) rc = 0;
             }
         }
-        op_init(s, &o, b.prev_active || b.cur_end_sent ? s->data_ms : s->command_ms, "send");
+        op_init(s, &o, b.prev_active || b.cur_end_sent ? data_ms(s) : command_ms(s), "send");
     }
     s->body_end_hook = NULL;
     s->body_end_ud = NULL;
@@ -1454,7 +1508,7 @@ SMTPC_API int smtpc_session_rset(smtpc_session *s)
     rc = smtpc__engine_rset(s->e);
     if (rc) return queue_failed(s, rc, "RSET");
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "RSET", &r);
+    rc = exchange(s, command_ms(s), "RSET", &r);
     return rc ? rc : check_reply(s, r, 2, "RSET");
 }
 
@@ -1465,7 +1519,7 @@ SMTPC_API int smtpc_session_noop(smtpc_session *s)
     rc = smtpc__engine_noop(s->e);
     if (rc) return queue_failed(s, rc, "NOOP");
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "NOOP", &r);
+    rc = exchange(s, command_ms(s), "NOOP", &r);
     return rc ? rc : check_reply(s, r, 2, "NOOP");
 }
 
@@ -1479,7 +1533,7 @@ SMTPC_API int smtpc_session_quit(smtpc_session *s)
         return queue_failed(s, rc, "QUIT");
     }
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "QUIT", &r);
+    rc = exchange(s, command_ms(s), "QUIT", &r);
     if (rc == SMTPC_ECLOSED) {
         /* Closing without a 221 is rude but the goal is reached. */
         smtpc__err_clear(&s->err);
@@ -1538,174 +1592,84 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
 }
 
 /* ---- security: TLS and AUTH ------------------------------------------------------------
- * Kept apart from the plain conversation above: the options, the TLS
- * handshake (implicit or after STARTTLS), AUTH over the sans-IO SASL
- * mechanisms, the policy of smtpc_session_open(), and the redacting trace. */
-
-static void tls_ctx_drop(smtpc_session *s)
-{
-    smtpc__tls_ctx_free(s->tls_ctx);
-    s->tls_ctx = NULL;
-}
-
-/* Replaces *field with a copy of v (NULL clears); path-like: no control chars. */
-static int set_str(smtpc_session *s, char **field, const char *v, const char *what)
-{
-    if (!s) return SMTPC_EINVAL;
-    if (v && (!*v || smtpc__has_ctl(v))) return smtpc__err(&s->err, SMTPC_EINVAL, "invalid %s", what);
-    char *c = NULL;
-    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
-    free(*field);
-    *field = c;
-    tls_ctx_drop(s);
-    return 0;
-}
+ * Kept apart from the plain conversation above: the options, STARTTLS,
+ * AUTH over the sans-IO SASL mechanisms and the policy of
+ * smtpc_session_open(). The TLS handshake and the redacting trace, which
+ * connect needs too, come before it. */
 
 SMTPC_API int smtpc_session_set_tls_mode(smtpc_session *s, smtpc_tls_mode mode)
 {
-    if (!s || (int)mode < 0 || (int)mode > (int)SMTPC_TLS_MODE_AUTO) return SMTPC_EINVAL;
-    s->tls_mode = mode;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_tls_mode(opts(s), mode), false);
 }
 
 SMTPC_API int smtpc_session_set_auto_timeout_ms(smtpc_session *s, int64_t ms)
 {
-    return set_ms(s, s ? &s->auto_ms : NULL, ms, DEF_AUTO_MS);
+    return OPT_SET(s, smtpc_conn_opts_set_auto_timeout_ms(opts(s), ms), false);
 }
 
 SMTPC_API int smtpc_session_set_ca_file(smtpc_session *s, const char *path)
 {
-    return set_str(s, s ? &s->ca_file : NULL, path, "CA file");
+    return OPT_SET(s, smtpc_conn_opts_set_ca_file(opts(s), path), true);
 }
 
 SMTPC_API int smtpc_session_set_ca_path(smtpc_session *s, const char *dir)
 {
-    return set_str(s, s ? &s->ca_path : NULL, dir, "CA path");
+    return OPT_SET(s, smtpc_conn_opts_set_ca_path(opts(s), dir), true);
 }
 
 SMTPC_API int smtpc_session_set_tls_server_name(smtpc_session *s, const char *name)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (name && strlen(name) >= sizeof s->tls_name) return smtpc__err(&s->err, SMTPC_EINVAL, "server name too long");
-    return set_str(s, s ? &s->tls_name_opt : NULL, name, "server name");
+    return OPT_SET(s, smtpc_conn_opts_set_tls_server_name(opts(s), name), true);
 }
 
 SMTPC_API int smtpc_session_add_pin(smtpc_session *s, const char *pin)
 {
-    if (!s) return SMTPC_EINVAL;
-    tls_ctx_drop(s);
-    if (!pin) {
-        s->pins[0] = '\0';
-        return 0;
-    }
-    /* the syntax is checked here, with the TLS layer's own parser */
-    smtpc__tls_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.insecure = true;
-    cfg.pins = pin;
-    smtpc__tls_ctx *c = NULL;
-    if (smtpc__has_ctl(pin) || strchr(pin, ';') || strchr(pin, ',') || strchr(pin, ' '))
-        return smtpc__err(&s->err, SMTPC_EINVAL, "invalid pin (one sha256//BASE64 per call)");
-    int rc = smtpc__tls_ctx_new(&c, &cfg, &s->err);
-    smtpc__tls_ctx_free(c);
-    if (rc) return rc == SMTPC_ENOMEM ? rc : SMTPC_EINVAL;
-    size_t l = strlen(s->pins);
-    if (l + strlen(pin) + 2 > sizeof s->pins) return smtpc__err(&s->err, SMTPC_ELIMIT, "too many pins");
-    snprintf(s->pins + l, sizeof s->pins - l, "%s%s", l ? ";" : "", pin);
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_add_pin(opts(s), pin), true);
 }
 
 SMTPC_API int smtpc_session_set_client_cert(smtpc_session *s, const char *cert_file, const char *key_file)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (!cert_file && key_file) return smtpc__err(&s->err, SMTPC_EINVAL, "a client key without a certificate");
-    int rc = set_str(s, &s->cert_file, cert_file, "certificate file");
-    return rc ? rc : set_str(s, &s->key_file, key_file, "key file");
+    return OPT_SET(s, smtpc_conn_opts_set_client_cert(opts(s), cert_file, key_file), true);
 }
 
 SMTPC_API int smtpc_session_set_insecure(smtpc_session *s, bool insecure)
 {
-    if (!s) return SMTPC_EINVAL;
-    s->insecure = insecure;
-    tls_ctx_drop(s);
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_insecure(opts(s), insecure), true);
 }
 
 SMTPC_API int smtpc_session_set_tls_versions(smtpc_session *s, int min_version, int max_version, bool strict)
 {
-    if (!s) return SMTPC_EINVAL;
-    bool okmin = min_version == 0 || (min_version >= SMTPC_TLS_1_0 && min_version <= SMTPC_TLS_1_3);
-    bool okmax = max_version == 0 || (max_version >= SMTPC_TLS_1_0 && max_version <= SMTPC_TLS_1_3);
-    if (!okmin || !okmax || (min_version && max_version && min_version > max_version))
-        return smtpc__err(&s->err, SMTPC_EINVAL, "invalid TLS versions %d..%d", min_version, max_version);
-    s->tls_min = min_version;
-    s->tls_max = max_version;
-    s->tls_strict = strict;
-    tls_ctx_drop(s);
-    return 0;
-}
-
-/* Credentials: no CR, LF (NUL cannot be in a C string). */
-static int set_cred(smtpc_session *s, char **field, const char *v, bool secret, const char *what)
-{
-    if (!s) return SMTPC_EINVAL;
-    if (v && (strchr(v, '\r') || strchr(v, '\n')))
-        return smtpc__err(&s->err, SMTPC_EINVAL, "%s contains CR or LF", what);
-    char *c = NULL;
-    if (v && !(c = smtpc__strdup(v))) return SMTPC_ENOMEM;
-    if (secret) smtpc__free_secret(*field);
-    else free(*field);
-    *field = c;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_tls_versions(opts(s), min_version, max_version, strict), true);
 }
 
 SMTPC_API int smtpc_session_set_credentials(smtpc_session *s, const char *user, const char *password)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (!user && password) return smtpc__err(&s->err, SMTPC_EINVAL, "a password without a user name");
-    int rc = set_cred(s, &s->user, user, false, "user name");
-    return rc ? rc : set_cred(s, &s->password, password, true, "password");
+    return OPT_SET(s, smtpc_conn_opts_set_credentials(opts(s), user, password), false);
 }
 
 SMTPC_API int smtpc_session_set_authzid(smtpc_session *s, const char *authzid)
 {
-    return set_cred(s, s ? &s->authzid : NULL, authzid, false, "authorization identity");
+    return OPT_SET(s, smtpc_conn_opts_set_authzid(opts(s), authzid), false);
 }
 
 SMTPC_API int smtpc_session_set_oauth_token(smtpc_session *s, const char *token)
 {
-    return set_cred(s, s ? &s->oauth_token : NULL, token, true, "OAuth token");
+    return OPT_SET(s, smtpc_conn_opts_set_oauth_token(opts(s), token), false);
 }
 
 SMTPC_API int smtpc_session_set_token_cb(smtpc_session *s, smtpc_token_cb cb, void *userdata)
 {
-    if (!s) return SMTPC_EINVAL;
-    s->token_cb = cb;
-    s->token_ud = userdata;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_token_cb(opts(s), cb, userdata), false);
 }
 
 SMTPC_API int smtpc_session_set_auth_mechanisms(smtpc_session *s, const char *list)
 {
-    if (!s) return SMTPC_EINVAL;
-    if (!list) {
-        s->auth_list_set = false;
-        return 0;
-    }
-    smtpc__sasl_mask m = 0;
-    int rc = smtpc__sasl_mask_parse(list, &m, &s->err);
-    if (rc) return rc;
-    if (!m) return smtpc__err(&s->err, SMTPC_EINVAL, "no AUTH mechanism in \"%s\"", list);
-    s->auth_list = m;
-    s->auth_list_set = true;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_auth_mechanisms(opts(s), list), false);
 }
 
 SMTPC_API int smtpc_session_set_allow_plaintext_auth(smtpc_session *s, bool allow)
 {
-    if (!s) return SMTPC_EINVAL;
-    s->allow_plain_auth = allow;
-    return 0;
+    return OPT_SET(s, smtpc_conn_opts_set_allow_plaintext_auth(opts(s), allow), false);
 }
 
 SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void *userdata)
@@ -1714,110 +1678,6 @@ SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void 
     s->trace_cb = cb;
     s->trace_ud = userdata;
     if (s->e) smtpc__engine_set_trace(s->e, cb ? trace_thunk : NULL, s);
-    return 0;
-}
-
-/* ---- trace ---------------------------------------------------------------------------------- */
-
-static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
-{
-    smtpc_session *s = ud;
-    if (!s->trace_cb) return;
-    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
-    if (!secret) {
-        s->trace_cb(s->trace_ud, d, line, len);
-        return;
-    }
-    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
-     * secret is replaced whole. */
-    char red[96];
-    int n;
-    if (len > 5 && !strncasecmp(line, "AUTH ", 5)) {
-        size_t m = 5;
-        while (m < len && line[m] != ' ' && m < 60) m++;
-        n = snprintf(red, sizeof red, "%.*s ********", (int)m, line);
-    } else {
-        n = snprintf(red, sizeof red, "********");
-    }
-    s->trace_cb(s->trace_ud, d, red, (size_t)n);
-}
-
-static void trace_info(smtpc_session *s, const char *fmt, ...)
-{
-    if (!s->trace_cb) return;
-    char buf[SMTPC__ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    size_t l = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
-    s->trace_cb(s->trace_ud, SMTPC_TRACE_INFO, buf, l);
-}
-
-/* ---- TLS ------------------------------------------------------------------------------------ */
-
-static int tls_ctx_ensure(smtpc_session *s)
-{
-    if (s->tls_ctx) return 0;
-    smtpc__tls_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.insecure = s->insecure;
-    cfg.ca_file = s->ca_file;
-    cfg.ca_path = s->ca_path;
-    cfg.pins = s->pins[0] ? s->pins : NULL;
-    cfg.cert_file = s->cert_file;
-    cfg.key_file = s->key_file;
-    cfg.min_version = s->tls_min;
-    cfg.max_version = s->tls_max;
-    cfg.version_policy = s->tls_strict ? SMTPC_TLS_VERSION_STRICT : SMTPC_TLS_VERSION_NEAREST;
-    return smtpc__tls_ctx_new(&s->tls_ctx, &cfg, &s->err);
-}
-
-static int tls_handshake(smtpc_session *s, const op *o)
-{
-    int rc = tls_ctx_ensure(s);
-    if (rc) {
-        close_conn(s);
-        return rc;
-    }
-    smtpc__transport *tt = NULL;
-    rc = smtpc__tls_wrap(&tt, s->t, s->tls_ctx, s->tls_name, NULL, &s->err);
-    if (rc) {
-        close_conn(s);
-        return rc;
-    }
-    s->t = tt;
-    for (;;) {
-        if (is_canceled(s)) return fail_canceled(s, o->what);
-        int want = 0;
-        rc = smtpc__transport_handshake(s->t, &want);
-        if (rc == 0) break;
-        if (rc == SMTPC_EAGAIN) {
-            rc = wait_want(s, want, o);
-            if (rc) return rc;
-            continue;
-        }
-        char detail[SMTPC__ERRMSG_MAX];
-        smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
-        close_conn(s);
-        /* a close or reset in the middle of the handshake is a TLS failure too */
-        if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
-        /* a TLS server that we refused (certificate, pin, versions): AUTO
-         * must not go on to try plaintext */
-        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
-                       strstr(detail, "protocol version");
-        trace_info(s, "%s", detail);
-        return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
-    }
-    const smtpc_tls_info *i = smtpc__tls_info(s->t);
-    if (i) {
-        s->tls_info = *i;
-        s->has_tls_info = true;
-        trace_info(s, "TLS handshake: %s %s, peer %s, issuer %s, %s%s%s", i->version, i->cipher,
-                   i->subject, i->issuer, i->verified ? "verified" : "NOT verified",
-                   i->verified ? "" : ": ", i->verified ? "" : i->verify_message);
-    }
     return 0;
 }
 
@@ -1838,7 +1698,7 @@ SMTPC_API int smtpc_session_starttls(smtpc_session *s)
     rc = smtpc__engine_starttls(s->e);
     if (rc) return queue_failed(s, rc, "STARTTLS");
     const smtpc__reply *r;
-    rc = exchange(s, s->command_ms, "STARTTLS", &r);
+    rc = exchange(s, command_ms(s), "STARTTLS", &r);
     if (rc) return rc;
     if (r->code != 220) return check_reply(s, r, 9, "STARTTLS");
     /* Nothing may follow the 220 before the handshake (CVE-2011-0411,
@@ -1846,7 +1706,7 @@ SMTPC_API int smtpc_session_starttls(smtpc_session *s)
      * the 220; any left in the socket would be taken for a TLS record by
      * the handshake and fail it. Nothing read before is used afterwards. */
     op o;
-    op_init(s, &o, s->command_ms, "TLS handshake");
+    op_init(s, &o, command_ms(s), "TLS handshake");
     rc = tls_handshake(s, &o);
     if (rc) return rc;
     smtpc__engine_tls_started(s->e);
@@ -1871,33 +1731,19 @@ SMTPC_API smtpc_tls_mode smtpc_session_security_used(const smtpc_session *s)
 
 static void fill_creds(smtpc_session *s, smtpc__sasl_creds *c)
 {
-    memset(c, 0, sizeof *c);
-    c->username = s->user;
-    c->password = s->password;
-    c->authzid = s->authzid;
-    c->oauth_token = s->oauth_token;
-    c->token_fn = s->token_cb;
-    c->token_ud = s->token_ud;
+    smtpc__conn_opts_sasl_creds(&s->o, c);
     c->host = s->tls_name;
     c->port = s->port;
     c->client_cert = s->tls_ctx && smtpc__tls_ctx_has_client_cert(s->tls_ctx) && encrypted(s);
 }
 
-static bool have_creds(const smtpc_session *s)
-{
-    return (s->user && s->password) || s->oauth_token || s->token_cb ||
-           (s->cert_file && s->auth_list_set && (s->auth_list & SMTPC__SASL_BIT(SMTPC__SASL_EXTERNAL)));
-}
+static bool have_creds(const smtpc_session *s) { return smtpc__conn_opts_have_creds(&s->o); }
 
 static smtpc__sasl_mask allowed_mask(smtpc_session *s)
 {
     smtpc__sasl_creds c;
     fill_creds(s, &c);
-    bool enc = encrypted(s);
-    if (!enc && !s->allow_plain_auth) return 0; /* credentials never in the clear */
-    smtpc__sasl_mask m = smtpc__sasl_default_allowed(&c, true);
-    if (s->auth_list_set) m &= s->auth_list; /* allowed in the clear: as on TLS */
-    return m;
+    return smtpc__conn_opts_allowed_mechs(&s->o, &c, encrypted(s));
 }
 
 static smtpc__sasl_mask offered_mask(const smtpc_session *s)
@@ -1941,7 +1787,7 @@ static int auth_exchange(smtpc_session *s, smtpc__sasl *x)
     /* the SASL context bounds the rounds (SMTPC__SASL_MAX_ROUNDS); this is a backstop */
     for (int round = 0; round <= SMTPC__SASL_MAX_ROUNDS + 2; round++) {
         const smtpc__reply *r;
-        rc = exchange(s, s->command_ms, "AUTH", &r);
+        rc = exchange(s, command_ms(s), "AUTH", &r);
         if (rc) return rc;
         if (r->code == 421) return check_reply(s, r, 2, "AUTH");
         const char *text = r->nlines ? r->lines[r->nlines - 1] : "";
@@ -1961,7 +1807,7 @@ static int auth_exchange(smtpc_session *s, smtpc__sasl *x)
             /* the server waits for an answer: "*" cancels (RFC 4954 §4) */
             int r2 = smtpc__engine_auth_continue(s->e, resp.b64);
             if (r2) return queue_failed(s, r2, "AUTH");
-            r2 = exchange(s, s->command_ms, "AUTH", &r);
+            r2 = exchange(s, command_ms(s), "AUTH", &r);
             if (r2) return r2;
             if (r->code == 421) return check_reply(s, r, 2, "AUTH");
             return smtpc__err(&s->err, rc, "AUTH %s: %s (cancelled; server replied %d)", name, why,
@@ -1980,7 +1826,7 @@ SMTPC_API int smtpc_session_auth(smtpc_session *s)
     if (rc) return rc;
     s->auth_used = SMTPC__SASL_NONE;
     if (!have_creds(s)) return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH: no credentials");
-    if (!encrypted(s) && !s->allow_plain_auth)
+    if (!encrypted(s) && !s->o.allow_plain_auth)
         return smtpc__err(&s->err, SMTPC_EAUTH,
                           "AUTH: refusing to send credentials over an unencrypted connection "
                           "(use TLS, or allow plaintext authentication explicitly)");
@@ -2001,7 +1847,7 @@ SMTPC_API int smtpc_session_auth(smtpc_session *s)
     if (rc) return rc;
     rc = auth_exchange(s, x);
     bool token_mech = m == SMTPC__SASL_XOAUTH2 || m == SMTPC__SASL_OAUTHBEARER;
-    if (rc == SMTPC_EAUTH && token_mech && s->token_cb && s->t) {
+    if (rc == SMTPC_EAUTH && token_mech && s->o.token_cb && s->t) {
         /* the token may have expired: ask for a fresh one, try once more */
         char first[SMTPC__ERRMSG_MAX];
         smtpc__strlcpy(first, s->err.text, sizeof first);
@@ -2017,16 +1863,6 @@ SMTPC_API int smtpc_session_auth(smtpc_session *s)
 
 /* ---- the whole opening ------------------------------------------------------------------ */
 
-static smtpc_tls_mode effective_mode(const smtpc_session *s, uint16_t port)
-{
-    if (s->tls_mode != SMTPC_TLS_MODE_DEFAULT) return s->tls_mode;
-    if (port == 465) return SMTPC_TLS_MODE_IMPLICIT;
-    /* port 25 without credentials is relay: opportunistic (RFC 3207);
-     * anything else is submission: TLS required */
-    if (port == 25 && !have_creds(s)) return SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
-    return SMTPC_TLS_MODE_STARTTLS;
-}
-
 static int open_fail(smtpc_session *s, int rc)
 {
     close_conn(s);
@@ -2036,16 +1872,19 @@ static int open_fail(smtpc_session *s, int rc)
 SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t port)
 {
     if (!s) return SMTPC_EINVAL;
-    smtpc_tls_mode mode = effective_mode(s, port), saved = s->tls_mode;
-    s->tls_mode = mode;
-    int rc = smtpc_session_connect(s, host, port);
-    s->tls_mode = saved;
+    if (!host) { /* the server of the connection options */
+        if (!s->o.host) return smtpc__err(&s->err, SMTPC_EINVAL, "open: no server (host NULL and none set)");
+        host = s->o.host;
+        port = port ? port : smtpc__conn_opts_port(&s->o);
+    }
+    smtpc_tls_mode mode = smtpc__conn_opts_effective_mode(&s->o, port);
+    int rc = connect_mode(s, host, port, mode);
     if (rc) return open_fail(s, rc);
     rc = smtpc_session_ehlo(s, NULL);
     if (rc) return open_fail(s, rc);
     if (!encrypted(s) && mode != SMTPC_TLS_MODE_NONE) {
         bool required = mode == SMTPC_TLS_MODE_STARTTLS || mode == SMTPC_TLS_MODE_IMPLICIT ||
-                        (have_creds(s) && !s->allow_plain_auth);
+                        (have_creds(s) && !s->o.allow_plain_auth);
         const smtpc__caps *c = smtpc__engine_caps(s->e);
         bool offered = c && (c->flags & SMTPC_EXT_STARTTLS);
         if (offered) {
@@ -2093,6 +1932,11 @@ SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)
 smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s)
 {
     return &s->err;
+}
+
+int smtpc__conn_opts_fail(smtpc__errmsg *dst, const smtpc_conn_opts *o, int rc)
+{
+    return smtpc__err(dst, rc, "%s", o->err.text[0] ? o->err.text : smtpc_strerror(rc));
 }
 
 void smtpc__session_set_deadline_at(smtpc_session *s, int64_t at_ms, int64_t ms)

@@ -9,6 +9,9 @@
 #include "util/util.h"
 
 smtpc__errmsg *smtpc__session_errbuf(smtpc_session *s);
+/* A setter of o failed with rc: its detail (o->err, cleared before the
+ * call; else the code's text) into dst. Returns rc. */
+int smtpc__conn_opts_fail(smtpc__errmsg *dst, const smtpc_conn_opts *o, int rc);
 /* Replaces the overall deadline of a connected session: at_ms absolute
  * (smtpc__now_ms clock; -1 = none), ms the span it stands for (messages).
  * The client re-arms it before each attempt on a pooled connection. */

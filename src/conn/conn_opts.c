@@ -412,6 +412,16 @@ SMTPC_API int smtpc_conn_opts_set_allow_plaintext_auth(smtpc_conn_opts *o, bool 
     return 0;
 }
 
+SMTPC_API int smtpc_conn_opts_set_scram_min_iterations(smtpc_conn_opts *o, unsigned n)
+{
+    if (!o) return SMTPC_EINVAL;
+    if (n > SMTPC__SASL_MAX_SCRAM_ITER)
+        return smtpc__err(&o->err, SMTPC_EINVAL, "SCRAM minimum of %u iterations over the limit %u", n,
+                          SMTPC__SASL_MAX_SCRAM_ITER);
+    o->scram_min_iter = n;
+    return 0;
+}
+
 /* ---- what the drivers derive -------------------------------------------------------------- */
 
 bool smtpc__conn_opts_have_creds(const smtpc_conn_opts *o)
@@ -454,6 +464,7 @@ void smtpc__conn_opts_sasl_creds(const smtpc_conn_opts *o, smtpc__sasl_creds *c)
     c->oauth_token = o->oauth_token;
     c->token_fn = o->token_cb;
     c->token_ud = o->token_ud;
+    c->scram_min_iterations = (int)o->scram_min_iter; /* <= SMTPC__SASL_MAX_SCRAM_ITER */
 }
 
 smtpc__sasl_mask smtpc__conn_opts_allowed_mechs(const smtpc_conn_opts *o, const smtpc__sasl_creds *c,

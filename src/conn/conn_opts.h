@@ -39,6 +39,7 @@ struct smtpc_conn_opts {
     void *token_ud;
     smtpc__sasl_mask auth_list;
     bool auth_list_set, allow_plain_auth;
+    unsigned scram_min_iter; /* 0 = SMTPC__SASL_MIN_SCRAM_ITER */
 
     smtpc__errmsg err;
 };

@@ -1,5 +1,6 @@
 /* EHLO capabilities (RFC 5321 4.1.1.1 and the extension RFCs). */
 #include "engine/reply.h"
+#include "engine/sasl.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -41,28 +42,54 @@ static const char *skip_spaces(const char *s)
     return s;
 }
 
-static int add_mech(smtpc__caps *c, const char *m, size_t n)
+/* AUTH lists are parsed in time linear in their size, whatever a server
+ * sends (a 64 KiB EHLO reply holds ~16,000 short tokens; comparing each with
+ * every one kept before cost 0.9 s of CPU, stalling every connection of a
+ * bulk loop). So:
+ *   - a mechanism this library implements is kept once (a bit per mechanism);
+ *   - of the others, at most SMTPC__CAPS_MAX_OTHER_AUTH distinct names are
+ *     kept (they are only shown), later ones ignored;
+ *   - a token longer than 20 characters is no mechanism name (RFC 4422 3.1)
+ *     and is ignored.
+ * Each token thus costs at most a fixed number of comparisons of at most
+ * 20 characters, and the list never holds more than
+ * SMTPC__SASL_MECH_COUNT + SMTPC__CAPS_MAX_OTHER_AUTH names. */
+#define MECH_NAME_MAX 20
+
+static int add_mech(smtpc__caps *c, const char *m, size_t n, smtpc__sasl_mask *known_seen,
+                    size_t *others)
 {
-    if (n == 0) return 0;
-    for (size_t i = 0; i < c->nauth; i++)
-        if (strlen(c->auth[i]) == n && smtpc__strncasecmp(c->auth[i], m, n) == 0) return 0;
+    if (n == 0 || n > MECH_NAME_MAX) return 0;
+    char up[MECH_NAME_MAX + 1];
+    for (size_t i = 0; i < n; i++) up[i] = (char)toupper((unsigned char)m[i]);
+    up[n] = '\0';
+    smtpc__sasl_mech id = smtpc__sasl_mech_from_name(up);
+    if (id != SMTPC__SASL_NONE) {
+        if (*known_seen & SMTPC__SASL_BIT(id)) return 0;
+        *known_seen |= SMTPC__SASL_BIT(id);
+    } else {
+        if (*others >= SMTPC__CAPS_MAX_OTHER_AUTH) return 0;
+        /* only the other names kept so far can be equal: at most the cap */
+        for (size_t i = 0; i < c->nauth; i++)
+            if (strcmp(c->auth[i], up) == 0) return 0;
+        (*others)++;
+    }
     char **na = realloc(c->auth, (c->nauth + 2) * sizeof *na);
     if (!na) return SMTPC_ENOMEM;
     c->auth = na;
-    char *copy = smtpc__strndup(m, n);
+    char *copy = smtpc__strndup(up, n);
     if (!copy) return SMTPC_ENOMEM;
-    for (size_t i = 0; i < n; i++) copy[i] = (char)toupper((unsigned char)copy[i]);
     c->auth[c->nauth++] = copy;
     c->auth[c->nauth] = NULL;
     return 0;
 }
 
-static int add_mechs(smtpc__caps *c, const char *s)
+static int add_mechs(smtpc__caps *c, const char *s, smtpc__sasl_mask *known_seen, size_t *others)
 {
     while (*s) {
         s = skip_spaces(s);
         size_t n = token_len(s, false);
-        int rc = add_mech(c, s, n);
+        int rc = add_mech(c, s, n, known_seen, others);
         if (rc) return rc;
         s += n;
     }
@@ -84,6 +111,8 @@ int smtpc__caps_parse(smtpc__caps *c, const smtpc__reply *r, smtpc__errmsg *err)
     smtpc__caps_clear(c);
     c->esmtp = true;
     int rc = 0;
+    smtpc__sasl_mask known_seen = 0;
+    size_t others = 0;
     for (size_t i = 1; i < r->nlines; i++) {
         const char *line = skip_spaces(r->lines[i]);
         if (!*line) continue;
@@ -98,7 +127,7 @@ int smtpc__caps_parse(smtpc__caps *c, const smtpc__reply *r, smtpc__errmsg *err)
         /* Obsolete form "AUTH=LOGIN PLAIN" (old Outlook clients needed it). */
         if (kl > 5 && smtpc__strncasecmp(line, "AUTH=", 5) == 0) {
             c->flags |= SMTPC_EXT_AUTH;
-            if ((rc = add_mechs(c, line + 5)) != 0) goto oom;
+            if ((rc = add_mechs(c, line + 5, &known_seen, &others)) != 0) goto oom;
             continue;
         }
         for (size_t k = 0; k < SMTPC__ARRAY_LEN(known); k++) {
@@ -106,7 +135,7 @@ int smtpc__caps_parse(smtpc__caps *c, const smtpc__reply *r, smtpc__errmsg *err)
                 continue;
             c->flags |= known[k].flag;
             if (known[k].flag == SMTPC_EXT_SIZE) parse_size(c, param);
-            if (known[k].flag == SMTPC_EXT_AUTH && (rc = add_mechs(c, param)) != 0) goto oom;
+            if (known[k].flag == SMTPC_EXT_AUTH && (rc = add_mechs(c, param, &known_seen, &others)) != 0) goto oom;
             break;
         }
     }

@@ -300,7 +300,9 @@ static int after_hello(smtpc__opener *o)
         smtpc__err(&o->err, SMTPC_ETLS, "%s does not offer STARTTLS and TLS is required (%s%s); nothing sent",
                    o->server, smtpc_tls_mode_name(o->mode),
                    o->mode == SMTPC_TLS_MODE_STARTTLS ? "" : ", with credentials");
-        return open_fail(o, SMTPC_ETLS);
+        int rc = open_fail(o, SMTPC_ETLS);
+        o->fatal = true; /* the same on every connection to this server */
+        return rc;
     }
     info(o, "no STARTTLS offered: continuing in plaintext (%s)", smtpc_tls_mode_name(o->mode));
     return auth_begin(o);

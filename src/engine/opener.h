@@ -97,9 +97,9 @@ const smtpc__reply *smtpc__opener_greeting(const smtpc__opener *o);
 smtpc__sasl_mech smtpc__opener_mech(const smtpc__opener *o);
 bool smtpc__opener_did_starttls(const smtpc__opener *o);
 /* A failure that every connection to this server with these settings
- * would meet (AUTH refused with 5xx, no mechanism in common, credentials
- * that cannot be used, plaintext refused): a bulk run gives up on it
- * instead of reconnecting. */
+ * would meet (TLS required and STARTTLS not offered; AUTH refused with
+ * 5xx, no mechanism in common, credentials that cannot be used, plaintext
+ * refused): a bulk run gives up on it instead of reconnecting. */
 bool smtpc__opener_fatal(const smtpc__opener *o);
 
 #endif

@@ -59,12 +59,17 @@ smtpc__reply *smtpc__reply_dup(const smtpc__reply *r);
  * Shared replies are never modified. NULL on out of memory. */
 smtpc__reply *smtpc__reply_ref(smtpc__reply *r);
 
+/* Names of mechanisms the library does not implement kept from AUTH. */
+#define SMTPC__CAPS_MAX_OTHER_AUTH 32
+
 /* EHLO capabilities. Keywords are matched case-insensitively, as whole tokens. */
 typedef struct smtpc__caps {
     bool esmtp;           /* EHLO succeeded (else HELO) */
     unsigned flags;       /* SMTPC_EXT_* from smtpc/reply.h */
     uint64_t size_max;    /* SIZE n; 0 = none or unlimited */
-    char **auth;          /* AUTH mechanisms (upper case), NULL-terminated; NULL if none */
+    char **auth;          /* AUTH mechanisms (upper case), NULL-terminated; NULL if none:
+                           * each one this library implements, and up to
+                           * SMTPC__CAPS_MAX_OTHER_AUTH others (caps.c) */
     size_t nauth;
     char **lines;         /* every EHLO keyword line after the first, as received */
     size_t nlines;

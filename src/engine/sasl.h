@@ -59,6 +59,9 @@ typedef uint32_t smtpc__sasl_mask;
 #define SMTPC__SASL_MAX_ROUNDS 10          /* challenges per exchange */
 #define SMTPC__SASL_MAX_CHALLENGE 16384    /* base64 octets of one challenge */
 #define SMTPC__SASL_MAX_SCRAM_ITER 10000000u
+/* The SCRAM iteration count required unless the caller lowers it (RFC 7677
+ * section 4: at least 4096). */
+#define SMTPC__SASL_MIN_SCRAM_ITER 4096u
 
 /* Supplies an OAuth 2.0 access token. refresh=false: the current token;
  * refresh=true: the server rejected the last one, get a new one. On success
@@ -76,6 +79,11 @@ typedef struct smtpc__sasl_creds {
     const char *host;         /* OAUTHBEARER host= / port= (optional) */
     uint16_t port;
     bool client_cert;         /* a TLS client certificate is in use (EXTERNAL) */
+    /* SCRAM: a server-first-message with fewer iterations is refused
+     * (SMTPC_EAUTH); 0 (or less) = SMTPC__SASL_MIN_SCRAM_ITER. A server
+     * asking for few iterations either stores a weak hash or is an attacker
+     * making the proof cheap to attack offline. */
+    int scram_min_iterations;
 } smtpc__sasl_creds;
 
 /* One line to send: NUL-terminated base64 ("" = empty line / "=" as an

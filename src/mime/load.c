@@ -1,6 +1,8 @@
 /* Loading an existing message (sendmail -t): the envelope comes from its
  * headers, Bcc fields are removed, Date and Message-ID added when missing,
- * and the body is streamed through unchanged except line ends (CRLF). */
+ * and the body is streamed through unchanged except line ends (CRLF).
+ * The loader only fills the message (m->loaded, raw_headers, raw_body);
+ * writer.c lays it out, so this file needs nothing from the writer. */
 #include "mime.h"
 
 #include <stdlib.h>
@@ -8,19 +10,6 @@
 #include <time.h>
 
 #define HEADER_LIMIT (1u << 20)
-
-int smtpc__writer_add_lit(smtpc_message_writer *w, const void *p, size_t n);
-int smtpc__writer_add_stream(smtpc_message_writer *w, smtpc__part *p, bool raw);
-smtpc_message *smtpc__writer_message(smtpc_message_writer *w);
-int smtpc__writer_layout_loaded(smtpc_message_writer *w);
-
-int smtpc__writer_layout_loaded(smtpc_message_writer *w)
-{
-    smtpc_message *m = smtpc__writer_message(w);
-    int rc = smtpc__writer_add_lit(w, smtpc__bptr(&m->raw_headers), smtpc__buf_size(&m->raw_headers));
-    if (!rc) rc = smtpc__writer_add_stream(w, m->raw_body, true);
-    return rc;
-}
 
 static int lerr(char *eb, size_t el, int code, const char *msg, size_t line)
 {

@@ -138,7 +138,7 @@ struct smtpc_message {
     char **rcpts;
     size_t nrcpts;
     bool rcpts_valid;
-    /* loaded (raw) message */
+    /* loaded (raw) message: filled by load.c, laid out by writer.c */
     bool loaded;
     smtpc__buf raw_headers; /* headers minus Bcc, CRLF, incl. blank line */
     smtpc__part *raw_body;  /* SRC_CB / SRC_MEM rest of the input */

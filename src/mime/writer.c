@@ -415,7 +415,22 @@ int smtpc__message_freeze(smtpc_message *m)
     return 0;
 }
 
-int smtpc__writer_layout_loaded(smtpc_message_writer *w);
+static int add_lit(smtpc_message_writer *w, const void *p, size_t n)
+{
+    size_t mark = w->lit.len;
+    if (smtpc__buf_append(&w->lit, p, n)) return SMTPC_ENOMEM;
+    return flush_lit(w, &mark);
+}
+
+/* A loaded message (load.c): its raw headers, then its body streamed
+ * through with line ends normalised. */
+static int layout_loaded(smtpc_message_writer *w)
+{
+    smtpc_message *m = w->m;
+    int rc = add_lit(w, smtpc__bptr(&m->raw_headers), smtpc__buf_size(&m->raw_headers));
+    if (!rc) rc = add_item(w, (item){IT_RAW, NULL, 0, 0, m->raw_body});
+    return rc;
+}
 
 static int layout(smtpc_message_writer *w)
 {
@@ -524,7 +539,7 @@ int smtpc_message_writer_new(smtpc_message_writer **out, smtpc_message *m, unsig
     w->flags = flags;
     w->fd = -1;
     smtpc__buf_init(&w->lit, 0);
-    rc = m->loaded ? smtpc__writer_layout_loaded(w) : layout(w);
+    rc = m->loaded ? layout_loaded(w) : layout(w);
     if (rc) {
         smtpc_message_writer_free(w);
         return smtpc__err(&m->err, rc, "cannot lay out the message: %s", smtpc_strerror(rc));
@@ -541,24 +556,6 @@ int smtpc_message_writer_new(smtpc_message_writer **out, smtpc_message *m, unsig
     *out = w;
     return 0;
 }
-
-/* Loaded messages: raw headers, then the body stream. */
-int smtpc__writer_add_lit(smtpc_message_writer *w, const void *p, size_t n);
-int smtpc__writer_add_lit(smtpc_message_writer *w, const void *p, size_t n)
-{
-    size_t mark = w->lit.len;
-    if (smtpc__buf_append(&w->lit, p, n)) return SMTPC_ENOMEM;
-    return flush_lit(w, &mark);
-}
-
-int smtpc__writer_add_stream(smtpc_message_writer *w, smtpc__part *p, bool raw);
-int smtpc__writer_add_stream(smtpc_message_writer *w, smtpc__part *p, bool raw)
-{
-    return add_item(w, (item){raw ? IT_RAW : IT_B64, NULL, 0, 0, p});
-}
-
-smtpc_message *smtpc__writer_message(smtpc_message_writer *w);
-smtpc_message *smtpc__writer_message(smtpc_message_writer *w) { return w->m; }
 
 int64_t smtpc_message_writer_size(const smtpc_message_writer *w) { return w ? w->total : -1; }
 

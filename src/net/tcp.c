@@ -96,8 +96,8 @@ static void hostport(char *dst, size_t n, const char *host, uint16_t port)
         snprintf(dst, n, "%s:%u", host, (unsigned)port);
 }
 
-static int bind_local(int fd, int family, const char *addr, uint16_t port, int *err_no,
-                      const char **gai_msg)
+int smtpc__tcp_bind_local(int fd, int family, const char *addr, uint16_t port, int *err_no,
+                          const char **gai_msg)
 {
     struct addrinfo hints, *res = NULL;
     char portstr[8];
@@ -155,7 +155,7 @@ static int he_start(he_try *t, const smtpc__tcp_opts *opts, int *bind_errno, con
         return -1;
     }
     if (opts->bind_addr || opts->bind_port) {
-        if (bind_local(fd, ai->ai_family, opts->bind_addr, opts->bind_port, bind_errno, bind_msg) < 0) {
+        if (smtpc__tcp_bind_local(fd, ai->ai_family, opts->bind_addr, opts->bind_port, bind_errno, bind_msg) < 0) {
             close(fd);
             *bind_fail = true;
             t->err = 0;

@@ -13,10 +13,20 @@
 #include <unistd.h>
 
 int smtpc__tcp_connect_start(smtpc__transport **out, const struct sockaddr *sa, socklen_t salen,
-                             bool *in_progress, smtpc__errmsg *err)
+                             const smtpc__tcp_opts *opts, bool *in_progress, smtpc__errmsg *err)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) return smtpc__err(err, SMTPC_ENETWORK, "socket: %s", strerror(errno));
+    if (opts && (opts->bind_addr || opts->bind_port)) {
+        int be = 0;
+        const char *gm = NULL;
+        if (smtpc__tcp_bind_local(fd, sa->sa_family, opts->bind_addr, opts->bind_port, &be, &gm) < 0) {
+            close(fd);
+            return smtpc__err(err, SMTPC_ENETWORK, "cannot bind to %s port %u: %s",
+                              opts->bind_addr ? opts->bind_addr : "*", (unsigned)opts->bind_port,
+                              gm ? gm : strerror(be));
+        }
+    }
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int c;

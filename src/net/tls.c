@@ -157,17 +157,43 @@ static const int local_max = SMTPC_TLS_1_3;
 static const int local_max = SMTPC_TLS_1_2;
 #endif
 
-static int adjust_version(int *v, const char *which, smtpc_tls_version_policy pol, smtpc__errmsg *err)
+/* The lenient policy may only narrow what was asked for, never widen it
+ * towards weaker: a minimum below the floor is raised to TLS 1.2 and a
+ * maximum above what the build does is lowered to it (a maximum below the
+ * floor becomes TLS 1.2: 1.0/1.1 are never done). A minimum above what the
+ * build does is never lowered (that would connect with a version the caller
+ * refused): SMTPC_EUNSUPPORTED under either policy. */
+static int adjust_version(int *v, bool is_min, int build_max, smtpc_tls_version_policy pol,
+                          smtpc__errmsg *err)
 {
+    const char *which = is_min ? "minimum" : "maximum";
     if (*v < SMTPC_TLS_1_0 || *v > SMTPC_TLS_1_3)
         return smtpc__err(err, SMTPC_EINVAL, "TLS: invalid %s version %d", which, *v);
-    if (*v >= local_min && *v <= local_max) return 0;
-    if (pol == SMTPC_TLS_VERSION_STRICT)
+    if (*v >= local_min && *v <= build_max) return 0;
+    if (pol == SMTPC_TLS_VERSION_STRICT || (is_min && *v > build_max))
         return smtpc__err(err, SMTPC_EUNSUPPORTED,
-                          "TLS: %s version %s is not supported by this build (it does %s to %s)", which,
+                          "TLS: %s version %s is not supported by this build (it does %s to %s)%s", which,
                           smtpc_tls_version_name(*v), smtpc_tls_version_name(local_min),
-                          smtpc_tls_version_name(local_max));
-    *v = *v < local_min ? local_min : local_max;
+                          smtpc_tls_version_name(build_max),
+                          pol == SMTPC_TLS_VERSION_STRICT ? "" : "; a minimum is never lowered");
+    *v = *v < local_min ? local_min : build_max;
+    return 0;
+}
+
+int smtpc__tls_fit_versions(int *min_version, int *max_version, int build_max,
+                            smtpc_tls_version_policy pol, smtpc__errmsg *err)
+{
+    int minv = *min_version ? *min_version : SMTPC_TLS_1_2;
+    int maxv = *max_version ? *max_version : build_max;
+    int rc;
+    if ((rc = adjust_version(&minv, true, build_max, pol, err)) ||
+        (rc = adjust_version(&maxv, false, build_max, pol, err)))
+        return rc;
+    if (minv > maxv)
+        return smtpc__err(err, SMTPC_EINVAL, "TLS: minimum version %s is above the maximum %s",
+                          smtpc_tls_version_name(minv), smtpc_tls_version_name(maxv));
+    *min_version = minv;
+    *max_version = maxv;
     return 0;
 }
 
@@ -257,14 +283,8 @@ int smtpc__tls_ctx_new(smtpc__tls_ctx **out, const smtpc__tls_config *cfg, smtpc
     if (!cfg) cfg = &dflt;
     int rc = lazy_init(err);
     if (rc) return rc;
-    int minv = cfg->min_version ? cfg->min_version : SMTPC_TLS_1_2;
-    int maxv = cfg->max_version ? cfg->max_version : local_max;
-    if ((rc = adjust_version(&minv, "minimum", cfg->version_policy, err)) ||
-        (rc = adjust_version(&maxv, "maximum", cfg->version_policy, err)))
-        return rc;
-    if (minv > maxv)
-        return smtpc__err(err, SMTPC_EINVAL, "TLS: minimum version %s is above the maximum %s",
-                          smtpc_tls_version_name(minv), smtpc_tls_version_name(maxv));
+    int minv = cfg->min_version, maxv = cfg->max_version;
+    if ((rc = smtpc__tls_fit_versions(&minv, &maxv, local_max, cfg->version_policy, err))) return rc;
     if (cfg->key_file && !cfg->cert_file)
         return smtpc__err(err, SMTPC_EINVAL, "TLS: a client key without a client certificate");
 

@@ -59,12 +59,22 @@ typedef struct smtpc__tls_session smtpc__tls_session;
 /* Creates a context from cfg (strings are copied or used at once).
  * Errors: SMTPC_EINVAL (bad pin syntax, version out of range, min above
  * max), SMTPC_EUNSUPPORTED (a version this build cannot do under
- * SMTPC_TLS_VERSION_STRICT), SMTPC_ECONFIG (CA file/path, certificate or
+ * SMTPC_TLS_VERSION_STRICT, a minimum above its newest under either),
+ * SMTPC_ECONFIG (CA file/path, certificate or
  * key that cannot be loaded, key not matching the certificate, bad cipher
  * list), SMTPC_ENOMEM. On failure *out is untouched and err says why. */
 int smtpc__tls_ctx_new(smtpc__tls_ctx **out, const smtpc__tls_config *cfg, smtpc__errmsg *err);
 smtpc__tls_ctx *smtpc__tls_ctx_ref(smtpc__tls_ctx *c);
 void smtpc__tls_ctx_free(smtpc__tls_ctx *c); /* drops one reference; NULL is a no-op */
+/* The versions a context uses for the requested ones (0 = default) on a
+ * build whose newest is build_max: under SMTPC_TLS_VERSION_NEAREST only
+ * narrowed (a minimum raised to the floor, a maximum lowered to build_max);
+ * a minimum above build_max is never lowered: SMTPC_EUNSUPPORTED. Also
+ * SMTPC_EINVAL (out of range, min above max). On error the ints are
+ * unchanged. (Separate from _ctx_new so a build without TLS 1.3 can be
+ * tested.) */
+int smtpc__tls_fit_versions(int *min_version, int *max_version, int build_max,
+                            smtpc_tls_version_policy pol, smtpc__errmsg *err);
 /* The versions actually used after the nearest-version adjustment. */
 void smtpc__tls_ctx_versions(const smtpc__tls_ctx *c, int *min_version, int *max_version);
 bool smtpc__tls_ctx_has_client_cert(const smtpc__tls_ctx *c);

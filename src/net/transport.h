@@ -75,6 +75,12 @@ typedef struct smtpc__tcp_opts {
     int cancel_fd;         /* -1 = none */
 } smtpc__tcp_opts;
 
+/* Binds socket fd (of family) to the local addr (NULL = any) and port (0 =
+ * any: picked at connect). -1 with *err_no (bind) or *gai_msg (addr does
+ * not resolve) set; 0 when bound. Both connectors use it. */
+int smtpc__tcp_bind_local(int fd, int family, const char *addr, uint16_t port, int *err_no,
+                          const char **gai_msg);
+
 /* Resolves host (opts->family; with a numeric bind address, its family)
  * and connects Happy-Eyeballs style (RFC 8305: families interleaved, a new
  * attempt every 250 ms or as soon as one fails, first to connect wins)

@@ -10,12 +10,32 @@ void smtpc__buf_init(smtpc__buf *b, size_t limit)
     b->limit = limit ? limit : SIZE_MAX;
 }
 
+void (*smtpc__buf_release_hook)(const void *p, size_t n);
+
+void smtpc__buf_init_secure(smtpc__buf *b, size_t limit)
+{
+    smtpc__buf_init(b, limit);
+    b->secure = true;
+}
+
+/* Gives a block back; a secure buffer's is wiped first. */
+static void release(const smtpc__buf *b, uint8_t *data, size_t cap)
+{
+    if (data && b->secure) {
+        smtpc__secure_zero(data, cap);
+        if (smtpc__buf_release_hook) smtpc__buf_release_hook(data, cap);
+    }
+    free(data);
+}
+
 void smtpc__buf_free(smtpc__buf *b)
 {
-    free(b->data);
+    release(b, b->data, b->cap);
     size_t limit = b->limit;
+    bool secure = b->secure;
     memset(b, 0, sizeof *b);
     b->limit = limit;
+    b->secure = secure;
 }
 
 void smtpc__buf_free_secure(smtpc__buf *b)
@@ -32,6 +52,7 @@ int smtpc__buf_reserve(smtpc__buf *b, size_t extra)
     /* Compact first: consumed bytes at the front are dead. */
     if (b->off > 0) {
         memmove(b->data, b->data + b->off, live);
+        if (b->secure) smtpc__secure_zero(b->data + live, b->len - live);
         b->len = live;
         b->off = 0;
         if (b->cap - b->len >= extra) return 0;
@@ -42,8 +63,14 @@ int smtpc__buf_reserve(smtpc__buf *b, size_t extra)
         if (ncap > SIZE_MAX / 2) { ncap = need; break; }
         ncap *= 2;
     }
-    uint8_t *p = realloc(b->data, ncap);
-    if (!p) return SMTPC_ENOMEM;
+    uint8_t *p;
+    if (b->secure) {
+        if (!(p = malloc(ncap))) return SMTPC_ENOMEM;
+        if (live) memcpy(p, b->data, live);
+        release(b, b->data, b->cap);
+    } else if (!(p = realloc(b->data, ncap))) {
+        return SMTPC_ENOMEM;
+    }
     b->data = p;
     b->cap = ncap;
     return 0;
@@ -84,13 +111,15 @@ void smtpc__buf_consume(smtpc__buf *b, size_t n)
 {
     size_t live = b->len - b->off;
     if (n >= live) {
-        b->off = b->len = 0;
-    } else {
-        b->off += n;
+        smtpc__buf_reset(b);
+        return;
     }
+    if (b->secure) smtpc__secure_zero(b->data + b->off, n);
+    b->off += n;
 }
 
 void smtpc__buf_reset(smtpc__buf *b)
 {
+    if (b->secure && b->data) smtpc__secure_zero(b->data, b->len);
     b->off = b->len = 0;
 }

@@ -21,6 +21,7 @@ typedef struct smtpc__buf {
     size_t len;   /* end of data */
     size_t cap;
     size_t limit; /* 0 = SIZE_MAX */
+    bool secure;  /* smtpc__buf_init_secure: every byte wiped before release */
 } smtpc__buf;
 
 void smtpc__buf_init(smtpc__buf *b, size_t limit);
@@ -39,6 +40,16 @@ static inline const uint8_t *smtpc__buf_ptr(const smtpc__buf *b)
 }
 void smtpc__buf_consume(smtpc__buf *b, size_t n);
 void smtpc__buf_reset(smtpc__buf *b);
+/* A buffer for secrets (AUTH lines, SASL responses, passwords read from a
+ * command): as smtpc__buf_init, and no byte it held is left behind in
+ * memory it gives up or stops using: growth copies into a new block and
+ * wipes the old one (realloc could leave a copy in freed memory),
+ * compaction wipes the tail it vacates, consume and reset wipe what they
+ * drop, free wipes the block. Stays secure after smtpc__buf_free. */
+void smtpc__buf_init_secure(smtpc__buf *b, size_t limit);
+/* Tests only: when set, called with each block a secure buffer releases,
+ * after the wipe and before free(). */
+extern void (*smtpc__buf_release_hook)(const void *p, size_t n);
 
 /* ---- strings ---------------------------------------------------------- */
 char *smtpc__strdup(const char *s);                 /* NULL in -> NULL out */

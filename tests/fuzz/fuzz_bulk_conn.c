@@ -126,8 +126,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (c1 & 0x40) smtpc_bulk_set_auth_mechanisms(b, "LOGIN");
     }
     if (c1 & 0x80) smtpc_bulk_set_max_per_connection(b, 1);
+    if (smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false)) goto out;
     /* started, but never resolved: no real connection is ever opened */
-    if (smtpc__bulk_conn_opts(b)) goto out;
+    b->port = smtpc__conn_opts_port(&b->o);
+    b->mode = smtpc__conn_opts_effective_mode(&b->o, b->port);
     b->started = true;
     smtpc__bulk_now_update(b);
 

@@ -1,6 +1,17 @@
 /* Test driver for smtpc_bulk (built-in loop).
  *   drv_bulk HOST PORT COUNT CONNS [options]
- * options: --rate R  --max-per-conn N  --attempts N  --tls implicit|starttls
+ * options: --rate R  --max-per-conn N  --attempts N
+ *          --tls MODE (smtpc_tls_mode_parse: implicit, starttls, starttls-optional, none,
+ *            default, auto; without it: none) through smtpc_bulk_set_tls with the name
+ *            "localhost" and $DRV_CA (insecure without it)
+ *          --opts: the TLS mode (without --tls: the library's default) and the options
+ *            below through one smtpc_conn_opts (smtpc_bulk_set_conn_opts, before every
+ *            other setter) instead:
+ *            --ca-file F --ca-path D --pin P (repeatable) --cert F --key F
+ *            --tls-versions MIN,MAX[,strict] (12 = TLS 1.2, 13 = TLS 1.3)
+ *            --tls-name N --insecure --bind ADDR[,PORT] --family 4|6
+ *            --server HOST,PORT (replaces the one given to smtpc_bulk_new)
+ *            prints "OPTS rc name errmsg" when smtpc_bulk_set_conn_opts fails
  *          --cancel-after N (cancel from the result callback after N results)
  *          --size BYTES  --rcpt ADDR (repeatable; default rcpt@example.org)
  *          --timeouts CONNECT,GREETING,COMMAND,DATAEND,OVERALL (ms)
@@ -77,6 +88,14 @@ static int on_token(void *ud, bool refresh, const char **token, size_t *len)
     return 0;
 }
 
+/* --key: the certificate given before it */
+static const char *co_cert(char **argv, int i)
+{
+    for (int j = i - 1; j > 0; j--)
+        if (!strcmp(argv[j], "--cert")) return argv[j + 1];
+    return NULL;
+}
+
 static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
 
 static int next_msg(void *ud, smtpc_bulk_msg *m)
@@ -132,7 +151,11 @@ int main(int argc, char **argv)
     unsigned conns = (unsigned)strtoul(argv[4], NULL, 10);
     double rate = 0;
     unsigned maxper = 0, attempts = 0;
-    int tls = 0;
+    smtpc_tls_mode tls = SMTPC_TLS_MODE_NONE;
+    bool use_opts = false, tls_given = false;
+    smtpc_conn_opts *co = NULL;
+    if (smtpc_conn_opts_new(&co)) return 3;
+    int orc = 0;
     size_t size = 1000;
     long long to[5] = {0, 0, 0, 0, 0};
     const char *user = NULL, *password = NULL, *token = NULL, *mechs = NULL, *proxy = NULL;
@@ -148,7 +171,39 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--cancel-after")) x.cancel_after = strtoul(v, NULL, 10), i++;
         else if (!strcmp(a, "--size")) size = strtoul(v, NULL, 10), i++;
         else if (!strcmp(a, "--rcpt") && x.nrcpts < 16) x.rcpts[x.nrcpts++] = v, i++;
-        else if (!strcmp(a, "--tls")) tls = !strcmp(v, "implicit") ? SMTPC_BULK_TLS_IMPLICIT : SMTPC_BULK_TLS_STARTTLS, i++;
+        else if (!strcmp(a, "--tls")) {
+            if (smtpc_tls_mode_parse(v, &tls)) {
+                fprintf(stderr, "bad TLS mode %s\n", v);
+                return 2;
+            }
+            tls_given = true;
+            i++;
+        }
+        else if (!strcmp(a, "--opts")) use_opts = true;
+        else if (!strcmp(a, "--ca-file")) orc |= smtpc_conn_opts_set_ca_file(co, v), i++;
+        else if (!strcmp(a, "--ca-path")) orc |= smtpc_conn_opts_set_ca_path(co, v), i++;
+        else if (!strcmp(a, "--pin")) orc |= smtpc_conn_opts_add_pin(co, v), i++;
+        else if (!strcmp(a, "--cert")) orc |= smtpc_conn_opts_set_client_cert(co, v, NULL), i++;
+        else if (!strcmp(a, "--key")) orc |= smtpc_conn_opts_set_client_cert(co, co_cert(argv, i), v), i++;
+        else if (!strcmp(a, "--tls-name")) orc |= smtpc_conn_opts_set_tls_server_name(co, v), i++;
+        else if (!strcmp(a, "--insecure")) orc |= smtpc_conn_opts_set_insecure(co, true);
+        else if (!strcmp(a, "--tls-versions")) {
+            int mn = 0, mx = 0;
+            char st[16] = "";
+            sscanf(v, "%d,%d,%15s", &mn, &mx, st);
+            orc |= smtpc_conn_opts_set_tls_versions(co, mn, mx, !strcmp(st, "strict"));
+            i++;
+        }
+        else if (!strcmp(a, "--bind") || !strcmp(a, "--server")) {
+            char h[128] = "";
+            unsigned port = 0;
+            sscanf(v, "%127[^,],%u", h, &port);
+            orc |= a[2] == 'b' ? smtpc_conn_opts_set_bind(co, h, (uint16_t)port)
+                               : smtpc_conn_opts_set_server(co, h, (uint16_t)port);
+            i++;
+        }
+        else if (!strcmp(a, "--family"))
+            orc |= smtpc_conn_opts_set_family(co, !strcmp(v, "4") ? SMTPC_FAMILY_IPV4 : SMTPC_FAMILY_IPV6), i++;
         else if (!strcmp(a, "--user")) user = v, i++;
         else if (!strcmp(a, "--password")) password = v, i++;
         else if (!strcmp(a, "--token")) token = v, i++;
@@ -177,6 +232,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
         }
+    }
+    if (orc) {
+        fprintf(stderr, "bad option: %s\n", smtpc_conn_opts_errmsg(co));
+        return 2;
     }
     if (!x.nrcpts) x.rcpts[x.nrcpts++] = "rcpt@example.org";
     x.bodies = calloc(x.count + 1, sizeof *x.bodies);
@@ -208,6 +267,17 @@ int main(int argc, char **argv)
     smtpc_bulk *b = NULL;
     int rc = smtpc_bulk_new(&b, argv[1], (uint16_t)strtoul(argv[2], NULL, 10));
     if (rc) return 3;
+    if (use_opts) {
+        if (tls_given) smtpc_conn_opts_set_tls_mode(co, tls); /* else the library's default */
+        rc = smtpc_bulk_set_conn_opts(b, co);
+        if (rc) {
+            printf("OPTS %s %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
+            smtpc_bulk_free(b);
+            goto out;
+        }
+    }
+    smtpc_conn_opts_free(co);
+    co = NULL;
     if ((user || password) && smtpc_bulk_set_credentials(b, user, password)) return 4;
     if (token && smtpc_bulk_set_oauth_token(b, token)) return 4;
     if (g_tok.n && smtpc_bulk_set_token_cb(b, on_token, NULL)) return 4;
@@ -239,7 +309,12 @@ int main(int argc, char **argv)
     if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
     if (attempts) smtpc_bulk_set_max_attempts(b, attempts);
     if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
-    if (tls) smtpc_bulk_set_tls(b, tls, "localhost", getenv("DRV_CA"), getenv("DRV_CA") == NULL);
+    if (!use_opts && smtpc_bulk_set_tls(b, tls, tls == SMTPC_TLS_MODE_NONE ? NULL : "localhost",
+                                        getenv("DRV_CA"), getenv("DRV_CA") == NULL)) {
+        printf("TLS %s\n", smtpc_bulk_errmsg(b));
+        smtpc_bulk_free(b);
+        goto out;
+    }
     smtpc_bulk_set_timeouts(b, to[0], to[1], to[2], to[3], to[4]);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -267,5 +342,6 @@ out:
     free(x.lens);
     free(x.seen);
     free(token_list);
+    smtpc_conn_opts_free(co);
     return 0;
 }

@@ -9,6 +9,10 @@
  *   --tls MODE --ca-file F --ca-path DIR --server-name NAME --cert F [--key F]
  *   --pin PIN (repeatable) --insecure --bind ADDR --bind-port P --family 4|6
  *   --timeout-ms N --deadline-ms N --greeting-timeout-ms N --authzid ID
+ *   --oauth-token T   (through smtpc_client_set_conn_opts, which replaces
+ *                     the client's connection settings: the server, no TLS,
+ *                     the EHLO name, user "alice" with the token for
+ *                     XOAUTH2, plaintext authentication allowed)
  * Prints:
  *   send I client=K rc=SMTPC_X reused=0|1 tls=VERSION
  *   err I MESSAGE
@@ -75,7 +79,7 @@ int main(int argc, char **argv)
     uint16_t port = 0;
     uint64_t n = 1, sleep_ms = 0;
     smtpc_client *cl[MAXC];
-    const char *bind_addr[MAXC];
+    const char *bind_addr[MAXC], *token[MAXC];
     size_t ncl = 0;
     smtpc_pool *pool;
     if (smtpc_pool_new(&pool)) die("pool_new");
@@ -90,7 +94,7 @@ int main(int argc, char **argv)
             smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
             smtpc_client_set_ehlo_name(c, "drv.example");
             smtpc_client_set_pool(c, pool);
-            bind_addr[ncl] = NULL;
+            bind_addr[ncl] = token[ncl] = NULL;
             cl[ncl++] = c;
         } else if (!strcmp(a, "--host") && v) {
             host = v;
@@ -115,6 +119,9 @@ int main(int argc, char **argv)
             if (smtpc_client_set_bind(cl[ncl - 1], bind_addr[ncl - 1], (uint16_t)num(v)))
                 die(smtpc_client_errmsg(cl[ncl - 1]));
             i++;
+        } else if (ncl && !strcmp(a, "--oauth-token") && v) {
+            token[ncl - 1] = v;
+            i++;
         } else if (ncl && client_opt(cl[ncl - 1], a, v, &used)) {
             i += used;
         } else {
@@ -122,8 +129,18 @@ int main(int argc, char **argv)
         }
     }
     if (!ncl || !port) die("usage: --host H --port P --client [options] ...");
-    for (size_t k = 0; k < ncl; k++)
+    for (size_t k = 0; k < ncl; k++) {
         if (smtpc_client_set_host(cl[k], host, port)) die("set_host");
+        if (!token[k]) continue;
+        smtpc_conn_opts *o;
+        if (smtpc_conn_opts_new(&o) || smtpc_conn_opts_set_server(o, host, port) ||
+            smtpc_conn_opts_set_tls_mode(o, SMTPC_TLS_MODE_NONE) || smtpc_conn_opts_set_ehlo_name(o, "drv.example") ||
+            smtpc_conn_opts_set_credentials(o, "alice", NULL) || smtpc_conn_opts_set_oauth_token(o, token[k]) ||
+            smtpc_conn_opts_set_allow_plaintext_auth(o, true))
+            die("conn_opts");
+        if (smtpc_client_set_conn_opts(cl[k], o)) die(smtpc_client_errmsg(cl[k]));
+        smtpc_conn_opts_free(o);
+    }
 
     static const char body[] = "From: a@example.org\r\nTo: b@example.org\r\nSubject: settings\r\n\r\nhello\r\n";
     const char *rcpts[] = {"b@example.org"};

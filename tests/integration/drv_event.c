@@ -44,6 +44,7 @@ int main(int argc, char **argv)
     smtpc_bulk_set_source(b, next_msg, NULL);
     smtpc_bulk_set_result_cb(b, on_result, NULL);
     smtpc_bulk_set_connections(b, (unsigned)atoi(argv[4]));
+    smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false); /* the test server is plaintext */
     struct event_base *base = event_base_new();
     smtpc_event a;
     if (!base || smtpc_event_attach(&a, base, b) || smtpc_bulk_start(b)) return 4;

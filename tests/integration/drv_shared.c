@@ -265,6 +265,7 @@ static void run_bulk(const opts *o, report *r)
     smtpc_bulk_set_connections(b, 1);
     smtpc_bulk_set_max_attempts(b, o->attempts ? o->attempts : 1);
     smtpc_bulk_set_ehlo_name(b, "shared.test");
+    smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false); /* as the session here */
     smtpc_bulk_set_timeouts(b, 0, o->greeting_ms, o->command_ms, o->data_ms, 0);
     int rc = smtpc_bulk_run(b);
     smtpc_bulk_stats st;

@@ -44,6 +44,7 @@ int main(int argc, char **argv)
     smtpc_bulk_set_source(b, next_msg, NULL);
     smtpc_bulk_set_result_cb(b, on_result, NULL);
     smtpc_bulk_set_connections(b, (unsigned)atoi(argv[4]));
+    smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false); /* the test server is plaintext */
     uv_loop_t *loop = uv_default_loop();
     smtpc_uv a;
     if (smtpc_uv_attach(&a, loop, b) || smtpc_bulk_start(b)) return 4;

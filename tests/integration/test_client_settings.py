@@ -2,10 +2,13 @@
 CA directory, TLS server name, pins, client certificates, bind address and
 port, address family, the per-attempt timeout and the per-connection deadline;
 and a shared pool never lends a connection to a client whose TLS settings or
-identity differ (connections counted at the server)."""
+identity differ (connections counted at the server), also an OAuth token
+given through smtpc_client_set_conn_opts."""
+import base64
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -223,3 +226,66 @@ def test_closing_the_pool_does_not_wait_long_for_quit(scripted):
     took = time.monotonic() - t0
     assert [s["rc"] for s in sends(p)] == ["SMTPC_OK"], p.stdout
     assert 4.5 < took < 20, took
+
+
+
+class XOAuth2Server:
+    """aiosmtpd offering AUTH XOAUTH2 in plaintext: counts connections and
+    records each token it is given."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import SMTP, AuthResult
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.tokens = []
+        srv = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                return "250 2.0.0 queued"
+
+            async def auth_XOAUTH2(self, server, args):
+                raw = base64.b64decode(args[1]) if len(args) > 1 else b""
+                with srv.lock:
+                    srv.tokens.append(raw.split(b"auth=Bearer ", 1)[-1].split(b"\x01", 1)[0].decode())
+                return AuthResult(success=True)
+
+        class C(Controller):
+            def factory(self):
+                with srv.lock:
+                    srv.connections += 1
+                return SMTP(self.handler, hostname=self.hostname, auth_require_tls=False)
+
+        self.port = free_port("127.0.0.1")
+        self.controller = C(Handler(), hostname="127.0.0.1", port=self.port, ready_timeout=30)
+        self.controller.start()
+        with self.lock:
+            self.connections = 0  # the controller's readiness probe
+
+    def stop(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def xoauth2():
+    s = XOAuth2Server()
+    yield s
+    s.stop()
+
+
+def test_pool_separates_oauth_tokens(xoauth2):
+    def pair(a, b):
+        return run(["--host", "127.0.0.1", "--port", str(xoauth2.port), "--n", "4",
+                    "--client", "--oauth-token", a, "--client", "--oauth-token", b])
+    # The same token: one connection, authenticated once, for every send.
+    p = pair("tok-A", "tok-A")
+    assert [s["rc"] for s in sends(p)] == ["SMTPC_OK"] * 4, p.stdout
+    assert opened(p) == 1 and xoauth2.tokens == ["tok-A"], (p.stdout, xoauth2.tokens)
+    # Another token: never the connection authenticated with the first.
+    p = pair("tok-A", "tok-B")
+    assert [s["rc"] for s in sends(p)] == ["SMTPC_OK"] * 4, p.stdout
+    assert opened(p) == 2 and [s["reused"] for s in sends(p)] == ["0", "0", "1", "1"], p.stdout
+    assert sorted(xoauth2.tokens[1:]) == ["tok-A", "tok-B"], xoauth2.tokens
+    time.sleep(0.3)
+    assert xoauth2.connections == 3

@@ -158,6 +158,78 @@ TEST(outbox_local)
 
 /* The session's namesakes judge the values: the client refuses what a
  * session refuses, and keeps the session's message. */
+/* The new whole-object setters: NULLs, copies, the client's stricter
+ * strings (its pool key separates fields with control characters). */
+TEST(conn_opts_setters)
+{
+    smtpc_conn_opts *o;
+    CHECK_INT(smtpc_conn_opts_new(&o), 0);
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(smtpc_session_set_conn_opts(NULL, o), SMTPC_EINVAL);
+    CHECK_INT(smtpc_session_set_conn_opts(s, NULL), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_conn_opts(NULL, o), SMTPC_EINVAL);
+    CHECK_INT(smtpc_client_set_conn_opts(c, NULL), SMTPC_EINVAL);
+    /* open with a NULL host: the options' server, none set here */
+    CHECK_INT(smtpc_session_set_conn_opts(s, o), 0);
+    CHECK_INT(smtpc_session_open(s, NULL, 0), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_session_errmsg(s), "no server") != NULL);
+    /* a tab in the user name: the options take it, the client does not */
+    CHECK_INT(smtpc_conn_opts_set_credentials(o, "al\tice", "pw"), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), SMTPC_EINVAL);
+    CHECK_INT(smtpc_conn_opts_set_credentials(o, "alice", "pw"), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), 0);
+    /* a session setter's refusal carries the options' detail */
+    CHECK_INT(smtpc_session_set_tls_versions(s, SMTPC_TLS_1_3, SMTPC_TLS_1_2, false), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_session_errmsg(s), "invalid TLS versions") != NULL);
+    CHECK_INT(smtpc_session_set_ehlo_name(s, "two words"), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_session_errmsg(s), "EHLO") != NULL);
+    CHECK_INT(smtpc_client_set_tls_versions(c, SMTPC_TLS_1_3, SMTPC_TLS_1_2, false), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_client_errmsg(c), "invalid TLS versions") != NULL);
+    smtpc_conn_opts_free(o);
+    smtpc_client_free(c);
+    smtpc_session_free(s);
+}
+
+static int g_ident_calls;
+
+static int count_ident(void *ud, char *user, size_t ulen, char *secret, size_t slen)
+{
+    (void)ud;
+    g_ident_calls++;
+    snprintf(user, ulen, "cb-user");
+    snprintf(secret, slen, "cb-secret");
+    return 0;
+}
+
+/* Options with a user name replace an identity callback (as
+ * set_credentials does); options without one keep it. The identity is
+ * asked before connecting: a refused connect (port 1) shows the call. */
+TEST(conn_opts_and_identity_callback)
+{
+    static const char *const to[] = {"b@example.org"};
+    smtpc_conn_opts *o;
+    CHECK_INT(smtpc_conn_opts_new(&o), 0);
+    CHECK_INT(smtpc_conn_opts_set_server(o, "127.0.0.1", 1), 0);
+    CHECK_INT(smtpc_conn_opts_set_tls_mode(o, SMTPC_TLS_MODE_NONE), 0);
+    CHECK_INT(smtpc_conn_opts_set_allow_plaintext_auth(o, true), 0);
+    smtpc_client *c;
+    CHECK_INT(smtpc_client_new(&c), 0);
+    CHECK_INT(smtpc_client_set_identity_cb(c, count_ident, NULL), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), 0); /* no user: the callback stays */
+    g_ident_calls = 0;
+    CHECK_INT(smtpc_client_send_mem(c, "a@example.org", to, 1, "x\r\n", 3, NULL), SMTPC_ENETWORK);
+    CHECK_INT(g_ident_calls, 1);
+    CHECK_INT(smtpc_conn_opts_set_credentials(o, "alice", "pw"), 0);
+    CHECK_INT(smtpc_client_set_conn_opts(c, o), 0); /* a user: it replaces the callback */
+    CHECK_INT(smtpc_client_send_mem(c, "a@example.org", to, 1, "x\r\n", 3, NULL), SMTPC_ENETWORK);
+    CHECK_INT(g_ident_calls, 1);
+    smtpc_client_free(c);
+    smtpc_conn_opts_free(o);
+}
+
 TEST(session_like_setters)
 {
     smtpc_client *c;
@@ -322,6 +394,8 @@ int main(void)
     RUN(queue_ids);
     RUN(setters);
     RUN(no_server_is_config_error);
+    RUN(conn_opts_setters);
+    RUN(conn_opts_and_identity_callback);
     RUN(session_like_setters);
     RUN(tls_files_reach_the_session);
     RUN(config_keys);

@@ -4,6 +4,8 @@
 
 #include <smtpc/config.h>
 
+#include "util/util.h"
+
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -259,6 +261,124 @@ TEST(load_permissions_and_search)
     rmdir(d1);
 }
 
+/* Any key can send mail and credentials elsewhere (server, proxy, insecure)
+ * or run a command (password-cmd): a file others can write is refused
+ * whatever it holds, and every key that holds or obtains a credential needs
+ * a private file, not only a literal password. */
+/* Loads path (no environment) and frees the result: the return code. */
+static int load_rc(const char *path, char *err, size_t errlen)
+{
+    smtpc_config *cfg = NULL;
+    int rc = smtpc_config_load(&cfg, path, SMTPC_CONFIG_NOENV, err, errlen);
+    if (rc && cfg) T_FAILF("out set on failure");
+    smtpc_config_free(cfg);
+    return rc;
+}
+
+TEST(load_refuses_unsafe_files)
+{
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/perm.conf", tmpdir);
+    static const char *const writable[] = {"server = h\n", "[account a]\npassword-cmd = cat /x\n"};
+    static const mode_t wmodes[] = {0666, 0664, 0646, 0620};
+    for (size_t i = 0; i < 2; i++)
+        for (size_t m = 0; m < 4; m++) {
+            write_file(path, writable[i], wmodes[m]);
+            err[0] = '\0';
+            int rc = load_rc(path, err, sizeof err);
+            if (rc != SMTPC_ECONFIG) T_FAILF("mode %03o: rc %d", (unsigned)wmodes[m], rc);
+            CHECK(strstr(err, path) != NULL);
+            CHECK(strstr(err, "writable by group or others") != NULL);
+            CHECK(strstr(err, "chmod go-w") != NULL);
+        }
+    /* secret-bearing keys: not readable by group or others either */
+    static const struct { const char *text, *key; } secret[] = {
+        {"server = h\n[account a]\npassword-cmd = pass show mail\n", ":3: password-cmd"},
+        {"password-file = /home/me/.pw\n", ":1: password-file"},
+        {"[account a]\n\noauth-token-cmd = get-token\n", ":3: oauth-token-cmd"},
+        {"[account a]\npassword = x\n", ":2: password"},
+        {"proxy = socks5h://u:hunter2@127.0.0.1:1080\n", ":1: proxy"},
+        {"proxy = http://me:pw@proxy.example/\n", ":1: proxy"},
+    };
+    for (size_t i = 0; i < sizeof secret / sizeof *secret; i++)
+        for (mode_t mode = 0640; mode <= 0644; mode += 4) {
+            write_file(path, secret[i].text, mode);
+            err[0] = '\0';
+            int rc = load_rc(path, err, sizeof err);
+            if (rc != SMTPC_ECONFIG) T_FAILF("case %zu mode %03o: rc %d", i, (unsigned)mode, rc);
+            if (!strstr(err, secret[i].key) || !strstr(err, "chmod 600") || !strstr(err, "group or others"))
+                T_FAILF("case %zu: %s", i, err);
+            CHECK(strstr(err, "hunter2") == NULL);
+            write_file(path, secret[i].text, 0600);
+            CHECK_INT(load_rc(path, err, sizeof err), 0);
+        }
+    /* no secret: readable by all is fine (a proxy without a password too) */
+    write_file(path, "server = h\nproxy = socks5h://u@127.0.0.1:1080\npassword-env = PW\n", 0644);
+    CHECK_INT(load_rc(path, err, sizeof err), 0);
+    /* /dev/null is no configuration, not a world-writable one */
+    CHECK_INT(load_rc("/dev/null", err, sizeof err), 0);
+
+    /* ownership: needs root to make files of other users */
+    if (geteuid() != 0) {
+        printf("load_refuses_unsafe_files: not root, ownership cases skipped\n");
+        unlink(path);
+        return;
+    }
+    chmod(tmpdir, 0755);
+    write_file(path, "server = h\n", 0644);
+    /* root's file (/etc/smtpc.conf) is fine for another user ... */
+    CHECK_INT(seteuid(65534), 0);
+    CHECK_INT(load_rc(path, err, sizeof err), 0);
+    CHECK_INT(seteuid(0), 0);
+    /* ... a file of another user is not, even for root */
+    CHECK_INT(chown(path, 65534, 65534), 0);
+    CHECK_INT(load_rc(path, err, sizeof err), SMTPC_ECONFIG);
+    CHECK(strstr(err, "owned by another user (uid 65534)") != NULL);
+    CHECK(strstr(err, path) != NULL);
+    /* root's file with a secret, for another user: the secret rule applies */
+    write_file(path, "[account a]\npassword-cmd = x\n", 0600);
+    CHECK_INT(chown(path, 0, 0), 0);
+    chmod(path, 0644);
+    CHECK_INT(seteuid(65534), 0);
+    CHECK_INT(load_rc(path, err, sizeof err), SMTPC_ECONFIG);
+    CHECK(strstr(err, "chmod 600") != NULL);
+    CHECK_INT(seteuid(0), 0);
+    chmod(tmpdir, 0700);
+    unlink(path);
+}
+
+static size_t released, released_nonzero;
+
+static void on_release(const void *p, size_t n)
+{
+    released++;
+    for (size_t i = 0; i < n; i++) released_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* The file is read in pieces into a buffer that grows: a password in it
+ * must not stay behind in the blocks given up on the way. */
+TEST(load_leaves_no_copy_of_the_file)
+{
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/big.conf", tmpdir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        T_FAILF("cannot write %s", path);
+        return;
+    }
+    fputs("[account a]\npassword = s3cret\n", f);
+    for (int i = 0; i < 600; i++) fputs("# a comment line to make the file larger\n", f);
+    fclose(f);
+    chmod(path, 0600);
+    smtpc__buf_release_hook = on_release;
+    released = released_nonzero = 0;
+    CHECK_INT(load_rc(path, err, sizeof err), 0);
+    smtpc__buf_release_hook = NULL;
+    CHECK(released >= 3); /* grown from 8 KiB to 32 KiB, then freed */
+    CHECK_INT(released_nonzero, 0);
+    unlink(path);
+}
+
 TEST(helpers)
 {
     char host[64];
@@ -299,6 +419,8 @@ int main(void)
     RUN(line_limit);
     RUN(environment_overrides);
     RUN(load_permissions_and_search);
+    RUN(load_refuses_unsafe_files);
+    RUN(load_leaves_no_copy_of_the_file);
     RUN(helpers);
     rmdir(tmpdir);
     T_DONE();

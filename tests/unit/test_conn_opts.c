@@ -89,10 +89,48 @@ TEST(copy_is_deep)
     smtpc_conn_opts_free(d);
 }
 
+/* The SCRAM minimum reaches the SASL credentials the drivers build (and a
+ * copy), 0 meaning the library's 4096. */
+TEST(scram_min_iterations)
+{
+    smtpc_conn_opts *o = NULL, *d = NULL;
+    CHECK_INT(smtpc_conn_opts_new(&o), 0);
+    smtpc__sasl_creds c;
+    smtpc__conn_opts_sasl_creds(o, &c);
+    CHECK_INT(c.scram_min_iterations, 0); /* the default */
+    CHECK_INT(smtpc_conn_opts_set_scram_min_iterations(o, 1), 0);
+    smtpc__conn_opts_sasl_creds(o, &c);
+    CHECK_INT(c.scram_min_iterations, 1);
+    CHECK_INT(smtpc_conn_opts_set_scram_min_iterations(o, SMTPC__SASL_MAX_SCRAM_ITER + 1), SMTPC_EINVAL);
+    CHECK(strstr(smtpc_conn_opts_errmsg(o), "SCRAM") != NULL);
+    CHECK_INT(smtpc_conn_opts_set_scram_min_iterations(NULL, 1), SMTPC_EINVAL);
+    CHECK_INT(smtpc_conn_opts_set_scram_min_iterations(o, 20000), 0);
+    CHECK_INT(smtpc_conn_opts_dup(&d, o), 0);
+    smtpc__conn_opts_sasl_creds(d, &c);
+    CHECK_INT(c.scram_min_iterations, 20000);
+    /* and the SASL layer then refuses the RFC's own 4096 */
+    CHECK_INT(smtpc_conn_opts_set_credentials(d, "user", "pencil"), 0);
+    smtpc__conn_opts_sasl_creds(d, &c);
+    smtpc__sasl *s = NULL;
+    smtpc__errmsg err;
+    CHECK_INT(smtpc__sasl_new(&s, SMTPC__SASL_SCRAM_SHA_1, &c, &err), 0);
+    CHECK_INT(smtpc__sasl_set_nonce(s, "fyko+d2lbbFgONRv9qkxdawL"), 0);
+    smtpc__sasl_line ir, r;
+    CHECK_INT(smtpc__sasl_start(s, &ir), 0);
+    /* base64 of "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096" */
+    const char *first = "cj1meWtvK2QybGJiRmdPTlJ2OXFreGRhd0wzcmZjTkhZSlkxWlZ2V1ZzN2oscz1RU1hDUitRNnNlazhiZjkyLGk9NDA5Ng==";
+    CHECK_INT(smtpc__sasl_step(s, first, strlen(first), &r), SMTPC_EAUTH);
+    CHECK(strstr(smtpc__sasl_errmsg(s), "20000") != NULL);
+    smtpc__sasl_free(s);
+    smtpc_conn_opts_free(o);
+    smtpc_conn_opts_free(d);
+}
+
 int main(void)
 {
     RUN(defaults_and_policy);
     RUN(validation);
     RUN(copy_is_deep);
+    RUN(scram_min_iterations);
     T_DONE();
 }

@@ -1,7 +1,10 @@
 /* The reply parser's own interface: one reply per call, exact consumption,
  * sticky errors, limits, copies and the public accessors. */
 #include "engine/reply.h"
+#include "engine/sasl.h"
 #include "t.h"
+
+#include <time.h>
 
 static int feed_str(smtpc__reply_parser *p, const char *s, size_t *used, smtpc__reply **r,
                     smtpc__errmsg *err)
@@ -146,6 +149,110 @@ TEST(caps_direct)
     smtpc__reply_parser_free(p);
 }
 
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The whole of in as one reply (default limits); NULL on failure. */
+static smtpc__reply *one_reply(const smtpc__buf *in)
+{
+    smtpc__reply_parser *p = NULL;
+    CHECK_INT(smtpc__reply_parser_new(&p, NULL), 0);
+    smtpc__errmsg err;
+    smtpc__reply *r = NULL;
+    size_t used = 0;
+    CHECK_INT(smtpc__reply_parser_feed(p, smtpc__buf_ptr(in), smtpc__buf_size(in), &used, &r, &err), 1);
+    CHECK_INT(used, smtpc__buf_size(in));
+    smtpc__reply_parser_free(p);
+    return r;
+}
+
+/* A hostile EHLO reply at the parser's default limits (64 KiB, 4 KiB lines):
+ * "250-AUTH" lines full of distinct short tokens (~13,600 of them). Parsing
+ * it used to compare every token with every one kept before (0.63 s of CPU,
+ * stalling every connection of a bulk loop); it must be linear. The bound
+ * is generous (a loaded machine, sanitizers): the point is the class. */
+TEST(caps_many_auth_tokens_linear)
+{
+    smtpc__buf in;
+    smtpc__buf_init(&in, 1 << 17);
+    smtpc__buf_printf(&in, "250-mx.example\r\n");
+    size_t budget = 65536 - 16 - 32, ntok = 0, line = 0; /* greeting, last line */
+    static const char a36[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    smtpc__buf_printf(&in, "250-AUTH");
+    line = 8;
+    for (size_t k = 0;; k++) {
+        char tok[8];
+        size_t n = 0, v = k;
+        do {
+            tok[n++] = a36[v % 36];
+            v /= 36;
+        } while (v && n < 7);
+        if (line + 1 + n + 2 > 4000) { /* next line */
+            if (budget < line + 2 + 16) break;
+            budget -= line + 2;
+            smtpc__buf_printf(&in, "\r\n250-AUTH");
+            line = 8;
+        }
+        if (budget < line + 1 + n + 2 + 16) break;
+        smtpc__buf_printf(&in, " %.*s", (int)n, tok);
+        line += 1 + n;
+        ntok++;
+    }
+    smtpc__buf_printf(&in, "\r\n250 AUTH PLAIN SCRAM-SHA-256\r\n");
+    CHECK(ntok > 13000);
+    smtpc__reply *r = one_reply(&in);
+    smtpc__errmsg err;
+    smtpc__caps c = {0};
+    double t0 = cpu_ms();
+    CHECK_INT(smtpc__caps_parse(&c, r, &err), 0);
+    double ms = cpu_ms() - t0;
+    printf("caps_parse: %zu AUTH tokens, %zu bytes: %.2f ms CPU\n", ntok, smtpc__buf_size(&in), ms);
+    CHECK(ms < 50);
+    CHECK(c.flags & SMTPC_EXT_AUTH);
+    /* the mechanisms the library implements are never crowded out */
+    CHECK(smtpc__caps_has_auth(&c, "PLAIN"));
+    CHECK(smtpc__caps_has_auth(&c, "SCRAM-SHA-256"));
+    CHECK(c.auth[c.nauth] == NULL);
+    CHECK(c.nauth <= SMTPC__SASL_MECH_COUNT + SMTPC__CAPS_MAX_OTHER_AUTH);
+    smtpc__caps_clear(&c);
+    smtpc__reply_free(r);
+    smtpc__buf_free(&in);
+}
+
+/* What the AUTH list keeps: implemented mechanisms once each, other names
+ * up to the cap, nothing longer than a mechanism name can be (20). */
+TEST(caps_auth_list_bounds)
+{
+    smtpc__buf in;
+    smtpc__buf_init(&in, 1 << 14);
+    smtpc__buf_printf(&in, "250-mx\r\n250-AUTH GSSAPI X-ABCDEFGHIJKLMNOPQRSTU NTLM gssapi");
+    for (int i = 0; i < 100; i++) smtpc__buf_printf(&in, " X%d", i);
+    smtpc__buf_printf(&in, "\r\n250 AUTH=login PLAIN Login CRAM-MD5\r\n");
+    smtpc__reply *r = one_reply(&in);
+    smtpc__errmsg err;
+    smtpc__caps c = {0};
+    CHECK_INT(smtpc__caps_parse(&c, r, &err), 0);
+    CHECK_INT(c.nauth, SMTPC__CAPS_MAX_OTHER_AUTH + 3);
+    CHECK_STR(c.auth[0], "GSSAPI");
+    CHECK_STR(c.auth[1], "NTLM");
+    CHECK_STR(c.auth[2], "X0");
+    CHECK(!smtpc__caps_has_auth(&c, "X-ABCDEFGHIJKLMNOPQRSTU")); /* 21 characters */
+    CHECK(smtpc__caps_has_auth(&c, "X29"));
+    CHECK(!smtpc__caps_has_auth(&c, "X30"));
+    CHECK(smtpc__caps_has_auth(&c, "LOGIN"));
+    CHECK(smtpc__caps_has_auth(&c, "PLAIN"));
+    CHECK(smtpc__caps_has_auth(&c, "CRAM-MD5"));
+    CHECK_STR(c.auth[c.nauth - 3], "LOGIN");
+    CHECK(c.auth[c.nauth] == NULL);
+    smtpc__caps_clear(&c);
+    smtpc__reply_free(r);
+    smtpc__buf_free(&in);
+}
+
 /* Feeds all of in (split once at cut) through one mode; the replies (and the
  * first error) are written to out as "code|enhanced|text|lines\n". */
 static void run_mode(bool view, bool enhanced, const smtpc__reply_limits *lim, const char *in,
@@ -251,6 +358,8 @@ int main(void)
     RUN(custom_limits);
     RUN(enhanced_setting);
     RUN(caps_direct);
+    RUN(caps_many_auth_tokens_linear);
+    RUN(caps_auth_list_bounds);
     RUN(feed_view_matches_feed_at_every_split);
     RUN(feed_view_reuses_and_refuses_mixing);
     T_DONE();

@@ -328,6 +328,50 @@ TEST(scram_hostile_server_first)
     }
 }
 
+/* RFC 7677: fewer than 4096 iterations is refused unless the caller lowers
+ * the minimum (a server asking for i=1 makes the proof cheap to crack). */
+TEST(scram_min_iterations)
+{
+    static const char *const first1 = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=1";
+    static const char *const first4096 =
+        "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
+    static const struct { const char *first; int min; int rc; } cases[] = {
+        {first1, 0, SMTPC_EAUTH},       /* default: 4096 */
+        {first4096, 0, 0},
+        {first1, -5, SMTPC_EAUTH},      /* negative: the default */
+        {first1, 1, 0},                 /* lowered explicitly */
+        {first4096, 4097, SMTPC_EAUTH}, /* raised */
+        {first4096, 4096, 0},
+    };
+    for (size_t i = 0; i < SMTPC__ARRAY_LEN(cases); i++) {
+        smtpc__sasl_creds c = {.username = "user", .password = "pencil",
+                               .scram_min_iterations = cases[i].min};
+        smtpc__sasl *s = mk(SMTPC__SASL_SCRAM_SHA_1, &c);
+        smtpc__sasl_set_nonce(s, "fyko+d2lbbFgONRv9qkxdawL");
+        smtpc__sasl_line ir, r;
+        smtpc__sasl_start(s, &ir);
+        int rc = step_str(s, cases[i].first, &r);
+        if (rc != cases[i].rc) T_FAILF("case %zu: rc %d (%s)", i, rc, smtpc__sasl_errmsg(s));
+        if (rc) {
+            CHECK(r.cancel);
+            CHECK(strstr(smtpc__sasl_errmsg(s), "SCRAM-SHA-1") != NULL);
+            CHECK(strstr(smtpc__sasl_errmsg(s), "fewer than the") != NULL);
+        } else {
+            CHECK(!r.cancel && r.secret);
+        }
+        smtpc__sasl_free(s);
+    }
+    /* the SHA-256 variant enforces it the same way */
+    smtpc__sasl_creds c = {.username = "user", .password = "pencil"};
+    smtpc__sasl *s = mk(SMTPC__SASL_SCRAM_SHA_256, &c);
+    smtpc__sasl_set_nonce(s, "rOprNGfwEbeRWgbNEkqO");
+    smtpc__sasl_line ir, r;
+    smtpc__sasl_start(s, &ir);
+    CHECK_INT(step_str(s, "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4095", &r), SMTPC_EAUTH);
+    CHECK(strstr(smtpc__sasl_errmsg(s), "4095") != NULL);
+    smtpc__sasl_free(s);
+}
+
 TEST(scram_names_escaped_and_random_nonce)
 {
     smtpc__sasl_creds c = {.username = "a,b=c", .password = "p", .authzid = "x=y"};
@@ -598,8 +642,38 @@ TEST(selection)
     CHECK_INT(smtpc__sasl_mech_from_name("SCRAM-SHA-1-PLUS"), SMTPC__SASL_NONE);
 }
 
+static size_t released, released_nonzero;
+
+static void on_release(const void *p, size_t n)
+{
+    released++;
+    for (size_t i = 0; i < n; i++) released_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* The buffers that carry a password grow without leaving copies in the
+ * blocks they give up (a long password: several growths). */
+TEST(secret_buffers_wiped_on_growth)
+{
+    static char pw[3000];
+    memset(pw, 'p', sizeof pw - 1);
+    smtpc__buf_release_hook = on_release;
+    released = released_nonzero = 0;
+    smtpc__sasl_creds c = {.username = "u", .password = pw};
+    smtpc__sasl *s = mk(SMTPC__SASL_PLAIN, &c);
+    smtpc__sasl_line ir;
+    CHECK_INT(smtpc__sasl_start(s, &ir), 0);
+    CHECK_INT(ir.len, smtpc__b64_encoded_len(sizeof pw - 1 + 3));
+    smtpc__sasl_free(s);
+    /* the message's first block (given up when the password arrives), then
+     * the message and the response when freed */
+    CHECK_INT(released, 3);
+    CHECK_INT(released_nonzero, 0);
+    smtpc__buf_release_hook = NULL;
+}
+
 int main(void)
 {
+    RUN(secret_buffers_wiped_on_growth);
     RUN(plain_exact);
     RUN(plain_unexpected_challenge_cancels);
     RUN(login_exact);
@@ -613,6 +687,7 @@ int main(void)
     RUN(scram_sha256_rfc7677);
     RUN(scram_bad_server_signature);
     RUN(scram_hostile_server_first);
+    RUN(scram_min_iterations);
     RUN(scram_names_escaped_and_random_nonce);
     RUN(bad_base64_cancels);
     RUN(deferred_ir_and_failure_state);

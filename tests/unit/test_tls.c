@@ -53,6 +53,41 @@ TEST(versions)
     CHECK_STR(smtpc_tls_version_name(42), "unknown");
 }
 
+/* The lenient policy only narrows: on a build without TLS 1.3 a required
+ * 1.3 fails instead of becoming 1.2 (it used to connect with 1.2). */
+TEST(versions_never_lower_a_minimum)
+{
+    smtpc__errmsg err = {{0}};
+    static const struct { int min, max, build_max, pol, rc, rmin, rmax; } cases[] = {
+        {SMTPC_TLS_1_3, 0, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_NEAREST, SMTPC_EUNSUPPORTED, 0, 0},
+        {SMTPC_TLS_1_3, SMTPC_TLS_1_3, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_NEAREST, SMTPC_EUNSUPPORTED, 0, 0},
+        {SMTPC_TLS_1_3, 0, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_STRICT, SMTPC_EUNSUPPORTED, 0, 0},
+        {SMTPC_TLS_1_3, 0, SMTPC_TLS_1_3, SMTPC_TLS_VERSION_NEAREST, 0, SMTPC_TLS_1_3, SMTPC_TLS_1_3},
+        /* narrowing is still fine: minimum raised, maximum lowered */
+        {SMTPC_TLS_1_0, 0, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_NEAREST, 0, SMTPC_TLS_1_2, SMTPC_TLS_1_2},
+        {0, SMTPC_TLS_1_3, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_NEAREST, 0, SMTPC_TLS_1_2, SMTPC_TLS_1_2},
+        {0, SMTPC_TLS_1_3, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_STRICT, SMTPC_EUNSUPPORTED, 0, 0},
+        {0, 0, SMTPC_TLS_1_3, SMTPC_TLS_VERSION_NEAREST, 0, SMTPC_TLS_1_2, SMTPC_TLS_1_3},
+        {0, 0, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_NEAREST, 0, SMTPC_TLS_1_2, SMTPC_TLS_1_2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int mn = cases[i].min, mx = cases[i].max;
+        int rc = smtpc__tls_fit_versions(&mn, &mx, cases[i].build_max,
+                                         (smtpc_tls_version_policy)cases[i].pol, &err);
+        if (rc != cases[i].rc) T_FAILF("case %zu: rc %d (%s)", i, rc, err.text);
+        if (rc) {
+            if (mn != cases[i].min || mx != cases[i].max) T_FAILF("case %zu: changed on error", i);
+        } else if (mn != cases[i].rmin || mx != cases[i].rmax) {
+            T_FAILF("case %zu: %d..%d", i, mn, mx);
+        }
+    }
+    int mn = SMTPC_TLS_1_3, mx = 0;
+    CHECK_INT(smtpc__tls_fit_versions(&mn, &mx, SMTPC_TLS_1_2, SMTPC_TLS_VERSION_NEAREST, &err),
+              SMTPC_EUNSUPPORTED);
+    CHECK(strstr(err.text, "minimum version TLS 1.3 is not supported") != NULL);
+    CHECK(strstr(err.text, "never lowered") != NULL);
+}
+
 TEST(pins)
 {
     smtpc__errmsg err = {{0}};
@@ -132,6 +167,7 @@ int main(void)
 {
     RUN(defaults);
     RUN(versions);
+    RUN(versions_never_lower_a_minimum);
     RUN(pins);
     RUN(files);
     RUN(wrap);

@@ -17,6 +17,76 @@ TEST(buf_limit)
     smtpc__buf_free(&b);
 }
 
+/* What a secure buffer releases, seen by the hook before free(). */
+static size_t released, released_nonzero;
+
+static void on_release(const void *p, size_t n)
+{
+    released++;
+    for (size_t i = 0; i < n; i++) released_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+static size_t nonzero(const uint8_t *p, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += p[i] != 0;
+    return c;
+}
+
+/* A secret in a growing buffer leaves no copy behind: not in the block
+ * growth gives up (realloc would free it as it is), not in bytes consumed,
+ * compacted away, reset or freed. */
+TEST(buf_secure)
+{
+    uint8_t secret[300];
+    memset(secret, 'S', sizeof secret);
+    smtpc__buf_release_hook = on_release;
+    released = released_nonzero = 0;
+    smtpc__buf b;
+    smtpc__buf_init_secure(&b, 0);
+    CHECK_INT(smtpc__buf_append(&b, secret, 200), 0);
+    CHECK_INT(b.cap, 256);
+    CHECK_INT(smtpc__buf_append(&b, secret, 300), 0); /* grows: the 256-octet block goes */
+    CHECK_INT(released, 1);
+    CHECK_INT(released_nonzero, 0);
+    CHECK_INT(b.cap, 512);
+    CHECK_INT(nonzero(b.data, 500), 500); /* the contents moved intact */
+    /* consumed octets are wiped at once */
+    smtpc__buf_consume(&b, 400);
+    CHECK_INT(nonzero(b.data, 400), 0);
+    CHECK_INT(smtpc__buf_size(&b), 100);
+    /* compaction moves the live 100 to the front and wipes where they were */
+    CHECK_INT(smtpc__buf_append(&b, "0123456789abcdefghij", 20), 0);
+    CHECK_INT(b.cap, 512);
+    CHECK_INT(b.off, 0);
+    CHECK_INT(nonzero(b.data, 100), 100);
+    CHECK_MEM(b.data + 100, 20, "0123456789abcdefghij", 20);
+    CHECK_INT(nonzero(b.data + 120, 500 - 120), 0);
+    /* consuming everything, and reset, wipe what was live */
+    smtpc__buf_consume(&b, 1000);
+    CHECK_INT(nonzero(b.data, 120), 0);
+    CHECK_INT(smtpc__buf_printf(&b, "AUTH PLAIN %s", "c2VjcmV0"), 0);
+    smtpc__buf_reset(&b);
+    CHECK_INT(nonzero(b.data, 19), 0);
+    /* free wipes; the buffer stays secure for reuse */
+    CHECK_INT(smtpc__buf_append(&b, secret, 10), 0);
+    smtpc__buf_free(&b);
+    CHECK_INT(released, 2);
+    CHECK_INT(released_nonzero, 0);
+    CHECK(b.secure && b.data == NULL);
+    CHECK_INT(smtpc__buf_append(&b, secret, 300), 0);
+    smtpc__buf_free_secure(&b);
+    CHECK_INT(released, 3);
+    CHECK_INT(released_nonzero, 0);
+    /* an ordinary buffer is not slowed down by any of it */
+    smtpc__buf_init(&b, 0);
+    CHECK_INT(smtpc__buf_append(&b, secret, 300), 0);
+    CHECK_INT(smtpc__buf_append(&b, secret, 300), 0);
+    smtpc__buf_free(&b);
+    CHECK_INT(released, 3);
+    smtpc__buf_release_hook = NULL;
+}
+
 TEST(secure_zero)
 {
     unsigned char a[1000];
@@ -98,6 +168,7 @@ TEST(errors)
 int main(void)
 {
     RUN(buf_limit);
+    RUN(buf_secure);
     RUN(secure_zero);
     RUN(has_8bit);
     RUN(parse_u64);

@@ -18,7 +18,7 @@ int smtpc__sasl_cram_md5(smtpc__sasl *s, const uint8_t *chal, size_t n, smtpc__s
     if (!HMAC(EVP_md5(), s->pass, (int)strlen(s->pass), chal, n, mac, &ml))
         return smtpc__err(&s->err, SMTPC_EAUTH, "SASL CRAM-MD5: HMAC-MD5 is not available");
     smtpc__buf m;
-    smtpc__buf_init(&m, 0);
+    smtpc__buf_init_secure(&m, 0);
     int rc = smtpc__buf_append_str(&m, s->user);
     if (!rc) rc = smtpc__buf_append_str(&m, " ");
     for (unsigned i = 0; !rc && i < ml; i++) rc = smtpc__buf_printf(&m, "%02x", mac[i]);
@@ -159,6 +159,12 @@ int smtpc__sasl_scram_step(smtpc__sasl *s, const uint8_t *chal, size_t n, smtpc_
     if (smtpc__parse_u64(iter, ilen, &it) != 0 || it == 0)
         return scram_fail(s, "invalid iteration count");
     if (it > SMTPC__SASL_MAX_SCRAM_ITER) return scram_fail(s, "iteration count over the limit");
+    if (it < s->scram_min_iter)
+        return smtpc__err(&s->err, SMTPC_EAUTH,
+                          "SASL %s: the server asks for %u iterations, fewer than the %u required "
+                          "(RFC 7677; a weak password hash or an attacker making the proof cheap to "
+                          "crack): refused; scram_min_iterations lowers the minimum",
+                          smtpc__sasl_mech_name(s->mech), (unsigned)it, s->scram_min_iter);
     uint8_t *salt = NULL;
     size_t saltlen = 0;
     int rc = smtpc__sasl_decode(salt64, slen, &salt, &saltlen);
@@ -174,8 +180,8 @@ int smtpc__sasl_scram_step(smtpc__sasl *s, const uint8_t *chal, size_t n, smtpc_
         skey[EVP_MAX_MD_SIZE];
     unsigned int skl = 0;
     smtpc__buf am, out;
-    smtpc__buf_init(&am, 0);
-    smtpc__buf_init(&out, 0);
+    smtpc__buf_init_secure(&am, 0);
+    smtpc__buf_init_secure(&out, 0);
     char gs2b64[256];
     size_t gl = strlen(s->gs2_header);
     bool ok = gl <= 180;

@@ -335,9 +335,11 @@ int smtpc__sasl_new(smtpc__sasl **out, smtpc__sasl_mech mech, const smtpc__sasl_
     if (!s) return SMTPC_ENOMEM;
     s->mech = mech;
     s->port = c->port;
+    s->scram_min_iter = c->scram_min_iterations > 0 ? (unsigned)c->scram_min_iterations
+                                                    : SMTPC__SASL_MIN_SCRAM_ITER;
     s->token_fn = c->token_fn;
     s->token_ud = c->token_ud;
-    smtpc__buf_init(&s->out, 0);
+    smtpc__buf_init_secure(&s->out, 0);
     int rc = 0;
     if (is_scram) {
         rc = smtpc__saslprep(c->password, &s->pass);
@@ -421,7 +423,7 @@ int smtpc__sasl_start(smtpc__sasl *s, smtpc__sasl_line *ir)
     s->started = true;
     int rc = 0;
     smtpc__buf m;
-    smtpc__buf_init(&m, 0);
+    smtpc__buf_init_secure(&m, 0);
     switch (s->mech) {
     case SMTPC__SASL_PLAIN: {
         const char *a = s->authzid ? s->authzid : "";

@@ -10,6 +10,7 @@ struct smtpc__sasl {
     char *user, *pass, *authzid, *token, *host;
     size_t token_len;
     uint16_t port;
+    unsigned scram_min_iter; /* > 0 */
     smtpc__sasl_token_fn token_fn;
     void *token_ud;
 
