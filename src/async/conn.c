@@ -212,16 +212,17 @@ static void begin_open(conn *c)
     smtpc_bulk *b = c->b;
     char def[300];
     if (!b->o.ehlo_name) smtpc__default_ehlo_name(c->fd, def, sizeof def);
+    smtpc__opener_policy pol;
+    smtpc__conn_opts_opener_policy(&b->o, b->tls_ctx && smtpc__tls_ctx_has_client_cert(b->tls_ctx), &pol);
     smtpc__opener_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.opts = &b->o;
+    cfg.policy = &pol;
     cfg.mode = b->mode;
     cfg.encrypted = c->tls_done;
     cfg.ehlo_name = b->o.ehlo_name ? b->o.ehlo_name : def;
     cfg.server = b->server;
     cfg.sasl_host = b->o.tls_name ? b->o.tls_name : b->o.host;
     cfg.port = b->port;
-    cfg.client_cert = b->tls_ctx && smtpc__tls_ctx_has_client_cert(b->tls_ctx);
     cfg.token_fn = b->o.token_cb ? conn_token : NULL;
     cfg.token_ud = c;
     if (smtpc__opener_new(&c->op, c->e, &cfg)) {

@@ -10,7 +10,7 @@
 
 struct smtpc__opener {
     smtpc__engine *e;
-    const smtpc_conn_opts *opts;
+    smtpc__opener_policy pol;
     smtpc_tls_mode mode;
     bool encrypted, did_starttls, fatal;
     bool decided;            /* the failure was decided by o->reply */
@@ -20,7 +20,6 @@ struct smtpc__opener {
     char server[300];
     char sasl_host[256];
     uint16_t port;
-    bool client_cert;
     smtpc__sasl_token_fn token_fn;
     void *token_ud;
     smtpc__opener_info_fn info;
@@ -41,14 +40,13 @@ int smtpc__opener_new(smtpc__opener **out, smtpc__engine *e, const smtpc__opener
     smtpc__opener *o = calloc(1, sizeof *o);
     if (!o) return SMTPC_ENOMEM;
     o->e = e;
-    o->opts = cfg->opts;
+    o->pol = *cfg->policy;
     o->mode = cfg->mode;
     o->encrypted = cfg->encrypted;
     smtpc__strlcpy(o->ehlo_name, cfg->ehlo_name ? cfg->ehlo_name : "localhost", sizeof o->ehlo_name);
     smtpc__strlcpy(o->server, cfg->server ? cfg->server : "the server", sizeof o->server);
     if (cfg->sasl_host) smtpc__strlcpy(o->sasl_host, cfg->sasl_host, sizeof o->sasl_host);
     o->port = cfg->port;
-    o->client_cert = cfg->client_cert;
     o->token_fn = cfg->token_fn;
     o->token_ud = cfg->token_ud;
     o->info = cfg->info;
@@ -154,14 +152,14 @@ static int send_hello(smtpc__opener *o, bool ehlo)
 
 static void sasl_creds(const smtpc__opener *o, smtpc__sasl_creds *c)
 {
-    smtpc__conn_opts_sasl_creds(o->opts, c);
+    *c = o->pol.creds;
     if (o->token_fn) {
         c->token_fn = o->token_fn;
         c->token_ud = o->token_ud;
     }
     c->host = o->sasl_host[0] ? o->sasl_host : NULL;
     c->port = o->port;
-    c->client_cert = o->client_cert && o->encrypted;
+    c->client_cert = o->pol.creds.client_cert && o->encrypted;
 }
 
 /* AUTH [mech] [initial response]: the exchange begins (again). */
@@ -193,8 +191,8 @@ static int open_done(smtpc__opener *o)
 static int auth_begin(smtpc__opener *o)
 {
     o->step = SMTPC__OPEN_STEP_AUTH;
-    if (!smtpc__conn_opts_have_creds(o->opts)) return open_done(o);
-    if (!o->encrypted && !o->opts->allow_plain_auth) {
+    if (!o->pol.have_creds) return open_done(o);
+    if (!o->encrypted && !o->pol.allow_plain_auth) {
         smtpc__err(&o->err, SMTPC_EAUTH,
                    "AUTH: refusing to send credentials over an unencrypted connection "
                    "(use TLS, or allow plaintext authentication explicitly)");
@@ -205,7 +203,7 @@ static int auth_begin(smtpc__opener *o)
         caps->auth ? smtpc__sasl_mask_from_names((const char *const *)caps->auth, caps->nauth) : 0;
     smtpc__sasl_creds c;
     sasl_creds(o, &c);
-    smtpc__sasl_mask allowed = smtpc__conn_opts_allowed_mechs(o->opts, &c, o->encrypted);
+    smtpc__sasl_mask allowed = o->encrypted ? o->pol.allowed_tls : o->pol.allowed_plain;
     smtpc__sasl_mech m = smtpc__sasl_choose(offered, allowed);
     if (m == SMTPC__SASL_NONE) {
         char a[128], b[128];
@@ -226,7 +224,7 @@ static int auth_begin(smtpc__opener *o)
 static int auth_failed(smtpc__opener *o, int rc)
 {
     bool token_mech = o->mech == SMTPC__SASL_XOAUTH2 || o->mech == SMTPC__SASL_OAUTHBEARER;
-    bool provider = o->token_fn || o->opts->token_cb;
+    bool provider = o->token_fn || o->pol.creds.token_fn;
     if (rc != SMTPC_EAUTH || !token_mech || !provider || o->token_retried || smtpc__engine_closing(o->e))
         return open_fail(o, rc);
     o->token_retried = true;
@@ -288,9 +286,8 @@ static int after_hello(smtpc__opener *o)
 {
     if (o->encrypted || o->mode == SMTPC_TLS_MODE_NONE) return auth_begin(o);
     const smtpc__caps *c = smtpc__engine_caps(o->e);
-    bool creds = smtpc__conn_opts_have_creds(o->opts);
     bool required = o->mode == SMTPC_TLS_MODE_STARTTLS || o->mode == SMTPC_TLS_MODE_IMPLICIT ||
-                    (creds && !o->opts->allow_plain_auth);
+                    (o->pol.have_creds && !o->pol.allow_plain_auth);
     o->step = SMTPC__OPEN_STEP_STARTTLS;
     if (c->flags & SMTPC_EXT_STARTTLS) {
         int rc = smtpc__engine_starttls(o->e);

@@ -26,9 +26,10 @@
  *     attempt) use STARTTLS when offered and fail when it is offered and
  *     fails, and need it with credentials unless plaintext authentication
  *     is allowed; NONE never sends STARTTLS.
- *   - credentials never travel in clear unless allowed
- *     (smtpc__conn_opts_allowed_mechs); the strongest mechanism both sides
- *     allow; SASL-IR within 512 octets; a failed step is cancelled with
+ *   - credentials never travel in clear unless allowed (the policy's
+ *     masks, from smtpc__conn_opts_opener_policy: the connection options
+ *     decide, the engine does not include them); the strongest mechanism
+ *     both sides allow; SASL-IR within 512 octets; a failed step is cancelled with
  *     "*"; a refused OAuth token is refreshed once (token provider only).
  *   - errors: a refused greeting/EHLO/HELO: SMTPC_ETEMPFAIL (4xx, 421
  *     included), SMTPC_EPERMFAIL (5xx), SMTPC_EPROTO (anything else); TLS
@@ -38,7 +39,8 @@
 #ifndef SMTPC_ENGINE_OPENER_H
 #define SMTPC_ENGINE_OPENER_H
 
-#include "conn/conn_opts.h"
+#include <smtpc/conn.h>
+
 #include "engine/engine.h"
 #include "engine/sasl.h"
 
@@ -61,22 +63,31 @@ typedef enum smtpc__open_step {
 
 typedef void (*smtpc__opener_info_fn)(void *ud, const char *msg);
 
+/* Who authenticates and how (smtpc__conn_opts_opener_policy fills it from
+ * the connection options). */
+typedef struct smtpc__opener_policy {
+    smtpc__sasl_creds creds;        /* strings borrowed; client_cert: a client certificate is set up */
+    bool have_creds;                /* credentials of any kind: AUTH is due */
+    bool allow_plain_auth;          /* they may travel without TLS */
+    smtpc__sasl_mask allowed_tls;   /* mechanisms allowed on an encrypted connection */
+    smtpc__sasl_mask allowed_plain; /* ... on a plain one (0 unless plaintext AUTH is allowed) */
+} smtpc__opener_policy;
+
 typedef struct smtpc__opener_cfg {
-    const smtpc_conn_opts *opts; /* credentials, mechanisms, plaintext auth (borrowed) */
+    const smtpc__opener_policy *policy; /* copied; its strings stay borrowed */
     smtpc_tls_mode mode;         /* the effective mode (DEFAULT resolved) */
     bool encrypted;              /* TLS is already on (implicit) */
     const char *ehlo_name;       /* the name for EHLO/HELO (the driver's default resolved) */
     const char *server;          /* "host:port" for messages */
     const char *sasl_host;       /* OAUTHBEARER host= (the TLS name); NULL = none */
     uint16_t port;
-    bool client_cert;            /* a TLS client certificate is in use (EXTERNAL) */
     smtpc__sasl_token_fn token_fn; /* NULL = opts' token provider */
     void *token_ud;
     smtpc__opener_info_fn info;  /* notes for a trace ("no STARTTLS offered ..."); NULL */
     void *info_ud;
 } smtpc__opener_cfg;
 
-/* Copies what it needs of cfg (opts stays borrowed). SMTPC_ENOMEM. */
+/* Copies what it needs of cfg (the policy's strings stay borrowed). SMTPC_ENOMEM. */
 int smtpc__opener_new(smtpc__opener **out, smtpc__engine *e, const smtpc__opener_cfg *cfg);
 void smtpc__opener_free(smtpc__opener *o); /* wipes the SASL context; NULL is a no-op */
 

@@ -117,9 +117,11 @@ static void feed_block(run *r, const bytes *b)
 
 static void start(run *r)
 {
+    smtpc__opener_policy pol;
+    smtpc__conn_opts_opener_policy(r->opts, false, &pol);
     smtpc__opener_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.opts = r->opts;
+    cfg.policy = &pol;
     cfg.mode = r->tls_mode;
     cfg.encrypted = r->encrypted;
     cfg.ehlo_name = "client.example";
