@@ -420,6 +420,10 @@ SLOW = 0.002
 # bulk: connections tried before the message fails when none gets past EHLO (2*k+4, k=1)
 BULK_CONN_TRIES = 6
 THREE = ("a@example.org", "b@example.org", "c@example.org")
+AUTH_ARGS = ("--user", "alice", "--pass", "secret", "--plain-auth")
+AUTH_PLAIN = ("expect", rb"^AUTH PLAIN AGFsaWNlAHNlY3JldA==$")  # SASL-IR of alice / secret
+# after a failed opening the client QUITs without waiting for the 221
+QUIT_AND_GO = [("expect", rb"^QUIT$")]
 
 def _assert(cond, msg=""):
     assert cond, msg
@@ -722,6 +726,34 @@ CASES = [
          dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=421, accepted=0),
          args=("--greeting-timeout-ms", "1000"), conns={"bulk": (1, BULK_CONN_TRIES)},
          check=lambda s, o, d: no_body(s, o, d)),
+    # The opening through the shared opener: the same policy, codes and
+    # commands from both drivers. AUTH refused (5xx) is SMTPC_EAUTH with the
+    # refusal, then a polite QUIT; bulk gives the run up at once (every
+    # connection would be refused).
+    Case("auth_refused_535",
+         [GREETING] + ehlo(b"AUTH PLAIN") + [AUTH_PLAIN, ("send", b"535 5.7.8 authentication failed\r\n")] + QUIT_AND_GO,
+         dict(status="failed", error="SMTPC_EAUTH", klass=CONFIG, code=535, accepted=0),
+         args=AUTH_ARGS, check=lambda s, o, d: (no_body(s, o, d), quit_seen(s, o, d),
+                                                 _assert(b"MAIL" not in bytes(s.received)))),
+    # AUTH refused for now (4xx): temporary; bulk tries other connections
+    # (DELIBERATE), each refused the same way.
+    Case("auth_refused_454",
+         [GREETING] + ehlo(b"AUTH PLAIN") + [AUTH_PLAIN, ("send", b"454 4.7.0 try again later\r\n")] + QUIT_AND_GO,
+         dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=454, accepted=0),
+         args=AUTH_ARGS, conns={"bulk": BULK_CONN_TRIES},
+         check=lambda s, o, d: (no_body(s, o, d), _assert(b"MAIL" not in bytes(s.received)))),
+    # Credentials never go in clear unless allowed: refused before AUTH.
+    Case("auth_refused_in_cleartext",
+         [GREETING] + ehlo(b"AUTH PLAIN") + QUIT_AND_GO,
+         dict(status="failed", error="SMTPC_EAUTH", klass=CONFIG, code=0, accepted=0),
+         args=AUTH_ARGS[:-1],
+         check=lambda s, o, d: _assert(commands(s) == [b"EHLO shared.test", b"QUIT"], commands(s))),
+    # TLS required (starttls) and STARTTLS not offered: nothing more is sent.
+    Case("starttls_required_not_offered",
+         [GREETING] + ehlo(b"AUTH PLAIN") + [("hang",)],
+         dict(status="failed", error="SMTPC_ETLS", klass=CONFIG, code=0, accepted=0),
+         args=("--tls", "starttls"),
+         check=lambda s, o, d: _assert(commands(s) == [b"EHLO shared.test"], commands(s))),
     Case("unsolicited_reply_after_ehlo",
          [GREETING, ("expect", rb"^EHLO "),
           ("send", b"250-scripted.example\r\n250 PIPELINING\r\n250 surprise\r\n"), ("hang",)],
