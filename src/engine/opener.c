@@ -12,7 +12,7 @@ struct smtpc__opener {
     smtpc__engine *e;
     smtpc__opener_policy pol;
     smtpc_tls_mode mode;
-    bool encrypted, did_starttls, fatal;
+    bool encrypted, did_starttls, fatal, greeted;
     bool decided;            /* the failure was decided by o->reply */
     smtpc__open_step step;
     int failed;              /* the failure returned (sticky), 0 = none */
@@ -43,6 +43,7 @@ int smtpc__opener_new(smtpc__opener **out, smtpc__engine *e, const smtpc__opener
     o->pol = *cfg->policy;
     o->mode = cfg->mode;
     o->encrypted = cfg->encrypted;
+    o->greeted = cfg->greeted;
     smtpc__strlcpy(o->ehlo_name, cfg->ehlo_name ? cfg->ehlo_name : "localhost", sizeof o->ehlo_name);
     smtpc__strlcpy(o->server, cfg->server ? cfg->server : "the server", sizeof o->server);
     if (cfg->sasl_host) smtpc__strlcpy(o->sasl_host, cfg->sasl_host, sizeof o->sasl_host);
@@ -307,6 +308,10 @@ static int after_hello(smtpc__opener *o)
 
 int smtpc__opener_start(smtpc__opener *o)
 {
+    if (o->greeted) {
+        int rc = send_hello(o, true);
+        return rc < 0 ? rc : 0;
+    }
     o->step = SMTPC__OPEN_STEP_GREETING;
     int rc = smtpc__engine_expect_greeting(o->e);
     return rc ? queue_failed(o, rc, "greeting") : 0;

@@ -77,6 +77,7 @@ typedef struct smtpc__opener_cfg {
     const smtpc__opener_policy *policy; /* copied; its strings stay borrowed */
     smtpc_tls_mode mode;         /* the effective mode (DEFAULT resolved) */
     bool encrypted;              /* TLS is already on (implicit) */
+    bool greeted;                /* the driver read the greeting (a 220) itself: start at EHLO */
     const char *ehlo_name;       /* the name for EHLO/HELO (the driver's default resolved) */
     const char *server;          /* "host:port" for messages */
     const char *sasl_host;       /* OAUTHBEARER host= (the TLS name); NULL = none */
@@ -91,7 +92,7 @@ typedef struct smtpc__opener_cfg {
 int smtpc__opener_new(smtpc__opener **out, smtpc__engine *e, const smtpc__opener_cfg *cfg);
 void smtpc__opener_free(smtpc__opener *o); /* wipes the SASL context; NULL is a no-op */
 
-/* Expects the greeting. 0 or the engine's refusal. */
+/* Expects the greeting (or, greeted, sends EHLO). 0 or a negative error. */
 int smtpc__opener_start(smtpc__opener *o);
 /* One engine event. Returns SMTPC__OPEN_WAIT, _TLS, _DONE or a negative error. */
 int smtpc__opener_event(smtpc__opener *o, const smtpc__event *ev);

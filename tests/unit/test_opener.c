@@ -8,6 +8,7 @@
  *   > provider T1 T2    a token provider: T1 first, T2 on refresh (refreshes counted)
  *   > mechs LIST        allowed mechanisms   > allow_plain   plaintext AUTH allowed
  *   > encrypted         TLS is on from the start (implicit)
+ *   > greeted           the driver read the greeting itself: the opener starts at EHLO
  *   > start             smtpc__opener_start  > tls_started   the handshake succeeded
  *   S: text / R: text   server line (CRLF added) / raw bytes; consecutive ones are one block
  *   C: text             the client must have written text CRLF next
@@ -33,7 +34,7 @@ typedef struct run {
     smtpc__opener *o;
     smtpc_conn_opts *opts;
     smtpc_tls_mode tls_mode;
-    bool encrypted;
+    bool encrypted, greeted;
     char *outcomes[MAXOUT];
     size_t nout, outpos;
     char tokens[2][256];
@@ -124,6 +125,7 @@ static void start(run *r)
     cfg.policy = &pol;
     cfg.mode = r->tls_mode;
     cfg.encrypted = r->encrypted;
+    cfg.greeted = r->greeted;
     cfg.ehlo_name = "client.example";
     cfg.server = "mx.example:587";
     cfg.sasl_host = "mx.example";
@@ -153,6 +155,7 @@ static void action(run *r, const char *line)
     } else if (!strcmp(w[0], "mechs")) rc = smtpc_conn_opts_set_auth_mechanisms(r->opts, w[1]);
     else if (!strcmp(w[0], "allow_plain")) rc = smtpc_conn_opts_set_allow_plaintext_auth(r->opts, true);
     else if (!strcmp(w[0], "encrypted")) r->encrypted = true;
+    else if (!strcmp(w[0], "greeted")) r->greeted = true;
     else if (!strcmp(w[0], "start")) start(r);
     else if (!strcmp(w[0], "tls_started")) {
         note(r, smtpc__opener_tls_started(r->o));
