@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 GEN        := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test-deps build demo check check-fast check-asan check-fuzz install clean
+.PHONY: all deps test-deps build demo check check-fast check-asan check-fuzz check-release install clean
 
 all: build
 
@@ -28,29 +28,44 @@ demo: build
 	@./$(BUILD)/smtpc send --from demo@example.org --to you@example.org \
 	  --subject "Hello from smtpc" --text "This message was written by 'make demo'."
 
+# The project's own builds treat warnings as errors (a user's build does not).
 check-fast: test-deps build
+	@cmake -S . -B $(BUILD) -DSMTPC_WERROR=ON >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 check-asan: test-deps
 	@cmake -S . -B $(ASAN_BUILD) $(GEN) -DCMAKE_BUILD_TYPE=Debug -DSMTPC_SANITIZE=ON \
-	  -DCMAKE_C_COMPILER=gcc >/dev/null
+	  -DSMTPC_WERROR=ON -DCMAKE_C_COMPILER=gcc >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) -LE nosan -E '^fuzz\.'
 
 check-fuzz: test-deps
-	@cmake -S . -B $(FUZZ_BUILD) $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMTPC_FUZZ=ON \
+	@cmake -S . -B $(FUZZ_BUILD) $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMTPC_FUZZ=ON -DSMTPC_WERROR=ON \
 	  -DCMAKE_C_COMPILER=clang -DSMTPC_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	@cd $(FUZZ_BUILD) && ctest --output-on-failure -R '^fuzz\.'
+
+# Release builds as a packager makes them, with gcc and with clang (-O3,
+# _FORTIFY_SOURCE=3): the build only, warnings as errors, so a warning that
+# only optimisation reveals is caught here and not in a user's build.
+RELEASE_BUILD ?= build-release
+check-release: deps
+	@for cc in gcc clang; do \
+	  echo "== Release build with $$cc"; \
+	  cmake -S . -B $(RELEASE_BUILD)-$$cc $(GEN) -DCMAKE_BUILD_TYPE=Release -DSMTPC_WERROR=ON \
+	    -DCMAKE_C_COMPILER=$$cc >/dev/null && cmake --build $(RELEASE_BUILD)-$$cc -j $(JOBS) || exit 1; \
+	done
 
 # The whole suite: a normal build, the same suite under ASan+UBSan, and the
 # fuzz targets for a bounded time. Ends with one summary line.
 check: test-deps
 	@scripts/check.sh
 
+# make install [PREFIX=/usr] [DESTDIR=/tmp/stage]: as packagers call it.
 install: build
-	@cmake --install $(BUILD)
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) $(if $(PREFIX),--prefix "$(PREFIX)")
 
 clean:
-	@rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	@rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(RELEASE_BUILD)-gcc $(RELEASE_BUILD)-clang

@@ -10,15 +10,16 @@
 #define Q CMD_QUEUE
 #define M CMD_SENDMAIL
 #define C CMD_CONFIG
-#define NET (S | P | Q | M) /* everything that may talk to a server */
+#define B CMD_BULK
+#define NET (S | P | Q | M | B) /* everything that may talk to a server */
 
 const cli_opt_def cli_opt_table[] = {
     /* where to */
-    {"--server", O_SERVER, OK_VALUE, S | P | Q, "server", "HOST[:PORT]", "SMTP server ([::1]:2525 for IPv6)"},
-    {"--tls", O_TLS, OK_VALUE, S | P | Q, "tls", "MODE", "auto, implicit (tls), starttls, starttls-optional or none"},
+    {"--server", O_SERVER, OK_VALUE, S | P | Q | B, "server", "HOST[:PORT]", "SMTP server ([::1]:2525 for IPv6)"},
+    {"--tls", O_TLS, OK_VALUE, S | P | Q | B, "tls", "MODE", "auto, implicit (tls), starttls, starttls-optional or none"},
     {"--pickup-dir", O_PICKUP_DIR, OK_VALUE, S | M, "pickup-dir", "DIR", "write the message into DIR instead of sending"},
     {"--outbox", O_OUTBOX, OK_VALUE, S | Q | M, "outbox", "DIR", "queue the message in an offline outbox"},
-    {"--ehlo-name", O_EHLO_NAME, OK_VALUE, S | P | Q, "ehlo-name", "NAME", "name sent in EHLO"},
+    {"--ehlo-name", O_EHLO_NAME, OK_VALUE, S | P | Q | B, "ehlo-name", "NAME", "name sent in EHLO"},
     /* the message */
     {"--from", O_FROM, OK_VALUE, S, "from", "ADDR", "sender (envelope and From:)"},
     {"--to", O_TO, OK_LIST, S, NULL, "ADDR", "recipient (repeatable)"},
@@ -30,45 +31,49 @@ const cli_opt_def cli_opt_table[] = {
     {"--text-file", O_TEXT_FILE, OK_VALUE, S, NULL, "FILE", "plain-text body from FILE (- = stdin)"},
     {"--html", O_HTML, OK_VALUE, S, NULL, "HTML", "HTML body"},
     {"--html-file", O_HTML_FILE, OK_VALUE, S, NULL, "FILE", "HTML body from FILE"},
-    {"--attach", O_ATTACH, OK_LIST, S, NULL, "FILE", "attachment (repeatable)"},
-    {"--inline", O_INLINE, OK_LIST, S, NULL, "FILE", "inline image (repeatable)"},
+    {"--attach", O_ATTACH, OK_LIST, S, NULL, "FILE[;name=NAME][;type=TYPE]", "attachment (repeatable)"},
+    {"--inline", O_INLINE, OK_LIST, S, NULL, "FILE[;cid=ID][;type=TYPE]", "inline image, cid:ID in the HTML (repeatable)"},
     {"--header", O_HEADER, OK_LIST, S, NULL, "'NAME: VALUE'", "extra header field (repeatable)"},
     {"--priority", O_PRIORITY, OK_VALUE, S, NULL, "LEVEL", "high, normal or low"},
     {"--message", O_MESSAGE, OK_VALUE, S, NULL, "FILE", "send FILE (a complete message) as is (- = stdin)"},
     {"--dump", O_DUMP, OK_FLAG, S, NULL, NULL, "print the message instead of sending it"},
     {"--count", O_COUNT, OK_VALUE, S, NULL, "N", "send the message N times"},
-    {"--connections", O_CONNECTIONS, OK_VALUE, Q, NULL, "K", "queue flush: send over K connections at once (default 1)"},
+    {"--connections", O_CONNECTIONS, OK_VALUE, S | Q | B, NULL, "K", "send over K connections at once, pipelined (default 1)"},
+    {"--max-per-connection", O_MAX_PER_CONNECTION, OK_VALUE, S | B, NULL, "N", "with --count/bulk: messages per connection before a new one"},
+    {"--rate", O_RATE, OK_VALUE, S | B, NULL, "R", "with --count/bulk: at most R messages per second"},
+    {"--quiet", O_QUIET, OK_FLAG, S | B, NULL, NULL, "with --connections/bulk: no progress or summary line"},
+    {"--dir", O_DIR, OK_VALUE, B, NULL, "DIR", "bulk: send every .eml file of DIR"},
     /* envelope extensions */
     {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
     {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},
     {"--envid", O_ENVID, OK_VALUE, S | M, NULL, "ID", "envelope identifier for DSNs"},
     /* authentication (never a password on the command line) */
-    {"--user", O_USER, OK_VALUE, S | P | Q | C, "user", "NAME", "user name for AUTH"},
-    {"--password-env", O_PASSWORD_ENV, OK_VALUE, S | P | Q | C, "password-env", "VAR", "password from environment variable VAR"},
-    {"--password-file", O_PASSWORD_FILE, OK_VALUE, S | P | Q | C, "password-file", "FILE", "password from FILE (first line)"},
-    {"--password-cmd", O_PASSWORD_CMD, OK_VALUE, S | P | Q | C, "password-cmd", "CMD", "password from CMD's output"},
-    {"--oauth-token-cmd", O_OAUTH_TOKEN_CMD, OK_VALUE, S | P | Q | C, "oauth-token-cmd", "CMD", "OAuth 2 token from CMD's output"},
-    {"--auth", O_AUTH, OK_VALUE, S | P | Q, "auth", "MECHS", "allowed mechanisms (plain,login,...)"},
-    {"--allow-plaintext-auth", O_ALLOW_PLAINTEXT_AUTH, OK_FLAG, S | P | Q, "allow-plaintext-auth", NULL, "allow AUTH without TLS"},
+    {"--user", O_USER, OK_VALUE, S | P | Q | B | C, "user", "NAME", "user name for AUTH"},
+    {"--password-env", O_PASSWORD_ENV, OK_VALUE, S | P | Q | B | C, "password-env", "VAR", "password from environment variable VAR"},
+    {"--password-file", O_PASSWORD_FILE, OK_VALUE, S | P | Q | B | C, "password-file", "FILE", "password from FILE (first line)"},
+    {"--password-cmd", O_PASSWORD_CMD, OK_VALUE, S | P | Q | B | C, "password-cmd", "CMD", "password from CMD's output"},
+    {"--oauth-token-cmd", O_OAUTH_TOKEN_CMD, OK_VALUE, S | P | Q | B | C, "oauth-token-cmd", "CMD", "OAuth 2 token from CMD's output"},
+    {"--auth", O_AUTH, OK_VALUE, S | P | Q | B, "auth", "MECHS", "allowed mechanisms (plain,login,...)"},
+    {"--allow-plaintext-auth", O_ALLOW_PLAINTEXT_AUTH, OK_FLAG, S | P | Q | B, "allow-plaintext-auth", NULL, "allow AUTH without TLS"},
     /* TLS */
-    {"--ca-file", O_CA_FILE, OK_VALUE, S | P | Q, "ca-file", "FILE", "trusted CA certificates"},
-    {"--ca-path", O_CA_PATH, OK_VALUE, S | P | Q, "ca-path", "DIR", "directory of trusted CA certificates"},
-    {"--pin", O_PIN, OK_VALUE, S | P | Q, "pin", "SHA256", "pin the server's public key"},
-    {"--cert", O_CERT, OK_VALUE, S | P | Q, "cert", "FILE", "client certificate"},
-    {"--key", O_KEY, OK_VALUE, S | P | Q, "key", "FILE", "client certificate's key"},
-    {"--tls-server-name", O_TLS_SERVER_NAME, OK_VALUE, S | P | Q, "tls-server-name", "NAME", "name the server's certificate must match (default: the server's host)"},
-    {"--insecure", O_INSECURE, OK_FLAG, S | P | Q, "insecure", NULL, "do not verify the server's certificate"},
-    {"--tls-min", O_TLS_MIN, OK_VALUE, S | P | Q, "tls-min", "VER", "lowest TLS version (1.2)"},
-    {"--tls-max", O_TLS_MAX, OK_VALUE, S | P | Q, "tls-max", "VER", "highest TLS version"},
-    {"--tls-strict-version", O_TLS_STRICT_VERSION, OK_FLAG, S | P | Q, NULL, NULL, "fail rather than fall back"},
+    {"--ca-file", O_CA_FILE, OK_VALUE, S | P | Q | B, "ca-file", "FILE", "trusted CA certificates"},
+    {"--ca-path", O_CA_PATH, OK_VALUE, S | P | Q | B, "ca-path", "DIR", "directory of trusted CA certificates"},
+    {"--pin", O_PIN, OK_VALUE, S | P | Q | B, "pin", "SHA256", "pin the server's public key"},
+    {"--cert", O_CERT, OK_VALUE, S | P | Q | B, "cert", "FILE", "client certificate"},
+    {"--key", O_KEY, OK_VALUE, S | P | Q | B, "key", "FILE", "client certificate's key"},
+    {"--tls-server-name", O_TLS_SERVER_NAME, OK_VALUE, S | P | Q | B, "tls-server-name", "NAME", "name the server's certificate must match (default: the server's host)"},
+    {"--insecure", O_INSECURE, OK_FLAG, S | P | Q | B, "insecure", NULL, "do not verify the server's certificate"},
+    {"--tls-min", O_TLS_MIN, OK_VALUE, S | P | Q | B, "tls-min", "VER", "lowest TLS version (1.2)"},
+    {"--tls-max", O_TLS_MAX, OK_VALUE, S | P | Q | B, "tls-max", "VER", "highest TLS version"},
+    {"--tls-strict-version", O_TLS_STRICT_VERSION, OK_FLAG, S | P | Q | B, NULL, NULL, "fail rather than fall back"},
     /* connection */
-    {"--connect-timeout", O_CONNECT_TIMEOUT, OK_VALUE, S | P | Q, "connect-timeout", "DUR", "connect timeout (30s, 500ms)"},
-    {"--greeting-timeout", O_GREETING_TIMEOUT, OK_VALUE, S | P | Q, "greeting-timeout", "DUR", "greeting timeout"},
-    {"--timeout", O_TIMEOUT, OK_VALUE, S | P | Q, "timeout", "DUR", "command timeout"},
-    {"--proxy", O_PROXY, OK_VALUE, S | P | Q, "proxy", "URL", "through a proxy: socks5h://[USER:PASS@]HOST[:PORT], socks5://, socks4a://, socks4://, http://, https://"},
-    {"--bind", O_BIND, OK_VALUE, S | P | Q, "bind", "ADDR[:PORT]", "local address (and port) to connect from"},
-    {"-4", O_IPV4, OK_FLAG, S | P | Q, NULL, NULL, "IPv4 only"},
-    {"-6", O_IPV6, OK_FLAG, S | P | Q, NULL, NULL, "IPv6 only"},
+    {"--connect-timeout", O_CONNECT_TIMEOUT, OK_VALUE, S | P | Q | B, "connect-timeout", "DUR", "connect timeout (30s, 500ms)"},
+    {"--greeting-timeout", O_GREETING_TIMEOUT, OK_VALUE, S | P | Q | B, "greeting-timeout", "DUR", "greeting timeout"},
+    {"--timeout", O_TIMEOUT, OK_VALUE, S | P | Q | B, "timeout", "DUR", "command timeout"},
+    {"--proxy", O_PROXY, OK_VALUE, S | P | Q | B, "proxy", "URL", "through a proxy: socks5h://[USER:PASS@]HOST[:PORT], socks5://, socks4a://, socks4://, http://, https://"},
+    {"--bind", O_BIND, OK_VALUE, S | P | Q | B, "bind", "ADDR[:PORT]", "local address (and port) to connect from"},
+    {"-4", O_IPV4, OK_FLAG, S | P | Q | B, NULL, NULL, "IPv4 only"},
+    {"-6", O_IPV6, OK_FLAG, S | P | Q | B, NULL, NULL, "IPv6 only"},
     /* configuration and output */
     {"--account", O_ACCOUNT, OK_VALUE, NET | C, NULL, "NAME", "account from the configuration file"},
     {"--config", O_CONFIG, OK_VALUE, NET | C, NULL, "FILE", "configuration file"},
@@ -155,7 +160,7 @@ int cli_parse(const char *prog, const char *cmdname, cli_cmd cmd, int argc, char
         const cli_opt_def *d = find_name(a, nlen);
         if (!d) {
             char name[128];
-            smtpc__strlcpy(name, a, nlen + 1 < sizeof name ? nlen + 1 : sizeof name);
+            cli_strlcpy(name, a, nlen + 1 < sizeof name ? nlen + 1 : sizeof name);
             return usage_err(prog, cmdname, "unknown option", name);
         }
         if (!(d->cmds & cmd)) return usage_err(prog, cmdname, "not an option of this command:", d->name);

@@ -5,7 +5,6 @@
  *   settings.c  flags over environment over configuration file; delivery choice
  *   output.c    exit statuses, the one-line and JSON reports, JSON escaping
  *   compose.c   building a message from flags with the MIME library; reading files
- *   headers.c   header parsing for sendmail -t (unfolding, address lists, Bcc)
  *   deliver.c   pickup / smtp / outbox delivery into a cli_result
  *   secret.c    passwords and tokens from env, file, command
  *   trace.c     --trace / --trace-body on stderr (timestamps, body tap)
@@ -17,11 +16,44 @@
 
 #include <smtpc/smtpc.h>
 
-#include "util/util.h"
-
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <strings.h>
+#include <sys/types.h>
 #include <sysexits.h>
+
+/* ---- small helpers (util.c): the CLI uses only the public headers ------------- */
+#define CLI_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* A growable byte buffer with a hard limit: data[off .. len) is live;
+ * appending past limit fails with SMTPC_ELIMIT (0 = no limit). */
+typedef struct cli_buf {
+    uint8_t *data;
+    size_t off, len, cap, limit;
+} cli_buf;
+void cli_buf_init(cli_buf *b, size_t limit);
+void cli_buf_free(cli_buf *b);
+void cli_buf_free_secure(cli_buf *b); /* wipes the memory first */
+void cli_buf_reset(cli_buf *b);
+int cli_buf_reserve(cli_buf *b, size_t extra);
+int cli_buf_append(cli_buf *b, const void *p, size_t n);
+int cli_buf_append_str(cli_buf *b, const char *s);
+int cli_buf_printf(cli_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline size_t cli_buf_size(const cli_buf *b) { return b->len - b->off; }
+static inline const uint8_t *cli_buf_ptr(const cli_buf *b)
+{
+    return b->data ? b->data + b->off : (const uint8_t *)"";
+}
+/* Copies at most size-1 bytes and NUL-terminates; returns strlen(src). */
+size_t cli_strlcpy(char *dst, const char *src, size_t size);
+bool cli_has_ctl(const char *s); /* a byte < 0x20 or 0x7f */
+/* A whole non-negative decimal number (no sign, blanks or junk; no overflow): 0 or -1. */
+int cli_parse_u64(const char *s, uint64_t *out);
+void cli_free_secret(char *s); /* wipes and frees; NULL is a no-op */
+/* Copies s[0..n) with control characters escaped (\r \n \xNN): server text
+ * never drives the terminal. Always NUL-terminates. */
+void cli_escape_into(char *dst, size_t dstsz, const char *s, size_t n);
+int64_t cli_now_ms(void); /* CLOCK_MONOTONIC */
 
 /* ---- options -------------------------------------------------------------- */
 typedef enum cli_opt_id {
@@ -35,6 +67,7 @@ typedef enum cli_opt_id {
     O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT, O_CONNECTIONS,
     O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
+    O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR,
     O__COUNT
 } cli_opt_id;
 
@@ -43,7 +76,8 @@ typedef enum cli_cmd {
     CMD_PROBE = 1u << 1,
     CMD_QUEUE = 1u << 2,
     CMD_SENDMAIL = 1u << 3,
-    CMD_CONFIG = 1u << 4
+    CMD_CONFIG = 1u << 4,
+    CMD_BULK = 1u << 5
 } cli_cmd;
 
 typedef enum { OK_FLAG, OK_VALUE, OK_LIST } cli_opt_kind;
@@ -154,11 +188,11 @@ const char *cli_error_class_name(int smtpc_err);
 void cli_print_result(const cli_ctx *c, const cli_result *r);
 /* Appends s as a JSON string literal (with quotes): escapes ", \, control
  * characters; invalid UTF-8 bytes become U+FFFD. */
-int cli_json_str(smtpc__buf *b, const char *s);
+int cli_json_str(cli_buf *b, const char *s);
 
 /* ---- messages ------------------------------------------------------------- */
 /* Reads a whole file ("-" = stdin) with a limit; 0 or -1 with errno. */
-int cli_slurp(const char *path, smtpc__buf *out, size_t limit);
+int cli_slurp(const char *path, cli_buf *out, size_t limit);
 #define CLI_MAX_MESSAGE ((size_t)512 << 20)
 /* Builds the message from --from/--to/--subject/--text/--attach... with the
  * MIME library; returns 0 or an exit status after printing why. */
@@ -166,17 +200,9 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out);
 /* Checks an address given on the command line; prints and returns EX_DATAERR. */
 int cli_check_address(const cli_ctx *c, const char *what, const char *addr);
 
-/* sendmail -t support: */
-/* Offset just past the header block's blank line (or len when none). */
-size_t hdr_end(const char *msg, size_t len);
-/* Calls fn for each header field, value unfolded. */
-typedef int (*hdr_field_fn)(void *ud, const char *name, size_t nlen, const char *value);
-int hdr_each(const char *msg, size_t hlen, hdr_field_fn fn, void *ud);
-/* Appends the addr-specs of an RFC 5322 address list to l (strings malloc'ed). */
-int hdr_addresses(const char *value, cli_list *l);
-/* Copies msg without any header field named name (case-insensitive). */
-int hdr_remove(const char *msg, size_t len, const char *name, smtpc__buf *out);
-bool hdr_has(const char *msg, size_t hlen, const char *name);
+/* A read callback (smtpc_read_cb) over bytes in memory, e.g. for smtpc_message_load. */
+typedef struct cli_mem_reader { const char *p; size_t len, off; } cli_mem_reader;
+ssize_t cli_mem_read(void *ud, void *buf, size_t len);
 
 /* ---- delivery ------------------------------------------------------------- */
 typedef struct cli_envelope {
@@ -209,7 +235,7 @@ bool cli_has_8bit(const void *p, size_t n);
  * is one, from its current offset) is streamed (its size taken by fstat, one
  * chunked pass for 8-bit bytes); anything else (a pipe) is read into buf as before. At most limit bytes (errno EFBIG beyond). 0, or -1
  * with errno. cli_source_close() closes the file. */
-int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit);
+int cli_source_file(cli_source *src, const char *path, cli_buf *buf, size_t limit);
 void cli_source_close(cli_source *src);
 /* The reader over a raw source: call cli_source_reader_init before each
  * delivery; cli_source_read has the smtpc_read_cb signature. */
@@ -223,11 +249,20 @@ int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const
                 cli_result *r);
 /* Queues src in the outbox (--outbox DIR); r->queue_id = the entry id. In cmd_queue.c. */
 int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_source *src, cli_result *r);
-/* Creates a session configured from the settings (timeouts, EHLO name,
- * bind) and works out host and port (default port from the TLS mode); does
- * not connect. Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
-int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
-                     size_t hostlen, uint16_t *port);
+/* Where to and how: host and port (--server, or the configuration's server
+ * and port; the default port by the TLS mode) and the TLS mode (--tls, else
+ * the library's default policy for that port and credentials). Fills
+ * r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostlen, uint16_t *port,
+                      smtpc_tls_mode *mode);
+/* Every connection setting (flags over configuration) in one new
+ * smtpc_conn_opts, the OAuth token from tok when --oauth-token-cmd is
+ * given (NULL: a provider running the command, again after a refusal). Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out);
+/* Creates a session with the options of cli_conn_opts (and --trace);
+ * smtpc_session_open(s, NULL, 0) connects to the server chosen there.
+ * Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out);
 /* After smtpc_session_open: r->tls ("tls", "starttls", "none") and r->auth
  * from what the session used. */
 void cli_result_security(cli_result *r, const smtpc_session *s);
@@ -239,7 +274,7 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d);
 
 /* The password (token = false: password-env, password-file, password-cmd,
  * then the configuration's password) or OAuth token (oauth-token-cmd):
- * first line, malloc'ed, free with smtpc__free_secret. *source names where
+ * first line, malloc'ed, free with cli_free_secret. *source names where
  * it came from. SMTPC_ENOTFOUND when none is configured; SMTPC_ECONFIG and
  * err when the source fails. */
 int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, char *err,
@@ -286,19 +321,24 @@ int cli_dsn_normalize(cli_ctx *c);
 
 /* probe: the EHLO keywords in plain words (text on stdout) or as
  * ,"features":{...} appended to js (json). */
-void cli_probe_features(smtpc_session *s, bool json, smtpc__buf *js);
+void cli_probe_features(smtpc_session *s, bool json, cli_buf *js);
 
 /* What to do about r's failure (a sentence), or NULL. */
 const char *cli_hint(const cli_result *r);
 
-/* --count: keep the connection between deliveries (on), or close it (off). */
-void cli_deliver_keep(bool on);
 
 /* ---- subcommands ---------------------------------------------------------- */
 int cmd_send(const char *prog, int argc, char **argv);
-/* cmd_bulk.c: smtpc bulk, and smtpc send with --count/--connections. */
+/* cmd_bulk.c: smtpc bulk --dir, and smtpc send's copies (--count N,
+ * --connections K) over smtpc_bulk. */
 int cmd_bulk(const char *prog, int argc, char **argv);
-bool cli_wants_bulk(int argc, char **argv);
+/* Checks --connections, --max-per-connection and --rate: 0 or EX_USAGE after printing. */
+int cli_bulk_check(const cli_ctx *c);
+/* Sends count copies of m (composed: each copy after the first with its own
+ * Message-ID) or of src's bytes, to from/rcpts over --connections K (default
+ * 1) pipelined connections; one report per message. Returns the exit status. */
+int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t nrcpts,
+                  smtpc_message *m, const cli_source *src, uint64_t count);
 int cmd_probe(const char *prog, int argc, char **argv);
 int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);

@@ -1,23 +1,25 @@
-/* smtpc bulk / smtpc send --count N --connections K: many messages over K
- * connections with smtpc_bulk.
+/* Many messages over K connections with smtpc_bulk (pipelining across
+ * messages, one round trip per message):
  *
- *   smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] ...
- *   smtpc send --server HOST[:PORT] --from A --to B [--to C] [--message FILE]
- *              --count N --connections K ...
- * Options: --tls implicit|starttls, --insecure, --ca-file F, --rate MSG/S,
- * --max-per-connection N, --quiet; AUTH: --user NAME with --password-env VAR,
- * --password-file F or --password-cmd CMD (as smtpc send; never a password
- * on the command line), --oauth-token-cmd CMD (run again when the server
- * refuses the token: it expired during a long run), --auth MECHS,
- * --allow-plaintext-auth; --proxy URL (socks4/4a/5/5h, http, https). Envelope for --dir: IIS-style leading
- * "X-Sender:" / "X-Receiver:" lines (removed from the message), else From:
- * and To:/Cc:/Bcc: headers (Bcc removed). Progress on a terminal: done, rate, ETA, failures.
- * Exit 0 when every message was sent, 75 (EX_TEMPFAIL) otherwise. */
+ *   smtpc bulk --server HOST[:PORT] --dir DIR [options]     every .eml of DIR
+ *   smtpc send ... --count N [--connections K] [options]    one message N times
+ *
+ * Both take the same options as smtpc send (one option table, args.c), and
+ * the connection settings come from the same place as a single send's:
+ * without --tls the library's default policy (STARTTLS required, except
+ * opportunistic on port 25 without credentials; implicit TLS on 465).
+ * Envelope for --dir: IIS-style leading "X-Sender:" / "X-Receiver:" lines
+ * (removed from the message), else From: and To:/Cc:/Bcc: headers (Bcc
+ * removed). send reports each message as a single send does; bulk and
+ * --connections end with a summary line on stderr. Exit 0 when every
+ * message was sent, else the status of the (first) failure for send, 75
+ * (EX_TEMPFAIL) for bulk. */
 #include "cli.h"
 
 #include <smtpc/smtpc.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,17 +35,35 @@ typedef struct item {
 } item;
 
 typedef struct bulk_ctx {
+    cli_ctx *c;
+    /* send: copies of one message (tmpl), copy i > 0 with its own Message-ID */
     const char *from;
-    const char *to[64];
-    size_t nto;
-    char *msg; /* --count: one body for all */
-    size_t msg_len;
-    size_t count, next, done, sent, failed;
+    const char *const *rcpts;
+    size_t nrcpts;
+    const char *tmpl;
+    size_t tmpl_len;
+    size_t id_at, id_len; /* the Message-ID's id (between < and >) in tmpl; len 0: none */
+    uint64_t count;
+    /* bulk --dir */
     char **files;
     size_t nfiles;
+    size_t next;
+    uint64_t done, sent, failed;
+    int first_err; /* the first failure's SMTPC_E* (send's exit status) */
+    bool report;   /* one report per message (send) */
     bool progress, quiet;
     double t0, last_print;
+    cli_progress pg;
+    char server[320];
+    const char *tls;
 } bulk_ctx;
+
+/* One message in flight: its bytes (a copy with its own Message-ID) or the
+ * loaded --dir item. */
+typedef struct flight {
+    char *data;
+    item *it;
+} flight;
 
 static double now_s(void)
 {
@@ -52,119 +72,89 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 65536, n = 0;
-    char *p = malloc(cap);
-    size_t r;
-    while (p && (r = fread(p + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *q = realloc(p, cap *= 2);
-            if (!q) { free(p); p = NULL; }
-            else p = q;
-        }
-    }
-    fclose(f);
-    *len = n;
-    return p;
-}
-
-/* Adds the addresses of a header or X-Receiver value, skipping ones
+/* Adds the envelope form of an X-Sender/X-Receiver value, skipping one
  * already there (compared without case, as sendmail -t does). */
-static int add_addresses(cli_list *l, const char *v)
+static int add_address(cli_list *l, const char *a)
 {
-    cli_list got = {0};
-    int rc = hdr_addresses(v, &got);
-    for (size_t i = 0; i < got.n; i++) {
-        bool dup = false;
-        for (size_t j = 0; j < l->n && !dup; j++) dup = !smtpc__strcasecmp(l->v[j], got.v[i]);
-        if (!rc && !dup && cli_list_push(l, got.v[i])) rc = SMTPC_ENOMEM;
-        if (rc || dup) free((void *)got.v[i]); /* else the list owns it */
+    for (size_t j = 0; j < l->n; j++)
+        if (!strcasecmp(l->v[j], a)) return 0;
+    char *d = strdup(a);
+    if (!d || cli_list_push(l, d)) {
+        free(d);
+        return SMTPC_ENOMEM;
     }
-    free(got.v);
-    return rc;
-}
-
-typedef struct env_ud {
-    item *it;
-    bool want_from, want_rcpts;
-} env_ud;
-
-static int envelope_field(void *ud, const char *name, size_t nl, const char *value)
-{
-    env_ud *e = ud;
-    if (e->want_rcpts && ((nl == 2 && (!smtpc__strncasecmp(name, "To", 2) || !smtpc__strncasecmp(name, "Cc", 2))) ||
-                          (nl == 3 && !smtpc__strncasecmp(name, "Bcc", 3))))
-        return add_addresses(&e->it->rcpts, value);
-    if (e->want_from && nl == 4 && !smtpc__strncasecmp(name, "From", 4) && e->it->from.n == 0)
-        return add_addresses(&e->it->from, value);
     return 0;
 }
 
-/* The envelope: leading IIS pickup lines (X-Sender, X-Receiver), removed
- * from the message; else (or for what they lack) the headers, unfolded:
- * From, and To, Cc and Bcc (all their recipients). Bcc never leaves this
- * machine: the field is removed whichever way the envelope came. 0, -1
- * cannot read, -2 no sender or recipient, -3 a header field too long or
- * out of memory. */
-static int load_item(item *it)
+/* The envelope: the pickup block smtpc_pickup_write writes (X-Sender, then
+ * X-Receiver lines), read by the library's own reader (smtpc_pickup_read:
+ * it stops at the first line it would not have written, so the message
+ * cannot add to its envelope); else the headers as the library loads them
+ * (smtpc_message_load: Sender/From; To, Cc and Bcc, unfolded, every
+ * address). Bcc never leaves this machine: the message is sent as the
+ * library writes it back, without its Bcc fields, otherwise as it is. 0, or
+ * an SMTPC_E* with why filled. */
+static int load_item(item *it, char *why, size_t whylen)
 {
-    it->data = slurp(it->path, &it->len);
-    if (!it->data) return -1;
-    size_t off = 0;
-    for (;;) {
-        const char *l = it->data + off;
-        size_t left = it->len - off;
-        const char *nl = memchr(l, '\n', left);
-        if (!nl) break;
-        size_t ll = (size_t)(nl - l);
-        bool sender = ll > 9 && !strncasecmp(l, "X-Sender:", 9);
-        bool receiver = ll > 11 && !strncasecmp(l, "X-Receiver:", 11);
-        if (!sender && !receiver) break;
-        char *v = smtpc__strndup(l + (sender ? 9 : 11), ll - (sender ? 9 : 11));
-        if (!v) return -3;
-        if (sender) cli_list_free_strings(&it->from);
-        int rc = add_addresses(sender ? &it->from : &it->rcpts, v);
-        if (!rc && sender && it->from.n == 0 && strstr(v, "<>")) { /* the null sender (a bounce) */
-            char *null_sender = strdup("");
-            if (!null_sender || cli_list_push(&it->from, null_sender)) {
-                free(null_sender);
+    smtpc_pickup_msg *pm = NULL;
+    int rc = smtpc_pickup_read(it->path, &pm, why, whylen);
+    if (rc) return rc;
+    const char *sender = smtpc_pickup_msg_sender(pm);
+    if (sender) rc = add_address(&it->from, sender);
+    for (size_t i = 0; !rc && i < smtpc_pickup_msg_rcpt_count(pm); i++)
+        rc = add_address(&it->rcpts, smtpc_pickup_msg_rcpt(pm, i));
+    size_t dlen = 0;
+    const char *data = smtpc_pickup_msg_data(pm, &dlen);
+    if (rc) {
+        smtpc_pickup_msg_free(pm);
+        return rc;
+    }
+    cli_mem_reader mr = {data, dlen, 0};
+    smtpc_message *m = NULL;
+    rc = smtpc_message_load_with(&m, cli_mem_read, &mr, SMTPC_LOAD_NO_ENVELOPE | SMTPC_LOAD_AS_IS, why, whylen);
+    smtpc_pickup_msg_free(pm);
+    if (rc) return rc;
+    if (it->from.n == 0 && smtpc_message_envelope_from(m)) {
+        char *d = strdup(smtpc_message_envelope_from(m));
+        if (!d || cli_list_push(&it->from, d)) {
+            free(d);
+            rc = SMTPC_ENOMEM;
+        }
+    }
+    if (!rc && it->rcpts.n == 0)
+        for (size_t i = 0; !rc && i < smtpc_message_rcpt_count(m); i++) {
+            const char *a = smtpc_message_rcpt(m, i);
+            bool dup = false;
+            for (size_t j = 0; j < it->rcpts.n && !dup; j++) dup = !strcasecmp(it->rcpts.v[j], a);
+            char *d = dup ? NULL : strdup(a);
+            if (!dup && (!d || cli_list_push(&it->rcpts, d))) {
+                free(d);
                 rc = SMTPC_ENOMEM;
             }
         }
-        free(v);
-        if (rc) return -3;
-        off += ll + 1;
+    /* the bytes as sent: written back by the library (headers minus Bcc) */
+    cli_buf out;
+    cli_buf_init(&out, 0);
+    smtpc_message_writer *w = NULL;
+    if (!rc) rc = smtpc_message_writer_new(&w, m, 0);
+    char tmp[65536];
+    ssize_t n = 0;
+    while (!rc && (n = smtpc_message_writer_read(w, tmp, sizeof tmp)) > 0) rc = cli_buf_append(&out, tmp, (size_t)n);
+    if (!rc && n < 0) rc = (int)n;
+    if (rc) snprintf(why, whylen, "%s", w && smtpc_message_writer_errmsg(w)[0] ? smtpc_message_writer_errmsg(w)
+                                        : smtpc_message_errmsg(m)[0]            ? smtpc_message_errmsg(m)
+                                                                                : smtpc_strerror(rc));
+    smtpc_message_writer_free(w);
+    smtpc_message_free(m);
+    it->data = (char *)out.data; /* out.off is 0: nothing was consumed */
+    it->len = cli_buf_size(&out);
+    if (!it->data) it->data = strdup("");
+    if (rc) return rc;
+    if (!it->from.n || !it->rcpts.n) {
+        snprintf(why, whylen, "no sender or recipient (X-Sender/X-Receiver or From/To/Cc/Bcc)");
+        return SMTPC_EINVAL;
     }
-    if (off) {
-        memmove(it->data, it->data + off, it->len - off);
-        it->len -= off;
-    }
-    size_t hlen = hdr_end(it->data, it->len);
-    env_ud e = {it, it->from.n == 0, it->rcpts.n == 0};
-    if ((e.want_from || e.want_rcpts) && hdr_each(it->data, hlen, envelope_field, &e)) return -3;
-    if (hdr_has(it->data, hlen, "Bcc")) {
-        smtpc__buf out;
-        smtpc__buf_init(&out, 0);
-        if (hdr_remove(it->data, it->len, "Bcc", &out)) {
-            smtpc__buf_free(&out);
-            return -3;
-        }
-        char *p = malloc(smtpc__buf_size(&out) + 1);
-        if (!p) {
-            smtpc__buf_free(&out);
-            return -3;
-        }
-        memcpy(p, smtpc__buf_ptr(&out), smtpc__buf_size(&out));
-        free(it->data);
-        it->data = p;
-        it->len = smtpc__buf_size(&out);
-        smtpc__buf_free(&out);
-    }
-    return it->from.n && it->rcpts.n ? 0 : -2;
+    return 0;
 }
 
 static void item_free(item *it)
@@ -172,8 +162,7 @@ static void item_free(item *it)
     free(it->data);
     cli_list_free_strings(&it->from);
     cli_list_free_strings(&it->rcpts);
-    free(it->path);
-    free(it);
+    free(it); /* it->path belongs to x->files */
 }
 
 static int next_cb(void *ud, smtpc_bulk_msg *m)
@@ -183,36 +172,66 @@ static int next_cb(void *ud, smtpc_bulk_msg *m)
     if (x->files) {
         while (x->next < x->nfiles) {
             item *it = calloc(1, sizeof *it);
-            if (!it) return SMTPC_ENOMEM;
+            flight *f = calloc(1, sizeof *f);
+            if (!it || !f) {
+                free(it);
+                free(f);
+                return SMTPC_ENOMEM;
+            }
             it->path = x->files[x->next++];
-            int rc = load_item(it);
+            char why[512] = "";
+            int rc = load_item(it, why, sizeof why);
             if (rc) {
-                fprintf(stderr, "smtpc: %s: %s\n", it->path,
-                        rc == -1   ? "cannot read"
-                        : rc == -2 ? "no sender or recipient (X-Sender/X-Receiver or From/To/Cc/Bcc)"
-                                   : "a header field is too long (or out of memory)");
+                fprintf(stderr, "%s: %s: %s\n", x->c->prog, it->path, why[0] ? why : smtpc_strerror(rc));
                 x->failed++;
                 x->done++;
+                if (!x->first_err) x->first_err = rc;
                 item_free(it);
+                free(f);
                 continue;
             }
+            f->it = it;
             m->from = it->from.v[0];
             m->rcpts = it->rcpts.v;
             m->nrcpts = it->rcpts.n;
             m->data = it->data;
             m->len = it->len;
-            m->userdata = it;
+            m->userdata = f;
             return 1;
         }
         return 0;
     }
     if (x->next >= x->count) return 0;
-    x->next++;
+    uint64_t i = x->next++;
+    flight *f = calloc(1, sizeof *f);
+    if (!f) return SMTPC_ENOMEM;
     m->from = x->from;
-    m->rcpts = x->to;
-    m->nrcpts = x->nto;
-    m->data = x->msg;
-    m->len = x->msg_len;
+    m->rcpts = x->rcpts;
+    m->nrcpts = x->nrcpts;
+    m->data = x->tmpl;
+    m->len = x->tmpl_len;
+    m->userdata = f;
+    if (i > 0 && x->id_len) {
+        /* each copy is its own message: a repeated Message-ID would be
+         * dropped as a duplicate by many receivers (local.N@domain) */
+        const char *id = x->tmpl + x->id_at;
+        const char *at = memchr(id, '@', x->id_len);
+        size_t local = at ? (size_t)(at - id) : x->id_len;
+        char suffix[32];
+        int sl = snprintf(suffix, sizeof suffix, ".%llu", (unsigned long long)i);
+        size_t len = x->tmpl_len + (size_t)sl;
+        f->data = malloc(len);
+        if (!f->data) {
+            free(f);
+            return SMTPC_ENOMEM;
+        }
+        size_t cut = x->id_at + local;
+        memcpy(f->data, x->tmpl, cut);
+        memcpy(f->data + cut, suffix, (size_t)sl);
+        memcpy(f->data + cut + (size_t)sl, x->tmpl + cut, x->tmpl_len - cut);
+        m->data = f->data;
+        m->len = len;
+    }
     return 1;
 }
 
@@ -222,71 +241,76 @@ static void print_progress(bulk_ctx *x, bool final)
     double el = now_s() - x->t0;
     double rate = el > 0 ? (double)x->done / el : 0;
     double eta = rate > 0 ? (double)(total - x->done) / rate : 0;
-    fprintf(stderr, "\r%zu/%zu done, %.0f msg/s, ETA %.0fs, %zu failed%s", x->done, total, rate, eta,
-            x->failed, final ? "\n" : "   ");
+    fprintf(stderr, "\r%llu/%zu done, %.0f msg/s, ETA %.0fs, %llu failed%s", (unsigned long long)x->done, total,
+            rate, eta, (unsigned long long)x->failed, final ? "\n" : "   ");
+}
+
+/* send: the report of one message, as a single send gives it. */
+static void report(bulk_ctx *x, const smtpc_bulk_msg *m, const smtpc_bulk_result *br)
+{
+    cli_result r;
+    cli_result_init(&r);
+    r.delivery = "smtp";
+    cli_strlcpy(r.server, x->server, sizeof r.server);
+    r.tls = x->tls;
+    r.rcpts = calloc(m->nrcpts ? m->nrcpts : 1, sizeof *r.rcpts);
+    if (r.rcpts) {
+        r.nrcpts = m->nrcpts;
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            r.rcpts[i].address = m->rcpts[i];
+            r.rcpts[i].code = i < br->nrcpts && br->rcpt_codes ? br->rcpt_codes[i] : 0;
+            r.rcpts[i].accepted = r.rcpts[i].code >= 200 && r.rcpts[i].code < 300;
+        }
+    }
+    r.final_code = br->reply_code;
+    r.final_text = br->reply_text && br->reply_text[0] ? strdup(br->reply_text) : NULL;
+    if (br->status == SMTPC_BULK_SENT) {
+        r.ok = true;
+        r.queue_id = cli_queue_id_from_text(r.final_text);
+    } else {
+        /* unknown: the final dot went out, its reply did not come: maybe delivered */
+        cli_result_fail(&r, br->status == SMTPC_BULK_UNKNOWN ? SMTPC_EUNKNOWN : br->error ? br->error : SMTPC_EIO,
+                        "%s", br->errmsg && br->errmsg[0] ? br->errmsg : "not sent");
+    }
+    cli_print_result(x->c, &r);
+    if (!r.ok && !x->first_err) x->first_err = r.err;
+    cli_result_free(&r);
 }
 
 static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
 {
     bulk_ctx *x = ud;
+    flight *f = m->userdata;
     x->done++;
-    if (r->status == SMTPC_BULK_SENT) {
-        x->sent++;
-    } else {
-        x->failed++;
+    if (r->status == SMTPC_BULK_SENT) x->sent++;
+    else x->failed++;
+    if (x->report) {
+        report(x, m, r);
+    } else if (r->status != SMTPC_BULK_SENT) {
         static const char *names[] = {"sent", "failed", "canceled", "unknown (maybe delivered)"};
-        item *it = m->userdata;
+        if (!x->first_err) x->first_err = r->error ? r->error : SMTPC_EUNKNOWN;
+        const char *what = f && f->it ? f->it->path : "message";
         if (!x->quiet && r->reply_code)
-            fprintf(stderr, "%ssmtpc: %s: %s: %s %d %s\n", x->progress ? "\r" : "",
-                    it ? it->path : "message", names[r->status], r->errmsg, r->reply_code,
-                    r->reply_text ? r->reply_text : "");
+            fprintf(stderr, "%s%s: %s: %s: %s %d %s\n", x->progress ? "\r" : "", x->c->prog, what,
+                    names[r->status], r->errmsg, r->reply_code, r->reply_text ? r->reply_text : "");
         else if (!x->quiet) /* no reply decided it (a local refusal, a network failure) */
-            fprintf(stderr, "%ssmtpc: %s: %s: %s\n", x->progress ? "\r" : "",
-                    it ? it->path : "message", names[r->status], r->errmsg);
+            fprintf(stderr, "%s%s: %s: %s: %s\n", x->progress ? "\r" : "", x->c->prog, what,
+                    names[r->status], r->errmsg);
     }
-    if (m->userdata) item_free(m->userdata);
-    if (x->progress) {
+    if (f) {
+        if (f->it) item_free(f->it);
+        free(f->data);
+        free(f);
+    }
+    if (x->report) {
+        cli_progress_update(&x->pg, x->done);
+    } else if (x->progress) {
         double t = now_s();
         if (t - x->last_print > 0.2) {
             x->last_print = t;
             print_progress(x, false);
         }
     }
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static int list_dir(bulk_ctx *x, const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *e;
-    size_t cap = 0;
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcasecmp(e->d_name + l - 4, ".eml")) continue;
-        if (x->nfiles == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nf = realloc(x->files, cap * sizeof *nf);
-            if (!nf) break;
-            x->files = nf;
-        }
-        size_t pl = strlen(dir) + l + 2;
-        char *p = malloc(pl);
-        if (!p) break;
-        snprintf(p, pl, "%s/%s", dir, e->d_name);
-        x->files[x->nfiles++] = p;
-    }
-    closedir(d);
-    if (x->nfiles) qsort(x->files, x->nfiles, sizeof *x->files, cmp_str);
-    return 0;
-}
-
-static void ctx_free(bulk_ctx *x)
-{
-    for (size_t i = x->next; i < x->nfiles; i++) free(x->files[i]);
-    free(x->files);
-    free(x->msg);
 }
 
 /* --oauth-token-cmd, as the run's token callback: the command's token is
@@ -308,7 +332,7 @@ static int token_cb(void *ud, bool refresh, const char **token, size_t *len)
             fprintf(stderr, "%s: a new OAuth token: %s\n", t->sc->prog, err);
             return rc == SMTPC_ENOTFOUND ? SMTPC_EAUTH : rc;
         }
-        smtpc__free_secret(t->token);
+        cli_free_secret(t->token);
         t->token = fresh;
     }
     *token = t->token;
@@ -316,234 +340,248 @@ static int token_cb(void *ud, bool refresh, const char **token, size_t *len)
     return 0;
 }
 
-static void bulk_usage(FILE *f)
+/* A whole decimal number in [lo, hi] for option id, or EX_USAGE with a message. */
+static int bulk_num(const cli_ctx *c, cli_opt_id id, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-    fputs("usage: smtpc bulk --server HOST[:PORT] --dir DIR [options]\n"
-          "       smtpc send --server HOST[:PORT] --from A --to B [--message FILE] --count N --connections K [options]\n"
-          "Sends every .eml of DIR (envelope from X-Sender/X-Receiver lines or the headers),\n"
-          "or one message N times, over K connections with pipelining (smtpc_bulk).\n\n"
-          "  --connections K         connections at once (1-10000; default 1)\n"
-          "  --count N               how many copies (send only; default 1)\n"
-          "  --max-per-connection N  messages per connection before a new one (default: no limit)\n"
-          "  --rate R                at most R messages per second over all connections\n"
-          "  --tls none|implicit|starttls  --ca-file FILE  --insecure\n"
-          "  --user NAME  --password-env VAR|--password-file FILE|--password-cmd CMD\n"
-          "  --oauth-token-cmd CMD  --auth MECH,...  --allow-plaintext-auth\n"
-          "  --proxy URL             socks5://, socks5h://, socks4://, socks4a://, http://, https://\n"
-          "  --subject TEXT  --quiet (no progress line)\n"
-          "See smtpc(1), BULK SENDING.\n",
-          f);
-}
-
-/* A whole decimal number in [lo, hi] for option a, or 64 (usage) with a message. */
-static int bulk_num(const char *prog, const char *a, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    if (smtpc__parse_u64(v, strlen(v), out) || *out < lo || *out > hi) {
-        fprintf(stderr, "%s: %s wants a whole number from %llu to %llu, not '%s'\n", prog, a,
-                (unsigned long long)lo, (unsigned long long)hi, v);
-        return 64;
+    const char *v = c->o.val[id];
+    if (!v) return 0;
+    if (cli_parse_u64(v, out) || *out < lo || *out > hi) {
+        fprintf(stderr, "%s %s: %s wants a whole number from %llu to %llu, not '%s'\n", c->prog, c->cmdname,
+                cli_opt_find_id(id)->name, (unsigned long long)lo, (unsigned long long)hi, v);
+        return EX_USAGE;
     }
     return 0;
 }
 
-int cmd_bulk(const char *prog, int argc, char **argv)
+int cli_bulk_check(const cli_ctx *c)
+{
+    uint64_t u;
+    int ex = bulk_num(c, O_CONNECTIONS, 1, 10000, &u);
+    if (!ex) ex = bulk_num(c, O_MAX_PER_CONNECTION, 1, UINT32_MAX, &u);
+    const char *v = c->o.val[O_RATE];
+    if (!ex && v) {
+        char *end = NULL;
+        double rate = strtod(v, &end);
+        if (!end || *end || !(rate > 0) || rate > 1e9) {
+            fprintf(stderr, "%s %s: --rate wants messages per second above 0, not '%s'\n", c->prog, c->cmdname, v);
+            ex = EX_USAGE;
+        }
+    }
+    return ex;
+}
+
+/* The connection settings, from the same options and configuration as a
+ * single send. 0 or an exit status after printing why. */
+static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
+{
+    cli_ctx *c = x->c;
+    cli_result r;
+    cli_result_init(&r);
+    smtpc_conn_opts *o = NULL;
+    if (cli_conn_opts(c, &r, token_cb, tk, &o)) {
+        cli_err(c, "%s", r.errmsg);
+        int ex = cli_exit_code(r.err);
+        cli_result_free(&r);
+        return ex;
+    }
+    cli_strlcpy(x->server, r.server, sizeof x->server);
+    x->tls = r.tls;
+    cli_result_free(&r);
+    smtpc_bulk *b;
+    /* the server is in o (smtpc_bulk_set_conn_opts) */
+    int rc = smtpc_bulk_new(&b, "localhost", 25);
+    if (!rc && smtpc_bulk_set_conn_opts(b, o)) {
+        cli_err(c, "%s", smtpc_bulk_errmsg(b));
+        smtpc_conn_opts_free(o);
+        smtpc_bulk_free(b);
+        return EX_USAGE;
+    }
+    smtpc_conn_opts_free(o);
+    if (rc) {
+        cli_err(c, "%s", smtpc_strerror(rc));
+        return cli_exit_code(rc);
+    }
+    uint64_t k = 1, maxper = 0;
+    bulk_num(c, O_CONNECTIONS, 1, 10000, &k);
+    bulk_num(c, O_MAX_PER_CONNECTION, 1, UINT32_MAX, &maxper);
+    rc = smtpc_bulk_set_connections(b, (unsigned)k);
+    if (!rc && maxper) rc = smtpc_bulk_set_max_per_connection(b, (unsigned)maxper);
+    if (!rc && c->o.val[O_RATE]) rc = smtpc_bulk_set_rate(b, strtod(c->o.val[O_RATE], NULL), 1);
+    int ex = rc ? EX_USAGE : 0;
+    if (rc) cli_err(c, "%s", smtpc_bulk_errmsg(b));
+    if (ex) {
+        smtpc_bulk_free(b);
+        return ex;
+    }
+    *out = b;
+    return 0;
+}
+
+static int bulk_go(bulk_ctx *x, smtpc_bulk *b)
+{
+    smtpc_bulk_set_source(b, next_cb, x);
+    smtpc_bulk_set_result_cb(b, result_cb, x);
+    x->t0 = now_s();
+    int rc = smtpc_bulk_run(b);
+    if (rc && rc != SMTPC_ECANCELED) {
+        cli_err(x->c, "%s", smtpc_bulk_errmsg(b));
+        if (!x->first_err) x->first_err = rc;
+    }
+    return rc;
+}
+
+static void summary(const bulk_ctx *x)
+{
+    if (x->progress) print_progress((bulk_ctx *)x, true);
+    if (!x->quiet)
+        fprintf(stderr, "%s: %llu sent, %llu not sent, %.2fs\n", x->c->prog, (unsigned long long)x->sent,
+                (unsigned long long)x->failed, now_s() - x->t0);
+}
+
+int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t nrcpts,
+                  smtpc_message *m, const cli_source *src, uint64_t count)
 {
     bulk_ctx x;
     memset(&x, 0, sizeof x);
-    const char *server = NULL, *dir = NULL, *message = NULL, *tls = NULL, *ca = NULL, *subject = "smtpc";
-    unsigned k = 1, maxper = 0;
-    double rate = 0;
-    bool insecure = false, plain_auth = false;
-    const char *user = NULL, *mechs = NULL, *proxy = NULL;
-    cli_ctx sc; /* only the secret sources, for cli_secret() */
-    memset(&sc, 0, sizeof sc);
-    sc.prog = prog;
-    bulk_token tk = {&sc, NULL}; /* outlives the run */
-    x.count = 1;
-    uint64_t u = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define VAL() do { if (!v) { fprintf(stderr, "%s: %s needs a value\n", prog, a); return 64; } i++; } while (0)
-        if (!strcmp(a, "--server")) { VAL(); server = v; }
-        else if (!strcmp(a, "--dir")) { VAL(); dir = v; }
-        else if (!strcmp(a, "--message")) { VAL(); message = v; }
-        else if (!strcmp(a, "--from")) { VAL(); x.from = v; }
-        else if (!strcmp(a, "--to")) {
-            VAL();
-            if (x.nto >= 64) {
-                fprintf(stderr, "%s: at most 64 --to\n", prog);
-                return 64;
-            }
-            x.to[x.nto++] = v;
-        }
-        else if (!strcmp(a, "--subject")) { VAL(); subject = v; }
-        else if (!strcmp(a, "--count")) {
-            VAL();
-            if (bulk_num(prog, a, v, 1, SIZE_MAX / 2, &u)) return 64;
-            x.count = (size_t)u;
-        } else if (!strcmp(a, "--connections")) {
-            VAL();
-            if (bulk_num(prog, a, v, 1, 10000, &u)) return 64;
-            k = (unsigned)u;
-        } else if (!strcmp(a, "--max-per-connection")) {
-            VAL();
-            if (bulk_num(prog, a, v, 1, UINT32_MAX, &u)) return 64;
-            maxper = (unsigned)u;
-        } else if (!strcmp(a, "--rate")) {
-            VAL();
-            char *end = NULL;
-            rate = strtod(v, &end);
-            if (!end || *end || !(rate > 0) || rate > 1e9) {
-                fprintf(stderr, "%s: --rate wants messages per second above 0, not '%s'\n", prog, v);
-                return 64;
-            }
-        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            bulk_usage(stdout);
-            return 0;
-        }
-        else if (!strcmp(a, "--tls")) { VAL(); tls = v; }
-        else if (!strcmp(a, "--ca-file")) { VAL(); ca = v; }
-        else if (!strcmp(a, "--insecure")) insecure = true;
-        else if (!strcmp(a, "--quiet")) x.quiet = true;
-        else if (!strcmp(a, "--user")) { VAL(); user = v; }
-        else if (!strcmp(a, "--password-env")) { VAL(); sc.o.val[O_PASSWORD_ENV] = v; }
-        else if (!strcmp(a, "--password-file")) { VAL(); sc.o.val[O_PASSWORD_FILE] = v; }
-        else if (!strcmp(a, "--password-cmd")) { VAL(); sc.o.val[O_PASSWORD_CMD] = v; }
-        else if (!strcmp(a, "--oauth-token-cmd")) { VAL(); sc.o.val[O_OAUTH_TOKEN_CMD] = v; }
-        else if (!strcmp(a, "--auth")) { VAL(); mechs = v; }
-        else if (!strcmp(a, "--allow-plaintext-auth")) plain_auth = true;
-        else if (!strcmp(a, "--proxy")) { VAL(); proxy = v; }
-        else { fprintf(stderr, "%s: unknown option %s\n", prog, a); return 64; }
-#undef VAL
+    x.c = c;
+    x.from = from;
+    x.rcpts = rcpts;
+    x.nrcpts = nrcpts;
+    x.count = count;
+    x.report = true;
+    x.quiet = c->o.val[O_QUIET] != NULL;
+    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) {
+        cli_err(c, "--trace is not available with --count or --connections yet");
+        return EX_USAGE;
     }
-    if (!server || (!dir && (!x.from || !x.nto))) {
-        bulk_usage(stderr);
-        return 64;
+    if (c->o.val[O_DSN_NOTIFY] || c->o.val[O_DSN_RET] || c->o.val[O_ENVID]) {
+        cli_err(c, "--dsn-notify, --dsn-ret and --envid are not available with --count or --connections yet");
+        return EX_USAGE;
     }
-    char host[256];
-    unsigned port = 25;
-    const char *colon = strrchr(server, ':');
-    if (server[0] == '[') {
-        const char *rb = strchr(server, ']');
-        if (!rb) return 64;
-        snprintf(host, sizeof host, "%.*s", (int)(rb - server - 1), server + 1);
-        if (rb[1] == ':') port = (unsigned)strtoul(rb + 2, NULL, 10);
-    } else if (colon && !strchr(colon + 1, ':') && colon == strchr(server, ':')) {
-        snprintf(host, sizeof host, "%.*s", (int)(colon - server), server);
-        port = (unsigned)strtoul(colon + 1, NULL, 10);
-    } else {
-        snprintf(host, sizeof host, "%s", server);
-    }
-    if (dir) {
-        if (list_dir(&x, dir) < 0) {
-            fprintf(stderr, "%s: cannot read directory %s\n", prog, dir);
-            return 66;
+    /* the bytes of the first copy */
+    cli_buf body;
+    cli_buf_init(&body, CLI_MAX_MESSAGE);
+    int ex = 0;
+    if (m) {
+        /* written once, 7-bit and with encoded words (RFC 2047) unless an
+         * address needs SMTPUTF8 (then MAIL carries SMTPUTF8 too): right for
+         * every server, whatever it offers */
+        bool env8 = cli_has_8bit(from, strlen(from));
+        for (size_t i = 0; !env8 && i < nrcpts; i++) env8 = cli_has_8bit(rcpts[i], strlen(rcpts[i]));
+        if (smtpc_message_needs_smtputf8(m) && !env8) {
+            /* the run declares SMTPUTF8 for the envelope's addresses only */
+            cli_err(c, "an address outside the envelope (--reply-to) needs SMTPUTF8: "
+                       "not available with --count or --connections");
+            cli_buf_free(&body);
+            return EX_UNAVAILABLE;
         }
-    } else if (message) {
-        x.msg = slurp(message, &x.msg_len);
-        if (!x.msg) {
-            fprintf(stderr, "%s: cannot read %s\n", prog, message);
-            return 66;
-        }
-    } else {
-        size_t cap = 512;
-        x.msg = malloc(cap);
-        if (!x.msg) return 71;
-        int n = snprintf(x.msg, cap, "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\nSent by smtpc.\r\n",
-                         x.from, x.to[0], subject);
-        x.msg_len = n > 0 && (size_t)n < cap ? (size_t)n : 0;
-    }
-    smtpc_bulk *b;
-    int rc = smtpc_bulk_new(&b, host, (uint16_t)port);
-    if (rc) return 64;
-    if (smtpc_bulk_set_connections(b, k) != 0) {
-        fprintf(stderr, "%s: --connections %u: %s\n", prog, k, smtpc_bulk_errmsg(b));
-        smtpc_bulk_free(b);
-        ctx_free(&x);
-        return 64;
-    }
-    smtpc_bulk_set_source(b, next_cb, &x);
-    smtpc_bulk_set_result_cb(b, result_cb, &x);
-    if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
-    if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
-    {
-        /* without --tls: plaintext, as this command always did (the library's
-         * default is the session's policy by port) */
-        smtpc_tls_mode mode = SMTPC_TLS_MODE_NONE;
-        if (tls && smtpc_tls_mode_parse(tls, &mode)) {
-            fprintf(stderr, "%s: --tls implicit|starttls\n", prog);
-            smtpc_bulk_free(b);
-            return 64;
-        }
-        if (smtpc_bulk_set_tls(b, mode, tls ? host : NULL, ca, insecure)) {
-            fprintf(stderr, "%s: --tls %s: %s\n", prog, tls ? tls : "none", smtpc_bulk_errmsg(b));
-            smtpc_bulk_free(b);
-            return 64;
-        }
-    }
-    if (proxy) {
-        smtpc_proxy *px = NULL;
-        char why[256];
-        rc = smtpc_proxy_parse_url(&px, proxy, why, sizeof why);
-        if (!rc) {
-            rc = smtpc_bulk_set_proxy(b, px);
-            if (rc) snprintf(why, sizeof why, "%s", smtpc_bulk_errmsg(b));
-            smtpc_proxy_free(px);
-        }
+        smtpc_message_writer *w = NULL;
+        int rc = smtpc_message_writer_new(&w, m, env8 ? SMTPC_WRITE_SMTPUTF8 : 0u);
+        char tmp[65536];
+        ssize_t n = 0;
+        while (!rc && (n = smtpc_message_writer_read(w, tmp, sizeof tmp)) > 0)
+            if ((rc = cli_buf_append(&body, tmp, (size_t)n))) break;
+        if (!rc && n < 0) rc = (int)n;
         if (rc) {
-            fprintf(stderr, "%s: --proxy: %s\n", prog, why);
-            smtpc_bulk_free(b);
-            ctx_free(&x);
-            return 64;
+            const char *why = w && smtpc_message_writer_errmsg(w)[0] ? smtpc_message_writer_errmsg(w)
+                              : smtpc_message_errmsg(m)[0]         ? smtpc_message_errmsg(m)
+                                                                   : smtpc_strerror(rc);
+            cli_err(c, "%s", why);
+            ex = cli_exit_code(rc);
+        }
+        smtpc_message_writer_free(w);
+        const char *id = smtpc_message_message_id(m);
+        const char *t = (const char *)cli_buf_ptr(&body);
+        size_t il = id ? strlen(id) : 0;
+        const char *hit = NULL;
+        size_t hend = 0; /* the header block: up to the blank line */
+        while (hend + 4 <= cli_buf_size(&body) && memcmp(t + hend, "\r\n\r\n", 4)) hend++;
+        for (size_t k = 0; !ex && il > 2 && k + il <= hend && !hit; k++)
+            if (t[k] == '<' && !memcmp(t + k, id, il)) hit = t + k;
+        if (hit) {
+            x.id_at = (size_t)(hit - t) + 1;
+            x.id_len = il - 2;
+        }
+    } else {
+        cli_source_reader rd;
+        cli_source_reader_init(&rd, src);
+        char tmp[65536];
+        ssize_t n;
+        while ((n = cli_source_read(&rd, tmp, sizeof tmp)) > 0)
+            if (cli_buf_append(&body, tmp, (size_t)n)) { n = SMTPC_ENOMEM; break; }
+        if (n < 0) {
+            cli_err(c, "cannot read %s: %s", c->o.val[O_MESSAGE] ? c->o.val[O_MESSAGE] : "the message",
+                    cli_source_reader_error(&rd) ? cli_source_reader_error(&rd) : smtpc_strerror((int)n));
+            ex = EX_IOERR;
         }
     }
-    if (user || mechs || plain_auth) {
-        char *pw = NULL, *tok = NULL;
-        const char *src = NULL;
-        char err[300];
-        int r1 = cli_secret(&sc, false, &pw, &src, err, sizeof err);
-        int r2 = r1 == 0 || r1 == SMTPC_ENOTFOUND ? cli_secret(&sc, true, &tok, &src, err, sizeof err) : r1;
-        int r3 = 0;
-        if ((r1 && r1 != SMTPC_ENOTFOUND) || (r2 && r2 != SMTPC_ENOTFOUND)) {
-            fprintf(stderr, "%s: %s\n", prog, err);
-            r3 = r1 == SMTPC_ETEMPFAIL || r2 == SMTPC_ETEMPFAIL ? 75 : 78; /* EX_TEMPFAIL, EX_CONFIG */
-        } else if (!user || (!pw && !tok)) {
-            fprintf(stderr, "%s: AUTH needs --user and a --password-env/-file/-cmd or --oauth-token-cmd\n",
-                    prog);
-            r3 = 64;
-        } else if (smtpc_bulk_set_credentials(b, user, pw) ||
-                   (tok && smtpc_bulk_set_token_cb(b, token_cb, &tk)) ||
-                   (mechs && smtpc_bulk_set_auth_mechanisms(b, mechs)) ||
-                   smtpc_bulk_set_allow_plaintext_auth(b, plain_auth)) {
-            fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
-            r3 = 64;
-        }
-        smtpc__free_secret(pw);
-        tk.token = tok; /* the first token: the command ran once already */
-        if (r3) {
-            smtpc__free_secret(tk.token);
-            smtpc_bulk_free(b);
-            ctx_free(&x);
-            return r3;
-        }
+    x.tmpl = (const char *)cli_buf_ptr(&body);
+    x.tmpl_len = cli_buf_size(&body);
+    smtpc_bulk *b = NULL;
+    bulk_token tk = {c, NULL};
+    if (!ex) ex = bulk_setup(&x, &b, &tk);
+    if (!ex) {
+        cli_progress_start(&x.pg, "messages", count, false);
+        bulk_go(&x, b);
+        cli_progress_end(&x.pg);
+        if (c->o.val[O_CONNECTIONS]) summary(&x);
+        ex = x.first_err ? cli_exit_code(x.first_err) : 0;
     }
-    x.progress = !x.quiet && isatty(2);
-    x.t0 = now_s();
-    rc = smtpc_bulk_run(b);
-    if (rc && rc != SMTPC_ECANCELED) fprintf(stderr, "%s: %s\n", prog, smtpc_bulk_errmsg(b));
     smtpc_bulk_free(b);
-    smtpc__free_secret(tk.token);
-    if (x.progress) print_progress(&x, true);
-    if (!x.quiet)
-        fprintf(stderr, "smtpc: %zu sent, %zu not sent, %.2fs\n", x.sent, x.failed, now_s() - x.t0);
-    ctx_free(&x);
-    return x.failed || rc ? 75 : 0;
+    cli_free_secret(tk.token);
+    cli_buf_free(&body);
+    return ex;
 }
 
-bool cli_wants_bulk(int argc, char **argv)
+int cmd_bulk(const char *prog, int argc, char **argv)
 {
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--connections")) return true; /* --count alone: cmd_send's own */
-    return false;
+    cli_ctx c;
+    memset(&c, 0, sizeof c);
+    c.prog = prog;
+    c.cmdname = "bulk";
+    c.cmd = CMD_BULK;
+    bulk_ctx x;
+    memset(&x, 0, sizeof x);
+    x.c = &c;
+    int ex = cli_parse(prog, "bulk", CMD_BULK, argc, argv, &c.o);
+    if (ex) goto out;
+    if (c.o.val[O_HELP]) { ex = cmd_help("bulk", stdout); goto out; }
+    if (c.o.pos.n || !c.o.val[O_DIR]) {
+        fprintf(stderr, "%s bulk: %s\n(see '%s help bulk')\n", prog,
+                c.o.pos.n ? "unexpected argument" : "--dir DIR is required", prog);
+        ex = EX_USAGE;
+        goto out;
+    }
+    if ((ex = cli_bulk_check(&c)) || (ex = cli_ctx_load_config(&c, NULL))) goto out;
+    if (!cli_get(&c, O_SERVER)) {
+        cli_err(&c, "bulk needs a server (--server or \"server\" in the configuration)");
+        ex = EX_CONFIG;
+        goto out;
+    }
+    {
+        /* the library's lister: *.eml, never dot-files (a writer's temporaries) */
+        char why[512] = "";
+        int rc = smtpc_pickup_list(c.o.val[O_DIR], &x.files, &x.nfiles, why, sizeof why);
+        if (rc) {
+            cli_err(&c, "cannot read directory %s: %s", c.o.val[O_DIR], why[0] ? why : smtpc_strerror(rc));
+            ex = rc == SMTPC_ENOMEM ? EX_OSERR : EX_NOINPUT;
+            goto out;
+        }
+    }
+    x.quiet = c.o.val[O_QUIET] != NULL;
+    smtpc_bulk *b = NULL;
+    bulk_token tk = {&c, NULL};
+    ex = bulk_setup(&x, &b, &tk);
+    if (!ex) {
+        x.progress = !x.quiet && isatty(2);
+        int rc = bulk_go(&x, b);
+        summary(&x);
+        ex = x.failed || rc ? EX_TEMPFAIL : 0;
+    }
+    smtpc_bulk_free(b);
+    cli_free_secret(tk.token);
+out:
+    smtpc_pickup_list_free(x.files, x.nfiles);
+    cli_ctx_free(&c);
+    return ex;
 }

@@ -49,7 +49,7 @@ int cmd_config(const char *prog, int argc, char **argv)
         }
         if (!v) continue;
         char esc[1024];
-        smtpc__escape_into(esc, sizeof esc, v, strlen(v));
+        cli_escape_into(esc, sizeof esc, v, strlen(v));
         printf("  %-18s %-36s %s\n", key, !strcmp(key, "password") ? "(set, not shown)" : esc, from);
     }
     cli_delivery d;
@@ -59,7 +59,7 @@ int cmd_config(const char *prog, int argc, char **argv)
         char *secret = NULL, err[512];
         const char *source = NULL;
         int rc = cli_secret(&c, false, &secret, &source, err, sizeof err);
-        smtpc__free_secret(secret);
+        cli_free_secret(secret);
         if (rc == SMTPC_ENOTFOUND) {
             printf("password: none configured\n");
         } else if (rc) {

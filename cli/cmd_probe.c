@@ -10,25 +10,25 @@ static void print_reply_text(const char *label, const smtpc_reply *rep)
     size_t n = smtpc_reply_line_count(rep);
     for (size_t i = 0; i < n; i++) {
         const char *l = smtpc_reply_line(rep, i);
-        smtpc__escape_into(esc, sizeof esc, l, strlen(l));
+        cli_escape_into(esc, sizeof esc, l, strlen(l));
         if (i == 0) printf("%s: %d %s\n", label, smtpc_reply_code(rep), esc);
         else printf("  %s\n", esc);
     }
 }
 
-static void json_reply(smtpc__buf *b, const char *name, const smtpc_reply *rep)
+static void json_reply(cli_buf *b, const char *name, const smtpc_reply *rep)
 {
-    smtpc__buf_printf(b, ",\"%s\":", name);
+    cli_buf_printf(b, ",\"%s\":", name);
     if (!rep || !smtpc_reply_code(rep)) {
-        smtpc__buf_append_str(b, "null");
+        cli_buf_append_str(b, "null");
         return;
     }
-    smtpc__buf_printf(b, "{\"code\":%d,\"lines\":[", smtpc_reply_code(rep));
+    cli_buf_printf(b, "{\"code\":%d,\"lines\":[", smtpc_reply_code(rep));
     for (size_t i = 0; i < smtpc_reply_line_count(rep); i++) {
-        if (i) smtpc__buf_append(b, ",", 1);
+        if (i) cli_buf_append(b, ",", 1);
         cli_json_str(b, smtpc_reply_line(rep, i));
     }
-    smtpc__buf_append_str(b, "]}");
+    cli_buf_append_str(b, "]}");
 }
 
 int cmd_probe(const char *prog, int argc, char **argv)
@@ -39,9 +39,9 @@ int cmd_probe(const char *prog, int argc, char **argv)
     c.cmdname = "probe";
     c.cmd = CMD_PROBE;
     smtpc_session *s = NULL;
-    smtpc__buf greet, js;
-    smtpc__buf_init(&greet, 0);
-    smtpc__buf_init(&js, 0);
+    cli_buf greet, js;
+    cli_buf_init(&greet, 0);
+    cli_buf_init(&js, 0);
     cli_result r;
     cli_result_init(&r);
     int ex = cli_parse(prog, "probe", CMD_PROBE, argc, argv, &c.o);
@@ -68,13 +68,11 @@ int cmd_probe(const char *prog, int argc, char **argv)
     }
     if ((ex = cli_check_supported(&c, DELIVER_SMTP))) goto out;
     r.delivery = "smtp";
-    char host[256];
-    uint16_t port;
-    int rc = cli_session_open(&c, &r, &s, host, sizeof host, &port);
+    int rc = cli_session_open(&c, &r, &s);
     if (!rc) {
         /* the whole opening as send does it: TLS per mode, EHLO again, AUTH
          * when credentials are given (so probe also checks them) */
-        rc = smtpc_session_open(s, host, port);
+        rc = smtpc_session_open(s, NULL, 0);
         const smtpc_reply *g = smtpc_session_greeting(s);
         if (g && smtpc_reply_code(g)) {
             if (c.json) json_reply(&greet, "greeting", g);
@@ -85,15 +83,15 @@ int cmd_probe(const char *prog, int argc, char **argv)
     }
     /* the reply is valid until the next command: render it before QUIT */
     const smtpc_reply *e = !rc ? smtpc_session_reply(s) : NULL;
-    smtpc__buf ehlo;
-    smtpc__buf_init(&ehlo, 0);
+    cli_buf ehlo;
+    cli_buf_init(&ehlo, 0);
     const smtpc_tls_info *ti = s ? smtpc_session_tls_info(s) : NULL;
     if (!c.json && ti) {
         /* certificate names come from the server: escaped like its replies */
         char e1[1024], e2[1024], e3[512];
-        smtpc__escape_into(e1, sizeof e1, ti->subject, strlen(ti->subject));
-        smtpc__escape_into(e2, sizeof e2, ti->issuer, strlen(ti->issuer));
-        smtpc__escape_into(e3, sizeof e3, ti->verify_message, strlen(ti->verify_message));
+        cli_escape_into(e1, sizeof e1, ti->subject, strlen(ti->subject));
+        cli_escape_into(e2, sizeof e2, ti->issuer, strlen(ti->issuer));
+        cli_escape_into(e3, sizeof e3, ti->verify_message, strlen(ti->verify_message));
         printf("tls: %s (%s)\n", ti->version, r.tls);
         printf("cipher: %s\n", ti->cipher);
         printf("subject: %s\nissuer: %s\nexpires: %s\n", e1, e2, ti->not_after);
@@ -109,97 +107,97 @@ int cmd_probe(const char *prog, int argc, char **argv)
         cli_probe_features(s, false, NULL);
     }
     const char *offered = s && e ? smtpc_session_auth_offered(s) : "";
-    char *mechs = smtpc__strdup(offered);
+    char *mechs = strdup(offered ? offered : "");
     if (!c.json && e) printf("auth: %s\n", mechs && mechs[0] ? mechs : "(none offered)");
     if (!c.json && r.auth) printf("authenticated: %s\n", r.auth);
     if (!c.json && c.o.val[O_AUTH_TEST] && !rc) {
         char eu[512];
         const char *u = cli_get(&c, O_USER);
-        smtpc__escape_into(eu, sizeof eu, u ? u : "", u ? strlen(u) : 0);
+        cli_escape_into(eu, sizeof eu, u ? u : "", u ? strlen(u) : 0);
         printf("auth test: OK, logged in%s%s with %s (no mail sent)\n", u ? " as " : "", eu, r.auth ? r.auth : "?");
     }
     json_reply(&ehlo, "ehlo", e);
     if (e) cli_probe_features(s, true, &ehlo);
-    else smtpc__buf_append_str(&ehlo, ",\"features\":null");
-    smtpc__buf_append_str(&ehlo, ",\"extensions\":[");
+    else cli_buf_append_str(&ehlo, ",\"features\":null");
+    cli_buf_append_str(&ehlo, ",\"extensions\":[");
     for (size_t i = 1; e && i < smtpc_reply_line_count(e); i++) {
-        if (i > 1) smtpc__buf_append(&ehlo, ",", 1);
+        if (i > 1) cli_buf_append(&ehlo, ",", 1);
         cli_json_str(&ehlo, smtpc_reply_line(e, i));
     }
-    smtpc__buf_append_str(&ehlo, "],\"auth_mechanisms\":[");
+    cli_buf_append_str(&ehlo, "],\"auth_mechanisms\":[");
     for (char *p = mechs, *q; p && *p; p = q) {
         q = strchr(p, ' ');
         if (q) *q++ = '\0';
         else q = p + strlen(p);
-        if (p != mechs) smtpc__buf_append(&ehlo, ",", 1);
+        if (p != mechs) cli_buf_append(&ehlo, ",", 1);
         cli_json_str(&ehlo, p);
     }
     free(mechs);
-    if (c.o.val[O_AUTH_TEST]) smtpc__buf_printf(&ehlo, "],\"auth_test\":%s", rc == 0 && r.auth ? "true" : "false");
-    else smtpc__buf_append_str(&ehlo, "],\"auth_test\":null");
-    smtpc__buf_append_str(&ehlo, ",\"authenticated\":");
+    if (c.o.val[O_AUTH_TEST]) cli_buf_printf(&ehlo, "],\"auth_test\":%s", rc == 0 && r.auth ? "true" : "false");
+    else cli_buf_append_str(&ehlo, "],\"auth_test\":null");
+    cli_buf_append_str(&ehlo, ",\"authenticated\":");
     cli_json_str(&ehlo, r.auth);
-    smtpc__buf_append_str(&ehlo, ",\"tls_info\":");
+    cli_buf_append_str(&ehlo, ",\"tls_info\":");
     if (ti) {
-        smtpc__buf_append_str(&ehlo, "{\"version\":");
+        cli_buf_append_str(&ehlo, "{\"version\":");
         cli_json_str(&ehlo, ti->version);
-        smtpc__buf_append_str(&ehlo, ",\"cipher\":");
+        cli_buf_append_str(&ehlo, ",\"cipher\":");
         cli_json_str(&ehlo, ti->cipher);
-        smtpc__buf_append_str(&ehlo, ",\"subject\":");
+        cli_buf_append_str(&ehlo, ",\"subject\":");
         cli_json_str(&ehlo, ti->subject);
-        smtpc__buf_append_str(&ehlo, ",\"issuer\":");
+        cli_buf_append_str(&ehlo, ",\"issuer\":");
         cli_json_str(&ehlo, ti->issuer);
-        smtpc__buf_append_str(&ehlo, ",\"not_before\":");
+        cli_buf_append_str(&ehlo, ",\"not_before\":");
         cli_json_str(&ehlo, ti->not_before);
-        smtpc__buf_append_str(&ehlo, ",\"not_after\":");
+        cli_buf_append_str(&ehlo, ",\"not_after\":");
         cli_json_str(&ehlo, ti->not_after);
-        smtpc__buf_printf(&ehlo, ",\"verified\":%s,\"verify_message\":", ti->verified ? "true" : "false");
+        cli_buf_printf(&ehlo, ",\"verified\":%s,\"verify_message\":", ti->verified ? "true" : "false");
         cli_json_str(&ehlo, ti->verify_message);
-        smtpc__buf_append_str(&ehlo, ",\"pin\":");
+        cli_buf_append_str(&ehlo, ",\"pin\":");
         cli_json_str(&ehlo, ti->pin_sha256);
-        smtpc__buf_append_str(&ehlo, "}");
+        cli_buf_append_str(&ehlo, "}");
     } else {
-        smtpc__buf_append_str(&ehlo, "null");
+        cli_buf_append_str(&ehlo, "null");
     }
     if (s && smtpc_session_is_connected(s)) smtpc_session_quit(s);
     r.ok = rc == 0;
     if (c.json) {
-        smtpc__buf_printf(&js, "{\"ok\":%s,\"server\":", r.ok ? "true" : "false");
+        cli_buf_printf(&js, "{\"ok\":%s,\"server\":", r.ok ? "true" : "false");
         cli_json_str(&js, r.server[0] ? r.server : NULL);
-        smtpc__buf_append_str(&js, ",\"tls\":");
+        cli_buf_append_str(&js, ",\"tls\":");
         cli_json_str(&js, r.tls);
-        if (smtpc__buf_size(&greet)) smtpc__buf_append(&js, smtpc__buf_ptr(&greet), smtpc__buf_size(&greet));
-        else smtpc__buf_append_str(&js, ",\"greeting\":null");
-        smtpc__buf_append(&js, smtpc__buf_ptr(&ehlo), smtpc__buf_size(&ehlo));
-        smtpc__buf_append_str(&js, ",\"error\":");
+        if (cli_buf_size(&greet)) cli_buf_append(&js, cli_buf_ptr(&greet), cli_buf_size(&greet));
+        else cli_buf_append_str(&js, ",\"greeting\":null");
+        cli_buf_append(&js, cli_buf_ptr(&ehlo), cli_buf_size(&ehlo));
+        cli_buf_append_str(&js, ",\"error\":");
         if (r.ok) {
-            smtpc__buf_append_str(&js, "null");
+            cli_buf_append_str(&js, "null");
         } else {
-            smtpc__buf_append_str(&js, "{\"class\":");
+            cli_buf_append_str(&js, "{\"class\":");
             cli_json_str(&js, cli_error_class_name(r.err));
-            smtpc__buf_append_str(&js, ",\"code\":");
+            cli_buf_append_str(&js, ",\"code\":");
             cli_json_str(&js, smtpc_err_name(r.err));
-            smtpc__buf_printf(&js, ",\"exit\":%d,\"message\":", cli_exit_code(r.err));
+            cli_buf_printf(&js, ",\"exit\":%d,\"message\":", cli_exit_code(r.err));
             cli_json_str(&js, r.errmsg);
-            smtpc__buf_append_str(&js, ",\"hint\":");
+            cli_buf_append_str(&js, ",\"hint\":");
             cli_json_str(&js, cli_hint(&r));
-            smtpc__buf_append_str(&js, "}");
+            cli_buf_append_str(&js, "}");
         }
-        smtpc__buf_append_str(&js, "}\n");
-        fwrite(smtpc__buf_ptr(&js), 1, smtpc__buf_size(&js), stdout);
+        cli_buf_append_str(&js, "}\n");
+        fwrite(cli_buf_ptr(&js), 1, cli_buf_size(&js), stdout);
     } else if (!r.ok) {
         char esc[1024];
-        smtpc__escape_into(esc, sizeof esc, r.errmsg, strlen(r.errmsg));
+        cli_escape_into(esc, sizeof esc, r.errmsg, strlen(r.errmsg));
         const char *hint = cli_hint(&r);
         fprintf(stderr, "%s probe: %s%s%s%s\n", prog, c.o.val[O_AUTH_TEST] && rc == SMTPC_EAUTH ? "auth test FAILED: " : "",
                 esc, hint ? " \xe2\x80\x94 " : "", hint ? hint : "");
     }
-    smtpc__buf_free(&ehlo);
+    cli_buf_free(&ehlo);
     ex = cli_exit_code(rc);
 out:
     smtpc_session_free(s);
-    smtpc__buf_free(&greet);
-    smtpc__buf_free(&js);
+    cli_buf_free(&greet);
+    cli_buf_free(&js);
     cli_result_free(&r);
     cli_ctx_free(&c);
     return ex;

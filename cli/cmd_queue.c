@@ -32,14 +32,14 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
     smtpc_outbox_free(ob);
     if (rc) return rc;
     free(r->queue_id);
-    r->queue_id = smtpc__strdup(id);
-    smtpc__buf pb;
-    smtpc__buf_init(&pb, 8192);
-    if (!smtpc__buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !smtpc__buf_append(&pb, "", 1)) {
+    r->queue_id = strdup(id);
+    cli_buf pb;
+    cli_buf_init(&pb, 8192);
+    if (!cli_buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !cli_buf_append(&pb, "", 1)) {
         free(r->path);
         r->path = (char *)pb.data;
     } else {
-        smtpc__buf_free(&pb);
+        cli_buf_free(&pb);
     }
     for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
     r->ok = true;
@@ -63,105 +63,6 @@ static void on_flush_progress(void *ud, size_t done, size_t total, const smtpc_o
     cli_progress_update(&fp->pg, done);
 }
 
-/* A client configured like `smtpc send` would be: the account, then flags.
- * The password (pw, may be NULL) is obtained once by the caller, so a
- * --password-cmd runs once however many clients a parallel flush uses. */
-static int make_client(cli_ctx *c, const char *pw, smtpc_client **out)
-{
-    smtpc_client *cl;
-    if (smtpc_client_new(&cl)) return EX_SOFTWARE;
-    int rc = 0;
-    if (c->acct) {
-        const char *an = smtpc_account_name(c->acct);
-        rc = smtpc_client_use_config(cl, c->cfg, an && *an ? an : NULL);
-    }
-    const char *v;
-    if (!rc && c->o.val[O_SERVER]) {
-        char host[256];
-        uint16_t port = 0;
-        if (smtpc_config_parse_server(c->o.val[O_SERVER], host, sizeof host, &port)) rc = SMTPC_ECONFIG;
-        else rc = smtpc_client_set_host(cl, host, port);
-    }
-    if (!rc && (v = c->o.val[O_TLS])) {
-        smtpc_tls_mode m;
-        rc = smtpc_tls_mode_parse(v, &m) ? SMTPC_ECONFIG : smtpc_client_set_tls_mode(cl, m);
-    }
-    if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_client_set_ca_file(cl, v);
-    if (!rc && (v = cli_get(c, O_CA_PATH))) rc = smtpc_client_set_ca_path(cl, v);
-    if (!rc && (v = cli_get(c, O_TLS_SERVER_NAME))) rc = smtpc_client_set_tls_server_name(cl, v);
-    if (!rc && (v = cli_get(c, O_CERT))) rc = smtpc_client_set_client_cert(cl, v, cli_get(c, O_KEY));
-    if (!rc && (v = cli_get(c, O_PIN))) {
-        /* several pins: separated by ';' ',' or spaces (as for send) */
-        char buf[1024];
-        smtpc__strlcpy(buf, v, sizeof buf);
-        rc = smtpc_client_add_pin(cl, NULL);
-        for (char *p = buf; !rc && *p;) {
-            size_t n = strcspn(p, ";, ");
-            char save = p[n];
-            p[n] = '\0';
-            if (n) rc = smtpc_client_add_pin(cl, p);
-            p += n + (save ? 1 : 0);
-        }
-    }
-    if (!rc && cli_get_bool(c, O_INSECURE)) rc = smtpc_client_set_insecure(cl, true);
-    if (!rc && (cli_get(c, O_TLS_MIN) || cli_get(c, O_TLS_MAX) || c->o.val[O_TLS_STRICT_VERSION])) {
-        int vers[2] = {0, 0};
-        const char *vv[2] = {cli_get(c, O_TLS_MIN), cli_get(c, O_TLS_MAX)};
-        for (int i = 0; i < 2 && !rc; i++) {
-            if (!vv[i]) continue;
-            if (!strcmp(vv[i], "1.0")) vers[i] = SMTPC_TLS_1_0;
-            else if (!strcmp(vv[i], "1.1")) vers[i] = SMTPC_TLS_1_1;
-            else if (!strcmp(vv[i], "1.2")) vers[i] = SMTPC_TLS_1_2;
-            else if (!strcmp(vv[i], "1.3")) vers[i] = SMTPC_TLS_1_3;
-            else rc = SMTPC_ECONFIG;
-        }
-        if (!rc) rc = smtpc_client_set_tls_versions(cl, vers[0], vers[1], c->o.val[O_TLS_STRICT_VERSION] != NULL);
-    }
-    if (!rc && (v = cli_get(c, O_EHLO_NAME))) rc = smtpc_client_set_ehlo_name(cl, v);
-    if (!rc && (v = cli_get(c, O_BIND))) {
-        /* ADDR, ADDR:PORT, [IPv6]:PORT or a bare IPv6 address */
-        char addr[256];
-        uint16_t bport = 0;
-        const char *colon = strchr(v, ':');
-        if (colon && v[0] != '[' && strchr(colon + 1, ':')) smtpc__strlcpy(addr, v, sizeof addr);
-        else if (smtpc_config_parse_server(v, addr, sizeof addr, &bport)) rc = SMTPC_ECONFIG;
-        if (!rc) rc = smtpc_client_set_bind(cl, addr, bport);
-    }
-    if (!rc && cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6)) rc = SMTPC_ECONFIG; /* exclude each other */
-    if (!rc && cli_get_bool(c, O_IPV4)) rc = smtpc_client_set_family(cl, SMTPC_FAMILY_IPV4);
-    if (!rc && cli_get_bool(c, O_IPV6)) rc = smtpc_client_set_family(cl, SMTPC_FAMILY_IPV6);
-    if (!rc && (v = cli_get(c, O_PROXY))) rc = smtpc_client_set_proxy_url(cl, v);
-    if (!rc && (v = cli_get(c, O_AUTH))) rc = smtpc_client_set_auth_mechanisms(cl, v);
-    if (!rc && cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) rc = smtpc_client_set_allow_plaintext_auth(cl, true);
-    if (!rc && (v = cli_get(c, O_CONNECT_TIMEOUT))) {
-        int64_t ms;
-        rc = smtpc_config_parse_duration_ms(v, &ms);
-        if (!rc) rc = smtpc_client_set_connect_timeout_ms(cl, ms);
-    }
-    if (!rc && (v = cli_get(c, O_TIMEOUT))) {
-        int64_t ms;
-        rc = smtpc_config_parse_duration_ms(v, &ms);
-        if (!rc) rc = smtpc_client_set_command_timeout_ms(cl, ms);
-        if (!rc) rc = smtpc_client_set_data_timeout_ms(cl, ms);
-        /* as for send: the greeting's too, unless --greeting-timeout says otherwise */
-        if (!rc && !cli_get(c, O_GREETING_TIMEOUT)) rc = smtpc_client_set_greeting_timeout_ms(cl, ms);
-    }
-    if (!rc && (v = cli_get(c, O_GREETING_TIMEOUT))) {
-        int64_t ms;
-        rc = smtpc_config_parse_duration_ms(v, &ms);
-        if (!rc) rc = smtpc_client_set_greeting_timeout_ms(cl, ms);
-        if (!rc) rc = smtpc_client_set_auto_timeout_ms(cl, ms);
-    }
-    if (!rc && (v = cli_get(c, O_USER))) rc = smtpc_client_set_credentials(cl, v, pw);
-    if (rc) {
-        cli_err(c, "%s", smtpc_client_errmsg(cl)[0] ? smtpc_client_errmsg(cl) : smtpc_strerror(rc));
-        smtpc_client_free(cl);
-        return EX_CONFIG;
-    }
-    *out = cl;
-    return 0;
-}
-
 /* queue flush [--connections K]: K clients with the same settings, each
  * with its own pool of one connection: a worker closes its connection
  * (QUIT) before it opens the next, so never more than K are open. */
@@ -169,24 +70,31 @@ static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
 {
     uint64_t k = 1;
     const char *kv = c->o.val[O_CONNECTIONS];
-    if (kv && (smtpc__parse_u64(kv, strlen(kv), &k) || k < 1 || k > 100)) {
+    if (kv && (cli_parse_u64(kv, &k) || k < 1 || k > 100)) {
         cli_err(c, "--connections: \"%s\" is not a number from 1 to 100", kv);
         return EX_USAGE;
     }
-    char *pw = NULL;
-    if (cli_get(c, O_USER)) {
-        char err[256];
-        const char *srcname;
-        int sr = cli_secret(c, false, &pw, &srcname, err, sizeof err);
-        if (sr && sr != SMTPC_ENOTFOUND) {
-            cli_err(c, "%s", err);
-            return sr == SMTPC_ETEMPFAIL ? EX_TEMPFAIL : EX_CONFIG;
-        }
+    /* the connection settings of `smtpc send`, built once (a --password-cmd
+     * runs once however many clients the flush uses) */
+    cli_result r;
+    cli_result_init(&r);
+    smtpc_conn_opts *o = NULL;
+    if (cli_conn_opts(c, &r, NULL, NULL, &o)) {
+        cli_err(c, "%s", r.errmsg);
+        int ex = r.err == SMTPC_ETEMPFAIL ? EX_TEMPFAIL : EX_CONFIG;
+        cli_result_free(&r);
+        return ex;
     }
+    cli_result_free(&r);
     smtpc_client *cl[100] = {NULL};
     int ex = 0;
-    for (size_t i = 0; !ex && i < k; i++) ex = make_client(c, pw, &cl[i]);
-    smtpc__free_secret(pw);
+    for (size_t i = 0; !ex && i < k; i++) {
+        int rc = smtpc_client_new(&cl[i]);
+        if (!rc && (rc = smtpc_client_set_conn_opts(cl[i], o)))
+            cli_err(c, "%s", smtpc_client_errmsg(cl[i]));
+        if (rc) ex = rc == SMTPC_ENOMEM ? EX_OSERR : EX_CONFIG;
+    }
+    smtpc_conn_opts_free(o);
     if (!ex) {
         smtpc_outbox_stats st;
         flush_progress fp = {.started = false};
@@ -223,24 +131,24 @@ static int print_entry(void *ud, const smtpc_outbox_entry *e)
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
     }
     if (c->json) {
-        smtpc__buf b;
-        smtpc__buf_init(&b, 1 << 20);
-        smtpc__buf_append_str(&b, "{\"id\":");
+        cli_buf b;
+        cli_buf_init(&b, 1 << 20);
+        cli_buf_append_str(&b, "{\"id\":");
         cli_json_str(&b, e->id);
-        smtpc__buf_append_str(&b, ",\"from\":");
+        cli_buf_append_str(&b, ",\"from\":");
         cli_json_str(&b, e->from);
-        smtpc__buf_printf(&b, ",\"recipients\":%zu,\"attempts\":%u,\"next_attempt\":%lld,\"failed\":%s,\"last_error\":",
+        cli_buf_printf(&b, ",\"recipients\":%zu,\"attempts\":%u,\"next_attempt\":%lld,\"failed\":%s,\"last_error\":",
                           e->nrcpts, e->attempts, (long long)e->next_attempt, e->failed ? "true" : "false");
         cli_json_str(&b, e->last_error);
-        smtpc__buf_append_str(&b, "}\n");
-        fwrite(smtpc__buf_ptr(&b), 1, smtpc__buf_size(&b), stdout);
-        smtpc__buf_free(&b);
+        cli_buf_append_str(&b, "}\n");
+        fwrite(cli_buf_ptr(&b), 1, cli_buf_size(&b), stdout);
+        cli_buf_free(&b);
     } else {
         /* the last error holds the server's words: escaped like every server text */
         char ef[640], er[640], ee[1024];
-        smtpc__escape_into(ef, sizeof ef, e->from, strlen(e->from));
-        smtpc__escape_into(er, sizeof er, e->first_rcpt, strlen(e->first_rcpt));
-        smtpc__escape_into(ee, sizeof ee, e->last_error, strlen(e->last_error));
+        cli_escape_into(ef, sizeof ef, e->from, strlen(e->from));
+        cli_escape_into(er, sizeof er, e->first_rcpt, strlen(e->first_rcpt));
+        cli_escape_into(ee, sizeof ee, e->last_error, strlen(e->last_error));
         printf("%s  %-19s  attempts %u  %s -> %s%s", e->id, when, e->attempts, ef, er,
                e->nrcpts > 1 ? " (+more)" : "");
         if (e->last_error[0]) printf("  [%s]", ee);

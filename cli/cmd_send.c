@@ -46,7 +46,7 @@ int cmd_send(const char *prog, int argc, char **argv)
     if (c.o.val[O_MESSAGE]) {
         static const cli_opt_id composing[] = {O_SUBJECT, O_REPLY_TO, O_HTML, O_HTML_FILE,
                                                O_ATTACH, O_INLINE, O_HEADER, O_PRIORITY};
-        for (size_t i = 0; i < SMTPC__ARRAY_LEN(composing); i++)
+        for (size_t i = 0; i < CLI_ARRAY_LEN(composing); i++)
             if (c.o.val[composing[i]]) {
                 fprintf(stderr, "%s send: %s cannot be used with --message (the message is sent as is)\n",
                         prog, cli_opt_find_id(composing[i])->name);
@@ -56,18 +56,19 @@ int cmd_send(const char *prog, int argc, char **argv)
     }
     uint64_t count = 1;
     if (c.o.val[O_COUNT] &&
-        (smtpc__parse_u64(c.o.val[O_COUNT], strlen(c.o.val[O_COUNT]), &count) || count < 1 || count > 100000)) {
+        (cli_parse_u64(c.o.val[O_COUNT], &count) || count < 1 || count > 100000)) {
         fprintf(stderr, "%s send: --count: \"%s\" is not a number from 1 to 100000\n", prog, c.o.val[O_COUNT]);
         ex = EX_USAGE;
         goto out;
     }
+    if ((ex = cli_bulk_check(&c))) goto out;
     cli_delivery d = DELIVER_PICKUP;
     if (!c.o.val[O_DUMP]) {
         if ((ex = cli_delivery_choose(&c, &d)) || (ex = cli_check_supported(&c, d))) goto out;
     }
     smtpc_message *m = NULL;
-    smtpc__buf raw;
-    smtpc__buf_init(&raw, 0);
+    cli_buf raw;
+    cli_buf_init(&raw, 0);
     cli_list rcpts = {0};
     const char *env_from = from;
     /* a --message FILE is streamed from the file, never held whole */
@@ -129,17 +130,26 @@ int cmd_send(const char *prog, int argc, char **argv)
         if (fflush(stdout)) ex = EX_IOERR;
         goto done;
     }
+    if (d == DELIVER_SMTP && (count > 1 || c.o.val[O_CONNECTIONS])) {
+        /* copies, or K connections: pipelined over smtpc_bulk */
+        ex = cli_send_many(&c, env_from, rcpts.v, rcpts.n, m, &src, count);
+        goto done;
+    }
+    if (c.o.val[O_CONNECTIONS] || c.o.val[O_RATE] || c.o.val[O_MAX_PER_CONNECTION]) {
+        cli_err(&c, "--connections, --rate and --max-per-connection need SMTP delivery");
+        ex = EX_USAGE;
+        goto done;
+    }
     cli_envelope env = {env_from, rcpts.v, rcpts.n};
     src.msg = m;
     char first_id[512] = "";
-    /* --count: one connection for all, and a progress line on a terminal */
+    /* --count to a pickup directory or an outbox: a progress line on a terminal */
     cli_progress pg;
     cli_progress_start(&pg, "messages", count, false);
-    if (count > 1) cli_deliver_keep(true);
-    else pg.on = false;
+    if (count == 1) pg.on = false;
     for (uint64_t i = 0; i < count; i++) {
         if (m && i == 1 && smtpc_message_message_id(m))
-            smtpc__strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
+            cli_strlcpy(first_id, smtpc_message_message_id(m), sizeof first_id);
         if (m && i > 0 && first_id[0]) {
             /* each copy is its own message: a repeated Message-ID would be
              * dropped as a duplicate by many receivers */
@@ -162,11 +172,10 @@ int cmd_send(const char *prog, int argc, char **argv)
         cli_progress_update(&pg, i + 1);
     }
     cli_progress_end(&pg);
-    cli_deliver_keep(false);
 done:
     smtpc_message_free(m);
     cli_source_close(&src);
-    smtpc__buf_free(&raw);
+    cli_buf_free(&raw);
     free(rcpts.v);
 out:
     cli_ctx_free(&c);

@@ -50,9 +50,9 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
             size_t k = 0;
             const char *eq = strchr(a, '=');
             size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-            for (; k < SMTPC__ARRAY_LEN(longs); k++)
+            for (; k < CLI_ARRAY_LEN(longs); k++)
                 if (strlen(longs[k].name) == nl && !strncmp(a, longs[k].name, nl)) break;
-            if (k == SMTPC__ARRAY_LEN(longs)) {
+            if (k == CLI_ARRAY_LEN(longs)) {
                 fprintf(stderr, "%s: unknown option %s\n", prog, a);
                 return EX_USAGE;
             }
@@ -110,7 +110,7 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
 #define SM_MEM_MAX ((size_t)1 << 20)
 
 typedef struct sm_input {
-    smtpc__buf mem;     /* the message, or once spooled its header block */
+    cli_buf mem;     /* the message, or once spooled its header block */
     int fd;             /* the spool file holding the body, or -1 */
     uint64_t body_len;  /* the body's length in fd */
     bool body8;         /* a body byte has the high bit */
@@ -139,6 +139,19 @@ static size_t dot_scan(int *st, const char *p, size_t n)
         i = (size_t)(nl - p) - 1;
     }
     return n;
+}
+
+/* Offset just past the header block's blank line (or len when none). */
+static size_t header_end(const char *m, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        if (m[i] == '\n') return i + 1;
+        if (m[i] == '\r' && i + 1 < len && m[i + 1] == '\n') return i + 2;
+        const char *nl = memchr(m + i, '\n', len - i);
+        if (!nl) return len;
+        i = (size_t)(nl - m) + 1;
+    }
+    return len;
 }
 
 static const char *tmp_dir(void)
@@ -186,15 +199,15 @@ static int write_all(int fd, const char *p, size_t n)
 static int sm_store(const cli_ctx *c, sm_input *in, const char *p, size_t n)
 {
     if (in->fd < 0) {
-        if (smtpc__buf_append(&in->mem, p, n)) {
+        if (cli_buf_append(&in->mem, p, n)) {
             cli_err(c, "out of memory");
             return EX_OSERR;
         }
         /* not while a dot line may be under way: its bytes stay together */
-        size_t have = smtpc__buf_size(&in->mem);
+        size_t have = cli_buf_size(&in->mem);
         if (have <= SM_MEM_MAX || in->dot == 1 || in->dot == 2) return 0;
-        const char *m = (const char *)smtpc__buf_ptr(&in->mem);
-        size_t hlen = hdr_end(m, have);
+        const char *m = (const char *)cli_buf_ptr(&in->mem);
+        size_t hlen = header_end(m, have);
         if (hlen > SM_MEM_MAX) {
             cli_err(c, "the header block is larger than %zu KiB (no empty line after the header?)",
                     SM_MEM_MAX >> 10);
@@ -257,25 +270,6 @@ static int sm_read(const cli_ctx *c, sm_input *in, bool dots)
     }
 }
 
-typedef struct collect_ud {
-    bool want_rcpts;
-    cli_list *rcpts;
-    cli_list from; /* From: addresses */
-    int rc;
-} collect_ud;
-
-static int collect(void *ud, const char *name, size_t nl, const char *value)
-{
-    collect_ud *c = ud;
-    if (c->want_rcpts && ((nl == 2 && !smtpc__strncasecmp(name, "To", 2)) ||
-                          (nl == 2 && !smtpc__strncasecmp(name, "Cc", 2)) ||
-                          (nl == 3 && !smtpc__strncasecmp(name, "Bcc", 3))))
-        return hdr_addresses(value, c->rcpts);
-    if (nl == 4 && !smtpc__strncasecmp(name, "From", 4) && c->from.n == 0)
-        return hdr_addresses(value, &c->from);
-    return 0;
-}
-
 int cmd_sendmail(const char *prog, int argc, char **argv)
 {
     cli_ctx c;
@@ -288,11 +282,11 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     sm_input in;
     memset(&in, 0, sizeof in);
     in.fd = -1;
-    smtpc__buf msg;
-    smtpc__buf_init(&in.mem, 0);
-    smtpc__buf_init(&msg, 0);
-    cli_list hdr_rcpts = {0}, rcpts = {0};
-    collect_ud cu = {false, &hdr_rcpts, {0}, 0};
+    cli_buf msg;
+    cli_buf_init(&in.mem, 0);
+    cli_buf_init(&msg, 0);
+    cli_list rcpts = {0};
+    smtpc_message *hm = NULL; /* the header block, loaded by the library */
     char fallback_from[320] = "";
 
     int ex = parse(prog, argc, argv, &s, &c.o);
@@ -305,19 +299,27 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     }
     if ((ex = sm_read(&c, &in, s.i))) goto out;
     /* m: the message, or (spooled) its header block */
-    const char *m = (const char *)smtpc__buf_ptr(&in.mem);
-    size_t mlen = smtpc__buf_size(&in.mem), hlen = hdr_end(m, mlen);
-    cu.want_rcpts = s.t;
-    if (hdr_each(m, hlen, collect, &cu)) {
-        cli_err(&c, "header field too long");
-        ex = EX_DATAERR;
-        goto out;
+    const char *m = (const char *)cli_buf_ptr(&in.mem);
+    size_t mlen = cli_buf_size(&in.mem), hlen = header_end(m, mlen);
+    /* the envelope in the headers (From/Sender; To, Cc, Bcc) and the header
+     * block as sent: Bcc removed, Date and Message-ID added when missing, by
+     * the library's loader (which reads through mr as long as hm lives) */
+    cli_mem_reader mr = {m, hlen, 0};
+    {
+        char why[512] = "";
+        int lrc = smtpc_message_load_with(&hm, cli_mem_read, &mr, SMTPC_LOAD_NO_ENVELOPE, why, sizeof why);
+        if (lrc) {
+            cli_err(&c, "the message's header: %s", why[0] ? why : smtpc_strerror(lrc));
+            ex = lrc == SMTPC_ENOMEM ? EX_OSERR : EX_DATAERR;
+            goto out;
+        }
     }
+    const char *hdr_from = smtpc_message_envelope_from(hm);
     /* the sender: -f, else the account's from, else From:, else user@host */
-    const char *hint = s.from ? s.from : cu.from.n ? cu.from.v[0] : NULL;
+    const char *hint = s.from ? s.from : hdr_from;
     if ((ex = cli_ctx_load_config(&c, hint))) goto out;
     const char *from = s.from ? s.from : cli_get(&c, O_FROM);
-    if (!from && cu.from.n) from = cu.from.v[0];
+    if (!from && hdr_from) from = hdr_from;
     {
         struct passwd *pw = getpwuid(getuid());
         char host[256] = "localhost";
@@ -337,15 +339,14 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     if (*from && (ex = cli_check_address(&c, "sender", from))) goto out;
 
     /* recipients: the command line, then (with -t) the headers; no duplicates */
-    for (int pass = 0; pass < 2; pass++) {
-        const cli_list *src = pass ? &hdr_rcpts : &c.o.pos;
-        for (size_t i = 0; i < src->n; i++) {
-            bool dup = false;
-            for (size_t j = 0; j < rcpts.n && !dup; j++) dup = !smtpc__strcasecmp(rcpts.v[j], src->v[i]);
-            if (dup) continue;
-            if ((ex = cli_check_address(&c, "recipient", src->v[i]))) goto out;
-            if (cli_list_push(&rcpts, src->v[i])) { ex = EX_OSERR; goto out; }
-        }
+    size_t nh = s.t ? smtpc_message_rcpt_count(hm) : 0;
+    for (size_t i = 0; i < c.o.pos.n + nh; i++) {
+        const char *a = i < c.o.pos.n ? c.o.pos.v[i] : smtpc_message_rcpt(hm, i - c.o.pos.n);
+        bool dup = false;
+        for (size_t j = 0; j < rcpts.n && !dup; j++) dup = !strcasecmp(rcpts.v[j], a);
+        if (dup) continue;
+        if ((ex = cli_check_address(&c, "recipient", a))) goto out;
+        if (cli_list_push(&rcpts, a)) { ex = EX_OSERR; goto out; }
     }
     if (rcpts.n == 0) {
         cli_err(&c, "no recipients found%s", s.t ? " in To, Cc or Bcc" : "");
@@ -353,31 +354,31 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
         goto out;
     }
 
-    /* missing From and Date are added; Bcc never leaves this machine */
+    /* a missing From is added; Bcc never leaves this machine (the loaded
+     * header block is written without it) */
     int rc = 0;
-    if (!hdr_has(m, hlen, "From")) {
+    if (!hdr_from) {
         const char *fn = s.fullname;
-        if (fn && *fn && !smtpc__has_ctl(fn)) {
-            rc = smtpc__buf_append_str(&msg, "From: \"");
+        if (fn && *fn && !cli_has_ctl(fn)) {
+            rc = cli_buf_append_str(&msg, "From: \"");
             for (const char *p = fn; !rc && *p; p++) {
-                if (*p == '"' || *p == '\\') rc = smtpc__buf_append(&msg, "\\", 1);
-                if (!rc) rc = smtpc__buf_append(&msg, p, 1);
+                if (*p == '"' || *p == '\\') rc = cli_buf_append(&msg, "\\", 1);
+                if (!rc) rc = cli_buf_append(&msg, p, 1);
             }
-            if (!rc) rc = smtpc__buf_printf(&msg, "\" <%s>\r\n", *from ? from : fallback_from);
+            if (!rc) rc = cli_buf_printf(&msg, "\" <%s>\r\n", *from ? from : fallback_from);
         } else {
             /* a null sender is no author: the header names the local user */
-            rc = smtpc__buf_printf(&msg, "From: %s\r\n", *from ? from : fallback_from);
+            rc = cli_buf_printf(&msg, "From: %s\r\n", *from ? from : fallback_from);
         }
     }
-    if (!rc && !hdr_has(m, hlen, "Date")) {
-        char date[64];
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-        rc = smtpc__buf_printf(&msg, "Date: %s\r\n", date);
-    }
-    if (!rc) rc = hdr_remove(m, mlen, "Bcc", &msg);
+    smtpc_message_writer *hw = NULL;
+    if (!rc) rc = smtpc_message_writer_new(&hw, hm, 0);
+    char tmp[16384];
+    ssize_t n = 0;
+    while (!rc && (n = smtpc_message_writer_read(hw, tmp, sizeof tmp)) > 0) rc = cli_buf_append(&msg, tmp, (size_t)n);
+    if (!rc && n < 0) rc = (int)n;
+    smtpc_message_writer_free(hw);
+    if (!rc) rc = cli_buf_append(&msg, m + hlen, mlen - hlen); /* the body (or nothing when spooled) */
     if (rc) { ex = EX_OSERR; goto out; }
 
     cli_delivery d;
@@ -385,11 +386,11 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_envelope env = {from, rcpts.v, rcpts.n};
     cli_result r;
     cli_result_init(&r);
-    cli_source src = {NULL, smtpc__buf_ptr(&msg), smtpc__buf_size(&msg), false, -1, false, 0, NULL, 0};
+    cli_source src = {NULL, cli_buf_ptr(&msg), cli_buf_size(&msg), false, -1, false, 0, NULL, 0};
     if (in.fd >= 0) { /* the added fields and header block, then the spooled body */
         src.mem = NULL;
-        src.head = smtpc__buf_ptr(&msg);
-        src.headlen = smtpc__buf_size(&msg);
+        src.head = cli_buf_ptr(&msg);
+        src.headlen = cli_buf_size(&msg);
         src.file = true;
         src.fd = in.fd;
         src.len = src.headlen + (size_t)in.body_len;
@@ -400,12 +401,11 @@ int cmd_sendmail(const char *prog, int argc, char **argv)
     cli_result_free(&r);
     ex = cli_exit_code(rc);
 out:
-    cli_list_free_strings(&hdr_rcpts);
-    cli_list_free_strings(&cu.from);
+    smtpc_message_free(hm);
     free(rcpts.v);
     if (in.fd >= 0) close(in.fd);
-    smtpc__buf_free(&in.mem);
-    smtpc__buf_free(&msg);
+    cli_buf_free(&in.mem);
+    cli_buf_free(&msg);
     cli_ctx_free(&c);
     return ex;
 }

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /* Reads fd to its end into out (at most limit bytes: errno EFBIG). */
-static int slurp_fd(int fd, smtpc__buf *out, size_t limit)
+static int slurp_fd(int fd, cli_buf *out, size_t limit)
 {
     char tmp[65536];
     for (;;) {
@@ -19,12 +19,12 @@ static int slurp_fd(int fd, smtpc__buf *out, size_t limit)
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return -1;
         if (n == 0) return 0;
-        if (smtpc__buf_size(out) + (size_t)n > limit) { errno = EFBIG; return -1; }
-        if (smtpc__buf_append(out, tmp, (size_t)n)) { errno = ENOMEM; return -1; }
+        if (cli_buf_size(out) + (size_t)n > limit) { errno = EFBIG; return -1; }
+        if (cli_buf_append(out, tmp, (size_t)n)) { errno = ENOMEM; return -1; }
     }
 }
 
-int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
+int cli_slurp(const char *path, cli_buf *out, size_t limit)
 {
     int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -37,7 +37,7 @@ int cli_slurp(const char *path, smtpc__buf *out, size_t limit)
 
 int cli_check_address(const cli_ctx *c, const char *what, const char *a)
 {
-    if (!*a || smtpc__has_ctl(a)) {
+    if (!*a || cli_has_ctl(a)) {
         cli_err(c, "%s: empty address or control characters in \"%s\"", what, a);
         return EX_DATAERR;
     }
@@ -50,7 +50,7 @@ int cli_check_address(const cli_ctx *c, const char *what, const char *a)
     return 0;
 }
 
-static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id, smtpc__buf *b,
+static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id, cli_buf *b,
                      const char **text, size_t *len)
 {
     const char *file = c->o.val[file_id];
@@ -59,8 +59,8 @@ static int body_from(const cli_ctx *c, cli_opt_id inline_id, cli_opt_id file_id,
             cli_err(c, "cannot read %s: %s", file, strerror(errno));
             return errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
         }
-        *text = (const char *)smtpc__buf_ptr(b);
-        *len = smtpc__buf_size(b);
+        *text = (const char *)cli_buf_ptr(b);
+        *len = cli_buf_size(b);
     } else if (c->o.val[inline_id]) {
         *text = c->o.val[inline_id];
         *len = strlen(*text);
@@ -75,6 +75,7 @@ static int msg_fail(const cli_ctx *c, smtpc_message *m, const char *opt, int rc)
     if (rc == SMTPC_ENOTFOUND) return EX_NOINPUT;
     if (rc == SMTPC_EIO) return EX_NOINPUT;
     if (rc == SMTPC_ENOMEM) return EX_OSERR;
+    if (rc == SMTPC_ELIBRARY) return EX_OSFILE;
     return EX_DATAERR;
 }
 
@@ -84,15 +85,66 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+/* --attach FILE[;name=NAME][;type=TYPE], --inline FILE[;cid=ID][;type=TYPE]:
+ * the parameters are the ';'-separated key=value pieces at the end whose keys
+ * are in keys ("name type" / "cid type"); a name that exists as a file is
+ * taken whole (a file name with ';' in it). Fills path (the file) and
+ * vals[i] for keys[i] (or NULL). 0, or -1 when too long. */
+typedef struct file_spec {
+    char path[4096];
+    char val[3][1024];
+    const char *v[3];
+} file_spec;
+
+static int file_spec_parse(const char *arg, const char *const *keys, size_t nkeys, file_spec *fs)
+{
+    memset(fs->v, 0, sizeof fs->v);
+    if (strlen(arg) >= sizeof fs->path) return -1;
+    cli_strlcpy(fs->path, arg, sizeof fs->path);
+    struct stat st;
+    if (stat(arg, &st) == 0) return 0;
+    /* the first ';' after which every piece is a known key=value */
+    for (char *semi = strchr(fs->path, ';'); semi; semi = strchr(semi + 1, ';')) {
+        bool all = true;
+        const char *p = semi + 1;
+        while (all && *p) {
+            size_t n = strcspn(p, ";");
+            const char *eq = memchr(p, '=', n);
+            size_t k = 0;
+            for (; eq && k < nkeys; k++)
+                if (strlen(keys[k]) == (size_t)(eq - p) && !strncasecmp(p, keys[k], (size_t)(eq - p))) break;
+            all = eq && k < nkeys && eq + 1 < p + n;
+            p += n + (p[n] ? 1 : 0);
+        }
+        if (!all) continue;
+        for (p = semi + 1; *p;) {
+            size_t n = strcspn(p, ";");
+            const char *eq = memchr(p, '=', n);
+            for (size_t k = 0; k < nkeys; k++)
+                if (strlen(keys[k]) == (size_t)(eq - p) && !strncasecmp(p, keys[k], (size_t)(eq - p))) {
+                    size_t vl = n - (size_t)(eq + 1 - p);
+                    if (vl >= sizeof fs->val[k]) return -1;
+                    memcpy(fs->val[k], eq + 1, vl);
+                    fs->val[k][vl] = '\0';
+                    fs->v[k] = fs->val[k];
+                }
+            p += n + (p[n] ? 1 : 0);
+        }
+        *semi = '\0';
+        break;
+    }
+    return 0;
+}
+
 int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
 {
     const cli_opts *o = &c->o;
     smtpc_message *m;
     if (smtpc_message_new(&m)) return EX_OSERR;
     int ex = 0, rc;
-    smtpc__buf tb, hb;
-    smtpc__buf_init(&tb, 0);
-    smtpc__buf_init(&hb, 0);
+    cli_buf tb, hb;
+    cli_buf_init(&tb, 0);
+    cli_buf_init(&hb, 0);
 
 #define TRY(opt, call)                                                                             \
     do {                                                                                           \
@@ -105,7 +157,7 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     for (size_t i = 0; i < o->list[O_BCC].n; i++) TRY("--bcc", smtpc_message_add_bcc(m, o->list[O_BCC].v[i]));
     if (o->val[O_REPLY_TO]) TRY("--reply-to", smtpc_message_add_reply_to(m, o->val[O_REPLY_TO]));
     if (o->val[O_SUBJECT]) {
-        if (!ex && smtpc__has_crlfnul(o->val[O_SUBJECT], strlen(o->val[O_SUBJECT]))) {
+        if (!ex && strpbrk(o->val[O_SUBJECT], "\r\n")) {
             /* the library would encode them; on a command line they are a mistake or an attack */
             cli_err(c, "--subject must not contain CR, LF or NUL");
             ex = EX_DATAERR;
@@ -146,15 +198,32 @@ int cli_compose(const cli_ctx *c, const char *from, smtpc_message **out)
     if (!ex) ex = body_from(c, O_HTML, O_HTML_FILE, &hb, &html, &hlen);
     if (text || !html) TRY("--text", smtpc_message_set_text(m, text ? text : "", text ? tlen : 0));
     if (html) TRY("--html", smtpc_message_set_html(m, html, hlen));
-    for (size_t i = 0; i < o->list[O_ATTACH].n; i++)
-        TRY("--attach", smtpc_message_add_attachment_file(m, o->list[O_ATTACH].v[i], NULL));
-    /* an inline image is referred to from the HTML as cid:<its file name> */
-    for (size_t i = 0; i < o->list[O_INLINE].n; i++)
-        TRY("--inline", smtpc_message_add_inline_file(m, o->list[O_INLINE].v[i],
-                                                      base_name(o->list[O_INLINE].v[i]), NULL));
+    static const char *const akeys[] = {"name", "type"}, *const ikeys[] = {"cid", "type"};
+    file_spec fs;
+    for (size_t i = 0; !ex && i < o->list[O_ATTACH].n; i++) {
+        if (file_spec_parse(o->list[O_ATTACH].v[i], akeys, 2, &fs)) {
+            cli_err(c, "--attach: \"%s\" is too long", o->list[O_ATTACH].v[i]);
+            ex = EX_USAGE;
+            break;
+        }
+        smtpc_attachment_opts ao;
+        memset(&ao, 0, sizeof ao);
+        ao.name = fs.v[0];
+        ao.content_type = fs.v[1];
+        TRY("--attach", smtpc_message_add_attachment_file(m, fs.path, &ao));
+    }
+    /* an inline image is referred to from the HTML as cid:<ID>, by default its file name */
+    for (size_t i = 0; !ex && i < o->list[O_INLINE].n; i++) {
+        if (file_spec_parse(o->list[O_INLINE].v[i], ikeys, 2, &fs)) {
+            cli_err(c, "--inline: \"%s\" is too long", o->list[O_INLINE].v[i]);
+            ex = EX_USAGE;
+            break;
+        }
+        TRY("--inline", smtpc_message_add_inline_file(m, fs.path, fs.v[0] ? fs.v[0] : base_name(fs.path), fs.v[1]));
+    }
 #undef TRY
-    smtpc__buf_free(&tb);
-    smtpc__buf_free(&hb);
+    cli_buf_free(&tb);
+    cli_buf_free(&hb);
     if (ex) {
         smtpc_message_free(m);
         return ex;
@@ -171,7 +240,7 @@ bool cli_has_8bit(const void *p, size_t n)
     return false;
 }
 
-int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t limit)
+int cli_source_file(cli_source *src, const char *path, cli_buf *buf, size_t limit)
 {
     bool in = strcmp(path, "-") == 0;
     int fd = in ? 0 : open(path, O_RDONLY | O_CLOEXEC);
@@ -184,8 +253,8 @@ int cli_source_file(cli_source *src, const char *path, smtpc__buf *buf, size_t l
         if (!in) close(fd);
         errno = e;
         if (rc) return -1;
-        src->mem = smtpc__buf_ptr(buf);
-        src->len = smtpc__buf_size(buf);
+        src->mem = cli_buf_ptr(buf);
+        src->len = cli_buf_size(buf);
         return 0;
     }
     if ((uint64_t)(st.st_size - base) > limit) {
@@ -266,4 +335,13 @@ ssize_t cli_source_read(void *ud, void *buf, size_t len)
         rd->off += (size_t)r;
         return r;
     }
+}
+
+ssize_t cli_mem_read(void *ud, void *buf, size_t len)
+{
+    cli_mem_reader *r = ud;
+    size_t n = r->len - r->off < len ? r->len - r->off : len;
+    memcpy(buf, r->p + r->off, n);
+    r->off += n;
+    return (ssize_t)n;
 }

@@ -53,19 +53,9 @@ static void take_reply(smtpc_session *s, int *code, char *enh, size_t enhlen, ch
 {
     const smtpc_reply *rep = smtpc_session_reply(s);
     *code = smtpc_reply_code(rep);
-    smtpc__strlcpy(enh, rep ? smtpc_reply_enhanced(rep) : "", enhlen);
+    cli_strlcpy(enh, rep ? smtpc_reply_enhanced(rep) : "", enhlen);
     free(*text);
-    *text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
-}
-
-static int set_ms(const cli_ctx *c, cli_opt_id id, smtpc_session *s,
-                  int (*setter)(smtpc_session *, int64_t))
-{
-    const char *v = cli_get(c, id);
-    int64_t ms;
-    if (!v) return 0;
-    if (smtpc_config_parse_duration_ms(v, &ms)) return SMTPC_ECONFIG;
-    return setter(s, ms);
+    *text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
 }
 
 /* --bind ADDR[:PORT] ("[v6]:port", or a bare IPv6 address without port). */
@@ -74,38 +64,11 @@ static int parse_bind(const char *v, char *addr, size_t len, uint16_t *port)
     const char *c1 = strchr(v, ':');
     if (c1 && v[0] != '[' && strchr(c1 + 1, ':')) { /* bare IPv6 */
         if (strlen(v) >= len) return SMTPC_ECONFIG;
-        smtpc__strlcpy(addr, v, len);
+        cli_strlcpy(addr, v, len);
         *port = 0;
         return 0;
     }
     return smtpc_config_parse_server(v, addr, len, port);
-}
-
-/* Where the connection comes from and goes through: --bind, -4/-6,
- * --proxy (or the configuration's bind / proxy). 0 or SMTPC_E* (in r). */
-static int cli_session_reach(const cli_ctx *c, cli_result *r, smtpc_session *s)
-{
-    int rc = 0;
-    const char *b = cli_get(c, O_BIND);
-    if (b) {
-        char addr[256];
-        uint16_t bport = 0;
-        if (parse_bind(b, addr, sizeof addr, &bport))
-            return cli_result_fail(r, SMTPC_ECONFIG, "bad bind address \"%s\" (ADDR, ADDR:PORT or [IPv6]:PORT)", b);
-        if ((rc = smtpc_session_set_bind(s, addr, bport))) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-    }
-    if (cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6))
-        return cli_result_fail(r, SMTPC_ECONFIG, "-4 and -6 exclude each other");
-    if (cli_get_bool(c, O_IPV4)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV4);
-    if (cli_get_bool(c, O_IPV6)) rc = smtpc_session_set_family(s, SMTPC_FAMILY_IPV6);
-    if (rc) return cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-    const char *px = cli_get(c, O_PROXY);
-    if (px && *px && (rc = smtpc_session_set_proxy_url(s, px))) {
-        /* the library's message never holds the credentials */
-        return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s",
-                               smtpc_session_errmsg(s));
-    }
-    return 0;
 }
 
 /* ---- security settings -> session ---------------------------------------- */
@@ -119,7 +82,7 @@ static int token_provider(void *ud, bool refresh, const char **token, size_t *le
 {
     (void)ud;
     (void)refresh; /* both mean "run the command": it returns the current token */
-    smtpc__free_secret(g_tok.token);
+    cli_free_secret(g_tok.token);
     g_tok.token = NULL;
     const char *src;
     char err[256];
@@ -132,7 +95,7 @@ static int token_provider(void *ud, bool refresh, const char **token, size_t *le
 
 void cli_security_done(void)
 {
-    smtpc__free_secret(g_tok.token);
+    cli_free_secret(g_tok.token);
     g_tok.token = NULL;
     g_tok.c = NULL;
 }
@@ -146,69 +109,8 @@ static int tls_version(const char *v, int *out)
     return SMTPC_ECONFIG;
 }
 
-/* Applies TLS and AUTH settings (flags over configuration). 0 or SMTPC_E*
- * with r filled. */
-static int apply_security(const cli_ctx *c, cli_result *r, smtpc_session *s, smtpc_tls_mode mode)
-{
-    int rc = smtpc_session_set_tls_mode(s, mode);
-    const char *v;
-    if (!rc && (v = cli_get(c, O_CA_FILE))) rc = smtpc_session_set_ca_file(s, v);
-    if (!rc && (v = cli_get(c, O_CA_PATH))) rc = smtpc_session_set_ca_path(s, v);
-    if (!rc && (v = cli_get(c, O_TLS_SERVER_NAME))) rc = smtpc_session_set_tls_server_name(s, v);
-    if (!rc && (v = cli_get(c, O_CERT))) rc = smtpc_session_set_client_cert(s, v, cli_get(c, O_KEY));
-    if (!rc && !cli_get(c, O_CERT) && cli_get(c, O_KEY))
-        return cli_result_fail(r, SMTPC_ECONFIG, "--key without --cert");
-    if (!rc && (v = cli_get(c, O_PIN))) {
-        /* several pins: separated by ';' ',' or spaces */
-        char buf[1024];
-        smtpc__strlcpy(buf, v, sizeof buf);
-        for (char *p = buf; !rc && *p;) {
-            size_t n = strcspn(p, ";, ");
-            char save = p[n];
-            p[n] = '\0';
-            if (n) rc = smtpc_session_add_pin(s, p);
-            if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "--pin: %s", smtpc_session_errmsg(s));
-            p += n + (save ? 1 : 0);
-        }
-    }
-    if (!rc && cli_get_bool(c, O_INSECURE)) {
-        rc = smtpc_session_set_insecure(s, true);
-        fprintf(stderr, "%s %s: warning: --insecure: the server's certificate is NOT verified; "
-                        "anyone on the path can read and change this session\n", c->prog, c->cmdname);
-    }
-    int tmin = 0, tmax = 0;
-    if (!rc && (tls_version(cli_get(c, O_TLS_MIN), &tmin) || tls_version(cli_get(c, O_TLS_MAX), &tmax)))
-        return cli_result_fail(r, SMTPC_ECONFIG, "--tls-min/--tls-max: not one of 1.0, 1.1, 1.2, 1.3");
-    if (!rc && (tmin || tmax || c->o.val[O_TLS_STRICT_VERSION]))
-        rc = smtpc_session_set_tls_versions(s, tmin, tmax, c->o.val[O_TLS_STRICT_VERSION] != NULL);
-    if (!rc && (v = cli_get(c, O_AUTH))) rc = smtpc_session_set_auth_mechanisms(s, v);
-    if (!rc && cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) rc = smtpc_session_set_allow_plaintext_auth(s, true);
-    if (rc) return cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s", smtpc_session_errmsg(s));
-
-    const char *user = cli_get(c, O_USER);
-    bool tokcmd = cli_get(c, O_OAUTH_TOKEN_CMD) != NULL;
-    if (tokcmd) {
-        g_tok.c = c;
-        rc = smtpc_session_set_token_cb(s, token_provider, NULL);
-        if (!rc && user) rc = smtpc_session_set_credentials(s, user, NULL);
-    } else if (user) {
-        char *pw = NULL, err[256];
-        const char *src;
-        rc = cli_secret(c, false, &pw, &src, err, sizeof err);
-        if (rc == SMTPC_ENOTFOUND)
-            return cli_result_fail(r, SMTPC_ECONFIG, "--user %s needs a password: --password-env VAR, "
-                                   "--password-file FILE or --password-cmd CMD", user);
-        if (rc) return cli_result_fail(r, rc, "%s", err);
-        rc = smtpc_session_set_credentials(s, user, pw);
-        smtpc__free_secret(pw);
-        if (rc) return cli_result_fail(r, SMTPC_ECONFIG, "%s", smtpc_session_errmsg(s));
-    }
-    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) smtpc_session_set_trace(s, cli_trace_cb, NULL);
-    return rc;
-}
-
-int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char *host,
-                     size_t hostlen, uint16_t *port_out)
+int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostlen, uint16_t *port_out,
+                      smtpc_tls_mode *mode_out)
 {
     uint16_t port = 0;
     const char *server = cli_get(c, O_SERVER);
@@ -219,49 +121,151 @@ int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out, char 
     const char *portv = c->o.val[O_SERVER] ? NULL : smtpc_account_get(c->acct, "port");
     if (!port && portv) {
         uint64_t v;
-        if (!smtpc__parse_u64(portv, strlen(portv), &v)) port = (uint16_t)v;
+        if (!cli_parse_u64(portv, &v)) port = (uint16_t)v;
     }
     bool creds = cli_get(c, O_USER) || cli_get(c, O_OAUTH_TOKEN_CMD);
-    smtpc_tls_mode mode;
-    if (!tls) {
-        /* as the library's default (RFC 8314): implicit TLS on 465;
-         * opportunistic STARTTLS on 25 without credentials (relay); STARTTLS
-         * required everywhere else: never a silent plaintext submission */
-        mode = port == 465 ? SMTPC_TLS_MODE_IMPLICIT
-               : (port == 25 && !creds) ? SMTPC_TLS_MODE_STARTTLS_OPTIONAL
-                                        : SMTPC_TLS_MODE_STARTTLS;
-    } else if (smtpc_tls_mode_parse(tls, &mode)) {
+    smtpc_tls_mode mode = SMTPC_TLS_MODE_DEFAULT;
+    if (tls && smtpc_tls_mode_parse(tls, &mode))
         return cli_result_fail(r, SMTPC_ECONFIG, "--tls: \"%s\" is not a TLS mode", tls);
-    }
+    /* without --tls, the library's default (RFC 8314): implicit TLS on 465;
+     * opportunistic STARTTLS on 25 without credentials (relay); STARTTLS
+     * required everywhere else: never a silent plaintext submission */
+    mode = smtpc_tls_mode_effective(mode, port ? port : 587, creds);
     if (!port) port = mode == SMTPC_TLS_MODE_IMPLICIT || mode == SMTPC_TLS_MODE_AUTO ? 465
                       : mode == SMTPC_TLS_MODE_NONE ? 25 : 587;
     r->tls = mode == SMTPC_TLS_MODE_IMPLICIT ? "tls" : smtpc_tls_mode_name(mode);
     snprintf(r->server, sizeof r->server, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+    *port_out = port;
+    *mode_out = mode;
+    return 0;
+}
 
-    smtpc_session *s;
-    int rc = smtpc_session_new(&s);
-    if (rc) return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
-    if (!rc) rc = set_ms(c, O_CONNECT_TIMEOUT, s, smtpc_session_set_connect_timeout_ms);
-    if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
-    if (!rc) rc = set_ms(c, O_GREETING_TIMEOUT, s, smtpc_session_set_auto_timeout_ms);
-    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_command_timeout_ms);
+/* Every connection setting of the command line and the configuration, in
+ * one smtpc_conn_opts: the server and TLS mode (cli_server_choose), timeouts,
+ * EHLO name, bind, family, proxy, TLS configuration, credentials. */
+int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out)
+{
+    char host[256];
+    uint16_t port;
+    smtpc_tls_mode mode;
+    if (cli_server_choose(c, r, host, sizeof host, &port, &mode)) return r->err;
+    smtpc_conn_opts *o;
+    int rc = smtpc_conn_opts_new(&o);
+    if (rc) return cli_result_fail(r, rc, "out of memory");
+    if (!tok) { /* the command's token, run again when the server refuses it */
+        g_tok.c = c;
+        tok = token_provider;
+        tok_ud = NULL;
+    }
+    const char *v;
+#define SET(call)                                                                                  \
+    do {                                                                                           \
+        if (!r->err && (rc = (call)) != 0)                                                         \
+            cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "%s", smtpc_conn_opts_errmsg(o)); \
+    } while (0)
+    SET(smtpc_conn_opts_set_server(o, host, port));
+    SET(smtpc_conn_opts_set_tls_mode(o, mode));
     /* --timeout is "how long to wait for the server": also for the greeting
      * (unless --greeting-timeout says otherwise) and the end-of-data reply */
-    if (!rc && !cli_get(c, O_GREETING_TIMEOUT)) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_greeting_timeout_ms);
-    if (!rc) rc = set_ms(c, O_TIMEOUT, s, smtpc_session_set_data_timeout_ms);
-    if (!rc && cli_get(c, O_EHLO_NAME)) rc = smtpc_session_set_ehlo_name(s, cli_get(c, O_EHLO_NAME));
-    if (!rc) rc = cli_session_reach(c, r, s);
-    if (rc) {
-        if (!r->err) cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        smtpc_session_free(s);
+    static const cli_opt_id tmo[] = {O_CONNECT_TIMEOUT, O_GREETING_TIMEOUT, O_TIMEOUT};
+    int64_t ms[3] = {0, 0, 0};
+    for (size_t i = 0; !r->err && i < CLI_ARRAY_LEN(tmo); i++)
+        if ((v = cli_get(c, tmo[i])) && smtpc_config_parse_duration_ms(v, &ms[i]))
+            cli_result_fail(r, SMTPC_ECONFIG, "%s: \"%s\" is not a duration", cli_opt_find_id(tmo[i])->name, v);
+    SET(smtpc_conn_opts_set_connect_timeout_ms(o, ms[0]));
+    SET(smtpc_conn_opts_set_greeting_timeout_ms(o, ms[1] ? ms[1] : ms[2]));
+    SET(smtpc_conn_opts_set_auto_timeout_ms(o, ms[1]));
+    SET(smtpc_conn_opts_set_command_timeout_ms(o, ms[2]));
+    SET(smtpc_conn_opts_set_data_timeout_ms(o, ms[2]));
+    if ((v = cli_get(c, O_EHLO_NAME))) SET(smtpc_conn_opts_set_ehlo_name(o, v));
+    if (!r->err && (v = cli_get(c, O_BIND))) {
+        char addr[256];
+        uint16_t bport = 0;
+        if (parse_bind(v, addr, sizeof addr, &bport))
+            cli_result_fail(r, SMTPC_ECONFIG, "bad bind address \"%s\" (ADDR, ADDR:PORT or [IPv6]:PORT)", v);
+        SET(smtpc_conn_opts_set_bind(o, addr, bport));
+    }
+    if (!r->err && cli_get_bool(c, O_IPV4) && cli_get_bool(c, O_IPV6))
+        cli_result_fail(r, SMTPC_ECONFIG, "-4 and -6 exclude each other");
+    if (cli_get_bool(c, O_IPV4)) SET(smtpc_conn_opts_set_family(o, SMTPC_FAMILY_IPV4));
+    if (cli_get_bool(c, O_IPV6)) SET(smtpc_conn_opts_set_family(o, SMTPC_FAMILY_IPV6));
+    /* the library's message never holds the proxy's credentials */
+    if (!r->err && (v = cli_get(c, O_PROXY)) && *v && (rc = smtpc_conn_opts_set_proxy_url(o, v)))
+        cli_result_fail(r, rc == SMTPC_EINVAL ? SMTPC_ECONFIG : rc, "--proxy: %s", smtpc_conn_opts_errmsg(o));
+    if ((v = cli_get(c, O_CA_FILE))) SET(smtpc_conn_opts_set_ca_file(o, v));
+    if ((v = cli_get(c, O_CA_PATH))) SET(smtpc_conn_opts_set_ca_path(o, v));
+    if ((v = cli_get(c, O_TLS_SERVER_NAME))) SET(smtpc_conn_opts_set_tls_server_name(o, v));
+    if (!r->err && !cli_get(c, O_CERT) && cli_get(c, O_KEY)) cli_result_fail(r, SMTPC_ECONFIG, "--key without --cert");
+    if ((v = cli_get(c, O_CERT))) SET(smtpc_conn_opts_set_client_cert(o, v, cli_get(c, O_KEY)));
+    if (!r->err && (v = cli_get(c, O_PIN))) {
+        /* several pins: separated by ';' ',' or spaces */
+        char buf[1024];
+        cli_strlcpy(buf, v, sizeof buf);
+        for (char *p = buf; !r->err && *p;) {
+            size_t n = strcspn(p, ";, ");
+            char save = p[n];
+            p[n] = '\0';
+            if (n && smtpc_conn_opts_add_pin(o, p))
+                cli_result_fail(r, SMTPC_ECONFIG, "--pin: %s", smtpc_conn_opts_errmsg(o));
+            p += n + (save ? 1 : 0);
+        }
+    }
+    if (!r->err && cli_get_bool(c, O_INSECURE)) {
+        SET(smtpc_conn_opts_set_insecure(o, true));
+        fprintf(stderr, "%s %s: warning: --insecure: the server's certificate is NOT verified; "
+                        "anyone on the path can read and change this session\n", c->prog, c->cmdname);
+    }
+    int tmin = 0, tmax = 0;
+    if (!r->err && (tls_version(cli_get(c, O_TLS_MIN), &tmin) || tls_version(cli_get(c, O_TLS_MAX), &tmax)))
+        cli_result_fail(r, SMTPC_ECONFIG, "--tls-min/--tls-max: not one of 1.0, 1.1, 1.2, 1.3");
+    if (tmin || tmax || c->o.val[O_TLS_STRICT_VERSION])
+        SET(smtpc_conn_opts_set_tls_versions(o, tmin, tmax, c->o.val[O_TLS_STRICT_VERSION] != NULL));
+    if ((v = cli_get(c, O_AUTH))) SET(smtpc_conn_opts_set_auth_mechanisms(o, v));
+    if (cli_get_bool(c, O_ALLOW_PLAINTEXT_AUTH)) SET(smtpc_conn_opts_set_allow_plaintext_auth(o, true));
+    const char *user = cli_get(c, O_USER);
+    if (!r->err && cli_get(c, O_OAUTH_TOKEN_CMD)) {
+        SET(smtpc_conn_opts_set_token_cb(o, tok, tok_ud));
+        if (user) SET(smtpc_conn_opts_set_credentials(o, user, NULL));
+    } else if (!r->err && user) {
+        char *pw = NULL, err[256];
+        const char *src;
+        rc = cli_secret(c, false, &pw, &src, err, sizeof err);
+        if (rc == SMTPC_ENOTFOUND)
+            cli_result_fail(r, SMTPC_ECONFIG, "--user %s needs a password: --password-env VAR, "
+                            "--password-file FILE or --password-cmd CMD", user);
+        else if (rc)
+            cli_result_fail(r, rc, "%s", err);
+        else
+            SET(smtpc_conn_opts_set_credentials(o, user, pw));
+        cli_free_secret(pw);
+    }
+#undef SET
+    if (r->err) {
+        smtpc_conn_opts_free(o);
         return r->err;
     }
-    rc = apply_security(c, r, s, mode);
+    *out = o;
+    return 0;
+}
+
+int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out)
+{
+    smtpc_conn_opts *o = NULL;
+    if (cli_conn_opts(c, r, NULL, NULL, &o)) return r->err;
+    smtpc_session *s;
+    int rc = smtpc_session_new(&s);
     if (rc) {
+        smtpc_conn_opts_free(o);
+        return cli_result_fail(r, rc, "cannot create a session: %s", smtpc_strerror(rc));
+    }
+    rc = smtpc_session_set_conn_opts(s, o);
+    smtpc_conn_opts_free(o);
+    if (!rc && (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY])) rc = smtpc_session_set_trace(s, cli_trace_cb, NULL);
+    if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
         smtpc_session_free(s);
         return rc;
     }
-    *port_out = port;
     *out = s;
     return 0;
 }
@@ -275,30 +279,9 @@ void cli_result_security(cli_result *r, const smtpc_session *s)
     const smtpc_tls_info *ti = u != SMTPC_TLS_MODE_NONE ? smtpc_session_tls_info(s) : NULL;
     r->tls_used = ti != NULL;
     if (ti) {
-        smtpc__strlcpy(r->tls_version, ti->version, sizeof r->tls_version);
-        smtpc__strlcpy(r->tls_cipher, ti->cipher, sizeof r->tls_cipher);
+        cli_strlcpy(r->tls_version, ti->version, sizeof r->tls_version);
+        cli_strlcpy(r->tls_cipher, ti->cipher, sizeof r->tls_cipher);
         r->tls_verified = ti->verified;
-    }
-}
-
-/* --count: one connection for every copy. The session stays open between
- * deliveries while keeping is on; a broken one is replaced at the next. */
-static struct { bool on; smtpc_session *s; char server[320]; } g_keep;
-
-static void keep_drop(void)
-{
-    if (!g_keep.s) return;
-    if (smtpc_session_is_connected(g_keep.s)) smtpc_session_quit(g_keep.s);
-    smtpc_session_free(g_keep.s);
-    g_keep.s = NULL;
-}
-
-void cli_deliver_keep(bool on)
-{
-    g_keep.on = on;
-    if (!on) {
-        keep_drop();
-        cli_security_done();
     }
 }
 
@@ -306,32 +289,20 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
                         cli_result *r)
 {
     r->delivery = "smtp";
-    char host[256];
-    uint16_t port;
     smtpc_session *s;
     int rc;
     cli_tap tap;
     cli_progress pg;
     memset(&pg, 0, sizeof pg);
-    if (g_keep.s && smtpc_session_is_connected(g_keep.s)) {
-        s = g_keep.s; /* the kept connection (--count): ready for MAIL */
-        smtpc__strlcpy(r->server, g_keep.server, sizeof r->server);
-    } else {
-        keep_drop();
-        rc = cli_session_open(c, r, &s, host, sizeof host, &port);
-        if (rc) return rc;
-        rc = smtpc_session_open(s, host, port);
-        if (rc) {
-            cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-            /* the reply that refused (535 to AUTH, 554 greeting ...) */
-            if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL)
-                take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-            goto out;
-        }
-        if (g_keep.on) {
-            g_keep.s = s;
-            smtpc__strlcpy(g_keep.server, r->server, sizeof g_keep.server);
-        }
+    rc = cli_session_open(c, r, &s);
+    if (rc) return rc;
+    rc = smtpc_session_open(s, NULL, 0);
+    if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
+        /* the reply that refused (535 to AUTH, 554 greeting ...) */
+        if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL)
+            take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
+        goto out;
     }
     cli_result_security(r, s);
     smtpc_mail_opts mo;
@@ -347,8 +318,11 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
             }
             mo.smtputf8 = 1;
         }
+        /* raw UTF-8 headers only in an SMTPUTF8 transaction (MAIL ... SMTPUTF8,
+         * which only an address that needs it asks for); otherwise encoded
+         * words (RFC 2047), as smtpc_session_send_message writes it */
         rc = smtpc_message_writer_new(&w, src->msg, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
-                                                        (extu ? SMTPC_WRITE_SMTPUTF8 : 0u));
+                                                        (mo.smtputf8 ? SMTPC_WRITE_SMTPUTF8 : 0u));
         if (rc) {
             cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
             goto quit;
@@ -389,7 +363,7 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     cli_source_reader mr;
     cli_source_reader_init(&mr, src);
     uint64_t total = w ? (uint64_t)(smtpc_message_writer_size(w) > 0 ? smtpc_message_writer_size(w) : 0) : src->len;
-    if (!g_keep.on && total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
+    if (total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
     cli_tap_init(&tap, w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
                  c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
     rc = smtpc_session_send(s, &se, cli_tap_read, &tap);
@@ -408,8 +382,8 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
         const smtpc_reply *rep = smtpc_session_rcpt_reply(s, i);
         x->accepted = smtpc_session_rcpt_status(s, i) == 0 && rep;
         x->code = smtpc_reply_code(rep);
-        smtpc__strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
-        x->text = rep ? smtpc__strdup(smtpc_reply_text(rep)) : NULL;
+        cli_strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
+        x->text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
     }
     if (rc) {
         size_t bad = 0;
@@ -429,12 +403,10 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     r->queue_id = cli_queue_id_from_text(r->final_text);
     r->ok = true;
 quit:
-    if (g_keep.s == s && smtpc_session_is_connected(s)) return r->ok ? 0 : r->err; /* kept for the next */
     if (smtpc_session_is_connected(s)) smtpc_session_quit(s);
 out:
-    if (g_keep.s == s) g_keep.s = NULL;
     smtpc_session_free(s);
-    if (!g_keep.on) cli_security_done();
+    cli_security_done();
     return r->ok ? 0 : r->err;
 }
 #endif

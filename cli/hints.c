@@ -93,7 +93,7 @@ static bool contains_ci(const char *hay, const char *needle)
 {
     size_t n = strlen(needle);
     for (; *hay; hay++)
-        if (!smtpc__strncasecmp(hay, needle, n)) return true;
+        if (!strncasecmp(hay, needle, n)) return true;
     return false;
 }
 
@@ -137,7 +137,7 @@ const char *cli_hint(const cli_result *r)
         enhanced_from_text(text, from_text, sizeof from_text);
         enh = from_text;
     }
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(rows); i++) {
+    for (size_t i = 0; i < CLI_ARRAY_LEN(rows); i++) {
         const hint_row *h = &rows[i];
         if (h->err && h->err != r->err) continue;
         if (!h->err && r->err != SMTPC_EPERMFAIL && r->err != SMTPC_ETEMPFAIL) continue;

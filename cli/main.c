@@ -18,7 +18,8 @@ static void usage_short(FILE *f)
           "       smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
-          "       smtpc help [send|probe|queue|sendmail|config|exit]\n"
+          "       smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] [options]\n"
+          "       smtpc help [send|bulk|probe|queue|sendmail|config|exit]\n"
           "       smtpc --version\n",
           f);
 }
@@ -57,6 +58,14 @@ int cmd_help(const char *topic, FILE *f)
         cli_print_options(f, CMD_SEND);
         fputs("\nNever a password on the command line: --password-env, --password-file,\n"
               "--password-cmd or the configuration file.\n", f);
+        return 0;
+    }
+    if (!strcmp(topic, "bulk")) {
+        fputs("usage: smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] [options]\n"
+              "Sends every .eml file of DIR over K connections with pipelining. The envelope\n"
+              "comes from leading X-Sender:/X-Receiver: lines (removed), else from From: and\n"
+              "To:/Cc:/Bcc: (Bcc removed). TLS, AUTH and connection options as smtpc send.\n\n", f);
+        cli_print_options(f, CMD_BULK);
         return 0;
     }
     if (!strcmp(topic, "probe")) {
@@ -125,8 +134,7 @@ int main(int argc, char **argv)
         printf("smtpc %s\n", smtpc_version());
         return 0;
     }
-    if (!strcmp(cmd, "send") && cli_wants_bulk(argc - 2, argv + 2)) return cmd_bulk("smtpc send", argc - 2, argv + 2);
-    if (!strcmp(cmd, "bulk")) return cmd_bulk("smtpc bulk", argc - 2, argv + 2);
+    if (!strcmp(cmd, "bulk")) return cmd_bulk("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "send")) return cmd_send("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "probe")) return cmd_probe("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);

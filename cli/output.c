@@ -32,6 +32,7 @@ int cli_exit_code(int e)
     case SMTPC_EIO: return EX_IOERR;
     case SMTPC_ECONFIG:
     case SMTPC_ENOTFOUND: return EX_CONFIG;
+    case SMTPC_ELIBRARY: return EX_OSFILE;      /* OpenSSL or libidn2 missing or broken */
     case SMTPC_EBUSY:
     case SMTPC_ESTATE:
     default: return EX_SOFTWARE;
@@ -80,14 +81,14 @@ char *cli_queue_id_from_text(const char *t)
     if (!t) return NULL;
     const char *p = NULL;
     for (const char *s = t; *s && !p; s++) {
-        if (!smtpc__strncasecmp(s, "queued as ", 10)) p = s + 10;
-        else if (!smtpc__strncasecmp(s, "id=", 3) && (s == t || !isalnum((unsigned char)s[-1]))) p = s + 3;
+        if (!strncasecmp(s, "queued as ", 10)) p = s + 10;
+        else if (!strncasecmp(s, "id=", 3) && (s == t || !isalnum((unsigned char)s[-1]))) p = s + 3;
     }
     if (!p) return NULL;
     size_t n = 0;
     while (p[n] && (isalnum((unsigned char)p[n]) || strchr("-._@", p[n]))) n++;
     while (n && p[n - 1] == '.') n--; /* "queued as ABC." */
-    return n ? smtpc__strndup(p, n) : NULL;
+    return n ? strndup(p, n) : NULL;
 }
 
 /* ---- JSON ------------------------------------------------------------------ */
@@ -113,127 +114,127 @@ static size_t utf8_len(const unsigned char *s)
     return 0;
 }
 
-int cli_json_str(smtpc__buf *b, const char *s)
+int cli_json_str(cli_buf *b, const char *s)
 {
-    if (!s) return smtpc__buf_append_str(b, "null");
-    int rc = smtpc__buf_append(b, "\"", 1);
+    if (!s) return cli_buf_append_str(b, "null");
+    int rc = cli_buf_append(b, "\"", 1);
     const unsigned char *p = (const unsigned char *)s;
     while (!rc && *p) {
         unsigned c = *p;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            rc = smtpc__buf_append(b, e, 2);
+            rc = cli_buf_append(b, e, 2);
             p++;
         } else if (c < 0x20 || c == 0x7f) {
-            if (c == '\n') rc = smtpc__buf_append(b, "\\n", 2);
-            else if (c == '\r') rc = smtpc__buf_append(b, "\\r", 2);
-            else if (c == '\t') rc = smtpc__buf_append(b, "\\t", 2);
-            else rc = smtpc__buf_printf(b, "\\u%04x", c);
+            if (c == '\n') rc = cli_buf_append(b, "\\n", 2);
+            else if (c == '\r') rc = cli_buf_append(b, "\\r", 2);
+            else if (c == '\t') rc = cli_buf_append(b, "\\t", 2);
+            else rc = cli_buf_printf(b, "\\u%04x", c);
             p++;
         } else {
             /* the NUL terminator stops utf8_len from reading past the end:
              * a continuation byte check fails on it */
             size_t n = utf8_len(p);
             if (n == 0) {
-                rc = smtpc__buf_append(b, "\\ufffd", 6);
+                rc = cli_buf_append(b, "\\ufffd", 6);
                 p++;
             } else {
-                rc = smtpc__buf_append(b, p, n);
+                rc = cli_buf_append(b, p, n);
                 p += n;
             }
         }
     }
-    if (!rc) rc = smtpc__buf_append(b, "\"", 1);
+    if (!rc) rc = cli_buf_append(b, "\"", 1);
     return rc;
 }
 
-static void json_result(smtpc__buf *b, const cli_result *r)
+static void json_result(cli_buf *b, const cli_result *r)
 {
-    smtpc__buf_printf(b, "{\"ok\":%s,\"delivery\":", r->ok ? "true" : "false");
+    cli_buf_printf(b, "{\"ok\":%s,\"delivery\":", r->ok ? "true" : "false");
     cli_json_str(b, r->delivery);
-    smtpc__buf_append_str(b, ",\"server\":");
+    cli_buf_append_str(b, ",\"server\":");
     cli_json_str(b, r->server[0] ? r->server : NULL);
-    smtpc__buf_append_str(b, ",\"tls\":");
+    cli_buf_append_str(b, ",\"tls\":");
     if (r->tls_used) {
-        smtpc__buf_append_str(b, "{\"version\":");
+        cli_buf_append_str(b, "{\"version\":");
         cli_json_str(b, r->tls_version);
-        smtpc__buf_append_str(b, ",\"cipher\":");
+        cli_buf_append_str(b, ",\"cipher\":");
         cli_json_str(b, r->tls_cipher);
-        smtpc__buf_printf(b, ",\"verified\":%s,\"mode\":", r->tls_verified ? "true" : "false");
+        cli_buf_printf(b, ",\"verified\":%s,\"mode\":", r->tls_verified ? "true" : "false");
         cli_json_str(b, r->tls);
-        smtpc__buf_append_str(b, "}");
+        cli_buf_append_str(b, "}");
     } else {
-        smtpc__buf_append_str(b, "null");
+        cli_buf_append_str(b, "null");
     }
-    smtpc__buf_append_str(b, ",\"auth\":");
+    cli_buf_append_str(b, ",\"auth\":");
     cli_json_str(b, r->auth);
-    smtpc__buf_append_str(b, ",\"recipients\":[");
+    cli_buf_append_str(b, ",\"recipients\":[");
     for (size_t i = 0; i < r->nrcpts; i++) {
         const cli_rcpt *x = &r->rcpts[i];
-        smtpc__buf_append_str(b, i ? ",{\"address\":" : "{\"address\":");
+        cli_buf_append_str(b, i ? ",{\"address\":" : "{\"address\":");
         cli_json_str(b, x->address);
-        if (x->code) smtpc__buf_printf(b, ",\"code\":%d", x->code);
-        else smtpc__buf_append_str(b, ",\"code\":null");
-        smtpc__buf_append_str(b, ",\"enhanced\":");
+        if (x->code) cli_buf_printf(b, ",\"code\":%d", x->code);
+        else cli_buf_append_str(b, ",\"code\":null");
+        cli_buf_append_str(b, ",\"enhanced\":");
         cli_json_str(b, x->enhanced[0] ? x->enhanced : NULL);
-        smtpc__buf_append_str(b, ",\"text\":");
+        cli_buf_append_str(b, ",\"text\":");
         cli_json_str(b, x->text);
-        smtpc__buf_printf(b, ",\"accepted\":%s}", x->accepted ? "true" : "false");
+        cli_buf_printf(b, ",\"accepted\":%s}", x->accepted ? "true" : "false");
     }
-    smtpc__buf_append_str(b, "],\"final\":");
+    cli_buf_append_str(b, "],\"final\":");
     if (r->final_code) {
-        smtpc__buf_printf(b, "{\"code\":%d,\"enhanced\":", r->final_code);
+        cli_buf_printf(b, "{\"code\":%d,\"enhanced\":", r->final_code);
         cli_json_str(b, r->final_enhanced[0] ? r->final_enhanced : NULL);
-        smtpc__buf_append_str(b, ",\"text\":");
+        cli_buf_append_str(b, ",\"text\":");
         cli_json_str(b, r->final_text);
-        smtpc__buf_append_str(b, ",\"queue_id\":");
+        cli_buf_append_str(b, ",\"queue_id\":");
         cli_json_str(b, r->queue_id);
-        smtpc__buf_append_str(b, "}");
+        cli_buf_append_str(b, "}");
     } else {
-        smtpc__buf_append_str(b, "null");
+        cli_buf_append_str(b, "null");
     }
-    smtpc__buf_append_str(b, ",\"path\":");
+    cli_buf_append_str(b, ",\"path\":");
     cli_json_str(b, r->path);
-    smtpc__buf_append_str(b, ",\"error\":");
+    cli_buf_append_str(b, ",\"error\":");
     if (r->ok) {
-        smtpc__buf_append_str(b, "null");
+        cli_buf_append_str(b, "null");
     } else {
-        smtpc__buf_append_str(b, "{\"class\":");
+        cli_buf_append_str(b, "{\"class\":");
         cli_json_str(b, cli_error_class_name(r->err));
-        smtpc__buf_append_str(b, ",\"code\":");
+        cli_buf_append_str(b, ",\"code\":");
         cli_json_str(b, smtpc_err_name(r->err));
-        smtpc__buf_printf(b, ",\"exit\":%d,\"message\":", cli_exit_code(r->err));
+        cli_buf_printf(b, ",\"exit\":%d,\"message\":", cli_exit_code(r->err));
         cli_json_str(b, r->errmsg);
-        smtpc__buf_append_str(b, ",\"hint\":");
+        cli_buf_append_str(b, ",\"hint\":");
         cli_json_str(b, cli_hint(r));
-        smtpc__buf_append_str(b, "}");
+        cli_buf_append_str(b, "}");
     }
-    smtpc__buf_append_str(b, "}\n");
+    cli_buf_append_str(b, "}\n");
 }
 
 void cli_print_result(const cli_ctx *c, const cli_result *r)
 {
     if (c->json) {
-        smtpc__buf b;
-        smtpc__buf_init(&b, 0);
+        cli_buf b;
+        cli_buf_init(&b, 0);
         json_result(&b, r);
-        fwrite(smtpc__buf_ptr(&b), 1, smtpc__buf_size(&b), stdout);
-        smtpc__buf_free(&b);
+        fwrite(cli_buf_ptr(&b), 1, cli_buf_size(&b), stdout);
+        cli_buf_free(&b);
         fflush(stdout);
         return;
     }
     char esc[1024];
     cli_progress_clear();
     if (!r->ok) {
-        smtpc__escape_into(esc, sizeof esc, r->errmsg, strlen(r->errmsg));
+        cli_escape_into(esc, sizeof esc, r->errmsg, strlen(r->errmsg));
         const char *hint = cli_hint(r);
         fprintf(stderr, "%s: %s%s%s\n", c->prog, esc, hint ? " \xe2\x80\x94 " : "", hint ? hint : "");
         for (size_t i = 0; i < r->nrcpts; i++) {
             const cli_rcpt *x = &r->rcpts[i];
             if (x->accepted || !x->code) continue;
             char t[512];
-            smtpc__escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
-            smtpc__escape_into(esc, sizeof esc, x->address, strlen(x->address));
+            cli_escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
+            cli_escape_into(esc, sizeof esc, x->address, strlen(x->address));
             fprintf(stderr, "%s:   %s: %d%s%s %s\n", c->prog, esc, x->code, x->enhanced[0] ? " " : "",
                     x->enhanced, t);
         }
@@ -241,7 +242,7 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
     }
     if (c->cmd == CMD_SENDMAIL) return; /* sendmail is silent on success */
     if (!strcmp(r->delivery, "pickup") || !strcmp(r->delivery, "outbox")) {
-        smtpc__escape_into(esc, sizeof esc, r->path ? r->path : "", r->path ? strlen(r->path) : 0);
+        cli_escape_into(esc, sizeof esc, r->path ? r->path : "", r->path ? strlen(r->path) : 0);
         printf("written to %s directory: %s\n", r->delivery, esc);
         return;
     }
@@ -249,17 +250,17 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
     for (size_t i = 0; i < r->nrcpts; i++) acc += r->rcpts[i].accepted;
     printf("sent to %zu recipient%s via %s", acc, acc == 1 ? "" : "s", r->server);
     if (r->tls_used) {
-        smtpc__escape_into(esc, sizeof esc, r->tls_version, strlen(r->tls_version));
+        cli_escape_into(esc, sizeof esc, r->tls_version, strlen(r->tls_version));
         printf(" (%s%s%s%s)", esc, r->tls_verified ? "" : ", certificate NOT verified",
                r->auth ? ", AUTH " : "", r->auth ? r->auth : "");
     } else if (r->auth) {
         printf(" (no TLS, AUTH %s)", r->auth);
     }
     if (r->queue_id) {
-        smtpc__escape_into(esc, sizeof esc, r->queue_id, strlen(r->queue_id));
+        cli_escape_into(esc, sizeof esc, r->queue_id, strlen(r->queue_id));
         printf(", queued as %s", esc);
     } else if (r->final_text) {
-        smtpc__escape_into(esc, sizeof esc, r->final_text, strlen(r->final_text));
+        cli_escape_into(esc, sizeof esc, r->final_text, strlen(r->final_text));
         printf(": %d %s", r->final_code, esc);
     }
     if (acc < r->nrcpts) printf(" (%zu refused)", r->nrcpts - acc);
@@ -268,8 +269,8 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
         const cli_rcpt *x = &r->rcpts[i];
         if (x->accepted) continue;
         char t[512];
-        smtpc__escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
-        smtpc__escape_into(esc, sizeof esc, x->address, strlen(x->address));
+        cli_escape_into(t, sizeof t, x->text ? x->text : "", x->text ? strlen(x->text) : 0);
+        cli_escape_into(esc, sizeof esc, x->address, strlen(x->address));
         fprintf(stderr, "%s: refused %s: %d%s%s %s\n", c->prog, esc, x->code,
                 x->enhanced[0] ? " " : "", x->enhanced, t);
     }

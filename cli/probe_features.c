@@ -16,23 +16,23 @@ static const struct { const char *kw, *name, *yes, *no; } feats[] = {
     {"STARTTLS", "starttls", "STARTTLS offered", NULL},
 };
 
-void cli_probe_features(smtpc_session *s, bool json, smtpc__buf *js)
+void cli_probe_features(smtpc_session *s, bool json, cli_buf *js)
 {
     const char *size = smtpc_session_ext_param(s, "SIZE");
     uint64_t lim = smtpc_session_size_limit(s);
     if (json) {
-        smtpc__buf_append_str(js, ",\"features\":{\"size\":");
-        if (!size) smtpc__buf_append_str(js, "null");
-        else smtpc__buf_printf(js, "%llu", (unsigned long long)lim); /* 0 = no limit stated */
-        for (size_t i = 0; i < SMTPC__ARRAY_LEN(feats); i++)
-            smtpc__buf_printf(js, ",\"%s\":%s", feats[i].name, smtpc_session_has_ext(s, feats[i].kw) ? "true" : "false");
-        smtpc__buf_append_str(js, "}");
+        cli_buf_append_str(js, ",\"features\":{\"size\":");
+        if (!size) cli_buf_append_str(js, "null");
+        else cli_buf_printf(js, "%llu", (unsigned long long)lim); /* 0 = no limit stated */
+        for (size_t i = 0; i < CLI_ARRAY_LEN(feats); i++)
+            cli_buf_printf(js, ",\"%s\":%s", feats[i].name, smtpc_session_has_ext(s, feats[i].kw) ? "true" : "false");
+        cli_buf_append_str(js, "}");
         return;
     }
     if (!size) printf("  size: no limit announced (SIZE not offered)\n");
     else if (!lim) printf("  size: SIZE offered, no fixed limit\n");
     else printf("  size: messages up to %llu bytes (%.1f MiB)\n", (unsigned long long)lim, (double)lim / 1048576.0);
-    for (size_t i = 0; i < SMTPC__ARRAY_LEN(feats); i++) {
+    for (size_t i = 0; i < CLI_ARRAY_LEN(feats); i++) {
         bool has = smtpc_session_has_ext(s, feats[i].kw);
         if (!has && !feats[i].no) continue;
         printf("  %s: %s\n", feats[i].name, has ? feats[i].yes : feats[i].no);

@@ -15,7 +15,7 @@ void cli_progress_start(cli_progress *p, const char *what, uint64_t total, bool 
     p->what = what;
     p->total = total;
     p->bytes = bytes;
-    p->start_ms = smtpc__now_ms();
+    p->start_ms = cli_now_ms();
 }
 
 static void human(char *out, size_t len, double v, bool bytes)
@@ -54,7 +54,7 @@ void cli_progress_update(cli_progress *p, uint64_t done)
 {
     p->done = done;
     if (!p->on) return;
-    int64_t now = smtpc__now_ms();
+    int64_t now = cli_now_ms();
     /* nothing for short work: only after a third of a second */
     if (now - p->start_ms < 300) return;
     if (p->drawn && now - p->last_ms < 100 && done < p->total) return;

@@ -13,17 +13,17 @@
 
 #define SECRET_MAX 8192
 
-static int first_line(smtpc__buf *b, char **out)
+static int first_line(cli_buf *b, char **out)
 {
-    size_t n = smtpc__buf_size(b), l = 0;
-    const char *p = n ? (const char *)smtpc__buf_ptr(b) : ""; /* an empty buffer has no data */
+    size_t n = cli_buf_size(b), l = 0;
+    const char *p = n ? (const char *)cli_buf_ptr(b) : ""; /* an empty buffer has no data */
     while (l < n && p[l] != '\n' && p[l] != '\r') l++;
     if (memchr(p, '\0', l)) return SMTPC_EINVAL;
-    *out = smtpc__strndup(p, l);
+    *out = strndup(p, l);
     return *out ? 0 : SMTPC_ENOMEM;
 }
 
-static int read_fd(int fd, smtpc__buf *b)
+static int read_fd(int fd, cli_buf *b)
 {
     char tmp[1024];
     int rc = 0;
@@ -32,15 +32,15 @@ static int read_fd(int fd, smtpc__buf *b)
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) { rc = SMTPC_EIO; break; }
         if (n == 0) break;
-        if (smtpc__buf_append(b, tmp, (size_t)n)) { rc = SMTPC_ELIMIT; break; }
+        if (cli_buf_append(b, tmp, (size_t)n)) { rc = SMTPC_ELIMIT; break; }
     }
-    smtpc__secure_zero(tmp, sizeof tmp);
+    explicit_bzero(tmp, sizeof tmp);
     return rc;
 }
 
 /* Runs cmd with /bin/sh, stdin from /dev/null, stdout captured, stderr
  * passed through (pass(1) and gpg talk there). */
-static int run_cmd(const char *cmd, smtpc__buf *b, char *err, size_t errlen)
+static int run_cmd(const char *cmd, cli_buf *b, char *err, size_t errlen)
 {
     int pfd[2];
     if (pipe(pfd) < 0) {
@@ -86,8 +86,8 @@ int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, ch
     *out = NULL;
     *source = NULL;
     if (errlen) err[0] = '\0';
-    smtpc__buf b;
-    smtpc__buf_init(&b, SECRET_MAX);
+    cli_buf b;
+    cli_buf_init(&b, SECRET_MAX);
     int rc = 0;
     const char *v;
     if (token) {
@@ -104,7 +104,7 @@ int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, ch
             snprintf(err, errlen, "environment variable %s is not set", v);
             return SMTPC_ECONFIG;
         }
-        rc = smtpc__buf_append_str(&b, e);
+        rc = cli_buf_append_str(&b, e);
     } else if ((v = cli_get(c, O_PASSWORD_FILE))) {
         *source = "password-file";
         int fd = open(v, O_RDONLY | O_CLOEXEC);
@@ -119,13 +119,13 @@ int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, ch
         rc = run_cmd(v, &b, err, errlen);
     } else if (c->acct && (v = smtpc_account_get(c->acct, "password"))) {
         *source = "password";
-        rc = smtpc__buf_append_str(&b, v);
+        rc = cli_buf_append_str(&b, v);
     } else {
         return SMTPC_ENOTFOUND;
     }
     if (!rc) rc = first_line(&b, out);
     if (!rc && !**out) {
-        smtpc__free_secret(*out);
+        cli_free_secret(*out);
         *out = NULL;
         snprintf(err, errlen, "%s gave an empty secret", *source);
         rc = SMTPC_ECONFIG;
@@ -133,6 +133,6 @@ int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, ch
     if (rc == SMTPC_ELIMIT) snprintf(err, errlen, "%s: longer than %d bytes", *source, SECRET_MAX);
     else if (rc == SMTPC_EINVAL) snprintf(err, errlen, "%s: NUL byte in the secret", *source);
     else if (rc && !err[0]) snprintf(err, errlen, "%s: %s", *source, smtpc_strerror(rc));
-    smtpc__buf_free_secure(&b);
+    cli_buf_free_secure(&b);
     return rc;
 }

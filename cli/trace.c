@@ -26,7 +26,7 @@ void cli_trace_line(const char *prefix, const char *line, size_t len)
 {
     char esc[TRACE_LINE_MAX * 4 + 8], ts[32];
     bool cut = len > TRACE_LINE_MAX;
-    smtpc__escape_into(esc, sizeof esc, line, cut ? TRACE_LINE_MAX : len);
+    cli_escape_into(esc, sizeof esc, line, cut ? TRACE_LINE_MAX : len);
     stamp(ts, sizeof ts);
     cli_progress_clear();
     fprintf(stderr, "%s %s %s%s\n", ts, prefix, esc, cut ? " [...]" : "");

@@ -3,6 +3,8 @@
 #   1. normal build      (all tests)
 #   2. ASan+UBSan build  (all tests; fuzz targets excluded, they run in 3)
 #   3. libFuzzer targets (clang), each for FUZZ_SECONDS
+# and first builds Release with gcc and with clang (a failed build counts as
+# a failure). Warnings are errors in all of these.
 set -u
 cd "$(dirname "$0")/.."
 make=${MAKE:-make}
@@ -25,6 +27,7 @@ run() {
   [ "$rc" -eq 0 ] || status=1
   rm -f "$log"
 }
+run "Release builds (gcc, clang)" $make --no-print-directory check-release
 run "tests (normal build)" $make --no-print-directory check-fast
 run "tests (ASan+UBSan build)" $make --no-print-directory check-asan
 run "fuzz targets (${FUZZ_SECONDS:-30}s each)" $make --no-print-directory check-fuzz

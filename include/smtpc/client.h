@@ -270,7 +270,7 @@ SMTPC_API int smtpc_client_set_proxy_url(smtpc_client *c, const char *url);
  * ("sha256//BASE64", one per call; NULL clears them); a client certificate
  * and key (key NULL = in the cert file; cert NULL clears); TLS versions
  * (smtpc_tls_version, 0 = default; strict: fail rather than use the
- * nearest version). */
+ * nearest version that narrows the range; a minimum is never lowered). */
 SMTPC_API int smtpc_client_set_insecure(smtpc_client *c, bool insecure);
 SMTPC_API int smtpc_client_set_ca_file(smtpc_client *c, const char *path);
 SMTPC_API int smtpc_client_set_ca_path(smtpc_client *c, const char *dir);

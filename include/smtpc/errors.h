@@ -38,7 +38,8 @@ typedef enum smtpc_error {
     SMTPC_ECONFIG = -19,     /* configuration error (config file, option values) */
     SMTPC_ELIMIT = -20,      /* a size limit was exceeded (line too long, message too big) */
     SMTPC_ENOTFOUND = -21,   /* a named thing does not exist (file, account) */
-    SMTPC_EPROXY = -22       /* the proxy refused or failed */
+    SMTPC_EPROXY = -22,      /* the proxy refused or failed */
+    SMTPC_ELIBRARY = -23     /* a system library (OpenSSL, libidn2) could not be loaded */
 } smtpc_error;
 
 /* What a caller does about an error. */

@@ -268,6 +268,19 @@ SMTPC_API bool smtpc_message_needs_smtputf8(const smtpc_message *m);
 SMTPC_API int smtpc_message_load(smtpc_message **out,
                                  ssize_t (*cb)(void *userdata, void *buf, size_t len),
                                  void *userdata, char *errbuf, size_t errlen);
+/* smtpc_message_load with flags (0 = the same):
+ *   SMTPC_LOAD_NO_ENVELOPE  a message without From/Sender or without any
+ *                           To/Cc/Bcc address is loaded too (then
+ *                           smtpc_message_envelope_from is NULL or
+ *                           smtpc_message_rcpt_count 0): the caller has the
+ *                           envelope (a pickup file's X-Sender/X-Receiver lines);
+ *   SMTPC_LOAD_AS_IS        Date and Message-ID are not added: the headers are
+ *                           written as loaded, minus Bcc. */
+#define SMTPC_LOAD_NO_ENVELOPE 0x1u
+#define SMTPC_LOAD_AS_IS 0x2u
+SMTPC_API int smtpc_message_load_with(smtpc_message **out,
+                                      ssize_t (*cb)(void *userdata, void *buf, size_t len),
+                                      void *userdata, unsigned flags, char *errbuf, size_t errlen);
 
 /* ======================================================================
  * Writer: a pull stream of the message's bytes

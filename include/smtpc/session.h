@@ -168,7 +168,8 @@ SMTPC_API int smtpc_session_set_client_cert(smtpc_session *s, const char *cert_f
 SMTPC_API int smtpc_session_set_insecure(smtpc_session *s, bool insecure);
 /* TLS versions (smtpc_tls_version; 0 = default: min TLS 1.2, max newest).
  * strict: a version this build cannot do fails connect with
- * SMTPC_EUNSUPPORTED instead of using the nearest one. */
+ * SMTPC_EUNSUPPORTED instead of using the nearest one that narrows the
+ * range; a minimum is never lowered (one this build cannot do fails). */
 SMTPC_API int smtpc_session_set_tls_versions(smtpc_session *s, int min_version, int max_version,
                                              bool strict);
 

@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 
 #include "net/proxy_internal.h"
+#include "util/syslib.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,12 +26,14 @@ static void salt_init(void)
     }
 }
 
-static int secret_hash(const char *pass, char out[65])
+static int secret_hash(const char *pass, char out[65], smtpc__errmsg *err)
 {
     if (!pass) {
         smtpc__strlcpy(out, "-", 65);
         return 0;
     }
+    int rc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, err);
+    if (rc) return rc;
     pthread_once(&g_salt_once, salt_init);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int ml = 0;
@@ -81,7 +84,8 @@ int smtpc__client_identity(smtpc_client *c, smtpc__ident *id)
             id->pass = id->pbuf;
         }
     }
-    if (secret_hash(id->pass, id->hash)) return smtpc__err(&c->err, SMTPC_ENOMEM, "SHA-256 is not available");
+    rc = secret_hash(id->pass, id->hash, &c->err);
+    if (rc) return rc == SMTPC_ELIBRARY ? rc : smtpc__err(&c->err, SMTPC_ENOMEM, "SHA-256 is not available");
     return 0;
 }
 
@@ -94,8 +98,8 @@ char *smtpc__client_pool_key(const smtpc_client *c, const smtpc__ident *id)
 {
     const smtpc_conn_opts *o = &c->o;
     char proxy_hash[65] = "-", token_hash[65];
-    if (o->proxy && secret_hash(o->proxy->pass, proxy_hash)) return NULL;
-    if (secret_hash(o->oauth_token, token_hash)) return NULL;
+    if (o->proxy && secret_hash(o->proxy->pass, proxy_hash, NULL)) return NULL;
+    if (secret_hash(o->oauth_token, token_hash, NULL)) return NULL;
     smtpc__buf b;
     smtpc__buf_init(&b, 1u << 16);
     int rc = smtpc__buf_printf(&b, "%s\x1f%u\x1f%d\x1f%d%d\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s%s\x1f%s\x1f%d:%llx\x1f%s\x1f%s:%u\x1f%d\x1f%s",

@@ -4,6 +4,7 @@
  * is sent in RCPT TO is exactly what was validated (no header/envelope
  * parser differential). */
 #include "mime.h"
+#include "util/syslib.h"
 
 #include <arpa/inet.h>
 #include <idn2.h>
@@ -25,6 +26,15 @@ static int perr(P *p, const char *msg)
         snprintf(p->err, p->errlen, "%s (at offset %zu)", msg, p->i);
     }
     return SMTPC_EINVAL;
+}
+
+/* libidn2 is about to be called: true (err filled) when it cannot be loaded. */
+static bool idn_unavailable(P *p)
+{
+    smtpc__errmsg e;
+    if (!smtpc__syslib_need(SMTPC__LIB_IDN2, &e)) return false;
+    if (p->err && p->errlen) snprintf(p->err, p->errlen, "%s", e.text);
+    return true;
 }
 
 static bool is_atext(unsigned char c)
@@ -175,6 +185,7 @@ static int addr_finish(P *p, smtpc_address *a)
         a->domain_ace = smtpc__strdup(d);
     } else if (has_non_ascii(d)) {
         char *ace = NULL;
+        if (idn_unavailable(p)) return SMTPC_ELIBRARY;
         int rc = idn2_to_ascii_8z(d, &ace, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
         if (rc != IDN2_OK) {
             if (p->err && p->errlen)
@@ -193,6 +204,7 @@ static int addr_finish(P *p, smtpc_address *a)
         if (r) return r;
         if (strstr(d, "xn--") || strstr(d, "XN--") || strstr(d, "Xn--") || strstr(d, "xN--")) {
             /* an A-label must be valid punycode of a valid U-label */
+            if (idn_unavailable(p)) return SMTPC_ELIBRARY;
             char *u = NULL;
             int rc = idn2_to_unicode_8z8z(d, &u, 0);
             char *back = NULL;

@@ -68,6 +68,12 @@ static int add_addrs(smtpc_address_list *dst, const char *v, size_t n, const cha
 int smtpc_message_load(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t), void *ud,
                        char *eb, size_t el)
 {
+    return smtpc_message_load_with(out, cb, ud, 0, eb, el);
+}
+
+int smtpc_message_load_with(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t), void *ud,
+                            unsigned flags, char *eb, size_t el)
+{
     if (!out || !cb) return SMTPC_EINVAL;
     if (eb && el) eb[0] = 0;
     smtpc__buf in;
@@ -209,11 +215,11 @@ int smtpc_message_load(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t
         if (env->n) {
             m->env_from_loaded = env->v[0];
             env->v[0] = NULL;
-        } else {
+        } else if (!(flags & SMTPC_LOAD_NO_ENVELOPE)) {
             rc = lerr(eb, el, SMTPC_EINVAL, "no From (or Sender) address in the message", 0);
         }
     }
-    if (!rc && m->to.n + m->cc.n + m->bcc.n == 0)
+    if (!rc && m->to.n + m->cc.n + m->bcc.n == 0 && !(flags & SMTPC_LOAD_NO_ENVELOPE))
         rc = lerr(eb, el, SMTPC_EINVAL, "no recipient in To, Cc or Bcc", 0);
     for (size_t k = 0; k < froml.n; k++) smtpc_address_free(froml.v[k]);
     for (size_t k = 0; k < senderl.n; k++) smtpc_address_free(senderl.v[k]);
@@ -226,6 +232,7 @@ int smtpc_message_load(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t
     /* Date and Message-ID when missing, fixed now so rewrites are identical */
     smtpc__buf extra;
     smtpc__buf_init(&extra, 0);
+    if (flags & SMTPC_LOAD_AS_IS) has_date = has_msgid = true;
     if (!has_date) {
         char d[48];
         smtpc__rfc5322_date(d, sizeof d, (int64_t)time(NULL));
@@ -233,7 +240,7 @@ int smtpc_message_load(smtpc_message **out, ssize_t (*cb)(void *, void *, size_t
     }
     if (!rc && !has_msgid) {
         char r[25];
-        const char *dom = m->env_from_loaded->domain_ace;
+        const char *dom = m->env_from_loaded ? m->env_from_loaded->domain_ace : "[";
         if (dom[0] == '[') dom = "localhost.localdomain";
         rc = smtpc__random_hex(r, 24);
         if (!rc) rc = smtpc__buf_printf(&extra, "Message-ID: <%s.%lld@%s>\r\n", r, (long long)time(NULL), dom);

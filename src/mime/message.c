@@ -342,7 +342,7 @@ static int set_body(smtpc_message *m, smtpc__part **slot, const char *ctype, con
     if (len == (size_t)-1) len = strlen(s);
     if (!smtpc__utf8_valid((const uint8_t *)s, len))
         return smtpc__err(&m->err, SMTPC_EINVAL, "%s body: invalid UTF-8", ctype);
-    smtpc__part *p;
+    smtpc__part *p = NULL; /* -O3: gcc cannot tell smtpc__err never returns 0 */
     int rc = text_part(m, &p, ctype, "utf-8", s, len, true);
     if (rc) return rc;
     smtpc__part_free(*slot);
@@ -379,7 +379,7 @@ int smtpc_message_add_alternative(smtpc_message *m, const char *content_type, co
         return smtpc__err(&m->err, SMTPC_EINVAL, "alternative: invalid charset");
     if (!data && len) return smtpc__err(&m->err, SMTPC_EINVAL, "alternative: NULL data");
     bool text = smtpc__strncasecmp(content_type, "text/", 5) == 0;
-    smtpc__part *p;
+    smtpc__part *p = NULL;
     int rc = text_part(m, &p, content_type, charset, data ? data : "", len, text);
     if (rc) return rc;
     smtpc__part **v = realloc(m->alts, (m->nalts + 1) * sizeof *v);

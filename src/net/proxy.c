@@ -711,7 +711,8 @@ static int build_http_request(proxy_layer *l, const smtpc_proxy *cfg, const char
                               uint16_t port)
 {
     smtpc__buf b;
-    smtpc__buf_init(&b, 0);
+    /* it will hold the Basic credentials: no copy may be left on growth */
+    smtpc__buf_init_secure(&b, 0);
     const char *lb = strchr(host, ':') ? "[" : "", *rb = strchr(host, ':') ? "]" : "";
     int rc = smtpc__buf_printf(&b, "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n", lb, host,
                                rb, (unsigned)port, lb, host, rb, (unsigned)port);

@@ -2,6 +2,7 @@
  * inner transport by way of a custom BIO, so it works the same over TCP, a
  * proxy tunnel or an SMTP connection after STARTTLS. See net/tls.h. */
 #include "net/tls.h"
+#include "util/syslib.h"
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -73,6 +74,8 @@ static void init_openssl(void)
 
 static int lazy_init(smtpc__errmsg *err)
 {
+    int rc = smtpc__syslib_need(SMTPC__LIB_SSL, err);
+    if (rc) return rc;
     pthread_once(&init_once, init_openssl);
     if (!bio_method || ex_index < 0) return smtpc__err(err, SMTPC_ENOMEM, "TLS: OpenSSL initialisation failed");
     return 0;

@@ -33,6 +33,7 @@ static const err_row rows[] = {
     {SMTPC_ELIMIT, "SMTPC_ELIMIT", "size limit exceeded", SMTPC_CLASS_PROTOCOL},
     {SMTPC_ENOTFOUND, "SMTPC_ENOTFOUND", "not found", SMTPC_CLASS_CONFIG},
     {SMTPC_EPROXY, "SMTPC_EPROXY", "proxy error", SMTPC_CLASS_TRANSIENT},
+    {SMTPC_ELIBRARY, "SMTPC_ELIBRARY", "a system library could not be loaded", SMTPC_CLASS_CONFIG},
 };
 
 static const err_row *find(int code)

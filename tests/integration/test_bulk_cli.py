@@ -8,7 +8,7 @@ def test_send_count_connections(aiosmtpd, smtpc_bin, tmp_path):
     srv = aiosmtpd(pipelining=True)
     msg = tmp_path / "m.eml"
     msg.write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\nSubject: many\r\n\r\nhello\r\n.dot line\r\n")
-    p = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--from", "a@example.org",
+    p = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--from", "a@example.org",
                         "--to", "b@example.org", "--message", str(msg), "--count", "50",
                         "--connections", "4"], capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr.decode()
@@ -25,7 +25,7 @@ def test_bulk_dir_envelopes(aiosmtpd, smtpc_bin, tmp_path):
                                      b"Subject: two\r\n\r\nbody2\r\n")
     (tmp_path / "3.eml").write_bytes(b"From: z@example.org\r\nTo: nobody@example.org\r\n\r\nrefused\r\n")
     (tmp_path / "skip.txt").write_bytes(b"not a message")
-    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path),
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--dir", str(tmp_path),
                         "--connections", "2"], capture_output=True, timeout=120)
     assert p.returncode == 75, p.stderr.decode()  # one refused
     assert b"2 sent, 1 not sent" in p.stderr and b"3.eml: failed" in p.stderr
@@ -64,7 +64,7 @@ def test_bulk_dir_envelope_from_folded_headers_and_bcc(aiosmtpd, smtpc_bin, tmp_
     (tmp_path / "2.eml").write_bytes(b"From: z@example.org\r\nTo: " + many.encode() + b"\r\n\r\nmany\r\n")
     (tmp_path / "3.eml").write_bytes(b"X-Sender: <>\r\nX-Receiver: postmaster@example.org\r\n"
                                      b"Bcc: leak@example.org\r\nSubject: bounce\r\n\r\nDSN\r\n")
-    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path),
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--dir", str(tmp_path),
                         "--connections", "2"], capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr.decode()
     by = {e.mail_from: e for e in srv.envelopes}
@@ -82,7 +82,7 @@ def test_bulk_dir_envelope_from_folded_headers_and_bcc(aiosmtpd, smtpc_bin, tmp_
 def test_bulk_dir_local_refusal_is_reported_without_a_reply_code(aiosmtpd, smtpc_bin, tmp_path):
     srv = aiosmtpd(pipelining=True)
     (tmp_path / "1.eml").write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\n\r\n" + b"x" * 1200 + b"\r\n")
-    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path)],
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--dir", str(tmp_path)],
                        capture_output=True, timeout=120)
     assert p.returncode == 75 and srv.envelopes == []
     line = [l for l in p.stderr.decode().splitlines() if "1.eml" in l][0]
@@ -93,7 +93,7 @@ def test_bulk_declares_8bitmime_and_smtputf8(aiosmtpd, smtpc_bin, tmp_path):
     # RFC 6152: an 8-bit body goes with BODY=8BITMIME; RFC 6531: a non-ASCII
     # address with SMTPUTF8, and never to a server that does not offer it
     def run(srv):
-        return subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--dir", str(tmp_path)],
+        return subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--dir", str(tmp_path)],
                               capture_output=True, timeout=120)
     (tmp_path / "1.eml").write_bytes("From: a@example.org\r\nTo: b@example.org\r\nSubject: 8\r\n\r\ncaf\u00e9\r\n"
                                      .encode())
@@ -111,3 +111,21 @@ def test_bulk_declares_8bitmime_and_smtputf8(aiosmtpd, smtpc_bin, tmp_path):
     assert p.returncode == 75
     assert b"2.eml: failed: the server does not offer SMTPUTF8" in p.stderr
     assert sorted(e.rcpt_tos[0] for e in srv2.envelopes) == ["b@example.org", "b@example.org"]
+
+
+def test_bulk_dir_reads_only_what_a_pickup_writer_wrote(aiosmtpd, smtpc_bin, tmp_path):
+    """bulk --dir reads pickup files with the library's reader and lister:
+    a temporary or other dot-file is never taken (it may be half written),
+    and X-Receiver lines that follow the message's own header fields are
+    part of the message, never envelope (issue 14: envelope injection)."""
+    srv = aiosmtpd(pipelining=True)
+    (tmp_path / "1.eml").write_bytes(b"X-Sender: a@example.org\r\nX-Receiver: b@example.org\r\n"
+                                     b"Subject: one\r\nX-Receiver: attacker@example.net\r\n\r\nbody\r\n")
+    (tmp_path / ".tmp-half.eml").write_bytes(b"X-Sender: a@example.org\r\nX-Receiver: c@exam")
+    (tmp_path / "2.eml").write_bytes(b"From: z@example.org\r\nTo: d@example.org\r\n"
+                                     b"X-Receiver: attacker@example.net\r\n\r\nbody2\r\n")
+    p = subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{srv.port}", "--tls", "none", "--dir",
+                        str(tmp_path)], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sorted(e.rcpt_tos[0] for e in srv.envelopes) == ["b@example.org", "d@example.org"]
+    assert all(len(e.rcpt_tos) == 1 for e in srv.envelopes)

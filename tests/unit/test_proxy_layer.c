@@ -633,6 +633,39 @@ TEST(io_before_handshake_is_a_state_error)
     smtpc_proxy_free(cfg);
 }
 
+static size_t released, released_nonzero;
+
+static void on_release(const void *p, size_t n)
+{
+    released++;
+    for (size_t i = 0; i < n; i++) released_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* The CONNECT request carries the Basic credentials: the buffer it is built
+ * in grows (a long password) without leaving a copy in the blocks it gives
+ * up. */
+TEST(http_credentials_leave_no_copy)
+{
+    char url[400];
+    char pw[251]; /* the longest a proxy URL takes is 255 */
+    memset(pw, 'p', sizeof pw - 1);
+    pw[sizeof pw - 1] = '\0';
+    snprintf(url, sizeof url, "http://u:%s@127.0.0.1:8080", pw);
+    smtpc_proxy *cfg = P(url);
+    mem_t *m = mem_new("", 0, 0, false);
+    smtpc__transport *t = NULL;
+    smtpc__errmsg err;
+    smtpc__buf_release_hook = on_release;
+    released = released_nonzero = 0;
+    CHECK_INT(smtpc__proxy_layer_new(&t, &m->base, cfg, "mx.example", 25, NULL, &err), 0);
+    smtpc__buf_release_hook = NULL;
+    CHECK(released >= 1); /* it grew past its first block */
+    CHECK_INT(released_nonzero, 0);
+    if (t) smtpc__transport_free(t);
+    else mem_destroy(&m->base);
+    smtpc_proxy_free(cfg);
+}
+
 TEST(local_resolution_failure)
 {
     run_result r;
@@ -695,6 +728,7 @@ TEST(inner_errors)
 int main(void)
 {
     RUN(inner_errors);
+    RUN(http_credentials_leave_no_copy);
     RUN(socks5h_name_noauth);
     RUN(socks5_reply_with_domain_and_v6_bound_address);
     RUN(socks5h_ipv4_literal_goes_as_address);

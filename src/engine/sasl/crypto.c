@@ -3,6 +3,8 @@
  * (gs2 flag "n"). */
 #include "sasl_int.h"
 
+#include "util/syslib.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -15,6 +17,8 @@ int smtpc__sasl_cram_md5(smtpc__sasl *s, const uint8_t *chal, size_t n, smtpc__s
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int ml = 0;
+    int lrc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, &s->err);
+    if (lrc) return lrc;
     if (!HMAC(EVP_md5(), s->pass, (int)strlen(s->pass), chal, n, mac, &ml))
         return smtpc__err(&s->err, SMTPC_EAUTH, "SASL CRAM-MD5: HMAC-MD5 is not available");
     smtpc__buf m;
@@ -63,6 +67,8 @@ void smtpc__sasl_scram_clear(smtpc__sasl *s)
 
 int smtpc__sasl_scram_first(smtpc__sasl *s, smtpc__sasl_line *ir)
 {
+    int lrc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, &s->err);
+    if (lrc) return lrc;
     char nonce[64];
     if (s->nonce_fixed) {
         smtpc__strlcpy(nonce, s->nonce_fixed, sizeof nonce);

@@ -1,7 +1,8 @@
-"""The CLI opens libssl, libcrypto and libidn2 only when it needs them
-(cli/lazy.c): a plain send to an ASCII domain loads none of them; STARTTLS
-with SCRAM loads libssl and libcrypto, a non-ASCII domain libidn2; a library
-that cannot be loaded is a clear error (exit 72), not a crash.
+"""libsmtpc.so opens libssl, libcrypto and libidn2 only when it needs them
+(src/lazy/lazy.c), and the CLI links libsmtpc.so like any program: a plain
+send to an ASCII domain loads none of them; STARTTLS with SCRAM loads libssl
+and libcrypto, a non-ASCII domain libidn2; a library that cannot be loaded is
+a clear error (SMTPC_ELIBRARY, the CLI's exit 72), not a crash.
 
 What the dynamic loader did is read from its own trace (LD_DEBUG=files)."""
 import os
@@ -21,10 +22,10 @@ LIBS = ("libssl.so", "libcrypto.so", "libidn2.so", "libunistring.so")
 
 def lazy_build():
     cache = (BUILD_DIR / "CMakeCache.txt").read_text() if (BUILD_DIR / "CMakeCache.txt").exists() else ""
-    return "SMTPC_CLI_LAZY_LIBS:BOOL=OFF" not in cache
+    return "SMTPC_LAZY_LIBS:BOOL=OFF" not in cache
 
 
-pytestmark = pytest.mark.skipif(not lazy_build(), reason="built with SMTPC_CLI_LAZY_LIBS=OFF")
+pytestmark = pytest.mark.skipif(not lazy_build(), reason="built with SMTPC_LAZY_LIBS=OFF")
 
 
 def env_for(tmp_path, **extra):
@@ -42,10 +43,30 @@ def run(smtpc_bin, tmp_path, *args, env=None):
     return r, {x.decode() for x in loaded}
 
 
-def test_the_executable_does_not_link_them(smtpc_bin):
-    out = subprocess.run(["readelf", "-d", smtpc_bin], capture_output=True, text=True, check=True).stdout
-    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.*?)\]", out)
-    assert needed and not [n for n in needed if n.startswith(LIBS)], needed
+def needed(path):
+    out = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[(.*?)\]", out)
+
+
+def test_neither_the_library_nor_the_executable_links_them(smtpc_bin):
+    lib = needed(BUILD_DIR / "libsmtpc.so")
+    assert lib and not [n for n in lib if n.startswith(LIBS)], lib
+    exe = needed(smtpc_bin)
+    # the CLI is an outside program: it links libsmtpc.so, not the archive
+    assert "libsmtpc.so.0" in exe and not [n for n in exe if n.startswith(LIBS)], exe
+
+
+def test_forwarders_are_private_and_only_in_the_shared_library():
+    """A program that links OpenSSL itself must never bind to libsmtpc's
+    forwarders, and libsmtpc.a must not define them at all (they would clash
+    with the program's own link)."""
+    dyn = subprocess.run(["nm", "-D", "--defined-only", str(BUILD_DIR / "libsmtpc.so")],
+                         capture_output=True, text=True, check=True).stdout
+    assert not re.search(r" (SSL_|EVP_|idn2_)\w+$", dyn, re.M), "forwarders exported"
+    assert re.search(r" T smtpc_session_new$", dyn, re.M)  # the check can see exports
+    arch = subprocess.run(["nm", "--defined-only", str(BUILD_DIR / "libsmtpc.a")],
+                          capture_output=True, text=True, check=True).stdout
+    assert not re.search(r" T (SSL_new|EVP_MD_CTX_new|idn2_to_ascii_8z)$", arch, re.M)
 
 
 def test_plain_ascii_send_loads_none(smtpc_bin, tmp_path, aiosmtpd):
@@ -112,7 +133,7 @@ def test_unloadable_libssl_is_a_clear_error(smtpc_bin, tmp_path, aiosmtpd, broke
     srv = aiosmtpd()
     r = send_with(smtpc_bin, tmp_path, broken_libs, srv.port, "starttls", "b@example.org")
     assert r.returncode == 72, r.stderr
-    assert re.search(rb"^smtpc: cannot load libssl\.so\.\d+ \(needed for TLS\): .*broken", r.stderr, re.M), r.stderr
+    assert re.search(rb"cannot load libssl\.so\.\d+ \(needed for TLS\): .*broken", r.stderr), r.stderr
     assert srv.envelopes == []
     # the same binary, same environment, a plain send: nothing to load, it works
     r = send_with(smtpc_bin, tmp_path, broken_libs, srv.port, "none", "b@example.org")
@@ -129,14 +150,15 @@ def test_unloadable_libidn2_is_a_clear_error(smtpc_bin, tmp_path, aiosmtpd, brok
 
 
 def test_every_forwarded_function_is_generated(tmp_path):
-    """cli/lazy_syms.h is what scripts/gen_cli_lazy.py makes from this build:
+    """src/lazy/lazy_syms.h is what scripts/gen_lazy.py makes from this build:
     a stale list would fail the link, a hand edit would show here."""
     if shutil.which("gcc") is None or not (BUILD_DIR / "libsmtpc.a").exists():
         pytest.skip("needs gcc and the static library")
     work = tmp_path / "src"
     shutil.copytree(SOURCE_DIR / "scripts", work / "scripts")
-    (work / "cli").mkdir()
-    r = subprocess.run(["/usr/bin/python3", str(work / "scripts" / "gen_cli_lazy.py"), str(BUILD_DIR)],
+    (work / "src" / "lazy").mkdir(parents=True)
+    r = subprocess.run(["/usr/bin/python3", str(work / "scripts" / "gen_lazy.py"), str(BUILD_DIR)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert (work / "cli" / "lazy_syms.h").read_text() == (SOURCE_DIR / "cli" / "lazy_syms.h").read_text()
+    got = (work / "src" / "lazy" / "lazy_syms.h").read_text()
+    assert got == (SOURCE_DIR / "src" / "lazy" / "lazy_syms.h").read_text()

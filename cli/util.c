@@ -1,0 +1,153 @@
+/* The CLI's own small helpers: a growable bounded byte buffer and a few
+ * string functions. The CLI uses only the library's public headers
+ * (include/smtpc/); what it needs beyond them and standard C/POSIX is here. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void cli_buf_init(cli_buf *b, size_t limit)
+{
+    memset(b, 0, sizeof *b);
+    b->limit = limit ? limit : SIZE_MAX;
+}
+
+void cli_buf_free(cli_buf *b)
+{
+    free(b->data);
+    cli_buf_init(b, b->limit);
+}
+
+void cli_buf_free_secure(cli_buf *b)
+{
+    if (b->data) explicit_bzero(b->data, b->cap);
+    cli_buf_free(b);
+}
+
+void cli_buf_reset(cli_buf *b)
+{
+    b->off = b->len = 0;
+}
+
+int cli_buf_reserve(cli_buf *b, size_t extra)
+{
+    if (b->off && b->off == b->len) b->off = b->len = 0;
+    size_t used = b->len - b->off;
+    if (extra > b->limit || used > b->limit - extra) return SMTPC_ELIMIT;
+    if (b->cap - b->len >= extra) return 0;
+    if (b->off) { /* make room by moving the live bytes down */
+        memmove(b->data, b->data + b->off, used);
+        b->off = 0;
+        b->len = used;
+        if (b->cap - b->len >= extra) return 0;
+    }
+    size_t nc = b->cap ? b->cap : 256;
+    while (nc - used < extra) {
+        if (nc > SIZE_MAX / 2) { nc = used + extra; break; }
+        nc *= 2;
+    }
+    uint8_t *p = realloc(b->data, nc);
+    if (!p) return SMTPC_ENOMEM;
+    b->data = p;
+    b->cap = nc;
+    return 0;
+}
+
+int cli_buf_append(cli_buf *b, const void *p, size_t n)
+{
+    if (!n) return 0;
+    int rc = cli_buf_reserve(b, n);
+    if (rc) return rc;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int cli_buf_append_str(cli_buf *b, const char *s)
+{
+    return cli_buf_append(b, s, strlen(s));
+}
+
+int cli_buf_printf(cli_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return SMTPC_EINVAL;
+    if ((size_t)n < sizeof tmp) return cli_buf_append(b, tmp, (size_t)n);
+    int rc = cli_buf_reserve(b, (size_t)n + 1);
+    if (rc) return rc;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+size_t cli_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (size) {
+        size_t k = n < size - 1 ? n : size - 1;
+        memcpy(dst, src, k);
+        dst[k] = '\0';
+    }
+    return n;
+}
+
+bool cli_has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return true;
+    return false;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!*s || *s < '0' || *s > '9') return -1; /* no sign, no blank */
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+void cli_free_secret(char *s)
+{
+    if (!s) return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}
+
+void cli_escape_into(char *dst, size_t dstsz, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (!dstsz) return;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char tmp[4] = {(char)c, 0, 0, 0};
+        size_t tl = 1;
+        if (c == '\r' || c == '\n') { tmp[0] = '\\'; tmp[1] = c == '\r' ? 'r' : 'n'; tl = 2; }
+        else if (c < 0x20 || c == 0x7f) { tmp[0] = '\\'; tmp[1] = 'x'; tmp[2] = hex[c >> 4]; tmp[3] = hex[c & 15]; tl = 4; }
+        if (o + tl >= dstsz) break;
+        memcpy(dst + o, tmp, tl);
+        o += tl;
+    }
+    dst[o] = '\0';
+}
+
+int64_t cli_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
