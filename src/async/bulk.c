@@ -2,6 +2,8 @@
  * described in bulk_int.h. */
 #include "async/bulk_int.h"
 
+#include <smtpc/session.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,33 @@ static void server_name(smtpc_bulk *b)
         snprintf(b->server, sizeof b->server, "%s:%u", h, (unsigned)b->port);
 }
 
-static int unsupported(smtpc_bulk *b, const smtpc_conn_opts *o);
+/* AUTO: which protection this server offers is decided once for the run,
+ * by the session's own AUTO probe (implicit TLS first, then plaintext +
+ * STARTTLS, each with the short auto timeout) on one blocking connection
+ * before the run starts; every connection of the run then uses the winner:
+ * implicit TLS, STARTTLS required (the server offered it: a later
+ * connection without it is a downgrade), or opportunistic STARTTLS (it
+ * did not). 0, or the probe's failure (errmsg says why). */
+static int resolve_auto(smtpc_bulk *b)
+{
+    smtpc_session *s = NULL;
+    int rc = smtpc_session_new(&s);
+    if (rc) return smtpc__err(&b->err, rc, "auto: %s", smtpc_strerror(rc));
+    rc = smtpc_session_set_conn_opts(s, &b->o);
+    if (!rc) rc = smtpc_session_open(s, NULL, b->port);
+    if (rc) {
+        smtpc__err(&b->err, rc, "%s", smtpc_session_errmsg(s));
+        smtpc_session_free(s);
+        return rc;
+    }
+    smtpc_tls_mode used = smtpc_session_security_used(s);
+    b->mode = used == SMTPC_TLS_MODE_IMPLICIT ? SMTPC_TLS_MODE_IMPLICIT
+              : used == SMTPC_TLS_MODE_STARTTLS ? SMTPC_TLS_MODE_STARTTLS
+                                                : SMTPC_TLS_MODE_STARTTLS_OPTIONAL;
+    smtpc_session_quit(s);
+    smtpc_session_free(s);
+    return 0;
+}
 
 SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
 {
@@ -31,10 +59,12 @@ SMTPC_API int smtpc_bulk_start(smtpc_bulk *b)
         int rc = smtpc__tls_ctx_new(&b->proxy_tls, &cfg, &b->err);
         if (rc) return rc;
     }
-    int urc = unsupported(b, &b->o);
-    if (urc) return urc;
     b->port = smtpc__conn_opts_port(&b->o);
     b->mode = smtpc__conn_opts_effective_mode(&b->o, b->port);
+    if (b->mode == SMTPC_TLS_MODE_AUTO) {
+        int arc = resolve_auto(b);
+        if (arc) return arc;
+    }
     if (b->mode != SMTPC_TLS_MODE_NONE && !b->tls_ctx) {
         /* the session's TLS configuration (CA file/path, pins, client
          * certificate, versions); configuration errors before any network
@@ -177,26 +207,14 @@ static int opt_rc(smtpc_bulk *b, int rc)
     return rc;
 }
 
-/* What bulk cannot do with options o (SMTPC_EUNSUPPORTED, errmsg says what). */
-static int unsupported(smtpc_bulk *b, const smtpc_conn_opts *o)
-{
-    if (o->tls_mode == SMTPC_TLS_MODE_AUTO)
-        return smtpc__err(&b->err, SMTPC_EUNSUPPORTED,
-                          "TLS mode auto is not supported by bulk: choose implicit, starttls, "
-                          "starttls-optional or none (or default: by port)");
-    return 0;
-}
-
 SMTPC_API int smtpc_bulk_set_conn_opts(smtpc_bulk *b, const smtpc_conn_opts *o)
 {
     if (!b) return SMTPC_EINVAL;
     if (!o || b->started)
         return smtpc__err(&b->err, SMTPC_EINVAL, "set_conn_opts: %s", o ? "already started" : "no options");
-    int rc = unsupported(b, o);
-    if (rc) return rc;
     smtpc_conn_opts n;
     smtpc__conn_opts_init(&n);
-    rc = smtpc__conn_opts_copy(&n, o);
+    int rc = smtpc__conn_opts_copy(&n, o);
     /* without a host in o, the server given to smtpc_bulk_new stays */
     if (!rc && !n.host) {
         n.port = b->o.port;
@@ -247,8 +265,7 @@ SMTPC_API int smtpc_bulk_set_tls(smtpc_bulk *b, smtpc_tls_mode mode, const char 
     if (!rc) rc = smtpc_conn_opts_set_tls_server_name(&n, server_name);
     if (!rc) rc = smtpc_conn_opts_set_ca_file(&n, ca_file);
     if (!rc) rc = smtpc_conn_opts_set_insecure(&n, insecure);
-    if (!rc) rc = unsupported(b, &n);
-    else smtpc__err(&b->err, rc, "%s", n.err.text[0] ? n.err.text : smtpc_strerror(rc));
+    if (rc) smtpc__err(&b->err, rc, "%s", n.err.text[0] ? n.err.text : smtpc_strerror(rc));
     if (rc) {
         smtpc__conn_opts_clear(&n);
         return rc;
