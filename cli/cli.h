@@ -175,7 +175,15 @@ typedef struct cli_result {
 
 void cli_result_init(cli_result *r);
 void cli_result_free(cli_result *r);
-/* Sets r->err and r->errmsg (printf-style), returns code. */
+/* SMTPC_ELIMIT is both the caller's data over a limit (a body line over 998
+ * octets, a message over SIZE, a command too long: exit 65) and a server
+ * reply over the reply parser's limits (a line, the line count or the size
+ * of a reply: the server broke the protocol, exit 76). The reply parser's
+ * messages are the ones that say "server reply": those are SMTPC_EPROTO
+ * here. Any other code is returned as is. */
+int cli_err_origin(int err, const char *msg);
+/* Sets r->err (through cli_err_origin) and r->errmsg (printf-style), returns
+ * the code set. */
 int cli_result_fail(cli_result *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "queued as X" / "id=X" in a final reply, or NULL (malloc'ed). */
 char *cli_queue_id_from_text(const char *text);

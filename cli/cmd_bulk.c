@@ -288,7 +288,7 @@ static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
         report(x, m, r);
     } else if (r->status != SMTPC_BULK_SENT) {
         static const char *names[] = {"sent", "failed", "canceled", "unknown (maybe delivered)"};
-        if (!x->first_err) x->first_err = r->error ? r->error : SMTPC_EUNKNOWN;
+        if (!x->first_err) x->first_err = r->error ? cli_err_origin(r->error, r->errmsg) : SMTPC_EUNKNOWN;
         const char *what = f && f->it ? f->it->path : "message";
         if (!x->quiet && r->reply_code)
             fprintf(stderr, "%s%s: %s: %s: %s %d %s\n", x->progress ? "\r" : "", x->c->prog, what,

@@ -65,12 +65,19 @@ void cli_result_free(cli_result *r)
     memset(r, 0, sizeof *r);
 }
 
+int cli_err_origin(int err, const char *msg)
+{
+    if (err == SMTPC_ELIMIT && msg && strstr(msg, "server reply")) return SMTPC_EPROTO;
+    return err;
+}
+
 int cli_result_fail(cli_result *r, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
     va_end(ap);
+    code = cli_err_origin(code, r->errmsg);
     r->err = code;
     r->ok = false;
     return code;

@@ -1,0 +1,74 @@
+"""The CLI against a hostile or broken server (issue 14, items 8 and 9):
+exit status of a malformed reply, and server text that must never drive the
+terminal (C0 and C1 controls, invalid UTF-8) in errors, --trace, --json and
+smtpc probe."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from servers.scripted import scripted  # noqa: F401
+
+FROM = "a@example.org"
+
+
+def env_for(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPC_")}
+    env["HOME"] = str(tmp_path)
+    env["SMTPC_CONFIG"] = "/dev/null"
+    return env
+
+
+def run(smtpc_bin, tmp_path, *args):
+    return subprocess.run([smtpc_bin, *args], cwd=tmp_path, capture_output=True, timeout=120,
+                          env=env_for(tmp_path))
+
+
+def send(smtpc_bin, tmp_path, port, *args):
+    return run(smtpc_bin, tmp_path, "send", "--server", f"127.0.0.1:{port}", "--tls", "none",
+               "--from", FROM, "--to", "b@example.org", *args)
+
+
+# ---- item 8: a malformed server is EX_PROTOCOL (76), not EX_DATAERR (65) ----
+
+GREET = [("send", b"220 hi\r\n"), ("expect", rb"^EHLO "), ("send", b"250 hi\r\n")]
+
+MALFORMED = {
+    "reply line over the limit": [("send", b"220 " + b"x" * 70000 + b"\r\n")],
+    "endless greeting line": [("flood", b"220 " + b"x" * 4096, 100000)],
+    "endless multi-line reply": [("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                                 ("flood", b"250-endless\r\n", 1000000)],
+    "endless reply to MAIL": GREET + [("expect", rb"^MAIL "), ("flood", b"250-x\r\n", 1000000)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_reply_is_a_protocol_error(smtpc_bin, tmp_path, scripted, case):
+    srv = scripted(MALFORMED[case])
+    r = send(smtpc_bin, tmp_path, srv.port, "--text", "x")
+    assert r.returncode == 76, (r.returncode, r.stderr)
+    assert b"server reply" in r.stderr
+    srv = scripted(MALFORMED[case])
+    r = send(smtpc_bin, tmp_path, srv.port, "--text", "x", "--json")
+    assert r.returncode == 76, (r.returncode, r.stderr)
+    o = json.loads(r.stdout)
+    assert o["error"]["exit"] == 76 and o["error"]["class"] == "protocol"
+    assert "server reply" in o["error"]["message"]
+
+
+def test_malformed_reply_in_probe_is_a_protocol_error(smtpc_bin, tmp_path, scripted):
+    srv = scripted(MALFORMED["endless multi-line reply"])
+    r = run(smtpc_bin, tmp_path, "probe", "--tls", "none", f"127.0.0.1:{srv.port}")
+    assert r.returncode == 76, (r.returncode, r.stderr)
+
+
+def test_own_body_line_over_998_stays_dataerr(smtpc_bin, tmp_path, scripted):
+    # the caller's data over a limit (the same SMTPC_ELIMIT) is still 65
+    srv = scripted(GREET + [("expect", rb"^MAIL "), ("send", b"250 ok\r\n"),
+                            ("expect", rb"^RCPT "), ("send", b"250 ok\r\n"),
+                            ("expect", rb"^DATA"), ("send", b"354 go\r\n"), ("hang",)])
+    (tmp_path / "m.eml").write_bytes(b"Subject: x\r\n\r\n" + b"y" * 2000 + b"\r\n")
+    r = send(smtpc_bin, tmp_path, srv.port, "--message", "m.eml")
+    assert r.returncode == 65, (r.returncode, r.stderr)
+    assert b"998" in r.stderr
