@@ -290,12 +290,18 @@ static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
         static const char *names[] = {"sent", "failed", "canceled", "unknown (maybe delivered)"};
         if (!x->first_err) x->first_err = r->error ? cli_err_origin(r->error, r->errmsg) : SMTPC_EUNKNOWN;
         const char *what = f && f->it ? f->it->path : "message";
+        /* the server's words (and a file's name) never drive the terminal */
+        char ew[1024], em[1024], et[1024];
+        const char *rt = r->reply_text ? r->reply_text : "", *rm = r->errmsg ? r->errmsg : "";
+        cli_escape_into(ew, sizeof ew, what, strlen(what));
+        cli_escape_into(em, sizeof em, rm, strlen(rm));
+        cli_escape_into(et, sizeof et, rt, strlen(rt));
         if (!x->quiet && r->reply_code)
-            fprintf(stderr, "%s%s: %s: %s: %s %d %s\n", x->progress ? "\r" : "", x->c->prog, what,
-                    names[r->status], r->errmsg, r->reply_code, r->reply_text ? r->reply_text : "");
+            fprintf(stderr, "%s%s: %s: %s: %s %d %s\n", x->progress ? "\r" : "", x->c->prog, ew,
+                    names[r->status], em, r->reply_code, et);
         else if (!x->quiet) /* no reply decided it (a local refusal, a network failure) */
-            fprintf(stderr, "%s%s: %s: %s: %s\n", x->progress ? "\r" : "", x->c->prog, what,
-                    names[r->status], r->errmsg);
+            fprintf(stderr, "%s%s: %s: %s: %s\n", x->progress ? "\r" : "", x->c->prog, ew,
+                    names[r->status], em);
     }
     if (f) {
         if (f->it) item_free(f->it);
