@@ -12,15 +12,14 @@
 int smtpc__spool_dir_check(const char *what, const char *path, bool shared, char *why, size_t len)
 {
     struct stat st;
-    if (stat(path, &st) < 0) {
-        if (why && len) snprintf(why, len, "%s %s: %s", what, path, strerror(errno));
+    int e = stat(path, &st) < 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+    if (e) { /* an I/O failure, as creating a file there would have been */
+        if (why && len) snprintf(why, len, "%s %s: %s", what, path, strerror(e));
         return SMTPC_EIO;
     }
     const char *bad = NULL;
     uid_t me = geteuid();
-    if (!S_ISDIR(st.st_mode))
-        bad = "not a directory";
-    else if (st.st_uid != me && !(shared && st.st_uid == 0))
+    if (st.st_uid != me && !(shared && st.st_uid == 0))
         bad = shared ? "owned by another user (only yours or root's are used)" : "owned by another user";
     else if (!shared && (st.st_mode & (S_IWGRP | S_IWOTH)))
         bad = "writable by group or others (chmod 700)";

@@ -8,8 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* 0, or SMTPC_ECONFIG with why ("outbox DIR: owned by uid N, not by you")
- * in why[0..len), or SMTPC_EIO when it cannot be examined. path must be a
+/* 0, or SMTPC_ECONFIG with why ("outbox DIR: owned by another user") in
+ * why[0..len), or SMTPC_EIO when it cannot be examined or is not a
  * directory (symbolic links to one are followed). Private (the outbox):
  * owned by the effective user, not writable by group or others. Shared (a
  * pickup directory, which a relay reads): owned by the effective user or
