@@ -70,6 +70,7 @@ static const key_def keys[] = {
     {"delivery", T_DELIVERY, false, false},
     {"pickup-dir", T_STR, false, false},
     {"outbox", T_STR, false, false},
+    {"rcpt-allowfails", T_BOOL, false, false},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

@@ -643,19 +643,21 @@ static int tls_handshake(smtpc_session *s, const op *o)
         rc = smtpc__transport_handshake(s->t, &want);
         if (rc == 0) break;
         if (rc == SMTPC_EAGAIN) {
+            s->tls_spoke = smtpc__tls_peer_spoke_tls(s->t); /* for a TLS server that stalls */
             rc = wait_want(s, want, o);
             if (rc) return rc;
             continue;
         }
         char detail[SMTPC__ERRMSG_MAX];
         smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
+        /* the server answered with a TLS record: whatever failed after that
+         * (certificate, pin, alert, bad record, versions), AUTO must not go
+         * on to try plaintext; only a port that does not speak TLS (a
+         * plaintext greeting, nothing before the close) falls back */
+        s->tls_spoke = smtpc__tls_peer_spoke_tls(s->t);
         close_conn(s);
         /* a close or reset in the middle of the handshake is a TLS failure too */
         if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
-        /* a TLS server that we refused (certificate, pin, versions): AUTO
-         * must not go on to try plaintext */
-        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
-                       strstr(detail, "protocol version");
         trace_info(s, "%s", detail);
         return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
     }
