@@ -22,11 +22,13 @@ Clients:
   smtplib-8      8 threads, each with its own smtplib connection, N/8 messages each
   nodemailer-1, nodemailer-8   nodemailer's pool (pool: true, maxConnections 1 / 8,
                  raw message, secure: true with --tls); needs bench/setup.sh
+  base:NAME      smtpc's client NAME from the build given with --base (before/after)
 
 Other scripts: bench/oneshot.py (one process per message), bench/big.py
 (one 100 MiB message), bench/instructions.py (callgrind instructions per message).
 """
 import argparse
+import pathlib
 import sys
 
 from benchlib import (BUILD, NODE_DIR, Certs, Sink, Tunnel, machine_state, median, need, need_node,
@@ -57,7 +59,14 @@ ALL = ["smtpc-1", "smtpc-client-1", "smtpc-batch-1", "bulk-1", "bulk-8", "smtp-s
 MINE = ("smtpc-1", "smtpc-client-1", "smtpc-batch-1", "bulk-1", "bulk-8")
 
 
+BASE = None  # --base BUILD_DIR: another build of smtpc, for before/after in one run
+
+
 def client_cmd(name, port, n, size, ca=None):
+    if name.startswith("base:"):
+        # the same client from the other build (its own bench drivers)
+        cmd = client_cmd(name[5:], port, n, size, ca)
+        return [str(BASE / pathlib.Path(cmd[0]).name), *cmd[1:]]
     host = "127.0.0.1"
     tls = ["--tls", "--ca", ca] if ca else []
     if name == "smtpc-1":
@@ -93,10 +102,17 @@ def main():
     ap.add_argument("--tls", action="store_true", help="implicit TLS through stunnel in front of the sink")
     ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
     ap.add_argument("--json", metavar="FILE", help="also write the table as JSON (bench/plot.py reads it)")
+    ap.add_argument("--base", metavar="BUILD_DIR",
+                    help="another build (e.g. of the previous commit): clients named base:NAME run from it, "
+                         "interleaved with the others, for a before/after comparison in one run")
     a = ap.parse_args()
+    global BASE
+    BASE = pathlib.Path(a.base).resolve() if a.base else None
     clients = [c for c in a.clients.split(",") if c]
     for c in clients:
-        if c not in ALL:
+        if c.startswith("base:") and (BASE is None or c[5:] not in MINE):
+            raise SystemExit(f"{c}: needs --base and one of {', '.join(MINE)}")
+        if c not in ALL and not c.startswith("base:"):
             raise SystemExit(f"unknown client {c} (known: {', '.join(ALL)})")
     need(BUILD / "bench_rusage", "make build")
     if any(c.startswith(("smtpc", "bulk")) for c in clients):

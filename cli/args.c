@@ -43,6 +43,8 @@ const cli_opt_def cli_opt_table[] = {
     {"--rate", O_RATE, OK_VALUE, S | B, NULL, "R", "with --count/bulk: at most R messages per second"},
     {"--quiet", O_QUIET, OK_FLAG, S | B, NULL, NULL, "with --connections/bulk: no progress or summary line"},
     {"--dir", O_DIR, OK_VALUE, B, NULL, "DIR", "bulk: send every .eml file of DIR"},
+    {"--rcpt-allowfails", O_RCPT_ALLOWFAILS, OK_FLAG, S | B, "rcpt-allowfails", NULL,
+     "when some recipients are refused, send to the accepted ones (exit 0 if one was accepted)"},
     /* envelope extensions */
     {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
     {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},

@@ -50,8 +50,20 @@ bool cli_has_ctl(const char *s); /* a byte < 0x20 or 0x7f */
 /* A whole non-negative decimal number (no sign, blanks or junk; no overflow): 0 or -1. */
 int cli_parse_u64(const char *s, uint64_t *out);
 void cli_free_secret(char *s); /* wipes and frees; NULL is a no-op */
-/* Copies s[0..n) with control characters escaped (\r \n \xNN): server text
- * never drives the terminal. Always NUL-terminates. */
+/* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when the
+ * bytes there are not UTF-8 (overlong, surrogate, truncated, stray). */
+size_t cli_utf8_len(const unsigned char *s, size_t n);
+/* What the text at s[0..n) starts with, for escaping server text; *len is
+ * the bytes it covers (1 for an invalid byte). */
+enum { CLI_TEXT_OK, CLI_TEXT_C0 /* < 0x20, 0x7f */, CLI_TEXT_C1 /* U+0080..U+009F */,
+       CLI_TEXT_INVALID /* not UTF-8 */ };
+int cli_text_class(const unsigned char *s, size_t n, size_t *len);
+/* The one escaping of server text for the terminal: copies s[0..n) with C0
+ * controls and DEL escaped (\r \n \xNN), C1 controls as \u0080..\u009f (a
+ * terminal takes U+009B as CSI) and bytes that are not UTF-8 as \xNN:
+ * server text never drives the terminal. Always NUL-terminates; a sequence
+ * that does not fit is left out whole. (JSON strings: cli_json_str, with
+ * the same classes.) */
 void cli_escape_into(char *dst, size_t dstsz, const char *s, size_t n);
 int64_t cli_now_ms(void); /* CLOCK_MONOTONIC */
 
@@ -67,7 +79,7 @@ typedef enum cli_opt_id {
     O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT, O_CONNECTIONS,
     O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
-    O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR,
+    O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR, O_RCPT_ALLOWFAILS,
     O__COUNT
 } cli_opt_id;
 
@@ -175,7 +187,15 @@ typedef struct cli_result {
 
 void cli_result_init(cli_result *r);
 void cli_result_free(cli_result *r);
-/* Sets r->err and r->errmsg (printf-style), returns code. */
+/* SMTPC_ELIMIT is both the caller's data over a limit (a body line over 998
+ * octets, a message over SIZE, a command too long: exit 65) and a server
+ * reply over the reply parser's limits (a line, the line count or the size
+ * of a reply: the server broke the protocol, exit 76). The reply parser's
+ * messages are the ones that say "server reply": those are SMTPC_EPROTO
+ * here. Any other code is returned as is. */
+int cli_err_origin(int err, const char *msg);
+/* Sets r->err (through cli_err_origin) and r->errmsg (printf-style), returns
+ * the code set. */
 int cli_result_fail(cli_result *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "queued as X" / "id=X" in a final reply, or NULL (malloc'ed). */
 char *cli_queue_id_from_text(const char *text);
@@ -186,8 +206,8 @@ const char *cli_error_class_name(int smtpc_err);
 /* Prints the report for one message: a line (or JSON object) on stdout; on
  * failure the error on stderr too (unless JSON). */
 void cli_print_result(const cli_ctx *c, const cli_result *r);
-/* Appends s as a JSON string literal (with quotes): escapes ", \, control
- * characters; invalid UTF-8 bytes become U+FFFD. */
+/* Appends s as a JSON string literal (with quotes): escapes ", \, C0 and C1
+ * control characters (\uXXXX); invalid UTF-8 bytes become U+FFFD. */
 int cli_json_str(cli_buf *b, const char *s);
 
 /* ---- messages ------------------------------------------------------------- */

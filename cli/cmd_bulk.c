@@ -52,6 +52,7 @@ typedef struct bulk_ctx {
     int first_err; /* the first failure's SMTPC_E* (send's exit status) */
     bool report;   /* one report per message (send) */
     bool progress, quiet;
+    bool allowfails; /* --rcpt-allowfails */
     double t0, last_print;
     cli_progress pg;
     char server[320];
@@ -245,6 +246,28 @@ static void print_progress(bulk_ctx *x, bool final)
             rate, eta, (unsigned long long)x->failed, final ? "\n" : "   ");
 }
 
+/* Without --rcpt-allowfails a refused recipient fails the message, as for a
+ * single send. The bulk driver has no all-or-nothing transaction (a message
+ * is SENT when one recipient accepted it): a SENT message with a refused
+ * recipient was delivered to the accepted ones, and fails here with
+ * SMTPC_ETEMPFAIL or SMTPC_EPERMFAIL by the first refusal's code. 0 when
+ * it stands as SENT; *bad: how many were refused. */
+static int refused_error(const bulk_ctx *x, const smtpc_bulk_result *r, size_t *bad)
+{
+    int first = 0;
+    *bad = 0;
+    for (size_t i = 0; r->rcpt_codes && i < r->nrcpts; i++)
+        if (r->rcpt_codes[i] >= 400) {
+            if (!first) first = r->rcpt_codes[i];
+            ++*bad;
+        }
+    if (r->status != SMTPC_BULK_SENT || x->allowfails || !first) return 0;
+    return first < 500 ? SMTPC_ETEMPFAIL : SMTPC_EPERMFAIL;
+}
+
+#define PARTIAL_FMT "%zu of %zu recipient%s refused; sent to the %zu accepted (with --count, --connections and " \
+                    "bulk a message cannot be taken back from the accepted ones: --rcpt-allowfails accepts this)"
+
 /* send: the report of one message, as a single send gives it. */
 static void report(bulk_ctx *x, const smtpc_bulk_msg *m, const smtpc_bulk_result *br)
 {
@@ -264,7 +287,11 @@ static void report(bulk_ctx *x, const smtpc_bulk_msg *m, const smtpc_bulk_result
     }
     r.final_code = br->reply_code;
     r.final_text = br->reply_text && br->reply_text[0] ? strdup(br->reply_text) : NULL;
-    if (br->status == SMTPC_BULK_SENT) {
+    size_t bad;
+    int partial = refused_error(x, br, &bad);
+    if (partial) {
+        cli_result_fail(&r, partial, PARTIAL_FMT, bad, m->nrcpts, m->nrcpts == 1 ? "" : "s", m->nrcpts - bad);
+    } else if (br->status == SMTPC_BULK_SENT) {
         r.ok = true;
         r.queue_id = cli_queue_id_from_text(r.final_text);
     } else {
@@ -282,20 +309,46 @@ static void result_cb(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result
     bulk_ctx *x = ud;
     flight *f = m->userdata;
     x->done++;
-    if (r->status == SMTPC_BULK_SENT) x->sent++;
+    size_t bad;
+    int partial = refused_error(x, r, &bad);
+    if (r->status == SMTPC_BULK_SENT && !partial) x->sent++;
     else x->failed++;
     if (x->report) {
         report(x, m, r);
+    } else if (r->status == SMTPC_BULK_SENT && bad) { /* the refused ones, by name */
+        const char *what = f && f->it ? f->it->path : "message";
+        char ew[1024];
+        cli_escape_into(ew, sizeof ew, what, strlen(what));
+        if (partial && !x->first_err) x->first_err = partial;
+        if (!x->quiet) {
+            if (partial)
+                fprintf(stderr, "%s%s: %s: " PARTIAL_FMT "\n", x->progress ? "\r" : "", x->c->prog, ew, bad,
+                        m->nrcpts, m->nrcpts == 1 ? "" : "s", m->nrcpts - bad);
+            else
+                fprintf(stderr, "%s%s: %s: sent to %zu recipient%s (%zu refused)\n", x->progress ? "\r" : "",
+                        x->c->prog, ew, m->nrcpts - bad, m->nrcpts - bad == 1 ? "" : "s", bad);
+            for (size_t i = 0; i < r->nrcpts; i++)
+                if (r->rcpt_codes[i] >= 400) {
+                    cli_escape_into(ew, sizeof ew, m->rcpts[i], strlen(m->rcpts[i]));
+                    fprintf(stderr, "%s:   refused %s: %d\n", x->c->prog, ew, r->rcpt_codes[i]);
+                }
+        }
     } else if (r->status != SMTPC_BULK_SENT) {
         static const char *names[] = {"sent", "failed", "canceled", "unknown (maybe delivered)"};
-        if (!x->first_err) x->first_err = r->error ? r->error : SMTPC_EUNKNOWN;
+        if (!x->first_err) x->first_err = r->error ? cli_err_origin(r->error, r->errmsg) : SMTPC_EUNKNOWN;
         const char *what = f && f->it ? f->it->path : "message";
+        /* the server's words (and a file's name) never drive the terminal */
+        char ew[1024], em[1024], et[1024];
+        const char *rt = r->reply_text ? r->reply_text : "", *rm = r->errmsg ? r->errmsg : "";
+        cli_escape_into(ew, sizeof ew, what, strlen(what));
+        cli_escape_into(em, sizeof em, rm, strlen(rm));
+        cli_escape_into(et, sizeof et, rt, strlen(rt));
         if (!x->quiet && r->reply_code)
-            fprintf(stderr, "%s%s: %s: %s: %s %d %s\n", x->progress ? "\r" : "", x->c->prog, what,
-                    names[r->status], r->errmsg, r->reply_code, r->reply_text ? r->reply_text : "");
+            fprintf(stderr, "%s%s: %s: %s: %s %d %s\n", x->progress ? "\r" : "", x->c->prog, ew,
+                    names[r->status], em, r->reply_code, et);
         else if (!x->quiet) /* no reply decided it (a local refusal, a network failure) */
-            fprintf(stderr, "%s%s: %s: %s: %s\n", x->progress ? "\r" : "", x->c->prog, what,
-                    names[r->status], r->errmsg);
+            fprintf(stderr, "%s%s: %s: %s: %s\n", x->progress ? "\r" : "", x->c->prog, ew,
+                    names[r->status], em);
     }
     if (f) {
         if (f->it) item_free(f->it);
@@ -386,6 +439,7 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     }
     cli_strlcpy(x->server, r.server, sizeof x->server);
     x->tls = r.tls;
+    x->allowfails = cli_get_bool(c, O_RCPT_ALLOWFAILS);
     cli_result_free(&r);
     smtpc_bulk *b;
     /* the server is in o (smtpc_bulk_set_conn_opts) */

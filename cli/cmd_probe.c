@@ -193,7 +193,7 @@ int cmd_probe(const char *prog, int argc, char **argv)
                 esc, hint ? " \xe2\x80\x94 " : "", hint ? hint : "");
     }
     cli_buf_free(&ehlo);
-    ex = cli_exit_code(rc);
+    ex = cli_exit_code(rc ? r.err : 0); /* r.err: cli_err_origin's view of rc */
 out:
     smtpc_session_free(s);
     cli_buf_free(&greet);

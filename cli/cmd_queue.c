@@ -199,7 +199,7 @@ int cmd_queue(const char *prog, int argc, char **argv)
     if (rc) {
         cli_err(&c, "%s", err);
         cli_ctx_free(&c);
-        return EX_IOERR;
+        return rc == SMTPC_ECONFIG ? EX_CONFIG : EX_IOERR; /* ECONFIG: a directory others can write */
     }
     if (!strcmp(action, "list")) {
         rc = smtpc_outbox_list(ob, true, print_entry, &c);
@@ -207,7 +207,8 @@ int cmd_queue(const char *prog, int argc, char **argv)
     } else if (!strcmp(action, "retry") || !strcmp(action, "drop")) {
         rc = !strcmp(action, "drop") ? smtpc_outbox_drop(ob, id) : smtpc_outbox_retry(ob, id);
         if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob)[0] ? smtpc_outbox_errmsg(ob) : smtpc_strerror(rc));
-        ex = rc == SMTPC_ENOTFOUND ? EX_DATAERR : rc ? cli_exit_code(rc) : 0;
+        /* EBUSY: a flush holds the outbox; try again later, as for flush */
+        ex = rc == SMTPC_ENOTFOUND ? EX_DATAERR : rc == SMTPC_EBUSY ? EX_TEMPFAIL : rc ? cli_exit_code(rc) : 0;
     } else {
         ex = queue_flush(&c, ob);
     }

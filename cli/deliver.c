@@ -357,8 +357,10 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     se.nrcpts = env->nrcpts;
     se.rcpt = ro;
     /* all or nothing (as sendmail callers expect): a refused recipient
-     * fails the message, so that a retry does not duplicate it */
-    se.all_or_nothing = true;
+     * fails the message, so that a retry does not duplicate it; unless
+     * --rcpt-allowfails: the session's own partial acceptance, sent to the
+     * accepted ones (0 when at least one was), the refused ones reported */
+    se.all_or_nothing = !cli_get_bool(c, O_RCPT_ALLOWFAILS);
     /* the body goes through a tap: trace of its header lines, progress of a big upload */
     cli_source_reader mr;
     cli_source_reader_init(&mr, src);

@@ -65,12 +65,19 @@ void cli_result_free(cli_result *r)
     memset(r, 0, sizeof *r);
 }
 
+int cli_err_origin(int err, const char *msg)
+{
+    if (err == SMTPC_ELIMIT && msg && strstr(msg, "server reply")) return SMTPC_EPROTO;
+    return err;
+}
+
 int cli_result_fail(cli_result *r, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
     va_end(ap);
+    code = cli_err_origin(code, r->errmsg);
     r->err = code;
     r->ok = false;
     return code;
@@ -93,56 +100,33 @@ char *cli_queue_id_from_text(const char *t)
 
 /* ---- JSON ------------------------------------------------------------------ */
 
-/* Length of a valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80) return 0;
-        if (c == 0xe0 && s[1] < 0xa0) return 0;  /* overlong */
-        if (c == 0xed && s[1] >= 0xa0) return 0; /* surrogates */
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
-        if (c == 0xf0 && s[1] < 0x90) return 0;
-        if (c == 0xf4 && s[1] >= 0x90) return 0;
-        return 4;
-    }
-    return 0;
-}
-
 int cli_json_str(cli_buf *b, const char *s)
 {
     if (!s) return cli_buf_append_str(b, "null");
     int rc = cli_buf_append(b, "\"", 1);
     const unsigned char *p = (const unsigned char *)s;
-    while (!rc && *p) {
+    size_t left = strlen(s);
+    while (!rc && left) {
+        size_t n;
+        int cls = cli_text_class(p, left, &n);
         unsigned c = *p;
-        if (c == '"' || c == '\\') {
+        if (cls == CLI_TEXT_OK && (c == '"' || c == '\\')) {
             char e[2] = {'\\', (char)c};
             rc = cli_buf_append(b, e, 2);
-            p++;
-        } else if (c < 0x20 || c == 0x7f) {
+        } else if (cls == CLI_TEXT_OK) {
+            rc = cli_buf_append(b, p, n);
+        } else if (cls == CLI_TEXT_C0) {
             if (c == '\n') rc = cli_buf_append(b, "\\n", 2);
             else if (c == '\r') rc = cli_buf_append(b, "\\r", 2);
             else if (c == '\t') rc = cli_buf_append(b, "\\t", 2);
             else rc = cli_buf_printf(b, "\\u%04x", c);
-            p++;
-        } else {
-            /* the NUL terminator stops utf8_len from reading past the end:
-             * a continuation byte check fails on it */
-            size_t n = utf8_len(p);
-            if (n == 0) {
-                rc = cli_buf_append(b, "\\ufffd", 6);
-                p++;
-            } else {
-                rc = cli_buf_append(b, p, n);
-                p += n;
-            }
+        } else if (cls == CLI_TEXT_C1) { /* valid JSON as is, but a terminal takes U+009B as CSI */
+            rc = cli_buf_printf(b, "\\u%04x", p[1]);
+        } else { /* not UTF-8: JSON text must be */
+            rc = cli_buf_append(b, "\\ufffd", 6);
         }
+        p += n;
+        left -= n;
     }
     if (!rc) rc = cli_buf_append(b, "\"", 1);
     return rc;

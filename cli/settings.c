@@ -8,12 +8,15 @@
 
 void cli_err(const cli_ctx *c, const char *fmt, ...)
 {
+    /* library messages may quote the server: escaped like every server text */
+    char msg[2048], esc[sizeof msg * 4];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", c->prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (n < 0) n = 0;
+    cli_escape_into(esc, sizeof esc, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    fprintf(stderr, "%s: %s\n", c->prog, esc);
 }
 
 int cli_ctx_load_config(cli_ctx *c, const char *from_hint)

@@ -127,20 +127,72 @@ void cli_free_secret(char *s)
     free(s);
 }
 
+size_t cli_utf8_len(const unsigned char *s, size_t n)
+{
+    if (!n) return 0;
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (n < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80) return 0;
+        if (c == 0xe0 && s[1] < 0xa0) return 0;  /* overlong */
+        if (c == 0xed && s[1] >= 0xa0) return 0; /* surrogates */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (n < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
+        if (c == 0xf0 && s[1] < 0x90) return 0;  /* overlong */
+        if (c == 0xf4 && s[1] >= 0x90) return 0; /* beyond U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+int cli_text_class(const unsigned char *s, size_t n, size_t *len)
+{
+    size_t k = cli_utf8_len(s, n);
+    *len = k ? k : 1;
+    if (!k) return CLI_TEXT_INVALID;
+    if (k == 1) return s[0] < 0x20 || s[0] == 0x7f ? CLI_TEXT_C0 : CLI_TEXT_OK;
+    if (k == 2 && s[0] == 0xc2 && s[1] < 0xa0) return CLI_TEXT_C1; /* U+0080..U+009F */
+    return CLI_TEXT_OK;
+}
+
 void cli_escape_into(char *dst, size_t dstsz, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     size_t o = 0;
     if (!dstsz) return;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char tmp[4] = {(char)c, 0, 0, 0};
-        size_t tl = 1;
-        if (c == '\r' || c == '\n') { tmp[0] = '\\'; tmp[1] = c == '\r' ? 'r' : 'n'; tl = 2; }
-        else if (c < 0x20 || c == 0x7f) { tmp[0] = '\\'; tmp[1] = 'x'; tmp[2] = hex[c >> 4]; tmp[3] = hex[c & 15]; tl = 4; }
+    for (size_t i = 0; i < n;) {
+        size_t k;
+        int cls = cli_text_class(u + i, n - i, &k);
+        unsigned c = cls == CLI_TEXT_C1 ? u[i + 1] : u[i];
+        char tmp[8];
+        size_t tl;
+        if (cls == CLI_TEXT_OK) {
+            memcpy(tmp, u + i, k);
+            tl = k;
+        } else if (c == '\r' || c == '\n') {
+            tmp[0] = '\\';
+            tmp[1] = c == '\r' ? 'r' : 'n';
+            tl = 2;
+        } else if (cls == CLI_TEXT_C1) { /* the code point, not its bytes: \u009b */
+            memcpy(tmp, "\\u00", 4);
+            tmp[4] = hex[c >> 4];
+            tmp[5] = hex[c & 15];
+            tl = 6;
+        } else { /* a C0 control, DEL, or a byte that is not UTF-8 */
+            tmp[0] = '\\';
+            tmp[1] = 'x';
+            tmp[2] = hex[c >> 4];
+            tmp[3] = hex[c & 15];
+            tl = 4;
+        }
         if (o + tl >= dstsz) break;
         memcpy(dst + o, tmp, tl);
         o += tl;
+        i += k;
     }
     dst[o] = '\0';
 }

@@ -128,8 +128,7 @@ SMTPC_API int smtpc_bulk_set_ehlo_name(smtpc_bulk *b, const char *name);
  * above). Copied: o may be changed or freed afterwards; replaces what the
  * other setters set. A host in o replaces the one given to smtpc_bulk_new
  * (with o's port; 0 = by the TLS mode); without one, that server stays.
- * Before start. Errors: SMTPC_EINVAL (NULL, already started), SMTPC_ENOMEM,
- * SMTPC_EUNSUPPORTED (TLS mode AUTO: bulk does not probe; errmsg says so). */
+ * Before start. Errors: SMTPC_EINVAL (NULL, already started), SMTPC_ENOMEM. */
 SMTPC_API int smtpc_bulk_set_conn_opts(smtpc_bulk *b, const smtpc_conn_opts *o);
 /* TLS, with the session's modes and policy (smtpc_tls_mode in smtpc/conn.h):
  * the default, SMTPC_TLS_MODE_DEFAULT, is by port: 465 implicit TLS; 25
@@ -140,7 +139,10 @@ SMTPC_API int smtpc_bulk_set_conn_opts(smtpc_bulk *b, const smtpc_conn_opts *o);
  * when not (never with credentials unless plaintext authentication is
  * allowed: then as required); offered and then failed is a connection
  * failure, never plaintext. IMPLICIT: TLS from the first byte. NONE:
- * plaintext. AUTO is not supported (SMTPC_EUNSUPPORTED). server_name: the
+ * plaintext. AUTO: decided once, at start, by one blocking probe connection
+ * (the session's AUTO: implicit TLS, then plaintext + STARTTLS); every
+ * connection of the run then uses what won (STARTTLS required when it was
+ * offered); a failed probe fails the start. server_name: the
  * name verified (and SNI), NULL = the host; ca_file NULL = the system store
  * (see smtpc_bulk_set_conn_opts for the rest); insecure skips verification.
  * Sessions are resumed across the run's connections. Before start.

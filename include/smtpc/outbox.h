@@ -27,7 +27,16 @@
  * One flush at a time per directory (an flock on DIR/lock; a second
  * concurrent flush returns SMTPC_EBUSY); inside it,
  * smtpc_outbox_flush_parallel sends over several connections at once.
- * Adding is always allowed. */
+ * smtpc_outbox_retry and smtpc_outbox_drop take the same lock (SMTPC_EBUSY
+ * while a flush runs: try again later): they never move or remove an entry
+ * that is being sent. Adding is always allowed.
+ *
+ * Files are created new (O_EXCL, O_NOFOLLOW), temporaries under unique
+ * names; state files whose message is gone are removed by a flush (queue/)
+ * and by smtpc_outbox_retry(NULL) (both). The directories must be private:
+ * DIR, queue/, failed/ and tmp/ owned by the effective user and not
+ * writable by group or others (anyone who can write there could plant
+ * links or swap messages and envelopes); open refuses them otherwise. */
 #ifndef SMTPC_OUTBOX_H
 #define SMTPC_OUTBOX_H
 
@@ -46,7 +55,9 @@ extern "C" {
 typedef struct smtpc_outbox smtpc_outbox;
 
 /* Opens (creating it and its subdirectories, mode 0700) the outbox at dir.
- * Errors: SMTPC_EIO (detail in errbuf), SMTPC_EINVAL, SMTPC_ENOMEM. */
+ * Errors: SMTPC_ECONFIG (one of the directories is another user's or
+ * writable by group or others; which and why in errbuf), SMTPC_EIO (detail
+ * in errbuf), SMTPC_EINVAL, SMTPC_ENOMEM. */
 SMTPC_API int smtpc_outbox_open(smtpc_outbox **out, const char *dir, char *errbuf,
                                 size_t errlen);
 SMTPC_API void smtpc_outbox_free(smtpc_outbox *ob);
@@ -130,9 +141,10 @@ SMTPC_API int smtpc_outbox_list(smtpc_outbox *ob, bool include_failed,
                                 int (*cb)(void *userdata, const smtpc_outbox_entry *e),
                                 void *userdata);
 /* Makes id (NULL = every entry) due now, moving it back from failed/.
- * Errors: SMTPC_ENOTFOUND, SMTPC_EIO. */
+ * Errors: SMTPC_ENOTFOUND, SMTPC_EBUSY (a flush is running), SMTPC_EIO. */
 SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id);
-/* Removes id from the queue or failed/. Errors: SMTPC_ENOTFOUND, SMTPC_EIO. */
+/* Removes id from the queue or failed/. Errors: SMTPC_ENOTFOUND,
+ * SMTPC_EBUSY (a flush is running), SMTPC_EIO. */
 SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id);
 
 #ifdef __cplusplus

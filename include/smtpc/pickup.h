@@ -27,11 +27,15 @@ extern "C" {
  * ".tmp-<time>-<pid>-<n>.part" (hidden, and never "*.eml", so a reader of
  * the directory does not take a half-written file), fsync'ed, renamed to a
  * unique "<time>-<pid>-<n>.eml", and the directory fsync'ed. The directory
- * is created (mode 0700) if missing.
+ * is created (mode 0700) if missing. An existing one must be owned by the
+ * effective user or root and not writable by others unless it has the
+ * sticky bit (group-writable is allowed: a relay's group may share it);
+ * otherwise SMTPC_ECONFIG, with which rule in errbuf.
  *
  * path_out: if not NULL, receives the final path (caller frees with free()).
  * errbuf:   if not NULL, receives a message on failure.
- * Errors: SMTPC_EINVAL (no recipient, CR/LF/NUL in an address), SMTPC_EIO
+ * Errors: SMTPC_EINVAL (no recipient, CR/LF/NUL in an address),
+ * SMTPC_ECONFIG (the directory's owner or mode, above), SMTPC_EIO
  * (with errno's words in errbuf), SMTPC_ENOMEM, or the callback's error.
  * On failure no file is left behind. */
 SMTPC_API int smtpc_pickup_write(const char *dir, const char *from, const char *const *rcpts,

@@ -15,5 +15,6 @@
 #include "client.h"
 #include "outbox.h"
 #include "async.h"
+#include "dkim.h"
 
 #endif

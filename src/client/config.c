@@ -71,6 +71,7 @@ static const key_def keys[] = {
     {"delivery", T_DELIVERY, false, false},
     {"pickup-dir", T_STR, false, false},
     {"outbox", T_STR, false, false},
+    {"rcpt-allowfails", T_BOOL, false, false},
     {"dsn-notify", T_WORD, false, false},
     {"dsn-ret", T_WORD, false, false},
 };

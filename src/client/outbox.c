@@ -1,6 +1,7 @@
 /* The outbox: a spool directory of queued messages (see smtpc/outbox.h for
  * the layout and the durability argument). */
 #include "client/deliver.h"
+#include "client/spooldir.h"
 
 #include <smtpc/outbox.h>
 
@@ -80,6 +81,13 @@ SMTPC_API int smtpc_outbox_open(smtpc_outbox **out, const char *dir, char *errbu
             smtpc_outbox_free(ob);
             return SMTPC_EIO;
         }
+        /* one that is there already is used only when nobody else can write
+         * into it (planted links, swapped messages and envelopes) */
+        int rc = smtpc__spool_dir_check("outbox", p, false, errbuf, errlen);
+        if (rc) {
+            smtpc_outbox_free(ob);
+            return rc;
+        }
     }
     *out = ob;
     return 0;
@@ -120,14 +128,24 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-/* Writes data to tmp/<name>, fsyncs it and renames it to final; then fsyncs
- * final's directory. */
+/* Creates a new file for writing: never an existing one, never through a
+ * symbolic link. */
+#define CREATE_FLAGS (O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC)
+
+/* Writes data to a new tmp/<name>.<pid>-<n>.tmp (created exclusively: two
+ * writers never share one, a name planted there is skipped), fsyncs it and
+ * renames it to final; then fsyncs final's directory. */
 static int durable_write(smtpc_outbox *ob, const char *name, const void *data, size_t len,
                          const char *final, const char *final_dir)
 {
-    char tmp[4096];
-    if (path_of(tmp, sizeof tmp, ob, "tmp", name, ".tmp")) return SMTPC_ELIMIT;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    char tmp[4096], uniq[ID_MAX + 48];
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 100; tries++) {
+        snprintf(uniq, sizeof uniq, "%s.%ld-%u", name, (long)getpid(), atomic_fetch_add(&g_seq, 1));
+        if (path_of(tmp, sizeof tmp, ob, "tmp", uniq, ".tmp")) return SMTPC_ELIMIT;
+        fd = open(tmp, CREATE_FLAGS, 0600);
+        if (fd < 0 && errno != EEXIST) break;
+    }
     if (fd < 0) return oerr(ob, SMTPC_EIO, "create", tmp);
     if (write_all(fd, data, len) || fsync(fd)) {
         int rc = oerr(ob, SMTPC_EIO, "write", tmp);
@@ -166,7 +184,7 @@ SMTPC_API int smtpc_outbox_add_raw(smtpc_outbox *ob, const char *from, const cha
     if (path_of(tmp, sizeof tmp, ob, "tmp", id, ".msg") || path_of(fin, sizeof fin, ob, "queue", id, ".msg") ||
         path_of(qdir, sizeof qdir, ob, "queue", NULL, NULL))
         return smtpc__err(&ob->err, SMTPC_ELIMIT, "outbox: path too long");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = open(tmp, CREATE_FLAGS, 0600);
     if (fd < 0) return oerr(ob, SMTPC_EIO, "create", tmp);
     smtpc__buf h;
     smtpc__buf_init(&h, HDR_MAX);
@@ -254,8 +272,12 @@ static void read_state(const char *path, entry *e)
     e->attempts = 0;
     e->next = 0;
     e->error[0] = '\0';
-    FILE *f = fopen(path, "re");
-    if (!f) return;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (fd >= 0) close(fd);
+        return;
+    }
     char line[1200];
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -277,7 +299,7 @@ static int entry_open(smtpc_outbox *ob, const char *sub, const char *id, entry *
     smtpc__strlcpy(e->id, id, sizeof e->id);
     char p[4096];
     if (path_of(p, sizeof p, ob, sub, id, ".msg")) return SMTPC_ELIMIT;
-    e->fd = open(p, O_RDONLY | O_CLOEXEC);
+    e->fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (e->fd < 0) return errno == ENOENT ? SMTPC_ENOTFOUND : oerr(ob, SMTPC_EIO, "open", p);
     e->hdr = malloc(HDR_MAX + 1);
     if (!e->hdr) return SMTPC_ENOMEM;
@@ -319,9 +341,16 @@ typedef struct idlist {
 
 static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
 
-/* The ids of the .msg files in sub, sorted (oldest first); removes state
- * files whose message is gone (a crash between the two unlinks). */
-static int list_ids(smtpc_outbox *ob, const char *sub, idlist *l)
+static bool has_id(const idlist *l, const char *id)
+{
+    return l->n && bsearch(id, l->ids, l->n, sizeof *l->ids, cmp_id) != NULL;
+}
+
+/* The ids of the .msg files in sub, sorted (oldest first). With clean (only
+ * under the directory lock: move_entry writes the state before it moves the
+ * message), removes the state files whose message is gone (a crash between
+ * the two unlinks of a removal, or of a move). */
+static int list_ids(smtpc_outbox *ob, const char *sub, idlist *l, bool clean)
 {
     char p[4096];
     if (path_of(p, sizeof p, ob, sub, NULL, NULL)) return SMTPC_ELIMIT;
@@ -344,8 +373,19 @@ static int list_ids(smtpc_outbox *ob, const char *sub, idlist *l)
         l->ids[l->n][len - 4] = '\0';
         l->n++;
     }
-    closedir(d);
     if (l->n) qsort(l->ids, l->n, sizeof *l->ids, cmp_id);
+    if (clean) {
+        rewinddir(d);
+        while ((de = readdir(d))) {
+            size_t len = strlen(de->d_name);
+            if (len < 7 || len - 6 >= ID_MAX || strcmp(de->d_name + len - 6, ".state")) continue;
+            char id[ID_MAX];
+            memcpy(id, de->d_name, len - 6);
+            id[len - 6] = '\0';
+            if (!has_id(l, id)) unlinkat(dirfd(d), de->d_name, 0);
+        }
+    }
+    closedir(d);
     return 0;
 }
 
@@ -462,11 +502,12 @@ static int lock_dir(smtpc_outbox *ob, int *fd_out)
 {
     char p[4096];
     if (path_of(p, sizeof p, ob, "lock", NULL, NULL)) return SMTPC_ELIMIT;
-    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return oerr(ob, SMTPC_EIO, "open", p);
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         close(fd);
-        return smtpc__err(&ob->err, SMTPC_EBUSY, "outbox %s: another flush is running", ob->dir);
+        return smtpc__err(&ob->err, SMTPC_EBUSY,
+                          "outbox %s: another flush is running (or a retry or drop); try again later", ob->dir);
     }
     *fd_out = fd;
     return 0;
@@ -617,7 +658,7 @@ SMTPC_API int smtpc_outbox_flush_parallel(smtpc_outbox *ob, smtpc_client *const 
     memset(&r, 0, sizeof r);
     r.ob = ob;
     r.st = st;
-    rc = list_ids(ob, "queue", &r.l);
+    rc = list_ids(ob, "queue", &r.l, true);
     r.now = (int64_t)time(NULL);
     flush_worker *w = rc ? NULL : calloc(n, sizeof *w);
     if (!rc && !w) rc = SMTPC_ENOMEM;
@@ -668,7 +709,7 @@ SMTPC_API int smtpc_outbox_list(smtpc_outbox *ob, bool include_failed,
     for (int pass = 0; pass < (include_failed ? 2 : 1) && !rc; pass++) {
         const char *sub = pass ? "failed" : "queue";
         idlist l = {0};
-        rc = list_ids(ob, sub, &l);
+        rc = list_ids(ob, sub, &l, false);
         for (size_t i = 0; !rc && i < l.n; i++) {
             entry e;
             int orc = entry_open(ob, sub, l.ids[i], &e);
@@ -702,11 +743,11 @@ static int retry_one(smtpc_outbox *ob, const char *id)
     return rc;
 }
 
-SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
+/* Under the directory lock (flush's: an entry being sent is never moved
+ * or removed under it; SMTPC_EBUSY while a flush runs). */
+static int retry_locked(smtpc_outbox *ob, const char *id)
 {
-    if (!ob) return SMTPC_EINVAL;
     if (id) {
-        if (strchr(id, '/') || !*id) return SMTPC_EINVAL;
         int rc = retry_one(ob, id);
         if (rc == SMTPC_ENOTFOUND) smtpc__err(&ob->err, rc, "no outbox entry %s", id);
         return rc;
@@ -714,7 +755,7 @@ SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
     int rc = 0;
     for (int pass = 0; pass < 2 && !rc; pass++) {
         idlist l = {0};
-        rc = list_ids(ob, pass ? "queue" : "failed", &l);
+        rc = list_ids(ob, pass ? "queue" : "failed", &l, true);
         for (size_t i = 0; !rc && i < l.n; i++) {
             int r1 = retry_one(ob, l.ids[i]);
             if (r1 && r1 != SMTPC_ENOTFOUND) rc = r1;
@@ -724,17 +765,37 @@ SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
     return rc;
 }
 
+SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
+{
+    if (!ob) return SMTPC_EINVAL;
+    if (id && (strchr(id, '/') || !*id)) return SMTPC_EINVAL;
+    int lfd, rc = lock_dir(ob, &lfd);
+    if (rc) return rc;
+    rc = retry_locked(ob, id);
+    close(lfd);
+    return rc;
+}
+
 SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id)
 {
     if (!ob || !id || !*id || strchr(id, '/')) return SMTPC_EINVAL;
     char p[4096];
+    int lfd, rc = lock_dir(ob, &lfd);
+    if (rc) return rc;
+    rc = SMTPC_ENOTFOUND;
     for (int pass = 0; pass < 2; pass++) {
         const char *sub = pass ? "failed" : "queue";
-        if (path_of(p, sizeof p, ob, sub, id, ".msg")) return SMTPC_ELIMIT;
+        if (path_of(p, sizeof p, ob, sub, id, ".msg")) {
+            rc = SMTPC_ELIMIT;
+            break;
+        }
         if (access(p, F_OK) == 0) {
             remove_entry(ob, sub, id);
-            return 0;
+            rc = 0;
+            break;
         }
     }
-    return smtpc__err(&ob->err, SMTPC_ENOTFOUND, "no outbox entry %s", id);
+    close(lfd);
+    if (rc == SMTPC_ENOTFOUND) smtpc__err(&ob->err, rc, "no outbox entry %s", id);
+    return rc;
 }

@@ -2,6 +2,7 @@
  * the reader of what it writes (include/smtpc/pickup.h). */
 #include <smtpc/pickup.h>
 
+#include "client/spooldir.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -173,11 +174,14 @@ SMTPC_API int smtpc_pickup_write(const char *dir, const char *from, const char *
         }
     }
     if (mkdir_p(dir) < 0) return fail(errbuf, errbuf_len, SMTPC_EIO, "cannot create", dir);
+    /* the outbox's rule, for a directory a relay also reads (spooldir.h) */
+    int drc = smtpc__spool_dir_check("pickup directory", dir, true, errbuf, errbuf_len);
+    if (drc) return drc;
 
     char tmp[4200], final[4200];
     pickup_names(dir, tmp, sizeof tmp, final, sizeof final);
 
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return fail(errbuf, errbuf_len, SMTPC_EIO, "cannot create", tmp);
 
     int rc = 0;

@@ -20,6 +20,7 @@
 #include <smtpc/session.h>
 
 #include "engine/engine.h"
+#include "engine/opener.h"
 #include "engine/sasl.h"
 #include "net/proxy.h"
 #include "net/tls.h"
@@ -642,19 +643,21 @@ static int tls_handshake(smtpc_session *s, const op *o)
         rc = smtpc__transport_handshake(s->t, &want);
         if (rc == 0) break;
         if (rc == SMTPC_EAGAIN) {
+            s->tls_spoke = smtpc__tls_peer_spoke_tls(s->t); /* for a TLS server that stalls */
             rc = wait_want(s, want, o);
             if (rc) return rc;
             continue;
         }
         char detail[SMTPC__ERRMSG_MAX];
         smtpc__strlcpy(detail, s->t->err.text[0] ? s->t->err.text : smtpc_strerror(rc), sizeof detail);
+        /* the server answered with a TLS record: whatever failed after that
+         * (certificate, pin, alert, bad record, versions), AUTO must not go
+         * on to try plaintext; only a port that does not speak TLS (a
+         * plaintext greeting, nothing before the close) falls back */
+        s->tls_spoke = smtpc__tls_peer_spoke_tls(s->t);
         close_conn(s);
         /* a close or reset in the middle of the handshake is a TLS failure too */
         if (rc == SMTPC_ECLOSED || rc == SMTPC_ENETWORK) rc = SMTPC_ETLS;
-        /* a TLS server that we refused (certificate, pin, versions): AUTO
-         * must not go on to try plaintext */
-        s->tls_spoke = strstr(detail, "certificate") || strstr(detail, "pin mismatch") ||
-                       strstr(detail, "protocol version");
         trace_info(s, "%s", detail);
         return smtpc__err(&s->err, rc, "%s: %s", s->hostport, detail);
     }
@@ -1869,6 +1872,93 @@ static int open_fail(smtpc_session *s, int rc)
     return rc;
 }
 
+static void opener_info(void *ud, const char *msg)
+{
+    trace_info(ud, "%s", msg);
+}
+
+/* After the greeting: EHLO (HELO), STARTTLS, EHLO, AUTH through the
+ * connection opener shared with the other drivers (src/engine/opener.h),
+ * which holds the policy, the codes and the messages; this is its blocking
+ * loop (the TLS handshake, waits, the trace). */
+static int open_steps(smtpc_session *s, smtpc_tls_mode mode)
+{
+    static const char *const what[] = {"greeting", "EHLO", "STARTTLS", "TLS handshake", "AUTH", "open"};
+    char def[300];
+    const char *name = s->o.ehlo_name;
+    if (!name) {
+        smtpc__local_fqdn_lookup(); /* normally done while the greeting came */
+        smtpc__default_ehlo_name(s->t ? s->t->fd : -1, def, sizeof def);
+        name = def;
+    }
+    smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
+    smtpc__opener_policy pol;
+    smtpc__conn_opts_opener_policy(&s->o, s->tls_ctx && smtpc__tls_ctx_has_client_cert(s->tls_ctx), &pol);
+    smtpc__opener_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.policy = &pol;
+    cfg.mode = mode;
+    cfg.encrypted = encrypted(s);
+    cfg.greeted = true;
+    cfg.ehlo_name = name;
+    cfg.server = s->hostport;
+    cfg.sasl_host = s->tls_name;
+    cfg.port = s->port;
+    cfg.info = opener_info;
+    cfg.info_ud = s;
+    smtpc__opener *opn = NULL;
+    int rc = smtpc__opener_new(&opn, s->e, &cfg);
+    if (rc) return smtpc__err(&s->err, rc, "open: out of memory");
+    bool mine = true; /* rc is the opener's (else the connection's: s->err set) */
+    rc = smtpc__opener_start(opn);
+    while (rc == SMTPC__OPEN_WAIT || rc == SMTPC__OPEN_TLS) {
+        op o;
+        if (rc == SMTPC__OPEN_TLS) {
+            /* Nothing may follow the 220 before the handshake (CVE-2011-0411,
+             * CVE-2021-22947): the engine refused such bytes with the 220 */
+            op_init(s, &o, command_ms(s), "TLS handshake");
+            mine = false;
+            if ((rc = tls_handshake(s, &o)) != 0) break;
+            s->security_used = SMTPC_TLS_MODE_STARTTLS;
+            mine = true;
+            rc = smtpc__opener_tls_started(opn); /* RFC 3207 4.2: EHLO again */
+            continue;
+        }
+        smtpc__open_step st = smtpc__opener_step(opn);
+        op_init(s, &o, command_ms(s), what[st]);
+        smtpc__event ev;
+        mine = false;
+        if ((rc = flush(s, &o, false)) != 0 || (rc = next_event(s, &o, &ev)) != 0) {
+            /* the server closed in answer to STARTTLS: never plaintext either */
+            if (rc == SMTPC_ECLOSED && st == SMTPC__OPEN_STEP_STARTTLS) {
+                char d[SMTPC__ERRMSG_MAX];
+                smtpc__strlcpy(d, s->err.text, sizeof d);
+                rc = smtpc__err(&s->err, SMTPC_ETLS, "STARTTLS failed, not continuing without TLS: %s", d);
+            }
+            break;
+        }
+        if (ev.reply && (rc = set_reply(s, ev.reply)) != 0) {
+            rc = smtpc__err(&s->err, rc, "%s: out of memory", what[st]);
+            break;
+        }
+        mine = true;
+        rc = smtpc__opener_event(opn, &ev);
+    }
+    if (rc == SMTPC__OPEN_DONE) {
+        s->auth_used = smtpc__opener_mech(opn);
+        rc = 0;
+    } else if (mine) {
+        smtpc__err(&s->err, rc, "%s", smtpc__opener_errmsg(opn));
+        if (s->t) {
+            op o;
+            op_init(s, &o, 1000, "QUIT");
+            (void)flush(s, &o, false); /* what the opener queued: a polite QUIT after AUTH */
+        }
+    }
+    smtpc__opener_free(opn);
+    return rc;
+}
+
 SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t port)
 {
     if (!s) return SMTPC_EINVAL;
@@ -1879,49 +1969,8 @@ SMTPC_API int smtpc_session_open(smtpc_session *s, const char *host, uint16_t po
     }
     smtpc_tls_mode mode = smtpc__conn_opts_effective_mode(&s->o, port);
     int rc = connect_mode(s, host, port, mode);
-    if (rc) return open_fail(s, rc);
-    rc = smtpc_session_ehlo(s, NULL);
-    if (rc) return open_fail(s, rc);
-    if (!encrypted(s) && mode != SMTPC_TLS_MODE_NONE) {
-        bool required = mode == SMTPC_TLS_MODE_STARTTLS || mode == SMTPC_TLS_MODE_IMPLICIT ||
-                        (have_creds(s) && !s->o.allow_plain_auth);
-        const smtpc__caps *c = smtpc__engine_caps(s->e);
-        bool offered = c && (c->flags & SMTPC_EXT_STARTTLS);
-        if (offered) {
-            rc = smtpc_session_starttls(s);
-            if (rc) {
-                /* offered and failed: never fall back to plaintext */
-                if (rc == SMTPC_ETEMPFAIL || rc == SMTPC_EPERMFAIL || rc == SMTPC_ECLOSED) {
-                    char d[SMTPC__ERRMSG_MAX];
-                    smtpc__strlcpy(d, s->err.text, sizeof d);
-                    smtpc__err(&s->err, SMTPC_ETLS, "STARTTLS failed, not continuing without TLS: %s", d);
-                    rc = SMTPC_ETLS;
-                }
-                return open_fail(s, rc);
-            }
-        } else if (required) {
-            rc = smtpc__err(&s->err, SMTPC_ETLS,
-                            "%s does not offer STARTTLS and TLS is required (%s%s); nothing sent",
-                            s->hostport, smtpc_tls_mode_name(mode),
-                            mode == SMTPC_TLS_MODE_STARTTLS ? "" : ", with credentials");
-            return open_fail(s, rc);
-        } else {
-            trace_info(s, "no STARTTLS offered: continuing in plaintext (%s)", smtpc_tls_mode_name(mode));
-        }
-    }
-    if (have_creds(s)) {
-        rc = smtpc_session_auth(s);
-        if (rc) {
-            if (s->t) {
-                (void)smtpc__engine_quit(s->e); /* polite, best effort */
-                op o;
-                op_init(s, &o, 1000, "QUIT");
-                (void)flush(s, &o, false);
-            }
-            return open_fail(s, rc);
-        }
-    }
-    return 0;
+    if (!rc) rc = open_steps(s, mode);
+    return rc ? open_fail(s, rc) : 0;
 }
 
 SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s)

@@ -475,3 +475,16 @@ smtpc__sasl_mask smtpc__conn_opts_allowed_mechs(const smtpc_conn_opts *o, const 
     if (o->auth_list_set) m &= o->auth_list; /* allowed in the clear: as on TLS */
     return m;
 }
+
+void smtpc__conn_opts_opener_policy(const smtpc_conn_opts *o, bool client_cert, smtpc__opener_policy *p)
+{
+    memset(p, 0, sizeof *p);
+    smtpc__conn_opts_sasl_creds(o, &p->creds);
+    p->creds.client_cert = client_cert;
+    p->have_creds = smtpc__conn_opts_have_creds(o);
+    p->allow_plain_auth = o->allow_plain_auth;
+    p->allowed_tls = smtpc__conn_opts_allowed_mechs(o, &p->creds, true);
+    smtpc__sasl_creds plain = p->creds;
+    plain.client_cert = false; /* a client certificate needs TLS */
+    p->allowed_plain = smtpc__conn_opts_allowed_mechs(o, &plain, false);
+}

@@ -7,6 +7,7 @@
 
 #include <smtpc/conn.h>
 
+#include "engine/opener.h"
 #include "engine/sasl.h"
 #include "net/tls.h"
 #include "util/util.h"
@@ -68,5 +69,9 @@ void smtpc__conn_opts_sasl_creds(const smtpc_conn_opts *o, smtpc__sasl_creds *c)
  * travel in clear otherwise); then the default for c, cut to the list set. */
 smtpc__sasl_mask smtpc__conn_opts_allowed_mechs(const smtpc_conn_opts *o, const smtpc__sasl_creds *c,
                                                bool encrypted);
+
+/* The connection opener's policy from o (its strings borrowed from o);
+ * client_cert: the TLS context has a client certificate (EXTERNAL). */
+void smtpc__conn_opts_opener_policy(const smtpc_conn_opts *o, bool client_cert, smtpc__opener_policy *p);
 
 #endif

@@ -49,9 +49,30 @@ int smtpc__dotstuff_write(smtpc__dotstuff *d, bool dot_stuff, const uint8_t *in,
         }
         const uint8_t *lf = memchr(p, '\n', (size_t)(end - p));
         const uint8_t *stop = lf ? lf : end;
+        /* the usual line ends in CRLF: look for another CR before it only,
+         * and copy the line with its CRLF at once */
+        bool crlf = lf && lf > p && lf[-1] == '\r';
+        if (crlf) stop = lf - 1;
         const uint8_t *cr = memchr(p, '\r', (size_t)(stop - p));
-        if (cr) stop = cr;
+        if (cr) {
+            stop = cr;
+            crlf = false;
+        }
         size_t len = (size_t)(stop - p);
+        if (crlf) {
+            if (len > DS_MAX_LINE - d->line_len) {
+                *d = saved;
+                out->len = start_len;
+                return SMTPC_ELIMIT;
+            }
+            if (dot_stuff && len && *p == '.' && d->state != DS_MID) *w++ = '.';
+            memcpy(w, p, len + 2);
+            w += len + 2;
+            d->line_len = 0;
+            d->state = DS_LINE_START;
+            p = lf + 1;
+            continue;
+        }
         if (len) {
             if (len > DS_MAX_LINE - d->line_len) {
                 *d = saved;

@@ -80,6 +80,7 @@ struct smtpc__engine {
     txn t;
     smtpc__trace_fn trace;
     void *trace_ud;
+    bool out_secret;        /* the output buffer has held an AUTH credential line */
 };
 
 const char *smtpc__cmd_name(smtpc__cmd c)
@@ -227,7 +228,7 @@ static int ev_push(smtpc__engine *e, smtpc__event_type type, smtpc__cmd cmd, uin
         }
     }
     smtpc__reply *copy = NULL;
-    if (r && !(copy = smtpc__reply_dup(r))) return SMTPC_ENOMEM;
+    if (r && !(copy = smtpc__reply_ref((smtpc__reply *)r))) return SMTPC_ENOMEM;
     qevent *q = &e->evq[e->ev_len++];
     q->reply = copy;
     q->ev = (smtpc__event){type, cmd, tag, status, copy};
@@ -254,6 +255,16 @@ size_t smtpc__engine_output(const smtpc__engine *e, const uint8_t **data)
 void smtpc__engine_output_advance(smtpc__engine *e, size_t n)
 {
     smtpc__buf_consume(&e->out, n);
+}
+
+void smtpc__engine_trim(smtpc__engine *e)
+{
+    if (smtpc__buf_size(&e->out) == 0 && e->out.cap > 4096) {
+        if (e->out_secret) smtpc__buf_free_secure(&e->out);
+        else smtpc__buf_free(&e->out);
+        e->out_secret = false;
+    }
+    if (smtpc__buf_size(&e->chunk) == 0 && e->chunk.cap > 4096) smtpc__buf_free(&e->chunk);
 }
 
 const smtpc__caps *smtpc__engine_caps(const smtpc__engine *e)
@@ -315,6 +326,7 @@ static int send_line(smtpc__engine *e, const char *line, size_t len, smtpc__cmd 
         return smtpc__err(&e->err, rc, "out of memory queueing %s", smtpc__cmd_name(cmd));
     }
     if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, line, len, secret);
+    if (secret) e->out_secret = true;
     return 0;
 }
 
@@ -469,11 +481,19 @@ static int format_mail(smtpc__engine *e, smtpc__buf *b, const char *from, const 
     if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "MAIL command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
-    if (p->size && smtpc__buf_printf(b, " SIZE=%llu", (unsigned long long)p->size)) goto oom;
-    static const char *const bodies[] = {NULL, "7BIT", "8BITMIME", "BINARYMIME"};
+    if (p->size) {
+        /* digits by hand: every message of a bulk run has one */
+        char num[32], *q = num + sizeof num;
+        uint64_t v = p->size;
+        do *--q = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        if (smtpc__buf_append(b, " SIZE=", 6) || smtpc__buf_append(b, q, (size_t)(num + sizeof num - q)))
+            goto oom;
+    }
+    static const char *const bodies[] = {NULL, " BODY=7BIT", " BODY=8BITMIME", " BODY=BINARYMIME"};
     if ((unsigned)p->body >= SMTPC__ARRAY_LEN(bodies))
         return smtpc__err(&e->err, SMTPC_EINVAL, "unknown BODY type %d", (int)p->body);
-    if (bodies[p->body] && smtpc__buf_printf(b, " BODY=%s", bodies[p->body])) goto oom;
+    if (bodies[p->body] && smtpc__buf_append_str(b, bodies[p->body])) goto oom;
     if (p->smtputf8 && smtpc__buf_append_str(b, " SMTPUTF8")) goto oom;
     if (p->dsn_ret) {
         if (smtpc__strcasecmp(p->dsn_ret, "FULL") != 0 && smtpc__strcasecmp(p->dsn_ret, "HDRS") != 0)
@@ -839,8 +859,10 @@ static int txn_after_rcpts(smtpc__engine *e)
 static int txn_on_mail(smtpc__engine *e, const smtpc__reply *r)
 {
     txn *t = &e->t;
-    if (!(t->mail_reply = smtpc__reply_dup(r))) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     t->mail_ok = positive(r);
+    /* kept only to decide a failed envelope */
+    if (!t->mail_ok && !(t->mail_reply = smtpc__reply_dup(r)))
+        return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     if (t->pipelined) return 0;
     if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply, SMTPC__CMD_MAIL); /* nothing to reset */
     return txn_send_next(e, SMTPC__CMD_RCPT, 0);
@@ -1280,9 +1302,12 @@ int smtpc__engine_feed(smtpc__engine *e, const uint8_t *data, size_t len, size_t
                               "data received after STARTTLS 220 (possible response injection)");
         }
         size_t c = 0;
+        const smtpc__reply *v = NULL;
         smtpc__reply *r = NULL;
-        int rc = smtpc__reply_parser_feed(e->parser, data + i, len - i, &c, &r, &e->err);
+        /* the parser's reusable view, copied once into one allocation */
+        int rc = smtpc__reply_parser_feed_view(e->parser, data + i, len - i, &c, &v, &e->err);
         i += c;
+        if (rc == 1 && !(r = smtpc__reply_dup(v))) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
         if (rc == 1) rc = on_reply(e, r);
         if (rc < 0) {
             e->fatal = rc;

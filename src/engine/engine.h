@@ -97,6 +97,10 @@ int smtpc__engine_next_event(smtpc__engine *e, smtpc__event *ev);
 /* Bytes waiting to be written. */
 size_t smtpc__engine_output(const smtpc__engine *e, const uint8_t **data);
 void smtpc__engine_output_advance(smtpc__engine *e, size_t n);
+/* Nothing is waiting to be written: give the output buffers' memory back
+ * (an idle connection of many; wiped if it held a credential). The next
+ * command allocates again. */
+void smtpc__engine_trim(smtpc__engine *e);
 /* Number of commands sent or queued whose reply has not arrived. */
 size_t smtpc__engine_pending_replies(const smtpc__engine *e);
 

@@ -95,6 +95,11 @@ bool smtpc__reply_parser_mid_reply(const smtpc__reply_parser *p)
 void smtpc__reply_free(smtpc__reply *r)
 {
     if (!r) return;
+    if (r->packed) {
+        if (r->refs) r->refs--;
+        else free(r);
+        return;
+    }
     for (size_t i = 0; i < r->nlines; i++) free(r->lines[i]);
     free(r->lines);
     free(r->text);
@@ -335,22 +340,38 @@ int smtpc__reply_parser_feed_view(smtpc__reply_parser *p, const uint8_t *data, s
 smtpc__reply *smtpc__reply_dup(const smtpc__reply *r)
 {
     if (!r) return NULL;
-    smtpc__reply *d = calloc(1, sizeof *d);
+    /* the struct, the line pointers, the lines and the text in one block:
+     * one malloc per reply (the engine copies every reply it reports) */
+    const char *text = r->text ? r->text : "";
+    size_t tl = strlen(text) + 1, ll = 0, np = r->nlines ? r->nlines : 1;
+    for (size_t i = 0; i < r->nlines; i++) ll += strlen(r->lines[i]) + 1;
+    smtpc__reply *d = malloc(sizeof *d + np * sizeof(char *) + tl + ll);
     if (!d) return NULL;
     d->code = r->code;
     memcpy(d->enhanced, r->enhanced, sizeof d->enhanced);
-    d->text = smtpc__strdup(r->text);
-    d->lines = calloc(r->nlines ? r->nlines : 1, sizeof *d->lines);
-    if (!d->text || !d->lines) goto oom;
+    d->enhanced[sizeof d->enhanced - 1] = '\0';
+    d->packed = true;
+    d->refs = 0;
+    d->nlines = r->nlines;
+    d->lines = (char **)(d + 1);
+    char *w = (char *)(d->lines + np);
+    d->lines[0] = NULL;
     for (size_t i = 0; i < r->nlines; i++) {
-        d->lines[i] = smtpc__strdup(r->lines[i]);
-        if (!d->lines[i]) goto oom;
-        d->nlines = i + 1;
+        size_t l = strlen(r->lines[i]) + 1;
+        memcpy(w, r->lines[i], l);
+        d->lines[i] = w;
+        w += l;
     }
+    memcpy(w, text, tl);
+    d->text = w;
     return d;
-oom:
-    smtpc__reply_free(d);
-    return NULL;
+}
+
+smtpc__reply *smtpc__reply_ref(smtpc__reply *r)
+{
+    if (!r || !r->packed) return smtpc__reply_dup(r);
+    r->refs++;
+    return r;
 }
 
 /* ---- public accessors (include/smtpc/reply.h) --------------------------- */

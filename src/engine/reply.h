@@ -18,6 +18,8 @@ struct smtpc_reply {
     size_t nlines;
     char **lines;          /* text after "NNN-"/"NNN " (and after the enhanced code) */
     char *text;            /* lines joined with '\n' */
+    bool packed;           /* one allocation (smtpc__reply_dup): lines and text inside it */
+    unsigned refs;         /* packed: holders beyond the first (smtpc__reply_ref) */
 };
 typedef struct smtpc_reply smtpc__reply;
 
@@ -50,8 +52,12 @@ int smtpc__reply_parser_feed_view(smtpc__reply_parser *p, const uint8_t *data, s
 void smtpc__reply_parser_reset(smtpc__reply_parser *p);
 /* Added: true while part of a reply has been received. */
 bool smtpc__reply_parser_mid_reply(const smtpc__reply_parser *p);
-/* Added: a deep copy (NULL on NULL or out of memory). */
+/* Added: a deep copy in one allocation (NULL on NULL or out of memory). */
 smtpc__reply *smtpc__reply_dup(const smtpc__reply *r);
+/* Added: one more holder of r (a copy from smtpc__reply_dup is shared, not
+ * copied again; others are copied). smtpc__reply_free drops one holder.
+ * Shared replies are never modified. NULL on out of memory. */
+smtpc__reply *smtpc__reply_ref(smtpc__reply *r);
 
 /* Names of mechanisms the library does not implement kept from AUTH. */
 #define SMTPC__CAPS_MAX_OTHER_AUTH 32

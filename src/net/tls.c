@@ -47,6 +47,8 @@ typedef struct tls_layer {
     SSL_SESSION *latest;
     char leaf_subject[256]; /* recorded during verification, for messages */
     smtpc_tls_info info;
+    unsigned char peer_head[2]; /* the peer's first bytes (a record's type and major version) */
+    size_t peer_seen;           /* how many of them came (at most 2) */
 } tls_layer;
 
 /* ---- lazy, once-only initialisation ------------------------------------------------ */
@@ -122,6 +124,8 @@ static int bio_read_ex(BIO *b, char *data, size_t len, size_t *readbytes)
     int want = 0;
     ssize_t n = smtpc__transport_read(t->base.inner, data, len, &want);
     if (n > 0) {
+        for (size_t i = 0; i < (size_t)n && t->peer_seen < sizeof t->peer_head; i++)
+            t->peer_head[t->peer_seen++] = (unsigned char)data[i];
         *readbytes = (size_t)n;
         return 1;
     }
@@ -720,6 +724,17 @@ fail:
 }
 
 bool smtpc__tls_is(const smtpc__transport *t) { return t && t->ops == &tls_ops; }
+
+bool smtpc__tls_peer_spoke_tls(const smtpc__transport *t)
+{
+    if (!smtpc__tls_is(t)) return false;
+    const tls_layer *l = (const tls_layer *)t;
+    if (l->peer_seen == 0) return false; /* nothing, or EOF before any record */
+    /* a TLS record: content type 20..24 (change_cipher_spec, alert,
+     * handshake, application_data, heartbeat), then major version 3 */
+    if (l->peer_head[0] < 20 || l->peer_head[0] > 24) return false;
+    return l->peer_seen < 2 || l->peer_head[1] == 3;
+}
 
 const smtpc_tls_info *smtpc__tls_info(const smtpc__transport *t)
 {

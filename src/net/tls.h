@@ -90,6 +90,13 @@ int smtpc__tls_wrap(smtpc__transport **out, smtpc__transport *inner, smtpc__tls_
 
 /* t is a TLS layer (the outermost layer of a chain is checked). */
 bool smtpc__tls_is(const smtpc__transport *t);
+/* The peer's first bytes on this TLS layer were a TLS record header (type
+ * 20..24, major version 3): whatever went wrong after that (certificate,
+ * pin, alert, bad record, no version in common), the port speaks TLS. False
+ * when nothing came, when the stream ended before any byte, or when the
+ * first bytes are something else (a plaintext "220 " greeting): the port
+ * does not speak TLS. */
+bool smtpc__tls_peer_spoke_tls(const smtpc__transport *t);
 /* After the handshake: what was negotiated. NULL before it or when t is not TLS. */
 const smtpc_tls_info *smtpc__tls_info(const smtpc__transport *t);
 /* The session to resume later (a new reference: free it), or NULL if none

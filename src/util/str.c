@@ -154,8 +154,22 @@ int64_t smtpc__now_us(void)
 bool smtpc__has_8bit(const void *p, size_t n)
 {
     const uint8_t *u = p;
-    uint64_t acc = 0;
+    uint64_t acc = 0, a1 = 0, a2 = 0, a3 = 0;
     size_t i = 0;
+    /* 32 bytes per round into independent accumulators (-O2 does not
+     * vectorise the plain loop): ~0.3 instead of ~0.6 instructions a byte */
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w0, w1, w2, w3;
+        memcpy(&w0, u + i, 8);
+        memcpy(&w1, u + i + 8, 8);
+        memcpy(&w2, u + i + 16, 8);
+        memcpy(&w3, u + i + 24, 8);
+        acc |= w0;
+        a1 |= w1;
+        a2 |= w2;
+        a3 |= w3;
+    }
+    acc |= a1 | a2 | a3;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, u + i, sizeof w);

@@ -233,7 +233,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     args a;
     parse(&a, argc, argv);
-    int rc;
+    int rc = 1;
     if (!strcmp(a.how, "session-setters")) rc = run_session(&a, false, false);
     else if (!strcmp(a.how, "session-opts")) rc = run_session(&a, true, false);
     else if (!strcmp(a.how, "session-reopts")) rc = run_session(&a, true, true);

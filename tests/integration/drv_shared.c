@@ -4,8 +4,13 @@
  *
  *   drv_shared session|bulk HOST PORT [options]
  *
- * session: connect, EHLO, smtpc_session_send_mem, QUIT (when still connected).
+ * session: smtpc_session_open, smtpc_session_send[_mem], QUIT (when still
+ *          connected).
  * bulk:    smtpc_bulk_run with one connection and one message.
+ * Both are given the same: a body in memory has a known length, which both
+ * declare as SIZE= when the server offers SIZE (smtpc_mail_opts.size for
+ * the session, as smtpc_client does; bulk on its own); a pulled body
+ * (--piece) has none.
  *
  * Options: --from A  --to A (repeatable)  --file PATH (the body; default empty)
  *   --greeting-timeout-ms N --command-timeout-ms N --data-timeout-ms N
@@ -15,9 +20,8 @@
  *   --piece N      the body through a read callback that hands it over in
  *                  N-byte pieces (session: smtpc_session_send; bulk: the
  *                  message's read/rewind) instead of from memory
- *   --size         session: SIZE=<body length> on MAIL when the server
- *                  offers SIZE (what smtpc_client does); bulk always does
- *                  that for a body in memory (not with --piece)
+ *   --tls MODE     the TLS mode (smtpc_tls_mode_parse; default none)
+ *   --user U --pass P   credentials     --plain-auth   allowed without TLS
  *
  * Output, one item per line:
  *   status sent|failed|unknown|canceled
@@ -57,8 +61,10 @@ typedef struct opts {
     size_t len;
     int64_t greeting_ms, command_ms, data_ms;
     unsigned attempts;
-    bool size;
     size_t piece;
+    smtpc_tls_mode tls;
+    const char *user, *pass;
+    bool plain_auth;
 } opts;
 
 typedef struct piece_src {
@@ -128,16 +134,22 @@ static char *read_file(const char *path, size_t *len)
     return b;
 }
 
-static bool decided_by_reply(int rc)
+/* The session's last reply is the deciding one (else it is stale): a
+ * refusal, an acceptance, or an AUTH refusal (a 4xx/5xx reply). */
+static bool decided_by_reply(int rc, const smtpc_reply *r)
 {
-    return rc == SMTPC_OK || rc == SMTPC_ETEMPFAIL || rc == SMTPC_EPERMFAIL;
+    int cls = smtpc_reply_code(r) / 100;
+    return rc == SMTPC_OK || rc == SMTPC_ETEMPFAIL || rc == SMTPC_EPERMFAIL ||
+           (rc == SMTPC_EAUTH && (cls == 4 || cls == 5));
 }
 
 static void run_session(const opts *o, report *r)
 {
     smtpc_session *s;
     if (smtpc_session_new(&s) != 0) exit(1);
-    smtpc_session_set_tls_mode(s, SMTPC_TLS_MODE_NONE);
+    smtpc_session_set_tls_mode(s, o->tls);
+    if (o->user) smtpc_session_set_credentials(s, o->user, o->pass);
+    smtpc_session_set_allow_plaintext_auth(s, o->plain_auth);
     smtpc_session_set_ehlo_name(s, "shared.test");
     if (o->greeting_ms) smtpc_session_set_greeting_timeout_ms(s, o->greeting_ms);
     if (o->command_ms) smtpc_session_set_command_timeout_ms(s, o->command_ms);
@@ -145,12 +157,11 @@ static void run_session(const opts *o, report *r)
     r->conns = 1;
     r->attempts = 1;
     bool sent = false;
-    int rc = smtpc_session_connect(s, o->host, o->port);
-    if (!rc) rc = smtpc_session_ehlo(s, NULL);
+    int rc = smtpc_session_open(s, o->host, o->port);
     if (!rc) {
         smtpc_mail_opts mo;
         memset(&mo, 0, sizeof mo);
-        if (o->size && smtpc_session_has_ext(s, "SIZE")) mo.size = o->len;
+        if (!o->piece && smtpc_session_has_ext(s, "SIZE")) mo.size = o->len;
         smtpc_envelope env;
         memset(&env, 0, sizeof env);
         env.from = o->from;
@@ -167,7 +178,7 @@ static void run_session(const opts *o, report *r)
                 : rc == SMTPC_EUNKNOWN   ? "unknown"
                 : rc == SMTPC_ECANCELED  ? "canceled"
                                          : "failed";
-    r->code = decided_by_reply(rc) ? smtpc_reply_code(smtpc_session_reply(s)) : 0;
+    r->code = decided_by_reply(rc, smtpc_session_reply(s)) ? smtpc_reply_code(smtpc_session_reply(s)) : 0;
     smtpc__strlcpy(r->errmsg, rc ? smtpc_session_errmsg(s) : "", sizeof r->errmsg);
     size_t n = sent ? smtpc_session_rcpt_count(s) : 0;
     for (size_t i = 0; i < n; i++)
@@ -265,7 +276,9 @@ static void run_bulk(const opts *o, report *r)
     smtpc_bulk_set_connections(b, 1);
     smtpc_bulk_set_max_attempts(b, o->attempts ? o->attempts : 1);
     smtpc_bulk_set_ehlo_name(b, "shared.test");
-    smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false); /* as the session here */
+    smtpc_bulk_set_tls(b, o->tls, NULL, NULL, false);
+    if (o->user) smtpc_bulk_set_credentials(b, o->user, o->pass);
+    smtpc_bulk_set_allow_plaintext_auth(b, o->plain_auth);
     smtpc_bulk_set_timeouts(b, 0, o->greeting_ms, o->command_ms, o->data_ms, 0);
     int rc = smtpc_bulk_run(b);
     smtpc_bulk_stats st;
@@ -289,6 +302,7 @@ int main(int argc, char **argv)
     o.host = argv[2];
     o.port = (uint16_t)num(argv[3]);
     o.from = "sender@example.org";
+    o.tls = SMTPC_TLS_MODE_NONE;
     for (int i = 4; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -306,7 +320,14 @@ int main(int argc, char **argv)
         else if (OPT("--data-timeout-ms")) o.data_ms = (int64_t)num(v);
         else if (OPT("--attempts")) o.attempts = (unsigned)num(v);
         else if (OPT("--piece")) o.piece = (size_t)num(v);
-        else if (strcmp(a, "--size") == 0) o.size = true;
+        else if (OPT("--tls")) {
+            if (smtpc_tls_mode_parse(v, &o.tls) != 0) {
+                fprintf(stderr, "bad TLS mode %s\n", v);
+                return 2;
+            }
+        } else if (OPT("--user")) o.user = v;
+        else if (OPT("--pass")) o.pass = v;
+        else if (strcmp(a, "--plain-auth") == 0) o.plain_auth = true;
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;

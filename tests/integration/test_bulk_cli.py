@@ -109,7 +109,7 @@ def test_bulk_declares_8bitmime_and_smtputf8(aiosmtpd, smtpc_bin, tmp_path):
     srv2 = aiosmtpd(pipelining=True, smtputf8=False)
     p = run(srv2)
     assert p.returncode == 75
-    assert b"2.eml: failed: a non-ASCII address needs SMTPUTF8, which the server does not offer" in p.stderr
+    assert b"2.eml: failed: the server does not offer SMTPUTF8" in p.stderr
     assert sorted(e.rcpt_tos[0] for e in srv2.envelopes) == ["b@example.org", "b@example.org"]
 
 

@@ -114,11 +114,32 @@ def test_tls_mode_implicit_constant_is_implicit(aiosmtpd, stunnel_in_front_of):
     assert len(srv.envelopes) == 4
 
 
-def test_auto_is_refused_clearly(postfix):
-    _, _, out = run("127.0.0.1", postfix.port, 1, *opts("--tls", "auto"))
-    assert "OPTS SMTPC_EUNSUPPORTED TLS mode auto is not supported by bulk" in out, out
-    _, _, out = run("127.0.0.1", postfix.port, 1, "--tls", "auto")
-    assert "TLS TLS mode auto is not supported by bulk" in out, out
+def test_auto_probes_once_and_uses_the_winner(postfix, aiosmtpd, stunnel_in_front_of):
+    """AUTO: the session's probe (implicit TLS, then plaintext + STARTTLS)
+    decides once; every connection of the run then uses what won."""
+    # an implicit-TLS port: implicit TLS (one probe connection, then the run)
+    srv = aiosmtpd(pipelining=True)
+    tls = stunnel_in_front_of(srv.port)
+    res, _, out = run("127.0.0.1", tls.port, 3, *opts("--tls", "auto", "--ca-file", tls.ca_file))
+    assert all_sent(res, 3), out[-1500:]
+    assert len(srv.envelopes) == 3
+    # a plaintext port that offers STARTTLS: STARTTLS on every message
+    port = postfix.starttls_ports["server"]
+    res, _, out = run("127.0.0.1", port, 3, *opts("--tls", "auto", "--ca-file", ca()))
+    assert all_sent(res, 3), out[-1500:]
+    got = postfix.wait_for(3)
+    assert all("TLS" in str(m.received) for m in got), [m.received for m in got]
+    # a plaintext port without STARTTLS: plaintext, no credentials offered
+    res, _, out = run("127.0.0.1", postfix.port, 2, *opts("--tls", "auto"))
+    assert all_sent(res, 2), out[-1500:]
+    got = postfix.wait_for(5)[3:]
+    assert len(got) == 2 and not any("TLS" in str(m.received) for m in got), [m.received for m in got]
+    # a TLS server whose certificate is refused: the run fails at start,
+    # with the reason, and never falls back to plaintext
+    res, _, out = run("127.0.0.1", tls.port, 1, *opts("--tls", "auto"))
+    assert not any(r[0] == "SENT" for r in res.values()), out[-1500:]
+    assert "certificate verification failed" in out, out[-1500:]
+    assert len(srv.envelopes) == 3
 
 
 # ---- certificates --------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def test_no_silent_plaintext_when_starttls_is_missing(smtpc_bin, tmp_path, postf
 @pytest.mark.parametrize("mode,port_name,tls", [
     ("none", "port", False), ("starttls", "starttls", True), ("starttls-optional", "starttls", True),
     ("starttls-optional", "port", False),
-    ("implicit", "smtps_port", True)])
+    ("implicit", "smtps_port", True),
+    ("auto", "smtps_port", True), ("auto", "starttls", True), ("auto", "port", False)])
 def test_tls_modes_with_connections(smtpc_bin, tmp_path, postfix, mode, port_name, tls):
     port = postfix.starttls_ports["server"] if port_name == "starttls" else getattr(postfix, port_name)
     auth = ["--user", "alice", "--password-env", "PW"] if port_name == "smtps_port" else []

@@ -487,7 +487,8 @@ LAYERS = {
     "conn": {"engine", "net", "util"},
     "client": {"engine", "net", "conn", "mime", "util"},
     "async": {"engine", "net", "conn", "mime", "util"},
-    "lazy": {"util"},  # arriving: OpenSSL/libidn2 loaded on first use ("Where it is going")
+    "lazy": {"util"},
+    "dkim": {"util"},
     "cli": set(),
 }
 # Includes across the layers that are being removed: ("file", "included").

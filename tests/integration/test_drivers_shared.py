@@ -14,12 +14,11 @@ Differences between the drivers are never papered over:
   * a missing bulk API feature or a wrong detail (one field): the field is
     left out of the main test and checked by ``test_known_gap`` which is
     xfail(strict=True) (``Case.gaps``), so the rest of the case still runs;
-  * a deliberate API difference is normalised, with a comment saying why
-    (see ``DELIBERATE`` and the per-driver scripts).
+  * a deliberate difference by design is normalised, with a comment saying
+    why (see ``DELIBERATE``).
 
-Every known difference is listed in the BULK_* / SESSION_* reason strings
-below (what happens, in which function); an XPASS means a driver was fixed:
-remove its xfail / gap entry.
+There is none of the first two now: an XPASS would mean a driver was fixed,
+a new xfail or gap entry that one broke.
 
 Adding a case: append a ``Case`` to ``CASES`` (see docs/TESTING.md).
 """
@@ -37,31 +36,20 @@ from servers.scripted import ScriptedServer
 
 DRIVERS = ("session", "bulk")
 
-# DELIBERATE: differences between the drivers by design, normalised here:
+# DELIBERATE: the differences between the drivers by design, normalised here
+# (both drivers run every command and reply through the same engine and open
+# connections with the same opener, so nothing else may differ):
 #  * bulk retries a message whose connection was lost before its final dot
 #    on another connection (max_attempts, default 3); drv_shared sets
 #    max_attempts 1 so the loss is reported like the session reports it.
 #  * bulk opens a new connection after a connection fails before EHLO is
 #    done (421/554 greeting, no greeting, refused EHLO) or right after it,
 #    before any transaction reply (a 421 behind the EHLO reply), up to
-#    2*k+4 consecutive failures,
-#    before failing the message; the session reports the first. The server
-#    therefore accepts several connections and each gets the same script;
-#    the outcome compared is the message's.
-#  * bulk asks its source for the next message only when a connection is
-#    ready for one (or while the body of the last one is going out). When a
-#    connection dies with the only message before its body ended (or is
-#    closed on purpose because the server cannot be trusted any more: 354
-#    after a refused MAIL, 250 to DATA), bulk does not know the source is
-#    empty yet: it opens one more connection, EHLOs,
-#    finds nothing to send and QUITs (``IDLE`` as the later script). Wasteful
-#    but harmless; the session has no such connection.
-#  * after a refused transaction the session sends RSET at once (ready for
-#    the next one); bulk sends it lazily, before the next MAIL on that
-#    connection, and with nothing more to send goes straight to QUIT (which
-#    also discards the transaction). The scripts say which driver sends what.
-#  * bulk QUITs when its run has nothing more to send, the session driver
-#    after the transaction: with one message both end with QUIT.
+#    2*k+4 consecutive failures, before failing the message: it sends to one
+#    server over many connections, and one bad connection says little; the
+#    session reports the first. The server therefore accepts several
+#    connections (``conns``) and each gets the same script; the outcome
+#    compared is the message's.
 
 # smtpc_error_class values (include/smtpc/errors.h)
 OK, TRANSIENT, PERMANENT, CANCELED, CONFIG, PROTOCOL, UNKNOWN = range(7)
@@ -154,9 +142,6 @@ def lockstep(replies, rcpts=("a@example.org",)):
 
 QUIT = [("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"), ("close",)]
 RSET = [("expect", rb"^RSET$"), ("send", b"250 reset\r\n")]
-# bulk's extra connection after a message failed before its body ended (DELIBERATE)
-IDLE = [GREETING] + ehlo() + QUIT
-
 
 def first_conn(srv):
     """What the client sent on the first connection (the message's)."""
@@ -232,25 +217,17 @@ def pipelined_group(srv, out, drv):
     assert any(b"MAIL FROM" in c and c.endswith(b"DATA\r\n") for c in srv.chunks), srv.chunks
 
 
-def refusal_checks(*, session_rset):
+def refusal_checks(*, rset):
     def check(srv, out, drv):
         no_body(srv, out, drv)
         quit_seen(srv, out, drv)
-        cmds = commands(srv)
-        if drv == "session" and session_rset:
-            assert b"RSET" in cmds, cmds
-        if drv == "bulk":
-            assert b"RSET" not in cmds, cmds  # lazy RSET: nothing follows (see DELIBERATE)
+        assert (b"RSET" in commands(srv)) == rset, commands(srv)
     return check
 
 
-def refused_tail(session_rset):
-    """After a refused transaction: the session's RSET (when it sends one), QUIT."""
-    return lambda drv: (RSET if drv == "session" and session_rset else []) + QUIT
-
-
-def with_tail(head, tail):
-    return lambda drv: head + tail(drv)
+# After a refused transaction both drivers' engine ends it with RSET (none
+# is due when nothing was accepted without PIPELINING), then QUIT.
+REFUSED_TAIL = RSET + QUIT
 
 
 SENT_1 = dict(status="sent", error="SMTPC_OK", klass=OK, code=250, accepted=1,
@@ -342,8 +319,8 @@ def _size_after_dot_check(srv, out, drv):
 
 # What a server does with a message over its SIZE: 552 at MAIL when SIZE=
 # says so, else 552 after the dot. A client that knows the length refuses
-# before sending anything (the session asked to with --size, bulk on its
-# own for a body in memory) and just QUITs.
+# before sending anything (both know the length of a body in memory: the
+# session is given it, as smtpc_client does, bulk takes it) and just QUITs.
 SIZE_DECLARED = [GREETING] + ehlo(b"SIZE 100") + QUIT
 
 
@@ -443,6 +420,10 @@ SLOW = 0.002
 # bulk: connections tried before the message fails when none gets past EHLO (2*k+4, k=1)
 BULK_CONN_TRIES = 6
 THREE = ("a@example.org", "b@example.org", "c@example.org")
+AUTH_ARGS = ("--user", "alice", "--pass", "secret", "--plain-auth")
+AUTH_PLAIN = ("expect", rb"^AUTH PLAIN AGFsaWNlAHNlY3JldA==$")  # SASL-IR of alice / secret
+# after a failed opening the client QUITs without waiting for the 221
+QUIT_AND_GO = [("expect", rb"^QUIT$")]
 
 def _assert(cond, msg=""):
     assert cond, msg
@@ -456,31 +437,28 @@ CASES = [
          lockstep([b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"]) +
          [("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
          SENT_1, check=_happy_nopipe_check),
-    # (SIZE is offered: bulk declares the length of a body in memory, the
-    # session only when asked, as with --size)
+    # (SIZE is offered: both declare the length of a body in memory)
     Case("ehlo_multiline_odd_spacing",
-         lambda drv: [GREETING] + EHLO_ODD + envelope(size=len(BODY) if drv == "bulk" else None) +
+         [GREETING] + EHLO_ODD + envelope(size=len(BODY)) +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 ok\r\n")] + QUIT,
          SENT_1, check=lambda s, o, d: (delivered(s, o, d), pipelined_group(s, o, d))),
     Case("mail_4xx",
-         with_tail([GREETING] + ehlo() + envelope() +
-                   [("send", b"451 4.7.1 try later\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")],
-                   refused_tail(True)),
+         [GREETING] + ehlo() + envelope() +
+                   [("send", b"451 4.7.1 try later\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=451, accepted=0,
               rcpts=[("SMTPC_EPERMFAIL", 503)]),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     Case("mail_5xx",
-         with_tail([GREETING] + ehlo() + envelope() +
-                   [("send", b"553 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")],
-                   refused_tail(True)),
+         [GREETING] + ehlo() + envelope() +
+                   [("send", b"553 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=553, accepted=0,
               rcpts=[("SMTPC_EPERMFAIL", 503)]),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     Case("mail_5xx_no_pipelining",
          [GREETING] + ehlo(b"HELP", pipelining=False) + lockstep([b"553 5.7.1 sender refused\r\n"]) + QUIT,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=553, accepted=0,
               rcpts=[("SMTPC_EUNKNOWN", 0)]),
-         check=refusal_checks(session_rset=False)),
+         check=refusal_checks(rset=False)),
     Case("rcpt_one_of_three_refused",
          [GREETING] + ehlo() + envelope(THREE) +
          [("send", b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n354 go\r\n"),
@@ -489,48 +467,46 @@ CASES = [
               rcpts=[("SMTPC_OK", 250), ("SMTPC_EPERMFAIL", 550), ("SMTPC_OK", 250)]),
          rcpts=THREE, check=delivered),
     Case("rcpt_all_refused_data_554",
-         with_tail([GREETING] + ehlo() + envelope(THREE) +
+         [GREETING] + ehlo() + envelope(THREE) +
                    [("send", b"250 ok\r\n550 5.1.1 no\r\n450 4.2.1 later\r\n550 5.1.1 no\r\n"
-                             b"554 5.5.1 no valid recipients\r\n")], refused_tail(True)),
+                             b"554 5.5.1 no valid recipients\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=550, accepted=0,
               rcpts=[("SMTPC_EPERMFAIL", 550), ("SMTPC_ETEMPFAIL", 450), ("SMTPC_EPERMFAIL", 550)]),
-         rcpts=THREE, check=refusal_checks(session_rset=True)),
+         rcpts=THREE, check=refusal_checks(rset=True)),
     Case("rcpt_all_refused_data_503",
-         with_tail([GREETING] + ehlo() + envelope() +
-                   [("send", b"250 ok\r\n450 4.2.1 later\r\n503 5.5.1 no valid recipients\r\n")],
-                   refused_tail(True)),
+         [GREETING] + ehlo() + envelope() +
+                   [("send", b"250 ok\r\n450 4.2.1 later\r\n503 5.5.1 no valid recipients\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=450, accepted=0,
               rcpts=[("SMTPC_ETEMPFAIL", 450)]),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     # A broken server says 354 although no recipient was accepted: the only
     # way out of DATA is an end of data, which delivers to nobody.
     Case("rcpt_all_refused_data_354",
-         with_tail([GREETING] + ehlo() + envelope() +
+         [GREETING] + ehlo() + envelope() +
                    [("send", b"250 ok\r\n550 5.1.1 no\r\n354 go ahead anyway\r\n"),
-                    ("expect", rb"^\.$"), ("send", b"554 5.5.1 no valid recipients\r\n")],
-                   refused_tail(True)),
+                    ("expect", rb"^\.$"), ("send", b"554 5.5.1 no valid recipients\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=550, accepted=0,
               rcpts=[("SMTPC_EPERMFAIL", 550)]),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     Case("rcpt_all_refused_no_pipelining",
-         with_tail([GREETING] + ehlo(b"HELP", pipelining=False) +
-                   lockstep([b"250 ok\r\n", b"550 5.1.1 no\r\n"]), refused_tail(True)),
+         [GREETING] + ehlo(b"HELP", pipelining=False) +
+                   lockstep([b"250 ok\r\n", b"550 5.1.1 no\r\n"]) + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=550, accepted=0,
               rcpts=[("SMTPC_EPERMFAIL", 550)]),
-         check=lambda s, o, d: (refusal_checks(session_rset=True)(s, o, d),
+         check=lambda s, o, d: (refusal_checks(rset=True)(s, o, d),
                                 _assert(b"DATA" not in commands(s), commands(s)))),
     Case("data_4xx",
-         with_tail([GREETING] + ehlo() + envelope() +
-                   [("send", b"250 ok\r\n250 ok\r\n451 4.3.0 not now\r\n")], refused_tail(True)),
+         [GREETING] + ehlo() + envelope() +
+                   [("send", b"250 ok\r\n250 ok\r\n451 4.3.0 not now\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=451, accepted=1,
               rcpts=[("SMTPC_OK", 250)]),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     Case("data_5xx",
-         with_tail([GREETING] + ehlo() + envelope() +
-                   [("send", b"250 ok\r\n250 ok\r\n554 5.3.0 no DATA for you\r\n")], refused_tail(True)),
+         [GREETING] + ehlo() + envelope() +
+                   [("send", b"250 ok\r\n250 ok\r\n554 5.3.0 no DATA for you\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=554, accepted=1,
               rcpts=[("SMTPC_OK", 250)]),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     Case("dot_5xx",
          HAPPY_PIPE[:-4] + [("send", b"554 5.7.1 content refused\r\n")] + QUIT,
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=554, accepted=1,
@@ -552,8 +528,7 @@ CASES = [
     Case("mail_421",
          [GREETING] + ehlo() + envelope() + [("send", b"421 4.3.2 shutting down\r\n"), ("close",)],
          dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=421, accepted=0),
-         check=lambda s, o, d: (no_body(s, o, d), _assert(b"QUIT" not in commands(s))),
-         later=IDLE, conns={"bulk": 2}),
+         check=lambda s, o, d: (no_body(s, o, d), _assert(b"QUIT" not in commands(s)))),
     # 16 MiB: more than the loopback socket buffers hold, so the client is
     # still writing the body when the server resets the connection.
     Case("close_during_body",
@@ -561,8 +536,7 @@ CASES = [
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect", rb"^Subject"), ("sleep", 0.5), ("drop",)],
          dict(status="failed", klass=TRANSIENT, code=0),
          body=b"Subject: shared\r\n\r\n" + (b"z" * 78 + b"\r\n") * ((16 << 20) // 80),
-         check=_close_in_body_check,
-         later=IDLE, conns={"bulk": 2}),
+         check=_close_in_body_check),
     Case("close_right_after_dot",
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("close",)],
@@ -578,33 +552,27 @@ CASES = [
     Case("reply_line_too_long",
          [GREETING] + ehlo() + envelope() + [("send", b"250 "), ("flood", b"x" * 65536, 512)],
          dict(status="failed", error="SMTPC_ELIMIT", klass=PROTOCOL, code=0, accepted=0),
-         check=_bounded(24 * 1024),
-         later=IDLE, conns={"bulk": 2}),
+         check=_bounded(24 * 1024)),
     Case("reply_continuation_flood",
          [GREETING] + ehlo() + envelope() + [("flood", b"250-more and more and more\r\n" * 1024, 1024)],
          dict(status="failed", error="SMTPC_ELIMIT", klass=PROTOCOL, code=0, accepted=0),
-         check=_bounded(24 * 1024),
-         later=IDLE, conns={"bulk": 2}),
+         check=_bounded(24 * 1024)),
     Case("malformed_code_letter",
          [GREETING] + ehlo() + envelope() + [("send", b"25O ok\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
-         check=_protocol_error_check,
-         later=IDLE, conns={"bulk": 2}),
+         check=_protocol_error_check),
     Case("malformed_code_no_separator",
          [GREETING] + ehlo() + envelope() + [("send", b"250ok\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
-         check=_protocol_error_check,
-         later=IDLE, conns={"bulk": 2}),
+         check=_protocol_error_check),
     Case("malformed_code_changes_midreply",
          [GREETING] + ehlo() + envelope() + [("send", b"250-ok\r\n251 ok\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
-         check=_protocol_error_check,
-         later=IDLE, conns={"bulk": 2}),
+         check=_protocol_error_check),
     Case("malformed_code_out_of_range",
          [GREETING] + ehlo() + envelope() + [("send", b"650 ok\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
-         check=_protocol_error_check,
-         later=IDLE, conns={"bulk": 2}),
+         check=_protocol_error_check),
     # Invalid enhanced status codes are text, not errors: the reply code decides.
     Case("invalid_enhanced_codes",
          [GREETING] + ehlo(b"ENHANCEDSTATUSCODES") + envelope(THREE) +
@@ -645,30 +613,27 @@ CASES = [
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=552, accepted=1,
               rcpts=[("SMTPC_OK", 250)]),
          body=BIG, args=("--piece", "4096"), check=_size_after_dot_check),
-    # The session, asked to declare SIZE (as smtpc_client does), refuses before
-    # sending anything. bulk cannot: it has no SIZE.
+    # The length declared (a body in memory) is over the server's SIZE: both
+    # refuse before sending anything.
     Case("size_over_limit_refused_before_sending", SIZE_DECLARED,
          dict(status="failed", error="SMTPC_ELIMIT", code=0, accepted=0),
-         body=BIG, args=("--size",), check=_size_declared_check),
+         body=BIG, check=_size_declared_check),
     # Within the limit: SIZE=<length> on MAIL (RFC 1870), then delivered.
     Case("size_declared_within_limit",
          [GREETING] + ehlo(b"SIZE 100000") +
          [("expect", rb"^MAIL FROM:<sender@example\.org> SIZE=%d$" % len(BODY)),
           ("expect", rb"^RCPT TO:<a@example\.org>$"), ("expect", rb"^DATA$"),
           ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("send", b"250 queued\r\n")] + QUIT,
-         SENT_1, args=("--size",), check=delivered),
+         SENT_1, check=delivered),
     Case("data_answered_250",
-         lambda drv: [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n250 ok\r\n")] +
-         (RSET if drv == "session" else []) + QUIT,
+         [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n250 ok\r\n")] + RSET + QUIT,
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=1),
-         check=lambda s, o, d: (no_body(s, o, d), quit_seen(s, o, d)),
-         later=IDLE, conns={"bulk": 2}),
+         check=lambda s, o, d: (no_body(s, o, d), quit_seen(s, o, d))),
     Case("mail_answered_354",
-         with_tail([GREETING] + ehlo() + envelope() +
-                   [("send", b"354 what?\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")],
-                   refused_tail(True)),
+         [GREETING] + ehlo() + envelope() +
+                   [("send", b"354 what?\r\n503 5.5.1 need MAIL\r\n503 5.5.1 no recipients\r\n")] + REFUSED_TAIL,
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
-         check=refusal_checks(session_rset=True)),
+         check=refusal_checks(rset=True)),
     Case("dot_answered_354",
          HAPPY_PIPE[:-4] + [("send", b"354 what?\r\n")] + QUIT,
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=1),
@@ -679,7 +644,7 @@ CASES = [
           ("send", b"552 5.3.4 message too big\r\n"), ("sleep", 0.3), ("close",)],
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=552, accepted=1),
          body=b"Subject: shared\r\n\r\n" + (b"z" * 78 + b"\r\n") * ((16 << 20) // 80),
-         check=_close_in_body_check, later=IDLE, conns={"bulk": 2}),
+         check=_close_in_body_check),
     # 421 to the final dot: not delivered; both report the reply (bulk would
     # first retry the message elsewhere; max_attempts 1 here).
     Case("dot_421",
@@ -689,12 +654,11 @@ CASES = [
     Case("malformed_nul_in_reply",
          [GREETING] + ehlo() + envelope() + [("send", b"250 o\x00k\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_EPROTO", klass=PROTOCOL, code=0, accepted=0),
-         check=_protocol_error_check, later=IDLE, conns={"bulk": 2}),
+         check=_protocol_error_check),
     Case("no_reply_to_mail",
          [GREETING] + ehlo() + envelope() + [("hang",)],
          dict(status="failed", error="SMTPC_ETIMEDOUT", klass=TRANSIENT, code=0, accepted=0),
-         args=("--command-timeout-ms", "500"), later=IDLE, conns={"bulk": 2},
-         check=lambda s, o, d: (no_body(s, o, d), _timing(490, 4000)(s, o, d))),
+         args=("--command-timeout-ms", "500"),          check=lambda s, o, d: (no_body(s, o, d), _timing(490, 4000)(s, o, d))),
     Case("greeting_multiline_and_code_only_replies",
          [("send", b"220-scripted ESMTP\r\n220-more greeting\r\n220\r\n"), ("expect", rb"^EHLO "),
           ("send", b"250-scripted.example\r\n250 PIPELINING\r\n")] + envelope() +
@@ -719,7 +683,7 @@ CASES = [
          [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_ELIMIT", code=0, accepted=1),
          body=b"Subject: shared\r\n\r\n" + b"a" * 999 + b"\r\nmore\r\n", args=("--piece", "100"),
-         check=_aborted_body_check, later=IDLE, conns={"bulk": 2}),
+         check=_aborted_body_check),
     Case("empty_body",
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect", rb"^\.$"), ("send", b"250 queued\r\n")] + QUIT,
@@ -730,15 +694,14 @@ CASES = [
          [GREETING] + ehlo() + envelope() + [("send", b"250 ok\r\n250 ok\r\n354 go\r\n")],
          dict(status="failed", error="SMTPC_ELIMIT", code=0, accepted=1),
          body=b"Subject: shared\r\n\r\n" + b"a" * 999 + b"\r\nmore\r\n",
-         check=_aborted_body_check, later=IDLE, conns={"bulk": 2}),
+         check=_aborted_body_check),
     Case("no_reply_after_dot",
          [GREETING] + ehlo() + envelope() +
          [("send", b"250 ok\r\n250 ok\r\n354 go\r\n"), ("expect_data",), ("hang",)],
          dict(status="unknown", error="SMTPC_EUNKNOWN", klass=UNKNOWN, code=0, accepted=1),
          args=("--data-timeout-ms", "500"), check=_timing(490, 4000)),
     Case("ehlo_554",
-         lambda drv: [GREETING, ("expect", rb"^EHLO shared\.test$"), ("send", b"554 5.7.1 go away\r\n")] +
-         (QUIT if drv == "session" else [("hang",)]),
+         [GREETING, ("expect", rb"^EHLO shared\.test$"), ("send", b"554 5.7.1 go away\r\n"), ("hang",)],
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=554, accepted=0),
          args=("--command-timeout-ms", "1000"), conns={"bulk": BULK_CONN_TRIES},
          check=lambda s, o, d: _assert(b"HELO" not in commands(s, all_conns=True), commands(s, True))),
@@ -753,8 +716,7 @@ CASES = [
          [("send", b"553 5.7.1 sender refused\r\n250 2.1.5 ok\r\n354 go\r\n"), ("hang",)],
          dict(status="failed", error="SMTPC_EPERMFAIL", klass=PERMANENT, code=553, accepted=1,
               rcpts=[("SMTPC_OK", 250)]),
-         args=("--data-timeout-ms", "1000", "--command-timeout-ms", "1000"), check=_abandon_check,
-         later=IDLE, conns={"bulk": 2}),
+         args=("--data-timeout-ms", "1000", "--command-timeout-ms", "1000"), check=_abandon_check),
     # 421 right behind the EHLO reply (one read): the session fails the
     # transaction with the 421; bulk must not reconnect without bound.
     Case("ehlo_then_421",
@@ -764,6 +726,34 @@ CASES = [
          dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=421, accepted=0),
          args=("--greeting-timeout-ms", "1000"), conns={"bulk": (1, BULK_CONN_TRIES)},
          check=lambda s, o, d: no_body(s, o, d)),
+    # The opening through the shared opener: the same policy, codes and
+    # commands from both drivers. AUTH refused (5xx) is SMTPC_EAUTH with the
+    # refusal, then a polite QUIT; bulk gives the run up at once (every
+    # connection would be refused).
+    Case("auth_refused_535",
+         [GREETING] + ehlo(b"AUTH PLAIN") + [AUTH_PLAIN, ("send", b"535 5.7.8 authentication failed\r\n")] + QUIT_AND_GO,
+         dict(status="failed", error="SMTPC_EAUTH", klass=CONFIG, code=535, accepted=0),
+         args=AUTH_ARGS, check=lambda s, o, d: (no_body(s, o, d), quit_seen(s, o, d),
+                                                 _assert(b"MAIL" not in bytes(s.received)))),
+    # AUTH refused for now (4xx): temporary; bulk tries other connections
+    # (DELIBERATE), each refused the same way.
+    Case("auth_refused_454",
+         [GREETING] + ehlo(b"AUTH PLAIN") + [AUTH_PLAIN, ("send", b"454 4.7.0 try again later\r\n")] + QUIT_AND_GO,
+         dict(status="failed", error="SMTPC_ETEMPFAIL", klass=TRANSIENT, code=454, accepted=0),
+         args=AUTH_ARGS, conns={"bulk": BULK_CONN_TRIES},
+         check=lambda s, o, d: (no_body(s, o, d), _assert(b"MAIL" not in bytes(s.received)))),
+    # Credentials never go in clear unless allowed: refused before AUTH.
+    Case("auth_refused_in_cleartext",
+         [GREETING] + ehlo(b"AUTH PLAIN") + QUIT_AND_GO,
+         dict(status="failed", error="SMTPC_EAUTH", klass=CONFIG, code=0, accepted=0),
+         args=AUTH_ARGS[:-1],
+         check=lambda s, o, d: _assert(commands(s) == [b"EHLO shared.test", b"QUIT"], commands(s))),
+    # TLS required (starttls) and STARTTLS not offered: nothing more is sent.
+    Case("starttls_required_not_offered",
+         [GREETING] + ehlo(b"AUTH PLAIN") + [("hang",)],
+         dict(status="failed", error="SMTPC_ETLS", klass=CONFIG, code=0, accepted=0),
+         args=("--tls", "starttls"),
+         check=lambda s, o, d: _assert(commands(s) == [b"EHLO shared.test"], commands(s))),
     Case("unsolicited_reply_after_ehlo",
          [GREETING, ("expect", rb"^EHLO "),
           ("send", b"250-scripted.example\r\n250 PIPELINING\r\n250 surprise\r\n"), ("hang",)],

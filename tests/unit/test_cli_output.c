@@ -29,6 +29,9 @@ TEST(exit_codes)
     CHECK_INT(cli_exit_code(SMTPC_ETLS), 76);
     CHECK_INT(cli_exit_code(SMTPC_EAUTH), 77);
     CHECK_INT(cli_exit_code(SMTPC_ECONFIG), 78);
+    /* ELIMIT from the reply parser is the server's protocol error */
+    CHECK_INT(cli_exit_code(cli_err_origin(SMTPC_ELIMIT, "server reply line longer than 2048 octets")), 76);
+    CHECK_INT(cli_exit_code(cli_err_origin(SMTPC_ELIMIT, "message body line longer than 998 octets")), 65);
     CHECK_STR(cli_error_class_name(SMTPC_ETEMPFAIL), "transient");
     CHECK_STR(cli_error_class_name(SMTPC_EPERMFAIL), "permanent");
 }
@@ -57,6 +60,29 @@ TEST(json_escape)
     json_is("\xc0\xaf", "\"\\ufffd\\ufffd\"");
     json_is("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"");
     json_is("\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+    /* C1 controls (U+0080..U+009F): valid UTF-8, but U+009B is a terminal's CSI */
+    json_is("a\xc2\x9b" "31mz\xc2\x80\xc2\x9f\xc2\xa0", "\"a\\u009b31mz\\u0080\\u009f\xc2\xa0\"");
+}
+
+static void esc_is(const char *in, size_t n, size_t dstsz, const char *want)
+{
+    char out[256];
+    cli_escape_into(out, dstsz, in, n ? n : strlen(in)); /* 0: all of in */
+    if (strcmp(out, want) != 0) T_FAILF("escape(%s) = %s, want %s", in, out, want);
+}
+
+/* The terminal: C0, DEL, C1 and bytes that are not UTF-8 never reach it as is. */
+TEST(text_escape)
+{
+    esc_is("ok h\xc3\xa9 \xe2\x82\xac", 0, 256, "ok h\xc3\xa9 \xe2\x82\xac");
+    esc_is("a\r\n\x1b[2J\x7f", 0, 256, "a\\r\\n\\x1b[2J\\x7f");
+    esc_is("x\xc2\x9b" "31m\xc2\x85", 0, 256, "x\\u009b31m\\u0085");
+    esc_is("\xc2\xa0", 0, 256, "\xc2\xa0"); /* U+00A0 is text */
+    esc_is("\x9b\xc0\xaf\xe2\x82", 0, 256, "\\x9b\\xc0\\xaf\\xe2\\x82");
+    /* a sequence cut by n is not UTF-8: the bytes before n only */
+    esc_is("\xc3\xa9", 1, 256, "\\xc3");
+    /* what does not fit is left out whole, never half an escape */
+    esc_is("ab\xc2\x9b", 0, 5, "ab");
 }
 
 TEST(queue_id)
@@ -133,6 +159,7 @@ int main(void)
 {
     RUN(exit_codes);
     RUN(json_escape);
+    RUN(text_escape);
     RUN(queue_id);
     RUN(hints);
     T_DONE();

@@ -15,103 +15,8 @@
  * be empty and no event or error left unchecked. */
 #include "engine/engine.h"
 #include "t.h"
+#include "transcript.h"
 
-#include <ctype.h>
-#include <dirent.h>
-#include <errno.h>
-
-typedef struct {
-    char *data;
-    size_t len;
-} bytes;
-
-static int unescape(const char *s, bytes *out)
-{
-    size_t cap = 64, n = 0;
-    char *d = malloc(cap);
-    if (!d) return -1;
-    while (*s) {
-        char tmp[1];
-        const char *src = tmp;
-        size_t cnt = 1, plen = 1;
-        bytes inner = {NULL, 0};
-        if (*s == '\\' && s[1]) {
-            s++;
-            switch (*s) {
-            case 'r': tmp[0] = '\r'; break;
-            case 'n': tmp[0] = '\n'; break;
-            case 't': tmp[0] = '\t'; break;
-            case '0': tmp[0] = '\0'; break;
-            case 'x': {
-                char h[3] = {s[1], s[1] ? s[2] : 0, 0};
-                tmp[0] = (char)strtol(h, NULL, 16);
-                s += 2;
-                break;
-            }
-            default: tmp[0] = *s; break;
-            }
-            s++;
-        } else if (*s == '{' && isdigit((unsigned char)s[1])) {
-            /* {N*text}: text (escapes allowed, no '}') repeated N times */
-            char *end;
-            unsigned long rep = strtoul(s + 1, &end, 10);
-            const char *close = *end == '*' ? strchr(end, '}') : NULL;
-            if (!close) {
-                tmp[0] = *s++;
-            } else {
-                char piece[256];
-                snprintf(piece, sizeof piece, "%.*s", (int)(close - end - 1), end + 1);
-                unescape(piece, &inner);
-                src = inner.data;
-                plen = inner.len;
-                cnt = rep;
-                s = close + 1;
-            }
-        } else {
-            tmp[0] = *s++;
-        }
-        while (n + cnt * plen + 1 > cap) {
-            cap *= 2;
-            d = realloc(d, cap);
-            if (!d) return -1;
-        }
-        for (size_t i = 0; i < cnt; i++) {
-            memcpy(d + n, src, plen);
-            n += plen;
-        }
-        free(inner.data);
-    }
-    d[n] = 0;
-    out->data = d;
-    out->len = n;
-    return 0;
-}
-
-typedef struct {
-    const char *file;
-    char **lines;
-    size_t nlines;
-} script;
-
-static int load(const char *path, script *sc)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t r;
-    sc->lines = NULL;
-    sc->nlines = 0;
-    while ((r = getline(&line, &cap, f)) >= 0) {
-        while (r > 0 && (line[r - 1] == '\n' || line[r - 1] == '\r')) line[--r] = 0;
-        if (r == 0 || line[0] == '#') continue;
-        sc->lines = realloc(sc->lines, (sc->nlines + 1) * sizeof *sc->lines);
-        sc->lines[sc->nlines++] = strdup(line);
-    }
-    free(line);
-    fclose(f);
-    return 0;
-}
 
 /* ---- one run ---------------------------------------------------------------- */
 #define MAXEV 512
@@ -130,23 +35,6 @@ typedef struct {
     int failed;
     char *bufs[8]; /* string storage for action args */
 } run;
-
-#define RFAIL(...)                                                                         \
-    do {                                                                                   \
-        if (!r->failed) {                                                                  \
-            fprintf(stderr, "%s [%s split=%zu] directive %zu (%s): ", r->sc->file, r->mode,  \
-                    r->split, r->lineno + 1, r->sc->lines[r->lineno]);                     \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-        }                                                                                  \
-        r->failed = 1;                                                                     \
-    } while (0)
-
-static const char *err_short(int code)
-{
-    const char *n = smtpc_err_name(code);
-    return strncmp(n, "SMTPC_", 6) == 0 ? n + 6 : n;
-}
 
 static void note_error(run *r, int rc)
 {
@@ -235,19 +123,6 @@ static bool has_word(char **w, int nw, const char *word)
     for (int i = 1; i < nw; i++)
         if (strcmp(w[i], word) == 0) return true;
     return false;
-}
-
-static int split_words(char *s, char **w, int max)
-{
-    int n = 0;
-    while (*s && n < max) {
-        while (*s == ' ') s++;
-        if (!*s) break;
-        w[n++] = s;
-        while (*s && *s != ' ') s++;
-        if (*s) *s++ = 0;
-    }
-    return n;
 }
 
 /* An unescaped copy owned by the run (freed at the end). */
@@ -444,19 +319,6 @@ static void check_leftovers(run *r)
     r->err = 0;
 }
 
-static void expect_output(run *r, const bytes *want)
-{
-    const uint8_t *out;
-    size_t n = smtpc__engine_output(r->e, &out);
-    if (n < want->len || memcmp(out, want->data, want->len) != 0) {
-        char shown[300];
-        smtpc__escape_into(shown, sizeof shown, (const char *)out, n < 120 ? n : 120);
-        RFAIL("output is \"%s\"", shown);
-        return;
-    }
-    smtpc__engine_output_advance(r->e, want->len);
-}
-
 static int run_script(const script *sc, const char *mode, size_t split)
 {
     run rr;
@@ -475,20 +337,7 @@ static int run_script(const script *sc, const char *mode, size_t split)
         if (!strncmp(l, "S: ", 3) || !strncmp(l, "S:", 3) || !strncmp(l, "R: ", 3)) {
             check_leftovers(r);
             /* gather the block */
-            bytes blk = {malloc(1), 0};
-            while (i < sc->nlines && (!strncmp(sc->lines[i], "S:", 2) || !strncmp(sc->lines[i], "R:", 2))) {
-                const char *t = sc->lines[i] + 2;
-                if (*t == ' ') t++;
-                bytes b;
-                unescape(t, &b);
-                bool crlf = sc->lines[i][0] == 'S';
-                blk.data = realloc(blk.data, blk.len + b.len + 3);
-                memcpy(blk.data + blk.len, b.data, b.len);
-                blk.len += b.len;
-                if (crlf) memcpy(blk.data + blk.len, "\r\n", 2), blk.len += 2;
-                free(b.data);
-                i++;
-            }
+            bytes blk = server_block(sc, &i);
             feed_block(r, &blk);
             free(blk.data);
             continue;
@@ -507,7 +356,7 @@ static int run_script(const script *sc, const char *mode, size_t split)
                 memcpy(b.data + b.len, "\r\n", 3);
                 b.len += 2;
             }
-            expect_output(r, &b);
+            EXPECT_OUTPUT(r, &b);
             free(b.data);
         } else if (!strncmp(l, "E:", 2)) {
             if (r->evpos >= r->nev) RFAIL("missing event");
@@ -534,13 +383,7 @@ static int run_script(const script *sc, const char *mode, size_t split)
     if (!r->failed) {
         r->lineno = sc->nlines - 1;
         check_leftovers(r);
-        const uint8_t *out;
-        size_t n = smtpc__engine_output(r->e, &out);
-        if (n) {
-            char shown[300];
-            smtpc__escape_into(shown, sizeof shown, (const char *)out, n < 120 ? n : 120);
-            RFAIL("unchecked output at the end: \"%s\"", shown);
-        }
+        EXPECT_OUTPUT(r, NULL);
     }
     for (size_t k = 0; k < r->nev; k++) {
         free(r->events[k]);
@@ -551,76 +394,9 @@ static int run_script(const script *sc, const char *mode, size_t split)
     return r->failed;
 }
 
-static size_t max_block(const script *sc)
-{
-    size_t best = 0, cur = 0;
-    for (size_t i = 0; i < sc->nlines; i++) {
-        if (!strncmp(sc->lines[i], "S:", 2) || !strncmp(sc->lines[i], "R:", 2)) {
-            bytes b;
-            unescape(sc->lines[i] + 2, &b);
-            cur += b.len + 2;
-            free(b.data);
-            if (cur > best) best = cur;
-        } else {
-            cur = 0;
-        }
-    }
-    return best;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 TEST(transcripts)
 {
-    const char *data = getenv("SMTPC_TEST_DATA");
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/transcripts", data ? data : "tests/data");
-    DIR *d = opendir(dir);
-    if (!d) {
-        T_FAILF("cannot open %s: %s", dir, strerror(errno));
-        return;
-    }
-    char *names[512];
-    size_t nn = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) && nn < 512) {
-        size_t l = strlen(de->d_name);
-        if (l > 4 && !strcmp(de->d_name + l - 4, ".txt")) names[nn++] = strdup(de->d_name);
-    }
-    closedir(d);
-    qsort(names, nn, sizeof *names, cmp);
-    CHECK(nn > 0);
-    const char *only = getenv("SMTPC_TRANSCRIPT");
-    for (size_t k = 0; k < nn; k++) {
-        if (only && !strstr(names[k], only)) {
-            free(names[k]);
-            continue;
-        }
-        char path[2048];
-        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
-        script sc;
-        sc.file = names[k];
-        if (load(path, &sc)) {
-            T_FAILF("cannot read %s", path);
-            continue;
-        }
-        int bad = run_script(&sc, "whole", 0);
-        if (!bad) bad = run_script(&sc, "bytes", SIZE_MAX);
-        size_t mb = max_block(&sc);
-        /* every offset of small blocks; for big ones (limit tests) the edges
-         * and a stride, which keeps the run short */
-        for (size_t s = 1; !bad && s < mb; s++) {
-            if (mb > 1024 && s > 300 && s + 300 < mb && s % 97 != 0) continue;
-            bad = run_script(&sc, "split", s);
-        }
-        if (bad) T_FAILF("transcript %s failed", names[k]);
-        for (size_t i = 0; i < sc.nlines; i++) free(sc.lines[i]);
-        free(sc.lines);
-        free(names[k]);
-    }
+    run_dir("transcripts", run_script, 1);
 }
 
 int main(void)
