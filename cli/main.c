@@ -1,6 +1,7 @@
 /* smtpc — command-line tool. A thin shell over libsmtpc: dispatch, help,
  * and the commands waiting for libraries (probe, queue). */
 #include "cli.h"
+#include "completion.h"
 
 #include <string.h>
 
@@ -18,6 +19,7 @@ static void usage_short(FILE *f)
           "       smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
+          "       smtpc config import-msmtp [FILE]\n"
           "       smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] [options]\n"
           "       smtpc help [send|bulk|probe|queue|sendmail|config|exit]\n"
           "       smtpc --version\n",
@@ -97,6 +99,7 @@ int cmd_help(const char *topic, FILE *f)
     }
     if (!strcmp(topic, "config")) {
         fputs("usage: smtpc config [check] [options]\n"
+              "       smtpc config import-msmtp [FILE]\n"
               "Shows the configuration file in use, its accounts, the chosen account's\n"
               "settings and where each comes from (file:line, environment, command line).\n"
               "Secrets are never shown. See smtpc-config(5).\n\n", f);
@@ -140,6 +143,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "sendmail")) return cmd_sendmail("smtpc sendmail", argc - 2, argv + 2);
     if (!strcmp(cmd, "config")) return cmd_config("smtpc", argc - 2, argv + 2);
+    if (!strcmp(cmd, "completion")) return cmd_completion("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 3) { usage_short(stderr); return EX_USAGE; }
         return cmd_help(argc > 2 ? argv[2] : NULL, stdout);

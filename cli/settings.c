@@ -28,6 +28,8 @@ int cli_ctx_load_config(cli_ctx *c, const char *from_hint)
         cli_err(c, "%s", err[0] ? err : smtpc_strerror(rc));
         return rc == SMTPC_ENOTFOUND || rc == SMTPC_EIO ? (path ? EX_NOINPUT : EX_CONFIG) : EX_CONFIG;
     }
+    for (size_t i = 0; smtpc_config_warning_at(c->cfg, i); i++)
+        fprintf(stderr, "%s: warning: %s\n", c->prog, smtpc_config_warning_at(c->cfg, i));
     const char *name = c->o.val[O_ACCOUNT];
     if (!name) {
         const char *e = getenv("SMTPC_ACCOUNT");
@@ -44,6 +46,16 @@ int cli_ctx_load_config(cli_ctx *c, const char *from_hint)
         c->acct = smtpc_config_account_by_from(c->cfg, from_hint);
     } else {
         c->acct = smtpc_config_account(c->cfg, NULL);
+    }
+    /* DSN requests of the account (msmtp's dsn_notify, dsn_return) unless
+     * the command line has its own */
+    if (c->acct && (c->cmd & (CMD_SEND | CMD_SENDMAIL))) {
+        bool more = false;
+        if (!c->o.val[O_DSN_NOTIFY] && (c->o.val[O_DSN_NOTIFY] = smtpc_account_get(c->acct, "dsn-notify")))
+            more = true;
+        if (!c->o.val[O_DSN_RET] && (c->o.val[O_DSN_RET] = smtpc_account_get(c->acct, "dsn-ret")))
+            more = true;
+        if (more && cli_dsn_normalize(c)) return EX_CONFIG;
     }
     /* flags are checked with the same rules as configuration values */
     for (size_t i = 0; i < cli_opt_table_len; i++) {

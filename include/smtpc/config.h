@@ -47,13 +47,24 @@ typedef struct smtpc_account smtpc_account;
 
 enum {
     SMTPC_CONFIG_NOENV = 1u << 0,   /* ignore SMTPC_* environment overrides */
-    SMTPC_CONFIG_NOSEARCH = 1u << 1 /* path NULL: load nothing (environment only) */
+    SMTPC_CONFIG_NOSEARCH = 1u << 1, /* path NULL: load nothing (environment only) */
+    SMTPC_CONFIG_MSMTP = 1u << 2     /* an msmtp file only: path NULL searches msmtp's
+                                        places only; a file in smtpc's syntax is refused */
 };
 
 /* Loads the configuration file at path, or with path NULL the first file that
  * exists of: $SMTPC_CONFIG, $XDG_CONFIG_HOME/smtpc/config (or
- * ~/.config/smtpc/config), ~/.smtpcrc, /etc/smtpc.conf. When none exists the
- * result is an empty configuration (only environment overrides), not an error.
+ * ~/.config/smtpc/config), ~/.smtpcrc, /etc/smtpc.conf, then msmtp's
+ * ~/.msmtprc, $XDG_CONFIG_HOME/msmtp/config (or ~/.config/msmtp/config),
+ * /etc/msmtprc. When none exists the result is an empty configuration (only
+ * environment overrides), not an error.
+ *
+ * A file written in msmtp's syntax ("host smtp.example.org", "account
+ * work : base", "defaults") is read with msmtp's meaning: each msmtp account
+ * becomes an account with smtpc's keys (docs/smtpc-config.5, MSMTP FILES),
+ * "account default" is the default account, and what smtpc cannot do
+ * exactly is a warning (smtpc_config_warning_at) or, when ignoring it would
+ * weaken the connection's security (tls_fingerprint), an error.
  *
  * A file is refused with SMTPC_ECONFIG (errbuf names the file, the rule and
  * the chmod to run) when it is writable by group or others, or owned by
@@ -81,6 +92,12 @@ SMTPC_API void smtpc_config_free(smtpc_config *cfg);
 
 /* The file that was loaded, or NULL (nothing found / parsed from memory). */
 SMTPC_API const char *smtpc_config_path(const smtpc_config *cfg);
+/* "msmtp" when the configuration was written in msmtp's syntax, else "smtpc". */
+SMTPC_API const char *smtpc_config_format(const smtpc_config *cfg);
+/* The i-th warning about the file ("FILE:LINE: account a: logfile: ...
+ * ignored"), NULL past the end: settings of an msmtp file that smtpc does
+ * not honour, or honours with a risk (tls_certcheck off). */
+SMTPC_API const char *smtpc_config_warning_at(const smtpc_config *cfg, size_t i);
 /* The number of [account] sections and the i-th one (NULL past the end). */
 SMTPC_API size_t smtpc_config_account_count(const smtpc_config *cfg);
 SMTPC_API const smtpc_account *smtpc_config_account_at(const smtpc_config *cfg, size_t i);

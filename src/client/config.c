@@ -1,6 +1,7 @@
 /* The configuration file reader (include/smtpc/config.h, docs/smtpc-config.5). */
 #include <smtpc/config.h>
 
+#include "msmtp.h"
 #include "util/util.h"
 
 #include <ctype.h>
@@ -71,6 +72,8 @@ static const key_def keys[] = {
     {"pickup-dir", T_STR, false, false},
     {"outbox", T_STR, false, false},
     {"rcpt-allowfails", T_BOOL, false, false},
+    {"dsn-notify", T_WORD, false, false},
+    {"dsn-ret", T_WORD, false, false},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -89,6 +92,9 @@ struct smtpc_config {
     smtpc_account *acct;
     size_t nacct, cap;
     char *env[NKEYS];
+    bool msmtp;      /* read from an msmtp file */
+    char **warn;     /* what an msmtp file asked that smtpc does not do exactly */
+    size_t nwarn;
 };
 
 static int key_index(const char *name)
@@ -99,8 +105,8 @@ static int key_index(const char *name)
     return -1;
 }
 
-static void seterr(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *buf, size_t len, const char *fmt, ...)
+#define seterr smtpc__config_seterr
+void smtpc__config_seterr(char *buf, size_t len, const char *fmt, ...)
 {
     if (!buf || !len) return;
     va_list ap;
@@ -277,6 +283,8 @@ SMTPC_API void smtpc_config_free(smtpc_config *cfg)
     free(cfg->path);
     free(cfg->srcname);
     free(cfg->default_name);
+    for (size_t i = 0; i < cfg->nwarn; i++) free(cfg->warn[i]);
+    free(cfg->warn);
     free(cfg);
 }
 
@@ -291,7 +299,8 @@ static bool valid_account_name(const char *s)
 }
 
 /* Unquotes a "..." value in place; returns -1 on a bad quote. */
-static int unquote(char *v)
+#define unquote smtpc__config_unquote
+int smtpc__config_unquote(char *v)
 {
     size_t n = strlen(v);
     if (n == 0 || v[0] != '"') return 0;
@@ -311,6 +320,41 @@ static int unquote(char *v)
 }
 
 /* A proxy URL with a password in it ("socks5h://user:pass@host"). */
+static int add_account(smtpc_config *cfg, const char *s, const char *name, unsigned lineno,
+                       smtpc_account **cur, char *errbuf, size_t errlen)
+{
+    if (!valid_account_name(s)) {
+        seterr(errbuf, errlen,
+               "%s:%u: invalid account name \"%s\" (letters, digits and ._@+- only)",
+               name, lineno, s);
+        return SMTPC_ECONFIG;
+    }
+    for (size_t i = 0; i < cfg->nacct; i++)
+        if (!strcmp(cfg->acct[i].name, s)) {
+            seterr(errbuf, errlen, "%s:%u: account \"%s\" defined twice", name, lineno, s);
+            return SMTPC_ECONFIG;
+        }
+    if (cfg->nacct == CFG_MAX_ACCOUNTS) {
+        seterr(errbuf, errlen, "%s:%u: more than %u accounts", name, lineno, CFG_MAX_ACCOUNTS);
+        return SMTPC_ELIMIT;
+    }
+    if (cfg->nacct == cfg->cap) {
+        size_t nc = cfg->cap ? cfg->cap * 2 : 4;
+        smtpc_account *na = realloc(cfg->acct, nc * sizeof *na);
+        if (!na) return SMTPC_ENOMEM;
+        cfg->acct = na;
+        cfg->cap = nc;
+    }
+    smtpc_account *a = &cfg->acct[cfg->nacct];
+    memset(a, 0, sizeof *a);
+    a->cfg = cfg;
+    a->name = smtpc__strdup(s);
+    if (!a->name) return SMTPC_ENOMEM;
+    cfg->nacct++;
+    *cur = a;
+    return 0;
+}
+
 static bool url_has_password(const char *v)
 {
     const char *a = strstr(v, "://");
@@ -374,35 +418,8 @@ static int parse_text(smtpc_config *cfg, const char *text, size_t len, const cha
             while (blank(*s)) s++;
             char *ne = s + strlen(s);
             while (ne > s && blank(ne[-1])) *--ne = '\0';
-            if (!valid_account_name(s)) {
-                seterr(errbuf, errlen,
-                       "%s:%u: invalid account name \"%s\" (letters, digits and ._@+- only)",
-                       name, lineno, s);
-                return SMTPC_ECONFIG;
-            }
-            for (size_t i = 0; i < cfg->nacct; i++)
-                if (!strcmp(cfg->acct[i].name, s)) {
-                    seterr(errbuf, errlen, "%s:%u: account \"%s\" defined twice", name, lineno, s);
-                    return SMTPC_ECONFIG;
-                }
-            if (cfg->nacct == CFG_MAX_ACCOUNTS) {
-                seterr(errbuf, errlen, "%s:%u: more than %u accounts", name, lineno,
-                       CFG_MAX_ACCOUNTS);
-                return SMTPC_ELIMIT;
-            }
-            if (cfg->nacct == cfg->cap) {
-                size_t nc = cfg->cap ? cfg->cap * 2 : 4;
-                smtpc_account *na = realloc(cfg->acct, nc * sizeof *na);
-                if (!na) return SMTPC_ENOMEM;
-                cfg->acct = na;
-                cfg->cap = nc;
-            }
-            cur = &cfg->acct[cfg->nacct];
-            memset(cur, 0, sizeof *cur);
-            cur->cfg = cfg;
-            cur->name = smtpc__strdup(s);
-            if (!cur->name) return SMTPC_ENOMEM;
-            cfg->nacct++;
+            int arc = add_account(cfg, s, name, lineno, &cur, errbuf, errlen);
+            if (arc) return arc;
             continue;
         }
         char *eq = strchr(s, '=');
@@ -478,6 +495,95 @@ static int parse_text(smtpc_config *cfg, const char *text, size_t len, const cha
     return 0;
 }
 
+/* ---- msmtp files (src/client/msmtp.c translates, this stores) -------------- */
+
+typedef struct msmtp_ud {
+    smtpc_config *cfg;
+    smtpc_account *cur;
+    secret_seen *secret;
+    const char *name;
+} msmtp_ud;
+
+static int ms_account(void *ud, const char *name, unsigned line, char *errbuf, size_t errlen)
+{
+    msmtp_ud *u = ud;
+    return add_account(u->cfg, name, u->name, line, &u->cur, errbuf, errlen);
+}
+
+static int ms_set(void *ud, const char *key, const char *v, unsigned line, char *errbuf,
+                  size_t errlen)
+{
+    msmtp_ud *u = ud;
+    int k = key_index(key);
+    if (k < 0) return SMTPC_EINVAL;
+    char why[256];
+    int rc = check_value(k, v, why, sizeof why);
+    if (rc) {
+        if (keys[k].secret) snprintf(why, sizeof why, "%s: invalid value", key);
+        seterr(errbuf, errlen, "%s:%u: %s", u->name, line, why);
+        return rc;
+    }
+    if (!u->secret->key && (keys[k].secret || (!strcmp(key, "proxy") && url_has_password(v)))) {
+        u->secret->key = keys[k].name;
+        u->secret->line = line;
+    }
+    char *d = smtpc__strdup(v);
+    if (!d) return SMTPC_ENOMEM;
+    smtpc__free_secret(u->cur->val[k]);
+    u->cur->val[k] = d;
+    u->cur->line[k] = line;
+    return 0;
+}
+
+static int ms_warn(void *ud, const char *msg)
+{
+    msmtp_ud *u = ud;
+    smtpc_config *cfg = u->cfg;
+    if (cfg->nwarn >= 256) return 0;
+    char **nw = realloc(cfg->warn, (cfg->nwarn + 1) * sizeof *nw);
+    if (!nw) return SMTPC_ENOMEM;
+    cfg->warn = nw;
+    if (!(cfg->warn[cfg->nwarn] = smtpc__strdup(msg))) return SMTPC_ENOMEM;
+    cfg->nwarn++;
+    return 0;
+}
+
+static int ms_default(void *ud, const char *name)
+{
+    msmtp_ud *u = ud;
+    free(u->cfg->default_name);
+    u->cfg->default_name = smtpc__strdup(name);
+    return u->cfg->default_name ? 0 : SMTPC_ENOMEM;
+}
+
+static void ms_secret(void *ud, const char *cmd, unsigned line)
+{
+    msmtp_ud *u = ud;
+    if (u->secret->key) return;
+    u->secret->key = cmd; /* a string constant of msmtp.c */
+    u->secret->line = line;
+}
+
+/* smtpc's syntax or msmtp's, whichever the text is written in. */
+static int parse_any(smtpc_config *cfg, const char *text, size_t len, const char *name,
+                     unsigned flags, secret_seen *secret, char *errbuf, size_t errlen)
+{
+    bool ms = smtpc__msmtp_detect(text, len);
+    if ((flags & SMTPC_CONFIG_MSMTP) && !ms) {
+        seterr(errbuf, errlen, "%s: not an msmtp configuration file", name);
+        return SMTPC_ECONFIG;
+    }
+    if (!ms) return parse_text(cfg, text, len, name, secret, errbuf, errlen);
+    if (len > CFG_MAX_FILE) {
+        seterr(errbuf, errlen, "%s: file larger than %u bytes", name, CFG_MAX_FILE);
+        return SMTPC_ELIMIT;
+    }
+    static const smtpc__msmtp_sink sink = {ms_account, ms_set, ms_warn, ms_default, ms_secret};
+    msmtp_ud u = {cfg, &cfg->global, secret, name};
+    cfg->msmtp = true;
+    return smtpc__msmtp_parse(text, len, name, &sink, &u, errbuf, errlen);
+}
+
 static int load_env(smtpc_config *cfg, char *errbuf, size_t errlen)
 {
     for (size_t k = 0; k < NKEYS; k++) {
@@ -518,8 +624,8 @@ SMTPC_API int smtpc_config_parse(smtpc_config **out, const char *text, size_t le
     smtpc_config *cfg = config_new();
     if (!cfg) return SMTPC_ENOMEM;
     secret_seen secret = {NULL, 0}; /* no file: no permissions to check */
-    int rc = parse_text(cfg, text ? text : "", len, name ? name : "(config)", &secret, errbuf,
-                        errbuf_len);
+    int rc = parse_any(cfg, text ? text : "", len, name ? name : "(config)", flags, &secret,
+                       errbuf, errbuf_len);
     if (!rc && !(flags & SMTPC_CONFIG_NOENV)) rc = load_env(cfg, errbuf, errbuf_len);
     if (!rc && name) {
         cfg->srcname = smtpc__strdup(name);
@@ -636,16 +742,23 @@ SMTPC_API int smtpc_config_load(smtpc_config **out, const char *path, unsigned f
         const char *env = getenv("SMTPC_CONFIG");
         const char *home = getenv("HOME");
         const char *xdg = getenv("XDG_CONFIG_HOME");
-        char cand[3][4096];
-        if (env && *env) {
+        char cand[7][4096];
+        if (env && *env && !(flags & SMTPC_CONFIG_MSMTP)) {
             /* an explicit choice: missing is an error, not a fall-through */
             if (smtpc__strlcpy(found, env, sizeof found) >= sizeof found) return SMTPC_ELIMIT;
         } else {
             int n = 0;
-            if (xdg && *xdg) snprintf(cand[n++], sizeof cand[0], "%s/smtpc/config", xdg);
-            else if (home && *home) snprintf(cand[n++], sizeof cand[0], "%s/.config/smtpc/config", home);
-            if (home && *home) snprintf(cand[n++], sizeof cand[0], "%s/.smtpcrc", home);
-            snprintf(cand[n++], sizeof cand[0], "/etc/smtpc.conf");
+            if (!(flags & SMTPC_CONFIG_MSMTP)) {
+                if (xdg && *xdg) snprintf(cand[n++], sizeof cand[0], "%s/smtpc/config", xdg);
+                else if (home && *home) snprintf(cand[n++], sizeof cand[0], "%s/.config/smtpc/config", home);
+                if (home && *home) snprintf(cand[n++], sizeof cand[0], "%s/.smtpcrc", home);
+                snprintf(cand[n++], sizeof cand[0], "/etc/smtpc.conf");
+            }
+            /* no smtpc configuration: msmtp's, as msmtp looks for it */
+            if (home && *home) snprintf(cand[n++], sizeof cand[0], "%s/.msmtprc", home);
+            if (xdg && *xdg) snprintf(cand[n++], sizeof cand[0], "%s/msmtp/config", xdg);
+            else if (home && *home) snprintf(cand[n++], sizeof cand[0], "%s/.config/msmtp/config", home);
+            snprintf(cand[n++], sizeof cand[0], "/etc/msmtprc");
             for (int i = 0; i < n && !found[0]; i++)
                 if (exists(cand[i])) smtpc__strlcpy(found, cand[i], sizeof found);
         }
@@ -667,8 +780,8 @@ SMTPC_API int smtpc_config_load(smtpc_config **out, const char *path, unsigned f
         if (!cfg) rc = SMTPC_ENOMEM;
     }
     if (!rc)
-        rc = parse_text(cfg, (const char *)smtpc__buf_ptr(&b), smtpc__buf_size(&b), found, &secret,
-                        errbuf, errbuf_len);
+        rc = parse_any(cfg, (const char *)smtpc__buf_ptr(&b), smtpc__buf_size(&b), found, flags,
+                       &secret, errbuf, errbuf_len);
     smtpc__buf_free_secure(&b);
     if (!rc && secret.key) rc = check_file_private(found, &st, &secret, errbuf, errbuf_len);
     if (!rc && !(flags & SMTPC_CONFIG_NOENV)) rc = load_env(cfg, errbuf, errbuf_len);
@@ -688,6 +801,16 @@ SMTPC_API int smtpc_config_load(smtpc_config **out, const char *path, unsigned f
 /* ---- queries ------------------------------------------------------------ */
 
 SMTPC_API const char *smtpc_config_path(const smtpc_config *cfg) { return cfg ? cfg->path : NULL; }
+
+SMTPC_API const char *smtpc_config_format(const smtpc_config *cfg)
+{
+    return cfg && cfg->msmtp ? "msmtp" : "smtpc";
+}
+
+SMTPC_API const char *smtpc_config_warning_at(const smtpc_config *cfg, size_t i)
+{
+    return cfg && i < cfg->nwarn ? cfg->warn[i] : NULL;
+}
 
 SMTPC_API size_t smtpc_config_account_count(const smtpc_config *cfg) { return cfg ? cfg->nacct : 0; }
 
@@ -765,8 +888,13 @@ SMTPC_API const char *smtpc_account_source(const smtpc_account *a, const char *k
             var[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
         var[n] = '\0';
         snprintf(buf, len, "environment %s", var);
+    } else if (a->val[k] && !a->line[k]) {
+        /* an msmtp file's value that msmtp implies (its default port, tls off) */
+        snprintf(buf, len, "%s (msmtp's default)", src);
     } else if (a->val[k]) {
         snprintf(buf, len, "%s:%u", src, a->line[k]);
+    } else if (cfg->global.val[k] && !cfg->global.line[k]) {
+        snprintf(buf, len, "%s (msmtp's default)", src);
     } else if (cfg->global.val[k]) {
         snprintf(buf, len, "%s:%u", src, cfg->global.line[k]);
     } else {
