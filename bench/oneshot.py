@@ -15,9 +15,9 @@ Clients:
   true            /bin/true (the floor: no message)
   smtpc-send      smtpc send --server ... --tls none --from ... --to ... --message FILE
   smtpc-sendmail  smtpc sendmail -t -i < FILE (SMTPC_SERVER, SMTPC_TLS from the environment)
-  smtpc-linked    smtpc send as above, the CLI linked against OpenSSL and libidn2 at start-up
-                  (-DSMTPC_CLI_LAZY_LIBS=OFF, built into build-linked/ on first use): what the
-                  lazy loading of cli/lazy.c saves, measured in the same run
+  smtpc-linked    smtpc send as above, with libsmtpc.so linked against OpenSSL and libidn2
+                  (-DSMTPC_LAZY_LIBS=OFF, built into build-linked/ on first use): what the
+                  lazy loading of src/lazy/lazy.c saves, measured in the same run
   curl            curl -s smtp://HOST:PORT --mail-from ... --mail-rcpt ... -T FILE
   msmtp           msmtp -C CONF -t < FILE (a temporary configuration file, auth and TLS off)
   smtp-source     smtp-source -s 1 -m 1 -l SIZE (no TLS)
@@ -37,10 +37,10 @@ LINKED = BUILD.parent / "build-linked"
 
 
 def build_linked():
-    """The CLI as it was linked before cli/lazy.c: OpenSSL and libidn2 loaded at start-up."""
+    """The CLI with libsmtpc.so linked normally: OpenSSL and libidn2 loaded at start-up."""
     root = BUILD.parent
     subprocess.run(["cmake", "-S", str(root), "-B", str(LINKED), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-                    "-DSMTPC_CLI_LAZY_LIBS=OFF", "-DSMTPC_BUILD_TESTS=OFF"], check=True, stdout=subprocess.DEVNULL)
+                    "-DSMTPC_LAZY_LIBS=OFF", "-DSMTPC_BUILD_TESTS=OFF"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(LINKED), "--target", "smtpc_cli"], check=True, stdout=subprocess.DEVNULL)
 
 
