@@ -108,6 +108,7 @@ struct smtpc_bulk {
     int64_t rate_last_us, rate_wake;
     int64_t overall_ms, overall_deadline;
     bool hold_idle;
+    smtpc_dsn_policy dsn_policy; /* DSN parameters on a server without DSN */
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
 
