@@ -1,7 +1,7 @@
 """DSN (RFC 3461) through smtpc_bulk: smtpc_bulk_msg.params (the client's
 smtpc_send_params) on MAIL and RCPT over several connections, read back from
 the notifications Postfix sends; smtpc_bulk_set_dsn_policy on a server without
-DSN (aiosmtpd)."""
+DSN (aiosmtpd); the CLI's --dsn-notify/--dsn-ret/--envid with --connections."""
 import email
 import email.policy
 import re
@@ -92,3 +92,31 @@ def test_require_without_params_sends(aiosmtpd):
     srv = aiosmtpd(pipelining=True)
     res, out = bulk(srv.port, 2, 2, "--dsn-require")
     assert len(res) == 2 and all(r[0] == "SENT" for r in res.values()), out
+
+
+def cli_send(smtpc_bin, port, *more):
+    return subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{port}", "--tls", "none",
+                           "--from", "a@example.org", "--to", "b@example.org", "--subject", "dsn",
+                           "--text", "hello", "--count", "3", "--connections", "2", *more],
+                          capture_output=True, timeout=120)
+
+
+def test_cli_connections_dsn_to_postfix(postfix, smtpc_bin):
+    p = cli_send(smtpc_bin, postfix.port, "--dsn-notify", "success", "--dsn-ret", "hdrs", "--envid", "CLI-7")
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"3 sent, 0 not sent" in p.stderr
+    postfix.wait_for(6)
+    time.sleep(1.0)
+    msgs = postfix.settle()
+    reps = reports(msgs)
+    assert len(msgs) == 6 and len(reps) == 3, [m.raw[:300] for m in msgs]
+    assert all("Original-Envelope-Id: CLI-7" in r for r in reps)
+    assert all(re.search(r"Final-Recipient: rfc822; ?b@example.org", r) for r in reps)
+
+
+def test_cli_connections_dsn_required_by_send(aiosmtpd, smtpc_bin):
+    srv = aiosmtpd(pipelining=True)
+    p = cli_send(smtpc_bin, srv.port, "--dsn-notify", "success")
+    assert p.returncode == 69, p.stderr.decode()  # as a single send: EX_UNAVAILABLE
+    assert b"DSN" in p.stderr and b"0 sent, 3 not sent" in p.stderr
+    assert srv.envelopes == [] and srv.rcpt_attempts == []
