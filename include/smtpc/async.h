@@ -224,6 +224,17 @@ SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy);
  * it sent (not retried; the run goes on with the next message).
  * Errors: SMTPC_EINVAL. */
 SMTPC_API int smtpc_bulk_set_dsn_policy(smtpc_bulk *b, smtpc_dsn_policy policy);
+/* Protocol trace of every connection, as smtpc_session_set_trace: each
+ * command line sent and reply line received (no CRLF, no message body),
+ * AUTH redacted by the library ("AUTH PLAIN ********", continuations
+ * "********"); conn numbers the run's connections from 1 in the order
+ * they were opened (lines of several connections interleave). line is
+ * borrowed for the call; the callback runs on the loop's thread and must
+ * not call the bulk sender. cb NULL turns it off. Before start.
+ * Errors: SMTPC_EINVAL. */
+typedef void (*smtpc_bulk_trace_cb)(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line,
+                                    size_t len);
+SMTPC_API int smtpc_bulk_set_trace(smtpc_bulk *b, smtpc_bulk_trace_cb cb, void *ud);
 /* Keep k connections open and idle after the greeting/EHLO even with no
  * message to send (for measuring per-connection cost). Default off. */
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);

@@ -325,6 +325,14 @@ SMTPC_API int smtpc_bulk_set_dsn_policy(smtpc_bulk *b, smtpc_dsn_policy policy)
     return 0;
 }
 
+SMTPC_API int smtpc_bulk_set_trace(smtpc_bulk *b, smtpc_bulk_trace_cb cb, void *ud)
+{
+    if (!b) return SMTPC_EINVAL;
+    b->trace_cb = cb;
+    b->trace_ud = ud;
+    return 0;
+}
+
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on)
 {
     if (!b) return SMTPC_EINVAL;

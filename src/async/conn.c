@@ -873,6 +873,23 @@ static int byfd_put(smtpc_bulk *b, int fd, conn *c)
     return 0;
 }
 
+/* The engine's trace, with the connection's number and AUTH redacted (the
+ * session's redaction). */
+static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
+{
+    conn *c = ud;
+    smtpc_bulk *b = c->b;
+    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
+    if (!b->trace_cb) return;
+    if (!secret) {
+        b->trace_cb(b->trace_ud, c->serial, d, line, len);
+        return;
+    }
+    char red[96];
+    size_t n = smtpc__trace_redact(line, len, red, sizeof red);
+    b->trace_cb(b->trace_ud, c->serial, d, red, n);
+}
+
 /* A connection record with its engine, registered over transport t. */
 static conn *conn_add(smtpc_bulk *b, smtpc__transport *t)
 {
@@ -892,6 +909,8 @@ static conn *conn_add(smtpc_bulk *b, smtpc__transport *t)
         smtpc__bulk_conn_free(c);
         return NULL;
     }
+    c->serial = ++b->conn_serial;
+    if (b->trace_cb) smtpc__engine_set_trace(c->e, trace_thunk, c);
     c->idx = b->nconns;
     b->conns[b->nconns++] = c;
     b->st.connections_open = (unsigned)b->nconns;

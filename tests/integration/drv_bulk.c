@@ -22,6 +22,7 @@
  *            refresh moves to the next, staying on the last; "!" fails with
  *            SMTPC_ECONFIG; "~" fails with SMTPC_ETEMPFAIL and moves to the next;
  *            prints "TOKENCB calls=N refresh=M")
+ *          --trace (smtpc_bulk_set_trace: "T CONN C|S LINE" per line)
  *          --dsn-notify N --dsn-ret R --envid E (message IDX: ENVID E-IDX)
  *          --orcpt A (the first recipient's own NOTIFY=SUCCESS and ORCPT=rfc822;A)
  *          --dsn-require (smtpc_bulk_set_dsn_policy(SMTPC_DSN_REQUIRE)): DSN through
@@ -136,6 +137,12 @@ static int next_msg(void *ud, smtpc_bulk_msg *m)
     return 1;
 }
 
+static void on_trace(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    (void)ud;
+    printf("T %u %s %.*s\n", conn, dir == SMTPC_TRACE_SENT ? "C" : "S", (int)len, line);
+}
+
 static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
 {
     ctx *x = ud;
@@ -185,7 +192,7 @@ int main(int argc, char **argv)
     char *token_list = NULL;
     bool plain_auth = false;
     int loop = -1;
-    bool dsn_require = false;
+    bool dsn_require = false, trace = false;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -254,6 +261,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--envid")) x.envid = v, x.dsn = true, i++;
         else if (!strcmp(a, "--orcpt")) x.orcpt = v, x.dsn = true, i++;
         else if (!strcmp(a, "--dsn-require")) dsn_require = true;
+        else if (!strcmp(a, "--trace")) trace = true;
         else if (!strcmp(a, "--timeouts")) {
             sscanf(v, "%lld,%lld,%lld,%lld,%lld", &to[0], &to[1], &to[2], &to[3], &to[4]);
             i++;
@@ -348,6 +356,7 @@ int main(int argc, char **argv)
     if (attempts) smtpc_bulk_set_max_attempts(b, attempts);
     if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
     if (dsn_require && smtpc_bulk_set_dsn_policy(b, SMTPC_DSN_REQUIRE)) return 4;
+    if (trace && smtpc_bulk_set_trace(b, on_trace, NULL)) return 4;
     if (!use_opts && smtpc_bulk_set_tls(b, tls, tls == SMTPC_TLS_MODE_NONE ? NULL : "localhost",
                                         getenv("DRV_CA"), getenv("DRV_CA") == NULL)) {
         printf("TLS %s\n", smtpc_bulk_errmsg(b));
