@@ -426,6 +426,16 @@ int cli_bulk_check(const cli_ctx *c)
     return ex;
 }
 
+/* --trace: each connection's dialogue, "HH:MM:SS.mmm [N] C: ..." (N the
+ * connection's number; no message lines: the body is not traced here). */
+static void trace_cb(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    (void)ud;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "[%u] %s", conn, dir == SMTPC_TRACE_SENT ? "C:" : "S:");
+    cli_trace_line(prefix, line, len);
+}
+
 /* The connection settings, from the same options and configuration as a
  * single send. 0 or an exit status after printing why. */
 static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
@@ -473,6 +483,7 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     x->want_dsn = x->dsn.dsn_notify || x->dsn.dsn_ret || x->dsn.dsn_envid;
     if (!rc && x->want_dsn)
         rc = smtpc_bulk_set_dsn_policy(b, c->cmd == CMD_SENDMAIL ? SMTPC_DSN_IGNORE : SMTPC_DSN_REQUIRE);
+    if (!rc && c->o.val[O_TRACE]) rc = smtpc_bulk_set_trace(b, trace_cb, NULL);
     int ex = rc ? EX_USAGE : 0;
     if (rc) cli_err(c, "%s", smtpc_bulk_errmsg(b));
     if (ex) {
@@ -516,8 +527,8 @@ int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t
     x.count = count;
     x.report = true;
     x.quiet = c->o.val[O_QUIET] != NULL;
-    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) {
-        cli_err(c, "--trace is not available with --count or --connections yet");
+    if (c->o.val[O_TRACE_BODY]) {
+        cli_err(c, "--trace-body is not available with --count or --connections yet");
         return EX_USAGE;
     }
     /* the bytes of the first copy */

@@ -1,5 +1,6 @@
 """smtpc_bulk_set_trace: every connection's dialogue with its number, AUTH
-redacted as the session's trace does (Postfix submission, PLAIN and LOGIN)."""
+redacted as the session's trace does (Postfix submission, PLAIN and LOGIN);
+the CLI's --trace with --connections."""
 import base64
 import os
 import re
@@ -48,3 +49,20 @@ def test_no_trace_without_the_callback(aiosmtpd):
     srv = aiosmtpd(pipelining=True)
     out, lines = bulk(srv.port, 2, 2)
     assert lines == [] and out.count(" SENT ") == 2
+
+
+def test_cli_trace_with_connections(aiosmtpd, smtpc_bin):
+    srv = aiosmtpd(pipelining=True)
+    p = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
+                        "--from", "a@example.org", "--to", "b@example.org", "--text", "hello",
+                        "--count", "4", "--connections", "2", "--trace"], capture_output=True, timeout=120)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert len(srv.envelopes) == 4
+    mails = re.findall(r"^\S+ \[(\d)\] C: MAIL FROM:<a@example\.org>", err, re.M)
+    assert len(mails) == 4 and set(mails) <= {"1", "2"}, err
+    assert re.search(r"^\S+ \[1\] S: 220", err, re.M) and re.search(r"^\S+ \[2\] S: 220", err, re.M), err
+    p = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
+                        "--from", "a@example.org", "--to", "b@example.org", "--text", "hello",
+                        "--count", "2", "--connections", "2", "--trace-body"], capture_output=True, timeout=120)
+    assert p.returncode == 64 and b"--trace-body is not available" in p.stderr
