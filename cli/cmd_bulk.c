@@ -57,6 +57,8 @@ typedef struct bulk_ctx {
     cli_progress pg;
     char server[320];
     const char *tls;
+    smtpc_send_params dsn; /* --dsn-notify, --dsn-ret, --envid */
+    bool want_dsn;
 } bulk_ctx;
 
 /* One message in flight: its bytes (a copy with its own Message-ID) or the
@@ -206,6 +208,7 @@ static int next_cb(void *ud, smtpc_bulk_msg *m)
     uint64_t i = x->next++;
     flight *f = calloc(1, sizeof *f);
     if (!f) return SMTPC_ENOMEM;
+    if (x->want_dsn) m->params = &x->dsn;
     m->from = x->from;
     m->rcpts = x->rcpts;
     m->nrcpts = x->nrcpts;
@@ -423,6 +426,16 @@ int cli_bulk_check(const cli_ctx *c)
     return ex;
 }
 
+/* --trace: each connection's dialogue, "HH:MM:SS.mmm [N] C: ..." (N the
+ * connection's number; no message lines: the body is not traced here). */
+static void trace_cb(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    (void)ud;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "[%u] %s", conn, dir == SMTPC_TRACE_SENT ? "C:" : "S:");
+    cli_trace_line(prefix, line, len);
+}
+
 /* The connection settings, from the same options and configuration as a
  * single send. 0 or an exit status after printing why. */
 static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
@@ -461,6 +474,16 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     rc = smtpc_bulk_set_connections(b, (unsigned)k);
     if (!rc && maxper) rc = smtpc_bulk_set_max_per_connection(b, (unsigned)maxper);
     if (!rc && c->o.val[O_RATE]) rc = smtpc_bulk_set_rate(b, strtod(c->o.val[O_RATE], NULL), 1);
+    /* DSN as a single send asks for it: every copy with the same NOTIFY
+     * (each recipient), RET and ENVID; sendmail callers' requests are
+     * dropped for a server without DSN, smtpc send insists */
+    x->dsn.dsn_notify = c->o.val[O_DSN_NOTIFY];
+    x->dsn.dsn_ret = c->o.val[O_DSN_RET];
+    x->dsn.dsn_envid = c->o.val[O_ENVID];
+    x->want_dsn = x->dsn.dsn_notify || x->dsn.dsn_ret || x->dsn.dsn_envid;
+    if (!rc && x->want_dsn)
+        rc = smtpc_bulk_set_dsn_policy(b, c->cmd == CMD_SENDMAIL ? SMTPC_DSN_IGNORE : SMTPC_DSN_REQUIRE);
+    if (!rc && c->o.val[O_TRACE]) rc = smtpc_bulk_set_trace(b, trace_cb, NULL);
     int ex = rc ? EX_USAGE : 0;
     if (rc) cli_err(c, "%s", smtpc_bulk_errmsg(b));
     if (ex) {
@@ -504,12 +527,8 @@ int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t
     x.count = count;
     x.report = true;
     x.quiet = c->o.val[O_QUIET] != NULL;
-    if (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY]) {
-        cli_err(c, "--trace is not available with --count or --connections yet");
-        return EX_USAGE;
-    }
-    if (c->o.val[O_DSN_NOTIFY] || c->o.val[O_DSN_RET] || c->o.val[O_ENVID]) {
-        cli_err(c, "--dsn-notify, --dsn-ret and --envid are not available with --count or --connections yet");
+    if (c->o.val[O_TRACE_BODY]) {
+        cli_err(c, "--trace-body is not available with --count or --connections yet");
         return EX_USAGE;
     }
     /* the bytes of the first copy */

@@ -26,6 +26,7 @@
 #ifndef SMTPC_ASYNC_H
 #define SMTPC_ASYNC_H
 
+#include <smtpc/client.h>
 #include <smtpc/common.h>
 #include <smtpc/conn.h>
 #include <smtpc/errors.h>
@@ -52,7 +53,11 @@ typedef struct smtpc_bulk smtpc_bulk;
  * of it is sent (not retried); a pulled body's length is not known, so it
  * goes without SIZE=. An in-memory 8-bit body is declared BODY=8BITMIME
  * when the server offers it; a non-ASCII address needs the server's
- * SMTPUTF8 (else SMTPC_EUNSUPPORTED, nothing sent). */
+ * SMTPUTF8 (else SMTPC_EUNSUPPORTED, nothing sent). params: DSN (RFC 3461)
+ * as the client's send_with functions take them (smtpc_send_params in
+ * smtpc/client.h: RET, ENVID, NOTIFY, per recipient NOTIFY and ORCPT;
+ * rcpt NULL or nrcpt == nrcpts, else FAILED with SMTPC_EINVAL); when the
+ * server does not offer DSN, per smtpc_bulk_set_dsn_policy. */
 typedef struct smtpc_bulk_msg {
     const char *from;               /* reverse-path without <>; "" = null sender */
     const char *const *rcpts;       /* forward-paths without <> */
@@ -63,6 +68,7 @@ typedef struct smtpc_bulk_msg {
     int (*rewind)(void *ud);        /* back to the start for a retry; 0 = ok */
     void *body_ud;
     void *userdata;                 /* yours; given back in the result */
+    const smtpc_send_params *params; /* DSN parameters; NULL = none */
 } smtpc_bulk_msg;
 
 typedef enum smtpc_bulk_status {
@@ -211,6 +217,24 @@ SMTPC_API int smtpc_bulk_set_allow_plaintext_auth(smtpc_bulk *b, bool allow);
  * (SMTPC_EPROXY, or SMTPC_ETLS for TLS to the proxy, in the results once
  * the run gives up). Before start. Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
 SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy);
+/* What a message's DSN parameters (smtpc_bulk_msg.params) become when
+ * the server does not offer DSN, as smtpc_client_set_dsn_policy:
+ * SMTPC_DSN_IGNORE (the default) sends the message without them;
+ * SMTPC_DSN_REQUIRE reports it FAILED with SMTPC_EUNSUPPORTED, nothing of
+ * it sent (not retried; the run goes on with the next message).
+ * Errors: SMTPC_EINVAL. */
+SMTPC_API int smtpc_bulk_set_dsn_policy(smtpc_bulk *b, smtpc_dsn_policy policy);
+/* Protocol trace of every connection, as smtpc_session_set_trace: each
+ * command line sent and reply line received (no CRLF, no message body),
+ * AUTH redacted by the library ("AUTH PLAIN ********", continuations
+ * "********"); conn numbers the run's connections from 1 in the order
+ * they were opened (lines of several connections interleave). line is
+ * borrowed for the call; the callback runs on the loop's thread and must
+ * not call the bulk sender. cb NULL turns it off. Before start.
+ * Errors: SMTPC_EINVAL. */
+typedef void (*smtpc_bulk_trace_cb)(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line,
+                                    size_t len);
+SMTPC_API int smtpc_bulk_set_trace(smtpc_bulk *b, smtpc_bulk_trace_cb cb, void *ud);
 /* Keep k connections open and idle after the greeting/EHLO even with no
  * message to send (for measuring per-connection cost). Default off. */
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);

@@ -316,6 +316,23 @@ SMTPC_API int smtpc_bulk_set_proxy(smtpc_bulk *b, const smtpc_proxy *proxy)
     return rc;
 }
 
+SMTPC_API int smtpc_bulk_set_dsn_policy(smtpc_bulk *b, smtpc_dsn_policy policy)
+{
+    if (!b) return SMTPC_EINVAL;
+    if (policy != SMTPC_DSN_IGNORE && policy != SMTPC_DSN_REQUIRE)
+        return smtpc__err(&b->err, SMTPC_EINVAL, "DSN policy: %d is not ignore or require", (int)policy);
+    b->dsn_policy = policy;
+    return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_trace(smtpc_bulk *b, smtpc_bulk_trace_cb cb, void *ud)
+{
+    if (!b) return SMTPC_EINVAL;
+    b->trace_cb = cb;
+    b->trace_ud = ud;
+    return 0;
+}
+
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on)
 {
     if (!b) return SMTPC_EINVAL;

@@ -67,6 +67,7 @@ typedef struct smtpc__bulk_conn {
     smtpc__transport *t;
     int fd;
     size_t idx; /* in b->conns */
+    unsigned serial; /* 1, 2, ... in the order created (the trace's number) */
     smtpc__timer tm;
     int64_t deadline;
     uint8_t phase;
@@ -108,6 +109,10 @@ struct smtpc_bulk {
     int64_t rate_last_us, rate_wake;
     int64_t overall_ms, overall_deadline;
     bool hold_idle;
+    smtpc_dsn_policy dsn_policy; /* DSN parameters on a server without DSN */
+    smtpc_bulk_trace_cb trace_cb;
+    void *trace_ud;
+    unsigned conn_serial;        /* connections created (the trace's numbers) */
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
 

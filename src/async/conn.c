@@ -331,13 +331,43 @@ static bool start_msg(conn *c, rec *m)
     mp.smtputf8 = utf8;
     if ((caps->flags & SMTPC_EXT_8BITMIME) && m->m.data && smtpc__has_8bit(m->m.data, m->m.len))
         mp.body = SMTPC__BODY_8BITMIME;
+    /* DSN (RFC 3461): dropped on a server without DSN unless the policy
+     * requires it; then the engine refuses the transaction (nothing queued) */
+    const smtpc_send_params *dp = m->m.params;
+    smtpc__rcpt_params *rp = NULL;
+    if (dp && dp->rcpt && dp->nrcpt != m->m.nrcpts) {
+        smtpc__bulk_finish(b, m, SMTPC_BULK_FAILED, SMTPC_EINVAL, 0, NULL,
+                           "DSN: the recipient entries are not one per recipient");
+        return false;
+    }
+    if (dp && ((caps->flags & SMTPC_EXT_DSN) || b->dsn_policy == SMTPC_DSN_REQUIRE)) {
+        mp.dsn_ret = dp->dsn_ret;
+        mp.dsn_envid = dp->dsn_envid;
+        bool any = dp->dsn_notify != NULL;
+        for (size_t i = 0; !any && dp->rcpt && i < dp->nrcpt; i++)
+            any = dp->rcpt[i].dsn_notify || dp->rcpt[i].dsn_orcpt;
+        if (any) {
+            rp = calloc(m->m.nrcpts, sizeof *rp);
+            if (!rp) {
+                smtpc__bulk_finish(b, m, SMTPC_BULK_FAILED, SMTPC_ENOMEM, 0, NULL, "out of memory");
+                return false;
+            }
+            for (size_t i = 0; i < m->m.nrcpts; i++) {
+                const smtpc_rcpt_opts *o = dp->rcpt ? &dp->rcpt[i] : NULL;
+                rp[i].dsn_notify = o && o->dsn_notify ? o->dsn_notify : dp->dsn_notify;
+                rp[i].dsn_orcpt = o ? o->dsn_orcpt : NULL;
+            }
+        }
+    }
     smtpc__txn_opts to;
     memset(&to, 0, sizeof to);
     to.from = m->m.from;
     to.mail = &mp;
     to.rcpts = m->m.rcpts;
+    to.rcpt = rp;
     to.nrcpts = m->m.nrcpts;
-    int rc = smtpc__engine_txn_begin(c->e, &to);
+    int rc = smtpc__engine_txn_begin(c->e, &to); /* copies the lines it queues */
+    free(rp);
     if (rc) {
         /* nothing was sent, and no other connection would take it either */
         smtpc__bulk_finish(b, m, SMTPC_BULK_FAILED, rc, 0, NULL, smtpc__engine_errmsg(c->e));
@@ -843,6 +873,23 @@ static int byfd_put(smtpc_bulk *b, int fd, conn *c)
     return 0;
 }
 
+/* The engine's trace, with the connection's number and AUTH redacted (the
+ * session's redaction). */
+static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t len, bool secret)
+{
+    conn *c = ud;
+    smtpc_bulk *b = c->b;
+    smtpc_trace_dir d = dir == SMTPC__TRACE_CLIENT ? SMTPC_TRACE_SENT : SMTPC_TRACE_RECEIVED;
+    if (!b->trace_cb) return;
+    if (!secret) {
+        b->trace_cb(b->trace_ud, c->serial, d, line, len);
+        return;
+    }
+    char red[96];
+    size_t n = smtpc__trace_redact(line, len, red, sizeof red);
+    b->trace_cb(b->trace_ud, c->serial, d, red, n);
+}
+
 /* A connection record with its engine, registered over transport t. */
 static conn *conn_add(smtpc_bulk *b, smtpc__transport *t)
 {
@@ -862,6 +909,8 @@ static conn *conn_add(smtpc_bulk *b, smtpc__transport *t)
         smtpc__bulk_conn_free(c);
         return NULL;
     }
+    c->serial = ++b->conn_serial;
+    if (b->trace_cb) smtpc__engine_set_trace(c->e, trace_thunk, c);
     c->idx = b->nconns;
     b->conns[b->nconns++] = c;
     b->st.connections_open = (unsigned)b->nconns;

@@ -585,18 +585,9 @@ static void trace_thunk(void *ud, smtpc__trace_dir dir, const char *line, size_t
         s->trace_cb(s->trace_ud, d, line, len);
         return;
     }
-    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
-     * secret is replaced whole. */
     char red[96];
-    int n;
-    if (len > 5 && !strncasecmp(line, "AUTH ", 5)) {
-        size_t m = 5;
-        while (m < len && line[m] != ' ' && m < 60) m++;
-        n = snprintf(red, sizeof red, "%.*s ********", (int)m, line);
-    } else {
-        n = snprintf(red, sizeof red, "********");
-    }
-    s->trace_cb(s->trace_ud, d, red, (size_t)n);
+    size_t n = smtpc__trace_redact(line, len, red, sizeof red);
+    s->trace_cb(s->trace_ud, d, red, n);
 }
 
 __attribute__((format(printf, 2, 3))) static void trace_info(smtpc_session *s, const char *fmt, ...)

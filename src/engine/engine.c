@@ -107,6 +107,22 @@ void smtpc__engine_set_trace(smtpc__engine *e, smtpc__trace_fn cb, void *ud)
     e->trace_ud = ud;
 }
 
+size_t smtpc__trace_redact(const char *line, size_t len, char *out, size_t outlen)
+{
+    /* "AUTH MECH <secret>" keeps the verb and the mechanism; anything else
+     * secret is replaced whole. */
+    int n;
+    if (len > 5 && !smtpc__strncasecmp(line, "AUTH ", 5)) {
+        size_t m = 5;
+        while (m < len && line[m] != ' ' && m < 60) m++;
+        n = snprintf(out, outlen, "%.*s ********", (int)m, line);
+    } else {
+        n = snprintf(out, outlen, "********");
+    }
+    if (n < 0) n = 0;
+    return (size_t)n < outlen ? (size_t)n : outlen ? outlen - 1 : 0;
+}
+
 /* ---- lifetime ------------------------------------------------------------ */
 int smtpc__engine_new(smtpc__engine **out, const smtpc__engine_opts *opts)
 {

@@ -225,6 +225,9 @@ typedef enum { SMTPC__TRACE_CLIENT = 0, SMTPC__TRACE_SERVER = 1 } smtpc__trace_d
 typedef void (*smtpc__trace_fn)(void *ud, smtpc__trace_dir dir, const char *line, size_t len,
                                 bool secret);
 void smtpc__engine_set_trace(smtpc__engine *e, smtpc__trace_fn cb, void *ud);
+/* What a trace shows for a secret line: "AUTH MECH ********" or
+ * "********", into out (96 octets are enough); returns its length. */
+size_t smtpc__trace_redact(const char *line, size_t len, char *out, size_t outlen);
 /* Name of the transaction state ("IDLE", "ENVELOPE", "BODY", "WAIT_END",
  * "CLEANUP") for logs. */
 const char *smtpc__engine_state_name(const smtpc__engine *e);

@@ -22,6 +22,11 @@
  *            refresh moves to the next, staying on the last; "!" fails with
  *            SMTPC_ECONFIG; "~" fails with SMTPC_ETEMPFAIL and moves to the next;
  *            prints "TOKENCB calls=N refresh=M")
+ *          --trace (smtpc_bulk_set_trace: "T CONN C|S LINE" per line)
+ *          --dsn-notify N --dsn-ret R --envid E (message IDX: ENVID E-IDX)
+ *          --orcpt A (the first recipient's own NOTIFY=SUCCESS and ORCPT=rfc822;A)
+ *          --dsn-require (smtpc_bulk_set_dsn_policy(SMTPC_DSN_REQUIRE)): DSN through
+ *            smtpc_bulk_msg.params
  * DRV_NO_EPOLL=1 in the environment makes epoll_create1() fail with ENOSYS
  * (this program's definition interposes libc's for the static library), to
  * test the automatic fallback to poll().
@@ -50,6 +55,11 @@ typedef struct {
     size_t *lens;
     unsigned char *seen;
     smtpc_bulk *b;
+    const char *dsn_notify, *dsn_ret, *envid, *orcpt;
+    bool dsn;
+    smtpc_send_params *params;  /* one per message when dsn */
+    char (*envids)[64];
+    smtpc_rcpt_opts *ro;        /* one per recipient, shared */
 } ctx;
 
 int epoll_create1(int flags)
@@ -110,7 +120,27 @@ static int next_msg(void *ud, smtpc_bulk_msg *m)
     m->data = x->bodies[i];
     m->len = x->lens[i];
     m->userdata = (void *)(uintptr_t)i;
+    if (x->dsn) {
+        smtpc_send_params *p = &x->params[i];
+        p->dsn_notify = x->dsn_notify;
+        p->dsn_ret = x->dsn_ret;
+        if (x->envid) {
+            snprintf(x->envids[i], sizeof x->envids[i], "%s-%zu", x->envid, i);
+            p->dsn_envid = x->envids[i];
+        }
+        if (x->orcpt) {
+            p->rcpt = x->ro;
+            p->nrcpt = x->nrcpts;
+        }
+        m->params = p;
+    }
     return 1;
+}
+
+static void on_trace(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line, size_t len)
+{
+    (void)ud;
+    printf("T %u %s %.*s\n", conn, dir == SMTPC_TRACE_SENT ? "C" : "S", (int)len, line);
 }
 
 static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
@@ -162,6 +192,7 @@ int main(int argc, char **argv)
     char *token_list = NULL;
     bool plain_auth = false;
     int loop = -1;
+    bool dsn_require = false, trace = false;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -225,6 +256,12 @@ int main(int argc, char **argv)
                                                                                     : SMTPC_BULK_LOOP_AUTO;
             i++;
         }
+        else if (!strcmp(a, "--dsn-notify")) x.dsn_notify = v, x.dsn = true, i++;
+        else if (!strcmp(a, "--dsn-ret")) x.dsn_ret = v, x.dsn = true, i++;
+        else if (!strcmp(a, "--envid")) x.envid = v, x.dsn = true, i++;
+        else if (!strcmp(a, "--orcpt")) x.orcpt = v, x.dsn = true, i++;
+        else if (!strcmp(a, "--dsn-require")) dsn_require = true;
+        else if (!strcmp(a, "--trace")) trace = true;
         else if (!strcmp(a, "--timeouts")) {
             sscanf(v, "%lld,%lld,%lld,%lld,%lld", &to[0], &to[1], &to[2], &to[3], &to[4]);
             i++;
@@ -241,6 +278,15 @@ int main(int argc, char **argv)
     x.bodies = calloc(x.count + 1, sizeof *x.bodies);
     x.lens = calloc(x.count + 1, sizeof *x.lens);
     x.seen = calloc(x.count + 1, 1);
+    x.params = calloc(x.count + 1, sizeof *x.params);
+    x.envids = calloc(x.count + 1, sizeof *x.envids);
+    x.ro = calloc(x.nrcpts, sizeof *x.ro);
+    if (x.orcpt) {
+        static char orcpt[300];
+        snprintf(orcpt, sizeof orcpt, "rfc822;%s", x.orcpt);
+        x.ro[0].dsn_notify = "SUCCESS";
+        x.ro[0].dsn_orcpt = orcpt;
+    }
     for (size_t i = 0; i < x.count; i++) {
         char hdr[200];
         int hl = snprintf(hdr, sizeof hdr,
@@ -309,6 +355,8 @@ int main(int argc, char **argv)
     if (maxper) smtpc_bulk_set_max_per_connection(b, maxper);
     if (attempts) smtpc_bulk_set_max_attempts(b, attempts);
     if (rate > 0) smtpc_bulk_set_rate(b, rate, 1);
+    if (dsn_require && smtpc_bulk_set_dsn_policy(b, SMTPC_DSN_REQUIRE)) return 4;
+    if (trace && smtpc_bulk_set_trace(b, on_trace, NULL)) return 4;
     if (!use_opts && smtpc_bulk_set_tls(b, tls, tls == SMTPC_TLS_MODE_NONE ? NULL : "localhost",
                                         getenv("DRV_CA"), getenv("DRV_CA") == NULL)) {
         printf("TLS %s\n", smtpc_bulk_errmsg(b));
@@ -341,6 +389,9 @@ out:
     free(x.bodies);
     free(x.lens);
     free(x.seen);
+    free(x.params);
+    free(x.envids);
+    free(x.ro);
     free(token_list);
     smtpc_conn_opts_free(co);
     return 0;
