@@ -258,13 +258,19 @@ size_t smtpc__engine_output(const smtpc__engine *e, const uint8_t **data)
     return smtpc__buf_size(&e->out);
 }
 
+/* Written past the last credential octet: those were wiped as consumed,
+ * the buffer is an ordinary one again. */
+static void advance_secret(smtpc__engine *e, size_t n)
+{
+    smtpc__buf_consume(&e->out, n); /* secure: wipes what it drops */
+    e->out_secret_left = n < e->out_secret_left ? e->out_secret_left - n : 0;
+    if (!e->out_secret_left) e->out.secure = false;
+}
+
 void smtpc__engine_output_advance(smtpc__engine *e, size_t n)
 {
-    smtpc__buf_consume(&e->out, n); /* wipes what it drops while secure */
-    if (e->out_secret_left) {
-        e->out_secret_left = n < e->out_secret_left ? e->out_secret_left - n : 0;
-        if (!e->out_secret_left) e->out.secure = false;
-    }
+    if (e->out_secret_left) advance_secret(e, n);
+    else smtpc__buf_consume(&e->out, n); /* the body path: as before */
 }
 
 void smtpc__engine_trim(smtpc__engine *e)
