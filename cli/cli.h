@@ -30,8 +30,16 @@
 typedef struct cli_buf {
     uint8_t *data;
     size_t off, len, cap, limit;
+    bool secure; /* cli_buf_init_secure */
 } cli_buf;
 void cli_buf_init(cli_buf *b, size_t limit);
+/* For secrets (a password or token read from a command, a file): growth
+ * copies into a new block and wipes the old one, compaction wipes the tail
+ * it vacates, reset and free wipe. Stays secure after cli_buf_free. */
+void cli_buf_init_secure(cli_buf *b, size_t limit);
+/* Tests only: called with each block a secure buffer gives back, after the
+ * wipe and before free(). */
+extern void (*cli_buf_release_hook)(const void *p, size_t n);
 void cli_buf_free(cli_buf *b);
 void cli_buf_free_secure(cli_buf *b); /* wipes the memory first */
 void cli_buf_reset(cli_buf *b);

@@ -86,8 +86,8 @@ int cli_secret(const cli_ctx *c, bool token, char **out, const char **source, ch
     *out = NULL;
     *source = NULL;
     if (errlen) err[0] = '\0';
-    cli_buf b;
-    cli_buf_init(&b, SECRET_MAX);
+    cli_buf b; /* grows as the secret comes in: no copy of it may stay behind */
+    cli_buf_init_secure(&b, SECRET_MAX);
     int rc = 0;
     const char *v;
     if (token) {

@@ -14,10 +14,30 @@ void cli_buf_init(cli_buf *b, size_t limit)
     b->limit = limit ? limit : SIZE_MAX;
 }
 
+void cli_buf_init_secure(cli_buf *b, size_t limit)
+{
+    cli_buf_init(b, limit);
+    b->secure = true;
+}
+
+void (*cli_buf_release_hook)(const void *p, size_t n);
+
+/* Gives a block back; a secure buffer's is wiped first. */
+static void release(const cli_buf *b, uint8_t *data, size_t cap)
+{
+    if (data && b->secure) {
+        explicit_bzero(data, cap);
+        if (cli_buf_release_hook) cli_buf_release_hook(data, cap);
+    }
+    free(data);
+}
+
 void cli_buf_free(cli_buf *b)
 {
-    free(b->data);
+    bool secure = b->secure;
+    release(b, b->data, b->cap);
     cli_buf_init(b, b->limit);
+    b->secure = secure;
 }
 
 void cli_buf_free_secure(cli_buf *b)
@@ -28,17 +48,19 @@ void cli_buf_free_secure(cli_buf *b)
 
 void cli_buf_reset(cli_buf *b)
 {
+    if (b->secure && b->data) explicit_bzero(b->data, b->len);
     b->off = b->len = 0;
 }
 
 int cli_buf_reserve(cli_buf *b, size_t extra)
 {
-    if (b->off && b->off == b->len) b->off = b->len = 0;
+    if (b->off && b->off == b->len) cli_buf_reset(b);
     size_t used = b->len - b->off;
     if (extra > b->limit || used > b->limit - extra) return SMTPC_ELIMIT;
     if (b->cap - b->len >= extra) return 0;
     if (b->off) { /* make room by moving the live bytes down */
         memmove(b->data, b->data + b->off, used);
+        if (b->secure) explicit_bzero(b->data + used, b->len - used);
         b->off = 0;
         b->len = used;
         if (b->cap - b->len >= extra) return 0;
@@ -48,8 +70,14 @@ int cli_buf_reserve(cli_buf *b, size_t extra)
         if (nc > SIZE_MAX / 2) { nc = used + extra; break; }
         nc *= 2;
     }
-    uint8_t *p = realloc(b->data, nc);
-    if (!p) return SMTPC_ENOMEM;
+    uint8_t *p;
+    if (b->secure) { /* realloc could leave a copy in the block it frees */
+        if (!(p = malloc(nc))) return SMTPC_ENOMEM;
+        if (b->len) memcpy(p, b->data, b->len);
+        release(b, b->data, b->cap);
+    } else if (!(p = realloc(b->data, nc))) {
+        return SMTPC_ENOMEM;
+    }
     b->data = p;
     b->cap = nc;
     return 0;

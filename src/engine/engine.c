@@ -80,7 +80,11 @@ struct smtpc__engine {
     txn t;
     smtpc__trace_fn trace;
     void *trace_ud;
-    bool out_secret;        /* the output buffer has held an AUTH credential line */
+    /* Live octets of out, from its front, up to and including the last
+     * AUTH credential line not yet written; while nonzero out is secure
+     * (growth copies and wipes the old block, what is written is wiped at
+     * once), at zero it is back on the fast path: no copy is left by then. */
+    size_t out_secret_left;
 };
 
 const char *smtpc__cmd_name(smtpc__cmd c)
@@ -168,7 +172,9 @@ void smtpc__engine_reset(smtpc__engine *e)
     events_clear(e);
     smtpc__caps_clear(&e->caps);
     smtpc__reply_parser_reset(e->parser);
-    smtpc__buf_reset(&e->out);
+    smtpc__buf_reset(&e->out); /* wipes a credential still queued */
+    e->out.secure = false;
+    e->out_secret_left = 0;
     smtpc__buf_reset(&e->chunk);
     smtpc__reply_free(e->last);
     e->last = NULL;
@@ -268,18 +274,25 @@ size_t smtpc__engine_output(const smtpc__engine *e, const uint8_t **data)
     return smtpc__buf_size(&e->out);
 }
 
+/* Written past the last credential octet: those were wiped as consumed,
+ * the buffer is an ordinary one again. */
+static void advance_secret(smtpc__engine *e, size_t n)
+{
+    smtpc__buf_consume(&e->out, n); /* secure: wipes what it drops */
+    e->out_secret_left = n < e->out_secret_left ? e->out_secret_left - n : 0;
+    if (!e->out_secret_left) e->out.secure = false;
+}
+
 void smtpc__engine_output_advance(smtpc__engine *e, size_t n)
 {
-    smtpc__buf_consume(&e->out, n);
+    if (e->out_secret_left) advance_secret(e, n);
+    else smtpc__buf_consume(&e->out, n); /* the body path: as before */
 }
 
 void smtpc__engine_trim(smtpc__engine *e)
 {
-    if (smtpc__buf_size(&e->out) == 0 && e->out.cap > 4096) {
-        if (e->out_secret) smtpc__buf_free_secure(&e->out);
-        else smtpc__buf_free(&e->out);
-        e->out_secret = false;
-    }
+    /* empty: no credential is left in it (out_secret_left is zero) */
+    if (smtpc__buf_size(&e->out) == 0 && e->out.cap > 4096) smtpc__buf_free(&e->out);
     if (smtpc__buf_size(&e->chunk) == 0 && e->chunk.cap > 4096) smtpc__buf_free(&e->chunk);
 }
 
@@ -332,17 +345,27 @@ static void out_rollback(smtpc__engine *e, size_t mark)
 static int send_line(smtpc__engine *e, const char *line, size_t len, smtpc__cmd cmd, uint32_t tag,
                      enum pend_kind kind, bool secret)
 {
+    /* A credential makes the output secure before it goes in: the growth
+     * that makes room for it already wipes the block it gives up. */
+    if (secret) e->out.secure = true;
     int rc = smtpc__buf_reserve(&e->out, len + 2);
-    if (rc) return smtpc__err(&e->err, rc, "cannot queue %s", smtpc__cmd_name(cmd));
+    if (rc) {
+        e->out.secure = e->out_secret_left != 0;
+        return smtpc__err(&e->err, rc, "cannot queue %s", smtpc__cmd_name(cmd));
+    }
     size_t mark = out_mark(e);
     smtpc__buf_append(&e->out, line, len);
     smtpc__buf_append(&e->out, "\r\n", 2);
     if ((rc = pend_push(e, cmd, tag, kind)) != 0) {
+        if (secret) { /* rollback only shortens: wipe what it drops */
+            smtpc__secure_zero(e->out.data + e->out.off + mark, len + 2);
+            e->out.secure = e->out_secret_left != 0;
+        }
         out_rollback(e, mark);
         return smtpc__err(&e->err, rc, "out of memory queueing %s", smtpc__cmd_name(cmd));
     }
     if (e->trace) e->trace(e->trace_ud, SMTPC__TRACE_CLIENT, line, len, secret);
-    if (secret) e->out_secret = true;
+    if (secret) e->out_secret_left = smtpc__buf_size(&e->out);
     return 0;
 }
 
@@ -672,8 +695,8 @@ int smtpc__engine_auth(smtpc__engine *e, const char *mech, const char *initial_b
     if (!ok) return smtpc__err(&e->err, SMTPC_EINVAL, "malformed SASL mechanism name");
     if (initial_b64 && !is_b64(initial_b64))
         return smtpc__err(&e->err, SMTPC_EINVAL, "AUTH initial response is not base64");
-    smtpc__buf b;
-    smtpc__buf_init(&b, 0);
+    smtpc__buf b; /* the line carries the credential: no copy of it may stay behind */
+    smtpc__buf_init_secure(&b, 0);
     int f = initial_b64 ? smtpc__buf_printf(&b, "AUTH %s %s", mech, *initial_b64 ? initial_b64 : "=")
                         : smtpc__buf_printf(&b, "AUTH %s", mech);
     if (f) {

@@ -11,6 +11,7 @@ void smtpc__buf_init(smtpc__buf *b, size_t limit)
 }
 
 void (*smtpc__buf_release_hook)(const void *p, size_t n);
+void (*smtpc__buf_scan_hook)(const void *p, size_t n);
 
 void smtpc__buf_init_secure(smtpc__buf *b, size_t limit)
 {
@@ -25,6 +26,7 @@ static void release(const smtpc__buf *b, uint8_t *data, size_t cap)
         smtpc__secure_zero(data, cap);
         if (smtpc__buf_release_hook) smtpc__buf_release_hook(data, cap);
     }
+    if (data && smtpc__buf_scan_hook) smtpc__buf_scan_hook(data, cap);
     free(data);
 }
 
@@ -64,7 +66,7 @@ int smtpc__buf_reserve(smtpc__buf *b, size_t extra)
         ncap *= 2;
     }
     uint8_t *p;
-    if (b->secure) {
+    if (b->secure || smtpc__buf_scan_hook) {
         if (!(p = malloc(ncap))) return SMTPC_ENOMEM;
         if (live) memcpy(p, b->data, live);
         release(b, b->data, b->cap);

@@ -50,6 +50,10 @@ void smtpc__buf_init_secure(smtpc__buf *b, size_t limit);
 /* Tests only: when set, called with each block a secure buffer releases,
  * after the wipe and before free(). */
 extern void (*smtpc__buf_release_hook)(const void *p, size_t n);
+/* Tests only: when set, called with every block any buffer gives back
+ * (secure or not, after a secure one's wipe, before free()); growth then
+ * copies instead of realloc so that the old block passes here too. */
+extern void (*smtpc__buf_scan_hook)(const void *p, size_t n);
 
 /* ---- strings ---------------------------------------------------------- */
 char *smtpc__strdup(const char *s);                 /* NULL in -> NULL out */

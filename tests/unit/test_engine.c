@@ -1,6 +1,9 @@
 /* Engine behaviour that transcripts cannot show: the trace callback and its
  * redaction flag, what feed consumes around STARTTLS, reset, names. */
 #include "engine/engine.h"
+#include "util/util.h"
+
+#include <stddef.h>
 #include "t.h"
 
 typedef struct {
@@ -332,6 +335,105 @@ TEST(chain_needs_pipelining)
     smtpc__engine_free(e);
 }
 
+/* ---- credentials in the output buffer -------------------------------------- */
+static const char *scan_needle;
+static size_t scan_blocks, scan_hits, secure_blocks, secure_nonzero;
+
+static void on_scan(const void *p, size_t n)
+{
+    size_t k = strlen(scan_needle);
+    scan_blocks++;
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp((const uint8_t *)p + i, scan_needle, k) == 0) {
+            scan_hits++;
+            break;
+        }
+}
+
+static void on_secure_release(const void *p, size_t n)
+{
+    secure_blocks++;
+    for (size_t i = 0; i < n; i++) secure_nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* An AUTH line still queued when a body grows the output: the block growth
+ * gives up is wiped, the line is wiped once written, and after that the
+ * buffer is an ordinary one again (its growth wipes nothing). No block any
+ * buffer gives back holds the credential. */
+TEST(auth_line_leaves_no_copy)
+{
+    static char cred[6001], body[200000];
+    for (size_t i = 0; i < sizeof cred - 1; i++) cred[i] = "c2VjcmV0UGFzc3dvcmQ"[i % 19];
+    cred[sizeof cred - 1] = '\0';
+    memset(body, 'b', sizeof body);
+    for (size_t i = 70; i < sizeof body; i += 72) body[i] = '\n';
+    scan_needle = "c2VjcmV0UGFzc3dvcmQc2VjcmV0"; /* only the credential has this */
+    scan_blocks = scan_hits = secure_blocks = secure_nonzero = 0;
+    smtpc__buf_scan_hook = on_scan;
+    smtpc__buf_release_hook = on_secure_release;
+
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    ready_pipelining(e);
+    CHECK_INT(smtpc__engine_auth(e, "PLAIN", cred), 0);
+    size_t auth_len = 11 + strlen(cred) + 2; /* "AUTH PLAIN " cred CRLF */
+    const uint8_t *out;
+    CHECK_INT(smtpc__engine_output(e, &out), auth_len);
+    smtpc__engine_output_advance(e, 100); /* a short write: most of it still queued */
+    CHECK_INT(feed(e, "235 2.7.0 ok\r\n", NULL), 0);
+    CHECK_INT(smtpc__engine_mail(e, "a@example.org", NULL), 0);
+    CHECK_INT(smtpc__engine_rcpt(e, "b@example.org", NULL, 1), 0);
+    CHECK_INT(smtpc__engine_data(e), 0);
+    CHECK_INT(feed(e, "250 ok\r\n250 ok\r\n354 go\r\n", NULL), 0);
+    drain(e);
+    size_t before = secure_blocks;
+    CHECK_INT(smtpc__engine_body_write(e, body, sizeof body), 0); /* the output grows */
+    CHECK(secure_blocks > before);
+    CHECK_INT(secure_nonzero, 0);
+    /* write the rest of the AUTH line: the bytes written are wiped at once */
+    size_t n = smtpc__engine_output(e, &out);
+    CHECK(n > sizeof body);
+    smtpc__engine_output_advance(e, auth_len - 100);
+    CHECK(smtpc__engine_output(e, &out) == n - (auth_len - 100));
+    size_t nz = 0;
+    for (size_t i = 0; i < auth_len - 100; i++) nz += out[-(ptrdiff_t)(auth_len - 100) + (ptrdiff_t)i] != 0;
+    CHECK_INT(nz, 0);
+    /* past the credential the output is an ordinary buffer again */
+    before = secure_blocks;
+    for (int i = 0; i < 4; i++) CHECK_INT(smtpc__engine_body_write(e, body, sizeof body), 0);
+    CHECK_INT(secure_blocks, before);
+    CHECK_INT(smtpc__engine_body_end(e), 0);
+    while ((n = smtpc__engine_output(e, &out)) > 0) smtpc__engine_output_advance(e, n < 4096 ? n : 4096);
+    CHECK_INT(feed(e, "250 queued\r\n", NULL), 0);
+    drain(e);
+    smtpc__engine_free(e);
+    smtpc__buf_scan_hook = NULL;
+    smtpc__buf_release_hook = NULL;
+    CHECK(scan_blocks >= 2);
+    CHECK_INT(scan_hits, 0);
+    CHECK_INT(secure_nonzero, 0);
+}
+
+/* A reset while an AUTH line is queued wipes it. */
+TEST(reset_wipes_queued_auth)
+{
+    static char cred[3001];
+    for (size_t i = 0; i < sizeof cred - 1; i++) cred[i] = "c2VjcmV0UGFzc3dvcmQ"[i % 19];
+    cred[sizeof cred - 1] = '\0';
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    ready_pipelining(e);
+    CHECK_INT(smtpc__engine_auth(e, "PLAIN", cred), 0);
+    const uint8_t *out;
+    size_t n = smtpc__engine_output(e, &out);
+    smtpc__engine_output_advance(e, 10);
+    smtpc__engine_reset(e);
+    size_t nz = 0; /* out is still valid: reset frees nothing */
+    for (size_t i = 0; i < n; i++) nz += out[i] != 0;
+    CHECK_INT(nz, 0);
+    smtpc__engine_free(e);
+}
+
 int main(void)
 {
     RUN(trace_redacts_auth);
@@ -343,5 +445,7 @@ int main(void)
     RUN(chain_after_final_dot);
     RUN(chain_421_ends_both);
     RUN(chain_needs_pipelining);
+    RUN(auth_line_leaves_no_copy);
+    RUN(reset_wipes_queued_auth);
     T_DONE();
 }

@@ -139,8 +139,9 @@ TEST(cancel_from_signal_handler)
     close(lfd);
 }
 
-/* A tiny SMTP peer on one accepted connection: greeting, then one reply
- * per command line (EHLO, NOOP..., QUIT). */
+/* A tiny SMTP peer on one accepted connection: greeting, EHLO with AUTH
+ * PLAIN, 235 to AUTH, 354 to DATA then the body up to the dot, 221 to QUIT,
+ * 250 to anything else. */
 static void *chatty_peer(void *arg)
 {
     int lfd = *(int *)arg;
@@ -148,8 +149,9 @@ static void *chatty_peer(void *arg)
     if (fd < 0) return NULL;
     static const char greet[] = "220 peer ready\r\n";
     if (write(fd, greet, sizeof greet - 1) < 0) goto out;
-    char line[512];
+    char line[1024];
     size_t n = 0;
+    bool data = false;
     for (;;) {
         char c;
         if (read(fd, &c, 1) != 1) break;
@@ -157,8 +159,21 @@ static void *chatty_peer(void *arg)
         if (c != '\n') continue;
         line[n] = 0;
         n = 0;
-        const char *r = !strncmp(line, "EHLO", 4) ? "250 peer\r\n"
-                        : !strncmp(line, "QUIT", 4) ? "221 bye\r\n" : "250 2.0.0 fine\r\n";
+        const char *r;
+        if (data) {
+            if (strcmp(line, ".\r\n") != 0) continue;
+            data = false;
+            r = "250 2.0.0 queued\r\n";
+        } else if (!strncmp(line, "EHLO", 4)) {
+            r = "250-peer\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n";
+        } else if (!strncmp(line, "AUTH", 4)) {
+            r = "235 2.7.0 ok\r\n";
+        } else if (!strncmp(line, "DATA", 4)) {
+            data = true;
+            r = "354 go\r\n";
+        } else {
+            r = !strncmp(line, "QUIT", 4) ? "221 bye\r\n" : "250 2.0.0 fine\r\n";
+        }
         if (write(fd, r, strlen(r)) < 0 || !strncmp(line, "QUIT", 4)) break;
     }
 out:
@@ -208,6 +223,82 @@ TEST(trace_set_and_cleared_while_open)
     close(lfd);
 }
 
+static const char *leak_needles[2];
+static size_t leak_blocks, leak_hits;
+
+static void scan_for_secret(const void *p, size_t n)
+{
+    leak_blocks++;
+    for (int k = 0; k < 2; k++) {
+        size_t l = strlen(leak_needles[k]);
+        for (size_t i = 0; i + l <= n; i++)
+            if (!memcmp((const uint8_t *)p + i, leak_needles[k], l)) {
+                leak_hits++;
+                break;
+            }
+    }
+}
+
+/* AUTH PLAIN then a 300 KB message through a session: no buffer block given
+ * back holds the password or its base64 (scan of every smtpc__buf block
+ * released, growth included; other allocations are not seen). */
+TEST(auth_and_send_leave_no_password)
+{
+    static char pw[301], msg[300000];
+    for (size_t i = 0; i < sizeof pw - 1; i++) pw[i] = "Zq7-pass-WORD"[i % 13];
+    pw[sizeof pw - 1] = 0;
+    uint8_t plain[320];
+    size_t pl = 0;
+    plain[pl++] = 0;
+    plain[pl++] = 'u';
+    plain[pl++] = 0;
+    memcpy(plain + pl, pw, sizeof pw - 1);
+    pl += sizeof pw - 1;
+    static char b64[440];
+    smtpc__b64_encode(b64, plain, pl);
+    char b64_mid[41];
+    memcpy(b64_mid, b64 + 100, 40); /* part of the AUTH line only */
+    b64_mid[40] = 0;
+    char pw_mid[41];
+    memcpy(pw_mid, pw + 100, 40);
+    pw_mid[40] = 0;
+    leak_needles[0] = pw_mid;
+    leak_needles[1] = b64_mid;
+    size_t ml = (size_t)snprintf(msg, sizeof msg, "Subject: t\r\n\r\n");
+    while (ml + 80 < sizeof msg) {
+        memset(msg + ml, 'm', 76);
+        memcpy(msg + ml + 76, "\r\n", 2);
+        ml += 78;
+    }
+    uint16_t port;
+    int lfd = silent_listener(&port);
+    CHECK(lfd >= 0);
+    pthread_t th;
+    CHECK_INT(pthread_create(&th, NULL, chatty_peer, &lfd), 0);
+    leak_blocks = leak_hits = 0;
+    smtpc__buf_scan_hook = scan_for_secret;
+    smtpc_session *s;
+    CHECK_INT(smtpc_session_new(&s), 0);
+    CHECK_INT(smtpc_session_set_tls_mode(s, SMTPC_TLS_MODE_NONE), 0);
+    CHECK_INT(smtpc_session_set_allow_plaintext_auth(s, true), 0);
+    CHECK_INT(smtpc_session_set_credentials(s, "u", pw), 0);
+    CHECK_INT(smtpc_session_open(s, "127.0.0.1", port), 0);
+    CHECK_INT(smtpc_session_auth(s), 0);
+    const char *rcpts[] = {"b@example.org"};
+    smtpc_envelope env;
+    memset(&env, 0, sizeof env);
+    env.from = "a@example.org";
+    env.rcpts = rcpts;
+    env.nrcpts = 1;
+    CHECK_INT(smtpc_session_send_mem(s, &env, msg, ml), 0);
+    smtpc_session_free(s);
+    smtpc__buf_scan_hook = NULL;
+    pthread_join(th, NULL);
+    close(lfd);
+    CHECK(leak_blocks >= 3);
+    CHECK_INT(leak_hits, 0);
+}
+
 int main(void)
 {
     RUN(new_free_and_setters);
@@ -215,5 +306,6 @@ int main(void)
     RUN(cancel_from_thread_then_rearm);
     RUN(cancel_from_signal_handler);
     RUN(trace_set_and_cleared_while_open);
+    RUN(auth_and_send_leave_no_password);
     T_DONE();
 }
