@@ -5,7 +5,7 @@
  * Format (text escapes as in the engine transcripts, see transcript.h):
  *   > mode M            TLS mode: none implicit starttls starttls-optional auto
  *   > user U [P]        credentials          > token T    a fixed OAuth token
- *   > provider T1 T2    a token provider: T1 first, T2 on refresh (refreshes counted)
+ *   > provider T1 T2    a token provider: T1 first, T2 on refresh (refreshes counted; "-" fails)
  *   > mechs LIST        allowed mechanisms   > allow_plain   plaintext AUTH allowed
  *   > encrypted         TLS is on from the start (implicit)
  *   > greeted           the driver read the greeting itself: the opener starts at EHLO
@@ -71,7 +71,7 @@ static int provider(void *ud, bool refresh, const char **token, size_t *len)
     run *r = ud;
     if (refresh) r->refreshes++;
     const char *t = r->tokens[r->refreshes ? 1 : 0];
-    if (!*t) return SMTPC_EAUTH;
+    if (!*t || !strcmp(t, "-")) return SMTPC_EAUTH; /* "-": the provider fails */
     *token = t;
     *len = strlen(t);
     return 0;
