@@ -133,7 +133,7 @@ static int fail_check(smtpc__opener *o, const smtpc__reply *r, const char *what)
     else if (cls == 5) rc = SMTPC_EPERMFAIL;
     else rc = SMTPC_EPROTO;
     fmt_reply(o, rc, r, what);
-    /* a positive reply of the wrong kind: we no longer agree on the state */
+    /* a 421 closes; a positive reply of the wrong kind: we no longer agree on the state */
     o->broken = rc == SMTPC_EPROTO || r->code == 421;
     if (r->code == 421) {
         size_t l = strlen(o->err.text);
