@@ -9,10 +9,11 @@
  *
  * Reads are not buffered here: each read is fed to the engine at once, so
  * nothing is held past a STARTTLS 220 (the engine rejects extra bytes).
- * STARTTLS (the security section at the end): wait for
- * SMTPC__EV_TLS_READY, wrap s->t in the TLS layer (the new layer owns the old
- * chain as `inner`), drive smtpc__transport_handshake with wait_want(), then
- * smtpc__engine_tls_started() and EHLO again.
+ * The opening (EHLO/HELO, STARTTLS, AUTH), whole in smtpc_session_open or
+ * one step at a time, is the connection opener's (src/engine/opener.h);
+ * drive() at the end is its blocking loop. On its "TLS now": wrap s->t in
+ * the TLS layer (the new layer owns the old chain as `inner`) and drive
+ * smtpc__transport_handshake with wait_want().
  *
  * Errors that leave the protocol state unknown (network, timeout, cancel,
  * protocol violation, 421) close the connection; 4xx/5xx replies to a
@@ -813,37 +814,17 @@ SMTPC_API int smtpc_session_connect(smtpc_session *s, const char *host, uint16_t
 
 /* ---- EHLO / HELO ---------------------------------------------------------------- */
 
-static int do_helo(smtpc_session *s, const char *name, bool ehlo)
-{
-    const char *what = ehlo ? "EHLO" : "HELO";
-    char def[300];
-    if (!name) name = s->o.ehlo_name;
-    if (!name) {
-        smtpc__local_fqdn_lookup(); /* normally done while the greeting came */
-        smtpc__default_ehlo_name(s->t ? s->t->fd : -1, def, sizeof def);
-        name = def;
-    }
-    /* the engine refuses a name that is empty or has blanks or controls */
-    int rc = ehlo ? smtpc__engine_ehlo(s->e, name) : smtpc__engine_helo(s->e, name);
-    if (rc) return queue_failed(s, rc, what);
-    if (name != s->ehlo_used) smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
-    const smtpc__reply *r;
-    rc = exchange(s, command_ms(s), what, &r);
-    if (rc) return rc;
-    if (ehlo && (r->code == 500 || r->code == 502)) return do_helo(s, name, false);
-    return check_reply(s, r, 2, what);
-}
+static int one_step(smtpc_session *s, smtpc__open_step step, const char *what, const char *name, bool helo);
 
+/* The opener's EHLO step (HELO on 500/502), as smtpc_session_open's. */
 SMTPC_API int smtpc_session_ehlo(smtpc_session *s, const char *name)
 {
-    int rc = enter(s, true, "EHLO");
-    return rc ? rc : do_helo(s, name, true);
+    return one_step(s, SMTPC__OPEN_STEP_EHLO, "EHLO", name, false);
 }
 
 SMTPC_API int smtpc_session_helo(smtpc_session *s, const char *name)
 {
-    int rc = enter(s, true, "HELO");
-    return rc ? rc : do_helo(s, name, false);
+    return one_step(s, SMTPC__OPEN_STEP_EHLO, "HELO", name, true);
 }
 
 /* ---- envelope ------------------------------------------------------------------- */
@@ -1586,10 +1567,10 @@ SMTPC_API uint64_t smtpc_session_size_limit(const smtpc_session *s)
 }
 
 /* ---- security: TLS and AUTH ------------------------------------------------------------
- * Kept apart from the plain conversation above: the options, STARTTLS,
- * AUTH over the sans-IO SASL mechanisms and the policy of
- * smtpc_session_open(). The TLS handshake and the redacting trace, which
- * connect needs too, come before it. */
+ * Kept apart from the plain conversation above: the options, STARTTLS and
+ * AUTH (the opener's steps: the policy, mechanism choice and SASL are its),
+ * what they used. The TLS handshake and the redacting trace, which connect
+ * needs too, come before it. */
 
 SMTPC_API int smtpc_session_set_tls_mode(smtpc_session *s, smtpc_tls_mode mode)
 {
@@ -1677,38 +1658,10 @@ SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void 
 
 static bool encrypted(const smtpc_session *s) { return s->t && smtpc__tls_is(s->t); }
 
+/* The opener's STARTTLS step: the handshake and EHLO again (the same name). */
 SMTPC_API int smtpc_session_starttls(smtpc_session *s)
 {
-    int rc = enter(s, true, "STARTTLS");
-    if (rc) return rc;
-    if (encrypted(s) || smtpc__engine_tls_active(s->e))
-        return smtpc__err(&s->err, SMTPC_ESTATE, "STARTTLS: TLS is already on");
-    const smtpc__caps *c = smtpc__engine_caps(s->e);
-    if (!c || !(c->flags & SMTPC_EXT_STARTTLS))
-        return smtpc__err(&s->err, SMTPC_EUNSUPPORTED, "STARTTLS: %s does not offer STARTTLS",
-                          s->hostport);
-    rc = tls_ctx_ensure(s); /* before STARTTLS is sent: nothing half done */
-    if (rc) return rc;
-    rc = smtpc__engine_starttls(s->e);
-    if (rc) return queue_failed(s, rc, "STARTTLS");
-    const smtpc__reply *r;
-    rc = exchange(s, command_ms(s), "STARTTLS", &r);
-    if (rc) return rc;
-    if (r->code != 220) return check_reply(s, r, 9, "STARTTLS");
-    /* Nothing may follow the 220 before the handshake (CVE-2011-0411,
-     * CVE-2021-22947): the engine refuses such bytes when they come with
-     * the 220; any left in the socket would be taken for a TLS record by
-     * the handshake and fail it. Nothing read before is used afterwards. */
-    op o;
-    op_init(s, &o, command_ms(s), "TLS handshake");
-    rc = tls_handshake(s, &o);
-    if (rc) return rc;
-    smtpc__engine_tls_started(s->e);
-    s->security_used = SMTPC_TLS_MODE_STARTTLS;
-    /* RFC 3207 §4.2: forget everything and EHLO again */
-    char name[sizeof s->ehlo_used];
-    smtpc__strlcpy(name, s->ehlo_used, sizeof name);
-    return do_helo(s, name[0] ? name : NULL, true);
+    return one_step(s, SMTPC__OPEN_STEP_STARTTLS, "STARTTLS", NULL, false);
 }
 
 SMTPC_API const smtpc_tls_info *smtpc_session_tls_info(const smtpc_session *s)
@@ -1723,21 +1676,16 @@ SMTPC_API smtpc_tls_mode smtpc_session_security_used(const smtpc_session *s)
 
 /* ---- AUTH ------------------------------------------------------------------------------------ */
 
-static void fill_creds(smtpc_session *s, smtpc__sasl_creds *c)
+static void opener_policy(const smtpc_session *s, smtpc__opener_policy *pol)
 {
-    smtpc__conn_opts_sasl_creds(&s->o, c);
-    c->host = s->tls_name;
-    c->port = s->port;
-    c->client_cert = s->tls_ctx && smtpc__tls_ctx_has_client_cert(s->tls_ctx) && encrypted(s);
+    smtpc__conn_opts_opener_policy(&s->o, s->tls_ctx && smtpc__tls_ctx_has_client_cert(s->tls_ctx), pol);
 }
 
-static bool have_creds(const smtpc_session *s) { return smtpc__conn_opts_have_creds(&s->o); }
-
-static smtpc__sasl_mask allowed_mask(smtpc_session *s)
+static smtpc__sasl_mask allowed_mask(const smtpc_session *s)
 {
-    smtpc__sasl_creds c;
-    fill_creds(s, &c);
-    return smtpc__conn_opts_allowed_mechs(&s->o, &c, encrypted(s));
+    smtpc__opener_policy pol;
+    opener_policy(s, &pol);
+    return encrypted(s) ? pol.allowed_tls : pol.allowed_plain;
 }
 
 static smtpc__sasl_mask offered_mask(const smtpc_session *s)
@@ -1765,97 +1713,17 @@ SMTPC_API const char *smtpc_session_auth_mechanism(const smtpc_session *s)
     return s ? smtpc__sasl_mech_name(s->auth_used) : NULL;
 }
 
-/* One AUTH exchange with x (started here, or restarted). Returns 0 when
- * authenticated, else the failure (the connection is kept unless it was
- * lost or the server broke the protocol). */
-static int auth_exchange(smtpc_session *s, smtpc__sasl *x)
-{
-    const char *name = smtpc__sasl_mech_name(smtpc__sasl_mech_of(x));
-    smtpc__sasl_line ir;
-    memset(&ir, 0, sizeof ir);
-    int rc = smtpc__sasl_start(x, &ir);
-    if (rc) return smtpc__err(&s->err, rc, "AUTH %s: %s", name, smtpc__sasl_errmsg(x));
-    if (ir.b64 && !ir.fits_auth_line) smtpc__sasl_defer_ir(x); /* SASL-IR only within 512 octets */
-    rc = smtpc__engine_auth(s->e, name, ir.b64 && ir.fits_auth_line ? ir.b64 : NULL);
-    if (rc) return queue_failed(s, rc, "AUTH");
-    /* the SASL context bounds the rounds (SMTPC__SASL_MAX_ROUNDS); this is a backstop */
-    for (int round = 0; round <= SMTPC__SASL_MAX_ROUNDS + 2; round++) {
-        const smtpc__reply *r;
-        rc = exchange(s, command_ms(s), "AUTH", &r);
-        if (rc) return rc;
-        if (r->code == 421) return check_reply(s, r, 2, "AUTH");
-        const char *text = r->nlines ? r->lines[r->nlines - 1] : "";
-        smtpc__sasl_line resp;
-        memset(&resp, 0, sizeof resp);
-        rc = smtpc__sasl_reply(x, r->code, text, strlen(text), &resp);
-        if (rc == 1) return 0;
-        if (rc == 0) {
-            if (!resp.b64) break;
-            rc = smtpc__engine_auth_continue(s->e, resp.b64);
-            if (rc) return queue_failed(s, rc, "AUTH");
-            continue;
-        }
-        char why[SMTPC__ERRMSG_MAX];
-        smtpc__strlcpy(why, smtpc__sasl_errmsg(x), sizeof why);
-        if (resp.b64) {
-            /* the server waits for an answer: "*" cancels (RFC 4954 §4) */
-            int r2 = smtpc__engine_auth_continue(s->e, resp.b64);
-            if (r2) return queue_failed(s, r2, "AUTH");
-            r2 = exchange(s, command_ms(s), "AUTH", &r);
-            if (r2) return r2;
-            if (r->code == 421) return check_reply(s, r, 2, "AUTH");
-            return smtpc__err(&s->err, rc, "AUTH %s: %s (cancelled; server replied %d)", name, why,
-                              r->code);
-        }
-        if (r->code / 100 == 4 || r->code / 100 == 5) return fail_reply(s, rc, r, "AUTH");
-        return smtpc__err(&s->err, rc, "AUTH %s: %s", name, why);
-    }
-    close_conn(s);
-    return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH %s: the exchange does not end", name);
-}
-
+/* The opener's AUTH step: mechanism choice, SASL, one token refresh. */
 SMTPC_API int smtpc_session_auth(smtpc_session *s)
 {
-    int rc = enter(s, true, "AUTH");
-    if (rc) return rc;
-    s->auth_used = SMTPC__SASL_NONE;
-    if (!have_creds(s)) return smtpc__err(&s->err, SMTPC_EAUTH, "AUTH: no credentials");
-    if (!encrypted(s) && !s->o.allow_plain_auth)
-        return smtpc__err(&s->err, SMTPC_EAUTH,
-                          "AUTH: refusing to send credentials over an unencrypted connection "
-                          "(use TLS, or allow plaintext authentication explicitly)");
-    smtpc__sasl_mask offered = offered_mask(s), allowed = allowed_mask(s);
-    smtpc__sasl_mech m = smtpc__sasl_choose(offered, allowed);
-    if (m == SMTPC__SASL_NONE) {
-        char a[128], b[128];
-        smtpc__sasl_mask_format(offered, a, sizeof a);
-        smtpc__sasl_mask_format(allowed, b, sizeof b);
-        return smtpc__err(&s->err, SMTPC_EAUTH,
-                          "AUTH: no mechanism in common (server offers: %s; allowed: %s)",
-                          a[0] ? a : "none", b[0] ? b : "none");
-    }
-    smtpc__sasl_creds c;
-    fill_creds(s, &c);
-    smtpc__sasl *x = NULL;
-    rc = smtpc__sasl_new(&x, m, &c, &s->err);
-    if (rc) return rc;
-    rc = auth_exchange(s, x);
-    bool token_mech = m == SMTPC__SASL_XOAUTH2 || m == SMTPC__SASL_OAUTHBEARER;
-    if (rc == SMTPC_EAUTH && token_mech && s->o.token_cb && s->t) {
-        /* the token may have expired: ask for a fresh one, try once more */
-        char first[SMTPC__ERRMSG_MAX];
-        smtpc__strlcpy(first, s->err.text, sizeof first);
-        trace_info(s, "AUTH %s refused; refreshing the token", smtpc__sasl_mech_name(m));
-        int r2 = smtpc__sasl_restart(x, true);
-        if (r2) rc = smtpc__err(&s->err, r2, "%s; token refresh failed: %s", first, smtpc__sasl_errmsg(x));
-        else rc = auth_exchange(s, x);
-    }
-    smtpc__sasl_free(x);
-    if (rc == 0) s->auth_used = m;
-    return rc;
+    return one_step(s, SMTPC__OPEN_STEP_AUTH, "AUTH", NULL, false);
 }
 
-/* ---- the whole opening ------------------------------------------------------------------ */
+/* ---- the opening: the opener's blocking driver ------------------------------------------
+ * smtpc_session_open and the single steps (ehlo, helo, starttls, auth) run
+ * the connection opener shared with the other drivers (src/engine/opener.h),
+ * which holds the policy, the codes and the messages; this is its blocking
+ * loop (the TLS handshake, waits, the trace). */
 
 static int open_fail(smtpc_session *s, int rc)
 {
@@ -1868,40 +1736,47 @@ static void opener_info(void *ud, const char *msg)
     trace_info(ud, "%s", msg);
 }
 
-/* After the greeting: EHLO (HELO), STARTTLS, EHLO, AUTH through the
- * connection opener shared with the other drivers (src/engine/opener.h),
- * which holds the policy, the codes and the messages; this is its blocking
- * loop (the TLS handshake, waits, the trace). */
-static int open_steps(smtpc_session *s, smtpc_tls_mode mode)
+/* The EHLO name: name, else the configured one, else the default (in def). */
+static const char *hello_name(smtpc_session *s, const char *name, char *def, size_t n)
 {
-    static const char *const what[] = {"greeting", "EHLO", "STARTTLS", "TLS handshake", "AUTH", "open"};
-    char def[300];
-    const char *name = s->o.ehlo_name;
+    if (!name) name = s->o.ehlo_name;
     if (!name) {
         smtpc__local_fqdn_lookup(); /* normally done while the greeting came */
-        smtpc__default_ehlo_name(s->t ? s->t->fd : -1, def, sizeof def);
+        smtpc__default_ehlo_name(s->t ? s->t->fd : -1, def, n);
         name = def;
     }
-    smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
-    smtpc__opener_policy pol;
-    smtpc__conn_opts_opener_policy(&s->o, s->tls_ctx && smtpc__tls_ctx_has_client_cert(s->tls_ctx), &pol);
+    return name;
+}
+
+/* An opener for this connection; pol is the storage of its policy. */
+static int opener_new(smtpc_session *s, smtpc__opener **out, smtpc__opener_policy *pol, smtpc_tls_mode mode,
+                      const char *name, bool helo)
+{
+    opener_policy(s, pol);
     smtpc__opener_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.policy = &pol;
+    cfg.policy = pol;
     cfg.mode = mode;
-    cfg.encrypted = encrypted(s);
+    cfg.encrypted = encrypted(s) || smtpc__engine_tls_active(s->e);
     cfg.greeted = true;
+    cfg.helo = helo;
     cfg.ehlo_name = name;
     cfg.server = s->hostport;
     cfg.sasl_host = s->tls_name;
     cfg.port = s->port;
     cfg.info = opener_info;
     cfg.info_ud = s;
-    smtpc__opener *opn = NULL;
-    int rc = smtpc__opener_new(&opn, s->e, &cfg);
-    if (rc) return smtpc__err(&s->err, rc, "open: out of memory");
+    int rc = smtpc__opener_new(out, s->e, &cfg);
+    return rc ? smtpc__err(&s->err, rc, "out of memory") : 0;
+}
+
+/* Drives opn from rc (what its start returned) until it is done or fails:
+ * writes, reads, the STARTTLS handshake. 0 or the failure, s->err set; a
+ * failure the opener calls broken closes the connection. */
+static int drive(smtpc_session *s, smtpc__opener *opn, int rc)
+{
+    static const char *const what[] = {"greeting", "EHLO", "STARTTLS", "TLS handshake", "AUTH", "open"};
     bool mine = true; /* rc is the opener's (else the connection's: s->err set) */
-    rc = smtpc__opener_start(opn);
     while (rc == SMTPC__OPEN_WAIT || rc == SMTPC__OPEN_TLS) {
         op o;
         if (rc == SMTPC__OPEN_TLS) {
@@ -1935,17 +1810,58 @@ static int open_steps(smtpc_session *s, smtpc_tls_mode mode)
         mine = true;
         rc = smtpc__opener_event(opn, &ev);
     }
-    if (rc == SMTPC__OPEN_DONE) {
-        s->auth_used = smtpc__opener_mech(opn);
-        rc = 0;
-    } else if (mine) {
+    if (rc == SMTPC__OPEN_DONE) return 0;
+    if (mine) {
         smtpc__err(&s->err, rc, "%s", smtpc__opener_errmsg(opn));
         if (s->t) {
             op o;
             op_init(s, &o, 1000, "QUIT");
             (void)flush(s, &o, false); /* what the opener queued: a polite QUIT after AUTH */
         }
+        if (smtpc__opener_broken(opn)) close_conn(s);
     }
+    return rc;
+}
+
+/* After the greeting: EHLO (HELO), STARTTLS, EHLO, AUTH. */
+static int open_steps(smtpc_session *s, smtpc_tls_mode mode)
+{
+    char def[300];
+    const char *name = hello_name(s, NULL, def, sizeof def);
+    smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
+    smtpc__opener_policy pol;
+    smtpc__opener *opn = NULL;
+    int rc = opener_new(s, &opn, &pol, mode, name, false);
+    if (rc) return rc;
+    rc = drive(s, opn, smtpc__opener_start(opn));
+    if (rc == 0) s->auth_used = smtpc__opener_mech(opn);
+    smtpc__opener_free(opn);
+    return rc;
+}
+
+/* One step of the opening on a connected session (smtpc_session_ehlo,
+ * _helo, _starttls, _auth): the opener step-wise, driven as open's. */
+static int one_step(smtpc_session *s, smtpc__open_step step, const char *what, const char *name, bool helo)
+{
+    int rc = enter(s, true, what);
+    if (rc) return rc;
+    char def[300];
+    if (step == SMTPC__OPEN_STEP_STARTTLS) {
+        rc = tls_ctx_ensure(s); /* before STARTTLS is sent: nothing half done */
+        if (rc) return rc;
+        name = s->ehlo_used[0] ? s->ehlo_used : NULL; /* RFC 3207 4.2: EHLO again, the same name */
+    }
+    if (step == SMTPC__OPEN_STEP_AUTH) s->auth_used = SMTPC__SASL_NONE;
+    else name = hello_name(s, name, def, sizeof def);
+    smtpc__opener_policy pol;
+    smtpc__opener *opn = NULL;
+    rc = opener_new(s, &opn, &pol, smtpc__conn_opts_effective_mode(&s->o, s->port), name, helo);
+    if (rc) return rc;
+    rc = smtpc__opener_start_step(opn, step);
+    if (rc >= 0 && step == SMTPC__OPEN_STEP_EHLO && name != s->ehlo_used)
+        smtpc__strlcpy(s->ehlo_used, name, sizeof s->ehlo_used);
+    rc = drive(s, opn, rc);
+    if (rc == 0 && step == SMTPC__OPEN_STEP_AUTH) s->auth_used = smtpc__opener_mech(opn);
     smtpc__opener_free(opn);
     return rc;
 }

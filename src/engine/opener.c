@@ -14,9 +14,11 @@ struct smtpc__opener {
     smtpc_tls_mode mode;
     bool encrypted, did_starttls, fatal, greeted;
     bool decided;            /* the failure was decided by o->reply */
+    bool stepwise, helo;     /* smtpc__opener_start_step: one step, then DONE */
+    bool broken;             /* the failure left the protocol state unknown */
     smtpc__open_step step;
     int failed;              /* the failure returned (sticky), 0 = none */
-    char ehlo_name[256];
+    char ehlo_name[512];     /* the engine bounds it (command line length), not this */
     char server[300];
     char sasl_host[256];
     uint16_t port;
@@ -44,6 +46,7 @@ int smtpc__opener_new(smtpc__opener **out, smtpc__engine *e, const smtpc__opener
     o->mode = cfg->mode;
     o->encrypted = cfg->encrypted;
     o->greeted = cfg->greeted;
+    o->helo = cfg->helo;
     smtpc__strlcpy(o->ehlo_name, cfg->ehlo_name ? cfg->ehlo_name : "localhost", sizeof o->ehlo_name);
     smtpc__strlcpy(o->server, cfg->server ? cfg->server : "the server", sizeof o->server);
     if (cfg->sasl_host) smtpc__strlcpy(o->sasl_host, cfg->sasl_host, sizeof o->sasl_host);
@@ -72,6 +75,7 @@ const smtpc__reply *smtpc__opener_greeting(const smtpc__opener *o) { return o->g
 smtpc__sasl_mech smtpc__opener_mech(const smtpc__opener *o) { return o->mech; }
 bool smtpc__opener_did_starttls(const smtpc__opener *o) { return o->did_starttls; }
 bool smtpc__opener_fatal(const smtpc__opener *o) { return o->fatal; }
+bool smtpc__opener_broken(const smtpc__opener *o) { return o->broken; }
 
 static void info(smtpc__opener *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void info(smtpc__opener *o, const char *fmt, ...)
@@ -90,7 +94,7 @@ static void info(smtpc__opener *o, const char *fmt, ...)
 static int open_fail(smtpc__opener *o, int rc)
 {
     o->failed = rc;
-    if (o->step == SMTPC__OPEN_STEP_AUTH) {
+    if (o->step == SMTPC__OPEN_STEP_AUTH && !o->stepwise) {
         bool closed = o->reply && o->reply->code == 421;
         o->fatal = rc != SMTPC_ETEMPFAIL && rc != SMTPC_ENOMEM && !closed;
         /* polite, as the session: the server is still in command state */
@@ -129,6 +133,8 @@ static int fail_check(smtpc__opener *o, const smtpc__reply *r, const char *what)
     else if (cls == 5) rc = SMTPC_EPERMFAIL;
     else rc = SMTPC_EPROTO;
     fmt_reply(o, rc, r, what);
+    /* a 421 closes; a positive reply of the wrong kind: we no longer agree on the state */
+    o->broken = rc == SMTPC_EPROTO || r->code == 421;
     if (r->code == 421) {
         size_t l = strlen(o->err.text);
         snprintf(o->err.text + l, sizeof o->err.text - l, " (connection closed)");
@@ -138,7 +144,10 @@ static int fail_check(smtpc__opener *o, const smtpc__reply *r, const char *what)
 
 static int queue_failed(smtpc__opener *o, int rc, const char *what)
 {
-    smtpc__err(&o->err, rc, "%s: %s", what, smtpc__engine_errmsg(o->e));
+    const char *m = smtpc__engine_errmsg(o->e);
+    size_t wl = strlen(what);
+    if (strncmp(m, what, wl) == 0 && m[wl] == ':') smtpc__err(&o->err, rc, "%s", m); /* "EHLO: ..." once */
+    else smtpc__err(&o->err, rc, "%s: %s", what, m);
     return open_fail(o, rc);
 }
 
@@ -192,6 +201,10 @@ static int open_done(smtpc__opener *o)
 static int auth_begin(smtpc__opener *o)
 {
     o->step = SMTPC__OPEN_STEP_AUTH;
+    if (!o->pol.have_creds && o->stepwise) {
+        smtpc__err(&o->err, SMTPC_EAUTH, "AUTH: no credentials");
+        return open_fail(o, SMTPC_EAUTH);
+    }
     if (!o->pol.have_creds) return open_done(o);
     if (!o->encrypted && !o->pol.allow_plain_auth) {
         smtpc__err(&o->err, SMTPC_EAUTH,
@@ -259,6 +272,7 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
     /* the SASL context bounds the rounds (SMTPC__SASL_MAX_ROUNDS); this is a backstop */
     if (rc == 0 && (!resp.b64 || ++o->rounds > SMTPC__SASL_MAX_ROUNDS + 2)) {
         smtpc__err(&o->err, SMTPC_EAUTH, "AUTH %s: the exchange does not end", name);
+        o->broken = true; /* the server waits for an answer we do not have */
         return open_fail(o, SMTPC_EAUTH);
     }
     if (rc == 0) {
@@ -285,6 +299,7 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
 /* EHLO/HELO succeeded: STARTTLS when due, else AUTH. */
 static int after_hello(smtpc__opener *o)
 {
+    if (o->stepwise) return open_done(o); /* EHLO, or STARTTLS's EHLO again */
     if (o->encrypted || o->mode == SMTPC_TLS_MODE_NONE) return auth_begin(o);
     const smtpc__caps *c = smtpc__engine_caps(o->e);
     bool required = o->mode == SMTPC_TLS_MODE_STARTTLS || o->mode == SMTPC_TLS_MODE_IMPLICIT ||
@@ -315,6 +330,32 @@ int smtpc__opener_start(smtpc__opener *o)
     o->step = SMTPC__OPEN_STEP_GREETING;
     int rc = smtpc__engine_expect_greeting(o->e);
     return rc ? queue_failed(o, rc, "greeting") : 0;
+}
+
+int smtpc__opener_start_step(smtpc__opener *o, smtpc__open_step step)
+{
+    o->stepwise = true;
+    o->greeted = true;
+    int rc;
+    switch (step) {
+    case SMTPC__OPEN_STEP_EHLO: rc = send_hello(o, !o->helo); break;
+    case SMTPC__OPEN_STEP_STARTTLS:
+        o->step = SMTPC__OPEN_STEP_STARTTLS;
+        if (o->encrypted) {
+            smtpc__err(&o->err, SMTPC_ESTATE, "STARTTLS: TLS is already on");
+            return open_fail(o, SMTPC_ESTATE);
+        }
+        if (!(smtpc__engine_caps(o->e)->flags & SMTPC_EXT_STARTTLS)) {
+            smtpc__err(&o->err, SMTPC_EUNSUPPORTED, "STARTTLS: %s does not offer STARTTLS", o->server);
+            return open_fail(o, SMTPC_EUNSUPPORTED);
+        }
+        rc = smtpc__engine_starttls(o->e);
+        rc = rc ? queue_failed(o, rc, "STARTTLS") : SMTPC__OPEN_WAIT;
+        break;
+    case SMTPC__OPEN_STEP_AUTH: rc = auth_begin(o); break;
+    default: return smtpc__err(&o->err, SMTPC_EINVAL, "no such step");
+    }
+    return rc;
 }
 
 int smtpc__opener_tls_started(smtpc__opener *o)
@@ -365,9 +406,10 @@ int smtpc__opener_event(smtpc__opener *o, const smtpc__event *ev)
             o->step = SMTPC__OPEN_STEP_TLS;
             return SMTPC__OPEN_TLS;
         }
-        /* offered and failed: never fall back to plaintext */
+        /* offered and failed: never fall back to plaintext (a single step
+         * stops here anyway: its caller has the reply's code) */
         rc = fail_check(o, r, "STARTTLS");
-        if (rc == SMTPC_ETEMPFAIL || rc == SMTPC_EPERMFAIL) {
+        if (!o->stepwise && (rc == SMTPC_ETEMPFAIL || rc == SMTPC_EPERMFAIL)) {
             char d[SMTPC__ERRMSG_MAX];
             smtpc__strlcpy(d, o->err.text, sizeof d);
             smtpc__err(&o->err, SMTPC_ETLS, "STARTTLS failed, not continuing without TLS: %s", d);

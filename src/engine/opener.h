@@ -20,6 +20,23 @@
  * bytes after the 220 to STARTTLS, limits), a lost connection, a timeout
  * and a failed TLS handshake are the driver's to report.
  *
+ * Step-wise (the blocking session's smtpc_session_ehlo, _helo, _starttls
+ * and _auth): smtpc__opener_start_step() instead of _start() runs one step
+ * on a connection already past the ones before it, then says DONE; the
+ * same loop drives it. The step's policy and messages are the opening's,
+ * except where a single step has its own documented answer:
+ *   EHLO      EHLO (cfg->helo: HELO only), HELO on 500/502; DONE after
+ *             the 250, whatever the TLS mode;
+ *   STARTTLS  whatever the mode: SMTPC_ESTATE when TLS is on,
+ *             SMTPC_EUNSUPPORTED when not offered (nothing sent); a refusal
+ *             is its reply's code (ETEMPFAIL/EPERMFAIL: the connection stays
+ *             in plaintext, nothing else is sent); TLS, then EHLO again, DONE;
+ *   AUTH      SMTPC_EAUTH without credentials; otherwise the opening's AUTH.
+ * It never sends QUIT. A failure after which the server and the client no
+ * longer agree on the state (a 421, a positive reply of the wrong kind, an
+ * exchange that does not end) is smtpc__opener_broken(): close; after any
+ * other the connection may go on.
+ *
  * Policy (the blocking session's, RFC 3207, RFC 4954, RFC 8314):
  *   - TLS mode (already resolved by port: never DEFAULT): STARTTLS and
  *     IMPLICIT require TLS; STARTTLS_OPTIONAL and AUTO (its plaintext
@@ -78,6 +95,7 @@ typedef struct smtpc__opener_cfg {
     smtpc_tls_mode mode;         /* the effective mode (DEFAULT resolved) */
     bool encrypted;              /* TLS is already on (implicit) */
     bool greeted;                /* the driver read the greeting (a 220) itself: start at EHLO */
+    bool helo;                   /* step-wise EHLO: send HELO only (smtpc_session_helo) */
     const char *ehlo_name;       /* the name for EHLO/HELO (the driver's default resolved) */
     const char *server;          /* "host:port" for messages */
     const char *sasl_host;       /* OAUTHBEARER host= (the TLS name); NULL = none */
@@ -94,6 +112,9 @@ void smtpc__opener_free(smtpc__opener *o); /* wipes the SASL context; NULL is a 
 
 /* Expects the greeting (or, greeted, sends EHLO). 0 or a negative error. */
 int smtpc__opener_start(smtpc__opener *o);
+/* Step-wise: one step (EHLO, STARTTLS or AUTH; see the top). Returns
+ * SMTPC__OPEN_WAIT or a negative error (nothing sent). */
+int smtpc__opener_start_step(smtpc__opener *o, smtpc__open_step step);
 /* One engine event. Returns SMTPC__OPEN_WAIT, _TLS, _DONE or a negative error. */
 int smtpc__opener_event(smtpc__opener *o, const smtpc__event *ev);
 /* The TLS handshake after STARTTLS succeeded: EHLO again. 0 or an error. */
@@ -113,5 +134,7 @@ bool smtpc__opener_did_starttls(const smtpc__opener *o);
  * 5xx, no mechanism in common, credentials that cannot be used, plaintext
  * refused): a bulk run gives up on it instead of reconnecting. */
 bool smtpc__opener_fatal(const smtpc__opener *o);
+/* The failure left the connection in an unknown state (step-wise: close it). */
+bool smtpc__opener_broken(const smtpc__opener *o);
 
 #endif

@@ -15,6 +15,15 @@
  *   send rc=SMTPC_X
  * Exit status 0 when every step succeeded, else 1; 2 for usage errors.
  *
+ * With --do LIST: the steps of LIST in order instead (connect, open, ehlo,
+ * helo, starttls, auth, send, noop, quit; tests/integration/test_session_steps.py),
+ * stopping at the first failure unless --keep-going; per step
+ *   step NAME rc=SMTPC_X connected=0|1
+ *   reply NAME CODE ENHANCED|TEXT   (the session's last reply, when there is one)
+ *   err NAME MESSAGE                when rc != 0
+ * then the trace and token lines as above, security MODE and auth MECH|-.
+ * --ehlo NAME: the name given to the ehlo/helo steps (default NULL).
+ *
  * Options: --mode M (smtpc_tls_mode_parse) --ca FILE --insecure --pin P
  *   --server-name NAME (the name the certificate must match) --user U --password P --token T --token2 T2 (a token provider that gives T,
  *   then T2 on refresh) --auth LIST --allow-plain --auto-ms N
@@ -56,6 +65,69 @@ static int on_token(void *ud, bool refresh, const char **token, size_t *len)
     return 0;
 }
 
+static int send_one(smtpc_session *s, const char *from, const char *to)
+{
+    static const char msg[] = "Subject: drv_secure\r\n\r\nhello\r\n";
+    const char *rcpts[] = {to};
+    smtpc_envelope env;
+    memset(&env, 0, sizeof env);
+    env.from = from;
+    env.rcpts = rcpts;
+    env.nrcpts = 1;
+    return smtpc_session_send_mem(s, &env, msg, sizeof msg - 1);
+}
+
+typedef struct steps_args {
+    const char *host, *ehlo, *from, *to;
+    uint16_t port;
+    bool keep_going;
+} steps_args;
+
+static int one_step(smtpc_session *s, const char *step, const steps_args *a)
+{
+    if (!strcmp(step, "connect")) return smtpc_session_connect(s, a->host, a->port);
+    if (!strcmp(step, "open")) return smtpc_session_open(s, a->host, a->port);
+    if (!strcmp(step, "ehlo")) return smtpc_session_ehlo(s, a->ehlo);
+    if (!strcmp(step, "helo")) return smtpc_session_helo(s, a->ehlo);
+    if (!strcmp(step, "starttls")) return smtpc_session_starttls(s);
+    if (!strcmp(step, "auth")) return smtpc_session_auth(s);
+    if (!strcmp(step, "noop")) return smtpc_session_noop(s);
+    if (!strcmp(step, "quit")) return smtpc_session_quit(s);
+    if (!strcmp(step, "send")) return send_one(s, a->from, a->to);
+    fprintf(stderr, "unknown step %s\n", step);
+    exit(2);
+}
+
+/* --do: the session's calls one by one. */
+static int run_steps(smtpc_session *s, char *steps, const steps_args *a)
+{
+    int status = 0;
+    for (char *step = steps, *next; step && *step; step = next) {
+        next = strchr(step, ',');
+        if (next) *next++ = '\0';
+        int rc = one_step(s, step, a);
+        printf("step %s rc=%s connected=%d\n", step, smtpc_err_name(rc), smtpc_session_is_connected(s) ? 1 : 0);
+        const smtpc_reply *r = smtpc_session_reply(s);
+        if (r) {
+            printf("reply %s %d %s|", step, smtpc_reply_code(r), smtpc_reply_enhanced(r));
+            print_escaped(smtpc_reply_text(r), strlen(smtpc_reply_text(r)));
+            putchar('\n');
+        }
+        if (rc) {
+            printf("err %s ", step);
+            print_escaped(smtpc_session_errmsg(s), strlen(smtpc_session_errmsg(s)));
+            putchar('\n');
+            status = 1;
+            if (!a->keep_going) break;
+        }
+    }
+    printf("security %s\n", smtpc_tls_mode_name(smtpc_session_security_used(s)));
+    const char *m = smtpc_session_auth_mechanism(s);
+    printf("auth %s\n", m ? m : "-");
+    smtpc_session_free(s);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) return 2;
@@ -67,6 +139,8 @@ int main(int argc, char **argv)
     smtpc_session_set_trace(s, on_trace, NULL);
     const char *user = NULL, *password = NULL, *from = "a@example.org", *to = "b@example.org";
     bool do_send = false, again = false;
+    char steps[512] = "";
+    steps_args sa = {.host = host, .port = (uint16_t)port};
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -75,6 +149,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--allow-plain")) { rc = smtpc_session_set_allow_plaintext_auth(s, true); continue; }
         if (!strcmp(a, "--send")) { do_send = true; continue; }
         if (!strcmp(a, "--starttls-again")) { again = true; continue; }
+        if (!strcmp(a, "--keep-going")) { sa.keep_going = true; continue; }
         if (!v) return 2;
         i++;
         if (!strcmp(a, "--mode")) {
@@ -89,6 +164,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--token")) g_tok1 = v;
         else if (!strcmp(a, "--token2")) g_tok2 = v;
         else if (!strcmp(a, "--auth")) rc = smtpc_session_set_auth_mechanisms(s, v);
+        else if (!strcmp(a, "--do")) smtpc__strlcpy(steps, v, sizeof steps);
+        else if (!strcmp(a, "--ehlo")) sa.ehlo = v;
         else if (!strcmp(a, "--from")) from = v;
         else if (!strcmp(a, "--to")) to = v;
         else if (!strcmp(a, "--auto-ms") && !smtpc__parse_u64(v, strlen(v), &n))
@@ -110,6 +187,11 @@ int main(int argc, char **argv)
         }
     }
     if (g_tok1) smtpc_session_set_token_cb(s, on_token, NULL);
+    if (steps[0]) {
+        sa.from = from;
+        sa.to = to;
+        return run_steps(s, steps, &sa);
+    }
 
     int64_t t0 = smtpc__now_ms();
     int rc = smtpc_session_open(s, host, (uint16_t)port);
@@ -132,14 +214,7 @@ int main(int argc, char **argv)
     if (ti) printf("tls %s verified=%d\n", ti->version, ti->verified ? 1 : 0);
     int st = rc;
     if (!rc && do_send) {
-        static const char msg[] = "Subject: drv_secure\r\n\r\nhello\r\n";
-        const char *rcpts[] = {to};
-        smtpc_envelope env;
-        memset(&env, 0, sizeof env);
-        env.from = from;
-        env.rcpts = rcpts;
-        env.nrcpts = 1;
-        st = smtpc_session_send_mem(s, &env, msg, sizeof msg - 1);
+        st = send_one(s, from, to);
         printf("send rc=%s\n", smtpc_err_name(st));
         if (st) printf("err %s\n", smtpc_session_errmsg(s));
     }

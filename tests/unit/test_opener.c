@@ -5,17 +5,22 @@
  * Format (text escapes as in the engine transcripts, see transcript.h):
  *   > mode M            TLS mode: none implicit starttls starttls-optional auto
  *   > user U [P]        credentials          > token T    a fixed OAuth token
- *   > provider T1 T2    a token provider: T1 first, T2 on refresh (refreshes counted)
+ *   > provider T1 T2    a token provider: T1 first, T2 on refresh (refreshes counted; "-" fails)
  *   > mechs LIST        allowed mechanisms   > allow_plain   plaintext AUTH allowed
  *   > encrypted         TLS is on from the start (implicit)
  *   > greeted           the driver read the greeting itself: the opener starts at EHLO
  *   > start             smtpc__opener_start  > tls_started   the handshake succeeded
+ *                                            (TLS is on for the openers made after it)
+ *   > step S            step-wise: a new opener over the same engine (the previous one
+ *                       freed), smtpc__opener_start_step with S = ehlo, helo (HELO
+ *                       only), starttls or auth - as the session's single steps do
  *   S: text / R: text   server line (CRLF added) / raw bytes; consecutive ones are one block
  *   C: text             the client must have written text CRLF next
  *   E: OUTCOME          the opener said TLS, DONE, or FAIL <CODE> [words of the message];
  *                       ENGINE <CODE>: the engine refused the server's bytes
  *   = check args        mech NAME, fatal yes|no, step NAME, reply CODE, starttls yes|no,
- *                       refreshes N, greeting CODE
+ *                       refreshes N, greeting CODE,
+ *                       broken yes|no
  * At the end every output byte and every outcome must have been checked. */
 #include "conn/conn_opts.h"
 #include "engine/engine.h"
@@ -34,7 +39,7 @@ typedef struct run {
     smtpc__opener *o;
     smtpc_conn_opts *opts;
     smtpc_tls_mode tls_mode;
-    bool encrypted, greeted;
+    bool encrypted, greeted, helo;
     char *outcomes[MAXOUT];
     size_t nout, outpos;
     char tokens[2][256];
@@ -66,7 +71,7 @@ static int provider(void *ud, bool refresh, const char **token, size_t *len)
     run *r = ud;
     if (refresh) r->refreshes++;
     const char *t = r->tokens[r->refreshes ? 1 : 0];
-    if (!*t) return SMTPC_EAUTH;
+    if (!*t || !strcmp(t, "-")) return SMTPC_EAUTH; /* "-": the provider fails */
     *token = t;
     *len = strlen(t);
     return 0;
@@ -116,7 +121,7 @@ static void feed_block(run *r, const bytes *b)
     }
 }
 
-static void start(run *r)
+static int make_opener(run *r)
 {
     smtpc__opener_policy pol;
     smtpc__conn_opts_opener_policy(r->opts, false, &pol);
@@ -126,15 +131,40 @@ static void start(run *r)
     cfg.mode = r->tls_mode;
     cfg.encrypted = r->encrypted;
     cfg.greeted = r->greeted;
+    cfg.helo = r->helo;
     cfg.ehlo_name = "client.example";
     cfg.server = "mx.example:587";
     cfg.sasl_host = "mx.example";
     cfg.port = 587;
+    smtpc__opener_free(r->o);
+    r->o = NULL;
     if (smtpc__opener_new(&r->o, r->e, &cfg)) {
         RFAIL("opener_new");
-        return;
+        return -1;
     }
-    note(r, smtpc__opener_start(r->o));
+    return 0;
+}
+
+static void start(run *r)
+{
+    if (make_opener(r) == 0) note(r, smtpc__opener_start(r->o));
+}
+
+/* A single step on the same engine, as smtpc_session_ehlo/_helo/_starttls/_auth. */
+static void step(run *r, const char *name)
+{
+    smtpc__open_step st = SMTPC__OPEN_STEP_EHLO;
+    r->helo = name && !strcmp(name, "helo");
+    if (!name || (strcmp(name, "ehlo") && !r->helo)) {
+        if (name && !strcmp(name, "starttls")) st = SMTPC__OPEN_STEP_STARTTLS;
+        else if (name && !strcmp(name, "auth")) st = SMTPC__OPEN_STEP_AUTH;
+        else {
+            RFAIL("unknown step %s", name ? name : "(none)");
+            return;
+        }
+    }
+    r->stopped = false; /* a failed step may leave the connection usable */
+    if (make_opener(r) == 0) note(r, smtpc__opener_start_step(r->o, st));
 }
 
 static void action(run *r, const char *line)
@@ -157,7 +187,9 @@ static void action(run *r, const char *line)
     else if (!strcmp(w[0], "encrypted")) r->encrypted = true;
     else if (!strcmp(w[0], "greeted")) r->greeted = true;
     else if (!strcmp(w[0], "start")) start(r);
+    else if (!strcmp(w[0], "step")) step(r, w[1]);
     else if (!strcmp(w[0], "tls_started")) {
+        r->encrypted = true;
         note(r, smtpc__opener_tls_started(r->o));
         drain(r);
     } else RFAIL("unknown action %s", w[0]);
@@ -189,6 +221,8 @@ static void check(run *r, const char *line)
         if ((rep ? rep->code : 0) != (int)strtol(w[1], NULL, 10)) RFAIL("reply is %d", rep ? rep->code : 0);
     } else if (!strcmp(w[0], "greeting")) {
         if ((g ? g->code : 0) != (int)strtol(w[1], NULL, 10)) RFAIL("greeting is %d", g ? g->code : 0);
+    } else if (!strcmp(w[0], "broken")) {
+        if (smtpc__opener_broken(r->o) != !strcmp(w[1], "yes")) RFAIL("broken is %d", smtpc__opener_broken(r->o));
     } else if (!strcmp(w[0], "refreshes")) {
         if (r->refreshes != (int)strtol(w[1], NULL, 10)) RFAIL("refreshes %d", r->refreshes);
     } else {
