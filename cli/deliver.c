@@ -322,7 +322,12 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     cli_trace_start(&tr, c->o.val[O_TRACE_BODY] != NULL);
     cli_progress pg;
     memset(&pg, 0, sizeof pg);
-    rc = smtpc_client_set_conn_opts(cl, o);
+    /* the greeting waits its documented 60 s with only --connect-timeout
+     * given (the client would wait the connect timeout) */
+    rc = 0;
+    if (cli_get(c, O_CONNECT_TIMEOUT) && !cli_get(c, O_GREETING_TIMEOUT) && !cli_get(c, O_TIMEOUT))
+        rc = smtpc_conn_opts_set_greeting_timeout_ms(o, 60000);
+    if (!rc) rc = smtpc_client_set_conn_opts(cl, o);
     smtpc_conn_opts_free(o);
     /* all or nothing (as sendmail callers expect): a refused recipient
      * fails the message, so that a retry does not duplicate it; unless

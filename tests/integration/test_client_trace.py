@@ -199,3 +199,21 @@ def test_cli_single_send_trace_through_the_client(aiosmtpd, smtpc_bin, tmp_path)
     # the note on the body takes the body's place: before the final dot
     note = next(k for k, ln in enumerate(lines) if ln.startswith("C: [message body:"))
     assert lines[note + 1] == "C: .", err
+
+
+def test_cli_connect_timeout_alone_leaves_the_greeting_its_default(scripted, smtpc_bin, tmp_path):
+    # smtpc(1): --connect-timeout bounds reaching the server; the greeting
+    # waits --greeting-timeout or --timeout (default 60 s), as before the
+    # single send went through the client (whose default is the connect timeout)
+    srv = scripted([("sleep", 2.0), ("send", b"220 late\r\n"), ("expect", rb"^EHLO "), ("send", b"250 hi\r\n"),
+                    ("expect", rb"^MAIL FROM:"), ("send", b"250 ok\r\n"), ("expect", rb"^RCPT TO:"),
+                    ("send", b"250 ok\r\n"), ("expect", rb"^DATA$"), ("send", b"354 go\r\n"), ("expect_data",),
+                    ("send", b"250 queued as LATE\r\n"), ("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"),
+                    ("close",)])
+    r = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
+                        "--from", "a@example.org", "--to", "b@example.org", "--text", "x",
+                        "--connect-timeout", "1s"], capture_output=True, timeout=120,
+                       cwd=tmp_path, env=dict(os.environ, HOME=str(tmp_path), SMTPC_CONFIG="/dev/null"))
+    srv.wait()
+    assert r.returncode == 0 and b"queued as LATE" in r.stdout, r.stderr
+    assert srv.errors == []
