@@ -46,9 +46,9 @@ const cli_opt_def cli_opt_table[] = {
     {"--rcpt-allowfails", O_RCPT_ALLOWFAILS, OK_FLAG, S | B, "rcpt-allowfails", NULL,
      "when some recipients are refused, send to the accepted ones (exit 0 if one was accepted)"},
     /* envelope extensions */
-    {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
-    {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M, NULL, "FULL|HDRS", "what a bounce returns"},
-    {"--envid", O_ENVID, OK_VALUE, S | M, NULL, "ID", "envelope identifier for DSNs"},
+    {"--dsn-notify", O_DSN_NOTIFY, OK_VALUE, S | M | B, NULL, "WHEN", "NEVER or SUCCESS,FAILURE,DELAY"},
+    {"--dsn-ret", O_DSN_RET, OK_VALUE, S | M | B, NULL, "FULL|HDRS", "what a bounce returns"},
+    {"--envid", O_ENVID, OK_VALUE, S | M | B, NULL, "ID", "envelope identifier for DSNs"},
     /* authentication (never a password on the command line) */
     {"--user", O_USER, OK_VALUE, S | P | Q | B | C, "user", "NAME", "user name for AUTH"},
     {"--password-env", O_PASSWORD_ENV, OK_VALUE, S | P | Q | B | C, "password-env", "VAR", "password from environment variable VAR"},

@@ -5,7 +5,7 @@
  *   settings.c  flags over environment over configuration file; delivery choice
  *   output.c    exit statuses, the one-line and JSON reports, JSON escaping
  *   compose.c   building a message from flags with the MIME library; reading files
- *   deliver.c   pickup / smtp / outbox delivery into a cli_result
+ *   deliver.c   pickup / smtp (smtpc_client) / outbox delivery into a cli_result
  *   secret.c    passwords and tokens from env, file, command
  *   trace.c     --trace / --trace-body on stderr (timestamps, body tap)
  *   progress.c  the progress line on a terminal's stderr
@@ -177,7 +177,8 @@ typedef struct cli_result {
     const char *delivery;  /* "smtp", "pickup", "outbox" */
     char server[320];      /* HOST:PORT */
     const char *tls;       /* "none", "starttls", "tls" or NULL */
-    const char *auth;      /* mechanism or NULL */
+    const char *auth;      /* mechanism or NULL (may point to auth_buf) */
+    char auth_buf[32];
     bool tls_used;         /* the connection was encrypted: the three below are set */
     char tls_version[16];  /* "TLSv1.3" */
     char tls_cipher[64];
@@ -287,7 +288,8 @@ int cli_server_choose(const cli_ctx *c, cli_result *r, char *host, size_t hostle
  * smtpc_conn_opts, the OAuth token from tok when --oauth-token-cmd is
  * given (NULL: a provider running the command, again after a refusal). Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
 int cli_conn_opts(const cli_ctx *c, cli_result *r, smtpc_token_cb tok, void *tok_ud, smtpc_conn_opts **out);
-/* Creates a session with the options of cli_conn_opts (and --trace);
+/* smtpc probe's session (sends go through smtpc_client): the options of
+ * cli_conn_opts (and --trace);
  * smtpc_session_open(s, NULL, 0) connects to the server chosen there.
  * Fills r->server and r->tls. 0 or SMTPC_E* (also in r). */
 int cli_session_open(const cli_ctx *c, cli_result *r, smtpc_session **out);
@@ -325,23 +327,19 @@ void cli_progress_clear(void);
 
 /* One trace line on stderr: "HH:MM:SS.mmm PREFIX line", escaped. */
 void cli_trace_line(const char *prefix, const char *line, size_t len);
-/* The session's trace callback (smtpc_session_set_trace). */
+/* What a trace shows of the message (the library's SMTPC_TRACE_BODY
+ * lines): its header lines, the rest only with --trace-body (full), else
+ * counted and noted once after it. */
+typedef struct cli_trace {
+    bool full, in_header, noted;
+    uint64_t hidden; /* body bytes not shown */
+} cli_trace;
+void cli_trace_start(cli_trace *t, bool full);
+/* The trace callback (smtpc_session_set_trace, smtpc_client_set_trace):
+ * ud is a cli_trace, or NULL (a session without message lines). */
 void cli_trace_cb(void *ud, smtpc_trace_dir dir, const char *line, size_t len);
-/* A tap on a body reader: counts bytes (progress) and traces the header
- * lines, or every line with trace_body. */
-typedef struct cli_tap {
-    smtpc_read_cb inner;
-    void *ud;
-    bool trace, full, in_header, cut;
-    char line[1000];
-    size_t len;
-    uint64_t bytes, body_bytes;
-    cli_progress *pg;
-} cli_tap;
-void cli_tap_init(cli_tap *t, smtpc_read_cb inner, void *ud, bool trace, bool trace_body,
-                  cli_progress *pg);
-ssize_t cli_tap_read(void *ud, void *buf, size_t len);
-void cli_tap_done(cli_tap *t);
+/* After the send: the note on the body not shown, if not given yet. */
+void cli_trace_end(cli_trace *t);
 
 /* Checks --dsn-notify/--dsn-ret/--envid and spells them as RFC 3461 does.
  * 0 or EX_USAGE after printing why. */

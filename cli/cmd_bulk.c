@@ -194,6 +194,7 @@ static int next_cb(void *ud, smtpc_bulk_msg *m)
                 continue;
             }
             f->it = it;
+            if (x->want_dsn) m->params = &x->dsn;
             m->from = it->from.v[0];
             m->rcpts = it->rcpts.v;
             m->nrcpts = it->rcpts.n;
@@ -427,12 +428,13 @@ int cli_bulk_check(const cli_ctx *c)
 }
 
 /* --trace: each connection's dialogue, "HH:MM:SS.mmm [N] C: ..." (N the
- * connection's number; no message lines: the body is not traced here). */
+ * connection's number); the messages' lines only with --trace-body. */
 static void trace_cb(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line, size_t len)
 {
     (void)ud;
     char prefix[32];
-    snprintf(prefix, sizeof prefix, "[%u] %s", conn, dir == SMTPC_TRACE_SENT ? "C:" : "S:");
+    snprintf(prefix, sizeof prefix, "[%u] %s", conn,
+             dir == SMTPC_TRACE_SENT || dir == SMTPC_TRACE_BODY ? "C:" : "S:");
     cli_trace_line(prefix, line, len);
 }
 
@@ -483,7 +485,8 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     x->want_dsn = x->dsn.dsn_notify || x->dsn.dsn_ret || x->dsn.dsn_envid;
     if (!rc && x->want_dsn)
         rc = smtpc_bulk_set_dsn_policy(b, c->cmd == CMD_SENDMAIL ? SMTPC_DSN_IGNORE : SMTPC_DSN_REQUIRE);
-    if (!rc && c->o.val[O_TRACE]) rc = smtpc_bulk_set_trace(b, trace_cb, NULL);
+    if (!rc && (c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY])) rc = smtpc_bulk_set_trace(b, trace_cb, NULL);
+    if (!rc && c->o.val[O_TRACE_BODY]) rc = smtpc_bulk_set_trace_body(b, true);
     int ex = rc ? EX_USAGE : 0;
     if (rc) cli_err(c, "%s", smtpc_bulk_errmsg(b));
     if (ex) {
@@ -527,10 +530,6 @@ int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t
     x.count = count;
     x.report = true;
     x.quiet = c->o.val[O_QUIET] != NULL;
-    if (c->o.val[O_TRACE_BODY]) {
-        cli_err(c, "--trace-body is not available with --count or --connections yet");
-        return EX_USAGE;
-    }
     /* the bytes of the first copy */
     cli_buf body;
     cli_buf_init(&body, CLI_MAX_MESSAGE);
@@ -625,7 +624,8 @@ int cmd_bulk(const char *prog, int argc, char **argv)
         ex = EX_USAGE;
         goto out;
     }
-    if ((ex = cli_bulk_check(&c)) || (ex = cli_ctx_load_config(&c, NULL))) goto out;
+    if ((ex = cli_bulk_check(&c)) || (ex = cli_dsn_normalize(&c)) || (ex = cli_ctx_load_config(&c, NULL)))
+        goto out;
     if (!cli_get(&c, O_SERVER)) {
         cli_err(&c, "bulk needs a server (--server or \"server\" in the configuration)");
         ex = EX_CONFIG;

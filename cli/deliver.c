@@ -1,13 +1,10 @@
-/* Delivery: pickup directory, SMTP server (blocking session), outbox. */
+/* Delivery: pickup directory, SMTP server (smtpc_client), outbox; the
+ * connection settings every command shares (cli_conn_opts), and the
+ * session of smtpc probe. */
 #include "cli.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* The session driver (src/client/session.c) is merged: SMTP delivery is on. */
-#ifndef CLI_HAVE_SESSION
-#define CLI_HAVE_SESSION 1
-#endif
 
 static int rcpts_init(cli_result *r, const cli_envelope *env)
 {
@@ -46,16 +43,6 @@ static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_s
     for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
     r->ok = true;
     return 0;
-}
-
-#if CLI_HAVE_SESSION
-static void take_reply(smtpc_session *s, int *code, char *enh, size_t enhlen, char **text)
-{
-    const smtpc_reply *rep = smtpc_session_reply(s);
-    *code = smtpc_reply_code(rep);
-    cli_strlcpy(enh, rep ? smtpc_reply_enhanced(rep) : "", enhlen);
-    free(*text);
-    *text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
 }
 
 /* --bind ADDR[:PORT] ("[v6]:port", or a bare IPv6 address without port). */
@@ -285,133 +272,136 @@ void cli_result_security(cli_result *r, const smtpc_session *s)
     }
 }
 
+/* The report's fields from the client's result. */
+static void take_final(cli_result *r, const smtpc_result *res)
+{
+    r->final_code = smtpc_result_reply_code(res);
+    cli_strlcpy(r->final_enhanced, smtpc_result_reply_enhanced(res), sizeof r->final_enhanced);
+    free(r->final_text);
+    r->final_text = r->final_code ? strdup(smtpc_result_reply_text(res)) : NULL;
+}
+
+static void take_security(cli_result *r, const smtpc_result *res)
+{
+    cli_strlcpy(r->auth_buf, smtpc_result_auth_mechanism(res), sizeof r->auth_buf);
+    r->auth = r->auth_buf[0] ? r->auth_buf : NULL;
+    smtpc_tls_mode u = smtpc_result_security_used(res);
+    r->tls_used = u != SMTPC_TLS_MODE_NONE;
+    if (!r->tls_used) return;
+    r->tls = u == SMTPC_TLS_MODE_IMPLICIT ? "tls" : "starttls";
+    cli_strlcpy(r->tls_version, smtpc_result_tls_version(res), sizeof r->tls_version);
+    cli_strlcpy(r->tls_cipher, smtpc_result_tls_cipher(res), sizeof r->tls_cipher);
+    r->tls_verified = smtpc_result_tls_verified(res);
+}
+
+/* The upload line, for a message of a megabyte or more. */
+static void upload_progress(void *ud, uint64_t done, uint64_t total)
+{
+    cli_progress *pg = ud;
+    if (!pg->what && total >= ((uint64_t)1 << 20)) cli_progress_start(pg, "upload", total, true);
+    if (pg->what) cli_progress_update(pg, done);
+}
+
+/* One message to the server through smtpc_client, composed (written for
+ * the server's 8BITMIME/SMTPUTF8) or raw (streamed as is), with the
+ * connection settings of cli_conn_opts. */
 static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
                         cli_result *r)
 {
     r->delivery = "smtp";
-    smtpc_session *s;
-    int rc;
-    cli_tap tap;
+    smtpc_conn_opts *o = NULL;
+    if (cli_conn_opts(c, r, NULL, NULL, &o)) return r->err;
+    smtpc_client *cl;
+    int rc = smtpc_client_new(&cl);
+    if (rc) {
+        smtpc_conn_opts_free(o);
+        return cli_result_fail(r, rc, "cannot create a client: %s", smtpc_strerror(rc));
+    }
+    bool trace = c->o.val[O_TRACE] || c->o.val[O_TRACE_BODY];
+    cli_trace tr;
+    cli_trace_start(&tr, c->o.val[O_TRACE_BODY] != NULL);
     cli_progress pg;
     memset(&pg, 0, sizeof pg);
-    rc = cli_session_open(c, r, &s);
-    if (rc) return rc;
-    rc = smtpc_session_open(s, NULL, 0);
-    if (rc) {
-        cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        /* the reply that refused (535 to AUTH, 554 greeting ...) */
-        if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL)
-            take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-        goto out;
-    }
-    cli_result_security(r, s);
-    smtpc_mail_opts mo;
-    memset(&mo, 0, sizeof mo);
-    bool ext8 = smtpc_session_has_ext(s, "8BITMIME"), extu = smtpc_session_has_ext(s, "SMTPUTF8");
-    smtpc_message_writer *w = NULL;
-    if (src->msg) {
-        if (smtpc_message_needs_smtputf8(src->msg)) {
-            if (!extu) {
-                cli_result_fail(r, SMTPC_EUNSUPPORTED,
-                                "an address needs SMTPUTF8, which %s does not offer", r->server);
-                goto quit;
-            }
-            mo.smtputf8 = 1;
-        }
-        /* raw UTF-8 headers only in an SMTPUTF8 transaction (MAIL ... SMTPUTF8,
-         * which only an address that needs it asks for); otherwise encoded
-         * words (RFC 2047), as smtpc_session_send_message writes it */
-        rc = smtpc_message_writer_new(&w, src->msg, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) |
-                                                        (mo.smtputf8 ? SMTPC_WRITE_SMTPUTF8 : 0u));
-        if (rc) {
-            cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
-            goto quit;
-        }
-        int64_t sz = smtpc_message_writer_size(w);
-        if (smtpc_session_has_ext(s, "SIZE") && sz > 0) mo.size = (uint64_t)sz;
-        mo.body_8bitmime = ext8;
-    } else {
-        if (smtpc_session_has_ext(s, "SIZE")) mo.size = src->len;
-        /* a raw message with 8-bit bytes is declared when the server allows */
-        mo.body_8bitmime = ext8 && (src->file ? src->eightbit
-                                               : cli_has_8bit(src->head, src->headlen) ||
-                                                     cli_has_8bit(src->mem, src->len - src->headlen));
-    }
-    /* sendmail callers pass -N/-R/-V whatever the server: like sendmail,
-     * they are dropped for a server without DSN; smtpc send insists */
-    bool dsn = c->cmd != CMD_SENDMAIL || smtpc_session_has_ext(s, "DSN");
-    mo.dsn_ret = dsn ? c->o.val[O_DSN_RET] : NULL;
-    mo.dsn_envid = dsn ? c->o.val[O_ENVID] : NULL;
-    smtpc_rcpt_opts *ro = calloc(env->nrcpts ? env->nrcpts : 1, sizeof *ro);
-    if (!ro) {
-        smtpc_message_writer_free(w);
-        cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
-        goto quit;
-    }
-    for (size_t i = 0; i < env->nrcpts; i++) ro[i].dsn_notify = dsn ? c->o.val[O_DSN_NOTIFY] : NULL;
-    smtpc_envelope se;
-    memset(&se, 0, sizeof se);
-    se.from = env->from;
-    se.mail = &mo;
-    se.rcpts = env->rcpts;
-    se.nrcpts = env->nrcpts;
-    se.rcpt = ro;
+    /* the greeting waits its documented 60 s with only --connect-timeout
+     * given (the client would wait the connect timeout) */
+    rc = 0;
+    if (cli_get(c, O_CONNECT_TIMEOUT) && !cli_get(c, O_GREETING_TIMEOUT) && !cli_get(c, O_TIMEOUT))
+        rc = smtpc_conn_opts_set_greeting_timeout_ms(o, 60000);
+    if (!rc) rc = smtpc_client_set_conn_opts(cl, o);
+    smtpc_conn_opts_free(o);
     /* all or nothing (as sendmail callers expect): a refused recipient
      * fails the message, so that a retry does not duplicate it; unless
-     * --rcpt-allowfails: the session's own partial acceptance, sent to the
-     * accepted ones (0 when at least one was), the refused ones reported */
-    se.all_or_nothing = !cli_get_bool(c, O_RCPT_ALLOWFAILS);
-    /* the body goes through a tap: trace of its header lines, progress of a big upload */
+     * --rcpt-allowfails: sent to the accepted ones (0 when at least one
+     * was), the refused ones reported */
+    if (!rc) rc = smtpc_client_set_strict_recipients(cl, !cli_get_bool(c, O_RCPT_ALLOWFAILS));
+    /* sendmail callers pass -N/-R/-V whatever the server: like sendmail,
+     * they are dropped for a server without DSN; smtpc send insists */
+    if (!rc) rc = smtpc_client_set_dsn_policy(cl, c->cmd == CMD_SENDMAIL ? SMTPC_DSN_IGNORE : SMTPC_DSN_REQUIRE);
+    /* the message's lines too: its header lines are shown, the rest with --trace-body */
+    if (!rc && trace) rc = smtpc_client_set_trace(cl, cli_trace_cb, &tr);
+    if (!rc && trace) rc = smtpc_client_set_trace_body(cl, true);
+    if (!rc) rc = smtpc_client_set_progress(cl, upload_progress, &pg);
+    if (rc) {
+        cli_result_fail(r, rc, "%s", smtpc_client_errmsg(cl));
+        smtpc_client_free(cl);
+        cli_security_done();
+        return rc;
+    }
+    smtpc_send_params p;
+    memset(&p, 0, sizeof p);
+    p.dsn_ret = c->o.val[O_DSN_RET];
+    p.dsn_envid = c->o.val[O_ENVID];
+    p.dsn_notify = c->o.val[O_DSN_NOTIFY];
+    smtpc_result *res = NULL;
     cli_source_reader mr;
     cli_source_reader_init(&mr, src);
-    uint64_t total = w ? (uint64_t)(smtpc_message_writer_size(w) > 0 ? smtpc_message_writer_size(w) : 0) : src->len;
-    if (total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
-    cli_tap_init(&tap, w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
-                 c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
-    rc = smtpc_session_send(s, &se, cli_tap_read, &tap);
-    if (tap.bytes) cli_tap_done(&tap);
+    if (src->msg) {
+        rc = smtpc_client_send_with(cl, src->msg, &p, &res);
+    } else {
+        p.size = src->len;
+        /* a raw message with 8-bit bytes is declared when the server allows */
+        p.body_8bit = src->file ? src->eightbit
+                                : cli_has_8bit(src->head, src->headlen) || cli_has_8bit(src->mem, src->len - src->headlen);
+        rc = smtpc_client_send_envelope_with(cl, env->from, env->rcpts, env->nrcpts, cli_source_read, &mr, &p, &res);
+    }
+    if (trace) cli_trace_end(&tr);
     cli_progress_end(&pg);
-    if (rc && w && smtpc_message_writer_errmsg(w)[0])
-        cli_result_fail(r, rc, "%s", smtpc_message_writer_errmsg(w));
-    else if (rc && cli_source_reader_error(&mr))
-        cli_result_fail(r, rc, "%s", cli_source_reader_error(&mr));
-    smtpc_message_writer_free(w);
-    w = NULL;
-    free(ro);
-    size_t nst = smtpc_session_rcpt_count(s);
-    for (size_t i = 0; i < r->nrcpts && i < nst; i++) {
+    take_security(r, res);
+    size_t bad = 0;
+    bool begun = false; /* the transaction started: every recipient has its outcome */
+    for (size_t i = 0; i < r->nrcpts && i < smtpc_result_rcpt_count(res); i++) {
         cli_rcpt *x = &r->rcpts[i];
-        const smtpc_reply *rep = smtpc_session_rcpt_reply(s, i);
-        x->accepted = smtpc_session_rcpt_status(s, i) == 0 && rep;
-        x->code = smtpc_reply_code(rep);
-        cli_strlcpy(x->enhanced, rep ? smtpc_reply_enhanced(rep) : "", sizeof x->enhanced);
-        x->text = rep ? strdup(smtpc_reply_text(rep)) : NULL;
+        begun |= smtpc_result_rcpt_attempts(res, i) > 0;
+        x->accepted = smtpc_result_rcpt_accepted(res, i);
+        x->code = smtpc_result_rcpt_code(res, i);
+        cli_strlcpy(x->enhanced, smtpc_result_rcpt_enhanced(res, i), sizeof x->enhanced);
+        x->text = x->code ? strdup(smtpc_result_rcpt_text(res, i)) : NULL;
     }
-    if (rc) {
-        size_t bad = 0;
-        for (size_t i = 0; i < r->nrcpts; i++) bad += !r->rcpts[i].accepted;
-        if (r->err)
-            ; /* the writer's own message (file vanished...) */
-        else if ((rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) && bad && nst)
-            cli_result_fail(r, rc, "%zu of %zu recipient%s refused; message not sent (%s)", bad,
-                            r->nrcpts, r->nrcpts == 1 ? "" : "s", smtpc_session_errmsg(s));
+    for (size_t i = 0; i < r->nrcpts; i++) bad += !r->rcpts[i].accepted;
+    const char *why = res ? smtpc_result_errmsg(res) : smtpc_client_errmsg(cl);
+    if (!rc) {
+        take_final(r, res);
+        r->queue_id = cli_queue_id_from_text(r->final_text);
+        r->ok = true;
+    } else if (cli_source_reader_error(&mr)) {
+        cli_result_fail(r, rc, "%s", cli_source_reader_error(&mr)); /* the file vanished ... */
+    } else if (!begun) {
+        cli_result_fail(r, rc, "%s", why);
+        /* the reply that refused the connection (535 to AUTH, 554 greeting ...) */
+        if (rc == SMTPC_EAUTH || rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) take_final(r, res);
+    } else {
+        if ((rc == SMTPC_EPERMFAIL || rc == SMTPC_ETEMPFAIL) && bad)
+            cli_result_fail(r, rc, "%zu of %zu recipient%s refused; message not sent (%s)", bad, r->nrcpts,
+                            r->nrcpts == 1 ? "" : "s", why);
         else
-            cli_result_fail(r, rc, "%s", smtpc_session_errmsg(s));
-        if (bad == 0 || rc == SMTPC_EUNKNOWN)
-            take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-        goto quit;
+            cli_result_fail(r, rc, "%s", why);
+        if (bad == 0 || rc == SMTPC_EUNKNOWN) take_final(r, res);
     }
-    take_reply(s, &r->final_code, r->final_enhanced, sizeof r->final_enhanced, &r->final_text);
-    r->queue_id = cli_queue_id_from_text(r->final_text);
-    r->ok = true;
-quit:
-    if (smtpc_session_is_connected(s)) smtpc_session_quit(s);
-out:
-    smtpc_session_free(s);
+    smtpc_result_free(res);
+    smtpc_client_free(cl); /* QUIT */
     cli_security_done();
     return r->ok ? 0 : r->err;
 }
-#endif
 
 int cli_check_supported(const cli_ctx *c, cli_delivery d)
 {
@@ -423,16 +413,11 @@ int cli_check_supported(const cli_ctx *c, cli_delivery d)
         }
         return 0;
     }
-#if !CLI_HAVE_SESSION
-    cli_err(c, "SMTP delivery is not supported yet in this build (use --pickup-dir DIR)");
-    return EX_UNAVAILABLE;
-#else
     if (c->o.val[O_DSN_RET] && strcmp(c->o.val[O_DSN_RET], "FULL") && strcmp(c->o.val[O_DSN_RET], "HDRS")) {
         cli_err(c, "--dsn-ret: \"%s\" is not FULL or HDRS", c->o.val[O_DSN_RET]);
         return EX_USAGE;
     }
     return 0;
-#endif
 }
 
 int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
@@ -441,12 +426,7 @@ int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const
     if (rcpts_init(r, env)) return cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
     switch (d) {
     case DELIVER_PICKUP: return deliver_pickup(c, env, src, r);
-#if CLI_HAVE_SESSION
     case DELIVER_SMTP: return deliver_smtp(c, env, src, r);
-#else
-    case DELIVER_SMTP: r->delivery = "smtp";
-        return cli_result_fail(r, SMTPC_EUNSUPPORTED, "SMTP delivery is not supported yet");
-#endif
     case DELIVER_OUTBOX: return cli_deliver_outbox(c, env, src, r); /* cmd_queue.c */
     }
     return SMTPC_EINVAL;

@@ -235,6 +235,12 @@ SMTPC_API int smtpc_bulk_set_dsn_policy(smtpc_bulk *b, smtpc_dsn_policy policy);
 typedef void (*smtpc_bulk_trace_cb)(void *ud, unsigned conn, smtpc_trace_dir dir, const char *line,
                                     size_t len);
 SMTPC_API int smtpc_bulk_set_trace(smtpc_bulk *b, smtpc_bulk_trace_cb cb, void *ud);
+/* With a trace: also each line of every message as it is handed to the
+ * connection (SMTPC_TRACE_BODY, with the connection's number; no CR LF,
+ * before dot-stuffing; a line longer than 1024 bytes cut there), as
+ * smtpc_client_set_trace_body. Default false. Before start.
+ * Errors: SMTPC_EINVAL. */
+SMTPC_API int smtpc_bulk_set_trace_body(smtpc_bulk *b, bool on);
 /* Keep k connections open and idle after the greeting/EHLO even with no
  * message to send (for measuring per-connection cost). Default off. */
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on);

@@ -86,6 +86,13 @@ SMTPC_API const char *smtpc_result_message_id(const smtpc_result *r);
 SMTPC_API const char *smtpc_result_tls_version(const smtpc_result *r);
 SMTPC_API const char *smtpc_result_tls_cipher(const smtpc_result *r);
 SMTPC_API const char *smtpc_result_auth_mechanism(const smtpc_result *r);
+/* Whether the server's certificate was verified (chain, validity, name:
+ * smtpc_tls_info.verified); false without TLS and with insecure. */
+SMTPC_API bool smtpc_result_tls_verified(const smtpc_result *r);
+/* The protection the connection used (smtpc_session_security_used):
+ * SMTPC_TLS_MODE_IMPLICIT, SMTPC_TLS_MODE_STARTTLS or SMTPC_TLS_MODE_NONE
+ * (also when no connection was made, and for pickup and outbox). */
+SMTPC_API smtpc_tls_mode smtpc_result_security_used(const smtpc_result *r);
 /* Timings of the last attempt in microseconds: connect (TCP, greeting,
  * EHLO; 0 when a pooled connection was re-used), TLS handshake, AUTH, and
  * the transaction (MAIL to the final reply). */
@@ -306,6 +313,24 @@ SMTPC_API int smtpc_client_set_pool(smtpc_client *c, smtpc_pool *pool);
 /* The private pool's limits (see smtpc_pool_set_*). */
 SMTPC_API smtpc_pool *smtpc_client_pool(smtpc_client *c);
 
+/* Protocol trace of every connection the client uses, as
+ * smtpc_session_set_trace (commands and reply lines, INFO lines, AUTH
+ * redacted), from the connect to the QUIT; cb NULL turns it off. It runs
+ * on the sending thread (send_async: the client's thread); userdata must
+ * stay valid until the client is freed (its private pool's connection
+ * QUITs then). A connection of a shared pool is traced only while this
+ * client uses it. Not part of the key. */
+SMTPC_API int smtpc_client_set_trace(smtpc_client *c, smtpc_trace_cb cb, void *userdata);
+/* With a trace: also each line of the message as it is read for sending
+ * (SMTPC_TRACE_BODY; no CR LF, before dot-stuffing; a line longer than
+ * 1024 bytes cut there). Default false. */
+SMTPC_API int smtpc_client_set_trace_body(smtpc_client *c, bool on);
+/* Called on the sending thread as the body is read for sending: done
+ * bytes so far and total (the message's size when known, else 0);
+ * done starts again at 0 for a retry. cb NULL turns it off. */
+typedef void (*smtpc_progress_cb)(void *userdata, uint64_t done, uint64_t total);
+SMTPC_API int smtpc_client_set_progress(smtpc_client *c, smtpc_progress_cb cb, void *userdata);
+
 /* Takes every setting the account defines: server, port, tls (the
  * session's mode names), user, password / password-env, auth,
  * allow-plaintext-auth, timeout, connect-timeout, greeting-timeout,
@@ -350,6 +375,13 @@ typedef struct smtpc_send_params {
                                      envelope order (smtpc_message_rcpt for a message):
                                      its dsn_notify (NULL = dsn_notify) and dsn_orcpt */
     size_t nrcpt;                 /* entries in rcpt: the recipient count */
+    /* A raw body from a read callback (send_envelope; ignored for a
+     * message or a body in memory, whose size and bytes the client knows;
+     * ignored by smtpc_bulk): */
+    uint64_t size;                /* its size, declared as SIZE= when the server
+                                     offers SIZE (0 = not declared) */
+    bool body_8bit;               /* it has 8-bit bytes: BODY=8BITMIME when the
+                                     server offers 8BITMIME */
 } smtpc_send_params;
 
 /* smtpc_client_send, smtpc_client_send_mem, smtpc_client_send_envelope and

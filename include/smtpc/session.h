@@ -255,7 +255,8 @@ SMTPC_API const smtpc_reply *smtpc_session_greeting(const smtpc_session *s);
 typedef enum smtpc_trace_dir {
     SMTPC_TRACE_SENT = 0,
     SMTPC_TRACE_RECEIVED = 1,
-    SMTPC_TRACE_INFO = 2
+    SMTPC_TRACE_INFO = 2,
+    SMTPC_TRACE_BODY = 3 /* a line of the message (client and bulk, when asked) */
 } smtpc_trace_dir;
 typedef void (*smtpc_trace_cb)(void *userdata, smtpc_trace_dir dir, const char *line, size_t len);
 SMTPC_API int smtpc_session_set_trace(smtpc_session *s, smtpc_trace_cb cb, void *userdata);

@@ -1,6 +1,7 @@
 /* smtpc_bulk: lifetime, settings and statistics. The rest of the driver is
  * described in bulk_int.h. */
 #include "async/bulk_int.h"
+#include "util/linetap.h"
 
 #include <smtpc/session.h>
 
@@ -331,6 +332,27 @@ SMTPC_API int smtpc_bulk_set_trace(smtpc_bulk *b, smtpc_bulk_trace_cb cb, void *
     b->trace_cb = cb;
     b->trace_ud = ud;
     return 0;
+}
+
+SMTPC_API int smtpc_bulk_set_trace_body(smtpc_bulk *b, bool on)
+{
+    if (!b) return SMTPC_EINVAL;
+    b->trace_body = on;
+    return 0;
+}
+
+static void trace_line(void *ud, const char *line, size_t len)
+{
+    smtpc__bulk_conn *c = ud;
+    c->b->trace_cb(c->b->trace_ud, c->serial, SMTPC_TRACE_BODY, line, len);
+}
+
+void smtpc__bulk_trace_body(smtpc__bulk_conn *c, const void *p, size_t n)
+{
+    if (!c->b->trace_cb) return;
+    if (!c->tap && !(c->tap = calloc(1, sizeof *c->tap))) return; /* the trace only misses lines */
+    if (n) smtpc__linetap_feed(c->tap, p, n, trace_line, c);
+    else smtpc__linetap_end(c->tap, trace_line, c);
 }
 
 SMTPC_API int smtpc_bulk_set_hold_idle(smtpc_bulk *b, bool on)

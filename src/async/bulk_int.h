@@ -89,6 +89,7 @@ typedef struct smtpc__bulk_conn {
     int token_cb_rc;       /* the token callback failed: its code, else 0 */
     unsigned token_gen;    /* b->token_gen when this connection got its token */
     char rtext[160];     /* the deciding reply's last line (for reports) */
+    struct smtpc__linetap *tap; /* trace_body: the message's lines (made at its first use) */
     struct smtpc__bulk_conn *next_dead;
 } smtpc__bulk_conn;
 
@@ -112,6 +113,7 @@ struct smtpc_bulk {
     smtpc_dsn_policy dsn_policy; /* DSN parameters on a server without DSN */
     smtpc_bulk_trace_cb trace_cb;
     void *trace_ud;
+    bool trace_body;             /* the messages' lines too */
     unsigned conn_serial;        /* connections created (the trace's numbers) */
     smtpc__tls_ctx *tls_ctx;
     smtpc__tls_session *tls_sess;
@@ -240,5 +242,9 @@ void smtpc__bulk_after_action(smtpc_bulk *b);
 void smtpc__bulk_fire_timers(smtpc_bulk *b);
 /* Frees the connections closed since the last call. */
 void smtpc__bulk_reap(smtpc_bulk *b);
+
+/* bulk.c: with trace_body, body bytes p[0..n) of c's message to the trace
+ * as lines; n 0: the message's end. */
+void smtpc__bulk_trace_body(smtpc__bulk_conn *c, const void *p, size_t n);
 
 #endif

@@ -157,6 +157,7 @@ void smtpc__bulk_conn_free(conn *c)
 {
     smtpc__opener_free(c->op);  /* wipes its SASL context */
     smtpc__engine_free(c->e);   /* wipes its output (AUTH lines) */
+    free(c->tap);
     free(c);
 }
 
@@ -524,6 +525,7 @@ static void events(conn *c)
 static int body_end(conn *c)
 {
     rec *m = c->body;
+    if (c->b->trace_body) smtpc__bulk_trace_body(c, NULL, 0);
     int rc = smtpc__engine_body_end(c->e);
     if (rc) return rc;
     m->stage = S_DOT_SENT;
@@ -550,6 +552,7 @@ static int fill_body(conn *c)
                 rc = body_end(c);
             } else {
                 size_t n = left < SMTPC__BULK_CHUNK ? left : SMTPC__BULK_CHUNK;
+                if (b->trace_body) smtpc__bulk_trace_body(c, (const uint8_t *)m->m.data + m->body_off, n);
                 rc = smtpc__engine_body_write(c->e, (const uint8_t *)m->m.data + m->body_off, n);
                 m->body_off += n;
             }
@@ -559,6 +562,7 @@ static int fill_body(conn *c)
                 m->body_error = true;
                 return SMTPC_EIO;
             }
+            if (n > 0 && b->trace_body) smtpc__bulk_trace_body(c, b->tmp, (size_t)n);
             rc = n == 0 ? body_end(c) : smtpc__engine_body_write(c->e, b->tmp, (size_t)n);
         }
         if (rc) return rc;

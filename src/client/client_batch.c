@@ -37,7 +37,7 @@ typedef struct batch_ctx {
 
 static void batch_slot_clear(batch_slot *sl)
 {
-    smtpc_message_writer_free(sl->run.w);
+    smtpc__body_run_free(&sl->run);
     free(sl->rcpts);
     memset(sl, 0, sizeof *sl);
 }
@@ -226,6 +226,7 @@ SMTPC_API int smtpc_client_send_batch(smtpc_client *c, const smtpc_batch_item *i
         if (rc) smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(x.s)); /* before release */
         bool canceled = rc == SMTPC_ECANCELED || atomic_load(&c->canceled);
         x.pc->dirty = rc != 0;
+        smtpc__client_trace_conn(c, x.s, false);
         smtpc__pool_release(c->pool, x.pc, rc == 0 && !canceled, !canceled);
         x.pc = NULL;
         for (int k = 0; k < 4; k++) batch_slot_clear(&x.slots[k]);

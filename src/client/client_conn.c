@@ -120,14 +120,17 @@ char *smtpc__client_pool_key(const smtpc_client *c, const smtpc__ident *id)
     return (char *)b.data; /* off is 0: nothing was consumed */
 }
 
-/* Timestamps of the security steps, from the session's trace while it opens. */
+/* Timestamps of the security steps, from the session's trace while it
+ * opens (passed on to the caller's trace). */
 typedef struct open_trace {
     int64_t starttls_sent, tls_done, auth_sent, auth_done, t0;
+    const smtpc_client *c;
 } open_trace;
 
 static void on_trace(void *ud, smtpc_trace_dir dir, const char *line, size_t len)
 {
     open_trace *t = ud;
+    if (t->c->trace_cb) t->c->trace_cb(t->c->trace_ud, dir, line, len);
     int64_t now = smtpc__now_us();
     if (dir == SMTPC_TRACE_SENT && len >= 8 && !smtpc__strncasecmp(line, "STARTTLS", 8)) t->starttls_sent = now;
     else if (dir == SMTPC_TRACE_INFO && len >= 13 && !strncmp(line, "TLS handshake", 13)) t->tls_done = now;
@@ -187,20 +190,17 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, const smtpc__ident *i
     smtpc__client_publish(c, s);
     open_trace tr;
     memset(&tr, 0, sizeof tr);
+    tr.c = c;
     smtpc_session_set_trace(s, on_trace, &tr);
     int64_t t0 = smtpc__now_us();
     rc = smtpc_session_open(s, NULL, 0); /* the server of c->o */
     int64_t t1 = smtpc__now_us();
-    smtpc_session_set_trace(s, NULL, NULL); /* no per-line cost while sending */
+    /* then only the caller's, if any: no per-line cost while sending */
+    smtpc__client_trace_conn(c, s, true);
     res->t_tls = tr.tls_done && tr.starttls_sent ? tr.tls_done - tr.starttls_sent : 0;
     res->t_auth = tr.auth_done && tr.auth_sent ? tr.auth_done - tr.auth_sent : 0;
     res->t_connect = (t1 - t0) - res->t_tls - res->t_auth;
-    const smtpc_tls_info *ti = smtpc_session_tls_info(s);
-    if (ti) {
-        smtpc__strlcpy(res->tls_version, ti->version, sizeof res->tls_version);
-        smtpc__strlcpy(res->tls_cipher, ti->cipher, sizeof res->tls_cipher);
-    }
-    smtpc__strlcpy(res->mech, smtpc__nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
+    smtpc__result_security(res, s);
     if (rc) {
         smtpc__err(&c->err, rc, "%s", smtpc_session_errmsg(s));
         const smtpc_reply *r = smtpc_session_reply(s);
@@ -212,6 +212,14 @@ static int open_session(smtpc_client *c, smtpc__pconn *pc, const smtpc__ident *i
         }
     }
     return rc;
+}
+
+void smtpc__client_trace_conn(const smtpc_client *c, smtpc_session *s, bool on)
+{
+    if (!s) return;
+    /* the private pool's connection keeps it: its QUIT at smtpc_client_free is traced too */
+    if (on) smtpc_session_set_trace(s, c->trace_cb, c->trace_ud);
+    else if (c->pool != c->own_pool && c->trace_cb) smtpc_session_set_trace(s, NULL, NULL);
 }
 
 /* A pooled connection for key: an idle one (RSET after an unclean
@@ -241,11 +249,13 @@ int smtpc__client_get_conn(smtpc_client *c, const char *key, const smtpc__ident 
             continue;
         }
         smtpc__client_publish(c, pc->s);
+        smtpc__client_trace_conn(c, pc->s, true);
         int prc = 0;
         if (pc->dirty) prc = smtpc_session_rset(pc->s);
         else if (check) prc = smtpc_session_noop(pc->s);
         if (prc) {
             smtpc__client_publish(c, NULL);
+            smtpc__client_trace_conn(c, pc->s, false);
             smtpc__pool_release(c->pool, pc, false, prc != SMTPC_ECANCELED); /* dead while idle */
             if (prc == SMTPC_ECANCELED || atomic_load(&c->canceled))
                 return smtpc__err(&c->err, SMTPC_ECANCELED, "canceled");

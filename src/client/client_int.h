@@ -11,6 +11,7 @@
 #include "client/pool_int.h"
 #include "client/session_int.h"
 #include "conn/conn_opts.h"
+#include "util/linetap.h"
 #include "util/util.h"
 
 #include <pthread.h>
@@ -45,6 +46,8 @@ struct smtpc_result {
     char tls_version[16];
     char tls_cipher[64];
     char mech[32];
+    bool tls_verified;
+    smtpc_tls_mode security; /* what the connection used */
     int64_t t_connect, t_tls, t_auth, t_xfer;
     unsigned attempts;
     bool reused;
@@ -75,6 +78,13 @@ struct smtpc_client {
     smtpc_pool *own_pool;
     smtpc_pool *pool;
     smtpc__errmsg err;
+    /* the caller's trace (connections and, with trace_body, messages) and
+     * upload progress */
+    smtpc_trace_cb trace_cb;
+    void *trace_ud;
+    bool trace_body;
+    smtpc_progress_cb progress_cb;
+    void *progress_ud;
 
     /* async: one worker thread, started at the first send_async */
     pthread_t thr;
@@ -98,13 +108,17 @@ typedef struct smtpc__ident {
     char hash[65];    /* hex of SHA-256(salt || pass); "-" without a password */
 } smtpc__ident;
 
-/* A body reader that remembers whether it was read. */
+/* A body reader that remembers whether it was read, and shows what it
+ * reads to the client's trace and progress callbacks. */
 typedef struct smtpc__body_run {
     const smtpc__body *b;
     smtpc_message_writer *w;
     const uint8_t *mp;
     size_t mleft;
     bool touched;
+    const smtpc_client *c;  /* NULL: nobody watches (pickup, outbox) */
+    smtpc__linetap *tap;    /* the trace's message lines (trace_body) */
+    uint64_t done, total;   /* progress */
 } smtpc__body_run;
 
 /* ---- client.c ---- */
@@ -117,6 +131,9 @@ void smtpc__client_publish(smtpc_client *c, smtpc_session *s);
 /* ---- client_result.c ---- */
 /* A result with one entry per recipient of b, or NULL. */
 smtpc_result *smtpc__result_for(const smtpc__body *b);
+/* What the connection s used (TLS version, cipher, verification, mode;
+ * the AUTH mechanism) into res. */
+void smtpc__result_security(smtpc_result *res, const smtpc_session *s);
 /* The outcome of a transaction on s into res: recipient j of it is
  * res->r[idx ? idx[j] : j]; the final reply and queue id unless the
  * message was delivered to some already and this retry failed. */
@@ -137,6 +154,11 @@ int smtpc__client_get_conn(smtpc_client *c, const char *key, const smtpc__ident 
 
 /* ---- client_send.c ---- */
 ssize_t smtpc__body_read(void *ud, void *buf, size_t len);
+/* Frees what prep_body made for run (its writer, its trace's line buffer). */
+void smtpc__body_run_free(smtpc__body_run *run);
+/* The session's trace for the client's callback while the client uses pc
+ * (on), or none (off: before a connection of a shared pool goes back). */
+void smtpc__client_trace_conn(const smtpc_client *c, smtpc_session *s, bool on);
 /* The body reader and MAIL parameters for b on the server of s. */
 int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body *b, smtpc__body_run *run,
                             smtpc_mail_opts *mo);

@@ -53,6 +53,11 @@ SMTPC_API const char *smtpc_result_message_id(const smtpc_result *r) { return r 
 SMTPC_API const char *smtpc_result_tls_version(const smtpc_result *r) { return r ? r->tls_version : ""; }
 SMTPC_API const char *smtpc_result_tls_cipher(const smtpc_result *r) { return r ? r->tls_cipher : ""; }
 SMTPC_API const char *smtpc_result_auth_mechanism(const smtpc_result *r) { return r ? r->mech : ""; }
+SMTPC_API bool smtpc_result_tls_verified(const smtpc_result *r) { return r && r->tls_verified; }
+SMTPC_API smtpc_tls_mode smtpc_result_security_used(const smtpc_result *r)
+{
+    return r && r->security ? r->security : SMTPC_TLS_MODE_NONE;
+}
 SMTPC_API int64_t smtpc_result_connect_us(const smtpc_result *r) { return r ? r->t_connect : 0; }
 SMTPC_API int64_t smtpc_result_tls_us(const smtpc_result *r) { return r ? r->t_tls : 0; }
 SMTPC_API int64_t smtpc_result_auth_us(const smtpc_result *r) { return r ? r->t_auth : 0; }
@@ -134,6 +139,17 @@ SMTPC_API bool smtpc_parse_queue_id(const char *text, char *out, size_t outlen)
         }
     }
     return false;
+}
+
+void smtpc__result_security(smtpc_result *res, const smtpc_session *s)
+{
+    smtpc_tls_mode u = smtpc_session_security_used(s);
+    const smtpc_tls_info *ti = u != SMTPC_TLS_MODE_NONE ? smtpc_session_tls_info(s) : NULL;
+    smtpc__strlcpy(res->tls_version, ti ? ti->version : "", sizeof res->tls_version);
+    smtpc__strlcpy(res->tls_cipher, ti ? ti->cipher : "", sizeof res->tls_cipher);
+    res->tls_verified = ti && ti->verified;
+    res->security = ti ? u : SMTPC_TLS_MODE_NONE;
+    smtpc__strlcpy(res->mech, smtpc__nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
 }
 
 /* A result with one entry per recipient of b, or NULL. */

@@ -9,17 +9,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void trace_line(void *ud, const char *line, size_t len)
+{
+    const smtpc_client *c = ud;
+    c->trace_cb(c->trace_ud, SMTPC_TRACE_BODY, line, len);
+}
+
+/* What was read, to the trace (message lines) and the progress callback. */
+static void body_watch(smtpc__body_run *r, const void *buf, ssize_t n)
+{
+    const smtpc_client *c = r->c;
+    if (n < 0) return;
+    if (r->tap && n > 0) smtpc__linetap_feed(r->tap, buf, (size_t)n, trace_line, (void *)c);
+    if (r->tap && n == 0) smtpc__linetap_end(r->tap, trace_line, (void *)c);
+    r->done += (uint64_t)n;
+    if (c->progress_cb && n > 0) c->progress_cb(c->progress_ud, r->done, r->total);
+}
+
 ssize_t smtpc__body_read(void *ud, void *buf, size_t len)
 {
     smtpc__body_run *r = ud;
     r->touched = true;
-    if (r->w) return smtpc_message_writer_read(r->w, buf, len);
-    if (r->b->cb) return r->b->cb(r->b->ud, buf, len);
-    size_t n = r->mleft < len ? r->mleft : len;
-    memcpy(buf, r->mp, n);
-    r->mp += n;
-    r->mleft -= n;
-    return (ssize_t)n;
+    ssize_t n;
+    if (r->w) {
+        n = smtpc_message_writer_read(r->w, buf, len);
+    } else if (r->b->cb) {
+        n = r->b->cb(r->b->ud, buf, len);
+    } else {
+        n = (ssize_t)(r->mleft < len ? r->mleft : len);
+        memcpy(buf, r->mp, (size_t)n);
+        r->mp += n;
+        r->mleft -= (size_t)n;
+    }
+    if (r->c) body_watch(r, buf, n);
+    return n;
+}
+
+void smtpc__body_run_free(smtpc__body_run *run)
+{
+    smtpc_message_writer_free(run->w);
+    run->w = NULL;
+    free(run->tap);
+    run->tap = NULL;
 }
 
 /* Failures of a re-used connection that show it was dead or closing before
@@ -54,6 +85,9 @@ int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body
     memset(run, 0, sizeof *run);
     memset(mo, 0, sizeof *mo);
     run->b = b;
+    if (c->progress_cb || (c->trace_cb && c->trace_body)) run->c = c;
+    if (c->trace_cb && c->trace_body && !(run->tap = calloc(1, sizeof *run->tap)))
+        return smtpc__err(&c->err, SMTPC_ENOMEM, "out of memory");
     bool ext8 = smtpc_session_has_ext(s, "8BITMIME");
     bool has_size = smtpc_session_has_ext(s, "SIZE");
     if (b->m) {
@@ -66,13 +100,19 @@ int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body
         if (rc) return smtpc__err(&c->err, rc, "message: %s", smtpc_message_errmsg(b->m));
         int64_t sz = smtpc_message_writer_size(run->w);
         if (has_size && sz > 0) mo->size = (uint64_t)sz;
+        run->total = sz > 0 ? (uint64_t)sz : 0;
         mo->body_8bitmime = ext8;
         mo->smtputf8 = needu;
     } else if (b->mem || !b->cb) {
         run->mp = b->mem;
         run->mleft = b->len;
+        run->total = b->len;
         if (has_size) mo->size = b->len;
         mo->body_8bitmime = ext8 && smtpc__has_8bit(b->mem, b->len);
+    } else if (b->params) { /* a callback body: what the caller says of it */
+        run->total = b->params->size;
+        if (has_size) mo->size = b->params->size;
+        mo->body_8bitmime = ext8 && b->params->body_8bit;
     }
     return 0;
 }
@@ -92,12 +132,7 @@ again:;
     if (rc) return rc;
     smtpc_session *s = pc->s;
     res->reused = reused;
-    if (reused) {
-        const smtpc_tls_info *ti = smtpc_session_tls_info(s);
-        smtpc__strlcpy(res->tls_version, ti ? ti->version : "", sizeof res->tls_version);
-        smtpc__strlcpy(res->tls_cipher, ti ? ti->cipher : "", sizeof res->tls_cipher);
-        smtpc__strlcpy(res->mech, smtpc__nz(smtpc_session_auth_mechanism(s)), sizeof res->mech);
-    }
+    if (reused) smtpc__result_security(res, s);
 
     /* The envelope and the body for this server. */
     smtpc__body_run run;
@@ -130,10 +165,14 @@ again:;
     rc = smtpc_session_send(s, &env, smtpc__body_read, &run);
     res->t_xfer = smtpc__now_us() - t0;
     free(ro);
-    smtpc_message_writer_free(run.w);
     *body_touched = run.touched;
     smtpc__client_take_results(c, s, res, rc, b->idx);
     rc = smtpc__client_unknown_after_dot(c, s, rc);
+    /* why the message could not be written (a file attachment gone ...),
+     * rather than the session's "the body read callback failed" */
+    if (rc && rc != SMTPC_EUNKNOWN && run.w && smtpc_message_writer_errmsg(run.w)[0])
+        smtpc__err(&c->err, rc, "message: %s", smtpc_message_writer_errmsg(run.w));
+    smtpc__body_run_free(&run);
     if (rc == 0) pc->msgs++;
     if (rc && reused && !fresh_retry_done && stale_failure(rc, s, run.touched) &&
         (!run.touched || b->m || b->mem || b->rewind)) {
@@ -142,14 +181,16 @@ again:;
         if (run.touched && b->rewind && b->rewind(b->ud)) goto done;
         fresh_retry_done = true;
         smtpc__client_publish(c, NULL);
+        smtpc__client_trace_conn(c, pc->s, false);
         smtpc__pool_release(c->pool, pc, false, false);
         goto again;
     }
     goto done;
 done_nosend:
-    smtpc_message_writer_free(run.w);
+    smtpc__body_run_free(&run);
 done:
     smtpc__client_publish(c, NULL);
+    smtpc__client_trace_conn(c, pc->s, false);
     pc->dirty = rc != 0;
     smtpc__pool_release(c->pool, pc, rc != SMTPC_ECANCELED && !atomic_load(&c->canceled),
                         rc != SMTPC_ECANCELED);

@@ -272,6 +272,29 @@ SMTPC_API int smtpc_client_set_use_bdat(smtpc_client *c, bool use)
     return 0;
 }
 
+SMTPC_API int smtpc_client_set_trace(smtpc_client *c, smtpc_trace_cb cb, void *userdata)
+{
+    SETTER_PROLOGUE(c);
+    c->trace_cb = cb;
+    c->trace_ud = cb ? userdata : NULL;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_trace_body(smtpc_client *c, bool on)
+{
+    SETTER_PROLOGUE(c);
+    c->trace_body = on;
+    return 0;
+}
+
+SMTPC_API int smtpc_client_set_progress(smtpc_client *c, smtpc_progress_cb cb, void *userdata)
+{
+    SETTER_PROLOGUE(c);
+    c->progress_cb = cb;
+    c->progress_ud = cb ? userdata : NULL;
+    return 0;
+}
+
 SMTPC_API int smtpc_client_set_retry(smtpc_client *c, const smtpc_retry_policy *p)
 {
     SETTER_PROLOGUE(c);

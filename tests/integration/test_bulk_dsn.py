@@ -1,7 +1,8 @@
 """DSN (RFC 3461) through smtpc_bulk: smtpc_bulk_msg.params (the client's
 smtpc_send_params) on MAIL and RCPT over several connections, read back from
 the notifications Postfix sends; smtpc_bulk_set_dsn_policy on a server without
-DSN (aiosmtpd); the CLI's --dsn-notify/--dsn-ret/--envid with --connections."""
+DSN (aiosmtpd); the CLI's --dsn-notify/--dsn-ret/--envid with --connections
+and with smtpc bulk --dir (on the wire of a scripted server)."""
 import email
 import email.policy
 import re
@@ -11,6 +12,7 @@ import time
 from conftest import driver
 from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
 from servers.postfix import postfix, postfix_server  # noqa: F401
+from servers.scripted import scripted  # noqa: F401
 
 # R IDX STATUS CODE ATTEMPTS ERRNAME ERRMSG
 RESULT = re.compile(r"^R (\d+) (\S+) \S+ \S+ (\S+) ?(.*)$", re.M)
@@ -120,3 +122,58 @@ def test_cli_connections_dsn_required_by_send(aiosmtpd, smtpc_bin):
     assert p.returncode == 69, p.stderr.decode()  # as a single send: EX_UNAVAILABLE
     assert b"DSN" in p.stderr and b"0 sent, 3 not sent" in p.stderr
     assert srv.envelopes == [] and srv.rcpt_attempts == []
+
+
+# ---- smtpc bulk --dir: the same DSN options as send -----------------------------------
+
+def bulk_dir(smtpc_bin, port, d, *more):
+    return subprocess.run([smtpc_bin, "bulk", "--server", f"127.0.0.1:{port}", "--tls", "none",
+                           "--dir", str(d), *more], capture_output=True, timeout=120)
+
+
+def test_cli_bulk_dir_dsn_on_the_wire(scripted, smtpc_bin, tmp_path):
+    # each file's MAIL carries RET and ENVID, each RCPT the NOTIFY (spelled as
+    # RFC 3461 does, whatever case was typed)
+    (tmp_path / "1.eml").write_bytes(b"From: a@example.org\r\nTo: b@example.org, c@example.org\r\n"
+                                     b"Subject: one\r\n\r\nbody1\r\n")
+    (tmp_path / "2.eml").write_bytes(b"X-Sender: s@example.org\r\nX-Receiver: d@example.org\r\n"
+                                     b"Subject: two\r\n\r\nbody2\r\n")
+    one = [("expect", rb"^MAIL FROM:<a@example\.org> .*RET=HDRS"),
+           ("expect", rb"^RCPT TO:<b@example\.org> NOTIFY=SUCCESS,FAILURE$"),
+           ("expect", rb"^RCPT TO:<c@example\.org> NOTIFY=SUCCESS,FAILURE$"),
+           ("expect", rb"^DATA$"), ("send", b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+           ("expect_data",), ("send", b"250 queued as A1\r\n")]
+    two = [("expect", rb"^MAIL FROM:<s@example\.org> .*RET=HDRS"),
+           ("expect", rb"^RCPT TO:<d@example\.org> NOTIFY=SUCCESS,FAILURE$"),
+           ("expect", rb"^DATA$"), ("send", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+           ("expect_data",), ("send", b"250 queued as A2\r\n")]
+    srv = scripted([("send", b"220 hi\r\n"), ("expect", rb"^EHLO "),
+                    ("send", b"250-hi\r\n250-DSN\r\n250 PIPELINING\r\n"), *one, *two,
+                    ("expect", rb"^QUIT$"), ("send", b"221 bye\r\n"), ("close",)])
+    p = bulk_dir(smtpc_bin, srv.port, tmp_path, "--dsn-notify", "success,failure", "--dsn-ret", "hdrs",
+                 "--envid", "RUN-9")
+    srv.wait()
+    assert srv.errors == [], (srv.errors, p.stderr)
+    assert p.returncode == 0, p.stderr.decode()
+    mails = [ln for ln in srv.lines if ln.startswith(b"MAIL FROM:")]
+    assert len(mails) == 2 and all(b" ENVID=RUN-9" in m for m in mails), mails
+    assert len(srv.messages) == 2
+
+
+def test_cli_bulk_dir_dsn_needs_a_dsn_server(aiosmtpd, smtpc_bin, tmp_path):
+    # as send: a server without DSN fails every message before it is sent
+    srv = aiosmtpd(pipelining=True)
+    (tmp_path / "1.eml").write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\n\r\nx\r\n")
+    p = bulk_dir(smtpc_bin, srv.port, tmp_path, "--dsn-notify", "never")
+    assert p.returncode == 75, p.stderr.decode()
+    assert b"DSN" in p.stderr and srv.envelopes == [] and srv.rcpt_attempts == []
+    # without the options the same run sends
+    assert bulk_dir(smtpc_bin, srv.port, tmp_path).returncode == 0 and len(srv.envelopes) == 1
+
+
+def test_cli_bulk_dir_dsn_values_checked(smtpc_bin, tmp_path):
+    (tmp_path / "1.eml").write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\n\r\nx\r\n")
+    for bad, what in ((["--dsn-notify", "sometimes"], b"--dsn-notify"), (["--dsn-ret", "all"], b"--dsn-ret"),
+                      (["--envid", "a b"], b"--envid")):
+        p = bulk_dir(smtpc_bin, 1, tmp_path, *bad)
+        assert p.returncode == 64 and what in p.stderr, (bad, p.stderr)

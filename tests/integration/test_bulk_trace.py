@@ -1,6 +1,7 @@
 """smtpc_bulk_set_trace: every connection's dialogue with its number, AUTH
 redacted as the session's trace does (Postfix submission, PLAIN and LOGIN);
-the CLI's --trace with --connections."""
+the CLI's --trace and --trace-body (smtpc_bulk_set_trace_body) with
+--connections."""
 import base64
 import os
 import re
@@ -62,7 +63,25 @@ def test_cli_trace_with_connections(aiosmtpd, smtpc_bin):
     mails = re.findall(r"^\S+ \[(\d)\] C: MAIL FROM:<a@example\.org>", err, re.M)
     assert len(mails) == 4 and set(mails) <= {"1", "2"}, err
     assert re.search(r"^\S+ \[1\] S: 220", err, re.M) and re.search(r"^\S+ \[2\] S: 220", err, re.M), err
+    assert "hello" not in err  # --trace: no message lines
+
+
+def test_cli_trace_body_with_connections(aiosmtpd, smtpc_bin):
+    # every line of each copy, numbered by the connection that sends it
+    srv = aiosmtpd(pipelining=True)
     p = subprocess.run([smtpc_bin, "send", "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
-                        "--from", "a@example.org", "--to", "b@example.org", "--text", "hello",
-                        "--count", "2", "--connections", "2", "--trace-body"], capture_output=True, timeout=120)
-    assert p.returncode == 64 and b"--trace-body is not available" in p.stderr
+                        "--from", "a@example.org", "--to", "b@example.org", "--subject", "tb",
+                        "--text", "first body line\n.dotted line", "--count", "4", "--connections", "2",
+                        "--trace-body"], capture_output=True, timeout=120)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert len(srv.envelopes) == 4
+    body = re.findall(r"^\S+ \[(\d)\] C: first body line$", err, re.M)
+    assert len(body) == 4 and set(body) <= {"1", "2"}, err
+    # before dot-stuffing: the line as the message has it
+    assert len(re.findall(r"^\S+ \[\d\] C: \.dotted line$", err, re.M)) == 4, err
+    assert len(re.findall(r"^\S+ \[\d\] C: Subject: tb$", err, re.M)) == 4, err
+    # each message's lines come from the connection that sent its MAIL FROM
+    for n in set(body):
+        mails = len(re.findall(rf"^\S+ \[{n}\] C: MAIL FROM:", err, re.M))
+        assert body.count(n) == mails, err
