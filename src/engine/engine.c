@@ -42,8 +42,7 @@ typedef struct txn {
     bool pipelined, bdat, strict;
     bool data_in_group; /* DATA pipelined behind the RCPTs */
     bool binary;        /* BODY=BINARYMIME: the body goes as is, not as lines */
-    char **lines;       /* prepared commands: MAIL, RCPT..., [DATA] */
-    size_t nlines, next_line;
+    size_t nlines, next_line; /* prepared commands in the engine's lines buffer */
     size_t nrcpts, rcpt_replies, accepted, refused;
     bool mail_ok;
     smtpc__reply *mail_reply, *first_refusal, *decider;
@@ -80,12 +79,45 @@ struct smtpc__engine {
     txn t;
     smtpc__trace_fn trace;
     void *trace_ud;
+    /* The transaction's prepared lines (MAIL, RCPT..., [DATA]), each
+     * NUL-terminated, line i at lines.data + line_off[i] (line_off[nlines]
+     * is the end): kept from one transaction to the next, no allocation
+     * per message once grown. */
+    smtpc__buf lines;
+    size_t *line_off;
+    size_t line_off_cap;
+    /* Reply blocks nobody holds any more, reused for the next replies
+     * (four per message on a bulk connection) instead of free + malloc. */
+    smtpc__reply *spare[4];
+    size_t nspare;
     /* Live octets of out, from its front, up to and including the last
      * AUTH credential line not yet written; while nonzero out is secure
      * (growth copies and wipes the old block, what is written is wiped at
      * once), at zero it is back on the fast path: no copy is left by then. */
     size_t out_secret_left;
 };
+
+/* Replies the engine held: a block nobody else holds goes to the spares. */
+#define SPARE_MAX 4096
+static void reply_drop(smtpc__engine *e, smtpc__reply *r)
+{
+    if (r && r->packed && r->refs == 0 && r->alloc <= SPARE_MAX && e->nspare < SMTPC__ARRAY_LEN(e->spare)) {
+        e->spare[e->nspare++] = r;
+        return;
+    }
+    smtpc__reply_free(r);
+}
+
+/* A copy of r the engine holds (a spare block when one is left). */
+static smtpc__reply *reply_copy(smtpc__engine *e, const smtpc__reply *r)
+{
+    return smtpc__reply_dup_reuse(r, e->nspare ? e->spare[--e->nspare] : NULL);
+}
+
+static void spares_free(smtpc__engine *e)
+{
+    while (e->nspare) smtpc__reply_free(e->spare[--e->nspare]);
+}
 
 const char *smtpc__cmd_name(smtpc__cmd c)
 {
@@ -141,6 +173,7 @@ int smtpc__engine_new(smtpc__engine **out, const smtpc__engine_opts *opts)
     }
     smtpc__buf_init(&e->out, 0);
     smtpc__buf_init(&e->chunk, 0);
+    smtpc__buf_init(&e->lines, 0);
     *out = e;
     return 0;
 }
@@ -148,20 +181,19 @@ int smtpc__engine_new(smtpc__engine **out, const smtpc__engine_opts *opts)
 static void txn_clear(smtpc__engine *e)
 {
     txn *t = &e->t;
-    for (size_t i = 0; i < t->nlines; i++) free(t->lines[i]);
-    free(t->lines);
-    smtpc__reply_free(t->mail_reply);
-    smtpc__reply_free(t->first_refusal);
-    smtpc__reply_free(t->decider);
-    smtpc__reply_free(t->bdat_fail);
+    reply_drop(e, t->mail_reply);
+    reply_drop(e, t->first_refusal);
+    reply_drop(e, t->decider);
+    reply_drop(e, t->bdat_fail);
     memset(t, 0, sizeof *t);
+    smtpc__buf_reset(&e->lines);
 }
 
 static void events_clear(smtpc__engine *e)
 {
-    for (size_t i = e->ev_head; i < e->ev_len; i++) smtpc__reply_free(e->evq[i].reply);
+    for (size_t i = e->ev_head; i < e->ev_len; i++) reply_drop(e, e->evq[i].reply);
     e->ev_head = e->ev_len = 0;
-    smtpc__reply_free(e->ev_reply);
+    reply_drop(e, e->ev_reply);
     e->ev_reply = NULL;
 }
 
@@ -176,8 +208,9 @@ void smtpc__engine_reset(smtpc__engine *e)
     e->out.secure = false;
     e->out_secret_left = 0;
     smtpc__buf_reset(&e->chunk);
-    smtpc__reply_free(e->last);
+    reply_drop(e, e->last);
     e->last = NULL;
+    spares_free(e);
     e->pend_head = e->pend_len = 0;
     e->fatal = 0;
     e->closing = e->tls_active = e->tls_wait = e->starttls_pending = false;
@@ -194,6 +227,8 @@ void smtpc__engine_free(smtpc__engine *e)
     smtpc__reply_parser_free(e->parser);
     smtpc__buf_free_secure(&e->out); /* may hold AUTH credentials */
     smtpc__buf_free(&e->chunk);
+    smtpc__buf_free(&e->lines);
+    free(e->line_off);
     free(e->pend);
     free(e->evq);
     free(e);
@@ -259,7 +294,7 @@ static int ev_push(smtpc__engine *e, smtpc__event_type type, smtpc__cmd cmd, uin
 
 int smtpc__engine_next_event(smtpc__engine *e, smtpc__event *ev)
 {
-    smtpc__reply_free(e->ev_reply);
+    reply_drop(e, e->ev_reply);
     e->ev_reply = NULL;
     if (e->ev_head == e->ev_len) return 0;
     qevent *q = &e->evq[e->ev_head++];
@@ -294,6 +329,13 @@ void smtpc__engine_trim(smtpc__engine *e)
     /* empty: no credential is left in it (out_secret_left is zero) */
     if (smtpc__buf_size(&e->out) == 0 && e->out.cap > 4096) smtpc__buf_free(&e->out);
     if (smtpc__buf_size(&e->chunk) == 0 && e->chunk.cap > 4096) smtpc__buf_free(&e->chunk);
+    if (e->t.state == TXN_IDLE) { /* no transaction's lines are left to send */
+        smtpc__buf_free(&e->lines);
+        free(e->line_off);
+        e->line_off = NULL;
+        e->line_off_cap = 0;
+    }
+    spares_free(e);
 }
 
 const smtpc__caps *smtpc__engine_caps(const smtpc__engine *e)
@@ -354,8 +396,11 @@ static int send_line(smtpc__engine *e, const char *line, size_t len, smtpc__cmd 
         return smtpc__err(&e->err, rc, "cannot queue %s", smtpc__cmd_name(cmd));
     }
     size_t mark = out_mark(e);
-    smtpc__buf_append(&e->out, line, len);
-    smtpc__buf_append(&e->out, "\r\n", 2);
+    uint8_t *w = e->out.data + e->out.len; /* reserved above */
+    memcpy(w, line, len);
+    w[len] = '\r';
+    w[len + 1] = '\n';
+    e->out.len += len + 2;
     if ((rc = pend_push(e, cmd, tag, kind)) != 0) {
         if (secret) { /* rollback only shortens: wipe what it drops */
             smtpc__secure_zero(e->out.data + e->out.off + mark, len + 2);
@@ -443,14 +488,28 @@ static int check_domain(smtpc__engine *e, const char *d)
     return rc;
 }
 
-static int check_path(smtpc__engine *e, const char *what, const char *p, bool allow_empty)
+/* *len: strlen(p) when it is valid. */
+static int check_path(smtpc__engine *e, const char *what, const char *p, bool allow_empty, size_t *len)
 {
+    if (p) {
+        /* one pass for the usual path (printable, no brackets); any doubt
+         * goes through the checks below, which say what is wrong */
+        const unsigned char *s = (const unsigned char *)p;
+        size_t i = 0;
+        for (unsigned char c; (c = s[i]) != 0; i++)
+            if (c < 0x20 || c == 0x7f || c == '<' || c == '>') break;
+        if (!s[i] && (i || allow_empty)) {
+            *len = i;
+            return 0;
+        }
+    }
     int rc = check_arg(e, what, p, true);
     if (rc) return rc;
     if (!*p && !allow_empty) return smtpc__err(&e->err, SMTPC_EINVAL, "%s is empty", what);
     if (strpbrk(p, "<>"))
         return smtpc__err(&e->err, SMTPC_EINVAL, "%s contains '<' or '>' (give it without brackets)",
                           what);
+    *len = strlen(p);
     return 0;
 }
 
@@ -511,13 +570,14 @@ static bool is_8bit(const char *s)
 /* "MAIL FROM:<from> params" into b (initialised by the caller). */
 static int format_mail(smtpc__engine *e, smtpc__buf *b, const char *from, const smtpc__mail_params *p)
 {
-    int rc = check_path(e, "reverse-path", from, true);
+    size_t base = smtpc__buf_size(b), fl = 0;
+    int rc = check_path(e, "reverse-path", from, true, &fl);
     if (rc) return rc;
     /* appends, not printf: ~1,500 instructions less per command */
-    if (smtpc__buf_append(b, "MAIL FROM:<", 11) || smtpc__buf_append_str(b, from) ||
+    if (smtpc__buf_append(b, "MAIL FROM:<", 11) || smtpc__buf_append(b, from, fl) ||
         smtpc__buf_append(b, ">", 1))
         goto oom;
-    if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
+    if (smtpc__buf_size(b) - base + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "MAIL command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
     if (p->size) {
@@ -554,7 +614,7 @@ static int format_mail(smtpc__engine *e, smtpc__buf *b, const char *from, const 
         if ((rc = check_esmtp_params(e, p->extra)) != 0) return rc;
         if (smtpc__buf_printf(b, " %s", p->extra)) goto oom;
     }
-    if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX_PARAMS)
+    if (smtpc__buf_size(b) - base + 2 > CMD_LINE_MAX_PARAMS)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "MAIL command with parameters longer than %d octets",
                           CMD_LINE_MAX_PARAMS);
     return 0;
@@ -582,12 +642,13 @@ static int check_notify(smtpc__engine *e, const char *n)
 
 static int format_rcpt(smtpc__engine *e, smtpc__buf *b, const char *to, const smtpc__rcpt_params *p)
 {
-    int rc = check_path(e, "forward-path", to, false);
+    size_t base = smtpc__buf_size(b), tol = 0;
+    int rc = check_path(e, "forward-path", to, false, &tol);
     if (rc) return rc;
-    if (smtpc__buf_append(b, "RCPT TO:<", 9) || smtpc__buf_append_str(b, to) ||
+    if (smtpc__buf_append(b, "RCPT TO:<", 9) || smtpc__buf_append(b, to, tol) ||
         smtpc__buf_append(b, ">", 1))
         goto oom;
-    if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX)
+    if (smtpc__buf_size(b) - base + 2 > CMD_LINE_MAX)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "RCPT command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
     if (p->dsn_notify) {
@@ -614,7 +675,7 @@ static int format_rcpt(smtpc__engine *e, smtpc__buf *b, const char *to, const sm
         if (!*addr) return smtpc__err(&e->err, SMTPC_EINVAL, "ORCPT address is empty");
         if (smtpc__buf_printf(b, " ORCPT=%.*s;", (int)tl, type) || append_xtext(b, addr)) goto oom;
     }
-    if (smtpc__buf_size(b) + 2 > CMD_LINE_MAX_PARAMS)
+    if (smtpc__buf_size(b) - base + 2 > CMD_LINE_MAX_PARAMS)
         return smtpc__err(&e->err, SMTPC_ELIMIT, "RCPT command with parameters longer than %d octets",
                           CMD_LINE_MAX_PARAMS);
     return 0;
@@ -847,9 +908,9 @@ static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd
                        bool empty_data_end)
 {
     txn *t = &e->t;
-    smtpc__reply *d = smtpc__reply_dup(decider);
+    smtpc__reply *d = reply_copy(e, decider);
     if (!d) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
-    smtpc__reply_free(t->decider);
+    reply_drop(e, t->decider);
     t->decider = d;
     t->decider_status = status_of(decider);
     t->decider_cmd = cmd;
@@ -870,8 +931,9 @@ static int txn_cleanup(smtpc__engine *e, const smtpc__reply *decider, smtpc__cmd
 static int txn_send_next(smtpc__engine *e, smtpc__cmd cmd, uint32_t tag)
 {
     txn *t = &e->t;
-    const char *l = t->lines[t->next_line++];
-    return send_line(e, l, strlen(l), cmd, tag, PK_TXN, false);
+    size_t i = t->next_line++;
+    const char *l = (const char *)smtpc__buf_ptr(&e->lines) + e->line_off[i];
+    return send_line(e, l, e->line_off[i + 1] - e->line_off[i] - 1, cmd, tag, PK_TXN, false);
 }
 
 static int txn_want_body(smtpc__engine *e)
@@ -900,7 +962,7 @@ static int txn_on_mail(smtpc__engine *e, const smtpc__reply *r)
     txn *t = &e->t;
     t->mail_ok = positive(r);
     /* kept only to decide a failed envelope */
-    if (!t->mail_ok && !(t->mail_reply = smtpc__reply_dup(r)))
+    if (!t->mail_ok && !(t->mail_reply = reply_copy(e, r)))
         return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     if (t->pipelined) return 0;
     if (!t->mail_ok) return txn_done(e, status_of(r), t->mail_reply, SMTPC__CMD_MAIL); /* nothing to reset */
@@ -917,7 +979,7 @@ static int txn_on_rcpt(smtpc__engine *e, const pending *p, const smtpc__reply *r
         t->accepted++;
     } else {
         t->refused++;
-        if (!t->first_refusal && !(t->first_refusal = smtpc__reply_dup(r)))
+        if (!t->first_refusal && !(t->first_refusal = reply_copy(e, r)))
             return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
     }
     if (t->rcpt_replies < t->nrcpts) return t->pipelined ? 0 : txn_send_next(e, SMTPC__CMD_RCPT, (uint32_t)t->rcpt_replies);
@@ -974,7 +1036,7 @@ static int txn_on_reply(smtpc__engine *e, const pending *p, const smtpc__reply *
         t->bdat_pending--;
         if (!positive(r) && !t->bdat_fail) {
             /* RFC 3030 2: no further chunk may be sent; body_write discards */
-            if (!(t->bdat_fail = smtpc__reply_dup(r)))
+            if (!(t->bdat_fail = reply_copy(e, r)))
                 return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
             smtpc__buf_reset(&e->chunk);
         }
@@ -1061,31 +1123,33 @@ int smtpc__engine_txn_begin(smtpc__engine *e, const smtpc__txn_opts *o)
     if (eight && !mp.smtputf8)
         return smtpc__err(&e->err, SMTPC_EINVAL, "non-ASCII address needs SMTPUTF8");
 
-    /* Format and validate every line first: a failure queues nothing. */
+    /* Format and validate every line first: a failure queues nothing. The
+     * lines go into e->lines, free since no transaction is running. */
     txn nt;
     memset(&nt, 0, sizeof nt);
-    nt.nlines = 0;
-    nt.lines = calloc(o->nrcpts + 2, sizeof *nt.lines);
-    if (!nt.lines) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
-    smtpc__buf b;
-    smtpc__buf_init(&b, 0);
-    rc = format_mail(e, &b, o->from, &mp);
-    for (size_t i = 0; !rc && i <= o->nrcpts; i++) {
-        if (!(nt.lines[nt.nlines] = smtpc__strndup((const char *)smtpc__buf_ptr(&b), smtpc__buf_size(&b))))
-            rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
-        else nt.nlines++;
-        smtpc__buf_reset(&b);
-        if (!rc && i < o->nrcpts)
-            rc = format_rcpt(e, &b, o->rcpts[i], o->rcpt ? &o->rcpt[i] : NULL);
+    if (o->nrcpts + 3 > e->line_off_cap) {
+        size_t nc = o->nrcpts + 3 > 16 ? o->nrcpts + 3 : 16;
+        size_t *no = realloc(e->line_off, nc * sizeof *no);
+        if (!no) return smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
+        e->line_off = no;
+        e->line_off_cap = nc;
     }
-    smtpc__buf_free(&b);
+    smtpc__buf *b = &e->lines;
+    smtpc__buf_reset(b);
+    e->line_off[0] = 0;
+    rc = format_mail(e, b, o->from, &mp);
+    for (size_t i = 0; !rc && i <= o->nrcpts; i++) {
+        if (smtpc__buf_append(b, "", 1)) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
+        else e->line_off[++nt.nlines] = smtpc__buf_size(b);
+        if (!rc && i < o->nrcpts)
+            rc = format_rcpt(e, b, o->rcpts[i], o->rcpt ? &o->rcpt[i] : NULL);
+    }
     if (!rc && !o->use_bdat) {
-        if (!(nt.lines[nt.nlines] = smtpc__strdup("DATA"))) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
-        else nt.nlines++;
+        if (smtpc__buf_append(b, "DATA", 5)) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
+        else e->line_off[++nt.nlines] = smtpc__buf_size(b);
     }
     if (rc) {
-        for (size_t i = 0; i < nt.nlines; i++) free(nt.lines[i]);
-        free(nt.lines);
+        smtpc__buf_reset(b);
         return rc;
     }
     nt.pipelined = (e->caps.flags & SMTPC_EXT_PIPELINING) != 0;
@@ -1281,7 +1345,7 @@ static int user_on_reply(smtpc__engine *e, const pending *p, const smtpc__reply 
 static int on_reply(smtpc__engine *e, smtpc__reply *r)
 {
     trace_reply(e, r);
-    smtpc__reply_free(e->last);
+    reply_drop(e, e->last);
     e->last = r;
     int rc;
     if (e->pend_head == e->pend_len) {
@@ -1329,7 +1393,7 @@ static int on_reply(smtpc__engine *e, smtpc__reply *r)
 int smtpc__engine_feed(smtpc__engine *e, const uint8_t *data, size_t len, size_t *consumed)
 {
     size_t i = 0;
-    smtpc__reply_free(e->ev_reply);
+    reply_drop(e, e->ev_reply);
     e->ev_reply = NULL;
     *consumed = 0;
     if (e->fatal) return e->fatal;
@@ -1346,7 +1410,7 @@ int smtpc__engine_feed(smtpc__engine *e, const uint8_t *data, size_t len, size_t
         /* the parser's reusable view, copied once into one allocation */
         int rc = smtpc__reply_parser_feed_view(e->parser, data + i, len - i, &c, &v, &e->err);
         i += c;
-        if (rc == 1 && !(r = smtpc__reply_dup(v))) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
+        if (rc == 1 && !(r = reply_copy(e, v))) rc = smtpc__err(&e->err, SMTPC_ENOMEM, "out of memory");
         if (rc == 1) rc = on_reply(e, r);
         if (rc < 0) {
             e->fatal = rc;

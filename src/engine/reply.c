@@ -337,16 +337,27 @@ int smtpc__reply_parser_feed_view(smtpc__reply_parser *p, const uint8_t *data, s
     return rc;
 }
 
-smtpc__reply *smtpc__reply_dup(const smtpc__reply *r)
+smtpc__reply *smtpc__reply_dup_reuse(const smtpc__reply *r, smtpc__reply *spare)
 {
-    if (!r) return NULL;
+    if (!r) {
+        smtpc__reply_free(spare);
+        return NULL;
+    }
     /* the struct, the line pointers, the lines and the text in one block:
-     * one malloc per reply (the engine copies every reply it reports) */
+     * one malloc per reply, none when a spare block is big enough */
     const char *text = r->text ? r->text : "";
     size_t tl = strlen(text) + 1, ll = 0, np = r->nlines ? r->nlines : 1;
     for (size_t i = 0; i < r->nlines; i++) ll += strlen(r->lines[i]) + 1;
-    smtpc__reply *d = malloc(sizeof *d + np * sizeof(char *) + tl + ll);
-    if (!d) return NULL;
+    size_t size = sizeof(smtpc__reply) + np * sizeof(char *) + tl + ll;
+    smtpc__reply *d = spare;
+    if (d && !(d->packed && d->refs == 0 && d->alloc >= size)) {
+        smtpc__reply_free(d);
+        d = NULL;
+    }
+    if (!d) {
+        if (!(d = malloc(size))) return NULL;
+        d->alloc = size;
+    }
     d->code = r->code;
     memcpy(d->enhanced, r->enhanced, sizeof d->enhanced);
     d->enhanced[sizeof d->enhanced - 1] = '\0';
@@ -365,6 +376,11 @@ smtpc__reply *smtpc__reply_dup(const smtpc__reply *r)
     memcpy(w, text, tl);
     d->text = w;
     return d;
+}
+
+smtpc__reply *smtpc__reply_dup(const smtpc__reply *r)
+{
+    return smtpc__reply_dup_reuse(r, NULL);
 }
 
 smtpc__reply *smtpc__reply_ref(smtpc__reply *r)

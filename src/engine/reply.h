@@ -20,6 +20,7 @@ struct smtpc_reply {
     char *text;            /* lines joined with '\n' */
     bool packed;           /* one allocation (smtpc__reply_dup): lines and text inside it */
     unsigned refs;         /* packed: holders beyond the first (smtpc__reply_ref) */
+    size_t alloc;          /* packed: size of the block */
 };
 typedef struct smtpc_reply smtpc__reply;
 
@@ -54,6 +55,10 @@ void smtpc__reply_parser_reset(smtpc__reply_parser *p);
 bool smtpc__reply_parser_mid_reply(const smtpc__reply_parser *p);
 /* Added: a deep copy in one allocation (NULL on NULL or out of memory). */
 smtpc__reply *smtpc__reply_dup(const smtpc__reply *r);
+/* Added: the same copy made in spare (a packed reply nobody else holds, or
+ * NULL) when its block is big enough, else spare is freed and a new block
+ * made. NULL on NULL r (spare freed) or out of memory. */
+smtpc__reply *smtpc__reply_dup_reuse(const smtpc__reply *r, smtpc__reply *spare);
 /* Added: one more holder of r (a copy from smtpc__reply_dup is shared, not
  * copied again; others are copied). smtpc__reply_free drops one holder.
  * Shared replies are never modified. NULL on out of memory. */

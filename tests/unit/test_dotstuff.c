@@ -379,6 +379,38 @@ TEST(matches_reference)
     }
 }
 
+/* The encoder may store whole 16-byte blocks past what it copies: never past
+ * the 2n it reserves. Each write gets exactly 2n of room followed by a
+ * canary, with inputs that use the room (dots at line starts, bare line
+ * ends) and long runs that take the block path. */
+TEST(stays_in_reserved_room)
+{
+    static uint8_t in[400], mem[800 + 64];
+    for (int iter = 0; iter < 20000 && !t_cur_failed; iter++) {
+        size_t n = 1 + rnd() % sizeof in;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t r = rnd() % (iter % 2 ? 40 : 6);
+            in[i] = r == 0 ? '\r' : r == 1 ? '\n' : r == 2 ? '.' : (uint8_t)('a' + r % 26);
+        }
+        memset(mem, 0xA5, sizeof mem);
+        smtpc__buf out;
+        smtpc__buf_init(&out, 0);
+        out.data = mem;
+        out.cap = 2 * n;
+        smtpc__dotstuff d;
+        smtpc__dotstuff_init(&d);
+        d.state = (int)(rnd() % 3);
+        int rc = smtpc__dotstuff_write(&d, iter % 3 != 0, in, n, &out);
+        CHECK(rc == 0 || rc == SMTPC_ELIMIT);
+        CHECK(out.data == mem); /* no growth: the room was there */
+        for (size_t i = 2 * n; i < sizeof mem; i++)
+            if (mem[i] != 0xA5) {
+                T_FAILF("iteration %d: byte %zu written with room for %zu", iter, i, 2 * n);
+                break;
+            }
+    }
+}
+
 int main(void)
 {
     RUN(examples);
@@ -387,5 +419,6 @@ int main(void)
     RUN(bdat_mode_properties);
     RUN(engine_bdat_framing);
     RUN(matches_reference);
+    RUN(stays_in_reserved_room);
     T_DONE();
 }

@@ -434,6 +434,83 @@ TEST(reset_wipes_queued_auth)
     smtpc__engine_free(e);
 }
 
+/* The engine reuses reply blocks and its lines buffer from one message to
+ * the next: each event still carries its own reply's text (short, long,
+ * multi-line, growing and shrinking), a reply someone keeps (a reference)
+ * is never reused, and a refused transaction leaves nothing behind for the
+ * next one. */
+TEST(reuse_across_messages)
+{
+    smtpc__engine *e = NULL;
+    CHECK_INT(smtpc__engine_new(&e, NULL), 0);
+    ready_pipelining(e);
+    char out[2048], in[2048], want[600];
+    const char *bad[] = {"b@x", "c\r@x"}, *one[] = {"b@x"};
+    smtpc__txn_opts o;
+    memset(&o, 0, sizeof o);
+    o.from = "a@x";
+    smtpc__reply *kept = NULL;
+    bool chained = false;
+    for (int i = 0; i < 40 && !t_cur_failed; i++) {
+        o.rcpts = bad;
+        o.nrcpts = 2;
+        CHECK_INT(smtpc__engine_txn_begin(e, &o), SMTPC_EINVAL);
+        o.rcpts = one;
+        o.nrcpts = 1;
+        o.from = i % 2 ? "" : "a@x";
+        CHECK_INT(smtpc__engine_txn_begin(e, &o), 0);
+        take_out(e, out, sizeof out);
+        snprintf(want, sizeof want, "MAIL FROM:<%s>\r\nRCPT TO:<b@x>\r\nDATA\r\n", o.from);
+        CHECK_STR(out, want);
+        /* the previous dot's reply, then this envelope's: lengths vary */
+        size_t xl = (size_t)(i * 37 % 500);
+        char xs[501];
+        memset(xs, 'x', xl);
+        xs[xl] = 0;
+        snprintf(in, sizeof in, "%s250 mail %d %s\r\n250-rcpt %d\r\n250 two\r\n354 go\r\n",
+                 chained ? "250 queued\r\n" : "", i, xs, i);
+        CHECK_INT(feed(e, in, NULL), 0);
+        smtpc__event ev;
+        if (chained) {
+            CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+            CHECK_INT(ev.type, SMTPC__EV_TXN_DONE);
+            CHECK_STR(ev.reply->text, "queued");
+        }
+        CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+        CHECK_INT(ev.type, SMTPC__EV_TXN_RCPT);
+        snprintf(want, sizeof want, "rcpt %d\ntwo", i);
+        CHECK_STR(ev.reply->text, want);
+        CHECK_INT((int)ev.reply->nlines, 2);
+        if (i == 3) kept = smtpc__reply_ref((smtpc__reply *)ev.reply);
+        CHECK_STR(smtpc__engine_last_reply(e)->text, "go");
+        CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+        CHECK_INT(ev.type, SMTPC__EV_TXN_BODY);
+        CHECK_INT(smtpc__engine_body_write(e, "hi\r\n", 4), 0);
+        CHECK_INT(smtpc__engine_body_end(e), 0);
+        CHECK_INT(smtpc__engine_txn_chain(e), 0);
+        take_out(e, out, sizeof out);
+        CHECK_STR(out, "hi\r\n.\r\n");
+        chained = true;
+    }
+    CHECK(kept != NULL);
+    if (kept) {
+        CHECK_STR(kept->text, "rcpt 3\ntwo");
+        CHECK_STR(kept->lines[0], "rcpt 3");
+    }
+    smtpc__reply_free(kept);
+    smtpc__engine_trim(e); /* gives the spares and the lines back; still usable */
+    CHECK_INT(feed(e, "250 queued\r\n", NULL), 0);
+    smtpc__event ev;
+    CHECK_INT(smtpc__engine_next_event(e, &ev), 1);
+    CHECK_INT(ev.type, SMTPC__EV_TXN_DONE);
+    CHECK_INT(ev.status, 0);
+    o.from = "z@x";
+    CHECK_INT(smtpc__engine_txn_begin(e, &o), 0);
+    take_out(e, out, sizeof out);
+    CHECK_STR(out, "MAIL FROM:<z@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n");
+    smtpc__engine_free(e);
+}
+
 int main(void)
 {
     RUN(trace_redacts_auth);
@@ -447,5 +524,6 @@ int main(void)
     RUN(chain_needs_pipelining);
     RUN(auth_line_leaves_no_copy);
     RUN(reset_wipes_queued_auth);
+    RUN(reuse_across_messages);
     T_DONE();
 }
