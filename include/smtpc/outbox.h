@@ -147,6 +147,28 @@ SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id);
  * SMTPC_EBUSY (a flush is running), SMTPC_EIO. */
 SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id);
 
+/* The consistency check of an outbox (smtpc queue check). */
+typedef struct smtpc_outbox_check_report {
+    unsigned entries;     /* sound messages in queue/ and failed/ */
+    unsigned in_progress; /* temporary files of a writer still running: left alone */
+    unsigned leftovers;   /* temporary files of a writer that died (interrupted add or state update) */
+    unsigned orphans;     /* state files whose message is gone */
+    unsigned damaged;     /* unreadable messages or state files; files that are no entry */
+    unsigned repaired;    /* how many of leftovers + orphans + damaged were fixed */
+} smtpc_outbox_check_report;
+
+/* Called for each problem found: path relative to the outbox directory,
+ * what is wrong, and whether it was repaired. */
+typedef void (*smtpc_outbox_check_cb)(void *userdata, const char *path, const char *problem, bool repaired);
+
+/* Examines the outbox under the flush lock (SMTPC_EBUSY while a flush,
+ * retry or drop runs) and fills rep. With repair: removes leftovers and
+ * orphans (neither holds a message that was ever queued) and moves damaged
+ * files aside into DIR/damaged/ (never deleted). Returns 0 when the check
+ * ran (problems or not), SMTPC_EBUSY, SMTPC_EIO, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_outbox_check(smtpc_outbox *ob, bool repair, smtpc_outbox_check_report *rep,
+                                 smtpc_outbox_check_cb cb, void *userdata);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 /* The outbox: a spool directory of queued messages (see smtpc/outbox.h for
  * the layout and the durability argument). */
 #include "client/deliver.h"
+#include "client/outbox_check.h"
 #include "client/spooldir.h"
 
 #include <smtpc/outbox.h>
@@ -797,5 +798,19 @@ SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id)
     }
     close(lfd);
     if (rc == SMTPC_ENOTFOUND) smtpc__err(&ob->err, rc, "no outbox entry %s", id);
+    return rc;
+}
+
+/* ---- for the consistency check (client/outbox_check.h) ---- */
+const char *smtpc__outbox_dir(const smtpc_outbox *ob) { return ob->dir; }
+smtpc__errmsg *smtpc__outbox_err(smtpc_outbox *ob) { return &ob->err; }
+int smtpc__outbox_lock(smtpc_outbox *ob, int *fd_out) { return lock_dir(ob, fd_out); }
+int smtpc__outbox_fsync_dir(const char *path) { return fsync_dir(path); }
+
+int smtpc__outbox_entry_check(smtpc_outbox *ob, const char *sub, const char *id)
+{
+    entry e;
+    int rc = entry_open(ob, sub, id, &e);
+    entry_free(&e);
     return rc;
 }
