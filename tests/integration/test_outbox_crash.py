@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from conftest import BUILD_DIR
 from test_cli_queue import clean_env
 
 FULL = os.environ.get("SMTPC_CRASH_FULL") == "1"
@@ -181,6 +182,13 @@ def deferred_ids(ob):
     return out
 
 
+def figures(line):
+    """Printed (pytest -s) and kept in the build tree for make check-crash."""
+    print("\n" + line)
+    with open(BUILD_DIR / "crash-figures.txt", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M')} {line}\n")
+
+
 def check(smtpc_bin, tmp_path, *extra):
     r = run(smtpc_bin, tmp_path, "queue", "check", "--outbox", "ob", "--json", *extra)
     lines = [json.loads(l) for l in r.stdout.splitlines()]
@@ -270,7 +278,7 @@ def test_kill_flush_at_random(smtpc_bin, tmp_path):
     assert kills >= KILLS, f"only {kills} kills before the outbox drained"
     ex, found, summary = check(smtpc_bin, tmp_path, "--repair")
     assert ex in (0, 1) and check(smtpc_bin, tmp_path)[0] == 0
-    print(f"\ncrash figures: messages {MESSAGES}, flush runs {runs}, kills {kills} "
+    figures(f"kill -9 figures: messages {MESSAGES}, flush runs {runs}, kills {kills} "
           f"(final reply or transaction in progress at {mid_txn_kills}), in flight at kills {total_inflight} "
           f"(at most {max_inflight} at one kill), duplicates {total_dups}, lost 0, "
           f"check after kills: leftovers {leftovers}, orphaned states {orphans}, damaged 0, "
