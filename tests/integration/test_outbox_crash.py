@@ -48,16 +48,19 @@ KILLS = 200 if FULL else 20
 
 
 class RecordingSink:
-    def __init__(self, delay_ms=(2, 20), tempfail=0.05, seed=1):
+    def __init__(self, delay_ms=(0, 8), tempfail=0.05, seed=1, reply=None):
         self.lock = threading.Lock()
         self.received = []       # tokens, in the order their final dot arrived
         self.open = 0            # connections not yet closed
         self.in_txn = 0          # connections between MAIL and the reply to the final dot
         self.delay_ms = delay_ms
         self.tempfail = tempfail
+        self.reply = reply       # token -> reply line (bytes), instead of the random one
+        self.log = []            # (connection, line) when log_lines
+        self.log_lines = False
+        self.conns = 0
         self.rnd = random.Random(seed)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
@@ -72,6 +75,7 @@ class RecordingSink:
                 return
             with self.lock:
                 self.open += 1
+                self.conns += 1
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
@@ -83,6 +87,8 @@ class RecordingSink:
                 line = f.readline(4096)
                 if not line:
                     break
+                if self.log_lines:
+                    self.log.append((c.getpeername(), line))
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
                     c.sendall(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
@@ -103,16 +109,19 @@ class RecordingSink:
                             return
                         if dl == b".\r\n":
                             break
-                        m = re.match(rb"Subject: (crash-\d+)", dl)
+                        m = re.match(rb"Subject: (\S+)", dl)
                         if m and token is None:
                             token = m.group(1).decode()
                     with self.lock:
-                        fail = self.rnd.random() < self.tempfail
+                        if self.reply:
+                            rep = self.reply(token)
+                        else:
+                            rep = b"451 4.3.0 later\r\n" if self.rnd.random() < self.tempfail else b"250 2.0.0 queued\r\n"
                         d = self.rnd.uniform(*self.delay_ms) / 1000
-                        if not fail:
+                        if rep.startswith(b"2"):
                             self.received.append(token)
                     time.sleep(d)
-                    c.sendall(b"451 4.3.0 later\r\n" if fail else b"250 2.0.0 queued\r\n")
+                    c.sendall(rep)
                     with self.lock:
                         self.in_txn -= 1
                     txn = False
@@ -145,7 +154,14 @@ class RecordingSink:
         raise AssertionError("connections still open at the server")
 
     def stop(self):
+        # shutdown first: a close alone leaves the socket listening while
+        # the accept thread is blocked in it, and a later sink on the same
+        # port would lose connections to this one
         self.stopping = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
@@ -202,7 +218,7 @@ def test_kill_flush_at_random(smtpc_bin, tmp_path):
     assert len(ids) == MESSAGES
     ob = tmp_path / "ob"
     token_of = ids.get
-    srv = RecordingSink(seed=rnd.randrange(1 << 30))
+    srv = RecordingSink(delay_ms=(2, 20), seed=rnd.randrange(1 << 30))
     received = {}          # token -> receptions
     inflight = {}          # token -> runs in which it was in flight at a kill
     kills = mid_txn_kills = runs = 0
