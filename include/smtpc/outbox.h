@@ -64,7 +64,8 @@ SMTPC_API void smtpc_outbox_free(smtpc_outbox *ob);
 SMTPC_API const char *smtpc_outbox_errmsg(const smtpc_outbox *ob);
 
 /* Queues m (envelope from the message). id_out (may be NULL) receives the
- * entry id. Durable on return 0. Errors: SMTPC_EINVAL (no sender or
+ * entry id. Durable on return 0 (SMTPC_EIO, not queued, when the directory
+ * cannot be synced after the rename). Errors: SMTPC_EINVAL (no sender or
  * recipient), SMTPC_EIO, SMTPC_ENOMEM, the writer's errors. */
 SMTPC_API int smtpc_outbox_add(smtpc_outbox *ob, smtpc_message *m, char *id_out, size_t idlen);
 /* Queues a raw message read from cb with an explicit envelope. */
@@ -80,7 +81,8 @@ SMTPC_API int smtpc_outbox_set_backoff(smtpc_outbox *ob, int64_t initial_ms, dou
 
 typedef struct smtpc_outbox_stats {
     unsigned sent;     /* accepted and removed */
-    unsigned deferred; /* transient failure or unknown outcome: kept for a later flush */
+    unsigned deferred; /* transient failure or unknown outcome (or an entry that does not
+                          read: smtpc_outbox_check moves it aside): kept for a later flush */
     unsigned failed;   /* permanent failure: moved to failed/ */
     unsigned not_due;  /* skipped: next attempt in the future */
 } smtpc_outbox_stats;

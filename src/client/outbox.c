@@ -217,7 +217,13 @@ SMTPC_API int smtpc_outbox_add_raw(smtpc_outbox *ob, const char *from, const cha
         unlink(tmp);
         return rc;
     }
-    fsync_dir(qdir);
+    if (fsync_dir(qdir)) {
+        /* "durable on return 0" would be a lie: not queued (a power cut
+         * may still bring it back: a duplicate, never a loss) */
+        rc = oerr(ob, SMTPC_EIO, "fsync", qdir);
+        unlink(fin);
+        return rc;
+    }
     if (id_out && idlen) smtpc__strlcpy(id_out, id, idlen);
     return 0;
 }
@@ -523,7 +529,10 @@ static int flush_one(smtpc_outbox *ob, smtpc_client *c, const char *id, int64_t 
     int orc = entry_open(ob, "queue", id, &e);
     if (orc) {
         entry_free(&e);
-        return orc == SMTPC_ENOTFOUND ? 0 : orc;
+        /* one that does not read (damaged: smtpc_outbox_check moves it
+         * aside) must not hold up the others: kept, counted deferred */
+        if (orc == SMTPC_EIO) d->deferred++;
+        return orc == SMTPC_ENOTFOUND || orc == SMTPC_EIO ? 0 : orc;
     }
     if (e.next > now) {
         d->not_due++;

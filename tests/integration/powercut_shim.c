@@ -15,6 +15,8 @@
  *                        unlink or a rename over an existing file removed,
  *                        or "-"): a cut may undo them;
  * (paths relative to $PC_DIR), then _exit(77). With PC_AT 0 it only counts.
+ * With $PC_FAIL_DIRSYNC set, every fsync of a directory under $PC_DIR
+ * fails with EIO.
  * Directory fsyncs cover the entry operations of that directory; a file
  * fsync covers the file's data. */
 #define _GNU_SOURCE
@@ -285,15 +287,21 @@ static int do_open(int dirfd, const char *name, int flags, mode_t mode)
     return r_openat(dirfd, name, flags, mode);
 }
 
+/* the mode argument of open and openat, present with O_CREAT */
+#define MODE_ARG(mode, flags)                                                                                  \
+    do {                                                                                                       \
+        if ((flags) & O_CREAT) {                                                                               \
+            va_list ap;                                                                                        \
+            va_start(ap, flags);                                                                               \
+            mode = va_arg(ap, mode_t);                                                                         \
+            va_end(ap);                                                                                        \
+        }                                                                                                      \
+    } while (0)
+
 int open(const char *name, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & O_CREAT) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    MODE_ARG(mode, flags);
     return do_open(AT_FDCWD, name, flags, mode);
 }
 
@@ -302,12 +310,7 @@ int open64(const char *name, int flags, ...) __attribute__((alias("open")));
 int openat(int dirfd, const char *name, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & O_CREAT) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    MODE_ARG(mode, flags);
     return do_open(dirfd, name, flags, mode);
 }
 
@@ -332,6 +335,11 @@ static int do_sync(int fd, int (*real)(int))
     init();
     char abs[PATH_MAX];
     const char *rel;
+    struct stat st;
+    if (getenv("PC_FAIL_DIRSYNC") && fd_path(fd, abs, &rel) == 0 && !fstat(fd, &st) && S_ISDIR(st.st_mode)) {
+        errno = EIO; /* a disk that fails to write the directory */
+        return -1;
+    }
     if (!busy && fd_path(fd, abs, &rel) == 0) {
         busy = 1;
         tick();

@@ -218,3 +218,18 @@ def test_power_cut_at_every_operation(smtpc_bin, tmp_path):
     figures(f"power-cut figures: operations in the workload {total}, cut points {points}, "
             f"states examined {states_seen}, damaged 0, lost 0, half-written 0, "
             f"check found leftovers {leftovers}, orphaned states {orphans}")
+
+
+def test_add_fails_when_the_directory_cannot_be_synced(smtpc_bin, tmp_path):
+    """An add whose queue/ fsync fails is not "durable on return": it fails
+    (exit 74) and leaves no entry behind."""
+    shim = build_shim(tmp_path)
+    subprocess.run([smtpc_bin, "queue", "list", "--outbox", "ob"], cwd=tmp_path, env=clean_env(tmp_path),
+                   check=True)
+    env = clean_env(tmp_path)
+    env.update(LD_PRELOAD=str(shim), PC_DIR=str(tmp_path / "ob"), PC_FAIL_DIRSYNC="1")
+    r = subprocess.run([smtpc_bin, "send", "--from", "a@example.org", "--to", "b@example.org", "--subject", "x",
+                        "--text", "y", "--outbox", "ob"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 74 and "fsync" in r.stderr, (r.returncode, r.stderr)
+    assert os.listdir(tmp_path / "ob" / "queue") == []

@@ -8,6 +8,7 @@ import os
 import subprocess
 
 from test_cli_queue import clean_env, smtpc
+from test_outbox_crash import RecordingSink
 
 
 def queue_some(smtpc_bin, tmp_path, n=2):
@@ -104,3 +105,20 @@ def test_repair_only_with_check(smtpc_bin, tmp_path):
     r = subprocess.run([smtpc_bin, "queue", "list", "--repair", "--outbox", "ob"], cwd=tmp_path,
                        capture_output=True, env=clean_env(tmp_path), timeout=60)
     assert r.returncode == 64
+
+
+def test_flush_goes_past_a_damaged_entry(smtpc_bin, tmp_path):
+    """A damaged message (sorted first) is kept and counted deferred; the
+    others are sent; check --repair then moves it aside."""
+    queue_some(smtpc_bin, tmp_path, 2)
+    (tmp_path / "ob" / "queue" / "0000000000000000-1-1.msg").write_bytes(b"garbage\n")
+    srv = RecordingSink(delay_ms=(0, 0), tempfail=0)
+    try:
+        r = smtpc(smtpc_bin, tmp_path, "queue", "flush", "--outbox", "ob", "--server", f"127.0.0.1:{srv.port}",
+                  "--tls", "none")
+    finally:
+        srv.stop()
+    assert r.returncode == 75 and "sent 2, deferred 1" in r.stdout, (r.stdout, r.stderr)
+    assert sorted(os.listdir(tmp_path / "ob" / "queue")) == ["0000000000000000-1-1.msg"]
+    assert check(smtpc_bin, tmp_path, "--repair")[0] == 1
+    assert os.listdir(tmp_path / "ob" / "queue") == []
