@@ -30,7 +30,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import SOURCE_DIR
+from conftest import BUILD_DIR, SOURCE_DIR
 from test_cli_queue import clean_env
 from test_outbox_crash import FULL, RecordingSink, figures
 
@@ -38,11 +38,15 @@ STEP = 1 if FULL else 3
 
 
 def build_shim(tmp_path):
+    """The LD_PRELOAD value: the shim, after the sanitizer runtime of an
+    ASan build (which must come first)."""
     so = tmp_path / "powercut.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(so),
                     str(SOURCE_DIR / "tests" / "integration" / "powercut_shim.c"), "-ldl"],
                    check=True, capture_output=True, timeout=120)
-    return so
+    ldd = subprocess.run(["ldd", str(BUILD_DIR / "smtpc")], capture_output=True, text=True, timeout=60).stdout
+    rt = re.search(r"(\S*libasan\.so\S*) => (\S+)", ldd)
+    return f"{rt.group(2)} {so}" if rt else str(so)
 
 
 # attempt n of each message (by subject) gets replies[n] (the last one after)
@@ -99,7 +103,7 @@ def run_workload(smtpc_bin, cwd, shim, at, port):
     """Runs the workload with a cut at operation `at` (0: none). Returns the
     names of the adds that returned and whether a cut happened, and where."""
     env = clean_env(cwd)
-    env.update(LD_PRELOAD=str(shim), PC_DIR=str(cwd / "ob"), PC_AT=str(at), PC_COUNTER=str(cwd / "counter"),
+    env.update(LD_PRELOAD=shim, PC_DIR=str(cwd / "ob"), PC_AT=str(at), PC_COUNTER=str(cwd / "counter"),
                PC_SNAP=str(cwd / "snap"), PC_STASH=str(cwd / "stash"), PC_END_JOURNAL=str(cwd / "end.journal"))
     (cwd / "stash").mkdir()
     added, started = [], []
@@ -227,7 +231,7 @@ def test_add_fails_when_the_directory_cannot_be_synced(smtpc_bin, tmp_path):
     subprocess.run([smtpc_bin, "queue", "list", "--outbox", "ob"], cwd=tmp_path, env=clean_env(tmp_path),
                    check=True)
     env = clean_env(tmp_path)
-    env.update(LD_PRELOAD=str(shim), PC_DIR=str(tmp_path / "ob"), PC_FAIL_DIRSYNC="1")
+    env.update(LD_PRELOAD=shim, PC_DIR=str(tmp_path / "ob"), PC_FAIL_DIRSYNC="1")
     r = subprocess.run([smtpc_bin, "send", "--from", "a@example.org", "--to", "b@example.org", "--subject", "x",
                         "--text", "y", "--outbox", "ob"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=60)
