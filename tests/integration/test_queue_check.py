@@ -122,3 +122,35 @@ def test_flush_goes_past_a_damaged_entry(smtpc_bin, tmp_path):
     assert sorted(os.listdir(tmp_path / "ob" / "queue")) == ["0000000000000000-1-1.msg"]
     assert check(smtpc_bin, tmp_path, "--repair")[0] == 1
     assert os.listdir(tmp_path / "ob" / "queue") == []
+
+
+def test_repair_while_adding_removes_nothing_live(smtpc_bin, tmp_path):
+    """Adds take no lock: a check --repair running meanwhile sees their
+    temporary files and must leave them (their writer runs), so every add
+    succeeds and ends up queued."""
+    import threading
+    queue_some(smtpc_bin, tmp_path, 1)
+    stop = threading.Event()
+    results = []
+
+    def adder(k):
+        for i in range(15):
+            r = smtpc(smtpc_bin, tmp_path, "send", "--from", "a@example.org", "--to", "b@example.org",
+                      "--subject", f"t{k}-{i}", "--text", "x\n" * 20000, "--outbox", "ob")
+            results.append(r.returncode)
+    threads = [threading.Thread(target=adder, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    checks = in_progress = 0
+    while any(t.is_alive() for t in threads):
+        ex, found, summary = check(smtpc_bin, tmp_path, "--repair")
+        assert ex == 0 and not found, found
+        checks += 1
+        in_progress += summary["in_progress"]
+    for t in threads:
+        t.join()
+    assert results == [0] * 45
+    assert len(os.listdir(tmp_path / "ob" / "queue")) == 46
+    assert checks > 0
+    print(f"checks {checks}, in progress seen {in_progress}")
+    assert check(smtpc_bin, tmp_path)[0] == 0
