@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 GEN        := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test-deps build demo check check-fast check-asan check-fuzz check-release install clean
+.PHONY: all deps test-deps build demo check check-fast check-asan check-fuzz check-release check-valgrind check-crash install clean
 
 all: build
 
@@ -62,6 +62,26 @@ check-release: deps
 # fuzz targets for a bounded time. Ends with one summary line.
 check: test-deps
 	@scripts/check.sh
+
+# The CLI's integration tests with every smtpc they run under valgrind
+# memcheck (slow: not part of make check; docs/TESTING.md). Fails on any
+# error: exit 99 of a run, or a non-empty log in $(BUILD)/valgrind/.
+VALGRIND_TESTS ?= cli|cli_queue|queue_check|cli_pickup|cli_attach|cli_config|cli_smtp|cli_report|cli_hostile|cli_rcpt_allowfails|bulk_cli
+VG_LOGS = $(abspath $(BUILD))/valgrind
+check-valgrind: test-deps build
+	@rm -rf $(VG_LOGS) && mkdir -p $(VG_LOGS)
+	@cd $(BUILD) && SMTPC_TEST_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --log-file=$(VG_LOGS)/%p.log" \
+	  ctest --output-on-failure -j $(JOBS) -R '^py\.test_($(VALGRIND_TESTS))$$'
+	@n=$$(ls $(VG_LOGS) | wc -l); if find $(VG_LOGS) -name '*.log' -size +0 | grep -q .; then \
+	  find $(VG_LOGS) -name '*.log' -size +0 -exec cat {} +; echo "valgrind: errors in $$n runs of smtpc"; exit 1; \
+	else echo "valgrind: $$n runs of smtpc, no errors"; fi
+
+# The long crash tests: kill -9 of queue flush (1,000 messages, 200+ kills)
+# and the power-cut simulation over every write/rename/fsync point.
+check-crash: test-deps build
+	@rm -f $(BUILD)/crash-figures.txt
+	@cd $(BUILD) && SMTPC_CRASH_FULL=1 ctest --output-on-failure -R '^py\.test_outbox_(crash|powercut)$$'
+	@cat $(BUILD)/crash-figures.txt
 
 # make install [PREFIX=/usr] [DESTDIR=/tmp/stage]: as packagers call it.
 install: build

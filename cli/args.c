@@ -80,6 +80,7 @@ const cli_opt_def cli_opt_table[] = {
     {"--account", O_ACCOUNT, OK_VALUE, NET | C, NULL, "NAME", "account from the configuration file"},
     {"--config", O_CONFIG, OK_VALUE, NET | C, NULL, "FILE", "configuration file"},
     {"--delivery", O_DELIVERY, OK_VALUE, S | M, "delivery", "HOW", "smtp, pickup or outbox"},
+    {"--repair", O_REPAIR, OK_FLAG, Q, NULL, NULL, "queue check: remove leftovers, move damaged files aside"},
     {"--json", O_JSON, OK_FLAG, S | P | Q, NULL, NULL, "one JSON object per message"},
     {"--trace", O_TRACE, OK_FLAG, NET, NULL, NULL, "print the SMTP dialogue on stderr (AUTH redacted; message headers only)"},
     {"--trace-body", O_TRACE_BODY, OK_FLAG, NET, NULL, NULL, "--trace, with the whole message"},

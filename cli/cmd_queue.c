@@ -1,4 +1,4 @@
-/* smtpc queue list|flush|retry|drop: the offline outbox (smtpc/outbox.h),
+/* smtpc queue list|flush|retry|drop|check: the offline outbox (smtpc/outbox.h),
  * and the outbox delivery of `smtpc send --outbox DIR`. */
 #include "cli.h"
 
@@ -157,6 +157,49 @@ static int print_entry(void *ud, const smtpc_outbox_entry *e)
     return 0;
 }
 
+static void print_finding(void *ud, const char *path, const char *problem, bool repaired)
+{
+    cli_ctx *c = ud;
+    char ep[2048];
+    cli_escape_into(ep, sizeof ep, path, strlen(path));
+    if (c->json) {
+        cli_buf b;
+        cli_buf_init(&b, 1 << 16);
+        cli_buf_append_str(&b, "{\"path\":");
+        cli_json_str(&b, path);
+        cli_buf_append_str(&b, ",\"problem\":");
+        cli_json_str(&b, problem);
+        cli_buf_printf(&b, ",\"repaired\":%s}\n", repaired ? "true" : "false");
+        fwrite(cli_buf_ptr(&b), 1, cli_buf_size(&b), stdout);
+        cli_buf_free(&b);
+    } else {
+        printf("%s: %s%s\n", ep, problem, repaired ? " (repaired)" : "");
+    }
+}
+
+/* queue check [--repair]: exit 0 consistent, 1 problems found and all
+ * repaired, 4 problems left (as fsck(8)); 75 while a flush runs. */
+static int queue_check(cli_ctx *c, smtpc_outbox *ob)
+{
+    smtpc_outbox_check_report rep;
+    int rc = smtpc_outbox_check(ob, c->o.val[O_REPAIR] != NULL, &rep, print_finding, c);
+    if (rc) {
+        cli_err(c, "%s", smtpc_outbox_errmsg(ob)[0] ? smtpc_outbox_errmsg(ob) : smtpc_strerror(rc));
+        return rc == SMTPC_EBUSY ? EX_TEMPFAIL : cli_exit_code(rc);
+    }
+    unsigned problems = rep.leftovers + rep.orphans + rep.damaged;
+    if (c->json)
+        printf("{\"ok\":%s,\"entries\":%u,\"in_progress\":%u,\"leftovers\":%u,\"orphans\":%u,"
+               "\"damaged\":%u,\"repaired\":%u}\n",
+               problems == rep.repaired ? "true" : "false", rep.entries, rep.in_progress, rep.leftovers,
+               rep.orphans, rep.damaged, rep.repaired);
+    else
+        printf("%s: %u entries, %u writes in progress, %u leftovers, %u orphaned states, %u damaged, %u repaired\n",
+               !problems ? "consistent" : problems == rep.repaired ? "repaired" : "inconsistent", rep.entries,
+               rep.in_progress, rep.leftovers, rep.orphans, rep.damaged, rep.repaired);
+    return !problems ? 0 : problems == rep.repaired ? 1 : 4;
+}
+
 int cmd_queue(const char *prog, int argc, char **argv)
 {
     cli_ctx c;
@@ -174,10 +217,14 @@ int cmd_queue(const char *prog, int argc, char **argv)
     const char *action = c.o.pos.n ? c.o.pos.v[0] : NULL;
     const char *id = c.o.pos.n > 1 ? c.o.pos.v[1] : NULL;
     if (!action || c.o.pos.n > 2 ||
-        (strcmp(action, "list") && strcmp(action, "flush") && strcmp(action, "retry") && strcmp(action, "drop")) ||
-        (!strcmp(action, "drop") && !id) || ((!strcmp(action, "list") || !strcmp(action, "flush")) && id) ||
-        (c.o.val[O_CONNECTIONS] && strcmp(action, "flush"))) {
-        fprintf(stderr, "usage: %s queue list|flush [--connections K]|retry [ID]|drop ID [--outbox DIR] [options]\n",
+        (strcmp(action, "list") && strcmp(action, "flush") && strcmp(action, "retry") && strcmp(action, "drop") &&
+         strcmp(action, "check")) ||
+        (!strcmp(action, "drop") && !id) ||
+        ((!strcmp(action, "list") || !strcmp(action, "flush") || !strcmp(action, "check")) && id) ||
+        (c.o.val[O_CONNECTIONS] && strcmp(action, "flush")) || (c.o.val[O_REPAIR] && strcmp(action, "check"))) {
+        fprintf(stderr,
+                "usage: %s queue list|flush [--connections K]|retry [ID]|drop ID|check [--repair] [--outbox DIR] "
+                "[options]\n",
                 prog);
         cli_opts_free(&c.o);
         return EX_USAGE;
@@ -209,6 +256,8 @@ int cmd_queue(const char *prog, int argc, char **argv)
         if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob)[0] ? smtpc_outbox_errmsg(ob) : smtpc_strerror(rc));
         /* EBUSY: a flush holds the outbox; try again later, as for flush */
         ex = rc == SMTPC_ENOTFOUND ? EX_DATAERR : rc == SMTPC_EBUSY ? EX_TEMPFAIL : rc ? cli_exit_code(rc) : 0;
+    } else if (!strcmp(action, "check")) {
+        ex = queue_check(&c, ob);
     } else {
         ex = queue_flush(&c, ob);
     }

@@ -16,7 +16,7 @@ static void usage_short(FILE *f)
     fputs("usage: smtpc send --from ADDR --to ADDR [--subject TEXT] [--text TEXT | --text-file FILE]\n"
           "                  [--server HOST[:PORT] --tls MODE | --pickup-dir DIR] [options]\n"
           "       smtpc probe --server HOST[:PORT] [--tls MODE] [--auth-test]\n"
-          "       smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR]\n"
+          "       smtpc queue list|flush|retry [ID]|drop ID|check [--repair] [--outbox DIR]\n"
           "       smtpc sendmail [-t] [-i] [-f FROM] [RCPT...] < message\n"
           "       smtpc config [check] [--account NAME] [--check-password]\n"
           "       smtpc config import-msmtp [FILE]\n"
@@ -79,9 +79,10 @@ int cmd_help(const char *topic, FILE *f)
         return 0;
     }
     if (!strcmp(topic, "queue")) {
-        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR] [options]\n"
+        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID|check [--repair] [--outbox DIR] [options]\n"
               "Lists the messages waiting in the outbox, sends those that are due (flush),\n"
-              "makes one or all due now and brings failed ones back (retry), or removes one.\n\n", f);
+              "makes one or all due now and brings failed ones back (retry), removes one,\n"
+              "or finds (and with --repair removes or moves aside) what a crash left (check).\n\n", f);
         cli_print_options(f, CMD_QUEUE);
         return 0;
     }

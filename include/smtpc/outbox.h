@@ -64,7 +64,8 @@ SMTPC_API void smtpc_outbox_free(smtpc_outbox *ob);
 SMTPC_API const char *smtpc_outbox_errmsg(const smtpc_outbox *ob);
 
 /* Queues m (envelope from the message). id_out (may be NULL) receives the
- * entry id. Durable on return 0. Errors: SMTPC_EINVAL (no sender or
+ * entry id. Durable on return 0 (SMTPC_EIO, not queued, when the directory
+ * cannot be synced after the rename). Errors: SMTPC_EINVAL (no sender or
  * recipient), SMTPC_EIO, SMTPC_ENOMEM, the writer's errors. */
 SMTPC_API int smtpc_outbox_add(smtpc_outbox *ob, smtpc_message *m, char *id_out, size_t idlen);
 /* Queues a raw message read from cb with an explicit envelope. */
@@ -80,7 +81,8 @@ SMTPC_API int smtpc_outbox_set_backoff(smtpc_outbox *ob, int64_t initial_ms, dou
 
 typedef struct smtpc_outbox_stats {
     unsigned sent;     /* accepted and removed */
-    unsigned deferred; /* transient failure or unknown outcome: kept for a later flush */
+    unsigned deferred; /* transient failure or unknown outcome (or an entry that does not
+                          read: smtpc_outbox_check moves it aside): kept for a later flush */
     unsigned failed;   /* permanent failure: moved to failed/ */
     unsigned not_due;  /* skipped: next attempt in the future */
 } smtpc_outbox_stats;
@@ -146,6 +148,28 @@ SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id);
 /* Removes id from the queue or failed/. Errors: SMTPC_ENOTFOUND,
  * SMTPC_EBUSY (a flush is running), SMTPC_EIO. */
 SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id);
+
+/* The consistency check of an outbox (smtpc queue check). */
+typedef struct smtpc_outbox_check_report {
+    unsigned entries;     /* sound messages in queue/ and failed/ */
+    unsigned in_progress; /* temporary files of a writer still running: left alone */
+    unsigned leftovers;   /* temporary files of a writer that died (interrupted add or state update) */
+    unsigned orphans;     /* state files whose message is gone */
+    unsigned damaged;     /* unreadable messages or state files; files that are no entry */
+    unsigned repaired;    /* how many of leftovers + orphans + damaged were fixed */
+} smtpc_outbox_check_report;
+
+/* Called for each problem found: path relative to the outbox directory,
+ * what is wrong, and whether it was repaired. */
+typedef void (*smtpc_outbox_check_cb)(void *userdata, const char *path, const char *problem, bool repaired);
+
+/* Examines the outbox under the flush lock (SMTPC_EBUSY while a flush,
+ * retry or drop runs) and fills rep. With repair: removes leftovers and
+ * orphans (neither holds a message that was ever queued) and moves damaged
+ * files aside into DIR/damaged/ (never deleted). Returns 0 when the check
+ * ran (problems or not), SMTPC_EBUSY, SMTPC_EIO, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_outbox_check(smtpc_outbox *ob, bool repair, smtpc_outbox_check_report *rep,
+                                 smtpc_outbox_check_cb cb, void *userdata);
 
 #ifdef __cplusplus
 }

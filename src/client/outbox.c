@@ -1,6 +1,7 @@
 /* The outbox: a spool directory of queued messages (see smtpc/outbox.h for
  * the layout and the durability argument). */
 #include "client/deliver.h"
+#include "client/outbox_check.h"
 #include "client/spooldir.h"
 
 #include <smtpc/outbox.h>
@@ -216,7 +217,13 @@ SMTPC_API int smtpc_outbox_add_raw(smtpc_outbox *ob, const char *from, const cha
         unlink(tmp);
         return rc;
     }
-    fsync_dir(qdir);
+    if (fsync_dir(qdir)) {
+        /* "durable on return 0" would be a lie: not queued (a power cut
+         * may still bring it back: a duplicate, never a loss) */
+        rc = oerr(ob, SMTPC_EIO, "fsync", qdir);
+        unlink(fin);
+        return rc;
+    }
     if (id_out && idlen) smtpc__strlcpy(id_out, id, idlen);
     return 0;
 }
@@ -522,7 +529,10 @@ static int flush_one(smtpc_outbox *ob, smtpc_client *c, const char *id, int64_t 
     int orc = entry_open(ob, "queue", id, &e);
     if (orc) {
         entry_free(&e);
-        return orc == SMTPC_ENOTFOUND ? 0 : orc;
+        /* one that does not read (damaged: smtpc_outbox_check moves it
+         * aside) must not hold up the others: kept, counted deferred */
+        if (orc == SMTPC_EIO) d->deferred++;
+        return orc == SMTPC_ENOTFOUND || orc == SMTPC_EIO ? 0 : orc;
     }
     if (e.next > now) {
         d->not_due++;
@@ -797,5 +807,19 @@ SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id)
     }
     close(lfd);
     if (rc == SMTPC_ENOTFOUND) smtpc__err(&ob->err, rc, "no outbox entry %s", id);
+    return rc;
+}
+
+/* ---- for the consistency check (client/outbox_check.h) ---- */
+const char *smtpc__outbox_dir(const smtpc_outbox *ob) { return ob->dir; }
+smtpc__errmsg *smtpc__outbox_err(smtpc_outbox *ob) { return &ob->err; }
+int smtpc__outbox_lock(smtpc_outbox *ob, int *fd_out) { return lock_dir(ob, fd_out); }
+int smtpc__outbox_fsync_dir(const char *path) { return fsync_dir(path); }
+
+int smtpc__outbox_entry_check(smtpc_outbox *ob, const char *sub, const char *id)
+{
+    entry e;
+    int rc = entry_open(ob, sub, id, &e);
+    entry_free(&e);
     return rc;
 }
