@@ -159,6 +159,56 @@ SMTPC_API int smtpc_dkim_sign_final(smtpc_dkim_sign *ctx, const char **fields, s
 SMTPC_API const char *smtpc_dkim_sign_errmsg(const smtpc_dkim_sign *ctx);
 SMTPC_API void smtpc_dkim_sign_free(smtpc_dkim_sign *ctx);
 
+/* ---- a signed message as a reader ---- */
+
+/* A pull reader giving the DKIM-Signature fields, then the message: what a
+ * sender passes where it would pass the message's own reader. Making it
+ * signs: it reads the whole message from read (the first pass), then calls
+ * rewind and later reads pass the message through again (the second). A
+ * source without rewind (NULL) is copied during the first pass to an
+ * unlinked temporary file (tmpfile(3), so TMPDIR), which the second reads:
+ * memory never depends on the message's size. For a message of the
+ * message API, read and rewind may be a writer's (a second writer of the
+ * same message gives the same bytes).
+ *   smtpc_dkim_reader *r;
+ *   smtpc_dkim_reader_new(&r, sg, read, rewind, ud, err, sizeof err);
+ *   smtpc_session_send(s, &env, smtpc_dkim_reader_read, r);
+ *   smtpc_dkim_reader_free(r);
+ * t= is the time the reader was made. The source is read on the thread
+ * that makes the reader. Errors: those of smtpc_dkim_sign_begin,
+ * smtpc_dkim_sign_update and smtpc_dkim_sign_final, the source's negative
+ * code, SMTPC_EIO (spool file, or rewind failed); detail in errbuf. */
+typedef struct smtpc_dkim_reader smtpc_dkim_reader;
+SMTPC_API int smtpc_dkim_reader_new(smtpc_dkim_reader **out, const smtpc_dkim_signer *sg,
+                                    ssize_t (*read)(void *userdata, void *buf, size_t len),
+                                    int (*rewind)(void *userdata), void *userdata, char *errbuf,
+                                    size_t errlen);
+/* The smtpc_read_cb signature (reader as userdata): the fields, then the
+ * message; 0 at its end; a negative code (the source's) on failure. */
+SMTPC_API ssize_t smtpc_dkim_reader_read(void *reader, void *buf, size_t len);
+/* Back to the start (the same fields: a retry of the same message). */
+SMTPC_API int smtpc_dkim_reader_rewind(void *reader);
+/* The fields and their length (e.g. to add to a declared SIZE). */
+SMTPC_API const char *smtpc_dkim_reader_fields(const smtpc_dkim_reader *r, size_t *len);
+SMTPC_API const char *smtpc_dkim_reader_errmsg(const smtpc_dkim_reader *r);
+SMTPC_API void smtpc_dkim_reader_free(smtpc_dkim_reader *r);
+
+/* ---- signing everything a client or a bulk sender sends ---- */
+
+typedef struct smtpc_client smtpc_client;
+
+/* Every message c sends (smtpc_client_send and its variants, batches,
+ * asynchronous sends, and an outbox flushed through c) is signed with sg
+ * at send time (a fresh t= for each attempt): a message of the message
+ * API in two writer passes, a memory body in place, a callback body with
+ * its rewind or through a temporary file. Pickup and outbox delivery
+ * (smtpc_client_set_delivery) write unsigned files: the outbox signs when
+ * it is flushed. sg is borrowed: it must outlive c (or the next call) and
+ * not change meanwhile; NULL stops signing. Errors: SMTPC_EINVAL,
+ * SMTPC_EBUSY (a send is running), SMTPC_ESTATE (sg has no key or no
+ * domain). */
+SMTPC_API int smtpc_client_set_dkim(smtpc_client *c, const smtpc_dkim_signer *sg);
+
 /* ---- verifying (tests, `smtpc dkim verify`) ---- */
 
 /* Looks up the TXT record at name (e.g. "sel._domainkey.example.org", no

@@ -38,6 +38,7 @@ typedef struct batch_ctx {
 static void batch_slot_clear(batch_slot *sl)
 {
     smtpc_message_writer_free(sl->run.w);
+    smtpc_dkim_reader_free(sl->run.dk);
     free(sl->rcpts);
     memset(sl, 0, sizeof *sl);
 }

@@ -13,6 +13,7 @@ ssize_t smtpc__body_read(void *ud, void *buf, size_t len)
 {
     smtpc__body_run *r = ud;
     r->touched = true;
+    if (r->dk && !r->dk_in) return smtpc__client_dkim_read(r, buf, len);
     if (r->w) return smtpc_message_writer_read(r->w, buf, len);
     if (r->b->cb) return r->b->cb(r->b->ud, buf, len);
     size_t n = r->mleft < len ? r->mleft : len;
@@ -74,7 +75,7 @@ int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body
         if (has_size) mo->size = b->len;
         mo->body_8bitmime = ext8 && smtpc__has_8bit(b->mem, b->len);
     }
-    return 0;
+    return smtpc__client_dkim_prep(c, run, mo);
 }
 
 /* One attempt: a connection from the pool (re-used or new), one
@@ -131,6 +132,7 @@ again:;
     res->t_xfer = smtpc__now_us() - t0;
     free(ro);
     smtpc_message_writer_free(run.w);
+    smtpc_dkim_reader_free(run.dk);
     *body_touched = run.touched;
     smtpc__client_take_results(c, s, res, rc, b->idx);
     rc = smtpc__client_unknown_after_dot(c, s, rc);
@@ -148,6 +150,7 @@ again:;
     goto done;
 done_nosend:
     smtpc_message_writer_free(run.w);
+    smtpc_dkim_reader_free(run.dk);
 done:
     smtpc__client_publish(c, NULL);
     pc->dirty = rc != 0;

@@ -1,0 +1,166 @@
+/* DKIM signing by the client (smtpc_client_set_dkim), every way it sends.
+ *
+ *   drv_dkim_client MODE HOST PORT --domain D --key SEL=PEM [--key ...]
+ *                   [--canon H/B] [--attach FILE] [--no-dkim] [FILE]
+ *
+ * MODE: compose (a message of the message API; --attach adds a file),
+ * mem (FILE in memory), cb (FILE through a callback that cannot rewind:
+ * spooled), batch (FILE twice with send_batch, then a
+ * composed message), outbox (FILE queued in an outbox under FILE.d, then
+ * flushed through the signing client, whose body callback rewinds; the
+ * queued copy is unsigned).
+ * Exit 0 when everything was accepted. --no-dkim: the same, unsigned. */
+#include <smtpc/smtpc.h>
+
+#include "dkim_opts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: drv_dkim_client MODE HOST PORT --domain D --key SEL=PEM ... [FILE]\n");
+    return 2;
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *b = malloc(cap);
+    size_t k;
+    while (b && (k = fread(b + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            unsigned char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    *len = n;
+    return b;
+}
+
+typedef struct fsrc {
+    FILE *f;
+} fsrc;
+
+static ssize_t f_read(void *ud, void *buf, size_t len)
+{
+    fsrc *s = ud;
+    size_t n = fread(buf, 1, len, s->f);
+    if (n == 0 && ferror(s->f)) return SMTPC_EIO;
+    return (ssize_t)n;
+}
+
+static int check(const char *what, int rc, smtpc_client *c)
+{
+    if (rc) fprintf(stderr, "%s: %s: %s\n", what, smtpc_err_name(rc), smtpc_client_errmsg(c));
+    return rc;
+}
+
+static smtpc_message *composed(const char *attach)
+{
+    smtpc_message *m;
+    if (smtpc_message_new(&m)) return NULL;
+    static const char text[] = "Hello Bob,\r\n\r\na line with trailing space   \r\nand tabs\t\t\r\n\r\n\r\n";
+    if (smtpc_message_set_from(m, "Alice <alice@example.org>") || smtpc_message_add_to(m, "bob@example.com") ||
+        smtpc_message_set_subject(m, "Grüße — composed and signed") ||
+        smtpc_message_set_text(m, text, sizeof text - 1) ||
+        smtpc_message_add_header(m, "List-Unsubscribe", "<https://example.org/u/1>") ||
+        smtpc_message_add_header(m, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") ||
+        (attach && smtpc_message_add_attachment_file(m, attach, NULL))) {
+        smtpc_message_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) return usage();
+    const char *mode = argv[1], *host = argv[2];
+    uint16_t port = (uint16_t)strtoul(argv[3], NULL, 10);
+    smtpc_dkim_signer *sg;
+    if (smtpc_dkim_signer_new(&sg)) return 1;
+    const char *file = NULL, *attach = NULL;
+    int nodkim = 0;
+    for (int i = 4; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-') file = a;
+        else if (!strcmp(a, "--no-dkim")) nodkim = 1; /* the same send unsigned (a baseline) */
+        else if (i + 1 == argc) return usage();
+        else if (!strcmp(a, "--attach")) attach = argv[++i];
+        else {
+            int rc = dkim_signer_opt(sg, a, argv[++i]);
+            if (rc > 0) return usage();
+            if (rc < 0) {
+                fprintf(stderr, "%s: %s\n", a, smtpc_dkim_signer_errmsg(sg));
+                return 1;
+            }
+        }
+    }
+    smtpc_client *c;
+    if (smtpc_client_new(&c)) return 1;
+    smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
+    int rc = smtpc_client_set_host(c, host, port);
+    if (!rc && !nodkim) rc = check("set_dkim", smtpc_client_set_dkim(c, sg), c);
+    const char *rcpt[] = {"bob@example.com"};
+    if (!rc && !strcmp(mode, "compose")) {
+        smtpc_message *m = composed(attach);
+        rc = m ? check("send", smtpc_client_send(c, m, NULL), c) : 1;
+        smtpc_message_free(m);
+    } else if (!rc && !strcmp(mode, "mem") && file) {
+        size_t len;
+        unsigned char *d = slurp(file, &len);
+        rc = d ? check("send", smtpc_client_send_mem(c, "alice@example.org", rcpt, 1, d, len, NULL), c) : 1;
+        free(d);
+    } else if (!rc && !strcmp(mode, "cb") && file) {
+        fsrc s = {fopen(file, "rb")};
+        if (!s.f) return 1;
+        rc = check("send", smtpc_client_send_envelope(c, "alice@example.org", rcpt, 1, f_read, &s, NULL), c);
+        fclose(s.f);
+    } else if (!rc && !strcmp(mode, "batch") && file) {
+        size_t len;
+        unsigned char *d = slurp(file, &len);
+        smtpc_message *m = composed(NULL);
+        smtpc_batch_item it[3];
+        memset(it, 0, sizeof it);
+        for (int i = 0; i < 2; i++) {
+            it[i].from = "alice@example.org";
+            it[i].rcpts = rcpt;
+            it[i].nrcpts = 1;
+            it[i].data = d;
+            it[i].len = len;
+        }
+        it[2].message = m;
+        rc = d && m ? check("send_batch", smtpc_client_send_batch(c, it, 3, NULL, NULL), c) : 1;
+        smtpc_message_free(m);
+        free(d);
+    } else if (!rc && !strcmp(mode, "outbox") && file) {
+        char dir[4096], err[256];
+        snprintf(dir, sizeof dir, "%s.d", file);
+        smtpc_outbox *ob;
+        fsrc s = {fopen(file, "rb")};
+        if (!s.f || smtpc_outbox_open(&ob, dir, err, sizeof err)) return 1;
+        rc = smtpc_outbox_add_raw(ob, "alice@example.org", rcpt, 1, f_read, &s, NULL, 0);
+        fclose(s.f);
+        smtpc_outbox_stats st;
+        if (!rc) rc = check("flush", smtpc_outbox_flush(ob, c, &st), c);
+        if (!rc && st.sent != 1) rc = 1;
+        smtpc_outbox_free(ob);
+    } else if (!rc) {
+        return usage();
+    }
+    smtpc_client_free(c);
+    smtpc_dkim_signer_free(sg);
+    return rc ? 1 : 0;
+}
