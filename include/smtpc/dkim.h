@@ -123,6 +123,23 @@ SMTPC_API int smtpc_dkim_signer_set_clock(smtpc_dkim_signer *sg,
                                           int64_t (*now)(void *userdata), void *userdata);
 /* The number of keys added. */
 SMTPC_API size_t smtpc_dkim_signer_key_count(const smtpc_dkim_signer *sg);
+/* The algorithm key i signs with, "rsa-sha256" or "ed25519-sha256"; NULL
+ * when there is no such key. */
+SMTPC_API const char *smtpc_dkim_signer_key_algorithm(const smtpc_dkim_signer *sg, size_t i);
+/* The text of the DNS TXT record that publishes key i (at
+ * "<selector>._domainkey.<domain>"): "v=DKIM1; k=rsa; p=..." (p= the
+ * SubjectPublicKeyInfo of an RSA key) or "v=DKIM1; k=ed25519; p=..." (the
+ * raw 32 octets, RFC 8463), NUL-terminated in buf. Errors: SMTPC_EINVAL (no
+ * such key), SMTPC_ELIMIT (buf too small: 1024 octets always do),
+ * SMTPC_EIO. */
+SMTPC_API int smtpc_dkim_signer_key_txt(const smtpc_dkim_signer *sg, size_t i, char *buf,
+                                        size_t buflen);
+/* Makes a new private key for algorithm "rsa-sha256" (bits: 1024 to 4096,
+ * 0 = 2048) or "ed25519-sha256" (bits ignored), written into pem as PKCS#8
+ * PEM ("PRIVATE KEY"), NUL-terminated: what smtpc_dkim_signer_add_key_pem
+ * takes (8192 octets always do). The caller wipes pem after use. Errors:
+ * SMTPC_EINVAL, SMTPC_ELIMIT (pem too small), SMTPC_EIO, SMTPC_ELIBRARY. */
+SMTPC_API int smtpc_dkim_keygen(const char *algorithm, unsigned bits, char *pem, size_t pemlen);
 
 /* ---- signing one message ---- */
 
@@ -208,6 +225,25 @@ typedef struct smtpc_client smtpc_client;
  * SMTPC_EBUSY (a send is running), SMTPC_ESTATE (sg has no key or no
  * domain). */
 SMTPC_API int smtpc_client_set_dkim(smtpc_client *c, const smtpc_dkim_signer *sg);
+
+typedef struct smtpc_bulk smtpc_bulk;
+
+/* Every message of the bulk sender b is signed with sg on a pool of
+ * threads (threads: 0 = the number of CPUs online, at most 256): messages
+ * are taken from the source ahead of need (a window of four per thread
+ * plus one per connection), signed on the workers and handed back to the
+ * loop through a file descriptor it watches, so the loop never waits for
+ * a signature. A body in memory is sent as one buffer of the fields and
+ * the message (SIZE= and BODY=8BITMIME as without signing); a pulled body
+ * is read twice, its first pass (read, then rewind) on a worker thread
+ * (without rewind: through a temporary file). The result callback sees
+ * each message as the source gave it. A message that cannot be signed is
+ * reported FAILED with the reason; messages still being signed when b is
+ * freed are reported CANCELED then. t= is the time a worker signed it.
+ * sg is borrowed until b is freed; NULL stops signing. Before the run.
+ * Errors: SMTPC_EINVAL, SMTPC_ESTATE (started; or sg has no key or no
+ * domain), SMTPC_ENOMEM, SMTPC_EIO. */
+SMTPC_API int smtpc_bulk_set_dkim(smtpc_bulk *b, const smtpc_dkim_signer *sg, unsigned threads);
 
 /* ---- verifying (tests, `smtpc dkim verify`) ---- */
 

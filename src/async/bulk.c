@@ -1,6 +1,7 @@
 /* smtpc_bulk: lifetime, settings and statistics. The rest of the driver is
  * described in bulk_int.h. */
 #include "async/bulk_int.h"
+#include "async/sign_pool.h"
 
 #include <smtpc/session.h>
 
@@ -132,6 +133,7 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
         b->ahead = NULL;
         smtpc__bulk_finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled (freed)");
     }
+    smtpc__sign_pool_free(b); /* messages still being signed: canceled */
     smtpc__bulk_reap(b);
     smtpc__bulk_recs_free(b);
     smtpc__theap_free(&b->heap);

@@ -8,12 +8,16 @@
  * spooled), batch (FILE twice with send_batch, then a
  * composed message), outbox (FILE queued in an outbox under FILE.d, then
  * flushed through the signing client, whose body callback rewinds; the
- * queued copy is unsigned).
+ * queued copy is unsigned), bulk (FILE --count N times through smtpc_bulk
+ * on --connections K connections, signed on --threads T (0: CPUs); --pull:
+ * the body through a callback with rewind instead of memory; prints
+ * "sent S failed F" and exits 0 when all were sent).
  * Exit 0 when everything was accepted. --no-dkim: the same, unsigned. */
 #include <smtpc/smtpc.h>
 
 #include "dkim_opts.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +65,91 @@ static ssize_t f_read(void *ud, void *buf, size_t len)
     return (ssize_t)n;
 }
 
+typedef struct bsrc {
+    unsigned char *d;
+    size_t len;
+    unsigned left, sent, failed;
+    bool pull;
+    const char *rcpt[1];
+} bsrc;
+
+typedef struct bbody {
+    const bsrc *s;
+    size_t off;
+} bbody;
+
+static ssize_t b_read(void *ud, void *buf, size_t len)
+{
+    bbody *x = ud;
+    size_t n = x->s->len - x->off < len ? x->s->len - x->off : len;
+    memcpy(buf, x->s->d + x->off, n);
+    x->off += n;
+    return (ssize_t)n;
+}
+
+static int b_rewind(void *ud)
+{
+    ((bbody *)ud)->off = 0;
+    return 0;
+}
+
+static int b_next(void *ud, smtpc_bulk_msg *m)
+{
+    bsrc *s = ud;
+    if (!s->left) return 0;
+    s->left--;
+    memset(m, 0, sizeof *m);
+    m->from = "alice@example.org";
+    m->rcpts = s->rcpt;
+    m->nrcpts = 1;
+    if (s->pull) {
+        bbody *x = calloc(1, sizeof *x);
+        if (!x) return SMTPC_ENOMEM;
+        x->s = s;
+        m->read = b_read;
+        m->rewind = b_rewind;
+        m->body_ud = x;
+    } else {
+        m->data = s->d;
+        m->len = s->len;
+    }
+    m->userdata = s;
+    return 1;
+}
+
+static void b_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
+{
+    bsrc *s = ud;
+    /* the message comes back as the source gave it */
+    if (s->pull ? (m->read != b_read || !m->body_ud) : (m->data != s->d || m->len != s->len)) abort();
+    if (s->pull) free(m->body_ud);
+    if (r->status == SMTPC_BULK_SENT) s->sent++;
+    else {
+        s->failed++;
+        fprintf(stderr, "failed: %s\n", r->errmsg);
+    }
+}
+
+static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg, const char *file, unsigned count,
+                    unsigned conns, unsigned threads, bool pull)
+{
+    bsrc s = {NULL, 0, count, 0, 0, pull, {"bob@example.com"}};
+    s.d = slurp(file, &s.len);
+    smtpc_bulk *b;
+    if (!s.d || smtpc_bulk_new(&b, host, port)) return 1;
+    int rc = smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false);
+    if (!rc) rc = smtpc_bulk_set_connections(b, conns);
+    if (!rc) rc = smtpc_bulk_set_source(b, b_next, &s);
+    if (!rc) rc = smtpc_bulk_set_result_cb(b, b_result, &s);
+    if (!rc && sg) rc = smtpc_bulk_set_dkim(b, sg, threads);
+    if (!rc) rc = smtpc_bulk_run(b);
+    if (rc) fprintf(stderr, "bulk: %s: %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
+    smtpc_bulk_free(b);
+    free(s.d);
+    printf("sent %u failed %u\n", s.sent, s.failed);
+    return rc || s.sent != count ? 1 : 0;
+}
+
 static int check(const char *what, int rc, smtpc_client *c)
 {
     if (rc) fprintf(stderr, "%s: %s: %s\n", what, smtpc_err_name(rc), smtpc_client_errmsg(c));
@@ -93,12 +182,18 @@ int main(int argc, char **argv)
     if (smtpc_dkim_signer_new(&sg)) return 1;
     const char *file = NULL, *attach = NULL;
     int nodkim = 0;
+    unsigned count = 1, conns = 1, threads = 0;
+    bool pull = false;
     for (int i = 4; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') file = a;
         else if (!strcmp(a, "--no-dkim")) nodkim = 1; /* the same send unsigned (a baseline) */
+        else if (!strcmp(a, "--pull")) pull = true;
         else if (i + 1 == argc) return usage();
         else if (!strcmp(a, "--attach")) attach = argv[++i];
+        else if (!strcmp(a, "--count")) count = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--connections")) conns = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--threads")) threads = (unsigned)strtoul(argv[++i], NULL, 10);
         else {
             int rc = dkim_signer_opt(sg, a, argv[++i]);
             if (rc > 0) return usage();
@@ -107,6 +202,11 @@ int main(int argc, char **argv)
                 return 1;
             }
         }
+    }
+    if (!strcmp(mode, "bulk")) {
+        int brc = file ? run_bulk(host, port, nodkim ? NULL : sg, file, count, conns, threads, pull) : usage();
+        smtpc_dkim_signer_free(sg);
+        return brc;
     }
     smtpc_client *c;
     if (smtpc_client_new(&c)) return 1;

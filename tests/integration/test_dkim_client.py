@@ -111,3 +111,37 @@ def test_client_refuses_a_signer_without_key(tmp_path, keys, aiosmtpd):
     assert p.returncode == 1
     assert b"set_dkim: SMTPC_ESTATE" in p.stderr
     assert srv.envelopes == []
+
+
+@pytest.mark.parametrize("pull", [False, True])
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_bulk_signs_on_its_pool(tmp_path, keys, aiosmtpd, pull, threads):
+    """smtpc_bulk_set_dkim: every message of a run over several connections
+    is signed on the pool and verifies; the result callback sees each
+    message as the source gave it (the driver aborts otherwise)."""
+    srv = aiosmtpd(pipelining=True)
+    extra = ["--count", "25", "--connections", "3", "--threads", threads] + (["--pull"] if pull else [])
+    p = run("bulk", srv.port, keys, tmp_path, msg=MESSAGES["trailing_ws"], extra=extra)
+    assert p.stdout.decode().strip() == "sent 25 failed 0"
+    assert len(srv.envelopes) == 25
+    for i, env in enumerate(srv.envelopes):
+        assert env.data.endswith(wire(MESSAGES["trailing_ws"]))
+        assert dkimpy_results(env.data, keys) == [True, True], i
+    f = tmp_path / "b.eml"
+    f.write_bytes(srv.envelopes[-1].data)
+    assert perl_results([f], keys)[str(f)][0].startswith("pass rsa-sha256")
+
+
+def test_bulk_reports_a_message_that_cannot_be_signed(tmp_path, keys, aiosmtpd):
+    """A message with no From cannot be signed: FAILED with the reason,
+    nothing of it sent."""
+    srv = aiosmtpd(pipelining=True)
+    src = tmp_path / "in.eml"
+    src.write_bytes(b"Subject: no from\r\n\r\nx\r\n")
+    p = subprocess.run([driver("dkim_client"), "bulk", "127.0.0.1", str(srv.port), "--domain", DOMAIN,
+                        "--key", f"ed={keys['ed']['path']}", "--count", "3", str(src)],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stdout.decode().strip() == "sent 0 failed 3"
+    assert b"From" in p.stderr, p.stderr
+    assert srv.envelopes == []
