@@ -88,6 +88,7 @@ typedef enum cli_opt_id {
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT, O_CONNECTIONS,
     O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
     O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR, O_RCPT_ALLOWFAILS,
+    O_DKIM_KEY, O_DKIM_SELECTOR, O_DKIM_DOMAIN, O_DKIM_ALGORITHM, O_DKIM_HEADERS, O_LIST_UNSUBSCRIBE,
     O__COUNT
 } cli_opt_id;
 
@@ -372,5 +373,44 @@ int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);
 int cmd_config(const char *prog, int argc, char **argv);
 int cmd_help(const char *topic, FILE *f);
+
+/* ---- DKIM (cmd_dkim.c) ------------------------------------------------------ */
+/* The signer of --dkim-key/--dkim-selector/--dkim-domain/--dkim-algorithm/
+ * --dkim-headers (else the account's dkim-* keys), built once: NULL with
+ * *ex 0 when nothing is to be signed, NULL with *ex an exit status after
+ * printing why. */
+const smtpc_dkim_signer *cli_dkim_signer(const cli_ctx *c, int *ex);
+/* Signs what cl / b sends when a signer is configured: 0 or an exit status. */
+int cli_dkim_client(const cli_ctx *c, smtpc_client *cl);
+int cli_dkim_bulk(const cli_ctx *c, smtpc_bulk *b);
+/* One signed SMTP delivery: the message (its writer *w, rewritten with
+ * wflags for the second pass) or the raw source mr. */
+typedef struct cli_dkim_body {
+    smtpc_dkim_reader *r;
+    smtpc_message *m;
+    smtpc_message_writer **w;
+    unsigned wflags;
+    cli_source_reader *mr;
+} cli_dkim_body;
+/* With a signer: signs (the first pass) and points *read and *ud at the signed
+ * message, *size (when not 0) grows by the fields. 0 (also without a
+ * signer: nothing changed) or the SMTPC_E* code set in r. */
+int cli_dkim_body_start(const cli_ctx *c, cli_dkim_body *d, smtpc_message *m, smtpc_message_writer **w,
+                        unsigned wflags, cli_source_reader *mr, smtpc_read_cb *read, void **ud, uint64_t *size,
+                        cli_result *r);
+void cli_dkim_body_end(cli_dkim_body *d);
+int cmd_dkim(const char *prog, int argc, char **argv);
+/* --list-unsubscribe URL...: "<url>, <url>" into out ({id} and {rcpt}
+ * replaced, percent-encoded), *one_click when one is https:. 0 or EX_USAGE
+ * (printed). */
+int cli_unsub_value(const cli_ctx *c, const char *id, const char *rcpt, cli_buf *out, bool *one_click);
+/* Adds List-Unsubscribe (and List-Unsubscribe-Post) to m; {id}: its
+ * Message-ID. 0 or an exit status (printed). */
+int cli_unsub_message(const cli_ctx *c, smtpc_message *m, const char *rcpt);
+/* The same as header lines (CRLF) appended to out, for a raw message. */
+int cli_unsub_fields(const cli_ctx *c, const char *id, const char *rcpt, cli_buf *out);
+/* The same put in front of a message in *data (malloc'ed, replaced); {id}:
+ * path's file name without .eml. 0 or an exit status (printed). */
+int cli_unsub_prepend(const cli_ctx *c, const char *path, const char *rcpt, char **data, size_t *len);
 
 #endif

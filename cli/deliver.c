@@ -366,9 +366,18 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     cli_source_reader_init(&mr, src);
     uint64_t total = w ? (uint64_t)(smtpc_message_writer_size(w) > 0 ? smtpc_message_writer_size(w) : 0) : src->len;
     if (total >= ((uint64_t)1 << 20)) cli_progress_start(&pg, "upload", total, true);
-    cli_tap_init(&tap, w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
-                 c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
+    smtpc_read_cb body = w ? smtpc_message_writer_read : cli_source_read;
+    void *body_ud = w ? (void *)w : (void *)&mr;
+    cli_dkim_body dk; /* --dkim-key: the signature first (cmd_dkim.c) */
+    if (cli_dkim_body_start(c, &dk, src->msg, &w, (ext8 ? SMTPC_WRITE_8BITMIME : 0u) | (mo.smtputf8 ? SMTPC_WRITE_SMTPUTF8 : 0u),
+                            &mr, &body, &body_ud, &mo.size, r)) {
+        free(ro);
+        smtpc_message_writer_free(w);
+        goto quit;
+    }
+    cli_tap_init(&tap, body, body_ud, c->o.val[O_TRACE] != NULL, c->o.val[O_TRACE_BODY] != NULL, &pg);
     rc = smtpc_session_send(s, &se, cli_tap_read, &tap);
+    cli_dkim_body_end(&dk);
     if (tap.bytes) cli_tap_done(&tap);
     cli_progress_end(&pg);
     if (rc && w && smtpc_message_writer_errmsg(w)[0])
