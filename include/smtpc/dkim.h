@@ -121,6 +121,10 @@ SMTPC_API int smtpc_dkim_signer_set_headers(smtpc_dkim_signer *sg, const char *n
  * tests and reproducible output. */
 SMTPC_API int smtpc_dkim_signer_set_clock(smtpc_dkim_signer *sg,
                                           int64_t (*now)(void *userdata), void *userdata);
+/* A copy of sg with its own key objects, for a thread that signs a lot:
+ * threads sharing one RSA key share its blinding state, under a lock;
+ * each with its copy, they do not. Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_dkim_signer_dup(const smtpc_dkim_signer *sg, smtpc_dkim_signer **out);
 /* The number of keys added. */
 SMTPC_API size_t smtpc_dkim_signer_key_count(const smtpc_dkim_signer *sg);
 /* The algorithm key i signs with, "rsa-sha256" or "ed25519-sha256"; NULL

@@ -88,13 +88,16 @@ static void sign_job(const smtpc_dkim_signer *sg, sp_job *j)
 static void *worker(void *arg)
 {
     smtpc__sign_pool *p = arg;
+    /* the worker's own copy of the keys (RSA blinding is per key object) */
+    smtpc_dkim_signer *own = NULL;
+    const smtpc_dkim_signer *sg = smtpc_dkim_signer_dup(p->sg, &own) ? p->sg : own;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->todo_h && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
         if (p->stop) break;
         sp_job *j = pop(&p->todo_h, &p->todo_t);
         pthread_mutex_unlock(&p->mu);
-        sign_job(p->sg, j);
+        sign_job(sg, j);
         pthread_mutex_lock(&p->mu);
         bool was_empty = !p->done_h;
         push(&p->done_h, &p->done_t, j);
@@ -106,6 +109,7 @@ static void *worker(void *arg)
         }
     }
     pthread_mutex_unlock(&p->mu);
+    smtpc_dkim_signer_free(own);
     return NULL;
 }
 
@@ -237,8 +241,10 @@ void smtpc__sign_pool_wake(smtpc_bulk *b)
 {
     uint64_t v;
     if (read(b->sp->efd, &v, sizeof v) < 0) { /* drained */ }
+    /* every ready connection: one waiting for a reply may chain the next
+     * message behind its final dot */
     for (size_t i = b->nconns; i-- > 0;)
-        if (smtpc__bulk_conn_idle(b->conns[i])) smtpc__bulk_conn_kick(b->conns[i]);
+        if (b->conns[i]->phase == P_READY) smtpc__bulk_conn_kick(b->conns[i]);
 }
 
 /* Messages taken from the source and never given to a connection. */

@@ -774,3 +774,29 @@ SMTPC_API int smtpc_dkim_keygen(const char *algorithm, unsigned bits, char *pem,
     EVP_PKEY_CTX_free(ctx);
     return rc;
 }
+
+SMTPC_API int smtpc_dkim_signer_dup(const smtpc_dkim_signer *sg, smtpc_dkim_signer **out)
+{
+    if (!sg || !out) return SMTPC_EINVAL;
+    smtpc_dkim_signer *d = calloc(1, sizeof *d);
+    if (!d) return SMTPC_ENOMEM;
+    *d = *sg;
+    d->nkeys = 0;
+    d->domain = d->auid = NULL;
+    int rc = 0;
+    if ((sg->domain && !(d->domain = smtpc__strdup(sg->domain))) || (sg->auid && !(d->auid = smtpc__strdup(sg->auid))))
+        rc = SMTPC_ENOMEM;
+    for (size_t i = 0; !rc && i < sg->nkeys; i++) {
+        d->keys[i] = sg->keys[i];
+        /* its own key objects: no state (RSA blinding) shared with sg's thread */
+        if (!(d->keys[i].pkey = EVP_PKEY_dup(sg->keys[i].pkey))) rc = SMTPC_ENOMEM;
+        else d->nkeys++;
+    }
+    if (rc) {
+        smtpc_dkim_signer_free(d);
+        return rc;
+    }
+    smtpc__err_clear(&d->err);
+    *out = d;
+    return 0;
+}

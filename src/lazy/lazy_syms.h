@@ -82,6 +82,7 @@ LAZY_FN(CRYPTO, PKCS8_PRIV_KEY_INFO *, EVP_PKEY2PKCS8, (const EVP_PKEY *a0), (a0
 LAZY_VFN(CRYPTO, EVP_PKEY_CTX_free, (EVP_PKEY_CTX *a0), (a0))
 LAZY_FN(CRYPTO, EVP_PKEY_CTX *, EVP_PKEY_CTX_new_id, (int a0, ENGINE *a1), (a0, a1))
 LAZY_FN(CRYPTO, int, EVP_PKEY_CTX_set_rsa_keygen_bits, (EVP_PKEY_CTX *a0, int a1), (a0, a1))
+LAZY_FN(CRYPTO, EVP_PKEY *, EVP_PKEY_dup, (EVP_PKEY *a0), (a0))
 LAZY_VFN(CRYPTO, EVP_PKEY_free, (EVP_PKEY *a0), (a0))
 LAZY_FN(CRYPTO, int, EVP_PKEY_get_base_id, (const EVP_PKEY *a0), (a0))
 LAZY_FN(CRYPTO, int, EVP_PKEY_get_bits, (const EVP_PKEY *a0), (a0))
