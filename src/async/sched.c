@@ -90,6 +90,7 @@ void smtpc__bulk_requeue(smtpc_bulk *b, smtpc__bulk_rec *r, int err, const char 
 static int fetch(smtpc_bulk *b, smtpc__bulk_rec **out)
 {
     if (!b->next_cb) b->src_done = true;
+again:
     if (b->src_done || b->canceling) return 0;
     smtpc__bulk_rec *r = rec_new(b);
     if (!r) return SMTPC_ENOMEM;
@@ -116,7 +117,7 @@ static int fetch(smtpc_bulk *b, smtpc__bulk_rec **out)
     b->st.submitted++;
     if (fail) { /* could not be signed: reported, and the next one */
         smtpc__bulk_finish(b, r, SMTPC_BULK_FAILED, fail, 0, NULL, why);
-        return fetch(b, out);
+        goto again;
     }
     *out = r;
     return 1;
@@ -182,7 +183,9 @@ void smtpc__bulk_give_up(smtpc_bulk *b)
         smtpc__bulk_finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
                            code, text, msg);
     }
-    /* Drain the source too: each message is reported. */
+    /* Drain the source too: each message is reported (those being signed first). */
+    smtpc__sign_pool_flush(b, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, code, text,
+                           msg, !b->canceling);
     while (!b->src_done && !b->canceling) {
         int rc = smtpc__bulk_take(b, &r);
         if (rc <= 0) break;
@@ -243,6 +246,7 @@ void smtpc__bulk_process_cancel(smtpc_bulk *b)
         b->ahead = NULL;
         smtpc__bulk_finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled");
     }
+    smtpc__sign_pool_flush(b, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled", false);
     for (size_t i = b->nconns; i-- > 0;) {
         smtpc__bulk_conn *c = b->conns[i];
         c->canceling = true;

@@ -32,7 +32,8 @@ struct smtpc__sign_pool {
     pthread_t *thr;
     unsigned n, started;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv, cv_done;
+    unsigned working; /* jobs a worker holds */
     sp_job *todo_h, *todo_t, *done_h, *done_t;
     unsigned inflight; /* taken from the source, not yet given to the loop */
     bool stop, src_end, registered;
@@ -96,11 +97,14 @@ static void *worker(void *arg)
         while (!p->todo_h && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
         if (p->stop) break;
         sp_job *j = pop(&p->todo_h, &p->todo_t);
+        p->working++;
         pthread_mutex_unlock(&p->mu);
         sign_job(sg, j);
         pthread_mutex_lock(&p->mu);
         bool was_empty = !p->done_h;
         push(&p->done_h, &p->done_t, j);
+        p->working--;
+        pthread_cond_broadcast(&p->cv_done);
         if (was_empty) {
             uint64_t one = 1;
             ssize_t w;
@@ -131,6 +135,7 @@ static void pool_destroy(smtpc__sign_pool *p)
     if (p->efd >= 0) close(p->efd);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->cv_done);
     free(p);
 }
 
@@ -159,6 +164,7 @@ SMTPC_API int smtpc_bulk_set_dkim(smtpc_bulk *b, const smtpc_dkim_signer *sg, un
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
     if (p->efd < 0 || !(p->thr = calloc(threads, sizeof *p->thr))) {
         rc = p->efd < 0 ? smtpc__err(&b->err, SMTPC_EIO, "eventfd: %s", strerror(errno)) : SMTPC_ENOMEM;
         pool_destroy(p);
@@ -247,18 +253,50 @@ void smtpc__sign_pool_wake(smtpc_bulk *b)
         if (b->conns[i]->phase == P_READY) smtpc__bulk_conn_kick(b->conns[i]);
 }
 
-/* Messages taken from the source and never given to a connection. */
-static void report_held(smtpc_bulk *b, sp_job *j)
+/* A message taken from the source and never given to a connection. */
+static void report(smtpc_bulk *b, const smtpc_bulk_msg *m, smtpc_bulk_status s, int err, int code,
+                   const char *text, const char *msg)
 {
     smtpc_bulk_result res;
     memset(&res, 0, sizeof res);
-    res.status = SMTPC_BULK_CANCELED;
-    res.error = SMTPC_ECANCELED;
-    res.reply_text = "";
-    res.errmsg = "canceled (freed)";
-    b->st.canceled++;
-    if (b->res_cb) b->res_cb(b->res_ud, &j->orig, &res);
-    job_free(j);
+    res.status = s;
+    res.error = err;
+    res.reply_code = code;
+    res.reply_text = text ? text : "";
+    res.errmsg = msg;
+    b->st.submitted++;
+    if (s == SMTPC_BULK_FAILED) b->st.failed++;
+    else b->st.canceled++;
+    if (b->res_cb) b->res_cb(b->res_ud, m, &res);
+}
+
+void smtpc__sign_pool_flush(smtpc_bulk *b, smtpc_bulk_status s, int err, int code, const char *text,
+                            const char *msg, bool drain_source)
+{
+    smtpc__sign_pool *p = b->sp;
+    if (!p) return;
+    /* the ones not started come back at once; the ones being signed when done */
+    pthread_mutex_lock(&p->mu);
+    sp_job *j;
+    while ((j = pop(&p->todo_h, &p->todo_t))) push(&p->done_h, &p->done_t, j);
+    while (p->working) pthread_cond_wait(&p->cv_done, &p->mu);
+    sp_job *held = p->done_h;
+    p->done_h = p->done_t = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while ((j = held)) {
+        held = j->next;
+        p->inflight--;
+        report(b, &j->orig, s, err, code, text, msg);
+        job_free(j);
+    }
+    while (drain_source && !p->src_end) {
+        smtpc_bulk_msg m;
+        memset(&m, 0, sizeof m);
+        int rc = b->next_cb(b->next_ud, &m);
+        if (rc <= 0) break;
+        report(b, &m, s, err, code, text, msg);
+    }
+    p->src_end = true;
 }
 
 void smtpc__sign_pool_free(smtpc_bulk *b)
@@ -273,8 +311,10 @@ void smtpc__sign_pool_free(smtpc_bulk *b)
     p->started = 0;
     if (p->registered && b->sock_cb) b->sock_cb(b->sock_ud, p->efd, SMTPC_POLL_REMOVE);
     sp_job *j;
-    while ((j = pop(&p->done_h, &p->done_t))) report_held(b, j);
-    while ((j = pop(&p->todo_h, &p->todo_t))) report_held(b, j);
+    while ((j = pop(&p->done_h, &p->done_t)) || (j = pop(&p->todo_h, &p->todo_t))) {
+        report(b, &j->orig, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled (freed)");
+        job_free(j);
+    }
     b->sp = NULL;
     pool_destroy(p);
 }

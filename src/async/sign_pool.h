@@ -28,6 +28,12 @@ void smtpc__sign_pool_restore(smtpc_bulk *b, smtpc_bulk_msg *m);
 int smtpc__sign_pool_fd(const smtpc_bulk *b);
 /* The fd was readable: connections waiting for a message get one. */
 void smtpc__sign_pool_wake(smtpc_bulk *b);
+/* The run gives up (drain_source: also the source's messages not yet
+ * taken, as smtpc__bulk_give_up does) or is canceled: every message the
+ * pool holds is reported with s, err, code, text, msg (waiting for the
+ * ones being signed), and the pool gives nothing more. Loop thread. */
+void smtpc__sign_pool_flush(smtpc_bulk *b, smtpc_bulk_status s, int err, int code, const char *text,
+                            const char *msg, bool drain_source);
 /* Stops the workers; messages still held are reported CANCELED. */
 void smtpc__sign_pool_free(smtpc_bulk *b);
 

@@ -11,7 +11,9 @@
  * queued copy is unsigned), bulk (FILE --count N times through smtpc_bulk
  * on --connections K connections, signed on --threads T (0: CPUs); --pull:
  * the body through a callback with rewind instead of memory; prints
- * "sent S failed F" and exits 0 when all were sent).
+ * "sent S failed F" and exits 0 when all were sent; --cancel-after N:
+ * smtpc_bulk_cancel after N results, then "taken T" (messages the source
+ * gave) and exit 0 when every one of them was reported exactly once).
  * Exit 0 when everything was accepted. --no-dkim: the same, unsigned. */
 #include <smtpc/smtpc.h>
 
@@ -68,8 +70,9 @@ static ssize_t f_read(void *ud, void *buf, size_t len)
 typedef struct bsrc {
     unsigned char *d;
     size_t len;
-    unsigned left, sent, failed;
+    unsigned left, sent, failed, cancel_after;
     bool pull;
+    smtpc_bulk *b;
     const char *rcpt[1];
 } bsrc;
 
@@ -128,15 +131,17 @@ static void b_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         s->failed++;
         fprintf(stderr, "failed: %s\n", r->errmsg);
     }
+    if (s->cancel_after && s->sent + s->failed == s->cancel_after) smtpc_bulk_cancel(s->b);
 }
 
 static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg, const char *file, unsigned count,
-                    unsigned conns, unsigned threads, bool pull)
+                    unsigned conns, unsigned threads, bool pull, unsigned cancel_after)
 {
-    bsrc s = {NULL, 0, count, 0, 0, pull, {"bob@example.com"}};
+    bsrc s = {NULL, 0, count, 0, 0, cancel_after, pull, NULL, {"bob@example.com"}};
     s.d = slurp(file, &s.len);
     smtpc_bulk *b;
     if (!s.d || smtpc_bulk_new(&b, host, port)) return 1;
+    s.b = b;
     int rc = smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, false);
     if (!rc) rc = smtpc_bulk_set_connections(b, conns);
     if (!rc) rc = smtpc_bulk_set_source(b, b_next, &s);
@@ -147,6 +152,8 @@ static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg
     smtpc_bulk_free(b);
     free(s.d);
     printf("sent %u failed %u\n", s.sent, s.failed);
+    if (cancel_after) printf("taken %u\n", count - s.left);
+    if (cancel_after) return s.sent + s.failed == count - s.left ? 0 : 1;
     return rc || s.sent != count ? 1 : 0;
 }
 
@@ -182,7 +189,7 @@ int main(int argc, char **argv)
     if (smtpc_dkim_signer_new(&sg)) return 1;
     const char *file = NULL, *attach = NULL;
     int nodkim = 0;
-    unsigned count = 1, conns = 1, threads = 0;
+    unsigned count = 1, conns = 1, threads = 0, cancel_after = 0;
     bool pull = false;
     for (int i = 4; i < argc; i++) {
         const char *a = argv[i];
@@ -194,6 +201,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--count")) count = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(a, "--connections")) conns = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(a, "--threads")) threads = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--cancel-after")) cancel_after = (unsigned)strtoul(argv[++i], NULL, 10);
         else {
             int rc = dkim_signer_opt(sg, a, argv[++i]);
             if (rc > 0) return usage();
@@ -204,7 +212,7 @@ int main(int argc, char **argv)
         }
     }
     if (!strcmp(mode, "bulk")) {
-        int brc = file ? run_bulk(host, port, nodkim ? NULL : sg, file, count, conns, threads, pull) : usage();
+        int brc = file ? run_bulk(host, port, nodkim ? NULL : sg, file, count, conns, threads, pull, cancel_after) : usage();
         smtpc_dkim_signer_free(sg);
         return brc;
     }

@@ -145,3 +145,33 @@ def test_bulk_reports_a_message_that_cannot_be_signed(tmp_path, keys, aiosmtpd):
     assert p.stdout.decode().strip() == "sent 0 failed 3"
     assert b"From" in p.stderr, p.stderr
     assert srv.envelopes == []
+
+
+def test_bulk_gives_up_reporting_every_message_once(tmp_path, keys):
+    """No server: the messages being signed and the rest of the source are
+    reported FAILED with the connection error, each once (as unsigned)."""
+    src = tmp_path / "in.eml"
+    src.write_bytes(MESSAGES["plain"])
+    from servers.aiosmtpd_server import free_port
+    p = subprocess.run([driver("dkim_client"), "bulk", "127.0.0.1", str(free_port()), "--domain", DOMAIN,
+                        "--key", f"rsa={keys['rsa']['path']}", "--count", "40", "--connections", "2", str(src)],
+                       capture_output=True, timeout=120)
+    assert p.stdout.decode().strip() == "sent 0 failed 40"
+    lines = p.stderr.decode().splitlines()
+    assert len(lines) == 40 and all("cannot connect" in x for x in lines), lines[:3]
+
+
+def test_bulk_cancel_reports_what_it_took(tmp_path, keys, aiosmtpd):
+    """Canceled mid-run: every message the pool took from the source is
+    reported exactly once (sent, or canceled), before the run returns."""
+    srv = aiosmtpd(pipelining=True)
+    src = tmp_path / "in.eml"
+    src.write_bytes(MESSAGES["plain"])
+    p = subprocess.run([driver("dkim_client"), "bulk", "127.0.0.1", str(srv.port), "--domain", DOMAIN,
+                        "--key", f"rsa={keys['rsa']['path']}", "--count", "400", "--connections", "2",
+                        "--cancel-after", "5", str(src)], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout.decode()
+    taken = int(out.split("taken ")[1])
+    assert 5 <= taken < 400, out
+    assert b"canceled (freed)" not in p.stderr  # reported by the run, not by free
