@@ -4,6 +4,7 @@
  *                   [--canon H/B] [--attach FILE] [--no-dkim] [FILE]
  *
  * MODE: compose (a message of the message API; --attach adds a file),
+ * async (the same through smtpc_client_send_async),
  * mem (FILE in memory), cb (FILE through a callback that cannot rewind:
  * spooled), batch (FILE twice with send_batch, then a
  * composed message), outbox (FILE queued in an outbox under FILE.d, then
@@ -19,6 +20,7 @@
 
 #include "dkim_opts.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +159,24 @@ static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg
     return rc || s.sent != count ? 1 : 0;
 }
 
+typedef struct async_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int status;
+} async_wait;
+
+static void on_async(void *ud, int status, const smtpc_result *r)
+{
+    (void)r;
+    async_wait *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    w->status = status;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static int check(const char *what, int rc, smtpc_client *c)
 {
     if (rc) fprintf(stderr, "%s: %s: %s\n", what, smtpc_err_name(rc), smtpc_client_errmsg(c));
@@ -225,6 +245,16 @@ int main(int argc, char **argv)
     if (!rc && !strcmp(mode, "compose")) {
         smtpc_message *m = composed(attach);
         rc = m ? check("send", smtpc_client_send(c, m, NULL), c) : 1;
+        smtpc_message_free(m);
+    } else if (!rc && !strcmp(mode, "async")) {
+        /* on the client's own thread */
+        smtpc_message *m = composed(attach);
+        async_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+        rc = m ? check("send_async", smtpc_client_send_async(c, m, on_async, &w), c) : 1;
+        pthread_mutex_lock(&w.mu);
+        while (!rc && !w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        if (!rc) rc = check("async result", w.status, c);
         smtpc_message_free(m);
     } else if (!rc && !strcmp(mode, "mem") && file) {
         size_t len;

@@ -137,6 +137,17 @@ def test_queue_flush_signs_when_it_sends(smtpc_bin, tmp_path, keys, aiosmtpd):
     assert p.returncode == 0, p.stderr
     [e] = srv.envelopes
     both_verify(tmp_path, e.data, keys)
+    # K connections (K clients on their own threads): each signs
+    for i in range(4):
+        p = smtpc(smtpc_bin, tmp_path, "send", "--outbox", "ob", "--from", "alice@example.org",
+                  "--to", f"r{i}@example.com", "--subject", f"later {i}", "--text", "queued")
+        assert p.returncode == 0, p.stderr
+    p = smtpc(smtpc_bin, tmp_path, "queue", "flush", "--connections", "2", "--outbox", "ob", *server(srv.port),
+              *dual(keys))
+    assert p.returncode == 0, p.stderr
+    assert len(srv.envelopes) == 5
+    for e in srv.envelopes[1:]:
+        assert dkimpy_results(e.data, keys) == [True, True]
 
 
 def test_signature_survives_postfix(smtpc_bin, tmp_path, keys, postfix):
