@@ -3,8 +3,11 @@
  * `smtpc dkim` command (keygen, verify). */
 #include "cli.h"
 
+#include <arpa/nameser.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <resolv.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -181,7 +184,7 @@ static int dkim_usage(const char *prog)
     fprintf(stderr,
             "usage: %s dkim keygen --domain D --selector S [--algorithm rsa-sha256|ed25519-sha256]\n"
             "                      [--bits N] --out FILE\n"
-            "       %s dkim verify FILE [--dns-txt FILE]\n",
+            "       %s dkim verify FILE [--dns-txt FILE]   (without: the keys from DNS)\n",
             prog, prog);
     return EX_USAGE;
 }
@@ -305,6 +308,49 @@ static int txt_lookup(void *ud, const char *name, char *buf, size_t buflen)
     return SMTPC_ENOTFOUND;
 }
 
+/* Without --dns-txt: the TXT record from DNS (res_query; the strings of
+ * every TXT answer for the name, joined). */
+static int dns_lookup(void *ud, const char *name, char *buf, size_t buflen)
+{
+    (void)ud;
+    unsigned char ans[4096];
+    int n = res_query(name, C_IN, T_TXT, ans, sizeof ans);
+    if (n < 0) return h_errno == HOST_NOT_FOUND || h_errno == NO_DATA ? SMTPC_ENOTFOUND : SMTPC_ETEMPFAIL;
+    if (n < 12 || n > (int)sizeof ans) return SMTPC_ETEMPFAIL;
+    const unsigned char *p = ans + 12, *end = ans + n;
+    unsigned qd = (unsigned)(ans[4] << 8 | ans[5]), an = (unsigned)(ans[6] << 8 | ans[7]);
+    char dn[1025];
+    for (unsigned i = 0; i < qd; i++) {
+        int k = dn_expand(ans, end, p, dn, sizeof dn);
+        if (k < 0 || p + k + 4 > end) return SMTPC_ETEMPFAIL;
+        p += k + 4;
+    }
+    size_t o = 0;
+    bool found = false;
+    for (unsigned i = 0; i < an; i++) {
+        int k = dn_expand(ans, end, p, dn, sizeof dn);
+        if (k < 0 || p + k + 10 > end) return SMTPC_ETEMPFAIL;
+        p += k;
+        unsigned type = (unsigned)(p[0] << 8 | p[1]), rdlen = (unsigned)(p[8] << 8 | p[9]);
+        p += 10;
+        if (p + rdlen > end) return SMTPC_ETEMPFAIL;
+        if (type == T_TXT && !found) { /* the first TXT record (a CNAME may come before it) */
+            found = true;
+            for (const unsigned char *s = p; s < p + rdlen;) {
+                size_t sl = *s++;
+                if (s + sl > p + rdlen || o + sl >= buflen) return SMTPC_ELIMIT;
+                memcpy(buf + o, s, sl);
+                o += sl;
+                s += sl;
+            }
+        }
+        p += rdlen;
+    }
+    if (!found) return SMTPC_ENOTFOUND;
+    buf[o] = '\0';
+    return 0;
+}
+
 static int verify(const char *prog, int argc, char **argv)
 {
     const char *file = NULL, *dns = NULL;
@@ -314,16 +360,12 @@ static int verify(const char *prog, int argc, char **argv)
         else return dkim_usage(prog);
     }
     if (!file) return dkim_usage(prog);
-    if (!dns) {
-        fprintf(stderr, "%s dkim verify: --dns-txt FILE is needed: this build looks up no DNS TXT records\n",
-                prog);
-        return EX_USAGE;
-    }
     cli_buf msg, recs;
     cli_buf_init(&msg, CLI_MAX_MESSAGE);
     cli_buf_init(&recs, 1 << 20);
     int ex = 0;
-    if (cli_slurp(file, &msg, CLI_MAX_MESSAGE) || cli_slurp(dns, &recs, 1 << 20) || cli_buf_append(&recs, "", 1)) {
+    if (cli_slurp(file, &msg, CLI_MAX_MESSAGE) || (dns && cli_slurp(dns, &recs, 1 << 20)) ||
+        cli_buf_append(&recs, "", 1)) {
         fprintf(stderr, "%s dkim verify: %s\n", prog, strerror(errno));
         ex = errno == ENOENT ? EX_NOINPUT : EX_IOERR;
     }
@@ -332,7 +374,7 @@ static int verify(const char *prog, int argc, char **argv)
     char err[256];
     txt_file t = {(char *)cli_buf_ptr(&recs)};
     int rc = ex ? 0
-                : smtpc_dkim_verify(cli_buf_ptr(&msg), cli_buf_size(&msg), txt_lookup, &t, 0, res,
+                : smtpc_dkim_verify(cli_buf_ptr(&msg), cli_buf_size(&msg), dns ? txt_lookup : dns_lookup, &t, 0, res,
                                     CLI_ARRAY_LEN(res), &count, err, sizeof err);
     if (!ex && rc) {
         fprintf(stderr, "%s dkim verify: %s: %s\n", prog, file, err);

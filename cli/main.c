@@ -21,7 +21,7 @@ static void usage_short(FILE *f)
           "       smtpc config [check] [--account NAME] [--check-password]\n"
           "       smtpc config import-msmtp [FILE]\n"
           "       smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] [options]\n"
-          "       smtpc dkim keygen --domain D --selector S --out FILE | dkim verify FILE --dns-txt FILE\n"
+          "       smtpc dkim keygen --domain D --selector S --out FILE | dkim verify FILE\n"
           "       smtpc help [send|bulk|probe|queue|sendmail|config|exit]\n"
           "       smtpc --version\n",
           f);

@@ -206,6 +206,11 @@ def test_dkimpy_signed_message_verifies_with_smtpc(smtpc_bin, tmp_path, keys):
     v = smtpc(smtpc_bin, tmp_path, "dkim", "verify", "s.eml", "--dns-txt", "dns.txt")
     assert v.returncode == 0, v.stdout + v.stderr
     assert v.stdout == f"pass rsa-sha256 rsa._domainkey.{DOMAIN}\n".encode()
+    # without --dns-txt the key is looked up in DNS: this test machine has
+    # no record for it (no key: permerror; no resolver: temperror), exit 1
+    v = smtpc(smtpc_bin, tmp_path, "dkim", "verify", "s.eml", timeout=120)
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert re.match(rb"(perm|temp)error rsa-sha256 rsa\._domainkey\.example\.org", v.stdout), v.stdout
     (tmp_path / "n.eml").write_bytes(msg)
     v = smtpc(smtpc_bin, tmp_path, "dkim", "verify", "n.eml", "--dns-txt", "dns.txt")
     assert v.returncode == 1 and b"no DKIM-Signature" in v.stdout
