@@ -117,7 +117,13 @@ int cli_dkim_client(const cli_ctx *c, smtpc_client *cl)
 
 int cli_dkim_bulk(const cli_ctx *c, smtpc_bulk *b)
 {
-    int ex;
+    /* --list-unsubscribe URLs are checked once, not at each message */
+    cli_buf v;
+    cli_buf_init(&v, 64 << 10);
+    bool post;
+    int ex = cli_unsub_value(c, "", "", &v, &post);
+    cli_buf_free(&v);
+    if (ex) return ex;
     const smtpc_dkim_signer *sg = cli_dkim_signer(c, &ex);
     if (!sg) return ex;
     int rc = smtpc_bulk_set_dkim(b, sg, 0);

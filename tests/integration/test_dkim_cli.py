@@ -232,9 +232,15 @@ def test_refusals(smtpc_bin, tmp_path, keys, aiosmtpd):
     # a key without selector or domain
     p = smtpc(smtpc_bin, tmp_path, *base, "--dkim-key", keys["ed"]["path"])
     assert p.returncode == 64 and b"--dkim-domain" in p.stderr
-    # not an https: or mailto: URL
+    # not an https: or mailto: URL (bulk: said once, before any connection)
     p = smtpc(smtpc_bin, tmp_path, *base, "--list-unsubscribe", "http://example.org/u")
     assert p.returncode == 64
+    d = tmp_path / "dir"
+    d.mkdir()
+    for i in range(3):
+        (d / f"{i}.eml").write_bytes(b"X-Sender: a@example.org\r\nX-Receiver: b@example.com\r\n\r\nx\r\n")
+    p = smtpc(smtpc_bin, tmp_path, "bulk", *server(srv.port), "--dir", str(d), "--list-unsubscribe", "ftp://x")
+    assert p.returncode == 64 and p.stderr.count(b"--list-unsubscribe") == 1, p.stderr
     assert srv.envelopes == []
 
 
