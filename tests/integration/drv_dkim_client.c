@@ -11,7 +11,9 @@
  * flushed through the signing client, whose body callback rewinds; the
  * queued copy is unsigned), bulk (FILE --count N times through smtpc_bulk
  * on --connections K connections, signed on --threads T (0: CPUs); --pull:
- * the body through a callback with rewind instead of memory; prints
+ * the body through a callback with rewind instead of memory; --own-loop:
+ * the application's poll loop through the socket callbacks (prints
+ * "wakeups N" on stderr: the poll calls); prints
  * "sent S failed F" and exits 0 when all were sent; --cancel-after N:
  * smtpc_bulk_cancel after N results, then "taken T" (messages the source
  * gave) and exit 0 when every one of them was reported exactly once).
@@ -20,6 +22,7 @@
 
 #include "dkim_opts.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -136,8 +139,55 @@ static void b_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
     if (s->cancel_after && s->sent + s->failed == s->cancel_after) smtpc_bulk_cancel(s->b);
 }
 
+/* --own-loop: the application's loop (poll), through the socket and timer
+ * callbacks: the signing pool's fd comes through them too. */
+typedef struct own_loop {
+    struct pollfd fds[64];
+    size_t n;
+} own_loop;
+
+static void own_sock(void *ud, int fd, int what)
+{
+    own_loop *l = ud;
+    size_t i = 0;
+    while (i < l->n && l->fds[i].fd != fd) i++;
+    if (what & SMTPC_POLL_REMOVE) {
+        if (i < l->n) l->fds[i] = l->fds[--l->n];
+        return;
+    }
+    if (i == l->n) {
+        if (l->n == 64) abort();
+        l->fds[l->n++].fd = fd;
+    }
+    l->fds[i].events = (short)((what & SMTPC_POLL_IN ? POLLIN : 0) | (what & SMTPC_POLL_OUT ? POLLOUT : 0));
+}
+
+static unsigned long g_wakeups;
+
+static int own_run(smtpc_bulk *b)
+{
+    own_loop l = {.n = 0};
+    smtpc_bulk_set_socket_cb(b, own_sock, &l);
+    int rc = smtpc_bulk_start(b);
+    while (!rc && !smtpc_bulk_done(b)) {
+        int64_t to = smtpc_bulk_timeout_ms(b);
+        int k = poll(l.fds, l.n, to < 0 || to > 1000 ? 1000 : (int)to);
+        g_wakeups++;
+        if (k == 0) smtpc_bulk_socket_action(b, SMTPC_SOCKET_TIMEOUT, 0);
+        /* a copy: an action may change the set */
+        struct pollfd ready[64];
+        size_t nr = l.n;
+        memcpy(ready, l.fds, nr * sizeof *ready);
+        for (size_t i = 0; k > 0 && i < nr; i++)
+            if (ready[i].revents)
+                smtpc_bulk_socket_action(b, ready[i].fd, (ready[i].revents & (POLLIN | POLLHUP | POLLERR) ? SMTPC_POLL_IN : 0) |
+                                                             (ready[i].revents & (POLLOUT | POLLERR) ? SMTPC_POLL_OUT : 0));
+    }
+    return rc;
+}
+
 static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg, const char *file, unsigned count,
-                    unsigned conns, unsigned threads, bool pull, unsigned cancel_after)
+                    unsigned conns, unsigned threads, bool pull, unsigned cancel_after, bool own)
 {
     bsrc s = {NULL, 0, count, 0, 0, cancel_after, pull, NULL, {"bob@example.com"}};
     s.d = slurp(file, &s.len);
@@ -149,7 +199,8 @@ static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg
     if (!rc) rc = smtpc_bulk_set_source(b, b_next, &s);
     if (!rc) rc = smtpc_bulk_set_result_cb(b, b_result, &s);
     if (!rc && sg) rc = smtpc_bulk_set_dkim(b, sg, threads);
-    if (!rc) rc = smtpc_bulk_run(b);
+    if (!rc) rc = own ? own_run(b) : smtpc_bulk_run(b);
+    if (own) fprintf(stderr, "wakeups %lu\n", g_wakeups);
     if (rc) fprintf(stderr, "bulk: %s: %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
     smtpc_bulk_free(b);
     free(s.d);
@@ -210,12 +261,13 @@ int main(int argc, char **argv)
     const char *file = NULL, *attach = NULL;
     int nodkim = 0;
     unsigned count = 1, conns = 1, threads = 0, cancel_after = 0;
-    bool pull = false;
+    bool pull = false, own = false;
     for (int i = 4; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') file = a;
         else if (!strcmp(a, "--no-dkim")) nodkim = 1; /* the same send unsigned (a baseline) */
         else if (!strcmp(a, "--pull")) pull = true;
+        else if (!strcmp(a, "--own-loop")) own = true;
         else if (i + 1 == argc) return usage();
         else if (!strcmp(a, "--attach")) attach = argv[++i];
         else if (!strcmp(a, "--count")) count = (unsigned)strtoul(argv[++i], NULL, 10);
@@ -232,7 +284,7 @@ int main(int argc, char **argv)
         }
     }
     if (!strcmp(mode, "bulk")) {
-        int brc = file ? run_bulk(host, port, nodkim ? NULL : sg, file, count, conns, threads, pull, cancel_after) : usage();
+        int brc = file ? run_bulk(host, port, nodkim ? NULL : sg, file, count, conns, threads, pull, cancel_after, own) : usage();
         smtpc_dkim_signer_free(sg);
         return brc;
     }
