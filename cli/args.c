@@ -76,6 +76,13 @@ const cli_opt_def cli_opt_table[] = {
     {"--bind", O_BIND, OK_VALUE, S | P | Q | B, "bind", "ADDR[:PORT]", "local address (and port) to connect from"},
     {"-4", O_IPV4, OK_FLAG, S | P | Q | B, NULL, NULL, "IPv4 only"},
     {"-6", O_IPV6, OK_FLAG, S | P | Q | B, NULL, NULL, "IPv6 only"},
+    /* DKIM and one-click unsubscribe (cli/cmd_dkim.c) */
+    {"--dkim-key", O_DKIM_KEY, OK_LIST, S | Q | M | B, "dkim-key", "FILE", "sign with the private key in FILE (repeatable: one signature each)"},
+    {"--dkim-selector", O_DKIM_SELECTOR, OK_LIST, S | Q | M | B, "dkim-selector", "SEL", "selector of each --dkim-key, in order"},
+    {"--dkim-domain", O_DKIM_DOMAIN, OK_VALUE, S | Q | M | B, "dkim-domain", "DOMAIN", "signing domain (d=)"},
+    {"--dkim-algorithm", O_DKIM_ALGORITHM, OK_LIST, S | Q | M | B, "dkim-algorithm", "ALG", "rsa-sha256 or ed25519-sha256: what each key must be"},
+    {"--dkim-headers", O_DKIM_HEADERS, OK_VALUE, S | Q | M | B, "dkim-headers", "LIST", "header fields to sign (From:To:+Subject; + over-signs)"},
+    {"--list-unsubscribe", O_LIST_UNSUBSCRIBE, OK_LIST, S | B, NULL, "URL", "List-Unsubscribe URL, https: or mailto: (repeatable; https: adds one-click)"},
     /* configuration and output */
     {"--account", O_ACCOUNT, OK_VALUE, NET | C, NULL, "NAME", "account from the configuration file"},
     {"--config", O_CONFIG, OK_VALUE, NET | C, NULL, "FILE", "configuration file"},

@@ -89,6 +89,7 @@ typedef enum cli_opt_id {
     O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
     O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR, O_RCPT_ALLOWFAILS,
     O_REPAIR,
+    O_DKIM_KEY, O_DKIM_SELECTOR, O_DKIM_DOMAIN, O_DKIM_ALGORITHM, O_DKIM_HEADERS, O_LIST_UNSUBSCRIBE,
     O__COUNT
 } cli_opt_id;
 
@@ -272,6 +273,8 @@ void cli_source_close(cli_source *src);
 typedef struct cli_source_reader { const cli_source *src; size_t off; const char *err; } cli_source_reader;
 void cli_source_reader_init(cli_source_reader *rd, const cli_source *src);
 ssize_t cli_source_read(void *ud, void *buf, size_t len);
+/* Back to the first byte (the source is read with pread: always 0). */
+int cli_source_rewind(void *ud);
 /* After a failed delivery: why the file could not be read, or NULL. */
 const char *cli_source_reader_error(const cli_source_reader *rd);
 /* Delivers src; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
@@ -371,5 +374,28 @@ int cmd_queue(const char *prog, int argc, char **argv);
 int cmd_sendmail(const char *prog, int argc, char **argv);
 int cmd_config(const char *prog, int argc, char **argv);
 int cmd_help(const char *topic, FILE *f);
+
+/* ---- DKIM (cmd_dkim.c) ------------------------------------------------------ */
+/* The signer of --dkim-key/--dkim-selector/--dkim-domain/--dkim-algorithm/
+ * --dkim-headers (else the account's dkim-* keys), built once: NULL with
+ * *ex 0 when nothing is to be signed, NULL with *ex an exit status after
+ * printing why. */
+const smtpc_dkim_signer *cli_dkim_signer(const cli_ctx *c, int *ex);
+/* Signs what cl / b sends when a signer is configured: 0 or an exit status. */
+int cli_dkim_client(const cli_ctx *c, smtpc_client *cl);
+int cli_dkim_bulk(const cli_ctx *c, smtpc_bulk *b);
+int cmd_dkim(const char *prog, int argc, char **argv);
+/* --list-unsubscribe URL...: "<url>, <url>" into out ({id} and {rcpt}
+ * replaced, percent-encoded), *one_click when one is https:. 0 or EX_USAGE
+ * (printed). */
+int cli_unsub_value(const cli_ctx *c, const char *id, const char *rcpt, cli_buf *out, bool *one_click);
+/* Adds List-Unsubscribe (and List-Unsubscribe-Post) to m; {id}: its
+ * Message-ID. 0 or an exit status (printed). */
+int cli_unsub_message(const cli_ctx *c, smtpc_message *m, const char *rcpt);
+/* The same as header lines (CRLF) appended to out, for a raw message. */
+int cli_unsub_fields(const cli_ctx *c, const char *id, const char *rcpt, cli_buf *out);
+/* The same put in front of a message in *data (malloc'ed, replaced); {id}:
+ * path's file name without .eml. 0 or an exit status (printed). */
+int cli_unsub_prepend(const cli_ctx *c, const char *path, const char *rcpt, char **data, size_t *len);
 
 #endif

@@ -184,6 +184,8 @@ static int next_cb(void *ud, smtpc_bulk_msg *m)
             it->path = x->files[x->next++];
             char why[512] = "";
             int rc = load_item(it, why, sizeof why);
+            if (!rc && cli_unsub_prepend(x->c, it->path, it->rcpts.n ? it->rcpts.v[0] : "", &it->data, &it->len))
+                rc = SMTPC_EINVAL; /* --list-unsubscribe with a per-message {id}/{rcpt} (cmd_dkim.c) */
             if (rc) {
                 fprintf(stderr, "%s: %s: %s\n", x->c->prog, it->path, why[0] ? why : smtpc_strerror(rc));
                 x->failed++;
@@ -489,6 +491,7 @@ static int bulk_setup(bulk_ctx *x, smtpc_bulk **out, bulk_token *tk)
     if (!rc && c->o.val[O_TRACE_BODY]) rc = smtpc_bulk_set_trace_body(b, true);
     int ex = rc ? EX_USAGE : 0;
     if (rc) cli_err(c, "%s", smtpc_bulk_errmsg(b));
+    if (!ex) ex = cli_dkim_bulk(c, b); /* --dkim-key: signed on a pool of threads */
     if (ex) {
         smtpc_bulk_free(b);
         return ex;

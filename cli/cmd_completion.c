@@ -17,6 +17,7 @@ static const struct {
     {"queue", CMD_QUEUE, "list flush retry drop", "the offline outbox"},
     {"sendmail", CMD_SENDMAIL, NULL, "sendmail-compatible interface"},
     {"config", CMD_CONFIG, "check import-msmtp", "show the configuration; import msmtp's"},
+    {"dkim", 0, "keygen verify", "make a DKIM key; verify a message's signatures"},
     {"help", 0, "send bulk probe queue sendmail config exit", "help on a command"},
     {"version", 0, NULL, "print the version"},
 };
@@ -35,6 +36,7 @@ static vkind value_kind(const cli_opt_def *d, const char **words)
     case O_DELIVERY: *words = "smtp pickup outbox"; return V_WORDS;
     case O_PRIORITY: *words = "high normal low"; return V_WORDS;
     case O_DSN_RET: *words = "full hdrs"; return V_WORDS;
+    case O_DKIM_ALGORITHM: *words = "rsa-sha256 ed25519-sha256"; return V_WORDS;
     case O_DSN_NOTIFY: *words = "never success failure delay failure,delay success,failure,delay"; return V_WORDS;
     case O_TLS_MIN:
     case O_TLS_MAX: *words = "1.0 1.1 1.2 1.3"; return V_WORDS;

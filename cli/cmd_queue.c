@@ -93,6 +93,7 @@ static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
         if (!rc && (rc = smtpc_client_set_conn_opts(cl[i], o)))
             cli_err(c, "%s", smtpc_client_errmsg(cl[i]));
         if (rc) ex = rc == SMTPC_ENOMEM ? EX_OSERR : EX_CONFIG;
+        if (!ex) ex = cli_dkim_client(c, cl[i]); /* signed as it is sent */
     }
     smtpc_conn_opts_free(o);
     if (!ex) {

@@ -62,13 +62,15 @@ int cmd_send(const char *prog, int argc, char **argv)
         goto out;
     }
     if ((ex = cli_bulk_check(&c))) goto out;
+    if (!cli_dkim_signer(&c, &ex) && ex) goto out; /* a bad --dkim-key fails before any connection */
     cli_delivery d = DELIVER_PICKUP;
     if (!c.o.val[O_DUMP]) {
         if ((ex = cli_delivery_choose(&c, &d)) || (ex = cli_check_supported(&c, d))) goto out;
     }
     smtpc_message *m = NULL;
-    cli_buf raw;
+    cli_buf raw, unsub;
     cli_buf_init(&raw, 0);
+    cli_buf_init(&unsub, 64 << 10);
     cli_list rcpts = {0};
     const char *env_from = from;
     /* a --message FILE is streamed from the file, never held whole */
@@ -90,10 +92,16 @@ int cmd_send(const char *prog, int argc, char **argv)
             ex = errno == EFBIG ? EX_DATAERR : EX_NOINPUT;
             goto done;
         }
+        /* --list-unsubscribe: its fields go first (cmd_dkim.c) */
+        if ((ex = cli_unsub_fields(&c, "1", rcpts.n ? rcpts.v[0] : "", &unsub))) goto done;
+        src.head = cli_buf_size(&unsub) ? cli_buf_ptr(&unsub) : NULL;
+        src.headlen = cli_buf_size(&unsub);
+        src.len += src.headlen;
     } else {
         /* composed: the library parses the addresses ("Name <a@b>", lists, IDN)
          * and gives the envelope */
         if ((ex = cli_compose(&c, from, &m))) goto done;
+        if ((ex = cli_unsub_message(&c, m, smtpc_message_rcpt_count(m) ? smtpc_message_rcpt(m, 0) : ""))) goto done;
         env_from = smtpc_message_envelope_from(m);
         for (size_t i = 0; i < smtpc_message_rcpt_count(m); i++)
             if (cli_list_push(&rcpts, smtpc_message_rcpt(m, i))) { ex = EX_OSERR; goto done; }
@@ -176,6 +184,7 @@ done:
     smtpc_message_free(m);
     cli_source_close(&src);
     cli_buf_free(&raw);
+    cli_buf_free(&unsub);
     free(rcpts.v);
 out:
     cli_ctx_free(&c);

@@ -42,7 +42,9 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
         if (a[1] == '-') { /* smtpc's own long options that make sense here */
             static const struct { const char *name; cli_opt_id id; } longs[] = {
                 {"--account", O_ACCOUNT}, {"--config", O_CONFIG}, {"--pickup-dir", O_PICKUP_DIR},
-                {"--outbox", O_OUTBOX}, {"--delivery", O_DELIVERY}};
+                {"--outbox", O_OUTBOX}, {"--delivery", O_DELIVERY}, {"--dkim-key", O_DKIM_KEY},
+                {"--dkim-selector", O_DKIM_SELECTOR}, {"--dkim-domain", O_DKIM_DOMAIN},
+                {"--dkim-algorithm", O_DKIM_ALGORITHM}, {"--dkim-headers", O_DKIM_HEADERS}};
             if (!strcmp(a, "--trace") || !strcmp(a, "--trace-body")) { /* to debug a mail(1) setup */
                 o->val[a[7] ? O_TRACE_BODY : O_TRACE] = "1";
                 continue;

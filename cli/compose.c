@@ -300,6 +300,13 @@ void cli_source_reader_init(cli_source_reader *rd, const cli_source *src)
     rd->err = NULL;
 }
 
+int cli_source_rewind(void *ud)
+{
+    cli_source_reader *rd = ud;
+    cli_source_reader_init(rd, rd->src);
+    return 0;
+}
+
 const char *cli_source_reader_error(const cli_source_reader *rd)
 {
     return rd->err;

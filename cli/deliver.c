@@ -341,8 +341,12 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     if (!rc && trace) rc = smtpc_client_set_trace(cl, cli_trace_cb, &tr);
     if (!rc && trace) rc = smtpc_client_set_trace_body(cl, true);
     if (!rc) rc = smtpc_client_set_progress(cl, upload_progress, &pg);
+    /* --dkim-key: the client signs each attempt (t= fresh); cmd_send
+     * checked the key before anything was opened */
+    const char *bad = NULL;
+    if (!rc && cli_dkim_client(c, cl)) rc = SMTPC_ECONFIG, bad = "DKIM signing is not configured correctly";
     if (rc) {
-        cli_result_fail(r, rc, "%s", smtpc_client_errmsg(cl));
+        cli_result_fail(r, rc, "%s", bad ? bad : smtpc_client_errmsg(cl));
         smtpc_client_free(cl);
         cli_security_done();
         return rc;
@@ -362,6 +366,7 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
         /* a raw message with 8-bit bytes is declared when the server allows */
         p.body_8bit = src->file ? src->eightbit
                                 : cli_has_8bit(src->head, src->headlen) || cli_has_8bit(src->mem, src->len - src->headlen);
+        p.rewind = cli_source_rewind; /* read twice to sign, not copied */
         rc = smtpc_client_send_envelope_with(cl, env->from, env->rcpts, env->nrcpts, cli_source_read, &mr, &p, &res);
     }
     if (trace) cli_trace_end(&tr);

@@ -21,6 +21,7 @@ static void usage_short(FILE *f)
           "       smtpc config [check] [--account NAME] [--check-password]\n"
           "       smtpc config import-msmtp [FILE]\n"
           "       smtpc bulk --server HOST[:PORT] --dir DIR [--connections K] [options]\n"
+          "       smtpc dkim keygen --domain D --selector S --out FILE | dkim verify FILE\n"
           "       smtpc help [send|bulk|probe|queue|sendmail|config|exit]\n"
           "       smtpc --version\n",
           f);
@@ -144,6 +145,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "queue")) return cmd_queue("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "sendmail")) return cmd_sendmail("smtpc sendmail", argc - 2, argv + 2);
     if (!strcmp(cmd, "config")) return cmd_config("smtpc", argc - 2, argv + 2);
+    if (!strcmp(cmd, "dkim")) return cmd_dkim("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "completion")) return cmd_completion("smtpc", argc - 2, argv + 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 3) { usage_short(stderr); return EX_USAGE; }

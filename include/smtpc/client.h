@@ -382,6 +382,11 @@ typedef struct smtpc_send_params {
                                      offers SIZE (0 = not declared) */
     bool body_8bit;               /* it has 8-bit bytes: BODY=8BITMIME when the
                                      server offers 8BITMIME */
+    int (*rewind)(void *userdata); /* NULL, or restarts the read callback at
+                                     the first byte (0 = done): the body is
+                                     then read twice when it is DKIM-signed
+                                     (else copied to a temporary file) and
+                                     may be sent again on a fresh connection */
 } smtpc_send_params;
 
 /* smtpc_client_send, smtpc_client_send_mem, smtpc_client_send_envelope and

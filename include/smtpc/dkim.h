@@ -121,8 +121,29 @@ SMTPC_API int smtpc_dkim_signer_set_headers(smtpc_dkim_signer *sg, const char *n
  * tests and reproducible output. */
 SMTPC_API int smtpc_dkim_signer_set_clock(smtpc_dkim_signer *sg,
                                           int64_t (*now)(void *userdata), void *userdata);
+/* A copy of sg with its own key objects, for a thread that signs a lot:
+ * threads sharing one RSA key share its blinding state, under a lock;
+ * each with its copy, they do not. Errors: SMTPC_EINVAL, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_dkim_signer_dup(const smtpc_dkim_signer *sg, smtpc_dkim_signer **out);
 /* The number of keys added. */
 SMTPC_API size_t smtpc_dkim_signer_key_count(const smtpc_dkim_signer *sg);
+/* The algorithm key i signs with, "rsa-sha256" or "ed25519-sha256"; NULL
+ * when there is no such key. */
+SMTPC_API const char *smtpc_dkim_signer_key_algorithm(const smtpc_dkim_signer *sg, size_t i);
+/* The text of the DNS TXT record that publishes key i (at
+ * "<selector>._domainkey.<domain>"): "v=DKIM1; k=rsa; p=..." (p= the
+ * SubjectPublicKeyInfo of an RSA key) or "v=DKIM1; k=ed25519; p=..." (the
+ * raw 32 octets, RFC 8463), NUL-terminated in buf. Errors: SMTPC_EINVAL (no
+ * such key), SMTPC_ELIMIT (buf too small: 1024 octets always do),
+ * SMTPC_EIO. */
+SMTPC_API int smtpc_dkim_signer_key_txt(const smtpc_dkim_signer *sg, size_t i, char *buf,
+                                        size_t buflen);
+/* Makes a new private key for algorithm "rsa-sha256" (bits: 1024 to 4096,
+ * 0 = 2048) or "ed25519-sha256" (bits ignored), written into pem as PKCS#8
+ * PEM ("PRIVATE KEY"), NUL-terminated: what smtpc_dkim_signer_add_key_pem
+ * takes (8192 octets always do). The caller wipes pem after use. Errors:
+ * SMTPC_EINVAL, SMTPC_ELIMIT (pem too small), SMTPC_EIO, SMTPC_ELIBRARY. */
+SMTPC_API int smtpc_dkim_keygen(const char *algorithm, unsigned bits, char *pem, size_t pemlen);
 
 /* ---- signing one message ---- */
 
@@ -158,6 +179,75 @@ SMTPC_API int smtpc_dkim_sign_read(smtpc_dkim_sign *ctx,
 SMTPC_API int smtpc_dkim_sign_final(smtpc_dkim_sign *ctx, const char **fields, size_t *len);
 SMTPC_API const char *smtpc_dkim_sign_errmsg(const smtpc_dkim_sign *ctx);
 SMTPC_API void smtpc_dkim_sign_free(smtpc_dkim_sign *ctx);
+
+/* ---- a signed message as a reader ---- */
+
+/* A pull reader giving the DKIM-Signature fields, then the message: what a
+ * sender passes where it would pass the message's own reader. Making it
+ * signs: it reads the whole message from read (the first pass), then calls
+ * rewind and later reads pass the message through again (the second). A
+ * source without rewind (NULL) is copied during the first pass to an
+ * unlinked temporary file (tmpfile(3), so TMPDIR), which the second reads:
+ * memory never depends on the message's size. For a message of the
+ * message API, read and rewind may be a writer's (a second writer of the
+ * same message gives the same bytes).
+ *   smtpc_dkim_reader *r;
+ *   smtpc_dkim_reader_new(&r, sg, read, rewind, ud, err, sizeof err);
+ *   smtpc_session_send(s, &env, smtpc_dkim_reader_read, r);
+ *   smtpc_dkim_reader_free(r);
+ * t= is the time the reader was made. The source is read on the thread
+ * that makes the reader. Errors: those of smtpc_dkim_sign_begin,
+ * smtpc_dkim_sign_update and smtpc_dkim_sign_final, the source's negative
+ * code, SMTPC_EIO (spool file, or rewind failed); detail in errbuf. */
+typedef struct smtpc_dkim_reader smtpc_dkim_reader;
+SMTPC_API int smtpc_dkim_reader_new(smtpc_dkim_reader **out, const smtpc_dkim_signer *sg,
+                                    ssize_t (*read)(void *userdata, void *buf, size_t len),
+                                    int (*rewind)(void *userdata), void *userdata, char *errbuf,
+                                    size_t errlen);
+/* The smtpc_read_cb signature (reader as userdata): the fields, then the
+ * message; 0 at its end; a negative code (the source's) on failure. */
+SMTPC_API ssize_t smtpc_dkim_reader_read(void *reader, void *buf, size_t len);
+/* Back to the start (the same fields: a retry of the same message). */
+SMTPC_API int smtpc_dkim_reader_rewind(void *reader);
+/* The fields and their length (e.g. to add to a declared SIZE). */
+SMTPC_API const char *smtpc_dkim_reader_fields(const smtpc_dkim_reader *r, size_t *len);
+SMTPC_API const char *smtpc_dkim_reader_errmsg(const smtpc_dkim_reader *r);
+SMTPC_API void smtpc_dkim_reader_free(smtpc_dkim_reader *r);
+
+/* ---- signing everything a client or a bulk sender sends ---- */
+
+typedef struct smtpc_client smtpc_client;
+
+/* Every message c sends (smtpc_client_send and its variants, batches,
+ * asynchronous sends, and an outbox flushed through c) is signed with sg
+ * at send time (a fresh t= for each attempt): a message of the message
+ * API in two writer passes, a memory body in place, a callback body with
+ * its rewind or through a temporary file. Pickup and outbox delivery
+ * (smtpc_client_set_delivery) write unsigned files: the outbox signs when
+ * it is flushed. sg is borrowed: it must outlive c (or the next call) and
+ * not change meanwhile; NULL stops signing. Errors: SMTPC_EINVAL,
+ * SMTPC_EBUSY (a send is running), SMTPC_ESTATE (sg has no key or no
+ * domain). */
+SMTPC_API int smtpc_client_set_dkim(smtpc_client *c, const smtpc_dkim_signer *sg);
+
+typedef struct smtpc_bulk smtpc_bulk;
+
+/* Every message of the bulk sender b is signed with sg on a pool of
+ * threads (threads: 0 = the number of CPUs online, at most 256): messages
+ * are taken from the source ahead of need (a window of four per thread
+ * plus one per connection), signed on the workers and handed back to the
+ * loop through a file descriptor it watches, so the loop never waits for
+ * a signature. A body in memory is sent as one buffer of the fields and
+ * the message (SIZE= and BODY=8BITMIME as without signing); a pulled body
+ * is read twice, its first pass (read, then rewind) on a worker thread
+ * (without rewind: through a temporary file). The result callback sees
+ * each message as the source gave it. A message that cannot be signed is
+ * reported FAILED with the reason; messages still being signed when b is
+ * freed are reported CANCELED then. t= is the time a worker signed it.
+ * sg is borrowed until b is freed; NULL stops signing. Before the run.
+ * Errors: SMTPC_EINVAL, SMTPC_ESTATE (started; or sg has no key or no
+ * domain), SMTPC_ENOMEM, SMTPC_EIO. */
+SMTPC_API int smtpc_bulk_set_dkim(smtpc_bulk *b, const smtpc_dkim_signer *sg, unsigned threads);
 
 /* ---- verifying (tests, `smtpc dkim verify`) ---- */
 

@@ -2,6 +2,7 @@
  * described in bulk_int.h. */
 #include "async/bulk_int.h"
 #include "util/linetap.h"
+#include "async/sign_pool.h"
 
 #include <smtpc/session.h>
 
@@ -133,6 +134,7 @@ SMTPC_API void smtpc_bulk_free(smtpc_bulk *b)
         b->ahead = NULL;
         smtpc__bulk_finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled (freed)");
     }
+    smtpc__sign_pool_free(b); /* messages still being signed: canceled */
     smtpc__bulk_reap(b);
     smtpc__bulk_recs_free(b);
     smtpc__theap_free(&b->heap);

@@ -154,6 +154,7 @@ struct smtpc_bulk {
     smtpc__theap heap;
 
     smtpc__bulk_rec *retry_head, *retry_tail, *free_recs;
+    struct smtpc__sign_pool *sp; /* DKIM signing threads (sign_pool.c), or NULL */
     smtpc__bulk_rec *ahead;  /* taken from the source before a connection was opened for it */
     uint64_t outstanding; /* taken from the source, not yet reported */
     bool src_done, started, stopping, canceling;

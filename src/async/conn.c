@@ -414,6 +414,7 @@ static void pump(conn *c)
             smtpc__bulk_conn_kill(c, rc, "out of memory");
             return;
         }
+        if (rc == 0 && !b->src_done) return; /* a message being signed: the pool wakes us */
         if (rc == 0) continue; /* the source ended: QUIT above */
         if (start_msg(c, m)) arm(c);
     }

@@ -2,6 +2,7 @@
  * available), the application's loop entry points, timers and cancel. */
 #define _GNU_SOURCE
 #include "async/bulk_int.h"
+#include "async/sign_pool.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -95,6 +96,8 @@ SMTPC_API int smtpc_bulk_socket_action(smtpc_bulk *b, int fd, int events)
         smtpc__bulk_fire_timers(b);
     } else if (b->resolving && fd == b->resolve_pipe[0]) {
         smtpc__bulk_resolved(b);
+    } else if (b->sp && fd == smtpc__sign_pool_fd(b)) {
+        smtpc__sign_pool_wake(b);
     } else if (fd >= 0 && (size_t)fd < b->byfd_cap && b->byfd[fd]) {
         smtpc__bulk_conn_io(b->byfd[fd], events);
     }
@@ -189,6 +192,8 @@ static void dispatch(smtpc_bulk *b, int fd, bool in, bool out, bool err)
     int e = (in || err ? SMTPC_POLL_IN : 0) | (out || err ? SMTPC_POLL_OUT : 0);
     if (b->resolving && fd == b->resolve_pipe[0])
         smtpc__bulk_resolved(b);
+    else if (b->sp && fd == smtpc__sign_pool_fd(b))
+        smtpc__sign_pool_wake(b);
     else if ((size_t)fd < b->byfd_cap && b->byfd[fd])
         smtpc__bulk_conn_io(b->byfd[fd], e);
 }

@@ -2,6 +2,7 @@
  * retries on another connection, the rate limit, opening connections,
  * giving up when the server cannot be reached, and cancel. */
 #include "async/bulk_int.h"
+#include "async/sign_pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ void smtpc__bulk_finish(smtpc_bulk *b, smtpc__bulk_rec *r, smtpc_bulk_status s, 
     case SMTPC_BULK_UNKNOWN: b->st.unknown++; break;
     }
     b->outstanding--;
+    if (b->sp) smtpc__sign_pool_restore(b, &r->m);
     if (b->res_cb) b->res_cb(b->res_ud, &r->m, &res);
     r->next = b->free_recs;
     b->free_recs = r;
@@ -88,10 +90,18 @@ void smtpc__bulk_requeue(smtpc_bulk *b, smtpc__bulk_rec *r, int err, const char 
 static int fetch(smtpc_bulk *b, smtpc__bulk_rec **out)
 {
     if (!b->next_cb) b->src_done = true;
+again:
     if (b->src_done || b->canceling) return 0;
     smtpc__bulk_rec *r = rec_new(b);
     if (!r) return SMTPC_ENOMEM;
-    int rc = b->next_cb(b->next_ud, &r->m);
+    int fail = 0;
+    char why[256];
+    int rc = b->sp ? smtpc__sign_pool_next(b, &r->m, &fail, why, sizeof why) : b->next_cb(b->next_ud, &r->m);
+    if (rc == SMTPC__SIGN_PENDING) { /* being signed: the pool's fd wakes the loop */
+        r->next = b->free_recs;
+        b->free_recs = r;
+        return 0;
+    }
     if (rc <= 0) {
         r->next = b->free_recs;
         b->free_recs = r;
@@ -105,6 +115,10 @@ static int fetch(smtpc_bulk *b, smtpc__bulk_rec **out)
     }
     b->outstanding++;
     b->st.submitted++;
+    if (fail) { /* could not be signed: reported, and the next one */
+        smtpc__bulk_finish(b, r, SMTPC_BULK_FAILED, fail, 0, NULL, why);
+        goto again;
+    }
     *out = r;
     return 1;
 }
@@ -169,7 +183,9 @@ void smtpc__bulk_give_up(smtpc_bulk *b)
         smtpc__bulk_finish(b, r, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK,
                            code, text, msg);
     }
-    /* Drain the source too: each message is reported. */
+    /* Drain the source too: each message is reported (those being signed first). */
+    smtpc__sign_pool_flush(b, SMTPC_BULK_FAILED, b->last_conn_err ? b->last_conn_err : SMTPC_ENETWORK, code, text,
+                           msg, !b->canceling);
     while (!b->src_done && !b->canceling) {
         int rc = smtpc__bulk_take(b, &r);
         if (rc <= 0) break;
@@ -230,6 +246,7 @@ void smtpc__bulk_process_cancel(smtpc_bulk *b)
         b->ahead = NULL;
         smtpc__bulk_finish(b, r, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled");
     }
+    smtpc__sign_pool_flush(b, SMTPC_BULK_CANCELED, SMTPC_ECANCELED, 0, NULL, "canceled", false);
     for (size_t i = b->nconns; i-- > 0;) {
         smtpc__bulk_conn *c = b->conns[i];
         c->canceling = true;

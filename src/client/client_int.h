@@ -6,6 +6,7 @@
 #define SMTPC_CLIENT_CLIENT_INT_H
 
 #include <smtpc/client.h>
+#include <smtpc/dkim.h>
 
 #include "client/deliver.h"
 #include "client/pool_int.h"
@@ -85,6 +86,7 @@ struct smtpc_client {
     bool trace_body;
     smtpc_progress_cb progress_cb;
     void *progress_ud;
+    const smtpc_dkim_signer *dkim; /* borrowed; NULL: no signing (client_dkim.c) */
 
     /* async: one worker thread, started at the first send_async */
     pthread_t thr;
@@ -119,6 +121,9 @@ typedef struct smtpc__body_run {
     const smtpc_client *c;  /* NULL: nobody watches (pickup, outbox) */
     smtpc__linetap *tap;    /* the trace's message lines (trace_body) */
     uint64_t done, total;   /* progress */
+    smtpc_dkim_reader *dk; /* signed: the fields, then the body (client_dkim.c) */
+    bool dk_in;            /* the reader is reading the body itself */
+    unsigned dk_wflags;    /* the writer's flags, to write the message again */
 } smtpc__body_run;
 
 /* ---- client.c ---- */
@@ -151,6 +156,13 @@ char *smtpc__client_pool_key(const smtpc_client *c, const smtpc__ident *id);
  * timings into res). */
 int smtpc__client_get_conn(smtpc_client *c, const char *key, const smtpc__ident *id, smtpc_result *res,
                            smtpc__pconn **out, bool *reused);
+
+/* ---- client_dkim.c ---- */
+/* With a signer set: signs the body prepared in run (the first pass) and
+ * makes run read the fields, then the body; mo's SIZE grows by the fields. */
+int smtpc__client_dkim_prep(smtpc_client *c, smtpc__body_run *run, smtpc_mail_opts *mo);
+/* run's read while it is signed. */
+ssize_t smtpc__client_dkim_read(smtpc__body_run *run, void *buf, size_t len);
 
 /* ---- client_send.c ---- */
 ssize_t smtpc__body_read(void *ud, void *buf, size_t len);

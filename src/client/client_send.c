@@ -31,7 +31,11 @@ ssize_t smtpc__body_read(void *ud, void *buf, size_t len)
     smtpc__body_run *r = ud;
     r->touched = true;
     ssize_t n;
-    if (r->w) {
+    if (r->dk && !r->dk_in) {
+        /* signed: the DKIM-Signature fields, then the body through here
+         * again (dk_in); watched once, as sent */
+        n = smtpc__client_dkim_read(r, buf, len);
+    } else if (r->w) {
         n = smtpc_message_writer_read(r->w, buf, len);
     } else if (r->b->cb) {
         n = r->b->cb(r->b->ud, buf, len);
@@ -41,7 +45,7 @@ ssize_t smtpc__body_read(void *ud, void *buf, size_t len)
         r->mp += n;
         r->mleft -= (size_t)n;
     }
-    if (r->c) body_watch(r, buf, n);
+    if (r->c && !r->dk_in) body_watch(r, buf, n);
     return n;
 }
 
@@ -51,6 +55,8 @@ void smtpc__body_run_free(smtpc__body_run *run)
     run->w = NULL;
     free(run->tap);
     run->tap = NULL;
+    smtpc_dkim_reader_free(run->dk);
+    run->dk = NULL;
 }
 
 /* Failures of a re-used connection that show it was dead or closing before
@@ -114,7 +120,7 @@ int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body
         if (has_size) mo->size = b->params->size;
         mo->body_8bitmime = ext8 && b->params->body_8bit;
     }
-    return 0;
+    return smtpc__client_dkim_prep(c, run, mo);
 }
 
 /* One attempt: a connection from the pool (re-used or new), one
@@ -324,6 +330,7 @@ SMTPC_API int smtpc_client_send_envelope_with(smtpc_client *c, const char *from,
     b.cb = cb;
     b.ud = userdata;
     b.params = params;
+    if (params) b.rewind = params->rewind;
     return send_raw(c, from, rcpts, nrcpts, &b, result);
 }
 

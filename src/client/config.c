@@ -74,6 +74,11 @@ static const key_def keys[] = {
     {"rcpt-allowfails", T_BOOL, false, false},
     {"dsn-notify", T_WORD, false, false},
     {"dsn-ret", T_WORD, false, false},
+    {"dkim-key", T_STR, false, false}, /* the key file itself must be private (the signer checks) */
+    {"dkim-selector", T_STR, false, false},
+    {"dkim-domain", T_WORD, false, false},
+    {"dkim-algorithm", T_STR, false, false},
+    {"dkim-headers", T_WORD, false, false},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

@@ -692,3 +692,111 @@ SMTPC_API int smtpc_dkim_sign_final(smtpc_dkim_sign *ctx, const char **fields, s
     *len = smtpc__buf_size(&ctx->out);
     return 0;
 }
+
+/* ---- key information and key generation --------------------------------- */
+
+SMTPC_API const char *smtpc_dkim_signer_key_algorithm(const smtpc_dkim_signer *sg, size_t i)
+{
+    if (!sg || i >= sg->nkeys) return NULL;
+    return sg->keys[i].alg == ALG_RSA ? "rsa-sha256" : "ed25519-sha256";
+}
+
+SMTPC_API int smtpc_dkim_signer_key_txt(const smtpc_dkim_signer *sg, size_t i, char *buf, size_t buflen)
+{
+    if (!sg || i >= sg->nkeys || !buf || !buflen) return SMTPC_EINVAL;
+    const dkim_key *k = &sg->keys[i];
+    unsigned char raw[1024];
+    size_t n = 0;
+    if (k->alg == ALG_RSA) {
+        /* p= of an RSA key: its SubjectPublicKeyInfo (DER) */
+        int dl = i2d_PUBKEY(k->pkey, NULL);
+        if (dl <= 0 || (size_t)dl > sizeof raw) return SMTPC_EIO;
+        unsigned char *p = raw;
+        if (i2d_PUBKEY(k->pkey, &p) != dl) return SMTPC_EIO;
+        n = (size_t)dl;
+    } else {
+        /* of an Ed25519 key: the raw 32 octets (RFC 8463) */
+        n = sizeof raw;
+        if (EVP_PKEY_get_raw_public_key(k->pkey, raw, &n) != 1) return SMTPC_EIO;
+    }
+    const char *head = k->alg == ALG_RSA ? "v=DKIM1; k=rsa; p=" : "v=DKIM1; k=ed25519; p=";
+    size_t hl = strlen(head), bl = smtpc__b64_encoded_len(n);
+    if (hl + bl + 1 > buflen) return SMTPC_ELIMIT;
+    memcpy(buf, head, hl);
+    smtpc__b64_encode(buf + hl, raw, n);
+    buf[hl + bl] = '\0';
+    return 0;
+}
+
+SMTPC_API int smtpc_dkim_keygen(const char *algorithm, unsigned bits, char *pem, size_t pemlen)
+{
+    if (!algorithm || !pem || !pemlen) return SMTPC_EINVAL;
+    bool rsa = !strcmp(algorithm, "rsa-sha256");
+    if (!rsa && strcmp(algorithm, "ed25519-sha256")) return SMTPC_EINVAL;
+    if (rsa && bits == 0) bits = 2048;
+    if (rsa && (bits < 1024 || bits > 4096)) return SMTPC_EINVAL;
+    int rc = smtpc__syslib_need(SMTPC__LIB_CRYPTO, NULL);
+    if (rc) return rc;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(rsa ? EVP_PKEY_RSA : EVP_PKEY_ED25519, NULL);
+    EVP_PKEY *pk = NULL;
+    rc = SMTPC_EIO;
+    if (ctx && EVP_PKEY_keygen_init(ctx) == 1 && (!rsa || EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, (int)bits) == 1) &&
+        EVP_PKEY_keygen(ctx, &pk) == 1) {
+        /* PKCS#8 DER, then PEM by hand: no BIO, no PEM module */
+        PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+        unsigned char *der = NULL;
+        int dl = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        if (dl > 0) {
+            size_t need = 28 + smtpc__b64_encoded_len((size_t)dl) + (size_t)dl / 48 + 2 + 26 + 1;
+            if (need > pemlen) {
+                rc = SMTPC_ELIMIT;
+            } else {
+                size_t o = 0;
+                memcpy(pem + o, "-----BEGIN PRIVATE KEY-----\n", 28);
+                o += 28;
+                for (size_t at = 0; at < (size_t)dl; at += 48) {
+                    size_t chunk = (size_t)dl - at < 48 ? (size_t)dl - at : 48;
+                    smtpc__b64_encode(pem + o, der + at, chunk);
+                    o += smtpc__b64_encoded_len(chunk);
+                    pem[o++] = '\n';
+                }
+                memcpy(pem + o, "-----END PRIVATE KEY-----\n", 26);
+                o += 26;
+                pem[o] = '\0';
+                rc = 0;
+            }
+            smtpc__secure_zero(der, (size_t)dl);
+            OPENSSL_free(der);
+        }
+    }
+    EVP_PKEY_free(pk);
+    EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
+SMTPC_API int smtpc_dkim_signer_dup(const smtpc_dkim_signer *sg, smtpc_dkim_signer **out)
+{
+    if (!sg || !out) return SMTPC_EINVAL;
+    smtpc_dkim_signer *d = calloc(1, sizeof *d);
+    if (!d) return SMTPC_ENOMEM;
+    *d = *sg;
+    d->nkeys = 0;
+    d->domain = d->auid = NULL;
+    int rc = 0;
+    if ((sg->domain && !(d->domain = smtpc__strdup(sg->domain))) || (sg->auid && !(d->auid = smtpc__strdup(sg->auid))))
+        rc = SMTPC_ENOMEM;
+    for (size_t i = 0; !rc && i < sg->nkeys; i++) {
+        d->keys[i] = sg->keys[i];
+        /* its own key objects: no state (RSA blinding) shared with sg's thread */
+        if (!(d->keys[i].pkey = EVP_PKEY_dup(sg->keys[i].pkey))) rc = SMTPC_ENOMEM;
+        else d->nkeys++;
+    }
+    if (rc) {
+        smtpc_dkim_signer_free(d);
+        return rc;
+    }
+    smtpc__err_clear(&d->err);
+    *out = d;
+    return 0;
+}

@@ -18,6 +18,8 @@
 #include <smtpc/dkim.h>
 #include <smtpc/message.h>
 
+#include "dkim_opts.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +35,6 @@ static int usage(void)
 {
     fprintf(stderr, "usage: drv_dkim sign|compose|verify [options] [FILE]\n");
     return 2;
-}
-
-static int parse_canon(const char *s, smtpc_dkim_canon *c)
-{
-    if (!strcmp(s, "relaxed")) *c = SMTPC_DKIM_RELAXED;
-    else if (!strcmp(s, "simple")) *c = SMTPC_DKIM_SIMPLE;
-    else return -1;
-    return 0;
 }
 
 static smtpc_message *compose(void)
@@ -90,31 +84,10 @@ static int do_sign(int argc, char **argv)
         }
         if (!v) return usage();
         i++;
-        if (!strcmp(a, "--domain")) {
-            rc = smtpc_dkim_signer_set_domain(sg, v);
-        } else if (!strcmp(a, "--key")) {
-            char sel[128];
-            const char *eq = strchr(v, '=');
-            if (!eq || (size_t)(eq - v) >= sizeof sel) return usage();
-            memcpy(sel, v, (size_t)(eq - v));
-            sel[eq - v] = '\0';
-            rc = smtpc_dkim_signer_add_key_file(sg, sel, eq + 1);
-        } else if (!strcmp(a, "--canon")) {
-            char h[16] = "", b[16] = "relaxed";
-            const char *sl = strchr(v, '/');
-            size_t hl = sl ? (size_t)(sl - v) : strlen(v);
-            if (hl >= sizeof h) return usage();
-            memcpy(h, v, hl);
-            if (sl) snprintf(b, sizeof b, "%s", sl + 1);
-            smtpc_dkim_canon hc, bc;
-            if (parse_canon(h, &hc) || parse_canon(b, &bc)) return usage();
-            rc = smtpc_dkim_signer_set_canon(sg, hc, bc);
-        } else if (!strcmp(a, "--headers")) {
-            rc = smtpc_dkim_signer_set_headers(sg, v);
-        } else if (!strcmp(a, "--identity")) {
-            rc = smtpc_dkim_signer_set_identity(sg, v);
-        } else if (!strcmp(a, "--expiry")) {
-            rc = smtpc_dkim_signer_set_expiry(sg, (uint32_t)strtoul(v, NULL, 10));
+        int o = dkim_signer_opt(sg, a, v);
+        if (o <= 0) {
+            rc = o;
+            if (rc == SMTPC_EINVAL && !smtpc_dkim_signer_errmsg(sg)[0]) return usage();
         } else if (!strcmp(a, "--time")) {
             fixed_time = strtoll(v, NULL, 10);
             rc = smtpc_dkim_signer_set_clock(sg, clock_cb, NULL);
