@@ -343,10 +343,10 @@ static int deliver_smtp(const cli_ctx *c, const cli_envelope *env, const cli_sou
     if (!rc) rc = smtpc_client_set_progress(cl, upload_progress, &pg);
     /* --dkim-key: the client signs each attempt (t= fresh); cmd_send
      * checked the key before anything was opened */
-    const char *bad = NULL;
-    if (!rc && cli_dkim_client(c, cl)) rc = SMTPC_ECONFIG, bad = "DKIM signing is not configured correctly";
+    const char *dkim_bad = NULL;
+    if (!rc && cli_dkim_client(c, cl)) rc = SMTPC_ECONFIG, dkim_bad = "DKIM signing is not configured correctly";
     if (rc) {
-        cli_result_fail(r, rc, "%s", bad ? bad : smtpc_client_errmsg(cl));
+        cli_result_fail(r, rc, "%s", dkim_bad ? dkim_bad : smtpc_client_errmsg(cl));
         smtpc_client_free(cl);
         cli_security_done();
         return rc;
