@@ -62,7 +62,15 @@ static unsigned char *slurp(const char *path, size_t *len)
 
 typedef struct fsrc {
     FILE *f;
+    unsigned rewinds;
 } fsrc;
+
+static int f_rewind(void *ud)
+{
+    fsrc *s = ud;
+    s->rewinds++;
+    return fseek(s->f, 0, SEEK_SET) ? SMTPC_EIO : 0;
+}
 
 static ssize_t f_read(void *ud, void *buf, size_t len)
 {
@@ -314,9 +322,19 @@ int main(int argc, char **argv)
         rc = d ? check("send", smtpc_client_send_mem(c, "alice@example.org", rcpt, 1, d, len, NULL), c) : 1;
         free(d);
     } else if (!rc && !strcmp(mode, "cb") && file) {
-        fsrc s = {fopen(file, "rb")};
+        fsrc s = {fopen(file, "rb"), 0};
         if (!s.f) return 1;
         rc = check("send", smtpc_client_send_envelope(c, "alice@example.org", rcpt, 1, f_read, &s, NULL), c);
+        fclose(s.f);
+    } else if (!rc && !strcmp(mode, "cbrewind") && file) {
+        /* a callback that can rewind: read twice (hash, then send), not spooled */
+        fsrc s = {fopen(file, "rb"), 0};
+        if (!s.f) return 1;
+        smtpc_send_params p;
+        memset(&p, 0, sizeof p);
+        p.rewind = f_rewind;
+        rc = check("send", smtpc_client_send_envelope_with(c, "alice@example.org", rcpt, 1, f_read, &s, &p, NULL), c);
+        printf("rewinds %u\n", s.rewinds);
         fclose(s.f);
     } else if (!rc && !strcmp(mode, "batch") && file) {
         size_t len;
@@ -339,7 +357,7 @@ int main(int argc, char **argv)
         char dir[4096], err[256];
         snprintf(dir, sizeof dir, "%s.d", file);
         smtpc_outbox *ob;
-        fsrc s = {fopen(file, "rb")};
+        fsrc s = {fopen(file, "rb"), 0};
         if (!s.f || smtpc_outbox_open(&ob, dir, err, sizeof err)) return 1;
         rc = smtpc_outbox_add_raw(ob, "alice@example.org", rcpt, 1, f_read, &s, NULL, 0);
         fclose(s.f);

@@ -65,6 +65,18 @@ def test_client_raw_bodies_sign_as_sent(tmp_path, keys, aiosmtpd, name):
     assert_verifies(tmp_path, env.data, keys)
 
 
+@pytest.mark.parametrize("name", ["plain", "8bit", "no_final_crlf"])
+def test_client_callback_with_rewind_read_twice(tmp_path, keys, aiosmtpd, name):
+    """A callback body with smtpc_send_params.rewind (the CLI's --message
+    file and sendmail spool): hashed on a first read, rewound once, sent
+    on the second — no temporary copy — and the signature verifies."""
+    srv = aiosmtpd(pipelining=True)
+    p = run("cbrewind", srv.port, keys, tmp_path, msg=MESSAGES[name])
+    assert p.stdout.decode().split() == ["rewinds", "1"]
+    [env] = srv.envelopes
+    assert_verifies(tmp_path, env.data, keys)
+
+
 def test_client_signature_survives_postfix(tmp_path, keys, postfix):
     """Through a real MTA: the message Postfix stored (with its own
     Return-Path, Delivered-To and Received prepended) still verifies."""
