@@ -135,6 +135,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
         printf("smtpc %s\n", smtpc_version());
+        printf("PostgreSQL outbox: %s\n", smtpc_outbox_has_postgresql() ? "yes" : "no (built without libpq)");
         return 0;
     }
     if (!strcmp(cmd, "bulk")) return cmd_bulk("smtpc", argc - 2, argv + 2);
