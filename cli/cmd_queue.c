@@ -226,6 +226,7 @@ int cmd_queue(const char *prog, int argc, char **argv)
                                          : cli_queue_stats(&c, ob);
     } else if (!strcmp(action, "list")) {
         rc = smtpc_outbox_list(ob, true, print_entry, &c);
+        if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob));
         ex = rc ? cli_exit_code(rc) : 0;
     } else if (!strcmp(action, "retry") || !strcmp(action, "drop")) {
         rc = !strcmp(action, "drop") ? smtpc_outbox_drop(ob, id) : smtpc_outbox_retry(ob, id);

@@ -656,7 +656,8 @@ static int outcomes_write(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, outcomes 
  * (4xx: queued with backoff; 5xx: failed) made before the original is
  * marked sent, in the same transaction. */
 static int split_refused(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int64_t id, const char *const *rcpts,
-                         size_t n, const int *codes, const char *text, unsigned attempts, const char *worker)
+                         size_t n, const int *codes, const char *const *texts, unsigned attempts,
+                         const char *worker)
 {
     const char **sub = calloc(n ? n : 1, sizeof *sub);
     if (!sub) return SMTPC_ENOMEM;
@@ -664,9 +665,10 @@ static int split_refused(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int64_t id
     for (int perm = 0; !rc && perm < 2; perm++) {
         size_t k = 0;
         int first = 0;
+        const char *text = NULL;
         for (size_t i = 0; i < n; i++) {
             if (codes[i] / 100 == 2 || (codes[i] / 100 == 5) != (perm == 1)) continue;
-            if (!first) first = codes[i];
+            if (!first) first = codes[i], text = texts ? texts[i] : NULL;
             sub[k++] = rcpts[i];
         }
         if (!k) continue;
@@ -677,7 +679,8 @@ static int split_refused(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int64_t id
         snprintf(ids, sizeof ids, "%lld", (long long)id);
         snprintf(delay, sizeof delay, "%lld", perm ? 0LL : (long long)backoff_s(p, attempts + 1));
         snprintf(code, sizeof code, "%d", first);
-        snprintf(e, sizeof e, "recipient refused: %d %s", first, text ? text : "");
+        if (text) snprintf(e, sizeof e, "recipient refused: %d %s", first, text);
+        else snprintf(e, sizeof e, "recipient refused: %d (the reply to RCPT TO)", first);
         const char *vals[7] = {ids, (const char *)arr.data, perm ? "failed" : "queued", delay, code, e, worker};
         if (!rc) rc = exec0(p, c, err, p->q[Q_SPLIT], 7, vals);
         smtpc__buf_free(&arr);
@@ -906,9 +909,12 @@ static void *pflush_main(void *arg)
         bool partial = false;
         for (size_t i = 0; codes && !src && i < nr && i < it->nrcpts; i++) partial |= codes[i] / 100 != 2;
         rc = exec0(p, c, &err, "BEGIN", 0, NULL);
+        const char **texts = partial ? calloc(nr, sizeof *texts) : NULL;
+        for (size_t i = 0; texts && i < nr; i++) texts[i] = smtpc_result_rcpt_text(res, i);
         if (!rc && partial)
-            rc = split_refused(p, c, &err, it->id, it->rcpts, nr < it->nrcpts ? nr : it->nrcpts, codes,
-                               smtpc_result_rcpt_text(res, 0), it->attempts, f->worker);
+            rc = split_refused(p, c, &err, it->id, it->rcpts, nr < it->nrcpts ? nr : it->nrcpts, codes, texts,
+                               it->attempts, f->worker);
+        free(texts);
         if (!rc) rc = outcomes_push(&oc, &o);
         else {
             free(o.err);
@@ -1129,6 +1135,9 @@ SMTPC_API void smtpc_outbox_stop(smtpc_outbox *ob)
     }
 }
 
+/* The longest an outcome waits to be written with others. */
+#define OUTCOME_DELAY_MS 100
+
 typedef struct worker {
     smtpc__pg *p;
     char name[128];
@@ -1141,6 +1150,7 @@ typedef struct worker {
     claim *cur;       /* being handed out */
     claim *held;      /* handed out, not all reported */
     outcomes oc;
+    int64_t oc_first_ms; /* when the oldest outcome not written came */
     int rc;           /* a database error that ended the round */
     unsigned claimed; /* in this round */
     smtpc_bulk *bulk;
@@ -1228,7 +1238,7 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         /* refused recipients of an accepted message: their own entries now
          * (the split needs the row still 'sending' under our name) */
         if (!worker_flush(w))
-            w->rc = split_refused(p, p->conn, &p->err, it->id, it->rcpts, r->nrcpts, r->rcpt_codes, r->reply_text,
+            w->rc = split_refused(p, p->conn, &p->err, it->id, it->rcpts, r->nrcpts, r->rcpt_codes, NULL,
                                   it->attempts, w->name);
     }
     if (outcomes_push(&w->oc, &o)) {
@@ -1250,7 +1260,11 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         if (*pp) *pp = cl->nextc;
         claim_free(cl);
     }
-    if (w->oc.n >= w->batch) worker_flush(w);
+    /* written in batches, but soon: an outcome not yet written is sent
+     * again by whoever takes the message over if this worker dies */
+    int64_t now = smtpc__now_ms();
+    if (w->oc.n == 1) w->oc_first_ms = now;
+    if (w->oc.n >= w->batch || now - w->oc_first_ms >= OUTCOME_DELAY_MS) worker_flush(w);
 }
 
 /* The heartbeat: renews this worker's leases and registration, puts back
