@@ -15,6 +15,7 @@
 
 #include "util/util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 bool smtpc__pg_is_url(const char *s)
@@ -88,7 +89,6 @@ SMTPC_API int smtpc_outbox_workers(smtpc_outbox *ob, int (*cb)(void *ud, const s
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>

@@ -311,3 +311,13 @@ def test_version_says_postgresql():
     r = smtpc("--version")
     assert re.search(rb"PostgreSQL outbox: (yes|no)", r.stdout), r.stdout
 
+
+
+def test_man_page_renders_without_warnings():
+    import shutil
+    from conftest import SOURCE_DIR
+    if not shutil.which("groff"):
+        pytest.skip("groff not installed")
+    r = subprocess.run(["groff", "-mandoc", "-ww", "-Tutf8", "-z", str(SOURCE_DIR / "docs" / "smtpc-queue.7")],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
