@@ -84,7 +84,6 @@ SMTPC_API int smtpc_outbox_workers(smtpc_outbox *ob, int (*cb)(void *ud, const s
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1188,7 +1187,11 @@ static int w_next(void *ud, smtpc_bulk_msg *m)
     if (!w->cur || w->cur->next == w->cur->n) {
         if (worker_flush(w)) return 0;
         claim *cl = NULL;
-        int rc = claim_batch(p, p->conn, &p->err, w->batch, w->name, w->lease_s, &cl);
+        /* under a rate, claim about a second's worth: what one worker holds
+         * is what the others cannot send meanwhile */
+        unsigned n = w->batch;
+        if (w->share > 0 && w->share < (double)n) n = w->share < 1 ? 1 : (unsigned)w->share;
+        int rc = claim_batch(p, p->conn, &p->err, n, w->name, w->lease_s, &cl);
         drain_notifies(p->conn);
         if (rc) w->rc = rc;
         if (!cl) return 0;
@@ -1312,10 +1315,12 @@ static void *heartbeat_main(void *arg)
         pthread_mutex_lock(&w->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        double step = w->lease_s / 4 > 1 ? w->lease_s / 4 : 1;
-        if (step > 15) step = 15;
-        ts.tv_sec += (time_t)step;
-        ts.tv_nsec += (long)((step - floor(step)) * 1e9);
+        /* often enough for the rate share to follow workers coming and going */
+        double step = w->lease_s / 4 > 0.5 ? w->lease_s / 4 : 0.5;
+        if (step > 5) step = 5;
+        int64_t step_ms = (int64_t)(step * 1000);
+        ts.tv_sec += (time_t)(step_ms / 1000);
+        ts.tv_nsec += (long)(step_ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         if (!w->hb_stop) pthread_cond_timedwait(&w->cv, &w->mu, &ts);
     }

@@ -321,3 +321,33 @@ def test_man_page_renders_without_warnings():
     r = subprocess.run(["groff", "-mandoc", "-ww", "-Tutf8", "-z", str(SOURCE_DIR / "docs" / "smtpc-queue.7")],
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+
+
+def test_rate_is_for_the_whole_fleet(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    times = []
+    h = srv.controller.handler
+    orig = h.handle_DATA
+
+    async def stamp(server, session, envelope):
+        times.append(time.monotonic())
+        return await orig(server, session, envelope)
+    h.handle_DATA = stamp
+    rate, n = 30.0, 300
+    ws = [queue.worker(srv, "--rate", str(rate), "--lease", "2s") for _ in range(3)]
+    wait_until(lambda: queue.sql("select count(*) from smtpc.workers").strip() == "3", what="3 workers")
+    time.sleep(1.5)  # every worker has counted the others
+    queue.enqueue(n)
+    wait_until(lambda: queue.states().get("sent") == n, timeout=180, what="every message sent")
+    for w in ws:
+        w.send_signal(signal.SIGTERM)
+    for w in ws:
+        assert w.wait(60) == 0
+    ts = sorted(times)
+    assert len(ts) == n
+    # the steady middle: all three workers sending
+    a, b = n // 10, n * 8 // 10
+    measured = (b - a) / (ts[b] - ts[a])
+    assert abs(measured - rate) <= rate * 0.05, f"fleet rate {measured:.2f}/s, asked {rate}/s"
+    per = [int(re.search(rb"sent (\d+)", w.stdout.read()).group(1)) for w in ws]
+    assert sum(per) == n and min(per) > 0, per
