@@ -14,6 +14,8 @@ root: as root, the server runs as the ``postgres`` system user (the
 directory is given to it). Authentication is ``trust`` for every local user
 but ``pwuser``, who needs the password ``right-password`` (scram-sha-256).
 
+``Postgres(fast=False)`` keeps PostgreSQL's durable defaults (fsync, synchronous
+commit), for benchmarks; the tests' instance turns them off.
 ``postgres.stop()`` / ``postgres.start()`` restart the server in place (a
 restart under a running worker). Tests are skipped, with the reason, only
 when the PostgreSQL binaries are not installed.
@@ -42,7 +44,7 @@ def missing():
 
 
 class Postgres:
-    def __init__(self):
+    def __init__(self, fast=True):
         self.dir = make_tempdir("pg")
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "postgres.log")
@@ -61,8 +63,9 @@ class Postgres:
             f.write("local all pwuser scram-sha-256\nlocal all all trust\n")
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
             f.write(f"listen_addresses = ''\nunix_socket_directories = '{self.dir}'\nport = {PORT}\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                     "max_connections = 200\nlog_min_messages = warning\n")
+            if fast:  # tests: no durability needed (bench/bench_pg.py keeps PostgreSQL's defaults)
+                f.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
         self.start()
         self.sql("postgres", "create role pwuser login superuser password 'right-password'")
 
