@@ -204,7 +204,7 @@ static const char *const q_tmpl[Q_N] = {
                " CASE WHEN state = 'queued' AND not_before > now() THEN extract(epoch FROM not_before)::bigint"
                " ELSE 0 END::text, last_error, state FROM {S}.messages"
                " WHERE id > $1::bigint AND (state IN ('queued', 'sending') OR ($2 AND state = 'failed'))"
-               " ORDER BY id LIMIT 1000",
+               " ORDER BY {S}.messages.id LIMIT 1000", /* the column, not the text in the output */
     [Q_RETRY] = "UPDATE {S}.messages SET state = 'queued', not_before = now(), done_at = NULL"
                 " WHERE id = $1::bigint AND state IN ('queued', 'failed')",
     [Q_RETRY_ALL] = "UPDATE {S}.messages SET state = 'queued', not_before = now(), done_at = NULL"

@@ -351,3 +351,84 @@ def test_rate_is_for_the_whole_fleet(queue, aiosmtpd):
     assert abs(measured - rate) <= rate * 0.05, f"fleet rate {measured:.2f}/s, asked {rate}/s"
     per = [int(re.search(rb"sent (\d+)", w.stdout.read()).group(1)) for w in ws]
     assert sum(per) == n and min(per) > 0, per
+
+
+def test_retention_of_sent_bodies_and_rows(queue, aiosmtpd):
+    queue.sql("insert into smtpc.messages (state, sender, recipients, body, done_at) values"
+              " ('sent', 's@x', array['r@x'], 'old', now() - interval '8 days'),"
+              " ('sent', 's@x', array['r@x'], 'new', now() - interval '1 day'),"
+              " ('sent', 's@x', array['r@x'], 'ancient', now() - interval '100 days'),"
+              " ('failed', 's@x', array['r@x'], 'kept', now() - interval '100 days')")
+    srv = aiosmtpd(pipelining=True)
+    w = queue.worker(srv)
+    wait_until(lambda: queue.sql("select count(*) from smtpc.messages").strip() == "3", what="retention")
+    rows = queue.sql("select state, coalesce(convert_from(body, 'UTF8'), '-') from smtpc.messages order by id")
+    assert rows.split() == ["sent|-", "sent|new", "failed|kept"], rows
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_list_pages_through_a_large_queue(queue):
+    queue.enqueue(2500)
+    r = smtpc("queue", "list", "--outbox", queue.url, "--json")
+    assert r.returncode == 0, r.stderr
+    ids = re.findall(rb'"id":"(\d+)"', r.stdout)
+    assert len(ids) == 2500 and len(set(ids)) == 2500
+
+
+def test_unknown_outcome_is_kept_and_retried_later(queue):
+    """The connection lost after the final dot: the directory outbox's rule,
+    queued again after the backoff (a duplicate rather than a loss)."""
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    port = ls.getsockname()[1]
+    dots = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            with c:
+                f = c.makefile("rb")
+                c.sendall(b"220 lossy\r\n")
+                data = False
+                for line in f:
+                    if data:
+                        if line == b".\r\n":
+                            dots.append(1)
+                            break  # lost after the final dot
+                        continue
+                    cmd = line[:4].upper()
+                    if cmd == b"EHLO":
+                        c.sendall(b"250-lossy\r\n250 PIPELINING\r\n")
+                    elif cmd == b"DATA":
+                        c.sendall(b"354 go\r\n")
+                        data = True
+                    elif cmd == b"QUIT":
+                        c.sendall(b"221 bye\r\n")
+                        break
+                    else:
+                        c.sendall(b"250 ok\r\n")
+                f.close()  # the file holds the socket open
+                c.shutdown(socket.SHUT_RDWR)
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    queue.enqueue(1)
+
+    class Srv:
+        pass
+    s = Srv()
+    s.port = port
+    w = queue.worker(s)
+    wait_until(lambda: queue.sql("select attempts from smtpc.messages").strip() == "1", what="the attempt")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    ls.close()
+    row = queue.sql("select state, extract(epoch from not_before - now())::int, last_error"
+                    " from smtpc.messages").strip().split("|")
+    assert row[0] == "queued" and 45 <= int(row[1]) <= 61 and "SMTPC_EUNKNOWN" in row[2], row
+    assert len(dots) == 1
