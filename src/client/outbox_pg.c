@@ -386,6 +386,16 @@ static int exec0(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, const char *sql, i
     return rc;
 }
 
+/* Commits, or after an error (rc) rolls back keeping that error. */
+static int end_txn(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int rc)
+{
+    if (!rc) return exec0(p, c, err, "COMMIT", 0, NULL);
+    smtpc__errmsg keep = *err;
+    exec0(p, c, err, "ROLLBACK", 0, NULL);
+    *err = keep;
+    return rc;
+}
+
 int smtpc__pg_open(smtpc__pg **out, const char *url, char *errbuf, size_t errlen)
 {
     pthread_once(&pq_once, pq_load);
@@ -558,12 +568,7 @@ SMTPC_API int smtpc_outbox_init(smtpc_outbox *ob)
         const char *vals[1] = {vs};
         rc = exec0(p, p->conn, &p->err, pre[3], 1, vals);
     }
-    if (!rc) rc = exec0(p, p->conn, &p->err, "COMMIT", 0, NULL);
-    else {
-        smtpc__errmsg keep = p->err;
-        exec0(p, p->conn, &p->err, "ROLLBACK", 0, NULL);
-        p->err = keep;
-    }
+    rc = end_txn(p, p->conn, &p->err, rc);
     for (size_t i = 0; i < 4; i++) free(pre[i]);
     return rc;
 }
@@ -920,7 +925,7 @@ static void *pflush_main(void *arg)
             free(o.codes);
         }
         if (!rc) rc = outcomes_write(p, c, &err, &oc, f->worker);
-        rc = rc ? (exec0(p, c, &err, "ROLLBACK", 0, NULL), rc) : exec0(p, c, &err, "COMMIT", 0, NULL);
+        rc = end_txn(p, c, &err, rc);
         free(codes);
         smtpc_result_free(res);
         claim_free(cl);
@@ -1237,18 +1242,25 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         snprintf(e, sizeof e, "%s: %s", smtpc_err_name(code), r->errmsg && *r->errmsg ? r->errmsg : r->reply_text);
         o.err = smtpc__strdup(e);
     }
-    if (sent && r->rcpt_codes && r->rcpts_accepted < r->nrcpts) {
-        /* refused recipients of an accepted message: their own entries now
-         * (the split needs the row still 'sending' under our name) */
-        if (!worker_flush(w))
-            w->rc = split_refused(p, p->conn, &p->err, it->id, it->rcpts, r->nrcpts, r->rcpt_codes, NULL,
-                                  it->attempts, w->name);
-    }
+    bool split = sent && r->rcpt_codes && r->rcpts_accepted < r->nrcpts;
+    /* refused recipients of an accepted message: their own entries, in one
+     * transaction with the message's outcome (so a crash never leaves both
+     * the split and the message to send again) */
+    int rc = split ? worker_flush(w) : 0;
+    if (!rc && split) rc = exec0(p, p->conn, &p->err, "BEGIN", 0, NULL);
+    if (!rc && split)
+        rc = split_refused(p, p->conn, &p->err, it->id, it->rcpts, r->nrcpts, r->rcpt_codes, NULL, it->attempts,
+                           w->name);
     if (outcomes_push(&w->oc, &o)) {
         free(o.err);
         free(o.codes);
-        w->rc = SMTPC_ENOMEM;
+        rc = SMTPC_ENOMEM;
     }
+    if (split) {
+        if (!rc) rc = worker_flush(w);
+        rc = end_txn(p, p->conn, &p->err, rc);
+    }
+    if (rc) w->rc = rc;
     w->st->sent += d.sent;
     w->st->deferred += d.deferred;
     w->st->failed += d.failed;
