@@ -79,9 +79,12 @@ int cmd_help(const char *topic, FILE *f)
         return 0;
     }
     if (!strcmp(topic, "queue")) {
-        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR] [options]\n"
+        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID [--outbox DIR|URL] [options]\n"
+              "       smtpc queue init|stats|worker --outbox postgresql://... [options]\n"
               "Lists the messages waiting in the outbox, sends those that are due (flush),\n"
-              "makes one or all due now and brings failed ones back (retry), or removes one.\n\n", f);
+              "makes one or all due now and brings failed ones back (retry), or removes one.\n"
+              "On PostgreSQL (man smtpc-queue): creates the schema (init), shows the counts\n"
+              "and workers (stats), or sends until SIGTERM (worker).\n\n", f);
         cli_print_options(f, CMD_QUEUE);
         return 0;
     }
