@@ -169,7 +169,7 @@ SMTPC_API bool smtpc_outbox_has_postgresql(void) { return true; }
 
 enum {
     Q_CLAIM, Q_OUTCOME, Q_SPLIT, Q_REQUEUE, Q_RENEW, Q_ENQUEUE, Q_LIST, Q_RETRY, Q_RETRY_ALL, Q_DROP,
-    Q_STATE_OF, Q_HELLO, Q_BYE, Q_RETAIN, Q_COUNT, Q_WORKERS, Q_LIVE, Q_N
+    Q_STATE_OF, Q_HELLO, Q_BYE, Q_RETAIN, Q_COUNT, Q_WORKERS, Q_LIVE, Q_ORPHANS, Q_N
 };
 
 static const char *const q_tmpl[Q_N] = {
@@ -195,6 +195,9 @@ static const char *const q_tmpl[Q_N] = {
     [Q_REQUEUE] = "UPDATE {S}.messages SET state = 'queued', attempts = attempts + 1, last_error ="
                   " 'the lease of worker ' || coalesce(worker, '?') || ' expired: outcome unknown, queued again',"
                   " worker = NULL, lease_until = NULL WHERE state = 'sending' AND lease_until < now()",
+    [Q_ORPHANS] = "UPDATE {S}.messages SET state = 'queued', attempts = attempts + 1, last_error ="
+                   " 'the outcome was not recorded (the database connection was lost): queued again',"
+                   " worker = NULL, lease_until = NULL WHERE state = 'sending' AND worker = $1",
     [Q_RENEW] = "WITH w AS (UPDATE {S}.workers SET heartbeat = now(), lease_s = $2::float8, sent = $3::bigint,"
                 " failed = $4::bigint WHERE name = $1 RETURNING 1)"
                 " UPDATE {S}.messages SET lease_until = now() + make_interval(secs => $2::float8)"
@@ -1379,6 +1382,8 @@ static int reconnect(worker *w)
 static int worker_round(worker *w, const smtpc_conn_opts *conn, unsigned connections)
 {
     smtpc__pg *p = w->p;
+    w->claimed = 0;
+    w->rc = 0;
     smtpc_bulk *b = NULL;
     int rc = smtpc_bulk_new(&b, "localhost", 25);
     if (!rc) rc = smtpc_bulk_set_conn_opts(b, conn);
@@ -1390,10 +1395,17 @@ static int worker_round(worker *w, const smtpc_conn_opts *conn, unsigned connect
         smtpc_bulk_free(b);
         return rc;
     }
+    /* Nothing is in flight between rounds: a claim still ours is one whose
+     * outcome could not be written (the database went away); it would
+     * otherwise wait here, its lease renewed, until this worker exits. */
+    const char *v1[1] = {w->name};
+    int orc = exec0(p, p->conn, &p->err, p->q[Q_ORPHANS], 1, v1);
+    if (orc) {
+        smtpc_bulk_free(b);
+        return orc;
+    }
     w->bulk = b;
     w->share = 0;
-    w->claimed = 0;
-    w->rc = 0;
     atomic_store(&p->bulk, b);
     if (atomic_load(&p->stop)) smtpc_bulk_cancel(b);
     smtpc_bulk_run(b);

@@ -274,6 +274,24 @@ def test_database_restart_under_a_running_worker(queue, aiosmtpd):
     assert w.wait(60) == 0
 
 
+def test_database_restart_while_sending(queue, aiosmtpd):
+    """Outcomes that could not be written are not left claimed: the worker
+    queues them again after it reconnects (at least once)."""
+    srv = aiosmtpd(pipelining=True)
+    slow_data(srv, 0.1)
+    n = 40
+    queue.enqueue(n)
+    w = queue.worker(srv, "--connections", "2")
+    wait_until(lambda: len(subjects(srv)) >= 5, what="the worker sending")
+    queue.pg.stop()
+    time.sleep(1)
+    queue.pg.start()
+    wait_until(lambda: queue.states().get("sent") == n, timeout=180, what="every message sent")
+    assert set(subjects(srv)) == {f"m{i}" for i in range(1, n + 1)}  # none lost
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
 def test_database_errors_are_clear(postgres, tmp_path):
     db = postgres.new_db()
     r = smtpc("queue", "list", "--outbox", postgres.url(db, user="pwuser", password="wrong"))
