@@ -17,6 +17,16 @@ from servers.postgres import postgres  # noqa: F401
 SMTPC = str(BUILD_DIR / "smtpc")
 
 
+def built_off():
+    """The build was configured with SMTPC_POSTGRESQL=OFF (a build that
+    merely lacked libpq-dev fails these tests: make check installs it)."""
+    cache = BUILD_DIR / "CMakeCache.txt"
+    return cache.exists() and re.search(r"^SMTPC_POSTGRESQL:STRING=OFF$", cache.read_text(), flags=re.M) is not None
+
+
+pytestmark = pytest.mark.skipif(built_off(), reason="built with SMTPC_POSTGRESQL=OFF")
+
+
 def smtpc(*args, timeout=120, env=None):
     return subprocess.run([SMTPC, *args], capture_output=True, timeout=timeout, env=env)
 
@@ -327,7 +337,7 @@ def test_worker_needs_a_database(tmp_path):
 
 def test_version_says_postgresql():
     r = smtpc("--version")
-    assert re.search(rb"PostgreSQL outbox: (yes|no)", r.stdout), r.stdout
+    assert b"PostgreSQL outbox: yes" in r.stdout, r.stdout
 
 
 
