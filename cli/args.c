@@ -18,7 +18,7 @@ const cli_opt_def cli_opt_table[] = {
     {"--server", O_SERVER, OK_VALUE, S | P | Q | B, "server", "HOST[:PORT]", "SMTP server ([::1]:2525 for IPv6)"},
     {"--tls", O_TLS, OK_VALUE, S | P | Q | B, "tls", "MODE", "auto, implicit (tls), starttls, starttls-optional or none"},
     {"--pickup-dir", O_PICKUP_DIR, OK_VALUE, S | M, "pickup-dir", "DIR", "write the message into DIR instead of sending"},
-    {"--outbox", O_OUTBOX, OK_VALUE, S | Q | M, "outbox", "DIR", "queue the message in an offline outbox"},
+    {"--outbox", O_OUTBOX, OK_VALUE, S | Q | M, "outbox", "DIR|URL", "queue the message in an outbox (a directory or postgresql://)"},
     {"--ehlo-name", O_EHLO_NAME, OK_VALUE, S | P | Q | B, "ehlo-name", "NAME", "name sent in EHLO"},
     /* the message */
     {"--from", O_FROM, OK_VALUE, S, "from", "ADDR", "sender (envelope and From:)"},
@@ -40,7 +40,8 @@ const cli_opt_def cli_opt_table[] = {
     {"--count", O_COUNT, OK_VALUE, S, NULL, "N", "send the message N times"},
     {"--connections", O_CONNECTIONS, OK_VALUE, S | Q | B, NULL, "K", "send over K connections at once, pipelined (default 1)"},
     {"--max-per-connection", O_MAX_PER_CONNECTION, OK_VALUE, S | B, NULL, "N", "with --count/bulk: messages per connection before a new one"},
-    {"--rate", O_RATE, OK_VALUE, S | B, NULL, "R", "with --count/bulk: at most R messages per second"},
+    {"--rate", O_RATE, OK_VALUE, S | B | Q, NULL, "R", "with --count/bulk: at most R messages per second (queue worker: for the fleet)"},
+    {"--lease", O_LEASE, OK_VALUE, Q, NULL, "DUR", "queue worker: lease of a claimed message, renewed while working (60s)"},
     {"--quiet", O_QUIET, OK_FLAG, S | B, NULL, NULL, "with --connections/bulk: no progress or summary line"},
     {"--dir", O_DIR, OK_VALUE, B, NULL, "DIR", "bulk: send every .eml file of DIR"},
     {"--rcpt-allowfails", O_RCPT_ALLOWFAILS, OK_FLAG, S | B, "rcpt-allowfails", NULL,

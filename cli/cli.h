@@ -87,7 +87,7 @@ typedef enum cli_opt_id {
     O_GREETING_TIMEOUT, O_TIMEOUT, O_CONNECT_TIMEOUT, O_PROXY, O_BIND, O_IPV4, O_IPV6,
     O_ACCOUNT, O_CONFIG, O_JSON, O_TRACE, O_TRACE_BODY, O_COUNT, O_CONNECTIONS,
     O_DSN_NOTIFY, O_DSN_RET, O_ENVID, O_CHECK_PASSWORD, O_AUTH_TEST, O_HELP,
-    O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR, O_RCPT_ALLOWFAILS,
+    O_RATE, O_MAX_PER_CONNECTION, O_QUIET, O_DIR, O_RCPT_ALLOWFAILS, O_LEASE,
     O_REPAIR,
     O_DKIM_KEY, O_DKIM_SELECTOR, O_DKIM_DOMAIN, O_DKIM_ALGORITHM, O_DKIM_HEADERS, O_LIST_UNSUBSCRIBE,
     O__COUNT
@@ -371,6 +371,13 @@ int cli_send_many(cli_ctx *c, const char *from, const char *const *rcpts, size_t
                   smtpc_message *m, const cli_source *src, uint64_t count);
 int cmd_probe(const char *prog, int argc, char **argv);
 int cmd_queue(const char *prog, int argc, char **argv);
+/* queue init|worker|stats of a PostgreSQL outbox (cmd_queue_pg.c); exit status. */
+int cli_queue_init(cli_ctx *c, smtpc_outbox *ob);
+int cli_queue_worker(cli_ctx *c, smtpc_outbox *ob);
+int cli_queue_stats(cli_ctx *c, smtpc_outbox *ob);
+bool cli_queue_is_pg(const char *outbox); /* postgresql:// or postgres:// */
+/* --connections (1..kmax) and the connection settings, for flush and worker (cmd_queue.c); exit status. */
+int cli_queue_conn_opts(cli_ctx *c, uint64_t kmax, uint64_t *k, smtpc_conn_opts **o);
 int cmd_sendmail(const char *prog, int argc, char **argv);
 int cmd_config(const char *prog, int argc, char **argv);
 int cmd_help(const char *topic, FILE *f);

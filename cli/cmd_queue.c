@@ -35,7 +35,7 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
     r->queue_id = strdup(id);
     cli_buf pb;
     cli_buf_init(&pb, 8192);
-    if (!cli_buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !cli_buf_append(&pb, "", 1)) {
+    if (!cli_queue_is_pg(dir) && !cli_buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !cli_buf_append(&pb, "", 1)) {
         free(r->path);
         r->path = (char *)pb.data;
     } else {
@@ -63,29 +63,37 @@ static void on_flush_progress(void *ud, size_t done, size_t total, const smtpc_o
     cli_progress_update(&fp->pg, done);
 }
 
-/* queue flush [--connections K]: K clients with the same settings, each
- * with its own pool of one connection: a worker closes its connection
- * (QUIT) before it opens the next, so never more than K are open. */
-static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
+int cli_queue_conn_opts(cli_ctx *c, uint64_t kmax, uint64_t *k, smtpc_conn_opts **o)
 {
-    uint64_t k = 1;
+    *k = 1;
     const char *kv = c->o.val[O_CONNECTIONS];
-    if (kv && (cli_parse_u64(kv, &k) || k < 1 || k > 100)) {
-        cli_err(c, "--connections: \"%s\" is not a number from 1 to 100", kv);
+    if (kv && (cli_parse_u64(kv, k) || *k < 1 || *k > kmax)) {
+        cli_err(c, "--connections: \"%s\" is not a number from 1 to %llu", kv, (unsigned long long)kmax);
         return EX_USAGE;
     }
     /* the connection settings of `smtpc send`, built once (a --password-cmd
      * runs once however many clients the flush uses) */
     cli_result r;
     cli_result_init(&r);
-    smtpc_conn_opts *o = NULL;
-    if (cli_conn_opts(c, &r, NULL, NULL, &o)) {
+    if (cli_conn_opts(c, &r, NULL, NULL, o)) {
         cli_err(c, "%s", r.errmsg);
         int ex = r.err == SMTPC_ETEMPFAIL ? EX_TEMPFAIL : EX_CONFIG;
         cli_result_free(&r);
         return ex;
     }
     cli_result_free(&r);
+    return 0;
+}
+
+/* queue flush [--connections K]: K clients with the same settings, each
+ * with its own pool of one connection: a worker closes its connection
+ * (QUIT) before it opens the next, so never more than K are open. */
+static int queue_flush(cli_ctx *c, smtpc_outbox *ob)
+{
+    uint64_t k;
+    smtpc_conn_opts *o = NULL;
+    int cex = cli_queue_conn_opts(c, 100, &k, &o);
+    if (cex) return cex;
     smtpc_client *cl[100] = {NULL};
     int ex = 0;
     for (size_t i = 0; !ex && i < k; i++) {
@@ -184,6 +192,11 @@ static int queue_check(cli_ctx *c, smtpc_outbox *ob)
 {
     smtpc_outbox_check_report rep;
     int rc = smtpc_outbox_check(ob, c->o.val[O_REPAIR] != NULL, &rep, print_finding, c);
+    if (rc == SMTPC_EUNSUPPORTED) {
+        cli_err(c, "check is for a directory outbox: a PostgreSQL outbox is kept consistent by its "
+                   "transactions, and workers take over expired leases (see queue stats)");
+        return cli_exit_code(rc);
+    }
     if (rc) {
         cli_err(c, "%s", smtpc_outbox_errmsg(ob)[0] ? smtpc_outbox_errmsg(ob) : smtpc_strerror(rc));
         return rc == SMTPC_EBUSY ? EX_TEMPFAIL : cli_exit_code(rc);
@@ -217,16 +230,20 @@ int cmd_queue(const char *prog, int argc, char **argv)
     c.json = c.o.val[O_JSON] != NULL;
     const char *action = c.o.pos.n ? c.o.pos.v[0] : NULL;
     const char *id = c.o.pos.n > 1 ? c.o.pos.v[1] : NULL;
+    bool pgact = action && (!strcmp(action, "init") || !strcmp(action, "worker") || !strcmp(action, "stats"));
     if (!action || c.o.pos.n > 2 ||
         (strcmp(action, "list") && strcmp(action, "flush") && strcmp(action, "retry") && strcmp(action, "drop") &&
-         strcmp(action, "check")) ||
+         strcmp(action, "check") && !pgact) ||
         (!strcmp(action, "drop") && !id) ||
-        ((!strcmp(action, "list") || !strcmp(action, "flush") || !strcmp(action, "check")) && id) ||
-        (c.o.val[O_CONNECTIONS] && strcmp(action, "flush")) || (c.o.val[O_REPAIR] && strcmp(action, "check"))) {
+        ((!strcmp(action, "list") || !strcmp(action, "flush") || !strcmp(action, "check") || pgact) && id) ||
+        (c.o.val[O_CONNECTIONS] && strcmp(action, "flush") && strcmp(action, "worker")) ||
+        ((c.o.val[O_RATE] || c.o.val[O_LEASE]) && strcmp(action, "worker")) ||
+        (c.o.val[O_REPAIR] && strcmp(action, "check"))) {
         fprintf(stderr,
-                "usage: %s queue list|flush [--connections K]|retry [ID]|drop ID|check [--repair] [--outbox DIR] "
-                "[options]\n",
-                prog);
+                "usage: %s queue list|flush [--connections K]|retry [ID]|drop ID|check [--repair] "
+                "[--outbox DIR|URL] [options]\n"
+                "       %s queue init|stats|worker [--connections K] [--rate R] [--lease DUR] --outbox URL\n",
+                prog, prog);
         cli_opts_free(&c.o);
         return EX_USAGE;
     }
@@ -241,16 +258,27 @@ int cmd_queue(const char *prog, int argc, char **argv)
         cli_ctx_free(&c);
         return EX_USAGE;
     }
+    if (!cli_queue_is_pg(dir) && pgact && strcmp(action, "init")) {
+        cli_err(&c, "queue %s: only a postgresql:// outbox has it", action);
+        cli_ctx_free(&c);
+        return EX_USAGE;
+    }
     smtpc_outbox *ob;
     char err[512] = "";
     int rc = smtpc_outbox_open(&ob, dir, err, sizeof err);
     if (rc) {
         cli_err(&c, "%s", err);
         cli_ctx_free(&c);
-        return rc == SMTPC_ECONFIG ? EX_CONFIG : EX_IOERR; /* ECONFIG: a directory others can write */
+        /* a directory: ECONFIG when others can write it; a database: by its error */
+        return cli_queue_is_pg(dir) ? cli_exit_code(rc) : rc == SMTPC_ECONFIG ? EX_CONFIG : EX_IOERR;
     }
-    if (!strcmp(action, "list")) {
+    if (pgact) {
+        ex = !strcmp(action, "init")     ? cli_queue_init(&c, ob)
+             : !strcmp(action, "worker") ? cli_queue_worker(&c, ob)
+                                         : cli_queue_stats(&c, ob);
+    } else if (!strcmp(action, "list")) {
         rc = smtpc_outbox_list(ob, true, print_entry, &c);
+        if (rc) cli_err(&c, "%s", smtpc_outbox_errmsg(ob));
         ex = rc ? cli_exit_code(rc) : 0;
     } else if (!strcmp(action, "retry") || !strcmp(action, "drop")) {
         rc = !strcmp(action, "drop") ? smtpc_outbox_drop(ob, id) : smtpc_outbox_retry(ob, id);

@@ -80,10 +80,13 @@ int cmd_help(const char *topic, FILE *f)
         return 0;
     }
     if (!strcmp(topic, "queue")) {
-        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID|check [--repair] [--outbox DIR] [options]\n"
+        fputs("usage: smtpc queue list|flush|retry [ID]|drop ID|check [--repair] [--outbox DIR|URL] [options]\n"
+              "       smtpc queue init|stats|worker --outbox postgresql://... [options]\n"
               "Lists the messages waiting in the outbox, sends those that are due (flush),\n"
               "makes one or all due now and brings failed ones back (retry), removes one,\n"
-              "or finds (and with --repair removes or moves aside) what a crash left (check).\n\n", f);
+              "or finds (and with --repair removes or moves aside) what a crash left in a\n"
+              "directory outbox (check). On PostgreSQL (man smtpc-queue): creates the schema\n"
+              "(init), shows the counts and workers (stats), or sends until SIGTERM (worker).\n\n", f);
         cli_print_options(f, CMD_QUEUE);
         return 0;
     }
@@ -137,6 +140,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
         printf("smtpc %s\n", smtpc_version());
+        printf("PostgreSQL outbox: %s\n", smtpc_outbox_has_postgresql() ? "yes" : "no (built without libpq)");
         return 0;
     }
     if (!strcmp(cmd, "bulk")) return cmd_bulk("smtpc", argc - 2, argv + 2);

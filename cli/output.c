@@ -225,6 +225,10 @@ void cli_print_result(const cli_ctx *c, const cli_result *r)
         return;
     }
     if (c->cmd == CMD_SENDMAIL) return; /* sendmail is silent on success */
+    if (!strcmp(r->delivery, "outbox") && !r->path && r->queue_id) { /* a database outbox */
+        printf("queued in the outbox as %s\n", r->queue_id);
+        return;
+    }
     if (!strcmp(r->delivery, "pickup") || !strcmp(r->delivery, "outbox")) {
         cli_escape_into(esc, sizeof esc, r->path ? r->path : "", r->path ? strlen(r->path) : 0);
         printf("written to %s directory: %s\n", r->delivery, esc);

@@ -42,6 +42,7 @@
 
 #include "client.h"
 #include "common.h"
+#include "conn.h"
 #include "errors.h"
 #include "message.h"
 
@@ -167,9 +168,78 @@ typedef void (*smtpc_outbox_check_cb)(void *userdata, const char *path, const ch
  * retry or drop runs) and fills rep. With repair: removes leftovers and
  * orphans (neither holds a message that was ever queued) and moves damaged
  * files aside into DIR/damaged/ (never deleted). Returns 0 when the check
- * ran (problems or not), SMTPC_EBUSY, SMTPC_EIO, SMTPC_ENOMEM. */
+ * ran (problems or not), SMTPC_EBUSY, SMTPC_EIO, SMTPC_ENOMEM;
+ * SMTPC_EUNSUPPORTED for a PostgreSQL outbox (its transactions keep it
+ * consistent; a dead worker's claims come back when their lease expires). */
 SMTPC_API int smtpc_outbox_check(smtpc_outbox *ob, bool repair, smtpc_outbox_check_report *rep,
                                  smtpc_outbox_check_cb cb, void *userdata);
+/* ---- the PostgreSQL outbox (smtpc-queue(7)) ----
+ * smtpc_outbox_open also takes a postgresql:// (or postgres://) URL in
+ * libpq's syntax (?sslmode=, service files and PG* variables apply; an
+ * extra ?schema=NAME picks the schema, default smtpc). Every call above
+ * works on it; many processes on many machines may add, flush and work at
+ * once, each message claimed by one of them (FOR UPDATE SKIP LOCKED, with a
+ * lease). Errors of the database: SMTPC_ENETWORK (unreachable, connection
+ * lost), SMTPC_EAUTH (refused the user or password), SMTPC_ECONFIG (no
+ * schema: run smtpc_outbox_init), SMTPC_ELIBRARY (libpq.so.5 cannot be
+ * loaded), SMTPC_EIO (another SQL error; detail in the errmsg);
+ * SMTPC_EUNSUPPORTED when this build has no PostgreSQL support. */
+
+/* True when this build has PostgreSQL support. */
+SMTPC_API bool smtpc_outbox_has_postgresql(void);
+/* Creates or upgrades the schema (idempotent; concurrent calls from several
+ * machines are serialized by an advisory lock). A directory: nothing to do. */
+SMTPC_API int smtpc_outbox_init(smtpc_outbox *ob);
+
+typedef struct smtpc_outbox_worker_opts {
+    unsigned connections; /* SMTP connections of this worker (0 = 1) */
+    double rate;          /* messages per second for the whole fleet of workers (0 = unlimited) */
+    int64_t lease_ms;     /* a claim's lease, renewed while working (0 = 60 s) */
+    int64_t poll_ms;      /* the slow poll behind LISTEN/NOTIFY (0 = 5 s) */
+    unsigned batch;       /* messages claimed at once (0 = 32 per connection, at most 1000) */
+    const char *name;     /* the worker's name in the workers table (NULL = host:pid) */
+} smtpc_outbox_worker_opts;
+
+/* Sends the PostgreSQL outbox's due messages through the bulk driver
+ * (conn: the server and every connection setting) until smtpc_outbox_stop:
+ * then what is in flight finishes, what was claimed and not sent is
+ * released, and it returns 0. wo may be NULL (the defaults). st (may be
+ * NULL) counts the outcomes it recorded. The database lost meanwhile: it
+ * reconnects and goes on. Errors: SMTPC_EINVAL (a directory outbox), the
+ * database's errors above at start, SMTPC_ENOMEM. */
+SMTPC_API int smtpc_outbox_work(smtpc_outbox *ob, const smtpc_conn_opts *conn,
+                                const smtpc_outbox_worker_opts *wo, smtpc_outbox_stats *st);
+/* Asks smtpc_outbox_work to finish (async-signal-safe; any thread). */
+SMTPC_API void smtpc_outbox_stop(smtpc_outbox *ob);
+
+typedef struct smtpc_outbox_counts {
+    uint64_t queued;           /* waiting (due or not) */
+    uint64_t due;              /* of them, due now */
+    uint64_t sending;          /* claimed by a worker */
+    uint64_t sent;             /* accepted (kept per the retention) */
+    uint64_t failed;           /* permanent failures */
+    uint64_t sent_last_minute;
+    int64_t oldest_due_s;      /* age of the oldest due message in seconds, -1 = none */
+    unsigned workers;          /* live workers (heartbeat within their lease) */
+} smtpc_outbox_counts;
+
+/* Counts of the PostgreSQL outbox's states. Errors: SMTPC_EINVAL (a
+ * directory outbox), the database's errors. */
+SMTPC_API int smtpc_outbox_count(smtpc_outbox *ob, smtpc_outbox_counts *out);
+
+typedef struct smtpc_outbox_worker_info {
+    const char *name;
+    int64_t started;   /* seconds since the epoch */
+    int64_t heartbeat; /* seconds since the epoch */
+    uint64_t sent, failed;
+    bool live;         /* heartbeat within its lease */
+} smtpc_outbox_worker_info;
+
+/* Calls cb for every worker registered in the PostgreSQL outbox; a
+ * non-zero return from cb stops the walk and is returned. */
+SMTPC_API int smtpc_outbox_workers(smtpc_outbox *ob,
+                                   int (*cb)(void *userdata, const smtpc_outbox_worker_info *w),
+                                   void *userdata);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
  * the layout and the durability argument). */
 #include "client/deliver.h"
 #include "client/outbox_check.h"
+#include "client/outbox_pg.h"
 #include "client/spooldir.h"
 
 #include <smtpc/outbox.h>
@@ -32,6 +33,7 @@ struct smtpc_outbox {
     smtpc_outbox_progress_cb progress;
     void *progress_ud;
     smtpc__errmsg err;
+    smtpc__pg *pg; /* a postgresql:// outbox: every call goes there */
 };
 
 static _Atomic unsigned g_seq;
@@ -74,6 +76,12 @@ SMTPC_API int smtpc_outbox_open(smtpc_outbox **out, const char *dir, char *errbu
     ob->initial_ms = 60000;
     ob->factor = 2.0;
     ob->max_ms = 3600000;
+    if (smtpc__pg_is_url(dir)) {
+        int rc = smtpc__pg_open(&ob->pg, dir, errbuf, errlen);
+        if (rc) smtpc_outbox_free(ob);
+        else *out = ob;
+        return rc;
+    }
     static const char *subs[] = {"", "queue", "failed", "tmp"};
     char p[4096];
     for (size_t i = 0; i < sizeof subs / sizeof *subs; i++) {
@@ -97,16 +105,23 @@ SMTPC_API int smtpc_outbox_open(smtpc_outbox **out, const char *dir, char *errbu
 SMTPC_API void smtpc_outbox_free(smtpc_outbox *ob)
 {
     if (!ob) return;
+    smtpc__pg_free(ob->pg);
     free(ob->dir);
     free(ob);
 }
 
-SMTPC_API const char *smtpc_outbox_errmsg(const smtpc_outbox *ob) { return ob ? ob->err.text : "no outbox"; }
+SMTPC_API const char *smtpc_outbox_errmsg(const smtpc_outbox *ob)
+{
+    return !ob ? "no outbox" : ob->pg ? smtpc__pg_errmsg(ob->pg) : ob->err.text;
+}
+
+smtpc__pg *smtpc__outbox_pg(const smtpc_outbox *ob) { return ob ? ob->pg : NULL; }
 
 SMTPC_API int smtpc_outbox_set_backoff(smtpc_outbox *ob, int64_t initial_ms, double factor, int64_t max_ms,
                                        unsigned max_attempts)
 {
     if (!ob || initial_ms < 0 || max_ms < 0 || factor < 1.0) return SMTPC_EINVAL;
+    if (ob->pg) return smtpc__pg_set_backoff(ob->pg, initial_ms, factor, max_ms, max_attempts);
     ob->initial_ms = initial_ms;
     ob->factor = factor;
     ob->max_ms = max_ms;
@@ -171,6 +186,7 @@ SMTPC_API int smtpc_outbox_add_raw(smtpc_outbox *ob, const char *from, const cha
                                    size_t idlen)
 {
     if (!ob) return SMTPC_EINVAL;
+    if (ob->pg) return smtpc__pg_add_raw(ob->pg, from, rcpts, nrcpts, cb, ud, id_out, idlen);
     if (!cb || bad_addr(from) || !rcpts || nrcpts == 0)
         return smtpc__err(&ob->err, SMTPC_EINVAL, "outbox: no sender, recipient or body");
     for (size_t i = 0; i < nrcpts; i++)
@@ -651,6 +667,7 @@ SMTPC_API int smtpc_outbox_flush_parallel(smtpc_outbox *ob, smtpc_client *const 
     if (!ob || !clients || n == 0 || n > SMTPC_OUTBOX_MAX_CONNECTIONS) return SMTPC_EINVAL;
     for (size_t i = 0; i < n; i++)
         if (!clients[i]) return SMTPC_EINVAL;
+    if (ob->pg) return smtpc__pg_flush(ob->pg, clients, n, st);
     int lfd = -1;
     int rc = lock_dir(ob, &lfd);
     if (rc) return rc;
@@ -707,6 +724,7 @@ SMTPC_API int smtpc_outbox_flush(smtpc_outbox *ob, smtpc_client *c, smtpc_outbox
 SMTPC_API void smtpc_outbox_set_progress(smtpc_outbox *ob, smtpc_outbox_progress_cb cb, void *ud)
 {
     if (!ob) return;
+    if (ob->pg) smtpc__pg_set_progress(ob->pg, cb, ud);
     ob->progress = cb;
     ob->progress_ud = ud;
 }
@@ -715,6 +733,7 @@ SMTPC_API int smtpc_outbox_list(smtpc_outbox *ob, bool include_failed,
                                 int (*cb)(void *ud, const smtpc_outbox_entry *e), void *ud)
 {
     if (!ob || !cb) return SMTPC_EINVAL;
+    if (ob->pg) return smtpc__pg_list(ob->pg, include_failed, cb, ud);
     int rc = 0;
     for (int pass = 0; pass < (include_failed ? 2 : 1) && !rc; pass++) {
         const char *sub = pass ? "failed" : "queue";
@@ -778,6 +797,7 @@ static int retry_locked(smtpc_outbox *ob, const char *id)
 SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
 {
     if (!ob) return SMTPC_EINVAL;
+    if (ob->pg) return smtpc__pg_retry(ob->pg, id);
     if (id && (strchr(id, '/') || !*id)) return SMTPC_EINVAL;
     int lfd, rc = lock_dir(ob, &lfd);
     if (rc) return rc;
@@ -788,7 +808,9 @@ SMTPC_API int smtpc_outbox_retry(smtpc_outbox *ob, const char *id)
 
 SMTPC_API int smtpc_outbox_drop(smtpc_outbox *ob, const char *id)
 {
-    if (!ob || !id || !*id || strchr(id, '/')) return SMTPC_EINVAL;
+    if (!ob || !id || !*id) return SMTPC_EINVAL;
+    if (ob->pg) return smtpc__pg_drop(ob->pg, id);
+    if (strchr(id, '/')) return SMTPC_EINVAL;
     char p[4096];
     int lfd, rc = lock_dir(ob, &lfd);
     if (rc) return rc;

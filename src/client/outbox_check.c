@@ -13,6 +13,7 @@
  * file that does not read as one, anything else in queue/ failed/ tmp/.
  * Those are moved into damaged/, never deleted. */
 #include "client/outbox_check.h"
+#include "client/outbox_pg.h"
 #include "client/spooldir.h"
 
 #include <dirent.h>
@@ -240,6 +241,9 @@ SMTPC_API int smtpc_outbox_check(smtpc_outbox *ob, bool repair, smtpc_outbox_che
     if (!rep) rep = &dummy;
     memset(rep, 0, sizeof *rep);
     if (!ob) return SMTPC_EINVAL;
+    /* PostgreSQL: its transactions leave nothing half-done, and expired
+     * leases are taken over by the workers */
+    if (smtpc__outbox_pg(ob)) return SMTPC_EUNSUPPORTED;
     int lfd, rc = smtpc__outbox_lock(ob, &lfd);
     if (rc) return rc;
     check_run r = {ob, repair, rep, cb, userdata, 0};

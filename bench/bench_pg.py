@@ -1,0 +1,191 @@
+#!/usr/bin/python3
+"""The outbox on PostgreSQL (smtpc-queue(7)): enqueue by SQL, then drain by
+1, 2 and 4 `smtpc queue worker` processes of K connections each to
+smtp-sink; in the same run, plain bulk sending (bench_bulk, no queue) and the
+directory outbox (`smtpc queue flush --connections K`).
+
+    /usr/bin/python3 bench/bench_pg.py [--n 100000] [--size 10240] [--conns 8] [--dir-n 10000]
+
+A private PostgreSQL 15 (the tests' fixture, with PostgreSQL's durable
+defaults: fsync and synchronous commit on) on a Unix socket, unpinned;
+smtp-sink pinned to CPU 0, the clients to CPU 1. Enqueue: batches of 1,000
+`smtpc.enqueue` calls per transaction through psql (the body sent once per
+batch, stored per message). Drain: wall time until every message is sent,
+client CPU (user+sys of the workers, from wait4) and PostgreSQL's CPU (every
+server process, from /proc) per message, peak RSS per worker.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchlib import BUILD, CLIENT_CPU, FROM, RCPT, ROOT, Sink, machine_state, message, need, run_measured
+
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from servers.postgres import PSQL, Postgres, missing  # noqa: E402
+
+SMTPC = str(BUILD / "smtpc")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu(pg):
+    """CPU seconds of the postmaster and its children (the server processes)."""
+    root = pg.proc.pid
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm.startswith("postgres") or int(st[1]) == root:
+            total += (int(st[11]) + int(st[12])) / TICK
+    return total
+
+
+def psql(pg, db, sql, *extra):
+    r = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", pg.dir, "-p", "5432",
+                        "-U", pg.user, "-d", db, *extra, "-c", sql], capture_output=True, timeout=3600)
+    if r.returncode:
+        raise RuntimeError(r.stderr.decode())
+    return r.stdout.decode().strip()
+
+
+def enqueue(pg, db, n, size, batch=1000):
+    body = message(size)
+    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
+    with script:
+        script.write("\\set msg '\\\\x%s'\n" % body.hex())
+        left = n
+        while left > 0:
+            k = min(batch, left)
+            script.write(f"BEGIN;\nSELECT count(smtpc.enqueue('{FROM}', ARRAY['{RCPT}'], :'msg'::bytea))"
+                         f" FROM generate_series(1, {k});\nCOMMIT;\n")
+            left -= k
+    t0 = time.monotonic()
+    r = subprocess.run([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.dir, "-p", "5432", "-U", pg.user,
+                        "-d", db, "-f", script.name], capture_output=True, timeout=3600)
+    dt = time.monotonic() - t0
+    os.unlink(script.name)
+    if r.returncode:
+        raise RuntimeError(r.stderr.decode())
+    return dt
+
+
+def child_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except OSError:
+        return None
+
+
+def drain(pg, db, url, sink, n, workers, conns):
+    psql(pg, db, "UPDATE smtpc.messages SET state = 'queued', attempts = 0, done_at = NULL, not_before = now(),"
+                 " last_code = NULL, rcpt_codes = NULL")
+    psql(pg, db, "VACUUM ANALYZE smtpc.messages")
+    cpu0 = pg_cpu(pg)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(["taskset", "-c", CLIENT_CPU, str(BUILD / "bench_rusage"), SMTPC, "queue", "worker",
+                               "--outbox", url, "--server", f"127.0.0.1:{sink.port}", "--tls", "none",
+                               "--connections", str(conns)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(workers)]
+    while int(psql(pg, db, "SELECT count(*) FROM smtpc.messages WHERE state = 'sent'")) < n:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker exited: " + b"".join(p.stderr.read() for p in procs
+                                                              if p.poll() is not None).decode())
+        time.sleep(0.2)
+    wall = time.monotonic() - t0
+    pcpu = pg_cpu(pg) - cpu0
+    for p in procs:
+        c = child_of(p.pid)
+        if c:
+            os.kill(c, signal.SIGTERM)
+    cpu, rss = 0.0, 0.0
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        line = [x for x in err.decode().splitlines() if x.startswith("RUSAGE ")][-1].split()
+        cpu += float(line[2])
+        rss = max(rss, int(line[3]) / 1024.0)
+    return wall, cpu, pcpu, rss
+
+
+def dir_outbox(sink, n, size, conns):
+    d = tempfile.mkdtemp(prefix="smtpc-bench-outbox-")
+    os.chmod(d, 0o700)
+    ob = os.path.join(d, "ob")
+    msgf = os.path.join(d, "m.eml")
+    with open(msgf, "wb") as f:
+        f.write(message(size))
+    t0 = time.monotonic()
+    pending = []
+    for _ in range(n):
+        pending.append(subprocess.Popen([SMTPC, "send", "--outbox", ob, "--from", FROM, "--to", RCPT,
+                                         "--message", msgf], stdout=subprocess.DEVNULL))
+        if len(pending) >= 8:
+            pending.pop(0).wait()
+    for p in pending:
+        p.wait()
+    add = time.monotonic() - t0
+    wall, cpu, rss, _ = run_measured([SMTPC, "queue", "flush", "--outbox", ob, "--server", f"127.0.0.1:{sink.port}",
+                                      "--tls", "none", "--connections", str(conns)])
+    subprocess.run(["rm", "-rf", d])
+    return add, wall, cpu, rss
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100000)
+    ap.add_argument("--size", type=int, default=10240)
+    ap.add_argument("--conns", type=int, default=8)
+    ap.add_argument("--dir-n", type=int, default=10000)
+    ap.add_argument("--workers", default="1,2,4")
+    a = ap.parse_args()
+    need(SMTPC, "make build")
+    need(BUILD / "bench_rusage", "make build")
+    need("/usr/sbin/smtp-sink", "bench/setup.sh (postfix)")
+    why = missing()
+    if why:
+        raise SystemExit(why)
+    print(f"# {machine_state()}")
+    pg = Postgres(fast=False)
+    sink = Sink()
+    rows = []
+    try:
+        db = pg.new_db()
+        url = pg.url(db)
+        subprocess.run([SMTPC, "queue", "init", "--outbox", url], check=True)
+        dt = enqueue(pg, db, a.n, a.size)
+        print(f"enqueue {a.n} x {a.size} B by SQL, 1,000 per transaction: {dt:.1f} s, {a.n / dt:,.0f} msg/s")
+        wall, cpu, rss, _ = run_measured([str(BUILD / "bench_bulk"), "--n", str(a.n), "--size", str(a.size),
+                                          "--conns", str(a.conns), "127.0.0.1", str(sink.port)])
+        rows.append((f"bulk, no queue ({a.conns} conns)", a.n, a.n / wall, cpu * 1e6 / a.n, None, rss))
+        for w in [int(x) for x in a.workers.split(",")]:
+            wall, cpu, pcpu, rss = drain(pg, db, url, sink, a.n, w, a.conns)
+            rows.append((f"PostgreSQL outbox, {w} worker{'s' if w > 1 else ''} x {a.conns} conns", a.n, a.n / wall,
+                         cpu * 1e6 / a.n, pcpu * 1e6 / a.n, rss))
+        if a.dir_n:
+            add, wall, cpu, rss = dir_outbox(sink, a.dir_n, a.size, a.conns)
+            rows.append((f"directory outbox, queue flush --connections {a.conns}", a.dir_n, a.dir_n / wall,
+                         cpu * 1e6 / a.dir_n, None, rss))
+            print(f"(directory outbox filled by {a.dir_n} `smtpc send --outbox` processes: {add:.1f} s)")
+    finally:
+        sink.stop()
+        pg.close()
+    print()
+    print("| client | messages | msg/s | client CPU µs/msg | PostgreSQL CPU µs/msg | peak RSS MB (per process) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, n, rate, c, p, rss in rows:
+        print(f"| {name} | {n:,} | {rate:,.0f} | {c:.0f} | {'' if p is None else f'{p:.0f}'} | {rss:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

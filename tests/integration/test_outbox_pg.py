@@ -1,0 +1,470 @@
+"""The outbox on PostgreSQL (smtpc-queue(7)) against a real PostgreSQL 15
+(servers/postgres.py) and a recording aiosmtpd: schema init, enqueue by SQL
+inside the application's transaction, workers draining one queue, a worker
+killed or stopped, retries and failures, and the database's errors."""
+import asyncio
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD_DIR
+from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
+from servers.postgres import postgres  # noqa: F401
+
+SMTPC = str(BUILD_DIR / "smtpc")
+
+
+def built_off():
+    """The build was configured with SMTPC_POSTGRESQL=OFF (a build that
+    merely lacked libpq-dev fails these tests: make check installs it)."""
+    cache = BUILD_DIR / "CMakeCache.txt"
+    return cache.exists() and re.search(r"^SMTPC_POSTGRESQL:STRING=OFF$", cache.read_text(), flags=re.M) is not None
+
+
+pytestmark = pytest.mark.skipif(built_off(), reason="built with SMTPC_POSTGRESQL=OFF")
+
+
+def smtpc(*args, timeout=120, env=None):
+    return subprocess.run([SMTPC, *args], capture_output=True, timeout=timeout, env=env)
+
+
+def wait_until(cond, timeout=90.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def subjects(srv):
+    with srv.lock:
+        return [re.search(rb"Subject: (\S+)", e.data).group(1).decode() for e in srv.envelopes]
+
+
+def slow_data(srv, seconds):
+    """Delays every end-of-DATA reply of srv (messages stay in flight)."""
+    h = srv.controller.handler
+    orig = h.handle_DATA
+
+    async def slow(server, session, envelope):
+        await asyncio.sleep(seconds)
+        return await orig(server, session, envelope)
+    h.handle_DATA = slow
+
+
+class Queue:
+    def __init__(self, pg):
+        self.pg = pg
+        self.db = pg.new_db()
+        self.url = pg.url(self.db)
+        r = smtpc("queue", "init", "--outbox", self.url)
+        assert r.returncode == 0, r.stderr
+        self.workers = []
+
+    def sql(self, text):
+        return self.pg.sql(self.db, text)
+
+    def enqueue(self, n, rcpt="r@example.org", prefix="m"):
+        self.sql("select smtpc.enqueue('s@example.org', array['%s'], convert_to('Subject: %s' || g ||"
+                 " E'\\r\\n\\r\\nbody\\r\\n', 'UTF8')) from generate_series(1, %d) g" % (rcpt, prefix, n))
+
+    def states(self):
+        out = self.sql("select state, count(*) from smtpc.messages group by state")
+        return {k: int(v) for k, v in (line.split("|") for line in out.split())}
+
+    def worker(self, srv, *extra):
+        p = subprocess.Popen([SMTPC, "queue", "worker", "--outbox", self.url, "--server", f"127.0.0.1:{srv.port}",
+                              "--tls", "none", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.workers.append(p)
+        return p
+
+    def close(self):
+        for p in self.workers:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def queue(postgres):
+    q = Queue(postgres)
+    yield q
+    q.close()
+
+
+def test_init_concurrently_from_two_processes(postgres):
+    db = postgres.new_db()
+    url = postgres.url(db)
+    procs = [subprocess.Popen([SMTPC, "queue", "init", "--outbox", url], stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert postgres.sql(db, "select value from smtpc.settings where key = 'schema_version'").strip() == "1"
+    # again: nothing to do, still fine
+    r = smtpc("queue", "init", "--outbox", url)
+    assert r.returncode == 0, r.stderr
+    assert postgres.sql(db, "select count(*) from smtpc.messages").strip() == "0"
+
+
+def test_enqueue_in_the_applications_transaction(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    w = queue.worker(srv)
+    queue.sql("begin; select smtpc.enqueue('s@example.org', array['r@example.org'],"
+              " convert_to(E'Subject: rolledback\\r\\n\\r\\nx\\r\\n', 'UTF8')); rollback;")
+    queue.sql("begin; select smtpc.enqueue('s@example.org', array['r@example.org'],"
+              " convert_to(E'Subject: committed\\r\\n\\r\\nx\\r\\n', 'UTF8')); commit;")
+    wait_until(lambda: queue.states().get("sent") == 1, what="the committed message sent")
+    time.sleep(1)
+    assert subjects(srv) == ["committed"]
+    w.send_signal(signal.SIGTERM)
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    assert b"sent 1" in out
+
+
+def test_enqueue_refuses_bad_envelopes(queue):
+    r = queue.pg.sql(queue.db, "select smtpc.enqueue(E's@x\\r\\nRCPT TO:<e@vil>', array['r@example.org'], 'x')",
+                     check=False)
+    assert r.returncode != 0 and b"CR/LF" in r.stderr
+    r = queue.pg.sql(queue.db, "select smtpc.enqueue('s@x', array[]::text[], 'x')", check=False)
+    assert r.returncode != 0
+    assert queue.states() == {}
+
+
+def test_send_list_and_flush_through_the_client(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    r = smtpc("send", "--outbox", queue.url, "--from", "s@example.org", "--to", "r@example.org",
+              "--subject", "viasend", "--text", "hello")
+    assert r.returncode == 0, r.stderr
+    assert re.match(rb"queued in the outbox as \d+", r.stdout), r.stdout
+    r = smtpc("queue", "list", "--outbox", queue.url)
+    assert r.returncode == 0 and b"s@example.org -> r@example.org" in r.stdout, r
+    r = smtpc("queue", "flush", "--outbox", queue.url, "--server", f"127.0.0.1:{srv.port}", "--tls", "none",
+              "--connections", "2")
+    assert r.returncode == 0, r.stderr
+    assert b"sent 1, deferred 0, failed 0" in r.stdout
+    assert subjects(srv) == ["viasend"]
+    assert queue.states() == {"sent": 1}
+    assert smtpc("queue", "list", "--outbox", queue.url).stdout == b""
+
+
+def test_three_workers_deliver_each_message_once(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    n = 600
+    ws = [queue.worker(srv, "--connections", "3") for _ in range(3)]
+    queue.enqueue(n)
+    wait_until(lambda: queue.states().get("sent") == n, timeout=180, what="every message sent")
+    got = subjects(srv)
+    assert sorted(got) == sorted(f"m{i}" for i in range(1, n + 1))  # each exactly once
+    for w in ws:
+        w.send_signal(signal.SIGTERM)
+    counts = []
+    for w in ws:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+        counts.append(int(re.search(rb"sent (\d+)", out).group(1)))
+    assert sum(counts) == n
+    assert queue.sql("select count(*) from smtpc.workers").strip() == "0"  # each said goodbye
+
+
+def test_a_killed_workers_messages_are_taken_over(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    slow_data(srv, 0.3)
+    n = 40
+    queue.enqueue(n)
+    a = queue.worker(srv, "--connections", "2", "--lease", "2s")
+    wait_until(lambda: len(subjects(srv)) >= 3, what="the first worker sending")
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    held = queue.states().get("sending", 0)
+    assert held > 0  # the dead worker's claims
+    b = queue.worker(srv, "--connections", "2", "--lease", "2s")
+    wait_until(lambda: queue.states().get("sent") == n, timeout=180, what="every message sent")
+    got = subjects(srv)
+    assert set(got) == {f"m{i}" for i in range(1, n + 1)}  # none lost
+    # duplicates only from the dead worker's window: in flight on its 2
+    # connections, or accepted and not yet written back
+    assert len(got) - n <= 6, sorted(got)
+    taken = queue.sql("select count(*) from smtpc.messages where last_error like 'the lease of worker %expired%'"
+                      " or attempts > 1")
+    assert int(taken) >= 1
+    b.send_signal(signal.SIGTERM)
+    assert b.wait(60) == 0
+
+
+def test_sigterm_finishes_in_flight_and_releases_the_rest(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    slow_data(srv, 0.2)
+    n = 60
+    queue.enqueue(n)
+    w = queue.worker(srv, "--connections", "2")
+    wait_until(lambda: len(subjects(srv)) >= 4, what="the worker sending")
+    w.send_signal(signal.SIGTERM)
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    st = queue.states()
+    assert "sending" not in st  # nothing left claimed
+    got = subjects(srv)
+    assert st.get("sent", 0) == len(got) and len(set(got)) == len(got)
+    assert st.get("queued", 0) == n - len(got) > 0
+    # released, not tried: no attempt counted, due now
+    assert queue.sql("select count(*) from smtpc.messages where state = 'queued' and (attempts > 0"
+                     " or not_before > now())").strip() == "0"
+
+
+def test_4xx_is_retried_with_backoff_and_5xx_kept_failed(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True, tempfail={"later@example.org"}, refuse={"nobody@example.org"})
+    queue.enqueue(1, rcpt="later@example.org", prefix="temp")
+    queue.enqueue(1, rcpt="nobody@example.org", prefix="perm")
+    queue.sql("select smtpc.enqueue('s@example.org', array['ok@example.org', 'nobody@example.org'],"
+              " convert_to(E'Subject: half\\r\\n\\r\\nx\\r\\n', 'UTF8'))")
+    w = queue.worker(srv)
+    wait_until(lambda: queue.states() == {"queued": 1, "failed": 2, "sent": 1}, what="outcomes")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    row = queue.sql("select id, attempts, extract(epoch from not_before - now())::int, last_error"
+                    " from smtpc.messages where state = 'queued'").strip().split("|")
+    assert row[1] == "1" and 45 <= int(row[2]) <= 61, row  # 60 s after the first failure
+    assert "450" in row[3], row
+    failed = queue.sql("select recipients[1], last_code, last_error, parent is not null from smtpc.messages"
+                       " where state = 'failed' order by id")
+    assert re.search(r"nobody@example.org\|550\|.*550.*\|f", failed), failed
+    assert re.search(r"nobody@example.org\|550\|recipient refused: 550.*\|t", failed), failed  # split off
+    assert subjects(srv) == ["half"]
+    assert srv.envelopes[0].rcpt_tos == ["ok@example.org"]
+    r = smtpc("queue", "list", "--outbox", queue.url)
+    assert b"[SMTPC_ETEMPFAIL" in r.stdout and b"failed" in r.stdout, r.stdout
+    # retry makes it due now; the second failure waits twice as long
+    r = smtpc("queue", "retry", row[0], "--outbox", queue.url)
+    assert r.returncode == 0, r.stderr
+    w = queue.worker(srv)
+    wait_until(lambda: queue.sql(f"select attempts from smtpc.messages where id = {row[0]}").strip() == "2",
+               what="second attempt")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    delay = int(queue.sql(f"select extract(epoch from not_before - now())::int from smtpc.messages"
+                          f" where id = {row[0]}"))
+    assert 105 <= delay <= 121, delay
+    # drop removes it; a second drop finds nothing
+    assert smtpc("queue", "drop", row[0], "--outbox", queue.url).returncode == 0
+    assert smtpc("queue", "drop", row[0], "--outbox", queue.url).returncode == 65  # EX_DATAERR
+
+
+def test_stats(queue, aiosmtpd):
+    queue.enqueue(3)
+    r = smtpc("queue", "stats", "--outbox", queue.url, "--json")
+    assert r.returncode == 0, r.stderr
+    assert re.search(rb'"queued":3,"due":3,"sending":0,"sent":0,"failed":0', r.stdout), r.stdout
+    srv = aiosmtpd(pipelining=True)
+    w = queue.worker(srv)
+    wait_until(lambda: queue.states() == {"sent": 3}, what="sent")
+    r = smtpc("queue", "stats", "--outbox", queue.url)
+    assert b"sent 3 (last minute 3)" in r.stdout and b"live workers 1" in r.stdout, r.stdout
+    assert re.search(rb"worker \S+:\d+  live", r.stdout), r.stdout
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_database_restart_under_a_running_worker(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    w = queue.worker(srv)
+    queue.enqueue(2, prefix="before")
+    wait_until(lambda: queue.states().get("sent") == 2, what="sent before the restart")
+    queue.pg.stop()
+    time.sleep(1)
+    queue.pg.start()
+    queue.enqueue(2, prefix="after")
+    wait_until(lambda: queue.states().get("sent") == 4, timeout=120, what="sent after the restart")
+    assert sorted(subjects(srv)) == ["after1", "after2", "before1", "before2"]
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_database_restart_while_sending(queue, aiosmtpd):
+    """Outcomes that could not be written are not left claimed: the worker
+    queues them again after it reconnects (at least once)."""
+    srv = aiosmtpd(pipelining=True)
+    slow_data(srv, 0.1)
+    n = 40
+    queue.enqueue(n)
+    w = queue.worker(srv, "--connections", "2")
+    wait_until(lambda: len(subjects(srv)) >= 5, what="the worker sending")
+    queue.pg.stop()
+    time.sleep(1)
+    queue.pg.start()
+    wait_until(lambda: queue.states().get("sent") == n, timeout=180, what="every message sent")
+    assert set(subjects(srv)) == {f"m{i}" for i in range(1, n + 1)}  # none lost
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_database_errors_are_clear(postgres, tmp_path):
+    db = postgres.new_db()
+    r = smtpc("queue", "list", "--outbox", postgres.url(db, user="pwuser", password="wrong"))
+    assert r.returncode == 77, r  # EX_NOPERM
+    assert b"password authentication failed" in r.stderr
+    r = smtpc("queue", "list", "--outbox", f"postgresql:///x?host={tmp_path}&port=1")
+    assert r.returncode == 75, r  # EX_TEMPFAIL: try again later
+    assert b"cannot connect" in r.stderr
+    r = smtpc("queue", "list", "--outbox", postgres.url(db))
+    assert r.returncode == 78, r  # EX_CONFIG
+    assert b"run smtpc queue init" in r.stderr
+    r = smtpc("queue", "list", "--outbox", postgres.url(db) + "&schema=Bad-Name")
+    assert r.returncode != 0 and b"schema=" in r.stderr
+
+
+def test_own_schema_name(postgres, aiosmtpd):
+    db = postgres.new_db()
+    url = postgres.url(db) + "&schema=mail_out"
+    assert smtpc("queue", "init", "--outbox", url).returncode == 0
+    postgres.sql(db, "select mail_out.enqueue('s@example.org', array['r@example.org'],"
+                     " convert_to(E'Subject: own\\r\\n\\r\\nx\\r\\n', 'UTF8'))")
+    srv = aiosmtpd(pipelining=True)
+    r = smtpc("queue", "flush", "--outbox", url, "--server", f"127.0.0.1:{srv.port}", "--tls", "none")
+    assert r.returncode == 0, r.stderr
+    assert subjects(srv) == ["own"]
+    assert postgres.sql(db, "select to_regnamespace('smtpc') is null").strip() == "t"
+
+
+def test_check_is_for_a_directory_outbox(queue):
+    """queue check (the directory outbox's crash repair) says why it has
+    nothing to do on PostgreSQL instead of failing obscurely."""
+    r = smtpc("queue", "check", "--outbox", queue.url)
+    assert r.returncode == 69, r.stderr
+    assert b"directory outbox" in r.stderr and b"PostgreSQL" in r.stderr
+
+
+def test_worker_needs_a_database(tmp_path):
+    r = smtpc("queue", "worker", "--outbox", str(tmp_path / "dir"), "--server", "127.0.0.1:1")
+    assert r.returncode == 64 and b"postgresql://" in r.stderr
+
+
+def test_version_says_postgresql():
+    r = smtpc("--version")
+    assert b"PostgreSQL outbox: yes" in r.stdout, r.stdout
+
+
+
+def test_man_page_renders_without_warnings():
+    import shutil
+    from conftest import SOURCE_DIR
+    if not shutil.which("groff"):
+        pytest.skip("groff not installed")
+    r = subprocess.run(["groff", "-mandoc", "-ww", "-Tutf8", "-z", str(SOURCE_DIR / "docs" / "smtpc-queue.7")],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+
+
+def test_rate_is_for_the_whole_fleet(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True)
+    times = []
+    h = srv.controller.handler
+    orig = h.handle_DATA
+
+    async def stamp(server, session, envelope):
+        times.append(time.monotonic())
+        return await orig(server, session, envelope)
+    h.handle_DATA = stamp
+    rate, n = 30.0, 300
+    ws = [queue.worker(srv, "--rate", str(rate), "--lease", "2s") for _ in range(3)]
+    wait_until(lambda: queue.sql("select count(*) from smtpc.workers").strip() == "3", what="3 workers")
+    time.sleep(1.5)  # every worker has counted the others
+    queue.enqueue(n)
+    wait_until(lambda: queue.states().get("sent") == n, timeout=180, what="every message sent")
+    for w in ws:
+        w.send_signal(signal.SIGTERM)
+    for w in ws:
+        assert w.wait(60) == 0
+    ts = sorted(times)
+    assert len(ts) == n
+    # the steady middle: all three workers sending
+    a, b = n // 10, n * 8 // 10
+    measured = (b - a) / (ts[b] - ts[a])
+    assert abs(measured - rate) <= rate * 0.05, f"fleet rate {measured:.2f}/s, asked {rate}/s"
+    per = [int(re.search(rb"sent (\d+)", w.stdout.read()).group(1)) for w in ws]
+    assert sum(per) == n and min(per) > 0, per
+
+
+def test_retention_of_sent_bodies_and_rows(queue, aiosmtpd):
+    queue.sql("insert into smtpc.messages (state, sender, recipients, body, done_at) values"
+              " ('sent', 's@x', array['r@x'], 'old', now() - interval '8 days'),"
+              " ('sent', 's@x', array['r@x'], 'new', now() - interval '1 day'),"
+              " ('sent', 's@x', array['r@x'], 'ancient', now() - interval '100 days'),"
+              " ('failed', 's@x', array['r@x'], 'kept', now() - interval '100 days')")
+    srv = aiosmtpd(pipelining=True)
+    w = queue.worker(srv)
+    wait_until(lambda: queue.sql("select count(*) from smtpc.messages").strip() == "3", what="retention")
+    rows = queue.sql("select state, coalesce(convert_from(body, 'UTF8'), '-') from smtpc.messages order by id")
+    assert rows.split() == ["sent|-", "sent|new", "failed|kept"], rows
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_list_pages_through_a_large_queue(queue):
+    queue.enqueue(2500)
+    r = smtpc("queue", "list", "--outbox", queue.url, "--json")
+    assert r.returncode == 0, r.stderr
+    ids = re.findall(rb'"id":"(\d+)"', r.stdout)
+    assert len(ids) == 2500 and len(set(ids)) == 2500
+
+
+def test_unknown_outcome_is_kept_and_retried_later(queue):
+    """The connection lost after the final dot: the directory outbox's rule,
+    queued again after the backoff (a duplicate rather than a loss)."""
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    port = ls.getsockname()[1]
+    dots = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            with c:
+                f = c.makefile("rb")
+                c.sendall(b"220 lossy\r\n")
+                data = False
+                for line in f:
+                    if data:
+                        if line == b".\r\n":
+                            dots.append(1)
+                            break  # lost after the final dot
+                        continue
+                    cmd = line[:4].upper()
+                    if cmd == b"EHLO":
+                        c.sendall(b"250-lossy\r\n250 PIPELINING\r\n")
+                    elif cmd == b"DATA":
+                        c.sendall(b"354 go\r\n")
+                        data = True
+                    elif cmd == b"QUIT":
+                        c.sendall(b"221 bye\r\n")
+                        break
+                    else:
+                        c.sendall(b"250 ok\r\n")
+                f.close()  # the file holds the socket open
+                c.shutdown(socket.SHUT_RDWR)
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    queue.enqueue(1)
+
+    class Srv:
+        pass
+    s = Srv()
+    s.port = port
+    w = queue.worker(s)
+    wait_until(lambda: queue.sql("select attempts from smtpc.messages").strip() == "1", what="the attempt")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    ls.close()
+    row = queue.sql("select state, extract(epoch from not_before - now())::int, last_error"
+                    " from smtpc.messages").strip().split("|")
+    assert row[0] == "queued" and 45 <= int(row[1]) <= 61 and "SMTPC_EUNKNOWN" in row[2], row
+    assert len(dots) == 1
