@@ -90,13 +90,14 @@ static int fetch(smtpc_bulk *b, smtpc__bulk_rec **out)
     if (!b->next_cb) b->src_done = true;
     if (b->src_done || b->canceling) return 0;
     smtpc__bulk_rec *r = rec_new(b);
-    if (!r) return SMTPC_ENOMEM;
-    int rc = b->next_cb(b->next_ud, &r->m);
+    int rc = r ? b->next_cb(b->next_ud, &r->m) : SMTPC_ENOMEM;
     if (rc <= 0) {
-        r->next = b->free_recs;
-        b->free_recs = r;
+        if (r) {
+            r->next = b->free_recs;
+            b->free_recs = r;
+        }
         b->src_done = true;
-        if (rc < 0) {
+        if (rc < 0) { /* the source's error, or no memory: the run ends as canceled */
             b->stop_rc = rc;
             b->canceling = true;
             atomic_store(&b->cancel_req, true);
