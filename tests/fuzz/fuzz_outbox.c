@@ -35,12 +35,28 @@ static void put(const char *path, const uint8_t *p, size_t n)
     fclose(f);
 }
 
+/* The private outbox goes with the process. */
+static void cleanup(void)
+{
+    static const char *const parts[] = {"queue", "failed", "tmp", "lock"};
+    char p[128];
+    smtpc_outbox_free(g_ob);
+    unlink(g_msg);
+    unlink(g_state);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", g_dir, parts[i]);
+        if (rmdir(p) != 0) unlink(p);
+    }
+    rmdir(g_dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!g_ob) {
         snprintf(g_dir, sizeof g_dir, "/tmp/smtpc-fuzz-outbox-%d", (int)getpid());
         char err[256];
         if (smtpc_outbox_open(&g_ob, g_dir, err, sizeof err)) abort();
+        atexit(cleanup);
         snprintf(g_msg, sizeof g_msg, "%s/queue/0000000001000000-1-1.msg", g_dir);
         snprintf(g_state, sizeof g_state, "%s/queue/0000000001000000-1-1.state", g_dir);
     }
