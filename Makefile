@@ -1,12 +1,13 @@
 # Thin wrapper around CMake so that README's two commands work on a fresh machine.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+ALLOC_BUILD ?= build-alloc
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 GEN        := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test-deps build demo check check-fast check-asan check-fuzz check-release check-valgrind check-crash install clean
+.PHONY: all deps test-deps build demo check check-fast check-asan check-alloc check-fuzz check-release check-valgrind check-crash install clean
 
 all: build
 
@@ -34,12 +35,25 @@ check-fast: test-deps build
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# With allocation-failure injection built in (idle unless a test asks):
+# the quick allocation-failure tests (ctest label "alloc") run here.
 check-asan: test-deps
 	@cmake -S . -B $(ASAN_BUILD) $(GEN) -DCMAKE_BUILD_TYPE=Debug -DSMTPC_SANITIZE=ON \
-	  -DSMTPC_WERROR=ON -DCMAKE_C_COMPILER=gcc >/dev/null
+	  -DSMTPC_ALLOC_FAIL=ON -DSMTPC_WERROR=ON -DCMAKE_C_COMPILER=gcc >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) -LE nosan -E '^fuzz\.'
+
+# Every allocation point of every scenario fails once (tests/integration/
+# test_alloc.py; docs/HACKING.md), under ASan/LSan. Counts: $(ALLOC_BUILD)/alloc-counts.txt.
+check-alloc: test-deps
+	@cmake -S . -B $(ALLOC_BUILD) $(GEN) -DCMAKE_BUILD_TYPE=Debug -DSMTPC_SANITIZE=ON \
+	  -DSMTPC_ALLOC_FAIL=ON -DSMTPC_WERROR=ON -DCMAKE_C_COMPILER=gcc >/dev/null
+	@cmake --build $(ALLOC_BUILD) -j $(JOBS)
+	@rm -f $(ALLOC_BUILD)/alloc-counts.txt
+	@cd $(ALLOC_BUILD) && SMTPC_ALLOC_FULL=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L alloc
+	@cat $(ALLOC_BUILD)/alloc-counts.txt
 
 check-fuzz: test-deps
 	@cmake -S . -B $(FUZZ_BUILD) $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMTPC_FUZZ=ON -DSMTPC_WERROR=ON \
@@ -88,4 +102,4 @@ install: build
 	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) $(if $(PREFIX),--prefix "$(PREFIX)")
 
 clean:
-	@rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(RELEASE_BUILD)-gcc $(RELEASE_BUILD)-clang
+	@rm -rf $(BUILD) $(ASAN_BUILD) $(ALLOC_BUILD) $(FUZZ_BUILD) $(RELEASE_BUILD)-gcc $(RELEASE_BUILD)-clang

@@ -93,20 +93,24 @@ static int fetch(smtpc_bulk *b, smtpc__bulk_rec **out)
 again:
     if (b->src_done || b->canceling) return 0;
     smtpc__bulk_rec *r = rec_new(b);
-    if (!r) return SMTPC_ENOMEM;
     int fail = 0;
     char why[256];
-    int rc = b->sp ? smtpc__sign_pool_next(b, &r->m, &fail, why, sizeof why) : b->next_cb(b->next_ud, &r->m);
+    /* no record: ends the run as the source's error would (SMTPC_ENOMEM) */
+    int rc = !r ? SMTPC_ENOMEM
+         : b->sp ? smtpc__sign_pool_next(b, &r->m, &fail, why, sizeof why)
+                 : b->next_cb(b->next_ud, &r->m);
     if (rc == SMTPC__SIGN_PENDING) { /* being signed: the pool's fd wakes the loop */
         r->next = b->free_recs;
         b->free_recs = r;
         return 0;
     }
     if (rc <= 0) {
-        r->next = b->free_recs;
-        b->free_recs = r;
+        if (r) {
+            r->next = b->free_recs;
+            b->free_recs = r;
+        }
         b->src_done = true;
-        if (rc < 0) {
+        if (rc < 0) { /* the source's error, or no memory: the run ends as canceled */
             b->stop_rc = rc;
             b->canceling = true;
             atomic_store(&b->cancel_req, true);

@@ -50,6 +50,15 @@ static void batch_finish(batch_ctx *x, size_t i, smtpc_result *res, int rc)
     if (x->cb) x->cb(x->ud, i, rc, res);
 }
 
+/* Item i's result could not be allocated: it is still reported, once. */
+static void batch_nomem(batch_ctx *x, size_t i)
+{
+    smtpc_result none;
+    memset(&none, 0, sizeof none);
+    smtpc__err(&x->c->err, SMTPC_ENOMEM, "out of memory");
+    batch_finish(x, i, &none, SMTPC_ENOMEM);
+}
+
 /* The item's envelope and body source (no server needed). */
 static int batch_body(smtpc_client *c, const smtpc_batch_item *it, smtpc__body *b, const char ***rcpts)
 {
@@ -102,7 +111,7 @@ static void batch_done(void *ud, size_t i, int rc, smtpc_session *s)
     smtpc_result *res = smtpc__result_for(&sl->b);
     if (!res || !res->r) {
         smtpc_result_free(res);
-        if (!x->first_fail) x->first_fail = SMTPC_ENOMEM;
+        batch_nomem(x, i);
         batch_slot_clear(sl);
         return;
     }
@@ -164,7 +173,7 @@ static void batch_single(batch_ctx *x, size_t i, bool use_retry)
     }
     if (!res) res = smtpc__result_for(&b);
     if (res && res->r) batch_finish(x, i, res, rc);
-    else if (!x->first_fail) x->first_fail = SMTPC_ENOMEM;
+    else batch_nomem(x, i);
     smtpc_result_free(res);
     free(rcpts);
 }

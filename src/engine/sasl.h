@@ -189,7 +189,8 @@ int smtpc__sasl_set_nonce(smtpc__sasl *s, const char *nonce);
  * characters "commonly mapped to nothing" are removed; control characters
  * are refused (SMTPC_EINVAL); any other non-ASCII text is refused
  * (SMTPC_EUNSUPPORTED), since normalization (NFKC) is not implemented.
- * On success *out is a new string (free with smtpc__free_secret). */
+ * On success *out is a new string (free with smtpc__free_secret); out NULL:
+ * only the check (no allocation). */
 int smtpc__saslprep(const char *in, char **out);
 
 #endif

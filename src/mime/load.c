@@ -82,9 +82,11 @@ int smtpc_message_load_with(smtpc_message **out, ssize_t (*cb)(void *, void *, s
     bool eof = false;
     int rc = 0;
     while (!body) {
-        if (smtpc__buf_reserve(&in, 65536)) {
+        int rrc = smtpc__buf_reserve(&in, 65536);
+        if (rrc) {
             smtpc__buf_free(&in);
-            return lerr(eb, el, SMTPC_ELIMIT, "header block larger than 1 MiB", 0);
+            return rrc == SMTPC_ENOMEM ? lerr(eb, el, rrc, "out of memory", 0)
+                                       : lerr(eb, el, SMTPC_ELIMIT, "header block larger than 1 MiB", 0);
         }
         ssize_t k = cb(ud, in.data + in.len, 65536);
         if (k < 0) {

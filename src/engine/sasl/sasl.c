@@ -89,11 +89,8 @@ smtpc__sasl_mask smtpc__sasl_default_allowed(const smtpc__sasl_creds *c, bool en
     if (!c) return 0;
     if (c->username && c->username[0] && c->password) {
         m |= SMTPC__SASL_BIT(SMTPC__SASL_CRAM_MD5);
-        char *prepped = NULL;
-        if (smtpc__saslprep(c->password, &prepped) == 0) {
+        if (smtpc__saslprep(c->password, NULL) == 0) /* no allocation: no ENOMEM to lose */
             m |= SMTPC__SASL_BIT(SMTPC__SASL_SCRAM_SHA_1) | SMTPC__SASL_BIT(SMTPC__SASL_SCRAM_SHA_256);
-            smtpc__free_secret(prepped);
-        }
         if (encrypted) m |= SMTPC__SASL_BIT(SMTPC__SASL_PLAIN) | SMTPC__SASL_BIT(SMTPC__SASL_LOGIN);
     }
     /* A bearer token is as good as a password to whoever reads it: same rule
@@ -165,8 +162,8 @@ static bool non_ascii_space(uint32_t c) /* RFC 3454 C.1.2 */
 int smtpc__saslprep(const char *in, char **out)
 {
     size_t n = strlen(in);
-    char *r = malloc(n + 1);
-    if (!r) return SMTPC_ENOMEM;
+    char *r = NULL;
+    if (out && !(r = malloc(n + 1))) return SMTPC_ENOMEM;
     size_t o = 0;
     const unsigned char *p = (const unsigned char *)in;
     int rc = 0;
@@ -176,13 +173,13 @@ int smtpc__saslprep(const char *in, char **out)
         if (len < 0) { rc = SMTPC_EINVAL; break; }
         i += (size_t)len;
         if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0)) { rc = SMTPC_EINVAL; break; }
-        if (c < 0x80) r[o++] = (char)c;
-        else if (mapped_to_nothing(c)) continue;
-        else if (non_ascii_space(c)) r[o++] = ' ';
-        else { rc = SMTPC_EUNSUPPORTED; break; }
+        if (mapped_to_nothing(c)) continue;
+        if (c >= 0x80 && !non_ascii_space(c)) { rc = SMTPC_EUNSUPPORTED; break; }
+        if (r) r[o] = c < 0x80 ? (char)c : ' ';
+        o++;
     }
-    if (rc) {
-        smtpc__secure_zero(r, n + 1);
+    if (rc || !r) {
+        if (r) smtpc__secure_zero(r, n + 1);
         free(r);
         return rc;
     }
