@@ -1,0 +1,234 @@
+/* Faults on the wire, at volume (tests/integration/test_wire_faults.py).
+ *
+ *   drv_faults bulk HOST PORT COUNT CONNS    [--timeout-ms N] [--size N]
+ *   drv_faults pool HOST PORT COUNT THREADS  [--timeout-ms N] [--size N] [--attempts N]
+ *
+ * bulk: one smtpc_bulk run over CONNS connections with its default retries;
+ * each body is made when the source asks for it and freed when its result
+ * comes, so what stays resident is the library's. pool: THREADS threads,
+ * each with its own client on one shared pool (THREADS connections at
+ * most), take the next message index and call smtpc_client_send with a
+ * composed message; the retry policy is ATTEMPTS (default 3) attempts with
+ * the library's default delays. Both set the command and data timeouts to
+ * --timeout-ms (default 2000) so a stalled server is given up on.
+ * Every message has "Message-ID: <IDX.bulk@test>". Output:
+ *   R IDX SENT|FAILED|UNKNOWN|CANCELED ERRNAME     one per result
+ *   MEM rss=KIB hwm=KIB                            after the run, before the free
+ *   MEMFREE rss=KIB                                after everything is freed
+ *   DONE ms=ELAPSED results=N
+ * Exit 0 unless the driver itself failed. */
+#include <smtpc/smtpc.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static size_t g_count, g_size = 1000;
+static unsigned g_par, g_attempts = 3;
+static int64_t g_timeout_ms = 2000;
+static const char *g_host;
+static uint16_t g_port;
+static unsigned char *g_seen;
+static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
+static atomic_size_t g_results;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "drv_faults: %s\n", what);
+    exit(2);
+}
+
+static void report(size_t i, const char *status, int err)
+{
+    pthread_mutex_lock(&g_out);
+    if (i >= g_count) die("bad index");
+    if (g_seen[i]++) printf("DUPLICATE %zu\n", i);
+    printf("R %zu %s %s\n", i, status, err ? smtpc_err_name(err) : "0");
+    pthread_mutex_unlock(&g_out);
+    atomic_fetch_add(&g_results, 1);
+}
+
+/* VmRSS and VmHWM of this process, in KiB. */
+static void mem(long *rss, long *hwm)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    *rss = *hwm = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmRSS:", 6)) *rss = strtol(line + 6, NULL, 10);
+        if (!strncmp(line, "VmHWM:", 6)) *hwm = strtol(line + 6, NULL, 10);
+    }
+    if (f) fclose(f);
+}
+
+static void print_mem(const char *tag)
+{
+    long rss, hwm;
+    mem(&rss, &hwm);
+    printf("%s rss=%ld hwm=%ld\n", tag, rss, hwm);
+    fflush(stdout);
+}
+
+/* The text of message i: lines of 70 letters, about g_size octets. */
+static char *body_text(size_t i, size_t *len)
+{
+    char *p = malloc(g_size + 1);
+    if (!p) die("out of memory");
+    for (size_t j = 0; j < g_size; j++) p[j] = (j % 72 == 70) ? '\r' : (j % 72 == 71) ? '\n' : (char)('a' + (i + j) % 26);
+    if (g_size >= 2) {
+        p[g_size - 2] = '\r';
+        p[g_size - 1] = '\n';
+    }
+    p[g_size] = '\0';
+    *len = g_size;
+    return p;
+}
+
+/* ---- bulk ---- */
+static size_t g_next;
+static const char *g_rcpt[] = {"rcpt@example.org"};
+
+static int next_msg(void *ud, smtpc_bulk_msg *m)
+{
+    (void)ud;
+    if (g_next >= g_count) return 0;
+    size_t i = g_next++, tl;
+    char hdr[200];
+    int hl = snprintf(hdr, sizeof hdr,
+                      "From: sender@example.org\r\nTo: rcpt@example.org\r\nSubject: faults %zu\r\n"
+                      "Message-ID: <%zu.bulk@test>\r\n\r\n", i, i);
+    char *t = body_text(i, &tl);
+    char *p = malloc((size_t)hl + tl);
+    if (!p) die("out of memory");
+    memcpy(p, hdr, (size_t)hl);
+    memcpy(p + hl, t, tl);
+    free(t);
+    memset(m, 0, sizeof *m);
+    m->from = "sender@example.org";
+    m->rcpts = g_rcpt;
+    m->nrcpts = 1;
+    m->data = p;
+    m->len = (size_t)hl + tl;
+    m->userdata = (void *)(uintptr_t)i;
+    return 1;
+}
+
+static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
+
+static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
+{
+    (void)ud;
+    report((size_t)(uintptr_t)m->userdata, st_name[r->status], r->error);
+    free((void *)m->data);
+}
+
+static int run_bulk(void)
+{
+    smtpc_bulk *b;
+    if (smtpc_bulk_new(&b, g_host, g_port)) die("bulk_new");
+    if (smtpc_bulk_set_tls(b, SMTPC_TLS_MODE_NONE, NULL, NULL, true)) die("set_tls");
+    smtpc_bulk_set_source(b, next_msg, NULL);
+    smtpc_bulk_set_result_cb(b, on_result, NULL);
+    smtpc_bulk_set_connections(b, g_par);
+    smtpc_bulk_set_timeouts(b, 0, 0, g_timeout_ms, g_timeout_ms, 0);
+    int rc = smtpc_bulk_run(b);
+    if (rc) printf("RUN %s %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
+    smtpc_bulk_stats st;
+    smtpc_bulk_get_stats(b, &st);
+    printf("STATS submitted=%llu sent=%llu failed=%llu canceled=%llu unknown=%llu retried=%llu conns=%llu\n",
+           (unsigned long long)st.submitted, (unsigned long long)st.sent, (unsigned long long)st.failed,
+           (unsigned long long)st.canceled, (unsigned long long)st.unknown, (unsigned long long)st.retried,
+           (unsigned long long)st.connections_opened);
+    print_mem("MEM");
+    smtpc_bulk_free(b);
+    return 0;
+}
+
+/* ---- pool ---- */
+static smtpc_pool *g_pool;
+static atomic_size_t g_take;
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    smtpc_client *c;
+    if (smtpc_client_new(&c)) die("client_new");
+    smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
+    if (smtpc_client_set_host(c, g_host, g_port)) die("set_host");
+    smtpc_client_set_ehlo_name(c, "drv.example");
+    smtpc_client_set_pool(c, g_pool);
+    smtpc_retry_policy rp = {g_attempts, 1000, 2.0, 60000};
+    if (smtpc_client_set_retry(c, &rp)) die("set_retry");
+    smtpc_client_set_command_timeout_ms(c, g_timeout_ms);
+    smtpc_client_set_data_timeout_ms(c, g_timeout_ms);
+    for (;;) {
+        size_t i = atomic_fetch_add(&g_take, 1);
+        if (i >= g_count) break;
+        smtpc_message *m;
+        if (smtpc_message_new(&m)) die("message_new");
+        char buf[64], *t;
+        size_t tl;
+        smtpc_message_set_from(m, "sender@example.org");
+        smtpc_message_add_to(m, "rcpt@example.org");
+        snprintf(buf, sizeof buf, "<%zu.bulk@test>", i);
+        smtpc_message_set_message_id(m, buf);
+        snprintf(buf, sizeof buf, "faults %zu", i);
+        smtpc_message_set_subject(m, buf);
+        t = body_text(i, &tl);
+        smtpc_message_set_text(m, t, tl);
+        free(t);
+        smtpc_result *r = NULL;
+        int rc = smtpc_client_send(c, m, &r);
+        report(i, rc == 0 ? "SENT" : rc == SMTPC_EUNKNOWN ? "UNKNOWN" : rc == SMTPC_ECANCELED ? "CANCELED" : "FAILED", rc);
+        smtpc_result_free(r);
+        smtpc_message_free(m);
+    }
+    smtpc_client_free(c);
+    return NULL;
+}
+
+static int run_pool(void)
+{
+    if (smtpc_pool_new(&g_pool)) die("pool_new");
+    smtpc_pool_set_max_per_endpoint(g_pool, g_par);
+    pthread_t th[64];
+    if (g_par > 64) die("at most 64 threads");
+    for (unsigned t = 0; t < g_par; t++)
+        if (pthread_create(&th[t], NULL, worker, NULL)) die("pthread_create");
+    for (unsigned t = 0; t < g_par; t++) pthread_join(th[t], NULL);
+    printf("STATS opened=%llu\n", (unsigned long long)smtpc_pool_connections_opened(g_pool));
+    print_mem("MEM");
+    smtpc_pool_free(g_pool);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 6) die("usage: drv_faults bulk|pool HOST PORT COUNT CONNS [options]");
+    g_host = argv[2];
+    g_port = (uint16_t)strtoul(argv[3], NULL, 10);
+    g_count = strtoul(argv[4], NULL, 10);
+    g_par = (unsigned)strtoul(argv[5], NULL, 10);
+    for (int i = 6; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--timeout-ms")) g_timeout_ms = strtoll(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--size")) g_size = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--attempts")) g_attempts = (unsigned)strtoul(argv[i + 1], NULL, 10);
+        else die("unknown option");
+    }
+    if (!g_count || !g_par || g_size < 2) die("bad arguments");
+    g_seen = calloc(g_count, 1);
+    if (!g_seen) die("out of memory");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = !strcmp(argv[1], "bulk") ? run_bulk() : !strcmp(argv[1], "pool") ? run_pool() : 2;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    free(g_seen);
+    print_mem("MEMFREE");
+    printf("DONE ms=%ld results=%zu\n",
+           (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000), atomic_load(&g_results));
+    return rc;
+}
