@@ -1,7 +1,10 @@
 /* Faults on the wire, at volume (tests/integration/test_wire_faults.py).
  *
- *   drv_faults bulk HOST PORT COUNT CONNS    [--timeout-ms N] [--size N]
- *   drv_faults pool HOST PORT COUNT THREADS  [--timeout-ms N] [--size N] [--attempts N]
+ *   drv_faults bulk HOST PORT COUNT CONNS    [options]
+ *   drv_faults pool HOST PORT COUNT THREADS  [options] [--attempts N]
+ * options: --timeout-ms N  --size N (octets of text, default 1000)
+ *          --big-every N --big-size B (every Nth message has B octets of text
+ *            and an "X-Big: yes" header)
  *
  * bulk: one smtpc_bulk run over CONNS connections with its default retries;
  * each body is made when the source asks for it and freed when its result
@@ -12,7 +15,7 @@
  * the library's default delays. Both set the command and data timeouts to
  * --timeout-ms (default 2000) so a stalled server is given up on.
  * Every message has "Message-ID: <IDX.bulk@test>". Output:
- *   R IDX SENT|FAILED|UNKNOWN|CANCELED ERRNAME     one per result
+ *   R IDX SENT|FAILED|UNKNOWN|CANCELED ERRNAME WHY   one per result
  *   MEM rss=KIB hwm=KIB                            after the run, before the free
  *   MEMFREE rss=KIB                                after everything is freed
  *   DONE ms=ELAPSED results=N
@@ -20,6 +23,7 @@
 #include <smtpc/smtpc.h>
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +31,7 @@
 #include <string.h>
 #include <time.h>
 
-static size_t g_count, g_size = 1000;
+static size_t g_count, g_size = 1000, g_big_every, g_big_size = 1u << 20;
 static unsigned g_par, g_attempts = 3;
 static int64_t g_timeout_ms = 2000;
 static const char *g_host;
@@ -42,12 +46,12 @@ static void die(const char *what)
     exit(2);
 }
 
-static void report(size_t i, const char *status, int err)
+static void report(size_t i, const char *status, int err, const char *why)
 {
     pthread_mutex_lock(&g_out);
     if (i >= g_count) die("bad index");
     if (g_seen[i]++) printf("DUPLICATE %zu\n", i);
-    printf("R %zu %s %s\n", i, status, err ? smtpc_err_name(err) : "0");
+    printf("R %zu %s %s %s\n", i, status, err ? smtpc_err_name(err) : "0", why && *why ? why : "-");
     pthread_mutex_unlock(&g_out);
     atomic_fetch_add(&g_results, 1);
 }
@@ -73,18 +77,20 @@ static void print_mem(const char *tag)
     fflush(stdout);
 }
 
-/* The text of message i: lines of 70 letters, about g_size octets. */
+static bool is_big(size_t i) { return g_big_every && i % g_big_every == g_big_every - 1; }
+
+/* The text of message i: lines of 70 letters, g_size octets (every
+ * g_big_every-th message: g_big_size, more than the sockets buffer). */
 static char *body_text(size_t i, size_t *len)
 {
-    char *p = malloc(g_size + 1);
+    size_t n = is_big(i) ? g_big_size : g_size;
+    char *p = malloc(n + 1);
     if (!p) die("out of memory");
-    for (size_t j = 0; j < g_size; j++) p[j] = (j % 72 == 70) ? '\r' : (j % 72 == 71) ? '\n' : (char)('a' + (i + j) % 26);
-    if (g_size >= 2) {
-        p[g_size - 2] = '\r';
-        p[g_size - 1] = '\n';
-    }
-    p[g_size] = '\0';
-    *len = g_size;
+    for (size_t j = 0; j < n; j++) p[j] = (j % 72 == 70) ? '\r' : (j % 72 == 71) ? '\n' : (char)('a' + (i + j) % 26);
+    p[n - 2] = '\r';
+    p[n - 1] = '\n';
+    p[n] = '\0';
+    *len = n;
     return p;
 }
 
@@ -100,7 +106,7 @@ static int next_msg(void *ud, smtpc_bulk_msg *m)
     char hdr[200];
     int hl = snprintf(hdr, sizeof hdr,
                       "From: sender@example.org\r\nTo: rcpt@example.org\r\nSubject: faults %zu\r\n"
-                      "Message-ID: <%zu.bulk@test>\r\n\r\n", i, i);
+                      "Message-ID: <%zu.bulk@test>\r\n%s\r\n", i, i, is_big(i) ? "X-Big: yes\r\n" : "");
     char *t = body_text(i, &tl);
     char *p = malloc((size_t)hl + tl);
     if (!p) die("out of memory");
@@ -122,7 +128,7 @@ static const char *st_name[] = {"SENT", "FAILED", "CANCELED", "UNKNOWN"};
 static void on_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result *r)
 {
     (void)ud;
-    report((size_t)(uintptr_t)m->userdata, st_name[r->status], r->error);
+    report((size_t)(uintptr_t)m->userdata, st_name[r->status], r->error, r->errmsg);
     free((void *)m->data);
 }
 
@@ -178,12 +184,14 @@ static void *worker(void *arg)
         smtpc_message_set_message_id(m, buf);
         snprintf(buf, sizeof buf, "faults %zu", i);
         smtpc_message_set_subject(m, buf);
+        if (is_big(i)) smtpc_message_add_header(m, "X-Big", "yes");
         t = body_text(i, &tl);
         smtpc_message_set_text(m, t, tl);
         free(t);
         smtpc_result *r = NULL;
         int rc = smtpc_client_send(c, m, &r);
-        report(i, rc == 0 ? "SENT" : rc == SMTPC_EUNKNOWN ? "UNKNOWN" : rc == SMTPC_ECANCELED ? "CANCELED" : "FAILED", rc);
+        report(i, rc == 0 ? "SENT" : rc == SMTPC_EUNKNOWN ? "UNKNOWN" : rc == SMTPC_ECANCELED ? "CANCELED" : "FAILED", rc,
+               smtpc_result_errmsg(r));
         smtpc_result_free(r);
         smtpc_message_free(m);
     }
@@ -216,10 +224,12 @@ int main(int argc, char **argv)
     for (int i = 6; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--timeout-ms")) g_timeout_ms = strtoll(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--size")) g_size = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--big-every")) g_big_every = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--big-size")) g_big_size = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--attempts")) g_attempts = (unsigned)strtoul(argv[i + 1], NULL, 10);
         else die("unknown option");
     }
-    if (!g_count || !g_par || g_size < 2) die("bad arguments");
+    if (!g_count || !g_par || g_size < 2 || g_big_size < 2) die("bad arguments");
     g_seen = calloc(g_count, 1);
     if (!g_seen) die("out of memory");
     struct timespec t0, t1;

@@ -48,16 +48,24 @@ class FaultServer:
     Random faults (`seed`, `p`: kind -> probability at each point it may
     strike): "drop_dot" accepts the message and drops the connection
     instead of replying; "drop_data" drops it after `drop_data_lines` lines
-    of a body (not delivered); "t421" answers 421 to a MAIL and closes;
+    of a body (not delivered; then `cut_pause` seconds without reading,
+    so that a large body is cut before its dot); "t421" answers 421 to a MAIL and closes;
     "rcpt451" answers 451 to a RCPT; "stall" stops answering (at a MAIL, or
     after a dot: the message is accepted) until the client closes; "reset"
     closes with a TCP reset (SO_LINGER 0) at a MAIL or instead of the reply
-    to a dot (not delivered). `injected` counts them by kind."""
+    to a dot (not delivered); "drop_data_big", for a message with an
+    "X-Big:" header (the client's body must be larger than its socket
+    buffers, over 4 MiB on Linux): stops reading at the end of the header
+    for `cut_pause` seconds, then resets, before the client could write its
+    dot. `injected` counts them by kind."""
 
     def __init__(self, drop_every=0, t421_every=0, drop_data_every=0, reject=(), tempfail_once=(),
-                 dot_delay=0.0, rcpt_tempfail=None, drop_data_lines=3, seed=None, p=None):
+                 dot_delay=0.0, rcpt_tempfail=None, drop_data_lines=3, seed=None, p=None, cut_pause=0.2,
+                 rcvbuf=0):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:  # inherited by the connections: a small window
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
@@ -73,10 +81,12 @@ class FaultServer:
         self.deliveries = []  # (idx, [recipients]) per accepted message
         self.rng = random.Random(seed)
         self.p = dict(p or {})
-        assert set(self.p) <= set(KINDS), self.p
+        self.cut_pause = cut_pause
+        assert set(self.p) <= set(KINDS) | {"drop_data_big"}, self.p
         self.injected = collections.Counter()
         self.record = []  # (idx, dot_seen, reply code or None) per body begun
         self.stop = False
+        self.active = 0  # connections being served
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -87,6 +97,7 @@ class FaultServer:
                 return
             with self.lock:
                 self.connections += 1
+                self.active += 1
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _every(self, n, k):
@@ -187,9 +198,22 @@ class FaultServer:
                         self.nmsg += 1
                         k = self.nmsg
                     cut = self._pick("drop_data")
-                    body = []
+                    body, in_header = [], True
                     while True:
                         l2 = f.readline()
+                        if in_header and l2 == b"\r\n" and not mute:
+                            in_header = False
+                            if any(h.startswith(b"X-Big:") for h in body) and self._pick("drop_data_big"):
+                                # a body larger than the socket buffers: stop
+                                # reading until the client is stuck in it,
+                                # then reset; its dot cannot have been written
+                                time.sleep(self.cut_pause)
+                                with self.lock:
+                                    idx = int(MID.search(b"".join(body)).group(1))
+                                    self.dropped_in_data.append(idx)
+                                    self.record.append((idx, False, None))
+                                self._reset(c)
+                                return
                         if not l2:
                             m = MID.search(b"".join(body))
                             if m:  # the client went away in the body
@@ -208,6 +232,10 @@ class FaultServer:
                                 with self.lock:
                                     self.dropped_in_data.append(int(MID.search(b"".join(body)).group(1)))
                                 drop()
+                                # not reading for a while: a client with more
+                                # body than the socket buffers hold stops and
+                                # sees the end of the connection before its dot
+                                time.sleep(self.cut_pause)
                     idx = int(MID.search(b"".join(body)).group(1))
                     got, rcpts = rcpts, []
                     if mute:  # the body ended after a drop: seen, not answered, not taken
@@ -260,7 +288,14 @@ class FaultServer:
             pass
         finally:
             c.close()
+            with self.lock:
+                self.active -= 1
 
-    def close(self):
+    def close(self, wait=30):
+        """Stops accepting; waits (up to `wait` seconds) for the connections
+        still being served, so that the record is complete."""
         self.stop = True
         self.sock.close()
+        end = time.monotonic() + wait
+        while self.active and time.monotonic() < end:
+            time.sleep(0.01)
