@@ -118,8 +118,9 @@ def scenario(mode, n, p, big_every):
     base_srv, base_res, base_mem, base_secs = run(mode, n, {}, big_every)
     assert all(r[0] == "SENT" for r in base_res.values()) and len(base_res) == n
     assert set(base_srv.delivered.values()) == {1} and len(base_srv.delivered) == n
+    failed_by = collections.Counter(err for status, err, _ in res.values() if status == "FAILED")
     print(f"\nFIGURES {mode} messages={n} conns={PAR} faults={dict(srv.injected)} "
-          f"sent={counts[0]} failed={counts[1]} unknown={counts[2]} received={counts[3]} "
+          f"sent={counts[0]} failed={counts[1]} {dict(failed_by)} unknown={counts[2]} received={counts[3]} "
           f"connections={srv.connections} rss_kib={mem} rss_kib_no_faults={base_mem} "
           f"secs={secs:.1f} secs_no_faults={base_secs:.1f}")
     if not sanitized():  # ASan's shadow memory and quarantine say nothing of ours
