@@ -58,9 +58,12 @@ def run(mode, n, p, big_every):
     # whole large body).
     srv = FaultServer(seed=SEED, p=p, drop_data_lines=5, rcvbuf=128 << 10)
     # glibc's dynamic mmap threshold would keep the large bodies' freed
-    # blocks resident in the threads' arenas, which says nothing of smtpc's
-    # memory: a fixed threshold gives them back.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 << 10))
+    # blocks resident in the threads' arenas, and how much the arenas keep
+    # depends on how the threads happened to overlap; neither says anything
+    # of smtpc's memory: a fixed threshold gives large blocks back, the heap
+    # is trimmed, and one arena serves every thread.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 << 10), MALLOC_TRIM_THRESHOLD_=str(128 << 10),
+               MALLOC_ARENA_MAX="1")
     try:
         t0 = time.monotonic()
         proc = subprocess.run([driver("faults"), mode, "127.0.0.1", str(srv.port), str(n), str(PAR),
