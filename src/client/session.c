@@ -1163,7 +1163,7 @@ static int txn_outcome(smtpc_session *s, const smtpc__event *ev)
     return st;
 }
 
-static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb, void *ud)
+static int send_txn(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb, void *ud)
 {
     int rc = enter(s, true, "send");
     if (rc) return rc;
@@ -1443,6 +1443,15 @@ int smtpc__session_send_batch(smtpc_session *s, smtpc__batch_next_fn next, smtpc
     }
     if (!rc && b.fatal) rc = smtpc__err(&s->err, b.fatal, "send batch: the message source failed");
     *ndone = b.ndone;
+    return rc;
+}
+
+/* A transaction, then the engine's buffers back: an idle (pooled) session
+ * keeps nothing of the largest body it carried. */
+static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb, void *ud)
+{
+    int rc = send_txn(s, env, cb, ud);
+    if (s) smtpc__engine_trim(s->e);
     return rc;
 }
 

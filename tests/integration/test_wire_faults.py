@@ -142,3 +142,20 @@ def test_pool_faults_on_the_wire():
         scenario("pool", 2000, 0.006, 100)
     else:
         scenario("pool", 300, 0.03, 50)
+
+
+def test_pooled_connections_keep_no_body_buffers():
+    """A pooled session gives its engine's buffers back after each send:
+    after large bodies, the idle pool holds what it holds after small ones
+    (else each of the 8 connections keeps the largest body's buffers, the
+    difference the faults test saw between runs that replaced connections
+    and runs that did not)."""
+    if sanitized():
+        return
+    mems = []
+    for big_every in (0, 2):
+        srv, res, mem, _ = run("pool", 48, {}, big_every)
+        assert all(r[0] == "SENT" for r in res.values()) and len(res) == 48
+        mems.append(mem)
+    print("MEMS", mems)
+    assert mems[1] - mems[0] < 256, mems
