@@ -62,6 +62,7 @@ struct smtpc_session {
     smtpc__tls_ctx *tls_ctx; /* built at connect from o; dropped when a TLS setting changes */
     smtpc_trace_cb trace_cb;
     void *trace_ud;
+    size_t dot_left; /* output octets up to the end of a final dot not all written yet */
 
     /* connection */
     smtpc__engine *e;
@@ -342,6 +343,7 @@ static int flush(smtpc_session *s, const op *o, bool read_too)
         ssize_t w = smtpc__transport_write(s->t, p, n, &want);
         if (w > 0) {
             smtpc__engine_output_advance(s->e, (size_t)w);
+            s->dot_left = (size_t)w < s->dot_left ? s->dot_left - (size_t)w : 0;
             continue;
         }
         if (w == SMTPC_EAGAIN) {
@@ -926,10 +928,11 @@ static int stream_body(smtpc_session *s, smtpc_read_cb cb, void *ud, bool bdat, 
             return smtpc__err(&s->err, rc, "%s: %s; connection closed", what,
                               smtpc__engine_errmsg(s->e));
         }
+        const uint8_t *pend;
+        if (n == 0) s->dot_left = smtpc__engine_output(s->e, &pend); /* before a next envelope */
         /* DATA: read ahead while the output is small, so a body that fits
          * goes out with its end marker in one write; BDAT flushes each chunk
          * (its chunks are answered one by one). */
-        const uint8_t *pend;
         if (n && !bdat && smtpc__engine_output(s->e, &pend) < BODY_FLUSH_AT) continue;
         /* The next message's envelope joins the final dot (send_batch). */
         if (n == 0 && s->body_end_hook && (rc = s->body_end_hook(s, s->body_end_ud)) != 0) return rc;
@@ -1349,11 +1352,12 @@ static int batch_chain_hook(smtpc_session *s, void *ud)
 }
 
 /* The connection failed: a message whose dot went out may have been
- * delivered (reported unknown); the rest is not done. */
+ * delivered (reported unknown); the rest is not done, the set-aside one too
+ * when its dot was still in the output (the caller sends it again). */
 static int batch_fail(batch *b, int rc)
 {
     smtpc_session *s = b->s;
-    if (b->prev_active) {
+    if (b->prev_active && s->dot_left == 0) {
         smtpc__errmsg keep = s->err;
         batch_report_prev(b, unknown_after_end(s, rc, "end of data"));
         s->err = keep;

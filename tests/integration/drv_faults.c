@@ -2,6 +2,7 @@
  *
  *   drv_faults bulk HOST PORT COUNT CONNS    [options]
  *   drv_faults pool HOST PORT COUNT THREADS  [options] [--attempts N]
+ *   drv_faults batch HOST PORT COUNT 1       [options] [--attempts N]
  * options: --timeout-ms N  --size N (octets of text, default 1000)
  *          --big-every N --big-size B (every Nth message has B octets of text
  *            and an "X-Big: yes" header)
@@ -14,6 +15,8 @@
  * composed message; the retry policy is ATTEMPTS (default 3) attempts with
  * the library's default delays. Both set the command and data timeouts to
  * --timeout-ms (default 2000) so a stalled server is given up on.
+ * batch: one smtpc_client_send_batch of COUNT raw messages (retries: 100 ms
+ * apart); DRV_SNDBUF=N gives every socket a send buffer of N octets.
  * Every message has "Message-ID: <IDX.bulk@test>". Output:
  *   R IDX SENT|FAILED|UNKNOWN|CANCELED ERRNAME WHY   one per result
  *   MEM rss=KIB hwm=KIB     after the run, before the free (after malloc_trim)
@@ -30,7 +33,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static size_t g_count, g_size = 1000, g_big_every, g_big_size = 1u << 20;
 static unsigned g_par, g_attempts = 3;
@@ -40,6 +46,8 @@ static uint16_t g_port;
 static unsigned char *g_seen;
 static pthread_mutex_t g_out = PTHREAD_MUTEX_INITIALIZER;
 static atomic_size_t g_results;
+
+static int parse_int(const char *s) { return (int)strtol(s, NULL, 10); }
 
 static void die(const char *what)
 {
@@ -158,6 +166,67 @@ static int run_bulk(void)
     return 0;
 }
 
+/* ---- batch ---- */
+/* DRV_SNDBUF=N in the environment: every stream socket gets SO_SNDBUF N
+ * (this definition interposes libc's for the static library), so what the
+ * kernel buffers of a body is small and known. */
+int socket(int domain, int type, int protocol)
+{
+    int fd = (int)syscall(SYS_socket, domain, type, protocol);
+    const char *e = getenv("DRV_SNDBUF");
+    if (fd >= 0 && e && (type & 0xff) == SOCK_STREAM && (domain == AF_INET || domain == AF_INET6)) {
+        int v = parse_int(e);
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+    }
+    return fd;
+}
+
+static void on_batch(void *ud, size_t index, int status, const smtpc_result *r)
+{
+    (void)ud;
+    report(index, status == 0 ? "SENT" : status == SMTPC_EUNKNOWN ? "UNKNOWN" : status == SMTPC_ECANCELED ? "CANCELED" : "FAILED",
+           status, smtpc_result_errmsg(r));
+}
+
+/* COUNT raw messages in one smtpc_client_send_batch (pipelined across
+ * messages on one connection). */
+static int run_batch(void)
+{
+    smtpc_client *c;
+    if (smtpc_client_new(&c)) die("client_new");
+    smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
+    if (smtpc_client_set_host(c, g_host, g_port)) die("set_host");
+    smtpc_client_set_ehlo_name(c, "drv.example");
+    smtpc_retry_policy rp = {g_attempts, 100, 2.0, 1000};
+    if (smtpc_client_set_retry(c, &rp)) die("set_retry");
+    smtpc_client_set_command_timeout_ms(c, g_timeout_ms);
+    smtpc_client_set_data_timeout_ms(c, g_timeout_ms);
+    smtpc_batch_item *it = calloc(g_count, sizeof *it);
+    if (!it) die("out of memory");
+    for (size_t i = 0; i < g_count; i++) {
+        size_t tl;
+        char hdr[200];
+        int hl = snprintf(hdr, sizeof hdr, "From: sender@example.org\r\nMessage-ID: <%zu.bulk@test>\r\n\r\n", i);
+        char *t = body_text(i, &tl);
+        char *p = malloc((size_t)hl + tl);
+        if (!p) die("out of memory");
+        memcpy(p, hdr, (size_t)hl);
+        memcpy(p + hl, t, tl);
+        free(t);
+        it[i].from = "sender@example.org";
+        it[i].rcpts = g_rcpt;
+        it[i].nrcpts = 1;
+        it[i].data = p;
+        it[i].len = (size_t)hl + tl;
+    }
+    int rc = smtpc_client_send_batch(c, it, g_count, on_batch, NULL);
+    printf("BATCH %s\n", rc ? smtpc_err_name(rc) : "0");
+    for (size_t i = 0; i < g_count; i++) free((void *)it[i].data);
+    free(it);
+    smtpc_client_free(c);
+    return 0;
+}
+
 /* ---- pool ---- */
 static smtpc_pool *g_pool;
 static atomic_size_t g_take;
@@ -238,7 +307,10 @@ int main(int argc, char **argv)
     if (!g_seen) die("out of memory");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = !strcmp(argv[1], "bulk") ? run_bulk() : !strcmp(argv[1], "pool") ? run_pool() : 2;
+    int rc = !strcmp(argv[1], "bulk")    ? run_bulk()
+             : !strcmp(argv[1], "pool")  ? run_pool()
+             : !strcmp(argv[1], "batch") ? run_batch()
+                                         : 2;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     free(g_seen);
     print_mem("MEMFREE");

@@ -159,3 +159,30 @@ def test_pooled_connections_keep_no_body_buffers():
         mems.append(mem)
     print("MEMS", mems)
     assert mems[1] - mems[0] < 256, mems
+
+
+def test_batch_lost_with_the_dot_unwritten_is_retried():
+    """smtpc_client_send_batch chains the next envelope behind a message's
+    final dot; when the connection is lost while that last write (the end
+    of the body, the dot, the next envelope) is still going out, the dot
+    never reached the server: the message goes again, it is not UNKNOWN.
+    Small socket buffers (DRV_SNDBUF, the server's rcvbuf) make where the
+    client is stuck exact: the session writes a body in 64 KiB groups of
+    16 KiB reads; the last group (40,000 octets and the dot) is the one the
+    server stops reading, 2,000 octets in."""
+    hdr = len(b"From: sender@example.org\r\nMessage-ID: <0.bulk@test>\r\n\r\n")
+    total = 3 * 65536 + 40000
+    srv = FaultServer(rcvbuf=4096, stop_once={0: total - 38000}, cut_pause=0.5)
+    try:
+        proc = subprocess.run([driver("faults"), "batch", "127.0.0.1", str(srv.port), "3", "1",
+                               "--size", str(total - hdr), "--timeout-ms", "30000"],
+                              capture_output=True, timeout=300, env=dict(os.environ, DRV_SNDBUF="4096"))
+    finally:
+        srv.close()
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode() + out
+    assert (0, False, None) in srv.record, (srv.record, out)
+    res = {int(line.split()[1]): line.split(" ", 4)[2:] for line in out.splitlines() if line.startswith("R ")}
+    assert sorted(res) == [0, 1, 2], out
+    assert all(r[0] == "SENT" for r in res.values()), out
+    assert srv.delivered == {0: 1, 1: 1, 2: 1}, (srv.delivered, out)

@@ -57,11 +57,13 @@ class FaultServer:
     "X-Big:" header (the client's body must be larger than its socket
     buffers, over 4 MiB on Linux): stops reading at the end of the header
     for `cut_pause` seconds, then resets, before the client could write its
-    dot. `injected` counts them by kind."""
+    dot. `injected` counts them by kind. `stop_once` (idx -> octets): the
+    first body of message idx is read up to that many octets, then the
+    server stops reading and resets as for "drop_data_big"."""
 
     def __init__(self, drop_every=0, t421_every=0, drop_data_every=0, reject=(), tempfail_once=(),
                  dot_delay=0.0, rcpt_tempfail=None, drop_data_lines=3, seed=None, p=None, cut_pause=0.2,
-                 rcvbuf=0):
+                 rcvbuf=0, stop_once=None):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if rcvbuf:  # inherited by the connections: a small window
@@ -82,6 +84,7 @@ class FaultServer:
         self.rng = random.Random(seed)
         self.p = dict(p or {})
         self.cut_pause = cut_pause
+        self.stop_once = dict(stop_once or {})  # idx -> body octets read before a reset, once
         assert set(self.p) <= set(KINDS) | {"drop_data_big"}, self.p
         self.injected = collections.Counter()
         self.record = []  # (idx, dot_seen, reply code or None) per body begun
@@ -198,11 +201,13 @@ class FaultServer:
                         self.nmsg += 1
                         k = self.nmsg
                     cut = self._pick("drop_data")
-                    body, in_header = [], True
+                    body, in_header, nread = [], True, 0
                     while True:
                         l2 = f.readline()
                         if in_header and l2 == b"\r\n" and not mute:
                             in_header = False
+                            m = MID.search(b"".join(body))
+                            hidx = int(m.group(1)) if m else None
                             if any(h.startswith(b"X-Big:") for h in body) and self._pick("drop_data_big"):
                                 # a body larger than the socket buffers: stop
                                 # reading until the client is stuck in it,
@@ -223,6 +228,18 @@ class FaultServer:
                         if l2 == b".\r\n":
                             break
                         body.append(l2)
+                        nread += len(l2)
+                        if not in_header and self.stop_once and not mute:
+                            with self.lock:
+                                at = self.stop_once.get(hidx)
+                            if at is not None and nread >= at:
+                                with self.lock:
+                                    del self.stop_once[hidx]
+                                    self.dropped_in_data.append(hidx)
+                                    self.record.append((hidx, False, None))
+                                time.sleep(self.cut_pause)  # the client's buffers fill up
+                                self._reset(c)
+                                return
                         if len(body) == self.drop_data_lines and not mute:
                             if self._every(self.drop_data_every, k):
                                 with self.lock:
