@@ -110,11 +110,10 @@ static char *body_text(size_t i, size_t *len)
 static size_t g_next;
 static const char *g_rcpt[] = {"rcpt@example.org"};
 
-static int next_msg(void *ud, smtpc_bulk_msg *m)
+/* Message i as raw octets (header and text), malloc'ed. */
+static char *raw_message(size_t i, size_t *len)
 {
-    (void)ud;
-    if (g_next >= g_count) return 0;
-    size_t i = g_next++, tl;
+    size_t tl;
     char hdr[200];
     int hl = snprintf(hdr, sizeof hdr,
                       "From: sender@example.org\r\nTo: rcpt@example.org\r\nSubject: faults %zu\r\n"
@@ -125,12 +124,20 @@ static int next_msg(void *ud, smtpc_bulk_msg *m)
     memcpy(p, hdr, (size_t)hl);
     memcpy(p + hl, t, tl);
     free(t);
+    *len = (size_t)hl + tl;
+    return p;
+}
+
+static int next_msg(void *ud, smtpc_bulk_msg *m)
+{
+    (void)ud;
+    if (g_next >= g_count) return 0;
+    size_t i = g_next++;
     memset(m, 0, sizeof *m);
     m->from = "sender@example.org";
     m->rcpts = g_rcpt;
     m->nrcpts = 1;
-    m->data = p;
-    m->len = (size_t)hl + tl;
+    m->data = raw_message(i, &m->len);
     m->userdata = (void *)(uintptr_t)i;
     return 1;
 }
@@ -204,20 +211,10 @@ static int run_batch(void)
     smtpc_batch_item *it = calloc(g_count, sizeof *it);
     if (!it) die("out of memory");
     for (size_t i = 0; i < g_count; i++) {
-        size_t tl;
-        char hdr[200];
-        int hl = snprintf(hdr, sizeof hdr, "From: sender@example.org\r\nMessage-ID: <%zu.bulk@test>\r\n\r\n", i);
-        char *t = body_text(i, &tl);
-        char *p = malloc((size_t)hl + tl);
-        if (!p) die("out of memory");
-        memcpy(p, hdr, (size_t)hl);
-        memcpy(p + hl, t, tl);
-        free(t);
         it[i].from = "sender@example.org";
         it[i].rcpts = g_rcpt;
         it[i].nrcpts = 1;
-        it[i].data = p;
-        it[i].len = (size_t)hl + tl;
+        it[i].data = raw_message(i, &it[i].len);
     }
     int rc = smtpc_client_send_batch(c, it, g_count, on_batch, NULL);
     printf("BATCH %s\n", rc ? smtpc_err_name(rc) : "0");
