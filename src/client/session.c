@@ -1267,8 +1267,9 @@ static void batch_report(batch *b, int rc)
     b->ndone++;
 }
 
-/* The set-aside message's outcome, with its own recipient results. */
-static void batch_report_prev(batch *b, int rc)
+/* The set-aside message's outcome, with its own recipient results (or,
+ * report false, only their end: it is not done and will go again). */
+static void batch_end_prev(batch *b, int rc, bool report)
 {
     smtpc_session *s = b->s;
     size_t n = s->nrcpt;
@@ -1278,18 +1279,20 @@ static void batch_report_prev(batch *b, int rc)
     s->rcpt_status = b->prev_status;
     s->rcpt_reply = b->prev_reply;
     b->prev_active = false;
-    batch_report(b, rc);
+    if (report) batch_report(b, rc);
     clear_rcpt_results(s);
     s->nrcpt = n;
     s->rcpt_status = st;
     s->rcpt_reply = rr;
-    if (b->deferred) {
+    if (report && b->deferred) {
         b->deferred = false;
         clear_rcpt_results(s);
         s->err = b->deferred_err;
         batch_report(b, b->deferred_rc);
     }
 }
+
+static void batch_report_prev(batch *b, int rc) { batch_end_prev(b, rc, true); }
 
 /* Fetches the next message and queues its transaction. 1: queued; 0: none
  * left; <0: fatal. A message that cannot be queued (bad envelope, an
@@ -1361,6 +1364,8 @@ static int batch_fail(batch *b, int rc)
         smtpc__errmsg keep = s->err;
         batch_report_prev(b, unknown_after_end(s, rc, "end of data"));
         s->err = keep;
+    } else if (b->prev_active) {
+        batch_end_prev(b, rc, false);
     }
     if (b->cur_active && b->cur_end_sent && b->ndone + 1 == b->nbegun) {
         smtpc__errmsg keep = s->err;
