@@ -85,6 +85,8 @@ typedef struct smtpc__bulk_conn {
     smtpc__bulk_rec *cur;  /* in the engine's transaction */
     smtpc__bulk_rec *prev; /* set aside behind its final dot, awaiting the reply */
     smtpc__bulk_rec *body; /* the body being written (cur) */
+    smtpc__bulk_rec *dot_rec; /* its final dot is queued and not all written yet: */
+    size_t dot_left;          /* the octets of output up to the dot's end */
     bool token_refreshed;  /* this connection asked for a new token */
     int token_cb_rc;       /* the token callback failed: its code, else 0 */
     unsigned token_gen;    /* b->token_gen when this connection got its token */

@@ -5,7 +5,7 @@
  * dot of the previous one (one round trip per message). What the engine
  * reports decides each message's fate; the connection only adds what is
  * about connections: a message whose connection is lost before its final
- * dot goes again elsewhere, one whose dot went out is UNKNOWN. */
+ * dot was written goes again elsewhere, one whose dot went out is UNKNOWN. */
 #include "async/bulk_int.h"
 
 #include "net/proxy.h"
@@ -131,7 +131,8 @@ void smtpc__bulk_conn_kill(conn *c, int err, const char *why)
             m->fail_code = c->kill_code;
             smtpc__strlcpy(m->fail_text, c->rtext, sizeof m->fail_text);
         }
-        if (m->stage == S_DOT_SENT)
+        /* a dot still in our output never reached the server: retried */
+        if (m->stage == S_DOT_SENT && !(m == c->dot_rec && c->dot_left))
             smtpc__bulk_finish(b, m, SMTPC_BULK_UNKNOWN, SMTPC_EUNKNOWN, 0, NULL, why);
         else
             smtpc__bulk_requeue(b, m, err, why);
@@ -429,6 +430,7 @@ static void msg_done(conn *c, const smtpc__event *ev)
     if (m == c->prev) c->prev = NULL;
     else c->cur = NULL;
     if (c->body == m) c->body = NULL;
+    if (c->dot_rec == m) c->dot_rec = NULL;
     b->unproven_fail = 0; /* the server is getting through messages */
     const smtpc__reply *r = ev->reply;
     note_reply(c, r);
@@ -529,6 +531,9 @@ static int body_end(conn *c)
     if (c->b->trace_body) smtpc__bulk_trace_body(c, NULL, 0);
     int rc = smtpc__engine_body_end(c->e);
     if (rc) return rc;
+    const uint8_t *p;
+    c->dot_left = smtpc__engine_output(c->e, &p); /* before the next envelope joins it */
+    c->dot_rec = m;
     m->stage = S_DOT_SENT;
     c->body = NULL;
     if (!c->prev && smtpc__engine_txn_chain(c->e) == 0) {
@@ -625,6 +630,7 @@ static int flush_out(conn *c)
             return (int)w;
         }
         smtpc__engine_output_advance(c->e, (size_t)w);
+        c->dot_left = (size_t)w < c->dot_left ? c->dot_left - (size_t)w : 0;
         c->wr_want = 0;
         arm(c);
     }

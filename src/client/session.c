@@ -62,6 +62,7 @@ struct smtpc_session {
     smtpc__tls_ctx *tls_ctx; /* built at connect from o; dropped when a TLS setting changes */
     smtpc_trace_cb trace_cb;
     void *trace_ud;
+    size_t dot_left; /* output octets up to the end of a final dot not all written yet */
 
     /* connection */
     smtpc__engine *e;
@@ -342,6 +343,7 @@ static int flush(smtpc_session *s, const op *o, bool read_too)
         ssize_t w = smtpc__transport_write(s->t, p, n, &want);
         if (w > 0) {
             smtpc__engine_output_advance(s->e, (size_t)w);
+            s->dot_left = (size_t)w < s->dot_left ? s->dot_left - (size_t)w : 0;
             continue;
         }
         if (w == SMTPC_EAGAIN) {
@@ -926,10 +928,11 @@ static int stream_body(smtpc_session *s, smtpc_read_cb cb, void *ud, bool bdat, 
             return smtpc__err(&s->err, rc, "%s: %s; connection closed", what,
                               smtpc__engine_errmsg(s->e));
         }
+        const uint8_t *pend;
+        if (n == 0) s->dot_left = smtpc__engine_output(s->e, &pend); /* before a next envelope */
         /* DATA: read ahead while the output is small, so a body that fits
          * goes out with its end marker in one write; BDAT flushes each chunk
          * (its chunks are answered one by one). */
-        const uint8_t *pend;
         if (n && !bdat && smtpc__engine_output(s->e, &pend) < BODY_FLUSH_AT) continue;
         /* The next message's envelope joins the final dot (send_batch). */
         if (n == 0 && s->body_end_hook && (rc = s->body_end_hook(s, s->body_end_ud)) != 0) return rc;
@@ -1163,7 +1166,7 @@ static int txn_outcome(smtpc_session *s, const smtpc__event *ev)
     return st;
 }
 
-static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb, void *ud)
+static int send_txn(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb, void *ud)
 {
     int rc = enter(s, true, "send");
     if (rc) return rc;
@@ -1264,8 +1267,9 @@ static void batch_report(batch *b, int rc)
     b->ndone++;
 }
 
-/* The set-aside message's outcome, with its own recipient results. */
-static void batch_report_prev(batch *b, int rc)
+/* The set-aside message's outcome, with its own recipient results (or,
+ * report false, only their end: it is not done and will go again). */
+static void batch_end_prev(batch *b, int rc, bool report)
 {
     smtpc_session *s = b->s;
     size_t n = s->nrcpt;
@@ -1275,18 +1279,20 @@ static void batch_report_prev(batch *b, int rc)
     s->rcpt_status = b->prev_status;
     s->rcpt_reply = b->prev_reply;
     b->prev_active = false;
-    batch_report(b, rc);
+    if (report) batch_report(b, rc);
     clear_rcpt_results(s);
     s->nrcpt = n;
     s->rcpt_status = st;
     s->rcpt_reply = rr;
-    if (b->deferred) {
+    if (report && b->deferred) {
         b->deferred = false;
         clear_rcpt_results(s);
         s->err = b->deferred_err;
         batch_report(b, b->deferred_rc);
     }
 }
+
+static void batch_report_prev(batch *b, int rc) { batch_end_prev(b, rc, true); }
 
 /* Fetches the next message and queues its transaction. 1: queued; 0: none
  * left; <0: fatal. A message that cannot be queued (bad envelope, an
@@ -1349,14 +1355,17 @@ static int batch_chain_hook(smtpc_session *s, void *ud)
 }
 
 /* The connection failed: a message whose dot went out may have been
- * delivered (reported unknown); the rest is not done. */
+ * delivered (reported unknown); the rest is not done, the set-aside one too
+ * when its dot was still in the output (the caller sends it again). */
 static int batch_fail(batch *b, int rc)
 {
     smtpc_session *s = b->s;
-    if (b->prev_active) {
+    if (b->prev_active && s->dot_left == 0) {
         smtpc__errmsg keep = s->err;
         batch_report_prev(b, unknown_after_end(s, rc, "end of data"));
         s->err = keep;
+    } else if (b->prev_active) {
+        batch_end_prev(b, rc, false);
     }
     if (b->cur_active && b->cur_end_sent && b->ndone + 1 == b->nbegun) {
         smtpc__errmsg keep = s->err;
@@ -1443,6 +1452,15 @@ int smtpc__session_send_batch(smtpc_session *s, smtpc__batch_next_fn next, smtpc
     }
     if (!rc && b.fatal) rc = smtpc__err(&s->err, b.fatal, "send batch: the message source failed");
     *ndone = b.ndone;
+    return rc;
+}
+
+/* A transaction, then the engine's buffers back: an idle (pooled) session
+ * keeps nothing of the largest body it carried. */
+static int do_send(smtpc_session *s, const smtpc_envelope *env, smtpc_read_cb cb, void *ud)
+{
+    int rc = send_txn(s, env, cb, ud);
+    if (s) smtpc__engine_trim(s->e);
     return rc;
 }
 
