@@ -63,7 +63,13 @@ static int parse(const char *prog, int argc, char **argv, sm_args *s, cli_opts *
                 fprintf(stderr, "%s: option %s needs a value\n", prog, a);
                 return EX_USAGE;
             }
-            o->val[longs[k].id] = v;
+            cli_opt_id id = longs[k].id;
+            /* repeatable, as in smtpc send: one signature per --dkim-key */
+            if (id == O_DKIM_KEY || id == O_DKIM_SELECTOR || id == O_DKIM_ALGORITHM) {
+                if (cli_list_push(&o->list[id], v)) return EX_OSERR;
+            } else {
+                o->val[id] = v;
+            }
             continue;
         }
         const char *v;

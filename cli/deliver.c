@@ -15,31 +15,61 @@ static int rcpts_init(cli_result *r, const cli_envelope *env)
     return 0;
 }
 
+/* The message of a pickup file: its writer (made again to rewind: a second
+ * writer gives the same bytes), or the source. */
+typedef struct pickup_src {
+    smtpc_message *m;
+    smtpc_message_writer *w;
+    cli_source_reader mr;
+} pickup_src;
+
+static ssize_t pickup_read(void *ud, void *buf, size_t len)
+{
+    pickup_src *p = ud;
+    return p->w ? smtpc_message_writer_read(p->w, buf, len) : cli_source_read(&p->mr, buf, len);
+}
+
+static int pickup_rewind(void *ud)
+{
+    pickup_src *p = ud;
+    if (!p->m) return cli_source_rewind(&p->mr);
+    smtpc_message_writer_free(p->w);
+    p->w = NULL;
+    /* a pickup file is relayed by someone else: keep it 7-bit clean */
+    return smtpc_message_writer_new(&p->w, p->m, 0);
+}
+
 static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
                           cli_result *r)
 {
     r->delivery = "pickup";
     const char *dir = cli_get(c, O_PICKUP_DIR);
     if (!dir) dir = "outbox";
-    cli_source_reader mr;
-    cli_source_reader_init(&mr, src);
-    smtpc_message_writer *w = NULL;
+    pickup_src ps = {.m = src->msg};
+    cli_source_reader_init(&ps.mr, src);
     if (src->msg) {
-        /* a pickup file is relayed by someone else: keep it 7-bit clean */
-        int rc = smtpc_message_writer_new(&w, src->msg, 0);
+        int rc = pickup_rewind(&ps);
         if (rc) return cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
     }
-    char err[512];
-    int rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts,
-                                w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&mr,
-                                &r->path, err, sizeof err);
+    char err[512] = "";
+    /* --dkim-key: whoever relays the file will not sign it; signed now
+     * (t= is the time the file is written) */
+    int ex;
+    const smtpc_dkim_signer *sg = cli_dkim_signer(c, &ex);
+    smtpc_dkim_reader *dk = NULL;
+    int rc = 0;
+    if (ex) rc = SMTPC_ECONFIG, snprintf(err, sizeof err, "DKIM signing is not configured correctly");
+    else if (sg) rc = smtpc_dkim_reader_new(&dk, sg, pickup_read, pickup_rewind, &ps, err, sizeof err);
+    if (!rc)
+        rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts, dk ? smtpc_dkim_reader_read : pickup_read,
+                                dk ? (void *)dk : (void *)&ps, &r->path, err, sizeof err);
     if (rc) {
-        if (w && smtpc_message_writer_errmsg(w)[0]) snprintf(err, sizeof err, "%s", smtpc_message_writer_errmsg(w));
-        else if (cli_source_reader_error(&mr)) snprintf(err, sizeof err, "%s", cli_source_reader_error(&mr));
-        smtpc_message_writer_free(w);
-        return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
+        if (ps.w && smtpc_message_writer_errmsg(ps.w)[0]) snprintf(err, sizeof err, "%s", smtpc_message_writer_errmsg(ps.w));
+        else if (cli_source_reader_error(&ps.mr)) snprintf(err, sizeof err, "%s", cli_source_reader_error(&ps.mr));
     }
-    smtpc_message_writer_free(w);
+    smtpc_dkim_reader_free(dk);
+    smtpc_message_writer_free(ps.w);
+    if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
     for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
     r->ok = true;
     return 0;

@@ -222,9 +222,10 @@ typedef struct smtpc_client smtpc_client;
  * asynchronous sends, and an outbox flushed through c) is signed with sg
  * at send time (a fresh t= for each attempt): a message of the message
  * API in two writer passes, a memory body in place, a callback body with
- * its rewind or through a temporary file. Pickup and outbox delivery
- * (smtpc_client_set_delivery) write unsigned files: the outbox signs when
- * it is flushed. sg is borrowed: it must outlive c (or the next call) and
+ * its rewind or through a temporary file. Pickup delivery
+ * (smtpc_client_set_delivery) signs the file the same way (t= is the time
+ * it is written: its relay will not sign it); outbox delivery writes an
+ * unsigned file, signed when it is flushed. sg is borrowed: it must outlive c (or the next call) and
  * not change meanwhile; NULL stops signing. Errors: SMTPC_EINVAL,
  * SMTPC_EBUSY (a send is running), SMTPC_ESTATE (sg has no key or no
  * domain). */

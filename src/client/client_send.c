@@ -225,6 +225,16 @@ static int deliver_local(smtpc_client *c, const smtpc__body *b, smtpc_result **o
         else smtpc__strlcpy(res->msgid, smtpc__nz(smtpc_message_message_id(b->m)), sizeof res->msgid);
     }
     res->attempts = 1;
+    if (!rc && c->delivery == SMTPC_DELIVERY_PICKUP && c->dkim) {
+        /* the program that relays a pickup file will not sign it: the
+         * signed reader of a network send (t= now); the outbox is signed
+         * when it is flushed */
+        smtpc_mail_opts mo;
+        memset(&mo, 0, sizeof mo);
+        mo.body_8bitmime = mo.smtputf8 = true; /* the writer's flags above */
+        rc = smtpc__client_dkim_prep(c, &run, &mo);
+        if (rc) smtpc__strlcpy(err, c->err.text, sizeof err);
+    }
     if (!rc && c->delivery == SMTPC_DELIVERY_PICKUP) {
         char *path = NULL;
         rc = smtpc_pickup_write(c->dir, b->from, b->rcpts, b->nrcpts, smtpc__body_read, &run, &path, err, sizeof err);
@@ -243,7 +253,7 @@ static int deliver_local(smtpc_client *c, const smtpc__body *b, smtpc_result **o
             smtpc_outbox_free(ob);
         }
     }
-    smtpc_message_writer_free(run.w);
+    smtpc__body_run_free(&run);
     for (size_t i = 0; !rc && i < b->nrcpts; i++) res->r[i].accepted = true;
     res->status = rc;
     if (rc) smtpc__err(&c->err, rc, "%s", err[0] ? err : smtpc_strerror(rc));

@@ -16,8 +16,13 @@
  * "wakeups N" on stderr: the poll calls); prints
  * "sent S failed F" and exits 0 when all were sent; --cancel-after N:
  * smtpc_bulk_cancel after N results, then "taken T" (messages the source
- * gave) and exit 0 when every one of them was reported exactly once).
- * Exit 0 when everything was accepted. --no-dkim: the same, unsigned. */
+ * gave) and exit 0 when every one of them was reported exactly once);
+ * --loop epoll|poll: that built-in loop; --cpu: prints "cpu loop L other O"
+ * on stderr, the CPU microseconds of the thread that ran the loop and of
+ * the rest of the process (the signing pool) during the run.
+ * Exit 0 when everything was accepted. --no-dkim: the same, unsigned.
+ * --pickup DIR: compose, mem, cb and cbrewind write to the pickup
+ * directory DIR instead (HOST and PORT unused); prints "path P". */
 #include <smtpc/smtpc.h>
 
 #include "dkim_opts.h"
@@ -28,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 static int usage(void)
 {
@@ -194,6 +201,24 @@ static int own_run(smtpc_bulk *b)
     return rc;
 }
 
+static unsigned g_loop;
+static bool g_cpu;
+
+static long long thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* the whole process, threads that ended included */
+static long long process_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ((long long)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
 static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg, const char *file, unsigned count,
                     unsigned conns, unsigned threads, bool pull, unsigned cancel_after, bool own)
 {
@@ -207,7 +232,11 @@ static int run_bulk(const char *host, uint16_t port, const smtpc_dkim_signer *sg
     if (!rc) rc = smtpc_bulk_set_source(b, b_next, &s);
     if (!rc) rc = smtpc_bulk_set_result_cb(b, b_result, &s);
     if (!rc && sg) rc = smtpc_bulk_set_dkim(b, sg, threads);
+    if (!rc && g_loop) rc = smtpc_bulk_set_loop(b, (int)g_loop);
+    long long t0 = thread_cpu_us(), p0 = process_cpu_us();
     if (!rc) rc = own ? own_run(b) : smtpc_bulk_run(b);
+    long long t1 = thread_cpu_us(), p1 = process_cpu_us();
+    if (g_cpu) fprintf(stderr, "cpu loop %lld other %lld\n", t1 - t0, (p1 - p0) - (t1 - t0));
     if (own) fprintf(stderr, "wakeups %lu\n", g_wakeups);
     if (rc) fprintf(stderr, "bulk: %s: %s\n", smtpc_err_name(rc), smtpc_bulk_errmsg(b));
     smtpc_bulk_free(b);
@@ -266,7 +295,7 @@ int main(int argc, char **argv)
     uint16_t port = (uint16_t)strtoul(argv[3], NULL, 10);
     smtpc_dkim_signer *sg;
     if (smtpc_dkim_signer_new(&sg)) return 1;
-    const char *file = NULL, *attach = NULL;
+    const char *file = NULL, *attach = NULL, *pickup = NULL;
     int nodkim = 0;
     unsigned count = 1, conns = 1, threads = 0, cancel_after = 0;
     bool pull = false, own = false;
@@ -276,8 +305,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--no-dkim")) nodkim = 1; /* the same send unsigned (a baseline) */
         else if (!strcmp(a, "--pull")) pull = true;
         else if (!strcmp(a, "--own-loop")) own = true;
+        else if (!strcmp(a, "--cpu")) g_cpu = true;
         else if (i + 1 == argc) return usage();
         else if (!strcmp(a, "--attach")) attach = argv[++i];
+        else if (!strcmp(a, "--pickup")) pickup = argv[++i];
+        else if (!strcmp(a, "--loop")) g_loop = !strcmp(argv[++i], "poll") ? SMTPC_BULK_LOOP_POLL : SMTPC_BULK_LOOP_EPOLL;
         else if (!strcmp(a, "--count")) count = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(a, "--connections")) conns = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(a, "--threads")) threads = (unsigned)strtoul(argv[++i], NULL, 10);
@@ -301,10 +333,13 @@ int main(int argc, char **argv)
     smtpc_client_set_tls_mode(c, SMTPC_TLS_MODE_NONE);
     int rc = smtpc_client_set_host(c, host, port);
     if (!rc && !nodkim) rc = check("set_dkim", smtpc_client_set_dkim(c, sg), c);
+    if (!rc && pickup) rc = check("set_delivery", smtpc_client_set_delivery(c, SMTPC_DELIVERY_PICKUP, pickup), c);
     const char *rcpt[] = {"bob@example.com"};
+    smtpc_result *res = NULL;
+    smtpc_result **resp = pickup ? &res : NULL;
     if (!rc && !strcmp(mode, "compose")) {
         smtpc_message *m = composed(attach);
-        rc = m ? check("send", smtpc_client_send(c, m, NULL), c) : 1;
+        rc = m ? check("send", smtpc_client_send(c, m, resp), c) : 1;
         smtpc_message_free(m);
     } else if (!rc && !strcmp(mode, "async")) {
         /* on the client's own thread */
@@ -319,12 +354,12 @@ int main(int argc, char **argv)
     } else if (!rc && !strcmp(mode, "mem") && file) {
         size_t len;
         unsigned char *d = slurp(file, &len);
-        rc = d ? check("send", smtpc_client_send_mem(c, "alice@example.org", rcpt, 1, d, len, NULL), c) : 1;
+        rc = d ? check("send", smtpc_client_send_mem(c, "alice@example.org", rcpt, 1, d, len, resp), c) : 1;
         free(d);
     } else if (!rc && !strcmp(mode, "cb") && file) {
         fsrc s = {fopen(file, "rb"), 0};
         if (!s.f) return 1;
-        rc = check("send", smtpc_client_send_envelope(c, "alice@example.org", rcpt, 1, f_read, &s, NULL), c);
+        rc = check("send", smtpc_client_send_envelope(c, "alice@example.org", rcpt, 1, f_read, &s, resp), c);
         fclose(s.f);
     } else if (!rc && !strcmp(mode, "cbrewind") && file) {
         /* a callback that can rewind: read twice (hash, then send), not spooled */
@@ -333,7 +368,7 @@ int main(int argc, char **argv)
         smtpc_send_params p;
         memset(&p, 0, sizeof p);
         p.rewind = f_rewind;
-        rc = check("send", smtpc_client_send_envelope_with(c, "alice@example.org", rcpt, 1, f_read, &s, &p, NULL), c);
+        rc = check("send", smtpc_client_send_envelope_with(c, "alice@example.org", rcpt, 1, f_read, &s, &p, resp), c);
         printf("rewinds %u\n", s.rewinds);
         fclose(s.f);
     } else if (!rc && !strcmp(mode, "batch") && file) {
@@ -368,6 +403,8 @@ int main(int argc, char **argv)
     } else if (!rc) {
         return usage();
     }
+    if (res) printf("path %s/%s\n", pickup, smtpc_result_queue_id(res));
+    smtpc_result_free(res);
     smtpc_client_free(c);
     smtpc_dkim_signer_free(sg);
     return rc ? 1 : 0;

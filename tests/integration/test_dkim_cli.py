@@ -15,6 +15,7 @@ from conftest import driver, sanitized
 from servers.aiosmtpd_server import aiosmtpd  # noqa: F401
 from servers.postfix import postfix, postfix_server  # noqa: F401
 from test_dkim import DOMAIN, dkimpy_results, keys, perl_results, records  # noqa: F401
+from test_dkim_client import pickup_message
 
 RAW = b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: raw\r\n\r\nraw body  \r\n\r\n"
 
@@ -125,6 +126,50 @@ def test_bulk_dir_signed_with_per_message_unsubscribe(smtpc_bin, tmp_path, keys,
         assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in e.data
         assert dkimpy_results(e.data, keys) == [True, True]
     both_verify(tmp_path, srv.envelopes[0].data, keys)
+
+
+def test_pickup_dir_signed_and_relayed(smtpc_bin, tmp_path, keys, aiosmtpd):
+    """send --pickup-dir with --dkim-key (composed, --message FILE) and
+    sendmail -t: the program that relays a pickup file will not sign it,
+    so the file carries the signatures; what the relay (here smtpc bulk
+    --dir, unsigned) sends still verifies. Without --dkim-key: unsigned."""
+    d = tmp_path / "pickup"
+    (tmp_path / "m.eml").write_bytes(RAW)
+    base = ["send", "--pickup-dir", str(d), "--from", "alice@example.org", "--to", "bob@example.com"]
+    runs = [[*base, "--subject", "Grüße", "--text", "hello  \n\n", "--list-unsubscribe", "https://example.org/u/1"],
+            [*base, "--message", "m.eml"]]
+    for args in runs:
+        p = smtpc(smtpc_bin, tmp_path, *args, *dual(keys))
+        assert p.returncode == 0, p.stderr
+    p = smtpc(smtpc_bin, tmp_path, "sendmail", "--pickup-dir", str(d), "-t", "-i", *dual(keys),
+              input=b"From: alice@example.org\nTo: bob@example.com\nSubject: piped\n\nline  \n")
+    assert p.returncode == 0, p.stderr
+    files = sorted(d.glob("*.eml"))
+    assert len(files) == 3
+    for i, f in enumerate(files):
+        envelope, msg = pickup_message(f)
+        assert envelope == [b"X-Sender: alice@example.org", b"X-Receiver: bob@example.com"], envelope
+        assert msg.startswith(b"DKIM-Signature: v=1; a="), msg[:100]
+        assert dkimpy_results(msg, keys) == [True, True], i
+        v = tmp_path / f"p{i}.eml"
+        v.write_bytes(msg)
+        assert perl_results([v], keys)[str(v)][0].startswith("pass rsa-sha256")
+    assert pickup_message(files[1])[1].endswith(RAW)
+    # the relay of the directory sends them as they are
+    srv = aiosmtpd(pipelining=True)
+    p = smtpc(smtpc_bin, tmp_path, "bulk", *server(srv.port), "--dir", str(d), "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert len(srv.envelopes) == 3
+    for e in srv.envelopes:
+        assert dkimpy_results(e.data, keys) == [True, True]
+    both_verify(tmp_path, srv.envelopes[0].data, keys)
+    # no --dkim-key: unsigned, as before
+    u = tmp_path / "plain"
+    p = smtpc(smtpc_bin, tmp_path, "send", "--pickup-dir", str(u), "--from", "alice@example.org",
+              "--to", "bob@example.com", "--text", "x")
+    assert p.returncode == 0, p.stderr
+    [f] = u.glob("*.eml")
+    assert b"DKIM-Signature" not in f.read_bytes()
 
 
 def test_queue_flush_signs_when_it_sends(smtpc_bin, tmp_path, keys, aiosmtpd):

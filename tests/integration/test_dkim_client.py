@@ -77,6 +77,44 @@ def test_client_callback_with_rewind_read_twice(tmp_path, keys, aiosmtpd, name):
     assert_verifies(tmp_path, env.data, keys)
 
 
+def pickup_message(path):
+    """A pickup file's envelope block (X-Sender, X-Receiver lines) and the
+    message after it, as a relay of the directory takes them."""
+    data = path.read_bytes()
+    lines = data.split(b"\r\n")
+    n = 0
+    while n < len(lines) and lines[n].lower().startswith((b"x-sender:", b"x-receiver:")):
+        n += 1
+    return lines[:n], b"\r\n".join(lines[n:])
+
+
+@pytest.mark.parametrize("mode", ["compose", "mem", "cb", "cbrewind"])
+def test_client_pickup_signed(tmp_path, keys, mode):
+    """SMTPC_DELIVERY_PICKUP with a signer: whoever relays the file will
+    not sign it, so the .eml carries the signatures (the same signed reader
+    as a network send); the message after the envelope block verifies."""
+    d = tmp_path / "pickup"
+    p = run(mode, 0, keys, tmp_path, extra=("--pickup", str(d)))
+    path = [ln.split(" ", 1)[1] for ln in p.stdout.decode().splitlines() if ln.startswith("path ")]
+    assert [f.name for f in d.glob("*.eml")] == [path[0].rsplit("/", 1)[1]]
+    envelope, msg = pickup_message(d / path[0].rsplit("/", 1)[1])
+    assert envelope == [b"X-Sender: alice@example.org", b"X-Receiver: bob@example.com"], envelope
+    assert_verifies(tmp_path, msg, keys)
+    if mode != "compose":
+        assert msg.endswith(wire(MESSAGES["plain"]))
+    if mode == "cbrewind":
+        assert "rewinds 1" in p.stdout.decode()
+
+
+def test_client_pickup_unsigned_without_signer(tmp_path, keys):
+    d = tmp_path / "pickup"
+    run("mem", 0, keys, tmp_path, extra=("--pickup", str(d), "--no-dkim"))
+    [f] = d.glob("*.eml")
+    _, msg = pickup_message(f)
+    assert b"DKIM-Signature" not in msg
+    assert msg == wire(MESSAGES["plain"])
+
+
 def test_client_signature_survives_postfix(tmp_path, keys, postfix):
     """Through a real MTA: the message Postfix stored (with its own
     Return-Path, Delivered-To and Received prepended) still verifies."""
@@ -151,6 +189,28 @@ def test_bulk_signs_on_its_pool(tmp_path, keys, aiosmtpd, pull, threads, loop):
     f = tmp_path / "b.eml"
     f.write_bytes(srv.envelopes[-1].data)
     assert perl_results([f], keys)[str(f)][0].startswith("pass rsa-sha256")
+
+
+@pytest.mark.parametrize("loop", ["epoll", "poll"])
+def test_bulk_builtin_loop_sleeps_while_signing(tmp_path, keys, aiosmtpd, loop):
+    """The built-in loop waits on the pool's fd while signatures are
+    pending: with a slow signer (RSA-4096 on one thread) as the
+    bottleneck, the loop's thread uses little CPU next to the signing
+    thread's (a loop that spun, or polled the pool, would use as much)."""
+    srv = aiosmtpd(pipelining=True)
+    src = tmp_path / "in.eml"
+    src.write_bytes(MESSAGES["plain"])
+    p = subprocess.run([driver("dkim_client"), "bulk", "127.0.0.1", str(srv.port), "--domain", DOMAIN,
+                        "--key", f"rsa4={keys['rsa4']['path']}", "--count", "40", "--connections", "3",
+                        "--threads", "1", "--loop", loop, "--cpu", str(src)], capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().strip() == "sent 40 failed 0"
+    cpu = p.stderr.decode().split("cpu loop ")[1].split()
+    loop_us, other_us = int(cpu[0]), int(cpu[2])
+    assert other_us > 0
+    assert loop_us < other_us / 4, (loop_us, other_us)
+    assert len(srv.envelopes) == 40
+    assert dkimpy_results(srv.envelopes[-1].data, keys) == [True]
 
 
 def test_bulk_reports_a_message_that_cannot_be_signed(tmp_path, keys, aiosmtpd):
