@@ -19,7 +19,10 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
     smtpc_message_writer *w = NULL;
     cli_source_reader ms;
     cli_source_reader_init(&ms, src);
-    if (src->msg && (rc = smtpc_message_writer_new(&w, src->msg, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8))) {
+    /* 7-bit clean unless an address needs SMTPUTF8: the flush does not
+     * know its server's extensions yet */
+    unsigned wf = src->msg && smtpc_message_needs_smtputf8(src->msg) ? SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8 : 0u;
+    if (src->msg && (rc = smtpc_message_writer_new(&w, src->msg, wf))) {
         cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
     } else {
         rc = smtpc_outbox_add_raw(ob, env->from, env->rcpts, env->nrcpts,
