@@ -1,4 +1,4 @@
-/* Delivery: pickup directory, SMTP server (smtpc_client), outbox; the
+/* Delivery through smtpc_client: SMTP server, pickup directory, outbox; the
  * connection settings every command shares (cli_conn_opts), and the
  * session of smtpc probe. */
 #include "cli.h"
