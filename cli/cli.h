@@ -280,6 +280,13 @@ const char *cli_source_reader_error(const cli_source_reader *rd);
 /* Delivers src; fills r. Returns SMTPC_OK or the SMTPC_E* code (also in r). */
 int cli_deliver(const cli_ctx *c, cli_delivery d, const cli_envelope *env, const cli_source *src,
                 cli_result *r);
+/* Writes src as a pickup file or an outbox entry through smtpc_client
+ * (smtpc_client_set_delivery; a pickup file signed with --dkim-key);
+ * r->queue_id = the file name / entry id. In deliver.c. */
+int cli_deliver_stored(const cli_ctx *c, smtpc_delivery how, const char *dir, const cli_envelope *env,
+                       const cli_source *src, cli_result *r);
+/* r->path = dir/<sub><name><ext> (unset when out of memory). In deliver.c. */
+void cli_result_path(cli_result *r, const char *dir, const char *sub, const char *name, const char *ext);
 /* Queues src in the outbox (--outbox DIR); r->queue_id = the entry id. In cmd_queue.c. */
 int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_source *src, cli_result *r);
 /* Where to and how: host and port (--server, or the configuration's server

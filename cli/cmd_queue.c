@@ -11,39 +11,9 @@ int cli_deliver_outbox(const cli_ctx *c, const cli_envelope *env, const cli_sour
     r->delivery = "outbox";
     const char *dir = cli_get(c, O_OUTBOX);
     if (!dir) return cli_result_fail(r, SMTPC_ECONFIG, "outbox delivery needs --outbox DIR");
-    smtpc_outbox *ob;
-    char err[512] = "";
-    int rc = smtpc_outbox_open(&ob, dir, err, sizeof err);
-    if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
-    char id[128];
-    smtpc_message_writer *w = NULL;
-    cli_source_reader ms;
-    cli_source_reader_init(&ms, src);
-    if (src->msg && (rc = smtpc_message_writer_new(&w, src->msg, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8))) {
-        cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
-    } else {
-        rc = smtpc_outbox_add_raw(ob, env->from, env->rcpts, env->nrcpts,
-                                  w ? smtpc_message_writer_read : cli_source_read, w ? (void *)w : (void *)&ms, id,
-                                  sizeof id);
-        if (rc) cli_result_fail(r, rc, "%s", cli_source_reader_error(&ms) ? cli_source_reader_error(&ms)
-                                                                         : smtpc_outbox_errmsg(ob));
-    }
-    smtpc_message_writer_free(w);
-    smtpc_outbox_free(ob);
-    if (rc) return rc;
-    free(r->queue_id);
-    r->queue_id = strdup(id);
-    cli_buf pb;
-    cli_buf_init(&pb, 8192);
-    if (!cli_queue_is_pg(dir) && !cli_buf_printf(&pb, "%s/queue/%s.msg", dir, id) && !cli_buf_append(&pb, "", 1)) {
-        free(r->path);
-        r->path = (char *)pb.data;
-    } else {
-        cli_buf_free(&pb);
-    }
-    for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
-    r->ok = true;
-    return 0;
+    int rc = cli_deliver_stored(c, SMTPC_DELIVERY_OUTBOX, dir, env, src, r);
+    if (!rc && !cli_queue_is_pg(dir)) cli_result_path(r, dir, "queue/", r->queue_id, ".msg");
+    return rc;
 }
 
 /* Progress line for queue flush (drawn only on a terminal). */

@@ -1,4 +1,4 @@
-/* Delivery: pickup directory, SMTP server (smtpc_client), outbox; the
+/* Delivery through smtpc_client: SMTP server, pickup directory, outbox; the
  * connection settings every command shares (cli_conn_opts), and the
  * session of smtpc probe. */
 #include "cli.h"
@@ -15,28 +15,63 @@ static int rcpts_init(cli_result *r, const cli_envelope *env)
     return 0;
 }
 
-/* The message of a pickup file: its writer (made again to rewind: a second
- * writer gives the same bytes), or the source. */
-typedef struct pickup_src {
-    smtpc_message *m;
-    smtpc_message_writer *w;
-    cli_source_reader mr;
-} pickup_src;
-
-static ssize_t pickup_read(void *ud, void *buf, size_t len)
+/* A pickup file or an outbox entry, written by the client
+ * (smtpc_client_set_delivery): the library's rule for stored copies (7-bit
+ * clean unless an address needs SMTPUTF8), and for a pickup file its
+ * signature (--dkim-key: whoever relays the file will not sign it, t= is
+ * the time it is written; an outbox entry is signed when it is flushed). */
+int cli_deliver_stored(const cli_ctx *c, smtpc_delivery how, const char *dir, const cli_envelope *env,
+                       const cli_source *src, cli_result *r)
 {
-    pickup_src *p = ud;
-    return p->w ? smtpc_message_writer_read(p->w, buf, len) : cli_source_read(&p->mr, buf, len);
+    smtpc_client *cl;
+    int rc = smtpc_client_new(&cl);
+    if (rc) return cli_result_fail(r, rc, "cannot create a client: %s", smtpc_strerror(rc));
+    const char *why = NULL;
+    rc = smtpc_client_set_delivery(cl, how, dir);
+    if (!rc && how == SMTPC_DELIVERY_PICKUP && cli_dkim_client(c, cl))
+        rc = SMTPC_ECONFIG, why = "DKIM signing is not configured correctly";
+    smtpc_result *res = NULL;
+    cli_source_reader mr;
+    cli_source_reader_init(&mr, src);
+    if (!rc && src->msg) {
+        rc = smtpc_client_send_with(cl, src->msg, NULL, &res);
+    } else if (!rc) {
+        smtpc_send_params p;
+        memset(&p, 0, sizeof p);
+        p.rewind = cli_source_rewind; /* read twice to sign */
+        rc = smtpc_client_send_envelope_with(cl, env->from, env->rcpts, env->nrcpts, cli_source_read, &mr, &p, &res);
+    }
+    if (!rc && (!smtpc_result_queue_id(res) || !*smtpc_result_queue_id(res))) rc = SMTPC_EIO;
+    if (rc) {
+        if (!why) why = cli_source_reader_error(&mr); /* the file vanished ... */
+        if (!why && res && smtpc_result_errmsg(res)[0]) why = smtpc_result_errmsg(res);
+        if (!why) why = smtpc_client_errmsg(cl)[0] ? smtpc_client_errmsg(cl) : smtpc_strerror(rc);
+        cli_result_fail(r, rc, "%s", why);
+    } else {
+        free(r->queue_id);
+        r->queue_id = strdup(smtpc_result_queue_id(res));
+        if (!r->queue_id) rc = cli_result_fail(r, SMTPC_ENOMEM, "out of memory");
+    }
+    smtpc_result_free(res);
+    smtpc_client_free(cl);
+    if (rc) return rc;
+    for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
+    r->ok = true;
+    return 0;
 }
 
-static int pickup_rewind(void *ud)
+/* r->path = dir/sub name ext (left NULL when out of memory: the report
+ * goes without it). */
+void cli_result_path(cli_result *r, const char *dir, const char *sub, const char *name, const char *ext)
 {
-    pickup_src *p = ud;
-    if (!p->m) return cli_source_rewind(&p->mr);
-    smtpc_message_writer_free(p->w);
-    p->w = NULL;
-    /* a pickup file is relayed by someone else: keep it 7-bit clean */
-    return smtpc_message_writer_new(&p->w, p->m, 0);
+    cli_buf pb;
+    cli_buf_init(&pb, 8192);
+    if (!cli_buf_printf(&pb, "%s/%s%s%s", dir, sub, name, ext) && !cli_buf_append(&pb, "", 1)) {
+        free(r->path);
+        r->path = (char *)pb.data;
+    } else {
+        cli_buf_free(&pb);
+    }
 }
 
 static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_source *src,
@@ -45,34 +80,9 @@ static int deliver_pickup(const cli_ctx *c, const cli_envelope *env, const cli_s
     r->delivery = "pickup";
     const char *dir = cli_get(c, O_PICKUP_DIR);
     if (!dir) dir = "outbox";
-    pickup_src ps = {.m = src->msg};
-    cli_source_reader_init(&ps.mr, src);
-    if (src->msg) {
-        int rc = pickup_rewind(&ps);
-        if (rc) return cli_result_fail(r, rc, "%s", smtpc_message_errmsg(src->msg));
-    }
-    char err[512] = "";
-    /* --dkim-key: whoever relays the file will not sign it; signed now
-     * (t= is the time the file is written) */
-    int ex;
-    const smtpc_dkim_signer *sg = cli_dkim_signer(c, &ex);
-    smtpc_dkim_reader *dk = NULL;
-    int rc = 0;
-    if (ex) rc = SMTPC_ECONFIG, snprintf(err, sizeof err, "DKIM signing is not configured correctly");
-    else if (sg) rc = smtpc_dkim_reader_new(&dk, sg, pickup_read, pickup_rewind, &ps, err, sizeof err);
-    if (!rc)
-        rc = smtpc_pickup_write(dir, env->from, env->rcpts, env->nrcpts, dk ? smtpc_dkim_reader_read : pickup_read,
-                                dk ? (void *)dk : (void *)&ps, &r->path, err, sizeof err);
-    if (rc) {
-        if (ps.w && smtpc_message_writer_errmsg(ps.w)[0]) snprintf(err, sizeof err, "%s", smtpc_message_writer_errmsg(ps.w));
-        else if (cli_source_reader_error(&ps.mr)) snprintf(err, sizeof err, "%s", cli_source_reader_error(&ps.mr));
-    }
-    smtpc_dkim_reader_free(dk);
-    smtpc_message_writer_free(ps.w);
-    if (rc) return cli_result_fail(r, rc, "%s", err[0] ? err : smtpc_strerror(rc));
-    for (size_t i = 0; i < r->nrcpts; i++) r->rcpts[i].accepted = true;
-    r->ok = true;
-    return 0;
+    int rc = cli_deliver_stored(c, SMTPC_DELIVERY_PICKUP, dir, env, src, r);
+    if (!rc) cli_result_path(r, dir, "", r->queue_id, "");
+    return rc;
 }
 
 /* --bind ADDR[:PORT] ("[v6]:port", or a bare IPv6 address without port). */

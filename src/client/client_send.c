@@ -219,8 +219,9 @@ static int deliver_local(smtpc_client *c, const smtpc__body *b, smtpc_result **o
     run.mp = b->mem;
     run.mleft = b->len;
     char err[512] = "";
+    unsigned wflags = b->m ? smtpc__stored_write_flags(b->m) : 0u;
     if (!rc && b->m) {
-        rc = smtpc_message_writer_new(&run.w, b->m, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8);
+        rc = smtpc_message_writer_new(&run.w, b->m, wflags);
         if (rc) snprintf(err, sizeof err, "message: %s", smtpc_message_errmsg(b->m));
         else smtpc__strlcpy(res->msgid, smtpc__nz(smtpc_message_message_id(b->m)), sizeof res->msgid);
     }
@@ -231,7 +232,8 @@ static int deliver_local(smtpc_client *c, const smtpc__body *b, smtpc_result **o
          * when it is flushed */
         smtpc_mail_opts mo;
         memset(&mo, 0, sizeof mo);
-        mo.body_8bitmime = mo.smtputf8 = true; /* the writer's flags above */
+        mo.body_8bitmime = (wflags & SMTPC_WRITE_8BITMIME) != 0; /* the writer's flags above */
+        mo.smtputf8 = (wflags & SMTPC_WRITE_SMTPUTF8) != 0;
         rc = smtpc__client_dkim_prep(c, &run, &mo);
         if (rc) smtpc__strlcpy(err, c->err.text, sizeof err);
     }

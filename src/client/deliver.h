@@ -30,6 +30,9 @@ typedef struct smtpc__body {
  * client's policy when use_retry. *out gets a result (may be NULL). */
 int smtpc__client_deliver(smtpc_client *c, const smtpc__body *b, bool use_retry,
                           smtpc_result **out);
+/* The writer flags of a stored copy of m (pickup file, outbox entry):
+ * 7-bit clean unless an address needs SMTPUTF8 (stored.c). */
+unsigned smtpc__stored_write_flags(const smtpc_message *m);
 /* Marks the client busy (SMTPC_EBUSY if it already is) / idle. */
 int smtpc__client_enter(smtpc_client *c);
 void smtpc__client_leave(smtpc_client *c);

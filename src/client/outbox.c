@@ -254,7 +254,7 @@ SMTPC_API int smtpc_outbox_add(smtpc_outbox *ob, smtpc_message *m, char *id_out,
     if (!r) return SMTPC_ENOMEM;
     for (size_t i = 0; i < n; i++) r[i] = smtpc_message_rcpt(m, i);
     smtpc_message_writer *w;
-    int rc = smtpc_message_writer_new(&w, m, SMTPC_WRITE_8BITMIME | SMTPC_WRITE_SMTPUTF8);
+    int rc = smtpc_message_writer_new(&w, m, smtpc__stored_write_flags(m));
     if (rc) {
         free(r);
         return smtpc__err(&ob->err, rc, "outbox: %s", smtpc_message_errmsg(m));
