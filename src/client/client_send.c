@@ -83,6 +83,14 @@ int smtpc__client_unknown_after_dot(smtpc_client *c, smtpc_session *s, int rc)
     return smtpc__err(&c->err, SMTPC_EUNKNOWN, "%s", d);
 }
 
+static bool envelope_utf8(const smtpc__body *b)
+{
+    if (b->from && smtpc__has_8bit(b->from, strlen(b->from))) return true;
+    for (size_t i = 0; i < b->nrcpts; i++)
+        if (smtpc__has_8bit(b->rcpts[i], strlen(b->rcpts[i]))) return true;
+    return false;
+}
+
 /* The body reader and the MAIL parameters for b on this server: a message
  * gets a writer for the server's 8BITMIME/SMTPUTF8, SIZE= where known. */
 int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body *b, smtpc__body_run *run,
@@ -119,6 +127,12 @@ int smtpc__client_prep_body(smtpc_client *c, smtpc_session *s, const smtpc__body
         run->total = b->params->size;
         if (has_size) mo->size = b->params->size;
         mo->body_8bitmime = ext8 && b->params->body_8bit;
+    }
+    if (!b->m && envelope_utf8(b)) { /* a raw message to or from a UTF-8 address */
+        if (!smtpc_session_has_ext(s, "SMTPUTF8"))
+            return smtpc__err(&c->err, SMTPC_EUNSUPPORTED,
+                              "an envelope address needs SMTPUTF8 and the server does not offer it");
+        mo->smtputf8 = true;
     }
     return smtpc__client_dkim_prep(c, run, mo);
 }

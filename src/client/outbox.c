@@ -441,6 +441,25 @@ static int fd_rewind(void *ud)
     return lseek(e->fd, e->body_off, SEEK_SET) < 0 ? SMTPC_EIO : 0;
 }
 
+/* The stored message's size and whether it has 8-bit bytes (a raw entry
+ * may: smtpc_outbox_add_raw, smtpc send --outbox --message), for SIZE=
+ * and BODY=8BITMIME when it is sent; then back at its first byte. */
+static int entry_scan(entry *e, smtpc_send_params *p)
+{
+    struct stat st;
+    if (fstat(e->fd, &st) || st.st_size < e->body_off) return SMTPC_EIO;
+    p->size = (uint64_t)(st.st_size - e->body_off);
+    int rc = fd_rewind(e);
+    char buf[16384];
+    while (!rc && !p->body_8bit) {
+        ssize_t n = fd_read(e, buf, sizeof buf);
+        if (n < 0) return (int)n;
+        if (n == 0) break;
+        p->body_8bit = smtpc__has_8bit(buf, (size_t)n);
+    }
+    return rc ? rc : fd_rewind(e);
+}
+
 /* Moves id's message (and state) from one subdirectory to another; the
  * message last, so a crash leaves it where it was or where it goes. */
 static int move_entry(smtpc_outbox *ob, const char *from, const char *to, const entry *e)
@@ -564,8 +583,11 @@ static int flush_one(smtpc_outbox *ob, smtpc_client *c, const char *id, int64_t 
     b.cb = fd_read;
     b.ud = &e;
     b.rewind = fd_rewind;
+    smtpc_send_params p; /* no DSN: what the entry is, for MAIL */
+    memset(&p, 0, sizeof p);
+    b.params = &p;
     smtpc_result *res = NULL;
-    int src = fd_rewind(&e);
+    int src = entry_scan(&e, &p);
     if (!src) src = smtpc__client_deliver(c, &b, false, &res);
     if (src == 0) {
         /* Recipients the server refused while taking the message for the

@@ -98,3 +98,50 @@ def test_cli_stored_copy_is_7bit_clean(smtpc_bin, tmp_path, aiosmtpd, where):
         data = env.data
     assert all(b < 0x80 for b in data), data[:400]
     check_decodes(data)
+
+
+def flush_raw(srv, ob):
+    p = subprocess.run([driver("outbox"), "--host", "127.0.0.1", "--port", str(srv.port), "--outbox", str(ob),
+                        "--backoff-ms", "0"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return kv([ln for ln in p.stdout.splitlines() if ln.startswith("outbox ")][0])
+
+
+def test_raw_8bit_entry_flushed_with_8bitmime_and_size(smtpc_bin, tmp_path, aiosmtpd):
+    """A raw message queued as it is (send --outbox --message) keeps its
+    8-bit body: the flush declares BODY=8BITMIME and SIZE= for it."""
+    msg = tmp_path / "m.eml"
+    body = "From: a@example.org\r\nTo: b@example.org\r\nSubject: raw\r\n\r\nSch\u00f6ne Gr\u00fc\u00dfe.\r\n".encode()
+    msg.write_bytes(body)
+    r = subprocess.run([smtpc_bin, "send", "--from", "a@example.org", "--to", "b@example.org", "--message", str(msg),
+                        "--outbox", "d"], cwd=tmp_path, capture_output=True, timeout=60, env=clean_env(tmp_path),
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    srv = aiosmtpd()
+    st = flush_raw(srv, tmp_path / "d")
+    assert int(st["sent"]) == 1, st
+    env = srv.envelopes[0]
+    opts = [o.upper() for o in env.mail_options]
+    assert "BODY=8BITMIME" in opts, env.mail_options
+    sizes = [int(o.split("=", 1)[1]) for o in opts if o.startswith("SIZE=")]
+    assert sizes and sizes[0] >= len(body), env.mail_options
+    assert "Gr\u00fc\u00dfe".encode() in env.data
+
+
+def test_utf8_address_entry_flushed_with_smtputf8(tmp_path, aiosmtpd):
+    """An entry to a UTF-8 address goes out with MAIL ... SMTPUTF8 to a
+    server that offers it, and stays queued (with the reason) for one that
+    does not."""
+    ob = tmp_path / "outbox"
+    store("add", ob, "--utf8-addr")
+    bad = aiosmtpd(smtputf8=False)
+    st = flush_raw(bad, ob)
+    assert int(st["sent"]) == 0 and int(st["deferred"]) == 1 and not bad.envelopes, st
+    assert "SMTPUTF8" in (ob / "queue").joinpath(
+        [f for f in os.listdir(ob / "queue") if f.endswith(".state")][0]).read_text()
+    good = aiosmtpd()
+    st = flush_raw(good, ob)
+    assert int(st["sent"]) == 1, st
+    env = good.envelopes[0]
+    assert "SMTPUTF8" in [o.upper() for o in env.mail_options], env.mail_options
+    assert env.rcpt_tos == ["j\u00f8rn@example.org"]
