@@ -204,6 +204,11 @@ def main():
                 rows.append((f"PostgreSQL outbox{', baseline' if name == 'base' else ''}, {w} worker"
                              f"{'s' if w > 1 else ''} x {a.conns} conns", a.n, a.n / wall,
                              cpu * 1e6 / a.n, pcpu * 1e6 / a.n, rss))
+        # bulk again: the machine's state may have changed during the drains
+        wall, cpu, rss, _ = run_measured([str(BUILD / "bench_bulk"), "--n", str(a.n), "--size", str(a.size),
+                                          "--conns", str(a.conns), "127.0.0.1", str(sink.port)])
+        rows.append((f"bulk, no queue ({a.conns} conns), again after the drains", a.n, a.n / wall, cpu * 1e6 / a.n,
+                     None, rss))
         if a.dir_n:
             add, wall, cpu, rss = dir_outbox(sink, a.dir_n, a.size, a.conns)
             rows.append((f"directory outbox, queue flush --connections {a.conns}", a.dir_n, a.dir_n / wall,
