@@ -5,12 +5,18 @@ smtp-sink; in the same run, plain bulk sending (bench_bulk, no queue) and the
 directory outbox (`smtpc queue flush --connections K`).
 
     /usr/bin/python3 bench/bench_pg.py [--n 100000] [--size 10240] [--conns 8] [--dir-n 10000]
+                                       [--baseline BUILD_DIR]
+
+--baseline: the build directory of an earlier commit; its smtpc creates the
+schema, its workers drain a queue of their own, in the same run, each
+worker count next to this build's.
 
 A private PostgreSQL 15 (the tests' fixture, with PostgreSQL's durable
 defaults: fsync and synchronous commit on) on a Unix socket, unpinned;
-smtp-sink pinned to CPU 0, the clients to CPU 1. Enqueue: batches of 1,000
-`smtpc.enqueue` calls per transaction through psql (the body sent once per
-batch, stored per message). Drain: wall time until every message is sent,
+smtp-sink pinned to CPU 0, the clients to CPU 1. Enqueue, through psql (the
+body sent once per batch, stored per message): transactions of 1,000
+`smtpc.enqueue` calls, and calls of `smtpc.enqueue_many` with 1,000
+messages each. Drain: wall time until every message is sent,
 client CPU (user+sys of the workers, from wait4) and PostgreSQL's CPU (every
 server process, from /proc) per message, peak RSS per worker.
 """
@@ -58,7 +64,7 @@ def psql(pg, db, sql, *extra):
     return r.stdout.decode().strip()
 
 
-def enqueue(pg, db, n, size, batch=1000):
+def enqueue(pg, db, n, size, batch=1000, many=False):
     body = message(size)
     script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
     with script:
@@ -66,8 +72,12 @@ def enqueue(pg, db, n, size, batch=1000):
         left = n
         while left > 0:
             k = min(batch, left)
-            script.write(f"BEGIN;\nSELECT count(smtpc.enqueue('{FROM}', ARRAY['{RCPT}'], :'msg'::bytea))"
-                         f" FROM generate_series(1, {k});\nCOMMIT;\n")
+            if many:
+                script.write(f"SELECT count(*) FROM smtpc.enqueue_many(ARRAY['{FROM}'], array_fill('{RCPT}'::text,"
+                             f" ARRAY[{k}]), array_fill(:'msg'::bytea, ARRAY[{k}]));\n")
+            else:
+                script.write(f"BEGIN;\nSELECT count(smtpc.enqueue('{FROM}', ARRAY['{RCPT}'], :'msg'::bytea))"
+                             f" FROM generate_series(1, {k});\nCOMMIT;\n")
             left -= k
     t0 = time.monotonic()
     r = subprocess.run([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.dir, "-p", "5432", "-U", pg.user,
@@ -88,13 +98,13 @@ def child_of(pid):
         return None
 
 
-def drain(pg, db, url, sink, n, workers, conns):
+def drain(pg, db, url, sink, n, workers, conns, smtpc=SMTPC):
     psql(pg, db, "UPDATE smtpc.messages SET state = 'queued', attempts = 0, done_at = NULL, not_before = now(),"
                  " last_code = NULL, rcpt_codes = NULL")
     psql(pg, db, "VACUUM ANALYZE smtpc.messages")
     cpu0 = pg_cpu(pg)
     t0 = time.monotonic()
-    procs = [subprocess.Popen(["taskset", "-c", CLIENT_CPU, str(BUILD / "bench_rusage"), SMTPC, "queue", "worker",
+    procs = [subprocess.Popen(["taskset", "-c", CLIENT_CPU, str(BUILD / "bench_rusage"), smtpc, "queue", "worker",
                                "--outbox", url, "--server", f"127.0.0.1:{sink.port}", "--tls", "none",
                                "--connections", str(conns)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(workers)]
@@ -148,7 +158,11 @@ def main():
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--dir-n", type=int, default=10000)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--baseline", help="the build directory of an earlier commit, measured in the same run")
     a = ap.parse_args()
+    base = os.path.join(a.baseline, "smtpc") if a.baseline else None
+    if base:
+        need(base, "a build of the earlier commit")
     need(SMTPC, "make build")
     need(BUILD / "bench_rusage", "make build")
     need("/usr/sbin/smtp-sink", "bench/setup.sh (postfix)")
@@ -160,18 +174,41 @@ def main():
     sink = Sink()
     rows = []
     try:
-        db = pg.new_db()
-        url = pg.url(db)
-        subprocess.run([SMTPC, "queue", "init", "--outbox", url], check=True)
-        dt = enqueue(pg, db, a.n, a.size)
-        print(f"enqueue {a.n} x {a.size} B by SQL, 1,000 per transaction: {dt:.1f} s, {a.n / dt:,.0f} msg/s")
+        print("# PostgreSQL: " + ", ".join(f"{k} {psql(pg, 'postgres', 'SHOW ' + k)}" for k in
+                                            ("fsync", "synchronous_commit", "full_page_writes", "wal_level",
+                                             "shared_buffers", "default_toast_compression")))
+        dbs = {}
+        for name, binary in (("base", base), ("new", SMTPC)):
+            if not binary:
+                continue
+            db = pg.new_db()
+            url = pg.url(db)
+            subprocess.run([binary, "queue", "init", "--outbox", url], check=True)
+            dbs[name] = (db, url, binary)
+            tag = " (baseline schema)" if name == "base" else ""
+            dt = enqueue(pg, db, a.n, a.size)
+            print(f"enqueue {a.n} x {a.size} B by SQL, 1,000 smtpc.enqueue per transaction{tag}: {dt:.1f} s,"
+                  f" {a.n / dt:,.0f} msg/s")
+        if "new" in dbs:  # the same, by enqueue_many, in a database of its own
+            db = pg.new_db()
+            subprocess.run([SMTPC, "queue", "init", "--outbox", pg.url(db)], check=True)
+            dt = enqueue(pg, db, a.n, a.size, many=True)
+            print(f"enqueue {a.n} x {a.size} B by SQL, smtpc.enqueue_many of 1,000: {dt:.1f} s, {a.n / dt:,.0f} msg/s")
+            psql(pg, "postgres", f"DROP DATABASE {db}")
         wall, cpu, rss, _ = run_measured([str(BUILD / "bench_bulk"), "--n", str(a.n), "--size", str(a.size),
                                           "--conns", str(a.conns), "127.0.0.1", str(sink.port)])
         rows.append((f"bulk, no queue ({a.conns} conns)", a.n, a.n / wall, cpu * 1e6 / a.n, None, rss))
         for w in [int(x) for x in a.workers.split(",")]:
-            wall, cpu, pcpu, rss = drain(pg, db, url, sink, a.n, w, a.conns)
-            rows.append((f"PostgreSQL outbox, {w} worker{'s' if w > 1 else ''} x {a.conns} conns", a.n, a.n / wall,
-                         cpu * 1e6 / a.n, pcpu * 1e6 / a.n, rss))
+            for name, (db, url, binary) in dbs.items():
+                wall, cpu, pcpu, rss = drain(pg, db, url, sink, a.n, w, a.conns, binary)
+                rows.append((f"PostgreSQL outbox{', baseline' if name == 'base' else ''}, {w} worker"
+                             f"{'s' if w > 1 else ''} x {a.conns} conns", a.n, a.n / wall,
+                             cpu * 1e6 / a.n, pcpu * 1e6 / a.n, rss))
+        # bulk again: the machine's state may have changed during the drains
+        wall, cpu, rss, _ = run_measured([str(BUILD / "bench_bulk"), "--n", str(a.n), "--size", str(a.size),
+                                          "--conns", str(a.conns), "127.0.0.1", str(sink.port)])
+        rows.append((f"bulk, no queue ({a.conns} conns), again after the drains", a.n, a.n / wall, cpu * 1e6 / a.n,
+                     None, rss))
         if a.dir_n:
             add, wall, cpu, rss = dir_outbox(sink, a.dir_n, a.size, a.conns)
             rows.append((f"directory outbox, queue flush --connections {a.conns}", a.dir_n, a.dir_n / wall,
@@ -180,6 +217,7 @@ def main():
     finally:
         sink.stop()
         pg.close()
+    print(f"# at the end: {machine_state()}")
     print()
     print("| client | messages | msg/s | client CPU µs/msg | PostgreSQL CPU µs/msg | peak RSS MB (per process) |")
     print("|---|---:|---:|---:|---:|---:|")

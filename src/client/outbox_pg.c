@@ -1145,6 +1145,11 @@ SMTPC_API void smtpc_outbox_stop(smtpc_outbox *ob)
 /* The longest an outcome waits to be written with others. */
 #define OUTCOME_DELAY_MS 100
 
+/* Inside a round the database work is done by two threads of its own: the
+ * claimer, on the handle's connection, claims the next batch while the
+ * current one is being sent; the writer, on a second connection, writes
+ * outcomes in batches meanwhile. So the sending loop never waits for a
+ * query unless it has nothing left to send. */
 typedef struct worker {
     smtpc__pg *p;
     char name[128];
@@ -1156,12 +1161,23 @@ typedef struct worker {
     /* the loop thread's */
     claim *cur;       /* being handed out */
     claim *held;      /* handed out, not all reported */
-    outcomes oc;
-    int64_t oc_first_ms; /* when the oldest outcome not written came */
     int rc;           /* a database error that ended the round */
     unsigned claimed; /* in this round */
     smtpc_bulk *bulk;
     double share;     /* the rate this worker applies */
+    bool prefetch;    /* claim ahead (not under a rate: what one worker holds the others cannot send) */
+    /* shared with the db threads, under dmu */
+    pthread_t db[2];      /* the claimer, the writer */
+    PGconn *wconn;        /* the writer's (kept across rounds) */
+    pthread_mutex_t dmu;
+    pthread_cond_t dcv, rcv; /* the db threads' wakeup; a claim is ready */
+    pthread_mutex_t conn_mu; /* who uses p->conn during a round */
+    outcomes oc;             /* to be written */
+    int64_t oc_first_ms;     /* when the oldest of them came */
+    claim *ready;            /* claimed ahead, not handed out yet */
+    unsigned claim_n;
+    bool want_claim, loop_waiting, empty, db_stop;
+    int db_rc;
     /* the heartbeat thread's */
     pthread_t hb;
     pthread_mutex_t mu;
@@ -1171,7 +1187,20 @@ typedef struct worker {
     _Atomic uint64_t sent, failed;
 } worker;
 
-/* Writes what is collected; a database error ends the run (the claims
+/* Moves every outcome of from to the end of to (from left empty). */
+static int outcomes_move(outcomes *to, outcomes *from)
+{
+    int rc = 0;
+    for (size_t i = 0; i < from->n; i++) {
+        if (!rc) rc = outcomes_push(to, &from->v[i]);
+        if (rc) free(from->v[i].err), free(from->v[i].codes);
+    }
+    from->n = 0;
+    return rc;
+}
+
+/* Writes the collected outcomes; the caller owns p->conn (no db threads
+ * running, or conn_mu held). A database error ends the run (the claims
  * left behind are taken over when their lease expires). */
 static int worker_flush(worker *w)
 {
@@ -1180,6 +1209,77 @@ static int worker_flush(worker *w)
     int rc = outcomes_write(p, p->conn, &p->err, &w->oc, w->name);
     if (rc) w->rc = rc;
     return rc;
+}
+
+typedef struct dbthr {
+    worker *w;
+    bool writer;
+} dbthr;
+
+static void *db_main(void *arg)
+{
+    worker *w = ((dbthr *)arg)->w;
+    bool writer = ((dbthr *)arg)->writer;
+    smtpc__pg *p = w->p;
+    outcomes mine = {NULL, 0, 0};
+    pthread_mutex_lock(&w->dmu);
+    for (;;) {
+        int64_t now = smtpc__now_ms();
+        bool need_claim = !writer && w->want_claim && !w->ready && !w->empty && !w->db_rc && !w->db_stop;
+        bool need_write = writer && w->oc.n && !w->db_rc &&
+                          (w->db_stop || w->oc.n >= w->batch || now - w->oc_first_ms >= OUTCOME_DELAY_MS);
+        if (need_claim) {
+            unsigned n = w->claim_n;
+            w->want_claim = false;
+            pthread_mutex_unlock(&w->dmu);
+            claim *cl = NULL;
+            smtpc__errmsg err;
+            pthread_mutex_lock(&w->conn_mu);
+            int rc = claim_batch(p, p->conn, &err, n, w->name, w->lease_s, &cl);
+            drain_notifies(p->conn);
+            pthread_mutex_unlock(&w->conn_mu);
+            pthread_mutex_lock(&w->dmu);
+            if (rc) w->db_rc = rc, p->err = err;
+            if (cl) w->ready = cl;
+            else w->empty = true;
+            pthread_cond_broadcast(&w->rcv);
+        } else if (need_write) {
+            outcomes t = mine;
+            mine = w->oc;
+            w->oc = t;
+            pthread_mutex_unlock(&w->dmu);
+            smtpc__errmsg err;
+            int rc = outcomes_write(p, w->wconn, &err, &mine, w->name);
+            pthread_mutex_lock(&w->dmu);
+            if (rc) p->err = err;
+            if (rc) {
+                /* kept: the round's end tries them again if the connection is still there */
+                w->db_rc = rc;
+                if (outcomes_move(&mine, &w->oc)) w->db_rc = SMTPC_ENOMEM;
+                t = mine;
+                mine = w->oc;
+                w->oc = t;
+                pthread_cond_broadcast(&w->rcv);
+            }
+        } else if (w->db_stop) {
+            break;
+        } else if (writer && w->oc.n && !w->db_rc) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ms = OUTCOME_DELAY_MS - (now - w->oc_first_ms);
+            if (ms < 1) ms = 1;
+            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+            ts.tv_sec += (time_t)(ms / 1000);
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&w->dcv, &w->dmu, &ts);
+        } else {
+            pthread_cond_wait(&w->dcv, &w->dmu);
+        }
+    }
+    pthread_mutex_unlock(&w->dmu);
+    outcomes_clear(&mine);
+    free(mine.v);
+    return NULL;
 }
 
 static int w_next(void *ud, smtpc_bulk_msg *m)
@@ -1193,15 +1293,27 @@ static int w_next(void *ud, smtpc_bulk_msg *m)
         w->share = share;
     }
     if (!w->cur || w->cur->next == w->cur->n) {
-        if (worker_flush(w)) return 0;
-        claim *cl = NULL;
         /* under a rate, claim about a second's worth: what one worker holds
          * is what the others cannot send meanwhile */
         unsigned n = w->batch;
         if (w->share > 0 && w->share < (double)n) n = w->share < 1 ? 1 : (unsigned)w->share;
-        int rc = claim_batch(p, p->conn, &p->err, n, w->name, w->lease_s, &cl);
-        drain_notifies(p->conn);
-        if (rc) w->rc = rc;
+        pthread_mutex_lock(&w->dmu);
+        w->claim_n = n;
+        if (!w->ready && !w->empty && !w->db_rc) {
+            w->want_claim = true;
+            w->loop_waiting = true;
+            pthread_cond_broadcast(&w->dcv);
+            while (!w->ready && !w->empty && !w->db_rc) pthread_cond_wait(&w->rcv, &w->dmu);
+            w->loop_waiting = false;
+        }
+        claim *cl = w->ready;
+        w->ready = NULL;
+        if (w->db_rc) w->rc = w->db_rc;
+        if (cl && w->prefetch && !w->empty) {
+            w->want_claim = true; /* the next one, while this one is sent */
+            pthread_cond_broadcast(&w->dcv);
+        }
+        pthread_mutex_unlock(&w->dmu);
         if (!cl) return 0;
         if (w->cur && w->cur->open) {
             w->cur->nextc = w->held;
@@ -1246,22 +1358,42 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         o.err = smtpc__strdup(e);
     }
     bool split = sent && r->rcpt_codes && r->rcpts_accepted < r->nrcpts;
-    /* refused recipients of an accepted message: their own entries, in one
-     * transaction with the message's outcome (so a crash never leaves both
-     * the split and the message to send again) */
-    int rc = split ? worker_flush(w) : 0;
-    if (!rc && split) rc = exec0(p, p->conn, &p->err, "BEGIN", 0, NULL);
-    if (!rc && split)
-        rc = split_refused(p, p->conn, &p->err, it->id, it->rcpts, r->nrcpts, r->rcpt_codes, NULL, it->attempts,
-                           w->name);
-    if (outcomes_push(&w->oc, &o)) {
-        free(o.err);
-        free(o.codes);
-        rc = SMTPC_ENOMEM;
-    }
+    int rc = 0;
     if (split) {
-        if (!rc) rc = worker_flush(w);
-        rc = end_txn(p, p->conn, &p->err, rc);
+        /* refused recipients of an accepted message: their own entries, in
+         * one transaction with the message's outcome (so a crash never
+         * leaves both the split and the message to send again); rare, so
+         * written here, the claimer kept off the connection meanwhile */
+        outcomes one = {&o, 1, 1};
+        smtpc__errmsg err;
+        pthread_mutex_lock(&w->conn_mu);
+        rc = exec0(p, p->conn, &err, "BEGIN", 0, NULL);
+        if (!rc)
+            rc = split_refused(p, p->conn, &err, it->id, it->rcpts, r->nrcpts, r->rcpt_codes, NULL, it->attempts,
+                               w->name);
+        if (!rc) rc = outcomes_write(p, p->conn, &err, &one, w->name); /* clears o on success */
+        rc = end_txn(p, p->conn, &err, rc);
+        pthread_mutex_unlock(&w->conn_mu);
+        if (rc) {
+            free(o.err);
+            free(o.codes);
+            pthread_mutex_lock(&w->dmu);
+            p->err = err;
+            pthread_mutex_unlock(&w->dmu);
+        }
+    } else {
+        /* written in batches, but soon: an outcome not yet written is sent
+         * again by whoever takes the message over if this worker dies */
+        pthread_mutex_lock(&w->dmu);
+        if (outcomes_push(&w->oc, &o)) {
+            free(o.err);
+            free(o.codes);
+            rc = SMTPC_ENOMEM;
+        }
+        if (w->oc.n == 1) w->oc_first_ms = smtpc__now_ms();
+        if (w->oc.n == 1 || w->oc.n >= w->batch) pthread_cond_broadcast(&w->dcv);
+        if (w->db_rc) rc = w->db_rc; /* no more is handed out */
+        pthread_mutex_unlock(&w->dmu);
     }
     if (rc) w->rc = rc;
     w->st->sent += d.sent;
@@ -1278,11 +1410,6 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         if (*pp) *pp = cl->nextc;
         claim_free(cl);
     }
-    /* written in batches, but soon: an outcome not yet written is sent
-     * again by whoever takes the message over if this worker dies */
-    int64_t now = smtpc__now_ms();
-    if (w->oc.n == 1) w->oc_first_ms = now;
-    if (w->oc.n >= w->batch || now - w->oc_first_ms >= OUTCOME_DELAY_MS) worker_flush(w);
 }
 
 /* The heartbeat: renews this worker's leases and registration, puts back
@@ -1406,12 +1533,50 @@ static int worker_round(worker *w, const smtpc_conn_opts *conn, unsigned connect
     }
     w->bulk = b;
     w->share = 0;
+    w->prefetch = w->rate <= 0;
+    w->ready = NULL;
+    w->want_claim = w->loop_waiting = w->empty = w->db_stop = false;
+    w->db_rc = 0;
+    if (w->wconn && pq.status(w->wconn) != CONNECTION_OK) {
+        pq.finish(w->wconn);
+        w->wconn = NULL;
+    }
+    if (!w->wconn) w->wconn = connect_db(p, &p->err, &rc);
+    dbthr dt[2] = {{w, false}, {w, true}};
+    int nthr = 0;
+    if (w->wconn) {
+        /* signals go to the caller's thread */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        while (nthr < 2 && pthread_create(&w->db[nthr], NULL, db_main, &dt[nthr]) == 0) nthr++;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    if (nthr < 2) {
+        pthread_mutex_lock(&w->dmu);
+        w->db_stop = true;
+        pthread_cond_broadcast(&w->dcv);
+        pthread_mutex_unlock(&w->dmu);
+        while (nthr) pthread_join(w->db[--nthr], NULL);
+        smtpc_bulk_free(b);
+        w->bulk = NULL;
+        return rc ? rc : smtpc__err(&p->err, SMTPC_ENOMEM, "worker: cannot start a thread");
+    }
     atomic_store(&p->bulk, b);
     if (atomic_load(&p->stop)) smtpc_bulk_cancel(b);
     smtpc_bulk_run(b);
     atomic_store(&p->bulk, NULL);
     smtpc_bulk_free(b); /* reports nothing more: every message was reported by run */
     w->bulk = NULL;
+    /* the writer writes what it holds and ends; a claim made ahead is
+     * left in ready */
+    pthread_mutex_lock(&w->dmu);
+    w->db_stop = true;
+    pthread_cond_broadcast(&w->dcv);
+    pthread_mutex_unlock(&w->dmu);
+    pthread_join(w->db[0], NULL);
+    pthread_join(w->db[1], NULL);
+    if (w->db_rc && !w->rc) w->rc = w->db_rc;
     /* what was claimed and never handed out goes back (no attempt counted) */
     smtpc_outbox_stats d;
     for (size_t i = w->cur ? w->cur->next : 0; w->cur && i < w->cur->n; i++) {
@@ -1421,6 +1586,15 @@ static int worker_round(worker *w, const smtpc_conn_opts *conn, unsigned connect
         classify(p, &o, 0, 0, false, true, &d);
         if (outcomes_push(&w->oc, &o)) w->rc = SMTPC_ENOMEM;
     }
+    for (size_t i = 0; w->ready && i < w->ready->n; i++) {
+        outcome o;
+        memset(&o, 0, sizeof o);
+        o.id = w->ready->items[i].id;
+        classify(p, &o, 0, 0, false, true, &d);
+        if (outcomes_push(&w->oc, &o)) w->rc = SMTPC_ENOMEM;
+    }
+    claim_free(w->ready);
+    w->ready = NULL;
     if (!w->rc) worker_flush(w);
     else if (pq.status(p->conn) == CONNECTION_OK) worker_flush(w);
     outcomes_clear(&w->oc);
@@ -1452,7 +1626,7 @@ SMTPC_API int smtpc_outbox_work(smtpc_outbox *ob, const smtpc_conn_opts *conn, c
     w->st = st;
     w->lease_s = (double)(o.lease_ms > 0 ? o.lease_ms : 60000) / 1000.0;
     w->poll_ms = o.poll_ms > 0 ? o.poll_ms : 5000;
-    w->batch = o.batch ? o.batch : (k * 32 < 1000 ? k * 32 : 1000);
+    w->batch = o.batch ? o.batch : (k * 64 < 1000 ? k * 64 : 1000);
     w->rate = o.rate;
     atomic_store(&w->live, 1);
     if (o.name && *o.name && !smtpc__has_crlfnul(o.name, strlen(o.name))) {
@@ -1477,6 +1651,10 @@ SMTPC_API int smtpc_outbox_work(smtpc_outbox *ob, const smtpc_conn_opts *conn, c
     }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
+    pthread_mutex_init(&w->dmu, NULL);
+    pthread_mutex_init(&w->conn_mu, NULL);
+    pthread_cond_init(&w->dcv, NULL);
+    pthread_cond_init(&w->rcv, NULL);
     /* signals go to the caller's thread, never to the heartbeat */
     sigset_t all, old;
     sigfillset(&all);
@@ -1509,6 +1687,11 @@ SMTPC_API int smtpc_outbox_work(smtpc_outbox *ob, const smtpc_conn_opts *conn, c
     exec0(p, p->conn, &e, p->q[Q_BYE], 1, v1);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
+    if (w->wconn) pq.finish(w->wconn);
+    pthread_cond_destroy(&w->dcv);
+    pthread_cond_destroy(&w->rcv);
+    pthread_mutex_destroy(&w->conn_mu);
+    pthread_mutex_destroy(&w->dmu);
     free(w->oc.v);
     free(w);
     return rc;

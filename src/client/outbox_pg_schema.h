@@ -60,6 +60,42 @@ static const char *const smtpc__pg_steps[] = {
     "  PERFORM pg_notify('{S}', '');\n"
     "  RETURN new_id;\n"
     "END $$;\n",
+    /* version 2: many messages in one call (one INSERT, one NOTIFY) */
+    "CREATE FUNCTION {S}.enqueue_many(senders text[], recipients text[], messages bytea[],\n"
+    "    not_before timestamptz DEFAULT now(), priority int DEFAULT 0) RETURNS SETOF bigint\n"
+    "LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  n int := coalesce(cardinality(messages), 0);\n"
+    "BEGIN\n"
+    "  IF n = 0 AND coalesce(cardinality(recipients), 0) = 0 THEN\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF coalesce(cardinality(recipients), 0) <> n OR coalesce(cardinality(senders), 0) NOT IN (1, n)\n"
+    "     OR EXISTS (SELECT 1 FROM unnest(senders) s WHERE s IS NULL OR s ~ '[\\r\\n]')\n"
+    "     OR array_position(messages, NULL) IS NOT NULL\n"
+    "     OR EXISTS (SELECT 1 FROM unnest(recipients) r WHERE r IS NULL OR r = '')\n"
+    "     OR EXISTS (SELECT 1 FROM unnest(recipients) r, unnest(string_to_array(r, E'\\n')) a\n"
+    "                WHERE a = '' OR a ~ '\\r') THEN\n"
+    "    RAISE EXCEPTION 'smtpc.enqueue_many: arrays of different lengths, no sender, recipient or message,'\n"
+    "      ' or CR in an address' USING ERRCODE = '22023';\n"
+    "  END IF;\n"
+    "  RETURN QUERY WITH ins AS (\n"
+    "    INSERT INTO {S}.messages (sender, recipients, body, not_before, priority)\n"
+    "    SELECT u.s, string_to_array(u.r, E'\\n'), u.m, coalesce(enqueue_many.not_before, now()),\n"
+    "           coalesce(enqueue_many.priority, 0)\n"
+    "    FROM unnest(CASE WHEN cardinality(senders) = 1 THEN array_fill(senders[1], ARRAY[n]) ELSE senders END,\n"
+    "                recipients, messages) AS u(s, r, m)\n"
+    "    RETURNING id)\n"
+    "  SELECT id FROM ins;\n"
+    "  PERFORM pg_notify('{S}', '');\n"
+    "END $$;\n"
+    /* bodies compressed with lz4 where the server has it: pglz made the
+     * enqueue of 10 KB messages about 1.5x slower */
+    "DO $$ BEGIN\n"
+    "  IF 'lz4' = ANY ((SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression')::text[]) THEN\n"
+    "    ALTER TABLE {S}.messages ALTER COLUMN body SET COMPRESSION lz4;\n"
+    "  END IF;\n"
+    "END $$;\n",
 };
 
 #endif
