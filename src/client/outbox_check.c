@@ -220,11 +220,19 @@ static void check_tmp(check_run *r)
     while ((de = readdir(d))) {
         const char *name = de->d_name;
         if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
-        long pid = regular(dfd, name) ? tmp_writer(name) : 0;
+        struct stat st;
+        /* Gone since readdir: its add finished and renamed it into queue/. */
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) continue;
+            st.st_mode = 0;
+        }
+        long pid = S_ISREG(st.st_mode) ? tmp_writer(name) : 0;
         if (!pid) {
             damaged(r, dfd, "tmp", name, "not a temporary file of the outbox");
         } else if (kill((pid_t)pid, 0) == 0 || errno == EPERM) {
             r->rep->in_progress++; /* its writer runs: an add in progress */
+        } else if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) {
+            continue; /* renamed into queue/ just before its writer exited */
         } else {
             r->rep->leftovers++;
             report(r, "tmp", name, "temporary file of a write that was interrupted",
