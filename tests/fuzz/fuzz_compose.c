@@ -6,14 +6,31 @@
  * octets. Checks (smtpc_message_writer_new's promise): CRLF only, no line
  * longer than 998 octets, the same bytes when written again with the
  * same flags, and the size announced, when known, is the size written. */
+#define _GNU_SOURCE
 #include <smtpc/smtpc.h>
 
 #include "t.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The writer spools a streamed attachment (case 18) to tmpfile(): in this
+ * program, an anonymous memory file rather than glibc's file in /tmp (a
+ * disk file system here, an inode made and freed per input). The same
+ * stdio and descriptor operations work on it. */
+FILE *tmpfile(void)
+{
+    int fd = memfd_create("smtpc-fuzz-spool", MFD_CLOEXEC);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "w+b");
+    if (!f) close(fd);
+    return f;
+}
 
 /* The checks on every octet written: not the code under test, so not
  * instrumented for coverage (a trace call per comparison per octet, three
