@@ -10,6 +10,7 @@
 
 #include "t.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (g_fd < 0) {
         if ((g_fd = memfd_create("smtpc-fuzz-pickup", MFD_CLOEXEC)) < 0) abort();
         snprintf(g_path, sizeof g_path, "/proc/self/fd/%d", g_fd);
+        int t = open(g_path, O_RDONLY | O_CLOEXEC); /* /proc is there: else no input would be read */
+        if (t < 0) abort();
+        close(t);
     }
     if (ftruncate(g_fd, (off_t)size) != 0) abort();
     if (size && pwrite(g_fd, data, size, 0) != (ssize_t)size) abort();
