@@ -1,15 +1,18 @@
 /* Minimal unit-test harness: each test_*.c defines tests with TEST(name),
  * lists them in main via RUN(name), and ends with T_DONE(), which prints
- * "N passed, N failed" and returns non-zero on any failure. */
+ * "N passed, N failed" and returns non-zero on any failure. Also shared by
+ * the fuzz targets and the integration drivers (t_mem_read), which use
+ * none of the counters. */
 #ifndef SMTPC_T_H
 #define SMTPC_T_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
-static int t_pass, t_fail, t_cur_failed;
-static const char *t_cur;
+__attribute__((unused)) static int t_pass, t_fail, t_cur_failed;
+__attribute__((unused)) static const char *t_cur;
 
 #define TEST(name) static void name(void)
 #define RUN(name)                                                                          \
@@ -53,5 +56,21 @@ static const char *t_cur;
         printf("%d passed, %d failed\n", t_pass, t_fail);                                  \
         return t_fail ? 1 : 0;                                                             \
     } while (0)
+
+/* A read callback (smtpc_message_load_with, smtpc_message_add_attachment_cb)
+ * over bytes in memory: t_memsrc s = {p, len, 0}; ...(t_mem_read, &s). */
+typedef struct t_memsrc {
+    const char *p;
+    size_t len, off;
+} t_memsrc;
+
+static inline ssize_t t_mem_read(void *ud, void *buf, size_t len)
+{
+    t_memsrc *s = ud;
+    size_t n = s->len - s->off < len ? s->len - s->off : len;
+    memcpy(buf, s->p + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
 
 #endif

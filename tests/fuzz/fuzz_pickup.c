@@ -1,41 +1,38 @@
 /* libFuzzer target: the pickup-file reader (smtpc_pickup_read: the
  * X-Sender / X-Receiver envelope block) on arbitrary files, then the
- * message part through the loader as `smtpc pickup` does. The input is
- * written to a private temporary file (the reader takes a path). */
+ * message part through the loader as `smtpc pickup` does. The reader takes
+ * a path: the input is written to an anonymous in-memory file (memfd, made
+ * once per process, its whole content replaced for each input), opened by
+ * the reader through /proc/self/fd/N. A file created and removed in /tmp
+ * per input made the file system most of the time of a run. */
+#define _GNU_SOURCE
 #include <smtpc/smtpc.h>
 
+#include "t.h"
+
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char g_path[64];
-
-typedef struct src {
-    const char *p;
-    size_t len, off;
-} src;
-
-static ssize_t src_read(void *ud, void *buf, size_t len)
-{
-    src *s = ud;
-    size_t n = s->len - s->off < len ? s->len - s->off : len;
-    memcpy(buf, s->p + s->off, n);
-    s->off += n;
-    return (ssize_t)n;
-}
+static int g_fd = -1;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!g_path[0]) {
-        snprintf(g_path, sizeof g_path, "/tmp/smtpc-fuzz-pickup-%d.eml", (int)getpid());
+    if (g_fd < 0) {
+        if ((g_fd = memfd_create("smtpc-fuzz-pickup", MFD_CLOEXEC)) < 0) abort();
+        snprintf(g_path, sizeof g_path, "/proc/self/fd/%d", g_fd);
+        int t = open(g_path, O_RDONLY | O_CLOEXEC); /* /proc is there: else no input would be read */
+        if (t < 0) abort();
+        close(t);
     }
-    FILE *f = fopen(g_path, "wb");
-    if (!f) abort();
-    if (size && fwrite(data, 1, size, f) != size) abort();
-    fclose(f);
+    if (ftruncate(g_fd, (off_t)size) != 0) abort();
+    if (size && pwrite(g_fd, data, size, 0) != (ssize_t)size) abort();
     smtpc_pickup_msg *m = NULL;
     char err[256];
     if (smtpc_pickup_read(g_path, &m, err, sizeof err) == 0) {
@@ -50,12 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = 0;
         const char *d = smtpc_pickup_msg_data(m, &len);
         if (!d || len > size || d[len] != '\0') abort();
-        src s = {d, len, 0};
+        t_memsrc s = {d, len, 0};
         smtpc_message *msg = NULL;
-        if (smtpc_message_load_with(&msg, src_read, &s, SMTPC_LOAD_NO_ENVELOPE, err, sizeof err) == 0)
+        if (smtpc_message_load_with(&msg, t_mem_read, &s, SMTPC_LOAD_NO_ENVELOPE, err, sizeof err) == 0)
             smtpc_message_free(msg);
         smtpc_pickup_msg_free(m);
     }
-    unlink(g_path);
     return 0;
 }

@@ -31,6 +31,7 @@
  * 1 when a check failed (line "FAIL N what"). */
 #include <smtpc/smtpc.h>
 
+#include "t.h"
 #include "util/util.h"
 
 #include <dirent.h>
@@ -140,20 +141,6 @@ static int write_message(smtpc_message *m, char **out, size_t *outlen)
     return 0;
 }
 
-typedef struct memsrc {
-    const char *p;
-    size_t len, off;
-} memsrc;
-
-static ssize_t mem_read(void *ud, void *buf, size_t len)
-{
-    memsrc *s = ud;
-    size_t n = s->len - s->off < len ? s->len - s->off : len;
-    memcpy(buf, s->p + s->off, n);
-    s->off += n;
-    return (ssize_t)n;
-}
-
 /* ---- a: compose, write, load ---- */
 static size_t g_ref_len;
 
@@ -177,9 +164,9 @@ static int scen_mime(void)
     }
     if (!g_ref_len) g_ref_len = len;
     else if (len != g_ref_len) FAIL("mime: %zu bytes written, not %zu", len, g_ref_len);
-    memsrc src = {bytes, len, 0};
+    t_memsrc src = {bytes, len, 0};
     char err[256] = "";
-    rc = smtpc_message_load(&l, mem_read, &src, err, sizeof err);
+    rc = smtpc_message_load(&l, t_mem_read, &src, err, sizeof err);
     if (!rc) {
         char *lb = NULL;
         size_t ll = 0;
