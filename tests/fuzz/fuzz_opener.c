@@ -4,7 +4,7 @@
  * AUTH (every mechanism, SASL steps, token refresh), or the session's
  * single steps.
  *
- * Input: 8 control bytes, then everything the server says.
+ * Input: 10 control bytes, then everything the server says.
  *   c0  bits 0-2 TLS mode (NONE, STARTTLS_OPTIONAL, STARTTLS, IMPLICIT,
  *               AUTO; 5-7 wrap); bit 3 the driver reads the greeting
  *               itself (cfg.greeted); bit 4 step-wise (the session's
@@ -30,6 +30,13 @@
  *   c6  piece size - 1 (server bytes fed, client bytes written at a time)
  *   c7  step-wise: three steps, 2 bits each (EHLO, STARTTLS, AUTH, an
  *       invalid one), one opener each, stopping at the first failure
+ *   c8  bit 0 once opened, the session goes on with single commands (MAIL,
+ *       RCPT, DATA or BDAT, RSET, NOOP, a raw one, QUIT), each waiting for
+ *       its reply; bits 1-3 the MAIL parameters and bits 4-5 the RCPT ones
+ *       (some refused: then the plain command); bit 6 BDAT instead of
+ *       DATA; bit 7 reply lines up to 32 KiB (else the engine's default)
+ *   c9  bits 0-1 another password (when not 0: with a TAB, 400 octets,
+ *       with characters SASLprep maps); bit 2 BDAT chunks of 8 octets
  * The input ends like a closed connection. SCRAM: the client nonce is
  * fixed (fyko+d2lbbFgONRv9qkxdawL) so a transcript can carry a valid
  * server proof, and the harness lowers an iteration count over 16 to
@@ -40,9 +47,12 @@
  * required; every command line the client writes is CRLF-terminated
  * with no CR, LF or NUL inside; STARTTLS never with mode NONE nor twice;
  * the opener ends in exactly one of done / failed and stays there (the
- * same answer to every later call); done: the engine owes no reply, the
- * credentials were used (a mechanism) when AUTH was due, TLS is on when
- * required; failed: a message; fatal only with a failure. */
+ * same answer to every later call); done: the engine owes no reply, is
+ * idle and takes MAIL, the credentials were used (a mechanism the server
+ * offered) when AUTH was due, TLS is on when required; failed: a message;
+ * fatal only with a failure; nothing can be queued between the 220 to
+ * STARTTLS and the handshake; a command the engine refuses queues nothing;
+ * a trace redacts every secret line. */
 #include "engine/opener.h"
 #include "engine/sasl/sasl_int.h"
 
@@ -181,6 +191,13 @@ static void fz_trace(void *ud, smtpc__trace_dir dir, const char *line, size_t le
     (void)ud;
     if (verbose > 0) fprintf(stderr, "%s %.*s\n", dir == SMTPC__TRACE_CLIENT ? "C:" : "S:", (int)len, line);
     if (dir != SMTPC__TRACE_CLIENT) return;
+    if (secret) {
+        /* a trace shows "AUTH MECH ********" or "********" */
+        char red[96];
+        size_t rl = smtpc__trace_redact(line, len, red, sizeof red);
+        CHECK(rl == strlen(red) && rl >= 8 && memcmp(red + rl - 8, "********", 8) == 0);
+        CHECK(rl - 8 <= len);
+    }
     bool auth = len >= 5 && strncasecmp(line, "AUTH ", 5) == 0;
     if (auth) F.auth_sent++;
     /* credentials never travel in clear unless allowed, never before TLS when it is required */
@@ -243,6 +260,170 @@ static int fz_feed(smtpc__engine *e)
     return rc < 0 ? rc : 0;
 }
 
+static void fz_info(void *ud, const char *msg)
+{
+    (void)ud;
+    CHECK(msg && msg[0]);
+    if (verbose > 0) fprintf(stderr, "info: %s\n", msg);
+}
+
+/* A command the engine refused queued nothing. */
+typedef struct mark {
+    size_t out, pending;
+} mark;
+
+static mark fz_mark(smtpc__engine *e)
+{
+    const uint8_t *p;
+    mark m = {smtpc__engine_output(e, &p), smtpc__engine_pending_replies(e)};
+    return m;
+}
+
+static int refused_nothing_queued(smtpc__engine *e, mark m, int rc)
+{
+    if (rc < 0) {
+        mark n = fz_mark(e);
+        CHECK(n.out == m.out && n.pending == m.pending);
+        CHECK(smtpc__engine_errmsg(e)[0] != '\0');
+    }
+    return rc;
+}
+
+/* Writes, then reads until the next event: 1 with *ev, 0 when the input
+ * ended or the engine failed. */
+static int fz_next(smtpc__engine *e, smtpc__event *ev)
+{
+    for (;;) {
+        fz_flush(e);
+        if (smtpc__engine_next_event(e, ev) == 1) return 1;
+        if (fz_feed(e) != 0) return 0;
+    }
+}
+
+/* After the opening, the blocking session's single commands: each waits
+ * for its reply, whatever it says; refused arguments queue nothing. */
+static void fz_session(smtpc__engine *e, uint8_t c8, uint8_t c9)
+{
+    smtpc__event ev;
+    mark m = fz_mark(e);
+    CHECK(strcmp(smtpc__engine_state_name(e), "IDLE") == 0);
+    static char long_path[600], long_envid[102];
+    if (!long_path[0]) {
+        memset(long_path, 'a', sizeof long_path - 1);
+        memset(long_envid, 'e', sizeof long_envid - 1);
+    }
+    smtpc__mail_params mp;
+    memset(&mp, 0, sizeof mp);
+    const char *from = "s@example.org";
+    switch ((c8 >> 1) & 7) {
+    case 0: break;
+    case 1:
+        mp.size = 12345;
+        mp.body = SMTPC__BODY_8BITMIME;
+        mp.smtputf8 = true;
+        mp.dsn_ret = "hdrs";
+        mp.dsn_envid = "id+=x y";
+        mp.requiretls = true;
+        mp.extra = "X-A=1 X-B";
+        from = "";
+        break;
+    case 2: mp.dsn_ret = "ALL"; break;
+    case 3: mp.dsn_envid = long_envid; break;
+    case 4: mp.dsn_envid = "caf\xc3\xa9"; break;
+    case 5: mp.extra = (c9 & 8) ? "X=1  Y" : (c9 & 16) ? "=bad" : "X=a=b"; break;
+    case 6: from = (c9 & 8) ? "<s@example.org>" : "s@exa\tmple.org"; break;
+    default: from = (c9 & 8) ? long_path : "s@example.org"; mp.body = (smtpc__body_type)99; mp.dsn_ret = "FULL"; break;
+    }
+    int rc = refused_nothing_queued(e, m, smtpc__engine_mail(e, from, &mp));
+    if (rc == 0) CHECK(smtpc__engine_pending_replies(e) == 1);
+    if (rc < 0 && (rc = smtpc__engine_mail(e, "s@example.org", NULL)) != 0) return;
+    if (!fz_next(e, &ev)) return;
+    CHECK(ev.type == SMTPC__EV_REPLY);
+    if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
+    CHECK(ev.cmd == SMTPC__CMD_MAIL);
+
+    smtpc__rcpt_params rp;
+    memset(&rp, 0, sizeof rp);
+    switch ((c8 >> 4) & 3) {
+    case 0: break;
+    case 1:
+        rp.dsn_notify = "SUCCESS,FAILURE,DELAY";
+        rp.dsn_orcpt = "rfc822;a+b=c@example.org";
+        break;
+    case 2:
+        rp.dsn_notify = "never";
+        rp.dsn_orcpt = "a@example.org";
+        break;
+    default: {
+        /* refused, one after the other */
+        static const char *const bad_orcpt[] = {"bad type;x@y", ";x@y", "rfc822;", "a\x01b"};
+        rp.dsn_notify = "SOMETIMES";
+        m = fz_mark(e);
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
+        rp.dsn_notify = "SUCCESS,";
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
+        rp.dsn_notify = NULL;
+        rp.dsn_orcpt = bad_orcpt[c9 >> 6];
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "", NULL, 0));
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, long_path, NULL, 0));
+        rp.dsn_orcpt = NULL;
+        break;
+    }
+    }
+    m = fz_mark(e);
+    rc = refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 7));
+    if (rc || !fz_next(e, &ev)) return;
+    if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
+    CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_RCPT && ev.tag == 7);
+
+    static const char body[] = "Subject: x\r\n\r\n.dot\nbare lf\rbare cr\r\n..two\r\n";
+    static char long_line[1001];
+    if (!long_line[0]) memset(long_line, 'x', sizeof long_line - 1);
+    if (c8 & 0x40) {
+        if (smtpc__engine_body_begin_bdat(e) != 0) return;
+        if (smtpc__engine_body_write(e, body, sizeof body - 1) != 0) return;
+        if (smtpc__engine_body_end(e) != 0) return;
+        /* one reply per chunk */
+        while (smtpc__engine_pending_replies(e) > 0) {
+            if (!fz_next(e, &ev)) return;
+            if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
+            CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_BDAT);
+        }
+    } else {
+        m = fz_mark(e);
+        CHECK(refused_nothing_queued(e, m, smtpc__engine_body_write(e, "x", 1)) == SMTPC_ESTATE);
+        if (smtpc__engine_data(e) != 0 || !fz_next(e, &ev)) return;
+        if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
+        CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_DATA);
+        if (ev.reply->code == 354) {
+            m = fz_mark(e);
+            CHECK(smtpc__engine_noop(e) == SMTPC_ESTATE); /* not while the body is sent */
+            if (smtpc__engine_body_write(e, body, sizeof body - 1) != 0) return;
+            m = fz_mark(e);
+            CHECK(refused_nothing_queued(e, m, smtpc__engine_body_write(e, long_line, sizeof long_line - 1)) ==
+                  SMTPC_ELIMIT);
+            if (smtpc__engine_body_end(e) != 0 || !fz_next(e, &ev)) return;
+            if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
+            CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == SMTPC__CMD_DATA_END);
+        }
+    }
+    m = fz_mark(e);
+    refused_nothing_queued(e, m, smtpc__engine_raw(e, "HELP\r\nQUIT"));
+    refused_nothing_queued(e, m, smtpc__engine_raw(e, long_path));
+    refused_nothing_queued(e, m, smtpc__engine_auth_continue(e, "AAAA"));
+    if (smtpc__engine_rset(e) || smtpc__engine_noop(e) || smtpc__engine_raw(e, "HELP")) return;
+    for (int i = 0; i < 3; i++) {
+        if (!fz_next(e, &ev)) return;
+        if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
+        CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == (i == 0 ? SMTPC__CMD_RSET : i == 1 ? SMTPC__CMD_NOOP : SMTPC__CMD_RAW));
+    }
+    if (smtpc__engine_quit(e) != 0) return;
+    m = fz_mark(e);
+    CHECK(refused_nothing_queued(e, m, smtpc__engine_noop(e)) == SMTPC_ESTATE); /* closing */
+    if (fz_next(e, &ev)) CHECK(ev.cmd == SMTPC__CMD_QUIT || ev.cmd == SMTPC__CMD_NONE);
+}
+
 static const smtpc_tls_mode MODES[] = {SMTPC_TLS_MODE_NONE, SMTPC_TLS_MODE_STARTTLS_OPTIONAL,
                                        SMTPC_TLS_MODE_STARTTLS, SMTPC_TLS_MODE_IMPLICIT, SMTPC_TLS_MODE_AUTO};
 
@@ -261,6 +442,9 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
         if (rc == SMTPC__OPEN_TLS) {
             CHECK(smtpc__opener_step(o) == SMTPC__OPEN_STEP_TLS);
             CHECK(F.starttls_sent == 1);
+            /* nothing may follow STARTTLS before the handshake */
+            mark m = fz_mark(e);
+            CHECK(refused_nothing_queued(e, m, smtpc__engine_noop(e)) == SMTPC_ESTATE);
             if (tls_outcome == 2) { /* the handshake failed: the driver closes */
                 lost = true;
                 break;
@@ -274,6 +458,9 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
         smtpc__event ev;
         if (smtpc__engine_next_event(e, &ev) == 1) {
             if (*give_up && --*give_up == 0) {
+                /* the driver gives up; a handshake nobody asked for is refused first */
+                if (!smtpc__opener_errmsg(o)[0] && smtpc__opener_step(o) != SMTPC__OPEN_STEP_TLS)
+                    CHECK(smtpc__opener_tls_started(o) == SMTPC_ESTATE);
                 lost = true;
                 break;
             }
@@ -308,7 +495,11 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
         if (step < 0 || step == SMTPC__OPEN_STEP_AUTH) {
             CHECK((smtpc__opener_mech(o) != SMTPC__SASL_NONE) == F.have_creds);
             if (F.have_creds) CHECK(F.tls_on || F.allow_plain);
+            /* the mechanism used is one the server offered */
+            if (F.have_creds)
+                CHECK(smtpc__caps_has_auth(smtpc__engine_caps(e), smtpc__sasl_mech_name(smtpc__opener_mech(o))));
         }
+        if (step < 0 && !cfg->greeted) CHECK(smtpc__opener_greeting(o) && smtpc__opener_greeting(o)->code == 220);
         if (step < 0 && F.tls_required) CHECK(F.tls_on);
         if (step == SMTPC__OPEN_STEP_STARTTLS) CHECK(F.tls_on && smtpc__opener_did_starttls(o));
         F.in_auth = false;
@@ -321,7 +512,12 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
     if (!lost && rc < 0) {
         CHECK(smtpc__opener_errmsg(o)[0] != '\0');
         const smtpc__reply *r = smtpc__opener_reply(o);
-        if (r) CHECK(r->code >= 100 && r->code <= 999);
+        if (r) {
+            /* what a driver shows of it (the public accessors) */
+            CHECK(smtpc_reply_code(r) == r->code && r->code >= 100 && r->code <= 999);
+            CHECK(smtpc_reply_line_count(r) >= 1 && smtpc_reply_line(r, smtpc_reply_line_count(r)) == NULL);
+            CHECK(smtpc_reply_line(r, 0) != NULL && smtpc_reply_text(r) && smtpc_reply_enhanced(r));
+        }
     }
     if (lost || rc < 0) CHECK(!smtpc__opener_fatal(o) || rc < 0);
     smtpc__opener_free(o);
@@ -331,13 +527,13 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 8) return 0;
+    if (size < 10) return 0;
     if (verbose < 0) verbose = getenv("FUZZ_OPENER_TRACE") != NULL;
     const uint8_t c0 = data[0], c1 = data[1], c2 = data[2], c3 = data[3], c4 = data[4], c5 = data[5],
-                  c6 = data[6], c7 = data[7];
+                  c6 = data[6], c7 = data[7], c8 = data[8], c9 = data[9];
     memset(&F, 0, sizeof F);
-    F.data = data + 8;
-    F.len = size - 8;
+    F.data = data + 10;
+    F.len = size - 10;
     F.piece = 1 + (size_t)c6;
     F.line_pieces = c0 & 0x40;
     if (!long_token[0]) memset(long_token, 'T', sizeof long_token - 1);
@@ -356,7 +552,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pol.have_creds = c1 & 1;
     pol.allow_plain_auth = c1 & 2;
     pol.creds.username = USERS[(c1 >> 2) & 3];
-    pol.creds.password = PASSWORDS[(c1 >> 4) & 3];
+    static char long_password[401];
+    if (!long_password[0]) memset(long_password, 'p', sizeof long_password - 1);
+    static const char *const PASSWORDS2[] = {NULL, "pass\tword", long_password, "\xc2\xa0sp\xc2\xad" "ace\xe2\x80\x8b"};
+    pol.creds.password = c9 & 3 ? PASSWORDS2[c9 & 3] : PASSWORDS[(c1 >> 4) & 3];
     pol.creds.authzid = c1 & 0x40 ? "admin" : NULL;
     pol.creds.client_cert = c1 & 0x80;
     pol.allowed_tls = (smtpc__sasl_mask)c2 << 1;
@@ -386,11 +585,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.sasl_host = c4 & 0x10 ? "mx.example.org" : NULL;
     cfg.port = 587;
     if (tok == 3) cfg.token_fn = fz_token_fn;
+    cfg.info = fz_info;
     unsigned give_up = c5 >> 2;
     int tls_outcome = c4 >> 6;
 
+    smtpc__engine_opts eo;
+    memset(&eo, 0, sizeof eo);
+    if (c8 & 0x80) {
+        eo.limits.max_line = 32768;
+        eo.limits.max_bytes = 65536;
+    }
+    if (c9 & 4) eo.bdat_chunk_size = 8;
     smtpc__engine *e = NULL;
-    if (smtpc__engine_new(&e, NULL)) return 0;
+    if (smtpc__engine_new(&e, &eo)) return 0;
     smtpc__engine_set_trace(e, fz_trace, NULL);
     bool go = true;
     if (cfg.greeted) {
@@ -408,15 +615,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
     }
+    bool opened = false;
     if (go && !F.stepwise) {
-        (void)fz_run_opener(e, &cfg, -1, tls_outcome, &give_up);
+        opened = fz_run_opener(e, &cfg, -1, tls_outcome, &give_up);
     } else if (go) {
         static const int STEPS[] = {SMTPC__OPEN_STEP_EHLO, SMTPC__OPEN_STEP_STARTTLS, SMTPC__OPEN_STEP_AUTH,
                                     SMTPC__OPEN_STEP_GREETING};
-        for (int i = 0; i < 3; i++) {
+        opened = true;
+        for (int i = 0; i < 3 && opened; i++) {
             cfg.encrypted = F.tls_on;
-            if (!fz_run_opener(e, &cfg, STEPS[(c7 >> (2 * i)) & 3], tls_outcome, &give_up)) break;
+            opened = fz_run_opener(e, &cfg, STEPS[(c7 >> (2 * i)) & 3], tls_outcome, &give_up);
         }
+    }
+    if (opened) {
+        /* open: the engine is ready for a transaction */
+        mark m = fz_mark(e);
+        CHECK(m.pending == 0 && !smtpc__engine_closing(e));
+        if (c8 & 1) fz_session(e, c8, c9);
     }
     if (!F.have_creds) CHECK(F.auth_sent == 0);
     smtpc__engine_free(e);
