@@ -31,12 +31,14 @@
  *   c7  step-wise: three steps, 2 bits each (EHLO, STARTTLS, AUTH, an
  *       invalid one), one opener each, stopping at the first failure
  *   c8  bit 0 once opened, the session goes on with single commands (MAIL,
- *       RCPT, DATA or BDAT, RSET, NOOP, a raw one, QUIT), each waiting for
- *       its reply; bits 1-3 the MAIL parameters and bits 4-5 the RCPT ones
- *       (some refused: then the plain command); bit 6 BDAT instead of
- *       DATA; bit 7 reply lines up to 32 KiB (else the engine's default)
+ *       RCPT, DATA or BDAT, then pipelined RSET, 21 NOOPs and HELP, QUIT),
+ *       waiting for their replies; bits 1-3 the MAIL parameters and bits
+ *       4-5 the RCPT ones (some refused: then the plain command); bit 6
+ *       BDAT instead of DATA; bit 7 reply lines up to 32 KiB (else the
+ *       engine's default)
  *   c9  bits 0-1 another password (when not 0: with a TAB, 400 octets,
- *       with characters SASLprep maps); bit 2 BDAT chunks of 8 octets
+ *       with characters SASLprep maps); bit 2 BDAT chunks of 8 octets;
+ *       bits 3-7 variants of the refused MAIL and RCPT arguments
  * The input ends like a closed connection. SCRAM: the client nonce is
  * fixed (fyko+d2lbbFgONRv9qkxdawL) so a transcript can carry a valid
  * server proof, and the harness lowers an iteration count over 16 to
@@ -44,13 +46,16 @@
  *
  * Checked: no AUTH command (and no credential) goes out in plaintext
  * unless plaintext AUTH is allowed, nor at all before TLS when TLS is
- * required; every command line the client writes is CRLF-terminated
+ * required; AUTH lines (SASL-IR) within 512 octets; EHLO first after
+ * TLS; every command line the client writes is CRLF-terminated
  * with no CR, LF or NUL inside; STARTTLS never with mode NONE nor twice;
  * the opener ends in exactly one of done / failed and stays there (the
  * same answer to every later call); done: the engine owes no reply, is
  * idle and takes MAIL, the credentials were used (a mechanism the server
  * offered) when AUTH was due, TLS is on when required; failed: a message;
- * fatal only with a failure; nothing can be queued between the 220 to
+ * fatal only with a failure; an AUTH that fails on a 334 it leaves
+ * unanswered or on a positive reply of the wrong kind is broken (the
+ * server's state is unknown); nothing can be queued between the 220 to
  * STARTTLS and the handshake; a command the engine refuses queues nothing;
  * a trace redacts every secret line. */
 #include "engine/opener.h"
@@ -165,6 +170,8 @@ typedef struct fz {
     bool in_auth;      /* an AUTH exchange is open (its continuation lines are secret) */
     unsigned starttls_sent, quit_sent, auth_sent;
     bool cr; /* the client's last byte written was a CR */
+    unsigned lines_since_event; /* client lines (QUIT aside) since the last event the opener saw */
+    bool tls_fresh;    /* TLS just started: the next command must be EHLO (RFC 3207 4.2) */
 } fz;
 
 static fz F;
@@ -205,7 +212,14 @@ static void fz_trace(void *ud, smtpc__trace_dir dir, const char *line, size_t le
         CHECK(F.tls_on || F.allow_plain);
         CHECK(F.tls_on || !F.tls_required || F.stepwise);
     }
-    if (auth) F.in_auth = true;
+    if (auth) {
+        F.in_auth = true;
+        CHECK(len + 2 <= 512); /* SASL-IR only within 512 octets */
+    }
+    if (F.tls_fresh) {
+        CHECK(len > 5 && strncasecmp(line, "EHLO ", 5) == 0);
+        F.tls_fresh = false;
+    }
     if (len == 8 && strncasecmp(line, "STARTTLS", 8) == 0) {
         CHECK(!F.mode_none || F.stepwise);
         CHECK(!F.tls_on);
@@ -213,6 +227,7 @@ static void fz_trace(void *ud, smtpc__trace_dir dir, const char *line, size_t le
         CHECK(F.starttls_sent == 1);
     }
     if (len == 4 && strncasecmp(line, "QUIT", 4) == 0) F.quit_sent++;
+    else F.lines_since_event++;
     if ((len == 4 && strncasecmp(line, "EHLO", 4) == 0) || (len > 4 && strncasecmp(line, "EHLO ", 5) == 0) ||
         (len > 4 && strncasecmp(line, "HELO ", 5) == 0))
         F.in_auth = false;
@@ -307,11 +322,31 @@ static void fz_session(smtpc__engine *e, uint8_t c8, uint8_t c9)
     smtpc__event ev;
     mark m = fz_mark(e);
     CHECK(strcmp(smtpc__engine_state_name(e), "IDLE") == 0);
-    static char long_path[600], long_envid[102];
+    static char long_path[600], long_envid[102], long_extra[1030], long_orcpt[1030];
     if (!long_path[0]) {
         memset(long_path, 'a', sizeof long_path - 1);
         memset(long_envid, 'e', sizeof long_envid - 1);
+        memset(long_extra, 'v', sizeof long_extra - 1);
+        memcpy(long_extra, "X-LONG=", 7);
+        memset(long_orcpt, 'o', sizeof long_orcpt - 1);
     }
+    /* the engine's other commands refuse what cannot be right now (nothing queued) */
+    const char *r8[] = {"r\xc3\xa9@example.org"};
+    smtpc__txn_opts t;
+    memset(&t, 0, sizeof t);
+    t.from = "s@example.org";
+    t.rcpts = r8;
+    CHECK(refused_nothing_queued(e, m, smtpc__engine_txn_begin(e, &t)) == SMTPC_EINVAL); /* no recipient */
+    t.nrcpts = (size_t)UINT32_MAX + 1;
+    if (t.nrcpts > UINT32_MAX) CHECK(refused_nothing_queued(e, m, smtpc__engine_txn_begin(e, &t)) == SMTPC_ELIMIT);
+    t.nrcpts = 1;
+    CHECK(refused_nothing_queued(e, m, smtpc__engine_txn_begin(e, &t)) == SMTPC_EINVAL); /* no SMTPUTF8 */
+    CHECK(refused_nothing_queued(e, m, smtpc__engine_txn_chain(e)) == SMTPC_ESTATE);
+    CHECK(refused_nothing_queued(e, m, smtpc__engine_auth(e, "PLAIN", "not base64!")) == SMTPC_EINVAL);
+    CHECK(refused_nothing_queued(e, m, smtpc__engine_auth_continue(e, "AAAA")) == SMTPC_ESTATE);
+    if (smtpc__engine_tls_active(e))
+        CHECK(refused_nothing_queued(e, m, smtpc__engine_starttls(e)) == SMTPC_ESTATE);
+    CHECK(!smtpc__caps_has_auth(smtpc__engine_caps(e), "NO-SUCH-MECH"));
     smtpc__mail_params mp;
     memset(&mp, 0, sizeof mp);
     const char *from = "s@example.org";
@@ -324,13 +359,13 @@ static void fz_session(smtpc__engine *e, uint8_t c8, uint8_t c9)
         mp.dsn_ret = "hdrs";
         mp.dsn_envid = "id+=x y";
         mp.requiretls = true;
-        mp.extra = "X-A=1 X-B";
+        mp.extra = (c9 & 8) ? long_extra : "X-A=1 X-B";
         from = "";
         break;
     case 2: mp.dsn_ret = "ALL"; break;
     case 3: mp.dsn_envid = long_envid; break;
     case 4: mp.dsn_envid = "caf\xc3\xa9"; break;
-    case 5: mp.extra = (c9 & 8) ? "X=1  Y" : (c9 & 16) ? "=bad" : "X=a=b"; break;
+    case 5: mp.extra = (c9 & 8) ? "X=1  Y" : (c9 & 16) ? "=bad" : (c9 & 32) ? "X!" : "X=a=b"; break;
     case 6: from = (c9 & 8) ? "<s@example.org>" : "s@exa\tmple.org"; break;
     default: from = (c9 & 8) ? long_path : "s@example.org"; mp.body = (smtpc__body_type)99; mp.dsn_ret = "FULL"; break;
     }
@@ -361,6 +396,11 @@ static void fz_session(smtpc__engine *e, uint8_t c8, uint8_t c9)
         m = fz_mark(e);
         refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
         rp.dsn_notify = "SUCCESS,";
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
+        rp.dsn_notify = "SUCCESS, FAILURE";
+        refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
+        rp.dsn_notify = NULL;
+        rp.dsn_orcpt = long_orcpt;
         refused_nothing_queued(e, m, smtpc__engine_rcpt(e, "r@example.org", &rp, 0));
         rp.dsn_notify = NULL;
         rp.dsn_orcpt = bad_orcpt[c9 >> 6];
@@ -411,12 +451,30 @@ static void fz_session(smtpc__engine *e, uint8_t c8, uint8_t c9)
     m = fz_mark(e);
     refused_nothing_queued(e, m, smtpc__engine_raw(e, "HELP\r\nQUIT"));
     refused_nothing_queued(e, m, smtpc__engine_raw(e, long_path));
-    refused_nothing_queued(e, m, smtpc__engine_auth_continue(e, "AAAA"));
-    if (smtpc__engine_rset(e) || smtpc__engine_noop(e) || smtpc__engine_raw(e, "HELP")) return;
-    for (int i = 0; i < 3; i++) {
+    /* pipelined: RSET and 10 NOOPs, 5 replies, 11 NOOPs more and HELP (the
+     * queue of expected replies moves down), then the rest; in order */
+    smtpc__cmd want[23];
+    size_t nw = 0, got = 0;
+    if (smtpc__engine_rset(e)) return;
+    want[nw++] = SMTPC__CMD_RSET;
+    for (int i = 0; i < 10; i++) {
+        if (smtpc__engine_noop(e)) return;
+        want[nw++] = SMTPC__CMD_NOOP;
+    }
+    while (got < nw) {
+        if (got == 5) {
+            for (int i = 0; i < 11; i++) {
+                if (smtpc__engine_noop(e)) return;
+                want[nw++] = SMTPC__CMD_NOOP;
+            }
+            if (smtpc__engine_raw(e, "HELP")) return;
+            want[nw++] = SMTPC__CMD_RAW;
+        }
+        CHECK(smtpc__engine_pending_replies(e) == nw - got);
         if (!fz_next(e, &ev)) return;
         if (ev.cmd == SMTPC__CMD_NONE || smtpc__engine_closing(e)) return;
-        CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == (i == 0 ? SMTPC__CMD_RSET : i == 1 ? SMTPC__CMD_NOOP : SMTPC__CMD_RAW));
+        CHECK(ev.type == SMTPC__EV_REPLY && ev.cmd == want[got]);
+        got++;
     }
     if (smtpc__engine_quit(e) != 0) return;
     m = fz_mark(e);
@@ -437,6 +495,8 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
     int rc = step < 0 ? smtpc__opener_start(o) : smtpc__opener_start_step(o, (smtpc__open_step)step);
     CHECK(rc <= 0);
     bool lost = false; /* the driver ended it: closed, engine error, TLS failed, gave up */
+    smtpc__cmd last_cmd = SMTPC__CMD_NONE;
+    int last_code = 0;
     while (rc == SMTPC__OPEN_WAIT || rc == SMTPC__OPEN_TLS) {
         fz_flush(e);
         if (rc == SMTPC__OPEN_TLS) {
@@ -450,6 +510,7 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
                 break;
             }
             F.tls_on = true; /* verified or not, the driver decided to go on */
+            F.tls_fresh = true;
             rc = smtpc__opener_tls_started(o);
             CHECK(rc <= 0);
             CHECK(smtpc__opener_did_starttls(o) || rc < 0);
@@ -464,6 +525,11 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
                 lost = true;
                 break;
             }
+            if (ev.reply) {
+                last_cmd = ev.cmd;
+                last_code = ev.reply->code;
+            }
+            F.lines_since_event = 0;
             rc = smtpc__opener_event(o, &ev);
             CHECK(rc <= SMTPC__OPEN_DONE);
             if (rc == SMTPC__OPEN_TLS) CHECK(ev.type == SMTPC__EV_TLS_READY);
@@ -509,8 +575,23 @@ static bool fz_run_opener(smtpc__engine *e, const smtpc__opener_cfg *cfg, int st
                 lost ? "lost" : "ended", rc, smtpc__opener_errmsg(o),
                 smtpc__sasl_mech_name(smtpc__opener_mech(o)) ? smtpc__sasl_mech_name(smtpc__opener_mech(o)) : "-",
                 smtpc__opener_did_starttls(o), smtpc__opener_fatal(o), smtpc__opener_broken(o));
+    if (!lost && rc < 0 && last_cmd == SMTPC__CMD_AUTH && smtpc__opener_step(o) == SMTPC__OPEN_STEP_AUTH) {
+        /* AUTH failed on a reply that leaves the server waiting for a line
+         * it does not get (a 334 left unanswered), or on a positive reply
+         * of the wrong kind: the state is unknown, the connection broken */
+        bool waits = last_code == 334 && F.lines_since_event == 0;
+        bool wrong_kind = last_code / 100 < 4 && last_code != 235 && last_code != 334;
+        if (waits || wrong_kind) CHECK(smtpc__opener_broken(o));
+    }
     if (!lost && rc < 0) {
         CHECK(smtpc__opener_errmsg(o)[0] != '\0');
+        const char *mn = smtpc__sasl_mech_name(smtpc__opener_mech(o));
+        if (mn) {
+            /* the message says "AUTH MECH: " once */
+            char twice[64];
+            snprintf(twice, sizeof twice, "AUTH %s: AUTH %s", mn, mn);
+            CHECK(strncmp(smtpc__opener_errmsg(o), twice, strlen(twice)) != 0);
+        }
         const smtpc__reply *r = smtpc__opener_reply(o);
         if (r) {
             /* what a driver shows of it (the public accessors) */
