@@ -239,7 +239,8 @@ static int auth_failed(smtpc__opener *o, int rc)
 {
     bool token_mech = o->mech == SMTPC__SASL_XOAUTH2 || o->mech == SMTPC__SASL_OAUTHBEARER;
     bool provider = o->token_fn || o->pol.creds.token_fn;
-    if (rc != SMTPC_EAUTH || !token_mech || !provider || o->token_retried || smtpc__engine_closing(o->e))
+    if (rc != SMTPC_EAUTH || !token_mech || !provider || o->token_retried || o->broken ||
+        smtpc__engine_closing(o->e))
         return open_fail(o, rc);
     o->token_retried = true;
     char first[SMTPC__ERRMSG_MAX];
@@ -257,11 +258,16 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
 {
     const char *name = smtpc__sasl_mech_name(o->mech);
     if (r->code == 421) return fail_check(o, r, "AUTH");
+    /* Failing on a 334 leaves the server waiting for a line it never gets
+     * (say, a 334 in answer to our "*"); failing on a positive reply of
+     * the wrong kind leaves its state unknown: either way broken. */
+    bool unknown = r->code == 334 || (r->code / 100 < 4 && r->code != 235);
     if (o->cancel_rc) {
         /* the server's answer to our cancel ("*") or error acknowledgement */
         smtpc__err(&o->err, o->cancel_rc, "AUTH %s: %s (cancelled; server replied %d)", name, o->cancel_why,
                    r->code);
         o->decided = true;
+        o->broken = unknown;
         return auth_failed(o, o->cancel_rc);
     }
     const char *text = r->nlines ? r->lines[r->nlines - 1] : "";
@@ -292,7 +298,10 @@ static int on_auth(smtpc__opener *o, const smtpc__reply *r)
         fmt_reply(o, rc, r, what);
         return auth_failed(o, rc);
     }
-    smtpc__err(&o->err, rc, "AUTH %s: %s", name, smtpc__sasl_errmsg(o->sasl));
+    const char *m = smtpc__sasl_errmsg(o->sasl);
+    if (strncmp(m, "AUTH ", 5) == 0) smtpc__err(&o->err, rc, "%s", m); /* "AUTH X: ..." once */
+    else smtpc__err(&o->err, rc, "AUTH %s: %s", name, m);
+    o->broken = unknown;
     return auth_failed(o, rc);
 }
 
