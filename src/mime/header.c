@@ -445,7 +445,7 @@ char *smtpc__rfc2047_decode(const char *s, size_t n)
                 /* need the ws before the decoded text: rebuild */
                 smtpc__buf tmp;
                 smtpc__buf_init(&tmp, 0);
-                if (smtpc__buf_append(&tmp, out.data + mark, out.len - mark)) {
+                if (smtpc__buf_append(&tmp, smtpc__bptr(&out) + mark, out.len - mark)) {
                     smtpc__buf_free(&tmp);
                     goto nomem;
                 }
