@@ -192,7 +192,13 @@ static const char *const q_tmpl[Q_N] = {
                   " done_at = CASE WHEN u.st IN ('sent', 'failed') THEN now() END, worker = NULL, lease_until = NULL"
                   " FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::int[], $6::text[],"
                   " $7::text[]) AS u(id, st, inc, delay, code, err, codes)"
-                  " WHERE m.id = u.id AND m.state = 'sending' AND m.worker = $8",
+                  /* "IS TRUE": not the partial index of the sending rows (its
+                   * predicate), which the statistics of a queue analyzed
+                   * while its rows were queued make look empty: the planner
+                   * then hashes every sending row, and every dead entry of
+                   * that index, for each batch of outcomes, instead of
+                   * looking each id up by primary key */
+                  " WHERE m.id = u.id AND (m.state = 'sending') IS TRUE AND m.worker = $8",
     [Q_SPLIT] = "INSERT INTO {S}.messages (sender, recipients, body, priority, state, attempts, not_before,"
                 " last_code, last_error, parent, done_at) SELECT sender, $2::text[], body, priority, $3,"
                 " attempts + 1, now() + make_interval(secs => $4::float8), $5::int, $6, id,"
