@@ -5,11 +5,14 @@ smtp-sink; in the same run, plain bulk sending (bench_bulk, no queue) and the
 directory outbox (`smtpc queue flush --connections K`).
 
     /usr/bin/python3 bench/bench_pg.py [--n 100000] [--size 10240] [--conns 8] [--dir-n 10000]
-                                       [--baseline BUILD_DIR] [--pairs R]
+                                       [--baseline BUILD_DIR] [--pairs R] [--pg-cpu CPU]
 
 --baseline: the build directory of an earlier commit; its smtpc creates the
 schema, its workers drain a queue of their own, in the same run, each
 worker count next to this build's.
+
+--pg-cpu CPU: PostgreSQL pinned to that CPU (with the clients: 1), so it
+takes no time from the sink; by default it is not pinned.
 
 --pairs R: only plain bulk and one worker, one after the other, R times
 (the queue filled once and put back between drains); each pair's ratio and
@@ -60,6 +63,16 @@ def pg_cpu(pg, but=None):
         if comm.startswith("postgres") or int(st[1]) == root:
             total += (int(st[11]) + int(st[12])) / TICK
     return total
+
+
+def pin(pg, cpu):
+    """PostgreSQL's processes to cpu (the server processes it starts later
+    inherit it from the postmaster)."""
+    with open(os.path.join(pg.data, "postmaster.pid")) as f:
+        pm = f.readline().strip()
+    kids = subprocess.run(["pgrep", "-P", pm], capture_output=True, text=True).stdout.split()
+    for pid in [pm, *kids]:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, pid], check=True, stdout=subprocess.DEVNULL)
 
 
 def psql(pg, db, sql, *extra):
@@ -135,6 +148,9 @@ def drain(pg, db, url, sink, n, workers, conns, smtpc=SMTPC):
     psql(pg, db, "UPDATE smtpc.messages SET state = 'queued', attempts = 0, done_at = NULL, not_before = now(),"
                  " last_code = NULL, rcpt_codes = NULL")
     psql(pg, db, "VACUUM ANALYZE smtpc.messages")
+    # as pgbench does before each run: the WAL of the refill written out
+    # now, not by a checkpoint during the drain
+    psql(pg, db, "CHECKPOINT")
     poll = Poller(pg, db)
     cpu0 = pg_cpu(pg, poll.pid)
     t0 = time.monotonic()
@@ -220,6 +236,7 @@ def main():
     ap.add_argument("--dir-n", type=int, default=10000)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--baseline", help="the build directory of an earlier commit, measured in the same run")
+    ap.add_argument("--pg-cpu", help="pin PostgreSQL to this CPU (default: not pinned)")
     ap.add_argument("--pairs", type=int, default=0, help="only bulk and 1 worker, interleaved, this many times")
     a = ap.parse_args()
     base = os.path.join(a.baseline, "smtpc") if a.baseline else None
@@ -231,8 +248,10 @@ def main():
     why = missing()
     if why:
         raise SystemExit(why)
-    print(f"# {machine_state()}")
+    print(f"# {machine_state()}" + (f"; PostgreSQL pinned to CPU {a.pg_cpu}" if a.pg_cpu is not None else ""))
     pg = Postgres(fast=False)
+    if a.pg_cpu is not None:
+        pin(pg, a.pg_cpu)
     sink = Sink()
     rows = []
     try:
