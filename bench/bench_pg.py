@@ -5,11 +5,18 @@ smtp-sink; in the same run, plain bulk sending (bench_bulk, no queue) and the
 directory outbox (`smtpc queue flush --connections K`).
 
     /usr/bin/python3 bench/bench_pg.py [--n 100000] [--size 10240] [--conns 8] [--dir-n 10000]
-                                       [--baseline BUILD_DIR]
+                                       [--baseline BUILD_DIR] [--pairs R] [--pg-cpu CPU]
 
 --baseline: the build directory of an earlier commit; its smtpc creates the
 schema, its workers drain a queue of their own, in the same run, each
 worker count next to this build's.
+
+--pg-cpu CPU: PostgreSQL pinned to that CPU (with the clients: 1), so it
+takes no time from the sink; by default it is not pinned.
+
+--pairs R: only plain bulk and one worker, one after the other, R times
+(the queue filled once and put back between drains); each pair's ratio and
+the median ratio, and the medians of the CPU per message.
 
 A private PostgreSQL 15 (the tests' fixture, with PostgreSQL's durable
 defaults: fsync and synchronous commit on) on a Unix socket, unpinned;
@@ -23,6 +30,7 @@ server process, from /proc) per message, peak RSS per worker.
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,12 +45,13 @@ SMTPC = str(BUILD / "smtpc")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def pg_cpu(pg):
-    """CPU seconds of the postmaster and its children (the server processes)."""
+def pg_cpu(pg, but=None):
+    """CPU seconds of the postmaster and its children (the server processes),
+    but the one of process but (the bench's own session)."""
     root = pg.proc.pid
     total = 0.0
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or pid == str(but):
             continue
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -54,6 +63,16 @@ def pg_cpu(pg):
         if comm.startswith("postgres") or int(st[1]) == root:
             total += (int(st[11]) + int(st[12])) / TICK
     return total
+
+
+def pin(pg, cpu):
+    """PostgreSQL's processes to cpu (the server processes it starts later
+    inherit it from the postmaster)."""
+    with open(os.path.join(pg.data, "postmaster.pid")) as f:
+        pm = f.readline().strip()
+    kids = subprocess.run(["pgrep", "-P", pm], capture_output=True, text=True).stdout.split()
+    for pid in [pm, *kids]:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, pid], check=True, stdout=subprocess.DEVNULL)
 
 
 def psql(pg, db, sql, *extra):
@@ -98,23 +117,58 @@ def child_of(pid):
         return None
 
 
+class Poller:
+    """One psql session kept open for the whole drain: asks every 50 ms
+    whether a message is left to send. (A psql process and a server process
+    per question, counting the sent rows, cost about 15 ms of CPU each, on
+    the CPUs the sink and the worker use.) The question reads the two small
+    partial indexes of the queued and sending rows. Its server process is
+    left out of the PostgreSQL CPU."""
+
+    def __init__(self, pg, db):
+        self.p = subprocess.Popen([PSQL, "-X", "-q", "-A", "-t", "-h", pg.dir, "-p", "5432", "-U", pg.user,
+                                   "-d", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.p.stdin.write("SELECT pg_backend_pid();\n")
+        self.pid = int(self.p.stdout.readline())
+
+    def left(self):
+        self.p.stdin.write("SELECT EXISTS (SELECT 1 FROM smtpc.messages WHERE state = 'queued')"
+                           " OR EXISTS (SELECT 1 FROM smtpc.messages WHERE state = 'sending');\n")
+        line = self.p.stdout.readline().strip()
+        if line not in ("t", "f"):
+            raise RuntimeError(f"psql said {line!r}")
+        return line == "t"
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
 def drain(pg, db, url, sink, n, workers, conns, smtpc=SMTPC):
     psql(pg, db, "UPDATE smtpc.messages SET state = 'queued', attempts = 0, done_at = NULL, not_before = now(),"
                  " last_code = NULL, rcpt_codes = NULL")
     psql(pg, db, "VACUUM ANALYZE smtpc.messages")
-    cpu0 = pg_cpu(pg)
+    # as pgbench does before each run: the WAL of the refill written out
+    # now, not by a checkpoint during the drain
+    psql(pg, db, "CHECKPOINT")
+    poll = Poller(pg, db)
+    cpu0 = pg_cpu(pg, poll.pid)
     t0 = time.monotonic()
     procs = [subprocess.Popen(["taskset", "-c", CLIENT_CPU, str(BUILD / "bench_rusage"), smtpc, "queue", "worker",
                                "--outbox", url, "--server", f"127.0.0.1:{sink.port}", "--tls", "none",
                                "--connections", str(conns)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(workers)]
-    while int(psql(pg, db, "SELECT count(*) FROM smtpc.messages WHERE state = 'sent'")) < n:
+    while poll.left():
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("a worker exited: " + b"".join(p.stderr.read() for p in procs
                                                               if p.poll() is not None).decode())
-        time.sleep(0.2)
+        time.sleep(0.05)
     wall = time.monotonic() - t0
-    pcpu = pg_cpu(pg) - cpu0
+    pcpu = pg_cpu(pg, poll.pid) - cpu0
+    poll.close()
+    sent = int(psql(pg, db, "SELECT count(*) FROM smtpc.messages WHERE state = 'sent'"))
+    if sent != n:
+        raise RuntimeError(f"{sent} of {n} messages sent")
     for p in procs:
         c = child_of(p.pid)
         if c:
@@ -151,6 +205,29 @@ def dir_outbox(sink, n, size, conns):
     return add, wall, cpu, rss
 
 
+def bulk_row(sink, a):
+    wall, cpu, rss, _ = run_measured([str(BUILD / "bench_bulk"), "--n", str(a.n), "--size", str(a.size),
+                                      "--conns", str(a.conns), "127.0.0.1", str(sink.port)])
+    return a.n / wall, cpu * 1e6 / a.n, rss
+
+
+def pairs(pg, sink, db, url, a):
+    print("| pair | bulk msg/s | bulk CPU µs/msg | 1 worker msg/s | worker CPU µs/msg | PostgreSQL CPU µs/msg"
+          " | worker / bulk |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rs = []
+    for i in range(a.pairs):
+        brate, bcpu, _ = bulk_row(sink, a)
+        wall, cpu, pcpu, _ = drain(pg, db, url, sink, a.n, 1, a.conns)
+        wrate = a.n / wall
+        rs.append((brate, bcpu, wrate, cpu * 1e6 / a.n, pcpu * 1e6 / a.n, wrate / brate))
+        print(f"| {i + 1} | {brate:,.0f} | {bcpu:.1f} | {wrate:,.0f} | {cpu * 1e6 / a.n:.1f} | {pcpu * 1e6 / a.n:.1f}"
+              f" | {wrate / brate:.2f} |", flush=True)
+    m = [statistics.median(x[k] for x in rs) for k in range(6)]
+    print(f"| median | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:,.0f} | {m[3]:.1f} | {m[4]:.1f} | **{m[5]:.2f}** |")
+    print(f"# at the end: {machine_state()}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100000)
@@ -159,6 +236,8 @@ def main():
     ap.add_argument("--dir-n", type=int, default=10000)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--baseline", help="the build directory of an earlier commit, measured in the same run")
+    ap.add_argument("--pg-cpu", help="pin PostgreSQL to this CPU (default: not pinned)")
+    ap.add_argument("--pairs", type=int, default=0, help="only bulk and 1 worker, interleaved, this many times")
     a = ap.parse_args()
     base = os.path.join(a.baseline, "smtpc") if a.baseline else None
     if base:
@@ -169,8 +248,10 @@ def main():
     why = missing()
     if why:
         raise SystemExit(why)
-    print(f"# {machine_state()}")
+    print(f"# {machine_state()}" + (f"; PostgreSQL pinned to CPU {a.pg_cpu}" if a.pg_cpu is not None else ""))
     pg = Postgres(fast=False)
+    if a.pg_cpu is not None:
+        pin(pg, a.pg_cpu)
     sink = Sink()
     rows = []
     try:
@@ -189,6 +270,8 @@ def main():
             dt = enqueue(pg, db, a.n, a.size)
             print(f"enqueue {a.n} x {a.size} B by SQL, 1,000 smtpc.enqueue per transaction{tag}: {dt:.1f} s,"
                   f" {a.n / dt:,.0f} msg/s")
+        if a.pairs:
+            return pairs(pg, sink, dbs["new"][0], dbs["new"][1], a)
         if "new" in dbs:  # the same, by enqueue_many, in a database of its own
             db = pg.new_db()
             subprocess.run([SMTPC, "queue", "init", "--outbox", pg.url(db)], check=True)

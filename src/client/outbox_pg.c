@@ -121,6 +121,10 @@ static struct {
     void (*freemem)(void *);
     char *(*cmdTuples)(PGresult *);
     PQnoticeProcessor (*setNoticeProcessor)(PGconn *, PQnoticeProcessor, void *);
+    int (*sendQueryParams)(PGconn *, const char *, int, const Oid *, const char *const *, const int *,
+                           const int *, int);
+    int (*isBusy)(PGconn *);
+    PGresult *(*getResult)(PGconn *);
 } pq;
 static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
 static char pq_error[256];
@@ -151,6 +155,8 @@ static void pq_load(void)
         S(socket, "PQsocket"),             S(consumeInput, "PQconsumeInput"),
         S(notifies, "PQnotifies"),         S(freemem, "PQfreemem"),
         S(cmdTuples, "PQcmdTuples"),       S(setNoticeProcessor, "PQsetNoticeProcessor"),
+        S(sendQueryParams, "PQsendQueryParams"), S(isBusy, "PQisBusy"),
+        S(getResult, "PQgetResult"),
 #undef S
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
@@ -186,7 +192,13 @@ static const char *const q_tmpl[Q_N] = {
                   " done_at = CASE WHEN u.st IN ('sent', 'failed') THEN now() END, worker = NULL, lease_until = NULL"
                   " FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::int[], $6::text[],"
                   " $7::text[]) AS u(id, st, inc, delay, code, err, codes)"
-                  " WHERE m.id = u.id AND m.state = 'sending' AND m.worker = $8",
+                  /* "IS TRUE": not the partial index of the sending rows (its
+                   * predicate), which the statistics of a queue analyzed
+                   * while its rows were queued make look empty: the planner
+                   * then hashes every sending row, and every dead entry of
+                   * that index, for each batch of outcomes, instead of
+                   * looking each id up by primary key */
+                  " WHERE m.id = u.id AND (m.state = 'sending') IS TRUE AND m.worker = $8",
     [Q_SPLIT] = "INSERT INTO {S}.messages (sender, recipients, body, priority, state, attempts, not_before,"
                 " last_code, last_error, parent, done_at) SELECT sender, $2::text[], body, priority, $3,"
                 " attempts + 1, now() + make_interval(secs => $4::float8), $5::int, $6, id,"
@@ -349,11 +361,62 @@ static PGconn *connect_db(smtpc__pg *p, smtpc__errmsg *err, int *rc)
 /* Runs a statement; NULL (with the error in err and *rc) unless it
  * succeeded. fmt: 1 for binary results (text columns as their bytes, bytea
  * raw). */
+static PGresult *checked(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int *rc, PGresult *r);
+
 static PGresult *run(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int *rc, const char *sql, int n,
                      const char *const *vals, const int *lens, const int *fmts, int resfmt)
 {
     /* without parameters: the simple protocol, which takes several statements */
     PGresult *r = n == 0 && resfmt == 0 ? pq.exec(c, sql) : pq.execParams(c, sql, n, NULL, vals, lens, fmts, resfmt);
+    return checked(p, c, err, rc, r);
+}
+
+/* How long the reader of a large result lets it pile up in the socket
+ * before reading on (see run_big). */
+#define BIG_READ_PAUSE_NS 500000L
+
+/* run for a statement with a large result (a claim: hundreds of bodies),
+ * one statement, binary results. PQexecParams wakes up for every piece the
+ * server writes (8 KB each from PostgreSQL), two context switches per
+ * message on the CPU that also sends them; here, once the socket is
+ * drained, the reader pauses for a moment so that the next read takes
+ * what the server wrote meanwhile (up to a socket buffer's worth). The
+ * server waits for nothing but a full socket buffer. */
+static PGresult *run_big(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int *rc, const char *sql, int n,
+                         const char *const *vals)
+{
+    PGresult *last = NULL;
+    if (pq.sendQueryParams(c, sql, n, NULL, vals, NULL, NULL, 1)) {
+        int fd = pq.socket(c);
+        for (;;) {
+            while (pq.isBusy(c)) {
+                struct pollfd pf = {fd, POLLIN, 0};
+                if (poll(&pf, 1, 0) == 0) {
+                    struct timespec ts = {0, BIG_READ_PAUSE_NS};
+                    nanosleep(&ts, NULL);
+                    if (poll(&pf, 1, -1) < 0 && errno != EINTR) break;
+                }
+                if (!pq.consumeInput(c)) break; /* PQgetResult reports it */
+            }
+            PGresult *r = pq.getResult(c);
+            if (!r) break;
+            /* as PQexec: the last result, or the first error */
+            ExecStatusType ls = last ? pq.resultStatus(last) : PGRES_EMPTY_QUERY;
+            if (last && (ls == PGRES_FATAL_ERROR || ls == PGRES_NONFATAL_ERROR)) {
+                pq.clear(r);
+            } else {
+                if (last) pq.clear(last);
+                last = r;
+            }
+        }
+    }
+    return checked(p, c, err, rc, last);
+}
+
+/* The status of a statement's result r: r, or NULL with the error in err
+ * and *rc (r cleared). */
+static PGresult *checked(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int *rc, PGresult *r)
+{
     ExecStatusType st = r ? pq.resultStatus(r) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         *rc = 0;
@@ -593,9 +656,31 @@ typedef struct outcome {
     int inc;        /* attempts to add */
     int64_t delay;  /* seconds until the next attempt (queued) */
     int code;       /* 0 = keep */
-    char *err;      /* NULL = keep */
+    char *err;      /* NULL = keep; no_error: '' */
     char *codes;    /* "{250,550}" or NULL */
+    int code1;      /* the one recipient's code, when codes is NULL (0: none) */
 } outcome;
+
+/* The error text of a message sent (not allocated). */
+static char no_error[1];
+
+static void outcome_free(outcome *o)
+{
+    if (o->err != no_error) free(o->err);
+    free(o->codes);
+}
+
+/* ",123" (sep and the number) without printf: one per column per message. */
+static int buf_int(smtpc__buf *b, const char *sep, int64_t v)
+{
+    char t[24];
+    size_t k = sizeof t;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do t[--k] = (char)('0' + u % 10); while (u /= 10);
+    if (v < 0) t[--k] = '-';
+    int rc = smtpc__buf_append(b, sep, strlen(sep));
+    return rc ? rc : smtpc__buf_append(b, t + k, sizeof t - k);
+}
 
 typedef struct outcomes {
     outcome *v;
@@ -604,10 +689,7 @@ typedef struct outcomes {
 
 static void outcomes_clear(outcomes *o)
 {
-    for (size_t i = 0; i < o->n; i++) {
-        free(o->v[i].err);
-        free(o->v[i].codes);
-    }
+    for (size_t i = 0; i < o->n; i++) outcome_free(&o->v[i]);
     o->n = 0;
 }
 
@@ -635,15 +717,21 @@ static int outcomes_write(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, outcomes 
     for (size_t i = 0; !rc && i < o->n; i++) {
         const outcome *x = &o->v[i];
         const char *sep = i ? "," : "{";
-        rc = smtpc__buf_printf(&a[0], "%s%lld", sep, (long long)x->id);
-        if (!rc) rc = smtpc__buf_printf(&a[1], "%s%s", sep, x->st);
-        if (!rc) rc = smtpc__buf_printf(&a[2], "%s%d", sep, x->inc);
-        if (!rc) rc = smtpc__buf_printf(&a[3], "%s%lld", sep, (long long)x->delay);
-        if (!rc) rc = x->code ? smtpc__buf_printf(&a[4], "%s%d", sep, x->code) : smtpc__buf_printf(&a[4], "%sNULL", sep);
+        rc = buf_int(&a[0], sep, x->id);
+        if (!rc) rc = smtpc__buf_append_str(&a[1], sep);
+        if (!rc) rc = smtpc__buf_append_str(&a[1], x->st);
+        if (!rc) rc = buf_int(&a[2], sep, x->inc);
+        if (!rc) rc = buf_int(&a[3], sep, x->delay);
+        if (!rc) rc = x->code ? buf_int(&a[4], sep, x->code) : smtpc__buf_printf(&a[4], "%sNULL", sep);
         if (!rc) rc = smtpc__buf_append_str(&a[5], sep);
         if (!rc) rc = x->err ? arr_str(&a[5], x->err) : smtpc__buf_append_str(&a[5], "NULL");
         if (!rc) rc = smtpc__buf_append_str(&a[6], sep);
-        if (!rc) rc = x->codes ? arr_str(&a[6], x->codes) : smtpc__buf_append_str(&a[6], "NULL");
+        if (!rc && x->codes) rc = arr_str(&a[6], x->codes);
+        else if (!rc && x->code1) {
+            rc = smtpc__buf_append_str(&a[6], "\"{");
+            if (!rc) rc = buf_int(&a[6], "", x->code1);
+            if (!rc) rc = smtpc__buf_append_str(&a[6], "}\"");
+        } else if (!rc) rc = smtpc__buf_append_str(&a[6], "NULL");
     }
     for (int k = 0; !rc && k < 7; k++) rc = smtpc__buf_append(&a[k], "}", 2);
     if (!rc) {
@@ -778,7 +866,7 @@ static int claim_batch(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, unsigned n, 
     snprintf(ls, sizeof ls, "%.3f", lease_s);
     const char *vals[3] = {ns, worker, ls};
     int rc;
-    PGresult *r = run(p, c, err, &rc, p->q[Q_CLAIM], 3, vals, NULL, NULL, 1);
+    PGresult *r = run_big(p, c, err, &rc, p->q[Q_CLAIM], 3, vals);
     if (!r) return rc;
     int rows = pq.ntuples(r);
     if (rows <= 0) {
@@ -923,10 +1011,7 @@ static void *pflush_main(void *arg)
                                it->attempts, f->worker);
         free(texts);
         if (!rc) rc = outcomes_push(&oc, &o);
-        else {
-            free(o.err);
-            free(o.codes);
-        }
+        else outcome_free(&o);
         if (!rc) rc = outcomes_write(p, c, &err, &oc, f->worker);
         rc = end_txn(p, c, &err, rc);
         free(codes);
@@ -1193,7 +1278,7 @@ static int outcomes_move(outcomes *to, outcomes *from)
     int rc = 0;
     for (size_t i = 0; i < from->n; i++) {
         if (!rc) rc = outcomes_push(to, &from->v[i]);
-        if (rc) free(from->v[i].err), free(from->v[i].codes);
+        if (rc) outcome_free(&from->v[i]);
     }
     from->n = 0;
     return rc;
@@ -1348,9 +1433,10 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
     classify(p, &o, it->attempts, r->status == SMTPC_BULK_UNKNOWN ? SMTPC_EUNKNOWN : r->error, sent,
              r->status == SMTPC_BULK_CANCELED, &d);
     o.code = r->reply_code;
-    o.codes = codes_text(r->rcpt_codes, r->nrcpts);
+    if (r->rcpt_codes && r->nrcpts == 1) o.code1 = r->rcpt_codes[0];
+    else o.codes = codes_text(r->rcpt_codes, r->nrcpts);
     if (sent) {
-        o.err = smtpc__strdup("");
+        o.err = no_error;
     } else if (r->status != SMTPC_BULK_CANCELED) {
         char e[600];
         int code = r->status == SMTPC_BULK_UNKNOWN ? SMTPC_EUNKNOWN : r->error;
@@ -1375,8 +1461,7 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
         rc = end_txn(p, p->conn, &err, rc);
         pthread_mutex_unlock(&w->conn_mu);
         if (rc) {
-            free(o.err);
-            free(o.codes);
+            outcome_free(&o);
             pthread_mutex_lock(&w->dmu);
             p->err = err;
             pthread_mutex_unlock(&w->dmu);
@@ -1386,8 +1471,7 @@ static void w_result(void *ud, const smtpc_bulk_msg *m, const smtpc_bulk_result 
          * again by whoever takes the message over if this worker dies */
         pthread_mutex_lock(&w->dmu);
         if (outcomes_push(&w->oc, &o)) {
-            free(o.err);
-            free(o.codes);
+            outcome_free(&o);
             rc = SMTPC_ENOMEM;
         }
         if (w->oc.n == 1) w->oc_first_ms = smtpc__now_ms();

@@ -3,6 +3,7 @@
 inside the application's transaction, workers draining one queue, a worker
 killed or stopped, retries and failures, and the database's errors."""
 import asyncio
+import hashlib
 import re
 import signal
 import subprocess
@@ -325,6 +326,40 @@ def test_sigterm_finishes_in_flight_and_releases_the_rest(queue, aiosmtpd):
     # released, not tried: no attempt counted, due now
     assert queue.sql("select count(*) from smtpc.messages where state = 'queued' and (attempts > 0"
                      " or not_before > now())").strip() == "0"
+
+
+def test_outcomes_keep_each_recipients_code(queue, aiosmtpd):
+    srv = aiosmtpd(pipelining=True, tempfail={"later@example.org"})
+    queue.enqueue(1, rcpt="one@example.org", prefix="one")
+    queue.sql("select smtpc.enqueue('s@example.org', array['a@example.org', 'b@example.org'],"
+              " convert_to(E'Subject: two\\r\\n\\r\\nx\\r\\n', 'UTF8'))")
+    queue.enqueue(1, rcpt="later@example.org", prefix="later")
+    w = queue.worker(srv)
+    wait_until(lambda: queue.states() == {"sent": 2, "queued": 1}, what="outcomes")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    rows = queue.sql("select recipients[1], state, last_code, rcpt_codes, last_error = '' from smtpc.messages"
+                     " order by id").split()
+    assert rows == ["one@example.org|sent|250|{250}|t", "a@example.org|sent|250|{250,250}|t",
+                    "later@example.org|queued|450|{450}|f"], rows
+
+
+def test_large_claims_arrive_whole(queue, aiosmtpd):
+    """Claims of hundreds of large bodies (megabytes, more than a socket
+    buffer holds): every body arrives whole, each message once."""
+    srv = aiosmtpd(pipelining=True)
+    queue.sql("select smtpc.enqueue('s@example.org', array['r@example.org'], convert_to('Subject: big' || g ||"
+              " E'\\r\\n\\r\\n' || (select string_agg(md5((g * 1000 + k)::text), E'\\r\\n') from generate_series(1, 600) k)"
+              " || E'\\r\\n', 'UTF8')) from generate_series(1, 600) g")
+    w = queue.worker(srv, "--connections", "8")
+    wait_until(lambda: queue.states() == {"sent": 600}, timeout=180, what="600 messages sent")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    assert sorted(subjects(srv)) == sorted(f"big{g}" for g in range(1, 601))
+    for e in srv.envelopes:
+        g = int(re.search(rb"Subject: big(\d+)", e.data).group(1))
+        body = "\r\n".join(hashlib.md5(str(g * 1000 + k).encode()).hexdigest() for k in range(1, 601))
+        assert e.data.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n") == body.encode(), g
 
 
 def test_4xx_is_retried_with_backoff_and_5xx_kept_failed(queue, aiosmtpd):
