@@ -196,7 +196,7 @@ typedef struct smtpc_outbox_worker_opts {
     double rate;          /* messages per second for the whole fleet of workers (0 = unlimited) */
     int64_t lease_ms;     /* a claim's lease, renewed while working (0 = 60 s) */
     int64_t poll_ms;      /* the slow poll behind LISTEN/NOTIFY (0 = 5 s) */
-    unsigned batch;       /* messages claimed at once (0 = 32 per connection, at most 1000) */
+    unsigned batch;       /* messages claimed at once (0 = 64 per connection, at most 1000) */
     const char *name;     /* the worker's name in the workers table (NULL = host:pid) */
 } smtpc_outbox_worker_opts;
 
