@@ -670,16 +670,11 @@ static void outcome_free(outcome *o)
     free(o->codes);
 }
 
-/* ",123" (sep and the number) without printf: one per column per message. */
+/* ",123" (sep and the number): one per column per message. */
 static int buf_int(smtpc__buf *b, const char *sep, int64_t v)
 {
-    char t[24];
-    size_t k = sizeof t;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do t[--k] = (char)('0' + u % 10); while (u /= 10);
-    if (v < 0) t[--k] = '-';
-    int rc = smtpc__buf_append(b, sep, strlen(sep));
-    return rc ? rc : smtpc__buf_append(b, t + k, sizeof t - k);
+    int rc = smtpc__buf_append_str(b, sep);
+    return rc ? rc : smtpc__buf_append_int(b, v);
 }
 
 typedef struct outcomes {
@@ -813,7 +808,7 @@ static char *codes_text(const int *codes, size_t n)
     smtpc__buf b;
     smtpc__buf_init(&b, 0);
     int rc = 0;
-    for (size_t i = 0; !rc && i < n; i++) rc = smtpc__buf_printf(&b, "%s%d", i ? "," : "{", codes[i]);
+    for (size_t i = 0; !rc && i < n; i++) rc = buf_int(&b, i ? "," : "{", codes[i]);
     if (!rc) rc = smtpc__buf_append(&b, "}", 2);
     if (rc) {
         smtpc__buf_free(&b);

@@ -581,13 +581,8 @@ static int format_mail(smtpc__engine *e, smtpc__buf *b, const char *from, const 
         return smtpc__err(&e->err, SMTPC_ELIMIT, "MAIL command longer than %d octets", CMD_LINE_MAX);
     if (!p) return 0;
     if (p->size) {
-        /* digits by hand: every message of a bulk run has one */
-        char num[32], *q = num + sizeof num;
-        uint64_t v = p->size;
-        do *--q = (char)('0' + v % 10);
-        while ((v /= 10) != 0);
-        if (smtpc__buf_append(b, " SIZE=", 6) || smtpc__buf_append(b, q, (size_t)(num + sizeof num - q)))
-            goto oom;
+        /* every message of a bulk run has one: no printf */
+        if (smtpc__buf_append(b, " SIZE=", 6) || smtpc__buf_append_u64(b, p->size)) goto oom;
     }
     static const char *const bodies[] = {NULL, " BODY=7BIT", " BODY=8BITMIME", " BODY=BINARYMIME"};
     if ((unsigned)p->body >= SMTPC__ARRAY_LEN(bodies))

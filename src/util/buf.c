@@ -93,6 +93,24 @@ int smtpc__buf_append_str(smtpc__buf *b, const char *s)
     return smtpc__buf_append(b, s, strlen(s));
 }
 
+/* the digits of u, and a '-' before them when neg */
+static int append_dec(smtpc__buf *b, uint64_t u, bool neg)
+{
+    char t[24];
+    size_t k = sizeof t;
+    do t[--k] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (neg) t[--k] = '-';
+    return smtpc__buf_append(b, t + k, sizeof t - k);
+}
+
+int smtpc__buf_append_u64(smtpc__buf *b, uint64_t v) { return append_dec(b, v, false); }
+
+int smtpc__buf_append_int(smtpc__buf *b, int64_t v)
+{
+    return append_dec(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
 int smtpc__buf_printf(smtpc__buf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -30,6 +30,9 @@ void smtpc__buf_free_secure(smtpc__buf *b);   /* zeroes the memory first */
 int smtpc__buf_reserve(smtpc__buf *b, size_t extra);
 int smtpc__buf_append(smtpc__buf *b, const void *p, size_t n);
 int smtpc__buf_append_str(smtpc__buf *b, const char *s);
+/* v in decimal, without printf (one per message and column on hot paths). */
+int smtpc__buf_append_u64(smtpc__buf *b, uint64_t v);
+int smtpc__buf_append_int(smtpc__buf *b, int64_t v);
 int smtpc__buf_printf(smtpc__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline size_t smtpc__buf_size(const smtpc__buf *b) { return b->len - b->off; }
 /* Never NULL: an empty, never-grown buffer gives a valid empty pointer

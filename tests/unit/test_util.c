@@ -17,6 +17,34 @@ TEST(buf_limit)
     smtpc__buf_free(&b);
 }
 
+/* Decimal numbers without printf: the extremes, zero, a sign only when
+ * negative, and the buffer's limit respected. */
+TEST(buf_append_int)
+{
+    smtpc__buf b;
+    smtpc__buf_init(&b, 0);
+    CHECK_INT(smtpc__buf_append_int(&b, 0), 0);
+    CHECK_INT(smtpc__buf_append_str(&b, " "), 0);
+    CHECK_INT(smtpc__buf_append_int(&b, -7), 0);
+    CHECK_INT(smtpc__buf_append_str(&b, " "), 0);
+    CHECK_INT(smtpc__buf_append_int(&b, INT64_MIN), 0);
+    CHECK_INT(smtpc__buf_append_str(&b, " "), 0);
+    CHECK_INT(smtpc__buf_append_int(&b, INT64_MAX), 0);
+    CHECK_INT(smtpc__buf_append_str(&b, " "), 0);
+    CHECK_INT(smtpc__buf_append_u64(&b, UINT64_MAX), 0);
+    CHECK_INT(smtpc__buf_append_str(&b, " "), 0);
+    CHECK_INT(smtpc__buf_append_u64(&b, 10240), 0);
+    const char *want = "0 -7 -9223372036854775808 9223372036854775807 18446744073709551615 10240";
+    CHECK_MEM(smtpc__buf_ptr(&b), smtpc__buf_size(&b), want, strlen(want));
+    smtpc__buf_free(&b);
+    smtpc__buf_init(&b, 3);
+    CHECK_INT(smtpc__buf_append_int(&b, -1234), SMTPC_ELIMIT);
+    CHECK_INT(smtpc__buf_size(&b), 0);
+    CHECK_INT(smtpc__buf_append_u64(&b, 123), 0);
+    CHECK_MEM(smtpc__buf_ptr(&b), smtpc__buf_size(&b), "123", 3);
+    smtpc__buf_free(&b);
+}
+
 /* What a secure buffer releases, seen by the hook before free(). */
 static size_t released, released_nonzero;
 
@@ -168,6 +196,7 @@ TEST(errors)
 int main(void)
 {
     RUN(buf_limit);
+    RUN(buf_append_int);
     RUN(buf_secure);
     RUN(secure_zero);
     RUN(has_8bit);
