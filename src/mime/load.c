@@ -81,14 +81,19 @@ int smtpc_message_load_with(smtpc_message **out, ssize_t (*cb)(void *, void *, s
     size_t body = 0;
     bool eof = false;
     int rc = 0;
+    /* reads of 4 KiB, doubling to 64 KiB: most header blocks are a few
+     * KiB, and a 64 KiB block for each message loaded cost more than the
+     * parsing (an mmap each under ASan) */
+    size_t chunk = 4096;
     while (!body) {
-        int rrc = smtpc__buf_reserve(&in, 65536);
+        int rrc = smtpc__buf_reserve(&in, chunk);
         if (rrc) {
             smtpc__buf_free(&in);
             return rrc == SMTPC_ENOMEM ? lerr(eb, el, rrc, "out of memory", 0)
                                        : lerr(eb, el, SMTPC_ELIMIT, "header block larger than 1 MiB", 0);
         }
-        ssize_t k = cb(ud, in.data + in.len, 65536);
+        ssize_t k = cb(ud, in.data + in.len, chunk);
+        if (chunk < 65536) chunk *= 2;
         if (k < 0) {
             smtpc__buf_free(&in);
             return lerr(eb, el, (int)k, "reading the message failed", 0);

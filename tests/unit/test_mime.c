@@ -4,6 +4,7 @@
 
 #include <smtpc/message.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -380,6 +381,93 @@ TEST(rfc2047_decoder)
     }
 }
 
+/* smtpc_message_load reads in growing pieces: a header block whose blank
+ * line straddles the first read, one of 300 KiB over many reads, and one
+ * past the 1 MiB limit (refused) all come out right. */
+static char *load_and_write(const char *raw, size_t len, int *rc, size_t *outlen)
+{
+    t_memsrc src = {raw, len, 0};
+    smtpc_message *m = NULL;
+    char eb[200];
+    *rc = smtpc_message_load(&m, t_mem_read, &src, eb, sizeof eb);
+    if (*rc) return NULL;
+    smtpc_message_writer *w = NULL;
+    char *out = NULL;
+    size_t n = 0, cap = 0;
+    if (smtpc_message_writer_new(&w, m, 0) == 0) {
+        char tmp[4096];
+        ssize_t k;
+        while ((k = smtpc_message_writer_read(w, tmp, sizeof tmp)) > 0) {
+            if (n + (size_t)k + 1 > cap) {
+                cap = (n + (size_t)k + 1) * 2;
+                char *nb = realloc(out, cap);
+                if (!nb) break;
+                out = nb;
+            }
+            memcpy(out + n, tmp, (size_t)k);
+            n += (size_t)k;
+        }
+        smtpc_message_writer_free(w);
+    }
+    smtpc_message_free(m);
+    if (out) out[n] = 0;
+    *outlen = n;
+    return out;
+}
+
+TEST(load_in_pieces)
+{
+    static const char head[] = "From: a@example.org\r\nTo: b@example.org\r\nSubject: pieces\r\n";
+    static const char tail[] = "\r\nthe body\r\n";
+    size_t sizes[] = {4094, 4095, 4096, 4097, 300 * 1024, (1 << 20) + 4096};
+    for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
+        size_t want = sizes[t]; /* where the blank line starts */
+        size_t cap = want + sizeof tail + 100;
+        char *raw = malloc(cap);
+        if (!raw) return;
+        size_t n = strlen(head), pads = 0;
+        memcpy(raw, head, n);
+        while (n < want) {
+            size_t room = want - n; /* a field line of exactly room bytes, or a full one */
+            size_t len = room >= 200 + 14 ? 200 : room;
+            if (len < 14 && room > len) len = room;
+            if (len < 14) { /* too short for a field: widen the previous one */
+                memmove(raw + n - 2 + len, raw + n - 2, 2);
+                memset(raw + n - 2, 'z', len);
+                n += len;
+                break;
+            }
+            int k = snprintf(raw + n, cap - n, "X-Pad-%05zu: ", pads++);
+            memset(raw + n + k, 'y', len - (size_t)k - 2);
+            memcpy(raw + n + len - 2, "\r\n", 2);
+            n += len;
+        }
+        CHECK_INT(n, want);
+        memcpy(raw + n, tail, sizeof tail - 1);
+        n += sizeof tail - 1;
+        int rc;
+        size_t outlen = 0;
+        char *out = load_and_write(raw, n, &rc, &outlen);
+        if (want > (1 << 20)) {
+            CHECK_INT(rc, SMTPC_ELIMIT);
+            CHECK(out == NULL);
+        } else {
+            CHECK_INT(rc, 0);
+            CHECK(out != NULL);
+            if (out) {
+                CHECK(outlen >= 10 && memcmp(out + outlen - 10, "the body\r\n", 10) == 0);
+                CHECK(strstr(out, "Subject: pieces\r\n") != NULL);
+                char last[32];
+                snprintf(last, sizeof last, "X-Pad-%05zu: ", pads - 1);
+                CHECK(strstr(out, last) != NULL);
+                CHECK(strstr(out, "\r\n\r\nthe body\r\n") != NULL);
+            }
+        }
+        free(out);
+        free(raw);
+    }
+}
+
 int main(void)
 {
     RUN(minimal_message);
@@ -387,6 +475,7 @@ int main(void)
     RUN(errors);
     RUN(callback_spool_and_replay);
     RUN(callback_errors);
+    RUN(load_in_pieces);
     RUN(file_changed_size);
     RUN(headers_written);
     RUN(type_guess_and_names);
