@@ -11,16 +11,21 @@ directory outbox (`smtpc queue flush --connections K`).
 schema, its workers drain a queue of their own, in the same run, each
 worker count next to this build's.
 
---pg-cpu CPU: PostgreSQL pinned to that CPU (with the clients: 1), so it
-takes no time from the sink; by default it is not pinned.
+--pg-cpu CPU: the CPU PostgreSQL is pinned to; by default the clients'
+(1), `any` for none. The sink stands for the remote server, which never
+shares a CPU with the sender's database: pinned with the clients, the
+worker and its PostgreSQL together get the CPU the bulk client had (all of
+the queue's cost is charged to the sending side), and the sink keeps its
+own in both runs. Unpinned, PostgreSQL also runs on the sink's CPU, and
+the worker's rate then includes the sink slowed down by the database.
 
 --pairs R: only plain bulk and one worker, one after the other, R times
 (the queue filled once and put back between drains); each pair's ratio and
 the median ratio, and the medians of the CPU per message.
 
 A private PostgreSQL 15 (the tests' fixture, with PostgreSQL's durable
-defaults: fsync and synchronous commit on) on a Unix socket, unpinned;
-smtp-sink pinned to CPU 0, the clients to CPU 1. Enqueue, through psql (the
+defaults: fsync and synchronous commit on) on a Unix socket;
+smtp-sink pinned to CPU 0, the clients (and PostgreSQL, see --pg-cpu) to CPU 1. Enqueue, through psql (the
 body sent once per batch, stored per message): transactions of 1,000
 `smtpc.enqueue` calls, and calls of `smtpc.enqueue_many` with 1,000
 messages each. Drain: wall time until every message is sent,
@@ -236,7 +241,8 @@ def main():
     ap.add_argument("--dir-n", type=int, default=10000)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--baseline", help="the build directory of an earlier commit, measured in the same run")
-    ap.add_argument("--pg-cpu", help="pin PostgreSQL to this CPU (default: not pinned)")
+    ap.add_argument("--pg-cpu", default=CLIENT_CPU,
+                    help=f"pin PostgreSQL to this CPU (default: the clients' CPU, {CLIENT_CPU}); any: not pinned")
     ap.add_argument("--pairs", type=int, default=0, help="only bulk and 1 worker, interleaved, this many times")
     a = ap.parse_args()
     base = os.path.join(a.baseline, "smtpc") if a.baseline else None
@@ -248,9 +254,10 @@ def main():
     why = missing()
     if why:
         raise SystemExit(why)
-    print(f"# {machine_state()}" + (f"; PostgreSQL pinned to CPU {a.pg_cpu}" if a.pg_cpu is not None else ""))
+    pinned = a.pg_cpu != "any"
+    print(f"# {machine_state()}; PostgreSQL " + (f"pinned to CPU {a.pg_cpu}" if pinned else "not pinned"))
     pg = Postgres(fast=False)
-    if a.pg_cpu is not None:
+    if pinned:
         pin(pg, a.pg_cpu)
     sink = Sink()
     rows = []

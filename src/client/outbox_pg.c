@@ -275,7 +275,7 @@ struct smtpc__pg {
         const PGconn *c;
         int pid;       /* the session's backend: a reset or a reconnect starts another */
         unsigned mask; /* 1 << Q_*: prepared there */
-    } prep[4];
+    } prep[64];        /* a worker uses 2 connections, a flush 1 per client */
     unsigned prep_next;
 };
 
@@ -462,7 +462,8 @@ static PGresult *checked(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int *rc, P
  * cost the server about 1.4 µs per message. They are prepared once per
  * server session, as "smtpc_q<N>". A session is known by its connection and
  * its backend's PID (PQreset and reconnects start new ones); a connection
- * the few slots forgot is asked whether the statement is there. */
+ * the slots forgot (more than 64 in use) is asked whether the statement is
+ * there. */
 
 /* Whether statement q is known prepared on c's session (pid); set: it is now. */
 static bool prep_known(smtpc__pg *p, const PGconn *c, int pid, int q, bool set)
