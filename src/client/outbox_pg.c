@@ -389,9 +389,9 @@ static PGresult *run(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, int *rc, const
 #define BIG_READ_PAUSE_NS 500000L
 
 /* run for a prepared statement (stmt: its name) with a large result (a
- * claim: hundreds of bodies), binary results. PQexecParams wakes up for every piece the
- * server writes (8 KB each from PostgreSQL), two context switches per
- * message on the CPU that also sends them; here, once the socket is
+ * claim: hundreds of bodies), binary results. A blocking PQexec* wakes
+ * up for every piece the server writes (8 KB each from PostgreSQL), two
+ * context switches per message on the CPU that also sends them; here, once the socket is
  * drained, the reader pauses for a moment so that the next read takes
  * what the server wrote meanwhile (up to a socket buffer's worth). The
  * server waits for nothing but a full socket buffer. */
@@ -795,7 +795,8 @@ static int outcomes_write(smtpc__pg *p, PGconn *c, smtpc__errmsg *err, outcomes 
         if (!rc) rc = smtpc__buf_append_str(&a[1], x->st);
         if (!rc) rc = buf_int(&a[2], sep, x->inc);
         if (!rc) rc = buf_int(&a[3], sep, x->delay);
-        if (!rc) rc = x->code ? buf_int(&a[4], sep, x->code) : smtpc__buf_printf(&a[4], "%sNULL", sep);
+        if (!rc) rc = smtpc__buf_append_str(&a[4], sep);
+        if (!rc) rc = x->code ? smtpc__buf_append_int(&a[4], x->code) : smtpc__buf_append_str(&a[4], "NULL");
         if (!rc) rc = smtpc__buf_append_str(&a[5], sep);
         if (!rc) rc = x->err ? arr_str(&a[5], x->err) : smtpc__buf_append_str(&a[5], "NULL");
         if (!rc) rc = smtpc__buf_append_str(&a[6], sep);
