@@ -3,6 +3,7 @@
 # target at a time in one process (no -jobs), at low priority (nice -n 15):
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET_REGEX]   run (default 600 s each)
 #   scripts/fuzz.sh --merge [TARGET_REGEX]                minimise into tests/fuzz/corpus/
+#   scripts/fuzz.sh --merge-edges [TARGET_REGEX]          the same, on new edges only
 #   scripts/fuzz.sh --stats                               the totals so far
 # Each target's corpus grows in build-fuzz/tests/corpus-<target>/ (kept
 # between runs; seeded from tests/fuzz/corpus/<target>/). Every run appends
@@ -10,7 +11,10 @@
 # executions from libFuzzer's stat::number_of_executed_units, exec/s), and
 # the summary gives the executions per target over all runs so far.
 # --merge adds to tests/fuzz/corpus/<target>/ only the grown inputs that
-# add coverage (libFuzzer -merge=1), so `make check` replays them.
+# add coverage (libFuzzer -merge=1), so `make check` replays them;
+# --merge-edges only those that add an edge (-use_counters=0): a merge on
+# hit counts keeps hundreds of inputs more for the same edges once a
+# target has run for hours, and `make check` replays every one.
 # Crashes, leaks and timeouts are kept in build-fuzz/artifacts/ and make the
 # run fail (add the minimised input to the seed corpus with the fix).
 set -eu
@@ -18,8 +22,10 @@ cd "$(dirname "$0")/.."
 B=build-fuzz
 STATS=$B/fuzz-stats.tsv
 mode=run
+counters=1
 case "${1:-}" in
 --merge) mode=merge; shift ;;
+--merge-edges) mode=merge; counters=0; shift ;;
 --stats) mode=stats; shift ;;
 esac
 
@@ -60,7 +66,7 @@ for t in $targets; do
     mkdir -p "$seeds" "$grown"
     if [ "$mode" = merge ]; then
         before=$(ls "$seeds" | wc -l)
-        ASAN_OPTIONS=detect_leaks=1 nice -n 15 "$B/tests/$t" -merge=1 -rss_limit_mb=2048 -timeout=10 \
+        ASAN_OPTIONS=detect_leaks=1 nice -n 15 "$B/tests/$t" -merge=1 -use_counters=$counters -rss_limit_mb=2048 -timeout=10 \
             "$seeds" "$grown" >"$B/artifacts/$t.merge.log" 2>&1 || { echo "$t: merge failed"; status=1; }
         echo "$t: $before -> $(ls "$seeds" | wc -l) seed inputs"
         continue
