@@ -23,12 +23,15 @@ static int lerr(char *eb, size_t el, int code, const char *msg, size_t line)
 }
 
 /* Finds the end of the header block in s[0..n): returns the offset of the
- * first body byte, or 0 if not found yet. Accepts CRLF or bare LF. */
-static size_t header_end(const uint8_t *s, size_t n)
+ * first body byte, or 0 if not found yet. Accepts CRLF or bare LF. The
+ * search starts at from: s[0..from + 2) holds no end already (a reader
+ * that returns a few octets at a time must not cost a scan of the whole
+ * block per read). */
+static size_t header_end(const uint8_t *s, size_t n, size_t from)
 {
     if (n >= 2 && s[0] == '\r' && s[1] == '\n') return 2; /* no headers at all */
     if (n >= 1 && s[0] == '\n') return 1;
-    for (size_t i = 0; i + 1 < n; i++) {
+    for (size_t i = from; i + 1 < n; i++) {
         if (s[i] != '\n') continue;
         if (s[i + 1] == '\n') return i + 2;
         if (s[i + 1] == '\r' && i + 2 < n && s[i + 2] == '\n') return i + 3;
@@ -81,19 +84,24 @@ int smtpc_message_load_with(smtpc_message **out, ssize_t (*cb)(void *, void *, s
     size_t body = 0;
     bool eof = false;
     int rc = 0;
-    /* reads of 4 KiB, doubling to 64 KiB: most header blocks are a few
-     * KiB, and a 64 KiB block for each message loaded cost more than the
-     * parsing (an mmap each under ASan) */
+    /* The buffer grows by 4 KiB, doubling to 64 KiB, when less than 1 KiB
+     * is left; each read fills what is left (at most 64 KiB, so never past
+     * the limit). Most header blocks are a few KiB: one allocation, which
+     * the end of input does not double (a 64 KiB block for each message
+     * loaded cost more than the parsing, an mmap each under ASan). */
     size_t chunk = 4096;
     while (!body) {
-        int rrc = smtpc__buf_reserve(&in, chunk);
-        if (rrc) {
-            smtpc__buf_free(&in);
-            return rrc == SMTPC_ENOMEM ? lerr(eb, el, rrc, "out of memory", 0)
-                                       : lerr(eb, el, SMTPC_ELIMIT, "header block larger than 1 MiB", 0);
+        if (in.cap - in.len < 1024) {
+            int rrc = smtpc__buf_reserve(&in, chunk);
+            if (rrc) {
+                smtpc__buf_free(&in);
+                return rrc == SMTPC_ENOMEM ? lerr(eb, el, rrc, "out of memory", 0)
+                                           : lerr(eb, el, SMTPC_ELIMIT, "header block larger than 1 MiB", 0);
+            }
+            if (chunk < 65536) chunk *= 2;
         }
-        ssize_t k = cb(ud, in.data + in.len, chunk);
-        if (chunk < 65536) chunk *= 2;
+        size_t room = in.cap - in.len;
+        ssize_t k = cb(ud, in.data + in.len, room < 65536 ? room : 65536);
         if (k < 0) {
             smtpc__buf_free(&in);
             return lerr(eb, el, (int)k, "reading the message failed", 0);
@@ -102,8 +110,9 @@ int smtpc_message_load_with(smtpc_message **out, ssize_t (*cb)(void *, void *, s
             eof = true;
             break;
         }
+        size_t from = in.len >= 2 ? in.len - 2 : 0; /* an end may straddle reads */
         in.len += (size_t)k;
-        body = header_end(in.data, in.len);
+        body = header_end(in.data, in.len, from);
         if (!body && in.len > HEADER_LIMIT) {
             smtpc__buf_free(&in);
             return lerr(eb, el, SMTPC_ELIMIT, "header block larger than 1 MiB", 0);

@@ -468,6 +468,67 @@ TEST(load_in_pieces)
     }
 }
 
+/* A reader that returns at most `piece` octets per call, as a pipe may. */
+typedef struct {
+    t_memsrc m;
+    size_t piece;
+} piece_src;
+
+static ssize_t piece_read(void *ud, void *buf, size_t len)
+{
+    piece_src *s = ud;
+    return t_mem_read(&s->m, buf, len < s->piece ? len : s->piece);
+}
+
+/* The blank line is found when it straddles reads of 1, 2 or 3 octets,
+ * whatever its line ends (LF LF, CRLF CRLF, LF CRLF, CRLF LF); a header
+ * block of 64 KiB read an octet at a time is scanned once, not once per
+ * read. */
+TEST(load_by_octet)
+{
+    static const char *const ends[] = {"\n\n", "\r\n\r\n", "\n\r\n", "\r\n\n"};
+    for (size_t e = 0; e < SMTPC__ARRAY_LEN(ends); e++)
+        for (size_t piece = 1; piece <= 3; piece++)
+            for (size_t pad = 0; pad < 3; pad++) {
+                char raw[256];
+                int n = snprintf(raw, sizeof raw, "From: a@example.org\nTo: b@example.org\nSubject: %.*s%sthe body\n",
+                                 (int)pad + 1, "xyz", ends[e]);
+                piece_src src = {{raw, (size_t)n, 0}, piece};
+                smtpc_message *m = NULL;
+                char eb[200];
+                CHECK_INT(smtpc_message_load(&m, piece_read, &src, eb, sizeof eb), 0);
+                smtpc_message_writer *w = NULL;
+                char out[1024];
+                size_t len = 0;
+                ssize_t k;
+                CHECK_INT(smtpc_message_writer_new(&w, m, 0), 0);
+                while (w && (k = smtpc_message_writer_read(w, out + len, sizeof out - 1 - len)) > 0) len += (size_t)k;
+                out[len] = '\0';
+                CHECK(len >= 14 && strcmp(out + len - 14, "\r\n\r\nthe body\r\n") == 0);
+                smtpc_message_writer_free(w);
+                smtpc_message_free(m);
+            }
+    size_t big = 64 * 1024;
+    char *raw = malloc(big + 64);
+    CHECK(raw != NULL);
+    if (!raw) return;
+    size_t n = (size_t)snprintf(raw, 64, "From: a@example.org\nTo: b@example.org\n");
+    while (n + 100 < big) {
+        n += (size_t)snprintf(raw + n, 16, "X-Pad: ");
+        memset(raw + n, 'p', 80);
+        n += 80;
+        raw[n++] = '\n';
+    }
+    memcpy(raw + n, "\nbody\n", 7);
+    n += 7;
+    piece_src src = {{raw, n, 0}, 1};
+    smtpc_message *m = NULL;
+    char eb[200];
+    CHECK_INT(smtpc_message_load(&m, piece_read, &src, eb, sizeof eb), 0);
+    smtpc_message_free(m);
+    free(raw);
+}
+
 int main(void)
 {
     RUN(minimal_message);
@@ -476,6 +537,7 @@ int main(void)
     RUN(callback_spool_and_replay);
     RUN(callback_errors);
     RUN(load_in_pieces);
+    RUN(load_by_octet);
     RUN(file_changed_size);
     RUN(headers_written);
     RUN(type_guess_and_names);
