@@ -324,13 +324,28 @@ static int entry_open(smtpc_outbox *ob, const char *sub, const char *id, entry *
     if (path_of(p, sizeof p, ob, sub, id, ".msg")) return SMTPC_ELIMIT;
     e->fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (e->fd < 0) return errno == ENOENT ? SMTPC_ENOTFOUND : oerr(ob, SMTPC_EIO, "open", p);
-    e->hdr = malloc(HDR_MAX + 1);
-    if (!e->hdr) return SMTPC_ENOMEM;
-    ssize_t n = pread(e->fd, e->hdr, HDR_MAX, 0);
-    if (n < 0) return oerr(ob, SMTPC_EIO, "read", p);
-    e->hdr[n] = '\0';
-    char *end = strstr(e->hdr, "\n\n");
-    if (strncmp(e->hdr, "smtpc-outbox 1\n", 15) || !end)
+    /* The envelope header, read in pieces of 4 KiB doubling to 64 KiB, up
+     * to HDR_MAX: most are a few hundred octets, and a buffer of HDR_MAX
+     * for every entry read (each list, flush, retry) was an mmap each. */
+    size_t len = 0, chunk = 4096;
+    char *end = NULL;
+    for (;;) {
+        size_t want = chunk < HDR_MAX - len ? chunk : HDR_MAX - len;
+        char *nh = realloc(e->hdr, len + want + 1);
+        if (!nh) return SMTPC_ENOMEM;
+        e->hdr = nh;
+        ssize_t n = pread(e->fd, e->hdr + len, want, (off_t)len);
+        if (n < 0) return oerr(ob, SMTPC_EIO, "read", p);
+        size_t from = len ? len - 1 : 0; /* "\n\n" may straddle two reads */
+        len += (size_t)n;
+        e->hdr[len] = '\0';
+        for (size_t i = from; !end && i + 1 < len; i++)
+            if (e->hdr[i] == '\n' && e->hdr[i + 1] == '\n') end = e->hdr + i;
+        if (end || n == 0 || len == HDR_MAX) break;
+        if (chunk < 65536) chunk *= 2;
+    }
+    /* a NUL before the blank line: not ours (the parse below walks strings) */
+    if (strncmp(e->hdr, "smtpc-outbox 1\n", 15) || !end || memchr(e->hdr, '\0', (size_t)(end - e->hdr)))
         return smtpc__err(&ob->err, SMTPC_EIO, "%s: not an outbox message", p);
     end[1] = '\0';
     e->body_off = (off_t)(end + 2 - e->hdr);

@@ -156,6 +156,66 @@ TEST(outbox_local)
     CHECK_INT(system(cmd), 0);
 }
 
+/* A .msg file written by hand: an envelope header whose blank line ends
+ * at octet total (a padding line the reader ignores), nrcpts recipients,
+ * and a NUL in the padding when nul. */
+static void put_msg(const char *dir, const char *name, size_t total, int nrcpts, bool nul)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/queue/%s.msg", dir, name);
+    FILE *f = fopen(p, "wb");
+    CHECK(f != NULL);
+    size_t n = (size_t)fprintf(f, "smtpc-outbox 1\nfrom a@example.org\n");
+    for (int i = 0; i < nrcpts; i++) n += (size_t)fprintf(f, "rcpt r%05d@example.org\n", i);
+    CHECK(total >= n + 3);
+    for (size_t i = n; i < total - 2; i++) fputc(nul && i == n + 1 ? '\0' : 'p', f);
+    fputs("\n\nbody\n", f);
+    fclose(f);
+}
+
+typedef struct {
+    int n;
+    size_t rcpts;
+} seen;
+
+static int seen_cb(void *ud, const smtpc_outbox_entry *e)
+{
+    seen *s = ud;
+    s->n++;
+    s->rcpts += e->nrcpts;
+    CHECK_STR(e->from, "a@example.org");
+    CHECK_STR(e->first_rcpt, "r00000@example.org");
+    return 0;
+}
+
+/* The envelope header is read in pieces (4 KiB, doubling): a blank line
+ * that straddles two reads, a header of 100 KiB recipients, and the limit
+ * of 256 KiB (past it, or with a NUL in it, the file is not an entry). */
+TEST(outbox_envelope_in_pieces)
+{
+    char dir[] = "/tmp/smtpc-test-outbox-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    smtpc_outbox *ob;
+    CHECK_INT(smtpc_outbox_open(&ob, dir, NULL, 0), 0);
+    static const size_t at[] = {4095, 4096, 4097, 4098, 12287, 12288, 12289, 28673, 262144};
+    char name[32];
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        snprintf(name, sizeof name, "t%zu", at[i]);
+        put_msg(dir, name, at[i], 1, false);
+    }
+    put_msg(dir, "many", 5000 * 24 + 100, 5000, false);
+    put_msg(dir, "over", 262145, 1, false);
+    put_msg(dir, "nul", 5000, 1, true);
+    seen s = {0};
+    CHECK_INT(smtpc_outbox_list(ob, false, seen_cb, &s), 0);
+    CHECK_INT(s.n, 10);
+    CHECK_INT((int)s.rcpts, 9 + 5000);
+    smtpc_outbox_free(ob);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_INT(system(cmd), 0);
+}
+
 /* The session's namesakes judge the values: the client refuses what a
  * session refuses, and keeps the session's message. */
 /* The new whole-object setters: NULLs, copies, the client's stricter
@@ -400,5 +460,6 @@ int main(void)
     RUN(tls_files_reach_the_session);
     RUN(config_keys);
     RUN(outbox_local);
+    RUN(outbox_envelope_in_pieces);
     T_DONE();
 }
