@@ -71,7 +71,9 @@ for t in $targets; do
         echo "$t: $before -> $(ls "$seeds" | wc -l) seed inputs"
         continue
     fi
-    log=$B/artifacts/$t.log
+    # a log of this run only (two runs of one target at once, each on its
+    # own core, must not read each other's count); the last one is $t.log
+    log=$B/artifacts/$t.$$.log
     echo "== $t for $secs s"
     rc=0
     ASAN_OPTIONS=detect_leaks=1 nice -n 15 "$B/tests/$t" -max_total_time="$secs" \
@@ -82,6 +84,8 @@ for t in $targets; do
     rate=$(awk -v e="$execs" -v s="$secs" 'BEGIN { printf "%.0f", s ? e / s : 0 }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$t" "$secs" "$execs" "$rate" >>"$STATS"
     echo "$t: $execs executions ($rate exec/s)"
+    mv -f "$log" "$B/artifacts/$t.log"
+    log=$B/artifacts/$t.log
     if [ "$rc" != 0 ]; then
         echo "$t: FAILED (exit $rc): see $log and $B/artifacts/"
         grep -E "ERROR|SUMMARY|Test unit written" "$log" | head -5 || true
