@@ -57,13 +57,14 @@ class FaultServer:
     "X-Big:" header (the client's body must be larger than its socket
     buffers, over 4 MiB on Linux): stops reading at the end of the header
     for `cut_pause` seconds, then resets, before the client could write its
-    dot. `injected` counts them by kind. `stop_once` (idx -> octets): the
+    dot. Each kind with a probability strikes at least once, at the latest
+    at its chance number `at_least_after` + 1. `injected` counts them by kind. `stop_once` (idx -> octets): the
     first body of message idx is read up to that many octets, then the
     server stops reading and resets as for "drop_data_big"."""
 
     def __init__(self, drop_every=0, t421_every=0, drop_data_every=0, reject=(), tempfail_once=(),
                  dot_delay=0.0, rcpt_tempfail=None, drop_data_lines=3, seed=None, p=None, cut_pause=0.2,
-                 rcvbuf=0, stop_once=None):
+                 rcvbuf=0, stop_once=None, at_least_after=25):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if rcvbuf:  # inherited by the connections: a small window
@@ -87,6 +88,8 @@ class FaultServer:
         self.stop_once = dict(stop_once or {})  # idx -> body octets read before a reset, once
         assert set(self.p) <= set(KINDS) | {"drop_data_big"}, self.p
         self.injected = collections.Counter()
+        self.chances = collections.Counter()  # per kind, while it has not struck
+        self.at_least_after = at_least_after
         self.record = []  # (idx, dot_seen, reply code or None) per body begun
         self.stop = False
         self.active = 0  # connections being served
@@ -107,10 +110,20 @@ class FaultServer:
         return n and k % n == 0
 
     def _pick(self, *kinds):
-        """One of kinds at random (their probabilities), or None."""
+        """One of kinds at random (their probabilities), or None. A kind with
+        a probability that has not struck in its first `at_least_after`
+        chances strikes at the next: the connections' threads draw from one
+        RNG in an order the scheduler decides, so the seed alone does not
+        promise that every kind happens in a short run."""
         if not self.p:
             return None
         with self.lock:
+            for k in kinds:
+                if self.p.get(k, 0.0) > 0 and not self.injected[k]:
+                    self.chances[k] += 1
+                    if self.chances[k] > self.at_least_after:
+                        self.injected[k] += 1
+                        return k
             r = self.rng.random()
             for k in kinds:
                 r -= self.p.get(k, 0.0)
