@@ -142,12 +142,19 @@ def test_bulk_postfix_starttls(postfix):
 
 def test_bulk_rate_limit(smtp_sink):
     n, rate = 400, 200.0
-    res, done = run(smtp_sink.host, smtp_sink.port, n, 4, "--rate", rate)
-    assert all(r[0] == "SENT" for r in res.values())
-    # from the first result to the last: connection set-up is not rate-limited
-    elapsed = int(done[-1].split("=")[1]) / 1000.0
-    measured = (n - 1) / elapsed
-    assert abs(measured - rate) / rate < 0.10, (measured, elapsed)
+    for attempt in (1, 2):
+        res, done = run(smtp_sink.host, smtp_sink.port, n, 4, "--rate", rate)
+        assert all(r[0] == "SENT" for r in res.values())
+        # from the first result to the last: connection set-up is not rate-limited
+        elapsed = int(done[-1].split("=")[1]) / 1000.0
+        measured = (n - 1) / elapsed
+        # never faster than the limit; slower only if the machine was busy
+        # (other tests run beside this one): a limiter that is itself too
+        # slow is slow twice
+        assert measured < rate * 1.10, (measured, elapsed)
+        if measured > rate * 0.90:
+            break
+    assert abs(measured - rate) / rate < 0.10, (measured, elapsed, attempt)
 
 
 @pytest.mark.usefixtures("loop")
